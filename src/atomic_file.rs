@@ -1,0 +1,103 @@
+//! Files written all at once or not at all, with the permissions they need from the first byte.
+//!
+//! Every file meshctl writes goes through here: a temporary file in the same directory, written,
+//! flushed to disk, given its mode, then renamed over the target. A crash leaves either the old file or
+//! the new one, never half of either. Private keys get 0600 and their directories 0700.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Mode for private keys and anything else secret.
+pub const PRIVATE: u32 = 0o600;
+/// Mode for certificates and manifests without secrets.
+pub const PUBLIC: u32 = 0o644;
+/// Mode for directories that hold private keys.
+pub const PRIVATE_DIR: u32 = 0o700;
+
+/// Writes `contents` to `path` atomically with `mode`, replacing any existing file.
+pub fn write(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = staged(path, contents, mode)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Like [`write`], but fails with `AlreadyExists` instead of replacing an existing file: the guard
+/// that makes it impossible to overwrite a root key by accident.
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = staged(path, contents, mode)?;
+    tmp.persist_noclobber(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn staged(path: &Path, contents: &[u8], mode: u32) -> io::Result<tempfile::NamedTempFile> {
+    let dir = parent_of(path);
+    let mut tmp = tempfile::Builder::new().prefix(".meshctl-").tempfile_in(dir)?;
+    // Set the mode before writing, so a key is never readable by others, not even for a moment.
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    Ok(tmp)
+}
+
+/// Creates `path` and its missing parents; directories created here get `mode`.
+pub fn create_dir_all(path: &Path, mode: u32) -> io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_all(parent, mode)?;
+    }
+    match fs::create_dir(path) {
+        Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(mode)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The directory `path` lives in (`.` for a bare file name).
+pub fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_sets_the_mode_and_replaces_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        write(&path, b"one", PRIVATE).unwrap();
+        write(&path, b"two", PRIVATE).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn write_new_never_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root-key.pem");
+        write_new(&path, b"original", PRIVATE).unwrap();
+        let err = write_new(&path, b"other", PRIVATE).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&path).unwrap(), b"original");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn created_directories_get_the_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b");
+        create_dir_all(&deep, PRIVATE_DIR).unwrap();
+        for d in [dir.path().join("a"), deep] {
+            assert_eq!(fs::metadata(d).unwrap().permissions().mode() & 0o777, 0o700);
+        }
+    }
+}

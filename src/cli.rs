@@ -1,0 +1,289 @@
+//! Command-line definitions, and nothing else: clap types stop here. [`crate::commands`] turns them
+//! into settings before anything runs.
+
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::phases::Phase;
+use crate::pki::KeyType;
+
+/// Turn several Kubernetes clusters into one Istio mesh (multi-primary, multi-network), and prove it works.
+#[derive(Debug, Parser)]
+#[command(name = "meshctl", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// kubeconfig file (default: `KUBECONFIG`, which may list several files, else ~/.kube/config).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Where meshctl keeps its state (certificates, phase progress, kubeconfigs).
+    #[arg(long, global = true, env = "MESHCTL_HOME", value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create (or adopt) the clusters and join them into one mesh.
+    Up(UpArgs),
+    /// Remove what `up` created: the kind clusters it made (never others).
+    Down(DownArgs),
+    /// Per cluster and phase: what exists, what is ready, what is missing.
+    Status(StatusArgs),
+    /// Prove cross-cluster traffic from every cluster to every other, and locality failover.
+    Verify(VerifyArgs),
+    /// Certificate authorities in Istio's plug-in CA layout.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Print (or apply) the remote secret that lets other istiods read a cluster, like
+    /// `istioctl create-remote-secret`.
+    RemoteSecret(RemoteSecretArgs),
+    /// Check prerequisites: docker, kind, istioctl, inotify limits, memory.
+    Doctor(DoctorArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print meshctl's version and the pinned versions of what it installs.
+    Version(VersionArgs),
+}
+
+/// Which clusters: a count of new kind clusters, a file, or existing contexts.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TopologyArgs {
+    /// Create this many kind clusters (`cluster1..N`).
+    #[arg(long, value_name = "N", conflicts_with_all = ["config", "contexts"])]
+    pub clusters: Option<usize>,
+
+    /// Read the topology from a meshctl.yaml file.
+    #[arg(long, value_name = "FILE", conflicts_with = "contexts")]
+    pub config: Option<PathBuf>,
+
+    /// Use existing clusters, one per kubeconfig context (comma-separated).
+    #[arg(long, value_name = "CTX,..", value_delimiter = ',')]
+    pub contexts: Vec<String>,
+
+    /// Mesh ID shared by every cluster.
+    #[arg(long, value_name = "ID")]
+    pub mesh_id: Option<String>,
+}
+
+/// Output format of commands that report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// Human-readable lines (progress on a terminal, plain lines otherwise).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn phase_parser() -> impl TypedValueParser<Value = Phase> {
+    PossibleValuesParser::new(Phase::ALL.map(Phase::name)).map(|s| s.parse::<Phase>().expect("listed names parse"))
+}
+
+fn key_type_parser() -> impl TypedValueParser<Value = KeyType> {
+    PossibleValuesParser::new(["rsa-4096", "ecdsa-p256"]).map(|s| match s.as_str() {
+        "ecdsa-p256" => KeyType::EcdsaP256,
+        _ => KeyType::Rsa4096,
+    })
+}
+
+/// `meshctl up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    /// Which clusters.
+    pub topology: TopologyArgs,
+
+    /// Run only these phases (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = phase_parser(), value_name = "PHASE,..")]
+    pub only: Vec<Phase>,
+
+    /// Skip these phases (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = phase_parser(), value_name = "PHASE,..")]
+    pub skip: Vec<Phase>,
+
+    /// Write the whole plan (certificates, every manifest, plan.json) to --out instead of applying it.
+    #[arg(long, requires = "out")]
+    pub dry_run: bool,
+
+    /// Directory for --dry-run output.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Certificate directory (Istio layout); an existing root there is reused.
+    #[arg(long, value_name = "DIR")]
+    pub certs_dir: Option<PathBuf>,
+
+    /// Key type for new certificate authorities.
+    #[arg(long, value_parser = key_type_parser(), default_value = "rsa-4096")]
+    pub key_type: KeyType,
+
+    /// Subnet standing in for the docker `kind` network when planning without docker.
+    #[arg(long, value_name = "CIDR", default_value = "172.18.0.0/16")]
+    pub lb_subnet: String,
+
+    /// Bound on each wait (e.g. 90s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub timeout: String,
+
+    /// Accept an istioctl whose minor version differs from the pinned Istio.
+    #[arg(long)]
+    pub allow_version_skew: bool,
+
+    /// Use this MetalLB manifest instead of downloading the pinned one.
+    #[arg(long, value_name = "FILE")]
+    pub metallb_manifest: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `meshctl down`.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Also delete meshctl's state, the certificate authorities included.
+    #[arg(long)]
+    pub purge: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `meshctl status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    /// Which clusters.
+    pub topology: TopologyArgs,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `meshctl verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    /// Which clusters.
+    pub topology: TopologyArgs,
+    /// Also test locality failover.
+    #[arg(long)]
+    pub failover: bool,
+    /// Write a JUnit XML report.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Keep the verification workloads afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `meshctl certs ...`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Generate a shared root CA and one intermediate CA per cluster (Istio's tools/certs layout).
+    Gen(CertsGenArgs),
+}
+
+/// `meshctl certs gen`.
+#[derive(Debug, Args)]
+pub struct CertsGenArgs {
+    /// Intermediates for `cluster1..N`.
+    #[arg(long, value_name = "N", conflicts_with = "cluster", required_unless_present = "cluster")]
+    pub clusters: Option<usize>,
+
+    /// Intermediate for this cluster (repeatable).
+    #[arg(long = "cluster", value_name = "NAME")]
+    pub cluster: Vec<String>,
+
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Key type.
+    #[arg(long, value_parser = key_type_parser(), default_value = "rsa-4096")]
+    pub key_type: KeyType,
+
+    /// Root CA validity in days.
+    #[arg(long, value_name = "DAYS", default_value_t = crate::pki::DEFAULT_ROOT_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub root_days: u32,
+
+    /// Intermediate CA validity in days.
+    #[arg(long, value_name = "DAYS", default_value_t = crate::pki::DEFAULT_INTERMEDIATE_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub intermediate_days: u32,
+
+    /// Replace an existing root and the named intermediates.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// Format of a printed remote secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ManifestFormat {
+    /// YAML, as istioctl prints it.
+    #[default]
+    Yaml,
+    /// JSON.
+    Json,
+}
+
+/// `meshctl remote-secret`.
+#[derive(Debug, Args)]
+pub struct RemoteSecretArgs {
+    /// Context of the cluster to be read (the source).
+    #[arg(long, value_name = "CTX")]
+    pub context: String,
+    /// Istio cluster name of the source (its `multiCluster.clusterName`).
+    #[arg(long, value_name = "CLUSTER")]
+    pub name: String,
+    /// API server address reachable from the other clusters (e.g. https://172.18.0.3:6443).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Apply the secret to these contexts instead of printing it.
+    #[arg(long, value_delimiter = ',', value_name = "CTX,..")]
+    pub apply_to: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: ManifestFormat,
+}
+
+/// `meshctl doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Size the checks for this many clusters.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub clusters: usize,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `meshctl completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `meshctl version`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}

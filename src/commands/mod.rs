@@ -1,0 +1,114 @@
+//! The command layer: turns parsed arguments into settings once, then calls the library.
+//! Nothing below this module sees a clap type.
+
+mod certs;
+mod up;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command, OutputFormat, TopologyArgs};
+use crate::topology::{DEFAULT_MESH_ID, Mesh};
+use crate::versions;
+
+/// Exit codes (documented in docs/exit-codes.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Everything done.
+    Success = 0,
+    /// A phase, command or check failed.
+    Failure = 1,
+    /// The command line or the topology is invalid; nothing was changed.
+    Usage = 2,
+    /// `status`/`verify`: the mesh is not (yet) ready or traffic did not pass.
+    NotReady = 3,
+    /// The command exists but is not implemented in this build.
+    NotImplemented = 4,
+    /// Interrupted (Ctrl-C); state is kept for resuming.
+    Interrupted = 130,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// A command (or mode) that a later release implements. Reported honestly, never faked.
+#[derive(Debug, thiserror::Error)]
+#[error("`{what}` is not implemented yet")]
+pub struct NotImplemented {
+    /// The command or mode.
+    pub what: String,
+}
+
+/// Runs one parsed command line.
+pub async fn run(cli: Cli) -> Result<Exit> {
+    let workdir = cli.workdir.clone().unwrap_or_else(default_workdir);
+    match cli.command {
+        Command::Certs(crate::cli::CertsCommand::Gen(args)) => certs::generate(args),
+        Command::Up(args) => up::run(args, &workdir),
+        Command::Version(args) => version(args.output),
+        Command::Completions(args) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(args.shell, &mut cmd, "meshctl", &mut std::io::stdout());
+            Ok(Exit::Success)
+        }
+        Command::Down(_) => not_implemented("meshctl down"),
+        Command::Status(_) => not_implemented("meshctl status"),
+        Command::Verify(_) => not_implemented("meshctl verify"),
+        Command::RemoteSecret(_) => not_implemented("meshctl remote-secret"),
+        Command::Doctor(_) => not_implemented("meshctl doctor"),
+    }
+}
+
+fn not_implemented(what: &str) -> Result<Exit> {
+    Err(NotImplemented { what: what.to_string() }.into())
+}
+
+fn version(output: OutputFormat) -> Result<Exit> {
+    let summary = versions::summary();
+    let mut out = std::io::stdout().lock();
+    match output {
+        OutputFormat::Json => {
+            let map: serde_json::Map<_, _> =
+                summary.into_iter().map(|(k, v)| (k.replace(' ', "_"), serde_json::Value::String(v))).collect();
+            writeln!(out, "{}", serde_json::Value::Object(map))?;
+        }
+        OutputFormat::Text => {
+            for (name, value) in summary {
+                writeln!(out, "{name:<16} {value}")?;
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// `$XDG_STATE_HOME/meshctl`, else `~/.local/state/meshctl`, else `./.meshctl`.
+fn default_workdir() -> PathBuf {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(state).join("meshctl");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/meshctl"),
+        None => PathBuf::from(".meshctl"),
+    }
+}
+
+/// The topology the flags describe: `--config`, `--contexts` or `--clusters` (default 2 kind clusters).
+fn resolve_topology(args: &TopologyArgs) -> Result<Mesh> {
+    let mesh_id = args.mesh_id.as_deref();
+    let mesh = if let Some(path) = &args.config {
+        Mesh::from_file(path, mesh_id)?
+    } else if !args.contexts.is_empty() {
+        Mesh::for_contexts(&args.contexts, mesh_id.unwrap_or(DEFAULT_MESH_ID))?
+    } else {
+        Mesh::for_kind(args.clusters.unwrap_or(2), mesh_id.unwrap_or(DEFAULT_MESH_ID))?
+    };
+    Ok(mesh)
+}

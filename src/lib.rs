@@ -1,0 +1,26 @@
+//! meshctl: several Kubernetes clusters into one Istio mesh (multi-primary, multi-network).
+//!
+//! The data flows one way, and the modules follow it:
+//!
+//! ```text
+//! flags / meshctl.yaml ─► topology ─► plan (phases × clusters, artifacts) ─► executor ─► clusters
+//!                             │              │                                  │
+//!                             │      render (templates/), pki, ipam      kube API, tools (kind, docker, istioctl)
+//!                             │              (pure)                             (the only I/O)
+//!                             └──────────────────────────────────────────► report
+//! ```
+//!
+//! * [`topology`]: what to build, validated as a whole.
+//! * [`pki`]: root and intermediate CAs in Istio's plug-in layout.
+//! * [`phases`]: the phases of `up`, in order.
+//! * [`report`]: what the user sees.
+#![deny(missing_docs)]
+
+pub mod atomic_file;
+pub mod cli;
+pub mod commands;
+pub mod phases;
+pub mod pki;
+pub mod report;
+pub mod topology;
+pub mod versions;

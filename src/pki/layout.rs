@@ -1,0 +1,263 @@
+//! Istio's `tools/certs` layout on disk, and bringing a directory to the wanted state.
+//!
+//! ```text
+//! DIR/root-cert.pem  DIR/root-key.pem
+//! DIR/<cluster>/{ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem}
+//! ```
+//! An existing root is reused (adding a cluster later never changes it) and never overwritten
+//! without `force`; an existing intermediate is kept, after checking it chains to that root. All
+//! keys that are needed, the root's included, are generated concurrently; only signing waits for
+//! the root. Everything is generated and checked in memory before the first file is written.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{IntermediateCa, KeyType, PkiError, RootCa, Validity, generate_key};
+use crate::atomic_file::{self, PRIVATE, PRIVATE_DIR, PUBLIC};
+
+/// File names of the layout.
+pub const ROOT_CERT: &str = "root-cert.pem";
+/// Root private key.
+pub const ROOT_KEY: &str = "root-key.pem";
+/// Per-cluster intermediate certificate.
+pub const CA_CERT: &str = "ca-cert.pem";
+/// Per-cluster intermediate key.
+pub const CA_KEY: &str = "ca-key.pem";
+/// Per-cluster chain: intermediate then root.
+pub const CERT_CHAIN: &str = "cert-chain.pem";
+
+/// What to produce.
+#[derive(Debug, Clone)]
+pub struct CertsRequest {
+    /// The directory of the layout.
+    pub dir: PathBuf,
+    /// Clusters that need an intermediate.
+    pub clusters: Vec<String>,
+    /// Key type for newly generated keys.
+    pub key_type: KeyType,
+    /// Validity of new certificates.
+    pub validity: Validity,
+    /// Replace the root and the named intermediates even when they exist.
+    pub force: bool,
+}
+
+/// What happened to one CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Disposition {
+    /// Did not exist; generated.
+    Created,
+    /// Existed and was kept as it is.
+    Reused,
+    /// Existed and was replaced (`--force`).
+    Replaced,
+}
+
+/// The result: the CA material for every requested cluster and what was done.
+#[derive(Debug)]
+pub struct CertsOutcome {
+    /// The directory.
+    pub dir: PathBuf,
+    /// What happened to the root.
+    pub root: Disposition,
+    /// The root certificate PEM.
+    pub root_cert_pem: String,
+    /// Per cluster, in request order.
+    pub clusters: Vec<(IntermediateCa, Disposition)>,
+}
+
+/// Why the directory could not be brought to the wanted state. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    /// Reading or writing a file failed.
+    #[error("cannot {action} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Existing material is inconsistent or does not match.
+    #[error("{0}")]
+    Pki(#[from] PkiError),
+    /// The directory holds part of a CA; meshctl will not guess.
+    #[error("`{}` is incomplete: {missing} missing (remove it, or pass --force to regenerate)", path.display())]
+    Partial {
+        /// The file or directory.
+        path: PathBuf,
+        /// Which files are missing.
+        missing: String,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CertsError {
+    let path = path.to_path_buf();
+    move |source| CertsError::Io { action, path, source }
+}
+
+fn read_opt(path: &Path) -> Result<Option<String>, CertsError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", path)(e)),
+    }
+}
+
+/// Reads the four files of `<dir>/<cluster>/`; `None` when the folder holds none of them.
+fn read_intermediate(dir: &Path, cluster: &str) -> Result<Option<IntermediateCa>, CertsError> {
+    let folder = dir.join(cluster);
+    let names = [CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT];
+    let mut found: [Option<String>; 4] = Default::default();
+    for (slot, name) in found.iter_mut().zip(names) {
+        *slot = read_opt(&folder.join(name))?;
+    }
+    let missing: Vec<_> = names.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(n, _)| *n).collect();
+    if missing.len() == names.len() {
+        return Ok(None);
+    }
+    if !missing.is_empty() {
+        return Err(CertsError::Partial { path: folder, missing: missing.join(", ") });
+    }
+    let [ca_cert_pem, ca_key_pem, cert_chain_pem, root_cert_pem] = found.map(Option::unwrap_or_default);
+    Ok(Some(IntermediateCa { cluster: cluster.to_string(), ca_cert_pem, ca_key_pem, cert_chain_pem, root_cert_pem }))
+}
+
+/// Reads the root CA in `dir` without changing anything; `None` when there is none.
+pub fn load_root(dir: &Path) -> Result<Option<RootCa>, CertsError> {
+    let cert = read_opt(&dir.join(ROOT_CERT))?;
+    let key = read_opt(&dir.join(ROOT_KEY))?;
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(RootCa::load(&cert, &key)?)),
+        (cert, _) => Err(CertsError::Partial {
+            path: dir.to_path_buf(),
+            missing: if cert.is_none() { ROOT_CERT } else { ROOT_KEY }.to_string(),
+        }),
+    }
+}
+
+/// Brings `request.dir` to the wanted state and returns the CA material of every requested cluster.
+pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
+    let dir = &request.dir;
+    if dir.exists() && !dir.is_dir() {
+        return Err(io_err("use as a certificate directory", dir)(io::Error::other("it is not a directory")));
+    }
+    let existing_root = if request.force { None } else { load_root(dir)? };
+    let root_existed = dir.join(ROOT_CERT).exists() || dir.join(ROOT_KEY).exists();
+
+    // Decide per cluster: keep (checked against the root) or generate.
+    let mut kept: Vec<Option<IntermediateCa>> = Vec::with_capacity(request.clusters.len());
+    for cluster in &request.clusters {
+        if request.force {
+            kept.push(None);
+            continue;
+        }
+        let current = read_intermediate(dir, cluster)?;
+        match (&current, &existing_root) {
+            (Some(ca), Some(root)) => ca.check_against(&root.cert_pem)?,
+            (Some(_), None) => {
+                return Err(CertsError::Partial {
+                    path: dir.join(cluster),
+                    missing: format!("the root CA that signed it ({ROOT_CERT}, {ROOT_KEY} in the parent directory)"),
+                });
+            }
+            (None, _) => {}
+        }
+        kept.push(current);
+    }
+
+    // Every key that is needed, generated at once; RSA-4096 generation dominates the run time.
+    let need_root = existing_root.is_none();
+    let wanted = usize::from(need_root) + kept.iter().filter(|k| k.is_none()).count();
+    let mut keys = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..wanted).map(|_| s.spawn(|| generate_key(request.key_type))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("key generation does not panic"))
+            .collect::<Result<Vec<_>, _>>()
+    })?
+    .into_iter();
+
+    let root = match existing_root {
+        Some(root) => root,
+        None => RootCa::generate(keys.next().expect("a key was generated for the root"), request.validity)?,
+    };
+    let mut clusters = Vec::with_capacity(request.clusters.len());
+    for (name, current) in request.clusters.iter().zip(kept) {
+        let existed = request.force && dir.join(name).exists();
+        clusters.push(match current {
+            Some(ca) => (ca, Disposition::Reused),
+            None => {
+                let key = keys.next().expect("a key was generated for every new intermediate");
+                let ca = root.sign_intermediate(name, key, request.validity)?;
+                (ca, if existed { Disposition::Replaced } else { Disposition::Created })
+            }
+        });
+    }
+
+    // Write: the root first (key before certificate, so a certificate never exists without its key),
+    // then each cluster folder as a whole.
+    atomic_file::create_dir_all(dir, PRIVATE_DIR).map_err(io_err("create directory", dir))?;
+    let root_disposition = if !need_root {
+        Disposition::Reused
+    } else {
+        let key_path = dir.join(ROOT_KEY);
+        let cert_path = dir.join(ROOT_CERT);
+        if request.force {
+            atomic_file::write(&key_path, root.key_pem.as_bytes(), PRIVATE).map_err(io_err("write", &key_path))?;
+            atomic_file::write(&cert_path, root.cert_pem.as_bytes(), PUBLIC).map_err(io_err("write", &cert_path))?;
+        } else {
+            // write_new: even a root that appeared since we looked is never overwritten.
+            atomic_file::write_new(&key_path, root.key_pem.as_bytes(), PRIVATE).map_err(io_err("write", &key_path))?;
+            atomic_file::write_new(&cert_path, root.cert_pem.as_bytes(), PUBLIC).map_err(io_err("write", &cert_path))?;
+        }
+        if root_existed { Disposition::Replaced } else { Disposition::Created }
+    };
+    for (ca, disposition) in &clusters {
+        if *disposition != Disposition::Reused {
+            write_intermediate(dir, ca)?;
+        }
+    }
+    Ok(CertsOutcome { dir: dir.clone(), root: root_disposition, root_cert_pem: root.cert_pem.clone(), clusters })
+}
+
+/// Writes `<dir>/<cluster>/` as a unit: the four files go into a hidden staging folder that is then
+/// renamed into place, so a cluster folder is either complete or absent.
+fn write_intermediate(dir: &Path, ca: &IntermediateCa) -> Result<(), CertsError> {
+    let target = dir.join(&ca.cluster);
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{}-", ca.cluster))
+        .tempdir_in(dir)
+        .map_err(io_err("create a staging directory in", dir))?;
+    for (name, text, mode) in [
+        (CA_CERT, &ca.ca_cert_pem, PUBLIC),
+        (CA_KEY, &ca.ca_key_pem, PRIVATE),
+        (CERT_CHAIN, &ca.cert_chain_pem, PUBLIC),
+        (ROOT_CERT, &ca.root_cert_pem, PUBLIC),
+    ] {
+        let path = staging.path().join(name);
+        atomic_file::write(&path, text.as_bytes(), mode).map_err(io_err("write", &path))?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(staging.path(), fs::Permissions::from_mode(PRIVATE_DIR))
+        .map_err(io_err("set permissions on", staging.path()))?;
+    // Move an old folder (only with --force) aside first; rename cannot replace a non-empty folder.
+    let old = if target.exists() {
+        let aside = dir.join(format!(".{}-old-{}", ca.cluster, std::process::id()));
+        fs::rename(&target, &aside).map_err(io_err("move aside", &target))?;
+        Some(aside)
+    } else {
+        None
+    };
+    let staged = staging.keep();
+    fs::rename(&staged, &target).map_err(io_err("move into place", &target))?;
+    if let Some(old) = old {
+        fs::remove_dir_all(&old).map_err(io_err("remove", &old))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! The topology: what mesh to build, described once.
+//!
+//! Every phase reads a [`Mesh`]. It is built from `--clusters N`, from `--contexts a,b` (clusters that
+//! already exist) or from a `meshctl.yaml` file (format in `docs/configuration.md`), then validated as a
+//! whole: all problems are reported at once, each naming the field and the value, as kind does.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::versions;
+
+/// Most clusters one mesh may have. Bounded by the per-cluster pod/service subnets below
+/// (`10.<10*i>.0.0/16`) and by what a laptop can run; the MetalLB address plan supports it on the
+/// default `/16` kind network.
+pub const MAX_CLUSTERS: usize = 16;
+
+/// Mesh ID used when none is given (the value in Istio's docs).
+pub const DEFAULT_MESH_ID: &str = "mesh1";
+
+/// Where the clusters come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// meshctl creates the clusters with kind and installs MetalLB in them.
+    Kind,
+    /// The clusters exist already, reached through kubeconfig contexts.
+    Existing,
+}
+
+/// One Istio mesh spanning several clusters (multi-primary, one network per cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mesh {
+    /// `values.global.meshID`, identical in every cluster of the mesh.
+    pub mesh_id: String,
+    /// Whether meshctl creates the clusters.
+    pub provider: Provider,
+    /// The clusters, in order; the order decides default names, networks and address pools.
+    pub clusters: Vec<Cluster>,
+}
+
+/// One primary cluster of the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    /// Istio cluster ID (`values.global.multiCluster.clusterName`), kind cluster name and remote
+    /// secret key: one value for all three, so they can never disagree (reference pitfall 22).
+    pub name: String,
+    /// kubeconfig context used to reach the cluster.
+    pub context: String,
+    /// Istio network (`values.global.network`, label `topology.istio.io/network`).
+    pub network: String,
+    /// Node label `topology.kubernetes.io/region`.
+    pub region: String,
+    /// Node label `topology.kubernetes.io/zone`.
+    pub zone: String,
+    /// How kind creates the cluster; `None` for existing clusters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<KindSpec>,
+}
+
+/// The kind-specific part of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KindSpec {
+    /// Node image, pinned by digest.
+    pub node_image: String,
+    /// Pod CIDR, distinct per cluster (Istio CI does the same; reference pitfall 7).
+    pub pod_subnet: Ipv4Net,
+    /// Service CIDR, distinct per cluster.
+    pub service_subnet: Ipv4Net,
+}
+
+/// One thing wrong with a topology: which field, what value, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Path of the field, e.g. `clusters[1].name`.
+    pub field: String,
+    /// The offending value as given.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: `{}` {}", self.field, self.value, self.reason)
+    }
+}
+
+/// Why a topology could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// One or more fields are invalid; every problem is listed.
+    #[error("invalid topology:{}", .0.iter().map(|p| format!("\n  - {p}")).collect::<String>())]
+    Invalid(Vec<Problem>),
+    /// The configuration file could not be read or parsed.
+    #[error("cannot read topology file `{path}`: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// The I/O or parse error.
+        reason: String,
+    },
+}
+
+impl TopologyError {
+    fn one(field: &str, value: impl fmt::Display, reason: &str) -> Self {
+        TopologyError::Invalid(vec![Problem {
+            field: field.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }])
+    }
+}
+
+/// The `meshctl.yaml` file. Every field is optional; a missing one takes the default for the
+/// cluster's position, exactly as `--clusters N` would.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MeshFile {
+    #[serde(rename = "meshID", alias = "meshId")]
+    mesh_id: Option<String>,
+    provider: Option<Provider>,
+    #[serde(default)]
+    clusters: Vec<ClusterFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClusterFile {
+    name: Option<String>,
+    context: Option<String>,
+    network: Option<String>,
+    region: Option<String>,
+    zone: Option<String>,
+    node_image: Option<String>,
+    pod_subnet: Option<String>,
+    service_subnet: Option<String>,
+}
+
+impl Mesh {
+    /// `--clusters N`: kind clusters `cluster1..N` with every default.
+    pub fn for_kind(count: usize, mesh_id: &str) -> Result<Mesh, TopologyError> {
+        check_count(count)?;
+        let clusters = (1..=count).map(|i| default_cluster(i, None, None, Provider::Kind)).collect();
+        Mesh::validated(mesh_id, Provider::Kind, clusters)
+    }
+
+    /// Kind clusters with the given names (e.g. `certs gen --cluster east --cluster west`).
+    pub fn for_names(names: &[String], mesh_id: &str) -> Result<Mesh, TopologyError> {
+        check_count(names.len())?;
+        let clusters = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| default_cluster(i + 1, Some(n.clone()), None, Provider::Kind))
+            .collect();
+        Mesh::validated(mesh_id, Provider::Kind, clusters)
+    }
+
+    /// `--contexts a,b`: existing clusters, named `cluster1..N` in the order given.
+    pub fn for_contexts(contexts: &[String], mesh_id: &str) -> Result<Mesh, TopologyError> {
+        check_count(contexts.len())?;
+        let clusters = contexts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| default_cluster(i + 1, None, Some(c.clone()), Provider::Existing))
+            .collect();
+        Mesh::validated(mesh_id, Provider::Existing, clusters)
+    }
+
+    /// Reads a `meshctl.yaml` file. `mesh_id_override` (from `--mesh-id`) wins over the file.
+    pub fn from_file(path: &Path, mesh_id_override: Option<&str>) -> Result<Mesh, TopologyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TopologyError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Mesh::from_yaml(&text, mesh_id_override).map_err(|e| match e {
+            TopologyError::File { reason, .. } => TopologyError::File {
+                path: path.display().to_string(),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses the `meshctl.yaml` format from text.
+    pub fn from_yaml(text: &str, mesh_id_override: Option<&str>) -> Result<Mesh, TopologyError> {
+        let file: MeshFile = serde_saphyr::from_str(text).map_err(|e| TopologyError::File {
+            path: "<input>".into(),
+            reason: e.to_string(),
+        })?;
+        let provider = file.provider.unwrap_or(Provider::Kind);
+        check_count(file.clusters.len())?;
+        let mut problems = Vec::new();
+        let mut clusters = Vec::with_capacity(file.clusters.len());
+        for (i, c) in file.clusters.into_iter().enumerate() {
+            let mut cluster = default_cluster(i + 1, c.name, c.context, provider);
+            let field = |f: &str| format!("clusters[{i}].{f}");
+            if provider == Provider::Existing
+                && (c.node_image.is_some() || c.pod_subnet.is_some() || c.service_subnet.is_some())
+            {
+                problems.push(Problem {
+                    field: field("nodeImage/podSubnet/serviceSubnet"),
+                    value: cluster.name.clone(),
+                    reason: "only apply to `provider: kind`; existing clusters keep their own".into(),
+                });
+            }
+            cluster.network = c.network.unwrap_or(cluster.network);
+            cluster.region = c.region.unwrap_or(cluster.region);
+            cluster.zone = c.zone.unwrap_or(cluster.zone);
+            if let Some(kind) = cluster.kind.as_mut() {
+                if let Some(image) = c.node_image {
+                    kind.node_image = image;
+                }
+                for (name, given, slot) in [
+                    ("podSubnet", c.pod_subnet, &mut kind.pod_subnet),
+                    ("serviceSubnet", c.service_subnet, &mut kind.service_subnet),
+                ] {
+                    if let Some(text) = given {
+                        match text.parse::<Ipv4Net>() {
+                            Ok(net) => *slot = net.trunc(),
+                            Err(_) => problems.push(Problem {
+                                field: field(name),
+                                value: text,
+                                reason: "is not an IPv4 CIDR such as 10.10.0.0/16".into(),
+                            }),
+                        }
+                    }
+                }
+            }
+            clusters.push(cluster);
+        }
+        let mesh_id = mesh_id_override
+            .map(str::to_string)
+            .or(file.mesh_id)
+            .unwrap_or_else(|| DEFAULT_MESH_ID.to_string());
+        let mesh = Mesh { mesh_id, provider, clusters };
+        problems.extend(mesh.problems());
+        if problems.is_empty() { Ok(mesh) } else { Err(TopologyError::Invalid(problems)) }
+    }
+
+    /// Looks a cluster up by name.
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    fn validated(mesh_id: &str, provider: Provider, clusters: Vec<Cluster>) -> Result<Mesh, TopologyError> {
+        let mesh = Mesh { mesh_id: mesh_id.to_string(), provider, clusters };
+        let problems = mesh.problems();
+        if problems.is_empty() { Ok(mesh) } else { Err(TopologyError::Invalid(problems)) }
+    }
+
+    /// Every problem with this mesh; empty when it is valid.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut push = |field: String, value: &str, reason: &str| {
+            problems.push(Problem { field, value: value.to_string(), reason: reason.to_string() })
+        };
+        if let Some(reason) = dns1123_label_problem(&self.mesh_id) {
+            push("meshID".into(), &self.mesh_id, &reason);
+        }
+        let mut seen = [HashSet::new(), HashSet::new(), HashSet::new()];
+        for (i, c) in self.clusters.iter().enumerate() {
+            if let Some(reason) = dns1123_label_problem(&c.name) {
+                push(format!("clusters[{i}].name"), &c.name, &reason);
+            }
+            if c.context.trim().is_empty() {
+                push(format!("clusters[{i}].context"), &c.context, "must not be empty");
+            }
+            for (field, value) in [("network", &c.network), ("region", &c.region), ("zone", &c.zone)] {
+                if let Some(reason) = label_value_problem(value) {
+                    push(format!("clusters[{i}].{field}"), value, &reason);
+                }
+            }
+            for (slot, (field, value)) in
+                [("name", &c.name), ("context", &c.context), ("network", &c.network)].into_iter().enumerate()
+            {
+                if !seen[slot].insert(value.clone()) {
+                    let reason = format!("is used by another cluster; every cluster needs its own {field}");
+                    push(format!("clusters[{i}].{field}"), value, &reason);
+                }
+            }
+        }
+        // Pod and service CIDRs must not overlap anywhere in the mesh (reference pitfall 7).
+        let mut nets: Vec<(String, Ipv4Net)> = Vec::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            let Some(kind) = &c.kind else { continue };
+            for (field, net) in [("podSubnet", kind.pod_subnet), ("serviceSubnet", kind.service_subnet)] {
+                let here = format!("clusters[{i}].{field}");
+                if let Some((other, _)) = nets.iter().find(|(_, n)| n.contains(&net) || net.contains(n)) {
+                    let reason = format!("overlaps {other}");
+                    push(here.clone(), &net.to_string(), &reason);
+                }
+                nets.push((here, net));
+            }
+        }
+        problems
+    }
+}
+
+fn check_count(count: usize) -> Result<(), TopologyError> {
+    if (1..=MAX_CLUSTERS).contains(&count) {
+        Ok(())
+    } else {
+        Err(TopologyError::one(
+            "clusters",
+            count,
+            &format!("is not a valid number of clusters (1 to {MAX_CLUSTERS})"),
+        ))
+    }
+}
+
+/// The defaults for the cluster at 1-based `index`: `clusterI`, `networkI`, `regionI`/`zoneI`, and
+/// for kind the context kind's naming gives after meshctl renames it (the cluster name) and
+/// Istio CI's subnet scheme (`10.<10i>.0.0/16` pods, `10.255.<10i>.0/24` services).
+fn default_cluster(index: usize, name: Option<String>, context: Option<String>, provider: Provider) -> Cluster {
+    let name = name.unwrap_or_else(|| format!("cluster{index}"));
+    let octet = u8::try_from(10 * index).unwrap_or(u8::MAX);
+    let kind = (provider == Provider::Kind).then(|| KindSpec {
+        node_image: versions::KIND_NODE_IMAGE.to_string(),
+        pod_subnet: Ipv4Net::new([10, octet, 0, 0].into(), 16).expect("prefix 16 is valid"),
+        service_subnet: Ipv4Net::new([10, 255, octet, 0].into(), 24).expect("prefix 24 is valid"),
+    });
+    Cluster {
+        context: context.unwrap_or_else(|| name.clone()),
+        network: format!("network{index}"),
+        region: format!("region{index}"),
+        zone: format!("zone{index}"),
+        name,
+        kind,
+    }
+}
+
+/// Why `value` is not a DNS-1123 label (RFC 1123, as Kubernetes and istioctl check cluster names).
+pub fn dns1123_label_problem(value: &str) -> Option<String> {
+    let ok_chars = value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_ends = value.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && value.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if value.is_empty() || value.len() > 63 || !ok_chars || !ok_ends {
+        Some(
+            "is not a DNS-1123 label (1-63 lowercase letters, digits or '-', starting and ending with a letter or digit)"
+                .into(),
+        )
+    } else {
+        None
+    }
+}
+
+/// Why `value` is not a valid Kubernetes label value (it becomes `topology.*` labels).
+fn label_value_problem(value: &str) -> Option<String> {
+    let ok_chars = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let ok_ends = value.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && value.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if value.is_empty() {
+        Some("must not be empty".into())
+    } else if value.len() > 63 || !ok_chars || !ok_ends {
+        Some("is not a Kubernetes label value (1-63 of [A-Za-z0-9-_.], alphanumeric at both ends)".into())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_of(result: Result<Mesh, TopologyError>) -> Vec<Problem> {
+        match result {
+            Err(TopologyError::Invalid(p)) => p,
+            other => panic!("expected invalid topology, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn two_kind_clusters_get_distinct_names_networks_localities_and_subnets() {
+        let mesh = Mesh::for_kind(2, "mesh1").unwrap();
+        let c: Vec<_> = mesh.clusters.iter().map(|c| (&c.name[..], &c.network[..], &c.region[..], &c.zone[..])).collect();
+        assert_eq!(c, [("cluster1", "network1", "region1", "zone1"), ("cluster2", "network2", "region2", "zone2")]);
+        let k = mesh.clusters[1].kind.as_ref().unwrap();
+        assert_eq!(k.pod_subnet.to_string(), "10.20.0.0/16");
+        assert_eq!(k.service_subnet.to_string(), "10.255.20.0/24");
+        assert_eq!(mesh.clusters[0].context, "cluster1");
+    }
+
+    #[test]
+    fn cluster_count_outside_the_bounds_is_refused_with_the_bound_in_the_message() {
+        for n in [0, MAX_CLUSTERS + 1] {
+            let p = problems_of(Mesh::for_kind(n, "mesh1"));
+            assert_eq!(p[0].field, "clusters");
+            assert!(p[0].to_string().contains(&format!("1 to {MAX_CLUSTERS}")), "{}", p[0]);
+        }
+        assert!(Mesh::for_kind(MAX_CLUSTERS, "mesh1").is_ok());
+    }
+
+    #[test]
+    fn every_bad_name_is_reported_at_once() {
+        let names = vec!["Cluster_A".to_string(), "ok".into(), "ok".into(), "-x".into()];
+        let p = problems_of(Mesh::for_names(&names, "mesh1"));
+        let fields: Vec<_> = p.iter().map(|p| p.field.as_str()).collect();
+        assert!(fields.contains(&"clusters[0].name"));
+        assert!(fields.contains(&"clusters[2].name"), "duplicate not reported: {fields:?}");
+        assert!(fields.contains(&"clusters[3].name"));
+        assert!(p.iter().any(|p| p.value == "Cluster_A" && p.reason.contains("DNS-1123")));
+    }
+
+    #[test]
+    fn dns1123_rules() {
+        for good in ["a", "cluster1", "east-1", &"a".repeat(63)] {
+            assert_eq!(dns1123_label_problem(good), None, "{good}");
+        }
+        for bad in ["", "A", "a_b", "-a", "a-", "a.b", &"a".repeat(64)] {
+            assert!(dns1123_label_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn contexts_become_existing_clusters_without_kind_settings() {
+        let mesh = Mesh::for_contexts(&["kind-a".into(), "gke_p_z_b".into()], "m").unwrap();
+        assert_eq!(mesh.provider, Provider::Existing);
+        assert_eq!(mesh.clusters[1].context, "gke_p_z_b");
+        assert_eq!(mesh.clusters[1].name, "cluster2");
+        assert!(mesh.clusters.iter().all(|c| c.kind.is_none()));
+    }
+
+    #[test]
+    fn config_file_overrides_defaults_and_keeps_the_rest() {
+        let yaml = "meshID: lab\nclusters:\n  - name: east\n    region: eu\n    podSubnet: 10.100.0.0/16\n  - {}\n";
+        let mesh = Mesh::from_yaml(yaml, None).unwrap();
+        assert_eq!(mesh.mesh_id, "lab");
+        assert_eq!(mesh.clusters[0].name, "east");
+        assert_eq!(mesh.clusters[0].region, "eu");
+        assert_eq!(mesh.clusters[0].zone, "zone1");
+        assert_eq!(mesh.clusters[0].kind.as_ref().unwrap().pod_subnet.to_string(), "10.100.0.0/16");
+        assert_eq!(mesh.clusters[1].name, "cluster2");
+        assert_eq!(Mesh::from_yaml(yaml, Some("other")).unwrap().mesh_id, "other");
+    }
+
+    #[test]
+    fn config_file_rejects_unknown_fields_and_overlapping_subnets() {
+        let err = Mesh::from_yaml("clusters:\n  - nmae: x\n", None).unwrap_err();
+        assert!(err.to_string().contains("nmae"), "{err}");
+        let yaml = "clusters:\n  - podSubnet: 10.0.0.0/8\n  - {}\n";
+        let p = problems_of(Mesh::from_yaml(yaml, None));
+        assert!(p.iter().any(|p| p.field == "clusters[1].podSubnet" && p.reason.contains("clusters[0].podSubnet")), "{p:?}");
+    }
+
+    #[test]
+    fn shared_network_and_bad_label_values_are_named() {
+        let yaml = "clusters:\n  - network: n\n  - network: n\n    zone: 'bad zone'\n";
+        let p = problems_of(Mesh::from_yaml(yaml, None));
+        assert!(p.iter().any(|p| p.field == "clusters[1].network"));
+        assert!(p.iter().any(|p| p.field == "clusters[1].zone" && p.value == "bad zone"));
+    }
+}
