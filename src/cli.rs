@@ -82,7 +82,8 @@ pub enum OutputFormat {
 }
 
 fn phase_parser() -> impl TypedValueParser<Value = Phase> {
-    PossibleValuesParser::new(Phase::ALL.map(Phase::name)).map(|s| s.parse::<Phase>().expect("listed names parse"))
+    PossibleValuesParser::new(Phase::ALL.map(Phase::name))
+        .map(|s| s.parse::<Phase>().expect("listed names parse"))
 }
 
 fn key_type_parser() -> impl TypedValueParser<Value = KeyType> {
@@ -197,7 +198,12 @@ pub enum CertsCommand {
 #[derive(Debug, Args)]
 pub struct CertsGenArgs {
     /// Intermediates for `cluster1..N`.
-    #[arg(long, value_name = "N", conflicts_with = "cluster", required_unless_present = "cluster")]
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "cluster",
+        required_unless_present = "cluster"
+    )]
     pub clusters: Option<usize>,
 
     /// Intermediate for this cluster (repeatable).

@@ -29,10 +29,15 @@ fn main() -> ExitCode {
 fn print_error(err: &anyhow::Error) {
     let mut text = format!("error: {err}\n");
     for cause in err.chain().skip(1) {
-        text.push_str(&format!("  Caused by: {}\n", cause.to_string().replace('\n', "\n  ")));
+        text.push_str(&format!(
+            "  Caused by: {}\n",
+            cause.to_string().replace('\n', "\n  ")
+        ));
     }
     if err.downcast_ref::<NotImplemented>().is_some() {
-        text.push_str("hint: this build implements `certs gen`, `up --dry-run`, `version` and `completions`\n");
+        text.push_str(
+            "hint: this build implements `certs gen`, `up --dry-run`, `version` and `completions`\n",
+        );
     }
     eprint!("{text}");
 }

@@ -14,7 +14,9 @@ pub struct Reporter {
 impl Reporter {
     /// A reporter for stderr, coloured only where that is welcome.
     pub fn for_stderr() -> Reporter {
-        Reporter { color: color_wanted(std::io::stderr().is_terminal()) }
+        Reporter {
+            color: color_wanted(std::io::stderr().is_terminal()),
+        }
     }
 
     /// A finished step.
@@ -33,7 +35,11 @@ impl Reporter {
     }
 
     fn line(&self, mark: &str, color: &str, subject: &str, message: &str) {
-        let mark = if self.color { format!("\x1b[{color}m{mark}\x1b[0m") } else { mark.to_string() };
+        let mark = if self.color {
+            format!("\x1b[{color}m{mark}\x1b[0m")
+        } else {
+            mark.to_string()
+        };
         let _ = writeln!(std::io::stderr().lock(), "{mark} {subject:<10} {message}");
     }
 }

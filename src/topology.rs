@@ -147,7 +147,9 @@ impl Mesh {
     /// `--clusters N`: kind clusters `cluster1..N` with every default.
     pub fn for_kind(count: usize, mesh_id: &str) -> Result<Mesh, TopologyError> {
         check_count(count)?;
-        let clusters = (1..=count).map(|i| default_cluster(i, None, None, Provider::Kind)).collect();
+        let clusters = (1..=count)
+            .map(|i| default_cluster(i, None, None, Provider::Kind))
+            .collect();
         Mesh::validated(mesh_id, Provider::Kind, clusters)
     }
 
@@ -239,9 +241,17 @@ impl Mesh {
             .map(str::to_string)
             .or(file.mesh_id)
             .unwrap_or_else(|| DEFAULT_MESH_ID.to_string());
-        let mesh = Mesh { mesh_id, provider, clusters };
+        let mesh = Mesh {
+            mesh_id,
+            provider,
+            clusters,
+        };
         problems.extend(mesh.problems());
-        if problems.is_empty() { Ok(mesh) } else { Err(TopologyError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(mesh)
+        } else {
+            Err(TopologyError::Invalid(problems))
+        }
     }
 
     /// Looks a cluster up by name.
@@ -250,16 +260,28 @@ impl Mesh {
     }
 
     fn validated(mesh_id: &str, provider: Provider, clusters: Vec<Cluster>) -> Result<Mesh, TopologyError> {
-        let mesh = Mesh { mesh_id: mesh_id.to_string(), provider, clusters };
+        let mesh = Mesh {
+            mesh_id: mesh_id.to_string(),
+            provider,
+            clusters,
+        };
         let problems = mesh.problems();
-        if problems.is_empty() { Ok(mesh) } else { Err(TopologyError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(mesh)
+        } else {
+            Err(TopologyError::Invalid(problems))
+        }
     }
 
     /// Every problem with this mesh; empty when it is valid.
     pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut push = |field: String, value: &str, reason: &str| {
-            problems.push(Problem { field, value: value.to_string(), reason: reason.to_string() })
+            problems.push(Problem {
+                field,
+                value: value.to_string(),
+                reason: reason.to_string(),
+            })
         };
         if let Some(reason) = dns1123_label_problem(&self.mesh_id) {
             push("meshID".into(), &self.mesh_id, &reason);
@@ -277,8 +299,13 @@ impl Mesh {
                     push(format!("clusters[{i}].{field}"), value, &reason);
                 }
             }
-            for (slot, (field, value)) in
-                [("name", &c.name), ("context", &c.context), ("network", &c.network)].into_iter().enumerate()
+            for (slot, (field, value)) in [
+                ("name", &c.name),
+                ("context", &c.context),
+                ("network", &c.network),
+            ]
+            .into_iter()
+            .enumerate()
             {
                 if !seen[slot].insert(value.clone()) {
                     let reason = format!("is used by another cluster; every cluster needs its own {field}");
@@ -290,7 +317,10 @@ impl Mesh {
         let mut nets: Vec<(String, Ipv4Net)> = Vec::new();
         for (i, c) in self.clusters.iter().enumerate() {
             let Some(kind) = &c.kind else { continue };
-            for (field, net) in [("podSubnet", kind.pod_subnet), ("serviceSubnet", kind.service_subnet)] {
+            for (field, net) in [
+                ("podSubnet", kind.pod_subnet),
+                ("serviceSubnet", kind.service_subnet),
+            ] {
                 let here = format!("clusters[{i}].{field}");
                 if let Some((other, _)) = nets.iter().find(|(_, n)| n.contains(&net) || net.contains(n)) {
                     let reason = format!("overlaps {other}");
@@ -318,7 +348,12 @@ fn check_count(count: usize) -> Result<(), TopologyError> {
 /// The defaults for the cluster at 1-based `index`: `clusterI`, `networkI`, `regionI`/`zoneI`, and
 /// for kind the context kind's naming gives after meshctl renames it (the cluster name) and
 /// Istio CI's subnet scheme (`10.<10i>.0.0/16` pods, `10.255.<10i>.0/24` services).
-fn default_cluster(index: usize, name: Option<String>, context: Option<String>, provider: Provider) -> Cluster {
+fn default_cluster(
+    index: usize,
+    name: Option<String>,
+    context: Option<String>,
+    provider: Provider,
+) -> Cluster {
     let name = name.unwrap_or_else(|| format!("cluster{index}"));
     let octet = u8::try_from(10 * index).unwrap_or(u8::MAX);
     let kind = (provider == Provider::Kind).then(|| KindSpec {
@@ -338,7 +373,9 @@ fn default_cluster(index: usize, name: Option<String>, context: Option<String>, 
 
 /// Why `value` is not a DNS-1123 label (RFC 1123, as Kubernetes and istioctl check cluster names).
 pub fn dns1123_label_problem(value: &str) -> Option<String> {
-    let ok_chars = value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_chars = value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     let ok_ends = value.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && value.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
     if value.is_empty() || value.len() > 63 || !ok_chars || !ok_ends {
@@ -381,8 +418,18 @@ mod tests {
     #[test]
     fn two_kind_clusters_get_distinct_names_networks_localities_and_subnets() {
         let mesh = Mesh::for_kind(2, "mesh1").unwrap();
-        let c: Vec<_> = mesh.clusters.iter().map(|c| (&c.name[..], &c.network[..], &c.region[..], &c.zone[..])).collect();
-        assert_eq!(c, [("cluster1", "network1", "region1", "zone1"), ("cluster2", "network2", "region2", "zone2")]);
+        let c: Vec<_> = mesh
+            .clusters
+            .iter()
+            .map(|c| (&c.name[..], &c.network[..], &c.region[..], &c.zone[..]))
+            .collect();
+        assert_eq!(
+            c,
+            [
+                ("cluster1", "network1", "region1", "zone1"),
+                ("cluster2", "network2", "region2", "zone2")
+            ]
+        );
         let k = mesh.clusters[1].kind.as_ref().unwrap();
         assert_eq!(k.pod_subnet.to_string(), "10.20.0.0/16");
         assert_eq!(k.service_subnet.to_string(), "10.255.20.0/24");
@@ -394,7 +441,11 @@ mod tests {
         for n in [0, MAX_CLUSTERS + 1] {
             let p = problems_of(Mesh::for_kind(n, "mesh1"));
             assert_eq!(p[0].field, "clusters");
-            assert!(p[0].to_string().contains(&format!("1 to {MAX_CLUSTERS}")), "{}", p[0]);
+            assert!(
+                p[0].to_string().contains(&format!("1 to {MAX_CLUSTERS}")),
+                "{}",
+                p[0]
+            );
         }
         assert!(Mesh::for_kind(MAX_CLUSTERS, "mesh1").is_ok());
     }
@@ -405,9 +456,15 @@ mod tests {
         let p = problems_of(Mesh::for_names(&names, "mesh1"));
         let fields: Vec<_> = p.iter().map(|p| p.field.as_str()).collect();
         assert!(fields.contains(&"clusters[0].name"));
-        assert!(fields.contains(&"clusters[2].name"), "duplicate not reported: {fields:?}");
+        assert!(
+            fields.contains(&"clusters[2].name"),
+            "duplicate not reported: {fields:?}"
+        );
         assert!(fields.contains(&"clusters[3].name"));
-        assert!(p.iter().any(|p| p.value == "Cluster_A" && p.reason.contains("DNS-1123")));
+        assert!(
+            p.iter()
+                .any(|p| p.value == "Cluster_A" && p.reason.contains("DNS-1123"))
+        );
     }
 
     #[test]
@@ -431,13 +488,17 @@ mod tests {
 
     #[test]
     fn config_file_overrides_defaults_and_keeps_the_rest() {
-        let yaml = "meshID: lab\nclusters:\n  - name: east\n    region: eu\n    podSubnet: 10.100.0.0/16\n  - {}\n";
+        let yaml =
+            "meshID: lab\nclusters:\n  - name: east\n    region: eu\n    podSubnet: 10.100.0.0/16\n  - {}\n";
         let mesh = Mesh::from_yaml(yaml, None).unwrap();
         assert_eq!(mesh.mesh_id, "lab");
         assert_eq!(mesh.clusters[0].name, "east");
         assert_eq!(mesh.clusters[0].region, "eu");
         assert_eq!(mesh.clusters[0].zone, "zone1");
-        assert_eq!(mesh.clusters[0].kind.as_ref().unwrap().pod_subnet.to_string(), "10.100.0.0/16");
+        assert_eq!(
+            mesh.clusters[0].kind.as_ref().unwrap().pod_subnet.to_string(),
+            "10.100.0.0/16"
+        );
         assert_eq!(mesh.clusters[1].name, "cluster2");
         assert_eq!(Mesh::from_yaml(yaml, Some("other")).unwrap().mesh_id, "other");
     }
@@ -448,7 +509,11 @@ mod tests {
         assert!(err.to_string().contains("nmae"), "{err}");
         let yaml = "clusters:\n  - podSubnet: 10.0.0.0/8\n  - {}\n";
         let p = problems_of(Mesh::from_yaml(yaml, None));
-        assert!(p.iter().any(|p| p.field == "clusters[1].podSubnet" && p.reason.contains("clusters[0].podSubnet")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|p| p.field == "clusters[1].podSubnet" && p.reason.contains("clusters[0].podSubnet")),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -456,6 +521,9 @@ mod tests {
         let yaml = "clusters:\n  - network: n\n  - network: n\n    zone: 'bad zone'\n";
         let p = problems_of(Mesh::from_yaml(yaml, None));
         assert!(p.iter().any(|p| p.field == "clusters[1].network"));
-        assert!(p.iter().any(|p| p.field == "clusters[1].zone" && p.value == "bad zone"));
+        assert!(
+            p.iter()
+                .any(|p| p.field == "clusters[1].zone" && p.value == "bad zone")
+        );
     }
 }

@@ -13,7 +13,8 @@ pub const ISTIO_MINOR: &str = "1.31";
 pub const KIND_VERSION: &str = "v0.32.0";
 
 /// Default kind node image (kind v0.32's default, Kubernetes 1.36), pinned by digest.
-pub const KIND_NODE_IMAGE: &str = "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5";
+pub const KIND_NODE_IMAGE: &str =
+    "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5";
 
 /// Kubernetes minor version of [`KIND_NODE_IMAGE`] (k8s-openapi is pinned to the same feature).
 pub const KUBERNETES_MINOR: &str = "1.36";
@@ -26,8 +27,7 @@ pub const METALLB_MANIFEST_URL: &str =
     "https://raw.githubusercontent.com/metallb/metallb/v0.16.1/config/manifests/metallb-native.yaml";
 
 /// sha256 of the manifest at [`METALLB_MANIFEST_URL`]; a download that differs is refused.
-pub const METALLB_MANIFEST_SHA256: &str =
-    "bf25feebb7582ca7df845efd52ffbc2960d6cbf4cfc972f47fded9f788b67f0b";
+pub const METALLB_MANIFEST_SHA256: &str = "bf25feebb7582ca7df845efd52ffbc2960d6cbf4cfc972f47fded9f788b67f0b";
 
 /// helloworld sample images. Only two versions exist upstream; cluster N runs the
 /// `(N-1) % 2`-th image under its own deployment name, so answers are told apart by instance.

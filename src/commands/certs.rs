@@ -21,11 +21,18 @@ pub(super) fn generate(args: CertsGenArgs) -> Result<Exit> {
         dir: args.out.clone(),
         clusters: mesh.clusters.iter().map(|c| c.name.clone()).collect(),
         key_type: args.key_type,
-        validity: Validity { root_days: args.root_days, intermediate_days: args.intermediate_days },
+        validity: Validity {
+            root_days: args.root_days,
+            intermediate_days: args.intermediate_days,
+        },
         force: args.force,
     };
-    let outcome = layout::ensure(&request)
-        .with_context(|| format!("certs: cannot generate the certificate authorities in `{}`", args.out.display()))?;
+    let outcome = layout::ensure(&request).with_context(|| {
+        format!(
+            "certs: cannot generate the certificate authorities in `{}`",
+            args.out.display()
+        )
+    })?;
 
     let verb = |d: Disposition| match d {
         Disposition::Created => "created",
@@ -46,9 +53,15 @@ pub(super) fn generate(args: CertsGenArgs) -> Result<Exit> {
         OutputFormat::Text => {
             let reporter = Reporter::for_stderr();
             let dir = outcome.dir.display();
-            reporter.ok("root CA", &format!("{} `{dir}/{}`", verb(outcome.root), layout::ROOT_CERT));
+            reporter.ok(
+                "root CA",
+                &format!("{} `{dir}/{}`", verb(outcome.root), layout::ROOT_CERT),
+            );
             for (ca, d) in &outcome.clusters {
-                reporter.ok(&ca.cluster, &format!("intermediate CA {} `{dir}/{}/`", verb(*d), ca.cluster));
+                reporter.ok(
+                    &ca.cluster,
+                    &format!("intermediate CA {} `{dir}/{}/`", verb(*d), ca.cluster),
+                );
             }
         }
     }

@@ -68,7 +68,10 @@ pub async fn run(cli: Cli) -> Result<Exit> {
 }
 
 fn not_implemented(what: &str) -> Result<Exit> {
-    Err(NotImplemented { what: what.to_string() }.into())
+    Err(NotImplemented {
+        what: what.to_string(),
+    }
+    .into())
 }
 
 fn version(output: OutputFormat) -> Result<Exit> {
@@ -76,8 +79,10 @@ fn version(output: OutputFormat) -> Result<Exit> {
     let mut out = std::io::stdout().lock();
     match output {
         OutputFormat::Json => {
-            let map: serde_json::Map<_, _> =
-                summary.into_iter().map(|(k, v)| (k.replace(' ', "_"), serde_json::Value::String(v))).collect();
+            let map: serde_json::Map<_, _> = summary
+                .into_iter()
+                .map(|(k, v)| (k.replace(' ', "_"), serde_json::Value::String(v)))
+                .collect();
             writeln!(out, "{}", serde_json::Value::Object(map))?;
         }
         OutputFormat::Text => {

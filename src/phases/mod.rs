@@ -53,7 +53,11 @@ impl Phase {
 
     /// 1-based position, used to prefix dry-run folders (`03-certs`).
     pub fn ordinal(self) -> usize {
-        Phase::ALL.iter().position(|p| *p == self).expect("every phase is listed") + 1
+        Phase::ALL
+            .iter()
+            .position(|p| *p == self)
+            .expect("every phase is listed")
+            + 1
     }
 
     /// Folder name in dry-run output, e.g. `03-certs`.
@@ -71,10 +75,12 @@ impl fmt::Display for Phase {
 impl FromStr for Phase {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Phase::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown phase `{s}` (expected one of: {})", Phase::ALL.map(Phase::name).join(", ")))
+        Phase::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
+            format!(
+                "unknown phase `{s}` (expected one of: {})",
+                Phase::ALL.map(Phase::name).join(", ")
+            )
+        })
     }
 }
 
@@ -88,7 +94,10 @@ mod tests {
             assert_eq!(p.name().parse::<Phase>().unwrap(), p);
         }
         assert_eq!(Phase::RemoteSecrets.folder(), "07-remote-secrets");
-        assert!(Phase::Certs < Phase::Istio, "cacerts must exist before istiod starts");
+        assert!(
+            Phase::Certs < Phase::Istio,
+            "cacerts must exist before istiod starts"
+        );
         assert!("verify".parse::<Phase>().unwrap_err().contains("remote-secrets"));
     }
 }

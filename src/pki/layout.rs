@@ -116,15 +116,29 @@ fn read_intermediate(dir: &Path, cluster: &str) -> Result<Option<IntermediateCa>
     for (slot, name) in found.iter_mut().zip(names) {
         *slot = read_opt(&folder.join(name))?;
     }
-    let missing: Vec<_> = names.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(n, _)| *n).collect();
+    let missing: Vec<_> = names
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(n, _)| *n)
+        .collect();
     if missing.len() == names.len() {
         return Ok(None);
     }
     if !missing.is_empty() {
-        return Err(CertsError::Partial { path: folder, missing: missing.join(", ") });
+        return Err(CertsError::Partial {
+            path: folder,
+            missing: missing.join(", "),
+        });
     }
     let [ca_cert_pem, ca_key_pem, cert_chain_pem, root_cert_pem] = found.map(Option::unwrap_or_default);
-    Ok(Some(IntermediateCa { cluster: cluster.to_string(), ca_cert_pem, ca_key_pem, cert_chain_pem, root_cert_pem }))
+    Ok(Some(IntermediateCa {
+        cluster: cluster.to_string(),
+        ca_cert_pem,
+        ca_key_pem,
+        cert_chain_pem,
+        root_cert_pem,
+    }))
 }
 
 /// Reads the root CA in `dir` without changing anything; `None` when there is none.
@@ -145,7 +159,9 @@ pub fn load_root(dir: &Path) -> Result<Option<RootCa>, CertsError> {
 pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
     let dir = &request.dir;
     if dir.exists() && !dir.is_dir() {
-        return Err(io_err("use as a certificate directory", dir)(io::Error::other("it is not a directory")));
+        return Err(io_err("use as a certificate directory", dir)(io::Error::other(
+            "it is not a directory",
+        )));
     }
     let existing_root = if request.force { None } else { load_root(dir)? };
     let root_existed = dir.join(ROOT_CERT).exists() || dir.join(ROOT_KEY).exists();
@@ -163,7 +179,9 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
             (Some(_), None) => {
                 return Err(CertsError::Partial {
                     path: dir.join(cluster),
-                    missing: format!("the root CA that signed it ({ROOT_CERT}, {ROOT_KEY} in the parent directory)"),
+                    missing: format!(
+                        "the root CA that signed it ({ROOT_CERT}, {ROOT_KEY} in the parent directory)"
+                    ),
                 });
             }
             (None, _) => {}
@@ -175,7 +193,9 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
     let need_root = existing_root.is_none();
     let wanted = usize::from(need_root) + kept.iter().filter(|k| k.is_none()).count();
     let mut keys = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..wanted).map(|_| s.spawn(|| generate_key(request.key_type))).collect();
+        let handles: Vec<_> = (0..wanted)
+            .map(|_| s.spawn(|| generate_key(request.key_type)))
+            .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("key generation does not panic"))
@@ -185,7 +205,10 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
 
     let root = match existing_root {
         Some(root) => root,
-        None => RootCa::generate(keys.next().expect("a key was generated for the root"), request.validity)?,
+        None => RootCa::generate(
+            keys.next().expect("a key was generated for the root"),
+            request.validity,
+        )?,
     };
     let mut clusters = Vec::with_capacity(request.clusters.len());
     for (name, current) in request.clusters.iter().zip(kept) {
@@ -193,9 +216,18 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
         clusters.push(match current {
             Some(ca) => (ca, Disposition::Reused),
             None => {
-                let key = keys.next().expect("a key was generated for every new intermediate");
+                let key = keys
+                    .next()
+                    .expect("a key was generated for every new intermediate");
                 let ca = root.sign_intermediate(name, key, request.validity)?;
-                (ca, if existed { Disposition::Replaced } else { Disposition::Created })
+                (
+                    ca,
+                    if existed {
+                        Disposition::Replaced
+                    } else {
+                        Disposition::Created
+                    },
+                )
             }
         });
     }
@@ -209,21 +241,34 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
         let key_path = dir.join(ROOT_KEY);
         let cert_path = dir.join(ROOT_CERT);
         if request.force {
-            atomic_file::write(&key_path, root.key_pem.as_bytes(), PRIVATE).map_err(io_err("write", &key_path))?;
-            atomic_file::write(&cert_path, root.cert_pem.as_bytes(), PUBLIC).map_err(io_err("write", &cert_path))?;
+            atomic_file::write(&key_path, root.key_pem.as_bytes(), PRIVATE)
+                .map_err(io_err("write", &key_path))?;
+            atomic_file::write(&cert_path, root.cert_pem.as_bytes(), PUBLIC)
+                .map_err(io_err("write", &cert_path))?;
         } else {
             // write_new: even a root that appeared since we looked is never overwritten.
-            atomic_file::write_new(&key_path, root.key_pem.as_bytes(), PRIVATE).map_err(io_err("write", &key_path))?;
-            atomic_file::write_new(&cert_path, root.cert_pem.as_bytes(), PUBLIC).map_err(io_err("write", &cert_path))?;
+            atomic_file::write_new(&key_path, root.key_pem.as_bytes(), PRIVATE)
+                .map_err(io_err("write", &key_path))?;
+            atomic_file::write_new(&cert_path, root.cert_pem.as_bytes(), PUBLIC)
+                .map_err(io_err("write", &cert_path))?;
         }
-        if root_existed { Disposition::Replaced } else { Disposition::Created }
+        if root_existed {
+            Disposition::Replaced
+        } else {
+            Disposition::Created
+        }
     };
     for (ca, disposition) in &clusters {
         if *disposition != Disposition::Reused {
             write_intermediate(dir, ca)?;
         }
     }
-    Ok(CertsOutcome { dir: dir.clone(), root: root_disposition, root_cert_pem: root.cert_pem.clone(), clusters })
+    Ok(CertsOutcome {
+        dir: dir.clone(),
+        root: root_disposition,
+        root_cert_pem: root.cert_pem.clone(),
+        clusters,
+    })
 }
 
 /// Writes `<dir>/<cluster>/` as a unit: the four files go into a hidden staging folder that is then

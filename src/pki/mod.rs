@@ -75,7 +75,10 @@ pub struct Validity {
 
 impl Default for Validity {
     fn default() -> Self {
-        Validity { root_days: DEFAULT_ROOT_DAYS, intermediate_days: DEFAULT_INTERMEDIATE_DAYS }
+        Validity {
+            root_days: DEFAULT_ROOT_DAYS,
+            intermediate_days: DEFAULT_INTERMEDIATE_DAYS,
+        }
     }
 }
 
@@ -100,7 +103,9 @@ pub struct RootCa {
 impl std::fmt::Debug for RootCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
-        f.debug_struct("RootCa").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+        f.debug_struct("RootCa")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -121,7 +126,9 @@ pub struct IntermediateCa {
 
 impl std::fmt::Debug for IntermediateCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IntermediateCa").field("cluster", &self.cluster).finish_non_exhaustive()
+        f.debug_struct("IntermediateCa")
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
     }
 }
 
@@ -148,7 +155,9 @@ fn ca_params(dn: &[(DnType, &str)], constraints: BasicConstraints, days: u32) ->
     ];
     params.serial_number = Some(random_serial());
     // rcgen's default validity runs from 1975 to 4096; always set it.
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 ns is valid");
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 ns is valid");
     params.not_before = now;
     params.not_after = now + Duration::days(i64::from(days));
     params
@@ -159,14 +168,23 @@ impl RootCa {
     pub fn generate(key: KeyPair, validity: Validity) -> Result<RootCa, PkiError> {
         // No path length on the root, as in the Makefile's `basicConstraints = critical, CA:true`.
         let params = ca_params(
-            &[(DnType::OrganizationName, "Istio"), (DnType::CommonName, "Root CA")],
+            &[
+                (DnType::OrganizationName, "Istio"),
+                (DnType::CommonName, "Root CA"),
+            ],
             BasicConstraints::Unconstrained,
             validity.root_days,
         );
-        let cert = params.self_signed(&key).map_err(rcgen_err("self-sign the root CA"))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(rcgen_err("self-sign the root CA"))?;
         let cert_pem = normalize_pem(&cert.pem());
         let key_pem = normalize_pem(&key.serialize_pem());
-        Ok(RootCa { cert_pem, key_pem, issuer: Issuer::new(params, key) })
+        Ok(RootCa {
+            cert_pem,
+            key_pem,
+            issuer: Issuer::new(params, key),
+        })
     }
 
     /// Loads an existing root (from `certs gen` or Istio's Makefile) to sign new intermediates.
@@ -177,27 +195,46 @@ impl RootCa {
         let (_, x509) = x509_parser::parse_x509_certificate(&cert)
             .map_err(|e| unusable("root-cert.pem", e.to_string()))?;
         if !x509.is_ca() {
-            return Err(unusable("root-cert.pem", "is not a CA certificate (basicConstraints CA:false)".into()));
+            return Err(unusable(
+                "root-cert.pem",
+                "is not a CA certificate (basicConstraints CA:false)".into(),
+            ));
         }
-        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(rcgen_err("load root-cert.pem as an issuer"))?;
-        Ok(RootCa { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string(), issuer })
+        let issuer =
+            Issuer::from_ca_cert_pem(cert_pem, key).map_err(rcgen_err("load root-cert.pem as an issuer"))?;
+        Ok(RootCa {
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+            issuer,
+        })
     }
 
     /// Signs an intermediate CA for `cluster` with `key`.
-    pub fn sign_intermediate(&self, cluster: &str, key: KeyPair, validity: Validity) -> Result<IntermediateCa, PkiError> {
+    pub fn sign_intermediate(
+        &self,
+        cluster: &str,
+        key: KeyPair,
+        validity: Validity,
+    ) -> Result<IntermediateCa, PkiError> {
         let mut params = ca_params(
-            &[(DnType::OrganizationName, "Istio"), (DnType::CommonName, "Intermediate CA"), (DnType::LocalityName, cluster)],
+            &[
+                (DnType::OrganizationName, "Istio"),
+                (DnType::CommonName, "Intermediate CA"),
+                (DnType::LocalityName, cluster),
+            ],
             BasicConstraints::Constrained(0),
             validity.intermediate_days,
         );
         params.subject_alt_names = vec![SanType::DnsName(
-            INTERMEDIATE_SAN.try_into().map_err(rcgen_err("encode the intermediate SAN"))?,
+            INTERMEDIATE_SAN
+                .try_into()
+                .map_err(rcgen_err("encode the intermediate SAN"))?,
         )];
         // Lets verifiers pick the right root when several are trusted (the Makefile omits it).
         params.use_authority_key_identifier_extension = true;
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(rcgen_err(format!("sign the intermediate CA of cluster `{cluster}`")))?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(rcgen_err(format!(
+            "sign the intermediate CA of cluster `{cluster}`"
+        )))?;
         let ca_cert_pem = normalize_pem(&cert.pem());
         Ok(IntermediateCa {
             cluster: cluster.to_string(),
@@ -216,28 +253,39 @@ impl IntermediateCa {
     pub fn check_against(&self, root_cert_pem: &str) -> Result<(), PkiError> {
         let what = format!("intermediate CA of cluster `{}`", self.cluster);
         if normalize_pem(&self.root_cert_pem) != normalize_pem(root_cert_pem) {
-            return Err(unusable(&what, "its root-cert.pem is not the mesh's root CA (re-run with --force to re-issue it)".into()));
+            return Err(unusable(
+                &what,
+                "its root-cert.pem is not the mesh's root CA (re-run with --force to re-issue it)".into(),
+            ));
         }
         let key = load_key(&self.ca_key_pem, &format!("{}/ca-key.pem", self.cluster))?;
         check_key_matches(&self.ca_cert_pem, &key, &format!("{}/ca-cert.pem", self.cluster))?;
         let cert_der = parse_pem_cert(&self.ca_cert_pem, "ca-cert.pem")?;
         let root_der = parse_pem_cert(root_cert_pem, "root-cert.pem")?;
-        let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).map_err(|e| unusable(&what, e.to_string()))?;
-        let (_, root) = x509_parser::parse_x509_certificate(&root_der).map_err(|e| unusable(&what, e.to_string()))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(&cert_der).map_err(|e| unusable(&what, e.to_string()))?;
+        let (_, root) =
+            x509_parser::parse_x509_certificate(&root_der).map_err(|e| unusable(&what, e.to_string()))?;
         if !cert.is_ca() {
             return Err(unusable(&what, "ca-cert.pem is not a CA certificate".into()));
         }
         cert.verify_signature(Some(root.public_key()))
             .map_err(|e| unusable(&what, format!("ca-cert.pem is not signed by the root CA ({e})")))?;
         if !self.cert_chain_pem.starts_with(self.ca_cert_pem.trim_end()) {
-            return Err(unusable(&what, "cert-chain.pem does not start with ca-cert.pem".into()));
+            return Err(unusable(
+                &what,
+                "cert-chain.pem does not start with ca-cert.pem".into(),
+            ));
         }
         Ok(())
     }
 }
 
 fn unusable(what: &str, reason: String) -> PkiError {
-    PkiError::Unusable { what: what.to_string(), reason }
+    PkiError::Unusable {
+        what: what.to_string(),
+        reason,
+    }
 }
 
 fn parse_pem_cert(pem_text: &str, what: &str) -> Result<Vec<u8>, PkiError> {
@@ -261,7 +309,10 @@ fn check_key_matches(cert_pem: &str, key: &KeyPair, what: &str) -> Result<(), Pk
     let der = parse_pem_cert(cert_pem, what)?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| unusable(what, e.to_string()))?;
     if cert.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
-        return Err(unusable(what, "its private key does not match the certificate".into()));
+        return Err(unusable(
+            what,
+            "its private key does not match the certificate".into(),
+        ));
     }
     Ok(())
 }
@@ -281,7 +332,8 @@ pub fn normalize_pem(pem: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use x509_parser::prelude::*;
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::parse_x509_certificate;
 
     fn fast_root() -> RootCa {
         RootCa::generate(generate_key(KeyType::EcdsaP256).unwrap(), Validity::default()).unwrap()
@@ -294,16 +346,28 @@ mod tests {
     #[test]
     fn intermediate_has_istio_subject_pathlen_zero_and_istiod_san() {
         let root = fast_root();
-        let ca = root.sign_intermediate("cluster7", generate_key(KeyType::EcdsaP256).unwrap(), Validity::default()).unwrap();
+        let ca = root
+            .sign_intermediate(
+                "cluster7",
+                generate_key(KeyType::EcdsaP256).unwrap(),
+                Validity::default(),
+            )
+            .unwrap();
         let der = parse(&ca.ca_cert_pem);
         let (_, cert) = parse_x509_certificate(&der).unwrap();
-        assert_eq!(cert.subject().to_string(), "O=Istio, CN=Intermediate CA, L=cluster7");
+        assert_eq!(
+            cert.subject().to_string(),
+            "O=Istio, CN=Intermediate CA, L=cluster7"
+        );
         assert_eq!(cert.issuer().to_string(), "O=Istio, CN=Root CA");
         let bc = cert.basic_constraints().unwrap().unwrap();
         assert!(bc.critical && bc.value.ca);
         assert_eq!(bc.value.path_len_constraint, Some(0));
         let san = cert.subject_alternative_name().unwrap().unwrap();
-        assert_eq!(san.value.general_names, vec![GeneralName::DNSName(INTERMEDIATE_SAN)]);
+        assert_eq!(
+            san.value.general_names,
+            vec![GeneralName::DNSName(INTERMEDIATE_SAN)]
+        );
         ca.check_against(&root.cert_pem).unwrap();
         assert!(ca.cert_chain_pem.ends_with(&root.cert_pem));
     }
@@ -312,7 +376,13 @@ mod tests {
     fn loaded_root_signs_intermediates_that_verify_against_the_original() {
         let root = fast_root();
         let loaded = RootCa::load(&root.cert_pem, &root.key_pem).unwrap();
-        let ca = loaded.sign_intermediate("c", generate_key(KeyType::EcdsaP256).unwrap(), Validity::default()).unwrap();
+        let ca = loaded
+            .sign_intermediate(
+                "c",
+                generate_key(KeyType::EcdsaP256).unwrap(),
+                Validity::default(),
+            )
+            .unwrap();
         ca.check_against(&root.cert_pem).unwrap();
     }
 
@@ -328,7 +398,13 @@ mod tests {
     fn intermediate_of_another_root_fails_the_check() {
         let a = fast_root();
         let b = fast_root();
-        let ca = b.sign_intermediate("c", generate_key(KeyType::EcdsaP256).unwrap(), Validity::default()).unwrap();
+        let ca = b
+            .sign_intermediate(
+                "c",
+                generate_key(KeyType::EcdsaP256).unwrap(),
+                Validity::default(),
+            )
+            .unwrap();
         assert!(ca.check_against(&a.cert_pem).is_err());
     }
 

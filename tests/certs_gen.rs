@@ -1,0 +1,440 @@
+//! `meshctl certs gen`: Istio's tools/certs layout and every certificate property of reference
+//! section 4, checked in Rust (x509-parser) and with the real `openssl`.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use support::{meshctl, ok, stderr};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::*;
+
+fn pem_der(path: &Path) -> Vec<u8> {
+    let text = fs::read(path).unwrap();
+    let (_, pem) = parse_x509_pem(&text).unwrap();
+    pem.contents
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed (see .ci/run)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Checks the properties shared by root and intermediates.
+fn check_common(cert: &X509Certificate<'_>, rsa: bool, days: i64) {
+    let sig = cert.signature_algorithm.algorithm.to_id_string();
+    if rsa {
+        assert_eq!(sig, "1.2.840.113549.1.1.11", "sha256WithRSAEncryption");
+        match cert.public_key().parsed().unwrap() {
+            x509_parser::public_key::PublicKey::RSA(k) => assert_eq!(k.key_size(), 4096),
+            other => panic!("expected RSA, got {other:?}"),
+        }
+    } else {
+        assert_eq!(sig, "1.2.840.10045.4.3.2", "ecdsa-with-SHA256");
+    }
+    let ku = cert.key_usage().unwrap().unwrap();
+    assert!(ku.critical, "keyUsage is critical");
+    assert!(
+        ku.value.digital_signature()
+            && ku.value.non_repudiation()
+            && ku.value.key_encipherment()
+            && ku.value.key_cert_sign()
+    );
+    assert!(!ku.value.crl_sign() && !ku.value.data_encipherment());
+    assert!(
+        cert.extensions()
+            .iter()
+            .any(|e| matches!(e.parsed_extension(), ParsedExtension::SubjectKeyIdentifier(_)))
+    );
+    let serial = cert.raw_serial();
+    assert!(serial[0] & 0x80 == 0, "serial is positive");
+    let validity = cert.validity();
+    let span = validity.not_after.timestamp() - validity.not_before.timestamp();
+    assert_eq!(span, days * 86_400, "validity of {days} days");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (validity.not_before.timestamp() - now).abs() < 600,
+        "valid from now, not from 1975"
+    );
+}
+
+#[test]
+fn rsa_layout_matches_istio_makefile_property_by_property() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    ok(meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--intermediate-days",
+        "730",
+    ]));
+
+    // Layout and modes: keys 0600, folders 0700.
+    assert_eq!(mode(&out), 0o700);
+    assert_eq!(mode(&out.join("root-key.pem")), 0o600);
+    let mut top: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    top.sort();
+    assert_eq!(
+        top,
+        ["cluster1", "cluster2", "root-cert.pem", "root-key.pem"],
+        "nothing else, no temporary files"
+    );
+
+    let root_der = pem_der(&out.join("root-cert.pem"));
+    let (_, root) = parse_x509_certificate(&root_der).unwrap();
+    assert_eq!(root.subject().to_string(), "O=Istio, CN=Root CA");
+    assert_eq!(root.issuer(), root.subject());
+    let bc = root.basic_constraints().unwrap().unwrap();
+    assert!(
+        bc.critical && bc.value.ca && bc.value.path_len_constraint.is_none(),
+        "root: CA:true, no pathlen"
+    );
+    check_common(&root, true, 3650);
+
+    let root_text = fs::read_to_string(out.join("root-cert.pem")).unwrap();
+    let mut serials = vec![root.raw_serial().to_vec()];
+    for name in ["cluster1", "cluster2"] {
+        let folder = out.join(name);
+        assert_eq!(mode(&folder), 0o700);
+        assert_eq!(mode(&folder.join("ca-key.pem")), 0o600);
+        assert_eq!(mode(&folder.join("ca-cert.pem")), 0o644);
+        let der = pem_der(&folder.join("ca-cert.pem"));
+        let (_, ca) = parse_x509_certificate(&der).unwrap();
+        assert_eq!(
+            ca.subject().to_string(),
+            format!("O=Istio, CN=Intermediate CA, L={name}")
+        );
+        assert_eq!(ca.issuer().to_string(), "O=Istio, CN=Root CA");
+        let bc = ca.basic_constraints().unwrap().unwrap();
+        assert!(bc.critical && bc.value.ca);
+        assert_eq!(bc.value.path_len_constraint, Some(0));
+        let san = ca.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(
+            san.value.general_names,
+            [GeneralName::DNSName("istiod.istio-system.svc")]
+        );
+        check_common(&ca, true, 730);
+        ca.verify_signature(Some(root.public_key())).unwrap();
+        let (verified, text) = openssl(&[
+            "verify",
+            "-CAfile",
+            out.join("root-cert.pem").to_str().unwrap(),
+            "-untrusted",
+            folder.join("cert-chain.pem").to_str().unwrap(),
+            folder.join("ca-cert.pem").to_str().unwrap(),
+        ]);
+        assert!(verified, "openssl rejects the RSA chain of {name}: {text}");
+        serials.push(ca.raw_serial().to_vec());
+
+        // cert-chain.pem is the intermediate followed by the root; root-cert.pem is a copy.
+        let chain = fs::read_to_string(folder.join("cert-chain.pem")).unwrap();
+        let ca_text = fs::read_to_string(folder.join("ca-cert.pem")).unwrap();
+        assert_eq!(chain, format!("{ca_text}{root_text}"));
+        assert_eq!(
+            fs::read_to_string(folder.join("root-cert.pem")).unwrap(),
+            root_text
+        );
+        for file in ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"] {
+            let text = fs::read_to_string(folder.join(file)).unwrap();
+            assert!(
+                !text.contains('\r') && text.ends_with("-----\n"),
+                "{file}: LF line endings"
+            );
+        }
+    }
+    serials.sort();
+    serials.dedup();
+    assert_eq!(serials.len(), 3, "every serial is distinct");
+}
+
+#[test]
+fn openssl_verifies_every_chain_and_every_key_matches_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c");
+    let o = out.to_str().unwrap();
+    ok(meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "3",
+        "--out",
+        o,
+        "--key-type",
+        "ecdsa-p256",
+    ]));
+    let pubkey_of_cert = |p: &Path| openssl(&["x509", "-in", p.to_str().unwrap(), "-noout", "-pubkey"]).1;
+    let pubkey_of_key = |p: &Path| openssl(&["pkey", "-in", p.to_str().unwrap(), "-pubout"]).1;
+    assert_eq!(
+        pubkey_of_cert(&out.join("root-cert.pem")),
+        pubkey_of_key(&out.join("root-key.pem"))
+    );
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        let f = out.join(c);
+        let (verified, text) = openssl(&[
+            "verify",
+            "-CAfile",
+            &format!("{o}/root-cert.pem"),
+            "-untrusted",
+            f.join("cert-chain.pem").to_str().unwrap(),
+            f.join("ca-cert.pem").to_str().unwrap(),
+        ]);
+        assert!(verified && text.contains(": OK"), "{c}: {text}");
+        let cert_key = pubkey_of_cert(&f.join("ca-cert.pem"));
+        assert!(cert_key.contains("BEGIN PUBLIC KEY"));
+        assert_eq!(
+            cert_key,
+            pubkey_of_key(&f.join("ca-key.pem")),
+            "{c}: key matches certificate"
+        );
+        let (_, text) = openssl(&[
+            "x509",
+            "-in",
+            f.join("ca-cert.pem").to_str().unwrap(),
+            "-noout",
+            "-text",
+        ]);
+        assert!(
+            text.contains("CA:TRUE, pathlen:0") && text.contains("DNS:istiod.istio-system.svc"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn rerun_keeps_the_root_byte_for_byte_and_signs_new_clusters_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().join("c");
+    let o = o.to_str().unwrap();
+    ok(meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "2",
+        "--out",
+        o,
+        "--key-type",
+        "ecdsa-p256",
+    ]));
+    let read = |p: &str| fs::read(format!("{o}/{p}")).unwrap();
+    let (root, key, c1) = (
+        read("root-cert.pem"),
+        read("root-key.pem"),
+        read("cluster1/ca-key.pem"),
+    );
+
+    let out = meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "3",
+        "--out",
+        o,
+        "--key-type",
+        "ecdsa-p256",
+    ]);
+    let text = stderr(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("root CA") && text.contains("kept"), "{text}");
+    assert_eq!(read("root-cert.pem"), root);
+    assert_eq!(read("root-key.pem"), key);
+    assert_eq!(read("cluster1/ca-key.pem"), c1, "existing intermediates are kept");
+    let (ok3, t) = openssl(&[
+        "verify",
+        "-CAfile",
+        &format!("{o}/root-cert.pem"),
+        &format!("{o}/cluster3/ca-cert.pem"),
+    ]);
+    assert!(ok3, "cluster3 is signed by the same root: {t}");
+
+    // --force replaces the root.
+    ok(meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "1",
+        "--out",
+        o,
+        "--key-type",
+        "ecdsa-p256",
+        "--force",
+    ]));
+    assert_ne!(read("root-key.pem"), key);
+}
+
+#[test]
+fn a_half_present_root_is_an_error_and_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().to_str().unwrap();
+    fs::write(dir.path().join("root-key.pem"), "precious").unwrap();
+    let out = meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "1",
+        "--out",
+        o,
+        "--key-type",
+        "ecdsa-p256",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains("root-cert.pem missing") && text.contains("--force"),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("root-key.pem")).unwrap(),
+        "precious"
+    );
+    assert!(!dir.path().join("cluster1").exists());
+}
+
+#[test]
+fn an_intermediate_from_another_root_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    ok(meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "1",
+        "--out",
+        a.to_str().unwrap(),
+        "--key-type",
+        "ecdsa-p256",
+    ]));
+    ok(meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "1",
+        "--out",
+        b.to_str().unwrap(),
+        "--key-type",
+        "ecdsa-p256",
+    ]));
+    fs::remove_dir_all(a.join("cluster1")).unwrap();
+    fs::rename(b.join("cluster1"), a.join("cluster1")).unwrap();
+    let out = meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "1",
+        "--out",
+        a.to_str().unwrap(),
+        "--key-type",
+        "ecdsa-p256",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not the mesh's root CA"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_inputs_fail_clearly_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out");
+    let t = target.to_str().unwrap();
+
+    let out = meshctl(&["certs", "gen", "--clusters", "0", "--out", t]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("clusters: `0` is not a valid number of clusters (1 to 16)"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = meshctl(&[
+        "certs",
+        "gen",
+        "--cluster",
+        "ok",
+        "--cluster",
+        "Bad_Name",
+        "--out",
+        t,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("clusters[1].name: `Bad_Name` is not a DNS-1123 label"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!target.exists(), "invalid input writes nothing");
+
+    // A regular file where a directory must go: unwritable for root as well as for anyone else.
+    let file = dir.path().join("file");
+    fs::write(&file, "x").unwrap();
+    let inside = file.join("certs");
+    let out = meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "1",
+        "--out",
+        inside.to_str().unwrap(),
+        "--key-type",
+        "ecdsa-p256",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(text.starts_with("error: certs: cannot generate"), "{text}");
+    assert!(text.contains("Caused by"), "{text}");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "nothing else was written"
+    );
+}
+
+#[test]
+fn json_output_lists_what_was_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().to_str().unwrap();
+    let text = ok(meshctl(&[
+        "certs",
+        "gen",
+        "--cluster",
+        "east",
+        "--out",
+        o,
+        "--key-type",
+        "ecdsa-p256",
+        "-o",
+        "json",
+    ]));
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["root"], "created");
+    assert_eq!(doc["clusters"][0]["name"], "east");
+    assert_eq!(doc["clusters"][0]["intermediate"], "created");
+}

@@ -1,0 +1,44 @@
+//! Shared test helpers: running the real `meshctl` binary, and (in submodules) the fakes it talks to.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the built `meshctl` with `args`, no colour, and returns its output.
+pub fn meshctl(args: &[&str]) -> Output {
+    meshctl_in(Path::new("."), args, &[])
+}
+
+/// Runs `meshctl` in `cwd` with extra environment variables.
+pub fn meshctl_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    cmd.args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .env_remove("KUBECONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("meshctl runs")
+}
+
+/// stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts success and returns stdout, showing stderr when it failed.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "meshctl failed ({:?}):\n{}",
+        out.status.code(),
+        stderr(&out)
+    );
+    stdout(&out)
+}
