@@ -12,15 +12,21 @@
 //!
 //! * [`topology`]: what to build, validated as a whole.
 //! * [`pki`]: root and intermediate CAs in Istio's plug-in layout.
-//! * [`phases`]: the phases of `up`, in order.
+//! * [`plan`]: the plan as data; [`phases`] holds one pure plan step per phase.
+//! * [`render`]: manifests from the embedded templates; [`ipam`]: MetalLB address pools.
+//! * [`dry_run`]: the plan written to disk.
 //! * [`report`]: what the user sees.
 #![deny(missing_docs)]
 
 pub mod atomic_file;
 pub mod cli;
 pub mod commands;
+pub mod dry_run;
+pub mod ipam;
 pub mod phases;
 pub mod pki;
+pub mod plan;
+pub mod render;
 pub mod report;
 pub mod topology;
 pub mod versions;

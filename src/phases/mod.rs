@@ -1,10 +1,34 @@
 //! The phases of `meshctl up`, in order. Each phase has one file here holding its pure plan step:
 //! from the topology (and the facts gathered so far) to the artifacts and steps it will apply.
 
+pub mod certs;
+pub mod clusters;
+pub mod eastwest;
+pub mod expose;
+pub mod istio;
+pub mod metallb;
+pub mod remote_secrets;
+pub mod verify;
+
 use std::fmt;
 use std::str::FromStr;
 
 use serde::Serialize;
+
+use crate::plan::{PhaseBuilder, PlanError};
+
+/// Plans one phase for one cluster: the single place that maps a phase to its file.
+pub fn plan(builder: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+    match builder.phase {
+        Phase::Clusters => clusters::plan(builder),
+        Phase::Metallb => metallb::plan(builder),
+        Phase::Certs => certs::plan(builder),
+        Phase::Istio => istio::plan(builder),
+        Phase::Eastwest => eastwest::plan(builder),
+        Phase::Expose => expose::plan(builder),
+        Phase::RemoteSecrets => remote_secrets::plan(builder),
+    }
+}
 
 /// One phase of `up`, in the order they run (reference section 12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -1,0 +1,66 @@
+//! Phase `certs`: what must exist before istiod starts. Reference section 5.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::plan::{PhaseBuilder, PlanError, Step};
+use crate::topology::Provider;
+
+/// Context of `templates/certs/istio-system.yaml.j2`.
+#[derive(Serialize)]
+struct IstioSystem<'a> {
+    network: &'a str,
+}
+
+/// Context of `templates/certs/cacerts.yaml.j2`.
+#[derive(Serialize)]
+struct CaCerts<'a> {
+    cluster: &'a str,
+    ca_cert: &'a str,
+    ca_key: &'a str,
+    root_cert: &'a str,
+    cert_chain: &'a str,
+}
+
+pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+    let cluster = b.cluster;
+    let ca = b
+        .input
+        .cas
+        .get(b.index)
+        .ok_or_else(|| b.missing("an intermediate CA"))?;
+    let namespace = b.render(
+        "istio-system.yaml",
+        "certs/istio-system.yaml.j2",
+        &IstioSystem {
+            network: &cluster.network,
+        },
+        false,
+    )?;
+    b.step(Step::Apply { file: namespace });
+    b.step(Step::LabelNodes {
+        labels: BTreeMap::from([
+            (
+                "topology.kubernetes.io/region".to_string(),
+                cluster.region.clone(),
+            ),
+            ("topology.kubernetes.io/zone".to_string(), cluster.zone.clone()),
+        ]),
+        overwrite: b.input.mesh.provider == Provider::Kind,
+    });
+    let cacerts = b.render(
+        "cacerts.yaml",
+        "certs/cacerts.yaml.j2",
+        &CaCerts {
+            cluster: &cluster.name,
+            ca_cert: &ca.ca_cert_pem,
+            ca_key: &ca.ca_key_pem,
+            root_cert: &ca.root_cert_pem,
+            cert_chain: &ca.cert_chain_pem,
+        },
+        true,
+    )?;
+    b.step(Step::Apply { file: cacerts });
+    Ok(())
+}

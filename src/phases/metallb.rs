@@ -1,0 +1,73 @@
+//! Phase `metallb`: LoadBalancer addresses for the gateways. Reference section 3.
+
+use serde::Serialize;
+
+use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
+use crate::versions;
+
+/// Namespace MetalLB runs in; its pools must live there too.
+pub const NAMESPACE: &str = "metallb-system";
+/// The webhook configuration of the v0.16 manifest. Its Service name is read from it at run
+/// time, because it differs between MetalLB versions (pitfall 14).
+pub const WEBHOOK_CONFIGURATION: &str = "metallb-webhook-configuration";
+/// Name of the pool meshctl creates.
+pub const POOL_NAME: &str = "meshctl-pool";
+/// Name of the L2 advertisement meshctl creates.
+pub const ADVERTISEMENT_NAME: &str = "meshctl-l2";
+
+/// Context of `templates/metallb/address-pool.yaml.j2`.
+#[derive(Serialize)]
+struct AddressPool<'a> {
+    cluster: &'a str,
+    pool_name: &'a str,
+    advertisement_name: &'a str,
+    addresses: Vec<String>,
+}
+
+pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+    let pool = *b
+        .input
+        .pools
+        .get(b.index)
+        .ok_or_else(|| b.missing("a MetalLB address pool"))?;
+    b.step(Step::ApplyUpstream {
+        name: format!("metallb-native {}", versions::METALLB_VERSION),
+        url: versions::METALLB_MANIFEST_URL.to_string(),
+        sha256: versions::METALLB_MANIFEST_SHA256.to_string(),
+    });
+    let in_ns = |name: &str| (NAMESPACE.to_string(), name.to_string());
+    let (namespace, name) = in_ns("controller");
+    b.step(Step::Wait {
+        until: Condition::DeploymentAvailable { namespace, name },
+    });
+    let (namespace, name) = in_ns("speaker");
+    b.step(Step::Wait {
+        until: Condition::DaemonSetReady { namespace, name },
+    });
+    // Pod readiness is not enough: the webhook serves only once its CA bundle is injected and its
+    // endpoint is ready; applying a pool earlier fails (metallb#1540 and others, pitfall 9).
+    let kind = "ValidatingWebhookConfiguration".to_string();
+    let name = WEBHOOK_CONFIGURATION.to_string();
+    b.step(Step::Wait {
+        until: Condition::WebhookCaBundle {
+            kind: kind.clone(),
+            name: name.clone(),
+        },
+    });
+    b.step(Step::Wait {
+        until: Condition::WebhookEndpointReady { kind, name },
+    });
+    let file = b.render(
+        "address-pool.yaml",
+        "metallb/address-pool.yaml.j2",
+        &AddressPool {
+            cluster: &b.cluster.name,
+            pool_name: POOL_NAME,
+            advertisement_name: ADVERTISEMENT_NAME,
+            addresses: vec![pool.to_string()],
+        },
+        false,
+    )?;
+    b.step(Step::Apply { file });
+    Ok(())
+}

@@ -1,0 +1,434 @@
+//! The plan: what `up` will do, as data. Pure: building a plan touches nothing outside the process.
+//!
+//! A plan is phases × clusters × steps, plus the artifacts (rendered manifests) the steps refer to
+//! by path. `--dry-run` writes it to disk; the executor runs it with one `match` over [`Step`];
+//! tests snapshot it. Facts that only exist at run time (a token, a container IP) are not in the plan:
+//! the steps that need them say where they come from.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::ipam::Pool;
+use crate::phases::{self, Phase};
+use crate::pki::IntermediateCa;
+use crate::render::{self, RenderError};
+use crate::topology::{Cluster, Mesh, Provider};
+
+/// An external program a step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tool {
+    /// kind.
+    Kind,
+    /// docker CLI.
+    Docker,
+    /// istioctl.
+    Istioctl,
+}
+
+impl Tool {
+    /// The program name looked up on PATH.
+    pub fn program(self) -> &'static str {
+        match self {
+            Tool::Kind => "kind",
+            Tool::Docker => "docker",
+            Tool::Istioctl => "istioctl",
+        }
+    }
+}
+
+/// A condition a step waits for (with the run's timeout), watched rather than polled where possible.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "condition", rename_all = "kebab-case")]
+pub enum Condition {
+    /// Every node reports Ready.
+    NodesReady,
+    /// A Deployment has the Available condition.
+    DeploymentAvailable {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// A DaemonSet has every scheduled pod ready.
+    DaemonSetReady {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// Every webhook of a webhook configuration has a CA bundle injected.
+    WebhookCaBundle {
+        /// `ValidatingWebhookConfiguration` or `MutatingWebhookConfiguration`.
+        kind: String,
+        /// Its name.
+        name: String,
+    },
+    /// The Service behind a webhook configuration has a ready endpoint.
+    WebhookEndpointReady {
+        /// `ValidatingWebhookConfiguration` or `MutatingWebhookConfiguration`.
+        kind: String,
+        /// Its name.
+        name: String,
+    },
+    /// A LoadBalancer Service has an ingress IP.
+    LoadBalancerIp {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Condition::NodesReady => write!(f, "every node Ready"),
+            Condition::DeploymentAvailable { namespace, name } => {
+                write!(f, "deployment {namespace}/{name} Available")
+            }
+            Condition::DaemonSetReady { namespace, name } => {
+                write!(f, "daemonset {namespace}/{name} ready on every node")
+            }
+            Condition::WebhookCaBundle { kind, name } => write!(f, "{kind} {name} has its CA bundle"),
+            Condition::WebhookEndpointReady { kind, name } => {
+                write!(f, "the service behind {kind} {name} has a ready endpoint")
+            }
+            Condition::LoadBalancerIp { namespace, name } => {
+                write!(f, "service {namespace}/{name} has a LoadBalancer IP")
+            }
+        }
+    }
+}
+
+/// One thing to do in one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "do", rename_all = "kebab-case")]
+pub enum Step {
+    /// Run an external program; paths in `args` are relative to the plan directory.
+    Run {
+        /// The program.
+        tool: Tool,
+        /// Its arguments.
+        args: Vec<String>,
+        /// Whether the step is skipped because its result already exists (e.g. the kind cluster).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unless: Option<String>,
+    },
+    /// Server-side apply every document of an artifact.
+    Apply {
+        /// Artifact path.
+        file: String,
+    },
+    /// Download (once, checksum-verified) and server-side apply an upstream manifest.
+    ApplyUpstream {
+        /// What it is.
+        name: String,
+        /// Where it comes from.
+        url: String,
+        /// Its sha256.
+        sha256: String,
+    },
+    /// Wait for a condition.
+    Wait {
+        /// The condition.
+        until: Condition,
+    },
+    /// Merge the kind cluster's kubeconfig into meshctl's, with the context renamed.
+    ImportKubeconfig {
+        /// kind cluster name.
+        kind_cluster: String,
+        /// Context name it gets.
+        context: String,
+    },
+    /// Record the API server address other clusters use (`https://<container-ip>:6443`).
+    RecordApiEndpoint {
+        /// The control-plane node container.
+        container: String,
+        /// The docker network it is on.
+        network: String,
+    },
+    /// Set labels on every node.
+    LabelNodes {
+        /// The labels.
+        labels: BTreeMap<String, String>,
+        /// Replace values that differ (kind clusters); otherwise only add missing labels, so a
+        /// cloud provider's own topology labels are never overwritten.
+        overwrite: bool,
+    },
+    /// Read `source`'s reader token and apply its remote secret in this cluster.
+    RemoteSecret {
+        /// Cluster whose API server this cluster's istiod will watch.
+        source: String,
+    },
+}
+
+/// A rendered manifest or config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Artifact {
+    /// Path relative to the plan directory, e.g. `cluster1/03-certs/cacerts.yaml`.
+    pub path: String,
+    /// The template it came from.
+    pub template: &'static str,
+    /// Whether it holds a secret (written 0600).
+    pub secret: bool,
+    /// The text.
+    #[serde(skip)]
+    pub content: String,
+}
+
+/// The steps of one cluster in one phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterSteps {
+    /// Cluster name.
+    pub cluster: String,
+    /// Steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// One phase across clusters. Clusters run concurrently inside a phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PhasePlan {
+    /// The phase.
+    pub phase: Phase,
+    /// Per cluster.
+    pub clusters: Vec<ClusterSteps>,
+}
+
+/// Per-cluster facts shown at the top of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSummary {
+    /// Name (Istio cluster ID).
+    pub name: String,
+    /// kubeconfig context.
+    pub context: String,
+    /// Istio network.
+    pub network: String,
+    /// `region/zone`.
+    pub locality: String,
+    /// MetalLB range, when meshctl installs MetalLB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metallb_pool: Option<String>,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// Mesh ID.
+    #[serde(rename = "meshID")]
+    pub mesh_id: String,
+    /// Where the clusters come from.
+    pub provider: Provider,
+    /// The clusters.
+    pub clusters: Vec<ClusterSummary>,
+    /// Phases in order (only the selected ones).
+    pub phases: Vec<PhasePlan>,
+    /// Every rendered file (content omitted in the JSON summary).
+    pub artifacts: Vec<Artifact>,
+}
+
+/// Everything planning needs. The caller gathers it (certificates from disk, the subnet from docker
+/// or `--lb-subnet`); planning itself is pure.
+#[derive(Debug, Clone)]
+pub struct PlanInput<'a> {
+    /// The topology.
+    pub mesh: &'a Mesh,
+    /// Phases to plan, in order.
+    pub phases: Vec<Phase>,
+    /// MetalLB pool per cluster (same order as the clusters); needed when `metallb` is planned.
+    pub pools: Vec<Pool>,
+    /// Plug-in CA per cluster (same order); needed when `certs` is planned.
+    pub cas: Vec<IntermediateCa>,
+    /// Bound on each wait, in seconds (also passed to kind and istioctl).
+    pub timeout_secs: u64,
+}
+
+/// Why a plan could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A template failed.
+    #[error("phase {phase}, cluster `{cluster}`: {source}")]
+    Render {
+        /// The phase.
+        phase: Phase,
+        /// The cluster.
+        cluster: String,
+        /// The cause.
+        source: RenderError,
+    },
+    /// The phase selection makes no sense for this topology.
+    #[error("{0}")]
+    Selection(String),
+    /// An input the selected phases need is missing.
+    #[error("phase {phase}: {what} missing for cluster `{cluster}`")]
+    MissingInput {
+        /// The phase.
+        phase: Phase,
+        /// The cluster.
+        cluster: String,
+        /// What is missing.
+        what: &'static str,
+    },
+}
+
+/// The phases `up` runs for `provider`, after `--only` and `--skip`.
+pub fn select_phases(provider: Provider, only: &[Phase], skip: &[Phase]) -> Result<Vec<Phase>, PlanError> {
+    let kind_only = [Phase::Clusters];
+    if provider == Provider::Existing
+        && let Some(p) = only.iter().find(|p| kind_only.contains(p))
+    {
+        return Err(PlanError::Selection(format!(
+            "phase `{p}` creates kind clusters, but these clusters already exist (--contexts or `provider: existing`)"
+        )));
+    }
+    let wanted = |p: &Phase| {
+        if !only.is_empty() {
+            only.contains(p)
+        } else {
+            // Existing clusters bring their own LoadBalancer implementation unless asked otherwise.
+            provider == Provider::Kind || !matches!(p, Phase::Clusters | Phase::Metallb)
+        }
+    };
+    let phases: Vec<Phase> = Phase::ALL
+        .into_iter()
+        .filter(|p| wanted(p) && !skip.contains(p))
+        .collect();
+    if phases.is_empty() {
+        return Err(PlanError::Selection("--only/--skip leave no phase to run".into()));
+    }
+    Ok(phases)
+}
+
+/// Collects the steps and artifacts of one cluster in one phase.
+pub struct PhaseBuilder<'a> {
+    /// The whole input.
+    pub input: &'a PlanInput<'a>,
+    /// 0-based position of the cluster.
+    pub index: usize,
+    /// The cluster.
+    pub cluster: &'a Cluster,
+    /// The phase.
+    pub phase: Phase,
+    steps: Vec<Step>,
+    artifacts: Vec<Artifact>,
+}
+
+impl<'a> PhaseBuilder<'a> {
+    /// Renders `template` into `<cluster>/<NN-phase>/<file>` and returns that path.
+    pub fn render<C: Serialize>(
+        &mut self,
+        file: &str,
+        template: &'static str,
+        context: &C,
+        secret: bool,
+    ) -> Result<String, PlanError> {
+        let content = render::render(template, context).map_err(|source| PlanError::Render {
+            phase: self.phase,
+            cluster: self.cluster.name.clone(),
+            source,
+        })?;
+        let path = format!("{}/{}/{}", self.cluster.name, self.phase.folder(), file);
+        self.artifacts.push(Artifact {
+            path: path.clone(),
+            template,
+            secret,
+            content,
+        });
+        Ok(path)
+    }
+
+    /// Adds a step.
+    pub fn step(&mut self, step: Step) {
+        self.steps.push(step);
+    }
+
+    /// Error for an input the phase needs but did not get.
+    pub fn missing(&self, what: &'static str) -> PlanError {
+        PlanError::MissingInput {
+            phase: self.phase,
+            cluster: self.cluster.name.clone(),
+            what,
+        }
+    }
+}
+
+/// Builds the plan for `input`.
+pub fn build(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
+    let mesh = input.mesh;
+    let mut artifacts = Vec::new();
+    let mut phase_plans = Vec::new();
+    for &phase in &input.phases {
+        let mut clusters = Vec::with_capacity(mesh.clusters.len());
+        for (index, cluster) in mesh.clusters.iter().enumerate() {
+            let mut builder = PhaseBuilder {
+                input,
+                index,
+                cluster,
+                phase,
+                steps: Vec::new(),
+                artifacts: Vec::new(),
+            };
+            phases::plan(&mut builder)?;
+            artifacts.append(&mut builder.artifacts);
+            clusters.push(ClusterSteps {
+                cluster: cluster.name.clone(),
+                steps: builder.steps,
+            });
+        }
+        phase_plans.push(PhasePlan { phase, clusters });
+    }
+    Ok(Plan {
+        mesh_id: mesh.mesh_id.clone(),
+        provider: mesh.provider,
+        clusters: mesh
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ClusterSummary {
+                name: c.name.clone(),
+                context: c.context.clone(),
+                network: c.network.clone(),
+                locality: format!("{}/{}", c.region, c.zone),
+                metallb_pool: input
+                    .phases
+                    .contains(&Phase::Metallb)
+                    .then(|| input.pools.get(i).map(ToString::to_string))
+                    .flatten(),
+            })
+            .collect(),
+        phases: phase_plans,
+        artifacts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn existing_clusters_skip_cluster_creation_and_metallb_unless_asked() {
+        let all = select_phases(Provider::Existing, &[], &[]).unwrap();
+        assert_eq!(all.first(), Some(&Phase::Certs));
+        assert_eq!(
+            select_phases(Provider::Existing, &[Phase::Metallb], &[]).unwrap(),
+            [Phase::Metallb]
+        );
+        assert!(select_phases(Provider::Existing, &[Phase::Clusters], &[]).is_err());
+        assert_eq!(select_phases(Provider::Kind, &[], &[]).unwrap(), Phase::ALL);
+    }
+
+    #[test]
+    fn only_and_skip_keep_the_reference_order() {
+        let p = select_phases(
+            Provider::Kind,
+            &[Phase::Expose, Phase::Certs, Phase::Istio],
+            &[Phase::Istio],
+        )
+        .unwrap();
+        assert_eq!(p, [Phase::Certs, Phase::Expose]);
+        assert!(select_phases(Provider::Kind, &[Phase::Certs], &[Phase::Certs]).is_err());
+    }
+}

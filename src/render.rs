@@ -1,0 +1,227 @@
+//! Rendering manifests from the embedded `templates/` (minijinja). Pure: no I/O.
+//!
+//! Escaping policy, the one rule for every template: **auto-escape is off**, and every string value
+//! a template interpolates goes through the `q` filter, which writes it as a double-quoted YAML
+//! scalar (a JSON string, which YAML reads verbatim). So a value like `1`, `on` or `a: b` can never
+//! change type or structure. Multi-line text (PEM) goes through `b64` into a Secret's `data`, or
+//! through `indent` under a `|` block scalar. Undefined variables are errors (strict mode) that
+//! name the template. Every rendered output is parsed back before it is returned, so a template
+//! bug surfaces as an error here, not as a cluster rejecting the object later.
+
+use std::sync::LazyLock;
+
+use base64::Engine as _;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, syntax::SyntaxConfig};
+use serde::Serialize;
+
+/// Every template, embedded at build time so `meshctl` is one self-contained file.
+/// Names are `<phase>/<file>`; a reader finds any manifest in one file under `templates/`.
+pub const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "clusters/kind-config.yaml.j2",
+        include_str!("../templates/clusters/kind-config.yaml.j2"),
+    ),
+    (
+        "metallb/address-pool.yaml.j2",
+        include_str!("../templates/metallb/address-pool.yaml.j2"),
+    ),
+    (
+        "certs/istio-system.yaml.j2",
+        include_str!("../templates/certs/istio-system.yaml.j2"),
+    ),
+    (
+        "certs/cacerts.yaml.j2",
+        include_str!("../templates/certs/cacerts.yaml.j2"),
+    ),
+    (
+        "istio/control-plane.yaml.j2",
+        include_str!("../templates/istio/control-plane.yaml.j2"),
+    ),
+    (
+        "eastwest/eastwest-gateway.yaml.j2",
+        include_str!("../templates/eastwest/eastwest-gateway.yaml.j2"),
+    ),
+    (
+        "expose/cross-network-gateway.yaml.j2",
+        include_str!("../templates/expose/cross-network-gateway.yaml.j2"),
+    ),
+    (
+        "remote-secrets/remote-secret.yaml.j2",
+        include_str!("../templates/remote-secrets/remote-secret.yaml.j2"),
+    ),
+    (
+        "verify/namespace.yaml.j2",
+        include_str!("../templates/verify/namespace.yaml.j2"),
+    ),
+    (
+        "verify/helloworld.yaml.j2",
+        include_str!("../templates/verify/helloworld.yaml.j2"),
+    ),
+    (
+        "verify/curl.yaml.j2",
+        include_str!("../templates/verify/curl.yaml.j2"),
+    ),
+    (
+        "verify/locality-failover.yaml.j2",
+        include_str!("../templates/verify/locality-failover.yaml.j2"),
+    ),
+];
+
+/// A template could not be rendered, or rendered into something that is not YAML.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// minijinja failed (unknown template, undefined variable, filter error).
+    #[error("template `{template}`: {detail}")]
+    Template {
+        /// The template name.
+        template: String,
+        /// minijinja's description, naming the variable and line.
+        detail: String,
+    },
+    /// The output does not parse as YAML.
+    #[error("template `{template}` rendered invalid YAML: {detail}")]
+    InvalidYaml {
+        /// The template name.
+        template: String,
+        /// The parser's message.
+        detail: String,
+    },
+}
+
+static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(true)
+            .build()
+            .expect("static syntax config is valid"),
+    );
+    env.add_filter("q", quote);
+    env.add_filter("plain", plain);
+    env.add_filter("b64", |s: String| {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    });
+    for (name, source) in TEMPLATES {
+        env.add_template(name, source)
+            .expect("embedded templates compile (checked by tests)");
+    }
+    env
+});
+
+/// Writes `value` as a double-quoted YAML scalar.
+fn quote(value: minijinja::Value) -> Result<String, minijinja::Error> {
+    let text = value
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| value.to_string());
+    serde_json::to_string(&text)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
+}
+
+/// Writes `value` bare when YAML reads it back as the same string, else double-quoted, as Go's YAML
+/// encoder does. Only the remote secret uses it: istioctl's output format has plain scalars.
+fn plain(value: String) -> Result<String, minijinja::Error> {
+    let probe: Result<serde_json::Value, _> = serde_saphyr::from_str(&format!("v: {value}\n"));
+    match probe {
+        Ok(doc) if doc["v"].as_str() == Some(value.as_str()) && !value.contains('#') => Ok(value),
+        _ => quote(minijinja::Value::from(value)),
+    }
+}
+
+/// Renders `template` with a typed context and checks that the result parses as YAML.
+pub fn render<C: Serialize>(template: &str, context: &C) -> Result<String, RenderError> {
+    let tmpl = ENV.get_template(template).map_err(|e| RenderError::Template {
+        template: template.to_string(),
+        detail: e.to_string(),
+    })?;
+    let text = tmpl
+        .render(minijinja::value::Serde(context))
+        .map_err(|e| RenderError::Template {
+            template: template.to_string(),
+            detail: describe(&e),
+        })?;
+    parse_documents(&text).map_err(|detail| RenderError::InvalidYaml {
+        template: template.to_string(),
+        detail,
+    })?;
+    Ok(text)
+}
+
+fn describe(err: &minijinja::Error) -> String {
+    let mut text = err.to_string();
+    if let Some(detail) = err.detail().filter(|d| !text.contains(*d)) {
+        text.push_str(&format!(": {detail}"));
+    }
+    if let Some(line) = err.line() {
+        text.push_str(&format!(" (line {line})"));
+    }
+    text
+}
+
+/// Parses multi-document YAML into JSON values, dropping empty documents.
+pub fn parse_documents(text: &str) -> Result<Vec<serde_json::Value>, String> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedded_template_compiles() {
+        LazyLock::force(&ENV);
+        assert_eq!(ENV.templates().count(), TEMPLATES.len());
+    }
+
+    #[test]
+    fn q_keeps_strings_strings_whatever_they_look_like() {
+        let env = &*ENV;
+        let out = env
+            .render_str("a: {{ v | q }}\n", minijinja::context! { v => "1" })
+            .unwrap();
+        assert_eq!(parse_documents(&out).unwrap()[0]["a"], serde_json::json!("1"));
+        let out = env
+            .render_str("a: {{ v | q }}\n", minijinja::context! { v => "x: \"y\"\n- z" })
+            .unwrap();
+        assert_eq!(
+            parse_documents(&out).unwrap()[0]["a"],
+            serde_json::json!("x: \"y\"\n- z")
+        );
+    }
+
+    #[test]
+    fn plain_is_bare_only_when_yaml_reads_the_value_back_unchanged() {
+        let env = &*ENV;
+        let r = |v: &str| {
+            env.render_str("{{ v | plain }}", minijinja::context! { v => v })
+                .unwrap()
+        };
+        assert_eq!(r("cluster1"), "cluster1");
+        assert_eq!(r("https://172.18.0.3:6443"), "https://172.18.0.3:6443");
+        assert_eq!(r("LS0tLS1CRUdJTg=="), "LS0tLS1CRUdJTg==");
+        for ambiguous in ["123", "true", "null", "1e3", "a: b", "x #y"] {
+            assert_eq!(
+                r(ambiguous),
+                serde_json::to_string(ambiguous).unwrap(),
+                "{ambiguous}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_variable_is_an_error_naming_the_template() {
+        #[derive(Serialize)]
+        struct Empty {}
+        let err = render("clusters/kind-config.yaml.j2", &Empty {}).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("clusters/kind-config.yaml.j2") && text.contains("undefined"),
+            "{text}"
+        );
+    }
+}
