@@ -28,7 +28,19 @@ pub(super) fn run(args: UpArgs, _workdir: &Path) -> Result<Exit> {
         bail!("--dry-run needs --out DIR")
     };
 
-    // Gather the inputs planning needs; this is the only I/O before writing the plan.
+    // Gather the inputs planning needs: first what can be checked without writing anything, then
+    // the certificate authorities (the only I/O before the plan itself is written).
+    let pools = if phases.contains(&Phase::Metallb) {
+        let subnet: ipnet::IpNet = args
+            .lb_subnet
+            .parse()
+            .with_context(|| format!("--lb-subnet `{}` is not a CIDR", args.lb_subnet))?;
+        ipam::plan_pools(ipam::ipv4_subnet(&[subnet])?, mesh.clusters.len(), &[])
+            .context("phase metallb: cannot plan the address pools")?
+    } else {
+        Vec::new()
+    };
+
     let cas = if phases.contains(&Phase::Certs) {
         let dir = args.certs_dir.clone().unwrap_or_else(|| out.join("certs"));
         let request = CertsRequest {
@@ -48,17 +60,6 @@ pub(super) fn run(args: UpArgs, _workdir: &Path) -> Result<Exit> {
     } else {
         Vec::new()
     };
-    let pools = if phases.contains(&Phase::Metallb) {
-        let subnet: ipnet::IpNet = args
-            .lb_subnet
-            .parse()
-            .with_context(|| format!("--lb-subnet `{}` is not a CIDR", args.lb_subnet))?;
-        ipam::plan_pools(ipam::ipv4_subnet(&[subnet])?, mesh.clusters.len(), &[])
-            .context("phase metallb: cannot plan the address pools")?
-    } else {
-        Vec::new()
-    };
-
     let plan = plan::build(&PlanInput {
         mesh: &mesh,
         phases,

@@ -42,3 +42,4 @@ pub fn ok(out: Output) -> String {
     );
     stdout(&out)
 }
+pub mod schema;
