@@ -2,6 +2,7 @@
 //! Nothing below this module sees a clap type.
 
 mod certs;
+mod remote_secret;
 mod up;
 
 use std::io::Write;
@@ -62,7 +63,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Down(_) => not_implemented("meshctl down"),
         Command::Status(_) => not_implemented("meshctl status"),
         Command::Verify(_) => not_implemented("meshctl verify"),
-        Command::RemoteSecret(_) => not_implemented("meshctl remote-secret"),
+        Command::RemoteSecret(args) => remote_secret::run(args, cli.kubeconfig.as_deref()).await,
         Command::Doctor(_) => not_implemented("meshctl doctor"),
     }
 }

@@ -42,4 +42,5 @@ pub fn ok(out: Output) -> String {
     );
     stdout(&out)
 }
+pub mod fake_api;
 pub mod schema;

@@ -1,0 +1,79 @@
+//! `meshctl remote-secret`: istioctl's create-remote-secret, natively.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::Exit;
+use crate::cli::{ManifestFormat, RemoteSecretArgs};
+use crate::kube::apply::{Applier, Change};
+use crate::remote_secret::{self, is_loopback};
+use crate::report::Reporter;
+use crate::topology::{Problem, TopologyError, dns1123_label_problem};
+
+/// How long the token controller may take to fill the token Secret.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Result<Exit> {
+    if let Some(reason) = dns1123_label_problem(&args.name) {
+        // The name is the Istio cluster ID and the secret's key; istioctl requires a DNS-1123 label.
+        return Err(TopologyError::Invalid(vec![Problem {
+            field: "--name".into(),
+            value: args.name.clone(),
+            reason,
+        }])
+        .into());
+    }
+    let reporter = Reporter::for_stderr();
+    let (server, explicit) = match &args.server {
+        Some(s) => (s.clone(), true),
+        None => (crate::kube::server_of(kubeconfig, &args.context)?, false),
+    };
+    remote_secret::check_server(&args.name, &server, explicit)?;
+    if explicit && is_loopback(&server) {
+        reporter.note(
+            &args.name,
+            &format!("warning: `{server}` is a loopback address; only this machine can reach it"),
+        );
+    }
+    let client = crate::kube::connect(kubeconfig, &args.context).await?;
+    let creds = remote_secret::reader_credentials(&client, &args.name, TOKEN_TIMEOUT)
+        .await
+        .with_context(|| {
+            format!(
+                "remote-secret: cannot read the credentials of context `{}`",
+                args.context
+            )
+        })?;
+    let text = remote_secret::render_secret(&args.name, &server, &creds)?;
+
+    if args.apply_to.is_empty() {
+        let mut out = std::io::stdout().lock();
+        match args.output {
+            ManifestFormat::Yaml => write!(out, "{text}")?,
+            ManifestFormat::Json => {
+                let doc = crate::render::parse_documents(&text).map_err(anyhow::Error::msg)?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&doc[0])?)?;
+            }
+        }
+        return Ok(Exit::Success);
+    }
+    for target in &args.apply_to {
+        let target_client = crate::kube::connect(kubeconfig, target).await?;
+        let applied = Applier::new(target_client)
+            .apply_yaml(&text, &format!("istio-remote-secret-{}", args.name))
+            .await
+            .with_context(|| format!("remote-secret: cannot apply the secret to context `{target}`"))?;
+        for a in applied {
+            let verb = match a.change {
+                Change::Created => "created",
+                Change::Updated => "updated",
+                Change::Unchanged => "unchanged",
+            };
+            reporter.ok(target, &format!("{} {verb}", a.object));
+        }
+    }
+    Ok(Exit::Success)
+}

@@ -1,0 +1,228 @@
+//! Server-side apply of rendered multi-document YAML, whatever the kinds.
+//!
+//! Each document's group/version/kind is resolved through discovery (cached per client), then
+//! applied with one field manager and `force`. Namespaces go first, then CRDs, which are waited for
+//! until Established before anything else, so custom resources in the same batch find their type.
+//! A document that is already in the wanted state is reported `Unchanged`: the server keeps its
+//! resource version, and a second `up` says it changed nothing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+
+use super::retry::{RetryPolicy, retry};
+use super::{FIELD_MANAGER, KubeError, wait};
+use crate::render::parse_documents;
+
+/// What an apply did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    /// It did not exist.
+    Created,
+    /// It existed and changed.
+    Updated,
+    /// It was already as wanted.
+    Unchanged,
+}
+
+/// One applied object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// What happened.
+    pub change: Change,
+}
+
+/// Applies documents to one cluster, remembering discovery results.
+pub struct Applier {
+    client: Client,
+    policy: RetryPolicy,
+    crd_timeout: Duration,
+    cache: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
+}
+
+impl Applier {
+    /// An applier over `client`.
+    pub fn new(client: Client) -> Applier {
+        Applier {
+            client,
+            policy: RetryPolicy::default(),
+            crd_timeout: Duration::from_secs(60),
+            cache: Mutex::default(),
+        }
+    }
+
+    /// With another retry policy (tests use short delays).
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Applier {
+        self.policy = policy;
+        self
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn resolve(
+        &self,
+        api_version: &str,
+        kind: &str,
+        what: &str,
+    ) -> Result<(ApiResource, ApiCapabilities), KubeError> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(hit) = self.cache.lock().expect("cache lock").get(&key) {
+            return Ok(hit.clone());
+        }
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let found = retry(&format!("discover {api_version} {kind}"), self.policy, || {
+            kube::discovery::pinned_kind(&self.client, &gvk)
+        })
+        .await
+        .map_err(|e| match e {
+            KubeError::Rejected { code: 404, .. } => KubeError::Invalid {
+                what: what.to_string(),
+                reason: format!("the cluster serves no {api_version} {kind} (are its CRDs installed?)"),
+            },
+            other => other,
+        })?;
+        self.cache.lock().expect("cache lock").insert(key, found.clone());
+        Ok(found)
+    }
+
+    /// Applies every document of `yaml`, in a safe order. `source` names the file in errors.
+    pub async fn apply_yaml(&self, yaml: &str, source: &str) -> Result<Vec<Applied>, KubeError> {
+        let docs = parse_documents(yaml).map_err(|reason| KubeError::Invalid {
+            what: source.to_string(),
+            reason,
+        })?;
+        let mut objects = Vec::with_capacity(docs.len());
+        for doc in docs {
+            let obj: DynamicObject = serde_json::from_value(doc).map_err(|e| KubeError::Invalid {
+                what: source.to_string(),
+                reason: format!("not a Kubernetes object: {e}"),
+            })?;
+            objects.push(obj);
+        }
+        // Namespaces, then CRDs, then everything else; stable within each group.
+        let rank = |o: &DynamicObject| match o.types.as_ref().map(|t| t.kind.as_str()) {
+            Some("Namespace") => 0,
+            Some("CustomResourceDefinition") => 1,
+            _ => 2,
+        };
+        objects.sort_by_key(rank);
+        let mut applied = Vec::with_capacity(objects.len());
+        let mut crds = Vec::new();
+        for obj in &objects {
+            if rank(obj) == 2 && !crds.is_empty() {
+                self.await_crds(std::mem::take(&mut crds)).await?;
+            }
+            let result = self.apply_one(obj, source).await?;
+            if rank(obj) == 1 {
+                crds.push(obj.name_any());
+            }
+            applied.push(result);
+        }
+        self.await_crds(crds).await?;
+        Ok(applied)
+    }
+
+    async fn await_crds(&self, names: Vec<String>) -> Result<(), KubeError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        for name in names {
+            wait::crd_established(&api, &name, self.crd_timeout).await?;
+        }
+        // New types are served now: forget what discovery said before.
+        self.cache.lock().expect("cache lock").clear();
+        Ok(())
+    }
+
+    /// Creates the documents of `yaml` that do not exist yet and leaves existing ones alone (for
+    /// objects another tool owns, such as the RBAC istioctl installs).
+    pub async fn create_missing(&self, yaml: &str, source: &str) -> Result<Vec<Applied>, KubeError> {
+        let docs = parse_documents(yaml).map_err(|reason| KubeError::Invalid {
+            what: source.to_string(),
+            reason,
+        })?;
+        let mut out = Vec::new();
+        for doc in docs {
+            let obj: DynamicObject = serde_json::from_value(doc).map_err(|e| KubeError::Invalid {
+                what: source.to_string(),
+                reason: e.to_string(),
+            })?;
+            let types = obj.types.clone().unwrap_or_default();
+            let (resource, caps) = self.resolve(&types.api_version, &types.kind, source).await?;
+            let name = obj.name_any();
+            let ns = obj.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let api: Api<DynamicObject> = match caps.scope {
+                Scope::Namespaced => Api::namespaced_with(self.client.clone(), &ns, &resource),
+                Scope::Cluster => Api::all_with(self.client.clone(), &resource),
+            };
+            let what = format!("get {} {name}", types.kind);
+            if retry(&what, self.policy, || api.get_opt(&name)).await?.is_some() {
+                out.push(Applied {
+                    object: format!("{} {name}", types.kind),
+                    change: Change::Unchanged,
+                });
+            } else {
+                out.push(self.apply_one(&obj, source).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies one object.
+    pub async fn apply_one(&self, obj: &DynamicObject, source: &str) -> Result<Applied, KubeError> {
+        let types = obj.types.as_ref().ok_or_else(|| KubeError::Invalid {
+            what: source.to_string(),
+            reason: "a document has no apiVersion/kind".into(),
+        })?;
+        let name = obj.metadata.name.clone().ok_or_else(|| KubeError::Invalid {
+            what: format!("{source}: {}", types.kind),
+            reason: "metadata.name is missing".into(),
+        })?;
+        let (resource, caps) = self.resolve(&types.api_version, &types.kind, source).await?;
+        let (api, label): (Api<DynamicObject>, String) = match caps.scope {
+            Scope::Namespaced => {
+                let ns = obj
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".to_string());
+                (
+                    Api::namespaced_with(self.client.clone(), &ns, &resource),
+                    format!("{} {ns}/{name}", types.kind),
+                )
+            }
+            Scope::Cluster => (
+                Api::all_with(self.client.clone(), &resource),
+                format!("{} {name}", types.kind),
+            ),
+        };
+        let what = format!("apply {label} (from {source})");
+        let before = retry(&what, self.policy, || api.get_opt(&name)).await?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let patch = Patch::Apply(obj);
+        let after = retry(&what, self.policy, || api.patch(&name, &params, &patch)).await?;
+        let change = match before {
+            None => Change::Created,
+            Some(b) if b.resource_version() == after.resource_version() => Change::Unchanged,
+            Some(_) => Change::Updated,
+        };
+        Ok(Applied {
+            object: label,
+            change,
+        })
+    }
+}

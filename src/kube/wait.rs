@@ -1,0 +1,459 @@
+//! Waiting for conditions, driven by watches (never fixed sleeps), each bounded by a timeout whose
+//! error says what was last seen. kube adds no timeout of its own, so every wait here has one.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{WatchStreamExt, watcher::Event};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::plan::Condition;
+
+/// A wait that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// The condition did not arrive in time.
+    #[error("{what}: not ready after {}s (last seen: {last_seen})", after.as_secs())]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The bound.
+        after: Duration,
+        /// The last state observed.
+        last_seen: String,
+    },
+    /// The watch ended or the object cannot satisfy the condition.
+    #[error("{what}: {reason}")]
+    Failed {
+        /// What was awaited.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Watches the object `name` until `ready` holds; `describe` says what a not-ready object looks like.
+pub async fn until<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    ready: impl Fn(&K) -> bool,
+    describe: impl Fn(&K) -> String,
+) -> Result<K, WaitError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher(api.clone(), config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let mut last_seen = "nothing yet: the object does not exist".to_string();
+    let outcome = tokio::time::timeout(timeout, async {
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(obj) if ready(&obj) => return Some(obj),
+                Ok(obj) => last_seen = describe(&obj),
+                Err(e) => last_seen = format!("watch error: {e}"),
+            }
+        }
+        None
+    })
+    .await;
+    match outcome {
+        Ok(Some(obj)) => Ok(obj),
+        Ok(None) => Err(WaitError::Failed {
+            what: what.to_string(),
+            reason: "the watch ended".into(),
+        }),
+        Err(_) => Err(WaitError::Timeout {
+            what: what.to_string(),
+            after: timeout,
+            last_seen,
+        }),
+    }
+}
+
+/// Watches every object `selector` matches until `ready` holds for the current set.
+async fn until_set<K>(
+    api: &Api<K>,
+    selector: &str,
+    what: &str,
+    timeout: Duration,
+    ready: impl Fn(&BTreeMap<String, K>) -> bool,
+    describe: impl Fn(&BTreeMap<String, K>) -> String,
+) -> Result<BTreeMap<String, K>, WaitError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let config = watcher::Config::default().labels(selector);
+    let mut stream = watcher(api.clone(), config).default_backoff().boxed();
+    let mut seen: BTreeMap<String, K> = BTreeMap::new();
+    let mut last_seen = "nothing yet".to_string();
+    let outcome = tokio::time::timeout(timeout, async {
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(Event::Apply(o) | Event::InitApply(o)) => {
+                    seen.insert(o.meta().name.clone().unwrap_or_default(), o);
+                }
+                Ok(Event::Delete(o)) => {
+                    seen.remove(&o.meta().name.clone().unwrap_or_default());
+                }
+                Ok(Event::Init) => seen.clear(),
+                Ok(Event::InitDone) => {}
+                Err(e) => {
+                    last_seen = format!("watch error: {e}");
+                    continue;
+                }
+            }
+            if ready(&seen) {
+                return Some(seen.clone());
+            }
+            last_seen = describe(&seen);
+        }
+        None
+    })
+    .await;
+    match outcome {
+        Ok(Some(set)) => Ok(set),
+        Ok(None) => Err(WaitError::Failed {
+            what: what.to_string(),
+            reason: "the watch ended".into(),
+        }),
+        Err(_) => Err(WaitError::Timeout {
+            what: what.to_string(),
+            after: timeout,
+            last_seen,
+        }),
+    }
+}
+
+fn condition_true<'a>(conditions: impl IntoIterator<Item = (&'a str, &'a str)>, wanted: &str) -> bool {
+    conditions.into_iter().any(|(t, s)| t == wanted && s == "True")
+}
+
+/// A CRD reports Established.
+pub async fn crd_established(
+    api: &Api<CustomResourceDefinition>,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), WaitError> {
+    let conds = |c: &CustomResourceDefinition| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default()
+    };
+    until(
+        api,
+        name,
+        &format!("CRD {name} Established"),
+        timeout,
+        |c| {
+            condition_true(
+                conds(c).iter().map(|x| (x.type_.as_str(), x.status.as_str())),
+                "Established",
+            )
+        },
+        |c| {
+            format!(
+                "conditions {:?}",
+                conds(c)
+                    .iter()
+                    .map(|x| format!("{}={}", x.type_, x.status))
+                    .collect::<Vec<_>>()
+            )
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The ingress IP of a LoadBalancer Service, once it has one.
+pub async fn load_balancer_ip(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<String, WaitError> {
+    let api: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let ip = |s: &Service| {
+        s.status
+            .as_ref()?
+            .load_balancer
+            .as_ref()?
+            .ingress
+            .as_ref()?
+            .iter()
+            .find_map(|i| i.ip.clone())
+            .filter(|ip| !ip.is_empty())
+    };
+    let svc = until(
+        &api,
+        name,
+        &format!("service {namespace}/{name}: LoadBalancer IP"),
+        timeout,
+        |s| ip(s).is_some(),
+        |_| "<pending>".to_string(),
+    )
+    .await?;
+    Ok(ip(&svc).expect("ready means an IP is set"))
+}
+
+/// A service-account token Secret filled in by the token controller.
+pub async fn token_filled(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<Secret, WaitError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let has = |s: &Secret, key: &str| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .is_some_and(|v| !v.0.is_empty())
+    };
+    until(
+        &api,
+        name,
+        &format!("secret {namespace}/{name}: token and ca.crt"),
+        timeout,
+        |s| has(s, "token") && has(s, "ca.crt"),
+        |s| {
+            format!(
+                "token {}, ca.crt {}",
+                if has(s, "token") { "set" } else { "empty" },
+                if has(s, "ca.crt") { "set" } else { "empty" }
+            )
+        },
+    )
+    .await
+}
+
+/// Waits for a condition of the plan.
+pub async fn wait_for(client: &Client, condition: &Condition, timeout: Duration) -> Result<(), WaitError> {
+    let what = condition.to_string();
+    match condition {
+        Condition::NodesReady => {
+            let api: Api<Node> = Api::all(client.clone());
+            let ready = |n: &Node| {
+                let conds = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.clone())
+                    .unwrap_or_default();
+                condition_true(
+                    conds.iter().map(|c| (c.type_.as_str(), c.status.as_str())),
+                    "Ready",
+                )
+            };
+            until_set(
+                &api,
+                "",
+                &what,
+                timeout,
+                |set| !set.is_empty() && set.values().all(ready),
+                |set| {
+                    let waiting: Vec<_> = set
+                        .iter()
+                        .filter(|(_, n)| !ready(n))
+                        .map(|(k, _)| k.as_str())
+                        .collect();
+                    format!("{} node(s), not Ready: {}", set.len(), waiting.join(", "))
+                },
+            )
+            .await
+            .map(|_| ())
+        }
+        Condition::DeploymentAvailable { namespace, name } => {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+            let conds = |d: &Deployment| {
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.clone())
+                    .unwrap_or_default()
+            };
+            until(
+                &api,
+                name,
+                &what,
+                timeout,
+                |d| {
+                    condition_true(
+                        conds(d).iter().map(|c| (c.type_.as_str(), c.status.as_str())),
+                        "Available",
+                    )
+                },
+                |d| {
+                    let s = d.status.clone().unwrap_or_default();
+                    format!(
+                        "{}/{} replicas available",
+                        s.available_replicas.unwrap_or(0),
+                        s.replicas.unwrap_or(0)
+                    )
+                },
+            )
+            .await
+            .map(|_| ())
+        }
+        Condition::DaemonSetReady { namespace, name } => {
+            let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+            until(
+                &api,
+                name,
+                &what,
+                timeout,
+                |d| {
+                    d.status.as_ref().is_some_and(|s| {
+                        s.desired_number_scheduled > 0 && s.number_ready == s.desired_number_scheduled
+                    })
+                },
+                |d| {
+                    let s = d.status.clone().unwrap_or_default();
+                    format!("{}/{} pods ready", s.number_ready, s.desired_number_scheduled)
+                },
+            )
+            .await
+            .map(|_| ())
+        }
+        Condition::WebhookCaBundle { kind, name } => webhook_ca_bundle(client, kind, name, &what, timeout)
+            .await
+            .map(|_| ()),
+        Condition::WebhookEndpointReady { kind, name } => {
+            let (namespace, service) = webhook_ca_bundle(client, kind, name, &what, timeout).await?;
+            let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
+            let ready = |s: &EndpointSlice| {
+                s.endpoints
+                    .iter()
+                    .flatten()
+                    .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+            };
+            let selector = format!("kubernetes.io/service-name={service}");
+            until_set(
+                &api,
+                &selector,
+                &what,
+                timeout,
+                |set| set.values().any(ready),
+                |set| {
+                    format!(
+                        "{} endpoint slice(s) for service {namespace}/{service}, none ready",
+                        set.len()
+                    )
+                },
+            )
+            .await
+            .map(|_| ())
+        }
+        Condition::LoadBalancerIp { namespace, name } => load_balancer_ip(client, namespace, name, timeout)
+            .await
+            .map(|_| ()),
+    }
+}
+
+/// Waits until every webhook of the configuration has a CA bundle; returns the namespace and name
+/// of the Service behind its first webhook (names differ between MetalLB versions, so they are read
+/// from the configuration rather than assumed).
+async fn webhook_ca_bundle(
+    client: &Client,
+    kind: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+) -> Result<(String, String), WaitError> {
+    fn summary(bundles: Vec<bool>) -> String {
+        format!(
+            "{} of {} webhook(s) have a CA bundle",
+            bundles.iter().filter(|b| **b).count(),
+            bundles.len()
+        )
+    }
+    let service = match kind {
+        "MutatingWebhookConfiguration" => {
+            let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+            let hooks = |c: &MutatingWebhookConfiguration| c.webhooks.clone().unwrap_or_default();
+            let cfg = until(
+                &api,
+                name,
+                what,
+                timeout,
+                |c| {
+                    !hooks(c).is_empty()
+                        && hooks(c).iter().all(|w| {
+                            w.client_config
+                                .ca_bundle
+                                .as_ref()
+                                .is_some_and(|b| !b.0.is_empty())
+                        })
+                },
+                |c| {
+                    summary(
+                        hooks(c)
+                            .iter()
+                            .map(|w| {
+                                w.client_config
+                                    .ca_bundle
+                                    .as_ref()
+                                    .is_some_and(|b| !b.0.is_empty())
+                            })
+                            .collect(),
+                    )
+                },
+            )
+            .await?;
+            hooks(&cfg).first().and_then(|w| w.client_config.service.clone())
+        }
+        _ => {
+            let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+            let hooks = |c: &ValidatingWebhookConfiguration| c.webhooks.clone().unwrap_or_default();
+            let cfg = until(
+                &api,
+                name,
+                what,
+                timeout,
+                |c| {
+                    !hooks(c).is_empty()
+                        && hooks(c).iter().all(|w| {
+                            w.client_config
+                                .ca_bundle
+                                .as_ref()
+                                .is_some_and(|b| !b.0.is_empty())
+                        })
+                },
+                |c| {
+                    summary(
+                        hooks(c)
+                            .iter()
+                            .map(|w| {
+                                w.client_config
+                                    .ca_bundle
+                                    .as_ref()
+                                    .is_some_and(|b| !b.0.is_empty())
+                            })
+                            .collect(),
+                    )
+                },
+            )
+            .await?;
+            hooks(&cfg).first().and_then(|w| w.client_config.service.clone())
+        }
+    };
+    let service = service.ok_or_else(|| WaitError::Failed {
+        what: what.to_string(),
+        reason: format!("{kind} {name} calls a URL, not a Service"),
+    })?;
+    Ok((service.namespace, service.name))
+}

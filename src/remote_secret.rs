@@ -1,0 +1,377 @@
+//! Native remote secrets: what `istioctl create-remote-secret` does, without istioctl.
+//!
+//! In the source cluster: make sure the reader service account and its read-only cluster role
+//! exist, find or create the long-lived token Secret and wait for the token controller to fill it
+//! (reference section 9.2; a short-lived TokenRequest token would expire under istiod). Then build
+//! the kubeconfig with the source's in-network API address, its CA and the token, and render the
+//! Secret in istioctl's exact format (section 9.1). The server is never a loopback address unless
+//! the user says so explicitly (pitfall 1), and never skips TLS verification.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+
+use crate::kube::apply::{Applied, Applier};
+use crate::kube::retry::{RetryPolicy, retry};
+use crate::kube::{KubeError, wait};
+use crate::render::{self, RenderError};
+
+/// Istio's namespace, where istiod looks for remote secrets (and nowhere else).
+pub const NAMESPACE: &str = "istio-system";
+/// The service account remote istiods authenticate as.
+pub const READER_SERVICE_ACCOUNT: &str = "istio-reader-service-account";
+/// Its cluster role (and binding), as Istio names them.
+pub const READER_CLUSTER_ROLE: &str = "istio-reader-clusterrole-istio-system";
+/// The token Secret istioctl creates when none exists.
+pub const TOKEN_SECRET: &str = "istio-reader-service-account-istio-remote-secret-token";
+
+/// Why a remote secret could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteSecretError {
+    /// The API server address is a loopback address other clusters cannot reach.
+    #[error(
+        "cluster `{cluster}`: the API server address `{server}` is a loopback address; istiod in the other clusters cannot reach it\nhint: pass --server with the address on the shared network, e.g. https://<container-ip>:6443 (for kind: docker inspect -f '{{{{ .NetworkSettings.Networks.kind.IPAddress }}}}' {container})"
+    )]
+    LoopbackServer {
+        /// The cluster.
+        cluster: String,
+        /// The address.
+        server: String,
+        /// The kind node container that probably serves it.
+        container: String,
+    },
+    /// The address is not an https URL.
+    #[error("cluster `{cluster}`: `{server}` is not an https:// URL of an API server")]
+    BadServer {
+        /// The cluster.
+        cluster: String,
+        /// The address.
+        server: String,
+    },
+    /// The token Secret holds no usable token.
+    #[error("cluster `{cluster}`: secret {NAMESPACE}/{secret}: {reason}")]
+    BadToken {
+        /// The cluster.
+        cluster: String,
+        /// The Secret.
+        secret: String,
+        /// Why.
+        reason: String,
+    },
+    /// Talking to the cluster failed.
+    #[error("cluster `{cluster}`: {source}")]
+    Kube {
+        /// The cluster.
+        cluster: String,
+        /// The cause.
+        source: KubeError,
+    },
+    /// Rendering failed.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
+
+/// Host part of an `https://host:port` URL.
+fn host_of(server: &str) -> Option<&str> {
+    let rest = server.strip_prefix("https://")?;
+    let authority = rest.split('/').next()?;
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next();
+    }
+    Some(authority.rsplit_once(':').map_or(authority, |(h, _)| h))
+}
+
+/// Whether `server` points at this machine only.
+pub fn is_loopback(server: &str) -> bool {
+    match host_of(server) {
+        Some("localhost") => true,
+        Some(h) => h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// Checks the address a remote secret will carry. An explicit `--server` is the user's word and
+/// only has to be an https URL; an address taken from a kubeconfig must not be a loopback address.
+pub fn check_server(cluster: &str, server: &str, explicit: bool) -> Result<(), RemoteSecretError> {
+    if host_of(server).is_none_or(str::is_empty) {
+        return Err(RemoteSecretError::BadServer {
+            cluster: cluster.into(),
+            server: server.into(),
+        });
+    }
+    if !explicit && is_loopback(server) {
+        return Err(RemoteSecretError::LoopbackServer {
+            cluster: cluster.into(),
+            server: server.into(),
+            container: format!(
+                "{}-control-plane",
+                cluster.strip_prefix("kind-").unwrap_or(cluster)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// What the kubeconfig inside the secret authenticates with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReaderCredentials {
+    /// base64 of the cluster CA PEM (`certificate-authority-data`).
+    pub ca_data: String,
+    /// The bearer token.
+    pub token: String,
+}
+
+impl std::fmt::Debug for ReaderCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderCredentials").finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct ReaderRbac<'a> {
+    service_account: &'a str,
+    namespace: &'a str,
+    cluster_role: &'a str,
+}
+
+#[derive(Serialize)]
+struct SecretContext<'a> {
+    name: &'a str,
+    server: &'a str,
+    ca_data: &'a str,
+    token: &'a str,
+}
+
+/// Renders the Secret exactly as `istioctl create-remote-secret` prints it.
+pub fn render_secret(name: &str, server: &str, creds: &ReaderCredentials) -> Result<String, RenderError> {
+    render::render(
+        "remote-secrets/remote-secret.yaml.j2",
+        &SecretContext {
+            name,
+            server,
+            ca_data: &creds.ca_data,
+            token: &creds.token,
+        },
+    )
+}
+
+/// In the source cluster: ensure the reader account exists, then get (or create) its long-lived
+/// token and wait until the token controller has filled it.
+pub async fn reader_credentials(
+    client: &Client,
+    cluster: &str,
+    timeout: Duration,
+) -> Result<ReaderCredentials, RemoteSecretError> {
+    let kube_err = |source| RemoteSecretError::Kube {
+        cluster: cluster.into(),
+        source,
+    };
+    let rbac = render::render(
+        "remote-secrets/reader-rbac.yaml.j2",
+        &ReaderRbac {
+            service_account: READER_SERVICE_ACCOUNT,
+            namespace: NAMESPACE,
+            cluster_role: READER_CLUSTER_ROLE,
+        },
+    )?;
+    Applier::new(client.clone())
+        .create_missing(&rbac, "reader RBAC")
+        .await
+        .map_err(kube_err)?;
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    let policy = RetryPolicy::default();
+    let all = ListParams::default();
+    let existing = retry("list secrets in istio-system", policy, || secrets.list(&all))
+        .await
+        .map_err(kube_err)?;
+    let is_reader_token = |s: &Secret| {
+        s.type_.as_deref() == Some("kubernetes.io/service-account-token")
+            && s.annotations()
+                .get("kubernetes.io/service-account.name")
+                .map(String::as_str)
+                == Some(READER_SERVICE_ACCOUNT)
+    };
+    let name = match existing.items.iter().find(|s| is_reader_token(s)) {
+        Some(found) => found.name_any(),
+        None => {
+            let secret: Secret = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                "metadata": {"name": TOKEN_SECRET, "namespace": NAMESPACE,
+                    "annotations": {"kubernetes.io/service-account.name": READER_SERVICE_ACCOUNT},
+                    "labels": {"app.kubernetes.io/managed-by": "meshctl"}}}))
+            .expect("static secret is valid");
+            let created = retry(
+                &format!("create secret {NAMESPACE}/{TOKEN_SECRET}"),
+                policy,
+                || async {
+                    match secrets.create(&PostParams::default(), &secret).await {
+                        // Created by a concurrent run: just as good.
+                        Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => Ok(()),
+                        other => other.map(|_| ()),
+                    }
+                },
+            )
+            .await;
+            created.map_err(kube_err)?;
+            TOKEN_SECRET.to_string()
+        }
+    };
+    let filled = wait::token_filled(client, NAMESPACE, &name, timeout)
+        .await
+        .map_err(|e| kube_err(e.into()))?;
+    let data = filled.data.unwrap_or_default();
+    let bad = |reason: &str| RemoteSecretError::BadToken {
+        cluster: cluster.into(),
+        secret: name.clone(),
+        reason: reason.into(),
+    };
+    let token = String::from_utf8(data.get("token").map(|b| b.0.clone()).unwrap_or_default())
+        .map_err(|_| bad("the token is not text"))?;
+    let ca = data.get("ca.crt").map(|b| b.0.clone()).unwrap_or_default();
+    if token.is_empty() || ca.is_empty() {
+        return Err(bad("token or ca.crt is empty"));
+    }
+    Ok(ReaderCredentials {
+        ca_data: base64::engine::general_purpose::STANDARD.encode(ca),
+        token,
+    })
+}
+
+/// A cluster taking part in the remote-secret exchange.
+pub struct Member {
+    /// Istio cluster name (the secret's key).
+    pub name: String,
+    /// A client for it.
+    pub client: Client,
+    /// Its API server address as the other clusters reach it.
+    pub server: String,
+}
+
+/// One applied secret of the exchange.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exchanged {
+    /// Whose API server the secret opens.
+    pub source: String,
+    /// Where it was applied.
+    pub target: String,
+    /// What the apply did.
+    pub applied: Vec<Applied>,
+}
+
+/// Every member's secret into every other member: N·(N−1) secrets, all clusters at once.
+pub async fn exchange(members: &[Member], timeout: Duration) -> Result<Vec<Exchanged>, RemoteSecretError> {
+    let secrets = futures::future::try_join_all(members.iter().map(|m| async move {
+        let creds = reader_credentials(&m.client, &m.name, timeout).await?;
+        Ok::<_, RemoteSecretError>((m, render_secret(&m.name, &m.server, &creds)?))
+    }))
+    .await?;
+    let applies = secrets.iter().flat_map(|(source, text)| {
+        members
+            .iter()
+            .filter(move |t| t.name != source.name)
+            .map(move |target| async move {
+                let applied = Applier::new(target.client.clone())
+                    .apply_yaml(text, &format!("istio-remote-secret-{}", source.name))
+                    .await
+                    .map_err(|source_err| RemoteSecretError::Kube {
+                        cluster: target.name.clone(),
+                        source: source_err,
+                    })?;
+                Ok::<_, RemoteSecretError>(Exchanged {
+                    source: source.name.clone(),
+                    target: target.name.clone(),
+                    applied,
+                })
+            })
+    });
+    futures::future::try_join_all(applies).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_addresses_are_recognised() {
+        for s in [
+            "https://127.0.0.1:6443",
+            "https://localhost:443",
+            "https://127.1.2.3",
+            "https://[::1]:6443",
+        ] {
+            assert!(is_loopback(s), "{s}");
+        }
+        for s in [
+            "https://172.18.0.3:6443",
+            "https://cluster1-control-plane:6443",
+            "https://[fc00::3]:6443",
+        ] {
+            assert!(!is_loopback(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn a_derived_loopback_server_is_refused_with_the_address_to_use() {
+        let err = check_server("kind-cluster1", "https://127.0.0.1:40123", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("127.0.0.1:40123")
+                && err.contains("cluster1-control-plane")
+                && err.contains("--server"),
+            "{err}"
+        );
+        assert!(
+            check_server("c", "https://127.0.0.1:40123", true).is_ok(),
+            "explicit --server is the user's word"
+        );
+        assert!(check_server("c", "http://10.0.0.1", true).is_err());
+    }
+
+    #[test]
+    fn rendered_secret_is_istioctl_format_byte_for_byte() {
+        let creds = ReaderCredentials {
+            ca_data: "Q0FEQVRB".into(),
+            token: "tok.en".into(),
+        };
+        let text = render_secret("cluster1", "https://172.18.0.3:6443", &creds).unwrap();
+        let expected = "# This file is autogenerated, do not edit.
+apiVersion: v1
+kind: Secret
+metadata:
+  annotations:
+    networking.istio.io/cluster: cluster1
+  labels:
+    istio/multiCluster: \"true\"
+  name: istio-remote-secret-cluster1
+  namespace: istio-system
+stringData:
+  cluster1: |
+    apiVersion: v1
+    clusters:
+    - cluster:
+        certificate-authority-data: Q0FEQVRB
+        server: https://172.18.0.3:6443
+      name: cluster1
+    contexts:
+    - context:
+        cluster: cluster1
+        user: cluster1
+      name: cluster1
+    current-context: cluster1
+    kind: Config
+    users:
+    - name: cluster1
+      user:
+        token: tok.en
+---
+";
+        assert_eq!(text, expected);
+    }
+}
