@@ -50,6 +50,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/remote-secrets/remote-secret.yaml.j2"),
     ),
     (
+        "remote-secrets/reader-rbac.yaml.j2",
+        include_str!("../templates/remote-secrets/reader-rbac.yaml.j2"),
+    ),
+    (
         "verify/namespace.yaml.j2",
         include_str!("../templates/verify/namespace.yaml.j2"),
     ),
@@ -176,6 +180,29 @@ mod tests {
     fn every_embedded_template_compiles() {
         LazyLock::force(&ENV);
         assert_eq!(ENV.templates().count(), TEMPLATES.len());
+    }
+
+    #[test]
+    fn every_file_under_templates_is_embedded() {
+        fn walk(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, base, out);
+                } else {
+                    out.push(path.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let mut files = Vec::new();
+        walk(&base, &base, &mut files);
+        for file in files {
+            assert!(
+                TEMPLATES.iter().any(|(name, _)| *name == file),
+                "templates/{file} is not in TEMPLATES"
+            );
+        }
     }
 
     #[test]

@@ -158,13 +158,23 @@ impl FakeCluster {
         })
     }
 
-    /// Creates an object as an admin would (the namespace must exist).
+    /// Creates an object as an admin would (the namespace must exist). A token Secret made this way
+    /// stands for one made long ago, so the token controller has filled it already.
     pub fn create(&self, group: &str, plural: &str, namespace: &str, obj: Value) -> Value {
+        let auto_token = self.shared.auto_token.load(Ordering::SeqCst);
         self.with_store(|s| {
             let r = s
                 .resource(group, plural)
                 .unwrap_or_else(|| panic!("no resource {group}/{plural}"));
-            s.create(&r, namespace, obj, false).unwrap()
+            let created = s.create(&r, namespace, obj, false).unwrap();
+            let name = created["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if auto_token && s.fill_token(namespace, &name).is_some() {
+                return s.get(&r, namespace, &name).unwrap();
+            }
+            created
         })
     }
 
