@@ -366,3 +366,22 @@ async fn three_cluster_full_mesh_yields_exactly_six_secrets_with_the_right_keys(
             .all(|a| a.change == meshctl::kube::apply::Change::Unchanged)
     }));
 }
+
+#[test]
+fn kubeconfig_env_with_several_files_is_merged() {
+    let (a, b) = (FakeCluster::start("first"), FakeCluster::start("second"));
+    let dir = tempfile::tempdir().unwrap();
+    let (fa, fb) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+    std::fs::write(&fa, kubeconfig(&[&a])).unwrap();
+    std::fs::write(&fb, kubeconfig(&[&b])).unwrap();
+    let list = format!("{}:{}", fa.display(), fb.display());
+    let server = b.server_url();
+    let out = support::meshctl_in(
+        dir.path(),
+        &["remote-secret", "--context", "second", "--name", "cluster2", "--server", &server],
+        &[("KUBECONFIG", &list)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(support::stdout(&out).contains("istio-remote-secret-cluster2"));
+    assert!(b.get("", "serviceaccounts", "istio-system", "istio-reader-service-account").is_some(), "the context of the second file was used");
+}
