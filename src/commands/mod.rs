@@ -53,7 +53,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     let workdir = cli.workdir.clone().unwrap_or_else(default_workdir);
     match cli.command {
         Command::Certs(crate::cli::CertsCommand::Gen(args)) => certs::generate(args),
-        Command::Up(args) => up::run(args, &workdir),
+        Command::Up(args) => up::run(args, &workdir, cli.kubeconfig.as_deref()).await,
         Command::Version(args) => version(args.output),
         Command::Completions(args) => {
             let mut cmd = Cli::command();

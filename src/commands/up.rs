@@ -1,88 +1,175 @@
-//! `meshctl up`.
+//! `meshctl up`: plan, then (unless `--dry-run`) run the plan.
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Exit, NotImplemented};
+use super::Exit;
 use crate::cli::{OutputFormat, UpArgs};
+use crate::executor::{Executor, Outcome, Settings, mesh_dir};
+use crate::ipam::{self, Pool};
 use crate::phases::{self, Phase};
 use crate::pki::Validity;
 use crate::pki::layout::{self, CertsRequest};
-use crate::plan::{self, PlanInput};
-use crate::{dry_run, ipam};
+use crate::plan::{self, Plan, PlanInput};
+use crate::report::{Format, Reporter};
+use crate::state::StateStore;
+use crate::tools::docker::Docker;
+use crate::tools::{ProcessRunner, ToolRunner};
+use crate::topology::Mesh;
+use crate::{dry_run, kubeconfig, upstream};
 
-pub(super) fn run(args: UpArgs, _workdir: &Path) -> Result<Exit> {
+/// The docker network kind uses (`KIND_EXPERIMENTAL_DOCKER_NETWORK` overrides it, as in kind).
+fn kind_network() -> String {
+    std::env::var("KIND_EXPERIMENTAL_DOCKER_NETWORK").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "kind".into())
+}
+
+/// MetalLB pools from the real docker network when it exists; else from `--lb-subnet`, marked
+/// provisional (the network appears with the first kind cluster and is read again then).
+async fn plan_pools(runner: &dyn ToolRunner, mesh: &Mesh, lb_subnet: &str, docker: bool) -> Result<(Vec<Pool>, bool)> {
+    if docker && let Ok(net) = Docker::new(runner).network(&kind_network()).await {
+        let subnet = ipam::ipv4_subnet(&net.subnets)?;
+        let occupied: Vec<_> = net.containers.iter().map(|(_, ip)| *ip).collect();
+        let pools = ipam::plan_pools(subnet, mesh.clusters.len(), &occupied).context("phase metallb: cannot plan the address pools")?;
+        return Ok((pools, false));
+    }
+    let subnet: ipnet::IpNet = lb_subnet.parse().with_context(|| format!("--lb-subnet `{lb_subnet}` is not a CIDR"))?;
+    let pools = ipam::plan_pools(ipam::ipv4_subnet(&[subnet])?, mesh.clusters.len(), &[])
+        .context("phase metallb: cannot plan the address pools")?;
+    Ok((pools, docker))
+}
+
+fn ensure_cas(mesh: &Mesh, dir: &Path, args: &UpArgs) -> Result<Vec<crate::pki::IntermediateCa>> {
+    let request = CertsRequest {
+        dir: dir.to_path_buf(),
+        clusters: mesh.clusters.iter().map(|c| c.name.clone()).collect(),
+        key_type: args.key_type,
+        validity: Validity::default(),
+        force: false,
+    };
+    let outcome = layout::ensure(&request)
+        .with_context(|| format!("phase certs: cannot prepare the certificate authorities in `{}`", dir.display()))?;
+    Ok(outcome.clusters.into_iter().map(|(ca, _)| ca).collect())
+}
+
+pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
     let phases = plan::select_phases(mesh.provider, &args.only, &args.skip)?;
     let timeout = humantime::parse_duration(&args.timeout)
         .with_context(|| format!("--timeout `{}` is not a duration such as 90s or 5m", args.timeout))?;
-    if !args.dry_run {
-        return Err(NotImplemented {
-            what: "meshctl up (without --dry-run)".into(),
-        }
-        .into());
-    }
-    let Some(out) = args.out.as_deref() else {
-        bail!("--dry-run needs --out DIR")
-    };
+    let runner: Arc<dyn ToolRunner> = Arc::new(ProcessRunner);
 
-    // Gather the inputs planning needs: first what can be checked without writing anything, then
-    // the certificate authorities (the only I/O before the plan itself is written).
-    let pools = if phases.contains(&Phase::Metallb) {
-        let subnet: ipnet::IpNet = args
-            .lb_subnet
-            .parse()
-            .with_context(|| format!("--lb-subnet `{}` is not a CIDR", args.lb_subnet))?;
-        ipam::plan_pools(ipam::ipv4_subnet(&[subnet])?, mesh.clusters.len(), &[])
-            .context("phase metallb: cannot plan the address pools")?
-    } else {
-        Vec::new()
-    };
-
-    let cas = if phases.contains(&Phase::Certs) {
-        let dir = args.certs_dir.clone().unwrap_or_else(|| out.join("certs"));
-        let request = CertsRequest {
-            dir: dir.clone(),
-            clusters: mesh.clusters.iter().map(|c| c.name.clone()).collect(),
-            key_type: args.key_type,
-            validity: Validity::default(),
-            force: false,
+    if args.dry_run {
+        let Some(out) = args.out.as_deref() else { bail!("--dry-run needs --out DIR") };
+        // Check what can be checked without writing anything first, then create the CAs.
+        let pools = if phases.contains(&Phase::Metallb) { plan_pools(runner.as_ref(), &mesh, &args.lb_subnet, false).await?.0 } else { Vec::new() };
+        let cas = if phases.contains(&Phase::Certs) {
+            ensure_cas(&mesh, &args.certs_dir.clone().unwrap_or_else(|| out.join("certs")), &args)?
+        } else {
+            Vec::new()
         };
-        let outcome = layout::ensure(&request).with_context(|| {
-            format!(
-                "phase certs: cannot prepare the certificate authorities in `{}`",
-                dir.display()
-            )
-        })?;
-        outcome.clusters.into_iter().map(|(ca, _)| ca).collect()
+        let plan = plan::build(&PlanInput { mesh: &mesh, phases, pools, cas, timeout_secs: timeout.as_secs() })?;
+        let verify = phases::verify::artifacts(&mesh)?;
+        dry_run::write(out, &plan, &verify).with_context(|| format!("cannot write the plan to `{}`", out.display()))?;
+        let mut stdout = std::io::stdout().lock();
+        match args.output {
+            OutputFormat::Json => writeln!(stdout, "{}", serde_json::to_string(&plan)?)?,
+            OutputFormat::Text => {
+                write!(stdout, "{}", dry_run::listing(&plan))?;
+                let files = plan.artifacts.len() + verify.len() + 2;
+                writeln!(stdout, "\nplan written to `{}` ({files} files); nothing was changed", out.display())?;
+            }
+        }
+        return Ok(Exit::Success);
+    }
+
+    let format = if args.output == OutputFormat::Json { Format::Json } else { Format::Text };
+    let reporter = Arc::new(Reporter::new(format));
+    let dir = mesh_dir(workdir, &mesh.mesh_id);
+    let plan_dir = dir.join("plan");
+    let uses_docker = phases.iter().any(|p| matches!(p, Phase::Clusters | Phase::Metallb));
+    let (pools, mut provisional) = if phases.contains(&Phase::Metallb) {
+        plan_pools(runner.as_ref(), &mesh, &args.lb_subnet, uses_docker).await?
+    } else {
+        (Vec::new(), false)
+    };
+    let cas = if phases.contains(&Phase::Certs) {
+        ensure_cas(&mesh, &args.certs_dir.clone().unwrap_or_else(|| dir.join("certs")), &args)?
     } else {
         Vec::new()
     };
-    let plan = plan::build(&PlanInput {
-        mesh: &mesh,
-        phases,
-        pools,
-        cas,
-        timeout_secs: timeout.as_secs(),
-    })?;
+    let mut input = PlanInput { mesh: &mesh, phases, pools, cas, timeout_secs: timeout.as_secs() };
+    let mut plan = plan::build(&input)?;
     let verify = phases::verify::artifacts(&mesh)?;
-    dry_run::write(out, &plan, &verify)
-        .with_context(|| format!("cannot write the plan to `{}`", out.display()))?;
+    dry_run::write(&plan_dir, &plan, &verify).with_context(|| format!("cannot write the plan to `{}`", plan_dir.display()))?;
 
-    let mut stdout = std::io::stdout().lock();
-    match args.output {
-        OutputFormat::Json => writeln!(stdout, "{}", serde_json::to_string(&plan)?)?,
-        OutputFormat::Text => {
-            write!(stdout, "{}", dry_run::listing(&plan))?;
-            writeln!(
-                stdout,
-                "\nplan written to `{}` ({} files); nothing was changed",
-                out.display(),
-                plan.artifacts.len() + verify.len() + 2
-            )?;
+    let state = StateStore::load(&dir.join("state.json"))?;
+    state.update(|s| s.mesh_id = mesh.mesh_id.clone())?;
+    let settings = Settings {
+        kubeconfig_flag: kubeconfig_flag.map(Path::to_path_buf),
+        kubeconfig_target: kubeconfig::target_path(kubeconfig_flag),
+        kind_kubeconfig: dir.join("kind-kubeconfig"),
+        plan_dir: plan_dir.clone(),
+        timeout,
+        tool_timeout: timeout * 2 + Duration::from_secs(60),
+        allow_version_skew: args.allow_version_skew,
+        metallb_manifest: args.metallb_manifest.clone(),
+        cache_dir: upstream::cache_dir(),
+    };
+    let executor = Executor::new(settings, runner.clone(), state, reporter.clone(), mesh.clone());
+
+    let run_all = async {
+        let mut all_skipped = true;
+        for index in 0..plan.phases.len() {
+            if plan.phases[index].phase == Phase::Metallb && provisional {
+                // The kind network exists now: plan the pools from its real subnet and containers.
+                let (pools, still) = plan_pools(runner.as_ref(), &mesh, &args.lb_subnet, true).await?;
+                provisional = still;
+                input.pools = pools;
+                plan = plan::build(&input)?;
+                dry_run::write(&plan_dir, &plan, &verify)?;
+            }
+            let outcomes = executor.run_phase(&plan, &plan.phases[index]).await?;
+            all_skipped &= outcomes.iter().all(|(_, o)| *o == Outcome::Skipped);
         }
+        Ok::<bool, anyhow::Error>(all_skipped)
+    };
+    let all_skipped = tokio::select! {
+        result = run_all => result?,
+        _ = tokio::signal::ctrl_c() => {
+            reporter.note("up", "interrupted; progress is saved, run the same `meshctl up` again to resume");
+            return Ok(Exit::Interrupted);
+        }
+    };
+    if all_skipped {
+        reporter.note("mesh", "nothing to change: every phase was already done");
     }
+    summary(&reporter, &mesh, &executor.state, &plan);
     Ok(Exit::Success)
 }
+
+fn summary(reporter: &Reporter, mesh: &Mesh, state: &StateStore, plan: &Plan) {
+    let snapshot = state.snapshot();
+    let n = mesh.clusters.len();
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    for c in &mesh.clusters {
+        let cs = snapshot.clusters.get(&c.name).cloned().unwrap_or_default();
+        let istiod = if cs.done.contains_key("istio") { "ready" } else { "-" };
+        let secrets = if cs.done.contains_key("remote-secrets") { format!("{}/{}", n - 1, n - 1) } else { "-".into() };
+        let ip = cs.eastwest_ip.clone().unwrap_or_else(|| "-".into());
+        json_rows.push(serde_json::json!({"cluster": c.name, "network": c.network, "eastwestIP": cs.eastwest_ip,
+            "istiod": istiod, "remoteSecrets": secrets, "apiEndpoint": cs.api_endpoint}));
+        rows.push(vec![c.name.clone(), c.network.clone(), ip, istiod.to_string(), secrets]);
+    }
+    reporter.table(&["CLUSTER", "NETWORK", "EAST-WEST IP", "ISTIOD", "REMOTE SECRETS"], &rows);
+    let phases: Vec<&str> = plan.phases.iter().map(|p| p.phase.name()).collect();
+    reporter.event("summary", serde_json::json!({"meshID": mesh.mesh_id, "phases": phases, "clusters": json_rows}));
+    if plan.phases.iter().any(|p| p.phase == Phase::RemoteSecrets) {
+        reporter.note("next", "meshctl verify   (calls across every pair of clusters)");
+    }
+}
+

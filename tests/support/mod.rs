@@ -44,3 +44,4 @@ pub fn ok(out: Output) -> String {
 }
 pub mod fake_api;
 pub mod schema;
+pub mod fake_tools;

@@ -16,6 +16,7 @@
 //! Each cluster runs on its own thread and runtime, so synchronous tests can start the real
 //! `meshctl` binary against it and async tests can use kube directly.
 
+pub mod controllers;
 pub mod server;
 pub mod store;
 
@@ -126,6 +127,12 @@ impl FakeCluster {
         }
     }
 
+    /// Starts the controllers a real cluster runs (deployments, daemonsets, webhook CA injection,
+    /// MetalLB); see [`controllers`].
+    pub fn start_controllers(&self, options: controllers::ControllerOptions) {
+        controllers::start(self.shared.clone(), options);
+    }
+
     /// `https://127.0.0.1:<port>`.
     pub fn server_url(&self) -> String {
         format!("https://{}", self.addr)
@@ -224,6 +231,19 @@ impl FakeCluster {
     pub fn requests(&self) -> Vec<String> {
         self.shared.log.lock().unwrap().clone()
     }
+}
+
+/// The kubeconfig `kind get kubeconfig` would print for a fake cluster: cluster, user and context
+/// all named `name`.
+pub fn kubeconfig_named(cluster: &FakeCluster, name: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    serde_json::to_string_pretty(&json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": name, "preferences": {},
+        "clusters": [{"name": name, "cluster": {"server": cluster.server_url(), "certificate-authority-data": b64(&cluster.ca_pem)}}],
+        "users": [{"name": name, "user": {"token": cluster.admin_token()}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+    }))
+    .unwrap()
 }
 
 /// A kubeconfig with one context per fake cluster (context = cluster name), admin token auth.

@@ -1,0 +1,342 @@
+//! Runs a plan: phases in order, the clusters of a phase at the same time, each step through the one
+//! `match` in [`Executor::execute`]. Progress is recorded per cluster and phase (with a fingerprint
+//! of what the phase does), so an interrupted `up` resumes and a finished mesh is left alone. A
+//! cluster that fails does not stop the others of its phase; the phase then fails as a whole and
+//! names every cluster that failed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, OnceCell};
+
+use crate::dry_run::describe;
+use crate::kube::apply::{Applier, Change};
+use crate::kube::wait;
+use crate::phases::Phase;
+use crate::phases::eastwest::GATEWAY_NAME;
+use crate::plan::{ClusterSteps, Condition, PhasePlan, Plan, Step, Tool};
+use crate::remote_secret;
+use crate::report::Reporter;
+use crate::state::StateStore;
+use crate::tools::docker::Docker;
+use crate::tools::istioctl::{self, Istioctl};
+use crate::tools::kind::Kind;
+use crate::tools::{RunOptions, ToolRunner};
+use crate::topology::{Mesh, Provider};
+use crate::{kubeconfig, upstream};
+
+/// Everything the executor needs to know, resolved once by the command layer.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--kubeconfig`, if given (otherwise kube reads `KUBECONFIG` or `~/.kube/config`).
+    pub kubeconfig_flag: Option<PathBuf>,
+    /// The file kind contexts are imported into.
+    pub kubeconfig_target: PathBuf,
+    /// Where kind writes its own kubeconfig (kept apart, so kind and meshctl never race on a file).
+    pub kind_kubeconfig: PathBuf,
+    /// The plan directory: artifacts live here and tools run here.
+    pub plan_dir: PathBuf,
+    /// Bound on each wait.
+    pub timeout: Duration,
+    /// Bound on each external program.
+    pub tool_timeout: Duration,
+    /// Accept an istioctl of another minor version.
+    pub allow_version_skew: bool,
+    /// `--metallb-manifest`.
+    pub metallb_manifest: Option<PathBuf>,
+    /// Download cache.
+    pub cache_dir: PathBuf,
+}
+
+/// A phase that failed in some clusters.
+#[derive(Debug, thiserror::Error)]
+#[error("phase {phase} failed in {} of {total} cluster(s):{}", failures.len(),
+        failures.iter().map(|(c, e)| format!("\n  - cluster `{c}`: {}", e.replace('\n', "\n    "))).collect::<String>())]
+pub struct PhaseFailed {
+    /// The phase.
+    pub phase: Phase,
+    /// Clusters in the phase.
+    pub total: usize,
+    /// Cluster and error, for each that failed.
+    pub failures: Vec<(String, String)>,
+}
+
+/// What happened to one cluster in one phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The steps ran.
+    Done,
+    /// Already done with the same fingerprint.
+    Skipped,
+}
+
+/// Runs plans against real clusters.
+pub struct Executor {
+    settings: Settings,
+    runner: Arc<dyn ToolRunner>,
+    /// Recorded progress and facts.
+    pub state: StateStore,
+    reporter: Arc<Reporter>,
+    mesh: Mesh,
+    clients: Mutex<HashMap<String, kube::Client>>,
+    secrets: std::sync::Mutex<HashMap<String, Arc<OnceCell<String>>>>,
+    istioctl_checked: OnceCell<()>,
+    kubeconfig_lock: Mutex<()>,
+}
+
+impl Executor {
+    /// A new executor.
+    pub fn new(settings: Settings, runner: Arc<dyn ToolRunner>, state: StateStore, reporter: Arc<Reporter>, mesh: Mesh) -> Executor {
+        Executor {
+            settings,
+            runner,
+            state,
+            reporter,
+            mesh,
+            clients: Mutex::default(),
+            secrets: std::sync::Mutex::default(),
+            istioctl_checked: OnceCell::new(),
+            kubeconfig_lock: Mutex::new(()),
+        }
+    }
+
+    /// Runs one phase in every cluster at once.
+    pub async fn run_phase(&self, plan: &Plan, phase: &PhasePlan) -> Result<Vec<(String, Outcome)>, PhaseFailed> {
+        let results = futures::future::join_all(phase.clusters.iter().map(|cs| self.run_cluster(plan, phase.phase, cs))).await;
+        let mut outcomes = Vec::new();
+        let mut failures = Vec::new();
+        for (cs, result) in phase.clusters.iter().zip(results) {
+            match result {
+                Ok(o) => outcomes.push((cs.cluster.clone(), o)),
+                Err(e) => failures.push((cs.cluster.clone(), format!("{e:#}"))),
+            }
+        }
+        if failures.is_empty() {
+            Ok(outcomes)
+        } else {
+            Err(PhaseFailed { phase: phase.phase, total: phase.clusters.len(), failures })
+        }
+    }
+
+    /// Digest of what a phase does in a cluster: its steps, its rendered files, and for remote
+    /// secrets the addresses they will carry.
+    pub fn fingerprint(&self, plan: &Plan, phase: Phase, cs: &ClusterSteps) -> String {
+        let mut hash = Sha256::new();
+        hash.update(serde_json::to_string(&cs.steps).unwrap_or_default());
+        let prefix = format!("{}/{}/", cs.cluster, phase.folder());
+        for a in plan.artifacts.iter().filter(|a| a.path.starts_with(&prefix)) {
+            hash.update(&a.path);
+            hash.update(&a.content);
+        }
+        if phase == Phase::RemoteSecrets {
+            let state = self.state.snapshot();
+            for (name, c) in &state.clusters {
+                hash.update(name);
+                hash.update(c.api_endpoint.as_deref().unwrap_or_default());
+            }
+        }
+        hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
+    async fn run_cluster(&self, plan: &Plan, phase: Phase, cs: &ClusterSteps) -> Result<Outcome> {
+        let fingerprint = self.fingerprint(plan, phase, cs);
+        if self.state.is_done(&cs.cluster, phase.name(), &fingerprint) {
+            self.reporter.skipped(phase.name(), &cs.cluster, "already done, nothing to change");
+            return Ok(Outcome::Skipped);
+        }
+        let cluster = self.mesh.cluster(&cs.cluster).ok_or_else(|| anyhow!("cluster `{}` is not in the topology", cs.cluster))?;
+        let started = Instant::now();
+        self.reporter.started(phase.name(), &cs.cluster);
+        let mut details = Vec::new();
+        for step in &cs.steps {
+            self.reporter.step(phase.name(), &cs.cluster, &describe(step));
+            // A failed program already shows its command line; other steps are described here.
+            let context = match step {
+                Step::Run { .. } => format!("phase {phase}"),
+                other => format!("phase {phase}: {}", describe(other)),
+            };
+            match self.execute(cluster, phase, step).await.context(context) {
+                Ok(Some(detail)) => details.push(detail),
+                Ok(None) => {}
+                Err(e) => {
+                    self.reporter.failed(phase.name(), &cs.cluster, started.elapsed(), &format!("{e:#}"));
+                    return Err(e);
+                }
+            }
+        }
+        self.state.mark_done(&cs.cluster, phase.name(), &fingerprint).context("cannot record progress")?;
+        let detail = if details.is_empty() { "done".to_string() } else { details.join(", ") };
+        self.reporter.finished(phase.name(), &cs.cluster, started.elapsed(), &detail);
+        Ok(Outcome::Done)
+    }
+
+    async fn client(&self, context: &str) -> Result<kube::Client> {
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(context) {
+            return Ok(c.clone());
+        }
+        let client = crate::kube::connect(self.settings.kubeconfig_flag.as_deref(), context).await?;
+        clients.insert(context.to_string(), client.clone());
+        Ok(client)
+    }
+
+    fn applied_detail(applied: &[crate::kube::apply::Applied]) -> Option<String> {
+        let count = |c: Change| applied.iter().filter(|a| a.change == c).count();
+        let (created, updated, unchanged) = (count(Change::Created), count(Change::Updated), count(Change::Unchanged));
+        let mut parts = Vec::new();
+        for (n, word) in [(created, "created"), (updated, "updated"), (unchanged, "unchanged")] {
+            if n > 0 {
+                parts.push(format!("{n} {word}"));
+            }
+        }
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+
+    /// Runs one step in one cluster; returns a short detail for the step line.
+    async fn execute(&self, cluster: &crate::topology::Cluster, phase: Phase, step: &Step) -> Result<Option<String>> {
+        let runner = self.runner.as_ref();
+        let plan_dir = self.settings.plan_dir.as_path();
+        match step {
+            Step::Run { tool: Tool::Kind, args, .. } => {
+                let kind = Kind::new(runner);
+                if kind.clusters().await?.contains(&cluster.name) {
+                    // Reused, and never deleted by `down`: meshctl did not create it.
+                    return Ok(Some(format!("kind cluster `{}` exists, reused", cluster.name)));
+                }
+                let options = RunOptions {
+                    cwd: Some(plan_dir.to_path_buf()),
+                    timeout: Some(self.settings.tool_timeout),
+                    env: vec![("KUBECONFIG".into(), self.settings.kind_kubeconfig.to_string_lossy().into_owned())],
+                    ..Default::default()
+                };
+                runner.run("kind", args, &options).await?;
+                self.state.update(|s| s.created_kind_clusters.insert(cluster.name.clone()))?;
+                Ok(Some(format!("kind cluster `{}` created", cluster.name)))
+            }
+            Step::Run { tool: Tool::Istioctl, args, .. } => {
+                self.istioctl_checked
+                    .get_or_try_init(|| async {
+                        let version = Istioctl::new(runner).version().await?;
+                        istioctl::check_skew(&version, self.settings.allow_version_skew).map_err(anyhow::Error::msg)
+                    })
+                    .await?;
+                Istioctl::new(runner).run_planned(args, plan_dir, self.settings.tool_timeout).await?;
+                Ok(None)
+            }
+            Step::Run { tool: Tool::Docker, args, .. } => {
+                let options = RunOptions { cwd: Some(plan_dir.to_path_buf()), timeout: Some(self.settings.tool_timeout), ..Default::default() };
+                runner.run("docker", args, &options).await?;
+                Ok(None)
+            }
+            Step::Apply { file } => {
+                let text = std::fs::read_to_string(plan_dir.join(file)).with_context(|| format!("cannot read `{file}`"))?;
+                let applied = Applier::new(self.client(&cluster.context).await?).apply_yaml(&text, file).await?;
+                Ok(Self::applied_detail(&applied))
+            }
+            Step::ApplyUpstream { name, url, sha256 } => {
+                let text = upstream::fetch(runner, url, sha256, self.settings.metallb_manifest.as_deref(), &self.settings.cache_dir).await?;
+                let applied = Applier::new(self.client(&cluster.context).await?).apply_yaml(&text, name).await?;
+                Ok(Self::applied_detail(&applied).map(|d| format!("{name}: {d}")))
+            }
+            Step::Wait { until } => {
+                let client = self.client(&cluster.context).await?;
+                match until {
+                    Condition::LoadBalancerIp { namespace, name } => {
+                        let ip = wait::load_balancer_ip(&client, namespace, name, self.settings.timeout).await?;
+                        if name == GATEWAY_NAME {
+                            self.state.update(|s| s.clusters.entry(cluster.name.clone()).or_default().eastwest_ip = Some(ip.clone()))?;
+                        }
+                        Ok(Some(format!("{name} at {ip}")))
+                    }
+                    other => {
+                        wait::wait_for(&client, other, self.settings.timeout).await?;
+                        Ok(None)
+                    }
+                }
+            }
+            Step::ImportKubeconfig { kind_cluster, context } => {
+                let text = Kind::new(runner).kubeconfig(kind_cluster).await?;
+                let _guard = self.kubeconfig_lock.lock().await;
+                kubeconfig::import_context(&self.settings.kubeconfig_target, &text, &format!("kind-{kind_cluster}"), context)
+                    .with_context(|| format!("cannot import context `{context}` into `{}`", self.settings.kubeconfig_target.display()))?;
+                self.state.update(|s| s.kubeconfig = Some(self.settings.kubeconfig_target.clone()))?;
+                self.clients.lock().await.remove(context);
+                Ok(None)
+            }
+            Step::RecordApiEndpoint { container, network } => {
+                let ip = Docker::new(runner).container_ip(container, network).await?;
+                let endpoint = format!("https://{ip}:6443");
+                self.state.update(|s| s.clusters.entry(cluster.name.clone()).or_default().api_endpoint = Some(endpoint.clone()))?;
+                Ok(Some(format!("API server {endpoint}")))
+            }
+            Step::LabelNodes { labels, overwrite } => {
+                let nodes: Api<Node> = Api::all(self.client(&cluster.context).await?);
+                let list = nodes.list(&ListParams::default()).await.context("cannot list nodes")?;
+                let mut changed = 0;
+                for node in list.items {
+                    let current = node.metadata.labels.clone().unwrap_or_default();
+                    let wanted: BTreeMap<&String, &String> = labels
+                        .iter()
+                        .filter(|(k, v)| match current.get(*k) {
+                            None => true,
+                            Some(have) => *overwrite && have != *v,
+                        })
+                        .collect();
+                    if wanted.is_empty() {
+                        continue;
+                    }
+                    let name = node.metadata.name.clone().unwrap_or_default();
+                    let patch = serde_json::json!({"metadata": {"labels": wanted}});
+                    nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.with_context(|| format!("cannot label node `{name}`"))?;
+                    changed += 1;
+                }
+                Ok((changed > 0).then(|| format!("{changed} node(s) labelled")))
+            }
+            Step::RemoteSecret { source } => {
+                let text = self.remote_secret_of(source).await?;
+                let applied = Applier::new(self.client(&cluster.context).await?)
+                    .apply_yaml(&text, &format!("istio-remote-secret-{source}"))
+                    .await?;
+                let _ = phase;
+                Ok(Self::applied_detail(&applied).map(|d| format!("secret of {source} {d}")))
+            }
+        }
+    }
+
+    /// The remote secret of `source`, built once per run however many clusters receive it.
+    async fn remote_secret_of(&self, source: &str) -> Result<String> {
+        let cell = self.secrets.lock().expect("secrets lock").entry(source.to_string()).or_default().clone();
+        cell.get_or_try_init(|| async {
+            let cluster = self.mesh.cluster(source).ok_or_else(|| anyhow!("cluster `{source}` is not in the topology"))?;
+            let server = match (self.mesh.provider, self.state.snapshot().clusters.get(source).and_then(|c| c.api_endpoint.clone())) {
+                (_, Some(recorded)) => recorded,
+                (Provider::Kind, None) => {
+                    return Err(anyhow!(
+                        "cluster `{source}`: no API server address recorded on the docker network; run `meshctl up --only clusters` first"
+                    ));
+                }
+                (Provider::Existing, None) => {
+                    let server = crate::kube::server_of(self.settings.kubeconfig_flag.as_deref(), &cluster.context)?;
+                    remote_secret::check_server(source, &server, false)?;
+                    server
+                }
+            };
+            let client = self.client(&cluster.context).await?;
+            let creds = remote_secret::reader_credentials(&client, source, self.settings.timeout).await?;
+            Ok(remote_secret::render_secret(source, &server, &creds)?)
+        })
+        .await
+        .cloned()
+    }
+}
+
+/// `<workdir>/<mesh-id>`.
+pub fn mesh_dir(workdir: &Path, mesh_id: &str) -> PathBuf {
+    workdir.join(mesh_id)
+}

@@ -1,0 +1,119 @@
+//! The kubeconfig file meshctl works with: importing a kind cluster's context under the cluster's
+//! name, and removing it again. Other entries are left as they are.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::atomic_file::{self, PRIVATE};
+
+/// The file kubectl would write to: `--kubeconfig`, else the first entry of `KUBECONFIG`, else
+/// `~/.kube/config`.
+pub fn target_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    if let Some(first) = std::env::var_os("KUBECONFIG").and_then(|v| std::env::split_paths(&v).find(|p| !p.as_os_str().is_empty())) {
+        return first;
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    home.join(".kube/config")
+}
+
+fn load(path: &Path) -> io::Result<Value> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => {
+            serde_saphyr::from_str(&text).map_err(|e| io::Error::other(format!("`{}` is not a kubeconfig: {e}", path.display())))
+        }
+        Ok(_) => Ok(empty()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(empty()),
+        Err(e) => Err(e),
+    }
+}
+
+fn empty() -> Value {
+    json!({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": [], "current-context": ""})
+}
+
+fn save(path: &Path, config: &Value) -> io::Result<()> {
+    atomic_file::create_dir_all(atomic_file::parent_of(path), 0o700)?;
+    let text = serde_saphyr::to_string(config).map_err(io::Error::other)?;
+    atomic_file::write(path, text.as_bytes(), PRIVATE)
+}
+
+fn upsert(list: &mut Value, entry: Value) {
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    let items = list.as_array_mut().expect("just made an array");
+    items.retain(|e| e["name"] != entry["name"]);
+    items.push(entry);
+}
+
+/// Takes context `from` (with its cluster and user) out of `source` (a kubeconfig's text), renames
+/// all three to `to`, and writes them into the kubeconfig at `target`.
+pub fn import_context(target: &Path, source: &str, from: &str, to: &str) -> io::Result<()> {
+    let src: Value = serde_saphyr::from_str(source).map_err(|e| io::Error::other(format!("kubeconfig from kind: {e}")))?;
+    let find = |list: &str, name: &str| src[list].as_array().and_then(|l| l.iter().find(|e| e["name"] == name)).cloned();
+    let ctx = find("contexts", from).ok_or_else(|| io::Error::other(format!("the kubeconfig from kind has no context `{from}`")))?;
+    let cluster_name = ctx["context"]["cluster"].as_str().unwrap_or(from).to_string();
+    let user_name = ctx["context"]["user"].as_str().unwrap_or(from).to_string();
+    let mut cluster = find("clusters", &cluster_name).ok_or_else(|| io::Error::other(format!("no cluster `{cluster_name}`")))?;
+    let mut user = find("users", &user_name).ok_or_else(|| io::Error::other(format!("no user `{user_name}`")))?;
+    cluster["name"] = json!(to);
+    user["name"] = json!(to);
+    let context = json!({"name": to, "context": {"cluster": to, "user": to}});
+
+    let mut config = load(target)?;
+    upsert(&mut config["clusters"], cluster);
+    upsert(&mut config["users"], user);
+    upsert(&mut config["contexts"], context);
+    if config["current-context"].as_str().unwrap_or_default().is_empty() {
+        config["current-context"] = json!(to);
+    }
+    save(target, &config)
+}
+
+/// Removes context `name` and the cluster and user of the same name from `target`.
+pub fn remove_context(target: &Path, name: &str) -> io::Result<()> {
+    if !target.exists() {
+        return Ok(());
+    }
+    let mut config = load(target)?;
+    for list in ["clusters", "users", "contexts"] {
+        if let Some(items) = config[list].as_array_mut() {
+            items.retain(|e| e["name"] != name);
+        }
+    }
+    if config["current-context"] == name {
+        config["current-context"] = json!("");
+    }
+    save(target, &config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIND: &str = "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://127.0.0.1:40001\n    certificate-authority-data: Q0E=\n  name: kind-cluster1\ncontexts:\n- context:\n    cluster: kind-cluster1\n    user: kind-cluster1\n  name: kind-cluster1\ncurrent-context: kind-cluster1\nusers:\n- name: kind-cluster1\n  user:\n    client-certificate-data: Q0VSVA==\n    client-key-data: S0VZ\n";
+
+    #[test]
+    fn a_kind_context_is_imported_under_the_cluster_name_and_others_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, "apiVersion: v1\nkind: Config\ncurrent-context: prod\ncontexts:\n- name: prod\n  context: {cluster: prod, user: prod}\nclusters:\n- name: prod\n  cluster: {server: https://prod}\nusers:\n- name: prod\n  user: {token: t}\n").unwrap();
+        import_context(&path, KIND, "kind-cluster1", "cluster1").unwrap();
+        import_context(&path, KIND, "kind-cluster1", "cluster1").unwrap();
+        let config: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(config["current-context"], "prod", "the user's current context is kept");
+        assert_eq!(config["contexts"].as_array().unwrap().len(), 2, "importing twice does not duplicate");
+        let c = config["clusters"].as_array().unwrap().iter().find(|c| c["name"] == "cluster1").unwrap();
+        assert_eq!(c["cluster"]["server"], "https://127.0.0.1:40001");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        remove_context(&path, "cluster1").unwrap();
+        let config: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(config["contexts"].as_array().unwrap().len(), 1);
+    }
+}

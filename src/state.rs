@@ -1,0 +1,120 @@
+//! What `up` has done, per cluster and phase, so an interrupted run resumes and a finished mesh is
+//! left alone. Kept in `<workdir>/<mesh-id>/state.json`, rewritten atomically after every step
+//! that changes it.
+//!
+//! A phase counts as done for a cluster only with the same *fingerprint*: a digest of its steps and
+//! rendered files. Change the topology (a mesh ID, a network) and the affected phases run again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file::{self, PRIVATE};
+
+/// Per-cluster facts and progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterState {
+    /// API server address on the shared network (for remote secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_endpoint: Option<String>,
+    /// External IP of the east-west gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eastwest_ip: Option<String>,
+    /// Phase name → fingerprint of what was done.
+    #[serde(default)]
+    pub done: BTreeMap<String, String>,
+}
+
+/// The whole state of one mesh.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshState {
+    /// Mesh ID.
+    #[serde(rename = "meshID", default)]
+    pub mesh_id: String,
+    /// kind clusters meshctl created (and `down` may delete). Pre-existing ones are never listed.
+    #[serde(default)]
+    pub created_kind_clusters: BTreeSet<String>,
+    /// Kubeconfig file the contexts were imported into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Per cluster.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterState>,
+}
+
+/// The state file, shared by the clusters of a phase running at once.
+#[derive(Debug)]
+pub struct StateStore {
+    path: PathBuf,
+    inner: Mutex<MeshState>,
+}
+
+impl StateStore {
+    /// Loads `path` (a missing file is an empty state).
+    pub fn load(path: &Path) -> io::Result<StateStore> {
+        let state = match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| io::Error::other(format!("`{}` is not a meshctl state file: {e}", path.display())))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => MeshState::default(),
+            Err(e) => return Err(e),
+        };
+        Ok(StateStore { path: path.to_path_buf(), inner: Mutex::new(state) })
+    }
+
+    /// A copy of the current state.
+    pub fn snapshot(&self) -> MeshState {
+        self.inner.lock().expect("state lock").clone()
+    }
+
+    /// Changes the state and writes it.
+    pub fn update<T>(&self, f: impl FnOnce(&mut MeshState) -> T) -> io::Result<T> {
+        let mut state = self.inner.lock().expect("state lock");
+        let out = f(&mut state);
+        atomic_file::create_dir_all(atomic_file::parent_of(&self.path), 0o700)?;
+        let text = serde_json::to_string_pretty(&*state).map_err(io::Error::other)?;
+        atomic_file::write(&self.path, format!("{text}\n").as_bytes(), PRIVATE)?;
+        Ok(out)
+    }
+
+    /// Whether `phase` is done for `cluster` with this fingerprint.
+    pub fn is_done(&self, cluster: &str, phase: &str, fingerprint: &str) -> bool {
+        let state = self.inner.lock().expect("state lock");
+        state.clusters.get(cluster).and_then(|c| c.done.get(phase)).is_some_and(|f| f == fingerprint)
+    }
+
+    /// Records `phase` as done for `cluster`.
+    pub fn mark_done(&self, cluster: &str, phase: &str, fingerprint: &str) -> io::Result<()> {
+        self.update(|s| {
+            s.clusters.entry(cluster.to_string()).or_default().done.insert(phase.to_string(), fingerprint.to_string());
+        })
+    }
+
+    /// Where the file lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_survives_a_reload_and_a_new_fingerprint_means_not_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mesh1/state.json");
+        let store = StateStore::load(&path).unwrap();
+        store.mark_done("cluster1", "istio", "abc").unwrap();
+        store.update(|s| s.created_kind_clusters.insert("cluster1".into())).unwrap();
+        let again = StateStore::load(&path).unwrap();
+        assert!(again.is_done("cluster1", "istio", "abc"));
+        assert!(!again.is_done("cluster1", "istio", "def"));
+        assert!(!again.is_done("cluster2", "istio", "abc"));
+        assert!(again.snapshot().created_kind_clusters.contains("cluster1"));
+    }
+}

@@ -1,0 +1,75 @@
+//! `istioctl`: version check and the planned `install` invocations.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{RunOptions, ToolError, ToolRunner};
+use crate::versions;
+
+/// The istioctl CLI.
+pub struct Istioctl<'a> {
+    runner: &'a dyn ToolRunner,
+}
+
+/// `major.minor.patch` found in istioctl's version output.
+pub fn parse_version(output: &str) -> Option<String> {
+    output.split(|c: char| c.is_whitespace() || c == '"' || c == ',').find_map(|word| {
+        let parts: Vec<&str> = word.split('.').collect();
+        (parts.len() >= 3 && parts[..3].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())))
+            .then(|| parts[..3].join("."))
+    })
+}
+
+/// Refuses an istioctl whose minor version is not the pinned one, unless skew is allowed.
+pub fn check_skew(found: &str, allow_skew: bool) -> Result<(), String> {
+    let minor = found.split('.').take(2).collect::<Vec<_>>().join(".");
+    if minor == versions::ISTIO_MINOR || allow_skew {
+        Ok(())
+    } else {
+        Err(format!(
+            "istioctl {found} does not match the pinned Istio {} (templates follow {}); install istioctl {} or pass --allow-version-skew",
+            versions::ISTIO_VERSION,
+            versions::ISTIO_MINOR,
+            versions::ISTIO_VERSION
+        ))
+    }
+}
+
+impl<'a> Istioctl<'a> {
+    /// Over `runner`.
+    pub fn new(runner: &'a dyn ToolRunner) -> Istioctl<'a> {
+        Istioctl { runner }
+    }
+
+    /// The client version, e.g. `1.31.1`.
+    pub async fn version(&self) -> Result<String, ToolError> {
+        let args = ["version", "--remote=false"].map(String::from);
+        let out = self.runner.run("istioctl", &args, &RunOptions::default()).await?;
+        parse_version(&out.stdout).ok_or_else(|| ToolError::Other {
+            command: "istioctl version --remote=false".into(),
+            reason: format!("no version in its output: {}", out.stdout.trim()),
+        })
+    }
+
+    /// Runs `istioctl <args>` (the plan's `install ...`) in `cwd`.
+    pub async fn run_planned(&self, planned: &[String], cwd: &Path, timeout: Duration) -> Result<(), ToolError> {
+        let options = RunOptions { cwd: Some(cwd.to_path_buf()), timeout: Some(timeout), ..Default::default() };
+        self.runner.run("istioctl", planned, &options).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_found_in_istioctl_output_and_skew_is_refused() {
+        assert_eq!(parse_version("client version: 1.31.1\n").as_deref(), Some("1.31.1"));
+        assert_eq!(parse_version("1.30.5").as_deref(), Some("1.30.5"));
+        assert_eq!(parse_version("nothing"), None);
+        assert!(check_skew("1.31.0", false).is_ok());
+        let err = check_skew("1.30.5", false).unwrap_err();
+        assert!(err.contains("--allow-version-skew") && err.contains("1.31"), "{err}");
+        assert!(check_skew("1.30.5", true).is_ok());
+    }
+}

@@ -1,0 +1,172 @@
+//! External programs: one runner (timeouts, captured output, errors that show the command, its exit
+//! code and the tail of its stderr, install hints), and thin wrappers for kind, docker and istioctl.
+
+pub mod docker;
+pub mod istioctl;
+pub mod kind;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::versions;
+
+/// Why a program did not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// Not on PATH.
+    #[error("`{program}` was not found on PATH\nhint: {hint}")]
+    NotFound {
+        /// The program.
+        program: String,
+        /// How to install it.
+        hint: String,
+    },
+    /// It ran and failed.
+    #[error("`{command}` exited with {code}{}", if .stderr_tail.is_empty() { String::new() } else { format!(":\n{}", .stderr_tail) })]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its exit code (-1 when killed by a signal).
+        code: i32,
+        /// The last lines of its stderr.
+        stderr_tail: String,
+    },
+    /// It did not finish in time (and was killed).
+    #[error("`{command}` did not finish within {}s", after.as_secs())]
+    Timeout {
+        /// The command line.
+        command: String,
+        /// The bound.
+        after: Duration,
+    },
+    /// It could not be started or its output is not what was expected.
+    #[error("`{command}`: {reason}")]
+    Other {
+        /// The command line.
+        command: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How to run a program.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Written to stdin.
+    pub stdin: Option<Vec<u8>>,
+    /// Killed after this long.
+    pub timeout: Option<Duration>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+/// What a program printed.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// stdout.
+    pub stdout: String,
+    /// stderr.
+    pub stderr: String,
+}
+
+/// The seam for processes, so tests can swap in their own (kind's `Cmder`).
+#[async_trait::async_trait]
+pub trait ToolRunner: Send + Sync {
+    /// Runs `program args...`; a non-zero exit is an error.
+    async fn run(&self, program: &str, args: &[String], options: &RunOptions) -> Result<Output, ToolError>;
+}
+
+/// Runs real processes found on PATH.
+#[derive(Debug, Default, Clone)]
+pub struct ProcessRunner;
+
+/// The install hint for a program meshctl calls.
+pub fn install_hint(program: &str) -> String {
+    match program {
+        "kind" => format!("install kind {}: https://kind.sigs.k8s.io/docs/user/quick-start/#installation", versions::KIND_VERSION),
+        "istioctl" => format!(
+            "install istioctl {}: curl -L https://istio.io/downloadIstio | ISTIO_VERSION={} sh - (then add istio-{}/bin to PATH)",
+            versions::ISTIO_VERSION,
+            versions::ISTIO_VERSION,
+            versions::ISTIO_VERSION
+        ),
+        "docker" => "install Docker and start its daemon: https://docs.docker.com/engine/install/".into(),
+        "curl" => "install curl with your package manager (e.g. apt-get install curl)".into(),
+        other => format!("install `{other}` and make sure it is on PATH"),
+    }
+}
+
+/// The last `n` non-empty lines of `text`, indented.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+}
+
+#[async_trait::async_trait]
+impl ToolRunner for ProcessRunner {
+    async fn run(&self, program: &str, args: &[String], options: &RunOptions) -> Result<Output, ToolError> {
+        let command = std::iter::once(program.to_string()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" ");
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .stdin(if options.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(cwd) = &options.cwd {
+            cmd.current_dir(cwd);
+        }
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ToolError::NotFound { program: program.into(), hint: install_hint(program) },
+            _ => ToolError::Other { command: command.clone(), reason: e.to_string() },
+        })?;
+        if let (Some(input), Some(mut stdin)) = (&options.stdin, child.stdin.take()) {
+            stdin.write_all(input).await.map_err(|e| ToolError::Other { command: command.clone(), reason: e.to_string() })?;
+        }
+        let waited = child.wait_with_output();
+        let output = match options.timeout {
+            Some(limit) => tokio::time::timeout(limit, waited)
+                .await
+                .map_err(|_| ToolError::Timeout { command: command.clone(), after: limit })?,
+            None => waited.await,
+        }
+        .map_err(|e| ToolError::Other { command: command.clone(), reason: e.to_string() })?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if !output.status.success() {
+            return Err(ToolError::Failed { command, code: output.status.code().unwrap_or(-1), stderr_tail: tail(&stderr, 8) });
+        }
+        Ok(Output { stdout, stderr })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_command_shows_its_exit_code_and_stderr_tail() {
+        let args = vec!["-c".to_string(), "for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i >&2; done; exit 3".into()];
+        let err = ProcessRunner.run("sh", &args, &RunOptions::default()).await.unwrap_err().to_string();
+        assert!(err.contains("exited with 3") && err.contains("line10") && !err.contains("line1\n"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_gets_an_install_hint() {
+        let err = ProcessRunner.run("istioctl-definitely-missing", &[], &RunOptions::default()).await.unwrap_err();
+        assert!(matches!(err, ToolError::NotFound { .. }));
+        assert!(install_hint("istioctl").contains(versions::ISTIO_VERSION));
+    }
+
+    #[tokio::test]
+    async fn a_slow_command_times_out() {
+        let options = RunOptions { timeout: Some(Duration::from_millis(100)), ..Default::default() };
+        let err = ProcessRunner.run("sleep", &["5".to_string()], &options).await.unwrap_err();
+        assert!(matches!(err, ToolError::Timeout { .. }), "{err}");
+    }
+}

@@ -1,0 +1,289 @@
+//! Fake `kind`, `docker`, `istioctl` and `curl` executables, put first on PATH. Each records its
+//! arguments in `calls.log` and answers like the real one:
+//!
+//! * `kind create cluster` "creates" a cluster that a [`FakeCluster`] already serves; `kind get
+//!   kubeconfig` prints a kubeconfig for it with kind's `kind-<name>` names; `get clusters`, `delete`.
+//! * `docker network inspect kind` describes a dual-stack network (IPv6 entry first, as docker may
+//!   order it) with the created clusters' node containers; `docker inspect` gives a node's address.
+//! * `istioctl install` hands the request to the harness thread, which applies what istioctl would
+//!   create (istiod and its webhook and reader RBAC, or the east-west gateway and its LoadBalancer
+//!   Service) in the cluster of `--context`, then lets the script exit as istioctl would.
+//!
+//! Delays (for benchmarks) and failures (per tool and cluster) can be injected.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::fake_api::{FakeCluster, kubeconfig_named};
+
+/// Timing and version of the fakes.
+#[derive(Debug, Clone)]
+pub struct FakeToolOptions {
+    /// Seconds `kind create cluster` takes.
+    pub kind_create_secs: f64,
+    /// Seconds `istioctl install` takes.
+    pub istioctl_install_secs: f64,
+    /// What `istioctl version` prints.
+    pub istioctl_version: String,
+}
+
+impl Default for FakeToolOptions {
+    fn default() -> Self {
+        FakeToolOptions { kind_create_secs: 0.0, istioctl_install_secs: 0.0, istioctl_version: "1.31.1".into() }
+    }
+}
+
+/// The fake tools of one test.
+pub struct FakeTools {
+    /// Holds bin/, calls.log, and the fakes' own state.
+    pub dir: tempfile::TempDir,
+    stop: Arc<AtomicBool>,
+}
+
+const KIND: &str = r#"#!/usr/bin/env bash
+D="__DIR__"
+echo "kind $*" >> "$D/calls.log"
+verb="$1 $2"
+name=""; config=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --name) name="$2"; shift ;;
+    --config) config="$2"; shift ;;
+  esac
+  shift
+done
+case "$verb" in
+  "version "*) echo "kind v0.32.0 go1.24.2 linux/amd64" ;;
+  "get clusters")
+    if [ -z "$(ls -A "$D/kind" 2>/dev/null)" ]; then echo "No kind clusters found." >&2; else ls "$D/kind"; fi ;;
+  "get kubeconfig")
+    if [ -f "$D/kind/$name" ]; then cat "$D/kubeconfig/$name.yaml"; else
+      echo "ERROR: could not locate any control plane nodes for cluster named '$name'" >&2; exit 1; fi ;;
+  "create cluster")
+    [ -f "$config" ] || { echo "ERROR: failed to create cluster: open $config: no such file or directory" >&2; exit 1; }
+    [ -f "$D/kubeconfig/$name.yaml" ] || { echo "ERROR: failed to create cluster: no fake API server for $name" >&2; exit 1; }
+    echo "Creating cluster \"$name\" ..." >&2
+    sleep "$(cat "$D/kind_create_secs")"
+    if [ -f "$D/fail/kind-$name" ]; then echo "ERROR: failed to create cluster: command \"docker run --name $name-control-plane\" failed with error: exit status 125" >&2; exit 1; fi
+    cp "$config" "$D/created-config-$name.yaml"
+    touch "$D/kind/$name" ;;
+  "delete cluster") echo "Deleting cluster \"$name\" ..." >&2; rm -f "$D/kind/$name" ;;
+  *) echo "fake kind: unsupported: $verb" >&2; exit 2 ;;
+esac
+"#;
+
+const DOCKER: &str = r#"#!/usr/bin/env bash
+D="__DIR__"
+echo "docker $*" >> "$D/calls.log"
+case "$1" in
+  info) echo "28.2.2" ;;
+  network)
+    if [ -z "$(ls -A "$D/kind" 2>/dev/null)" ]; then echo "Error response from daemon: network kind not found" >&2; exit 1; fi
+    containers=""
+    for f in "$D"/kind/*; do
+      n=$(basename "$f"); ip=$(cat "$D/ips/$n")
+      containers="$containers${containers:+,}\"id-$n\":{\"Name\":\"$n-control-plane\",\"IPv4Address\":\"$ip/16\",\"IPv6Address\":\"\"}"
+    done
+    echo "[{\"Name\":\"kind\",\"IPAM\":{\"Driver\":\"default\",\"Config\":[{\"Subnet\":\"fc00:f853:ccd:e793::/64\"},{\"Subnet\":\"172.18.0.0/16\",\"Gateway\":\"172.18.0.1\"}]},\"Containers\":{$containers}}]" ;;
+  inspect)
+    container="${!#}"; n="${container%-control-plane}"
+    if [ -f "$D/kind/$n" ]; then echo "{\"kind\":{\"IPAddress\":\"$(cat "$D/ips/$n")\",\"IPPrefixLen\":16}}"; else
+      echo "Error: No such object: $container" >&2; exit 1; fi ;;
+  *) echo "fake docker: unsupported: $1" >&2; exit 2 ;;
+esac
+"#;
+
+const ISTIOCTL: &str = r#"#!/usr/bin/env bash
+D="__DIR__"
+echo "istioctl $*" >> "$D/calls.log"
+case "$1" in
+  version) echo "client version: $(cat "$D/istioctl_version")" ;;
+  install)
+    sleep "$(cat "$D/istioctl_install_secs")"
+    id="$(date +%s%N)-$$"
+    { pwd; printf '%s\n' "$@"; } > "$D/spool/$id.tmp" && mv "$D/spool/$id.tmp" "$D/spool/$id.req"
+    for _ in $(seq 1 3000); do
+      if [ -f "$D/spool/$id.done" ]; then code=$(head -n 1 "$D/spool/$id.done"); tail -n +2 "$D/spool/$id.done" >&2; exit "$code"; fi
+      sleep 0.01
+    done
+    echo "fake istioctl: the harness did not answer" >&2; exit 1 ;;
+  *) echo "fake istioctl: unsupported: $1" >&2; exit 2 ;;
+esac
+"#;
+
+const CURL: &str = r#"#!/usr/bin/env bash
+D="__DIR__"
+echo "curl $*" >> "$D/calls.log"
+out=""; url=""
+while [ $# -gt 0 ]; do case "$1" in -o) out="$2"; shift ;; http*) url="$1" ;; esac; shift; done
+[ -f "$D/curl_body" ] || { echo "curl: (6) Could not resolve host" >&2; exit 6; }
+cp "$D/curl_body" "$out"
+"#;
+
+impl FakeTools {
+    /// Fakes for kind clusters served by `clusters` (one per cluster name, in topology order; the
+    /// node container of the i-th gets 172.18.0.<i+2>).
+    pub fn new(clusters: &[Arc<FakeCluster>], options: FakeToolOptions) -> FakeTools {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["bin", "kind", "ips", "kubeconfig", "spool", "fail"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::write(d.join("kind_create_secs"), options.kind_create_secs.to_string()).unwrap();
+        std::fs::write(d.join("istioctl_install_secs"), options.istioctl_install_secs.to_string()).unwrap();
+        std::fs::write(d.join("istioctl_version"), &options.istioctl_version).unwrap();
+        std::fs::write(d.join("calls.log"), "").unwrap();
+        let mut by_context = HashMap::new();
+        for (i, c) in clusters.iter().enumerate() {
+            std::fs::write(d.join("kubeconfig").join(format!("{}.yaml", c.name)), kubeconfig_named(c, &format!("kind-{}", c.name))).unwrap();
+            std::fs::write(d.join("ips").join(&c.name), format!("172.18.0.{}", i + 2)).unwrap();
+            by_context.insert(c.name.clone(), c.clone());
+        }
+        for (name, body) in [("kind", KIND), ("docker", DOCKER), ("istioctl", ISTIOCTL), ("curl", CURL)] {
+            let path = d.join("bin").join(name);
+            std::fs::write(&path, body.replace("__DIR__", &d.to_string_lossy())).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (spool, flag) = (d.join("spool"), stop.clone());
+        let fail_dir = d.join("fail");
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                let mut requests: Vec<PathBuf> = std::fs::read_dir(&spool)
+                    .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "req")).collect())
+                    .unwrap_or_default();
+                requests.sort();
+                for req in requests {
+                    let (code, stderr) = handle_install(&req, &by_context, &fail_dir);
+                    std::fs::write(req.with_extension("done"), format!("{code}\n{stderr}")).unwrap();
+                    std::fs::remove_file(&req).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        FakeTools { dir, stop }
+    }
+
+    /// `PATH` with the fakes first.
+    pub fn path_env(&self) -> String {
+        format!("{}:{}", self.dir.path().join("bin").display(), std::env::var("PATH").unwrap_or_default())
+    }
+
+    /// Every recorded invocation, one line each (`tool arg arg ...`).
+    pub fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("calls.log")).unwrap().lines().map(String::from).collect()
+    }
+
+    /// Makes `tool` (`kind` or `istioctl`) fail for cluster (kind) or context (istioctl) `name`.
+    pub fn fail(&self, tool: &str, name: &str, on: bool) {
+        let path = self.dir.path().join("fail").join(format!("{tool}-{name}"));
+        if on { std::fs::write(path, "").unwrap() } else { let _ = std::fs::remove_file(path); }
+    }
+
+    /// What the fake curl downloads.
+    pub fn set_download(&self, body: &[u8]) {
+        std::fs::write(self.dir.path().join("curl_body"), body).unwrap();
+    }
+
+    /// Whether a kind cluster of that name "exists".
+    pub fn kind_cluster_exists(&self, name: &str) -> bool {
+        self.dir.path().join("kind").join(name).exists()
+    }
+
+    /// Makes a kind cluster "exist" without meshctl creating it.
+    pub fn preexisting_kind_cluster(&self, name: &str) {
+        std::fs::write(self.dir.path().join("kind").join(name), "").unwrap();
+    }
+}
+
+impl Drop for FakeTools {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn apply(cluster: &FakeCluster, group: &str, plural: &str, ns: &str, obj: Value) {
+    let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+    cluster.with_store(|s| {
+        let r = s.resource(group, plural).unwrap_or_else(|| panic!("fake istioctl: no {group}/{plural}"));
+        s.apply(&r, ns, &name, obj, "istioctl", false).unwrap();
+    });
+}
+
+/// A minimal served CRD for an Istio networking kind (the schema checks live in tests/plan.rs).
+fn istio_crd(kind: &str, plural: &str) -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.networking.istio.io")},
+        "spec": {"group": "networking.istio.io", "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})
+}
+
+/// What `istioctl install -f <IstioOperator>` creates, in the cluster of `--context`.
+fn handle_install(req: &Path, clusters: &HashMap<String, Arc<FakeCluster>>, fail_dir: &Path) -> (i32, String) {
+    let text = std::fs::read_to_string(req).unwrap();
+    let mut lines = text.lines();
+    let cwd = PathBuf::from(lines.next().unwrap_or_default());
+    let args: Vec<&str> = lines.collect();
+    let value_of = |flag: &str| args.iter().position(|a| *a == flag).and_then(|i| args.get(i + 1)).map(|s| s.to_string());
+    let (Some(context), Some(file)) = (value_of("--context"), value_of("-f")) else {
+        return (1, "Error: fake istioctl needs --context and -f".into());
+    };
+    if !args.contains(&"-y") {
+        return (1, "Proceed? (y/N) Error: no answer (stdin is not a terminal)".into());
+    }
+    let Some(cluster) = clusters.get(&context) else {
+        return (1, format!("Error: context \"{context}\" does not exist"));
+    };
+    if fail_dir.join(format!("istioctl-{context}")).exists() {
+        return (1, "Error: failed to install manifests: Get \"https://172.18.0.9:6443/version\": dial tcp: connect: connection refused".into());
+    }
+    let Ok(iop_text) = std::fs::read_to_string(cwd.join(&file)) else {
+        return (1, format!("Error: open {file}: no such file or directory"));
+    };
+    let iop: Value = serde_saphyr::from_str(&iop_text).unwrap();
+    let ns = "istio-system";
+    if cluster.get("", "namespaces", "", ns).is_none() {
+        apply(cluster, "", "namespaces", "", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    }
+    match iop["metadata"]["name"].as_str() {
+        Some("control-plane") => {
+            let global = &iop["spec"]["values"]["global"];
+            for (kind, plural) in [("Gateway", "gateways"), ("DestinationRule", "destinationrules"), ("VirtualService", "virtualservices")] {
+                apply(cluster, "apiextensions.k8s.io", "customresourcedefinitions", "", istio_crd(kind, plural));
+            }
+            apply(cluster, "", "configmaps", ns, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio"},
+                "data": {"meshID": global["meshID"], "clusterName": global["multiCluster"]["clusterName"], "network": global["network"]}}));
+            apply(cluster, "apps", "deployments", ns, json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "istiod", "labels": {"app": "istiod", "istio": "pilot"}},
+                "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": {"app": "istiod"}}, "spec": {"containers": [{"name": "discovery",
+                    "env": [{"name": "CLUSTER_ID", "value": global["multiCluster"]["clusterName"]}]}]}}}}));
+            apply(cluster, "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", json!({
+                "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": {"name": "istio-sidecar-injector"},
+                "webhooks": [{"name": "namespace.sidecar-injector.istio.io", "clientConfig": {"caBundle": "SVNUSU8tQ0E=", "service": {"namespace": ns, "name": "istiod"}},
+                    "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}));
+            apply(cluster, "", "serviceaccounts", ns, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istio-reader-service-account"}}));
+        }
+        Some("eastwest") => {
+            let gw = &iop["spec"]["components"]["ingressGateways"][0];
+            let labels = gw["label"].clone();
+            let ports: Vec<Value> = gw["k8s"]["service"]["ports"].as_array().cloned().unwrap_or_default();
+            apply(cluster, "apps", "deployments", ns, json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": gw["name"], "labels": labels},
+                "spec": {"selector": {"matchLabels": {"istio": "eastwestgateway"}}, "template": {"metadata": {"labels": labels,
+                    "annotations": {"inject.istio.io/templates": iop["spec"]["values"]["gateways"]["istio-ingressgateway"]["injectionTemplate"]}},
+                    "spec": {"containers": [{"name": "istio-proxy", "image": "auto", "env": gw["k8s"]["env"]}]}}}}));
+            apply(cluster, "", "services", ns, json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": gw["name"], "labels": labels},
+                "spec": {"type": "LoadBalancer", "selector": {"istio": "eastwestgateway"}, "ports": ports}}));
+        }
+        other => return (1, format!("Error: fake istioctl does not know IstioOperator {other:?}")),
+    }
+    (0, "✔ Installation complete".into())
+}
