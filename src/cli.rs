@@ -148,6 +148,9 @@ pub struct UpArgs {
 /// `meshctl down`.
 #[derive(Debug, Args)]
 pub struct DownArgs {
+    /// Mesh whose clusters to delete.
+    #[arg(long, value_name = "ID", default_value = crate::topology::DEFAULT_MESH_ID)]
+    pub mesh_id: String,
     /// Also delete meshctl's state, the certificate authorities included.
     #[arg(long)]
     pub purge: bool,
@@ -270,9 +273,9 @@ pub struct RemoteSecretArgs {
 /// `meshctl doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Size the checks for this many clusters.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub clusters: usize,
+    #[command(flatten)]
+    /// The mesh the checks are sized for (subnets, memory).
+    pub topology: TopologyArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,

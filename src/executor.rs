@@ -76,6 +76,9 @@ pub enum Outcome {
     Skipped,
 }
 
+/// One download per URL and run; its result (text or error message) is shared.
+type FetchOnce = OnceCell<Result<String, String>>;
+
 /// Runs plans against real clusters.
 pub struct Executor {
     settings: Settings,
@@ -88,11 +91,20 @@ pub struct Executor {
     secrets: std::sync::Mutex<HashMap<String, Arc<OnceCell<String>>>>,
     istioctl_checked: OnceCell<()>,
     kubeconfig_lock: Mutex<()>,
+    /// Upstream manifests fetched in this run, by URL: downloaded once however many clusters apply them.
+    /// A failed download is shared too: the other clusters report it instead of trying again.
+    manifests: std::sync::Mutex<HashMap<String, Arc<FetchOnce>>>,
 }
 
 impl Executor {
     /// A new executor.
-    pub fn new(settings: Settings, runner: Arc<dyn ToolRunner>, state: StateStore, reporter: Arc<Reporter>, mesh: Mesh) -> Executor {
+    pub fn new(
+        settings: Settings,
+        runner: Arc<dyn ToolRunner>,
+        state: StateStore,
+        reporter: Arc<Reporter>,
+        mesh: Mesh,
+    ) -> Executor {
         Executor {
             settings,
             runner,
@@ -103,12 +115,23 @@ impl Executor {
             secrets: std::sync::Mutex::default(),
             istioctl_checked: OnceCell::new(),
             kubeconfig_lock: Mutex::new(()),
+            manifests: std::sync::Mutex::default(),
         }
     }
 
     /// Runs one phase in every cluster at once.
-    pub async fn run_phase(&self, plan: &Plan, phase: &PhasePlan) -> Result<Vec<(String, Outcome)>, PhaseFailed> {
-        let results = futures::future::join_all(phase.clusters.iter().map(|cs| self.run_cluster(plan, phase.phase, cs))).await;
+    pub async fn run_phase(
+        &self,
+        plan: &Plan,
+        phase: &PhasePlan,
+    ) -> Result<Vec<(String, Outcome)>, PhaseFailed> {
+        let results = futures::future::join_all(
+            phase
+                .clusters
+                .iter()
+                .map(|cs| self.run_cluster(plan, phase.phase, cs)),
+        )
+        .await;
         let mut outcomes = Vec::new();
         let mut failures = Vec::new();
         for (cs, result) in phase.clusters.iter().zip(results) {
@@ -120,7 +143,11 @@ impl Executor {
         if failures.is_empty() {
             Ok(outcomes)
         } else {
-            Err(PhaseFailed { phase: phase.phase, total: phase.clusters.len(), failures })
+            Err(PhaseFailed {
+                phase: phase.phase,
+                total: phase.clusters.len(),
+                failures,
+            })
         }
     }
 
@@ -141,16 +168,24 @@ impl Executor {
                 hash.update(c.api_endpoint.as_deref().unwrap_or_default());
             }
         }
-        hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+        hash.finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     async fn run_cluster(&self, plan: &Plan, phase: Phase, cs: &ClusterSteps) -> Result<Outcome> {
         let fingerprint = self.fingerprint(plan, phase, cs);
         if self.state.is_done(&cs.cluster, phase.name(), &fingerprint) {
-            self.reporter.skipped(phase.name(), &cs.cluster, "already done, nothing to change");
+            self.reporter
+                .skipped(phase.name(), &cs.cluster, "already done, nothing to change");
             return Ok(Outcome::Skipped);
         }
-        let cluster = self.mesh.cluster(&cs.cluster).ok_or_else(|| anyhow!("cluster `{}` is not in the topology", cs.cluster))?;
+        let cluster = self
+            .mesh
+            .cluster(&cs.cluster)
+            .ok_or_else(|| anyhow!("cluster `{}` is not in the topology", cs.cluster))?;
         let started = Instant::now();
         self.reporter.started(phase.name(), &cs.cluster);
         let mut details = Vec::new();
@@ -165,14 +200,22 @@ impl Executor {
                 Ok(Some(detail)) => details.push(detail),
                 Ok(None) => {}
                 Err(e) => {
-                    self.reporter.failed(phase.name(), &cs.cluster, started.elapsed(), &format!("{e:#}"));
+                    self.reporter
+                        .failed(phase.name(), &cs.cluster, started.elapsed(), &format!("{e:#}"));
                     return Err(e);
                 }
             }
         }
-        self.state.mark_done(&cs.cluster, phase.name(), &fingerprint).context("cannot record progress")?;
-        let detail = if details.is_empty() { "done".to_string() } else { details.join(", ") };
-        self.reporter.finished(phase.name(), &cs.cluster, started.elapsed(), &detail);
+        self.state
+            .mark_done(&cs.cluster, phase.name(), &fingerprint)
+            .context("cannot record progress")?;
+        let detail = if details.is_empty() {
+            "done".to_string()
+        } else {
+            details.join(", ")
+        };
+        self.reporter
+            .finished(phase.name(), &cs.cluster, started.elapsed(), &detail);
         Ok(Outcome::Done)
     }
 
@@ -187,23 +230,42 @@ impl Executor {
     }
 
     fn applied_detail(applied: &[crate::kube::apply::Applied]) -> Option<String> {
-        let count = |c: Change| applied.iter().filter(|a| a.change == c).count();
-        let (created, updated, unchanged) = (count(Change::Created), count(Change::Updated), count(Change::Unchanged));
-        let mut parts = Vec::new();
-        for (n, word) in [(created, "created"), (updated, "updated"), (unchanged, "unchanged")] {
-            if n > 0 {
-                parts.push(format!("{n} {word}"));
-            }
+        let word = |c: Change| match c {
+            Change::Created => "created",
+            Change::Updated => "updated",
+            Change::Unchanged => "unchanged",
+        };
+        if applied.len() <= 2 {
+            let parts: Vec<String> = applied
+                .iter()
+                .map(|a| format!("{} {}", a.object, word(a.change)))
+                .collect();
+            return (!parts.is_empty()).then(|| parts.join(", "));
         }
-        (!parts.is_empty()).then(|| parts.join(" "))
+        let parts: Vec<String> = [Change::Created, Change::Updated, Change::Unchanged]
+            .into_iter()
+            .map(|c| (applied.iter().filter(|a| a.change == c).count(), word(c)))
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, w)| format!("{n} objects {w}"))
+            .collect();
+        Some(parts.join(", "))
     }
 
     /// Runs one step in one cluster; returns a short detail for the step line.
-    async fn execute(&self, cluster: &crate::topology::Cluster, phase: Phase, step: &Step) -> Result<Option<String>> {
+    async fn execute(
+        &self,
+        cluster: &crate::topology::Cluster,
+        phase: Phase,
+        step: &Step,
+    ) -> Result<Option<String>> {
         let runner = self.runner.as_ref();
         let plan_dir = self.settings.plan_dir.as_path();
         match step {
-            Step::Run { tool: Tool::Kind, args, .. } => {
+            Step::Run {
+                tool: Tool::Kind,
+                args,
+                ..
+            } => {
                 let kind = Kind::new(runner);
                 if kind.clusters().await?.contains(&cluster.name) {
                     // Reused, and never deleted by `down`: meshctl did not create it.
@@ -212,45 +274,93 @@ impl Executor {
                 let options = RunOptions {
                     cwd: Some(plan_dir.to_path_buf()),
                     timeout: Some(self.settings.tool_timeout),
-                    env: vec![("KUBECONFIG".into(), self.settings.kind_kubeconfig.to_string_lossy().into_owned())],
+                    env: vec![(
+                        "KUBECONFIG".into(),
+                        self.settings.kind_kubeconfig.to_string_lossy().into_owned(),
+                    )],
                     ..Default::default()
                 };
                 runner.run("kind", args, &options).await?;
-                self.state.update(|s| s.created_kind_clusters.insert(cluster.name.clone()))?;
+                self.state
+                    .update(|s| s.created_kind_clusters.insert(cluster.name.clone()))?;
                 Ok(Some(format!("kind cluster `{}` created", cluster.name)))
             }
-            Step::Run { tool: Tool::Istioctl, args, .. } => {
+            Step::Run {
+                tool: Tool::Istioctl,
+                args,
+                ..
+            } => {
                 self.istioctl_checked
                     .get_or_try_init(|| async {
                         let version = Istioctl::new(runner).version().await?;
-                        istioctl::check_skew(&version, self.settings.allow_version_skew).map_err(anyhow::Error::msg)
+                        istioctl::check_skew(&version, self.settings.allow_version_skew)
+                            .map_err(anyhow::Error::msg)
                     })
                     .await?;
-                Istioctl::new(runner).run_planned(args, plan_dir, self.settings.tool_timeout).await?;
+                Istioctl::new(runner)
+                    .run_planned(args, plan_dir, self.settings.tool_timeout)
+                    .await?;
                 Ok(None)
             }
-            Step::Run { tool: Tool::Docker, args, .. } => {
-                let options = RunOptions { cwd: Some(plan_dir.to_path_buf()), timeout: Some(self.settings.tool_timeout), ..Default::default() };
+            Step::Run {
+                tool: Tool::Docker,
+                args,
+                ..
+            } => {
+                let options = RunOptions {
+                    cwd: Some(plan_dir.to_path_buf()),
+                    timeout: Some(self.settings.tool_timeout),
+                    ..Default::default()
+                };
                 runner.run("docker", args, &options).await?;
                 Ok(None)
             }
             Step::Apply { file } => {
-                let text = std::fs::read_to_string(plan_dir.join(file)).with_context(|| format!("cannot read `{file}`"))?;
-                let applied = Applier::new(self.client(&cluster.context).await?).apply_yaml(&text, file).await?;
+                let text = std::fs::read_to_string(plan_dir.join(file))
+                    .with_context(|| format!("cannot read `{file}`"))?;
+                let applied = Applier::new(self.client(&cluster.context).await?)
+                    .apply_yaml(&text, file)
+                    .await?;
                 Ok(Self::applied_detail(&applied))
             }
             Step::ApplyUpstream { name, url, sha256 } => {
-                let text = upstream::fetch(runner, url, sha256, self.settings.metallb_manifest.as_deref(), &self.settings.cache_dir).await?;
-                let applied = Applier::new(self.client(&cluster.context).await?).apply_yaml(&text, name).await?;
+                let cell = self
+                    .manifests
+                    .lock()
+                    .expect("manifests lock")
+                    .entry(url.clone())
+                    .or_default()
+                    .clone();
+                let fetched = cell
+                    .get_or_init(|| async {
+                        upstream::fetch(
+                            runner,
+                            url,
+                            sha256,
+                            self.settings.metallb_manifest.as_deref(),
+                            &self.settings.cache_dir,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())
+                    })
+                    .await;
+                let text = fetched.as_ref().map_err(|e| anyhow!("{e}"))?;
+                let applied = Applier::new(self.client(&cluster.context).await?)
+                    .apply_yaml(text, name)
+                    .await?;
                 Ok(Self::applied_detail(&applied).map(|d| format!("{name}: {d}")))
             }
             Step::Wait { until } => {
                 let client = self.client(&cluster.context).await?;
                 match until {
                     Condition::LoadBalancerIp { namespace, name } => {
-                        let ip = wait::load_balancer_ip(&client, namespace, name, self.settings.timeout).await?;
+                        let ip =
+                            wait::load_balancer_ip(&client, namespace, name, self.settings.timeout).await?;
                         if name == GATEWAY_NAME {
-                            self.state.update(|s| s.clusters.entry(cluster.name.clone()).or_default().eastwest_ip = Some(ip.clone()))?;
+                            self.state.update(|s| {
+                                s.clusters.entry(cluster.name.clone()).or_default().eastwest_ip =
+                                    Some(ip.clone())
+                            })?;
                         }
                         Ok(Some(format!("{name} at {ip}")))
                     }
@@ -260,24 +370,43 @@ impl Executor {
                     }
                 }
             }
-            Step::ImportKubeconfig { kind_cluster, context } => {
+            Step::ImportKubeconfig {
+                kind_cluster,
+                context,
+            } => {
                 let text = Kind::new(runner).kubeconfig(kind_cluster).await?;
                 let _guard = self.kubeconfig_lock.lock().await;
-                kubeconfig::import_context(&self.settings.kubeconfig_target, &text, &format!("kind-{kind_cluster}"), context)
-                    .with_context(|| format!("cannot import context `{context}` into `{}`", self.settings.kubeconfig_target.display()))?;
-                self.state.update(|s| s.kubeconfig = Some(self.settings.kubeconfig_target.clone()))?;
+                kubeconfig::import_context(
+                    &self.settings.kubeconfig_target,
+                    &text,
+                    &format!("kind-{kind_cluster}"),
+                    context,
+                )
+                .with_context(|| {
+                    format!(
+                        "cannot import context `{context}` into `{}`",
+                        self.settings.kubeconfig_target.display()
+                    )
+                })?;
+                self.state
+                    .update(|s| s.kubeconfig = Some(self.settings.kubeconfig_target.clone()))?;
                 self.clients.lock().await.remove(context);
                 Ok(None)
             }
             Step::RecordApiEndpoint { container, network } => {
                 let ip = Docker::new(runner).container_ip(container, network).await?;
                 let endpoint = format!("https://{ip}:6443");
-                self.state.update(|s| s.clusters.entry(cluster.name.clone()).or_default().api_endpoint = Some(endpoint.clone()))?;
+                self.state.update(|s| {
+                    s.clusters.entry(cluster.name.clone()).or_default().api_endpoint = Some(endpoint.clone())
+                })?;
                 Ok(Some(format!("API server {endpoint}")))
             }
             Step::LabelNodes { labels, overwrite } => {
                 let nodes: Api<Node> = Api::all(self.client(&cluster.context).await?);
-                let list = nodes.list(&ListParams::default()).await.context("cannot list nodes")?;
+                let list = nodes
+                    .list(&ListParams::default())
+                    .await
+                    .context("cannot list nodes")?;
                 let mut changed = 0;
                 for node in list.items {
                     let current = node.metadata.labels.clone().unwrap_or_default();
@@ -293,7 +422,10 @@ impl Executor {
                     }
                     let name = node.metadata.name.clone().unwrap_or_default();
                     let patch = serde_json::json!({"metadata": {"labels": wanted}});
-                    nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.with_context(|| format!("cannot label node `{name}`"))?;
+                    nodes
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .with_context(|| format!("cannot label node `{name}`"))?;
                     changed += 1;
                 }
                 Ok((changed > 0).then(|| format!("{changed} node(s) labelled")))
@@ -304,14 +436,20 @@ impl Executor {
                     .apply_yaml(&text, &format!("istio-remote-secret-{source}"))
                     .await?;
                 let _ = phase;
-                Ok(Self::applied_detail(&applied).map(|d| format!("secret of {source} {d}")))
+                Ok(Self::applied_detail(&applied))
             }
         }
     }
 
     /// The remote secret of `source`, built once per run however many clusters receive it.
     async fn remote_secret_of(&self, source: &str) -> Result<String> {
-        let cell = self.secrets.lock().expect("secrets lock").entry(source.to_string()).or_default().clone();
+        let cell = self
+            .secrets
+            .lock()
+            .expect("secrets lock")
+            .entry(source.to_string())
+            .or_default()
+            .clone();
         cell.get_or_try_init(|| async {
             let cluster = self.mesh.cluster(source).ok_or_else(|| anyhow!("cluster `{source}` is not in the topology"))?;
             let server = match (self.mesh.provider, self.state.snapshot().clusters.get(source).and_then(|c| c.api_endpoint.clone())) {

@@ -14,7 +14,9 @@ pub fn target_path(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
         return p.to_path_buf();
     }
-    if let Some(first) = std::env::var_os("KUBECONFIG").and_then(|v| std::env::split_paths(&v).find(|p| !p.as_os_str().is_empty())) {
+    if let Some(first) = std::env::var_os("KUBECONFIG")
+        .and_then(|v| std::env::split_paths(&v).find(|p| !p.as_os_str().is_empty()))
+    {
         return first;
     }
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
@@ -23,9 +25,8 @@ pub fn target_path(flag: Option<&Path>) -> PathBuf {
 
 fn load(path: &Path) -> io::Result<Value> {
     match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => {
-            serde_saphyr::from_str(&text).map_err(|e| io::Error::other(format!("`{}` is not a kubeconfig: {e}", path.display())))
-        }
+        Ok(text) if !text.trim().is_empty() => serde_saphyr::from_str(&text)
+            .map_err(|e| io::Error::other(format!("`{}` is not a kubeconfig: {e}", path.display()))),
         Ok(_) => Ok(empty()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(empty()),
         Err(e) => Err(e),
@@ -54,13 +55,22 @@ fn upsert(list: &mut Value, entry: Value) {
 /// Takes context `from` (with its cluster and user) out of `source` (a kubeconfig's text), renames
 /// all three to `to`, and writes them into the kubeconfig at `target`.
 pub fn import_context(target: &Path, source: &str, from: &str, to: &str) -> io::Result<()> {
-    let src: Value = serde_saphyr::from_str(source).map_err(|e| io::Error::other(format!("kubeconfig from kind: {e}")))?;
-    let find = |list: &str, name: &str| src[list].as_array().and_then(|l| l.iter().find(|e| e["name"] == name)).cloned();
-    let ctx = find("contexts", from).ok_or_else(|| io::Error::other(format!("the kubeconfig from kind has no context `{from}`")))?;
+    let src: Value =
+        serde_saphyr::from_str(source).map_err(|e| io::Error::other(format!("kubeconfig from kind: {e}")))?;
+    let find = |list: &str, name: &str| {
+        src[list]
+            .as_array()
+            .and_then(|l| l.iter().find(|e| e["name"] == name))
+            .cloned()
+    };
+    let ctx = find("contexts", from)
+        .ok_or_else(|| io::Error::other(format!("the kubeconfig from kind has no context `{from}`")))?;
     let cluster_name = ctx["context"]["cluster"].as_str().unwrap_or(from).to_string();
     let user_name = ctx["context"]["user"].as_str().unwrap_or(from).to_string();
-    let mut cluster = find("clusters", &cluster_name).ok_or_else(|| io::Error::other(format!("no cluster `{cluster_name}`")))?;
-    let mut user = find("users", &user_name).ok_or_else(|| io::Error::other(format!("no user `{user_name}`")))?;
+    let mut cluster = find("clusters", &cluster_name)
+        .ok_or_else(|| io::Error::other(format!("no cluster `{cluster_name}`")))?;
+    let mut user =
+        find("users", &user_name).ok_or_else(|| io::Error::other(format!("no user `{user_name}`")))?;
     cluster["name"] = json!(to);
     user["name"] = json!(to);
     let context = json!({"name": to, "context": {"cluster": to, "user": to}});
@@ -106,12 +116,27 @@ mod tests {
         import_context(&path, KIND, "kind-cluster1", "cluster1").unwrap();
         import_context(&path, KIND, "kind-cluster1", "cluster1").unwrap();
         let config: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(config["current-context"], "prod", "the user's current context is kept");
-        assert_eq!(config["contexts"].as_array().unwrap().len(), 2, "importing twice does not duplicate");
-        let c = config["clusters"].as_array().unwrap().iter().find(|c| c["name"] == "cluster1").unwrap();
+        assert_eq!(
+            config["current-context"], "prod",
+            "the user's current context is kept"
+        );
+        assert_eq!(
+            config["contexts"].as_array().unwrap().len(),
+            2,
+            "importing twice does not duplicate"
+        );
+        let c = config["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "cluster1")
+            .unwrap();
         assert_eq!(c["cluster"]["server"], "https://127.0.0.1:40001");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         remove_context(&path, "cluster1").unwrap();
         let config: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(config["contexts"].as_array().unwrap().len(), 1);

@@ -33,7 +33,9 @@ pub struct Reporter {
 
 impl std::fmt::Debug for Reporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reporter").field("format", &self.format).finish_non_exhaustive()
+        f.debug_struct("Reporter")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,7 +56,11 @@ fn now() -> String {
 /// `34.2s`, `2m05s`.
 pub fn elapsed(d: Duration) -> String {
     let secs = d.as_secs_f64();
-    if secs < 60.0 { format!("{secs:.1}s") } else { format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60) }
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
 }
 
 impl Reporter {
@@ -67,7 +73,12 @@ impl Reporter {
     pub fn new(format: Format) -> Reporter {
         let tty = std::io::stderr().is_terminal();
         let progress = (format == Format::Text && tty && !in_ci()).then(MultiProgress::new);
-        Reporter { format, color: color_wanted(tty), progress, bars: Mutex::default() }
+        Reporter {
+            format,
+            color: color_wanted(tty),
+            progress,
+            bars: Mutex::default(),
+        }
     }
 
     /// The format.
@@ -76,11 +87,19 @@ impl Reporter {
     }
 
     fn paint(&self, mark: &str, color: &str) -> String {
-        if self.color { format!("\x1b[{color}m{mark}\x1b[0m") } else { mark.to_string() }
+        if self.color {
+            format!("\x1b[{color}m{mark}\x1b[0m")
+        } else {
+            mark.to_string()
+        }
     }
 
     fn line(&self, mark: &str, color: &str, subject: &str, message: &str) {
-        let stamp = if self.progress.is_some() { String::new() } else { format!("{} ", now()) };
+        let stamp = if self.progress.is_some() {
+            String::new()
+        } else {
+            format!("{} ", now())
+        };
         let text = format!("{stamp}{} {subject:<10} {message}", self.paint(mark, color));
         match &self.progress {
             Some(multi) => {
@@ -134,10 +153,15 @@ impl Reporter {
             (Format::Json, _) => self.event("phase-started", json!({"phase": phase, "cluster": cluster})),
             (Format::Text, Some(multi)) => {
                 let bar = multi.add(ProgressBar::new_spinner());
-                bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static template"));
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static template"),
+                );
                 bar.set_message(format!("{cluster:<10} {phase:<14} running"));
                 bar.enable_steady_tick(Duration::from_millis(120));
-                self.bars.lock().expect("bars lock").insert((phase.into(), cluster.into()), bar);
+                self.bars
+                    .lock()
+                    .expect("bars lock")
+                    .insert((phase.into(), cluster.into()), bar);
             }
             (Format::Text, None) => {}
         }
@@ -145,13 +169,23 @@ impl Reporter {
 
     /// Progress inside a phase (the step being run).
     pub fn step(&self, phase: &str, cluster: &str, what: &str) {
-        if let Some(bar) = self.bars.lock().expect("bars lock").get(&(phase.into(), cluster.into())) {
+        if let Some(bar) = self
+            .bars
+            .lock()
+            .expect("bars lock")
+            .get(&(phase.into(), cluster.into()))
+        {
             bar.set_message(format!("{cluster:<10} {phase:<14} {what}"));
         }
     }
 
     fn finish_bar(&self, phase: &str, cluster: &str) {
-        if let Some(bar) = self.bars.lock().expect("bars lock").remove(&(phase.into(), cluster.into())) {
+        if let Some(bar) = self
+            .bars
+            .lock()
+            .expect("bars lock")
+            .remove(&(phase.into(), cluster.into()))
+        {
             bar.finish_and_clear();
         }
     }
@@ -171,7 +205,10 @@ impl Reporter {
     /// A phase was already done.
     pub fn skipped(&self, phase: &str, cluster: &str, reason: &str) {
         match self.format {
-            Format::Json => self.event("phase-skipped", json!({"phase": phase, "cluster": cluster, "reason": reason})),
+            Format::Json => self.event(
+                "phase-skipped",
+                json!({"phase": phase, "cluster": cluster, "reason": reason}),
+            ),
             Format::Text => self.line("=", "90", cluster, &format!("{phase:<14} {reason}")),
         }
     }
@@ -194,10 +231,23 @@ impl Reporter {
             return;
         }
         let widths: Vec<usize> = (0..header.len())
-            .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].len())
+                    .chain([header[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let fmt_row = |cells: Vec<&str>| {
-            cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+            cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
         };
         let mut text = format!("\n{}\n", fmt_row(header.to_vec()));
         for row in rows {

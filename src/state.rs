@@ -58,12 +58,16 @@ impl StateStore {
     /// Loads `path` (a missing file is an empty state).
     pub fn load(path: &Path) -> io::Result<StateStore> {
         let state = match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| io::Error::other(format!("`{}` is not a meshctl state file: {e}", path.display())))?,
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                io::Error::other(format!("`{}` is not a meshctl state file: {e}", path.display()))
+            })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => MeshState::default(),
             Err(e) => return Err(e),
         };
-        Ok(StateStore { path: path.to_path_buf(), inner: Mutex::new(state) })
+        Ok(StateStore {
+            path: path.to_path_buf(),
+            inner: Mutex::new(state),
+        })
     }
 
     /// A copy of the current state.
@@ -84,13 +88,21 @@ impl StateStore {
     /// Whether `phase` is done for `cluster` with this fingerprint.
     pub fn is_done(&self, cluster: &str, phase: &str, fingerprint: &str) -> bool {
         let state = self.inner.lock().expect("state lock");
-        state.clusters.get(cluster).and_then(|c| c.done.get(phase)).is_some_and(|f| f == fingerprint)
+        state
+            .clusters
+            .get(cluster)
+            .and_then(|c| c.done.get(phase))
+            .is_some_and(|f| f == fingerprint)
     }
 
     /// Records `phase` as done for `cluster`.
     pub fn mark_done(&self, cluster: &str, phase: &str, fingerprint: &str) -> io::Result<()> {
         self.update(|s| {
-            s.clusters.entry(cluster.to_string()).or_default().done.insert(phase.to_string(), fingerprint.to_string());
+            s.clusters
+                .entry(cluster.to_string())
+                .or_default()
+                .done
+                .insert(phase.to_string(), fingerprint.to_string());
         })
     }
 
@@ -110,7 +122,9 @@ mod tests {
         let path = dir.path().join("mesh1/state.json");
         let store = StateStore::load(&path).unwrap();
         store.mark_done("cluster1", "istio", "abc").unwrap();
-        store.update(|s| s.created_kind_clusters.insert("cluster1".into())).unwrap();
+        store
+            .update(|s| s.created_kind_clusters.insert("cluster1".into()))
+            .unwrap();
         let again = StateStore::load(&path).unwrap();
         assert!(again.is_done("cluster1", "istio", "abc"));
         assert!(!again.is_done("cluster1", "istio", "def"));

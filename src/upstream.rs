@@ -54,9 +54,18 @@ pub fn cache_dir() -> PathBuf {
 
 /// The manifest at `url`: from `file` when given, else from the cache, else downloaded with curl
 /// and checked against `sha256` before it is cached.
-pub async fn fetch(runner: &dyn ToolRunner, url: &str, sha256: &str, file: Option<&Path>, cache: &Path) -> Result<String, UpstreamError> {
+pub async fn fetch(
+    runner: &dyn ToolRunner,
+    url: &str,
+    sha256: &str,
+    file: Option<&Path>,
+    cache: &Path,
+) -> Result<String, UpstreamError> {
     if let Some(path) = file {
-        return std::fs::read_to_string(path).map_err(|source| UpstreamError::Io { path: path.to_path_buf(), source });
+        return std::fs::read_to_string(path).map_err(|source| UpstreamError::Io {
+            path: path.to_path_buf(),
+            source,
+        });
     }
     let name = url.rsplit('/').next().unwrap_or("manifest.yaml");
     let cached = cache.join(format!("{}-{name}", &sha256[..12]));
@@ -65,19 +74,37 @@ pub async fn fetch(runner: &dyn ToolRunner, url: &str, sha256: &str, file: Optio
     {
         return Ok(String::from_utf8_lossy(&bytes).into_owned());
     }
-    atomic_file::create_dir_all(cache, 0o755).map_err(|source| UpstreamError::Io { path: cache.to_path_buf(), source })?;
+    atomic_file::create_dir_all(cache, 0o755).map_err(|source| UpstreamError::Io {
+        path: cache.to_path_buf(),
+        source,
+    })?;
     let tmp = cache.join(format!(".download-{}", std::process::id()));
     let args = ["-fsSL", "--retry", "3", "-o", &tmp.to_string_lossy(), url].map(String::from);
     let downloaded = runner.run("curl", &args, &RunOptions::default()).await;
     let bytes = downloaded
-        .map_err(|source| UpstreamError::Download { url: url.into(), source })
-        .and_then(|_| std::fs::read(&tmp).map_err(|source| UpstreamError::Io { path: tmp.clone(), source }));
+        .map_err(|source| UpstreamError::Download {
+            url: url.into(),
+            source,
+        })
+        .and_then(|_| {
+            std::fs::read(&tmp).map_err(|source| UpstreamError::Io {
+                path: tmp.clone(),
+                source,
+            })
+        });
     let _ = std::fs::remove_file(&tmp);
     let bytes = bytes?;
     let found = sha256_hex(&bytes);
     if found != sha256 {
-        return Err(UpstreamError::Checksum { url: url.into(), found, expected: sha256.into() });
+        return Err(UpstreamError::Checksum {
+            url: url.into(),
+            found,
+            expected: sha256.into(),
+        });
     }
-    atomic_file::write(&cached, &bytes, PUBLIC).map_err(|source| UpstreamError::Io { path: cached.clone(), source })?;
+    atomic_file::write(&cached, &bytes, PUBLIC).map_err(|source| UpstreamError::Io {
+        path: cached.clone(),
+        source,
+    })?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -378,10 +378,27 @@ fn kubeconfig_env_with_several_files_is_merged() {
     let server = b.server_url();
     let out = support::meshctl_in(
         dir.path(),
-        &["remote-secret", "--context", "second", "--name", "cluster2", "--server", &server],
+        &[
+            "remote-secret",
+            "--context",
+            "second",
+            "--name",
+            "cluster2",
+            "--server",
+            &server,
+        ],
         &[("KUBECONFIG", &list)],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(support::stdout(&out).contains("istio-remote-secret-cluster2"));
-    assert!(b.get("", "serviceaccounts", "istio-system", "istio-reader-service-account").is_some(), "the context of the second file was used");
+    assert!(
+        b.get(
+            "",
+            "serviceaccounts",
+            "istio-system",
+            "istio-reader-service-account"
+        )
+        .is_some(),
+        "the context of the second file was used"
+    );
 }

@@ -229,17 +229,13 @@ fn bad_input_is_refused_with_the_field_named_and_nothing_written() {
 
 #[test]
 fn unimplemented_commands_say_so_and_exit_4() {
-    for args in [
-        &["down"][..],
-        &["status"],
-        &["verify"],
-        &["doctor"],
-        &["up", "--clusters", "1"],
-    ] {
-        let r = meshctl(args);
-        assert_eq!(r.status.code(), Some(4), "{args:?}");
-        assert!(stderr(&r).contains("is not implemented yet"), "{}", stderr(&r));
-    }
+    let r = meshctl(&["verify"]);
+    assert_eq!(r.status.code(), Some(4));
+    assert!(
+        stderr(&r).contains("`meshctl verify` is not implemented yet"),
+        "{}",
+        stderr(&r)
+    );
 }
 
 #[test]

@@ -3,101 +3,63 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Output;
 use std::sync::Arc;
 
 use serde_json::Value;
 use support::fake_api::FakeCluster;
 use support::fake_api::controllers::ControllerOptions;
 use support::fake_tools::{FakeToolOptions, FakeTools};
+use support::lab::Lab;
 use support::{meshctl_in, stderr};
-
-/// The MetalLB manifest: the real v0.16.1 one from ../shared when it is there, else a small stand-in
-/// with the objects meshctl waits on.
-fn metallb_manifest() -> String {
-    if let Some(dir) = support::schema::upstream_dir() {
-        return std::fs::read_to_string(dir.join("metallb/v0.16.1/metallb-native.yaml")).unwrap();
-    }
-    let crd = |kind: &str, plural: &str| format!(
-        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: {plural}.metallb.io}}\nspec: {{group: metallb.io, scope: Namespaced, names: {{kind: {kind}, plural: {plural}, singular: {}}}, versions: [{{name: v1beta1, served: true, storage: true, schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}}}]}}\n---\n",
-        kind.to_lowercase());
-    format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: metallb-system}}\n---\n{}{}\
-apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: controller, namespace: metallb-system}}\nspec: {{selector: {{matchLabels: {{app: metallb}}}}, template: {{metadata: {{labels: {{app: metallb}}}}, spec: {{containers: [{{name: controller, image: quay.io/metallb/controller:v0.16.1}}]}}}}}}\n---\n\
-apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: speaker, namespace: metallb-system}}\nspec: {{selector: {{matchLabels: {{app: metallb}}}}, template: {{metadata: {{labels: {{app: metallb}}}}, spec: {{containers: [{{name: speaker, image: quay.io/metallb/speaker:v0.16.1}}]}}}}}}\n---\n\
-apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: metallb-webhook-configuration}}\nwebhooks: [{{name: ipaddresspoolvalidationwebhook.metallb.io, clientConfig: {{service: {{namespace: metallb-system, name: metallb-webhook-service}}}}, sideEffects: None, admissionReviewVersions: [v1]}}]\n",
-        crd("IPAddressPool", "ipaddresspools"), crd("L2Advertisement", "l2advertisements"))
-}
-
-struct Lab {
-    clusters: Vec<Arc<FakeCluster>>,
-    tools: FakeTools,
-    work: tempfile::TempDir,
-}
-
-impl Lab {
-    fn new(n: usize, options: FakeToolOptions) -> Lab {
-        let clusters: Vec<Arc<FakeCluster>> = (1..=n)
-            .map(|i| {
-                let c = Arc::new(FakeCluster::start(&format!("cluster{i}")));
-                c.start_controllers(ControllerOptions::default());
-                c
-            })
-            .collect();
-        let tools = FakeTools::new(&clusters, options);
-        let work = tempfile::tempdir().unwrap();
-        std::fs::write(work.path().join("metallb-native.yaml"), metallb_manifest()).unwrap();
-        Lab { clusters, tools, work }
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.work.path().join("kubeconfig")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let kc = self.kubeconfig();
-        let state = self.work.path().join("state");
-        let manifest = self.work.path().join("metallb-native.yaml");
-        let mut all = vec!["--kubeconfig", kc.to_str().unwrap(), "--workdir", state.to_str().unwrap()];
-        all.extend_from_slice(args);
-        let up = args.first() == Some(&"up");
-        if up {
-            all.extend_from_slice(&["--key-type", "ecdsa-p256", "--timeout", "20s", "--metallb-manifest", manifest.to_str().unwrap()]);
-        }
-        let path = self.tools.path_env();
-        let cache = self.work.path().join("cache");
-        meshctl_in(self.work.path(), &all, &[("PATH", &path), ("XDG_CACHE_HOME", cache.to_str().unwrap()), ("CI", "true")])
-    }
-
-    fn state(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.work.path().join("state/mesh1/state.json")).unwrap()).unwrap()
-    }
-
-    fn writes(&self) -> usize {
-        self.clusters.iter().map(|c| c.requests().iter().filter(|r| !r.starts_with("GET")).count()).sum()
-    }
-}
 
 fn assert_mesh(lab: &Lab) {
     let n = lab.clusters.len();
     for (i, c) in lab.clusters.iter().enumerate() {
         let name = format!("cluster{}", i + 1);
         // metallb: the pool of this cluster, from the real (fake) docker network, and the L2 advertisement.
-        let pool = c.get("metallb.io", "ipaddresspools", "metallb-system", "meshctl-pool").expect("pool");
-        assert_eq!(pool["spec"]["addresses"][0], format!("172.18.{}.1-172.18.{}.254", 255 - i, 255 - i));
-        assert!(c.get("metallb.io", "l2advertisements", "metallb-system", "meshctl-l2").is_some());
+        let pool = c
+            .get("metallb.io", "ipaddresspools", "metallb-system", "meshctl-pool")
+            .expect("pool");
+        assert_eq!(
+            pool["spec"]["addresses"][0],
+            format!("172.18.{}.1-172.18.{}.254", 255 - i, 255 - i)
+        );
+        assert!(
+            c.get("metallb.io", "l2advertisements", "metallb-system", "meshctl-l2")
+                .is_some()
+        );
         // certs: network label, node locality, cacerts before istiod.
         let ns = c.get("", "namespaces", "", "istio-system").unwrap();
-        assert_eq!(ns["metadata"]["labels"]["topology.istio.io/network"], format!("network{}", i + 1));
+        assert_eq!(
+            ns["metadata"]["labels"]["topology.istio.io/network"],
+            format!("network{}", i + 1)
+        );
         let node = c.get("", "nodes", "", &format!("{name}-control-plane")).unwrap();
-        assert_eq!(node["metadata"]["labels"]["topology.kubernetes.io/region"], format!("region{}", i + 1));
-        assert_eq!(node["metadata"]["labels"]["topology.kubernetes.io/zone"], format!("zone{}", i + 1));
+        assert_eq!(
+            node["metadata"]["labels"]["topology.kubernetes.io/region"],
+            format!("region{}", i + 1)
+        );
+        assert_eq!(
+            node["metadata"]["labels"]["topology.kubernetes.io/zone"],
+            format!("zone{}", i + 1)
+        );
         let cacerts = c.get("", "secrets", "istio-system", "cacerts").unwrap();
         let keys: Vec<&String> = cacerts["data"].as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]);
-        let cacerts_rv: u64 = cacerts["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            keys,
+            ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]
+        );
+        let cacerts_rv: u64 = cacerts["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         let istiod = c.get("apps", "deployments", "istio-system", "istiod").unwrap();
-        let istiod_rv: u64 = istiod["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        let istiod_rv: u64 = istiod["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(cacerts_rv < istiod_rv, "cacerts exists before istiod starts");
         // istio: what istioctl was given.
         let mesh_cfg = c.get("", "configmaps", "istio-system", "istio").unwrap();
@@ -105,21 +67,43 @@ fn assert_mesh(lab: &Lab) {
         assert_eq!(mesh_cfg["data"]["clusterName"], name.as_str());
         assert_eq!(mesh_cfg["data"]["network"], format!("network{}", i + 1));
         // eastwest: LoadBalancer IP from this cluster's pool.
-        let gw = c.get("", "services", "istio-system", "istio-eastwestgateway").unwrap();
-        assert_eq!(gw["status"]["loadBalancer"]["ingress"][0]["ip"], format!("172.18.{}.1", 255 - i));
-        assert_eq!(gw["metadata"]["labels"]["topology.istio.io/network"], format!("network{}", i + 1));
+        let gw = c
+            .get("", "services", "istio-system", "istio-eastwestgateway")
+            .unwrap();
+        assert_eq!(
+            gw["status"]["loadBalancer"]["ingress"][0]["ip"],
+            format!("172.18.{}.1", 255 - i)
+        );
+        assert_eq!(
+            gw["metadata"]["labels"]["topology.istio.io/network"],
+            format!("network{}", i + 1)
+        );
         // expose.
-        let xgw = c.get("networking.istio.io", "gateways", "istio-system", "cross-network-gateway").unwrap();
+        let xgw = c
+            .get(
+                "networking.istio.io",
+                "gateways",
+                "istio-system",
+                "cross-network-gateway",
+            )
+            .unwrap();
         assert_eq!(xgw["spec"]["servers"][0]["tls"]["mode"], "AUTO_PASSTHROUGH");
         // remote secrets: one per other cluster, pointing at its address on the docker network.
-        let remote: Vec<Value> = c.list("", "secrets").into_iter().filter(|s| s["metadata"]["labels"]["istio/multiCluster"] == "true").collect();
+        let remote: Vec<Value> = c
+            .list("", "secrets")
+            .into_iter()
+            .filter(|s| s["metadata"]["labels"]["istio/multiCluster"] == "true")
+            .collect();
         assert_eq!(remote.len(), n - 1, "{name}");
         for s in remote {
             let key = s["data"].as_object().unwrap().keys().next().unwrap().clone();
             assert_ne!(key, name);
             let j: usize = key.trim_start_matches("cluster").parse().unwrap();
             let kubeconfig = String::from_utf8(base64_decode(s["data"][&key].as_str().unwrap())).unwrap();
-            assert!(kubeconfig.contains(&format!("server: https://172.18.0.{}:6443", j + 1)), "{kubeconfig}");
+            assert!(
+                kubeconfig.contains(&format!("server: https://172.18.0.{}:6443", j + 1)),
+                "{kubeconfig}"
+            );
         }
     }
 }
@@ -150,19 +134,38 @@ fn up_two_clusters_builds_the_mesh_with_the_exact_tool_calls_and_a_second_up_cha
         "istioctl install -y --context cluster1 -f cluster1/04-istio/control-plane.yaml --readiness-timeout 20s",
         "istioctl install -y --context cluster2 -f cluster2/05-eastwest/eastwest-gateway.yaml --readiness-timeout 20s",
     ] {
-        assert!(calls.iter().any(|c| c == expected), "missing `{expected}` in:\n{}", calls.join("\n"));
+        assert!(
+            calls.iter().any(|c| c == expected),
+            "missing `{expected}` in:\n{}",
+            calls.join("\n")
+        );
     }
     let created = std::fs::read_to_string(lab.tools.dir.path().join("created-config-cluster2.yaml")).unwrap();
-    assert!(created.contains("podSubnet: \"10.20.0.0/16\"") && created.contains("topology.kubernetes.io/zone: \"zone2\""));
+    assert!(
+        created.contains("podSubnet: \"10.20.0.0/16\"")
+            && created.contains("topology.kubernetes.io/zone: \"zone2\"")
+    );
     // The kind contexts were imported under the cluster names.
     let kc = std::fs::read_to_string(lab.kubeconfig()).unwrap();
-    assert!(kc.contains("name: cluster1") && kc.contains("name: cluster2") && !kc.contains("kind-cluster1"), "{kc}");
+    assert!(
+        kc.contains("name: cluster1") && kc.contains("name: cluster2") && !kc.contains("kind-cluster1"),
+        "{kc}"
+    );
     let state = lab.state();
-    assert_eq!(state["createdKindClusters"], serde_json::json!(["cluster1", "cluster2"]));
-    assert_eq!(state["clusters"]["cluster2"]["apiEndpoint"], "https://172.18.0.3:6443");
+    assert_eq!(
+        state["createdKindClusters"],
+        serde_json::json!(["cluster1", "cluster2"])
+    );
+    assert_eq!(
+        state["clusters"]["cluster2"]["apiEndpoint"],
+        "https://172.18.0.3:6443"
+    );
     assert_eq!(state["clusters"]["cluster1"]["eastwestIp"], "172.18.255.1");
     let text = stderr(&out);
-    assert!(text.contains("EAST-WEST IP") && text.contains("172.18.254.1") && text.contains("meshctl verify"), "{text}");
+    assert!(
+        text.contains("EAST-WEST IP") && text.contains("172.18.254.1") && text.contains("meshctl verify"),
+        "{text}"
+    );
 
     // Second run: nothing is created, installed or written.
     let calls_before = lab.tools.calls().len();
@@ -171,7 +174,10 @@ fn up_two_clusters_builds_the_mesh_with_the_exact_tool_calls_and_a_second_up_cha
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stderr(&again).contains("nothing to change"), "{}", stderr(&again));
     let new_calls: Vec<String> = lab.tools.calls()[calls_before..].to_vec();
-    assert!(new_calls.iter().all(|c| c == "docker network inspect kind"), "only a read: {new_calls:?}");
+    assert!(
+        new_calls.iter().all(|c| c == "docker network inspect kind"),
+        "only a read: {new_calls:?}"
+    );
     assert_eq!(lab.writes(), writes_before, "no API writes on a finished mesh");
 }
 
@@ -181,10 +187,16 @@ fn up_three_clusters_makes_six_remote_secrets_and_json_events() {
     let out = lab.run(&["up", "--clusters", "3", "-o", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_mesh(&lab);
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let finished = events.iter().filter(|e| e["event"] == "phase-finished").count();
     assert_eq!(finished, 7 * 3, "every phase in every cluster");
-    let summary = events.iter().find(|e| e["event"] == "summary").expect("a summary event");
+    let summary = events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("a summary event");
     assert_eq!(summary["clusters"][2]["remoteSecrets"], "2/2");
     assert_eq!(summary["clusters"][2]["eastwestIP"], "172.18.253.1");
 }
@@ -196,12 +208,24 @@ fn a_failing_cluster_is_named_the_others_finish_and_up_resumes() {
     let out = lab.run(&["up", "--clusters", "2"]);
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);
-    assert!(text.contains("phase istio failed in 1 of 2 cluster(s)") && text.contains("cluster `cluster2`"), "{text}");
-    assert!(text.contains("istioctl install -y --context cluster2") && text.contains("connection refused"), "the tool's command and stderr: {text}");
+    assert!(
+        text.contains("phase istio failed in 1 of 2 cluster(s)") && text.contains("cluster `cluster2`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("istioctl install -y --context cluster2") && text.contains("connection refused"),
+        "the tool's command and stderr: {text}"
+    );
     let state = lab.state();
-    assert!(state["clusters"]["cluster1"]["done"]["istio"].is_string(), "cluster1 finished its istio phase");
+    assert!(
+        state["clusters"]["cluster1"]["done"]["istio"].is_string(),
+        "cluster1 finished its istio phase"
+    );
     assert!(state["clusters"]["cluster2"]["done"]["istio"].is_null());
-    assert!(state["clusters"]["cluster1"]["done"]["eastwest"].is_null(), "no phase runs after a failed one");
+    assert!(
+        state["clusters"]["cluster1"]["done"]["eastwest"].is_null(),
+        "no phase runs after a failed one"
+    );
 
     lab.tools.fail("istioctl", "cluster2", false);
     let calls_before = lab.tools.calls().len();
@@ -209,9 +233,21 @@ fn a_failing_cluster_is_named_the_others_finish_and_up_resumes() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert_mesh(&lab);
     let new_calls = lab.tools.calls()[calls_before..].to_vec();
-    assert!(!new_calls.iter().any(|c| c.starts_with("kind create")), "clusters are not created again: {new_calls:?}");
-    assert!(!new_calls.iter().any(|c| c.contains("--context cluster1 -f cluster1/04-istio")), "cluster1's istio is not reinstalled");
-    assert!(new_calls.iter().any(|c| c.contains("--context cluster2 -f cluster2/04-istio")));
+    assert!(
+        !new_calls.iter().any(|c| c.starts_with("kind create")),
+        "clusters are not created again: {new_calls:?}"
+    );
+    assert!(
+        !new_calls
+            .iter()
+            .any(|c| c.contains("--context cluster1 -f cluster1/04-istio")),
+        "cluster1's istio is not reinstalled"
+    );
+    assert!(
+        new_calls
+            .iter()
+            .any(|c| c.contains("--context cluster2 -f cluster2/04-istio"))
+    );
 }
 
 #[test]
@@ -227,46 +263,120 @@ fn an_existing_kind_cluster_is_reused_and_never_recorded_as_created() {
 
 #[test]
 fn istioctl_of_another_minor_version_is_refused_unless_allowed() {
-    let lab = Lab::new(1, FakeToolOptions { istioctl_version: "1.29.0".into(), ..Default::default() });
+    let lab = Lab::new(
+        1,
+        FakeToolOptions {
+            istioctl_version: "1.29.0".into(),
+            ..Default::default()
+        },
+    );
     let out = lab.run(&["up", "--clusters", "1"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("istioctl 1.29.0 does not match") && stderr(&out).contains("--allow-version-skew"), "{}", stderr(&out));
-    assert!(!lab.tools.calls().iter().any(|c| c.starts_with("istioctl install")));
+    assert!(
+        stderr(&out).contains("istioctl 1.29.0 does not match")
+            && stderr(&out).contains("--allow-version-skew"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !lab.tools
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("istioctl install"))
+    );
     let out = lab.run(&["up", "--clusters", "1", "--allow-version-skew"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]
 fn existing_contexts_skip_clusters_and_metallb() {
-    let clusters: Vec<Arc<FakeCluster>> = ["east", "west"].iter().enumerate().map(|(i, n)| {
-        let c = Arc::new(FakeCluster::start(n));
-        c.start_controllers(ControllerOptions { external_lb: Some(format!("10.99.{i}.10").parse().unwrap()) });
-        c
-    }).collect();
+    let clusters: Vec<Arc<FakeCluster>> = ["east", "west"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let c = Arc::new(FakeCluster::start(n));
+            c.start_controllers(ControllerOptions {
+                external_lb: Some(format!("10.99.{i}.10").parse().unwrap()),
+            });
+            c
+        })
+        .collect();
     let tools = FakeTools::new(&clusters, FakeToolOptions::default());
     let work = tempfile::tempdir().unwrap();
     let kc = work.path().join("kubeconfig");
-    std::fs::write(&kc, support::fake_api::kubeconfig(&clusters.iter().map(|c| c.as_ref()).collect::<Vec<_>>())).unwrap();
+    std::fs::write(
+        &kc,
+        support::fake_api::kubeconfig(&clusters.iter().map(|c| c.as_ref()).collect::<Vec<_>>()),
+    )
+    .unwrap();
     let state = work.path().join("state");
-    let out = meshctl_in(work.path(), &[
-        "--kubeconfig", kc.to_str().unwrap(), "--workdir", state.to_str().unwrap(),
-        "up", "--contexts", "east,west", "--key-type", "ecdsa-p256", "--timeout", "20s", "--skip", "remote-secrets",
-    ], &[("PATH", &tools.path_env()), ("CI", "true")]);
+    let out = meshctl_in(
+        work.path(),
+        &[
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--workdir",
+            state.to_str().unwrap(),
+            "up",
+            "--contexts",
+            "east,west",
+            "--key-type",
+            "ecdsa-p256",
+            "--timeout",
+            "20s",
+            "--skip",
+            "remote-secrets",
+        ],
+        &[("PATH", &tools.path_env()), ("CI", "true")],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let calls = tools.calls();
-    assert!(!calls.iter().any(|c| c.starts_with("kind") || c.starts_with("docker")), "{calls:?}");
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("kind") || c.starts_with("docker")),
+        "{calls:?}"
+    );
     assert!(calls.iter().any(|c| c == "istioctl install -y --context west -f cluster2/04-istio/control-plane.yaml --readiness-timeout 20s"), "{calls:?}");
     for (i, c) in clusters.iter().enumerate() {
-        assert!(c.get("metallb.io", "ipaddresspools", "metallb-system", "meshctl-pool").is_none(), "no MetalLB on existing clusters");
-        let gw = c.get("", "services", "istio-system", "istio-eastwestgateway").unwrap();
-        assert_eq!(gw["status"]["loadBalancer"]["ingress"][0]["ip"], format!("10.99.{i}.10"));
+        assert!(
+            c.get("metallb.io", "ipaddresspools", "metallb-system", "meshctl-pool")
+                .is_none(),
+            "no MetalLB on existing clusters"
+        );
+        let gw = c
+            .get("", "services", "istio-system", "istio-eastwestgateway")
+            .unwrap();
+        assert_eq!(
+            gw["status"]["loadBalancer"]["ingress"][0]["ip"],
+            format!("10.99.{i}.10")
+        );
     }
     // Remote secrets for existing clusters need an address other clusters reach; the kubeconfig's is
     // a loopback address here, so that phase is refused with the address to use.
-    let out = meshctl_in(work.path(), &[
-        "--kubeconfig", kc.to_str().unwrap(), "--workdir", state.to_str().unwrap(),
-        "up", "--contexts", "east,west", "--key-type", "ecdsa-p256", "--timeout", "20s", "--only", "remote-secrets",
-    ], &[("PATH", &tools.path_env()), ("CI", "true")]);
+    let out = meshctl_in(
+        work.path(),
+        &[
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--workdir",
+            state.to_str().unwrap(),
+            "up",
+            "--contexts",
+            "east,west",
+            "--key-type",
+            "ecdsa-p256",
+            "--timeout",
+            "20s",
+            "--only",
+            "remote-secrets",
+        ],
+        &[("PATH", &tools.path_env()), ("CI", "true")],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("loopback") && stderr(&out).contains("--server"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("loopback") && stderr(&out).contains("--server"),
+        "{}",
+        stderr(&out)
+    );
 }

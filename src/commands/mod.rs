@@ -2,7 +2,10 @@
 //! Nothing below this module sees a clap type.
 
 mod certs;
+mod doctor;
+mod down;
 mod remote_secret;
+mod status;
 mod up;
 
 use std::io::Write;
@@ -60,11 +63,11 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             clap_complete::generate(args.shell, &mut cmd, "meshctl", &mut std::io::stdout());
             Ok(Exit::Success)
         }
-        Command::Down(_) => not_implemented("meshctl down"),
-        Command::Status(_) => not_implemented("meshctl status"),
+        Command::Down(args) => down::run(args, &workdir).await,
+        Command::Status(args) => status::run(args, cli.kubeconfig.as_deref()).await,
         Command::Verify(_) => not_implemented("meshctl verify"),
         Command::RemoteSecret(args) => remote_secret::run(args, cli.kubeconfig.as_deref()).await,
-        Command::Doctor(_) => not_implemented("meshctl doctor"),
+        Command::Doctor(args) => doctor::run(args).await,
     }
 }
 

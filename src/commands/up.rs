@@ -24,19 +24,30 @@ use crate::{dry_run, kubeconfig, upstream};
 
 /// The docker network kind uses (`KIND_EXPERIMENTAL_DOCKER_NETWORK` overrides it, as in kind).
 fn kind_network() -> String {
-    std::env::var("KIND_EXPERIMENTAL_DOCKER_NETWORK").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "kind".into())
+    std::env::var("KIND_EXPERIMENTAL_DOCKER_NETWORK")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "kind".into())
 }
 
 /// MetalLB pools from the real docker network when it exists; else from `--lb-subnet`, marked
 /// provisional (the network appears with the first kind cluster and is read again then).
-async fn plan_pools(runner: &dyn ToolRunner, mesh: &Mesh, lb_subnet: &str, docker: bool) -> Result<(Vec<Pool>, bool)> {
+async fn plan_pools(
+    runner: &dyn ToolRunner,
+    mesh: &Mesh,
+    lb_subnet: &str,
+    docker: bool,
+) -> Result<(Vec<Pool>, bool)> {
     if docker && let Ok(net) = Docker::new(runner).network(&kind_network()).await {
         let subnet = ipam::ipv4_subnet(&net.subnets)?;
         let occupied: Vec<_> = net.containers.iter().map(|(_, ip)| *ip).collect();
-        let pools = ipam::plan_pools(subnet, mesh.clusters.len(), &occupied).context("phase metallb: cannot plan the address pools")?;
+        let pools = ipam::plan_pools(subnet, mesh.clusters.len(), &occupied)
+            .context("phase metallb: cannot plan the address pools")?;
         return Ok((pools, false));
     }
-    let subnet: ipnet::IpNet = lb_subnet.parse().with_context(|| format!("--lb-subnet `{lb_subnet}` is not a CIDR"))?;
+    let subnet: ipnet::IpNet = lb_subnet
+        .parse()
+        .with_context(|| format!("--lb-subnet `{lb_subnet}` is not a CIDR"))?;
     let pools = ipam::plan_pools(ipam::ipv4_subnet(&[subnet])?, mesh.clusters.len(), &[])
         .context("phase metallb: cannot plan the address pools")?;
     Ok((pools, docker))
@@ -50,8 +61,12 @@ fn ensure_cas(mesh: &Mesh, dir: &Path, args: &UpArgs) -> Result<Vec<crate::pki::
         validity: Validity::default(),
         force: false,
     };
-    let outcome = layout::ensure(&request)
-        .with_context(|| format!("phase certs: cannot prepare the certificate authorities in `{}`", dir.display()))?;
+    let outcome = layout::ensure(&request).with_context(|| {
+        format!(
+            "phase certs: cannot prepare the certificate authorities in `{}`",
+            dir.display()
+        )
+    })?;
     Ok(outcome.clusters.into_iter().map(|(ca, _)| ca).collect())
 }
 
@@ -63,48 +78,88 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     let runner: Arc<dyn ToolRunner> = Arc::new(ProcessRunner);
 
     if args.dry_run {
-        let Some(out) = args.out.as_deref() else { bail!("--dry-run needs --out DIR") };
+        let Some(out) = args.out.as_deref() else {
+            bail!("--dry-run needs --out DIR")
+        };
         // Check what can be checked without writing anything first, then create the CAs.
-        let pools = if phases.contains(&Phase::Metallb) { plan_pools(runner.as_ref(), &mesh, &args.lb_subnet, false).await?.0 } else { Vec::new() };
-        let cas = if phases.contains(&Phase::Certs) {
-            ensure_cas(&mesh, &args.certs_dir.clone().unwrap_or_else(|| out.join("certs")), &args)?
+        let pools = if phases.contains(&Phase::Metallb) {
+            plan_pools(runner.as_ref(), &mesh, &args.lb_subnet, false)
+                .await?
+                .0
         } else {
             Vec::new()
         };
-        let plan = plan::build(&PlanInput { mesh: &mesh, phases, pools, cas, timeout_secs: timeout.as_secs() })?;
+        let cas = if phases.contains(&Phase::Certs) {
+            ensure_cas(
+                &mesh,
+                &args.certs_dir.clone().unwrap_or_else(|| out.join("certs")),
+                &args,
+            )?
+        } else {
+            Vec::new()
+        };
+        let plan = plan::build(&PlanInput {
+            mesh: &mesh,
+            phases,
+            pools,
+            cas,
+            timeout_secs: timeout.as_secs(),
+        })?;
         let verify = phases::verify::artifacts(&mesh)?;
-        dry_run::write(out, &plan, &verify).with_context(|| format!("cannot write the plan to `{}`", out.display()))?;
+        dry_run::write(out, &plan, &verify)
+            .with_context(|| format!("cannot write the plan to `{}`", out.display()))?;
         let mut stdout = std::io::stdout().lock();
         match args.output {
             OutputFormat::Json => writeln!(stdout, "{}", serde_json::to_string(&plan)?)?,
             OutputFormat::Text => {
                 write!(stdout, "{}", dry_run::listing(&plan))?;
                 let files = plan.artifacts.len() + verify.len() + 2;
-                writeln!(stdout, "\nplan written to `{}` ({files} files); nothing was changed", out.display())?;
+                writeln!(
+                    stdout,
+                    "\nplan written to `{}` ({files} files); nothing was changed",
+                    out.display()
+                )?;
             }
         }
         return Ok(Exit::Success);
     }
 
-    let format = if args.output == OutputFormat::Json { Format::Json } else { Format::Text };
+    let format = if args.output == OutputFormat::Json {
+        Format::Json
+    } else {
+        Format::Text
+    };
     let reporter = Arc::new(Reporter::new(format));
     let dir = mesh_dir(workdir, &mesh.mesh_id);
     let plan_dir = dir.join("plan");
-    let uses_docker = phases.iter().any(|p| matches!(p, Phase::Clusters | Phase::Metallb));
+    let uses_docker = phases
+        .iter()
+        .any(|p| matches!(p, Phase::Clusters | Phase::Metallb));
     let (pools, mut provisional) = if phases.contains(&Phase::Metallb) {
         plan_pools(runner.as_ref(), &mesh, &args.lb_subnet, uses_docker).await?
     } else {
         (Vec::new(), false)
     };
     let cas = if phases.contains(&Phase::Certs) {
-        ensure_cas(&mesh, &args.certs_dir.clone().unwrap_or_else(|| dir.join("certs")), &args)?
+        ensure_cas(
+            &mesh,
+            &args.certs_dir.clone().unwrap_or_else(|| dir.join("certs")),
+            &args,
+        )?
     } else {
         Vec::new()
     };
-    let mut input = PlanInput { mesh: &mesh, phases, pools, cas, timeout_secs: timeout.as_secs() };
+    let mut input = PlanInput {
+        mesh: &mesh,
+        phases,
+        pools,
+        cas,
+        timeout_secs: timeout.as_secs(),
+    };
     let mut plan = plan::build(&input)?;
     let verify = phases::verify::artifacts(&mesh)?;
-    dry_run::write(&plan_dir, &plan, &verify).with_context(|| format!("cannot write the plan to `{}`", plan_dir.display()))?;
+    dry_run::write(&plan_dir, &plan, &verify)
+        .with_context(|| format!("cannot write the plan to `{}`", plan_dir.display()))?;
 
     let state = StateStore::load(&dir.join("state.json"))?;
     state.update(|s| s.mesh_id = mesh.mesh_id.clone())?;
@@ -158,18 +213,39 @@ fn summary(reporter: &Reporter, mesh: &Mesh, state: &StateStore, plan: &Plan) {
     let mut json_rows = Vec::new();
     for c in &mesh.clusters {
         let cs = snapshot.clusters.get(&c.name).cloned().unwrap_or_default();
-        let istiod = if cs.done.contains_key("istio") { "ready" } else { "-" };
-        let secrets = if cs.done.contains_key("remote-secrets") { format!("{}/{}", n - 1, n - 1) } else { "-".into() };
+        let istiod = if cs.done.contains_key("istio") {
+            "ready"
+        } else {
+            "-"
+        };
+        let secrets = if cs.done.contains_key("remote-secrets") {
+            format!("{}/{}", n - 1, n - 1)
+        } else {
+            "-".into()
+        };
         let ip = cs.eastwest_ip.clone().unwrap_or_else(|| "-".into());
-        json_rows.push(serde_json::json!({"cluster": c.name, "network": c.network, "eastwestIP": cs.eastwest_ip,
-            "istiod": istiod, "remoteSecrets": secrets, "apiEndpoint": cs.api_endpoint}));
-        rows.push(vec![c.name.clone(), c.network.clone(), ip, istiod.to_string(), secrets]);
+        json_rows.push(
+            serde_json::json!({"cluster": c.name, "network": c.network, "eastwestIP": cs.eastwest_ip,
+            "istiod": istiod, "remoteSecrets": secrets, "apiEndpoint": cs.api_endpoint}),
+        );
+        rows.push(vec![
+            c.name.clone(),
+            c.network.clone(),
+            ip,
+            istiod.to_string(),
+            secrets,
+        ]);
     }
-    reporter.table(&["CLUSTER", "NETWORK", "EAST-WEST IP", "ISTIOD", "REMOTE SECRETS"], &rows);
+    reporter.table(
+        &["CLUSTER", "NETWORK", "EAST-WEST IP", "ISTIOD", "REMOTE SECRETS"],
+        &rows,
+    );
     let phases: Vec<&str> = plan.phases.iter().map(|p| p.phase.name()).collect();
-    reporter.event("summary", serde_json::json!({"meshID": mesh.mesh_id, "phases": phases, "clusters": json_rows}));
+    reporter.event(
+        "summary",
+        serde_json::json!({"meshID": mesh.mesh_id, "phases": phases, "clusters": json_rows}),
+    );
     if plan.phases.iter().any(|p| p.phase == Phase::RemoteSecrets) {
         reporter.note("next", "meshctl verify   (calls across every pair of clusters)");
     }
 }
-

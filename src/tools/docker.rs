@@ -22,7 +22,12 @@ pub fn parse_network_inspect(json: &str) -> Result<DockerNetwork, String> {
     let net = doc.get(0).ok_or("no network in the output")?;
     let subnets = net["IPAM"]["Config"]
         .as_array()
-        .map(|configs| configs.iter().filter_map(|c| c["Subnet"].as_str()?.parse().ok()).collect())
+        .map(|configs| {
+            configs
+                .iter()
+                .filter_map(|c| c["Subnet"].as_str()?.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     let containers = net["Containers"]
         .as_object()
@@ -52,26 +57,47 @@ impl<'a> Docker<'a> {
     /// The daemon's version (fails when no daemon answers).
     pub async fn server_version(&self) -> Result<String, ToolError> {
         let args = ["info", "--format", "{{.ServerVersion}}"].map(String::from);
-        Ok(self.runner.run("docker", &args, &RunOptions::default()).await?.stdout.trim().to_string())
+        Ok(self
+            .runner
+            .run("docker", &args, &RunOptions::default())
+            .await?
+            .stdout
+            .trim()
+            .to_string())
     }
 
     /// `docker network inspect <name>`.
     pub async fn network(&self, name: &str) -> Result<DockerNetwork, ToolError> {
         let args = ["network", "inspect", name].map(String::from);
         let out = self.runner.run("docker", &args, &RunOptions::default()).await?;
-        parse_network_inspect(&out.stdout).map_err(|reason| ToolError::Other { command: format!("docker network inspect {name}"), reason })
+        parse_network_inspect(&out.stdout).map_err(|reason| ToolError::Other {
+            command: format!("docker network inspect {name}"),
+            reason,
+        })
     }
 
     /// The IPv4 address of `container` on `network`.
     pub async fn container_ip(&self, container: &str, network: &str) -> Result<Ipv4Addr, ToolError> {
-        let args = ["inspect", "--format", "{{json .NetworkSettings.Networks}}", container].map(String::from);
+        let args = [
+            "inspect",
+            "--format",
+            "{{json .NetworkSettings.Networks}}",
+            container,
+        ]
+        .map(String::from);
         let out = self.runner.run("docker", &args, &RunOptions::default()).await?;
         let command = format!("docker inspect {container}");
-        let doc: Value = serde_json::from_str(out.stdout.trim()).map_err(|e| ToolError::Other { command: command.clone(), reason: e.to_string() })?;
+        let doc: Value = serde_json::from_str(out.stdout.trim()).map_err(|e| ToolError::Other {
+            command: command.clone(),
+            reason: e.to_string(),
+        })?;
         doc[network]["IPAddress"]
             .as_str()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ToolError::Other { command, reason: format!("container is not on the `{network}` network") })
+            .ok_or_else(|| ToolError::Other {
+                command,
+                reason: format!("container is not on the `{network}` network"),
+            })
     }
 }
 
@@ -85,7 +111,16 @@ mod tests {
             "Containers":{"abc":{"Name":"cluster1-control-plane","IPv4Address":"172.18.0.2/16","IPv6Address":"fc00:f853:ccd:e793::2/64"}}}]"#;
         let net = parse_network_inspect(json).unwrap();
         assert_eq!(net.subnets.len(), 2);
-        assert_eq!(crate::ipam::ipv4_subnet(&net.subnets).unwrap().to_string(), "172.18.0.0/16");
-        assert_eq!(net.containers, vec![("cluster1-control-plane".to_string(), "172.18.0.2".parse().unwrap())]);
+        assert_eq!(
+            crate::ipam::ipv4_subnet(&net.subnets).unwrap().to_string(),
+            "172.18.0.0/16"
+        );
+        assert_eq!(
+            net.containers,
+            vec![(
+                "cluster1-control-plane".to_string(),
+                "172.18.0.2".parse().unwrap()
+            )]
+        );
     }
 }

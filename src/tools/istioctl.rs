@@ -13,11 +13,16 @@ pub struct Istioctl<'a> {
 
 /// `major.minor.patch` found in istioctl's version output.
 pub fn parse_version(output: &str) -> Option<String> {
-    output.split(|c: char| c.is_whitespace() || c == '"' || c == ',').find_map(|word| {
-        let parts: Vec<&str> = word.split('.').collect();
-        (parts.len() >= 3 && parts[..3].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())))
+    output
+        .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
+        .find_map(|word| {
+            let parts: Vec<&str> = word.split('.').collect();
+            (parts.len() >= 3
+                && parts[..3]
+                    .iter()
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())))
             .then(|| parts[..3].join("."))
-    })
+        })
 }
 
 /// Refuses an istioctl whose minor version is not the pinned one, unless skew is allowed.
@@ -52,8 +57,17 @@ impl<'a> Istioctl<'a> {
     }
 
     /// Runs `istioctl <args>` (the plan's `install ...`) in `cwd`.
-    pub async fn run_planned(&self, planned: &[String], cwd: &Path, timeout: Duration) -> Result<(), ToolError> {
-        let options = RunOptions { cwd: Some(cwd.to_path_buf()), timeout: Some(timeout), ..Default::default() };
+    pub async fn run_planned(
+        &self,
+        planned: &[String],
+        cwd: &Path,
+        timeout: Duration,
+    ) -> Result<(), ToolError> {
+        let options = RunOptions {
+            cwd: Some(cwd.to_path_buf()),
+            timeout: Some(timeout),
+            ..Default::default()
+        };
         self.runner.run("istioctl", planned, &options).await.map(|_| ())
     }
 }
@@ -64,12 +78,18 @@ mod tests {
 
     #[test]
     fn versions_are_found_in_istioctl_output_and_skew_is_refused() {
-        assert_eq!(parse_version("client version: 1.31.1\n").as_deref(), Some("1.31.1"));
+        assert_eq!(
+            parse_version("client version: 1.31.1\n").as_deref(),
+            Some("1.31.1")
+        );
         assert_eq!(parse_version("1.30.5").as_deref(), Some("1.30.5"));
         assert_eq!(parse_version("nothing"), None);
         assert!(check_skew("1.31.0", false).is_ok());
         let err = check_skew("1.30.5", false).unwrap_err();
-        assert!(err.contains("--allow-version-skew") && err.contains("1.31"), "{err}");
+        assert!(
+            err.contains("--allow-version-skew") && err.contains("1.31"),
+            "{err}"
+        );
         assert!(check_skew("1.30.5", true).is_ok());
     }
 }

@@ -22,29 +22,67 @@ impl<'a> Kind<'a> {
 
     /// `kind version`, e.g. `kind v0.32.0 go1.24.2 linux/amd64`.
     pub async fn version(&self) -> Result<String, ToolError> {
-        Ok(self.runner.run("kind", &args(&["version"]), &RunOptions::default()).await?.stdout.trim().to_string())
+        Ok(self
+            .runner
+            .run("kind", &args(&["version"]), &RunOptions::default())
+            .await?
+            .stdout
+            .trim()
+            .to_string())
     }
 
     /// Names of existing kind clusters (kind prints "No kind clusters found." to stderr when none).
     pub async fn clusters(&self) -> Result<Vec<String>, ToolError> {
-        let out = self.runner.run("kind", &args(&["get", "clusters"]), &RunOptions::default()).await?;
-        Ok(out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+        let out = self
+            .runner
+            .run("kind", &args(&["get", "clusters"]), &RunOptions::default())
+            .await?;
+        Ok(out
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
     }
 
     /// Runs `kind <args>` (the plan's `create cluster ...`) in `cwd`.
-    pub async fn run_planned(&self, planned: &[String], cwd: &Path, timeout: Duration) -> Result<(), ToolError> {
-        let options = RunOptions { cwd: Some(cwd.to_path_buf()), timeout: Some(timeout), ..Default::default() };
+    pub async fn run_planned(
+        &self,
+        planned: &[String],
+        cwd: &Path,
+        timeout: Duration,
+    ) -> Result<(), ToolError> {
+        let options = RunOptions {
+            cwd: Some(cwd.to_path_buf()),
+            timeout: Some(timeout),
+            ..Default::default()
+        };
         self.runner.run("kind", planned, &options).await.map(|_| ())
     }
 
     /// The external kubeconfig of cluster `name` (server on the host's port mapping).
     pub async fn kubeconfig(&self, name: &str) -> Result<String, ToolError> {
-        Ok(self.runner.run("kind", &args(&["get", "kubeconfig", "--name", name]), &RunOptions::default()).await?.stdout)
+        Ok(self
+            .runner
+            .run(
+                "kind",
+                &args(&["get", "kubeconfig", "--name", name]),
+                &RunOptions::default(),
+            )
+            .await?
+            .stdout)
     }
 
     /// `kind delete cluster --name <name>`.
     pub async fn delete(&self, name: &str, timeout: Duration) -> Result<(), ToolError> {
-        let options = RunOptions { timeout: Some(timeout), ..Default::default() };
-        self.runner.run("kind", &args(&["delete", "cluster", "--name", name]), &options).await.map(|_| ())
+        let options = RunOptions {
+            timeout: Some(timeout),
+            ..Default::default()
+        };
+        self.runner
+            .run("kind", &args(&["delete", "cluster", "--name", name]), &options)
+            .await
+            .map(|_| ())
     }
 }

@@ -88,7 +88,10 @@ pub struct ProcessRunner;
 /// The install hint for a program meshctl calls.
 pub fn install_hint(program: &str) -> String {
     match program {
-        "kind" => format!("install kind {}: https://kind.sigs.k8s.io/docs/user/quick-start/#installation", versions::KIND_VERSION),
+        "kind" => format!(
+            "install kind {}: https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
+            versions::KIND_VERSION
+        ),
         "istioctl" => format!(
             "install istioctl {}: curl -L https://istio.io/downloadIstio | ISTIO_VERSION={} sh - (then add istio-{}/bin to PATH)",
             versions::ISTIO_VERSION,
@@ -104,16 +107,27 @@ pub fn install_hint(program: &str) -> String {
 /// The last `n` non-empty lines of `text`, indented.
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[async_trait::async_trait]
 impl ToolRunner for ProcessRunner {
     async fn run(&self, program: &str, args: &[String], options: &RunOptions) -> Result<Output, ToolError> {
-        let command = std::iter::once(program.to_string()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" ");
+        let command = std::iter::once(program.to_string())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
-            .stdin(if options.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if options.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -122,24 +136,43 @@ impl ToolRunner for ProcessRunner {
         }
         cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ToolError::NotFound { program: program.into(), hint: install_hint(program) },
-            _ => ToolError::Other { command: command.clone(), reason: e.to_string() },
+            std::io::ErrorKind::NotFound => ToolError::NotFound {
+                program: program.into(),
+                hint: install_hint(program),
+            },
+            _ => ToolError::Other {
+                command: command.clone(),
+                reason: e.to_string(),
+            },
         })?;
         if let (Some(input), Some(mut stdin)) = (&options.stdin, child.stdin.take()) {
-            stdin.write_all(input).await.map_err(|e| ToolError::Other { command: command.clone(), reason: e.to_string() })?;
+            stdin.write_all(input).await.map_err(|e| ToolError::Other {
+                command: command.clone(),
+                reason: e.to_string(),
+            })?;
         }
         let waited = child.wait_with_output();
         let output = match options.timeout {
             Some(limit) => tokio::time::timeout(limit, waited)
                 .await
-                .map_err(|_| ToolError::Timeout { command: command.clone(), after: limit })?,
+                .map_err(|_| ToolError::Timeout {
+                    command: command.clone(),
+                    after: limit,
+                })?,
             None => waited.await,
         }
-        .map_err(|e| ToolError::Other { command: command.clone(), reason: e.to_string() })?;
+        .map_err(|e| ToolError::Other {
+            command: command.clone(),
+            reason: e.to_string(),
+        })?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         if !output.status.success() {
-            return Err(ToolError::Failed { command, code: output.status.code().unwrap_or(-1), stderr_tail: tail(&stderr, 8) });
+            return Err(ToolError::Failed {
+                command,
+                code: output.status.code().unwrap_or(-1),
+                stderr_tail: tail(&stderr, 8),
+            });
         }
         Ok(Output { stdout, stderr })
     }
@@ -151,22 +184,41 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_command_shows_its_exit_code_and_stderr_tail() {
-        let args = vec!["-c".to_string(), "for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i >&2; done; exit 3".into()];
-        let err = ProcessRunner.run("sh", &args, &RunOptions::default()).await.unwrap_err().to_string();
-        assert!(err.contains("exited with 3") && err.contains("line10") && !err.contains("line1\n"), "{err}");
+        let args = vec![
+            "-c".to_string(),
+            "for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i >&2; done; exit 3".into(),
+        ];
+        let err = ProcessRunner
+            .run("sh", &args, &RunOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("exited with 3") && err.contains("line10") && !err.contains("line1\n"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn a_missing_program_gets_an_install_hint() {
-        let err = ProcessRunner.run("istioctl-definitely-missing", &[], &RunOptions::default()).await.unwrap_err();
+        let err = ProcessRunner
+            .run("istioctl-definitely-missing", &[], &RunOptions::default())
+            .await
+            .unwrap_err();
         assert!(matches!(err, ToolError::NotFound { .. }));
         assert!(install_hint("istioctl").contains(versions::ISTIO_VERSION));
     }
 
     #[tokio::test]
     async fn a_slow_command_times_out() {
-        let options = RunOptions { timeout: Some(Duration::from_millis(100)), ..Default::default() };
-        let err = ProcessRunner.run("sleep", &["5".to_string()], &options).await.unwrap_err();
+        let options = RunOptions {
+            timeout: Some(Duration::from_millis(100)),
+            ..Default::default()
+        };
+        let err = ProcessRunner
+            .run("sleep", &["5".to_string()], &options)
+            .await
+            .unwrap_err();
         assert!(matches!(err, ToolError::Timeout { .. }), "{err}");
     }
 }

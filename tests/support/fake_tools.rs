@@ -34,7 +34,11 @@ pub struct FakeToolOptions {
 
 impl Default for FakeToolOptions {
     fn default() -> Self {
-        FakeToolOptions { kind_create_secs: 0.0, istioctl_install_secs: 0.0, istioctl_version: "1.31.1".into() }
+        FakeToolOptions {
+            kind_create_secs: 0.0,
+            istioctl_install_secs: 0.0,
+            istioctl_version: "1.31.1".into(),
+        }
     }
 }
 
@@ -135,16 +139,29 @@ impl FakeTools {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
         std::fs::write(d.join("kind_create_secs"), options.kind_create_secs.to_string()).unwrap();
-        std::fs::write(d.join("istioctl_install_secs"), options.istioctl_install_secs.to_string()).unwrap();
+        std::fs::write(
+            d.join("istioctl_install_secs"),
+            options.istioctl_install_secs.to_string(),
+        )
+        .unwrap();
         std::fs::write(d.join("istioctl_version"), &options.istioctl_version).unwrap();
         std::fs::write(d.join("calls.log"), "").unwrap();
         let mut by_context = HashMap::new();
         for (i, c) in clusters.iter().enumerate() {
-            std::fs::write(d.join("kubeconfig").join(format!("{}.yaml", c.name)), kubeconfig_named(c, &format!("kind-{}", c.name))).unwrap();
+            std::fs::write(
+                d.join("kubeconfig").join(format!("{}.yaml", c.name)),
+                kubeconfig_named(c, &format!("kind-{}", c.name)),
+            )
+            .unwrap();
             std::fs::write(d.join("ips").join(&c.name), format!("172.18.0.{}", i + 2)).unwrap();
             by_context.insert(c.name.clone(), c.clone());
         }
-        for (name, body) in [("kind", KIND), ("docker", DOCKER), ("istioctl", ISTIOCTL), ("curl", CURL)] {
+        for (name, body) in [
+            ("kind", KIND),
+            ("docker", DOCKER),
+            ("istioctl", ISTIOCTL),
+            ("curl", CURL),
+        ] {
             let path = d.join("bin").join(name);
             std::fs::write(&path, body.replace("__DIR__", &d.to_string_lossy())).unwrap();
             use std::os::unix::fs::PermissionsExt;
@@ -156,7 +173,11 @@ impl FakeTools {
         std::thread::spawn(move || {
             while !flag.load(Ordering::SeqCst) {
                 let mut requests: Vec<PathBuf> = std::fs::read_dir(&spool)
-                    .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "req")).collect())
+                    .map(|rd| {
+                        rd.filter_map(|e| e.ok().map(|e| e.path()))
+                            .filter(|p| p.extension().is_some_and(|x| x == "req"))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 requests.sort();
                 for req in requests {
@@ -172,18 +193,30 @@ impl FakeTools {
 
     /// `PATH` with the fakes first.
     pub fn path_env(&self) -> String {
-        format!("{}:{}", self.dir.path().join("bin").display(), std::env::var("PATH").unwrap_or_default())
+        format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
     }
 
     /// Every recorded invocation, one line each (`tool arg arg ...`).
     pub fn calls(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("calls.log")).unwrap().lines().map(String::from).collect()
+        std::fs::read_to_string(self.dir.path().join("calls.log"))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
     }
 
     /// Makes `tool` (`kind` or `istioctl`) fail for cluster (kind) or context (istioctl) `name`.
     pub fn fail(&self, tool: &str, name: &str, on: bool) {
         let path = self.dir.path().join("fail").join(format!("{tool}-{name}"));
-        if on { std::fs::write(path, "").unwrap() } else { let _ = std::fs::remove_file(path); }
+        if on {
+            std::fs::write(path, "").unwrap()
+        } else {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// What the fake curl downloads.
@@ -211,7 +244,9 @@ impl Drop for FakeTools {
 fn apply(cluster: &FakeCluster, group: &str, plural: &str, ns: &str, obj: Value) {
     let name = obj["metadata"]["name"].as_str().unwrap().to_string();
     cluster.with_store(|s| {
-        let r = s.resource(group, plural).unwrap_or_else(|| panic!("fake istioctl: no {group}/{plural}"));
+        let r = s
+            .resource(group, plural)
+            .unwrap_or_else(|| panic!("fake istioctl: no {group}/{plural}"));
         s.apply(&r, ns, &name, obj, "istioctl", false).unwrap();
     });
 }
@@ -226,17 +261,29 @@ fn istio_crd(kind: &str, plural: &str) -> Value {
 }
 
 /// What `istioctl install -f <IstioOperator>` creates, in the cluster of `--context`.
-fn handle_install(req: &Path, clusters: &HashMap<String, Arc<FakeCluster>>, fail_dir: &Path) -> (i32, String) {
+fn handle_install(
+    req: &Path,
+    clusters: &HashMap<String, Arc<FakeCluster>>,
+    fail_dir: &Path,
+) -> (i32, String) {
     let text = std::fs::read_to_string(req).unwrap();
     let mut lines = text.lines();
     let cwd = PathBuf::from(lines.next().unwrap_or_default());
     let args: Vec<&str> = lines.collect();
-    let value_of = |flag: &str| args.iter().position(|a| *a == flag).and_then(|i| args.get(i + 1)).map(|s| s.to_string());
+    let value_of = |flag: &str| {
+        args.iter()
+            .position(|a| *a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(|s| s.to_string())
+    };
     let (Some(context), Some(file)) = (value_of("--context"), value_of("-f")) else {
         return (1, "Error: fake istioctl needs --context and -f".into());
     };
     if !args.contains(&"-y") {
-        return (1, "Proceed? (y/N) Error: no answer (stdin is not a terminal)".into());
+        return (
+            1,
+            "Proceed? (y/N) Error: no answer (stdin is not a terminal)".into(),
+        );
     }
     let Some(cluster) = clusters.get(&context) else {
         return (1, format!("Error: context \"{context}\" does not exist"));
@@ -250,40 +297,100 @@ fn handle_install(req: &Path, clusters: &HashMap<String, Arc<FakeCluster>>, fail
     let iop: Value = serde_saphyr::from_str(&iop_text).unwrap();
     let ns = "istio-system";
     if cluster.get("", "namespaces", "", ns).is_none() {
-        apply(cluster, "", "namespaces", "", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        apply(
+            cluster,
+            "",
+            "namespaces",
+            "",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        );
     }
     match iop["metadata"]["name"].as_str() {
         Some("control-plane") => {
             let global = &iop["spec"]["values"]["global"];
-            for (kind, plural) in [("Gateway", "gateways"), ("DestinationRule", "destinationrules"), ("VirtualService", "virtualservices")] {
-                apply(cluster, "apiextensions.k8s.io", "customresourcedefinitions", "", istio_crd(kind, plural));
+            for (kind, plural) in [
+                ("Gateway", "gateways"),
+                ("DestinationRule", "destinationrules"),
+                ("VirtualService", "virtualservices"),
+            ] {
+                apply(
+                    cluster,
+                    "apiextensions.k8s.io",
+                    "customresourcedefinitions",
+                    "",
+                    istio_crd(kind, plural),
+                );
             }
-            apply(cluster, "", "configmaps", ns, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio"},
-                "data": {"meshID": global["meshID"], "clusterName": global["multiCluster"]["clusterName"], "network": global["network"]}}));
-            apply(cluster, "apps", "deployments", ns, json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            apply(
+                cluster,
+                "",
+                "configmaps",
+                ns,
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio"},
+                "data": {"meshID": global["meshID"], "clusterName": global["multiCluster"]["clusterName"], "network": global["network"]}}),
+            );
+            apply(
+                cluster,
+                "apps",
+                "deployments",
+                ns,
+                json!({"apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": {"name": "istiod", "labels": {"app": "istiod", "istio": "pilot"}},
                 "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": {"app": "istiod"}}, "spec": {"containers": [{"name": "discovery",
-                    "env": [{"name": "CLUSTER_ID", "value": global["multiCluster"]["clusterName"]}]}]}}}}));
-            apply(cluster, "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", json!({
+                    "env": [{"name": "CLUSTER_ID", "value": global["multiCluster"]["clusterName"]}]}]}}}}),
+            );
+            apply(
+                cluster,
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+                "",
+                json!({
                 "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": {"name": "istio-sidecar-injector"},
                 "webhooks": [{"name": "namespace.sidecar-injector.istio.io", "clientConfig": {"caBundle": "SVNUSU8tQ0E=", "service": {"namespace": ns, "name": "istiod"}},
-                    "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}));
-            apply(cluster, "", "serviceaccounts", ns, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istio-reader-service-account"}}));
+                    "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}),
+            );
+            apply(
+                cluster,
+                "",
+                "serviceaccounts",
+                ns,
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istio-reader-service-account"}}),
+            );
         }
         Some("eastwest") => {
             let gw = &iop["spec"]["components"]["ingressGateways"][0];
             let labels = gw["label"].clone();
-            let ports: Vec<Value> = gw["k8s"]["service"]["ports"].as_array().cloned().unwrap_or_default();
-            apply(cluster, "apps", "deployments", ns, json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            let ports: Vec<Value> = gw["k8s"]["service"]["ports"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            apply(
+                cluster,
+                "apps",
+                "deployments",
+                ns,
+                json!({"apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": {"name": gw["name"], "labels": labels},
                 "spec": {"selector": {"matchLabels": {"istio": "eastwestgateway"}}, "template": {"metadata": {"labels": labels,
                     "annotations": {"inject.istio.io/templates": iop["spec"]["values"]["gateways"]["istio-ingressgateway"]["injectionTemplate"]}},
-                    "spec": {"containers": [{"name": "istio-proxy", "image": "auto", "env": gw["k8s"]["env"]}]}}}}));
-            apply(cluster, "", "services", ns, json!({"apiVersion": "v1", "kind": "Service",
+                    "spec": {"containers": [{"name": "istio-proxy", "image": "auto", "env": gw["k8s"]["env"]}]}}}}),
+            );
+            apply(
+                cluster,
+                "",
+                "services",
+                ns,
+                json!({"apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": gw["name"], "labels": labels},
-                "spec": {"type": "LoadBalancer", "selector": {"istio": "eastwestgateway"}, "ports": ports}}));
+                "spec": {"type": "LoadBalancer", "selector": {"istio": "eastwestgateway"}, "ports": ports}}),
+            );
         }
-        other => return (1, format!("Error: fake istioctl does not know IstioOperator {other:?}")),
+        other => {
+            return (
+                1,
+                format!("Error: fake istioctl does not know IstioOperator {other:?}"),
+            );
+        }
     }
     (0, "✔ Installation complete".into())
 }

@@ -43,5 +43,6 @@ pub fn ok(out: Output) -> String {
     stdout(&out)
 }
 pub mod fake_api;
-pub mod schema;
 pub mod fake_tools;
+pub mod lab;
+pub mod schema;

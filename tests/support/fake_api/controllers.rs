@@ -30,32 +30,78 @@ fn pool_range(s: &Store) -> Option<(u32, u32)> {
     let pool = s.list(&r, Some("metallb-system")).into_iter().next()?;
     let range = pool["spec"]["addresses"][0].as_str()?.to_string();
     let (a, b) = range.split_once('-')?;
-    Some((u32::from(a.trim().parse::<Ipv4Addr>().ok()?), u32::from(b.trim().parse::<Ipv4Addr>().ok()?)))
+    Some((
+        u32::from(a.trim().parse::<Ipv4Addr>().ok()?),
+        u32::from(b.trim().parse::<Ipv4Addr>().ok()?),
+    ))
 }
 
 /// One pass over the store: bring every object the controllers own to its ready state.
 fn reconcile(s: &mut Store, options: &ControllerOptions) {
-    let deployments = s.resource("apps", "deployments").map(|r| s.list(&r, None)).unwrap_or_default();
+    let deployments = s
+        .resource("apps", "deployments")
+        .map(|r| s.list(&r, None))
+        .unwrap_or_default();
     for d in deployments {
-        let available = d["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Available" && c["status"] == "True"));
+        let available = d["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Available" && c["status"] == "True")
+        });
         if !available {
-            let (ns, name) = (d["metadata"]["namespace"].as_str().unwrap_or_default().to_string(), d["metadata"]["name"].as_str().unwrap_or_default().to_string());
-            patch_status(s, "apps", "deployments", &ns, &name, json!({"replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
-                "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}));
+            let (ns, name) = (
+                d["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                d["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+            );
+            patch_status(
+                s,
+                "apps",
+                "deployments",
+                &ns,
+                &name,
+                json!({"replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}),
+            );
         }
     }
-    let daemonsets = s.resource("apps", "daemonsets").map(|r| s.list(&r, None)).unwrap_or_default();
+    let daemonsets = s
+        .resource("apps", "daemonsets")
+        .map(|r| s.list(&r, None))
+        .unwrap_or_default();
     for d in daemonsets {
         if d["status"]["numberReady"].as_i64() != Some(1) {
-            let (ns, name) = (d["metadata"]["namespace"].as_str().unwrap_or_default().to_string(), d["metadata"]["name"].as_str().unwrap_or_default().to_string());
-            patch_status(s, "apps", "daemonsets", &ns, &name, json!({"desiredNumberScheduled": 1, "currentNumberScheduled": 1, "numberReady": 1, "numberMisscheduled": 0}));
+            let (ns, name) = (
+                d["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                d["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+            );
+            patch_status(
+                s,
+                "apps",
+                "daemonsets",
+                &ns,
+                &name,
+                json!({"desiredNumberScheduled": 1, "currentNumberScheduled": 1, "numberReady": 1, "numberMisscheduled": 0}),
+            );
         }
     }
     for plural in ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"] {
-        let Some(r) = s.resource("admissionregistration.k8s.io", plural) else { continue };
+        let Some(r) = s.resource("admissionregistration.k8s.io", plural) else {
+            continue;
+        };
         for cfg in s.list(&r, None) {
             let hooks = cfg["webhooks"].as_array().cloned().unwrap_or_default();
-            if hooks.is_empty() || hooks.iter().all(|h| h["clientConfig"]["caBundle"].as_str().is_some_and(|b| !b.is_empty())) {
+            if hooks.is_empty()
+                || hooks.iter().all(|h| {
+                    h["clientConfig"]["caBundle"]
+                        .as_str()
+                        .is_some_and(|b| !b.is_empty())
+                })
+            {
                 continue;
             }
             let mut updated = cfg.clone();
@@ -65,7 +111,10 @@ fn reconcile(s: &mut Store, options: &ControllerOptions) {
             let name = cfg["metadata"]["name"].as_str().unwrap_or_default().to_string();
             let _ = s.replace(&r, "", &name, updated, false);
             if let Some(svc) = hooks[0]["clientConfig"]["service"].as_object() {
-                let (ns, svc_name) = (svc["namespace"].as_str().unwrap_or_default(), svc["name"].as_str().unwrap_or_default());
+                let (ns, svc_name) = (
+                    svc["namespace"].as_str().unwrap_or_default(),
+                    svc["name"].as_str().unwrap_or_default(),
+                );
                 if let Some(es) = s.resource("discovery.k8s.io", "endpointslices") {
                     let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
                         "metadata": {"name": format!("{svc_name}-fake"), "labels": {"kubernetes.io/service-name": svc_name}},
@@ -75,23 +124,45 @@ fn reconcile(s: &mut Store, options: &ControllerOptions) {
             }
         }
     }
-    let Some(svc_r) = s.resource("", "services") else { return };
+    let Some(svc_r) = s.resource("", "services") else {
+        return;
+    };
     let services = s.list(&svc_r, None);
     let taken: Vec<u32> = services
         .iter()
-        .filter_map(|svc| svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str()?.parse::<Ipv4Addr>().ok())
+        .filter_map(|svc| {
+            svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+                .as_str()?
+                .parse::<Ipv4Addr>()
+                .ok()
+        })
         .map(u32::from)
         .collect();
     let range = pool_range(s).or_else(|| options.external_lb.map(|ip| (u32::from(ip), u32::from(ip) + 250)));
     let Some((first, last)) = range else { return };
     let mut next = (first..=last).filter(|ip| !taken.contains(ip));
     for svc in services {
-        if svc["spec"]["type"] != "LoadBalancer" || svc["status"]["loadBalancer"]["ingress"][0]["ip"].is_string() {
+        if svc["spec"]["type"] != "LoadBalancer"
+            || svc["status"]["loadBalancer"]["ingress"][0]["ip"].is_string()
+        {
             continue;
         }
         let Some(ip) = next.next() else { return };
-        let (ns, name) = (svc["metadata"]["namespace"].as_str().unwrap_or_default().to_string(), svc["metadata"]["name"].as_str().unwrap_or_default().to_string());
-        patch_status(s, "", "services", &ns, &name, json!({"loadBalancer": {"ingress": [{"ip": Ipv4Addr::from(ip).to_string(), "ipMode": "VIP"}]}}));
+        let (ns, name) = (
+            svc["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            svc["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        );
+        patch_status(
+            s,
+            "",
+            "services",
+            &ns,
+            &name,
+            json!({"loadBalancer": {"ingress": [{"ip": Ipv4Addr::from(ip).to_string(), "ipMode": "VIP"}]}}),
+        );
     }
 }
 

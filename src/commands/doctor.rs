@@ -1,0 +1,204 @@
+//! `meshctl doctor`: are the prerequisites of `up` there?
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::Exit;
+use crate::cli::{DoctorArgs, OutputFormat};
+use crate::tools::docker::Docker;
+use crate::tools::istioctl::{self, Istioctl};
+use crate::tools::kind::Kind;
+use crate::tools::{ProcessRunner, ToolRunner};
+use crate::{ipam, versions};
+
+/// kind's documented inotify limits for several clusters on one host (known-issues page).
+const MIN_WATCHES: u64 = 524_288;
+const MIN_INSTANCES: u64 = 512;
+/// Memory one kind cluster with Istio, MetalLB and the samples needs, roughly.
+const BYTES_PER_CLUSTER: u64 = 3 << 30;
+
+#[derive(Debug, Serialize)]
+struct Finding {
+    check: String,
+    state: &'static str,
+    detail: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    hint: String,
+}
+
+fn finding(check: &str, state: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Finding {
+    Finding {
+        check: check.into(),
+        state,
+        detail: detail.into(),
+        hint: hint.into(),
+    }
+}
+
+/// Where `/proc` is; tests point `MESHCTL_PROC_ROOT` at a prepared folder.
+fn proc_root() -> PathBuf {
+    std::env::var_os("MESHCTL_PROC_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/proc"))
+}
+
+fn read_number(path: &str) -> Option<u64> {
+    std::fs::read_to_string(proc_root().join(path))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string(proc_root().join("meminfo")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
+    let mesh = super::resolve_topology(&args.topology)?;
+    let count = mesh.clusters.len();
+    let runner = ProcessRunner;
+    let mut findings = Vec::new();
+    match Docker::new(&runner).server_version().await {
+        Ok(v) => findings.push(finding("docker", "ok", format!("daemon {v} reachable"), "")),
+        Err(e) => findings.push(finding(
+            "docker",
+            "fail",
+            e.to_string(),
+            crate::tools::install_hint("docker"),
+        )),
+    }
+    match Kind::new(&runner).version().await {
+        Ok(v) if v.contains(versions::KIND_VERSION) => findings.push(finding("kind", "ok", v, "")),
+        Ok(v) => findings.push(finding(
+            "kind",
+            "warn",
+            format!("{v} (meshctl is tested with {})", versions::KIND_VERSION),
+            crate::tools::install_hint("kind"),
+        )),
+        Err(e) => findings.push(finding(
+            "kind",
+            "fail",
+            e.to_string(),
+            crate::tools::install_hint("kind"),
+        )),
+    }
+    match Istioctl::new(&runner).version().await {
+        Ok(v) => match istioctl::check_skew(&v, false) {
+            Ok(()) => findings.push(finding("istioctl", "ok", format!("istioctl {v}"), "")),
+            Err(e) => findings.push(finding(
+                "istioctl",
+                "fail",
+                e,
+                crate::tools::install_hint("istioctl"),
+            )),
+        },
+        Err(e) => findings.push(finding(
+            "istioctl",
+            "fail",
+            e.to_string(),
+            crate::tools::install_hint("istioctl"),
+        )),
+    }
+    if runner
+        .run("curl", &["--version".to_string()], &Default::default())
+        .await
+        .is_err()
+    {
+        findings.push(finding(
+            "curl",
+            "warn",
+            "curl not found: the MetalLB manifest cannot be downloaded",
+            "install curl, or pass --metallb-manifest FILE",
+        ));
+    }
+    let sysctl_hint = format!(
+        "sudo sysctl fs.inotify.max_user_watches={MIN_WATCHES} fs.inotify.max_user_instances={MIN_INSTANCES}"
+    );
+    for (name, min) in [
+        ("max_user_watches", MIN_WATCHES),
+        ("max_user_instances", MIN_INSTANCES),
+    ] {
+        let check = format!("inotify {name}");
+        match read_number(&format!("sys/fs/inotify/{name}")) {
+            Some(v) if v >= min => findings.push(finding(&check, "ok", v.to_string(), "")),
+            Some(v) => findings.push(finding(
+                &check,
+                "warn",
+                format!("{v} < {min}: pods may fail with \"too many open files\""),
+                sysctl_hint.clone(),
+            )),
+            None => findings.push(finding(&check, "warn", "cannot read it", "")),
+        }
+    }
+    let need = BYTES_PER_CLUSTER * count as u64;
+    match available_memory() {
+        Some(have) if have >= need => findings.push(finding(
+            "memory",
+            "ok",
+            format!("{} GiB available", have >> 30),
+            "",
+        )),
+        Some(have) => findings.push(finding(
+            "memory",
+            "warn",
+            format!(
+                "{} GiB available, about {} GiB wanted for {count} clusters",
+                have >> 30,
+                need >> 30
+            ),
+            "use fewer clusters or free memory",
+        )),
+        None => findings.push(finding("memory", "warn", "cannot read /proc/meminfo", "")),
+    }
+    if let Ok(net) = Docker::new(&runner).network("kind").await
+        && let Ok(subnet) = ipam::ipv4_subnet(&net.subnets)
+    {
+        let clash = mesh
+            .clusters
+            .iter()
+            .filter_map(|c| c.kind.as_ref())
+            .flat_map(|k| [k.pod_subnet, k.service_subnet])
+            .find(|n| n.contains(&subnet) || subnet.contains(n));
+        match clash {
+            Some(n) => findings.push(finding(
+                "subnets",
+                "fail",
+                format!("docker network `kind` ({subnet}) overlaps cluster subnet {n}"),
+                "set podSubnet/serviceSubnet in meshctl.yaml",
+            )),
+            None => findings.push(finding(
+                "subnets",
+                "ok",
+                format!("docker network `kind` is {subnet}; no clash with pod or service subnets"),
+                "",
+            )),
+        }
+    }
+    let failed = findings.iter().any(|f| f.state == "fail");
+    match args.output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"ok": !failed, "checks": findings}))?
+        ),
+        OutputFormat::Text => {
+            for f in &findings {
+                let mark = match f.state {
+                    "ok" => "✓",
+                    "warn" => "!",
+                    _ => "✗",
+                };
+                println!("{mark} {:<28} {}", f.check, f.detail);
+                if !f.hint.is_empty() {
+                    println!("  {:<28} hint: {}", "", f.hint);
+                }
+            }
+        }
+    }
+    Ok(if failed { Exit::Failure } else { Exit::Success })
+}

@@ -1,0 +1,319 @@
+//! The rest of a mesh's life: `status`, `down`, `doctor`, an interrupted `up` resumed, and the pinned
+//! MetalLB manifest downloaded once and checksum-verified.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::fake_tools::FakeToolOptions;
+use support::lab::Lab;
+use support::{stderr, stdout};
+
+#[test]
+fn status_says_what_is_missing_before_up_and_ready_after() {
+    let lab = Lab::new(2, FakeToolOptions::default());
+    let before = lab.run(&["status", "--clusters", "2"]);
+    assert_eq!(before.status.code(), Some(3), "not ready");
+    assert!(
+        stdout(&before).contains("unreachable") && stdout(&before).contains("hint:"),
+        "{}",
+        stdout(&before)
+    );
+
+    assert!(lab.run(&["up", "--clusters", "2"]).status.success());
+    let after = lab.run(&["status", "--clusters", "2", "-o", "json"]);
+    assert_eq!(after.status.code(), Some(0), "{}", stdout(&after));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&after)).unwrap();
+    let checks = doc["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2 * 7);
+    assert!(checks.iter().all(|c| c["state"] == "ready"), "{checks:?}");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["detail"] == "east-west gateway IP 172.18.254.1")
+    );
+
+    // Take the gateway's IP away: status notices, names the phase and says what to do.
+    lab.clusters[1].with_store(|s| {
+        let pools = s.resource("metallb.io", "ipaddresspools").unwrap();
+        s.delete(&pools, "metallb-system", "meshctl-pool").unwrap();
+    });
+    lab.clusters[1].set_status(
+        "",
+        "services",
+        "istio-system",
+        "istio-eastwestgateway",
+        serde_json::json!({"loadBalancer": {"ingress": null}}),
+    );
+    let broken = lab.run(&["status", "--clusters", "2"]);
+    assert_eq!(broken.status.code(), Some(3));
+    let text = stdout(&broken);
+    assert!(
+        text.contains("cluster2   eastwest        missing")
+            && text.contains("<pending>")
+            && text.contains("MetalLB"),
+        "{text}"
+    );
+}
+
+#[test]
+fn down_deletes_only_the_clusters_up_created_and_keeps_the_ca_unless_purged() {
+    let lab = Lab::new(2, FakeToolOptions::default());
+    lab.tools.preexisting_kind_cluster("cluster1");
+    assert!(lab.run(&["up", "--clusters", "2"]).status.success());
+    let certs = lab.work.path().join("state/mesh1/certs/root-key.pem");
+    assert!(certs.exists());
+
+    let out = lab.run(&["down"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deletes: Vec<String> = lab
+        .tools
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("kind delete"))
+        .collect();
+    assert_eq!(
+        deletes,
+        ["kind delete cluster --name cluster2"],
+        "cluster1 existed before `up`"
+    );
+    assert!(lab.tools.kind_cluster_exists("cluster1") && !lab.tools.kind_cluster_exists("cluster2"));
+    let kc = std::fs::read_to_string(lab.kubeconfig()).unwrap();
+    assert!(
+        !kc.contains("name: cluster2") && kc.contains("name: cluster1"),
+        "{kc}"
+    );
+    assert!(certs.exists(), "the root CA is kept");
+    assert!(stderr(&out).contains("--purge"), "{}", stderr(&out));
+
+    let again = lab.run(&["down"]);
+    assert!(again.status.success());
+    assert_eq!(
+        lab.tools
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("kind delete"))
+            .count(),
+        1,
+        "nothing left to delete"
+    );
+    assert!(lab.run(&["down", "--purge"]).status.success());
+    assert!(!lab.work.path().join("state/mesh1").exists());
+}
+
+#[test]
+fn doctor_reports_tools_limits_memory_and_subnet_clashes() {
+    let lab = Lab::new(1, FakeToolOptions::default());
+    let proc_dir = lab.work.path().join("proc");
+    std::fs::create_dir_all(proc_dir.join("sys/fs/inotify")).unwrap();
+    std::fs::write(proc_dir.join("sys/fs/inotify/max_user_watches"), "8192\n").unwrap();
+    std::fs::write(proc_dir.join("sys/fs/inotify/max_user_instances"), "1024\n").unwrap();
+    std::fs::write(
+        proc_dir.join("meminfo"),
+        "MemTotal: 32000000 kB\nMemAvailable: 16000000 kB\n",
+    )
+    .unwrap();
+    let root = proc_dir.to_str().unwrap();
+    let out = lab.run_with(
+        &["doctor", "--clusters", "2"],
+        false,
+        &[("MESHCTL_PROC_ROOT", root)],
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "warnings do not fail: {text}");
+    assert!(
+        text.contains("✓ docker") && text.contains("✓ kind") && text.contains("✓ istioctl"),
+        "{text}"
+    );
+    assert!(
+        text.contains("! inotify max_user_watches")
+            && text.contains("sysctl fs.inotify.max_user_watches=524288"),
+        "{text}"
+    );
+    assert!(
+        text.contains("✓ inotify max_user_instances") && text.contains("✓ memory"),
+        "{text}"
+    );
+
+    // With a kind network in place, a pod subnet inside it is a clash.
+    assert!(
+        lab.run(&["up", "--clusters", "1", "--only", "clusters"])
+            .status
+            .success()
+    );
+    let cfg = lab.work.path().join("clash.yaml");
+    std::fs::write(&cfg, "clusters:\n  - podSubnet: 172.18.0.0/16\n").unwrap();
+    let json = lab.run_with(&["doctor", "-o", "json"], false, &[("MESHCTL_PROC_ROOT", root)]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert!(
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["check"] == "subnets" && c["state"] == "ok")
+    );
+    let clash = lab.run_with(
+        &["doctor", "--config", cfg.to_str().unwrap()],
+        false,
+        &[("MESHCTL_PROC_ROOT", root)],
+    );
+    assert_eq!(clash.status.code(), Some(1));
+    assert!(
+        stdout(&clash).contains("✗ subnets")
+            && stdout(&clash).contains("overlaps cluster subnet 172.18.0.0/16"),
+        "{}",
+        stdout(&clash)
+    );
+
+    let old = Lab::new(
+        1,
+        FakeToolOptions {
+            istioctl_version: "1.28.2".into(),
+            ..Default::default()
+        },
+    );
+    let out = old.run_with(&["doctor"], false, &[("MESHCTL_PROC_ROOT", root)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("✗ istioctl") && stdout(&out).contains("1.28.2 does not match"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn an_interrupted_up_stops_cleanly_and_the_next_up_resumes() {
+    let lab = Lab::new(
+        2,
+        FakeToolOptions {
+            istioctl_install_secs: 3.0,
+            ..Default::default()
+        },
+    );
+    let kc = lab.kubeconfig();
+    let state = lab.work.path().join("state");
+    let manifest = lab.work.path().join("metallb-native.yaml");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args([
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--workdir",
+            state.to_str().unwrap(),
+            "up",
+            "--clusters",
+            "2",
+            "--key-type",
+            "ecdsa-p256",
+            "--timeout",
+            "20s",
+            "--metallb-manifest",
+            manifest.to_str().unwrap(),
+        ])
+        .env("PATH", lab.tools.path_env())
+        .env("CI", "true")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt while istioctl runs (after the certs phase is recorded).
+    let state_file = state.join("mesh1/state.json");
+    let started = Instant::now();
+    while !std::fs::read_to_string(&state_file)
+        .unwrap_or_default()
+        .contains("\"certs\"")
+        || !lab
+            .tools
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("istioctl install"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "up never reached the istio phase"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        stderr(&out).contains("interrupted") && stderr(&out).contains("resume"),
+        "{}",
+        stderr(&out)
+    );
+
+    let before = lab.tools.calls().len();
+    let resumed = lab.run(&["up", "--clusters", "2"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let new_calls = lab.tools.calls()[before..].to_vec();
+    assert!(
+        !new_calls.iter().any(|c| c.starts_with("kind create")),
+        "{new_calls:?}"
+    );
+    assert!(
+        stderr(&resumed).contains("certs          already done"),
+        "{}",
+        stderr(&resumed)
+    );
+    assert_eq!(
+        lab.state()["clusters"]["cluster2"]["done"]
+            .as_object()
+            .unwrap()
+            .len(),
+        7
+    );
+}
+
+#[test]
+fn the_metallb_manifest_is_downloaded_once_and_checked_against_its_sha256() {
+    let Some(upstream) = support::schema::upstream_dir() else {
+        eprintln!("skipping: ../shared/upstream (the pinned manifest) is not beside the project");
+        return;
+    };
+    let real = std::fs::read(upstream.join("metallb/v0.16.1/metallb-native.yaml")).unwrap();
+    let lab = Lab::new(2, FakeToolOptions::default());
+    lab.tools
+        .set_download(b"apiVersion: v1\nkind: Namespace\nmetadata: {name: tampered}\n");
+    let out = lab.run_with(
+        &["up", "--clusters", "2", "--only", "clusters,metallb"],
+        false,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("sha256 is")
+            && stderr(&out).contains(meshctl::versions::METALLB_MANIFEST_SHA256),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        lab.clusters[0].get("", "namespaces", "", "tampered").is_none(),
+        "a tampered manifest is never applied"
+    );
+
+    lab.tools.set_download(&real);
+    let out = lab.run_with(
+        &["up", "--clusters", "2", "--only", "clusters,metallb"],
+        false,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let curls = lab.tools.calls().iter().filter(|c| c.starts_with("curl")).count();
+    assert_eq!(curls, 2, "one failed download, then one for both clusters");
+    // A new run (after `down`) uses the cache.
+    assert!(lab.run(&["down"]).status.success());
+    let out = lab.run_with(
+        &["up", "--clusters", "2", "--only", "clusters,metallb"],
+        false,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        lab.tools.calls().iter().filter(|c| c.starts_with("curl")).count(),
+        2,
+        "served from the cache"
+    );
+}
