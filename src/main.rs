@@ -36,7 +36,7 @@ fn print_error(err: &anyhow::Error) {
     }
     if err.downcast_ref::<NotImplemented>().is_some() {
         text.push_str(
-            "hint: this build implements `certs gen`, `up --dry-run`, `remote-secret`, `version` and `completions`\n",
+            "hint: `meshctl verify` is the only command not implemented in this build; see `meshctl --help`\n",
         );
     }
     eprint!("{text}");
