@@ -6,7 +6,7 @@
 //! Run: `scripts/bench-up.sh` (or `cargo bench --bench up_scaling`). Target: wall(4) / wall(1) < 1.5.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::time::Instant;
@@ -15,14 +15,22 @@ use support::fake_tools::FakeToolOptions;
 use support::lab::Lab;
 
 fn main() {
-    let options = FakeToolOptions { kind_create_secs: 3.0, istioctl_install_secs: 2.0, ..Default::default() };
+    let options = FakeToolOptions {
+        kind_create_secs: 3.0,
+        istioctl_install_secs: 2.0,
+        ..Default::default()
+    };
     let mut walls = Vec::new();
     for n in [1usize, 2, 4] {
         let lab = Lab::new(n, options.clone());
         let started = Instant::now();
         let out = lab.run(&["up", "--clusters", &n.to_string()]);
         let wall = started.elapsed().as_secs_f64();
-        assert!(out.status.success(), "up --clusters {n} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "up --clusters {n} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         println!("up --clusters {n}: {wall:.2}s");
         walls.push(wall);
     }

@@ -185,6 +185,12 @@ pub struct VerifyArgs {
     /// Keep the verification workloads afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// Calls from each cluster (default: 10 per cluster, at least 20).
+    #[arg(long, value_name = "N")]
+    pub calls: Option<usize>,
+    /// Bound on each wait (e.g. 90s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub timeout: String,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,

@@ -15,6 +15,7 @@
 //! * [`plan`]: the plan as data; [`phases`] holds one pure plan step per phase.
 //! * [`render`]: manifests from the embedded templates; [`ipam`]: MetalLB address pools.
 //! * [`dry_run`]: the plan written to disk.
+//! * [`executor`]: runs a plan; [`kube`] and [`tools`] are the only I/O; [`verify`] proves traffic flows.
 //! * [`report`]: what the user sees.
 #![deny(missing_docs)]
 
@@ -36,4 +37,5 @@ pub mod state;
 pub mod tools;
 pub mod topology;
 pub mod upstream;
+pub mod verify;
 pub mod versions;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use meshctl::cli::Cli;
-use meshctl::commands::{self, Exit, NotImplemented};
+use meshctl::commands::{self, Exit};
 use meshctl::topology::TopologyError;
 
 fn main() -> ExitCode {
@@ -34,19 +34,12 @@ fn print_error(err: &anyhow::Error) {
             cause.to_string().replace('\n', "\n  ")
         ));
     }
-    if err.downcast_ref::<NotImplemented>().is_some() {
-        text.push_str(
-            "hint: `meshctl verify` is the only command not implemented in this build; see `meshctl --help`\n",
-        );
-    }
     eprint!("{text}");
 }
 
 fn exit_code_for(err: &anyhow::Error) -> Exit {
     if err.chain().any(|c| c.downcast_ref::<TopologyError>().is_some()) {
         Exit::Usage
-    } else if err.downcast_ref::<NotImplemented>().is_some() {
-        Exit::NotImplemented
     } else {
         Exit::Failure
     }

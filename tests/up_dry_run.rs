@@ -228,17 +228,6 @@ fn bad_input_is_refused_with_the_field_named_and_nothing_written() {
 }
 
 #[test]
-fn unimplemented_commands_say_so_and_exit_4() {
-    let r = meshctl(&["verify"]);
-    assert_eq!(r.status.code(), Some(4));
-    assert!(
-        stderr(&r).contains("`meshctl verify` is not implemented yet"),
-        "{}",
-        stderr(&r)
-    );
-}
-
-#[test]
 fn version_and_completions_work() {
     let text = ok(meshctl(&["version"]));
     assert!(

@@ -7,6 +7,7 @@ mod down;
 mod remote_secret;
 mod status;
 mod up;
+mod verify;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,8 +32,6 @@ pub enum Exit {
     Usage = 2,
     /// `status`/`verify`: the mesh is not (yet) ready or traffic did not pass.
     NotReady = 3,
-    /// The command exists but is not implemented in this build.
-    NotImplemented = 4,
     /// Interrupted (Ctrl-C); state is kept for resuming.
     Interrupted = 130,
 }
@@ -41,14 +40,6 @@ impl From<Exit> for ExitCode {
     fn from(e: Exit) -> Self {
         ExitCode::from(e as u8)
     }
-}
-
-/// A command (or mode) that a later release implements. Reported honestly, never faked.
-#[derive(Debug, thiserror::Error)]
-#[error("`{what}` is not implemented yet")]
-pub struct NotImplemented {
-    /// The command or mode.
-    pub what: String,
 }
 
 /// Runs one parsed command line.
@@ -65,17 +56,10 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         }
         Command::Down(args) => down::run(args, &workdir).await,
         Command::Status(args) => status::run(args, cli.kubeconfig.as_deref()).await,
-        Command::Verify(_) => not_implemented("meshctl verify"),
+        Command::Verify(args) => verify::run(args, cli.kubeconfig.as_deref()).await,
         Command::RemoteSecret(args) => remote_secret::run(args, cli.kubeconfig.as_deref()).await,
         Command::Doctor(args) => doctor::run(args).await,
     }
-}
-
-fn not_implemented(what: &str) -> Result<Exit> {
-    Err(NotImplemented {
-        what: what.to_string(),
-    }
-    .into())
 }
 
 fn version(output: OutputFormat) -> Result<Exit> {

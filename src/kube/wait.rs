@@ -457,3 +457,58 @@ async fn webhook_ca_bundle(
     })?;
     Ok((service.namespace, service.name))
 }
+
+/// A Running pod matching `selector` whose Ready condition is True.
+pub async fn pod_ready(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    timeout: Duration,
+) -> Result<k8s_openapi::api::core::v1::Pod, WaitError> {
+    use k8s_openapi::api::core::v1::Pod;
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let ready = |p: &Pod| {
+        let status = p.status.clone().unwrap_or_default();
+        status.phase.as_deref() == Some("Running")
+            && condition_true(
+                status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .map(|c| (c.type_.as_str(), c.status.as_str())),
+                "Ready",
+            )
+    };
+    let what = format!("a ready pod `{selector}` in namespace {namespace}");
+    let set = until_set(
+        &api,
+        selector,
+        &what,
+        timeout,
+        |set| set.values().any(ready),
+        |set| {
+            let phases: Vec<String> = set
+                .iter()
+                .map(|(n, p)| {
+                    format!(
+                        "{n}: {}",
+                        p.status
+                            .as_ref()
+                            .and_then(|s| s.phase.clone())
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            if phases.is_empty() {
+                "no pod yet".into()
+            } else {
+                phases.join(", ")
+            }
+        },
+    )
+    .await?;
+    Ok(set
+        .into_values()
+        .find(ready)
+        .expect("ready means one pod is ready"))
+}

@@ -45,4 +45,5 @@ pub fn ok(out: Output) -> String {
 pub mod fake_api;
 pub mod fake_tools;
 pub mod lab;
+pub mod mesh_sim;
 pub mod schema;

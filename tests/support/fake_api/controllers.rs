@@ -66,6 +66,7 @@ fn reconcile(s: &mut Store, options: &ControllerOptions) {
             );
         }
     }
+    reconcile_pods(s);
     let daemonsets = s
         .resource("apps", "daemonsets")
         .map(|r| s.list(&r, None))
@@ -163,6 +164,80 @@ fn reconcile(s: &mut Store, options: &ControllerOptions) {
             &name,
             json!({"loadBalancer": {"ingress": [{"ip": Ipv4Addr::from(ip).to_string(), "ipMode": "VIP"}]}}),
         );
+    }
+}
+
+/// The deployment and replicaset controllers, the scheduler, the kubelet and Istio's sidecar
+/// injector at once: one Running, Ready pod per Deployment (a sidecar `istio-proxy` is added when
+/// the namespace has `istio-injection=enabled`); pods of deleted Deployments go away, and a
+/// deleted pod is replaced by one with a new name.
+fn reconcile_pods(s: &mut Store) {
+    let (Some(deploy_r), Some(pod_r), Some(ns_r)) = (
+        s.resource("apps", "deployments"),
+        s.resource("", "pods"),
+        s.resource("", "namespaces"),
+    ) else {
+        return;
+    };
+    let deployments = s.list(&deploy_r, None);
+    let pods = s.list(&pod_r, None);
+    for pod in &pods {
+        let owner = pod["metadata"]["labels"]["fake.meshctl/owner"]
+            .as_str()
+            .unwrap_or_default();
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+        if !owner.is_empty()
+            && !deployments
+                .iter()
+                .any(|d| d["metadata"]["name"] == owner && d["metadata"]["namespace"] == ns)
+        {
+            let _ = s.delete(&pod_r, ns, pod["metadata"]["name"].as_str().unwrap_or_default());
+        }
+    }
+    for d in deployments {
+        let (ns, name) = (
+            d["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            d["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        );
+        if pods.iter().any(|p| {
+            p["metadata"]["labels"]["fake.meshctl/owner"] == name.as_str()
+                && p["metadata"]["namespace"] == ns.as_str()
+        }) && s
+            .list(&pod_r, Some(&ns))
+            .iter()
+            .any(|p| p["metadata"]["labels"]["fake.meshctl/owner"] == name.as_str())
+        {
+            continue;
+        }
+        let injected = s
+            .get(&ns_r, "", &ns)
+            .ok()
+            .is_some_and(|n| n["metadata"]["labels"]["istio-injection"] == "enabled");
+        let mut labels = d["spec"]["template"]["metadata"]["labels"].clone();
+        if !labels.is_object() {
+            labels = json!({});
+        }
+        labels["fake.meshctl/owner"] = json!(name);
+        let mut containers = d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if injected {
+            containers
+                .push(json!({"name": "istio-proxy", "image": "registry.istio.io/release/proxyv2:1.31.1"}));
+        }
+        let statuses: Vec<Value> = containers
+            .iter()
+            .map(|c| json!({"name": c["name"], "ready": true, "restartCount": 0, "image": c["image"], "imageID": "", "started": true}))
+            .collect();
+        let pod_name = format!("{name}-{:05x}", s.rv * 7919 % 0xfffff);
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod_name, "labels": labels},
+            "spec": {"containers": containers},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": statuses}});
+        let _ = s.create(&pod_r, &ns, pod, false);
     }
 }
 

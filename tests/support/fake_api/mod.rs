@@ -79,6 +79,7 @@ impl FakeCluster {
             admin_token: format!("admin-token-{name}"),
             log: Mutex::new(Vec::new()),
             auto_token: AtomicBool::new(true),
+            exec: Mutex::new(None),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -113,6 +114,7 @@ impl FakeCluster {
                             hyper::service::service_fn(move |req| server::handle(shared.clone(), req));
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(tls), service)
+                            .with_upgrades()
                             .await;
                     });
                 }
@@ -225,6 +227,11 @@ impl FakeCluster {
     /// Answers the next requests with these HTTP statuses.
     pub fn fail_next_requests(&self, statuses: &[u16]) {
         self.shared.faults.fail_requests.lock().unwrap().extend(statuses);
+    }
+
+    /// Who answers execs into this cluster's pods.
+    pub fn set_exec_handler(&self, handler: server::ExecHandler) {
+        *self.shared.exec.lock().unwrap() = Some(handler);
     }
 
     /// Requests received so far (`METHOD path?query`).

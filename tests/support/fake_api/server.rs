@@ -25,8 +25,30 @@ pub struct Faults {
     pub fail_requests: Mutex<VecDeque<u16>>,
 }
 
+/// An exec into a container, as the fake receives it.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub command: Vec<String>,
+}
+
+/// What the exec prints and how it ends.
+#[derive(Debug, Clone, Default)]
+pub struct ExecResult {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+}
+
+/// Answers execs (the test decides what commands print).
+pub type ExecHandler = Arc<dyn Fn(&ExecRequest) -> ExecResult + Send + Sync>;
+
 /// State shared by the server and the test handle.
 pub struct Shared {
+    /// Who answers `pods/exec`.
+    pub exec: Mutex<Option<ExecHandler>>,
     pub store: Mutex<Store>,
     pub faults: Faults,
     pub admin_token: String,
@@ -207,6 +229,103 @@ fn with_type(mut obj: Value, r: &Resource, version: &str) -> Value {
     obj
 }
 
+/// `pods/<name>/exec` over WebSocket (channel protocol v4): stdout on channel 1, stderr on 2, the
+/// final Status on 3.
+fn exec(shared: Arc<Shared>, mut req: Request<Incoming>, path: &str, query: &str) -> Response<Body> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (namespace, pod) = match segs.as_slice() {
+        ["api", "v1", "namespaces", ns, "pods", pod, "exec"] => (ns.to_string(), pod.to_string()),
+        _ => return error(ApiError::new(404, "NotFound", "not an exec path")),
+    };
+    let exists = {
+        let store = shared.store.lock().unwrap();
+        store
+            .resource("", "pods")
+            .and_then(|r| store.get(&r, &namespace, &pod).ok())
+            .is_some()
+    };
+    if !exists {
+        return error(ApiError::new(
+            404,
+            "NotFound",
+            format!("pods \"{pod}\" not found"),
+        ));
+    }
+    let request = ExecRequest {
+        namespace,
+        pod,
+        container: query_param(query, "container").unwrap_or_default(),
+        command: query
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("command="))
+            .map(percent_decode)
+            .collect(),
+    };
+    let Some(key) = req
+        .headers()
+        .get("sec-websocket-key")
+        .and_then(|k| k.to_str().ok())
+        .map(str::to_string)
+    else {
+        return error(ApiError::new(400, "BadRequest", "exec needs a WebSocket upgrade"));
+    };
+    let offered = req
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if !offered.contains("v4.channel.k8s.io") {
+        return error(ApiError::new(
+            400,
+            "BadRequest",
+            "the fake speaks v4.channel.k8s.io only",
+        ));
+    }
+    let handler = shared.exec.lock().unwrap().clone();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        let result = handler.map(|h| h(&request)).unwrap_or(ExecResult {
+            stderr: "no exec handler".into(),
+            exit_code: 126,
+            ..Default::default()
+        });
+        let frame = |channel: u8, bytes: &[u8]| Message::binary([&[channel][..], bytes].concat());
+        if !result.stdout.is_empty() {
+            let _ = ws.send(frame(1, result.stdout.as_bytes())).await;
+        }
+        if !result.stderr.is_empty() {
+            let _ = ws.send(frame(2, result.stderr.as_bytes())).await;
+        }
+        let status = if result.exit_code == 0 {
+            json!({"metadata": {}, "status": "Success"})
+        } else {
+            json!({"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode", "message": format!("command terminated with non-zero exit code: {}", result.exit_code),
+                "details": {"causes": [{"reason": "ExitCode", "message": result.exit_code.to_string()}]}})
+        };
+        let _ = ws.send(frame(3, status.to_string().as_bytes())).await;
+        let _ = ws.close(None).await;
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", accept)
+        .header("sec-websocket-protocol", "v4.channel.k8s.io")
+        .body(Full::new(Bytes::new()).boxed())
+        .expect("static response parts are valid")
+}
+
 /// Serves one request.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
@@ -247,6 +366,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
         Some(t) if shared.store.lock().unwrap().issued_tokens.contains_key(t) => true,
         _ => return Ok(error(ApiError::new(401, "Unauthorized", "Unauthorized"))),
     };
+    if path.ends_with("/exec") && !reader {
+        return Ok(exec(shared, req, &path, &query));
+    }
     if reader && method != Method::GET {
         return Ok(error(ApiError::new(
             403,

@@ -1,0 +1,75 @@
+//! `meshctl verify`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::Exit;
+use crate::atomic_file::{self, PUBLIC};
+use crate::cli::{OutputFormat, VerifyArgs};
+use crate::report::{Format, Reporter};
+use crate::verify::{self, Options};
+
+pub(super) async fn run(args: VerifyArgs, kubeconfig: Option<&Path>) -> Result<Exit> {
+    let mesh = super::resolve_topology(&args.topology)?;
+    let timeout = humantime::parse_duration(&args.timeout)
+        .with_context(|| format!("--timeout `{}` is not a duration such as 90s or 5m", args.timeout))?;
+    let options = Options {
+        calls_per_client: args.calls.unwrap_or((10 * mesh.clusters.len()).max(20)),
+        timeout,
+        failover: args.failover,
+        keep: args.keep,
+    };
+    let reporter = Reporter::new(if args.output == OutputFormat::Json {
+        Format::Json
+    } else {
+        Format::Text
+    });
+    let report = verify::run(&mesh, kubeconfig, &options, &reporter)
+        .await
+        .context("verify")?;
+    if let Some(path) = &args.junit {
+        atomic_file::write(path, verify::junit(&report).as_bytes(), PUBLIC)
+            .with_context(|| format!("cannot write the JUnit report `{}`", path.display()))?;
+    }
+    match args.output {
+        OutputFormat::Json => {
+            // The last event of the stream, one line like the others.
+            let doc = serde_json::json!({"event": "verify-result", "passed": report.passed(), "totals": verify::totals(&report.matrix), "report": report});
+            println!("{doc}");
+        }
+        OutputFormat::Text => {
+            print!("{}", verify::table(&report.matrix));
+            for reason in &report.reasons {
+                println!("✗ {reason}");
+            }
+            if let Some(f) = &report.failover {
+                let mark = if f.passed { "✓" } else { "✗" };
+                println!(
+                    "{mark} failover: {} drained, traffic {} to {}; {}",
+                    f.client,
+                    if f.passed { "moved" } else { "did not move" },
+                    f.expected,
+                    f.detail
+                );
+            }
+            let t = verify::totals(&report.matrix);
+            if report.passed() {
+                println!(
+                    "PASS: every cluster reached every cluster ({} answers, {} failed calls)",
+                    t["answered"], t["failed"]
+                );
+            } else {
+                println!(
+                    "FAIL: {} of {} cluster pairs got no answer",
+                    t["pairsMissing"], t["pairs"]
+                );
+            }
+        }
+    }
+    Ok(if report.passed() {
+        Exit::Success
+    } else {
+        Exit::NotReady
+    })
+}

@@ -1,0 +1,624 @@
+//! `meshctl verify`: prove the mesh carries traffic between every pair of clusters, the way Istio's
+//! docs verify a multicluster install (reference section 10), without kubectl.
+//!
+//! Deploy the sample workloads (helloworld in every cluster, one version per cluster, and a curl
+//! client), wait until their pods run with a sidecar, then call `helloworld.sample:5000/hello` from
+//! every cluster's client through the exec API and count which cluster answered. The mesh passes when
+//! every client reached every cluster. With `--failover`, apply the locality DestinationRule, drain
+//! the first cluster's helloworld and check that its traffic moves to the failover region
+//! (reference section 11). Parsing, the matrix and the JUnit report are pure; the rest talks to the
+//! clusters.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use kube::api::{Api, ApiResource, AttachParams, DeleteParams, DynamicObject, GroupVersionKind};
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+
+use crate::kube::apply::Applier;
+use crate::kube::wait;
+use crate::phases::verify::{self as workloads, NAMESPACE};
+use crate::plan::Artifact;
+use crate::report::Reporter;
+use crate::topology::Mesh;
+
+/// How to verify.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Calls each client makes (spread over the clusters by the mesh's load balancing).
+    pub calls_per_client: usize,
+    /// Bound on each wait.
+    pub timeout: Duration,
+    /// Also test locality failover.
+    pub failover: bool,
+    /// Keep the workloads afterwards.
+    pub keep: bool,
+}
+
+/// Who answered whom: `counts[from][to]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Matrix {
+    /// Cluster names, in topology order.
+    pub clusters: Vec<String>,
+    /// Answers from cluster `to` to calls from cluster `from`.
+    pub counts: Vec<Vec<usize>>,
+    /// Calls per client that got no answer.
+    pub failed: Vec<usize>,
+}
+
+impl Matrix {
+    /// Every client reached every cluster.
+    pub fn passed(&self) -> bool {
+        self.counts.iter().all(|row| row.iter().all(|c| *c > 0))
+    }
+
+    /// `(from, to)` pairs with no answer.
+    pub fn missing(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (f, row) in self.counts.iter().enumerate() {
+            for (t, c) in row.iter().enumerate() {
+                if *c == 0 {
+                    out.push((f, t));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The shell loop a client runs: `n` calls, one line per call, failures marked.
+pub fn call_script(n: usize) -> String {
+    format!(
+        "for i in $(seq 1 {n}); do curl -sS --max-time 5 http://helloworld.{NAMESPACE}:5000/hello || echo 'CALL FAILED'; done"
+    )
+}
+
+/// Which cluster (0-based) answered, from a line such as
+/// `Hello version: v2, instance: helloworld-v2-5d8f7-xk2lq`: the instance names the deployment,
+/// and deployment `helloworld-vN` runs only in cluster N.
+pub fn responder(line: &str, clusters: usize) -> Option<usize> {
+    let instance = line.split("instance:").nth(1)?.trim();
+    let version = instance.strip_prefix("helloworld-v")?.split('-').next()?;
+    let n: usize = version.parse().ok()?;
+    (1..=clusters).contains(&n).then(|| n - 1)
+}
+
+/// Counts answers per cluster in a client's output; returns (counts, failed calls).
+pub fn tally(output: &str, clusters: usize) -> (Vec<usize>, usize) {
+    let mut counts = vec![0; clusters];
+    let mut failed = 0;
+    for line in output.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match responder(line, clusters) {
+            Some(i) => counts[i] += 1,
+            None => failed += 1,
+        }
+    }
+    (counts, failed)
+}
+
+/// The failover check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failover {
+    /// The client whose local helloworld was drained.
+    pub client: String,
+    /// Answers per cluster before the drain.
+    pub before: Vec<usize>,
+    /// Answers per cluster after the drain.
+    pub after: Vec<usize>,
+    /// The cluster traffic should move to.
+    pub expected: String,
+    /// Whether it did.
+    pub passed: bool,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// Everything verify found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Mesh ID.
+    #[serde(rename = "meshID")]
+    pub mesh_id: String,
+    /// Cross-cluster answers.
+    pub matrix: Matrix,
+    /// Why a pair had no answer, one line each.
+    pub reasons: Vec<String>,
+    /// The failover check, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
+}
+
+impl Report {
+    /// Traffic passed (and failover, when tested).
+    pub fn passed(&self) -> bool {
+        self.matrix.passed() && self.failover.as_ref().is_none_or(|f| f.passed)
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The report as JUnit XML: one test case per pair of clusters, plus failover.
+pub fn junit(report: &Report) -> String {
+    let m = &report.matrix;
+    let mut cases = String::new();
+    let mut failures = 0;
+    for (f, from) in m.clusters.iter().enumerate() {
+        for (t, to) in m.clusters.iter().enumerate() {
+            let _ = write!(
+                cases,
+                "  <testcase classname=\"meshctl.verify\" name=\"{} -> {}\">",
+                xml_escape(from),
+                xml_escape(to)
+            );
+            if m.counts[f][t] == 0 {
+                failures += 1;
+                let reason = report
+                    .reasons
+                    .iter()
+                    .find(|r| r.starts_with(&format!("{from} -> {to}:")))
+                    .cloned()
+                    .unwrap_or_default();
+                let _ = write!(
+                    cases,
+                    "<failure message=\"no answer from {} in {} calls\">{}</failure>",
+                    xml_escape(to),
+                    m.counts[f].iter().sum::<usize>() + m.failed[f],
+                    xml_escape(&reason)
+                );
+            }
+            cases.push_str("</testcase>\n");
+        }
+    }
+    let mut total = m.clusters.len() * m.clusters.len();
+    if let Some(fo) = &report.failover {
+        total += 1;
+        let _ = write!(
+            cases,
+            "  <testcase classname=\"meshctl.verify\" name=\"failover from {}\">",
+            xml_escape(&fo.client)
+        );
+        if !fo.passed {
+            failures += 1;
+            let _ = write!(
+                cases,
+                "<failure message=\"traffic did not move to {}\">{}</failure>",
+                xml_escape(&fo.expected),
+                xml_escape(&fo.detail)
+            );
+        }
+        cases.push_str("</testcase>\n");
+    }
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"meshctl verify ({})\" tests=\"{total}\" failures=\"{failures}\">\n{cases}</testsuite>\n",
+        xml_escape(&report.mesh_id)
+    )
+}
+
+/// Runs `command` in a container, bounded by `timeout`.
+async fn exec(
+    client: &kube::Client,
+    pod: &str,
+    container: &str,
+    command: Vec<String>,
+    timeout: Duration,
+) -> Result<String> {
+    tokio::time::timeout(timeout, exec_unbounded(client, pod, container, command))
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "exec into pod {NAMESPACE}/{pod} ({container}) did not finish within {}s",
+                timeout.as_secs()
+            )
+        })?
+}
+
+async fn exec_unbounded(
+    client: &kube::Client,
+    pod: &str,
+    container: &str,
+    command: Vec<String>,
+) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let params = AttachParams::default()
+        .container(container)
+        .stdin(false)
+        .stdout(true)
+        .stderr(true);
+    let mut attached = pods
+        .exec(pod, command, &params)
+        .await
+        .with_context(|| format!("exec into pod {NAMESPACE}/{pod}"))?;
+    let mut stdout = String::new();
+    if let Some(mut out) = attached.stdout() {
+        out.read_to_string(&mut stdout).await?;
+    }
+    let status = match attached.take_status() {
+        Some(s) => s.await,
+        None => None,
+    };
+    attached.join().await.context("exec stream")?;
+    if let Some(s) = status.filter(|s| s.status.as_deref() == Some("Failure")) {
+        bail!(
+            "exec into pod {NAMESPACE}/{pod} ({container}) failed: {}",
+            s.message.unwrap_or_default()
+        );
+    }
+    Ok(stdout)
+}
+
+/// Waits for a running, ready pod matching `selector` and checks it has its sidecar.
+async fn sidecar_pod(
+    client: &kube::Client,
+    cluster: &str,
+    selector: &str,
+    timeout: Duration,
+) -> Result<String> {
+    let pod = wait::pod_ready(client, NAMESPACE, selector, timeout)
+        .await
+        .with_context(|| format!("cluster `{cluster}`"))?;
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let has_sidecar = pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.containers.iter().any(|c| c.name == "istio-proxy"));
+    if !has_sidecar {
+        bail!(
+            "cluster `{cluster}`: pod {NAMESPACE}/{name} has no istio-proxy sidecar, so it cannot cross networks\nhint: is istiod's injector running (`meshctl status`), and is namespace `{NAMESPACE}` labelled istio-injection=enabled?"
+        );
+    }
+    Ok(name)
+}
+
+/// Why calls from `from` never reached `to`: the first missing precondition, else where to look.
+async fn diagnose(mesh: &Mesh, clients: &[kube::Client], from: usize, to: usize) -> String {
+    let (f, t) = (&mesh.clusters[from].name, &mesh.clusters[to].name);
+    if from == to {
+        return format!("{f} -> {t}: the local helloworld did not answer (is its pod ready?)");
+    }
+    let secrets: Api<Secret> = Api::namespaced(clients[from].clone(), "istio-system");
+    if !matches!(
+        secrets.get_opt(&format!("istio-remote-secret-{t}")).await,
+        Ok(Some(_))
+    ) {
+        return format!(
+            "{f} -> {t}: {f} has no remote secret for {t}, so its istiod does not see {t}'s endpoints (run `meshctl up --only remote-secrets`)"
+        );
+    }
+    let services: Api<Service> = Api::namespaced(clients[to].clone(), "istio-system");
+    let ip = services
+        .get_opt("istio-eastwestgateway")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| s.status?.load_balancer?.ingress?.into_iter().find_map(|i| i.ip));
+    if ip.is_none() {
+        return format!(
+            "{f} -> {t}: {t}'s east-west gateway has no LoadBalancer IP, so {f} gets unreachable pod IPs (run `meshctl status`)"
+        );
+    }
+    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway");
+    let gateways: Api<DynamicObject> = Api::namespaced_with(
+        clients[to].clone(),
+        "istio-system",
+        &ApiResource::from_gvk_with_plural(&gvk, "gateways"),
+    );
+    if !matches!(gateways.get_opt("cross-network-gateway").await, Ok(Some(_))) {
+        return format!(
+            "{f} -> {t}: {t} does not expose its services on the east-west gateway (run `meshctl up --only expose`)"
+        );
+    }
+    format!(
+        "{f} -> {t}: no answer although the mesh is wired; run `istioctl proxy-config endpoint <curl-pod>.{NAMESPACE} --context {}`: {t}'s endpoints must be its east-west gateway IP on port 15443, not pod IPs",
+        mesh.clusters[from].context
+    )
+}
+
+/// Runs the calls from every client at once.
+async fn matrix(
+    mesh: &Mesh,
+    clients: &[kube::Client],
+    curl_pods: &[String],
+    calls: usize,
+    timeout: Duration,
+) -> Result<Matrix> {
+    let n = mesh.clusters.len();
+    let outputs =
+        futures::future::try_join_all(clients.iter().zip(curl_pods).map(|(client, pod)| async move {
+            exec(
+                client,
+                pod,
+                "curl",
+                vec!["sh".into(), "-c".into(), call_script(calls)],
+                timeout,
+            )
+            .await
+        }))
+        .await?;
+    let (counts, failed) = outputs.iter().map(|o| tally(o, n)).unzip();
+    Ok(Matrix {
+        clusters: mesh.clusters.iter().map(|c| c.name.clone()).collect(),
+        counts,
+        failed,
+    })
+}
+
+fn artifacts_without_failover(all: &[Artifact], cluster: &str) -> String {
+    all.iter()
+        .filter(|a| {
+            a.path.starts_with(&format!("{cluster}/verify/")) && !a.path.ends_with("locality-failover.yaml")
+        })
+        .map(|a| a.content.clone())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// Verifies the mesh.
+pub async fn run(
+    mesh: &Mesh,
+    kubeconfig: Option<&Path>,
+    options: &Options,
+    reporter: &Reporter,
+) -> Result<Report> {
+    let n = mesh.clusters.len();
+    let mut clients = Vec::with_capacity(n);
+    for c in &mesh.clusters {
+        clients.push(
+            crate::kube::connect(kubeconfig, &c.context)
+                .await
+                .with_context(|| format!("cluster `{}`", c.name))?,
+        );
+    }
+    let artifacts = workloads::artifacts(mesh)?;
+    futures::future::try_join_all(mesh.clusters.iter().zip(&clients).map(|(c, client)| {
+        let yaml = artifacts_without_failover(&artifacts, &c.name);
+        async move {
+            Applier::new(client.clone())
+                .apply_yaml(&yaml, &format!("{}/verify", c.name))
+                .await
+                .with_context(|| format!("cluster `{}`", c.name))
+        }
+    }))
+    .await?;
+    reporter.ok(
+        "verify",
+        &format!("sample workloads applied in {n} cluster(s); waiting for their pods"),
+    );
+
+    let pods = futures::future::try_join_all(mesh.clusters.iter().zip(&clients).enumerate().map(
+        |(i, (c, client))| async move {
+            let hello = sidecar_pod(
+                client,
+                &c.name,
+                &format!("app=helloworld,version={}", workloads::version_of(i)),
+                options.timeout,
+            )
+            .await?;
+            let curl = sidecar_pod(client, &c.name, "app=curl", options.timeout).await?;
+            Ok::<_, anyhow::Error>((hello, curl))
+        },
+    ))
+    .await?;
+    let (hello_pods, curl_pods): (Vec<String>, Vec<String>) = pods.into_iter().unzip();
+    reporter.ok(
+        "verify",
+        "pods ready with their sidecars; calling across clusters",
+    );
+
+    let m = matrix(
+        mesh,
+        &clients,
+        &curl_pods,
+        options.calls_per_client,
+        options.timeout,
+    )
+    .await?;
+    let mut reasons = Vec::new();
+    for (f, t) in m.missing() {
+        reasons.push(diagnose(mesh, &clients, f, t).await);
+    }
+    let failover = if options.failover && n >= 2 {
+        Some(failover(mesh, &clients, &artifacts, &hello_pods, &curl_pods, options).await?)
+    } else {
+        if options.failover {
+            reporter.note(
+                "verify",
+                "failover needs at least two clusters in different regions; skipped",
+            );
+        }
+        None
+    };
+    if !options.keep {
+        for (c, client) in mesh.clusters.iter().zip(&clients) {
+            let namespaces: Api<Namespace> = Api::all(client.clone());
+            match namespaces.delete(NAMESPACE, &DeleteParams::default()).await {
+                Ok(_) | Err(kube::Error::Api(_)) => {}
+                Err(e) => reporter.note(&c.name, &format!("could not remove namespace {NAMESPACE}: {e}")),
+            }
+        }
+    }
+    Ok(Report {
+        mesh_id: mesh.mesh_id.clone(),
+        matrix: m,
+        reasons,
+        failover,
+    })
+}
+
+/// Locality failover: with the DestinationRule, the first cluster's client is served locally; once
+/// its local helloworld is drained, by the failover region.
+async fn failover(
+    mesh: &Mesh,
+    clients: &[kube::Client],
+    artifacts: &[Artifact],
+    hello_pods: &[String],
+    curl_pods: &[String],
+    options: &Options,
+) -> Result<Failover> {
+    let rule = artifacts
+        .iter()
+        .filter(|a| a.path.ends_with("locality-failover.yaml"))
+        .map(|a| a.content.clone())
+        .next()
+        .ok_or_else(|| anyhow!("no locality failover rule: every cluster is in the same region"))?;
+    for (c, client) in mesh.clusters.iter().zip(clients) {
+        Applier::new(client.clone())
+            .apply_yaml(&rule, "locality-failover.yaml")
+            .await
+            .with_context(|| format!("cluster `{}`", c.name))?;
+    }
+    let client = &clients[0];
+    let local = &mesh.clusters[0];
+    let target_region = mesh
+        .clusters
+        .iter()
+        .map(|c| &c.region)
+        .find(|r| **r != local.region)
+        .cloned()
+        .unwrap_or_default();
+    let expected = mesh
+        .clusters
+        .iter()
+        .position(|c| c.region == target_region)
+        .unwrap_or(1);
+    let calls = options.calls_per_client;
+    let (before, _) = tally(
+        &exec(
+            client,
+            &curl_pods[0],
+            "curl",
+            vec!["sh".into(), "-c".into(), call_script(calls)],
+            options.timeout,
+        )
+        .await?,
+        mesh.clusters.len(),
+    );
+    // Make the local instance fail, as the Istio docs do: drain its sidecar's listeners.
+    exec(
+        client,
+        &hello_pods[0],
+        "istio-proxy",
+        vec![
+            "curl".into(),
+            "-sS".into(),
+            "-X".into(),
+            "POST".into(),
+            "127.0.0.1:15000/drain_listeners".into(),
+        ],
+        options.timeout,
+    )
+    .await?;
+    let (after, failed) = tally(
+        &exec(
+            client,
+            &curl_pods[0],
+            "curl",
+            vec!["sh".into(), "-c".into(), call_script(calls)],
+            options.timeout,
+        )
+        .await?,
+        mesh.clusters.len(),
+    );
+    let passed = after[0] == 0 && after[expected] > 0;
+    let detail = format!(
+        "before the drain: {before:?} answers per cluster; after: {after:?} ({failed} failed calls); expected {} ({target_region})",
+        mesh.clusters[expected].name
+    );
+    // Restore: a new pod replaces the drained one; the rule is removed with the namespace.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    pods.delete(&hello_pods[0], &DeleteParams::default())
+        .await
+        .context("restore the drained helloworld pod")?;
+    wait::pod_ready(
+        client,
+        NAMESPACE,
+        &format!("app=helloworld,version={}", workloads::version_of(0)),
+        options.timeout,
+    )
+    .await?;
+    Ok(Failover {
+        client: local.name.clone(),
+        before,
+        after,
+        expected: mesh.clusters[expected].name.clone(),
+        passed,
+        detail,
+    })
+}
+
+/// Per-cluster counts as a table for people.
+pub fn table(m: &Matrix) -> String {
+    let width = m.clusters.iter().map(String::len).max().unwrap_or(8).max(10);
+    let mut text = format!("{:<width$}", "FROM \\ TO");
+    for c in &m.clusters {
+        let _ = write!(text, "  {c:>width$}");
+    }
+    text.push_str("  FAILED\n");
+    for (i, row) in m.counts.iter().enumerate() {
+        let _ = write!(text, "{:<width$}", m.clusters[i]);
+        for c in row {
+            let _ = write!(text, "  {c:>width$}");
+        }
+        let _ = writeln!(text, "  {:>6}", m.failed[i]);
+    }
+    text
+}
+
+/// Totals for a summary line.
+pub fn totals(m: &Matrix) -> BTreeMap<&'static str, usize> {
+    BTreeMap::from([
+        ("answered", m.counts.iter().flatten().sum()),
+        ("failed", m.failed.iter().sum()),
+        ("pairs", m.clusters.len() * m.clusters.len()),
+        ("pairsMissing", m.missing().len()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_attributed_by_instance_and_failures_counted() {
+        let out = "Hello version: v1, instance: helloworld-v1-5d8f7-xk2lq\nHello version: v1, instance: helloworld-v3-abcde\nCALL FAILED\n\nHello version: v2, instance: helloworld-v2-1\n";
+        assert_eq!(
+            tally(out, 3),
+            (vec![1, 1, 1], 1),
+            "cluster 3 runs the v1 image under deployment helloworld-v3"
+        );
+        assert_eq!(responder("Hello version: v9, instance: helloworld-v9-x", 3), None);
+    }
+
+    #[test]
+    fn matrix_passes_only_when_every_pair_answered() {
+        let m = Matrix {
+            clusters: vec!["a".into(), "b".into()],
+            counts: vec![vec![3, 2], vec![0, 5]],
+            failed: vec![0, 0],
+        };
+        assert!(!m.passed());
+        assert_eq!(m.missing(), vec![(1, 0)]);
+        let report = Report {
+            mesh_id: "m".into(),
+            matrix: m,
+            reasons: vec!["b -> a: no secret".into()],
+            failover: None,
+        };
+        let xml = junit(&report);
+        assert!(
+            xml.contains("tests=\"4\" failures=\"1\"")
+                && xml.contains("name=\"b -> a\"><failure")
+                && xml.contains("b -&gt; a: no secret"),
+            "{xml}"
+        );
+    }
+}
