@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Real-cluster smoke test: from nothing to a verified two-cluster mesh and back, on a Linux host with
+# Docker (the GitHub Actions workflow .github/workflows/smoke.yml runs it on ubuntu-latest).
+#
+#   scripts/smoke.sh            install pinned kind and istioctl, build meshctl, run the whole cycle
+#
+# Pinned versions come from `meshctl version -o json` (src/versions.rs is the one place they live).
+# Downloads are checked against the checksum files the projects publish beside them, and against
+# KIND_SHA256 / ISTIOCTL_SHA256 when those are set. On failure, diagnostics for every cluster are
+# collected in $ARTIFACTS (default ./smoke-artifacts) before the clusters are deleted.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+artifacts=${ARTIFACTS:-$root/smoke-artifacts}
+tools=${TOOLS_DIR:-$root/.smoke-tools}
+clusters=${CLUSTERS:-2}
+mkdir -p "$artifacts" "$tools"
+export PATH="$tools:$PATH"
+export MESHCTL_HOME="$root/.smoke-state"
+export KUBECONFIG="$root/.smoke-state/kubeconfig"
+mkdir -p "$MESHCTL_HOME"
+
+log() { printf '%s smoke: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# sha256 of file $1 must equal $2.
+check_sum() {
+  local got
+  got=$(sha256sum "$1" | cut -d' ' -f1)
+  if [ "$got" != "$2" ]; then
+    log "checksum mismatch for $1: got $got, expected $2"
+    exit 1
+  fi
+}
+
+log "building meshctl"
+cargo build --release --locked --manifest-path "$root/Cargo.toml"
+meshctl="$root/target/release/meshctl"
+versions=$("$meshctl" version -o json)
+kind_version=$(jq -r '.kind' <<<"$versions")
+istio_version=$(jq -r '.istio' <<<"$versions")
+log "pinned: kind $kind_version, istio $istio_version"
+
+if ! command -v kind >/dev/null || ! kind version | grep -q "$kind_version"; then
+  log "installing kind $kind_version"
+  base="https://github.com/kubernetes-sigs/kind/releases/download/$kind_version"
+  curl -fsSLo "$tools/kind" "$base/kind-linux-amd64"
+  curl -fsSLo "$tools/kind.sha256sum" "$base/kind-linux-amd64.sha256sum"
+  check_sum "$tools/kind" "${KIND_SHA256:-$(cut -d' ' -f1 "$tools/kind.sha256sum")}"
+  chmod +x "$tools/kind"
+fi
+if ! command -v istioctl >/dev/null || ! istioctl version --remote=false 2>/dev/null | grep -q "$istio_version"; then
+  log "installing istioctl $istio_version"
+  tarball="istioctl-$istio_version-linux-amd64.tar.gz"
+  base="https://github.com/istio/istio/releases/download/$istio_version"
+  curl -fsSLo "$tools/$tarball" "$base/$tarball"
+  curl -fsSLo "$tools/$tarball.sha256" "$base/$tarball.sha256"
+  check_sum "$tools/$tarball" "${ISTIOCTL_SHA256:-$(cut -d' ' -f1 "$tools/$tarball.sha256")}"
+  tar -xzf "$tools/$tarball" -C "$tools" istioctl
+fi
+
+# Several kind clusters on one host exhaust the default inotify limits (kind's known issues).
+if [ "$(cat /proc/sys/fs/inotify/max_user_watches)" -lt 524288 ] || [ "$(cat /proc/sys/fs/inotify/max_user_instances)" -lt 512 ]; then
+  log "raising inotify limits"
+  sudo sysctl -w fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=512
+fi
+
+collect_diagnostics() {
+  log "collecting diagnostics in $artifacts"
+  "$meshctl" status --clusters "$clusters" -o json > "$artifacts/status.json" 2>&1 || true
+  cp "$MESHCTL_HOME/mesh1/state.json" "$artifacts/state.json" 2>/dev/null || true
+  cp -r "$MESHCTL_HOME/mesh1/plan" "$artifacts/plan" 2>/dev/null || true
+  rm -f "$artifacts"/plan/*/03-certs/cacerts.yaml  # holds a private key
+  for i in $(seq 1 "$clusters"); do
+    ctx="cluster$i"
+    dir="$artifacts/$ctx"
+    mkdir -p "$dir"
+    kubectl --context "$ctx" get events -A --sort-by=.lastTimestamp > "$dir/events.txt" 2>&1 || true
+    kubectl --context "$ctx" get pods,svc -A -o wide > "$dir/pods-and-services.txt" 2>&1 || true
+    kubectl --context "$ctx" -n istio-system logs deploy/istiod --tail=2000 > "$dir/istiod.log" 2>&1 || true
+    kubectl --context "$ctx" -n istio-system logs deploy/istio-eastwestgateway --tail=2000 > "$dir/eastwest-gateway.log" 2>&1 || true
+    kubectl --context "$ctx" -n istio-system get secrets -l istio/multiCluster=true > "$dir/remote-secrets.txt" 2>&1 || true
+    istioctl --context "$ctx" remote-clusters > "$dir/remote-clusters.txt" 2>&1 || true
+    kind export logs --name "$ctx" "$dir/kind-logs" >/dev/null 2>&1 || true
+  done
+}
+
+finish() {
+  local code=$?
+  if [ "$code" -ne 0 ]; then
+    collect_diagnostics
+  fi
+  log "deleting the clusters"
+  "$meshctl" down --purge || true
+  exit "$code"
+}
+trap finish EXIT
+
+log "meshctl doctor"
+"$meshctl" doctor --clusters "$clusters"
+log "meshctl up --clusters $clusters"
+"$meshctl" up --clusters "$clusters"
+log "meshctl up again: must change nothing"
+"$meshctl" up --clusters "$clusters" 2>&1 | tee "$artifacts/second-up.txt"
+grep -q "nothing to change" "$artifacts/second-up.txt"
+log "meshctl verify --failover"
+"$meshctl" verify --clusters "$clusters" --failover --junit "$artifacts/verify.xml"
+log "meshctl status"
+"$meshctl" status --clusters "$clusters"
+log "passed"

@@ -1,0 +1,76 @@
+//! The real-cluster smoke workflow cannot run here; these checks keep it correct anyway: valid YAML
+//! with the steps it needs, a script that parses, and every `meshctl` command line in the script
+//! accepted by the real argument parser. (shellcheck runs on it in .ci/run.)
+
+mod support;
+
+use std::path::Path;
+
+fn repo(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+#[test]
+fn workflow_is_valid_yaml_that_runs_the_smoke_script_and_uploads_diagnostics_on_failure() {
+    let doc: serde_json::Value = serde_saphyr::from_str(&repo(".github/workflows/smoke.yml")).unwrap();
+    let steps = doc["jobs"]["kind-mesh"]["steps"]
+        .as_array()
+        .expect("job kind-mesh has steps");
+    assert_eq!(doc["jobs"]["kind-mesh"]["runs-on"], "ubuntu-latest");
+    assert!(steps.iter().any(|s| s["run"] == "scripts/smoke.sh"));
+    let upload = steps
+        .iter()
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/upload-artifact@"))
+        })
+        .unwrap();
+    assert_eq!(upload["if"], "failure()");
+    assert_eq!(upload["with"]["path"], "smoke-artifacts");
+}
+
+#[test]
+fn smoke_script_parses_and_its_meshctl_command_lines_are_accepted() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/smoke.sh");
+    let status = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "bash -n scripts/smoke.sh");
+    let script = repo("scripts/smoke.sh");
+    let mut checked = 0;
+    for line in script
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("\"$meshctl\" ") || l.starts_with("versions=$(\"$meshctl\""))
+    {
+        let command = line.trim_start_matches("versions=$(").replace("2>&1", "");
+        let command = command.split(['|', '>', ')']).next().unwrap().trim();
+        let args: Vec<String> = command
+            .split_whitespace()
+            .skip(1)
+            .map(|a| {
+                a.replace("\"$clusters\"", "2")
+                    .replace("\"$artifacts/verify.xml\"", "verify.xml")
+            })
+            .chain(["--help".to_string()])
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = support::meshctl(&args);
+        assert!(
+            out.status.success(),
+            "`meshctl {}` is rejected: {}",
+            args.join(" "),
+            support::stderr(&out)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 6, "found only {checked} meshctl command lines");
+    // The script reads these keys of `meshctl version -o json`.
+    let versions: serde_json::Value =
+        serde_json::from_str(support::ok(support::meshctl(&["version", "-o", "json"])).trim()).unwrap();
+    assert_eq!(versions["kind"], meshctl::versions::KIND_VERSION);
+    assert_eq!(versions["istio"], meshctl::versions::ISTIO_VERSION);
+}
