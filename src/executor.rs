@@ -452,8 +452,9 @@ impl Executor {
             .clone();
         cell.get_or_try_init(|| async {
             let cluster = self.mesh.cluster(source).ok_or_else(|| anyhow!("cluster `{source}` is not in the topology"))?;
-            let server = match (self.mesh.provider, self.state.snapshot().clusters.get(source).and_then(|c| c.api_endpoint.clone())) {
-                (_, Some(recorded)) => recorded,
+            let recorded = self.state.snapshot().clusters.get(source).and_then(|c| c.api_endpoint.clone());
+            let server = match (self.mesh.provider, cluster.api_server.clone().or(recorded)) {
+                (_, Some(server)) => server,
                 (Provider::Kind, None) => {
                     return Err(anyhow!(
                         "cluster `{source}`: no API server address recorded on the docker network; run `meshctl up --only clusters` first"

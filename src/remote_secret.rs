@@ -35,7 +35,7 @@ pub const TOKEN_SECRET: &str = "istio-reader-service-account-istio-remote-secret
 pub enum RemoteSecretError {
     /// The API server address is a loopback address other clusters cannot reach.
     #[error(
-        "cluster `{cluster}`: the API server address `{server}` is a loopback address; istiod in the other clusters cannot reach it\nhint: pass --server with the address on the shared network, e.g. https://<container-ip>:6443 (for kind: docker inspect -f '{{{{ .NetworkSettings.Networks.kind.IPAddress }}}}' {container})"
+        "cluster `{cluster}`: the API server address `{server}` is a loopback address; istiod in the other clusters cannot reach it\nhint: pass --server (or set `apiServer` for the cluster in meshctl.yaml) with the address on the shared network, e.g. https://<container-ip>:6443 (for kind: docker inspect -f '{{{{ .NetworkSettings.Networks.kind.IPAddress }}}}' {container})"
     )]
     LoopbackServer {
         /// The cluster.

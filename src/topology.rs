@@ -58,6 +58,10 @@ pub struct Cluster {
     pub region: String,
     /// Node label `topology.kubernetes.io/zone`.
     pub zone: String,
+    /// API server address the other clusters reach this one at, when the kubeconfig's is not
+    /// (existing clusters; kind clusters have theirs recorded from docker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_server: Option<String>,
     /// How kind creates the cluster; `None` for existing clusters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<KindSpec>,
@@ -141,6 +145,7 @@ struct ClusterFile {
     node_image: Option<String>,
     pod_subnet: Option<String>,
     service_subnet: Option<String>,
+    api_server: Option<String>,
 }
 
 impl Mesh {
@@ -211,6 +216,16 @@ impl Mesh {
                     value: cluster.name.clone(),
                     reason: "only apply to `provider: kind`; existing clusters keep their own".into(),
                 });
+            }
+            if let Some(server) = c.api_server {
+                if !server.starts_with("https://") {
+                    problems.push(Problem {
+                        field: field("apiServer"),
+                        value: server.clone(),
+                        reason: "is not an https:// URL".into(),
+                    });
+                }
+                cluster.api_server = Some(server);
             }
             cluster.network = c.network.unwrap_or(cluster.network);
             cluster.region = c.region.unwrap_or(cluster.region);
@@ -367,6 +382,7 @@ fn default_cluster(
         region: format!("region{index}"),
         zone: format!("zone{index}"),
         name,
+        api_server: None,
         kind,
     }
 }

@@ -380,3 +380,69 @@ fn existing_contexts_skip_clusters_and_metallb() {
         stderr(&out)
     );
 }
+
+#[test]
+fn existing_clusters_from_a_config_file_get_remote_secrets_with_their_api_server() {
+    let clusters: Vec<Arc<FakeCluster>> = ["east", "west"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let c = Arc::new(FakeCluster::start(n));
+            c.start_controllers(ControllerOptions {
+                external_lb: Some(format!("10.99.{i}.10").parse().unwrap()),
+            });
+            c
+        })
+        .collect();
+    let tools = FakeTools::new(&clusters, FakeToolOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let kc = work.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        support::fake_api::kubeconfig(&clusters.iter().map(|c| c.as_ref()).collect::<Vec<_>>()),
+    )
+    .unwrap();
+    let cfg = work.path().join("meshctl.yaml");
+    std::fs::write(&cfg, format!(
+        "meshID: corp\nprovider: existing\nclusters:\n  - name: east\n    context: east\n    apiServer: {}\n  - name: west\n    context: west\n    apiServer: {}\n",
+        clusters[0].server_url(), clusters[1].server_url())).unwrap();
+    let state = work.path().join("state");
+    let out = meshctl_in(
+        work.path(),
+        &[
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--workdir",
+            state.to_str().unwrap(),
+            "up",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--key-type",
+            "ecdsa-p256",
+            "--timeout",
+            "20s",
+        ],
+        &[("PATH", &tools.path_env()), ("CI", "true")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let secret = clusters[1]
+        .get("", "secrets", "istio-system", "istio-remote-secret-east")
+        .expect("west holds east's secret");
+    use base64::Engine as _;
+    let kubeconfig = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["east"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        kubeconfig.contains(&format!("server: {}", clusters[0].server_url())),
+        "{kubeconfig}"
+    );
+    assert_eq!(
+        clusters[0]
+            .get("", "configmaps", "istio-system", "istio")
+            .unwrap()["data"]["meshID"],
+        "corp"
+    );
+}
