@@ -15,12 +15,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
-use kube::api::{Api, ApiResource, AttachParams, DeleteParams, DynamicObject, GroupVersionKind};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, AttachParams, DeleteParams};
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
 use crate::kube::apply::Applier;
+use crate::kube::inspect;
 use crate::kube::wait;
 use crate::phases::verify::{self as workloads, NAMESPACE};
 use crate::plan::Artifact;
@@ -285,34 +286,17 @@ async fn diagnose(mesh: &Mesh, clients: &[kube::Client], from: usize, to: usize)
     if from == to {
         return format!("{f} -> {t}: the local helloworld did not answer (is its pod ready?)");
     }
-    let secrets: Api<Secret> = Api::namespaced(clients[from].clone(), "istio-system");
-    if !matches!(
-        secrets.get_opt(&format!("istio-remote-secret-{t}")).await,
-        Ok(Some(_))
-    ) {
+    if !inspect::has_remote_secret(&clients[from], t).await {
         return format!(
             "{f} -> {t}: {f} has no remote secret for {t}, so its istiod does not see {t}'s endpoints (run `meshctl up --only remote-secrets`)"
         );
     }
-    let services: Api<Service> = Api::namespaced(clients[to].clone(), "istio-system");
-    let ip = services
-        .get_opt("istio-eastwestgateway")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|s| s.status?.load_balancer?.ingress?.into_iter().find_map(|i| i.ip));
-    if ip.is_none() {
+    if inspect::eastwest_ip(&clients[to]).await.is_none() {
         return format!(
             "{f} -> {t}: {t}'s east-west gateway has no LoadBalancer IP, so {f} gets unreachable pod IPs (run `meshctl status`)"
         );
     }
-    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway");
-    let gateways: Api<DynamicObject> = Api::namespaced_with(
-        clients[to].clone(),
-        "istio-system",
-        &ApiResource::from_gvk_with_plural(&gvk, "gateways"),
-    );
-    if !matches!(gateways.get_opt("cross-network-gateway").await, Ok(Some(_))) {
+    if !inspect::services_exposed(&clients[to]).await {
         return format!(
             "{f} -> {t}: {t} does not expose its services on the east-west gateway (run `meshctl up --only expose`)"
         );

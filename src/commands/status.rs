@@ -4,12 +4,13 @@ use std::path::Path;
 
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ListParams};
 use serde::Serialize;
 
 use super::Exit;
 use crate::cli::{OutputFormat, StatusArgs};
+use crate::kube::inspect;
 use crate::phases::Phase;
 use crate::topology::{Cluster, Mesh, Provider};
 
@@ -124,13 +125,7 @@ async fn checks_for(mesh: &Mesh, cluster: &Cluster, kubeconfig: Option<&Path>) -
         format!("istiod {}", if istiod { "available" } else { "not available" }),
         "run `meshctl up --only istio`",
     ));
-    let services: Api<Service> = Api::namespaced(client.clone(), "istio-system");
-    let ip = services
-        .get_opt("istio-eastwestgateway")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|s| s.status?.load_balancer?.ingress?.into_iter().find_map(|i| i.ip));
+    let ip = inspect::eastwest_ip(&client).await;
     out.push(check(
         cluster,
         Phase::Eastwest,
@@ -138,18 +133,7 @@ async fn checks_for(mesh: &Mesh, cluster: &Cluster, kubeconfig: Option<&Path>) -
         format!("east-west gateway IP {}", ip.as_deref().unwrap_or("<pending>")),
         "no LoadBalancer IP: is MetalLB running with a pool? (`meshctl up --only metallb,eastwest`)",
     ));
-    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway");
-    let gateways: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "istio-system",
-        &ApiResource::from_gvk_with_plural(&gvk, "gateways"),
-    );
-    let exposed = gateways
-        .get_opt("cross-network-gateway")
-        .await
-        .ok()
-        .flatten()
-        .is_some();
+    let exposed = inspect::services_exposed(&client).await;
     out.push(check(
         cluster,
         Phase::Expose,

@@ -2,6 +2,7 @@
 //! YAML, waits driven by watches, and retries of transient failures. No kubectl.
 
 pub mod apply;
+pub mod inspect;
 pub mod retry;
 pub mod wait;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
@@ -374,88 +374,74 @@ async fn webhook_ca_bundle(
     what: &str,
     timeout: Duration,
 ) -> Result<(String, String), WaitError> {
-    fn summary(bundles: Vec<bool>) -> String {
-        format!(
-            "{} of {} webhook(s) have a CA bundle",
-            bundles.iter().filter(|b| **b).count(),
-            bundles.len()
-        )
-    }
-    let service = match kind {
+    let configs = match kind {
         "MutatingWebhookConfiguration" => {
             let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-            let hooks = |c: &MutatingWebhookConfiguration| c.webhooks.clone().unwrap_or_default();
-            let cfg = until(
-                &api,
-                name,
-                what,
-                timeout,
-                |c| {
-                    !hooks(c).is_empty()
-                        && hooks(c).iter().all(|w| {
-                            w.client_config
-                                .ca_bundle
-                                .as_ref()
-                                .is_some_and(|b| !b.0.is_empty())
-                        })
-                },
-                |c| {
-                    summary(
-                        hooks(c)
-                            .iter()
-                            .map(|w| {
-                                w.client_config
-                                    .ca_bundle
-                                    .as_ref()
-                                    .is_some_and(|b| !b.0.is_empty())
-                            })
-                            .collect(),
-                    )
-                },
-            )
-            .await?;
-            hooks(&cfg).first().and_then(|w| w.client_config.service.clone())
+            let configs = |c: &MutatingWebhookConfiguration| {
+                c.webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| w.client_config.clone())
+                    .collect()
+            };
+            until_bundled(&api, name, what, timeout, configs).await?
         }
         _ => {
             let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-            let hooks = |c: &ValidatingWebhookConfiguration| c.webhooks.clone().unwrap_or_default();
-            let cfg = until(
-                &api,
-                name,
-                what,
-                timeout,
-                |c| {
-                    !hooks(c).is_empty()
-                        && hooks(c).iter().all(|w| {
-                            w.client_config
-                                .ca_bundle
-                                .as_ref()
-                                .is_some_and(|b| !b.0.is_empty())
-                        })
-                },
-                |c| {
-                    summary(
-                        hooks(c)
-                            .iter()
-                            .map(|w| {
-                                w.client_config
-                                    .ca_bundle
-                                    .as_ref()
-                                    .is_some_and(|b| !b.0.is_empty())
-                            })
-                            .collect(),
-                    )
-                },
-            )
-            .await?;
-            hooks(&cfg).first().and_then(|w| w.client_config.service.clone())
+            let configs = |c: &ValidatingWebhookConfiguration| {
+                c.webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| w.client_config.clone())
+                    .collect()
+            };
+            until_bundled(&api, name, what, timeout, configs).await?
         }
     };
-    let service = service.ok_or_else(|| WaitError::Failed {
-        what: what.to_string(),
-        reason: format!("{kind} {name} calls a URL, not a Service"),
-    })?;
+    let service = configs
+        .into_iter()
+        .next()
+        .and_then(|c| c.service)
+        .ok_or_else(|| WaitError::Failed {
+            what: what.to_string(),
+            reason: format!("{kind} {name} calls a URL, not a Service"),
+        })?;
     Ok((service.namespace, service.name))
+}
+
+/// The webhook client configurations of `name` (mutating or validating alike), once every one of
+/// them has a CA bundle.
+async fn until_bundled<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    configs: impl Fn(&K) -> Vec<WebhookClientConfig>,
+) -> Result<Vec<WebhookClientConfig>, WaitError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let bundled = |c: &WebhookClientConfig| c.ca_bundle.as_ref().is_some_and(|b| !b.0.is_empty());
+    let found = until(
+        api,
+        name,
+        what,
+        timeout,
+        |k| {
+            let all = configs(k);
+            !all.is_empty() && all.iter().all(bundled)
+        },
+        |k| {
+            let all = configs(k);
+            format!(
+                "{} of {} webhook(s) have a CA bundle",
+                all.iter().filter(|c| bundled(c)).count(),
+                all.len()
+            )
+        },
+    )
+    .await?;
+    Ok(configs(&found))
 }
 
 /// A Running pod matching `selector` whose Ready condition is True.

@@ -1,6 +1,5 @@
 //! `kind`: create, list, delete clusters and read their kubeconfig.
 
-use std::path::Path;
 use std::time::Duration;
 
 use super::{RunOptions, ToolError, ToolRunner};
@@ -44,21 +43,6 @@ impl<'a> Kind<'a> {
             .filter(|l| !l.is_empty())
             .map(String::from)
             .collect())
-    }
-
-    /// Runs `kind <args>` (the plan's `create cluster ...`) in `cwd`.
-    pub async fn run_planned(
-        &self,
-        planned: &[String],
-        cwd: &Path,
-        timeout: Duration,
-    ) -> Result<(), ToolError> {
-        let options = RunOptions {
-            cwd: Some(cwd.to_path_buf()),
-            timeout: Some(timeout),
-            ..Default::default()
-        };
-        self.runner.run("kind", planned, &options).await.map(|_| ())
     }
 
     /// The external kubeconfig of cluster `name` (server on the host's port mapping).
