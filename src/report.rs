@@ -169,6 +169,12 @@ impl Reporter {
 
     /// Progress inside a phase (the step being run).
     pub fn step(&self, phase: &str, cluster: &str, what: &str) {
+        // One terminal line per spinner: long commands are cut.
+        let what: String = if what.chars().count() > 72 {
+            what.chars().take(71).chain(['…']).collect()
+        } else {
+            what.to_string()
+        };
         if let Some(bar) = self
             .bars
             .lock()
