@@ -288,8 +288,14 @@ fn istioctl_of_another_minor_version_is_refused_unless_allowed() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
-#[test]
-fn existing_contexts_skip_clusters_and_metallb() {
+/// Two existing clusters, `east` and `west`, with their own load balancer (no MetalLB), fake tools
+/// and a kubeconfig with one context each.
+fn existing_pair() -> (
+    Vec<Arc<FakeCluster>>,
+    FakeTools,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
     let clusters: Vec<Arc<FakeCluster>> = ["east", "west"]
         .iter()
         .enumerate()
@@ -309,6 +315,12 @@ fn existing_contexts_skip_clusters_and_metallb() {
         support::fake_api::kubeconfig(&clusters.iter().map(|c| c.as_ref()).collect::<Vec<_>>()),
     )
     .unwrap();
+    (clusters, tools, work, kc)
+}
+
+#[test]
+fn existing_contexts_skip_clusters_and_metallb() {
+    let (clusters, tools, work, kc) = existing_pair();
     let state = work.path().join("state");
     let out = meshctl_in(
         work.path(),
@@ -383,25 +395,7 @@ fn existing_contexts_skip_clusters_and_metallb() {
 
 #[test]
 fn existing_clusters_from_a_config_file_get_remote_secrets_with_their_api_server() {
-    let clusters: Vec<Arc<FakeCluster>> = ["east", "west"]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let c = Arc::new(FakeCluster::start(n));
-            c.start_controllers(ControllerOptions {
-                external_lb: Some(format!("10.99.{i}.10").parse().unwrap()),
-            });
-            c
-        })
-        .collect();
-    let tools = FakeTools::new(&clusters, FakeToolOptions::default());
-    let work = tempfile::tempdir().unwrap();
-    let kc = work.path().join("kubeconfig");
-    std::fs::write(
-        &kc,
-        support::fake_api::kubeconfig(&clusters.iter().map(|c| c.as_ref()).collect::<Vec<_>>()),
-    )
-    .unwrap();
+    let (clusters, tools, work, kc) = existing_pair();
     let cfg = work.path().join("meshctl.yaml");
     std::fs::write(&cfg, format!(
         "meshID: corp\nprovider: existing\nclusters:\n  - name: east\n    context: east\n    apiServer: {}\n  - name: west\n    context: west\n    apiServer: {}\n",
