@@ -297,9 +297,20 @@ impl Executor {
                             .map_err(anyhow::Error::msg)
                     })
                     .await?;
-                Istioctl::new(runner)
-                    .run_planned(args, plan_dir, self.settings.tool_timeout)
-                    .await?;
+                // istioctl reads KUBECONFIG; point it at the file meshctl was given.
+                let env = self
+                    .settings
+                    .kubeconfig_flag
+                    .iter()
+                    .map(|p| ("KUBECONFIG".to_string(), p.to_string_lossy().into_owned()))
+                    .collect();
+                let options = RunOptions {
+                    cwd: Some(plan_dir.to_path_buf()),
+                    timeout: Some(self.settings.tool_timeout),
+                    env,
+                    ..Default::default()
+                };
+                runner.run("istioctl", args, &options).await?;
                 Ok(None)
             }
             Step::Run {

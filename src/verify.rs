@@ -398,7 +398,11 @@ pub async fn run(
         "pods ready with their sidecars; calling across clusters",
     );
 
-    let m = matrix(
+    // Right after `up`, istiod may still be syncing the other clusters' endpoints: call again, with
+    // growing pauses, until every pair has answered or the bound is reached. Answers add up.
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_secs(1);
+    let mut m = matrix(
         mesh,
         &clients,
         &curl_pods,
@@ -406,6 +410,34 @@ pub async fn run(
         options.timeout,
     )
     .await?;
+    while !m.passed() && started.elapsed() + pause < options.timeout {
+        reporter.note(
+            "verify",
+            &format!(
+                "{} pair(s) not answered yet; calling again in {}s",
+                m.missing().len(),
+                pause.as_secs()
+            ),
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(16));
+        let again = matrix(
+            mesh,
+            &clients,
+            &curl_pods,
+            options.calls_per_client,
+            options.timeout,
+        )
+        .await?;
+        for (row, add) in m.counts.iter_mut().zip(&again.counts) {
+            for (cell, n) in row.iter_mut().zip(add) {
+                *cell += n;
+            }
+        }
+        for (f, add) in m.failed.iter_mut().zip(&again.failed) {
+            *f += add;
+        }
+    }
     let mut reasons = Vec::new();
     for (f, t) in m.missing() {
         reasons.push(diagnose(mesh, &clients, f, t).await);

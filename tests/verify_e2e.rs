@@ -70,7 +70,7 @@ fn a_missing_remote_secret_fails_verify_and_names_the_pair_and_the_fix() {
         "--clusters",
         "2",
         "--timeout",
-        "20s",
+        "4s",
         "--junit",
         junit.to_str().unwrap(),
         "-o",
@@ -117,7 +117,7 @@ fn a_gateway_without_an_ip_is_the_reason_given() {
         "istio-eastwestgateway",
         serde_json::json!({"loadBalancer": {"ingress": null}}),
     );
-    let out = lab.run(&["verify", "--clusters", "2", "--timeout", "20s"]);
+    let out = lab.run(&["verify", "--clusters", "2", "--timeout", "4s"]);
     assert_eq!(out.status.code(), Some(3));
     let text = stdout(&out);
     assert!(
@@ -196,4 +196,39 @@ fn pods_without_a_sidecar_are_refused_with_a_hint() {
         text.contains("has no istio-proxy sidecar") && text.contains("istio-injection=enabled"),
         "{text}"
     );
+}
+
+#[test]
+fn a_pair_that_answers_only_after_the_first_round_still_passes() {
+    let lab = lab_with_mesh(2);
+    let c1 = lab.clusters[0].clone();
+    let secret = c1
+        .get("", "secrets", "istio-system", "istio-remote-secret-cluster2")
+        .unwrap();
+    c1.with_store(|s| {
+        let secrets = s.resource("", "secrets").unwrap();
+        s.delete(&secrets, "istio-system", "istio-remote-secret-cluster2")
+            .unwrap();
+    });
+    // As if istiod were still syncing: the secret comes back once the first round of calls is done.
+    let restorer = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        while !c1.requests().iter().any(|r| r.contains("/exec?")) {
+            assert!(started.elapsed() < std::time::Duration::from_secs(20));
+            std::thread::yield_now();
+        }
+        let mut again = secret.clone();
+        again["metadata"] = serde_json::json!({"name": "istio-remote-secret-cluster2", "labels": {"istio/multiCluster": "true"}});
+        c1.create("", "secrets", "istio-system", again);
+    });
+    let out = lab.run(&["verify", "--clusters", "2", "--timeout", "20s"]);
+    restorer.join().unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 pair(s) not answered yet"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(text.contains("PASS"), "{text}");
 }

@@ -1,8 +1,5 @@
 //! `istioctl`: version check and the planned `install` invocations.
 
-use std::path::Path;
-use std::time::Duration;
-
 use super::{RunOptions, ToolError, ToolRunner};
 use crate::versions;
 
@@ -54,21 +51,6 @@ impl<'a> Istioctl<'a> {
             command: "istioctl version --remote=false".into(),
             reason: format!("no version in its output: {}", out.stdout.trim()),
         })
-    }
-
-    /// Runs `istioctl <args>` (the plan's `install ...`) in `cwd`.
-    pub async fn run_planned(
-        &self,
-        planned: &[String],
-        cwd: &Path,
-        timeout: Duration,
-    ) -> Result<(), ToolError> {
-        let options = RunOptions {
-            cwd: Some(cwd.to_path_buf()),
-            timeout: Some(timeout),
-            ..Default::default()
-        };
-        self.runner.run("istioctl", planned, &options).await.map(|_| ())
     }
 }
 
