@@ -2,10 +2,10 @@
 
 use serde::Serialize;
 
-use crate::plan::{Condition, PhaseBuilder, PlanError, Step, Tool};
+use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
 use crate::versions;
 
-use super::istio::{NAMESPACE, istioctl_install};
+use super::istio::{NAMESPACE, install_operator};
 
 /// Deployment and Service name of the east-west gateway.
 pub const GATEWAY_NAME: &str = "istio-eastwestgateway";
@@ -18,27 +18,17 @@ struct EastWest<'a> {
 }
 
 pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
-    let cluster = b.cluster;
-    let file = b.render(
+    let context = EastWest {
+        istio_version: versions::ISTIO_VERSION,
+        network: &b.cluster.network,
+    };
+    install_operator(
+        b,
         "eastwest-gateway.yaml",
         "eastwest/eastwest-gateway.yaml.j2",
-        &EastWest {
-            istio_version: versions::ISTIO_VERSION,
-            network: &cluster.network,
-        },
-        false,
+        &context,
+        GATEWAY_NAME,
     )?;
-    b.step(Step::Run {
-        tool: Tool::Istioctl,
-        args: istioctl_install(&cluster.context, &file, b.input.timeout_secs),
-        unless: None,
-    });
-    b.step(Step::Wait {
-        until: Condition::DeploymentAvailable {
-            namespace: NAMESPACE.into(),
-            name: GATEWAY_NAME.into(),
-        },
-    });
     // istioctl does not wait for this; without an IP, remote endpoints degrade to unreachable pod
     // IPs (pitfalls 8 and 31).
     b.step(Step::Wait {

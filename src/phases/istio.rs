@@ -38,31 +38,46 @@ pub fn istioctl_install(context: &str, file: &str, timeout_secs: u64) -> Vec<Str
     .to_vec()
 }
 
-pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
-    let cluster = b.cluster;
-    let file = b.render(
-        "control-plane.yaml",
-        "istio/control-plane.yaml.j2",
-        &ControlPlane {
-            name: OPERATOR_NAME,
-            istio_version: versions::ISTIO_VERSION,
-            mesh_id: &b.input.mesh.mesh_id,
-            cluster_name: &cluster.name,
-            network: &cluster.network,
-        },
-        false,
-    )?;
+/// Renders an IstioOperator into `file`, installs it with istioctl, and waits until `deployment`
+/// (in istio-system) is available: the shape shared by the control plane and the east-west gateway.
+pub(super) fn install_operator<C: Serialize>(
+    b: &mut PhaseBuilder<'_>,
+    file: &str,
+    template: &'static str,
+    context: &C,
+    deployment: &str,
+) -> Result<(), PlanError> {
+    let path = b.render(file, template, context, false)?;
     b.step(Step::Run {
         tool: Tool::Istioctl,
-        args: istioctl_install(&cluster.context, &file, b.input.timeout_secs),
+        args: istioctl_install(&b.cluster.context, &path, b.input.timeout_secs),
         unless: None,
     });
     b.step(Step::Wait {
         until: Condition::DeploymentAvailable {
             namespace: NAMESPACE.into(),
-            name: "istiod".into(),
+            name: deployment.into(),
         },
     });
+    Ok(())
+}
+
+pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+    let cluster = b.cluster;
+    let control_plane = ControlPlane {
+        name: OPERATOR_NAME,
+        istio_version: versions::ISTIO_VERSION,
+        mesh_id: &b.input.mesh.mesh_id,
+        cluster_name: &cluster.name,
+        network: &cluster.network,
+    };
+    install_operator(
+        b,
+        "control-plane.yaml",
+        "istio/control-plane.yaml.j2",
+        &control_plane,
+        "istiod",
+    )?;
     // The east-west gateway's `image: auto` is filled in by this webhook (pitfall 29).
     b.step(Step::Wait {
         until: Condition::WebhookCaBundle {
