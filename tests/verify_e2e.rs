@@ -210,10 +210,12 @@ fn a_pair_that_answers_only_after_the_first_round_still_passes() {
         s.delete(&secrets, "istio-system", "istio-remote-secret-cluster2")
             .unwrap();
     });
-    // As if istiod were still syncing: the secret comes back once the first round of calls is done.
+    // As if istiod were still syncing: the secret comes back once a first round came back
+    // incomplete. The fake logs an exec when it arrives, before it is answered, so wait for the
+    // second one: it is only sent after the first round's answers were counted.
     let restorer = std::thread::spawn(move || {
         let started = std::time::Instant::now();
-        while !c1.requests().iter().any(|r| r.contains("/exec?")) {
+        while c1.requests().iter().filter(|r| r.contains("/exec?")).count() < 2 {
             assert!(started.elapsed() < std::time::Duration::from_secs(20));
             std::thread::yield_now();
         }
