@@ -308,6 +308,25 @@ async fn diagnose(mesh: &Mesh, clients: &[kube::Client], from: usize, to: usize)
 }
 
 /// Runs the calls from every client at once.
+/// `calls` calls from the curl client `pod`: answers per cluster, and calls that failed.
+async fn calls_from(
+    client: &kube::Client,
+    pod: &str,
+    calls: usize,
+    clusters: usize,
+    timeout: Duration,
+) -> Result<(Vec<usize>, usize)> {
+    let output = exec(
+        client,
+        pod,
+        "curl",
+        vec!["sh".into(), "-c".into(), call_script(calls)],
+        timeout,
+    )
+    .await?;
+    Ok(tally(&output, clusters))
+}
+
 async fn matrix(
     mesh: &Mesh,
     clients: &[kube::Client],
@@ -316,19 +335,14 @@ async fn matrix(
     timeout: Duration,
 ) -> Result<Matrix> {
     let n = mesh.clusters.len();
-    let outputs =
-        futures::future::try_join_all(clients.iter().zip(curl_pods).map(|(client, pod)| async move {
-            exec(
-                client,
-                pod,
-                "curl",
-                vec!["sh".into(), "-c".into(), call_script(calls)],
-                timeout,
-            )
-            .await
-        }))
-        .await?;
-    let (counts, failed) = outputs.iter().map(|o| tally(o, n)).unzip();
+    let outputs = futures::future::try_join_all(
+        clients
+            .iter()
+            .zip(curl_pods)
+            .map(|(client, pod)| calls_from(client, pod, calls, n, timeout)),
+    )
+    .await?;
+    let (counts, failed) = outputs.into_iter().unzip();
     Ok(Matrix {
         clusters: mesh.clusters.iter().map(|c| c.name.clone()).collect(),
         counts,
@@ -507,17 +521,8 @@ async fn failover(
         .position(|c| c.region == target_region)
         .unwrap_or(1);
     let calls = options.calls_per_client;
-    let (before, _) = tally(
-        &exec(
-            client,
-            &curl_pods[0],
-            "curl",
-            vec!["sh".into(), "-c".into(), call_script(calls)],
-            options.timeout,
-        )
-        .await?,
-        mesh.clusters.len(),
-    );
+    let n = mesh.clusters.len();
+    let (before, _) = calls_from(client, &curl_pods[0], calls, n, options.timeout).await?;
     // Make the local instance fail, as the Istio docs do: drain its sidecar's listeners.
     exec(
         client,
@@ -533,17 +538,7 @@ async fn failover(
         options.timeout,
     )
     .await?;
-    let (after, failed) = tally(
-        &exec(
-            client,
-            &curl_pods[0],
-            "curl",
-            vec!["sh".into(), "-c".into(), call_script(calls)],
-            options.timeout,
-        )
-        .await?,
-        mesh.clusters.len(),
-    );
+    let (after, failed) = calls_from(client, &curl_pods[0], calls, n, options.timeout).await?;
     let passed = after[0] == 0 && after[expected] > 0;
     let detail = format!(
         "before the drain: {before:?} answers per cluster; after: {after:?} ({failed} failed calls); expected {} ({target_region})",
