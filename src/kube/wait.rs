@@ -56,34 +56,20 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher(api.clone(), config)
-        .default_backoff()
-        .applied_objects()
-        .boxed();
-    let mut last_seen = "nothing yet: the object does not exist".to_string();
-    let outcome = tokio::time::timeout(timeout, async {
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(obj) if ready(&obj) => return Some(obj),
-                Ok(obj) => last_seen = describe(&obj),
-                Err(e) => last_seen = format!("watch error: {e}"),
-            }
-        }
-        None
-    })
-    .await;
-    match outcome {
-        Ok(Some(obj)) => Ok(obj),
-        Ok(None) => Err(WaitError::Failed {
-            what: what.to_string(),
-            reason: "the watch ended".into(),
-        }),
-        Err(_) => Err(WaitError::Timeout {
-            what: what.to_string(),
-            after: timeout,
-            last_seen,
-        }),
-    }
+    let mut set = watch_until(
+        api,
+        config,
+        what,
+        timeout,
+        |set| set.get(name).is_some_and(&ready),
+        |set| {
+            set.get(name)
+                .map(&describe)
+                .unwrap_or_else(|| "nothing yet: the object does not exist".into())
+        },
+    )
+    .await?;
+    Ok(set.remove(name).expect("ready means the object is there"))
 }
 
 /// Watches every object `selector` matches until `ready` holds for the current set.
@@ -98,10 +84,33 @@ async fn until_set<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let config = watcher::Config::default().labels(selector);
+    watch_until(
+        api,
+        watcher::Config::default().labels(selector),
+        what,
+        timeout,
+        ready,
+        describe,
+    )
+    .await
+}
+
+/// The one wait loop: keeps the set of watched objects current until `ready` holds for it, or
+/// `timeout` passes; the error then carries `describe` of the last set seen (or the watch error).
+async fn watch_until<K>(
+    api: &Api<K>,
+    config: watcher::Config,
+    what: &str,
+    timeout: Duration,
+    ready: impl Fn(&BTreeMap<String, K>) -> bool,
+    describe: impl Fn(&BTreeMap<String, K>) -> String,
+) -> Result<BTreeMap<String, K>, WaitError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
     let mut stream = watcher(api.clone(), config).default_backoff().boxed();
     let mut seen: BTreeMap<String, K> = BTreeMap::new();
-    let mut last_seen = "nothing yet".to_string();
+    let mut last_seen = describe(&seen);
     let outcome = tokio::time::timeout(timeout, async {
         while let Some(item) = stream.next().await {
             match item {
