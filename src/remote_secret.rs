@@ -16,7 +16,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
-use crate::kube::apply::{Applied, Applier};
+use crate::kube::apply::Applier;
 use crate::kube::retry::{RetryPolicy, retry};
 use crate::kube::{KubeError, wait};
 use crate::render::{self, RenderError};
@@ -241,56 +241,6 @@ pub async fn reader_credentials(
         ca_data: base64::engine::general_purpose::STANDARD.encode(ca),
         token,
     })
-}
-
-/// A cluster taking part in the remote-secret exchange.
-pub struct Member {
-    /// Istio cluster name (the secret's key).
-    pub name: String,
-    /// A client for it.
-    pub client: Client,
-    /// Its API server address as the other clusters reach it.
-    pub server: String,
-}
-
-/// One applied secret of the exchange.
-#[derive(Debug, Clone, Serialize)]
-pub struct Exchanged {
-    /// Whose API server the secret opens.
-    pub source: String,
-    /// Where it was applied.
-    pub target: String,
-    /// What the apply did.
-    pub applied: Vec<Applied>,
-}
-
-/// Every member's secret into every other member: N·(N−1) secrets, all clusters at once.
-pub async fn exchange(members: &[Member], timeout: Duration) -> Result<Vec<Exchanged>, RemoteSecretError> {
-    let secrets = futures::future::try_join_all(members.iter().map(|m| async move {
-        let creds = reader_credentials(&m.client, &m.name, timeout).await?;
-        Ok::<_, RemoteSecretError>((m, render_secret(&m.name, &m.server, &creds)?))
-    }))
-    .await?;
-    let applies = secrets.iter().flat_map(|(source, text)| {
-        members
-            .iter()
-            .filter(move |t| t.name != source.name)
-            .map(move |target| async move {
-                let applied = Applier::new(target.client.clone())
-                    .apply_yaml(text, &format!("istio-remote-secret-{}", source.name))
-                    .await
-                    .map_err(|source_err| RemoteSecretError::Kube {
-                        cluster: target.name.clone(),
-                        source: source_err,
-                    })?;
-                Ok::<_, RemoteSecretError>(Exchanged {
-                    source: source.name.clone(),
-                    target: target.name.clone(),
-                    applied,
-                })
-            })
-    });
-    futures::future::try_join_all(applies).await
 }
 
 #[cfg(test)]
