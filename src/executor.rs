@@ -230,11 +230,7 @@ impl Executor {
     }
 
     fn applied_detail(applied: &[crate::kube::apply::Applied]) -> Option<String> {
-        let word = |c: Change| match c {
-            Change::Created => "created",
-            Change::Updated => "updated",
-            Change::Unchanged => "unchanged",
-        };
+        let word = Change::as_str;
         if applied.len() <= 2 {
             let parts: Vec<String> = applied
                 .iter()

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use super::Exit;
 use crate::cli::{ManifestFormat, RemoteSecretArgs};
-use crate::kube::apply::{Applier, Change};
+use crate::kube::apply::Applier;
 use crate::remote_secret::{self, is_loopback};
 use crate::report::Reporter;
 use crate::topology::{Problem, TopologyError, dns1123_label_problem};
@@ -67,12 +67,7 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
             .await
             .with_context(|| format!("remote-secret: cannot apply the secret to context `{target}`"))?;
         for a in applied {
-            let verb = match a.change {
-                Change::Created => "created",
-                Change::Updated => "updated",
-                Change::Unchanged => "unchanged",
-            };
-            reporter.ok(target, &format!("{} {verb}", a.object));
+            reporter.ok(target, &format!("{} {}", a.object, a.change.as_str()));
         }
     }
     Ok(Exit::Success)

@@ -32,6 +32,17 @@ pub enum Change {
     Unchanged,
 }
 
+impl Change {
+    /// The word for it in messages (`created`, `updated`, `unchanged`), as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Created => "created",
+            Change::Updated => "updated",
+            Change::Unchanged => "unchanged",
+        }
+    }
+}
+
 /// One applied object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Applied {
@@ -224,5 +235,17 @@ impl Applier {
             object: label,
             change,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Change;
+
+    #[test]
+    fn the_message_word_is_the_json_word() {
+        for c in [Change::Created, Change::Updated, Change::Unchanged] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
     }
 }
