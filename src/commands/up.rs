@@ -1,7 +1,7 @@
 //! `meshctl up`: plan, then (unless `--dry-run`) run the plan.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use crate::ipam::{self, Pool};
 use crate::phases::{self, Phase};
 use crate::pki::Validity;
 use crate::pki::layout::{self, CertsRequest};
-use crate::plan::{self, Plan, PlanInput};
+use crate::plan::{self, Artifact, Plan, PlanInput};
 use crate::report::{Format, Reporter};
 use crate::state::StateStore;
 use crate::tools::docker::Docker;
@@ -70,6 +70,66 @@ fn ensure_cas(mesh: &Mesh, dir: &Path, args: &UpArgs) -> Result<Vec<crate::pki::
     Ok(outcome.clusters.into_iter().map(|(ca, _)| ca).collect())
 }
 
+/// The plan, with what went into it, written to `out`.
+struct Prepared<'m> {
+    input: PlanInput<'m>,
+    plan: Plan,
+    verify: Vec<Artifact>,
+    /// The pools came from `--lb-subnet` because the docker network does not exist yet.
+    provisional: bool,
+}
+
+impl Prepared<'_> {
+    /// Builds the plan from `input` again and rewrites it in `out`.
+    fn rebuild(&mut self, out: &Path) -> Result<()> {
+        self.plan = plan::build(&self.input)?;
+        dry_run::write(out, &self.plan, &self.verify)
+            .with_context(|| format!("cannot write the plan to `{}`", out.display()))
+    }
+}
+
+/// Gathers what planning needs (pools first: they are checked without writing anything; then the
+/// CAs, in `--certs-dir` or `default_certs`), builds the plan and writes it to `out`. `docker`: read
+/// the pools' subnet from the docker network when it exists.
+#[allow(clippy::too_many_arguments)]
+async fn prepare<'m>(
+    mesh: &'m Mesh,
+    phases: Vec<Phase>,
+    args: &UpArgs,
+    runner: &dyn ToolRunner,
+    docker: bool,
+    default_certs: PathBuf,
+    out: &Path,
+    timeout: Duration,
+) -> Result<Prepared<'m>> {
+    let (pools, provisional) = if phases.contains(&Phase::Metallb) {
+        plan_pools(runner, mesh, &args.lb_subnet, docker).await?
+    } else {
+        (Vec::new(), false)
+    };
+    let cas = if phases.contains(&Phase::Certs) {
+        ensure_cas(mesh, &args.certs_dir.clone().unwrap_or(default_certs), args)?
+    } else {
+        Vec::new()
+    };
+    let input = PlanInput {
+        mesh,
+        phases,
+        pools,
+        cas,
+        timeout_secs: timeout.as_secs(),
+    };
+    let verify = phases::verify::artifacts(mesh)?;
+    let mut prepared = Prepared {
+        plan: plan::build(&input)?,
+        input,
+        verify,
+        provisional,
+    };
+    prepared.rebuild(out)?;
+    Ok(prepared)
+}
+
 pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
     let phases = plan::select_phases(mesh.provider, &args.only, &args.skip)?;
@@ -81,33 +141,17 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         let Some(out) = args.out.as_deref() else {
             bail!("--dry-run needs --out DIR")
         };
-        // Check what can be checked without writing anything first, then create the CAs.
-        let pools = if phases.contains(&Phase::Metallb) {
-            plan_pools(runner.as_ref(), &mesh, &args.lb_subnet, false)
-                .await?
-                .0
-        } else {
-            Vec::new()
-        };
-        let cas = if phases.contains(&Phase::Certs) {
-            ensure_cas(
-                &mesh,
-                &args.certs_dir.clone().unwrap_or_else(|| out.join("certs")),
-                &args,
-            )?
-        } else {
-            Vec::new()
-        };
-        let plan = plan::build(&PlanInput {
-            mesh: &mesh,
+        let Prepared { plan, verify, .. } = prepare(
+            &mesh,
             phases,
-            pools,
-            cas,
-            timeout_secs: timeout.as_secs(),
-        })?;
-        let verify = phases::verify::artifacts(&mesh)?;
-        dry_run::write(out, &plan, &verify)
-            .with_context(|| format!("cannot write the plan to `{}`", out.display()))?;
+            &args,
+            runner.as_ref(),
+            false,
+            out.join("certs"),
+            out,
+            timeout,
+        )
+        .await?;
         let mut stdout = std::io::stdout().lock();
         match args.output {
             OutputFormat::Json => writeln!(stdout, "{}", serde_json::to_string(&plan)?)?,
@@ -135,31 +179,17 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     let uses_docker = phases
         .iter()
         .any(|p| matches!(p, Phase::Clusters | Phase::Metallb));
-    let (pools, mut provisional) = if phases.contains(&Phase::Metallb) {
-        plan_pools(runner.as_ref(), &mesh, &args.lb_subnet, uses_docker).await?
-    } else {
-        (Vec::new(), false)
-    };
-    let cas = if phases.contains(&Phase::Certs) {
-        ensure_cas(
-            &mesh,
-            &args.certs_dir.clone().unwrap_or_else(|| dir.join("certs")),
-            &args,
-        )?
-    } else {
-        Vec::new()
-    };
-    let mut input = PlanInput {
-        mesh: &mesh,
+    let mut prepared = prepare(
+        &mesh,
         phases,
-        pools,
-        cas,
-        timeout_secs: timeout.as_secs(),
-    };
-    let mut plan = plan::build(&input)?;
-    let verify = phases::verify::artifacts(&mesh)?;
-    dry_run::write(&plan_dir, &plan, &verify)
-        .with_context(|| format!("cannot write the plan to `{}`", plan_dir.display()))?;
+        &args,
+        runner.as_ref(),
+        uses_docker,
+        dir.join("certs"),
+        &plan_dir,
+        timeout,
+    )
+    .await?;
 
     let state = StateStore::load(&dir.join("state.json"))?;
     state.update(|s| s.mesh_id = mesh.mesh_id.clone())?;
@@ -178,16 +208,17 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
 
     let run_all = async {
         let mut all_skipped = true;
-        for index in 0..plan.phases.len() {
-            if plan.phases[index].phase == Phase::Metallb && provisional {
+        for index in 0..prepared.plan.phases.len() {
+            if prepared.plan.phases[index].phase == Phase::Metallb && prepared.provisional {
                 // The kind network exists now: plan the pools from its real subnet and containers.
                 let (pools, still) = plan_pools(runner.as_ref(), &mesh, &args.lb_subnet, true).await?;
-                provisional = still;
-                input.pools = pools;
-                plan = plan::build(&input)?;
-                dry_run::write(&plan_dir, &plan, &verify)?;
+                prepared.provisional = still;
+                prepared.input.pools = pools;
+                prepared.rebuild(&plan_dir)?;
             }
-            let outcomes = executor.run_phase(&plan, &plan.phases[index]).await?;
+            let outcomes = executor
+                .run_phase(&prepared.plan, &prepared.plan.phases[index])
+                .await?;
             all_skipped &= outcomes.iter().all(|(_, o)| *o == Outcome::Skipped);
         }
         Ok::<bool, anyhow::Error>(all_skipped)
@@ -202,7 +233,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     if all_skipped {
         reporter.note("mesh", "nothing to change: every phase was already done");
     }
-    summary(&reporter, &mesh, &executor.state, &plan);
+    summary(&reporter, &mesh, &executor.state, &prepared.plan);
     Ok(Exit::Success)
 }
 
