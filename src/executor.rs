@@ -247,6 +247,19 @@ impl Executor {
         Some(parts.join(", "))
     }
 
+    /// How planned programs run: in the plan directory, bounded, with `KUBECONFIG` set when given.
+    fn tool_options(&self, kubeconfig: Option<&Path>) -> RunOptions {
+        RunOptions {
+            cwd: Some(self.settings.plan_dir.clone()),
+            timeout: Some(self.settings.tool_timeout),
+            env: kubeconfig
+                .map(|p| ("KUBECONFIG".to_string(), p.to_string_lossy().into_owned()))
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     /// Runs one step in one cluster; returns a short detail for the step line.
     async fn execute(
         &self,
@@ -267,16 +280,13 @@ impl Executor {
                     // Reused, and never deleted by `down`: meshctl did not create it.
                     return Ok(Some(format!("kind cluster `{}` exists, reused", cluster.name)));
                 }
-                let options = RunOptions {
-                    cwd: Some(plan_dir.to_path_buf()),
-                    timeout: Some(self.settings.tool_timeout),
-                    env: vec![(
-                        "KUBECONFIG".into(),
-                        self.settings.kind_kubeconfig.to_string_lossy().into_owned(),
-                    )],
-                    ..Default::default()
-                };
-                runner.run("kind", args, &options).await?;
+                runner
+                    .run(
+                        "kind",
+                        args,
+                        &self.tool_options(Some(&self.settings.kind_kubeconfig)),
+                    )
+                    .await?;
                 self.state
                     .update(|s| s.created_kind_clusters.insert(cluster.name.clone()))?;
                 Ok(Some(format!("kind cluster `{}` created", cluster.name)))
@@ -294,19 +304,13 @@ impl Executor {
                     })
                     .await?;
                 // istioctl reads KUBECONFIG; point it at the file meshctl was given.
-                let env = self
-                    .settings
-                    .kubeconfig_flag
-                    .iter()
-                    .map(|p| ("KUBECONFIG".to_string(), p.to_string_lossy().into_owned()))
-                    .collect();
-                let options = RunOptions {
-                    cwd: Some(plan_dir.to_path_buf()),
-                    timeout: Some(self.settings.tool_timeout),
-                    env,
-                    ..Default::default()
-                };
-                runner.run("istioctl", args, &options).await?;
+                runner
+                    .run(
+                        "istioctl",
+                        args,
+                        &self.tool_options(self.settings.kubeconfig_flag.as_deref()),
+                    )
+                    .await?;
                 Ok(None)
             }
             Step::Run {
@@ -314,12 +318,7 @@ impl Executor {
                 args,
                 ..
             } => {
-                let options = RunOptions {
-                    cwd: Some(plan_dir.to_path_buf()),
-                    timeout: Some(self.settings.tool_timeout),
-                    ..Default::default()
-                };
-                runner.run("docker", args, &options).await?;
+                runner.run("docker", args, &self.tool_options(None)).await?;
                 Ok(None)
             }
             Step::Apply { file } => {

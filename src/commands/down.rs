@@ -7,19 +7,15 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::Exit;
-use crate::cli::{DownArgs, OutputFormat};
+use crate::cli::DownArgs;
 use crate::executor::mesh_dir;
-use crate::report::{Format, Reporter};
+use crate::report::Reporter;
 use crate::state::StateStore;
 use crate::tools::ProcessRunner;
 use crate::tools::kind::Kind;
 
 pub(super) async fn run(args: DownArgs, workdir: &Path) -> Result<Exit> {
-    let reporter = Arc::new(Reporter::new(if args.output == OutputFormat::Json {
-        Format::Json
-    } else {
-        Format::Text
-    }));
+    let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
     let dir = mesh_dir(workdir, &args.mesh_id);
     let state_path = dir.join("state.json");
     if !state_path.exists() {

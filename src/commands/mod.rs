@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, OutputFormat, TopologyArgs};
@@ -80,6 +80,20 @@ fn version(output: OutputFormat) -> Result<Exit> {
         }
     }
     Ok(Exit::Success)
+}
+
+/// `--timeout`: `90s`, `5m`, ...
+fn parse_timeout(text: &str) -> Result<std::time::Duration> {
+    humantime::parse_duration(text)
+        .with_context(|| format!("--timeout `{text}` is not a duration such as 90s or 5m"))
+}
+
+/// How a reporting command reports for `-o`.
+fn report_format(output: OutputFormat) -> crate::report::Format {
+    match output {
+        OutputFormat::Json => crate::report::Format::Json,
+        OutputFormat::Text => crate::report::Format::Text,
+    }
 }
 
 /// `$XDG_STATE_HOME/meshctl`, else `~/.local/state/meshctl`, else `./.meshctl`.

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::Exit;
 use crate::cli::{OutputFormat, StatusArgs};
-use crate::kube::inspect;
+use crate::kube::{inspect, wait};
 use crate::phases::Phase;
 use crate::topology::{Cluster, Mesh, Provider};
 
@@ -68,11 +68,7 @@ async fn checks_for(mesh: &Mesh, cluster: &Cluster, kubeconfig: Option<&Path>) -
             return out;
         }
     }
-    let deployment_available = |d: Option<Deployment>| {
-        d.and_then(|d| d.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Available" && c.status == "True"))
-    };
+    let deployment_available = |d: Option<Deployment>| d.as_ref().is_some_and(wait::deployment_available);
     if mesh.provider == Provider::Kind {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), "metallb-system");
         let ready = deployment_available(deployments.get_opt("controller").await.ok().flatten());

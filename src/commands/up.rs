@@ -15,7 +15,7 @@ use crate::phases::{self, Phase};
 use crate::pki::Validity;
 use crate::pki::layout::{self, CertsRequest};
 use crate::plan::{self, Artifact, Plan, PlanInput};
-use crate::report::{Format, Reporter};
+use crate::report::Reporter;
 use crate::state::StateStore;
 use crate::tools::docker::Docker;
 use crate::tools::{ProcessRunner, ToolRunner};
@@ -133,8 +133,7 @@ async fn prepare<'m>(
 pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
     let phases = plan::select_phases(mesh.provider, &args.only, &args.skip)?;
-    let timeout = humantime::parse_duration(&args.timeout)
-        .with_context(|| format!("--timeout `{}` is not a duration such as 90s or 5m", args.timeout))?;
+    let timeout = super::parse_timeout(&args.timeout)?;
     let runner: Arc<dyn ToolRunner> = Arc::new(ProcessRunner);
 
     if args.dry_run {
@@ -168,11 +167,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         return Ok(Exit::Success);
     }
 
-    let format = if args.output == OutputFormat::Json {
-        Format::Json
-    } else {
-        Format::Text
-    };
+    let format = super::report_format(args.output);
     let reporter = Arc::new(Reporter::new(format));
     let dir = mesh_dir(workdir, &mesh.mesh_id);
     let plan_dir = dir.join("plan");

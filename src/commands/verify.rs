@@ -7,24 +7,19 @@ use anyhow::{Context, Result};
 use super::Exit;
 use crate::atomic_file::{self, PUBLIC};
 use crate::cli::{OutputFormat, VerifyArgs};
-use crate::report::{Format, Reporter};
+use crate::report::Reporter;
 use crate::verify::{self, Options};
 
 pub(super) async fn run(args: VerifyArgs, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
-    let timeout = humantime::parse_duration(&args.timeout)
-        .with_context(|| format!("--timeout `{}` is not a duration such as 90s or 5m", args.timeout))?;
+    let timeout = super::parse_timeout(&args.timeout)?;
     let options = Options {
         calls_per_client: args.calls.unwrap_or((10 * mesh.clusters.len()).max(20)),
         timeout,
         failover: args.failover,
         keep: args.keep,
     };
-    let reporter = Reporter::new(if args.output == OutputFormat::Json {
-        Format::Json
-    } else {
-        Format::Text
-    });
+    let reporter = Reporter::new(super::report_format(args.output));
     let report = verify::run(&mesh, kubeconfig, &options, &reporter)
         .await
         .context("verify")?;

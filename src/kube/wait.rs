@@ -153,6 +153,18 @@ fn condition_true<'a>(conditions: impl IntoIterator<Item = (&'a str, &'a str)>, 
     conditions.into_iter().any(|(t, s)| t == wanted && s == "True")
 }
 
+/// Whether a Deployment reports the Available condition (what `DeploymentAvailable` waits for).
+pub fn deployment_available(d: &Deployment) -> bool {
+    let conditions = d.status.as_ref().and_then(|s| s.conditions.as_ref());
+    condition_true(
+        conditions
+            .into_iter()
+            .flatten()
+            .map(|c| (c.type_.as_str(), c.status.as_str())),
+        "Available",
+    )
+}
+
 /// A CRD reports Established.
 pub async fn crd_established(
     api: &Api<CustomResourceDefinition>,
@@ -289,32 +301,14 @@ pub async fn wait_for(client: &Client, condition: &Condition, timeout: Duration)
         }
         Condition::DeploymentAvailable { namespace, name } => {
             let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-            let conds = |d: &Deployment| {
-                d.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.clone())
-                    .unwrap_or_default()
-            };
-            until(
-                &api,
-                name,
-                &what,
-                timeout,
-                |d| {
-                    condition_true(
-                        conds(d).iter().map(|c| (c.type_.as_str(), c.status.as_str())),
-                        "Available",
-                    )
-                },
-                |d| {
-                    let s = d.status.clone().unwrap_or_default();
-                    format!(
-                        "{}/{} replicas available",
-                        s.available_replicas.unwrap_or(0),
-                        s.replicas.unwrap_or(0)
-                    )
-                },
-            )
+            until(&api, name, &what, timeout, deployment_available, |d| {
+                let s = d.status.clone().unwrap_or_default();
+                format!(
+                    "{}/{} replicas available",
+                    s.available_replicas.unwrap_or(0),
+                    s.replicas.unwrap_or(0)
+                )
+            })
             .await
             .map(|_| ())
         }
