@@ -58,6 +58,28 @@ impl Matrix {
         self.counts.iter().all(|row| row.iter().all(|c| *c > 0))
     }
 
+    /// No answers yet, for the clusters of `mesh`.
+    pub fn empty(mesh: &Mesh) -> Matrix {
+        let n = mesh.clusters.len();
+        Matrix {
+            clusters: mesh.clusters.iter().map(|c| c.name.clone()).collect(),
+            counts: vec![vec![0; n]; n],
+            failed: vec![0; n],
+        }
+    }
+
+    /// Adds the answers of another round of calls.
+    pub fn add(&mut self, round: &Matrix) {
+        for (row, more) in self.counts.iter_mut().zip(&round.counts) {
+            for (cell, n) in row.iter_mut().zip(more) {
+                *cell += n;
+            }
+        }
+        for (failed, more) in self.failed.iter_mut().zip(&round.failed) {
+            *failed += more;
+        }
+    }
+
     /// `(from, to)` pairs with no answer.
     pub fn missing(&self) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
@@ -416,15 +438,21 @@ pub async fn run(
     // growing pauses, until every pair has answered or the bound is reached. Answers add up.
     let started = std::time::Instant::now();
     let mut pause = Duration::from_secs(1);
-    let mut m = matrix(
-        mesh,
-        &clients,
-        &curl_pods,
-        options.calls_per_client,
-        options.timeout,
-    )
-    .await?;
-    while !m.passed() && started.elapsed() + pause < options.timeout {
+    let mut m = Matrix::empty(mesh);
+    loop {
+        m.add(
+            &matrix(
+                mesh,
+                &clients,
+                &curl_pods,
+                options.calls_per_client,
+                options.timeout,
+            )
+            .await?,
+        );
+        if m.passed() || started.elapsed() + pause >= options.timeout {
+            break;
+        }
         reporter.note(
             "verify",
             &format!(
@@ -435,22 +463,6 @@ pub async fn run(
         );
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(16));
-        let again = matrix(
-            mesh,
-            &clients,
-            &curl_pods,
-            options.calls_per_client,
-            options.timeout,
-        )
-        .await?;
-        for (row, add) in m.counts.iter_mut().zip(&again.counts) {
-            for (cell, n) in row.iter_mut().zip(add) {
-                *cell += n;
-            }
-        }
-        for (f, add) in m.failed.iter_mut().zip(&again.failed) {
-            *f += add;
-        }
     }
     let mut reasons = Vec::new();
     for (f, t) in m.missing() {
@@ -607,6 +619,28 @@ mod tests {
             "cluster 3 runs the v1 image under deployment helloworld-v3"
         );
         assert_eq!(responder("Hello version: v9, instance: helloworld-v9-x", 3), None);
+    }
+
+    #[test]
+    fn rounds_of_calls_add_up() {
+        let mesh = Mesh::for_kind(2, "m").unwrap();
+        let mut m = Matrix::empty(&mesh);
+        assert!(!m.passed());
+        m.add(&Matrix {
+            clusters: m.clusters.clone(),
+            counts: vec![vec![2, 0], vec![1, 1]],
+            failed: vec![3, 0],
+        });
+        m.add(&Matrix {
+            clusters: m.clusters.clone(),
+            counts: vec![vec![0, 4], vec![0, 0]],
+            failed: vec![0, 1],
+        });
+        assert_eq!(
+            (m.counts.clone(), m.failed.clone()),
+            (vec![vec![2, 4], vec![1, 1]], vec![3, 1])
+        );
+        assert!(m.passed());
     }
 
     #[test]
