@@ -180,12 +180,7 @@ async fn permanent_failures_fail_at_once_with_the_servers_message() {
 async fn waits_succeed_when_the_condition_arrives() {
     let e = env("c1");
     let client = connect(Some(&e.path), "c1").await.unwrap();
-    e.cluster.create(
-        "",
-        "namespaces",
-        "",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
-    );
+    e.cluster.create_namespace("istio-system");
     e.cluster.create(
         "apps",
         "deployments",
@@ -233,12 +228,7 @@ async fn waits_succeed_when_the_condition_arrives() {
 async fn a_wait_that_times_out_names_the_object_and_what_it_last_saw() {
     let e = env("c1");
     let client = connect(Some(&e.path), "c1").await.unwrap();
-    e.cluster.create(
-        "",
-        "namespaces",
-        "",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
-    );
+    e.cluster.create_namespace("istio-system");
     e.cluster.create(
         "",
         "services",
@@ -292,12 +282,7 @@ async fn a_wait_that_times_out_names_the_object_and_what_it_last_saw() {
 async fn webhook_endpoint_wait_follows_the_service_named_in_the_configuration() {
     let e = env("c1");
     let client = connect(Some(&e.path), "c1").await.unwrap();
-    e.cluster.create(
-        "",
-        "namespaces",
-        "",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "metallb-system"}}),
-    );
+    e.cluster.create_namespace("metallb-system");
     e.cluster.create("admissionregistration.k8s.io", "validatingwebhookconfigurations", "", json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": "metallb-webhook-configuration"},

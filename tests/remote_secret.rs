@@ -201,12 +201,7 @@ fn a_loopback_server_from_the_kubeconfig_is_refused_with_the_address_to_use() {
 #[test]
 fn apply_to_installs_the_secret_in_the_other_cluster_and_converges() {
     let (a, b) = (FakeCluster::start("a"), FakeCluster::start("b"));
-    b.create(
-        "",
-        "namespaces",
-        "",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
-    );
+    b.create_namespace("istio-system");
     let dir = tempfile::tempdir().unwrap();
     let kc = write_kubeconfig(&dir, &[&a, &b]);
     let server = a.server_url();
@@ -258,20 +253,16 @@ fn apply_to_installs_the_secret_in_the_other_cluster_and_converges() {
 #[tokio::test]
 async fn an_existing_token_secret_and_istio_rbac_are_reused_as_they_are() {
     let src = FakeCluster::start("src");
-    src.create(
-        "",
-        "namespaces",
-        "",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
-    );
+    src.create_namespace("istio-system");
     src.create("rbac.authorization.k8s.io", "clusterroles", "", json!({"apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole", "metadata": {"name": "istio-reader-clusterrole-istio-system", "labels": {"owner": "istio"}}, "rules": []}));
     src.create("", "secrets", "istio-system", json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
         "metadata": {"name": "istio-made-token", "annotations": {"kubernetes.io/service-account.name": "istio-reader-service-account"}}}));
     let dir = tempfile::tempdir().unwrap();
-    let kc = dir.path().join("kc");
-    std::fs::write(&kc, kubeconfig(&[&src])).unwrap();
-    let client = meshctl::kube::connect(Some(&kc), "src").await.unwrap();
+    let kc = write_kubeconfig(&dir, &[&src]);
+    let client = meshctl::kube::connect(Some(std::path::Path::new(&kc)), "src")
+        .await
+        .unwrap();
     let creds = meshctl::remote_secret::reader_credentials(&client, "src", Duration::from_secs(10))
         .await
         .unwrap();
@@ -304,9 +295,10 @@ async fn a_token_that_never_comes_fails_with_the_secret_named() {
     let src = FakeCluster::start("src");
     src.set_auto_token(false);
     let dir = tempfile::tempdir().unwrap();
-    let kc = dir.path().join("kc");
-    std::fs::write(&kc, kubeconfig(&[&src])).unwrap();
-    let client = meshctl::kube::connect(Some(&kc), "src").await.unwrap();
+    let kc = write_kubeconfig(&dir, &[&src]);
+    let client = meshctl::kube::connect(Some(std::path::Path::new(&kc)), "src")
+        .await
+        .unwrap();
     let err = meshctl::remote_secret::reader_credentials(&client, "src", Duration::from_millis(400))
         .await
         .unwrap_err()
@@ -324,12 +316,7 @@ fn three_cluster_full_mesh_yields_exactly_six_secrets_with_the_right_keys() {
     let clusters: Vec<FakeCluster> = ["c1", "c2", "c3"].iter().map(|n| FakeCluster::start(n)).collect();
     for c in &clusters {
         // Istio is installed in every cluster, so istio-system exists where the secrets go.
-        c.create(
-            "",
-            "namespaces",
-            "",
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
-        );
+        c.create_namespace("istio-system");
     }
     let dir = tempfile::tempdir().unwrap();
     let kc = write_kubeconfig(&dir, &clusters.iter().collect::<Vec<_>>());

@@ -169,12 +169,7 @@ fn pods_without_a_sidecar_are_refused_with_a_hint() {
     let lab = lab_with_mesh(1);
     // A client deployed before the namespace was labelled for injection has no sidecar; labelling
     // the namespace later (as verify does) does not inject running pods, exactly as in Istio.
-    lab.clusters[0].create(
-        "",
-        "namespaces",
-        "",
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sample"}}),
-    );
+    lab.clusters[0].create_namespace("sample");
     lab.clusters[0].create("apps", "deployments", "sample", serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "curl"}, "spec": {"selector": {"matchLabels": {"app": "curl"}}, "template": {"metadata": {"labels": {"app": "curl"}}, "spec": {"containers": [{"name": "curl", "image": "curl"}]}}}}));
     let started = std::time::Instant::now();

@@ -187,6 +187,16 @@ impl FakeCluster {
         })
     }
 
+    /// Creates namespace `name`.
+    pub fn create_namespace(&self, name: &str) -> Value {
+        self.create(
+            "",
+            "namespaces",
+            "",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+        )
+    }
+
     /// Replaces the status of an object, as a controller would.
     pub fn set_status(&self, group: &str, plural: &str, namespace: &str, name: &str, status: Value) {
         self.with_store(|s| {
