@@ -2,6 +2,7 @@
 //! into settings before anything runs.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -93,6 +94,40 @@ fn key_type_parser() -> impl TypedValueParser<Value = KeyType> {
     })
 }
 
+/// Longest `--timeout` accepted: a bound past a day is a typo, not a wish.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// `--timeout`: a duration such as `90s` or `5m`, at least a second and at most a day.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration such as 90s or 5m ({e})"))?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("`{text}` is shorter than 1s: nothing could finish in it"));
+    }
+    if d > MAX_TIMEOUT {
+        return Err(format!("`{text}` is longer than 24h"));
+    }
+    Ok(d)
+}
+
+/// `--mesh-id`: a DNS-1123 label, as `up` requires (it names a folder of the work dir, so `..` or a
+/// slash must never get through).
+fn parse_mesh_id(text: &str) -> Result<String, String> {
+    match crate::topology::dns1123_label_problem(text) {
+        None => Ok(text.to_string()),
+        Some(reason) => Err(format!("`{text}` {reason}")),
+    }
+}
+
+/// `--lb-subnet`: an IPv4 CIDR such as `172.18.0.0/16`.
+fn parse_subnet(text: &str) -> Result<ipnet::IpNet, String> {
+    match text.parse::<ipnet::IpNet>() {
+        Ok(net @ ipnet::IpNet::V4(_)) => Ok(net),
+        Ok(_) => Err(format!("`{text}` is IPv6; MetalLB pools are planned in an IPv4 subnet")),
+        Err(_) => Err(format!("`{text}` is not an IPv4 CIDR such as 172.18.0.0/16")),
+    }
+}
+
 /// `meshctl up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -113,8 +148,12 @@ pub struct UpArgs {
     pub dry_run: bool,
 
     /// Directory for --dry-run output.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", requires = "dry_run")]
     pub out: Option<PathBuf>,
+
+    /// With --dry-run: write into --out even when it holds files that are not a meshctl plan.
+    #[arg(long, requires = "dry_run")]
+    pub overwrite: bool,
 
     /// Certificate directory (Istio layout); an existing root there is reused.
     #[arg(long, value_name = "DIR")]
@@ -125,12 +164,12 @@ pub struct UpArgs {
     pub key_type: KeyType,
 
     /// Subnet standing in for the docker `kind` network when planning without docker.
-    #[arg(long, value_name = "CIDR", default_value = "172.18.0.0/16")]
-    pub lb_subnet: String,
+    #[arg(long, value_name = "CIDR", default_value = "172.18.0.0/16", value_parser = parse_subnet)]
+    pub lb_subnet: ipnet::IpNet,
 
-    /// Bound on each wait (e.g. 90s, 5m).
-    #[arg(long, value_name = "DURATION", default_value = "5m")]
-    pub timeout: String,
+    /// Bound on each wait (e.g. 90s, 5m; from 1s to 24h).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: Duration,
 
     /// Accept an istioctl whose minor version differs from the pinned Istio.
     #[arg(long)]
@@ -149,7 +188,7 @@ pub struct UpArgs {
 #[derive(Debug, Args)]
 pub struct DownArgs {
     /// Mesh whose clusters to delete.
-    #[arg(long, value_name = "ID", default_value = crate::topology::DEFAULT_MESH_ID)]
+    #[arg(long, value_name = "ID", default_value = crate::topology::DEFAULT_MESH_ID, value_parser = parse_mesh_id)]
     pub mesh_id: String,
     /// Also delete meshctl's state, the certificate authorities included.
     #[arg(long)]
@@ -186,11 +225,11 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub keep: bool,
     /// Calls from each cluster (default: 10 per cluster, at least 20).
-    #[arg(long, value_name = "N")]
-    pub calls: Option<usize>,
-    /// Bound on each wait (e.g. 90s, 5m).
-    #[arg(long, value_name = "DURATION", default_value = "5m")]
-    pub timeout: String,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub calls: Option<u32>,
+    /// Bound on each wait (e.g. 90s, 5m; from 1s to 24h).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: Duration,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,

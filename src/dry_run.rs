@@ -43,6 +43,102 @@ pub fn write(out: &Path, plan: &Plan, verify: &[Artifact]) -> io::Result<()> {
     Ok(())
 }
 
+/// Why `--out` cannot take a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum OutError {
+    /// The folder holds files meshctl did not write.
+    #[error("--out `{}` is not empty and holds no meshctl plan (it has {}); nothing was written\nhint: choose an empty or new folder, or pass --overwrite to write into it anyway", dir.display(), entries.join(", "))]
+    Foreign {
+        /// The folder.
+        dir: std::path::PathBuf,
+        /// A few of its entries.
+        entries: Vec<String>,
+    },
+    /// Reading or removing failed.
+    #[error("--out `{}`: {source}", dir.display())]
+    Io {
+        /// The folder.
+        dir: std::path::PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// Readies `out` for a plan: a missing or empty folder is fine; a previous meshctl plan is removed
+/// (only the files its `plan.json` lists, so no stale cluster folders survive a smaller re-plan);
+/// any other non-empty folder is refused unless `overwrite`.
+pub fn prepare_out(out: &Path, overwrite: bool) -> Result<(), OutError> {
+    let io_err = |source| OutError::Io {
+        dir: out.to_path_buf(),
+        source,
+    };
+    let entries: Vec<String> = match std::fs::read_dir(out) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(e)),
+    };
+    if entries.is_empty() {
+        return Ok(());
+    }
+    if out.join("plan.json").is_file() {
+        return remove_plan(out).map_err(io_err);
+    }
+    if overwrite {
+        return Ok(());
+    }
+    let mut shown: Vec<String> = entries.into_iter().take(4).collect();
+    shown.sort();
+    Err(OutError::Foreign {
+        dir: out.to_path_buf(),
+        entries: shown.into_iter().map(|e| format!("`{e}`")).collect(),
+    })
+}
+
+/// Removes a plan written by [`write`]: the files its `plan.json` lists, `plan.json` and
+/// `plan.yaml`, then the folders that became empty. Nothing else is touched.
+pub fn remove_plan(out: &Path) -> io::Result<()> {
+    let text = match std::fs::read_to_string(out.join("plan.json")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| io::Error::other(format!("plan.json is not a meshctl plan: {e}")))?;
+    let listed = doc["artifacts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["path"].as_str())
+        .chain(doc["verify"].as_array().into_iter().flatten().filter_map(|v| v.as_str()))
+        .chain(["plan.json", "plan.yaml"]);
+    let mut folders = std::collections::BTreeSet::new();
+    for rel in listed {
+        // Only relative paths below `out`: a tampered plan.json must not reach elsewhere.
+        let rel = Path::new(rel);
+        if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            continue;
+        }
+        match std::fs::remove_file(out.join(rel)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut parent = rel.parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            folders.insert(p.to_path_buf());
+            parent = p.parent();
+        }
+    }
+    // Deepest first; a folder that still holds something (the user's) stays.
+    for folder in folders.iter().rev() {
+        let _ = std::fs::remove_dir(out.join(folder));
+    }
+    Ok(())
+}
+
 /// The plan as text a reviewer reads top to bottom: per phase, per cluster, each step.
 pub fn listing(plan: &Plan) -> String {
     let mut text = format!(

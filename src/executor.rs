@@ -25,7 +25,6 @@ use crate::remote_secret;
 use crate::report::Reporter;
 use crate::state::StateStore;
 use crate::tools::docker::Docker;
-use crate::tools::istioctl::{self, Istioctl};
 use crate::tools::kind::Kind;
 use crate::tools::{RunOptions, ToolRunner};
 use crate::topology::{Mesh, Provider};
@@ -46,8 +45,6 @@ pub struct Settings {
     pub timeout: Duration,
     /// Bound on each external program.
     pub tool_timeout: Duration,
-    /// Accept an istioctl of another minor version.
-    pub allow_version_skew: bool,
     /// `--metallb-manifest`.
     pub metallb_manifest: Option<PathBuf>,
     /// Download cache.
@@ -89,7 +86,6 @@ pub struct Executor {
     mesh: Mesh,
     clients: Mutex<HashMap<String, kube::Client>>,
     secrets: std::sync::Mutex<HashMap<String, Arc<OnceCell<String>>>>,
-    istioctl_checked: OnceCell<()>,
     kubeconfig_lock: Mutex<()>,
     /// Upstream manifests fetched in this run, by URL: downloaded once however many clusters apply them.
     /// A failed download is shared too: the other clusters report it instead of trying again.
@@ -113,7 +109,6 @@ impl Executor {
             mesh,
             clients: Mutex::default(),
             secrets: std::sync::Mutex::default(),
-            istioctl_checked: OnceCell::new(),
             kubeconfig_lock: Mutex::new(()),
             manifests: std::sync::Mutex::default(),
         }
@@ -296,13 +291,7 @@ impl Executor {
                 args,
                 ..
             } => {
-                self.istioctl_checked
-                    .get_or_try_init(|| async {
-                        let version = Istioctl::new(runner).version().await?;
-                        istioctl::check_skew(&version, self.settings.allow_version_skew)
-                            .map_err(anyhow::Error::msg)
-                    })
-                    .await?;
+                // Its version was checked before anything changed (`up`'s preflight).
                 // istioctl reads KUBECONFIG; point it at the file meshctl was given.
                 runner
                     .run(
@@ -394,8 +383,10 @@ impl Executor {
                         self.settings.kubeconfig_target.display()
                     )
                 })?;
-                self.state
-                    .update(|s| s.kubeconfig = Some(self.settings.kubeconfig_target.clone()))?;
+                self.state.update(|s| {
+                    s.kubeconfig = Some(self.settings.kubeconfig_target.clone());
+                    s.kubeconfig_entries.insert(context.clone());
+                })?;
                 self.clients.lock().await.remove(context);
                 Ok(None)
             }

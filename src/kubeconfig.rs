@@ -25,8 +25,18 @@ pub fn target_path(flag: Option<&Path>) -> PathBuf {
 
 fn load(path: &Path) -> io::Result<Value> {
     match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => serde_saphyr::from_str(&text)
-            .map_err(|e| io::Error::other(format!("`{}` is not a kubeconfig: {e}", path.display()))),
+        Ok(text) if !text.trim().is_empty() => serde_saphyr::from_str::<Value>(&text)
+            .map_err(|e| io::Error::other(format!("`{}` is not a kubeconfig: {e}", path.display())))
+            .and_then(|v| {
+                if v.is_object() {
+                    Ok(v)
+                } else {
+                    Err(io::Error::other(format!(
+                        "`{}` is not a kubeconfig: it is not a YAML mapping",
+                        path.display()
+                    )))
+                }
+            }),
         Ok(_) => Ok(empty()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(empty()),
         Err(e) => Err(e),
@@ -85,6 +95,26 @@ pub fn import_context(target: &Path, source: &str, from: &str, to: &str) -> io::
     save(target, &config)
 }
 
+/// Entries of `target` named like one of `names` that are not in `owned` (what meshctl wrote):
+/// `("context" | "cluster" | "user", name)` each. A file that does not parse is an error naming it.
+pub fn foreign_entries(
+    target: &Path,
+    names: &[String],
+    owned: &std::collections::BTreeSet<String>,
+) -> io::Result<Vec<(&'static str, String)>> {
+    let config = load(target)?;
+    let mut found = Vec::new();
+    for (list, word) in [("contexts", "context"), ("clusters", "cluster"), ("users", "user")] {
+        for entry in config[list].as_array().into_iter().flatten() {
+            let Some(name) = entry["name"].as_str() else { continue };
+            if names.iter().any(|n| n == name) && !owned.contains(name) {
+                found.push((word, name.to_string()));
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Removes context `name` and the cluster and user of the same name from `target`.
 pub fn remove_context(target: &Path, name: &str) -> io::Result<()> {
     if !target.exists() {
@@ -104,6 +134,18 @@ pub fn remove_context(target: &Path, name: &str) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_kubeconfig_that_does_not_parse_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, "clusters: [unclosed\n").unwrap();
+        let err = foreign_entries(&path, &["cluster1".into()], &Default::default()).unwrap_err();
+        assert!(err.to_string().contains("is not a kubeconfig"), "{err}");
+        std::fs::write(&path, "just text\n").unwrap();
+        let err = foreign_entries(&path, &["cluster1".into()], &Default::default()).unwrap_err();
+        assert!(err.to_string().contains("not a YAML mapping"), "{err}");
+    }
+
     use super::*;
 
     const KIND: &str = "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://127.0.0.1:40001\n    certificate-authority-data: Q0E=\n  name: kind-cluster1\ncontexts:\n- context:\n    cluster: kind-cluster1\n    user: kind-cluster1\n  name: kind-cluster1\ncurrent-context: kind-cluster1\nusers:\n- name: kind-cluster1\n  user:\n    client-certificate-data: Q0VSVA==\n    client-key-data: S0VZ\n";
@@ -136,6 +178,17 @@ mod tests {
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
+        );
+        let owned = std::collections::BTreeSet::from(["cluster1".to_string()]);
+        let names = ["cluster1".to_string(), "prod".to_string()];
+        assert_eq!(
+            foreign_entries(&path, &names, &owned).unwrap(),
+            vec![
+                ("context", "prod".to_string()),
+                ("cluster", "prod".to_string()),
+                ("user", "prod".to_string())
+            ],
+            "the user's entries are foreign, meshctl's own are not"
         );
         remove_context(&path, "cluster1").unwrap();
         let config: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -4,8 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use meshctl::cli::Cli;
-use meshctl::commands::{self, Exit};
-use meshctl::topology::TopologyError;
+use meshctl::commands::{self, Exit, UsageError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,7 +37,7 @@ fn print_error(err: &anyhow::Error) {
 }
 
 fn exit_code_for(err: &anyhow::Error) -> Exit {
-    if err.chain().any(|c| c.downcast_ref::<TopologyError>().is_some()) {
+    if err.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
         Exit::Usage
     } else {
         Exit::Failure

@@ -244,6 +244,9 @@ pub struct PlanInput<'a> {
     pub cas: Vec<IntermediateCa>,
     /// Bound on each wait, in seconds (also passed to kind and istioctl).
     pub timeout_secs: u64,
+    /// The docker network the kind nodes are on (`kind`, or `KIND_EXPERIMENTAL_DOCKER_NETWORK`),
+    /// resolved once by the command layer and used for the pools and the API endpoints alike.
+    pub docker_network: String,
 }
 
 /// Why a plan could not be built.

@@ -139,6 +139,14 @@ impl Reporter {
         }
     }
 
+    /// Something the user should act on, though the command goes on.
+    pub fn warn(&self, subject: &str, message: &str) {
+        match self.format {
+            Format::Json => self.event("warning", json!({"subject": subject, "message": message})),
+            Format::Text => self.line("!", "33", subject, message),
+        }
+    }
+
     /// A note that is neither success nor failure.
     pub fn note(&self, subject: &str, message: &str) {
         match self.format {

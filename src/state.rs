@@ -42,6 +42,10 @@ pub struct MeshState {
     /// Kubeconfig file the contexts were imported into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<PathBuf>,
+    /// Names of the context, cluster and user entries meshctl wrote into that file (one name for
+    /// all three). Only these are ever replaced or removed; anything else in the file is the user's.
+    #[serde(default)]
+    pub kubeconfig_entries: BTreeSet<String>,
     /// Per cluster.
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterState>,

@@ -97,8 +97,13 @@ fn down_deletes_only_the_clusters_up_created_and_keeps_the_ca_unless_purged() {
         1,
         "nothing left to delete"
     );
-    assert!(lab.run(&["down", "--purge"]).status.success());
-    assert!(!lab.work.path().join("state/mesh1").exists());
+    let purged = lab.run(&["down", "--purge"]);
+    assert!(purged.status.success());
+    assert!(
+        !lab.work.path().join("state/mesh1").exists(),
+        "{}",
+        stderr(&purged)
+    );
 }
 
 #[test]

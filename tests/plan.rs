@@ -37,6 +37,7 @@ fn plan_for(mesh: &Mesh) -> Plan {
         pools,
         cas: fixed_cas(mesh),
         timeout_secs: 300,
+        docker_network: "kind".into(),
     })
     .unwrap()
 }
@@ -453,6 +454,7 @@ fn existing_clusters_plan_starts_at_certs_and_labels_nodes_only_where_missing() 
         pools: vec![],
         cas: fixed_cas(&mesh),
         timeout_secs: 60,
+        docker_network: "kind".into(),
     })
     .unwrap();
     assert_eq!(p.phases[0].phase, Phase::Certs);

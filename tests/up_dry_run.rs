@@ -16,7 +16,11 @@ fn three_cluster_plan_is_written_with_phase_ordered_folders_and_converges() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("plan");
     let o = out.to_str().unwrap();
+    let work = dir.path().join("work");
+    let w = work.to_str().unwrap();
     let listing = ok(meshctl(&[
+        "--workdir",
+        w,
         "up",
         "--clusters",
         "3",
@@ -29,6 +33,21 @@ fn three_cluster_plan_is_written_with_phase_ordered_folders_and_converges() {
     assert!(
         listing.contains("07-remote-secrets") && listing.contains("nothing was changed"),
         "{listing}"
+    );
+    // The plan shows the CA the real `up` will use: the work dir's, not a throwaway one in OUT.
+    let certs = work.join("mesh1/certs");
+    assert!(
+        listing.contains(&format!("certificates: `{}`", certs.display())),
+        "{listing}"
+    );
+    assert!(!out.join("certs").exists());
+    let cacerts = fs::read_to_string(out.join("cluster1/03-certs/cacerts.yaml")).unwrap();
+    let intermediate = fs::read_to_string(certs.join("cluster1/ca-cert.pem")).unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&intermediate);
+    assert!(
+        cacerts.contains(&format!("ca-cert.pem: \"{b64}\"")),
+        "cacerts carries the work dir's intermediate"
     );
 
     for c in ["cluster1", "cluster2", "cluster3"] {
@@ -61,10 +80,12 @@ fn three_cluster_plan_is_written_with_phase_ordered_folders_and_converges() {
     );
     assert!(out.join("plan.yaml").is_file());
 
-    // A second run reuses the CA in OUT/certs, so every manifest comes out byte for byte the same.
+    // A second run reuses the work dir's CA, so every manifest comes out byte for byte the same.
     let before = fs::read(out.join("cluster2/03-certs/cacerts.yaml")).unwrap();
-    let root = fs::read(out.join("certs/root-key.pem")).unwrap();
+    let root = fs::read(certs.join("root-key.pem")).unwrap();
     ok(meshctl(&[
+        "--workdir",
+        w,
         "up",
         "--clusters",
         "3",
@@ -78,7 +99,51 @@ fn three_cluster_plan_is_written_with_phase_ordered_folders_and_converges() {
         fs::read(out.join("cluster2/03-certs/cacerts.yaml")).unwrap(),
         before
     );
-    assert_eq!(fs::read(out.join("certs/root-key.pem")).unwrap(), root);
+    assert_eq!(fs::read(certs.join("root-key.pem")).unwrap(), root);
+
+    // Planning two clusters into the same folder leaves no stale cluster3 behind, and keeps what
+    // the user put there.
+    fs::write(out.join("cluster3/NOTES.txt"), "mine").unwrap();
+    ok(meshctl(&[
+        "--workdir",
+        w,
+        "up",
+        "--clusters",
+        "2",
+        "--dry-run",
+        "--out",
+        o,
+        "--key-type",
+        "ecdsa-p256",
+    ]));
+    assert!(!out.join("cluster3/03-certs").exists(), "stale cluster3 plan removed");
+    assert_eq!(fs::read_to_string(out.join("cluster3/NOTES.txt")).unwrap(), "mine");
+    assert!(out.join("cluster2/03-certs/cacerts.yaml").is_file());
+}
+
+#[test]
+fn a_folder_that_is_not_a_plan_is_never_written_into_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("project");
+    fs::create_dir_all(&out).unwrap();
+    fs::write(out.join("main.tf"), "terraform").unwrap();
+    let o = out.to_str().unwrap();
+    let args = [
+        "up", "--clusters", "1", "--dry-run", "--out", o, "--key-type", "ecdsa-p256",
+    ];
+    let r = meshctl(&args);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("holds no meshctl plan") && stderr(&r).contains("`main.tf`"),
+        "{}",
+        stderr(&r)
+    );
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 1, "nothing written");
+    let mut forced = args.to_vec();
+    forced.push("--overwrite");
+    ok(meshctl(&forced));
+    assert!(out.join("plan.json").is_file());
+    assert_eq!(fs::read_to_string(out.join("main.tf")).unwrap(), "terraform");
 }
 
 #[test]
@@ -121,7 +186,10 @@ fn config_file_topology_and_phase_selection() {
     )
     .unwrap();
     let out = dir.path().join("out");
+    let work = dir.path().join("work");
     let text = ok(meshctl(&[
+        "--workdir",
+        work.to_str().unwrap(),
         "up",
         "--config",
         cfg.to_str().unwrap(),
@@ -136,7 +204,7 @@ fn config_file_topology_and_phase_selection() {
         "{text}"
     );
     assert!(
-        !out.join("certs").exists(),
+        !work.join("lab/certs").exists(),
         "no certificate work when the certs phase is not selected"
     );
     let iop = fs::read_to_string(out.join("east/04-istio/control-plane.yaml")).unwrap();
@@ -211,20 +279,59 @@ fn bad_input_is_refused_with_the_field_named_and_nothing_written() {
         "--out",
         o,
     ]);
-    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(r.status.code(), Some(2), "a usage error: {}", stderr(&r));
     assert!(stderr(&r).contains("already exist"), "{}", stderr(&r));
-    let r = meshctl(&[
-        "up",
-        "--clusters",
-        "2",
-        "--timeout",
-        "soon",
-        "--dry-run",
-        "--out",
-        o,
-    ]);
-    assert!(stderr(&r).contains("--timeout `soon`"), "{}", stderr(&r));
+    // Every command-line mistake exits 2 (docs/exit-codes.md), with the flag and value named.
+    for (flag, value, says) in [
+        ("--timeout", "soon", "not a duration"),
+        ("--timeout", "0s", "shorter than 1s"),
+        ("--timeout", "400d", "longer than 24h"),
+        ("--lb-subnet", "300.1.2.3/40", "not an IPv4 CIDR"),
+    ] {
+        let r = meshctl(&["up", "--clusters", "2", flag, value, "--dry-run", "--out", o]);
+        assert_eq!(r.status.code(), Some(2), "{flag} {value}: {}", stderr(&r));
+        assert!(
+            stderr(&r).contains(flag) && stderr(&r).contains(says),
+            "{flag} {value}: {}",
+            stderr(&r)
+        );
+    }
+    let r = meshctl(&["up", "--only", "certs", "--skip", "certs", "--dry-run", "--out", o]);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    assert!(stderr(&r).contains("no phase to run"), "{}", stderr(&r));
+    // --out alone would have started a real `up`.
+    let r = meshctl(&["up", "--clusters", "2", "--out", o]);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    assert!(stderr(&r).contains("--dry-run"), "{}", stderr(&r));
     assert!(!out.exists());
+}
+
+#[test]
+fn down_refuses_a_mesh_id_that_is_not_a_label_and_deletes_only_its_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let victim = dir.path().join("x");
+    fs::create_dir_all(&victim).unwrap();
+    fs::write(victim.join("precious.txt"), "keep").unwrap();
+    let w = work.to_str().unwrap();
+    let r = meshctl(&["--workdir", w, "down", "--purge", "--mesh-id", "../x"]);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    assert!(stderr(&r).contains("DNS-1123"), "{}", stderr(&r));
+    assert!(victim.join("precious.txt").exists());
+
+    // A real mesh folder: `down --purge` removes meshctl's files and keeps the user's.
+    ok(meshctl(&[
+        "--workdir", w, "up", "--clusters", "1", "--dry-run", "--out",
+        dir.path().join("plan").to_str().unwrap(), "--key-type", "ecdsa-p256",
+    ]));
+    let mesh = work.join("mesh1");
+    assert!(mesh.join("certs/root-key.pem").is_file());
+    fs::write(mesh.join("notes.md"), "mine").unwrap();
+    let r = meshctl(&["--workdir", w, "down", "--purge"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(!mesh.join("certs").exists(), "the CA meshctl wrote is gone");
+    assert_eq!(fs::read_to_string(mesh.join("notes.md")).unwrap(), "mine");
+    assert!(stderr(&r).contains("`notes.md`"), "{}", stderr(&r));
 }
 
 #[test]

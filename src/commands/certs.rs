@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 
-use super::Exit;
+use super::{Exit, UsageError};
 use crate::cli::{CertsGenArgs, OutputFormat};
 use crate::pki::Validity;
 use crate::pki::layout::{self, CertsRequest, Disposition};
@@ -14,9 +14,10 @@ use crate::topology::{DEFAULT_MESH_ID, Mesh};
 pub(super) fn generate(args: CertsGenArgs) -> Result<Exit> {
     // Names are validated like any topology, so `certs gen` and `up` agree on what a cluster is.
     let mesh = match args.clusters {
-        Some(n) => Mesh::for_kind(n, DEFAULT_MESH_ID)?,
-        None => Mesh::for_names(&args.cluster, DEFAULT_MESH_ID)?,
-    };
+        Some(n) => Mesh::for_kind(n, DEFAULT_MESH_ID),
+        None => Mesh::for_names(&args.cluster, DEFAULT_MESH_ID),
+    }
+    .map_err(UsageError::from_display)?;
     let request = CertsRequest {
         dir: args.out.clone(),
         clusters: mesh.clusters.iter().map(|c| c.name.clone()).collect(),
@@ -47,6 +48,7 @@ pub(super) fn generate(args: CertsGenArgs) -> Result<Exit> {
                 "clusters": outcome.clusters.iter()
                     .map(|(ca, d)| serde_json::json!({"name": ca.cluster, "intermediate": d}))
                     .collect::<Vec<_>>(),
+                "warnings": outcome.warnings,
             });
             writeln!(std::io::stdout().lock(), "{doc}")?;
         }
@@ -62,6 +64,9 @@ pub(super) fn generate(args: CertsGenArgs) -> Result<Exit> {
                     &ca.cluster,
                     &format!("intermediate CA {} `{dir}/{}/`", verb(*d), ca.cluster),
                 );
+            }
+            for warning in &outcome.warnings {
+                reporter.warn("certs", warning);
             }
         }
     }

@@ -156,7 +156,8 @@ pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
         )),
         None => findings.push(finding("memory", "warn", "cannot read /proc/meminfo", "")),
     }
-    if let Ok(net) = Docker::new(&runner).network("kind").await
+    let network = crate::tools::docker::kind_network();
+    if let Ok(net) = Docker::new(&runner).network(&network).await
         && let Ok(subnet) = ipam::ipv4_subnet(&net.subnets)
     {
         let clash = mesh
@@ -169,13 +170,13 @@ pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
             Some(n) => findings.push(finding(
                 "subnets",
                 "fail",
-                format!("docker network `kind` ({subnet}) overlaps cluster subnet {n}"),
+                format!("docker network `{network}` ({subnet}) overlaps cluster subnet {n}"),
                 "set podSubnet/serviceSubnet in meshctl.yaml",
             )),
             None => findings.push(finding(
                 "subnets",
                 "ok",
-                format!("docker network `kind` is {subnet}; no clash with pod or service subnets"),
+                format!("docker network `{network}` is {subnet}; no clash with pod or service subnets"),
                 "",
             )),
         }

@@ -28,7 +28,7 @@ pub(super) async fn run(args: DownArgs, workdir: &Path) -> Result<Exit> {
             ),
         );
         if args.purge && dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove `{}`", dir.display()))?;
+            purge(&dir, &reporter, &args.mesh_id)?;
         }
         return Ok(Exit::Success);
     }
@@ -56,11 +56,15 @@ pub(super) async fn run(args: DownArgs, workdir: &Path) -> Result<Exit> {
     for result in futures::future::join_all(deletions).await {
         match result {
             Ok(name) => {
-                if let Some(kubeconfig) = &snapshot.kubeconfig {
+                // Only an entry meshctl wrote; a same-named one of the user's is never touched.
+                if let Some(kubeconfig) = &snapshot.kubeconfig
+                    && snapshot.kubeconfig_entries.contains(&name)
+                {
                     crate::kubeconfig::remove_context(kubeconfig, &name)?;
                 }
                 state.update(|s| {
                     s.created_kind_clusters.remove(&name);
+                    s.kubeconfig_entries.remove(&name);
                     s.clusters.remove(&name);
                 })?;
                 reporter.ok(&name, "kind cluster deleted");
@@ -75,11 +79,7 @@ pub(super) async fn run(args: DownArgs, workdir: &Path) -> Result<Exit> {
         return Err(e);
     }
     if args.purge {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove `{}`", dir.display()))?;
-        reporter.ok(
-            &args.mesh_id,
-            &format!("state and certificate authorities removed (`{}`)", dir.display()),
-        );
+        purge(&dir, &reporter, &args.mesh_id)?;
     } else {
         // Existing clusters were only joined, never created: forget their progress, keep the CA.
         state.update(|s| s.clusters.clear())?;
@@ -92,4 +92,43 @@ pub(super) async fn run(args: DownArgs, workdir: &Path) -> Result<Exit> {
         );
     }
     Ok(Exit::Success)
+}
+
+/// Removes what meshctl wrote in the mesh's folder of the work dir (state, plan, kind kubeconfig,
+/// certificate authorities), file by file: anything else found there stays, and is named.
+fn purge(dir: &Path, reporter: &Reporter, mesh_id: &str) -> Result<()> {
+    let cannot = || format!("cannot remove meshctl's files from `{}`", dir.display());
+    for file in ["state.json", "kind-kubeconfig"] {
+        match std::fs::remove_file(dir.join(file)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(cannot),
+            _ => {}
+        }
+    }
+    crate::dry_run::remove_plan(&dir.join("plan")).with_context(cannot)?;
+    let _ = std::fs::remove_dir(dir.join("plan"));
+    crate::pki::layout::remove(&dir.join("certs")).with_context(cannot)?;
+    let left: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| format!("`{}`", e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if left.is_empty() {
+        let _ = std::fs::remove_dir(dir);
+        reporter.ok(
+            mesh_id,
+            &format!("state and certificate authorities removed (`{}`)", dir.display()),
+        );
+    } else {
+        reporter.note(
+            mesh_id,
+            &format!(
+                "state and certificate authorities removed; `{}` also holds {} that meshctl did not write, kept",
+                dir.display(),
+                left.join(", ")
+            ),
+        );
+    }
+    Ok(())
 }

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, OutputFormat, TopologyArgs};
@@ -39,6 +39,19 @@ pub enum Exit {
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> Self {
         ExitCode::from(e as u8)
+    }
+}
+
+/// The command line or the topology asks for something meshctl cannot do; nothing was changed.
+/// The one error type behind exit code 2 (clap's own parse errors exit 2 as well).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl UsageError {
+    /// A usage error from any displayable cause.
+    pub fn from_display(cause: impl std::fmt::Display) -> UsageError {
+        UsageError(cause.to_string())
     }
 }
 
@@ -82,12 +95,6 @@ fn version(output: OutputFormat) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// `--timeout`: `90s`, `5m`, ...
-fn parse_timeout(text: &str) -> Result<std::time::Duration> {
-    humantime::parse_duration(text)
-        .with_context(|| format!("--timeout `{text}` is not a duration such as 90s or 5m"))
-}
-
 /// How a reporting command reports for `-o`.
 fn report_format(output: OutputFormat) -> crate::report::Format {
     match output {
@@ -111,11 +118,11 @@ fn default_workdir() -> PathBuf {
 fn resolve_topology(args: &TopologyArgs) -> Result<Mesh> {
     let mesh_id = args.mesh_id.as_deref();
     let mesh = if let Some(path) = &args.config {
-        Mesh::from_file(path, mesh_id)?
+        Mesh::from_file(path, mesh_id)
     } else if !args.contexts.is_empty() {
-        Mesh::for_contexts(&args.contexts, mesh_id.unwrap_or(DEFAULT_MESH_ID))?
+        Mesh::for_contexts(&args.contexts, mesh_id.unwrap_or(DEFAULT_MESH_ID))
     } else {
-        Mesh::for_kind(args.clusters.unwrap_or(2), mesh_id.unwrap_or(DEFAULT_MESH_ID))?
+        Mesh::for_kind(args.clusters.unwrap_or(2), mesh_id.unwrap_or(DEFAULT_MESH_ID))
     };
-    Ok(mesh)
+    Ok(mesh.map_err(UsageError::from_display)?)
 }

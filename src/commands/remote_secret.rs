@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::Exit;
+use super::{Exit, UsageError};
 use crate::cli::{ManifestFormat, RemoteSecretArgs};
 use crate::kube::apply::Applier;
 use crate::remote_secret::{self, is_loopback};
 use crate::report::Reporter;
-use crate::topology::{Problem, TopologyError, dns1123_label_problem};
+use crate::topology::dns1123_label_problem;
 
 /// How long the token controller may take to fill the token Secret.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -19,12 +19,7 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Result<Exit> {
     if let Some(reason) = dns1123_label_problem(&args.name) {
         // The name is the Istio cluster ID and the secret's key; istioctl requires a DNS-1123 label.
-        return Err(TopologyError::Invalid(vec![Problem {
-            field: "--name".into(),
-            value: args.name.clone(),
-            reason,
-        }])
-        .into());
+        return Err(UsageError(format!("--name: `{}` {reason}", args.name)).into());
     }
     let reporter = Reporter::for_stderr();
     let (server, explicit) = match &args.server {

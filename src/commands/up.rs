@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::Exit;
+use super::{Exit, UsageError};
 use crate::cli::{OutputFormat, UpArgs};
 use crate::executor::{Executor, Outcome, Settings, mesh_dir};
 use crate::ipam::{self, Pool};
@@ -18,42 +18,38 @@ use crate::plan::{self, Artifact, Plan, PlanInput};
 use crate::report::Reporter;
 use crate::state::StateStore;
 use crate::tools::docker::Docker;
+use crate::tools::istioctl::{self, Istioctl};
 use crate::tools::{ProcessRunner, ToolRunner};
-use crate::topology::Mesh;
+use crate::topology::{Mesh, Provider};
 use crate::{dry_run, kubeconfig, upstream};
-
-/// The docker network kind uses (`KIND_EXPERIMENTAL_DOCKER_NETWORK` overrides it, as in kind).
-fn kind_network() -> String {
-    std::env::var("KIND_EXPERIMENTAL_DOCKER_NETWORK")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "kind".into())
-}
 
 /// MetalLB pools from the real docker network when it exists; else from `--lb-subnet`, marked
 /// provisional (the network appears with the first kind cluster and is read again then).
 async fn plan_pools(
     runner: &dyn ToolRunner,
     mesh: &Mesh,
-    lb_subnet: &str,
+    lb_subnet: ipnet::IpNet,
+    network: &str,
     docker: bool,
 ) -> Result<(Vec<Pool>, bool)> {
-    if docker && let Ok(net) = Docker::new(runner).network(&kind_network()).await {
+    if docker && let Ok(net) = Docker::new(runner).network(network).await {
         let subnet = ipam::ipv4_subnet(&net.subnets)?;
         let occupied: Vec<_> = net.containers.iter().map(|(_, ip)| *ip).collect();
         let pools = ipam::plan_pools(subnet, mesh.clusters.len(), &occupied)
             .context("phase metallb: cannot plan the address pools")?;
         return Ok((pools, false));
     }
-    let subnet: ipnet::IpNet = lb_subnet
-        .parse()
-        .with_context(|| format!("--lb-subnet `{lb_subnet}` is not a CIDR"))?;
-    let pools = ipam::plan_pools(ipam::ipv4_subnet(&[subnet])?, mesh.clusters.len(), &[])
+    let pools = ipam::plan_pools(ipam::ipv4_subnet(&[lb_subnet])?, mesh.clusters.len(), &[])
         .context("phase metallb: cannot plan the address pools")?;
     Ok((pools, docker))
 }
 
-fn ensure_cas(mesh: &Mesh, dir: &Path, args: &UpArgs) -> Result<Vec<crate::pki::IntermediateCa>> {
+fn ensure_cas(
+    mesh: &Mesh,
+    dir: &Path,
+    args: &UpArgs,
+    reporter: &Reporter,
+) -> Result<Vec<crate::pki::IntermediateCa>> {
     let request = CertsRequest {
         dir: dir.to_path_buf(),
         clusters: mesh.clusters.iter().map(|c| c.name.clone()).collect(),
@@ -67,6 +63,9 @@ fn ensure_cas(mesh: &Mesh, dir: &Path, args: &UpArgs) -> Result<Vec<crate::pki::
             dir.display()
         )
     })?;
+    for warning in &outcome.warnings {
+        reporter.warn("certs", warning);
+    }
     Ok(outcome.clusters.into_iter().map(|(ca, _)| ca).collect())
 }
 
@@ -88,27 +87,33 @@ impl Prepared<'_> {
     }
 }
 
+/// What every way of running `up` resolves once: the docker network and the certificate directory
+/// (the same for `--dry-run` and the real run, so the plan shows the certificates `up` will use).
+struct Resolved {
+    network: String,
+    certs_dir: PathBuf,
+}
+
 /// Gathers what planning needs (pools first: they are checked without writing anything; then the
-/// CAs, in `--certs-dir` or `default_certs`), builds the plan and writes it to `out`. `docker`: read
-/// the pools' subnet from the docker network when it exists.
-#[allow(clippy::too_many_arguments)]
+/// CAs), builds the plan and writes it to `out`. `docker`: read the pools' subnet from the docker
+/// network when it exists.
 async fn prepare<'m>(
     mesh: &'m Mesh,
     phases: Vec<Phase>,
     args: &UpArgs,
+    resolved: &Resolved,
     runner: &dyn ToolRunner,
     docker: bool,
-    default_certs: PathBuf,
     out: &Path,
-    timeout: Duration,
+    reporter: &Reporter,
 ) -> Result<Prepared<'m>> {
     let (pools, provisional) = if phases.contains(&Phase::Metallb) {
-        plan_pools(runner, mesh, &args.lb_subnet, docker).await?
+        plan_pools(runner, mesh, args.lb_subnet, &resolved.network, docker).await?
     } else {
         (Vec::new(), false)
     };
     let cas = if phases.contains(&Phase::Certs) {
-        ensure_cas(mesh, &args.certs_dir.clone().unwrap_or(default_certs), args)?
+        ensure_cas(mesh, &resolved.certs_dir, args, reporter)?
     } else {
         Vec::new()
     };
@@ -117,7 +122,8 @@ async fn prepare<'m>(
         phases,
         pools,
         cas,
-        timeout_secs: timeout.as_secs(),
+        timeout_secs: args.timeout.as_secs(),
+        docker_network: resolved.network.clone(),
     };
     let verify = phases::verify::artifacts(mesh)?;
     let mut prepared = Prepared {
@@ -132,23 +138,29 @@ async fn prepare<'m>(
 
 pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
-    let phases = plan::select_phases(mesh.provider, &args.only, &args.skip)?;
-    let timeout = super::parse_timeout(&args.timeout)?;
+    let phases = plan::select_phases(mesh.provider, &args.only, &args.skip).map_err(UsageError::from_display)?;
     let runner: Arc<dyn ToolRunner> = Arc::new(ProcessRunner);
-
+    let dir = mesh_dir(workdir, &mesh.mesh_id);
+    let resolved = Resolved {
+        network: crate::tools::docker::kind_network(),
+        certs_dir: args.certs_dir.clone().unwrap_or_else(|| dir.join("certs")),
+    };
     if args.dry_run {
         let Some(out) = args.out.as_deref() else {
-            bail!("--dry-run needs --out DIR")
+            return Err(UsageError("--dry-run needs --out DIR".into()).into());
         };
+        dry_run::prepare_out(out, args.overwrite).map_err(UsageError::from_display)?;
+        // stdout is the plan (text or JSON); anything else goes to stderr.
+        let messages = Reporter::for_stderr();
         let Prepared { plan, verify, .. } = prepare(
             &mesh,
             phases,
             &args,
+            &resolved,
             runner.as_ref(),
             false,
-            out.join("certs"),
             out,
-            timeout,
+            &messages,
         )
         .await?;
         let mut stdout = std::io::stdout().lock();
@@ -162,14 +174,23 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
                     "\nplan written to `{}` ({files} files); nothing was changed",
                     out.display()
                 )?;
+                if plan.phases.iter().any(|p| p.phase == Phase::Certs) {
+                    writeln!(
+                        stdout,
+                        "certificates: `{}` (the same CA `meshctl up` will use)",
+                        resolved.certs_dir.display()
+                    )?;
+                }
             }
         }
         return Ok(Exit::Success);
     }
 
-    let format = super::report_format(args.output);
-    let reporter = Arc::new(Reporter::new(format));
-    let dir = mesh_dir(workdir, &mesh.mesh_id);
+    let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
+    let state = StateStore::load(&dir.join("state.json"))?;
+    let target = kubeconfig::target_path(kubeconfig_flag);
+    preflight(&mesh, &phases, &args, &state, &target, kubeconfig_flag, runner.as_ref()).await?;
+
     let plan_dir = dir.join("plan");
     let uses_docker = phases
         .iter()
@@ -178,24 +199,22 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         &mesh,
         phases,
         &args,
+        &resolved,
         runner.as_ref(),
         uses_docker,
-        dir.join("certs"),
         &plan_dir,
-        timeout,
+        &reporter,
     )
     .await?;
 
-    let state = StateStore::load(&dir.join("state.json"))?;
     state.update(|s| s.mesh_id = mesh.mesh_id.clone())?;
     let settings = Settings {
         kubeconfig_flag: kubeconfig_flag.map(Path::to_path_buf),
-        kubeconfig_target: kubeconfig::target_path(kubeconfig_flag),
+        kubeconfig_target: target,
         kind_kubeconfig: dir.join("kind-kubeconfig"),
         plan_dir: plan_dir.clone(),
-        timeout,
-        tool_timeout: timeout * 2 + Duration::from_secs(60),
-        allow_version_skew: args.allow_version_skew,
+        timeout: args.timeout,
+        tool_timeout: args.timeout * 2 + Duration::from_secs(60),
         metallb_manifest: args.metallb_manifest.clone(),
         cache_dir: upstream::cache_dir(),
     };
@@ -206,7 +225,8 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         for index in 0..prepared.plan.phases.len() {
             if prepared.plan.phases[index].phase == Phase::Metallb && prepared.provisional {
                 // The kind network exists now: plan the pools from its real subnet and containers.
-                let (pools, still) = plan_pools(runner.as_ref(), &mesh, &args.lb_subnet, true).await?;
+                let (pools, still) =
+                    plan_pools(runner.as_ref(), &mesh, args.lb_subnet, &resolved.network, true).await?;
                 prepared.provisional = still;
                 prepared.input.pools = pools;
                 prepared.rebuild(&plan_dir)?;
@@ -230,6 +250,59 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     }
     summary(&reporter, &mesh, &executor.state, &prepared.plan);
     Ok(Exit::Success)
+}
+
+/// Everything `up` can check before it changes anything, so a run does not fail minutes in, after
+/// clusters or Istio were installed: the kubeconfig it writes to parses and holds no entry of the
+/// same name that meshctl did not create; istioctl is there and of the pinned minor; a
+/// `--metallb-manifest` is readable; existing clusters have API addresses other clusters can use.
+async fn preflight(
+    mesh: &Mesh,
+    phases: &[Phase],
+    args: &UpArgs,
+    state: &StateStore,
+    target: &Path,
+    kubeconfig_flag: Option<&Path>,
+    runner: &dyn ToolRunner,
+) -> Result<()> {
+    if phases.contains(&Phase::Clusters) {
+        let owned = state.snapshot().kubeconfig_entries;
+        let names: Vec<String> = mesh.clusters.iter().map(|c| c.context.clone()).collect();
+        let taken = kubeconfig::foreign_entries(target, &names, &owned)
+            .with_context(|| format!("preflight: the kubeconfig `{}` cannot be used", target.display()))?;
+        if let Some((list, name)) = taken.first() {
+            bail!(
+                "preflight: the kubeconfig `{}` already has a {list} named `{name}` that meshctl did not create; meshctl never overwrites or deletes it\nhint: keep meshctl's contexts in another file with `--kubeconfig FILE`, or rename yours first (`kubectl config rename-context {name} <new-name>`)",
+                target.display()
+            );
+        }
+    }
+    if phases.iter().any(|p| matches!(p, Phase::Istio | Phase::Eastwest)) {
+        let version = Istioctl::new(runner)
+            .version()
+            .await
+            .context("preflight: istioctl is needed for phases istio and eastwest")?;
+        istioctl::check_skew(&version, args.allow_version_skew)
+            .map_err(|e| anyhow::anyhow!("preflight: {e}"))?;
+    }
+    if phases.contains(&Phase::Metallb)
+        && let Some(path) = &args.metallb_manifest
+    {
+        std::fs::File::open(path).with_context(|| {
+            format!("preflight: --metallb-manifest `{}` cannot be read", path.display())
+        })?;
+    }
+    if mesh.provider == Provider::Existing && phases.contains(&Phase::RemoteSecrets) {
+        for c in &mesh.clusters {
+            let server = match &c.api_server {
+                Some(s) => s.clone(),
+                None => crate::kube::server_of(kubeconfig_flag, &c.context)?,
+            };
+            crate::remote_secret::check_server(&c.name, &server, c.api_server.is_some())
+                .map_err(|e| anyhow::anyhow!("preflight: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn summary(reporter: &Reporter, mesh: &Mesh, state: &StateStore, plan: &Plan) {

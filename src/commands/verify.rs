@@ -12,10 +12,12 @@ use crate::verify::{self, Options};
 
 pub(super) async fn run(args: VerifyArgs, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
-    let timeout = super::parse_timeout(&args.timeout)?;
     let options = Options {
-        calls_per_client: args.calls.unwrap_or((10 * mesh.clusters.len()).max(20)),
-        timeout,
+        calls_per_client: args
+            .calls
+            .map(|n| n as usize)
+            .unwrap_or((10 * mesh.clusters.len()).max(20)),
+        timeout: args.timeout,
         failover: args.failover,
         keep: args.keep,
     };

@@ -17,9 +17,6 @@ struct KindConfig<'a> {
     zone: &'a str,
 }
 
-/// The docker network kind puts its nodes on (`KIND_EXPERIMENTAL_DOCKER_NETWORK` overrides it).
-pub const KIND_NETWORK: &str = "kind";
-
 /// Name of a kind cluster's control-plane node container.
 pub fn control_plane_container(cluster: &str) -> String {
     format!("{cluster}-control-plane")
@@ -71,7 +68,7 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     // (reference section 2.3, pitfall 1).
     b.step(Step::RecordApiEndpoint {
         container: control_plane_container(&cluster.name),
-        network: KIND_NETWORK.to_string(),
+        network: b.input.docker_network.clone(),
     });
     b.step(Step::Wait {
         until: Condition::NodesReady,

@@ -67,6 +67,8 @@ pub struct CertsOutcome {
     pub root_cert_pem: String,
     /// Per cluster, in request order.
     pub clusters: Vec<(IntermediateCa, Disposition)>,
+    /// What the user should know (e.g. a root that expires within the intermediates' validity).
+    pub warnings: Vec<String>,
 }
 
 /// Why the directory could not be brought to the wanted state. Nothing was written.
@@ -155,6 +157,33 @@ pub fn load_root(dir: &Path) -> Result<Option<RootCa>, CertsError> {
     }
 }
 
+/// Removes the layout from `dir`: the root's two files, each cluster folder's four files, and the
+/// folders that became empty. Files meshctl did not write stay where they are.
+pub fn remove(dir: &Path) -> io::Result<()> {
+    let gone = |r: io::Result<()>| match r {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).collect::<Vec<_>>(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            for file in [CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT] {
+                gone(fs::remove_file(path.join(file)))?;
+            }
+            let _ = fs::remove_dir(&path);
+        }
+    }
+    gone(fs::remove_file(dir.join(ROOT_CERT)))?;
+    gone(fs::remove_file(dir.join(ROOT_KEY)))?;
+    let _ = fs::remove_dir(dir);
+    Ok(())
+}
+
 /// Brings `request.dir` to the wanted state and returns the CA material of every requested cluster.
 pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
     let dir = &request.dir;
@@ -210,6 +239,10 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
             request.validity,
         )?,
     };
+    let warnings: Vec<String> = root
+        .expiry_warning(request.validity.intermediate_days)
+        .into_iter()
+        .collect();
     let mut clusters = Vec::with_capacity(request.clusters.len());
     for (name, current) in request.clusters.iter().zip(kept) {
         let existed = request.force && dir.join(name).exists();
@@ -268,6 +301,7 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
         root: root_disposition,
         root_cert_pem: root.cert_pem.clone(),
         clusters,
+        warnings,
     })
 }
 

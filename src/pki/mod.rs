@@ -97,6 +97,8 @@ pub struct RootCa {
     pub cert_pem: String,
     /// `root-key.pem`.
     pub key_pem: String,
+    /// When the root expires; no intermediate it signs outlives it.
+    pub not_after: OffsetDateTime,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -163,7 +165,27 @@ fn ca_params(dn: &[(DnType, &str)], constraints: BasicConstraints, days: u32) ->
     params
 }
 
+/// `2027-01-31`, for messages.
+pub fn day(t: OffsetDateTime) -> String {
+    let d = t.date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
 impl RootCa {
+    /// A warning when the root ends before an intermediate of `intermediate_days` issued now would
+    /// (that intermediate is then cut to end with the root).
+    pub fn expiry_warning(&self, intermediate_days: u32) -> Option<String> {
+        let wanted = OffsetDateTime::now_utc() + Duration::days(i64::from(intermediate_days));
+        // A day of slack: a root made a moment ago with the same validity is not "ending early".
+        (wanted - self.not_after > Duration::days(1)).then(|| {
+            let left = (self.not_after - OffsetDateTime::now_utc()).whole_days();
+            format!(
+                "the root CA expires on {} ({left} days from now), before a new {intermediate_days}-day intermediate would; new intermediates end with the root. Plan a root rotation (docs/certificates.md)",
+                day(self.not_after)
+            )
+        })
+    }
+
     /// Self-signs a new root with `key`.
     pub fn generate(key: KeyPair, validity: Validity) -> Result<RootCa, PkiError> {
         // No path length on the root, as in the Makefile's `basicConstraints = critical, CA:true`.
@@ -183,6 +205,7 @@ impl RootCa {
         Ok(RootCa {
             cert_pem,
             key_pem,
+            not_after: params.not_after,
             issuer: Issuer::new(params, key),
         })
     }
@@ -200,11 +223,22 @@ impl RootCa {
                 "is not a CA certificate (basicConstraints CA:false)".into(),
             ));
         }
+        let not_after = x509.validity().not_after.to_datetime();
+        if not_after <= OffsetDateTime::now_utc() {
+            return Err(unusable(
+                "root-cert.pem",
+                format!(
+                    "expired on {}: no intermediate can be issued under it. A new root means new `cacerts` in every cluster: move this directory away and run `meshctl certs gen` (or `meshctl up`) again, then follow docs/certificates.md to roll it out",
+                    day(not_after)
+                ),
+            ));
+        }
         let issuer =
             Issuer::from_ca_cert_pem(cert_pem, key).map_err(rcgen_err("load root-cert.pem as an issuer"))?;
         Ok(RootCa {
             cert_pem: cert_pem.to_string(),
             key_pem: key_pem.to_string(),
+            not_after,
             issuer,
         })
     }
@@ -225,6 +259,8 @@ impl RootCa {
             BasicConstraints::Constrained(0),
             validity.intermediate_days,
         );
+        // An intermediate never outlives its root: a chain is only as valid as its shortest link.
+        params.not_after = params.not_after.min(self.not_after);
         params.subject_alt_names = vec![SanType::DnsName(
             INTERMEDIATE_SAN
                 .try_into()

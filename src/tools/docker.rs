@@ -7,6 +7,16 @@ use serde_json::Value;
 
 use super::{RunOptions, ToolError, ToolRunner};
 
+/// The docker network kind puts its nodes on: `KIND_EXPERIMENTAL_DOCKER_NETWORK` when set (kind
+/// reads the same variable in `pkg/cluster/internal/providers/docker/network.go`), else `kind`.
+/// The command layer resolves it once and hands it to everything that needs it.
+pub fn kind_network() -> String {
+    std::env::var("KIND_EXPERIMENTAL_DOCKER_NETWORK")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "kind".into())
+}
+
 /// What `docker network inspect` says about a network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerNetwork {

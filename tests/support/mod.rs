@@ -11,10 +11,15 @@ pub fn meshctl(args: &[&str]) -> Output {
 
 /// Runs `meshctl` in `cwd` with extra environment variables.
 pub fn meshctl_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    // Never the developer's own state folder: a test that does not name a work dir gets one of its
+    // test binary's.
+    static HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let home = HOME.get_or_init(|| tempfile::tempdir().unwrap());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
     cmd.args(args)
         .current_dir(cwd)
         .env("NO_COLOR", "1")
+        .env("MESHCTL_HOME", home.path())
         .env_remove("KUBECONFIG");
     for (k, v) in env {
         cmd.env(k, v);
@@ -42,6 +47,7 @@ pub fn ok(out: Output) -> String {
     );
     stdout(&out)
 }
+pub mod envtest;
 pub mod fake_api;
 pub mod fake_tools;
 pub mod lab;

@@ -1,0 +1,520 @@
+//! Real Kubernetes control planes for tests: etcd, kube-apiserver and kube-controller-manager
+//! (v1.36.2, from `../shared/envtest`), found through `KUBEBUILDER_ASSETS` as controller-runtime's
+//! envtest finds them. Each control plane listens on its own loopback address with the standard
+//! ports and a loopback service range, so a webhook's Service cluster IP is an address a test can
+//! bind (nothing a test does leaves this machine).
+//!
+//! The flags follow `../shared/envtest/README.md` and controller-runtime's
+//! `pkg/internal/testing/controlplane/apiserver.go` (serving cert for the IP, admin client cert with
+//! `O=system:masters`, service-account issuer and keys, RBAC, request-header CA).
+//!
+//! Every control plane runs under a small bash supervisor whose stdin is a pipe held by the test
+//! process: when the test process ends, however it ends (all tests done, a panic, a kill), the pipe
+//! closes and the supervisor stops the three processes and removes their data directory.
+//!
+//! What is not there: kubelet, scheduler, kube-proxy, CNI. [`kubelet`] plays the scheduler and the
+//! kubelet for the tests that need running pods; [`proxy`] sits in front of an apiserver to inject
+//! faults and to answer `pods/exec`, which needs a kubelet.
+
+pub mod kubelet;
+pub mod proxy;
+
+
+use std::io::Write as _;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+/// Where the binaries are: `KUBEBUILDER_ASSETS`, as in controller-runtime.
+pub fn assets() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty())?);
+    ["etcd", "kube-apiserver", "kube-controller-manager"]
+        .iter()
+        .all(|b| dir.join(b).is_file())
+        .then_some(dir)
+}
+
+/// The assets, or `None` after one line saying how to get them. Under `CI=true` a missing asset
+/// fails the test instead: CI must never pass by skipping the real servers.
+pub fn assets_or_skip() -> Option<PathBuf> {
+    if let Some(dir) = assets() {
+        return Some(dir);
+    }
+    let why = match std::env::var_os("KUBEBUILDER_ASSETS") {
+        Some(v) => format!(
+            "KUBEBUILDER_ASSETS={} lacks etcd, kube-apiserver or kube-controller-manager",
+            v.to_string_lossy()
+        ),
+        None => "KUBEBUILDER_ASSETS is not set".to_string(),
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "{why}: CI must run the real-API-server tests (see .ci/run and scripts/envtest-assets.sh)"
+        );
+    }
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        eprintln!(
+            "skipping real-API-server tests: {why}; run `export KUBEBUILDER_ASSETS=\"$(scripts/envtest-assets.sh)\"` (or use scripts/test.sh)"
+        )
+    });
+    None
+}
+
+/// PEM certificate and key.
+#[derive(Clone)]
+pub struct Pem {
+    /// Certificate.
+    pub cert: String,
+    /// Private key (PKCS#8).
+    pub key: String,
+}
+
+/// A CA that signs what the control plane needs.
+struct Ca {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new(cn: &str) -> Ca {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            issuer: rcgen::Issuer::new(params, key),
+            pem: cert.pem(),
+        }
+    }
+
+    /// A leaf with these subject alternative names (IPs or DNS names), CN and organisations.
+    fn leaf(&self, sans: &[String], cn: &str, orgs: &[&str], server: bool) -> Pem {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(sans.to_vec()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        for o in orgs {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, *o);
+        }
+        params.extended_key_usages = vec![if server {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Pem {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+}
+
+/// A TLS serving certificate for `sans`, with the PEM of the CA that signed it (for a webhook's
+/// `caBundle`, or a client's trust).
+pub fn serving_cert(sans: &[String]) -> (Pem, String) {
+    let ca = Ca::new("envtest-webhook-ca");
+    (ca.leaf(sans, "envtest-webhook", &[], true), ca.pem)
+}
+
+/// One running control plane.
+pub struct ControlPlane {
+    /// Cluster name, also its context name in [`ControlPlane::kubeconfig`].
+    pub name: String,
+    /// Loopback address it listens on.
+    pub ip: Ipv4Addr,
+    /// Service cluster IP range (loopback).
+    pub service_range: String,
+    /// PEM of the CA of its serving certificate and of client certificates.
+    pub ca_pem: String,
+    /// Admin client certificate (`O=system:masters`).
+    pub admin: Pem,
+    dir: PathBuf,
+    supervisor: Mutex<Option<Child>>,
+}
+
+impl ControlPlane {
+    /// `https://<ip>:6443`.
+    pub fn url(&self) -> String {
+        format!("https://{}:6443", self.ip)
+    }
+
+    /// Starts etcd, kube-apiserver and kube-controller-manager on `ip` and waits for `/readyz`.
+    pub fn start(assets: &Path, name: &str, ip: Ipv4Addr, service_range: &str) -> ControlPlane {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("envtest-{name}-"))
+            .tempdir_in(scratch_dir())
+            .unwrap()
+            .keep();
+        let ca = Ca::new(&format!("{name}-ca"));
+        let service_ip = first_host(service_range);
+        let serving = ca.leaf(
+            &[
+                ip.to_string(),
+                service_ip,
+                "localhost".into(),
+                "kubernetes".into(),
+                "kubernetes.default".into(),
+                "kubernetes.default.svc".into(),
+                "kubernetes.default.svc.cluster.local".into(),
+            ],
+            "kube-apiserver",
+            &[],
+            true,
+        );
+        let admin = ca.leaf(&[], "envtest-admin", &["system:masters"], false);
+        let front_proxy = Ca::new(&format!("{name}-front-proxy-ca"));
+        let sa = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let (sa_key, sa_pub) = (sa.serialize_pem(), sa.public_key_pem());
+        let files = [
+            ("ca.crt", ca.pem.as_str()),
+            ("ca.key", &ca.issuer.key().serialize_pem()),
+            ("serving.crt", serving.cert.as_str()),
+            ("serving.key", serving.key.as_str()),
+            ("front-proxy-ca.crt", front_proxy.pem.as_str()),
+            ("sa.key", sa_key.as_str()),
+            ("sa.pub", sa_pub.as_str()),
+        ];
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        let plane = ControlPlane {
+            name: name.to_string(),
+            ip,
+            service_range: service_range.to_string(),
+            ca_pem: ca.pem.clone(),
+            admin,
+            dir: dir.clone(),
+            supervisor: Mutex::new(None),
+        };
+        std::fs::write(
+            dir.join("kubeconfig"),
+            plane.kubeconfig_for(&[&plane], &[]),
+        )
+        .unwrap();
+        std::fs::write(dir.join("run.sh"), supervisor_script(assets, &dir, ip, service_range)).unwrap();
+        let child = Command::new("bash")
+            .arg(dir.join("run.sh"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bash starts the control-plane supervisor");
+        *plane.supervisor.lock().unwrap() = Some(child);
+        plane.wait_ready(Duration::from_secs(90));
+        plane
+    }
+
+    /// Polls `/readyz` until it answers `ok` (the apiserver's own readiness endpoint: no watch
+    /// exists before the server does).
+    fn wait_ready(&self, bound: Duration) {
+        let started = Instant::now();
+        let kubeconfig = self.kubeconfig(&self.name);
+        let name = self.name.clone();
+        let pid_file = self.dir.join("apiserver.pid");
+        // The apiserver exited (a bad flag, a port in use): no point in waiting out the bound.
+        let exited = move || {
+            std::fs::read_to_string(&pid_file)
+                .is_ok_and(|pid| !Path::new(&format!("/proc/{}", pid.trim())).exists())
+        };
+        let ok = block_on(async move {
+            let client = client_from(&kubeconfig, &name).await;
+            loop {
+                let request = http::Request::get("/readyz").body(Vec::new()).unwrap();
+                if client.request_text(request).await.is_ok_and(|t| t == "ok") {
+                    return true;
+                }
+                if started.elapsed() > bound || exited() {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        if !ok {
+            let log = std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!(
+                "control plane {} at {} not ready after {}s (or its apiserver exited); apiserver log tail:\n{}",
+                self.name,
+                self.url(),
+                bound.as_secs(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+
+    /// A kubeconfig holding `planes`, each as a context of its name (renamed by `rename`:
+    /// `(cluster name, context name)` pairs), with embedded admin credentials.
+    pub fn kubeconfig_for(&self, planes: &[&ControlPlane], rename: &[(&str, &str)]) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let mut clusters = String::new();
+        let mut users = String::new();
+        let mut contexts = String::new();
+        for p in planes {
+            let name = rename
+                .iter()
+                .find(|(from, _)| *from == p.name)
+                .map(|(_, to)| to.to_string())
+                .unwrap_or_else(|| p.name.clone());
+            clusters.push_str(&format!(
+                "- name: {name}\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n",
+                p.url(),
+                b64(&p.ca_pem)
+            ));
+            users.push_str(&format!(
+                "- name: {name}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(&p.admin.cert),
+                b64(&p.admin.key)
+            ));
+            contexts.push_str(&format!(
+                "- name: {name}\n  context:\n    cluster: {name}\n    user: {name}\n"
+            ));
+        }
+        let current = planes
+            .first()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: {current}\nclusters:\n{clusters}users:\n{users}contexts:\n{contexts}"
+        )
+    }
+
+    /// This control plane alone, as kubeconfig text with context `context`.
+    pub fn kubeconfig(&self, context: &str) -> String {
+        self.kubeconfig_for(&[self], &[(&self.name, context)])
+    }
+
+    /// An admin client (build it inside the runtime that uses it).
+    pub async fn client(&self) -> kube::Client {
+        client_from(&self.kubeconfig(&self.name), &self.name).await
+    }
+
+    /// Stops the processes and removes the data directory; waits until they are gone.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.supervisor.lock().unwrap().take() {
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the supervisor still runs.
+    pub fn running(&self) -> bool {
+        self.supervisor
+            .lock()
+            .unwrap()
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The bash supervisor of one control plane: starts the three processes (the apiserver retries
+/// etcd and the controller-manager retries the apiserver, so they start together), then waits for
+/// its stdin to close and stops them. The node lifecycle controller is off: no kubelet renews node
+/// leases here, and it would mark every node NotReady after its grace period.
+fn supervisor_script(assets: &Path, dir: &Path, ip: Ipv4Addr, service_range: &str) -> String {
+    let a = assets.display();
+    let d = dir.display();
+    format!(
+        r#"#!/usr/bin/env bash
+cd "{d}" || exit 1
+"{a}/etcd" --name default --data-dir "{d}/etcd" \
+  --listen-client-urls http://{ip}:2379 --advertise-client-urls http://{ip}:2379 \
+  --listen-peer-urls http://{ip}:2380 --initial-advertise-peer-urls http://{ip}:2380 \
+  --initial-cluster default=http://{ip}:2380 --unsafe-no-fsync --quota-backend-bytes 268435456 \
+  > etcd.log 2>&1 &
+etcd=$!
+"{a}/kube-apiserver" --bind-address {ip} --secure-port 6443 --etcd-servers http://{ip}:2379 \
+  --cert-dir "{d}" --tls-cert-file serving.crt --tls-private-key-file serving.key \
+  --client-ca-file ca.crt --authorization-mode Node,RBAC \
+  --service-account-issuer https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file sa.pub --service-account-signing-key-file sa.key \
+  --service-cluster-ip-range {service_range} --endpoint-reconciler-type none \
+  --requestheader-client-ca-file front-proxy-ca.crt --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  > apiserver.log 2>&1 &
+apiserver=$!
+echo "$apiserver" > apiserver.pid
+"{a}/kube-controller-manager" --kubeconfig kubeconfig --root-ca-file ca.crt \
+  --service-account-private-key-file sa.key --use-service-account-credentials \
+  --controllers '*,-node-lifecycle-controller' --leader-elect=false --secure-port 0 \
+  --cluster-signing-cert-file ca.crt --cluster-signing-key-file ca.key \
+  > controller-manager.log 2>&1 &
+kcm=$!
+# stdin is a pipe the test process holds: EOF means the tests are over (or the process died).
+read -r _
+kill "$kcm" "$apiserver" 2>/dev/null
+wait "$kcm" "$apiserver"
+kill "$etcd" 2>/dev/null
+wait "$etcd"
+rm -rf "{d}"
+"#
+    )
+}
+
+/// tmpfs when there is one (etcd writes a lot), else the temp dir.
+fn scratch_dir() -> PathBuf {
+    let shm = PathBuf::from("/dev/shm");
+    if shm.is_dir() && tempfile::tempdir_in(&shm).is_ok() {
+        shm
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// `127.101.7.0/24` → `127.101.7.1` (the `kubernetes` Service's address).
+fn first_host(range: &str) -> String {
+    let base: Ipv4Addr = range.split('/').next().unwrap().parse().unwrap();
+    Ipv4Addr::from(u32::from(base) + 1).to_string()
+}
+
+/// A loopback slot free for this test process: control plane `i` of slot `s` listens on
+/// `127.20.s.i` and gets the service range `127.(100+i).s.0/24`.
+fn free_slot(planes: usize) -> u8 {
+    let start = (std::process::id() % 250) as u8;
+    for k in 0..250u16 {
+        let s = ((start as u16 + k) % 250) as u8;
+        let free = (1..=planes).all(|i| {
+            TcpListener::bind((Ipv4Addr::new(127, 20, s, i as u8), 6443)).is_ok()
+                && TcpListener::bind((Ipv4Addr::new(127, 20, s, i as u8), 2379)).is_ok()
+        });
+        if free {
+            return s;
+        }
+    }
+    panic!("no free loopback slot for {planes} control planes");
+}
+
+/// Addresses for `n` control planes: `(ip, service range)` each.
+pub fn addresses(n: usize) -> Vec<(Ipv4Addr, String)> {
+    let s = free_slot(n);
+    (1..=n)
+        .map(|i| {
+            (
+                Ipv4Addr::new(127, 20, s, i as u8),
+                format!("127.{}.{s}.0/24", 100 + i),
+            )
+        })
+        .collect()
+}
+
+/// Several control planes, started at once, named `cluster1..N`.
+pub struct Envtest {
+    /// The control planes, in order.
+    pub planes: Vec<ControlPlane>,
+}
+
+impl Envtest {
+    /// Starts `n` control planes concurrently.
+    pub fn start(assets: &Path, n: usize) -> Envtest {
+        let planes = std::thread::scope(|scope| {
+            let handles: Vec<_> = addresses(n)
+                .into_iter()
+                .enumerate()
+                .map(|(i, (ip, range))| {
+                    scope.spawn(move || {
+                        ControlPlane::start(assets, &format!("cluster{}", i + 1), ip, &range)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        });
+        Envtest { planes }
+    }
+
+    /// The control planes shared by every test of this test binary (three), or `None` when the
+    /// binaries are not there (see [`assets_or_skip`]).
+    pub fn shared() -> Option<&'static Envtest> {
+        // A failed start is kept too, so the other tests fail at once with its message instead of
+        // each trying again.
+        static SHARED: OnceLock<Result<Envtest, String>> = OnceLock::new();
+        let assets = assets_or_skip()?;
+        let started = SHARED.get_or_init(|| {
+            std::panic::catch_unwind(|| Envtest::start(&assets, 3)).map_err(|panic| {
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "the control planes did not start".into())
+            })
+        });
+        match started {
+            Ok(envtest) => Some(envtest),
+            Err(why) => panic!("shared control planes: {why}"),
+        }
+    }
+
+    /// A kubeconfig with every control plane as a context of its name.
+    pub fn kubeconfig(&self) -> String {
+        let all: Vec<&ControlPlane> = self.planes.iter().collect();
+        self.planes[0].kubeconfig_for(&all, &[])
+    }
+
+    /// Writes [`Envtest::kubeconfig`] to `path`.
+    pub fn write_kubeconfig(&self, path: &Path) {
+        std::fs::write(path, self.kubeconfig()).unwrap();
+    }
+}
+
+/// A kube client for `context` of kubeconfig text `text`.
+pub async fn client_from(text: &str, context: &str) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(text).unwrap();
+    let options = kube::config::KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// Runs `future` to completion on a runtime of its own, on a thread of its own, so synchronous
+/// tests and async tests alike can call it.
+pub fn block_on<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(future)
+            })
+            .join()
+            .expect("the future does not panic")
+    })
+}
+
+/// Appends a line to a log file (used by the fakes that record what they did).
+pub fn append(path: &Path, line: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    writeln!(f, "{line}").unwrap();
+}
