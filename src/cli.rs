@@ -123,7 +123,9 @@ fn parse_mesh_id(text: &str) -> Result<String, String> {
 fn parse_subnet(text: &str) -> Result<ipnet::IpNet, String> {
     match text.parse::<ipnet::IpNet>() {
         Ok(net @ ipnet::IpNet::V4(_)) => Ok(net),
-        Ok(_) => Err(format!("`{text}` is IPv6; MetalLB pools are planned in an IPv4 subnet")),
+        Ok(_) => Err(format!(
+            "`{text}` is IPv6; MetalLB pools are planned in an IPv4 subnet"
+        )),
         Err(_) => Err(format!("`{text}` is not an IPv4 CIDR such as 172.18.0.0/16")),
     }
 }

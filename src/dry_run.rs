@@ -112,13 +112,23 @@ pub fn remove_plan(out: &Path) -> io::Result<()> {
         .into_iter()
         .flatten()
         .filter_map(|a| a["path"].as_str())
-        .chain(doc["verify"].as_array().into_iter().flatten().filter_map(|v| v.as_str()))
+        .chain(
+            doc["verify"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str()),
+        )
         .chain(["plan.json", "plan.yaml"]);
     let mut folders = std::collections::BTreeSet::new();
     for rel in listed {
         // Only relative paths below `out`: a tampered plan.json must not reach elsewhere.
         let rel = Path::new(rel);
-        if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
             continue;
         }
         match std::fs::remove_file(out.join(rel)) {

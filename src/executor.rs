@@ -146,6 +146,14 @@ impl Executor {
         }
     }
 
+    /// Whether some cluster of `phase` has not done it yet with its current fingerprint.
+    pub fn pending(&self, plan: &Plan, phase: &PhasePlan) -> bool {
+        phase.clusters.iter().any(|cs| {
+            let fingerprint = self.fingerprint(plan, phase.phase, cs);
+            !self.state.is_done(&cs.cluster, phase.phase.name(), &fingerprint)
+        })
+    }
+
     /// Digest of what a phase does in a cluster: its steps, its rendered files, and for remote
     /// secrets the addresses they will carry.
     pub fn fingerprint(&self, plan: &Plan, phase: Phase, cs: &ClusterSteps) -> String {

@@ -104,9 +104,15 @@ pub fn foreign_entries(
 ) -> io::Result<Vec<(&'static str, String)>> {
     let config = load(target)?;
     let mut found = Vec::new();
-    for (list, word) in [("contexts", "context"), ("clusters", "cluster"), ("users", "user")] {
+    for (list, word) in [
+        ("contexts", "context"),
+        ("clusters", "cluster"),
+        ("users", "user"),
+    ] {
         for entry in config[list].as_array().into_iter().flatten() {
-            let Some(name) = entry["name"].as_str() else { continue };
+            let Some(name) = entry["name"].as_str() else {
+                continue;
+            };
             if names.iter().any(|n| n == name) && !owned.contains(name) {
                 found.push((word, name.to_string()));
             }

@@ -18,7 +18,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, AttachParams, DeleteParams};
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
 
 use crate::kube::apply::Applier;
 use crate::kube::inspect;
@@ -94,34 +93,68 @@ impl Matrix {
     }
 }
 
-/// The shell loop a client runs: `n` calls, one line per call, failures marked.
+/// What the call loop prints after each call's body, then the HTTP status (`000` when curl got no
+/// answer at all). Envoy's own answers (`no healthy upstream`, 503) end without a newline, so a
+/// body alone cannot say where one call ends and the next begins: the status line can.
+pub const STATUS_MARK: &str = "meshctl-http-status=";
+
+/// The shell loop a client runs: `n` calls, each its body then [`STATUS_MARK`] and the status on a
+/// line of its own (curl's `-w`, written out also when the transfer fails).
 pub fn call_script(n: usize) -> String {
     format!(
-        "for i in $(seq 1 {n}); do curl -sS --max-time 5 http://helloworld.{NAMESPACE}:5000/hello || echo 'CALL FAILED'; done"
+        "for i in $(seq 1 {n}); do curl -s --max-time 5 -w '\\n{STATUS_MARK}%{{http_code}}\\n' http://helloworld.{NAMESPACE}:5000/hello; done"
     )
 }
 
-/// Which cluster (0-based) answered, from a line such as
+/// Which cluster (0-based) answered, from a body such as
 /// `Hello version: v2, instance: helloworld-v2-5d8f7-xk2lq`: the instance names the deployment,
 /// and deployment `helloworld-vN` runs only in cluster N.
-pub fn responder(line: &str, clusters: usize) -> Option<usize> {
-    let instance = line.split("instance:").nth(1)?.trim();
+pub fn responder(body: &str, clusters: usize) -> Option<usize> {
+    let instance = body.split("instance:").nth(1)?.trim();
     let version = instance.strip_prefix("helloworld-v")?.split('-').next()?;
     let n: usize = version.parse().ok()?;
     (1..=clusters).contains(&n).then(|| n - 1)
 }
 
-/// Counts answers per cluster in a client's output; returns (counts, failed calls).
-pub fn tally(output: &str, clusters: usize) -> (Vec<usize>, usize) {
+/// Counts a client's `calls` calls by their status: a 200 is credited to the cluster its body
+/// names; any other status, an unattributable body, or a call that printed no status at all is a
+/// failure. Returns (answers per cluster, failed calls).
+pub fn tally(output: &str, clusters: usize, calls: usize) -> (Vec<usize>, usize) {
     let mut counts = vec![0; clusters];
     let mut failed = 0;
-    for line in output.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        match responder(line, clusters) {
-            Some(i) => counts[i] += 1,
-            None => failed += 1,
+    let mut seen = 0;
+    let mut body = String::new();
+    for line in output.split('\n') {
+        match line.strip_prefix(STATUS_MARK) {
+            Some(code) => {
+                seen += 1;
+                match (code.trim(), responder(&body, clusters)) {
+                    ("200", Some(i)) => counts[i] += 1,
+                    _ => failed += 1,
+                }
+                body.clear();
+            }
+            None => {
+                body.push_str(line);
+                body.push('\n');
+            }
         }
     }
-    (counts, failed)
+    (counts, failed + calls.saturating_sub(seen))
+}
+
+/// Whether a pod carries Istio's proxy: as a native sidecar (an init container named
+/// `istio-proxy` with `restartPolicy: Always`, what Istio's injector produces since 1.28 on
+/// Kubernetes 1.33 and later) or, with older injectors or `sidecar.istio.io/nativeSidecar:
+/// "false"`, as an ordinary container.
+pub fn has_sidecar(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|s| {
+        s.containers.iter().any(|c| c.name == "istio-proxy")
+            || s.init_containers
+                .iter()
+                .flatten()
+                .any(|c| c.name == "istio-proxy" && c.restart_policy.as_deref() == Some("Always"))
+    })
 }
 
 /// The failover check.
@@ -227,8 +260,9 @@ pub fn junit(report: &Report) -> String {
     )
 }
 
-/// Runs `command` in a container, bounded by `timeout`.
-async fn exec(
+/// Runs `command` in a container of pod `pod` in the verify namespace, bounded by `timeout`, and
+/// returns what it printed on stdout.
+pub async fn exec(
     client: &kube::Client,
     pod: &str,
     container: &str,
@@ -261,10 +295,17 @@ async fn exec_unbounded(
         .exec(pod, command, &params)
         .await
         .with_context(|| format!("exec into pod {NAMESPACE}/{pod}"))?;
-    let mut stdout = String::new();
-    if let Some(mut out) = attached.stdout() {
-        out.read_to_string(&mut stdout).await?;
-    }
+    // Both streams at once: kube buffers each in a small pipe, and a stream nobody reads blocks the
+    // other (and the exec) once it fills.
+    let (out, err) = (attached.stdout(), attached.stderr());
+    let read = |stream: Option<_>| async move {
+        let mut text = String::new();
+        if let Some(mut s) = stream {
+            tokio::io::AsyncReadExt::read_to_string(&mut s, &mut text).await?;
+        }
+        Ok::<String, std::io::Error>(text)
+    };
+    let (stdout, _stderr) = tokio::try_join!(read(out), read(err)).context("exec stream")?;
     let status = match attached.take_status() {
         Some(s) => s.await,
         None => None,
@@ -290,11 +331,7 @@ async fn sidecar_pod(
         .await
         .with_context(|| format!("cluster `{cluster}`"))?;
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let has_sidecar = pod
-        .spec
-        .as_ref()
-        .is_some_and(|s| s.containers.iter().any(|c| c.name == "istio-proxy"));
-    if !has_sidecar {
+    if !has_sidecar(&pod) {
         bail!(
             "cluster `{cluster}`: pod {NAMESPACE}/{name} has no istio-proxy sidecar, so it cannot cross networks\nhint: is istiod's injector running (`meshctl status`), and is namespace `{NAMESPACE}` labelled istio-injection=enabled?"
         );
@@ -346,7 +383,7 @@ async fn calls_from(
         timeout,
     )
     .await?;
-    Ok(tally(&output, clusters))
+    Ok(tally(&output, clusters, calls))
 }
 
 async fn matrix(
@@ -370,6 +407,53 @@ async fn matrix(
         counts,
         failed,
     })
+}
+
+/// Removes what an earlier verify left in a cluster (a kept `sample` namespace with its failover
+/// DestinationRule, a drained pod) and waits until the namespace is really gone, so this run
+/// measures the mesh rather than the leftovers, and re-creating the namespace does not hit
+/// "namespace is being terminated".
+pub async fn clear_previous(client: &kube::Client, timeout: Duration) -> Result<bool> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let Some(ns) = namespaces
+        .get_opt(NAMESPACE)
+        .await
+        .with_context(|| format!("cannot read namespace {NAMESPACE}"))?
+    else {
+        return Ok(false);
+    };
+    if ns.metadata.deletion_timestamp.is_none() {
+        match namespaces.delete(NAMESPACE, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(true),
+            Err(e) => return Err(e).with_context(|| format!("cannot delete namespace {NAMESPACE}")),
+        }
+    }
+    wait::gone(
+        &namespaces,
+        NAMESPACE,
+        &format!("namespace {NAMESPACE} left by an earlier verify: deleted"),
+        timeout,
+        |n| {
+            let phase = n
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            let conditions: Vec<String> = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c.status == "True")
+                .filter_map(|c| c.message)
+                .collect();
+            format!("{phase} {}", conditions.join("; ")).trim().to_string()
+        },
+    )
+    .await?;
+    Ok(true)
 }
 
 fn artifacts_without_failover(all: &[Artifact], cluster: &str) -> String {
@@ -399,6 +483,21 @@ pub async fn run(
         );
     }
     let artifacts = workloads::artifacts(mesh)?;
+    let cleared =
+        futures::future::try_join_all(mesh.clusters.iter().zip(&clients).map(|(c, client)| async move {
+            clear_previous(client, options.timeout)
+                .await
+                .with_context(|| format!("cluster `{}`", c.name))
+        }))
+        .await?;
+    if cleared.iter().any(|c| *c) {
+        reporter.note(
+            "verify",
+            &format!(
+                "removed namespace {NAMESPACE} left by an earlier verify (its rules would skew this one)"
+            ),
+        );
+    }
     futures::future::try_join_all(mesh.clusters.iter().zip(&clients).map(|(c, client)| {
         let yaml = artifacts_without_failover(&artifacts, &c.name);
         async move {
@@ -610,15 +709,100 @@ pub fn totals(m: &Matrix) -> BTreeMap<&'static str, usize> {
 mod tests {
     use super::*;
 
+    /// What `call_script` prints, call by call: the body, then curl's `-w` text.
+    fn curl_output(bodies_and_codes: &[(&str, &str)]) -> String {
+        bodies_and_codes
+            .iter()
+            .map(|(body, code)| format!("{body}\n{STATUS_MARK}{code}\n"))
+            .collect()
+    }
+
     #[test]
-    fn answers_are_attributed_by_instance_and_failures_counted() {
-        let out = "Hello version: v1, instance: helloworld-v1-5d8f7-xk2lq\nHello version: v1, instance: helloworld-v3-abcde\nCALL FAILED\n\nHello version: v2, instance: helloworld-v2-1\n";
+    fn answers_are_attributed_by_instance_and_failures_counted_by_status() {
+        let out = curl_output(&[
+            ("Hello version: v1, instance: helloworld-v1-5d8f7-xk2lq\n", "200"),
+            ("Hello version: v1, instance: helloworld-v3-abcde\n", "200"),
+            // Envoy's 503 body has no trailing newline (it is glued to the next text otherwise).
+            ("no healthy upstream", "503"),
+            ("Hello version: v2, instance: helloworld-v2-1\n", "200"),
+            // curl got no answer at all.
+            ("", "000"),
+        ]);
         assert_eq!(
-            tally(out, 3),
-            (vec![1, 1, 1], 1),
+            tally(&out, 3, 5),
+            (vec![1, 1, 1], 2),
             "cluster 3 runs the v1 image under deployment helloworld-v3"
         );
         assert_eq!(responder("Hello version: v9, instance: helloworld-v9-x", 3), None);
+    }
+
+    #[test]
+    fn a_503_glued_to_a_good_answer_is_not_counted_as_one() {
+        // Without a status per call, `no healthy upstreamHello version: v2, instance: helloworld-v2-1`
+        // reads as one answer from cluster 2, and the failure disappears.
+        let out = format!(
+            "no healthy upstream\n{STATUS_MARK}503\nHello version: v2, instance: helloworld-v2-1\n\n{STATUS_MARK}200\n"
+        );
+        assert_eq!(tally(&out, 2, 2), (vec![0, 1], 1));
+    }
+
+    #[test]
+    fn calls_that_printed_nothing_are_failures() {
+        let out = curl_output(&[("Hello version: v1, instance: helloworld-v1-a\n", "200")]);
+        assert_eq!(tally(&out, 2, 4), (vec![1, 0], 3), "three calls never reported");
+    }
+
+    #[test]
+    fn a_200_whose_body_names_no_cluster_is_a_failure() {
+        let out = curl_output(&[("<html>proxy page</html>", "200")]);
+        assert_eq!(tally(&out, 2, 1), (vec![0, 0], 1));
+    }
+
+    /// The pod spec of `kubectl get pod -o yaml` after Istio 1.28+ injected a native sidecar: the
+    /// shape of Istio's injection template (`manifests/charts/istio-control/istio-discovery/files/
+    /// injection-template.yaml`, `{{ if .NativeSidecars }}`) and of the pods its golden files and
+    /// users show: `istio-init` then `istio-proxy` (restartPolicy Always) in `initContainers`, and
+    /// `sidecar.istio.io/status` listing both as init containers with `"containers":null`.
+    const NATIVE_SIDECAR_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: curl-5b5c7bcd6b-x7kfz
+  namespace: sample
+  annotations:
+    sidecar.istio.io/status: '{"initContainers":["istio-init","istio-proxy"],"containers":null,"volumes":["workload-socket","credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert","istio-ca-crl"],"imagePullSecrets":null,"revision":"default"}'
+spec:
+  initContainers:
+  - name: istio-init
+    image: docker.io/istio/proxyv2:1.31.1
+    args: [istio-iptables, -p, "15001", -z, "15006", -u, "1337", -m, REDIRECT]
+  - name: istio-proxy
+    image: docker.io/istio/proxyv2:1.31.1
+    args: [proxy, sidecar, --domain, $(POD_NAMESPACE).svc.cluster.local]
+    restartPolicy: Always
+    ports:
+    - {containerPort: 15090, name: http-envoy-prom, protocol: TCP}
+  containers:
+  - name: curl
+    image: curlimages/curl
+    command: [/bin/sleep, infinity]
+"#;
+
+    #[test]
+    fn a_native_sidecar_counts_as_the_proxy_and_a_plain_init_container_does_not() {
+        let native: Pod = serde_saphyr::from_str(NATIVE_SIDECAR_POD).unwrap();
+        assert!(has_sidecar(&native), "Istio 1.28+ on Kubernetes 1.33+");
+        // The pre-1.28 shape (Istio's golden `hello-multi.yaml.injected`): a second container.
+        let mut classic = native.clone();
+        let spec = classic.spec.as_mut().unwrap();
+        let mut proxy = spec.init_containers.as_mut().unwrap().pop().unwrap();
+        proxy.restart_policy = None;
+        spec.containers.push(proxy.clone());
+        assert!(has_sidecar(&classic));
+        // An init container that runs to completion is no proxy.
+        let mut init_only = native.clone();
+        init_only.spec.as_mut().unwrap().init_containers.as_mut().unwrap()[1].restart_policy = None;
+        assert!(!has_sidecar(&init_only));
     }
 
     #[test]

@@ -180,7 +180,9 @@ async fn an_invalid_object_fails_with_the_servers_422_message() {
         .await
         .unwrap_err();
     match &err {
-        KubeError::Rejected { code, message, what, .. } => {
+        KubeError::Rejected {
+            code, message, what, ..
+        } => {
             assert_eq!(*code, 422);
             assert!(message.contains("spec.ports[0].port"), "{message}");
             assert!(what.contains("Service ke-invalid/bad"), "{what}");
@@ -206,7 +208,10 @@ async fn retries_survive_refused_connections_and_5xx_429_409() {
     let applier = Applier::new(client.clone()).with_policy(fast());
     proxy.refuse_next_connections(2);
     proxy.fail_next_requests(&[500, 429, 409, 503]);
-    let applied = applier.apply_yaml(&manifest("ke-retry"), "test.yaml").await.unwrap();
+    let applied = applier
+        .apply_yaml(&manifest("ke-retry"), "test.yaml")
+        .await
+        .unwrap();
     assert_eq!(applied.len(), 2);
     let secrets: Api<Secret> = Api::namespaced(e.client().await, "ke-retry");
     assert!(secrets.get_opt("cacerts").await.unwrap().is_some());
@@ -227,7 +232,9 @@ async fn permanent_failures_fail_at_once_with_the_servers_message() {
         .await
         .unwrap_err();
     match &err {
-        KubeError::Rejected { code, message, what, .. } => {
+        KubeError::Rejected {
+            code, message, what, ..
+        } => {
             assert_eq!(*code, 404);
             assert!(message.contains("namespaces \"nowhere\" not found"), "{message}");
             assert!(what.contains("Secret nowhere/s"), "{what}");
@@ -273,9 +280,14 @@ async fn waits_succeed_when_the_real_controllers_or_a_status_write_deliver() {
     let writer = {
         let services = services.clone();
         tokio::spawn(async move {
-            let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": "172.18.255.1", "ipMode": "VIP"}]}}});
+            let status =
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": "172.18.255.1", "ipMode": "VIP"}]}}});
             services
-                .patch_status("istio-eastwestgateway", &PatchParams::default(), &Patch::Merge(&status))
+                .patch_status(
+                    "istio-eastwestgateway",
+                    &PatchParams::default(),
+                    &Patch::Merge(&status),
+                )
                 .await
                 .unwrap();
         })
@@ -399,4 +411,100 @@ async fn webhook_endpoint_wait_follows_the_service_named_in_the_configuration() 
         .await
         .unwrap();
     writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn exec_returns_stdout_while_the_command_floods_stderr() {
+    use support::envtest::proxy::{ExecRequest, ExecResult};
+    let Some(e) = env() else { return };
+    let proxy = Proxy::start(e.plane);
+    // 64 KiB on stderr: kube's remote-command pipes hold about 1 KiB each, so an exec that reads
+    // only stdout blocks for good once stderr fills (the deadlock of issue 9, item 3).
+    proxy.set_exec_handler(std::sync::Arc::new(|req: ExecRequest| {
+        Box::pin(async move {
+            ExecResult {
+                stdout: format!("ran {}\n", req.command.join(" ")),
+                stderr: "curl: (28) Operation timed out after 5000 milliseconds\n".repeat(1200),
+                exit_code: 0,
+            }
+        })
+    }));
+    let (_dir, path) = proxied(&proxy);
+    let client = connect(Some(&path), "proxied").await.unwrap();
+    let out = meshctl::verify::exec(
+        &client,
+        "curl-1",
+        "curl",
+        vec!["sh".into(), "-c".into(), "echo hi".into()],
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, "ran sh -c echo hi\n");
+}
+
+#[tokio::test]
+async fn verify_clears_what_an_earlier_run_left_and_waits_until_the_namespace_is_gone() {
+    let Some(envtest) = Envtest::shared() else { return };
+    let Some(upstream) = support::schema::upstream_dir() else {
+        eprintln!("skipped: ../shared/upstream is not there");
+        return;
+    };
+    // The second control plane: the only test that uses namespace `sample` there.
+    let client = envtest.planes[1].client().await;
+    let kubelet = support::envtest::kubelet::run_pods(client.clone(), "verify-node".into());
+    support::envtest::kubelet::register_node(&client, "verify-node", &BTreeMap::new()).await;
+    let crd = std::fs::read_to_string(
+        upstream.join("istio/release-1.31/crds/destinationrules.networking.istio.io.yaml"),
+    )
+    .unwrap();
+    // What `verify --failover --keep` leaves: the namespace, a running pod, the failover rule.
+    let leftovers = format!(
+        "{crd}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: sample}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: helloworld-failover, namespace: sample}}\nspec: {{host: helloworld.sample.svc.cluster.local}}\n"
+    );
+    let applier = Applier::new(client.clone()).with_policy(fast());
+    applier.apply_yaml(&leftovers, "leftovers.yaml").await.unwrap();
+    // A pod needs the namespace's `default` ServiceAccount, which the real serviceaccount
+    // controller creates a moment after the namespace (the admission plugin refuses the pod
+    // until then).
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "sample");
+    wait::until(
+        &accounts,
+        "default",
+        "sa default",
+        Duration::from_secs(20),
+        |_| true,
+        |_| String::new(),
+    )
+    .await
+    .unwrap();
+    applier
+        .apply_yaml(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: helloworld-v1-abc, namespace: sample}\nspec: {containers: [{name: helloworld, image: docker.io/istio/examples-helloworld-v1:1.0}]}\n",
+            "pod.yaml",
+        )
+        .await
+        .unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "sample");
+    wait::pod_ready(&client, "sample", "", Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    let cleared = meshctl::verify::clear_previous(&client, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(cleared);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    assert!(
+        namespaces.get_opt("sample").await.unwrap().is_none(),
+        "the namespace is really gone when clear_previous returns"
+    );
+    assert!(pods.list(&Default::default()).await.unwrap().items.is_empty());
+    // So it can be created again at once (a terminating namespace would refuse its contents).
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sample"}});
+    namespaces
+        .patch("sample", &PatchParams::apply("test"), &Patch::Apply(&ns))
+        .await
+        .unwrap();
+    kubelet.abort();
 }

@@ -116,8 +116,14 @@ fn three_cluster_plan_is_written_with_phase_ordered_folders_and_converges() {
         "--key-type",
         "ecdsa-p256",
     ]));
-    assert!(!out.join("cluster3/03-certs").exists(), "stale cluster3 plan removed");
-    assert_eq!(fs::read_to_string(out.join("cluster3/NOTES.txt")).unwrap(), "mine");
+    assert!(
+        !out.join("cluster3/03-certs").exists(),
+        "stale cluster3 plan removed"
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("cluster3/NOTES.txt")).unwrap(),
+        "mine"
+    );
     assert!(out.join("cluster2/03-certs/cacerts.yaml").is_file());
 }
 
@@ -129,7 +135,14 @@ fn a_folder_that_is_not_a_plan_is_never_written_into_unless_asked() {
     fs::write(out.join("main.tf"), "terraform").unwrap();
     let o = out.to_str().unwrap();
     let args = [
-        "up", "--clusters", "1", "--dry-run", "--out", o, "--key-type", "ecdsa-p256",
+        "up",
+        "--clusters",
+        "1",
+        "--dry-run",
+        "--out",
+        o,
+        "--key-type",
+        "ecdsa-p256",
     ];
     let r = meshctl(&args);
     assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
@@ -296,7 +309,16 @@ fn bad_input_is_refused_with_the_field_named_and_nothing_written() {
             stderr(&r)
         );
     }
-    let r = meshctl(&["up", "--only", "certs", "--skip", "certs", "--dry-run", "--out", o]);
+    let r = meshctl(&[
+        "up",
+        "--only",
+        "certs",
+        "--skip",
+        "certs",
+        "--dry-run",
+        "--out",
+        o,
+    ]);
     assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
     assert!(stderr(&r).contains("no phase to run"), "{}", stderr(&r));
     // --out alone would have started a real `up`.
@@ -321,8 +343,16 @@ fn down_refuses_a_mesh_id_that_is_not_a_label_and_deletes_only_its_own_files() {
 
     // A real mesh folder: `down --purge` removes meshctl's files and keeps the user's.
     ok(meshctl(&[
-        "--workdir", w, "up", "--clusters", "1", "--dry-run", "--out",
-        dir.path().join("plan").to_str().unwrap(), "--key-type", "ecdsa-p256",
+        "--workdir",
+        w,
+        "up",
+        "--clusters",
+        "1",
+        "--dry-run",
+        "--out",
+        dir.path().join("plan").to_str().unwrap(),
+        "--key-type",
+        "ecdsa-p256",
     ]));
     let mesh = work.join("mesh1");
     assert!(mesh.join("certs/root-key.pem").is_file());

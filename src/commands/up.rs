@@ -138,7 +138,8 @@ async fn prepare<'m>(
 
 pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
-    let phases = plan::select_phases(mesh.provider, &args.only, &args.skip).map_err(UsageError::from_display)?;
+    let phases =
+        plan::select_phases(mesh.provider, &args.only, &args.skip).map_err(UsageError::from_display)?;
     let runner: Arc<dyn ToolRunner> = Arc::new(ProcessRunner);
     let dir = mesh_dir(workdir, &mesh.mesh_id);
     let resolved = Resolved {
@@ -189,7 +190,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
     let state = StateStore::load(&dir.join("state.json"))?;
     let target = kubeconfig::target_path(kubeconfig_flag);
-    preflight(&mesh, &phases, &args, &state, &target, kubeconfig_flag, runner.as_ref()).await?;
+    preflight(&mesh, &phases, &args, &state, &target, kubeconfig_flag)?;
 
     let plan_dir = dir.join("plan");
     let uses_docker = phases
@@ -219,6 +220,15 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         cache_dir: upstream::cache_dir(),
     };
     let executor = Executor::new(settings, runner.clone(), state, reporter.clone(), mesh.clone());
+    let istioctl_work = prepared
+        .plan
+        .phases
+        .iter()
+        .filter(|p| matches!(p.phase, Phase::Istio | Phase::Eastwest))
+        .any(|p| executor.pending(&prepared.plan, p));
+    if istioctl_work {
+        check_istioctl(runner.as_ref(), args.allow_version_skew).await?;
+    }
 
     let run_all = async {
         let mut all_skipped = true;
@@ -252,18 +262,27 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     Ok(Exit::Success)
 }
 
-/// Everything `up` can check before it changes anything, so a run does not fail minutes in, after
-/// clusters or Istio were installed: the kubeconfig it writes to parses and holds no entry of the
-/// same name that meshctl did not create; istioctl is there and of the pinned minor; a
-/// `--metallb-manifest` is readable; existing clusters have API addresses other clusters can use.
-async fn preflight(
+/// istioctl is there and of the pinned minor, checked before anything changes when a phase that
+/// runs it still has work to do (a finished mesh runs no tool at all).
+async fn check_istioctl(runner: &dyn ToolRunner, allow_skew: bool) -> Result<()> {
+    let version = Istioctl::new(runner)
+        .version()
+        .await
+        .context("preflight: istioctl is needed for phases istio and eastwest")?;
+    istioctl::check_skew(&version, allow_skew).map_err(|e| anyhow::anyhow!("preflight: {e}"))
+}
+
+/// Everything else `up` can check before it changes anything, so a run does not fail minutes in,
+/// after clusters or Istio were installed: the kubeconfig it writes to parses and holds no entry of
+/// the same name that meshctl did not create; a `--metallb-manifest` is readable; existing clusters
+/// have API addresses other clusters can use.
+fn preflight(
     mesh: &Mesh,
     phases: &[Phase],
     args: &UpArgs,
     state: &StateStore,
     target: &Path,
     kubeconfig_flag: Option<&Path>,
-    runner: &dyn ToolRunner,
 ) -> Result<()> {
     if phases.contains(&Phase::Clusters) {
         let owned = state.snapshot().kubeconfig_entries;
@@ -277,19 +296,14 @@ async fn preflight(
             );
         }
     }
-    if phases.iter().any(|p| matches!(p, Phase::Istio | Phase::Eastwest)) {
-        let version = Istioctl::new(runner)
-            .version()
-            .await
-            .context("preflight: istioctl is needed for phases istio and eastwest")?;
-        istioctl::check_skew(&version, args.allow_version_skew)
-            .map_err(|e| anyhow::anyhow!("preflight: {e}"))?;
-    }
     if phases.contains(&Phase::Metallb)
         && let Some(path) = &args.metallb_manifest
     {
         std::fs::File::open(path).with_context(|| {
-            format!("preflight: --metallb-manifest `{}` cannot be read", path.display())
+            format!(
+                "preflight: --metallb-manifest `{}` cannot be read",
+                path.display()
+            )
         })?;
     }
     if mesh.provider == Provider::Existing && phases.contains(&Phase::RemoteSecrets) {

@@ -72,6 +72,31 @@ where
     Ok(set.remove(name).expect("ready means the object is there"))
 }
 
+/// Watches the object `name` until it no longer exists (finalizers done, e.g. a namespace emptied
+/// by the namespace controller); `describe` says what the object still looks like.
+pub async fn gone<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    describe: impl Fn(&K) -> String,
+) -> Result<(), WaitError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    watch_until(
+        api,
+        config,
+        what,
+        timeout,
+        |set| !set.contains_key(name),
+        |set| set.get(name).map(&describe).unwrap_or_default(),
+    )
+    .await
+    .map(|_| ())
+}
+
 /// Watches every object `selector` matches until `ready` holds for the current set.
 async fn until_set<K>(
     api: &Api<K>,
@@ -111,6 +136,9 @@ where
     let mut stream = watcher(api.clone(), config).default_backoff().boxed();
     let mut seen: BTreeMap<String, K> = BTreeMap::new();
     let mut last_seen = describe(&seen);
+    // The set is judged only once a (re-)list is complete: in the middle of one it is partial, and
+    // a predicate such as "gone" would hold on the empty set right after `Init`.
+    let mut listing = false;
     let outcome = tokio::time::timeout(timeout, async {
         while let Some(item) = stream.next().await {
             match item {
@@ -120,12 +148,18 @@ where
                 Ok(Event::Delete(o)) => {
                     seen.remove(&o.meta().name.clone().unwrap_or_default());
                 }
-                Ok(Event::Init) => seen.clear(),
-                Ok(Event::InitDone) => {}
+                Ok(Event::Init) => {
+                    listing = true;
+                    seen.clear();
+                }
+                Ok(Event::InitDone) => listing = false,
                 Err(e) => {
                     last_seen = format!("watch error: {e}");
                     continue;
                 }
+            }
+            if listing {
+                continue;
             }
             if ready(&seen) {
                 return Some(seen.clone());

@@ -63,6 +63,16 @@ fn wired(from: &FakeCluster, to: &FakeCluster) -> bool {
             .is_some()
 }
 
+/// The text of curl's `-w '…'` in `command`, with `\n` turned into newlines as curl does.
+fn write_out_format(command: &str) -> String {
+    command
+        .split("-w '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_default()
+        .replace("\\n", "\n")
+}
+
 /// Installs the data-plane behaviour on every cluster.
 pub fn install(clusters: &[Arc<FakeCluster>]) {
     let drained: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -132,15 +142,21 @@ pub fn install(clusters: &[Arc<FakeCluster>]) {
                     .chain(remotes.iter().map(|r| (r.0.clone(), r.1.clone())))
                     .collect(),
             };
+            // What curl prints per call: the body, then its `-w` text with the status filled in.
+            let write_out = write_out_format(&command);
             let mut out = String::new();
             let mut next = counter.lock().unwrap();
             for _ in 0..calls {
                 if targets.is_empty() {
-                    out.push_str("CALL FAILED\n");
+                    // Envoy answers itself when no endpoint is left: 503, body without a newline.
+                    out.push_str("no healthy upstream");
+                    out.push_str(&write_out.replace("%{http_code}", "503"));
                 } else {
                     let (pod, version) = &targets[*next % targets.len()];
                     *next += 1;
+                    // helloworld's app.py: `Hello version: %s, instance: %s\n`.
                     out.push_str(&format!("Hello version: {version}, instance: {pod}\n"));
+                    out.push_str(&write_out.replace("%{http_code}", "200"));
                 }
             }
             ExecResult {

@@ -11,13 +11,13 @@
 //! container, where a native sidecar (an init container with `restartPolicy: Always`) is running
 //! and ready, as the kubelet reports it since Kubernetes 1.29.
 
-use std::collections::BTreeMap;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
-use kube::runtime::watcher::{self, Event, watcher};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 /// Registers node `name` with these labels and a Ready condition, as a kubelet does when it joins.
 pub async fn register_node(client: &kube::Client, name: &str, labels: &BTreeMap<String, String>) {
@@ -51,8 +51,8 @@ fn chrono_now() -> String {
 
 /// The node a pending pod goes to: the one a DaemonSet pod's node affinity names, else `default`.
 fn node_for(pod: &Pod, default: &str) -> String {
-    let affinity = serde_json::to_value(pod.spec.as_ref().and_then(|s| s.affinity.clone()))
-        .unwrap_or(Value::Null);
+    let affinity =
+        serde_json::to_value(pod.spec.as_ref().and_then(|s| s.affinity.clone())).unwrap_or(Value::Null);
     affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
         ["matchFields"][0]["values"][0]
         .as_str()
@@ -128,12 +128,10 @@ pub fn run_pods(client: kube::Client, node: String) -> tokio::task::JoinHandle<(
                     },
                 };
                 let body = serde_json::to_vec(&binding).unwrap();
-                let request = http::Request::post(format!(
-                    "/api/v1/namespaces/{ns}/pods/{name}/binding"
-                ))
-                .header("content-type", "application/json")
-                .body(body)
-                .unwrap();
+                let request = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{name}/binding"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .unwrap();
                 let _ = client.request_text(request).await;
                 continue;
             }
@@ -143,7 +141,11 @@ pub fn run_pods(client: kube::Client, node: String) -> tokio::task::JoinHandle<(
             let ip = format!("10.244.{}.{}", next_ip / 250, next_ip % 250 + 1);
             next_ip += 1;
             let _ = api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&running_status(&pod, &ip)))
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&running_status(&pod, &ip)),
+                )
                 .await;
         }
     })

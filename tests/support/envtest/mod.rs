@@ -19,7 +19,6 @@
 pub mod kubelet;
 pub mod proxy;
 
-
 use std::io::Write as _;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -52,9 +51,7 @@ pub fn assets_or_skip() -> Option<PathBuf> {
         None => "KUBEBUILDER_ASSETS is not set".to_string(),
     };
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{why}: CI must run the real-API-server tests (see .ci/run and scripts/envtest-assets.sh)"
-        );
+        panic!("{why}: CI must run the real-API-server tests (see .ci/run and scripts/envtest-assets.sh)");
     }
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
@@ -197,12 +194,12 @@ impl ControlPlane {
             dir: dir.clone(),
             supervisor: Mutex::new(None),
         };
+        std::fs::write(dir.join("kubeconfig"), plane.kubeconfig_for(&[&plane], &[])).unwrap();
         std::fs::write(
-            dir.join("kubeconfig"),
-            plane.kubeconfig_for(&[&plane], &[]),
+            dir.join("run.sh"),
+            supervisor_script(assets, &dir, ip, service_range),
         )
         .unwrap();
-        std::fs::write(dir.join("run.sh"), supervisor_script(assets, &dir, ip, service_range)).unwrap();
         let child = Command::new("bash")
             .arg(dir.join("run.sh"))
             .stdin(Stdio::piped())
@@ -280,10 +277,7 @@ impl ControlPlane {
                 "- name: {name}\n  context:\n    cluster: {name}\n    user: {name}\n"
             ));
         }
-        let current = planes
-            .first()
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
+        let current = planes.first().map(|p| p.name.clone()).unwrap_or_default();
         format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: {current}\nclusters:\n{clusters}users:\n{users}contexts:\n{contexts}"
         )
@@ -428,9 +422,7 @@ impl Envtest {
                 .into_iter()
                 .enumerate()
                 .map(|(i, (ip, range))| {
-                    scope.spawn(move || {
-                        ControlPlane::start(assets, &format!("cluster{}", i + 1), ip, &range)
-                    })
+                    scope.spawn(move || ControlPlane::start(assets, &format!("cluster{}", i + 1), ip, &range))
                 })
                 .collect();
             handles

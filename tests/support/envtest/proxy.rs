@@ -136,20 +136,12 @@ impl Proxy {
 
     /// Close the next `n` connections as soon as they are accepted.
     pub fn refuse_next_connections(&self, n: u32) {
-        self.shared
-            .faults
-            .refuse_connections
-            .store(n, Ordering::SeqCst);
+        self.shared.faults.refuse_connections.store(n, Ordering::SeqCst);
     }
 
     /// Answer the next requests with these statuses, in order, without forwarding them.
     pub fn fail_next_requests(&self, statuses: &[u16]) {
-        self.shared
-            .faults
-            .fail_requests
-            .lock()
-            .unwrap()
-            .extend(statuses);
+        self.shared.faults.fail_requests.lock().unwrap().extend(statuses);
     }
 
     /// Accept connections and read requests, but never answer (a hung server).
@@ -229,7 +221,9 @@ fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
 }
 
 fn full(text: String) -> Body {
-    Full::new(Bytes::from(text)).map_err(|e| match e {}).boxed_unsync()
+    Full::new(Bytes::from(text))
+        .map_err(|e| match e {})
+        .boxed_unsync()
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -254,7 +248,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             503 => "ServiceUnavailable",
             _ => "InternalError",
         };
-        return Ok(status(code, reason, &format!("injected by the test proxy: {code}")));
+        return Ok(status(
+            code,
+            reason,
+            &format!("injected by the test proxy: {code}"),
+        ));
     }
     if req.uri().path().ends_with("/exec") {
         return Ok(exec(&shared, req));

@@ -221,22 +221,32 @@ fn reconcile_pods(s: &mut Store) {
             labels = json!({});
         }
         labels["fake.meshctl/owner"] = json!(name);
-        let mut containers = d["spec"]["template"]["spec"]["containers"]
+        let containers = d["spec"]["template"]["spec"]["containers"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        if injected {
-            containers
-                .push(json!({"name": "istio-proxy", "image": "registry.istio.io/release/proxyv2:1.31.1"}));
-        }
-        let statuses: Vec<Value> = containers
+        // Istio 1.28+ on Kubernetes 1.33+ injects the proxy as a native sidecar: `istio-init`, then
+        // `istio-proxy` with `restartPolicy: Always`, both in initContainers (the injection
+        // template's NativeSidecars branch; see the fixture in src/verify.rs).
+        let init_containers: Vec<Value> = if injected {
+            vec![
+                json!({"name": "istio-init", "image": "registry.istio.io/release/proxyv2:1.31.1"}),
+                json!({"name": "istio-proxy", "image": "registry.istio.io/release/proxyv2:1.31.1", "restartPolicy": "Always"}),
+            ]
+        } else {
+            Vec::new()
+        };
+        let status_of = |c: &Value, ready: bool| json!({"name": c["name"], "ready": ready, "restartCount": 0, "image": c["image"], "imageID": "", "started": ready});
+        let statuses: Vec<Value> = containers.iter().map(|c| status_of(c, true)).collect();
+        let init_statuses: Vec<Value> = init_containers
             .iter()
-            .map(|c| json!({"name": c["name"], "ready": true, "restartCount": 0, "image": c["image"], "imageID": "", "started": true}))
+            .map(|c| status_of(c, c["restartPolicy"] == "Always"))
             .collect();
         let pod_name = format!("{name}-{:05x}", s.rv * 7919 % 0xfffff);
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod_name, "labels": labels},
-            "spec": {"containers": containers},
-            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": statuses}});
+            "spec": {"initContainers": init_containers, "containers": containers},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+                "initContainerStatuses": init_statuses, "containerStatuses": statuses}});
         let _ = s.create(&pod_r, &ns, pod, false);
     }
 }
