@@ -212,10 +212,15 @@ fn reconcile_pods(s: &mut Store) {
         {
             continue;
         }
-        let injected = s
-            .get(&ns_r, "", &ns)
-            .ok()
-            .is_some_and(|n| n["metadata"]["labels"]["istio-injection"] == "enabled");
+        // Injection needs both the namespace label and istiod's injector webhook.
+        let injector = s
+            .resource("admissionregistration.k8s.io", "mutatingwebhookconfigurations")
+            .and_then(|r| s.get(&r, "", "istio-sidecar-injector").ok())
+            .is_some();
+        let injected = injector
+            && s.get(&ns_r, "", &ns)
+                .ok()
+                .is_some_and(|n| n["metadata"]["labels"]["istio-injection"] == "enabled");
         let mut labels = d["spec"]["template"]["metadata"]["labels"].clone();
         if !labels.is_object() {
             labels = json!({});
