@@ -190,6 +190,9 @@ pub fn describe(step: &Step) -> String {
             format!("run: {} {}{unless}", tool.program(), args.join(" "))
         }
         Step::Apply { file } => format!("apply: {file}"),
+        Step::AwaitAdmission { file } => {
+            format!("wait: admission webhooks accept {file} (server-side dry run)")
+        }
         Step::ApplyUpstream { name, url, .. } => format!("apply: {name} from {url} (sha256-checked)"),
         Step::Wait { until } => format!("wait: {until}"),
         Step::ImportKubeconfig {

@@ -326,6 +326,14 @@ impl Executor {
                     .await?;
                 Ok(Self::applied_detail(&applied))
             }
+            Step::AwaitAdmission { file } => {
+                let text = std::fs::read_to_string(plan_dir.join(file))
+                    .with_context(|| format!("cannot read `{file}`"))?;
+                let tries = Applier::new(self.client(&cluster.context).await?)
+                    .await_admission(&text, file, self.settings.timeout)
+                    .await?;
+                Ok((tries > 1).then(|| format!("webhook answered after {tries} tries")))
+            }
             Step::ApplyUpstream { name, url, sha256 } => {
                 let cell = self
                     .manifests

@@ -121,6 +121,12 @@ pub enum Step {
         /// Artifact path.
         file: String,
     },
+    /// Wait until admission (webhooks included) accepts every document of an artifact, proven by
+    /// a server-side dry run, before it is applied.
+    AwaitAdmission {
+        /// Artifact path.
+        file: String,
+    },
     /// Download (once, checksum-verified) and server-side apply an upstream manifest.
     ApplyUpstream {
         /// What it is.

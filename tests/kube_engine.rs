@@ -508,3 +508,74 @@ async fn verify_clears_what_an_earlier_run_left_and_waits_until_the_namespace_is
         .unwrap();
     kubelet.abort();
 }
+
+/// MetalLB's webhook race, for real: the real v0.16.1 manifest on a real apiserver, whose
+/// webhook Service gets a loopback cluster IP. While nothing listens there (a fresh kind cluster
+/// whose webhook server has not started), admission of a pool fails and the wait reports what the
+/// apiserver last said; once a server answers on that IP and port with the injected CA, the same
+/// wait passes and the pool applies.
+#[tokio::test]
+async fn pools_wait_until_metallbs_webhook_really_answers() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let Some(envtest) = Envtest::shared() else { return };
+    let Some(upstream) = support::schema::upstream_dir() else {
+        eprintln!("skipped: ../shared/upstream is not there");
+        return;
+    };
+    // The third control plane: the only test that installs MetalLB there.
+    let client = envtest.planes[2].client().await;
+    let applier = Applier::new(client.clone()).with_policy(fast());
+    let manifest = std::fs::read_to_string(upstream.join("metallb/v0.16.1/metallb-native.yaml")).unwrap();
+    applier
+        .apply_yaml(&manifest, "metallb-native.yaml")
+        .await
+        .unwrap();
+    let pool = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: meshctl-pool, namespace: metallb-system}\nspec: {addresses: [172.18.255.1-172.18.255.254]}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: meshctl-l2, namespace: metallb-system}\nspec: {ipAddressPools: [meshctl-pool]}\n";
+
+    let err = applier
+        .await_admission(pool, "address-pool.yaml", Duration::from_secs(2))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("IPAddressPool metallb-system/meshctl-pool")
+            && err.contains("failed calling webhook")
+            && err.contains("connection refused"),
+        "{err}"
+    );
+
+    // Play MetalLB's controller: serve the webhook on its Service's cluster IP and inject the CA.
+    let services: Api<Service> = Api::namespaced(client.clone(), "metallb-system");
+    let svc = services.get("metallb-webhook-service").await.unwrap();
+    let spec = svc.spec.unwrap();
+    let ip = spec.cluster_ip.unwrap();
+    assert!(ip.starts_with("127."), "loopback service range, got {ip}");
+    let port = spec.ports.unwrap()[0].port as u16;
+    let server = support::envtest::webhook::WebhookServer::start(
+        format!("{ip}:{port}").parse().unwrap(),
+        "metallb-webhook-service",
+        "metallb-system",
+    );
+    let hooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let mut config = hooks.get("metallb-webhook-configuration").await.unwrap();
+    for hook in config.webhooks.iter_mut().flatten() {
+        hook.client_config.ca_bundle = Some(k8s_openapi::ByteString(server.ca_pem.clone().into_bytes()));
+    }
+    config.metadata.managed_fields = None;
+    hooks
+        .replace("metallb-webhook-configuration", &PostParams::default(), &config)
+        .await
+        .unwrap();
+
+    let tries = applier
+        .await_admission(pool, "address-pool.yaml", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(tries >= 2, "one try per document at least: {tries}");
+    assert!(
+        server.reviews.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the apiserver really called the webhook"
+    );
+    let applied = applier.apply_yaml(pool, "address-pool.yaml").await.unwrap();
+    assert_eq!(applied.len(), 2, "{applied:?}");
+}

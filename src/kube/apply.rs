@@ -193,8 +193,61 @@ impl Applier {
         Ok(out)
     }
 
-    /// Applies one object.
-    pub async fn apply_one(&self, obj: &DynamicObject, source: &str) -> Result<Applied, KubeError> {
+    /// Waits until the API server's admission chain, webhooks included, accepts every document of
+    /// `yaml`: a server-side dry-run apply (`dryRun=All` runs admission but stores nothing), tried
+    /// again with growing pauses while a webhook cannot be called, up to `timeout`. A webhook can
+    /// have its CA bundle and a ready endpoint and still refuse connections (MetalLB's starts only
+    /// once its certificate is mounted: metallb#1540, #1597, #2566), and no object reports that, so
+    /// the answer itself is what is waited for. Returns how many tries it took. A denial by the
+    /// webhook, or any other refusal, ends the wait at once with the server's message.
+    pub async fn await_admission(
+        &self,
+        yaml: &str,
+        source: &str,
+        timeout: Duration,
+    ) -> Result<u32, KubeError> {
+        let docs = parse_documents(yaml).map_err(|reason| KubeError::Invalid {
+            what: source.to_string(),
+            reason,
+        })?;
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(250);
+        let mut tries = 0;
+        for doc in docs {
+            let obj: DynamicObject = serde_json::from_value(doc).map_err(|e| KubeError::Invalid {
+                what: source.to_string(),
+                reason: format!("not a Kubernetes object: {e}"),
+            })?;
+            let (api, label) = self.api_for(&obj, source).await?;
+            let what = format!("admission of {label} (from {source}, server-side dry run)");
+            let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+            loop {
+                tries += 1;
+                let last = match api.patch(&obj.name_any(), &params, &Patch::Apply(&obj)).await {
+                    Ok(_) => break,
+                    Err(e) if webhook_unreachable(&e) => super::retry::describe(&e),
+                    Err(e) => return Err(super::retry::permanent(&what, &e)),
+                };
+                if started.elapsed() + pause > timeout {
+                    return Err(KubeError::Wait(wait::WaitError::Timeout {
+                        what,
+                        after: timeout,
+                        last_seen: last,
+                    }));
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+        }
+        Ok(tries)
+    }
+
+    /// The API of `obj`'s kind in its namespace, and `Kind namespace/name` for messages.
+    async fn api_for(
+        &self,
+        obj: &DynamicObject,
+        source: &str,
+    ) -> Result<(Api<DynamicObject>, String), KubeError> {
         let types = obj.types.as_ref().ok_or_else(|| KubeError::Invalid {
             what: source.to_string(),
             reason: "a document has no apiVersion/kind".into(),
@@ -204,7 +257,7 @@ impl Applier {
             reason: "metadata.name is missing".into(),
         })?;
         let (resource, caps) = self.resolve(&types.api_version, &types.kind, source).await?;
-        let (api, label): (Api<DynamicObject>, String) = match caps.scope {
+        Ok(match caps.scope {
             Scope::Namespaced => {
                 let ns = obj
                     .metadata
@@ -220,7 +273,13 @@ impl Applier {
                 Api::all_with(self.client.clone(), &resource),
                 format!("{} {name}", types.kind),
             ),
-        };
+        })
+    }
+
+    /// Applies one object.
+    pub async fn apply_one(&self, obj: &DynamicObject, source: &str) -> Result<Applied, KubeError> {
+        let (api, label) = self.api_for(obj, source).await?;
+        let name = obj.name_any();
         let what = format!("apply {label} (from {source})");
         let before = retry(&what, self.policy, || api.get_opt(&name)).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -235,6 +294,16 @@ impl Applier {
             object: label,
             change,
         })
+    }
+}
+
+/// Whether an API error says a webhook could not be called (not that it said no): the apiserver
+/// answers 500 `failed calling webhook "…": … connection refused` (or a TLS error) then, and a
+/// transport error means the API server itself was not reached.
+fn webhook_unreachable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(status) => status.code >= 500 || status.message.contains("failed calling webhook"),
+        other => super::retry::is_transient(other),
     }
 }
 

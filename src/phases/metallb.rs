@@ -68,6 +68,8 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         },
         false,
     )?;
+    // Even then the webhook server may still refuse connections: wait until it really answers.
+    b.step(Step::AwaitAdmission { file: file.clone() });
     b.step(Step::Apply { file });
     Ok(())
 }

@@ -18,6 +18,7 @@
 
 pub mod kubelet;
 pub mod proxy;
+pub mod webhook;
 
 use std::io::Write as _;
 use std::net::{Ipv4Addr, TcpListener};

@@ -160,7 +160,7 @@ impl Proxy {
     }
 }
 
-fn tls_acceptor(serving: &Pem) -> tokio_rustls::TlsAcceptor {
+pub fn tls_acceptor(serving: &Pem) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
     let certs = rustls::pki_types::CertificateDer::pem_slice_iter(serving.cert.as_bytes())
         .collect::<Result<Vec<_>, _>>()
