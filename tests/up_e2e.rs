@@ -282,7 +282,9 @@ fn istioctl_of_another_minor_version_is_refused_unless_allowed() {
         !lab.tools
             .calls()
             .iter()
-            .any(|c| c.starts_with("istioctl install"))
+            .any(|c| c.starts_with("istioctl install") || c.starts_with("kind create")),
+        "refused before any cluster was created: {:?}",
+        lab.tools.calls()
     );
     let out = lab.run(&["up", "--clusters", "1", "--allow-version-skew"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -438,5 +440,67 @@ fn existing_clusters_from_a_config_file_get_remote_secrets_with_their_api_server
             .get("", "configmaps", "istio-system", "istio")
             .unwrap()["data"]["meshID"],
         "corp"
+    );
+}
+
+#[test]
+fn a_users_context_of_the_same_name_stops_up_before_any_change_and_survives_down() {
+    let lab = Lab::new(1, FakeToolOptions::default());
+    // Istio's own docs name contexts `cluster1`; this one points at the user's real cluster.
+    let mine = "apiVersion: v1\nkind: Config\ncurrent-context: cluster1\nclusters:\n- name: cluster1\n  cluster: {server: https://prod.example:6443}\nusers:\n- name: cluster1\n  user: {token: mine}\ncontexts:\n- name: cluster1\n  context: {cluster: cluster1, user: cluster1}\n";
+    std::fs::write(lab.kubeconfig(), mine).unwrap();
+    let out = lab.run(&["up", "--clusters", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains("already has a context named `cluster1` that meshctl did not create")
+            && text.contains("--kubeconfig FILE"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(lab.kubeconfig()).unwrap(), mine, "untouched");
+    assert!(lab.tools.calls().is_empty(), "no tool ran: {:?}", lab.tools.calls());
+    let out = lab.run(&["down"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(lab.kubeconfig()).unwrap(), mine, "down leaves it too");
+}
+
+#[test]
+fn an_unreadable_metallb_manifest_is_refused_before_any_cluster_is_created() {
+    let lab = Lab::new(1, FakeToolOptions::default());
+    let missing = lab.work.path().join("nowhere/metallb.yaml");
+    let out = lab.run_with(
+        &["up", "--clusters", "1", "--metallb-manifest", missing.to_str().unwrap()],
+        false,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--metallb-manifest") && stderr(&out).contains("cannot be read"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!lab.tools.calls().iter().any(|c| c.starts_with("kind create")));
+}
+
+#[test]
+fn kind_experimental_docker_network_is_used_for_pools_and_api_endpoints_alike() {
+    let lab = Lab::new(1, FakeToolOptions::default());
+    // The fake docker, like kind, puts the nodes on this network and no other.
+    let out = lab.run_with(
+        &["up", "--clusters", "1"],
+        true,
+        &[("KIND_EXPERIMENTAL_DOCKER_NETWORK", "lab-net")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let calls = lab.tools.calls();
+    assert!(
+        calls.iter().any(|c| c == "docker network inspect lab-net"),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c == "docker network inspect kind"), "{calls:?}");
+    assert_eq!(
+        lab.state()["clusters"]["cluster1"]["apiEndpoint"],
+        "https://172.18.0.2:6443",
+        "the API endpoint is read on the same network"
     );
 }

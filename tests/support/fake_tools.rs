@@ -87,16 +87,18 @@ echo "docker $*" >> "$D/calls.log"
 case "$1" in
   info) echo "28.2.2" ;;
   network)
-    if [ -z "$(ls -A "$D/kind" 2>/dev/null)" ]; then echo "Error response from daemon: network kind not found" >&2; exit 1; fi
+    # kind puts its nodes on KIND_EXPERIMENTAL_DOCKER_NETWORK when set, else on `kind`.
+    net="${KIND_EXPERIMENTAL_DOCKER_NETWORK:-kind}"
+    if [ -z "$(ls -A "$D/kind" 2>/dev/null)" ] || [ "$3" != "$net" ]; then echo "Error response from daemon: network $3 not found" >&2; exit 1; fi
     containers=""
     for f in "$D"/kind/*; do
       n=$(basename "$f"); ip=$(cat "$D/ips/$n")
       containers="$containers${containers:+,}\"id-$n\":{\"Name\":\"$n-control-plane\",\"IPv4Address\":\"$ip/16\",\"IPv6Address\":\"\"}"
     done
-    echo "[{\"Name\":\"kind\",\"IPAM\":{\"Driver\":\"default\",\"Config\":[{\"Subnet\":\"fc00:f853:ccd:e793::/64\"},{\"Subnet\":\"172.18.0.0/16\",\"Gateway\":\"172.18.0.1\"}]},\"Containers\":{$containers}}]" ;;
+    echo "[{\"Name\":\"$net\",\"IPAM\":{\"Driver\":\"default\",\"Config\":[{\"Subnet\":\"fc00:f853:ccd:e793::/64\"},{\"Subnet\":\"172.18.0.0/16\",\"Gateway\":\"172.18.0.1\"}]},\"Containers\":{$containers}}]" ;;
   inspect)
     container="${!#}"; n="${container%-control-plane}"
-    if [ -f "$D/kind/$n" ]; then echo "{\"kind\":{\"IPAddress\":\"$(cat "$D/ips/$n")\",\"IPPrefixLen\":16}}"; else
+    if [ -f "$D/kind/$n" ]; then echo "{\"${KIND_EXPERIMENTAL_DOCKER_NETWORK:-kind}\":{\"IPAddress\":\"$(cat "$D/ips/$n")\",\"IPPrefixLen\":16}}"; else
       echo "Error: No such object: $container" >&2; exit 1; fi ;;
   *) echo "fake docker: unsupported: $1" >&2; exit 2 ;;
 esac
