@@ -438,3 +438,104 @@ fn json_output_lists_what_was_done() {
     assert_eq!(doc["clusters"][0]["name"], "east");
     assert_eq!(doc["clusters"][0]["intermediate"], "created");
 }
+
+/// A root CA in Istio's layout under `dir`, valid from `from` to `to` days from now (negative:
+/// in the past), as an operator might bring from an older install.
+fn write_root(dir: &Path, from: i64, to: i64) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Istio");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Root CA");
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = ::time::OffsetDateTime::now_utc();
+    params.not_before = now + ::time::Duration::days(from);
+    params.not_after = now + ::time::Duration::days(to);
+    let cert = params.self_signed(&key).unwrap();
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("root-cert.pem"), cert.pem()).unwrap();
+    fs::write(dir.join("root-key.pem"), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn an_expired_root_is_refused_and_nothing_is_issued_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    write_root(&certs, -400, -1);
+    let root = fs::read(certs.join("root-key.pem")).unwrap();
+    let out = meshctl(&[
+        "certs",
+        "gen",
+        "--cluster",
+        "cluster1",
+        "--out",
+        certs.to_str().unwrap(),
+        "--key-type",
+        "ecdsa-p256",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("root-cert.pem") && stderr(&out).contains("expired on"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !certs.join("cluster1").exists(),
+        "no intermediate under an expired root"
+    );
+    assert_eq!(
+        fs::read(certs.join("root-key.pem")).unwrap(),
+        root,
+        "the root is left alone"
+    );
+}
+
+#[test]
+fn a_root_that_ends_first_cuts_the_intermediate_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    write_root(&certs, -10, 20);
+    let out = meshctl(&[
+        "certs",
+        "gen",
+        "--cluster",
+        "cluster1",
+        "--out",
+        certs.to_str().unwrap(),
+        "--key-type",
+        "ecdsa-p256",
+        "--intermediate-days",
+        "365",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("root CA expires on")
+            && stderr(&out).contains("new intermediates end with the root"),
+        "{}",
+        stderr(&out)
+    );
+    let root_der = pem_der(&certs.join("root-cert.pem"));
+    let (_, root) = X509Certificate::from_der(&root_der).unwrap();
+    let ca_der = pem_der(&certs.join("cluster1/ca-cert.pem"));
+    let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
+    assert_eq!(
+        ca.validity().not_after.timestamp(),
+        root.validity().not_after.timestamp(),
+        "the intermediate never outlives its root"
+    );
+    // openssl agrees the chain verifies today.
+    let (ok, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        certs.join("root-cert.pem").to_str().unwrap(),
+        certs.join("cluster1/ca-cert.pem").to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+}

@@ -422,3 +422,82 @@ fn kubeconfig_env_with_several_files_is_merged() {
         "the context of the second file was used"
     );
 }
+
+/// A kubeconfig with one context, `name`, whose server is `server` (no credentials needed: the
+/// connection never gets that far).
+fn kubeconfig_to(dir: &std::path::Path, name: &str, server: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!("apiVersion: v1\nkind: Config\ncurrent-context: {name}\nclusters:\n- name: {name}\n  cluster: {{server: \"{server}\", insecure-skip-tls-verify: true}}\nusers:\n- name: {name}\n  user: {{token: t}}\ncontexts:\n- name: {name}\n  context: {{cluster: {name}, user: {name}}}\n"),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_server_that_never_answers_or_refuses_is_named_with_its_address_and_context() {
+    let dir = tempfile::tempdir().unwrap();
+    // Accepts TCP connections and never says a word (a hung apiserver or a black-holing proxy).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in silent.incoming().take(4) {
+            open.push(stream);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    });
+    let kc = kubeconfig_to(dir.path(), "stuck", &format!("https://{addr}"));
+    let started = std::time::Instant::now();
+    let out = meshctl(&[
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "remote-secret",
+        "--context",
+        "stuck",
+        "--name",
+        "cluster1",
+        "--server",
+        "https://172.18.0.2:6443",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!(
+            "context `stuck`: cannot reach the API server at https://{addr}"
+        )) && text.contains("no answer within 10s"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(25),
+        "bounded by the probe, not by minutes of silence"
+    );
+    drop(held);
+
+    // Nothing listens: refused, said in words.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let kc = kubeconfig_to(dir.path(), "gone", &format!("https://127.0.0.1:{port}"));
+    let out = meshctl(&[
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "remote-secret",
+        "--context",
+        "gone",
+        "--name",
+        "cluster1",
+        "--server",
+        "https://172.18.0.2:6443",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!(
+            "cannot reach the API server at https://127.0.0.1:{port}"
+        )) && text.contains("connection refused")
+            && !text.contains("ServiceError"),
+        "{text}"
+    );
+}

@@ -457,11 +457,23 @@ fn a_users_context_of_the_same_name_stops_up_before_any_change_and_survives_down
             && text.contains("--kubeconfig FILE"),
         "{text}"
     );
-    assert_eq!(std::fs::read_to_string(lab.kubeconfig()).unwrap(), mine, "untouched");
-    assert!(lab.tools.calls().is_empty(), "no tool ran: {:?}", lab.tools.calls());
+    assert_eq!(
+        std::fs::read_to_string(lab.kubeconfig()).unwrap(),
+        mine,
+        "untouched"
+    );
+    assert!(
+        lab.tools.calls().is_empty(),
+        "no tool ran: {:?}",
+        lab.tools.calls()
+    );
     let out = lab.run(&["down"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read_to_string(lab.kubeconfig()).unwrap(), mine, "down leaves it too");
+    assert_eq!(
+        std::fs::read_to_string(lab.kubeconfig()).unwrap(),
+        mine,
+        "down leaves it too"
+    );
 }
 
 #[test]
@@ -469,7 +481,13 @@ fn an_unreadable_metallb_manifest_is_refused_before_any_cluster_is_created() {
     let lab = Lab::new(1, FakeToolOptions::default());
     let missing = lab.work.path().join("nowhere/metallb.yaml");
     let out = lab.run_with(
-        &["up", "--clusters", "1", "--metallb-manifest", missing.to_str().unwrap()],
+        &[
+            "up",
+            "--clusters",
+            "1",
+            "--metallb-manifest",
+            missing.to_str().unwrap(),
+        ],
         false,
         &[],
     );
@@ -497,7 +515,10 @@ fn kind_experimental_docker_network_is_used_for_pools_and_api_endpoints_alike() 
         calls.iter().any(|c| c == "docker network inspect lab-net"),
         "{calls:?}"
     );
-    assert!(!calls.iter().any(|c| c == "docker network inspect kind"), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| c == "docker network inspect kind"),
+        "{calls:?}"
+    );
     assert_eq!(
         lab.state()["clusters"]["cluster1"]["apiEndpoint"],
         "https://172.18.0.2:6443",

@@ -59,6 +59,57 @@ pub enum KubeError {
     /// A wait ran out of time.
     #[error(transparent)]
     Wait(#[from] wait::WaitError),
+    /// The API server of a context cannot be reached or did not answer.
+    #[error("context `{context}`: cannot reach the API server at {server}: {reason}")]
+    Unreachable {
+        /// The context.
+        context: String,
+        /// The server URL from the kubeconfig.
+        server: String,
+        /// What happened, in words a user can act on.
+        reason: String,
+    },
+}
+
+/// How long `connect` waits for the API server to answer its first request. A server that accepts
+/// connections and never answers would otherwise hold a command for minutes (kube sets no bound
+/// on a plain request).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A kube error as a user reads it: what failed on the way to the server, not the type names of
+/// the HTTP stack (`ServiceError: client error (Connect)`).
+pub fn human_reason(e: &kube::Error) -> String {
+    if let kube::Error::Api(status) = e {
+        return match status.code {
+            401 => "the credentials in the kubeconfig were refused (401 Unauthorized)".into(),
+            403 => format!("forbidden (403): {}", status.message),
+            code => format!("the server answered {code} {}: {}", status.reason, status.message),
+        };
+    }
+    let mut chain = vec![e.to_string()];
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    let all = chain.join(": ").to_lowercase();
+    let innermost = chain.last().cloned().unwrap_or_default();
+    if all.contains("connection refused") {
+        "connection refused: nothing listens at that address (is the cluster running?)".into()
+    } else if all.contains("timed out") || all.contains("deadline has elapsed") {
+        format!(
+            "no answer within {}s (the connection or its TLS handshake did not complete)",
+            PROBE_TIMEOUT.as_secs()
+        )
+    } else if all.contains("certificate") || all.contains("unknownissuer") || all.contains("tls") {
+        format!(
+            "the TLS handshake failed, the server's certificate does not match the kubeconfig's certificate authority ({innermost})"
+        )
+    } else if all.contains("dns") || all.contains("failed to lookup") {
+        format!("the host name does not resolve ({innermost})")
+    } else {
+        innermost
+    }
 }
 
 /// A client for `context` from `kubeconfig` (or `KUBECONFIG`, which may list several files, or
@@ -88,8 +139,25 @@ pub async fn connect(kubeconfig: Option<&Path>, context: &str) -> Result<Client,
     let mut config = kube::Config::from_custom_kubeconfig(config, &options)
         .await
         .map_err(|e| err(e.to_string()))?;
-    config.connect_timeout = Some(Duration::from_secs(10));
-    Client::try_from(config).map_err(|e| err(e.to_string()))
+    config.connect_timeout = Some(PROBE_TIMEOUT);
+    let server = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|e| err(e.to_string()))?;
+    // One cheap request now, bounded, so an unreachable or silent server is named at once.
+    let unreachable = |reason: String| KubeError::Unreachable {
+        context: context.to_string(),
+        server: server.trim_end_matches('/').to_string(),
+        reason,
+    };
+    // The connect timeout bounds TCP and TLS; this bounds the answer to the request itself.
+    let bound = PROBE_TIMEOUT * 2;
+    match tokio::time::timeout(bound, client.apiserver_version()).await {
+        Ok(Ok(_)) => Ok(client),
+        Ok(Err(e)) => Err(unreachable(human_reason(&e))),
+        Err(_) => Err(unreachable(format!(
+            "it accepted the connection but did not answer within {}s",
+            bound.as_secs()
+        ))),
+    }
 }
 
 /// The API server URL `context` points at, as written in the kubeconfig.

@@ -84,13 +84,7 @@ pub fn permanent(what: &str, e: &kube::Error) -> KubeError {
     }
 }
 
-/// A one-line description of a kube error, with its innermost cause.
+/// A one-line description of a kube error, in a user's words (see [`super::human_reason`]).
 pub fn describe(e: &kube::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
+    super::human_reason(e)
 }
