@@ -375,6 +375,12 @@ impl Executor {
                         }
                         Ok(Some(format!("{name} at {ip}")))
                     }
+                    Condition::RemoteClustersSynced { clusters } => {
+                        match wait::remote_clusters_synced(&client, clusters, self.settings.timeout).await {
+                            Ok(()) => Ok(Some(format!("istiod reports {} synced", clusters.join(", ")))),
+                            Err((err, missing)) => Err(self.unsynced_error(cluster, err, &missing)),
+                        }
+                    }
                     other => {
                         wait::wait_for(&client, other, self.settings.timeout).await?;
                         Ok(None)
@@ -452,6 +458,38 @@ impl Executor {
                 Ok(Self::applied_detail(&applied))
             }
         }
+    }
+
+    /// Why istiod in `cluster` does not see its peers: each pair, with the address its remote secret
+    /// makes istiod dial, and what to check.
+    fn unsynced_error(
+        &self,
+        cluster: &crate::topology::Cluster,
+        err: wait::WaitError,
+        missing: &[(String, String)],
+    ) -> anyhow::Error {
+        let state = self.state.snapshot();
+        let pairs: Vec<String> = missing
+            .iter()
+            .map(|(peer, status)| {
+                let address = self
+                    .mesh
+                    .cluster(peer)
+                    .and_then(|c| c.api_server.clone())
+                    .or_else(|| state.clusters.get(peer).and_then(|c| c.api_endpoint.clone()))
+                    .unwrap_or_else(|| "the server in its kubeconfig".into());
+                format!(
+                    "istiod in `{}` reports `{peer}` {status}; its remote secret points at {address}",
+                    cluster.name
+                )
+            })
+            .collect();
+        anyhow::Error::new(err).context(format!(
+            "{}\nhint: that address must be reachable from `{}`'s pods (never 127.0.0.1); `istioctl remote-clusters --context {}` shows the same view",
+            pairs.join("\n"),
+            cluster.name,
+            cluster.context
+        ))
     }
 
     /// The remote secret of `source`, built once per run however many clusters receive it.

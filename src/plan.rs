@@ -79,6 +79,12 @@ pub enum Condition {
         /// Name.
         name: String,
     },
+    /// istiod reports every one of these remote clusters as `synced` (`/debug/clusterz`, what
+    /// `istioctl remote-clusters` shows): its remote secrets work, not merely exist.
+    RemoteClustersSynced {
+        /// Cluster IDs.
+        clusters: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for Condition {
@@ -97,6 +103,9 @@ impl std::fmt::Display for Condition {
             }
             Condition::LoadBalancerIp { namespace, name } => {
                 write!(f, "service {namespace}/{name} has a LoadBalancer IP")
+            }
+            Condition::RemoteClustersSynced { clusters } => {
+                write!(f, "istiod reports {} synced", clusters.join(", "))
             }
         }
     }

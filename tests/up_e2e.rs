@@ -525,3 +525,28 @@ fn kind_experimental_docker_network_is_used_for_pools_and_api_endpoints_alike() 
         "the API endpoint is read on the same network"
     );
 }
+
+#[test]
+fn up_fails_when_an_istiod_does_not_sync_a_peer_and_names_the_pair_and_address() {
+    let lab = Lab::new(2, FakeToolOptions::default());
+    // cluster1's istiod cannot reach cluster2's API server (e.g. a secret with a dead address).
+    lab.clusters[0].set_remote_cluster_status("cluster2", "timeout");
+    let out = lab.run(&["up", "--clusters", "2", "--timeout", "3s"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains("phase remote-secrets")
+            && text.contains("istiod in `cluster1` reports `cluster2` timeout")
+            && text.contains("points at https://172.18.0.3:6443")
+            && text.contains("istioctl remote-clusters --context cluster1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("cluster `cluster2`: "),
+        "cluster2's istiod sees cluster1: {text}"
+    );
+    // Fixed (the peer reachable again): the same `up` finishes the phase.
+    lab.clusters[0].set_remote_cluster_status("cluster2", "synced");
+    let out = lab.run(&["up", "--clusters", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

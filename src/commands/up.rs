@@ -23,16 +23,18 @@ use crate::tools::{ProcessRunner, ToolRunner};
 use crate::topology::{Mesh, Provider};
 use crate::{dry_run, kubeconfig, upstream};
 
-/// MetalLB pools from the real docker network when it exists; else from `--lb-subnet`, marked
-/// provisional (the network appears with the first kind cluster and is read again then).
+/// MetalLB pools from the real docker network when `docker` is given and the network exists; else
+/// from `--lb-subnet`, marked provisional when docker was asked (the network appears with the
+/// first kind cluster and is read again then).
 async fn plan_pools(
-    runner: &dyn ToolRunner,
+    docker: Option<&dyn ToolRunner>,
     mesh: &Mesh,
     lb_subnet: ipnet::IpNet,
     network: &str,
-    docker: bool,
 ) -> Result<(Vec<Pool>, bool)> {
-    if docker && let Ok(net) = Docker::new(runner).network(network).await {
+    if let Some(runner) = docker
+        && let Ok(net) = Docker::new(runner).network(network).await
+    {
         let subnet = ipam::ipv4_subnet(&net.subnets)?;
         let occupied: Vec<_> = net.containers.iter().map(|(_, ip)| *ip).collect();
         let pools = ipam::plan_pools(subnet, mesh.clusters.len(), &occupied)
@@ -41,7 +43,7 @@ async fn plan_pools(
     }
     let pools = ipam::plan_pools(ipam::ipv4_subnet(&[lb_subnet])?, mesh.clusters.len(), &[])
         .context("phase metallb: cannot plan the address pools")?;
-    Ok((pools, docker))
+    Ok((pools, docker.is_some()))
 }
 
 fn ensure_cas(
@@ -96,19 +98,18 @@ struct Resolved {
 
 /// Gathers what planning needs (pools first: they are checked without writing anything; then the
 /// CAs), builds the plan and writes it to `out`. `docker`: read the pools' subnet from the docker
-/// network when it exists.
+/// network through this runner when it exists.
 async fn prepare<'m>(
     mesh: &'m Mesh,
     phases: Vec<Phase>,
     args: &UpArgs,
     resolved: &Resolved,
-    runner: &dyn ToolRunner,
-    docker: bool,
+    docker: Option<&dyn ToolRunner>,
     out: &Path,
     reporter: &Reporter,
 ) -> Result<Prepared<'m>> {
     let (pools, provisional) = if phases.contains(&Phase::Metallb) {
-        plan_pools(runner, mesh, args.lb_subnet, &resolved.network, docker).await?
+        plan_pools(docker, mesh, args.lb_subnet, &resolved.network).await?
     } else {
         (Vec::new(), false)
     };
@@ -153,17 +154,8 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         dry_run::prepare_out(out, args.overwrite).map_err(UsageError::from_display)?;
         // stdout is the plan (text or JSON); anything else goes to stderr.
         let messages = Reporter::for_stderr();
-        let Prepared { plan, verify, .. } = prepare(
-            &mesh,
-            phases,
-            &args,
-            &resolved,
-            runner.as_ref(),
-            false,
-            out,
-            &messages,
-        )
-        .await?;
+        let Prepared { plan, verify, .. } =
+            prepare(&mesh, phases, &args, &resolved, None, out, &messages).await?;
         let mut stdout = std::io::stdout().lock();
         match args.output {
             OutputFormat::Json => writeln!(stdout, "{}", serde_json::to_string(&plan)?)?,
@@ -201,8 +193,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         phases,
         &args,
         &resolved,
-        runner.as_ref(),
-        uses_docker,
+        uses_docker.then_some(runner.as_ref()),
         &plan_dir,
         &reporter,
     )
@@ -236,7 +227,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
             if prepared.plan.phases[index].phase == Phase::Metallb && prepared.provisional {
                 // The kind network exists now: plan the pools from its real subnet and containers.
                 let (pools, still) =
-                    plan_pools(runner.as_ref(), &mesh, args.lb_subnet, &resolved.network, true).await?;
+                    plan_pools(Some(runner.as_ref()), &mesh, args.lb_subnet, &resolved.network).await?;
                 prepared.provisional = still;
                 prepared.input.pools = pools;
                 prepared.rebuild(&plan_dir)?;

@@ -81,7 +81,10 @@ impl Lab {
         ];
         all.extend_from_slice(args);
         if args.first() == Some(&"up") {
-            all.extend_from_slice(&["--key-type", "ecdsa-p256", "--timeout", "20s"]);
+            all.extend_from_slice(&["--key-type", "ecdsa-p256"]);
+            if !args.contains(&"--timeout") {
+                all.extend_from_slice(&["--timeout", "20s"]);
+            }
             if manifest_file {
                 all.extend_from_slice(&["--metallb-manifest", manifest.to_str().unwrap()]);
             }

@@ -230,6 +230,15 @@ impl FakeCluster {
     }
 
     /// Closes the next `n` connections before TLS (connection refused/reset for the client).
+    pub fn set_remote_cluster_status(&self, id: &str, status: &str) {
+        self.shared
+            .faults
+            .remote_status
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), status.to_string());
+    }
+
     pub fn refuse_next_connections(&self, n: u32) {
         self.shared.faults.refuse_connections.store(n, Ordering::SeqCst);
     }

@@ -23,6 +23,8 @@ pub struct Faults {
     pub refuse_connections: AtomicU32,
     /// Answer the next requests with these HTTP statuses, in order.
     pub fail_requests: Mutex<VecDeque<u16>>,
+    /// Remote cluster ID → the sync status istiod reports for it (default `synced`).
+    pub remote_status: Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// An exec into a container, as the fake receives it.
@@ -326,6 +328,52 @@ fn exec(shared: Arc<Shared>, mut req: Request<Incoming>, path: &str, query: &str
         .expect("static response parts are valid")
 }
 
+/// What istiod serves on `/debug/clusterz` (Istio `pkg/cluster/debug.go` `DebugInfo`): its own
+/// cluster, and one entry per cluster ID in the remote secrets (label `istio/multiCluster=true`)
+/// of istio-system, `synced` unless the test says otherwise. No istiod, no answer: the API
+/// server's service proxy then says 503 `no endpoints available`.
+fn clusterz(shared: &Shared) -> Response<Body> {
+    let store = shared.store.lock().unwrap();
+    let get = |group: &str, plural: &str, name: &str| {
+        store
+            .resource(group, plural)
+            .and_then(|r| store.get(&r, "istio-system", name).ok())
+    };
+    let Some(config) = get("", "configmaps", "istio") else {
+        return error(ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "no endpoints available for service \"istiod\"",
+        ));
+    };
+    let overrides = shared.faults.remote_status.lock().unwrap().clone();
+    let mut clusters =
+        vec![json!({"id": config["data"]["clusterName"], "secretName": "", "syncStatus": "synced"})];
+    let secrets = store
+        .resource("", "secrets")
+        .map(|r| store.list(&r, Some("istio-system")))
+        .unwrap_or_default();
+    for secret in secrets {
+        if secret["metadata"]["labels"]["istio/multiCluster"] != "true" {
+            continue;
+        }
+        let name = secret["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        for id in secret["data"]
+            .as_object()
+            .map(|d| d.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            let status = overrides.get(&id).cloned().unwrap_or_else(|| "synced".into());
+            clusters
+                .push(json!({"id": id, "secretName": format!("istio-system/{name}"), "syncStatus": status}));
+        }
+    }
+    full(StatusCode::OK, json!(clusters))
+}
+
 /// Serves one request.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
@@ -368,6 +416,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
     };
     if path.ends_with("/exec") && !reader {
         return Ok(exec(shared, req, &path, &query));
+    }
+    if path == "/api/v1/namespaces/istio-system/services/istiod:15014/proxy/debug/clusterz" && !reader {
+        return Ok(clusterz(&shared));
     }
     if reader && method != Method::GET {
         return Ok(error(ApiError::new(
