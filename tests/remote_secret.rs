@@ -1,37 +1,155 @@
-//! `meshctl remote-secret`, alone and as a full mesh, against fake clusters.
+//! `meshctl remote-secret`, alone and as a full mesh, against real kube-apiservers (envtest): the
+//! token comes from the real token controller, and least privilege is checked by the real RBAC
+//! authorizer through SubjectAccessReviews. The tests share three control planes, one test at a time
+//! (each starts from a source without Istio's reader objects).
 
 mod support;
 
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
-use support::fake_api::{FakeCluster, kubeconfig};
+use support::envtest::{ControlPlane, Envtest, block_on};
+use support::fake_api::FakeCluster;
 use support::{meshctl, ok, stderr};
 
-fn write_kubeconfig(dir: &tempfile::TempDir, clusters: &[&FakeCluster]) -> String {
-    let path = dir.path().join("kubeconfig");
-    std::fs::write(&path, kubeconfig(clusters)).unwrap();
-    path.to_str().unwrap().to_string()
-}
+const READER: &str = "istio-reader-service-account";
+const ROLE: &str = "istio-reader-clusterrole-istio-system";
+const TOKEN: &str = "istio-reader-service-account-istio-remote-secret-token";
 
 fn parse(text: &str) -> Value {
     meshctl::render::parse_documents(text).unwrap().remove(0)
 }
 
+/// One test at a time on the shared control planes.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Setup {
+    _serial: MutexGuard<'static, ()>,
+    envtest: &'static Envtest,
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Setup {
+    fn kc(&self) -> &str {
+        self.kubeconfig.to_str().unwrap()
+    }
+    fn plane(&self, i: usize) -> &'static ControlPlane {
+        &self.envtest.planes[i]
+    }
+}
+
+/// The shared control planes, each brought back to "no Istio here": no istio-system namespace and
+/// no reader ClusterRole or binding (deleted, and the namespace awaited until really gone).
+fn setup() -> Option<Setup> {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let envtest = Envtest::shared()?;
+    block_on(async {
+        for plane in &envtest.planes {
+            reset(plane).await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    envtest.write_kubeconfig(&kubeconfig);
+    Some(Setup {
+        _serial: serial,
+        envtest,
+        _dir: dir,
+        kubeconfig,
+    })
+}
+
+async fn reset(plane: &ControlPlane) {
+    let client = plane.client().await;
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let _ = roles.delete(ROLE, &DeleteParams::default()).await;
+    let _ = bindings.delete(ROLE, &DeleteParams::default()).await;
+    let namespaces: Api<Namespace> = Api::all(client);
+    if namespaces.get_opt("istio-system").await.unwrap().is_some() {
+        let _ = namespaces.delete("istio-system", &DeleteParams::default()).await;
+        meshctl::kube::wait::gone(
+            &namespaces,
+            "istio-system",
+            "istio-system deleted",
+            Duration::from_secs(60),
+            |_| String::new(),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Object `name` in `namespace` of `plane`, if it exists.
+fn get<K>(plane: &ControlPlane, namespace: &str, name: &str) -> Option<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send,
+{
+    block_on(async {
+        let api: Api<K> = Api::namespaced(plane.client().await, namespace);
+        api.get_opt(name).await.unwrap()
+    })
+}
+
+fn cluster_role(plane: &ControlPlane) -> Option<ClusterRole> {
+    block_on(async {
+        Api::<ClusterRole>::all(plane.client().await)
+            .get_opt(ROLE)
+            .await
+            .unwrap()
+    })
+}
+
+/// Istio is installed in `plane`: istio-system exists where remote secrets go.
+fn istio_system(plane: &ControlPlane) {
+    block_on(async {
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}});
+        Api::<Namespace>::all(plane.client().await)
+            .patch(
+                "istio-system",
+                &kube::api::PatchParams::apply("test"),
+                &kube::api::Patch::Apply(&ns),
+            )
+            .await
+            .unwrap();
+    });
+}
+
+/// What the real authorizer says the reader may do: `verb` on `resource` of `group`.
+async fn reader_may(client: &kube::Client, verb: &str, group: &str, resource: &str) -> bool {
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": format!("system:serviceaccount:istio-system:{READER}"),
+            "groups": ["system:serviceaccounts", "system:serviceaccounts:istio-system", "system:authenticated"],
+            "resourceAttributes": {"verb": verb, "group": group, "resource": resource}}}))
+    .unwrap();
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    api.create(&PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .is_some_and(|s| s.allowed)
+}
+
 #[test]
 fn printed_secret_matches_istioctl_field_by_field_and_its_kubeconfig_reads_the_source() {
-    let source = FakeCluster::start("src");
-    let dir = tempfile::tempdir().unwrap();
-    let kc = write_kubeconfig(&dir, &[&source]);
-    let server = source.server_url();
+    let Some(t) = setup() else { return };
+    let source = t.plane(0);
+    let server = source.url();
     let out = ok(meshctl(&[
         "--kubeconfig",
-        &kc,
+        t.kc(),
         "remote-secret",
         "--context",
-        "src",
+        &source.name,
         "--name",
         "cluster1",
         "--server",
@@ -41,7 +159,6 @@ fn printed_secret_matches_istioctl_field_by_field_and_its_kubeconfig_reads_the_s
         out.starts_with("# This file is autogenerated, do not edit.\n") && out.ends_with("---\n"),
         "{out}"
     );
-
     let secret = parse(&out);
     assert_eq!(secret["apiVersion"], "v1");
     assert_eq!(secret["kind"], "Secret");
@@ -63,8 +180,8 @@ fn printed_secret_matches_istioctl_field_by_field_and_its_kubeconfig_reads_the_s
         .cloned()
         .collect();
     assert_eq!(keys, ["cluster1"], "one key: the cluster name");
-
-    let inner = parse(secret["stringData"]["cluster1"].as_str().unwrap());
+    let inner_text = secret["stringData"]["cluster1"].as_str().unwrap().to_string();
+    let inner = parse(&inner_text);
     assert_eq!(inner["current-context"], "cluster1");
     assert_eq!(inner["clusters"][0]["name"], "cluster1");
     assert_eq!(inner["clusters"][0]["cluster"]["server"], server.as_str());
@@ -77,63 +194,68 @@ fn printed_secret_matches_istioctl_field_by_field_and_its_kubeconfig_reads_the_s
         inner["contexts"][0]["context"],
         json!({"cluster": "cluster1", "user": "cluster1"})
     );
+    // The real token controller's token: a JWT.
     assert!(
         inner["users"][0]["user"]["token"]
             .as_str()
             .unwrap()
-            .starts_with("fake-token.src.istio-reader-service-account")
+            .starts_with("eyJ")
     );
 
     // Least privilege, created because the source had none.
-    assert!(
-        source
-            .get(
-                "",
-                "serviceaccounts",
-                "istio-system",
-                "istio-reader-service-account"
-            )
-            .is_some()
-    );
-    let role = source
-        .get(
-            "rbac.authorization.k8s.io",
-            "clusterroles",
-            "",
-            "istio-reader-clusterrole-istio-system",
-        )
-        .unwrap();
-    let verbs: Vec<&str> = role["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["verbs"].as_array().unwrap())
-        .map(|v| v.as_str().unwrap())
+    assert!(get::<ServiceAccount>(source, "istio-system", READER).is_some());
+    let role = cluster_role(source).expect("the reader ClusterRole");
+    let verbs: Vec<String> = role
+        .rules
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|r| r.verbs)
         .collect();
     assert!(
-        !verbs.contains(&"*") && !verbs.contains(&"update") && !verbs.contains(&"patch"),
+        !verbs.iter().any(|v| v == "*" || v == "update" || v == "patch"),
         "read-only role: {verbs:?}"
     );
-    let token_secret = source
-        .get(
-            "",
-            "secrets",
-            "istio-system",
-            "istio-reader-service-account-istio-remote-secret-token",
-        )
-        .unwrap();
-    assert_eq!(token_secret["type"], "kubernetes.io/service-account-token");
+    let token_secret = get::<Secret>(source, "istio-system", TOKEN).unwrap();
+    assert_eq!(
+        token_secret.type_.as_deref(),
+        Some("kubernetes.io/service-account-token")
+    );
 
-    // The kubeconfig inside the secret authenticates to the source with the reader token: reads
-    // work, writes are refused.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let config =
-            kube::config::Kubeconfig::from_yaml(secret["stringData"]["cluster1"].as_str().unwrap()).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
-            .await
-            .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
+    block_on(async {
+        // The real authorizer: what istiod needs is allowed, every write is denied.
+        let admin = source.client().await;
+        for (verb, group, resource) in [
+            ("list", "", "pods"),
+            ("watch", "", "services"),
+            ("list", "discovery.k8s.io", "endpointslices"),
+            ("watch", "", "namespaces"),
+            ("list", "", "nodes"),
+            ("get", "", "secrets"),
+            ("list", "networking.istio.io", "gateways"),
+            ("create", "authorization.k8s.io", "subjectaccessreviews"),
+        ] {
+            assert!(
+                reader_may(&admin, verb, group, resource).await,
+                "{verb} {group}/{resource} allowed"
+            );
+        }
+        for (verb, group, resource) in [
+            ("create", "", "pods"),
+            ("update", "", "services"),
+            ("patch", "", "secrets"),
+            ("delete", "", "namespaces"),
+            ("create", "apps", "deployments"),
+            ("update", "discovery.k8s.io", "endpointslices"),
+            ("create", "networking.istio.io", "virtualservices"),
+            ("escalate", "rbac.authorization.k8s.io", "clusterroles"),
+        ] {
+            assert!(
+                !reader_may(&admin, verb, group, resource).await,
+                "{verb} {group}/{resource} denied"
+            );
+        }
+        // And the kubeconfig inside the secret really authenticates: reads work, writes are refused.
+        let client = support::envtest::client_from(&inner_text, "cluster1").await;
         let namespaces: Api<Namespace> = Api::all(client);
         let list = namespaces.list(&Default::default()).await.unwrap();
         assert!(
@@ -149,15 +271,15 @@ fn printed_secret_matches_istioctl_field_by_field_and_its_kubeconfig_reads_the_s
 
 #[test]
 fn a_loopback_server_from_the_kubeconfig_is_refused_with_the_address_to_use() {
-    let source = FakeCluster::start("kind-cluster1");
-    let dir = tempfile::tempdir().unwrap();
-    let kc = write_kubeconfig(&dir, &[&source]);
+    let Some(t) = setup() else { return };
+    // envtest's own kubeconfig points at a loopback address, as kind's does (127.0.0.1:<port>).
+    let source = t.plane(0);
     let out = meshctl(&[
         "--kubeconfig",
-        &kc,
+        t.kc(),
         "remote-secret",
         "--context",
-        "kind-cluster1",
+        &source.name,
         "--name",
         "cluster1",
     ]);
@@ -168,23 +290,15 @@ fn a_loopback_server_from_the_kubeconfig_is_refused_with_the_address_to_use() {
         "{text}"
     );
     assert!(
-        source
-            .get(
-                "",
-                "serviceaccounts",
-                "istio-system",
-                "istio-reader-service-account"
-            )
-            .is_none(),
+        get::<ServiceAccount>(source, "istio-system", READER).is_none(),
         "refused before touching the cluster"
     );
-
     let bad = meshctl(&[
         "--kubeconfig",
-        &kc,
+        t.kc(),
         "remote-secret",
         "--context",
-        "kind-cluster1",
+        &source.name,
         "--name",
         "Cluster_1",
         "--server",
@@ -200,23 +314,22 @@ fn a_loopback_server_from_the_kubeconfig_is_refused_with_the_address_to_use() {
 
 #[test]
 fn apply_to_installs_the_secret_in_the_other_cluster_and_converges() {
-    let (a, b) = (FakeCluster::start("a"), FakeCluster::start("b"));
-    b.create_namespace("istio-system");
-    let dir = tempfile::tempdir().unwrap();
-    let kc = write_kubeconfig(&dir, &[&a, &b]);
-    let server = a.server_url();
+    let Some(t) = setup() else { return };
+    let (a, b) = (t.plane(0), t.plane(1));
+    istio_system(b);
+    let server = a.url();
     let args = [
         "--kubeconfig",
-        &kc,
+        t.kc(),
         "remote-secret",
         "--context",
-        "a",
+        &a.name,
         "--name",
         "cluster-a",
         "--server",
         &server,
         "--apply-to",
-        "b",
+        &b.name,
     ];
     let first = meshctl(&args);
     assert!(first.status.success(), "{}", stderr(&first));
@@ -225,106 +338,100 @@ fn apply_to_installs_the_secret_in_the_other_cluster_and_converges() {
         "{}",
         stderr(&first)
     );
-    let secret = b
-        .get("", "secrets", "istio-system", "istio-remote-secret-cluster-a")
-        .unwrap();
-    assert_eq!(secret["metadata"]["labels"]["istio/multiCluster"], "true");
+    let secret = get::<Secret>(b, "istio-system", "istio-remote-secret-cluster-a").unwrap();
+    assert_eq!(
+        secret.metadata.labels.as_ref().unwrap()["istio/multiCluster"],
+        "true"
+    );
     assert!(
-        secret["data"]["cluster-a"].is_string(),
+        secret.data.as_ref().unwrap().contains_key("cluster-a"),
         "stringData landed as data"
     );
-    let rv = secret["metadata"]["resourceVersion"].clone();
+    let rv = secret.metadata.resource_version.clone();
 
     let second = meshctl(&args);
     assert!(stderr(&second).contains("unchanged"), "{}", stderr(&second));
+    let again = get::<Secret>(b, "istio-system", "istio-remote-secret-cluster-a").unwrap();
     assert_eq!(
-        b.get("", "secrets", "istio-system", "istio-remote-secret-cluster-a")
-            .unwrap()["metadata"]["resourceVersion"],
-        rv
+        again.metadata.resource_version, rv,
+        "the real server kept the resource version"
     );
-    let tokens = a
-        .list("", "secrets")
-        .into_iter()
-        .filter(|s| s["type"] == "kubernetes.io/service-account-token")
-        .count();
+    let tokens = block_on(async {
+        let api: Api<Secret> = Api::namespaced(a.client().await, "istio-system");
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|s| s.type_.as_deref() == Some("kubernetes.io/service-account-token"))
+            .count()
+    });
     assert_eq!(tokens, 1, "the token Secret is reused, not created again");
 }
 
-#[tokio::test]
-async fn an_existing_token_secret_and_istio_rbac_are_reused_as_they_are() {
-    let src = FakeCluster::start("src");
-    src.create_namespace("istio-system");
-    src.create("rbac.authorization.k8s.io", "clusterroles", "", json!({"apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole", "metadata": {"name": "istio-reader-clusterrole-istio-system", "labels": {"owner": "istio"}}, "rules": []}));
-    src.create("", "secrets", "istio-system", json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-        "metadata": {"name": "istio-made-token", "annotations": {"kubernetes.io/service-account.name": "istio-reader-service-account"}}}));
-    let dir = tempfile::tempdir().unwrap();
-    let kc = write_kubeconfig(&dir, &[&src]);
-    let client = meshctl::kube::connect(Some(std::path::Path::new(&kc)), "src")
-        .await
-        .unwrap();
-    let creds = meshctl::remote_secret::reader_credentials(&client, "src", Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert!(creds.token.starts_with("fake-token.src."));
-    let role = src
-        .get(
-            "rbac.authorization.k8s.io",
-            "clusterroles",
-            "",
-            "istio-reader-clusterrole-istio-system",
-        )
-        .unwrap();
-    assert_eq!(
-        role["metadata"]["labels"]["owner"], "istio",
-        "Istio's role is left alone"
-    );
-    assert!(
-        src.get(
-            "",
-            "secrets",
-            "istio-system",
-            "istio-reader-service-account-istio-remote-secret-token"
-        )
-        .is_none()
-    );
-}
-
-#[tokio::test]
-async fn a_token_that_never_comes_fails_with_the_secret_named() {
-    let src = FakeCluster::start("src");
-    src.set_auto_token(false);
-    let dir = tempfile::tempdir().unwrap();
-    let kc = write_kubeconfig(&dir, &[&src]);
-    let client = meshctl::kube::connect(Some(std::path::Path::new(&kc)), "src")
-        .await
-        .unwrap();
-    let err = meshctl::remote_secret::reader_credentials(&client, "src", Duration::from_millis(400))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("cluster `src`")
-            && err.contains("istio-reader-service-account-istio-remote-secret-token")
-            && err.contains("token empty"),
-        "{err}"
-    );
+#[test]
+fn an_existing_token_secret_and_istio_rbac_are_reused_as_they_are() {
+    let Some(t) = setup() else { return };
+    let src = t.plane(0);
+    // What an Istio install already made: its own role (labelled) and its own token Secret.
+    block_on(async {
+        let client = src.client().await;
+        let made_by_istio = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: istio-system}}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {READER}, namespace: istio-system}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {ROLE}, labels: {{owner: istio}}}}\nrules: []\n---\napiVersion: v1\nkind: Secret\ntype: kubernetes.io/service-account-token\nmetadata: {{name: istio-made-token, namespace: istio-system, annotations: {{kubernetes.io/service-account.name: {READER}}}}}\n"
+        );
+        meshctl::kube::apply::Applier::new(client.clone())
+            .apply_yaml(&made_by_istio, "istio.yaml")
+            .await
+            .unwrap();
+        let role_rv = Api::<ClusterRole>::all(client.clone())
+            .get(ROLE)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version;
+        let creds = meshctl::remote_secret::reader_credentials(&client, &src.name, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let istio_token = Api::<Secret>::namespaced(client.clone(), "istio-system")
+            .get("istio-made-token")
+            .await
+            .unwrap();
+        assert_eq!(
+            creds.token.as_bytes(),
+            istio_token.data.unwrap()["token"].0.as_slice(),
+            "Istio's token is the one used"
+        );
+        let role = Api::<ClusterRole>::all(client.clone()).get(ROLE).await.unwrap();
+        assert_eq!(
+            role.metadata.labels.unwrap()["owner"],
+            "istio",
+            "Istio's role is left alone"
+        );
+        assert_eq!(role.metadata.resource_version, role_rv, "not even rewritten");
+        assert!(
+            Api::<Secret>::namespaced(client, "istio-system")
+                .get_opt(TOKEN)
+                .await
+                .unwrap()
+                .is_none(),
+            "no second token Secret"
+        );
+    });
 }
 
 #[test]
 fn three_cluster_full_mesh_yields_exactly_six_secrets_with_the_right_keys() {
-    let clusters: Vec<FakeCluster> = ["c1", "c2", "c3"].iter().map(|n| FakeCluster::start(n)).collect();
-    for c in &clusters {
-        // Istio is installed in every cluster, so istio-system exists where the secrets go.
-        c.create_namespace("istio-system");
+    let Some(t) = setup() else { return };
+    let planes: Vec<&ControlPlane> = (0..3).map(|i| t.plane(i)).collect();
+    for p in &planes {
+        istio_system(p);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let kc = write_kubeconfig(&dir, &clusters.iter().collect::<Vec<_>>());
+    let kc = t.kc().to_string();
     // Every cluster's secret into the two others, the way a user wires existing clusters by hand.
     let exchange = || -> Vec<String> {
         let mut lines = Vec::new();
-        for (i, c) in clusters.iter().enumerate() {
-            let others: Vec<&str> = clusters
+        for (i, c) in planes.iter().enumerate() {
+            let others: Vec<&str> = planes
                 .iter()
                 .filter(|o| o.name != c.name)
                 .map(|o| o.name.as_str())
@@ -333,7 +440,7 @@ fn three_cluster_full_mesh_yields_exactly_six_secrets_with_the_right_keys() {
                 format!("cluster{}", i + 1),
                 format!("https://172.18.0.{}:6443", i + 2),
             );
-            let args = [
+            let out = meshctl(&[
                 "--kubeconfig",
                 &kc,
                 "remote-secret",
@@ -345,8 +452,7 @@ fn three_cluster_full_mesh_yields_exactly_six_secrets_with_the_right_keys() {
                 &server,
                 "--apply-to",
                 &others.join(","),
-            ];
-            let out = meshctl(&args);
+            ]);
             assert!(out.status.success(), "{}", stderr(&out));
             lines.extend(
                 stderr(&out)
@@ -361,27 +467,31 @@ fn three_cluster_full_mesh_yields_exactly_six_secrets_with_the_right_keys() {
     assert_eq!(done.len(), 6, "{done:?}");
     assert!(done.iter().all(|l| l.ends_with(" created")), "{done:?}");
     let mut total = 0;
-    for (i, c) in clusters.iter().enumerate() {
+    for (i, c) in planes.iter().enumerate() {
         let own = format!("cluster{}", i + 1);
-        let remote: Vec<Value> = c
-            .list("", "secrets")
-            .into_iter()
-            .filter(|s| s["metadata"]["labels"]["istio/multiCluster"] == "true")
-            .collect();
+        let remote: Vec<Secret> = block_on(async {
+            Api::<Secret>::namespaced(c.client().await, "istio-system")
+                .list(&ListParams::default().labels("istio/multiCluster=true"))
+                .await
+                .unwrap()
+                .items
+        });
         assert_eq!(remote.len(), 2, "{own} holds the secrets of the two others");
         for s in &remote {
-            let key = s["data"].as_object().unwrap().keys().next().unwrap().clone();
+            let key = s.data.as_ref().unwrap().keys().next().unwrap().clone();
             assert_ne!(key, own, "no secret for itself");
-            assert_eq!(s["metadata"]["name"], format!("istio-remote-secret-{key}"));
             assert_eq!(
-                s["metadata"]["annotations"]["networking.istio.io/cluster"],
-                key.as_str()
+                s.metadata.name.as_deref(),
+                Some(format!("istio-remote-secret-{key}").as_str())
+            );
+            assert_eq!(
+                s.metadata.annotations.as_ref().unwrap()["networking.istio.io/cluster"],
+                key
             );
         }
         total += remote.len();
     }
     assert_eq!(total, 6);
-    // Running it again converges.
     let again = exchange();
     assert_eq!(again.len(), 6);
     assert!(again.iter().all(|l| l.ends_with(" unchanged")), "{again:?}");
@@ -389,13 +499,14 @@ fn three_cluster_full_mesh_yields_exactly_six_secrets_with_the_right_keys() {
 
 #[test]
 fn kubeconfig_env_with_several_files_is_merged() {
-    let (a, b) = (FakeCluster::start("first"), FakeCluster::start("second"));
+    let Some(t) = setup() else { return };
+    let (a, b) = (t.plane(0), t.plane(1));
     let dir = tempfile::tempdir().unwrap();
     let (fa, fb) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
-    std::fs::write(&fa, kubeconfig(&[&a])).unwrap();
-    std::fs::write(&fb, kubeconfig(&[&b])).unwrap();
+    std::fs::write(&fa, a.kubeconfig("first")).unwrap();
+    std::fs::write(&fb, b.kubeconfig("second")).unwrap();
     let list = format!("{}:{}", fa.display(), fb.display());
-    let server = b.server_url();
+    let server = b.url();
     let out = support::meshctl_in(
         dir.path(),
         &[
@@ -412,14 +523,34 @@ fn kubeconfig_env_with_several_files_is_merged() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(support::stdout(&out).contains("istio-remote-secret-cluster2"));
     assert!(
-        b.get(
-            "",
-            "serviceaccounts",
-            "istio-system",
-            "istio-reader-service-account"
-        )
-        .is_some(),
+        get::<ServiceAccount>(b, "istio-system", READER).is_some(),
         "the context of the second file was used"
+    );
+    assert!(get::<ServiceAccount>(a, "istio-system", READER).is_none());
+}
+
+/// The one case no real server shows on demand: a token controller that never fills the Secret.
+/// The fake stands in for a kube-controller-manager that is down.
+#[tokio::test]
+async fn a_token_that_never_comes_fails_with_the_secret_named() {
+    let src = FakeCluster::start("src");
+    src.set_auto_token(false);
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(&kc, support::fake_api::kubeconfig(&[&src])).unwrap();
+    let kc = kc.to_str().unwrap().to_string();
+    let client = meshctl::kube::connect(Some(std::path::Path::new(&kc)), "src")
+        .await
+        .unwrap();
+    let err = meshctl::remote_secret::reader_credentials(&client, "src", Duration::from_millis(400))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cluster `src`")
+            && err.contains("istio-reader-service-account-istio-remote-secret-token")
+            && err.contains("token empty"),
+        "{err}"
     );
 }
 
