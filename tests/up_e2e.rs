@@ -3,14 +3,10 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use serde_json::Value;
-use support::fake_api::FakeCluster;
-use support::fake_api::controllers::ControllerOptions;
-use support::fake_tools::{FakeToolOptions, FakeTools};
+use support::fake_tools::FakeToolOptions;
 use support::lab::Lab;
-use support::{meshctl_in, stderr};
+use support::stderr;
 
 fn assert_mesh(lab: &Lab) {
     let n = lab.clusters.len();
@@ -288,159 +284,6 @@ fn istioctl_of_another_minor_version_is_refused_unless_allowed() {
     );
     let out = lab.run(&["up", "--clusters", "1", "--allow-version-skew"]);
     assert!(out.status.success(), "{}", stderr(&out));
-}
-
-/// Two existing clusters, `east` and `west`, with their own load balancer (no MetalLB), fake tools
-/// and a kubeconfig with one context each.
-fn existing_pair() -> (
-    Vec<Arc<FakeCluster>>,
-    FakeTools,
-    tempfile::TempDir,
-    std::path::PathBuf,
-) {
-    let clusters: Vec<Arc<FakeCluster>> = ["east", "west"]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let c = Arc::new(FakeCluster::start(n));
-            c.start_controllers(ControllerOptions {
-                external_lb: Some(format!("10.99.{i}.10").parse().unwrap()),
-            });
-            c
-        })
-        .collect();
-    let tools = FakeTools::new(&clusters, FakeToolOptions::default());
-    let work = tempfile::tempdir().unwrap();
-    let kc = work.path().join("kubeconfig");
-    std::fs::write(
-        &kc,
-        support::fake_api::kubeconfig(&clusters.iter().map(|c| c.as_ref()).collect::<Vec<_>>()),
-    )
-    .unwrap();
-    (clusters, tools, work, kc)
-}
-
-#[test]
-fn existing_contexts_skip_clusters_and_metallb() {
-    let (clusters, tools, work, kc) = existing_pair();
-    let state = work.path().join("state");
-    let out = meshctl_in(
-        work.path(),
-        &[
-            "--kubeconfig",
-            kc.to_str().unwrap(),
-            "--workdir",
-            state.to_str().unwrap(),
-            "up",
-            "--contexts",
-            "east,west",
-            "--key-type",
-            "ecdsa-p256",
-            "--timeout",
-            "20s",
-            "--skip",
-            "remote-secrets",
-        ],
-        &[("PATH", &tools.path_env()), ("CI", "true")],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let calls = tools.calls();
-    assert!(
-        !calls
-            .iter()
-            .any(|c| c.starts_with("kind") || c.starts_with("docker")),
-        "{calls:?}"
-    );
-    assert!(calls.iter().any(|c| c == "istioctl install -y --context west -f cluster2/04-istio/control-plane.yaml --readiness-timeout 20s"), "{calls:?}");
-    for (i, c) in clusters.iter().enumerate() {
-        assert!(
-            c.get("metallb.io", "ipaddresspools", "metallb-system", "meshctl-pool")
-                .is_none(),
-            "no MetalLB on existing clusters"
-        );
-        let gw = c
-            .get("", "services", "istio-system", "istio-eastwestgateway")
-            .unwrap();
-        assert_eq!(
-            gw["status"]["loadBalancer"]["ingress"][0]["ip"],
-            format!("10.99.{i}.10")
-        );
-    }
-    // Remote secrets for existing clusters need an address other clusters reach; the kubeconfig's is
-    // a loopback address here, so that phase is refused with the address to use.
-    let out = meshctl_in(
-        work.path(),
-        &[
-            "--kubeconfig",
-            kc.to_str().unwrap(),
-            "--workdir",
-            state.to_str().unwrap(),
-            "up",
-            "--contexts",
-            "east,west",
-            "--key-type",
-            "ecdsa-p256",
-            "--timeout",
-            "20s",
-            "--only",
-            "remote-secrets",
-        ],
-        &[("PATH", &tools.path_env()), ("CI", "true")],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("loopback") && stderr(&out).contains("--server"),
-        "{}",
-        stderr(&out)
-    );
-}
-
-#[test]
-fn existing_clusters_from_a_config_file_get_remote_secrets_with_their_api_server() {
-    let (clusters, tools, work, kc) = existing_pair();
-    let cfg = work.path().join("meshctl.yaml");
-    std::fs::write(&cfg, format!(
-        "meshID: corp\nprovider: existing\nclusters:\n  - name: east\n    context: east\n    apiServer: {}\n  - name: west\n    context: west\n    apiServer: {}\n",
-        clusters[0].server_url(), clusters[1].server_url())).unwrap();
-    let state = work.path().join("state");
-    let out = meshctl_in(
-        work.path(),
-        &[
-            "--kubeconfig",
-            kc.to_str().unwrap(),
-            "--workdir",
-            state.to_str().unwrap(),
-            "up",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--key-type",
-            "ecdsa-p256",
-            "--timeout",
-            "20s",
-        ],
-        &[("PATH", &tools.path_env()), ("CI", "true")],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let secret = clusters[1]
-        .get("", "secrets", "istio-system", "istio-remote-secret-east")
-        .expect("west holds east's secret");
-    use base64::Engine as _;
-    let kubeconfig = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(secret["data"]["east"].as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
-    assert!(
-        kubeconfig.contains(&format!("server: {}", clusters[0].server_url())),
-        "{kubeconfig}"
-    );
-    assert_eq!(
-        clusters[0]
-            .get("", "configmaps", "istio-system", "istio")
-            .unwrap()["data"]["meshID"],
-        "corp"
-    );
 }
 
 #[test]

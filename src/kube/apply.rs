@@ -55,6 +55,7 @@ pub struct Applied {
 /// Applies documents to one cluster, remembering discovery results.
 pub struct Applier {
     client: Client,
+    manager: &'static str,
     policy: RetryPolicy,
     crd_timeout: Duration,
     cache: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
@@ -65,10 +66,19 @@ impl Applier {
     pub fn new(client: Client) -> Applier {
         Applier {
             client,
+            manager: FIELD_MANAGER,
             policy: RetryPolicy::default(),
             crd_timeout: Duration::from_secs(60),
             cache: Mutex::default(),
         }
+    }
+
+    /// Applying as another field manager. Server-side apply removes the fields a manager set before
+    /// and no longer sends, so each writer must apply under its own name (meshctl's is
+    /// [`FIELD_MANAGER`]; a test playing istioctl uses istioctl's).
+    pub fn with_field_manager(mut self, manager: &'static str) -> Applier {
+        self.manager = manager;
+        self
     }
 
     /// With another retry policy (tests use short delays).
@@ -220,7 +230,7 @@ impl Applier {
             })?;
             let (api, label) = self.api_for(&obj, source).await?;
             let what = format!("admission of {label} (from {source}, server-side dry run)");
-            let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+            let params = PatchParams::apply(self.manager).force().dry_run();
             loop {
                 tries += 1;
                 let last = match api.patch(&obj.name_any(), &params, &Patch::Apply(&obj)).await {
@@ -282,7 +292,7 @@ impl Applier {
         let name = obj.name_any();
         let what = format!("apply {label} (from {source})");
         let before = retry(&what, self.policy, || api.get_opt(&name)).await?;
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let params = PatchParams::apply(self.manager).force();
         let patch = Patch::Apply(obj);
         let after = retry(&what, self.policy, || api.patch(&name, &params, &patch)).await?;
         let change = match before {

@@ -16,7 +16,9 @@
 //! kubelet for the tests that need running pods; [`proxy`] sits in front of an apiserver to inject
 //! faults and to answer `pods/exec`, which needs a kubelet.
 
+pub mod istioctl;
 pub mod kubelet;
+pub mod loadbalancer;
 pub mod proxy;
 pub mod webhook;
 
@@ -498,7 +500,7 @@ where
                     .block_on(future)
             })
             .join()
-            .expect("the future does not panic")
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
 

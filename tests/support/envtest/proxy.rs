@@ -8,6 +8,12 @@
 //! (`v5.channel.k8s.io`/`v4.channel.k8s.io`: channel byte 1 stdout, 2 stderr, 3 the final
 //! `Status`, as in k8s.io/apimachinery `pkg/util/remotecommand` and client-go's
 //! `tools/remotecommand/websocket.go`); what the command prints is the test's [`ExecHandler`].
+//!
+//! And it answers istiod's `/debug/clusterz` through the service proxy path: the apiserver would
+//! dial istiod's pod IP, and no istiod runs here. The answer is built as istiod builds it
+//! (Istio `pkg/cluster/debug.go` `DebugInfo`): its own cluster (`CLUSTER_ID` of Deployment
+//! `istiod`), then one entry per cluster ID in the `istio/multiCluster=true` Secrets of
+//! istio-system, `synced` unless the test says otherwise.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -62,6 +68,7 @@ struct Faults {
 
 struct Shared {
     faults: Faults,
+    remote_status: Mutex<std::collections::HashMap<String, String>>,
     upstream: kube::Client,
     exec: Mutex<Option<ExecHandler>>,
     log: Mutex<Vec<String>>,
@@ -99,6 +106,7 @@ impl Proxy {
                 let upstream = super::client_from(&kubeconfig, &name).await;
                 let shared = Arc::new(Shared {
                     faults: Faults::default(),
+                    remote_status: Mutex::default(),
                     upstream,
                     exec: Mutex::new(None),
                     log: Mutex::new(Vec::new()),
@@ -147,6 +155,15 @@ impl Proxy {
     /// Accept connections and read requests, but never answer (a hung server).
     pub fn stall(&self, on: bool) {
         self.shared.faults.stall.store(on, Ordering::SeqCst);
+    }
+
+    /// What istiod reports for remote cluster `id` on `/debug/clusterz` (default `synced`).
+    pub fn set_remote_cluster_status(&self, id: &str, status: &str) {
+        self.shared
+            .remote_status
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), status.to_string());
     }
 
     /// Who answers `pods/exec`.
@@ -257,6 +274,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if req.uri().path().ends_with("/exec") {
         return Ok(exec(&shared, req));
     }
+    if req.uri().path() == "/api/v1/namespaces/istio-system/services/istiod:15014/proxy/debug/clusterz" {
+        return Ok(clusterz(&shared).await);
+    }
     let (mut parts, body) = req.into_parts();
     let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     // The upstream client adds its own credentials and host.
@@ -273,6 +293,52 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         }
         Err(e) => Ok(status(502, "InternalError", &format!("test proxy: {e}"))),
     }
+}
+
+async fn clusterz(shared: &Shared) -> Response<Body> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Secret;
+    let client = shared.upstream.clone();
+    let istiod = kube::Api::<Deployment>::namespaced(client.clone(), "istio-system")
+        .get_opt("istiod")
+        .await
+        .ok()
+        .flatten();
+    let Some(istiod) = istiod else {
+        return status(
+            503,
+            "ServiceUnavailable",
+            "no endpoints available for service \"istiod\"",
+        );
+    };
+    let own = istiod
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.into_iter().next())
+        .and_then(|c| c.env)
+        .and_then(|env| env.into_iter().find(|e| e.name == "CLUSTER_ID"))
+        .and_then(|e| e.value)
+        .unwrap_or_else(|| "Kubernetes".into());
+    let overrides = shared.remote_status.lock().unwrap().clone();
+    let mut clusters = vec![json!({"id": own, "secretName": "", "syncStatus": "synced"})];
+    let secrets = kube::Api::<Secret>::namespaced(client, "istio-system")
+        .list(&kube::api::ListParams::default().labels("istio/multiCluster=true"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    for secret in secrets {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        for id in secret.data.unwrap_or_default().into_keys() {
+            let sync = overrides.get(&id).cloned().unwrap_or_else(|| "synced".into());
+            clusters
+                .push(json!({"id": id, "secretName": format!("istio-system/{name}"), "syncStatus": sync}));
+        }
+    }
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(full(json!(clusters).to_string()))
+        .unwrap()
 }
 
 fn query_values(query: &str, key: &str) -> Vec<String> {

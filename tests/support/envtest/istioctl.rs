@@ -1,0 +1,238 @@
+//! A fake `istioctl` on PATH whose `install` writes what the real one installs into a real
+//! kube-apiserver (envtest), so the Kubernetes side of every phase after it runs against real
+//! servers. The script hands each request to a harness thread of the test process, which applies
+//! the objects with the admin client and lets the script exit as istioctl would.
+//!
+//! What `istioctl install -f <IstioOperator>` creates, after Istio 1.31's charts
+//! (`manifests/charts/base`, `istio-control/istio-discovery`, `gateways/istio-ingress`):
+//! * control plane: the Istio CRDs (the real `crd-all.gen.yaml` from ../shared/upstream), the
+//!   `istio-reader-service-account` with its `istio-reader-clusterrole-istio-system` role and
+//!   binding, the `istio` ConfigMap holding the mesh config (`mesh:` YAML with `defaultConfig.meshId`),
+//!   Deployment `istiod` (labels `app=istiod`, `istio=pilot`, env `CLUSTER_ID`), Service `istiod`
+//!   (15010, 15012, 443→15017, 15014), and MutatingWebhookConfiguration `istio-sidecar-injector`.
+//! * east-west gateway: Deployment and LoadBalancer Service `istio-eastwestgateway` with the
+//!   IstioOperator's labels, env and ports.
+//!
+//! The data plane itself does not run (no images here): the kubelet stand-in reports the pods
+//! running, so the real deployment controller marks the Deployments Available.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::ControlPlane;
+
+const SCRIPT: &str = r#"#!/usr/bin/env bash
+D="__DIR__"
+echo "istioctl $*" >> "$D/calls.log"
+case "$1" in
+  version) echo "client version: 1.31.1" ;;
+  install)
+    id="$(date +%s%N)-$$"
+    { pwd; printf '%s\n' "$@"; } > "$D/spool/$id.tmp" && mv "$D/spool/$id.tmp" "$D/spool/$id.req"
+    for _ in $(seq 1 6000); do
+      if [ -f "$D/spool/$id.done" ]; then code=$(head -n 1 "$D/spool/$id.done"); tail -n +2 "$D/spool/$id.done" >&2; exit "$code"; fi
+      sleep 0.01
+    done
+    echo "fake istioctl: the harness did not answer" >&2; exit 1 ;;
+  *) echo "fake istioctl: unsupported: $1" >&2; exit 2 ;;
+esac
+"#;
+
+/// The fake istioctl of one test.
+pub struct FakeIstioctl {
+    /// Holds bin/, calls.log and the spool.
+    pub dir: tempfile::TempDir,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeIstioctl {
+    /// A fake whose `--context NAME` installs into the control plane mapped to NAME.
+    pub fn new(contexts: HashMap<String, &'static ControlPlane>) -> FakeIstioctl {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        for sub in ["bin", "spool"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::write(d.join("calls.log"), "").unwrap();
+        let path = d.join("bin/istioctl");
+        std::fs::write(&path, SCRIPT.replace("__DIR__", &d.to_string_lossy())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            while !flag.load(Ordering::SeqCst) {
+                let mut requests: Vec<PathBuf> = std::fs::read_dir(d.join("spool"))
+                    .map(|rd| {
+                        rd.filter_map(|e| e.ok().map(|e| e.path()))
+                            .filter(|p| p.extension().is_some_and(|x| x == "req"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                requests.sort();
+                for req in requests {
+                    let (code, stderr) = rt.block_on(install(&req, &contexts));
+                    std::fs::write(req.with_extension("done"), format!("{code}\n{stderr}")).unwrap();
+                    std::fs::remove_file(&req).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        FakeIstioctl { dir, stop }
+    }
+
+    /// `PATH` with the fake first.
+    pub fn path_env(&self) -> String {
+        format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    /// Every invocation, one line each.
+    pub fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("calls.log"))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for FakeIstioctl {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn apply(plane: &ControlPlane, yaml: &str, what: &str) -> Result<(), String> {
+    // istioctl's own field manager: applying as `meshctl` would take away the fields meshctl set
+    // on shared objects (istio-system's network label), which server-side apply does.
+    meshctl::kube::apply::Applier::new(plane.client().await)
+        .with_field_manager("istio-operator")
+        .apply_yaml(yaml, what)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("Error: failed to install manifests: {e}"))
+}
+
+fn docs(values: &[Value]) -> String {
+    values
+        .iter()
+        .map(|v| serde_json::to_string(v).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// Handles one `istioctl install` request: `(exit code, stderr)`.
+async fn install(req: &Path, contexts: &HashMap<String, &'static ControlPlane>) -> (i32, String) {
+    let text = std::fs::read_to_string(req).unwrap();
+    let mut lines = text.lines();
+    let cwd = PathBuf::from(lines.next().unwrap_or_default());
+    let args: Vec<&str> = lines.collect();
+    let value_of = |flag: &str| {
+        args.iter()
+            .position(|a| *a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(|s| s.to_string())
+    };
+    let (Some(context), Some(file)) = (value_of("--context"), value_of("-f")) else {
+        return (1, "Error: fake istioctl needs --context and -f".into());
+    };
+    if !args.contains(&"-y") {
+        return (
+            1,
+            "Proceed? (y/N) Error: no answer (stdin is not a terminal)".into(),
+        );
+    }
+    let Some(plane) = contexts.get(&context) else {
+        return (1, format!("Error: context \"{context}\" does not exist"));
+    };
+    let Ok(iop_text) = std::fs::read_to_string(cwd.join(&file)) else {
+        return (1, format!("Error: open {file}: no such file or directory"));
+    };
+    let iop: Value = serde_saphyr::from_str(&iop_text).unwrap();
+    let ns = "istio-system";
+    let result = match iop["metadata"]["name"].as_str() {
+        Some("control-plane") => {
+            let global = &iop["spec"]["values"]["global"];
+            let cluster_id = global["multiCluster"]["clusterName"].clone();
+            let mesh_id = global["meshID"].as_str().unwrap_or_default().to_string();
+            if let Some(dir) = crate::support::schema::upstream_dir() {
+                let crds =
+                    std::fs::read_to_string(dir.join("istio/release-1.31/crds/crd-all.gen.yaml")).unwrap();
+                if let Err(e) = apply(plane, &crds, "crd-all.gen.yaml").await {
+                    return (1, e);
+                }
+            }
+            let labels = json!({"app": "istiod", "istio": "pilot"});
+            let objects = [
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istio-reader-service-account", "namespace": ns}}),
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istiod", "namespace": ns}}),
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                    "metadata": {"name": "istio-reader-clusterrole-istio-system", "labels": {"app": "istio-reader"}},
+                    "rules": [{"apiGroups": ["", "discovery.k8s.io", "networking.istio.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]},
+                              {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]}),
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": "istio-reader-clusterrole-istio-system"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "istio-reader-clusterrole-istio-system"},
+                    "subjects": [{"kind": "ServiceAccount", "name": "istio-reader-service-account", "namespace": ns}]}),
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": ns},
+                    "data": {"mesh": format!("defaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  meshId: {mesh_id}\ntrustDomain: cluster.local\n"),
+                             "meshNetworks": "networks: {}"}}),
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
+                    "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": labels},
+                        "spec": {"serviceAccountName": "istiod", "containers": [{"name": "discovery", "image": "docker.io/istio/pilot:1.31.1",
+                            "env": [{"name": "CLUSTER_ID", "value": cluster_id}]}]}}}}),
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
+                    "spec": {"selector": {"app": "istiod"}, "ports": [
+                        {"name": "grpc-xds", "port": 15010}, {"name": "https-dns", "port": 15012},
+                        {"name": "https-webhook", "port": 443, "targetPort": 15017}, {"name": "http-monitoring", "port": 15014}]}}),
+                json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                    "metadata": {"name": "istio-sidecar-injector"},
+                    "webhooks": [{"name": "namespace.sidecar-injector.istio.io",
+                        "clientConfig": {"service": {"name": "istiod", "namespace": ns, "path": "/inject", "port": 443}, "caBundle": "SVNUSU8tQ0E="},
+                        "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+                        "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
+                        "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}),
+            ];
+            apply(plane, &docs(&objects), "control-plane").await
+        }
+        Some("eastwest") => {
+            let gw = &iop["spec"]["components"]["ingressGateways"][0];
+            let name = gw["name"].as_str().unwrap_or("istio-eastwestgateway").to_string();
+            let labels = gw["label"].clone();
+            let ports: Vec<Value> = gw["k8s"]["service"]["ports"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let objects = [
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns, "labels": labels},
+                    "spec": {"selector": {"matchLabels": {"istio": "eastwestgateway"}}, "template": {"metadata": {"labels": labels,
+                        "annotations": {"inject.istio.io/templates": "gateway"}},
+                        "spec": {"containers": [{"name": "istio-proxy", "image": "auto", "env": gw["k8s"]["env"]}]}}}}),
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
+                    "spec": {"type": "LoadBalancer", "selector": {"istio": "eastwestgateway"}, "ports": ports}}),
+            ];
+            apply(plane, &docs(&objects), "eastwest").await
+        }
+        other => Err(format!(
+            "Error: fake istioctl does not know IstioOperator {other:?}"
+        )),
+    };
+    match result {
+        Ok(()) => (0, "✔ Installation complete".into()),
+        Err(e) => (1, e),
+    }
+}
