@@ -566,6 +566,22 @@ fn kubeconfig_to(dir: &std::path::Path, name: &str, server: &str) -> std::path::
     path
 }
 
+/// `meshctl remote-secret` for context `name` of a kubeconfig whose server is `server`.
+fn remote_secret_through(dir: &std::path::Path, name: &str, server: &str) -> std::process::Output {
+    let kc = kubeconfig_to(dir, name, server);
+    meshctl(&[
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "remote-secret",
+        "--context",
+        name,
+        "--name",
+        "cluster1",
+        "--server",
+        "https://172.18.0.2:6443",
+    ])
+}
+
 #[test]
 fn a_server_that_never_answers_or_refuses_is_named_with_its_address_and_context() {
     let dir = tempfile::tempdir().unwrap();
@@ -579,19 +595,8 @@ fn a_server_that_never_answers_or_refuses_is_named_with_its_address_and_context(
         }
         std::thread::sleep(std::time::Duration::from_secs(30));
     });
-    let kc = kubeconfig_to(dir.path(), "stuck", &format!("https://{addr}"));
     let started = std::time::Instant::now();
-    let out = meshctl(&[
-        "--kubeconfig",
-        kc.to_str().unwrap(),
-        "remote-secret",
-        "--context",
-        "stuck",
-        "--name",
-        "cluster1",
-        "--server",
-        "https://172.18.0.2:6443",
-    ]);
+    let out = remote_secret_through(dir.path(), "stuck", &format!("https://{addr}"));
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);
     assert!(
@@ -610,18 +615,7 @@ fn a_server_that_never_answers_or_refuses_is_named_with_its_address_and_context(
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let kc = kubeconfig_to(dir.path(), "gone", &format!("https://127.0.0.1:{port}"));
-    let out = meshctl(&[
-        "--kubeconfig",
-        kc.to_str().unwrap(),
-        "remote-secret",
-        "--context",
-        "gone",
-        "--name",
-        "cluster1",
-        "--server",
-        "https://172.18.0.2:6443",
-    ]);
+    let out = remote_secret_through(dir.path(), "gone", &format!("https://127.0.0.1:{port}"));
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);
     assert!(

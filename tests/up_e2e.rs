@@ -393,3 +393,25 @@ fn up_fails_when_an_istiod_does_not_sync_a_peer_and_names_the_pair_and_address()
     let out = lab.run(&["up", "--clusters", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn a_kubeconfig_that_does_not_parse_is_named_as_the_fault_before_any_cluster_is_created() {
+    let lab = Lab::new(1, FakeToolOptions::default());
+    std::fs::write(lab.kubeconfig(), "clusters: [unclosed\n").unwrap();
+    let out = lab.run(&["up", "--clusters", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!(
+            "the kubeconfig `{}` cannot be used",
+            lab.kubeconfig().display()
+        )) && text.contains("is not a kubeconfig"),
+        "{text}"
+    );
+    assert!(lab.tools.calls().is_empty(), "{:?}", lab.tools.calls());
+    assert_eq!(
+        std::fs::read_to_string(lab.kubeconfig()).unwrap(),
+        "clusters: [unclosed\n",
+        "left as it was"
+    );
+}
