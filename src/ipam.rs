@@ -143,7 +143,8 @@ pub fn plan_pools(subnet: Ipv4Net, count: usize, occupied: &[IpAddr]) -> Result<
             let start = (top - (i + 1) * u64::from(block)) as u32;
             Pool {
                 first: Ipv4Addr::from(start + 1),
-                last: Ipv4Addr::from(start + block - 2),
+                // `start + block` would overflow for a subnet at the very top (255.0.0.0/8).
+                last: Ipv4Addr::from(start + (block - 2)),
             }
         })
         .collect();
@@ -205,6 +206,13 @@ mod tests {
         );
         assert!(err.to_string().contains("at most 4"));
         assert!(plan_pools(net("10.0.0.0/27"), 1, &[]).is_err());
+    }
+
+    #[test]
+    fn a_subnet_at_the_top_of_the_address_space_does_not_overflow() {
+        // Found by the property test below (raw = 255.0.0.0, prefix 8).
+        let pools = plan_pools(net("255.0.0.0/8"), 1, &[]).unwrap();
+        assert_eq!(pools[0].to_string(), "255.255.255.1-255.255.255.254");
     }
 
     #[test]

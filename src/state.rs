@@ -51,6 +51,18 @@ pub struct MeshState {
     pub clusters: BTreeMap<String, ClusterState>,
 }
 
+impl MeshState {
+    /// The kubeconfig entries meshctl wrote into [`MeshState::kubeconfig`]: those it recorded, and
+    /// the contexts of the kind clusters it created (always imported under their names; state
+    /// written before entries were recorded lists only these).
+    pub fn owned_kubeconfig_entries(&self) -> BTreeSet<String> {
+        self.kubeconfig_entries
+            .union(&self.created_kind_clusters)
+            .cloned()
+            .collect()
+    }
+}
+
 /// The state file, shared by the clusters of a phase running at once.
 #[derive(Debug)]
 pub struct StateStore {
@@ -134,5 +146,20 @@ mod tests {
         assert!(!again.is_done("cluster1", "istio", "def"));
         assert!(!again.is_done("cluster2", "istio", "abc"));
         assert!(again.snapshot().created_kind_clusters.contains("cluster1"));
+    }
+
+    #[test]
+    fn created_clusters_contexts_are_owned_even_in_state_from_before_entries_were_recorded() {
+        let old: MeshState = serde_json::from_str(
+            r#"{"meshID": "mesh1", "createdKindClusters": ["cluster2"], "kubeconfig": "/k", "clusters": {}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old.owned_kubeconfig_entries(),
+            BTreeSet::from(["cluster2".to_string()])
+        );
+        let mut new = old.clone();
+        new.kubeconfig_entries.insert("cluster1".into());
+        assert_eq!(new.owned_kubeconfig_entries().len(), 2);
     }
 }

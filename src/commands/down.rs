@@ -58,7 +58,7 @@ pub(super) async fn run(args: DownArgs, workdir: &Path) -> Result<Exit> {
             Ok(name) => {
                 // Only an entry meshctl wrote; a same-named one of the user's is never touched.
                 if let Some(kubeconfig) = &snapshot.kubeconfig
-                    && snapshot.kubeconfig_entries.contains(&name)
+                    && snapshot.owned_kubeconfig_entries().contains(&name)
                 {
                     crate::kubeconfig::remove_context(kubeconfig, &name)?;
                 }

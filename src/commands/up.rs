@@ -276,7 +276,13 @@ fn preflight(
     kubeconfig_flag: Option<&Path>,
 ) -> Result<()> {
     if phases.contains(&Phase::Clusters) {
-        let owned = state.snapshot().kubeconfig_entries;
+        let snapshot = state.snapshot();
+        // What meshctl wrote counts only in the file it wrote it to.
+        let owned = if snapshot.kubeconfig.as_deref() == Some(target) {
+            snapshot.owned_kubeconfig_entries()
+        } else {
+            Default::default()
+        };
         let names: Vec<String> = mesh.clusters.iter().map(|c| c.context.clone()).collect();
         let taken = kubeconfig::foreign_entries(target, &names, &owned)
             .with_context(|| format!("preflight: the kubeconfig `{}` cannot be used", target.display()))?;
