@@ -12,16 +12,16 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use kube::api::{Api, DeleteParams};
-use support::envtest::istioctl::FakeIstioctl;
 use support::envtest::proxy::Proxy;
 use support::envtest::{ControlPlane, Envtest, block_on};
+use support::fake_tools::{FakeToolOptions, FakeTools};
 use support::{meshctl_in, stderr, stdout};
 
 /// Two existing clusters, `east` and `west`, each behind a proxy, with their stand-ins running.
 struct Existing {
     planes: Vec<&'static ControlPlane>,
     proxies: Vec<Proxy>,
-    istioctl: FakeIstioctl,
+    istioctl: FakeTools,
     work: tempfile::TempDir,
     kubeconfig: String,
     config: PathBuf,
@@ -41,7 +41,11 @@ fn existing() -> Option<Existing> {
     }
     let contexts: HashMap<String, &'static ControlPlane> =
         [("east".to_string(), planes[0]), ("west".to_string(), planes[1])].into();
-    let istioctl = FakeIstioctl::new(contexts);
+    let istioctl = FakeTools::with(
+        Vec::new(),
+        FakeToolOptions::default(),
+        support::envtest::istioctl::install_handler(contexts),
+    );
     // The existing clusters' own nodes, kubelets and load balancers, for as long as the test runs.
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let clients_of = planes.clone();
@@ -123,7 +127,7 @@ fn existing_clusters_get_the_whole_mesh_and_a_second_up_writes_nothing() {
         stderr(&out)
     );
     assert_eq!(lab.writes(), 0, "refused before any write");
-    assert!(lab.istioctl.calls().is_empty());
+    assert!(lab.istioctl.calls().is_empty(), "{:?}", lab.istioctl.calls());
 
     // west's istiod cannot sync east yet: the phase fails and names the pair and the address.
     lab.proxies[1].set_remote_cluster_status("east", "timeout");
@@ -145,7 +149,13 @@ fn existing_clusters_get_the_whole_mesh_and_a_second_up_writes_nothing() {
         calls.iter().any(|c| c == "istioctl install -y --context west -f west/04-istio/control-plane.yaml --readiness-timeout 30s"),
         "{calls:?}"
     );
-    // No kind, no docker, no MetalLB on clusters that exist (neither is on PATH here, either).
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("kind") || c.starts_with("docker")),
+        "{calls:?}"
+    );
+    // No MetalLB on clusters that exist.
     let pools = block_on(async {
         let client = lab.planes[0].client().await;
         kube::discovery::Discovery::new(client)

@@ -113,7 +113,7 @@ case "$1" in
     sleep "$(cat "$D/istioctl_install_secs")"
     id="$(date +%s%N)-$$"
     { pwd; printf '%s\n' "$@"; } > "$D/spool/$id.tmp" && mv "$D/spool/$id.tmp" "$D/spool/$id.req"
-    for _ in $(seq 1 3000); do
+    for _ in $(seq 1 6000); do
       if [ -f "$D/spool/$id.done" ]; then code=$(head -n 1 "$D/spool/$id.done"); tail -n +2 "$D/spool/$id.done" >&2; exit "$code"; fi
       sleep 0.01
     done
@@ -131,10 +131,34 @@ while [ $# -gt 0 ]; do case "$1" in -o) out="$2"; shift ;; http*) url="$1" ;; es
 cp "$D/curl_body" "$out"
 "#;
 
+/// What `istioctl install` does in the test: given the request file (the working directory, then
+/// one argument a line) and the folder of failure switches, the exit code and stderr.
+pub type InstallHandler = Box<dyn Fn(&Path, &Path) -> (i32, String) + Send>;
+
 impl FakeTools {
     /// Fakes for kind clusters served by `clusters` (one per cluster name, in topology order; the
     /// node container of the i-th gets 172.18.0.<i+2>).
     pub fn new(clusters: &[Arc<FakeCluster>], options: FakeToolOptions) -> FakeTools {
+        let kubeconfigs = clusters
+            .iter()
+            .map(|c| (c.name.clone(), kubeconfig_named(c, &format!("kind-{}", c.name))))
+            .collect();
+        let by_context: HashMap<String, Arc<FakeCluster>> =
+            clusters.iter().map(|c| (c.name.clone(), c.clone())).collect();
+        FakeTools::with(
+            kubeconfigs,
+            options,
+            Box::new(move |req, fail_dir| handle_install(req, &by_context, fail_dir)),
+        )
+    }
+
+    /// Fakes whose `kind get kubeconfig --name N` prints `kubeconfigs`' text for N (kind's
+    /// `kind-N` names inside), and whose `istioctl install` is `install`.
+    pub fn with(
+        kubeconfigs: Vec<(String, String)>,
+        options: FakeToolOptions,
+        install: InstallHandler,
+    ) -> FakeTools {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for sub in ["bin", "kind", "ips", "kubeconfig", "spool", "fail"] {
@@ -148,15 +172,9 @@ impl FakeTools {
         .unwrap();
         std::fs::write(d.join("istioctl_version"), &options.istioctl_version).unwrap();
         std::fs::write(d.join("calls.log"), "").unwrap();
-        let mut by_context = HashMap::new();
-        for (i, c) in clusters.iter().enumerate() {
-            std::fs::write(
-                d.join("kubeconfig").join(format!("{}.yaml", c.name)),
-                kubeconfig_named(c, &format!("kind-{}", c.name)),
-            )
-            .unwrap();
-            std::fs::write(d.join("ips").join(&c.name), format!("172.18.0.{}", i + 2)).unwrap();
-            by_context.insert(c.name.clone(), c.clone());
+        for (i, (name, text)) in kubeconfigs.iter().enumerate() {
+            std::fs::write(d.join("kubeconfig").join(format!("{name}.yaml")), text).unwrap();
+            std::fs::write(d.join("ips").join(name), format!("172.18.0.{}", i + 2)).unwrap();
         }
         for (name, body) in [
             ("kind", KIND),
@@ -183,7 +201,7 @@ impl FakeTools {
                     .unwrap_or_default();
                 requests.sort();
                 for req in requests {
-                    let (code, stderr) = handle_install(&req, &by_context, &fail_dir);
+                    let (code, stderr) = install(&req, &fail_dir);
                     std::fs::write(req.with_extension("done"), format!("{code}\n{stderr}")).unwrap();
                     std::fs::remove_file(&req).unwrap();
                 }

@@ -1,7 +1,7 @@
-//! A fake `istioctl` on PATH whose `install` writes what the real one installs into a real
+//! What the fake `istioctl install` (tests/support/fake_tools.rs) writes into a real
 //! kube-apiserver (envtest), so the Kubernetes side of every phase after it runs against real
-//! servers. The script hands each request to a harness thread of the test process, which applies
-//! the objects with the admin client and lets the script exit as istioctl would.
+//! servers: the fake's script hands each request to a harness thread, which applies the objects
+//! with the admin client (as istioctl's field manager) and lets the script exit as istioctl would.
 //!
 //! What `istioctl install -f <IstioOperator>` creates, after Istio 1.31's charts
 //! (`manifests/charts/base`, `istio-control/istio-discovery`, `gateways/istio-ingress`):
@@ -18,101 +18,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::ControlPlane;
+use crate::support::fake_tools::InstallHandler;
 
-const SCRIPT: &str = r#"#!/usr/bin/env bash
-D="__DIR__"
-echo "istioctl $*" >> "$D/calls.log"
-case "$1" in
-  version) echo "client version: 1.31.1" ;;
-  install)
-    id="$(date +%s%N)-$$"
-    { pwd; printf '%s\n' "$@"; } > "$D/spool/$id.tmp" && mv "$D/spool/$id.tmp" "$D/spool/$id.req"
-    for _ in $(seq 1 6000); do
-      if [ -f "$D/spool/$id.done" ]; then code=$(head -n 1 "$D/spool/$id.done"); tail -n +2 "$D/spool/$id.done" >&2; exit "$code"; fi
-      sleep 0.01
-    done
-    echo "fake istioctl: the harness did not answer" >&2; exit 1 ;;
-  *) echo "fake istioctl: unsupported: $1" >&2; exit 2 ;;
-esac
-"#;
-
-/// The fake istioctl of one test.
-pub struct FakeIstioctl {
-    /// Holds bin/, calls.log and the spool.
-    pub dir: tempfile::TempDir,
-    stop: Arc<AtomicBool>,
-}
-
-impl FakeIstioctl {
-    /// A fake whose `--context NAME` installs into the control plane mapped to NAME.
-    pub fn new(contexts: HashMap<String, &'static ControlPlane>) -> FakeIstioctl {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().to_path_buf();
-        for sub in ["bin", "spool"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        std::fs::write(d.join("calls.log"), "").unwrap();
-        let path = d.join("bin/istioctl");
-        std::fs::write(&path, SCRIPT.replace("__DIR__", &d.to_string_lossy())).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            while !flag.load(Ordering::SeqCst) {
-                let mut requests: Vec<PathBuf> = std::fs::read_dir(d.join("spool"))
-                    .map(|rd| {
-                        rd.filter_map(|e| e.ok().map(|e| e.path()))
-                            .filter(|p| p.extension().is_some_and(|x| x == "req"))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                requests.sort();
-                for req in requests {
-                    let (code, stderr) = rt.block_on(install(&req, &contexts));
-                    std::fs::write(req.with_extension("done"), format!("{code}\n{stderr}")).unwrap();
-                    std::fs::remove_file(&req).unwrap();
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-        FakeIstioctl { dir, stop }
-    }
-
-    /// `PATH` with the fake first.
-    pub fn path_env(&self) -> String {
-        format!(
-            "{}:{}",
-            self.dir.path().join("bin").display(),
-            std::env::var("PATH").unwrap_or_default()
-        )
-    }
-
-    /// Every invocation, one line each.
-    pub fn calls(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("calls.log"))
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect()
-    }
-}
-
-impl Drop for FakeIstioctl {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
+/// The `istioctl install` of [`crate::support::fake_tools::FakeTools`] for real control planes:
+/// `--context NAME` installs into the plane mapped to NAME; a file `istioctl-NAME` in the fakes'
+/// failure folder makes it fail as istioctl does when it cannot reach the cluster.
+pub fn install_handler(contexts: HashMap<String, &'static ControlPlane>) -> InstallHandler {
+    Box::new(move |req: &Path, fail_dir: &Path| super::block_on(install(req, &contexts, fail_dir)))
 }
 
 async fn apply(plane: &ControlPlane, yaml: &str, what: &str) -> Result<(), String> {
@@ -135,7 +51,11 @@ fn docs(values: &[Value]) -> String {
 }
 
 /// Handles one `istioctl install` request: `(exit code, stderr)`.
-async fn install(req: &Path, contexts: &HashMap<String, &'static ControlPlane>) -> (i32, String) {
+async fn install(
+    req: &Path,
+    contexts: &HashMap<String, &'static ControlPlane>,
+    fail_dir: &Path,
+) -> (i32, String) {
     let text = std::fs::read_to_string(req).unwrap();
     let mut lines = text.lines();
     let cwd = PathBuf::from(lines.next().unwrap_or_default());
@@ -158,6 +78,15 @@ async fn install(req: &Path, contexts: &HashMap<String, &'static ControlPlane>) 
     let Some(plane) = contexts.get(&context) else {
         return (1, format!("Error: context \"{context}\" does not exist"));
     };
+    if fail_dir.join(format!("istioctl-{context}")).exists() {
+        return (
+            1,
+            format!(
+                "Error: failed to install manifests: Get \"{}/version\": dial tcp: connect: connection refused",
+                plane.url()
+            ),
+        );
+    }
     let Ok(iop_text) = std::fs::read_to_string(cwd.join(&file)) else {
         return (1, format!("Error: open {file}: no such file or directory"));
     };
