@@ -39,8 +39,12 @@ fn existing() -> Option<Existing> {
         std::fs::write(&path, proxy.kubeconfig(name)).unwrap();
         files.push(path.display().to_string());
     }
-    let contexts: HashMap<String, &'static ControlPlane> =
-        [("east".to_string(), planes[0]), ("west".to_string(), planes[1])].into();
+    use support::envtest::istioctl::Target;
+    let contexts: HashMap<String, Target> = [
+        ("east".to_string(), Target::of(planes[0])),
+        ("west".to_string(), Target::of(planes[1])),
+    ]
+    .into();
     let istioctl = FakeTools::with(
         Vec::new(),
         FakeToolOptions::default(),

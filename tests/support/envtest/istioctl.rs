@@ -24,14 +24,38 @@ use serde_json::{Value, json};
 use super::ControlPlane;
 use crate::support::fake_tools::InstallHandler;
 
+/// Where an install goes: a control plane's admin kubeconfig and address.
+#[derive(Clone)]
+pub struct Target {
+    kubeconfig: String,
+    context: String,
+    url: String,
+}
+
+impl Target {
+    /// `plane`, through its own admin credentials.
+    pub fn of(plane: &ControlPlane) -> Target {
+        Target {
+            kubeconfig: plane.kubeconfig(&plane.name),
+            context: plane.name.clone(),
+            url: plane.url(),
+        }
+    }
+
+    /// An admin client (build it inside the runtime that uses it).
+    pub async fn client(&self) -> kube::Client {
+        super::client_from(&self.kubeconfig, &self.context).await
+    }
+}
+
 /// The `istioctl install` of [`crate::support::fake_tools::FakeTools`] for real control planes:
 /// `--context NAME` installs into the plane mapped to NAME; a file `istioctl-NAME` in the fakes'
 /// failure folder makes it fail as istioctl does when it cannot reach the cluster.
-pub fn install_handler(contexts: HashMap<String, &'static ControlPlane>) -> InstallHandler {
+pub fn install_handler(contexts: HashMap<String, Target>) -> InstallHandler {
     Box::new(move |req: &Path, fail_dir: &Path| super::block_on(install(req, &contexts, fail_dir)))
 }
 
-async fn apply(plane: &ControlPlane, yaml: &str, what: &str) -> Result<(), String> {
+async fn apply(plane: &Target, yaml: &str, what: &str) -> Result<(), String> {
     // istioctl's own field manager: applying as `meshctl` would take away the fields meshctl set
     // on shared objects (istio-system's network label), which server-side apply does.
     meshctl::kube::apply::Applier::new(plane.client().await)
@@ -51,11 +75,7 @@ fn docs(values: &[Value]) -> String {
 }
 
 /// Handles one `istioctl install` request: `(exit code, stderr)`.
-async fn install(
-    req: &Path,
-    contexts: &HashMap<String, &'static ControlPlane>,
-    fail_dir: &Path,
-) -> (i32, String) {
+async fn install(req: &Path, contexts: &HashMap<String, Target>, fail_dir: &Path) -> (i32, String) {
     let text = std::fs::read_to_string(req).unwrap();
     let mut lines = text.lines();
     let cwd = PathBuf::from(lines.next().unwrap_or_default());
@@ -83,7 +103,7 @@ async fn install(
             1,
             format!(
                 "Error: failed to install manifests: Get \"{}/version\": dial tcp: connect: connection refused",
-                plane.url()
+                plane.url
             ),
         );
     }

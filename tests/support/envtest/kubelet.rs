@@ -20,10 +20,21 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// Registers node `name` with these labels and a Ready condition, as a kubelet does when it joins.
+/// The kubelet always adds its well-known labels (`kubernetes.io/hostname`, `kubernetes.io/os`,
+/// `kubernetes.io/arch`: k8s.io/kubernetes `pkg/kubelet/kubelet_node_status.go`); DaemonSets such
+/// as MetalLB's speaker select nodes by them.
 pub async fn register_node(client: &kube::Client, name: &str, labels: &BTreeMap<String, String>) {
     let nodes: Api<Node> = Api::all(client.clone());
+    let mut all = BTreeMap::from([
+        ("kubernetes.io/hostname".to_string(), name.to_string()),
+        ("kubernetes.io/os".to_string(), "linux".to_string()),
+        ("kubernetes.io/arch".to_string(), "amd64".to_string()),
+        ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
+        ("beta.kubernetes.io/arch".to_string(), "amd64".to_string()),
+    ]);
+    all.extend(labels.clone());
     let node = json!({"apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": labels}});
+        "metadata": {"name": name, "labels": all}});
     nodes
         .patch(name, &PatchParams::apply("kubelet").force(), &Patch::Apply(&node))
         .await
@@ -38,6 +49,15 @@ pub async fn register_node(client: &kube::Client, name: &str, labels: &BTreeMap<
             "kernelVersion": "6.1.0", "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": ""}}});
     nodes
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    // The apiserver taints a new node `node.kubernetes.io/not-ready:NoSchedule`; the node lifecycle
+    // controller lifts it once the node reports Ready (`pkg/controller/nodelifecycle`,
+    // `doNoScheduleTaintingPass`). That controller is off here (no kubelet renews leases), so the
+    // stand-in lifts it, or no DaemonSet would schedule.
+    let untaint = json!({"spec": {"taints": null}});
+    nodes
+        .patch(name, &PatchParams::default(), &Patch::Merge(&untaint))
         .await
         .unwrap();
 }

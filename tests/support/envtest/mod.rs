@@ -17,8 +17,10 @@
 //! faults and to answer `pods/exec`, which needs a kubelet.
 
 pub mod istioctl;
+pub mod kind;
 pub mod kubelet;
 pub mod loadbalancer;
+pub mod metallb;
 pub mod proxy;
 pub mod webhook;
 
