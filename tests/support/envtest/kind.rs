@@ -100,6 +100,12 @@ impl KindLab {
 
     /// Runs `meshctl` in the lab (for `up`: fast keys, a 30s bound, the real MetalLB manifest).
     pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, true, &[])
+    }
+
+    /// Like [`KindLab::run`], choosing whether `up` gets `--metallb-manifest`, with extra
+    /// environment.
+    pub fn run_with(&self, args: &[&str], manifest_file: bool, env: &[(&str, &str)]) -> Output {
         let kc = self.kubeconfig();
         let state = self.work.path().join("state");
         let manifest = self.work.path().join("metallb-native.yaml");
@@ -111,27 +117,23 @@ impl KindLab {
         ];
         all.extend_from_slice(args);
         if args.first() == Some(&"up") {
-            all.extend_from_slice(&[
-                "--key-type",
-                "ecdsa-p256",
-                "--metallb-manifest",
-                manifest.to_str().unwrap(),
-            ]);
+            all.extend_from_slice(&["--key-type", "ecdsa-p256"]);
+            if manifest_file {
+                all.extend_from_slice(&["--metallb-manifest", manifest.to_str().unwrap()]);
+            }
             if !args.contains(&"--timeout") {
                 all.extend_from_slice(&["--timeout", "30s"]);
             }
         }
         let path = self.tools.path_env();
         let cache = self.work.path().join("cache");
-        meshctl_in(
-            self.work.path(),
-            &all,
-            &[
-                ("PATH", path.as_str()),
-                ("XDG_CACHE_HOME", cache.to_str().unwrap()),
-                ("CI", "true"),
-            ],
-        )
+        let mut vars = vec![
+            ("PATH", path.as_str()),
+            ("XDG_CACHE_HOME", cache.to_str().unwrap()),
+            ("CI", "true"),
+        ];
+        vars.extend_from_slice(env);
+        meshctl_in(self.work.path(), &all, &vars)
     }
 
     /// meshctl's state file.

@@ -386,9 +386,13 @@ fn first_host(range: &str) -> String {
 /// A loopback slot free for this test process: control plane `i` of slot `s` listens on
 /// `127.20.s.i` and gets the service range `127.(100+i).s.0/24`.
 fn free_slot(planes: usize) -> u8 {
-    let start = (std::process::id() % 250) as u8;
-    for k in 0..250u16 {
-        let s = ((start as u16 + k) % 250) as u8;
+    // Each call of this process takes the next slot, so two tests starting labs at the same moment
+    // never pick the same one; the bind check keeps clear of other processes.
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let start = (std::process::id() % 250) as u16;
+    for _ in 0..250u16 {
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let s = ((start + k) % 250) as u8;
         let free = (1..=planes).all(|i| {
             TcpListener::bind((Ipv4Addr::new(127, 20, s, i as u8), 6443)).is_ok()
                 && TcpListener::bind((Ipv4Addr::new(127, 20, s, i as u8), 2379)).is_ok()
