@@ -1,17 +1,22 @@
 //! The rest of a mesh's life: `status`, `down`, `doctor`, an interrupted `up` resumed, and the pinned
-//! MetalLB manifest downloaded once and checksum-verified.
+//! MetalLB manifest downloaded once and checksum-verified; on real apiservers (see
+//! tests/support/envtest/kind.rs).
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use support::envtest::block_on;
+use support::envtest::kind::KindLab;
 use support::fake_tools::FakeToolOptions;
-use support::lab::Lab;
 use support::{stderr, stdout};
 
 #[test]
 fn status_says_what_is_missing_before_up_and_ready_after() {
-    let lab = Lab::new(2, FakeToolOptions::default());
+    let Some(lab) = KindLab::new(2, FakeToolOptions::default()) else {
+        return;
+    };
     let before = lab.run(&["status", "--clusters", "2"]);
     assert_eq!(before.status.code(), Some(3), "not ready");
     assert!(
@@ -34,17 +39,29 @@ fn status_says_what_is_missing_before_up_and_ready_after() {
     );
 
     // Take the gateway's IP away: status notices, names the phase and says what to do.
-    lab.clusters[1].with_store(|s| {
-        let pools = s.resource("metallb.io", "ipaddresspools").unwrap();
-        s.delete(&pools, "metallb-system", "meshctl-pool").unwrap();
+    block_on(async {
+        let client = lab.planes()[1].client().await;
+        let gvk = kube::api::GroupVersionKind::gvk("metallb.io", "v1beta1", "IPAddressPool");
+        let pools: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            "metallb-system",
+            &kube::api::ApiResource::from_gvk_with_plural(&gvk, "ipaddresspools"),
+        );
+        pools
+            .delete("meshctl-pool", &DeleteParams::default())
+            .await
+            .unwrap();
+        let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client, "istio-system");
+        let gone = serde_json::json!({"status": {"loadBalancer": {"ingress": null}}});
+        services
+            .patch_status(
+                "istio-eastwestgateway",
+                &PatchParams::default(),
+                &Patch::Merge(&gone),
+            )
+            .await
+            .unwrap();
     });
-    lab.clusters[1].set_status(
-        "",
-        "services",
-        "istio-system",
-        "istio-eastwestgateway",
-        serde_json::json!({"loadBalancer": {"ingress": null}}),
-    );
     let broken = lab.run(&["status", "--clusters", "2"]);
     assert_eq!(broken.status.code(), Some(3));
     let text = stdout(&broken);
@@ -58,7 +75,9 @@ fn status_says_what_is_missing_before_up_and_ready_after() {
 
 #[test]
 fn down_deletes_only_the_clusters_up_created_and_keeps_the_ca_unless_purged() {
-    let lab = Lab::new(2, FakeToolOptions::default());
+    let Some(lab) = KindLab::new(2, FakeToolOptions::default()) else {
+        return;
+    };
     lab.tools.preexisting_kind_cluster("cluster1");
     assert!(lab.run(&["up", "--clusters", "2"]).status.success());
     let certs = lab.work.path().join("state/mesh1/certs/root-key.pem");
@@ -108,7 +127,9 @@ fn down_deletes_only_the_clusters_up_created_and_keeps_the_ca_unless_purged() {
 
 #[test]
 fn doctor_reports_tools_limits_memory_and_subnet_clashes() {
-    let lab = Lab::new(1, FakeToolOptions::default());
+    let Some(lab) = KindLab::new(1, FakeToolOptions::default()) else {
+        return;
+    };
     let proc_dir = lab.work.path().join("proc");
     std::fs::create_dir_all(proc_dir.join("sys/fs/inotify")).unwrap();
     std::fs::write(proc_dir.join("sys/fs/inotify/max_user_watches"), "8192\n").unwrap();
@@ -170,13 +191,15 @@ fn doctor_reports_tools_limits_memory_and_subnet_clashes() {
         stdout(&clash)
     );
 
-    let old = Lab::new(
+    let Some(old) = KindLab::new(
         1,
         FakeToolOptions {
             istioctl_version: "1.28.2".into(),
             ..Default::default()
         },
-    );
+    ) else {
+        return;
+    };
     let out = old.run_with(&["doctor"], false, &[("MESHCTL_PROC_ROOT", root)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -188,13 +211,15 @@ fn doctor_reports_tools_limits_memory_and_subnet_clashes() {
 
 #[test]
 fn an_interrupted_up_stops_cleanly_and_the_next_up_resumes() {
-    let lab = Lab::new(
+    let Some(lab) = KindLab::new(
         2,
         FakeToolOptions {
             istioctl_install_secs: 3.0,
             ..Default::default()
         },
-    );
+    ) else {
+        return;
+    };
     let kc = lab.kubeconfig();
     let state = lab.work.path().join("state");
     let manifest = lab.work.path().join("metallb-native.yaml");
@@ -210,7 +235,7 @@ fn an_interrupted_up_stops_cleanly_and_the_next_up_resumes() {
             "--key-type",
             "ecdsa-p256",
             "--timeout",
-            "20s",
+            "30s",
             "--metallb-manifest",
             manifest.to_str().unwrap(),
         ])
@@ -279,7 +304,9 @@ fn the_metallb_manifest_is_downloaded_once_and_checked_against_its_sha256() {
         return;
     };
     let real = std::fs::read(upstream.join("metallb/v0.16.1/metallb-native.yaml")).unwrap();
-    let lab = Lab::new(2, FakeToolOptions::default());
+    let Some(lab) = KindLab::new(2, FakeToolOptions::default()) else {
+        return;
+    };
     lab.tools
         .set_download(b"apiVersion: v1\nkind: Namespace\nmetadata: {name: tampered}\n");
     let out = lab.run_with(
@@ -294,10 +321,11 @@ fn the_metallb_manifest_is_downloaded_once_and_checked_against_its_sha256() {
         "{}",
         stderr(&out)
     );
-    assert!(
-        lab.clusters[0].get("", "namespaces", "", "tampered").is_none(),
-        "a tampered manifest is never applied"
-    );
+    let tampered = block_on(async {
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(lab.planes()[0].client().await);
+        namespaces.get_opt("tampered").await.unwrap()
+    });
+    assert!(tampered.is_none(), "a tampered manifest is never applied");
 
     lab.tools.set_download(&real);
     let out = lab.run_with(

@@ -358,10 +358,17 @@ echo "$apiserver" > apiserver.pid
 kcm=$!
 # stdin is a pipe the test process holds: EOF means the tests are over (or the process died).
 read -r _
-kill "$kcm" "$apiserver" 2>/dev/null
-wait "$kcm" "$apiserver"
-kill "$etcd" 2>/dev/null
-wait "$etcd"
+# Politely, then for good: an apiserver whose etcd is gone can hang in its graceful shutdown.
+stop() {{
+  kill "$@" 2>/dev/null
+  for p in "$@"; do
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null
+  done
+  wait "$@" 2>/dev/null
+}}
+stop "$kcm" "$apiserver"
+stop "$etcd"
 rm -rf "{d}"
 "#
     )
