@@ -1,22 +1,37 @@
-//! `meshctl verify` end to end: after a real (fake-backed) `up`, against the simulated data plane.
+//! `meshctl verify` end to end: after a real `up` on real apiservers (KindLab), with the sample
+//! workloads scheduled, injected by a played istiod injector and run by the kubelet stand-in, and
+//! the calls answered by the simulated data plane (tests/support/envtest/data_plane.rs).
 
 mod support;
 
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use support::envtest::block_on;
+use support::envtest::kind::KindLab;
 use support::fake_tools::FakeToolOptions;
-use support::lab::Lab;
 use support::{stderr, stdout};
 
-fn lab_with_mesh(n: usize) -> Lab {
-    let lab = Lab::new(n, FakeToolOptions::default());
+fn lab_with_mesh(n: usize) -> Option<KindLab> {
+    let lab = KindLab::new(n, FakeToolOptions::default())?;
     let out = lab.run(&["up", "--clusters", &n.to_string()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    support::mesh_sim::install(&lab.clusters);
-    lab
+    support::envtest::data_plane::install(&lab);
+    Some(lab)
+}
+
+/// Deletes `istio-system/<name>` secret of cluster `i` and returns it.
+fn take_secret(lab: &KindLab, i: usize, name: &str) -> Secret {
+    block_on(async {
+        let secrets: Api<Secret> = Api::namespaced(lab.planes()[i].client().await, "istio-system");
+        let secret = secrets.get(name).await.unwrap();
+        secrets.delete(name, &DeleteParams::default()).await.unwrap();
+        secret
+    })
 }
 
 #[test]
 fn every_cluster_reaches_every_other_and_the_workloads_are_cleaned_up() {
-    let lab = lab_with_mesh(3);
+    let Some(lab) = lab_with_mesh(3) else { return };
     let junit = lab.work.path().join("verify.xml");
     let out = lab.run(&[
         "verify",
@@ -42,12 +57,15 @@ fn every_cluster_reaches_every_other_and_the_workloads_are_cleaned_up() {
         xml.contains("tests=\"9\" failures=\"0\"") && xml.contains("name=\"cluster3 -> cluster1\""),
         "{xml}"
     );
-    for c in &lab.clusters {
+    for (plane, proxy) in lab.planes().iter().zip(&lab.proxies) {
+        let ns = block_on(async {
+            Api::<Namespace>::all(plane.client().await).get_opt("sample").await.unwrap()
+        });
         assert!(
-            c.get("", "namespaces", "", "sample").is_none(),
+            ns.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
             "sample namespace removed without --keep"
         );
-        let sent = c
+        let sent = proxy
             .requests()
             .iter()
             .filter(|r| r.contains("/pods/") && r.contains("/exec?"))
@@ -58,12 +76,8 @@ fn every_cluster_reaches_every_other_and_the_workloads_are_cleaned_up() {
 
 #[test]
 fn a_missing_remote_secret_fails_verify_and_names_the_pair_and_the_fix() {
-    let lab = lab_with_mesh(2);
-    lab.clusters[0].with_store(|s| {
-        let secrets = s.resource("", "secrets").unwrap();
-        s.delete(&secrets, "istio-system", "istio-remote-secret-cluster2")
-            .unwrap();
-    });
+    let Some(lab) = lab_with_mesh(2) else { return };
+    take_secret(&lab, 0, "istio-remote-secret-cluster2");
     let junit = lab.work.path().join("verify.xml");
     let out = lab.run(&[
         "verify",
@@ -105,18 +119,23 @@ fn a_missing_remote_secret_fails_verify_and_names_the_pair_and_the_fix() {
 
 #[test]
 fn a_gateway_without_an_ip_is_the_reason_given() {
-    let lab = lab_with_mesh(2);
-    lab.clusters[1].with_store(|s| {
-        let pools = s.resource("metallb.io", "ipaddresspools").unwrap();
-        s.delete(&pools, "metallb-system", "meshctl-pool").unwrap();
+    let Some(lab) = lab_with_mesh(2) else { return };
+    block_on(async {
+        let client = lab.planes()[1].client().await;
+        let gvk = kube::api::GroupVersionKind::gvk("metallb.io", "v1beta1", "IPAddressPool");
+        let pools: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            "metallb-system",
+            &kube::api::ApiResource::from_gvk_with_plural(&gvk, "ipaddresspools"),
+        );
+        pools.delete("meshctl-pool", &DeleteParams::default()).await.unwrap();
+        let services: Api<Service> = Api::namespaced(client, "istio-system");
+        let gone = serde_json::json!({"status": {"loadBalancer": {"ingress": null}}});
+        services
+            .patch_status("istio-eastwestgateway", &PatchParams::default(), &Patch::Merge(&gone))
+            .await
+            .unwrap();
     });
-    lab.clusters[1].set_status(
-        "",
-        "services",
-        "istio-system",
-        "istio-eastwestgateway",
-        serde_json::json!({"loadBalancer": {"ingress": null}}),
-    );
     let out = lab.run(&["verify", "--clusters", "2", "--timeout", "4s"]);
     assert_eq!(out.status.code(), Some(3));
     let text = stdout(&out);
@@ -129,7 +148,7 @@ fn a_gateway_without_an_ip_is_the_reason_given() {
 
 #[test]
 fn failover_moves_traffic_to_the_next_region_when_the_local_instance_fails() {
-    let lab = lab_with_mesh(2);
+    let Some(lab) = lab_with_mesh(2) else { return };
     let out = lab.run(&[
         "verify",
         "--clusters",
@@ -145,34 +164,41 @@ fn failover_moves_traffic_to_the_next_region_when_the_local_instance_fails() {
         text.contains("✓ failover: cluster1 drained, traffic moved to cluster2"),
         "{text}"
     );
-    let c1 = &lab.clusters[0];
-    let dr = c1
-        .get(
-            "networking.istio.io",
-            "destinationrules",
+    block_on(async {
+        let client = lab.planes()[0].client().await;
+        let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule");
+        let rules: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            client.clone(),
             "sample",
-            "helloworld-failover",
-        )
-        .expect("kept with --keep");
-    assert!(dr["spec"]["trafficPolicy"]["outlierDetection"].is_object());
-    // The drained pod was replaced by a healthy one.
-    let pods: Vec<_> = c1
-        .list("", "pods")
-        .into_iter()
-        .filter(|p| p["metadata"]["labels"]["app"] == "helloworld")
-        .collect();
-    assert_eq!(pods.len(), 1);
+            &kube::api::ApiResource::from_gvk_with_plural(&gvk, "destinationrules"),
+        );
+        let dr = rules.get("helloworld-failover").await.expect("kept with --keep");
+        assert!(dr.data["spec"]["trafficPolicy"]["outlierDetection"].is_object());
+        // The drained pod was replaced by a healthy one.
+        let pods: Api<Pod> = Api::namespaced(client, "sample");
+        let live: Vec<Pod> = pods
+            .list(&ListParams::default().labels("app=helloworld"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        assert_eq!(live.len(), 1);
+    });
 }
 
 #[test]
 fn pods_without_a_sidecar_are_refused_with_a_hint() {
-    let lab = lab_with_mesh(1);
+    let Some(lab) = lab_with_mesh(1) else { return };
     // istiod's injector is gone (its webhook configuration deleted): pods start without a proxy.
-    lab.clusters[0].with_store(|s| {
-        let hooks = s
-            .resource("admissionregistration.k8s.io", "mutatingwebhookconfigurations")
+    block_on(async {
+        let hooks: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+            Api::all(lab.planes()[0].client().await);
+        hooks
+            .delete("istio-sidecar-injector", &DeleteParams::default())
+            .await
             .unwrap();
-        s.delete(&hooks, "", "istio-sidecar-injector").unwrap();
     });
     let out = lab.run(&["verify", "--clusters", "1", "--timeout", "5s"]);
     assert_eq!(out.status.code(), Some(1));
@@ -185,31 +211,43 @@ fn pods_without_a_sidecar_are_refused_with_a_hint() {
 
 #[test]
 fn a_pair_that_answers_only_after_the_first_round_still_passes() {
-    let lab = lab_with_mesh(2);
-    let c1 = lab.clusters[0].clone();
-    let secret = c1
-        .get("", "secrets", "istio-system", "istio-remote-secret-cluster2")
-        .unwrap();
-    c1.with_store(|s| {
-        let secrets = s.resource("", "secrets").unwrap();
-        s.delete(&secrets, "istio-system", "istio-remote-secret-cluster2")
-            .unwrap();
-    });
+    let Some(lab) = lab_with_mesh(2) else { return };
+    let secret = take_secret(&lab, 0, "istio-remote-secret-cluster2");
     // As if istiod were still syncing: the secret comes back once a first round came back
-    // incomplete. The fake logs an exec when it arrives, before it is answered, so wait for the
+    // incomplete. The proxy logs an exec when it arrives, before it is answered, so wait for the
     // second one: it is only sent after the first round's answers were counted.
-    let restorer = std::thread::spawn(move || {
-        let started = std::time::Instant::now();
-        while c1.requests().iter().filter(|r| r.contains("/exec?")).count() < 2 {
-            assert!(started.elapsed() < std::time::Duration::from_secs(20));
-            std::thread::yield_now();
-        }
-        let mut again = secret.clone();
-        again["metadata"] = serde_json::json!({"name": "istio-remote-secret-cluster2", "labels": {"istio/multiCluster": "true"}});
-        c1.create("", "secrets", "istio-system", again);
+    let plane = lab.planes()[0].kubeconfig(&lab.planes()[0].name);
+    let name = lab.planes()[0].name.clone();
+    let proxy_log = {
+        let proxy = &lab.proxies[0];
+        move || proxy.requests().iter().filter(|r| r.contains("/exec?")).count()
+    };
+    let out = std::thread::scope(|scope| {
+        let restorer = scope.spawn(|| {
+            let started = std::time::Instant::now();
+            while proxy_log() < 2 {
+                assert!(started.elapsed() < std::time::Duration::from_secs(60));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            block_on(async {
+                let client = support::envtest::client_from(&plane, &name).await;
+                let mut again = secret.clone();
+                again.metadata = kube::api::ObjectMeta {
+                    name: Some("istio-remote-secret-cluster2".into()),
+                    labels: secret.metadata.labels.clone(),
+                    annotations: secret.metadata.annotations.clone(),
+                    ..Default::default()
+                };
+                Api::<Secret>::namespaced(client, "istio-system")
+                    .create(&PostParams::default(), &again)
+                    .await
+                    .unwrap();
+            });
+        });
+        let out = lab.run(&["verify", "--clusters", "2", "--timeout", "30s"]);
+        restorer.join().unwrap();
+        out
     });
-    let out = lab.run(&["verify", "--clusters", "2", "--timeout", "20s"]);
-    restorer.join().unwrap();
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
     assert!(

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::ControlPlane;
+use super::webhook::WebhookServer;
 use crate::support::fake_tools::InstallHandler;
 
 /// Where an install goes: a control plane's admin kubeconfig and address.
@@ -52,7 +53,93 @@ impl Target {
 /// `--context NAME` installs into the plane mapped to NAME; a file `istioctl-NAME` in the fakes'
 /// failure folder makes it fail as istioctl does when it cannot reach the cluster.
 pub fn install_handler(contexts: HashMap<String, Target>) -> InstallHandler {
-    Box::new(move |req: &Path, fail_dir: &Path| super::block_on(install(req, &contexts, fail_dir)))
+    // One injector per cluster, started by its first control-plane install and served for as long
+    // as the fake tools live (a second install, as `up` makes when its plan changed, keeps it).
+    let injectors: std::sync::Mutex<HashMap<String, WebhookServer>> = Default::default();
+    Box::new(move |req: &Path, fail_dir: &Path| {
+        let (code, stderr, control_plane) = super::block_on(install(req, &contexts, fail_dir));
+        let Some(context) = control_plane.filter(|_| code == 0) else {
+            return (code, stderr);
+        };
+        let mut running = injectors.lock().unwrap();
+        if running.contains_key(&context) {
+            return (code, stderr);
+        }
+        match super::block_on(serve_injector(&contexts[&context])) {
+            Ok(server) => {
+                running.insert(context, server);
+                (code, stderr)
+            }
+            Err(e) => (1, format!("Error: istiod's injector: {e}")),
+        }
+    })
+}
+
+/// What istiod's injector does to a pod of a namespace labelled `istio-injection=enabled`, as a
+/// JSON patch, in the native-sidecar shape Istio 1.28+ produces on Kubernetes 1.33+ (the injection
+/// template's NativeSidecars branch; the fixture in src/verify.rs): `istio-init`, then
+/// `istio-proxy` with `restartPolicy: Always`, appended to `initContainers`, and the
+/// `sidecar.istio.io/status` annotation.
+fn inject(request: &Value) -> Option<Value> {
+    let pod = &request["object"];
+    if pod["kind"] != "Pod" {
+        return None;
+    }
+    let image = "docker.io/istio/proxyv2:1.31.1";
+    let init = json!({"name": "istio-init", "image": image,
+        "args": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020"]});
+    let proxy = json!({"name": "istio-proxy", "image": image, "restartPolicy": "Always",
+        "args": ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local"],
+        "ports": [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}]});
+    let status = r#"{"initContainers":["istio-init","istio-proxy"],"containers":null,"volumes":["istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}"#;
+    let mut patch = Vec::new();
+    if pod["metadata"]["annotations"].is_object() {
+        patch.push(json!({"op": "add", "path": "/metadata/annotations/sidecar.istio.io~1status", "value": status}));
+    } else {
+        patch.push(json!({"op": "add", "path": "/metadata/annotations", "value": {"sidecar.istio.io/status": status}}));
+    }
+    if pod["spec"]["initContainers"].is_array() {
+        patch.push(json!({"op": "add", "path": "/spec/initContainers/-", "value": init}));
+        patch.push(json!({"op": "add", "path": "/spec/initContainers/-", "value": proxy}));
+    } else {
+        patch.push(json!({"op": "add", "path": "/spec/initContainers", "value": [init, proxy]}));
+    }
+    Some(Value::Array(patch))
+}
+
+/// Serves istiod's injection webhook on istiod's Service cluster IP, and puts its CA into the
+/// `istio-sidecar-injector` configuration (istiod patches its own CA bundle there at start).
+async fn serve_injector(plane: &Target) -> Result<WebhookServer, String> {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::Service;
+    let client = plane.client().await;
+    let svc = kube::Api::<Service>::namespaced(client.clone(), "istio-system")
+        .get("istiod")
+        .await
+        .map_err(|e| e.to_string())?;
+    let ip = svc.spec.and_then(|s| s.cluster_ip).ok_or("istiod has no cluster IP")?;
+    let server = WebhookServer::start_with(
+        format!("{ip}:443").parse().unwrap(),
+        "istiod",
+        "istio-system",
+        std::sync::Arc::new(inject),
+    );
+    let hooks = kube::Api::<MutatingWebhookConfiguration>::all(client);
+    let bundle = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&server.ca_pem)
+    };
+    let patch = json!({"webhooks": [{"name": "namespace.sidecar-injector.istio.io", "clientConfig": {"caBundle": bundle}}]});
+    hooks
+        .patch(
+            "istio-sidecar-injector",
+            &kube::api::PatchParams::apply("istiod").force(),
+            &kube::api::Patch::Apply(&json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": "istio-sidecar-injector"}, "webhooks": patch["webhooks"]})),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(server)
 }
 
 async fn apply(plane: &Target, yaml: &str, what: &str) -> Result<(), String> {
@@ -74,8 +161,24 @@ fn docs(values: &[Value]) -> String {
         .join("\n---\n")
 }
 
-/// Handles one `istioctl install` request: `(exit code, stderr)`.
-async fn install(req: &Path, contexts: &HashMap<String, Target>, fail_dir: &Path) -> (i32, String) {
+/// Handles one `istioctl install` request: exit code, stderr, and the context when it installed a
+/// control plane (whose injector then needs serving).
+async fn install(
+    req: &Path,
+    contexts: &HashMap<String, Target>,
+    fail_dir: &Path,
+) -> (i32, String, Option<String>) {
+    let mut control_plane = None;
+    let (code, stderr) = install_objects(req, contexts, fail_dir, &mut control_plane).await;
+    (code, stderr, control_plane)
+}
+
+async fn install_objects(
+    req: &Path,
+    contexts: &HashMap<String, Target>,
+    fail_dir: &Path,
+    control_plane: &mut Option<String>,
+) -> (i32, String) {
     let text = std::fs::read_to_string(req).unwrap();
     let mut lines = text.lines();
     let cwd = PathBuf::from(lines.next().unwrap_or_default());
@@ -151,12 +254,14 @@ async fn install(req: &Path, contexts: &HashMap<String, Target>, fail_dir: &Path
                 json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
                     "metadata": {"name": "istio-sidecar-injector"},
                     "webhooks": [{"name": "namespace.sidecar-injector.istio.io",
-                        "clientConfig": {"service": {"name": "istiod", "namespace": ns, "path": "/inject", "port": 443}, "caBundle": "SVNUSU8tQ0E="},
+                        "clientConfig": {"service": {"name": "istiod", "namespace": ns, "path": "/inject", "port": 443}},
                         "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
                         "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
                         "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}),
             ];
-            apply(plane, &docs(&objects), "control-plane").await
+            let applied = apply(plane, &docs(&objects), "control-plane").await;
+            *control_plane = Some(context.clone());
+            applied
         }
         Some("eastwest") => {
             let gw = &iop["spec"]["components"]["ingressGateways"][0];

@@ -16,6 +16,7 @@
 //! kubelet for the tests that need running pods; [`proxy`] sits in front of an apiserver to inject
 //! faults and to answer `pods/exec`, which needs a kubelet.
 
+pub mod data_plane;
 pub mod istioctl;
 pub mod kind;
 pub mod kubelet;
