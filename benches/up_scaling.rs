@@ -1,7 +1,7 @@
 //! How `meshctl up` scales with the number of clusters. Clusters are independent inside a phase, so
 //! four clusters should take about as long as one. The fake tools take realistic times, scaled down
 //! tenfold: `kind create cluster` 30 s → 3 s, each `istioctl install` 20 s → 2 s. The API work runs
-//! for real against the in-process fake API servers.
+//! for real against real kube-apiservers (envtest, `KUBEBUILDER_ASSETS`), one per cluster.
 //!
 //! Run: `scripts/bench-up.sh` (or `cargo bench --bench up_scaling`). Target: wall(4) / wall(1) < 1.5.
 
@@ -11,8 +11,8 @@ mod support;
 
 use std::time::Instant;
 
+use support::envtest::kind::KindLab;
 use support::fake_tools::FakeToolOptions;
-use support::lab::Lab;
 
 fn main() {
     let options = FakeToolOptions {
@@ -22,7 +22,10 @@ fn main() {
     };
     let mut walls = Vec::new();
     for n in [1usize, 2, 4] {
-        let lab = Lab::new(n, options.clone());
+        let Some(lab) = KindLab::new(n, options.clone()) else {
+            eprintln!("KUBEBUILDER_ASSETS is needed: run scripts/bench-up.sh");
+            return;
+        };
         let started = Instant::now();
         let out = lab.run(&["up", "--clusters", &n.to_string()]);
         let wall = started.elapsed().as_secs_f64();

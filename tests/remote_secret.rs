@@ -15,7 +15,6 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 use support::envtest::{ControlPlane, Envtest, block_on};
-use support::fake_api::FakeCluster;
 use support::{meshctl, ok, stderr};
 
 const READER: &str = "istio-reader-service-account";
@@ -529,27 +528,23 @@ fn kubeconfig_env_with_several_files_is_merged() {
     assert!(get::<ServiceAccount>(a, "istio-system", READER).is_none());
 }
 
-/// The one case no real server shows on demand: a token controller that never fills the Secret.
-/// The fake stands in for a kube-controller-manager that is down.
-#[tokio::test]
-async fn a_token_that_never_comes_fails_with_the_secret_named() {
-    let src = FakeCluster::start("src");
-    src.set_auto_token(false);
-    let dir = tempfile::tempdir().unwrap();
-    let kc = dir.path().join("kubeconfig");
-    std::fs::write(&kc, support::fake_api::kubeconfig(&[&src])).unwrap();
-    let kc = kc.to_str().unwrap().to_string();
-    let client = meshctl::kube::connect(Some(std::path::Path::new(&kc)), "src")
-        .await
-        .unwrap();
-    let err = meshctl::remote_secret::reader_credentials(&client, "src", Duration::from_millis(400))
-        .await
-        .unwrap_err()
-        .to_string();
+#[test]
+fn a_token_that_never_comes_fails_with_the_secret_named() {
+    let Some(assets) = support::envtest::assets_or_skip() else {
+        return;
+    };
+    // A cluster whose token controller is down: the reader token Secret is never filled.
+    let (ip, range) = support::envtest::addresses(1).remove(0);
+    let plane = ControlPlane::start_without(&assets, "src", ip, &range, &["serviceaccount-token-controller"]);
+    let err = block_on(async {
+        let client = plane.client().await;
+        meshctl::remote_secret::reader_credentials(&client, "src", Duration::from_secs(3))
+            .await
+            .unwrap_err()
+            .to_string()
+    });
     assert!(
-        err.contains("cluster `src`")
-            && err.contains("istio-reader-service-account-istio-remote-secret-token")
-            && err.contains("token empty"),
+        err.contains("cluster `src`") && err.contains(TOKEN) && err.contains("token empty"),
         "{err}"
     );
 }

@@ -59,7 +59,10 @@ fn every_cluster_reaches_every_other_and_the_workloads_are_cleaned_up() {
     );
     for (plane, proxy) in lab.planes().iter().zip(&lab.proxies) {
         let ns = block_on(async {
-            Api::<Namespace>::all(plane.client().await).get_opt("sample").await.unwrap()
+            Api::<Namespace>::all(plane.client().await)
+                .get_opt("sample")
+                .await
+                .unwrap()
         });
         assert!(
             ns.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
@@ -128,11 +131,18 @@ fn a_gateway_without_an_ip_is_the_reason_given() {
             "metallb-system",
             &kube::api::ApiResource::from_gvk_with_plural(&gvk, "ipaddresspools"),
         );
-        pools.delete("meshctl-pool", &DeleteParams::default()).await.unwrap();
+        pools
+            .delete("meshctl-pool", &DeleteParams::default())
+            .await
+            .unwrap();
         let services: Api<Service> = Api::namespaced(client, "istio-system");
         let gone = serde_json::json!({"status": {"loadBalancer": {"ingress": null}}});
         services
-            .patch_status("istio-eastwestgateway", &PatchParams::default(), &Patch::Merge(&gone))
+            .patch_status(
+                "istio-eastwestgateway",
+                &PatchParams::default(),
+                &Patch::Merge(&gone),
+            )
             .await
             .unwrap();
     });

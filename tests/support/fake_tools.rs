@@ -1,25 +1,21 @@
 //! Fake `kind`, `docker`, `istioctl` and `curl` executables, put first on PATH. Each records its
 //! arguments in `calls.log` and answers like the real one:
 //!
-//! * `kind create cluster` "creates" a cluster that a [`FakeCluster`] already serves; `kind get
-//!   kubeconfig` prints a kubeconfig for it with kind's `kind-<name>` names; `get clusters`, `delete`.
+//! * `kind create cluster` "creates" a cluster whose API server already runs (a real control plane
+//!   of the test's, tests/support/envtest/kind.rs); `kind get kubeconfig` prints the kubeconfig it
+//!   was given for it, with kind's `kind-<name>` names; `get clusters`, `delete`.
 //! * `docker network inspect kind` describes a dual-stack network (IPv6 entry first, as docker may
 //!   order it) with the created clusters' node containers; `docker inspect` gives a node's address.
-//! * `istioctl install` hands the request to the harness thread, which applies what istioctl would
-//!   create (istiod and its webhook and reader RBAC, or the east-west gateway and its LoadBalancer
-//!   Service) in the cluster of `--context`, then lets the script exit as istioctl would.
+//! * `istioctl install` hands the request to the harness thread, whose [`InstallHandler`] applies
+//!   what istioctl would create in the cluster of `--context` (tests/support/envtest/istioctl.rs),
+//!   then lets the script exit as istioctl would.
 //!
 //! Delays (for benchmarks) and failures (per tool and cluster) can be injected.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-use serde_json::{Value, json};
-
-use super::fake_api::{FakeCluster, kubeconfig_named};
 
 /// Timing and version of the fakes.
 #[derive(Debug, Clone)]
@@ -70,7 +66,7 @@ case "$verb" in
       echo "ERROR: could not locate any control plane nodes for cluster named '$name'" >&2; exit 1; fi ;;
   "create cluster")
     [ -f "$config" ] || { echo "ERROR: failed to create cluster: open $config: no such file or directory" >&2; exit 1; }
-    [ -f "$D/kubeconfig/$name.yaml" ] || { echo "ERROR: failed to create cluster: no fake API server for $name" >&2; exit 1; }
+    [ -f "$D/kubeconfig/$name.yaml" ] || { echo "ERROR: failed to create cluster: no control plane prepared for $name" >&2; exit 1; }
     echo "Creating cluster \"$name\" ..." >&2
     sleep "$(cat "$D/kind_create_secs")"
     if [ -f "$D/fail/kind-$name" ]; then echo "ERROR: failed to create cluster: command \"docker run --name $name-control-plane\" failed with error: exit status 125" >&2; exit 1; fi
@@ -136,22 +132,6 @@ cp "$D/curl_body" "$out"
 pub type InstallHandler = Box<dyn Fn(&Path, &Path) -> (i32, String) + Send>;
 
 impl FakeTools {
-    /// Fakes for kind clusters served by `clusters` (one per cluster name, in topology order; the
-    /// node container of the i-th gets 172.18.0.<i+2>).
-    pub fn new(clusters: &[Arc<FakeCluster>], options: FakeToolOptions) -> FakeTools {
-        let kubeconfigs = clusters
-            .iter()
-            .map(|c| (c.name.clone(), kubeconfig_named(c, &format!("kind-{}", c.name))))
-            .collect();
-        let by_context: HashMap<String, Arc<FakeCluster>> =
-            clusters.iter().map(|c| (c.name.clone(), c.clone())).collect();
-        FakeTools::with(
-            kubeconfigs,
-            options,
-            Box::new(move |req, fail_dir| handle_install(req, &by_context, fail_dir)),
-        )
-    }
-
     /// Fakes whose `kind get kubeconfig --name N` prints `kubeconfigs`' text for N (kind's
     /// `kind-N` names inside), and whose `istioctl install` is `install`.
     pub fn with(
@@ -259,158 +239,4 @@ impl Drop for FakeTools {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
-}
-
-fn apply(cluster: &FakeCluster, group: &str, plural: &str, ns: &str, obj: Value) {
-    let name = obj["metadata"]["name"].as_str().unwrap().to_string();
-    cluster.with_store(|s| {
-        let r = s
-            .resource(group, plural)
-            .unwrap_or_else(|| panic!("fake istioctl: no {group}/{plural}"));
-        s.apply(&r, ns, &name, obj, "istioctl", false).unwrap();
-    });
-}
-
-/// A minimal served CRD for an Istio networking kind (the schema checks live in tests/plan.rs).
-fn istio_crd(kind: &str, plural: &str) -> Value {
-    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.networking.istio.io")},
-        "spec": {"group": "networking.istio.io", "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
-            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})
-}
-
-/// What `istioctl install -f <IstioOperator>` creates, in the cluster of `--context`.
-fn handle_install(
-    req: &Path,
-    clusters: &HashMap<String, Arc<FakeCluster>>,
-    fail_dir: &Path,
-) -> (i32, String) {
-    let text = std::fs::read_to_string(req).unwrap();
-    let mut lines = text.lines();
-    let cwd = PathBuf::from(lines.next().unwrap_or_default());
-    let args: Vec<&str> = lines.collect();
-    let value_of = |flag: &str| {
-        args.iter()
-            .position(|a| *a == flag)
-            .and_then(|i| args.get(i + 1))
-            .map(|s| s.to_string())
-    };
-    let (Some(context), Some(file)) = (value_of("--context"), value_of("-f")) else {
-        return (1, "Error: fake istioctl needs --context and -f".into());
-    };
-    if !args.contains(&"-y") {
-        return (
-            1,
-            "Proceed? (y/N) Error: no answer (stdin is not a terminal)".into(),
-        );
-    }
-    let Some(cluster) = clusters.get(&context) else {
-        return (1, format!("Error: context \"{context}\" does not exist"));
-    };
-    if fail_dir.join(format!("istioctl-{context}")).exists() {
-        return (1, "Error: failed to install manifests: Get \"https://172.18.0.9:6443/version\": dial tcp: connect: connection refused".into());
-    }
-    let Ok(iop_text) = std::fs::read_to_string(cwd.join(&file)) else {
-        return (1, format!("Error: open {file}: no such file or directory"));
-    };
-    let iop: Value = serde_saphyr::from_str(&iop_text).unwrap();
-    let ns = "istio-system";
-    if cluster.get("", "namespaces", "", ns).is_none() {
-        apply(
-            cluster,
-            "",
-            "namespaces",
-            "",
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        );
-    }
-    match iop["metadata"]["name"].as_str() {
-        Some("control-plane") => {
-            let global = &iop["spec"]["values"]["global"];
-            for (kind, plural) in [
-                ("Gateway", "gateways"),
-                ("DestinationRule", "destinationrules"),
-                ("VirtualService", "virtualservices"),
-            ] {
-                apply(
-                    cluster,
-                    "apiextensions.k8s.io",
-                    "customresourcedefinitions",
-                    "",
-                    istio_crd(kind, plural),
-                );
-            }
-            apply(
-                cluster,
-                "",
-                "configmaps",
-                ns,
-                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio"},
-                "data": {"meshID": global["meshID"], "clusterName": global["multiCluster"]["clusterName"], "network": global["network"]}}),
-            );
-            apply(
-                cluster,
-                "apps",
-                "deployments",
-                ns,
-                json!({"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "istiod", "labels": {"app": "istiod", "istio": "pilot"}},
-                "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": {"app": "istiod"}}, "spec": {"containers": [{"name": "discovery",
-                    "env": [{"name": "CLUSTER_ID", "value": global["multiCluster"]["clusterName"]}]}]}}}}),
-            );
-            apply(
-                cluster,
-                "admissionregistration.k8s.io",
-                "mutatingwebhookconfigurations",
-                "",
-                json!({
-                "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": {"name": "istio-sidecar-injector"},
-                "webhooks": [{"name": "namespace.sidecar-injector.istio.io", "clientConfig": {"caBundle": "SVNUSU8tQ0E=", "service": {"namespace": ns, "name": "istiod"}},
-                    "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}),
-            );
-            apply(
-                cluster,
-                "",
-                "serviceaccounts",
-                ns,
-                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istio-reader-service-account"}}),
-            );
-        }
-        Some("eastwest") => {
-            let gw = &iop["spec"]["components"]["ingressGateways"][0];
-            let labels = gw["label"].clone();
-            let ports: Vec<Value> = gw["k8s"]["service"]["ports"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            apply(
-                cluster,
-                "apps",
-                "deployments",
-                ns,
-                json!({"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": gw["name"], "labels": labels},
-                "spec": {"selector": {"matchLabels": {"istio": "eastwestgateway"}}, "template": {"metadata": {"labels": labels,
-                    "annotations": {"inject.istio.io/templates": iop["spec"]["values"]["gateways"]["istio-ingressgateway"]["injectionTemplate"]}},
-                    "spec": {"containers": [{"name": "istio-proxy", "image": "auto", "env": gw["k8s"]["env"]}]}}}}),
-            );
-            apply(
-                cluster,
-                "",
-                "services",
-                ns,
-                json!({"apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": gw["name"], "labels": labels},
-                "spec": {"type": "LoadBalancer", "selector": {"istio": "eastwestgateway"}, "ports": ports}}),
-            );
-        }
-        other => {
-            return (
-                1,
-                format!("Error: fake istioctl does not know IstioOperator {other:?}"),
-            );
-        }
-    }
-    (0, "✔ Installation complete".into())
 }

@@ -48,8 +48,5 @@ pub fn ok(out: Output) -> String {
     stdout(&out)
 }
 pub mod envtest;
-pub mod fake_api;
 pub mod fake_tools;
-pub mod lab;
-pub mod mesh_sim;
 pub mod schema;

@@ -31,11 +31,20 @@ struct Cluster {
 /// The first helloworld pod that is not drained: (pod, version).
 async fn helloworld(client: &kube::Client, drained: &HashSet<String>) -> Option<(String, String)> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "sample");
-    let list = pods.list(&ListParams::default().labels("app=helloworld")).await.ok()?;
+    let list = pods
+        .list(&ListParams::default().labels("app=helloworld"))
+        .await
+        .ok()?;
     list.items.into_iter().find_map(|p| {
         let name = p.metadata.name.clone()?;
         (p.metadata.deletion_timestamp.is_none() && !drained.contains(&name)).then(|| {
-            let version = p.metadata.labels.unwrap_or_default().get("version").cloned().unwrap_or_default();
+            let version = p
+                .metadata
+                .labels
+                .unwrap_or_default()
+                .get("version")
+                .cloned()
+                .unwrap_or_default();
             (name, version)
         })
     })
@@ -55,7 +64,11 @@ async fn region(client: &kube::Client) -> String {
 /// Whether calls from `from` can reach `to` through `to`'s east-west gateway.
 async fn wired(from: &kube::Client, to: &Cluster, to_client: &kube::Client) -> bool {
     let secrets: Api<Secret> = Api::namespaced(from.clone(), "istio-system");
-    let secret = secrets.get_opt(&format!("istio-remote-secret-{}", to.name)).await.ok().flatten();
+    let secret = secrets
+        .get_opt(&format!("istio-remote-secret-{}", to.name))
+        .await
+        .ok()
+        .flatten();
     let services: Api<Service> = Api::namespaced(to_client.clone(), "istio-system");
     let ip = services
         .get_opt("istio-eastwestgateway")
@@ -66,9 +79,17 @@ async fn wired(from: &kube::Client, to: &Cluster, to_client: &kube::Client) -> b
     let gateways = Api::<DynamicObject>::namespaced_with(
         to_client.clone(),
         "istio-system",
-        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway"), "gateways"),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway"),
+            "gateways",
+        ),
     );
-    let exposed = gateways.get_opt("cross-network-gateway").await.ok().flatten().is_some();
+    let exposed = gateways
+        .get_opt("cross-network-gateway")
+        .await
+        .ok()
+        .flatten()
+        .is_some();
     secret.is_some() && ip.is_some() && exposed
 }
 
@@ -141,16 +162,20 @@ async fn answer(
     let local = helloworld(me, &drained_now).await;
     let mut remotes = Vec::new();
     for (j, other) in clusters.iter().enumerate() {
-        if j != i && wired(me, other, &clients[j]).await {
-            if let Some((pod, version)) = helloworld(&clients[j], &drained_now).await {
-                remotes.push((pod, version, region(&clients[j]).await));
-            }
+        if j != i
+            && wired(me, other, &clients[j]).await
+            && let Some((pod, version)) = helloworld(&clients[j], &drained_now).await
+        {
+            remotes.push((pod, version, region(&clients[j]).await));
         }
     }
     let rules = Api::<DynamicObject>::namespaced_with(
         me.clone(),
         "sample",
-        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"), "destinationrules"),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
+            "destinationrules",
+        ),
     );
     let rule: Option<Value> = rules
         .get_opt("helloworld-failover")

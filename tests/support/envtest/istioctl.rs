@@ -94,7 +94,9 @@ fn inject(request: &Value) -> Option<Value> {
     let status = r#"{"initContainers":["istio-init","istio-proxy"],"containers":null,"volumes":["istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}"#;
     let mut patch = Vec::new();
     if pod["metadata"]["annotations"].is_object() {
-        patch.push(json!({"op": "add", "path": "/metadata/annotations/sidecar.istio.io~1status", "value": status}));
+        patch.push(
+            json!({"op": "add", "path": "/metadata/annotations/sidecar.istio.io~1status", "value": status}),
+        );
     } else {
         patch.push(json!({"op": "add", "path": "/metadata/annotations", "value": {"sidecar.istio.io/status": status}}));
     }
@@ -117,7 +119,10 @@ async fn serve_injector(plane: &Target) -> Result<WebhookServer, String> {
         .get("istiod")
         .await
         .map_err(|e| e.to_string())?;
-    let ip = svc.spec.and_then(|s| s.cluster_ip).ok_or("istiod has no cluster IP")?;
+    let ip = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .ok_or("istiod has no cluster IP")?;
     let server = WebhookServer::start_with(
         format!("{ip}:443").parse().unwrap(),
         "istiod",

@@ -154,6 +154,18 @@ impl ControlPlane {
 
     /// Starts etcd, kube-apiserver and kube-controller-manager on `ip` and waits for `/readyz`.
     pub fn start(assets: &Path, name: &str, ip: Ipv4Addr, service_range: &str) -> ControlPlane {
+        ControlPlane::start_without(assets, name, ip, service_range, &[])
+    }
+
+    /// Like [`ControlPlane::start`], with these kube-controller-manager controllers off (a test of
+    /// what happens when one of them never does its part, e.g. `serviceaccount-token-controller`).
+    pub fn start_without(
+        assets: &Path,
+        name: &str,
+        ip: Ipv4Addr,
+        service_range: &str,
+        controllers_off: &[&str],
+    ) -> ControlPlane {
         let dir = tempfile::Builder::new()
             .prefix(&format!("envtest-{name}-"))
             .tempdir_in(scratch_dir())
@@ -203,7 +215,7 @@ impl ControlPlane {
         std::fs::write(dir.join("kubeconfig"), plane.kubeconfig_for(&[&plane], &[])).unwrap();
         std::fs::write(
             dir.join("run.sh"),
-            supervisor_script(assets, &dir, ip, service_range),
+            supervisor_script(assets, &dir, ip, service_range, controllers_off),
         )
         .unwrap();
         let child = Command::new("bash")
@@ -327,9 +339,16 @@ impl Drop for ControlPlane {
 /// etcd and the controller-manager retries the apiserver, so they start together), then waits for
 /// its stdin to close and stops them. The node lifecycle controller is off: no kubelet renews node
 /// leases here, and it would mark every node NotReady after its grace period.
-fn supervisor_script(assets: &Path, dir: &Path, ip: Ipv4Addr, service_range: &str) -> String {
+fn supervisor_script(
+    assets: &Path,
+    dir: &Path,
+    ip: Ipv4Addr,
+    service_range: &str,
+    controllers_off: &[&str],
+) -> String {
     let a = assets.display();
     let d = dir.display();
+    let off: String = controllers_off.iter().map(|c| format!(",-{c}")).collect();
     format!(
         r#"#!/usr/bin/env bash
 cd "{d}" || exit 1
@@ -353,7 +372,7 @@ apiserver=$!
 echo "$apiserver" > apiserver.pid
 "{a}/kube-controller-manager" --kubeconfig kubeconfig --root-ca-file ca.crt \
   --service-account-private-key-file sa.key --use-service-account-credentials \
-  --controllers '*,-node-lifecycle-controller' --leader-elect=false --secure-port 0 \
+  --controllers '*,-node-lifecycle-controller{off}' --leader-elect=false --secure-port 0 \
   --cluster-signing-cert-file ca.crt --cluster-signing-key-file ca.key \
   > controller-manager.log 2>&1 &
 kcm=$!
