@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::Api;
 use support::envtest::block_on;
 use support::envtest::kind::KindLab;
 use support::fake_tools::FakeToolOptions;
@@ -39,29 +39,7 @@ fn status_says_what_is_missing_before_up_and_ready_after() {
     );
 
     // Take the gateway's IP away: status notices, names the phase and says what to do.
-    block_on(async {
-        let client = lab.planes()[1].client().await;
-        let gvk = kube::api::GroupVersionKind::gvk("metallb.io", "v1beta1", "IPAddressPool");
-        let pools: Api<kube::api::DynamicObject> = Api::namespaced_with(
-            client.clone(),
-            "metallb-system",
-            &kube::api::ApiResource::from_gvk_with_plural(&gvk, "ipaddresspools"),
-        );
-        pools
-            .delete("meshctl-pool", &DeleteParams::default())
-            .await
-            .unwrap();
-        let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client, "istio-system");
-        let gone = serde_json::json!({"status": {"loadBalancer": {"ingress": null}}});
-        services
-            .patch_status(
-                "istio-eastwestgateway",
-                &PatchParams::default(),
-                &Patch::Merge(&gone),
-            )
-            .await
-            .unwrap();
-    });
+    lab.take_gateway_ip(1);
     let broken = lab.run(&["status", "--clusters", "2"]);
     assert_eq!(broken.status.code(), Some(3));
     let text = stdout(&broken);

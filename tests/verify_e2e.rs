@@ -4,8 +4,8 @@
 
 mod support;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use support::envtest::block_on;
 use support::envtest::kind::KindLab;
 use support::fake_tools::FakeToolOptions;
@@ -123,29 +123,7 @@ fn a_missing_remote_secret_fails_verify_and_names_the_pair_and_the_fix() {
 #[test]
 fn a_gateway_without_an_ip_is_the_reason_given() {
     let Some(lab) = lab_with_mesh(2) else { return };
-    block_on(async {
-        let client = lab.planes()[1].client().await;
-        let gvk = kube::api::GroupVersionKind::gvk("metallb.io", "v1beta1", "IPAddressPool");
-        let pools: Api<kube::api::DynamicObject> = Api::namespaced_with(
-            client.clone(),
-            "metallb-system",
-            &kube::api::ApiResource::from_gvk_with_plural(&gvk, "ipaddresspools"),
-        );
-        pools
-            .delete("meshctl-pool", &DeleteParams::default())
-            .await
-            .unwrap();
-        let services: Api<Service> = Api::namespaced(client, "istio-system");
-        let gone = serde_json::json!({"status": {"loadBalancer": {"ingress": null}}});
-        services
-            .patch_status(
-                "istio-eastwestgateway",
-                &PatchParams::default(),
-                &Patch::Merge(&gone),
-            )
-            .await
-            .unwrap();
-    });
+    lab.take_gateway_ip(1);
     let out = lab.run(&["verify", "--clusters", "2", "--timeout", "4s"]);
     assert_eq!(out.status.code(), Some(3));
     let text = stdout(&out);

@@ -136,6 +136,35 @@ impl KindLab {
         meshctl_in(self.work.path(), &all, &vars)
     }
 
+    /// Takes cluster `i`'s east-west gateway address away, as when MetalLB lost its pool: the pool
+    /// is deleted and the Service's `status.loadBalancer` cleared.
+    pub fn take_gateway_ip(&self, i: usize) {
+        use kube::api::{Api, DeleteParams, Patch, PatchParams};
+        super::block_on(async {
+            let client = self.planes()[i].client().await;
+            let gvk = kube::api::GroupVersionKind::gvk("metallb.io", "v1beta1", "IPAddressPool");
+            let pools: Api<kube::api::DynamicObject> = Api::namespaced_with(
+                client.clone(),
+                "metallb-system",
+                &kube::api::ApiResource::from_gvk_with_plural(&gvk, "ipaddresspools"),
+            );
+            pools
+                .delete("meshctl-pool", &DeleteParams::default())
+                .await
+                .unwrap();
+            let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client, "istio-system");
+            let gone = serde_json::json!({"status": {"loadBalancer": {"ingress": null}}});
+            services
+                .patch_status(
+                    "istio-eastwestgateway",
+                    &PatchParams::default(),
+                    &Patch::Merge(&gone),
+                )
+                .await
+                .unwrap();
+        });
+    }
+
     /// meshctl's state file.
     pub fn state(&self) -> Value {
         serde_json::from_str(
