@@ -49,6 +49,7 @@ fn existing() -> Option<Existing> {
         Vec::new(),
         FakeToolOptions::default(),
         support::envtest::istioctl::install_handler(contexts),
+        None,
     );
     // The existing clusters' own nodes, kubelets and load balancers, for as long as the test runs.
     let (stop, stopped) = std::sync::mpsc::channel::<()>();

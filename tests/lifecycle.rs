@@ -56,7 +56,7 @@ fn down_deletes_only_the_clusters_up_created_and_keeps_the_ca_unless_purged() {
     let Some(lab) = KindLab::new(2, FakeToolOptions::default()) else {
         return;
     };
-    lab.tools.preexisting_kind_cluster("cluster1");
+    lab.create("cluster1");
     assert!(lab.run(&["up", "--clusters", "2"]).status.success());
     let certs = lab.work.path().join("state/mesh1/certs/root-key.pem");
     assert!(certs.exists());
@@ -75,6 +75,12 @@ fn down_deletes_only_the_clusters_up_created_and_keeps_the_ca_unless_purged() {
         "cluster1 existed before `up`"
     );
     assert!(lab.tools.kind_cluster_exists("cluster1") && !lab.tools.kind_cluster_exists("cluster2"));
+    let left: Vec<String> = lab.planes().iter().map(|p| p.name.clone()).collect();
+    assert_eq!(
+        left,
+        ["cluster1"],
+        "`kind delete` stopped cluster2's control plane"
+    );
     let kc = std::fs::read_to_string(lab.kubeconfig()).unwrap();
     assert!(
         !kc.contains("name: cluster2") && kc.contains("name: cluster1"),

@@ -103,14 +103,14 @@ fn up_two_clusters_builds_the_mesh_with_the_exact_tool_calls_and_a_second_up_cha
 
     let calls = lab.tools.calls();
     for expected in [
-        "kind create cluster --name cluster1 --config cluster1/01-clusters/kind-config.yaml --wait 30s",
-        "kind create cluster --name cluster2 --config cluster2/01-clusters/kind-config.yaml --wait 30s",
+        "kind create cluster --name cluster1 --config cluster1/01-clusters/kind-config.yaml --wait 60s",
+        "kind create cluster --name cluster2 --config cluster2/01-clusters/kind-config.yaml --wait 60s",
         "kind get kubeconfig --name cluster1",
         "docker inspect --format {{json .NetworkSettings.Networks}} cluster2-control-plane",
         "docker network inspect kind",
         "istioctl version --remote=false",
-        "istioctl install -y --context cluster1 -f cluster1/04-istio/control-plane.yaml --readiness-timeout 30s",
-        "istioctl install -y --context cluster2 -f cluster2/05-eastwest/eastwest-gateway.yaml --readiness-timeout 30s",
+        "istioctl install -y --context cluster1 -f cluster1/04-istio/control-plane.yaml --readiness-timeout 60s",
+        "istioctl install -y --context cluster2 -f cluster2/05-eastwest/eastwest-gateway.yaml --readiness-timeout 60s",
     ] {
         assert!(
             calls.iter().any(|c| c == expected),
@@ -226,7 +226,7 @@ fn an_existing_kind_cluster_is_reused_and_never_recorded_as_created() {
     let Some(lab) = KindLab::new(1, FakeToolOptions::default()) else {
         return;
     };
-    lab.tools.preexisting_kind_cluster("cluster1");
+    lab.create("cluster1");
     let out = lab.run(&["up", "--clusters", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("exists, reused"), "{}", stderr(&out));
@@ -360,9 +360,9 @@ fn up_fails_when_an_istiod_does_not_sync_a_peer_and_names_the_pair_and_address()
         return;
     };
     // cluster1's istiod cannot reach cluster2's API server (e.g. a secret with a dead address).
-    lab.proxies[0].set_remote_cluster_status("cluster2", "timeout");
     let out = lab.run(&["up", "--clusters", "2", "--skip", "remote-secrets"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    lab.proxies()[0].set_remote_cluster_status("cluster2", "timeout");
     let out = lab.run(&["up", "--clusters", "2", "--timeout", "3s"]);
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);
@@ -378,7 +378,7 @@ fn up_fails_when_an_istiod_does_not_sync_a_peer_and_names_the_pair_and_address()
         "cluster2's istiod sees cluster1: {text}"
     );
     // Fixed (the peer reachable again): the same `up` finishes the phase.
-    lab.proxies[0].set_remote_cluster_status("cluster2", "synced");
+    lab.proxies()[0].set_remote_cluster_status("cluster2", "synced");
     let out = lab.run(&["up", "--clusters", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -57,7 +57,7 @@ fn every_cluster_reaches_every_other_and_the_workloads_are_cleaned_up() {
         xml.contains("tests=\"9\" failures=\"0\"") && xml.contains("name=\"cluster3 -> cluster1\""),
         "{xml}"
     );
-    for (plane, proxy) in lab.planes().iter().zip(&lab.proxies) {
+    for (plane, proxy) in lab.planes().iter().zip(lab.proxies()) {
         let ns = block_on(async {
             Api::<Namespace>::all(plane.client().await)
                 .get_opt("sample")
@@ -207,7 +207,7 @@ fn a_pair_that_answers_only_after_the_first_round_still_passes() {
     let plane = lab.planes()[0].kubeconfig(&lab.planes()[0].name);
     let name = lab.planes()[0].name.clone();
     let proxy_log = {
-        let proxy = &lab.proxies[0];
+        let proxy = lab.proxies()[0].clone();
         move || proxy.requests().iter().filter(|r| r.contains("/exec?")).count()
     };
     let out = std::thread::scope(|scope| {

@@ -48,6 +48,21 @@ pub struct FakeTools {
 const KIND: &str = r#"#!/usr/bin/env bash
 D="__DIR__"
 echo "kind $*" >> "$D/calls.log"
+# Hands `create NAME` / `delete NAME` to the test's harness (when it has a kind hook) and waits.
+ask() {
+  [ -f "$D/kind-hook" ] || return 0
+  id="$(date +%s%N)-$$"
+  printf '%s\n%s\n' "$1" "$2" > "$D/spool/$id.tmp" && mv "$D/spool/$id.tmp" "$D/spool/$id.kind"
+  for _ in $(seq 1 12000); do
+    if [ -f "$D/spool/$id.done" ]; then
+      code=$(head -n 1 "$D/spool/$id.done"); tail -n +2 "$D/spool/$id.done" >&2
+      [ "$code" = 0 ] || exit "$code"
+      return 0
+    fi
+    sleep 0.01
+  done
+  echo "fake kind: the harness did not answer" >&2; exit 1
+}
 verb="$1 $2"
 name=""; config=""
 while [ $# -gt 0 ]; do
@@ -66,13 +81,14 @@ case "$verb" in
       echo "ERROR: could not locate any control plane nodes for cluster named '$name'" >&2; exit 1; fi ;;
   "create cluster")
     [ -f "$config" ] || { echo "ERROR: failed to create cluster: open $config: no such file or directory" >&2; exit 1; }
-    [ -f "$D/kubeconfig/$name.yaml" ] || { echo "ERROR: failed to create cluster: no control plane prepared for $name" >&2; exit 1; }
     echo "Creating cluster \"$name\" ..." >&2
     sleep "$(cat "$D/kind_create_secs")"
     if [ -f "$D/fail/kind-$name" ]; then echo "ERROR: failed to create cluster: command \"docker run --name $name-control-plane\" failed with error: exit status 125" >&2; exit 1; fi
+    ask create "$name"
+    [ -f "$D/kubeconfig/$name.yaml" ] || { echo "ERROR: failed to create cluster: no control plane for $name" >&2; exit 1; }
     cp "$config" "$D/created-config-$name.yaml"
     touch "$D/kind/$name" ;;
-  "delete cluster") echo "Deleting cluster \"$name\" ..." >&2; rm -f "$D/kind/$name" ;;
+  "delete cluster") echo "Deleting cluster \"$name\" ..." >&2; ask delete "$name"; rm -f "$D/kind/$name" ;;
   *) echo "fake kind: unsupported: $verb" >&2; exit 2 ;;
 esac
 "#;
@@ -131,13 +147,20 @@ cp "$D/curl_body" "$out"
 /// one argument a line) and the folder of failure switches, the exit code and stderr.
 pub type InstallHandler = Box<dyn Fn(&Path, &Path) -> (i32, String) + Send>;
 
+/// What `kind create cluster` / `kind delete cluster` do in the test: `("create" | "delete", name)`
+/// → the kubeconfig of a created cluster (kind's `kind-<name>` names inside), or why it failed.
+pub type KindHandler = Arc<dyn Fn(&str, &str) -> Result<Option<String>, String> + Send + Sync>;
+
 impl FakeTools {
-    /// Fakes whose `kind get kubeconfig --name N` prints `kubeconfigs`' text for N (kind's
-    /// `kind-N` names inside), and whose `istioctl install` is `install`.
+    /// Fakes for the clusters `(name, kubeconfig)`: node container i gets 172.18.0.<i+2>, and
+    /// `kind get kubeconfig --name N` prints N's kubeconfig (kind's `kind-<name>` names inside) once
+    /// it is known: given here, or returned by `kind` (a [`KindHandler`] that starts the cluster at
+    /// `kind create` and stops it at `kind delete`). `istioctl install` is `install`.
     pub fn with(
-        kubeconfigs: Vec<(String, String)>,
+        clusters: Vec<(String, Option<String>)>,
         options: FakeToolOptions,
         install: InstallHandler,
+        kind: Option<KindHandler>,
     ) -> FakeTools {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -152,9 +175,14 @@ impl FakeTools {
         .unwrap();
         std::fs::write(d.join("istioctl_version"), &options.istioctl_version).unwrap();
         std::fs::write(d.join("calls.log"), "").unwrap();
-        for (i, (name, text)) in kubeconfigs.iter().enumerate() {
-            std::fs::write(d.join("kubeconfig").join(format!("{name}.yaml")), text).unwrap();
+        for (i, (name, text)) in clusters.iter().enumerate() {
+            if let Some(text) = text {
+                std::fs::write(d.join("kubeconfig").join(format!("{name}.yaml")), text).unwrap();
+            }
             std::fs::write(d.join("ips").join(name), format!("172.18.0.{}", i + 2)).unwrap();
+        }
+        if kind.is_some() {
+            std::fs::write(d.join("kind-hook"), "").unwrap();
         }
         for (name, body) in [
             ("kind", KIND),
@@ -170,8 +198,43 @@ impl FakeTools {
         let stop = Arc::new(AtomicBool::new(false));
         let (spool, flag) = (d.join("spool"), stop.clone());
         let fail_dir = d.join("fail");
+        let kubeconfigs = d.join("kubeconfig");
         std::thread::spawn(move || {
             while !flag.load(Ordering::SeqCst) {
+                // kind requests in threads of their own: clusters are created concurrently.
+                let kind_requests: Vec<PathBuf> = std::fs::read_dir(&spool)
+                    .map(|rd| {
+                        rd.filter_map(|e| e.ok().map(|e| e.path()))
+                            .filter(|p| p.extension().is_some_and(|x| x == "kind"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for req in kind_requests {
+                    let taken = req.with_extension("taken");
+                    if std::fs::rename(&req, &taken).is_err() {
+                        continue;
+                    }
+                    let (handler, kubeconfigs) = (kind.clone(), kubeconfigs.clone());
+                    std::thread::spawn(move || {
+                        let text = std::fs::read_to_string(&taken).unwrap();
+                        let mut lines = text.lines();
+                        let (verb, name) =
+                            (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+                        let file = kubeconfigs.join(format!("{name}.yaml"));
+                        let answer = match handler.map(|h| h(verb, name)) {
+                            Some(Ok(Some(kubeconfig))) => std::fs::write(&file, kubeconfig)
+                                .map(|_| "0\n".to_string())
+                                .unwrap(),
+                            Some(Ok(None)) => {
+                                let _ = std::fs::remove_file(&file);
+                                "0\n".to_string()
+                            }
+                            Some(Err(e)) => format!("1\nERROR: {e}"),
+                            None => "0\n".to_string(),
+                        };
+                        std::fs::write(taken.with_extension("done"), answer).unwrap();
+                    });
+                }
                 let mut requests: Vec<PathBuf> = std::fs::read_dir(&spool)
                     .map(|rd| {
                         rd.filter_map(|e| e.ok().map(|e| e.path()))

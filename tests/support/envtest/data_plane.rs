@@ -116,7 +116,7 @@ pub fn install(lab: &KindLab) {
     );
     let drained: Arc<Mutex<HashSet<String>>> = Arc::default();
     let counter = Arc::new(Mutex::new(0usize));
-    for (i, proxy) in lab.proxies.iter().enumerate() {
+    for (i, proxy) in lab.proxies().iter().enumerate() {
         let (clusters, drained, counter) = (clusters.clone(), drained.clone(), counter.clone());
         proxy.set_exec_handler(Arc::new(move |req: ExecRequest| {
             let (clusters, drained, counter) = (clusters.clone(), drained.clone(), counter.clone());

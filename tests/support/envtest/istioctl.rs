@@ -53,6 +53,14 @@ impl Target {
 /// `--context NAME` installs into the plane mapped to NAME; a file `istioctl-NAME` in the fakes'
 /// failure folder makes it fail as istioctl does when it cannot reach the cluster.
 pub fn install_handler(contexts: HashMap<String, Target>) -> InstallHandler {
+    install_handler_for(std::sync::Arc::new(move |name: &str| contexts.get(name).cloned()))
+}
+
+/// Which control plane a context names, when the test asks (clusters may appear later).
+pub type Lookup = std::sync::Arc<dyn Fn(&str) -> Option<Target> + Send + Sync>;
+
+/// Like [`install_handler`], finding the control plane of a context through `contexts`.
+pub fn install_handler_for(contexts: Lookup) -> InstallHandler {
     // One injector per cluster, started by its first control-plane install and served for as long
     // as the fake tools live (a second install, as `up` makes when its plan changed, keeps it).
     let injectors: std::sync::Mutex<HashMap<String, WebhookServer>> = Default::default();
@@ -65,7 +73,10 @@ pub fn install_handler(contexts: HashMap<String, Target>) -> InstallHandler {
         if running.contains_key(&context) {
             return (code, stderr);
         }
-        match super::block_on(serve_injector(&contexts[&context])) {
+        let Some(target) = contexts(&context) else {
+            return (1, format!("Error: context \"{context}\" does not exist"));
+        };
+        match super::block_on(serve_injector(&target)) {
             Ok(server) => {
                 running.insert(context, server);
                 (code, stderr)
@@ -168,11 +179,7 @@ fn docs(values: &[Value]) -> String {
 
 /// Handles one `istioctl install` request: exit code, stderr, and the context when it installed a
 /// control plane (whose injector then needs serving).
-async fn install(
-    req: &Path,
-    contexts: &HashMap<String, Target>,
-    fail_dir: &Path,
-) -> (i32, String, Option<String>) {
+async fn install(req: &Path, contexts: &Lookup, fail_dir: &Path) -> (i32, String, Option<String>) {
     let mut control_plane = None;
     let (code, stderr) = install_objects(req, contexts, fail_dir, &mut control_plane).await;
     (code, stderr, control_plane)
@@ -180,7 +187,7 @@ async fn install(
 
 async fn install_objects(
     req: &Path,
-    contexts: &HashMap<String, Target>,
+    contexts: &Lookup,
     fail_dir: &Path,
     control_plane: &mut Option<String>,
 ) -> (i32, String) {
@@ -203,7 +210,7 @@ async fn install_objects(
             "Proceed? (y/N) Error: no answer (stdin is not a terminal)".into(),
         );
     }
-    let Some(plane) = contexts.get(&context) else {
+    let Some(plane) = contexts(&context) else {
         return (1, format!("Error: context \"{context}\" does not exist"));
     };
     if fail_dir.join(format!("istioctl-{context}")).exists() {
@@ -228,7 +235,7 @@ async fn install_objects(
             if let Some(dir) = crate::support::schema::upstream_dir() {
                 let crds =
                     std::fs::read_to_string(dir.join("istio/release-1.31/crds/crd-all.gen.yaml")).unwrap();
-                if let Err(e) = apply(plane, &crds, "crd-all.gen.yaml").await {
+                if let Err(e) = apply(&plane, &crds, "crd-all.gen.yaml").await {
                     return (1, e);
                 }
             }
@@ -264,7 +271,7 @@ async fn install_objects(
                         "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
                         "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}),
             ];
-            let applied = apply(plane, &docs(&objects), "control-plane").await;
+            let applied = apply(&plane, &docs(&objects), "control-plane").await;
             *control_plane = Some(context.clone());
             applied
         }
@@ -284,7 +291,7 @@ async fn install_objects(
                 json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
                     "spec": {"type": "LoadBalancer", "selector": {"istio": "eastwestgateway"}, "ports": ports}}),
             ];
-            apply(plane, &docs(&objects), "eastwest").await
+            apply(&plane, &docs(&objects), "eastwest").await
         }
         other => Err(format!(
             "Error: fake istioctl does not know IstioOperator {other:?}"

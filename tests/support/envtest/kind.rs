@@ -1,76 +1,115 @@
-//! The kind path of `meshctl up` on real control planes: a lab of N envtest clusters named
-//! `cluster1..N`, each behind a [`Proxy`] (which plays exec and istiod's clusterz and keeps the
-//! request log), with the fake `kind`/`docker` of tests/support/fake_tools.rs answering for them
-//! (`kind get kubeconfig` prints the proxy's address under kind's `kind-<name>` names; node
-//! containers get 172.18.0.<i+2> on the docker network) and the fake `istioctl` writing into them.
-//! What a kind node runs is played: the kubelet registers node `<name>-control-plane` and runs pods,
-//! and MetalLB's controller (certificate rotator and webhook server, address allocation).
-//! Every process and task stops when the lab is dropped.
+//! The kind path of `meshctl up` on real control planes: a lab for clusters `cluster1..N` whose
+//! fake `kind` (tests/support/fake_tools.rs) starts a real control plane when asked to create a
+//! cluster and stops it when asked to delete it. Each cluster sits behind a [`Proxy`] (which plays
+//! exec and istiod's clusterz and keeps the request log); `kind get kubeconfig` prints the proxy's
+//! address under kind's `kind-<name>` names; node containers get 172.18.0.<i+2> on the docker
+//! network; the fake `istioctl` writes into the cluster. What a kind node runs is played: the
+//! kubelet registers node `<name>-control-plane` and runs pods, and MetalLB's controller
+//! (certificate rotator and webhook server, address allocation). Everything stops when the lab is
+//! dropped.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use super::istioctl::{Target, install_handler};
+use super::istioctl::{Target, install_handler_for};
 use super::proxy::Proxy;
-use super::{ControlPlane, Envtest, assets_or_skip};
-use crate::support::fake_tools::{FakeToolOptions, FakeTools};
+use super::{ControlPlane, addresses, assets_or_skip};
+use crate::support::fake_tools::{FakeToolOptions, FakeTools, KindHandler};
 use crate::support::meshctl_in;
+
+/// One created cluster.
+struct Running {
+    // Dropped first: the stand-ins stop before their cluster does.
+    _stand_ins: std::sync::mpsc::Sender<()>,
+    proxy: Arc<Proxy>,
+    plane: Arc<ControlPlane>,
+}
+
+type Registry = Arc<Mutex<BTreeMap<String, Running>>>;
 
 /// A kind lab on real control planes.
 pub struct KindLab {
-    // Dropped first: the stand-ins stop before their clusters do.
-    _stand_ins: std::sync::mpsc::Sender<()>,
-    /// The fake tools.
+    /// The fake tools (dropped first: no request reaches a cluster being stopped).
     pub tools: FakeTools,
-    /// One proxy per cluster, in order.
-    pub proxies: Vec<Proxy>,
-    /// The control planes, in order (`cluster1..N`).
-    pub envtest: Envtest,
+    clusters: Registry,
+    assets: PathBuf,
+    /// Loopback address and service range of each cluster, by name.
+    slots: BTreeMap<String, (Ipv4Addr, String)>,
     /// Work folder: kubeconfig, state, MetalLB manifest.
     pub work: tempfile::TempDir,
 }
 
+/// Starts cluster `name`: its control plane, its proxy, and what its node runs.
+fn start(assets: &Path, name: &str, (ip, range): &(Ipv4Addr, String)) -> Running {
+    let plane = Arc::new(ControlPlane::start(assets, name, *ip, range));
+    let proxy = Arc::new(Proxy::start(&plane));
+    let target = Target::of(&plane);
+    let node = format!("{name}-control-plane");
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let (ready, started) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let client = target.client().await;
+            super::kubelet::register_node(&client, &node, &Default::default()).await;
+            super::kubelet::run_pods(client.clone(), node);
+            super::metallb::run(client);
+        });
+        ready.send(()).unwrap();
+        let _ = stopped.recv();
+        drop(rt);
+    });
+    started.recv().unwrap();
+    Running {
+        _stand_ins: stop,
+        proxy,
+        plane,
+    }
+}
+
 impl KindLab {
-    /// `n` fresh clusters, or `None` (with a skip line) without the envtest binaries.
+    /// A lab for `n` clusters (none running yet), or `None` (with a skip line) without the envtest
+    /// binaries.
     pub fn new(n: usize, options: FakeToolOptions) -> Option<KindLab> {
         let assets = assets_or_skip()?;
-        let envtest = Envtest::start(&assets, n);
-        let proxies: Vec<Proxy> = envtest.planes.iter().map(Proxy::start).collect();
-        let kubeconfigs = envtest
-            .planes
-            .iter()
-            .zip(&proxies)
-            .map(|(p, proxy)| (p.name.clone(), proxy.kubeconfig(&format!("kind-{}", p.name))))
-            .collect();
-        let contexts: HashMap<String, Target> = envtest
-            .planes
-            .iter()
-            .map(|p| (p.name.clone(), Target::of(p)))
-            .collect();
-        let tools = FakeTools::with(kubeconfigs, options, install_handler(contexts));
-        let targets: Vec<Target> = envtest.planes.iter().map(Target::of).collect();
-        let names: Vec<String> = envtest.planes.iter().map(|p| p.name.clone()).collect();
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let (ready, started) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async {
-                for (target, name) in targets.iter().zip(&names) {
-                    let client = target.client().await;
-                    let node = format!("{name}-control-plane");
-                    super::kubelet::register_node(&client, &node, &Default::default()).await;
-                    super::kubelet::run_pods(client.clone(), node);
-                    super::metallb::run(client);
+        let names: Vec<String> = (1..=n).map(|i| format!("cluster{i}")).collect();
+        let slots: BTreeMap<String, (Ipv4Addr, String)> = names.iter().cloned().zip(addresses(n)).collect();
+        let clusters: Registry = Arc::default();
+        let kind: KindHandler = {
+            let (clusters, slots, assets) = (clusters.clone(), slots.clone(), assets.clone());
+            Arc::new(move |verb: &str, name: &str| match verb {
+                "create" => {
+                    let slot = slots
+                        .get(name)
+                        .ok_or_else(|| format!("the lab has no cluster named {name}"))?;
+                    let running = start(&assets, name, slot);
+                    let kubeconfig = running.proxy.kubeconfig(&format!("kind-{name}"));
+                    clusters.lock().unwrap().insert(name.to_string(), running);
+                    Ok(Some(kubeconfig))
                 }
-            });
-            ready.send(()).unwrap();
-            let _ = stopped.recv();
-            drop(rt);
-        });
-        started.recv().unwrap();
+                "delete" => {
+                    let gone = clusters.lock().unwrap().remove(name);
+                    drop(gone);
+                    Ok(None)
+                }
+                other => Err(format!("fake kind: unsupported {other}")),
+            })
+        };
+        let lookup = {
+            let clusters = clusters.clone();
+            Arc::new(move |name: &str| clusters.lock().unwrap().get(name).map(|r| Target::of(&r.plane)))
+        };
+        let tools = FakeTools::with(
+            names.iter().map(|n| (n.clone(), None)).collect(),
+            options,
+            install_handler_for(lookup),
+            Some(kind),
+        );
         let work = tempfile::tempdir().unwrap();
         if let Some(dir) = crate::support::schema::upstream_dir() {
             std::fs::copy(
@@ -80,17 +119,41 @@ impl KindLab {
             .unwrap();
         }
         Some(KindLab {
-            _stand_ins: stop,
             tools,
-            proxies,
-            envtest,
+            clusters,
+            assets,
+            slots,
             work,
         })
     }
 
-    /// The control planes.
-    pub fn planes(&self) -> &[ControlPlane] {
-        &self.envtest.planes
+    /// A kind cluster that exists before `meshctl up` runs (as `kind create cluster` by hand).
+    pub fn create(&self, name: &str) {
+        let running = start(&self.assets, name, &self.slots[name]);
+        let kubeconfig = running.proxy.kubeconfig(&format!("kind-{name}"));
+        std::fs::write(
+            self.tools
+                .dir
+                .path()
+                .join("kubeconfig")
+                .join(format!("{name}.yaml")),
+            kubeconfig,
+        )
+        .unwrap();
+        self.tools.preexisting_kind_cluster(name);
+        self.clusters.lock().unwrap().insert(name.to_string(), running);
+    }
+
+    /// The control planes of the clusters that exist, in name order.
+    pub fn planes(&self) -> Vec<Arc<ControlPlane>> {
+        let clusters = self.clusters.lock().unwrap();
+        clusters.values().map(|r| r.plane.clone()).collect()
+    }
+
+    /// Their proxies, in the same order.
+    pub fn proxies(&self) -> Vec<Arc<Proxy>> {
+        let clusters = self.clusters.lock().unwrap();
+        clusters.values().map(|r| r.proxy.clone()).collect()
     }
 
     /// The kubeconfig meshctl writes the kind contexts into.
@@ -98,7 +161,7 @@ impl KindLab {
         self.work.path().join("kubeconfig")
     }
 
-    /// Runs `meshctl` in the lab (for `up`: fast keys, a 30s bound, the real MetalLB manifest).
+    /// Runs `meshctl` in the lab (for `up`: fast keys, a 60s bound, the real MetalLB manifest).
     pub fn run(&self, args: &[&str]) -> Output {
         self.run_with(args, true, &[])
     }
@@ -121,8 +184,10 @@ impl KindLab {
             if manifest_file {
                 all.extend_from_slice(&["--metallb-manifest", manifest.to_str().unwrap()]);
             }
+            // Generous: a bound, not a speed target; a loaded 2-core CI machine runs several
+            // control planes at once.
             if !args.contains(&"--timeout") {
-                all.extend_from_slice(&["--timeout", "30s"]);
+                all.extend_from_slice(&["--timeout", "60s"]);
             }
         }
         let path = self.tools.path_env();
@@ -140,8 +205,9 @@ impl KindLab {
     /// is deleted and the Service's `status.loadBalancer` cleared.
     pub fn take_gateway_ip(&self, i: usize) {
         use kube::api::{Api, DeleteParams, Patch, PatchParams};
+        let plane = self.planes()[i].clone();
         super::block_on(async {
-            let client = self.planes()[i].client().await;
+            let client = plane.client().await;
             let gvk = kube::api::GroupVersionKind::gvk("metallb.io", "v1beta1", "IPAddressPool");
             let pools: Api<kube::api::DynamicObject> = Api::namespaced_with(
                 client.clone(),
@@ -175,7 +241,7 @@ impl KindLab {
 
     /// Requests that changed something, over every cluster, as the proxies saw them.
     pub fn writes(&self) -> usize {
-        self.proxies
+        self.proxies()
             .iter()
             .map(|p| p.requests().iter().filter(|r| !r.starts_with("GET")).count())
             .sum()

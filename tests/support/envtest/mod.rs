@@ -227,7 +227,39 @@ impl ControlPlane {
             .expect("bash starts the control-plane supervisor");
         *plane.supervisor.lock().unwrap() = Some(child);
         plane.wait_ready(Duration::from_secs(90));
+        plane.wait_controllers(Duration::from_secs(90));
         plane
+    }
+
+    /// Waits until kube-controller-manager runs: the `default` ServiceAccount of namespace
+    /// `default` appears once its serviceaccount controller has started (envtest README), and a
+    /// cluster handed to a test before that would see Deployments stay without status (as kind's
+    /// `--wait` waits for a usable cluster).
+    fn wait_controllers(&self, bound: Duration) {
+        let kubeconfig = self.kubeconfig(&self.name);
+        let name = self.name.clone();
+        let seen = block_on(async move {
+            let client = client_from(&kubeconfig, &name).await;
+            let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                kube::Api::namespaced(client, "default");
+            meshctl::kube::wait::until(
+                &accounts,
+                "default",
+                "default ServiceAccount",
+                bound,
+                |_| true,
+                |_| String::new(),
+            )
+            .await
+            .is_ok()
+        });
+        assert!(
+            seen,
+            "control plane {}: kube-controller-manager did not start within {}s; its log: {}",
+            self.name,
+            bound.as_secs(),
+            self.dir.join("controller-manager.log").display()
+        );
     }
 
     /// Polls `/readyz` until it answers `ok` (the apiserver's own readiness endpoint: no watch
@@ -349,6 +381,14 @@ fn supervisor_script(
     let a = assets.display();
     let d = dir.display();
     let off: String = controllers_off.iter().map(|c| format!(",-{c}")).collect();
+    // kube-controller-manager starts its token controller ahead of the others whatever
+    // `--controllers` says; without a signing key it skips it ("service account token controller
+    // disabled"), which is how a test gets a cluster whose token Secrets are never filled.
+    let sa_key = if controllers_off.contains(&"serviceaccount-token-controller") {
+        ""
+    } else {
+        "--service-account-private-key-file sa.key"
+    };
     format!(
         r#"#!/usr/bin/env bash
 cd "{d}" || exit 1
@@ -371,7 +411,7 @@ etcd=$!
 apiserver=$!
 echo "$apiserver" > apiserver.pid
 "{a}/kube-controller-manager" --kubeconfig kubeconfig --root-ca-file ca.crt \
-  --service-account-private-key-file sa.key --use-service-account-credentials \
+  {sa_key} --use-service-account-credentials \
   --controllers '*,-node-lifecycle-controller{off}' --leader-elect=false --secure-port 0 \
   --cluster-signing-cert-file ca.crt --cluster-signing-key-file ca.key \
   > controller-manager.log 2>&1 &
