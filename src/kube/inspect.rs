@@ -12,16 +12,8 @@ const ISTIO_NAMESPACE: &str = "istio-system";
 /// The east-west gateway's LoadBalancer IP, if it has one.
 pub async fn eastwest_ip(client: &Client) -> Option<String> {
     let services: Api<Service> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
-    services
-        .get_opt(GATEWAY_NAME)
-        .await
-        .ok()
-        .flatten()?
-        .status?
-        .load_balancer?
-        .ingress?
-        .into_iter()
-        .find_map(|i| i.ip)
+    let svc = services.get_opt(GATEWAY_NAME).await.ok().flatten()?;
+    super::wait::ingress_ip(&svc)
 }
 
 /// Whether Gateway `cross-network-gateway` exists (false also when Istio's CRDs do not).

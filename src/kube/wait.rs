@@ -236,6 +236,19 @@ pub async fn crd_established(
     .map(|_| ())
 }
 
+/// The first ingress IP in a Service's `status.loadBalancer`, if it has one.
+pub fn ingress_ip(svc: &Service) -> Option<String> {
+    svc.status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .iter()
+        .find_map(|i| i.ip.clone())
+        .filter(|ip| !ip.is_empty())
+}
+
 /// The ingress IP of a LoadBalancer Service, once it has one.
 pub async fn load_balancer_ip(
     client: &Client,
@@ -244,17 +257,7 @@ pub async fn load_balancer_ip(
     timeout: Duration,
 ) -> Result<String, WaitError> {
     let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let ip = |s: &Service| {
-        s.status
-            .as_ref()?
-            .load_balancer
-            .as_ref()?
-            .ingress
-            .as_ref()?
-            .iter()
-            .find_map(|i| i.ip.clone())
-            .filter(|ip| !ip.is_empty())
-    };
+    let ip = ingress_ip;
     let svc = until(
         &api,
         name,

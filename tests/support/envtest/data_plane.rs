@@ -75,7 +75,7 @@ async fn wired(from: &kube::Client, to: &Cluster, to_client: &kube::Client) -> b
         .await
         .ok()
         .flatten()
-        .and_then(|s| s.status?.load_balancer?.ingress?.into_iter().next()?.ip);
+        .and_then(|s| meshctl::kube::wait::ingress_ip(&s));
     let gateways = Api::<DynamicObject>::namespaced_with(
         to_client.clone(),
         "istio-system",

@@ -23,12 +23,7 @@ pub fn run(client: kube::Client, prefix: String) -> tokio::task::JoinHandle<()> 
                 _ => continue,
             };
             let wants = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
-            let has = svc
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|l| l.ingress.as_ref())
-                .is_some_and(|i| !i.is_empty());
+            let has = meshctl::kube::wait::ingress_ip(&svc).is_some();
             if !wants || has {
                 continue;
             }
