@@ -10,7 +10,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use kube::api::{Api, DeleteParams};
 use support::envtest::proxy::Proxy;
 use support::envtest::{ControlPlane, Envtest, block_on};
@@ -210,14 +210,8 @@ fn existing_clusters_get_the_whole_mesh_and_a_second_up_writes_nothing() {
                     .contains_key("topology.kubernetes.io/region"),
                 "region label added where missing"
             );
-            let gw = Api::<Service>::namespaced(client.clone(), "istio-system")
-                .get("istio-eastwestgateway")
-                .await
-                .unwrap();
             assert_eq!(
-                gw.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0]
-                    .ip
-                    .as_deref(),
+                meshctl::kube::inspect::eastwest_ip(&client).await.as_deref(),
                 Some(format!("10.99.{i}.10").as_str()),
                 "the cluster's own load balancer, no MetalLB"
             );

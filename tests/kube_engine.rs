@@ -66,6 +66,20 @@ impl Env {
     }
 }
 
+/// `err` is the server's refusal `code`, its message holding `message`, naming the object `what`.
+fn assert_rejected(err: &KubeError, wanted: u16, message_part: &str, what_part: &str) {
+    match err {
+        KubeError::Rejected {
+            code, message, what, ..
+        } => {
+            assert_eq!(*code, wanted);
+            assert!(message.contains(message_part), "{message}");
+            assert!(what.contains(what_part), "{what}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
 fn fast() -> RetryPolicy {
     RetryPolicy {
         attempts: 6,
@@ -179,16 +193,7 @@ async fn an_invalid_object_fails_with_the_servers_422_message() {
         )
         .await
         .unwrap_err();
-    match &err {
-        KubeError::Rejected {
-            code, message, what, ..
-        } => {
-            assert_eq!(*code, 422);
-            assert!(message.contains("spec.ports[0].port"), "{message}");
-            assert!(what.contains("Service ke-invalid/bad"), "{what}");
-        }
-        other => panic!("expected a rejection, got {other:?}"),
-    }
+    assert_rejected(&err, 422, "spec.ports[0].port", "Service ke-invalid/bad");
 }
 
 /// A kubeconfig file whose context goes through `proxy`.
@@ -231,16 +236,7 @@ async fn permanent_failures_fail_at_once_with_the_servers_message() {
         )
         .await
         .unwrap_err();
-    match &err {
-        KubeError::Rejected {
-            code, message, what, ..
-        } => {
-            assert_eq!(*code, 404);
-            assert!(message.contains("namespaces \"nowhere\" not found"), "{message}");
-            assert!(what.contains("Secret nowhere/s"), "{what}");
-        }
-        other => panic!("expected a rejection, got {other:?}"),
-    }
+    assert_rejected(&err, 404, "namespaces \"nowhere\" not found", "Secret nowhere/s");
     proxy.fail_next_requests(&[403]);
     let before = proxy.requests().len();
     assert!(matches!(

@@ -6,7 +6,7 @@
 
 mod support;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 use support::envtest::block_on;
@@ -65,14 +65,8 @@ fn assert_mesh(lab: &KindLab) {
                 "cacerts exists before istiod"
             );
             // eastwest: an address from this cluster's pool, given by MetalLB's allocator.
-            let gw = Api::<Service>::namespaced(client.clone(), "istio-system")
-                .get("istio-eastwestgateway")
-                .await
-                .unwrap();
             assert_eq!(
-                gw.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0]
-                    .ip
-                    .as_deref(),
+                meshctl::kube::inspect::eastwest_ip(&client).await.as_deref(),
                 Some(format!("172.18.{}.1", 255 - i).as_str())
             );
             // remote secrets: one per other cluster, carrying its docker-network address.
