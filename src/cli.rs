@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::phases::Phase;
 use crate::pki::KeyType;
+use crate::plan::Phase;
 
 /// Turn several Kubernetes clusters into one Istio mesh (multi-primary, multi-network), and prove it works.
 #[derive(Debug, Parser)]
@@ -70,6 +70,26 @@ pub struct TopologyArgs {
     /// Mesh ID shared by every cluster.
     #[arg(long, value_name = "ID")]
     pub mesh_id: Option<String>,
+}
+
+impl TopologyArgs {
+    /// The same selection as command-line arguments, for commands meshctl suggests.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(n) = self.clusters {
+            out.extend(["--clusters".to_string(), n.to_string()]);
+        }
+        if let Some(path) = &self.config {
+            out.extend(["--config".to_string(), path.display().to_string()]);
+        }
+        if !self.contexts.is_empty() {
+            out.extend(["--contexts".to_string(), self.contexts.join(",")]);
+        }
+        if let Some(id) = &self.mesh_id {
+            out.extend(["--mesh-id".to_string(), id.clone()]);
+        }
+        out
+    }
 }
 
 /// Output format of commands that report.
@@ -176,6 +196,11 @@ pub struct UpArgs {
     /// Accept an istioctl whose minor version differs from the pinned Istio.
     #[arg(long)]
     pub allow_version_skew: bool,
+
+    /// Run every step of the selected phases, even where the clusters already hold what the plan
+    /// wants (normally each phase runs only where its probe finds something missing or different).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub force: bool,
 
     /// Use this MetalLB manifest instead of downloading the pinned one.
     #[arg(long, value_name = "FILE")]

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::atomic_file::{self, PRIVATE, PUBLIC};
 use crate::plan::{Artifact, Plan, Step};
+use crate::tools::{istioctl, kind};
 
 /// What `plan.json` holds: the plan and the verification manifests.
 #[derive(Serialize)]
@@ -182,13 +183,23 @@ pub fn listing(plan: &Plan) -> String {
 /// One line for a step.
 pub fn describe(step: &Step) -> String {
     match step {
-        Step::Run { tool, args, unless } => {
-            let unless = unless
-                .as_deref()
-                .map(|u| format!("   (skipped if {u})"))
-                .unwrap_or_default();
-            format!("run: {} {}{unless}", tool.program(), args.join(" "))
-        }
+        Step::CreateKindCluster {
+            name,
+            config,
+            wait_secs,
+        } => format!(
+            "run: kind {}   (skipped if `kind get clusters` lists `{name}`)",
+            kind::create_args(name, config, *wait_secs).join(" ")
+        ),
+        Step::IstioctlInstall {
+            context,
+            file,
+            deployment,
+            timeout_secs,
+        } => format!(
+            "run: istioctl {}   (then records the file's digest on deployment {deployment})",
+            istioctl::install_args(context, file, *timeout_secs).join(" ")
+        ),
         Step::Apply { file } => format!("apply: {file}"),
         Step::AwaitAdmission { file } => {
             format!("wait: admission webhooks accept {file} (server-side dry run)")

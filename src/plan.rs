@@ -6,35 +6,92 @@
 //! the steps that need them say where they come from.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
 use serde::Serialize;
 
 use crate::ipam::Pool;
-use crate::phases::{self, Phase};
+use crate::phases;
 use crate::pki::IntermediateCa;
 use crate::render::{self, RenderError};
 use crate::topology::{Cluster, Mesh, Provider};
 
-/// An external program a step runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tool {
-    /// kind.
-    Kind,
-    /// docker CLI.
-    Docker,
-    /// istioctl.
-    Istioctl,
+/// One phase of `up`, in the order they run (reference section 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Create kind clusters and record their API endpoints.
+    Clusters,
+    /// Install MetalLB and give each cluster its own address pool.
+    Metallb,
+    /// Namespace, network label, node locality labels, `cacerts`.
+    Certs,
+    /// Istio primary control plane.
+    Istio,
+    /// East-west gateway with an external IP.
+    Eastwest,
+    /// Expose `*.local` services through the east-west gateway.
+    Expose,
+    /// Every cluster's remote secret in every other cluster.
+    RemoteSecrets,
 }
 
-impl Tool {
-    /// The program name looked up on PATH.
-    pub fn program(self) -> &'static str {
+impl Phase {
+    /// All phases in order.
+    pub const ALL: [Phase; 7] = [
+        Phase::Clusters,
+        Phase::Metallb,
+        Phase::Certs,
+        Phase::Istio,
+        Phase::Eastwest,
+        Phase::Expose,
+        Phase::RemoteSecrets,
+    ];
+
+    /// The name used on the command line and in output.
+    pub const fn name(self) -> &'static str {
         match self {
-            Tool::Kind => "kind",
-            Tool::Docker => "docker",
-            Tool::Istioctl => "istioctl",
+            Phase::Clusters => "clusters",
+            Phase::Metallb => "metallb",
+            Phase::Certs => "certs",
+            Phase::Istio => "istio",
+            Phase::Eastwest => "eastwest",
+            Phase::Expose => "expose",
+            Phase::RemoteSecrets => "remote-secrets",
         }
+    }
+
+    /// 1-based position, used to prefix dry-run folders (`03-certs`).
+    pub fn ordinal(self) -> usize {
+        Phase::ALL
+            .iter()
+            .position(|p| *p == self)
+            .expect("every phase is listed")
+            + 1
+    }
+
+    /// Folder name in dry-run output, e.g. `03-certs`.
+    pub fn folder(self) -> String {
+        format!("{:02}-{}", self.ordinal(), self.name())
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Phase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Phase::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
+            format!(
+                "unknown phase `{s}` (expected one of: {})",
+                Phase::ALL.map(Phase::name).join(", ")
+            )
+        })
     }
 }
 
@@ -115,15 +172,28 @@ impl std::fmt::Display for Condition {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "do", rename_all = "kebab-case")]
 pub enum Step {
-    /// Run an external program; paths in `args` are relative to the plan directory.
-    Run {
-        /// The program.
-        tool: Tool,
-        /// Its arguments.
-        args: Vec<String>,
-        /// Whether the step is skipped because its result already exists (e.g. the kind cluster).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        unless: Option<String>,
+    /// `kind create cluster` from a rendered config; a kind cluster of that name that already
+    /// exists is reused (and never deleted by `down`: meshctl did not create it).
+    CreateKindCluster {
+        /// Cluster name.
+        name: String,
+        /// Artifact path of the kind config.
+        config: String,
+        /// `--wait`, in seconds.
+        wait_secs: u64,
+    },
+    /// `istioctl install` of a rendered IstioOperator, then a record of what was installed (a
+    /// digest of the file) as an annotation on `deployment`, so the next run can tell whether the
+    /// cluster runs this rendering.
+    IstioctlInstall {
+        /// kubeconfig context.
+        context: String,
+        /// Artifact path of the IstioOperator.
+        file: String,
+        /// Deployment in `istio-system` the install creates and the record is kept on.
+        deployment: String,
+        /// `--readiness-timeout`, in seconds.
+        timeout_secs: u64,
     },
     /// Server-side apply every document of an artifact.
     Apply {
@@ -191,6 +261,18 @@ pub struct Artifact {
     /// The text.
     #[serde(skip)]
     pub content: String,
+}
+
+/// A short digest of a rendered text: what an install records of what it installed.
+pub fn digest(text: &str) -> String {
+    crate::upstream::sha256_hex(text.as_bytes())[..32].to_string()
+}
+
+impl Artifact {
+    /// [`digest`] of the text.
+    pub fn digest(&self) -> String {
+        digest(&self.content)
+    }
 }
 
 /// The steps of one cluster in one phase.
@@ -448,5 +530,18 @@ mod tests {
         .unwrap();
         assert_eq!(p, [Phase::Certs, Phase::Expose]);
         assert!(select_phases(Provider::Kind, &[Phase::Certs], &[Phase::Certs]).is_err());
+    }
+
+    #[test]
+    fn names_round_trip_and_order_matches_the_reference() {
+        for p in Phase::ALL {
+            assert_eq!(p.name().parse::<Phase>().unwrap(), p);
+        }
+        assert_eq!(Phase::RemoteSecrets.folder(), "07-remote-secrets");
+        assert!(
+            Phase::Certs < Phase::Istio,
+            "cacerts must exist before istiod starts"
+        );
+        assert!("verify".parse::<Phase>().unwrap_err().contains("remote-secrets"));
     }
 }

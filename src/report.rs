@@ -216,6 +216,24 @@ impl Reporter {
         }
     }
 
+    /// Something a phase owns was missing or different in a cluster, and the phase's steps put it
+    /// back.
+    pub fn repaired(&self, phase: &str, cluster: &str, finding: &crate::probe::Finding) {
+        match self.format {
+            Format::Json => self.event(
+                "repaired",
+                json!({"phase": phase, "cluster": cluster, "object": finding.object,
+                       "found": finding.found, "detail": finding.detail}),
+            ),
+            Format::Text => self.line(
+                "↻",
+                "33",
+                cluster,
+                &format!("{phase:<14} repaired: {}", finding.as_drift()),
+            ),
+        }
+    }
+
     /// A phase was already done.
     pub fn skipped(&self, phase: &str, cluster: &str, reason: &str) {
         match self.format {

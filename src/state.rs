@@ -1,9 +1,10 @@
-//! What `up` has done, per cluster and phase, so an interrupted run resumes and a finished mesh is
-//! left alone. Kept in `<workdir>/<mesh-id>/state.json`, rewritten atomically after every step
-//! that changes it.
+//! What meshctl learned and owns, kept in `<workdir>/<mesh-id>/state.json` and rewritten atomically
+//! after every step that changes it: facts found at run time (API addresses on the docker network,
+//! the network's subnet, gateway IPs) and what meshctl created (kind clusters, kubeconfig entries),
+//! so `down` removes only that.
 //!
-//! A phase counts as done for a cluster only with the same *fingerprint*: a digest of its steps and
-//! rendered files. Change the topology (a mesh ID, a network) and the affected phases run again.
+//! Progress is not kept here: whether a phase is done is asked of the clusters each run (every
+//! phase's probe), so a repeated or resumed `up` converges on what the clusters really hold.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -24,9 +25,10 @@ pub struct ClusterState {
     /// External IP of the east-west gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eastwest_ip: Option<String>,
-    /// Phase name → fingerprint of what was done.
-    #[serde(default)]
-    pub done: BTreeMap<String, String>,
+    /// Phases that were complete in this cluster at least once. Never used to skip work (the
+    /// probes decide that); only to call what a later run finds missing a repair, not a first build.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub built: BTreeSet<String>,
 }
 
 /// The whole state of one mesh.
@@ -46,6 +48,14 @@ pub struct MeshState {
     /// all three). Only these are ever replaced or removed; anything else in the file is the user's.
     #[serde(default)]
     pub kubeconfig_entries: BTreeSet<String>,
+    /// The IPv4 subnet of the docker network the kind nodes are on, read once it exists; MetalLB
+    /// pools are planned from it without asking docker again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_subnet: Option<ipnet::Ipv4Net>,
+    /// The certificate directory `up` used (`--certs-dir`, else the mesh folder's `certs/`), so
+    /// `status` compares `cacerts` with the same CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certs_dir: Option<PathBuf>,
     /// Per cluster.
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterState>,
@@ -101,27 +111,6 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Whether `phase` is done for `cluster` with this fingerprint.
-    pub fn is_done(&self, cluster: &str, phase: &str, fingerprint: &str) -> bool {
-        let state = self.inner.lock().expect("state lock");
-        state
-            .clusters
-            .get(cluster)
-            .and_then(|c| c.done.get(phase))
-            .is_some_and(|f| f == fingerprint)
-    }
-
-    /// Records `phase` as done for `cluster`.
-    pub fn mark_done(&self, cluster: &str, phase: &str, fingerprint: &str) -> io::Result<()> {
-        self.update(|s| {
-            s.clusters
-                .entry(cluster.to_string())
-                .or_default()
-                .done
-                .insert(phase.to_string(), fingerprint.to_string());
-        })
-    }
-
     /// Where the file lives.
     pub fn path(&self) -> &Path {
         &self.path
@@ -133,19 +122,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn progress_survives_a_reload_and_a_new_fingerprint_means_not_done() {
+    fn facts_survive_a_reload_and_old_progress_records_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mesh1/state.json");
         let store = StateStore::load(&path).unwrap();
-        store.mark_done("cluster1", "istio", "abc").unwrap();
         store
-            .update(|s| s.created_kind_clusters.insert("cluster1".into()))
+            .update(|s| {
+                s.created_kind_clusters.insert("cluster1".into());
+                s.docker_subnet = Some("172.18.0.0/16".parse().unwrap());
+            })
             .unwrap();
-        let again = StateStore::load(&path).unwrap();
-        assert!(again.is_done("cluster1", "istio", "abc"));
-        assert!(!again.is_done("cluster1", "istio", "def"));
-        assert!(!again.is_done("cluster2", "istio", "abc"));
-        assert!(again.snapshot().created_kind_clusters.contains("cluster1"));
+        let again = StateStore::load(&path).unwrap().snapshot();
+        assert!(again.created_kind_clusters.contains("cluster1"));
+        assert_eq!(again.docker_subnet.unwrap().to_string(), "172.18.0.0/16");
+        // State written by earlier versions recorded per-phase progress; it still loads.
+        std::fs::write(
+            &path,
+            r#"{"meshID":"m","clusters":{"c":{"done":{"istio":"ab"}}}}"#,
+        )
+        .unwrap();
+        assert!(
+            StateStore::load(&path)
+                .unwrap()
+                .snapshot()
+                .clusters
+                .contains_key("c")
+        );
     }
 
     #[test]

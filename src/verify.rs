@@ -20,7 +20,6 @@ use kube::api::{Api, AttachParams, DeleteParams};
 use serde::Serialize;
 
 use crate::kube::apply::Applier;
-use crate::kube::inspect;
 use crate::kube::wait;
 use crate::phases::verify::{self as workloads, NAMESPACE};
 use crate::plan::Artifact;
@@ -339,23 +338,31 @@ async fn sidecar_pod(
     Ok(name)
 }
 
+/// Whether `client`'s cluster holds the remote secret of cluster `source`.
+async fn has_remote_secret(client: &kube::Client, source: &str) -> bool {
+    let secrets: kube::api::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::api::Api::namespaced(client.clone(), crate::remote_secret::NAMESPACE);
+    let name = crate::phases::remote_secrets::secret_name(source);
+    matches!(secrets.get_opt(&name).await, Ok(Some(_)))
+}
+
 /// Why calls from `from` never reached `to`: the first missing precondition, else where to look.
 async fn diagnose(mesh: &Mesh, clients: &[kube::Client], from: usize, to: usize) -> String {
     let (f, t) = (&mesh.clusters[from].name, &mesh.clusters[to].name);
     if from == to {
         return format!("{f} -> {t}: the local helloworld did not answer (is its pod ready?)");
     }
-    if !inspect::has_remote_secret(&clients[from], t).await {
+    if !has_remote_secret(&clients[from], t).await {
         return format!(
             "{f} -> {t}: {f} has no remote secret for {t}, so its istiod does not see {t}'s endpoints (run `meshctl up --only remote-secrets`)"
         );
     }
-    if inspect::eastwest_ip(&clients[to]).await.is_none() {
+    if crate::phases::eastwest::gateway_ip(&clients[to]).await.is_none() {
         return format!(
             "{f} -> {t}: {t}'s east-west gateway has no LoadBalancer IP, so {f} gets unreachable pod IPs (run `meshctl status`)"
         );
     }
-    if !inspect::services_exposed(&clients[to]).await {
+    if !crate::phases::expose::exposed(&clients[to]).await {
         return format!(
             "{f} -> {t}: {t} does not expose its services on the east-west gateway (run `meshctl up --only expose`)"
         );

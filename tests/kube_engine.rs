@@ -13,7 +13,6 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use meshctl::kube::apply::{Applier, Change};
 use meshctl::kube::retry::RetryPolicy;
 use meshctl::kube::{KubeError, connect, wait};
-use meshctl::plan::Condition;
 use serde_json::json;
 use support::envtest::proxy::Proxy;
 use support::envtest::{ControlPlane, Envtest};
@@ -259,11 +258,7 @@ async fn waits_succeed_when_the_real_controllers_or_a_status_write_deliver() {
         "template": {"metadata": {"labels": {"app": "istiod"}}, "spec": {"containers": [{"name": "discovery", "image": "istio/pilot:1.31.1"}]}}}}))
     .unwrap();
     deployments.create(&PostParams::default(), &deploy).await.unwrap();
-    let available = Condition::DeploymentAvailable {
-        namespace: ns.into(),
-        name: "istiod".into(),
-    };
-    wait::wait_for(&client, &available, Duration::from_secs(30))
+    wait::deployment_ready(&client, ns, "istiod", Duration::from_secs(30))
         .await
         .unwrap();
 
@@ -315,9 +310,7 @@ async fn nodes_ready_waits_for_every_registered_node() {
     // The third control plane: the only test that registers nodes there.
     let client = envtest.planes[2].client().await;
     support::envtest::kubelet::register_node(&client, "ke-node-1", &BTreeMap::new()).await;
-    wait::wait_for(&client, &Condition::NodesReady, Duration::from_secs(10))
-        .await
-        .unwrap();
+    wait::nodes_ready(&client, Duration::from_secs(10)).await.unwrap();
 }
 
 #[tokio::test]
@@ -331,11 +324,7 @@ async fn a_wait_that_times_out_names_the_object_and_what_it_last_saw() {
         "metadata": {"name": "istio-eastwestgateway"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 15443}]}}))
     .unwrap();
     services.create(&PostParams::default(), &svc).await.unwrap();
-    let lb = Condition::LoadBalancerIp {
-        namespace: ns.into(),
-        name: "istio-eastwestgateway".into(),
-    };
-    let err = wait::wait_for(&client, &lb, Duration::from_millis(800))
+    let err = wait::load_balancer_ip(&client, ns, "istio-eastwestgateway", Duration::from_millis(800))
         .await
         .unwrap_err()
         .to_string();
@@ -344,11 +333,7 @@ async fn a_wait_that_times_out_names_the_object_and_what_it_last_saw() {
         "{err}"
     );
 
-    let missing = Condition::DeploymentAvailable {
-        namespace: ns.into(),
-        name: "istiod".into(),
-    };
-    let err = wait::wait_for(&client, &missing, Duration::from_millis(500))
+    let err = wait::deployment_ready(&client, ns, "istiod", Duration::from_millis(500))
         .await
         .unwrap_err()
         .to_string();
@@ -365,14 +350,15 @@ async fn a_wait_that_times_out_names_the_object_and_what_it_last_saw() {
         )
         .await
         .unwrap();
-    let hook = Condition::WebhookCaBundle {
-        kind: "ValidatingWebhookConfiguration".into(),
-        name: "ke-timeout-webhook".into(),
-    };
-    let err = wait::wait_for(&client, &hook, Duration::from_millis(500))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = wait::webhook_has_ca_bundle(
+        &client,
+        "ValidatingWebhookConfiguration",
+        "ke-timeout-webhook",
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("0 of 1 webhook(s) have a CA bundle"), "{err}");
 }
 
@@ -399,13 +385,14 @@ async fn webhook_endpoint_wait_follows_the_service_named_in_the_configuration() 
         .unwrap();
         slices.create(&PostParams::default(), &slice).await.unwrap();
     });
-    let cond = Condition::WebhookEndpointReady {
-        kind: "ValidatingWebhookConfiguration".into(),
-        name: "ke-endpoint-webhook".into(),
-    };
-    wait::wait_for(&client, &cond, Duration::from_secs(10))
-        .await
-        .unwrap();
+    wait::webhook_endpoint_ready(
+        &client,
+        "ValidatingWebhookConfiguration",
+        "ke-endpoint-webhook",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     writer.await.unwrap();
 }
 

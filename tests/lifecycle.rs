@@ -19,13 +19,22 @@ fn status_says_what_is_missing_before_up_and_ready_after() {
     };
     let before = lab.run(&["status", "--clusters", "2"]);
     assert_eq!(before.status.code(), Some(3), "not ready");
+    let text = stdout(&before);
     assert!(
-        stdout(&before).contains("unreachable") && stdout(&before).contains("hint:"),
-        "{}",
-        stdout(&before)
+        text.contains("cluster1   clusters        missing")
+            && text.contains("cluster2   clusters        missing"),
+        "one line per cluster that is not there: {text}"
     );
-
-    assert!(lab.run(&["up", "--clusters", "2"]).status.success());
+    let fixes = support::fixes(&before);
+    assert_eq!(fixes.len(), 1, "{text}");
+    assert_eq!(&fixes[0][fixes[0].len() - 3..], ["up", "--clusters", "2"]);
+    // Followed as printed (default key type and timeout; MetalLB's manifest downloaded, as for a
+    // user), it builds the mesh.
+    let manifest = std::fs::read(lab.work.path().join("metallb-native.yaml")).unwrap();
+    lab.tools.set_download(&manifest);
+    let words: Vec<&str> = fixes[0].iter().map(String::as_str).collect();
+    let built = lab.run_as_printed(&words);
+    assert!(built.status.success(), "{}", stderr(&built));
     let after = lab.run(&["status", "--clusters", "2", "-o", "json"]);
     assert_eq!(after.status.code(), Some(0), "{}", stdout(&after));
     let doc: serde_json::Value = serde_json::from_str(&stdout(&after)).unwrap();
@@ -33,22 +42,36 @@ fn status_says_what_is_missing_before_up_and_ready_after() {
     assert_eq!(checks.len(), 2 * 7);
     assert!(checks.iter().all(|c| c["state"] == "ready"), "{checks:?}");
     assert!(
-        checks
-            .iter()
-            .any(|c| c["detail"] == "east-west gateway IP 172.18.254.1")
+        checks.iter().any(|c| c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("LoadBalancer IP 172.18.254.1")),
+        "{checks:?}"
     );
 
-    // Take the gateway's IP away: status notices, names the phase and says what to do.
+    // Take the gateway's IP away (MetalLB lost its pool): status names both phases, and the
+    // commands it prints, followed as printed, bring the mesh back.
     lab.take_gateway_ip(1);
     let broken = lab.run(&["status", "--clusters", "2"]);
     assert_eq!(broken.status.code(), Some(3));
     let text = stdout(&broken);
     assert!(
-        text.contains("cluster2   eastwest        missing")
-            && text.contains("<pending>")
-            && text.contains("MetalLB"),
+        text.contains("cluster2   metallb         missing")
+            && text.contains("IPAddressPool metallb-system/meshctl-pool: missing")
+            && text.contains("cluster2   eastwest        missing")
+            && text.contains("no LoadBalancer IP"),
         "{text}"
     );
+    let fixes = support::fixes(&broken);
+    let only: Vec<&str> = fixes.iter().map(|f| f.last().unwrap().as_str()).collect();
+    assert_eq!(only, ["metallb", "eastwest"], "{text}");
+    for fix in &fixes {
+        let words: Vec<&str> = fix.iter().map(String::as_str).collect();
+        let out = lab.run_as_printed(&words);
+        assert!(out.status.success(), "{fix:?}: {}", stderr(&out));
+    }
+    let healed = lab.run(&["status", "--clusters", "2"]);
+    assert_eq!(healed.status.code(), Some(0), "{}", stdout(&healed));
 }
 
 #[test]
@@ -268,13 +291,13 @@ fn an_interrupted_up_stops_cleanly_and_the_next_up_resumes() {
         "{new_calls:?}"
     );
     assert!(
-        stderr(&resumed).contains("certs          already done"),
-        "{}",
+        stderr(&resumed).contains("certs          in place"),
+        "the clusters hold the certs phase: {}",
         stderr(&resumed)
     );
     assert_eq!(
-        lab.state()["clusters"]["cluster2"]["done"]
-            .as_object()
+        lab.state()["clusters"]["cluster2"]["built"]
+            .as_array()
             .unwrap()
             .len(),
         7

@@ -7,8 +7,8 @@ mod support;
 use std::collections::{BTreeMap, HashSet};
 
 use meshctl::ipam;
-use meshctl::phases::Phase;
 use meshctl::pki::IntermediateCa;
+use meshctl::plan::Phase;
 use meshctl::plan::{self, Artifact, Plan, PlanInput, Step};
 use meshctl::render::parse_documents;
 use meshctl::topology::Mesh;
@@ -383,11 +383,8 @@ fn full_mesh_of_remote_secrets_and_non_interactive_istioctl() {
                         assert_ne!(source, &cs.cluster);
                         assert!(pairs.insert((source.clone(), cs.cluster.clone())));
                     }
-                    Step::Run {
-                        tool: meshctl::plan::Tool::Istioctl,
-                        args,
-                        ..
-                    } => {
+                    Step::IstioctlInstall { context, file, .. } => {
+                        let args = meshctl::tools::istioctl::install_args(context, file, 300);
                         assert!(
                             args.contains(&"-y".to_string()),
                             "istioctl never prompts: {args:?}"
@@ -470,7 +467,7 @@ fn existing_clusters_plan_starts_at_certs_and_labels_nodes_only_where_missing() 
         .unwrap();
     assert!(matches!(label, Step::LabelNodes { overwrite: false, .. }));
     let install = &p.phases[1].clusters[1].steps[0];
-    assert!(matches!(install, Step::Run { args, .. } if args.contains(&"ctx-b".to_string())));
+    assert!(matches!(install, Step::IstioctlInstall { context, .. } if context == "ctx-b"));
 }
 
 #[test]

@@ -243,7 +243,9 @@ fn json_output_is_the_plan() {
         "ecdsa-p256",
     ]));
     let plan: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
-    assert_eq!(plan["phases"][0]["clusters"][0]["steps"][0]["tool"], "kind");
+    let first = &plan["phases"][0]["clusters"][0]["steps"][0];
+    assert_eq!(first["do"], "create-kind-cluster");
+    assert_eq!(first["name"], "cluster1");
 }
 
 #[test]

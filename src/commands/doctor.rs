@@ -7,10 +7,10 @@ use serde::Serialize;
 
 use super::Exit;
 use crate::cli::{DoctorArgs, OutputFormat};
+use crate::tools::ProcessRunner;
 use crate::tools::docker::Docker;
 use crate::tools::istioctl::{self, Istioctl};
 use crate::tools::kind::Kind;
-use crate::tools::{ProcessRunner, ToolRunner};
 use crate::{ipam, versions};
 
 /// kind's documented inotify limits for several clusters on one host (known-issues page).

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use super::Exit;
 use crate::cli::DownArgs;
-use crate::executor::mesh_dir;
+use crate::mesh_dir::MeshDir;
 use crate::report::Reporter;
 use crate::state::StateStore;
 use crate::tools::ProcessRunner;
@@ -16,8 +16,9 @@ use crate::tools::kind::Kind;
 
 pub(super) async fn run(args: DownArgs, workdir: &Path) -> Result<Exit> {
     let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
-    let dir = mesh_dir(workdir, &args.mesh_id);
-    let state_path = dir.join("state.json");
+    let mesh_dir = MeshDir::new(workdir, &args.mesh_id);
+    let dir = mesh_dir.root().to_path_buf();
+    let state_path = mesh_dir.state();
     if !state_path.exists() {
         reporter.note(
             &args.mesh_id,
@@ -28,7 +29,7 @@ pub(super) async fn run(args: DownArgs, workdir: &Path) -> Result<Exit> {
             ),
         );
         if args.purge && dir.exists() {
-            purge(&dir, &reporter, &args.mesh_id)?;
+            purge(&mesh_dir, &reporter, &args.mesh_id)?;
         }
         return Ok(Exit::Success);
     }
@@ -79,7 +80,7 @@ pub(super) async fn run(args: DownArgs, workdir: &Path) -> Result<Exit> {
         return Err(e);
     }
     if args.purge {
-        purge(&dir, &reporter, &args.mesh_id)?;
+        purge(&mesh_dir, &reporter, &args.mesh_id)?;
     } else {
         // Existing clusters were only joined, never created: forget their progress, keep the CA.
         state.update(|s| s.clusters.clear())?;
@@ -87,7 +88,7 @@ pub(super) async fn run(args: DownArgs, workdir: &Path) -> Result<Exit> {
             &args.mesh_id,
             &format!(
                 "certificate authorities kept in `{}` (--purge removes them)",
-                dir.join("certs").display()
+                mesh_dir.certs().display()
             ),
         );
     }
@@ -96,17 +97,18 @@ pub(super) async fn run(args: DownArgs, workdir: &Path) -> Result<Exit> {
 
 /// Removes what meshctl wrote in the mesh's folder of the work dir (state, plan, kind kubeconfig,
 /// certificate authorities), file by file: anything else found there stays, and is named.
-fn purge(dir: &Path, reporter: &Reporter, mesh_id: &str) -> Result<()> {
+fn purge(mesh_dir: &MeshDir, reporter: &Reporter, mesh_id: &str) -> Result<()> {
+    let dir = mesh_dir.root();
     let cannot = || format!("cannot remove meshctl's files from `{}`", dir.display());
-    for file in ["state.json", "kind-kubeconfig"] {
-        match std::fs::remove_file(dir.join(file)) {
+    for file in [mesh_dir.state(), mesh_dir.kind_kubeconfig()] {
+        match std::fs::remove_file(file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(cannot),
             _ => {}
         }
     }
-    crate::dry_run::remove_plan(&dir.join("plan")).with_context(cannot)?;
-    let _ = std::fs::remove_dir(dir.join("plan"));
-    crate::pki::layout::remove(&dir.join("certs")).with_context(cannot)?;
+    crate::dry_run::remove_plan(&mesh_dir.plan()).with_context(cannot)?;
+    let _ = std::fs::remove_dir(mesh_dir.plan());
+    crate::pki::layout::remove(&mesh_dir.certs()).with_context(cannot)?;
     let left: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())

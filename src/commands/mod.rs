@@ -68,7 +68,13 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Down(args) => down::run(args, &workdir).await,
-        Command::Status(args) => status::run(args, cli.kubeconfig.as_deref()).await,
+        Command::Status(args) => {
+            let flags = status::Flags {
+                kubeconfig: cli.kubeconfig.as_deref(),
+                workdir: cli.workdir.as_deref(),
+            };
+            status::run(args, &workdir, flags).await
+        }
         Command::Verify(args) => verify::run(args, cli.kubeconfig.as_deref()).await,
         Command::RemoteSecret(args) => remote_secret::run(args, cli.kubeconfig.as_deref()).await,
         Command::Doctor(args) => doctor::run(args).await,

@@ -1,166 +1,201 @@
-//! `meshctl status`: per cluster and phase, what exists, what is ready, what is missing.
+//! `meshctl status`: per cluster and phase, what the phase's probe finds (the same probes `up`
+//! runs before deciding what to do), and for anything missing or different the command that fixes it.
 
 use std::path::Path;
 
-use anyhow::Result;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ListParams};
+use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::Exit;
+use super::{Exit, UsageError};
 use crate::cli::{OutputFormat, StatusArgs};
-use crate::kube::{inspect, wait};
-use crate::phases::Phase;
-use crate::topology::{Cluster, Mesh, Provider};
+use crate::kube::Clients;
+use crate::mesh_dir::MeshDir;
+use crate::pki::layout;
+use crate::plan::{self, Phase, Plan, PlanInput};
+use crate::probe::{Finding, Found, Probe};
+use crate::state::{MeshState, StateStore};
+use crate::topology::{Mesh, Provider};
 
-/// One line of the status.
+/// One line of the status: a phase in a cluster.
 #[derive(Debug, Clone, Serialize)]
 struct Check {
     cluster: String,
     phase: &'static str,
+    /// `ready`, or the worst finding: `missing`, `different`, `unreachable`.
     state: &'static str,
     detail: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     hint: String,
+    findings: Vec<Finding>,
 }
 
-fn check(cluster: &Cluster, phase: Phase, ok: bool, detail: String, hint: &str) -> Check {
-    Check {
-        cluster: cluster.name.clone(),
-        phase: phase.name(),
-        state: if ok { "ready" } else { "missing" },
-        detail,
-        hint: if ok { String::new() } else { hint.to_string() },
+/// Global flags to repeat in a suggested command.
+pub(super) struct Flags<'a> {
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<&'a Path>,
+    /// `--workdir`.
+    pub workdir: Option<&'a Path>,
+}
+
+/// `meshctl [--kubeconfig K] [--workdir W] up <topology> [--only phase]`.
+fn up_command(flags: &Flags<'_>, args: &StatusArgs, only: Option<Phase>) -> String {
+    let mut words = vec!["meshctl".to_string()];
+    if let Some(k) = flags.kubeconfig {
+        words.extend(["--kubeconfig".into(), k.display().to_string()]);
     }
+    if let Some(w) = flags.workdir {
+        words.extend(["--workdir".into(), w.display().to_string()]);
+    }
+    words.push("up".into());
+    words.extend(args.topology.to_args());
+    if let Some(phase) = only {
+        words.extend(["--only".into(), phase.name().into()]);
+    }
+    words.join(" ")
 }
 
-async fn checks_for(mesh: &Mesh, cluster: &Cluster, kubeconfig: Option<&Path>) -> Vec<Check> {
-    let client = match crate::kube::connect(kubeconfig, &cluster.context).await {
-        Ok(c) => c,
-        Err(e) => {
-            return vec![Check {
-                cluster: cluster.name.clone(),
-                phase: "clusters",
-                state: "unreachable",
-                detail: e.to_string(),
-                hint: "create it with `meshctl up --only clusters`, or check the kubeconfig context".into(),
-            }];
-        }
+/// The plan `up` would run now, built from what is on disk without writing anything: pools from
+/// the recorded docker subnet (else the default `--lb-subnet`), the CAs `up` used. `None` for the
+/// CAs when there are none yet (then `cacerts` cannot be compared).
+fn plan_for_status(mesh: &Mesh, state: &MeshState, dir: &MeshDir) -> Result<(Plan, bool)> {
+    let mut phases = plan::select_phases(mesh.provider, &[], &[]).map_err(UsageError::from_display)?;
+    let certs_dir = state.certs_dir.clone().unwrap_or_else(|| dir.certs());
+    let names: Vec<String> = mesh.clusters.iter().map(|c| c.name.clone()).collect();
+    let cas = layout::load_existing(&certs_dir, &names).with_context(|| {
+        format!(
+            "cannot read the certificate authorities in `{}`",
+            certs_dir.display()
+        )
+    })?;
+    let have_cas = cas.is_some();
+    if !have_cas {
+        phases.retain(|p| *p != Phase::Certs);
+    }
+    let subnet = state
+        .docker_subnet
+        .unwrap_or_else(|| "172.18.0.0/16".parse().expect("a valid default"));
+    let pools = crate::ipam::plan_pools(subnet, mesh.clusters.len(), &[])?;
+    let input = PlanInput {
+        mesh,
+        phases,
+        pools,
+        cas: cas.unwrap_or_default(),
+        timeout_secs: 300,
+        docker_network: crate::tools::docker::kind_network(),
     };
-    let mut out = Vec::new();
-    match client.apiserver_version().await {
-        Ok(v) => out.push(check(
-            cluster,
-            Phase::Clusters,
-            true,
-            format!("Kubernetes {}", v.git_version),
-            "",
-        )),
-        Err(e) => {
-            out.push(Check {
-                cluster: cluster.name.clone(),
-                phase: "clusters",
-                state: "unreachable",
-                detail: e.to_string(),
-                hint: "is the cluster running? (`kind get clusters`, `docker ps`)".into(),
-            });
-            return out;
-        }
-    }
-    let deployment_available = |d: Option<Deployment>| d.as_ref().is_some_and(wait::deployment_available);
-    if mesh.provider == Provider::Kind {
-        let deployments: Api<Deployment> = Api::namespaced(client.clone(), "metallb-system");
-        let ready = deployment_available(deployments.get_opt("controller").await.ok().flatten());
-        out.push(check(
-            cluster,
-            Phase::Metallb,
-            ready,
-            if ready {
-                "controller available".into()
-            } else {
-                "controller not available".into()
-            },
-            "run `meshctl up --only metallb`",
-        ));
-    }
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let network = namespaces
-        .get_opt("istio-system")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|n| n.metadata.labels)
-        .and_then(|l| l.get("topology.istio.io/network").cloned());
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "istio-system");
-    let cacerts = secrets
-        .get_opt("cacerts")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|s| s.data)
-        .map(|d| d.len())
-        .unwrap_or(0);
-    let certs_ok = network.as_deref() == Some(cluster.network.as_str()) && cacerts == 4;
-    out.push(check(
-        cluster,
-        Phase::Certs,
-        certs_ok,
-        format!(
-            "network label {}, cacerts with {cacerts}/4 files",
-            network.as_deref().unwrap_or("<none>")
-        ),
-        "run `meshctl up --only certs`",
-    ));
-    let istio: Api<Deployment> = Api::namespaced(client.clone(), "istio-system");
-    let istiod = deployment_available(istio.get_opt("istiod").await.ok().flatten());
-    out.push(check(
-        cluster,
-        Phase::Istio,
-        istiod,
-        format!("istiod {}", if istiod { "available" } else { "not available" }),
-        "run `meshctl up --only istio`",
-    ));
-    let ip = inspect::eastwest_ip(&client).await;
-    out.push(check(
-        cluster,
-        Phase::Eastwest,
-        ip.is_some(),
-        format!("east-west gateway IP {}", ip.as_deref().unwrap_or("<pending>")),
-        "no LoadBalancer IP: is MetalLB running with a pool? (`meshctl up --only metallb,eastwest`)",
-    ));
-    let exposed = inspect::services_exposed(&client).await;
-    out.push(check(
-        cluster,
-        Phase::Expose,
-        exposed,
-        format!(
-            "cross-network-gateway {}",
-            if exposed { "present" } else { "absent" }
-        ),
-        "run `meshctl up --only expose`",
-    ));
-    let remote = secrets
-        .list(&ListParams::default().labels("istio/multiCluster=true"))
-        .await
-        .map(|l| l.items.len())
-        .unwrap_or(0);
-    let want = mesh.clusters.len() - 1;
-    out.push(check(
-        cluster,
-        Phase::RemoteSecrets,
-        remote >= want,
-        format!("{remote}/{want} remote secrets"),
-        "run `meshctl up --only remote-secrets`",
-    ));
-    out
+    Ok((plan::build(&input)?, have_cas))
 }
 
-pub(super) async fn run(args: StatusArgs, kubeconfig: Option<&Path>) -> Result<Exit> {
+fn check_of(cluster: &str, phase: Phase, findings: Vec<Finding>, hint: String) -> Check {
+    let worst = [Found::Unreachable, Found::Missing, Found::Different]
+        .into_iter()
+        .find(|w| findings.iter().any(|f| f.found == *w));
+    let (state, detail) = match worst {
+        None => (
+            "ready",
+            findings
+                .iter()
+                .map(|f| f.detail.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        Some(w) => (
+            w.as_str(),
+            findings
+                .iter()
+                .filter(|f| f.found != Found::Present)
+                .map(|f| format!("{}: {} ({})", f.object, f.found.as_str(), f.detail))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    };
+    Check {
+        cluster: cluster.to_string(),
+        phase: phase.name(),
+        state,
+        detail,
+        hint: if worst.is_some() { hint } else { String::new() },
+        findings,
+    }
+}
+
+pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
-    let per_cluster =
-        futures::future::join_all(mesh.clusters.iter().map(|c| checks_for(&mesh, c, kubeconfig))).await;
-    let checks: Vec<Check> = per_cluster.into_iter().flatten().collect();
+    let dir = MeshDir::new(workdir, &mesh.mesh_id);
+    let state = StateStore::load(&dir.state())?.snapshot();
+    let (plan, have_cas) = plan_for_status(&mesh, &state, &dir)?;
+    let clients = Clients::new(flags.kubeconfig);
+    // A cluster that does not answer gets one line, not one per phase.
+    let connected = futures::future::join_all(mesh.clusters.iter().map(|c| clients.get(&c.context))).await;
+    let mut checks = Vec::new();
+    let mut down = Vec::new();
+    for (c, result) in mesh.clusters.iter().zip(connected) {
+        if let Err(e) = result {
+            let (phase, found, hint) = match mesh.provider {
+                // kind: `up` creates it again, with everything in it.
+                Provider::Kind => (
+                    Phase::Clusters,
+                    Finding::missing(format!("kind cluster `{}`", c.name), e.to_string()),
+                    up_command(&flags, &args, None),
+                ),
+                // Existing clusters are not meshctl's to bring back: no command would fix it.
+                Provider::Existing => (
+                    plan.phases[0].phase,
+                    Finding::unreachable(format!("API server of `{}`", c.name), e.to_string()),
+                    String::new(),
+                ),
+            };
+            checks.push(check_of(&c.name, phase, vec![found], hint));
+            down.push(c.name.clone());
+        }
+    }
+    for (index, phase_plan) in plan.phases.iter().enumerate() {
+        let phase = phase_plan.phase;
+        if phase == Phase::Istio && !have_cas {
+            // Shown before istio, where `up` runs it.
+            for c in mesh.clusters.iter().filter(|c| !down.contains(&c.name)) {
+                let missing = Finding::missing(
+                    "certificate authorities",
+                    format!("none in the work dir for mesh `{}`", mesh.mesh_id),
+                );
+                checks.push(check_of(
+                    &c.name,
+                    Phase::Certs,
+                    vec![missing],
+                    up_command(&flags, &args, None),
+                ));
+            }
+        }
+        let reachable: Vec<_> = phase_plan
+            .clusters
+            .iter()
+            .filter(|cs| !down.contains(&cs.cluster))
+            .collect();
+        let probes = reachable.iter().map(|cs| {
+            let (plan, state, clients, mesh) = (&plan, &state, &clients, &mesh);
+            async move {
+                let cluster = mesh
+                    .cluster(&cs.cluster)
+                    .expect("planned clusters are in the topology");
+                let probe = Probe {
+                    mesh,
+                    cluster,
+                    plan,
+                    steps: &cs.steps,
+                    state,
+                    clients,
+                };
+                crate::phases::probe(plan.phases[index].phase, &probe).await
+            }
+        });
+        for (cs, findings) in reachable.iter().zip(futures::future::join_all(probes).await) {
+            // A cluster that is gone needs every phase again; anything else, its own phase.
+            let gone = findings.iter().any(|f| f.found == Found::Unreachable) || phase == Phase::Clusters;
+            let hint = up_command(&flags, &args, (!gone).then_some(phase));
+            checks.push(check_of(&cs.cluster, phase, findings, hint));
+        }
+    }
+    checks.sort_by_key(|c| mesh.clusters.iter().position(|m| m.name == c.cluster));
     let all_ready = checks.iter().all(|c| c.state == "ready");
     match args.output {
         OutputFormat::Json => {
@@ -176,7 +211,7 @@ pub(super) async fn run(args: StatusArgs, kubeconfig: Option<&Path>) -> Result<E
             for c in &checks {
                 println!("{:<10} {:<15} {:<11} {}", c.cluster, c.phase, c.state, c.detail);
                 if !c.hint.is_empty() {
-                    println!("{:<38}hint: {}", "", c.hint);
+                    println!("{:<38}fix: {}", "", c.hint);
                 }
             }
         }

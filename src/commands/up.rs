@@ -9,42 +9,18 @@ use anyhow::{Context, Result, bail};
 
 use super::{Exit, UsageError};
 use crate::cli::{OutputFormat, UpArgs};
-use crate::executor::{Executor, Outcome, Settings, mesh_dir};
-use crate::ipam::{self, Pool};
-use crate::phases::{self, Phase};
+use crate::executor::{self, Executor, Prepared, RunEnd, Settings};
+use crate::mesh_dir::MeshDir;
+use crate::phases;
 use crate::pki::Validity;
 use crate::pki::layout::{self, CertsRequest};
-use crate::plan::{self, Artifact, Plan, PlanInput};
+use crate::plan::Phase;
+use crate::plan::{self, Plan, PlanInput};
 use crate::report::Reporter;
 use crate::state::StateStore;
-use crate::tools::docker::Docker;
-use crate::tools::istioctl::{self, Istioctl};
-use crate::tools::{ProcessRunner, ToolRunner};
+use crate::tools::ProcessRunner;
 use crate::topology::{Mesh, Provider};
 use crate::{dry_run, kubeconfig, upstream};
-
-/// MetalLB pools from the real docker network when `docker` is given and the network exists; else
-/// from `--lb-subnet`, marked provisional when docker was asked (the network appears with the
-/// first kind cluster and is read again then).
-async fn plan_pools(
-    docker: Option<&dyn ToolRunner>,
-    mesh: &Mesh,
-    lb_subnet: ipnet::IpNet,
-    network: &str,
-) -> Result<(Vec<Pool>, bool)> {
-    if let Some(runner) = docker
-        && let Ok(net) = Docker::new(runner).network(network).await
-    {
-        let subnet = ipam::ipv4_subnet(&net.subnets)?;
-        let occupied: Vec<_> = net.containers.iter().map(|(_, ip)| *ip).collect();
-        let pools = ipam::plan_pools(subnet, mesh.clusters.len(), &occupied)
-            .context("phase metallb: cannot plan the address pools")?;
-        return Ok((pools, false));
-    }
-    let pools = ipam::plan_pools(ipam::ipv4_subnet(&[lb_subnet])?, mesh.clusters.len(), &[])
-        .context("phase metallb: cannot plan the address pools")?;
-    Ok((pools, docker.is_some()))
-}
 
 fn ensure_cas(
     mesh: &Mesh,
@@ -71,24 +47,6 @@ fn ensure_cas(
     Ok(outcome.clusters.into_iter().map(|(ca, _)| ca).collect())
 }
 
-/// The plan, with what went into it, written to `out`.
-struct Prepared<'m> {
-    input: PlanInput<'m>,
-    plan: Plan,
-    verify: Vec<Artifact>,
-    /// The pools came from `--lb-subnet` because the docker network does not exist yet.
-    provisional: bool,
-}
-
-impl Prepared<'_> {
-    /// Builds the plan from `input` again and rewrites it in `out`.
-    fn rebuild(&mut self, out: &Path) -> Result<()> {
-        self.plan = plan::build(&self.input)?;
-        dry_run::write(out, &self.plan, &self.verify)
-            .with_context(|| format!("cannot write the plan to `{}`", out.display()))
-    }
-}
-
 /// What every way of running `up` resolves once: the docker network and the certificate directory
 /// (the same for `--dry-run` and the real run, so the plan shows the certificates `up` will use).
 struct Resolved {
@@ -104,12 +62,19 @@ async fn prepare<'m>(
     phases: Vec<Phase>,
     args: &UpArgs,
     resolved: &Resolved,
-    docker: Option<&dyn ToolRunner>,
+    facts: Option<(&ProcessRunner, &StateStore)>,
     out: &Path,
     reporter: &Reporter,
 ) -> Result<Prepared<'m>> {
     let (pools, provisional) = if phases.contains(&Phase::Metallb) {
-        plan_pools(docker, mesh, args.lb_subnet, &resolved.network).await?
+        executor::pools(
+            facts.map(|(r, _)| r),
+            facts.map(|(_, s)| s),
+            mesh,
+            args.lb_subnet,
+            &resolved.network,
+        )
+        .await?
     } else {
         (Vec::new(), false)
     };
@@ -132,8 +97,9 @@ async fn prepare<'m>(
         input,
         verify,
         provisional,
+        out: out.to_path_buf(),
     };
-    prepared.rebuild(out)?;
+    prepared.rebuild()?;
     Ok(prepared)
 }
 
@@ -141,11 +107,10 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     let mesh = super::resolve_topology(&args.topology)?;
     let phases =
         plan::select_phases(mesh.provider, &args.only, &args.skip).map_err(UsageError::from_display)?;
-    let runner: Arc<dyn ToolRunner> = Arc::new(ProcessRunner);
-    let dir = mesh_dir(workdir, &mesh.mesh_id);
+    let dir = MeshDir::new(workdir, &mesh.mesh_id);
     let resolved = Resolved {
         network: crate::tools::docker::kind_network(),
-        certs_dir: args.certs_dir.clone().unwrap_or_else(|| dir.join("certs")),
+        certs_dir: args.certs_dir.clone().unwrap_or_else(|| dir.certs()),
     };
     if args.dry_run {
         let Some(out) = args.out.as_deref() else {
@@ -180,87 +145,57 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     }
 
     let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
-    let state = StateStore::load(&dir.join("state.json"))?;
+    let state = StateStore::load(&dir.state())?;
     let target = kubeconfig::target_path(kubeconfig_flag);
     preflight(&mesh, &phases, &args, &state, &target, kubeconfig_flag)?;
 
-    let plan_dir = dir.join("plan");
     let uses_docker = phases
         .iter()
         .any(|p| matches!(p, Phase::Clusters | Phase::Metallb));
+    let runner = ProcessRunner;
     let mut prepared = prepare(
         &mesh,
         phases,
         &args,
         &resolved,
-        uses_docker.then_some(runner.as_ref()),
-        &plan_dir,
+        uses_docker.then_some((&runner, &state)),
+        &dir.plan(),
         &reporter,
     )
     .await?;
 
-    state.update(|s| s.mesh_id = mesh.mesh_id.clone())?;
+    state.update(|s| {
+        s.mesh_id = mesh.mesh_id.clone();
+        s.certs_dir = Some(resolved.certs_dir.clone());
+    })?;
     let settings = Settings {
         kubeconfig_flag: kubeconfig_flag.map(Path::to_path_buf),
         kubeconfig_target: target,
-        kind_kubeconfig: dir.join("kind-kubeconfig"),
-        plan_dir: plan_dir.clone(),
+        kind_kubeconfig: dir.kind_kubeconfig(),
+        plan_dir: dir.plan(),
         timeout: args.timeout,
         tool_timeout: args.timeout * 2 + Duration::from_secs(60),
         metallb_manifest: args.metallb_manifest.clone(),
         cache_dir: upstream::cache_dir(),
+        force: args.force,
+        allow_version_skew: args.allow_version_skew,
+        lb_subnet: args.lb_subnet,
+        docker_network: resolved.network.clone(),
     };
-    let executor = Executor::new(settings, runner.clone(), state, reporter.clone(), mesh.clone());
-    let istioctl_work = prepared
-        .plan
-        .phases
-        .iter()
-        .filter(|p| matches!(p.phase, Phase::Istio | Phase::Eastwest))
-        .any(|p| executor.pending(&prepared.plan, p));
-    if istioctl_work {
-        check_istioctl(runner.as_ref(), args.allow_version_skew).await?;
-    }
-
-    let run_all = async {
-        let mut all_skipped = true;
-        for index in 0..prepared.plan.phases.len() {
-            if prepared.plan.phases[index].phase == Phase::Metallb && prepared.provisional {
-                // The kind network exists now: plan the pools from its real subnet and containers.
-                let (pools, still) =
-                    plan_pools(Some(runner.as_ref()), &mesh, args.lb_subnet, &resolved.network).await?;
-                prepared.provisional = still;
-                prepared.input.pools = pools;
-                prepared.rebuild(&plan_dir)?;
-            }
-            let outcomes = executor
-                .run_phase(&prepared.plan, &prepared.plan.phases[index])
-                .await?;
-            all_skipped &= outcomes.iter().all(|(_, o)| *o == Outcome::Skipped);
-        }
-        Ok::<bool, anyhow::Error>(all_skipped)
-    };
-    let all_skipped = tokio::select! {
-        result = run_all => result?,
-        _ = tokio::signal::ctrl_c() => {
-            reporter.note("up", "interrupted; progress is saved, run the same `meshctl up` again to resume");
+    let executor = Executor::new(settings, state, reporter.clone(), mesh.clone());
+    match executor.run(&mut prepared).await? {
+        RunEnd::Interrupted => {
+            reporter.note("up", "interrupted; run the same `meshctl up` again to resume from what the clusters hold");
             return Ok(Exit::Interrupted);
         }
-    };
-    if all_skipped {
-        reporter.note("mesh", "nothing to change: every phase was already done");
+        RunEnd::Finished { changed: false } => reporter.note(
+            "mesh",
+            "nothing to change: every phase is in place in every cluster (asked of the clusters; --force re-applies)",
+        ),
+        RunEnd::Finished { changed: true } => {}
     }
     summary(&reporter, &mesh, &executor.state, &prepared.plan);
     Ok(Exit::Success)
-}
-
-/// istioctl is there and of the pinned minor, checked before anything changes when a phase that
-/// runs it still has work to do (a finished mesh runs no tool at all).
-async fn check_istioctl(runner: &dyn ToolRunner, allow_skew: bool) -> Result<()> {
-    let version = Istioctl::new(runner)
-        .version()
-        .await
-        .context("preflight: istioctl is needed for phases istio and eastwest")?;
-    istioctl::check_skew(&version, allow_skew).map_err(|e| anyhow::anyhow!("preflight: {e}"))
 }
 
 /// Everything else `up` can check before it changes anything, so a run does not fail minutes in,
@@ -319,16 +254,14 @@ fn preflight(
 fn summary(reporter: &Reporter, mesh: &Mesh, state: &StateStore, plan: &Plan) {
     let snapshot = state.snapshot();
     let n = mesh.clusters.len();
+    let planned = |phase: Phase| plan.phases.iter().any(|p| p.phase == phase);
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
     for c in &mesh.clusters {
         let cs = snapshot.clusters.get(&c.name).cloned().unwrap_or_default();
-        let istiod = if cs.done.contains_key("istio") {
-            "ready"
-        } else {
-            "-"
-        };
-        let secrets = if cs.done.contains_key("remote-secrets") {
+        // The run finished: every planned phase is in place in every cluster.
+        let istiod = if planned(Phase::Istio) { "ready" } else { "-" };
+        let secrets = if planned(Phase::RemoteSecrets) {
             format!("{}/{}", n - 1, n - 1)
         } else {
             "-".into()

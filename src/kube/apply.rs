@@ -252,6 +252,51 @@ impl Applier {
         Ok(tries)
     }
 
+    /// Compares every document of `yaml` with what the cluster holds, reading only: missing,
+    /// different (the first field that differs, by path; never its value, which may be a key), or
+    /// the same. A field the server adds (defaults, status, other managers' fields) is no
+    /// difference: only what the document sets is compared.
+    pub async fn compare_yaml(&self, yaml: &str, source: &str) -> Result<Vec<Compared>, KubeError> {
+        let docs = parse_documents(yaml).map_err(|reason| KubeError::Invalid {
+            what: source.to_string(),
+            reason,
+        })?;
+        let mut out = Vec::with_capacity(docs.len());
+        for doc in docs {
+            let obj: DynamicObject = serde_json::from_value(doc.clone()).map_err(|e| KubeError::Invalid {
+                what: source.to_string(),
+                reason: format!("not a Kubernetes object: {e}"),
+            })?;
+            let (api, object) = match self.api_for(&obj, source).await {
+                Ok(found) => found,
+                // The type is not served (its CRDs are not installed): the object cannot exist.
+                Err(KubeError::Invalid { reason, .. }) => {
+                    let types = obj.types.clone().unwrap_or_default();
+                    out.push(Compared {
+                        object: format!("{} {}", types.kind, obj.name_any()),
+                        comparison: Comparison::Missing(reason),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let what = format!("read {object} (from {source})");
+            let name = obj.name_any();
+            let comparison = match retry(&what, self.policy, || api.get_opt(&name)).await? {
+                None => Comparison::Missing("not found".into()),
+                Some(live) => {
+                    let live = serde_json::to_value(&live).unwrap_or_default();
+                    match first_difference(&doc, &live, "") {
+                        None => Comparison::Same,
+                        Some(path) => Comparison::Differs(path),
+                    }
+                }
+            };
+            out.push(Compared { object, comparison });
+        }
+        Ok(out)
+    }
+
     /// The API of `obj`'s kind in its namespace, and `Kind namespace/name` for messages.
     async fn api_for(
         &self,
@@ -307,6 +352,57 @@ impl Applier {
     }
 }
 
+/// How a live object compares with its rendered document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Comparison {
+    /// Every field the document sets has that value.
+    Same,
+    /// It does not exist (and why, e.g. its type is not served).
+    Missing(String),
+    /// It exists; this field (a dotted path) is absent or has another value.
+    Differs(String),
+}
+
+/// One compared object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compared {
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// What was found.
+    pub comparison: Comparison,
+}
+
+/// The first field of `wanted` that `live` lacks or holds with another value, as a dotted path.
+/// Maps compare by the keys `wanted` has; lists element by element, at the same length.
+pub fn first_difference(wanted: &serde_json::Value, live: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (wanted, live) {
+        (Value::Object(w), Value::Object(l)) => w.iter().find_map(|(k, v)| match l.get(k) {
+            Some(have) => first_difference(v, have, &at(k)),
+            None if v.is_null() => None,
+            None => Some(at(k)),
+        }),
+        (Value::Array(w), Value::Array(l)) if w.len() == l.len() => w
+            .iter()
+            .zip(l)
+            .enumerate()
+            .find_map(|(i, (a, b))| first_difference(a, b, &format!("{path}[{i}]"))),
+        (w, l) if w == l => None,
+        _ => Some(if path.is_empty() {
+            "the object".to_string()
+        } else {
+            path.to_string()
+        }),
+    }
+}
+
 /// Whether an API error says a webhook could not be called (not that it said no): the apiserver
 /// answers 500 `failed calling webhook "…": … connection refused` (or a TLS error) then, and a
 /// transport error means the API server itself was not reached.
@@ -319,7 +415,31 @@ fn webhook_unreachable(e: &kube::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::Change;
+    use super::{Change, first_difference};
+    use serde_json::json;
+
+    #[test]
+    fn only_the_fields_a_document_sets_are_compared() {
+        let wanted = json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"addresses": ["10.0.0.1-10.0.0.9"]}});
+        let live = json!({"metadata": {"name": "p", "uid": "x", "labels": {"a": "1", "b": "2"}},
+            "spec": {"addresses": ["10.0.0.1-10.0.0.9"], "autoAssign": true}, "status": {}});
+        assert_eq!(first_difference(&wanted, &live, ""), None);
+        let moved = json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"addresses": ["10.0.9.1-10.0.9.9"]}});
+        assert_eq!(
+            first_difference(&wanted, &moved, "").as_deref(),
+            Some("spec.addresses[0]")
+        );
+        let unlabelled = json!({"metadata": {"name": "p"}, "spec": {"addresses": ["10.0.0.1-10.0.0.9"]}});
+        assert_eq!(
+            first_difference(&wanted, &unlabelled, "").as_deref(),
+            Some("metadata.labels")
+        );
+        let longer = json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"addresses": ["10.0.0.1-10.0.0.9", "x"]}});
+        assert_eq!(
+            first_difference(&wanted, &longer, "").as_deref(),
+            Some("spec.addresses")
+        );
+    }
 
     #[test]
     fn the_message_word_is_the_json_word() {

@@ -6,7 +6,9 @@ pub mod inspect;
 pub mod retry;
 pub mod wait;
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
@@ -157,6 +159,49 @@ pub async fn connect(kubeconfig: Option<&Path>, context: &str) -> Result<Client,
             "it accepted the connection but did not answer within {}s",
             bound.as_secs()
         ))),
+    }
+}
+
+/// One client per context for a whole command, each connected (and probed) once, however many
+/// phases and clusters ask for it; contexts connect in parallel. A failed connection is not kept:
+/// the next ask tries again (a kind cluster may have been created since).
+#[derive(Default)]
+pub struct Clients {
+    kubeconfig: Option<PathBuf>,
+    cells: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Client>>>>,
+}
+
+impl Clients {
+    /// Clients from `kubeconfig` (else `KUBECONFIG` or `~/.kube/config`).
+    pub fn new(kubeconfig: Option<&Path>) -> Clients {
+        Clients {
+            kubeconfig: kubeconfig.map(Path::to_path_buf),
+            cells: Mutex::default(),
+        }
+    }
+
+    /// The kubeconfig flag they read.
+    pub fn kubeconfig(&self) -> Option<&Path> {
+        self.kubeconfig.as_deref()
+    }
+
+    /// The client of `context`.
+    pub async fn get(&self, context: &str) -> Result<Client, KubeError> {
+        let cell = self
+            .cells
+            .lock()
+            .expect("clients lock")
+            .entry(context.to_string())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| connect(self.kubeconfig.as_deref(), context))
+            .await
+            .cloned()
+    }
+
+    /// Forgets `context`'s client (its kubeconfig entry was just rewritten).
+    pub fn forget(&self, context: &str) {
+        self.cells.lock().expect("clients lock").remove(context);
     }
 }
 

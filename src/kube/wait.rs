@@ -18,8 +18,6 @@ use kube::runtime::{WatchStreamExt, watcher::Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
-use crate::plan::Condition;
-
 /// A wait that did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
@@ -301,110 +299,132 @@ pub async fn token_filled(
     .await
 }
 
-/// Waits for a condition of the plan.
-pub async fn wait_for(client: &Client, condition: &Condition, timeout: Duration) -> Result<(), WaitError> {
-    let what = condition.to_string();
-    match condition {
-        Condition::NodesReady => {
-            let api: Api<Node> = Api::all(client.clone());
-            let ready = |n: &Node| {
-                let conds = n
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.clone())
-                    .unwrap_or_default();
-                condition_true(
-                    conds.iter().map(|c| (c.type_.as_str(), c.status.as_str())),
-                    "Ready",
-                )
-            };
-            until_set(
-                &api,
-                "",
-                &what,
-                timeout,
-                |set| !set.is_empty() && set.values().all(ready),
-                |set| {
-                    let waiting: Vec<_> = set
-                        .iter()
-                        .filter(|(_, n)| !ready(n))
-                        .map(|(k, _)| k.as_str())
-                        .collect();
-                    format!("{} node(s), not Ready: {}", set.len(), waiting.join(", "))
-                },
+/// Whether a Node reports the Ready condition.
+pub fn node_ready(n: &Node) -> bool {
+    let conds = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    condition_true(
+        conds.iter().map(|c| (c.type_.as_str(), c.status.as_str())),
+        "Ready",
+    )
+}
+
+/// Every node reports Ready (and there is at least one).
+pub async fn nodes_ready(client: &Client, timeout: Duration) -> Result<(), WaitError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let ready = node_ready;
+    until_set(
+        &api,
+        "",
+        "every node Ready",
+        timeout,
+        |set| !set.is_empty() && set.values().all(ready),
+        |set| {
+            let waiting: Vec<_> = set
+                .iter()
+                .filter(|(_, n)| !ready(n))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            format!("{} node(s), not Ready: {}", set.len(), waiting.join(", "))
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Deployment `namespace/name` reports Available.
+pub async fn deployment_ready(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), WaitError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let what = format!("deployment {namespace}/{name} Available");
+    until(&api, name, &what, timeout, deployment_available, |d| {
+        let s = d.status.clone().unwrap_or_default();
+        format!(
+            "{}/{} replicas available",
+            s.available_replicas.unwrap_or(0),
+            s.replicas.unwrap_or(0)
+        )
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Whether a DaemonSet has a ready pod on every node it schedules to.
+pub fn daemonset_ready(d: &DaemonSet) -> bool {
+    d.status
+        .as_ref()
+        .is_some_and(|s| s.desired_number_scheduled > 0 && s.number_ready == s.desired_number_scheduled)
+}
+
+/// DaemonSet `namespace/name` has a ready pod on every node it schedules to.
+pub async fn daemonset_ready_on_every_node(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), WaitError> {
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    let what = format!("daemonset {namespace}/{name} ready on every node");
+    until(&api, name, &what, timeout, daemonset_ready, |d| {
+        let s = d.status.clone().unwrap_or_default();
+        format!("{}/{} pods ready", s.number_ready, s.desired_number_scheduled)
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Every webhook of `kind` `name` has its CA bundle injected.
+pub async fn webhook_has_ca_bundle(
+    client: &Client,
+    kind: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), WaitError> {
+    let what = format!("{kind} {name} has its CA bundle");
+    webhook_ca_bundle(client, kind, name, &what, timeout)
+        .await
+        .map(|_| ())
+}
+
+/// The Service behind webhook configuration `kind` `name` has a ready endpoint.
+pub async fn webhook_endpoint_ready(
+    client: &Client,
+    kind: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), WaitError> {
+    let what = format!("the service behind {kind} {name} has a ready endpoint");
+    let (namespace, service) = webhook_ca_bundle(client, kind, name, &what, timeout).await?;
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
+    let ready = |s: &EndpointSlice| {
+        s.endpoints
+            .iter()
+            .flatten()
+            .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+    };
+    let selector = format!("kubernetes.io/service-name={service}");
+    until_set(
+        &api,
+        &selector,
+        &what,
+        timeout,
+        |set| set.values().any(ready),
+        |set| {
+            format!(
+                "{} endpoint slice(s) for service {namespace}/{service}, none ready",
+                set.len()
             )
-            .await
-            .map(|_| ())
-        }
-        Condition::DeploymentAvailable { namespace, name } => {
-            let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-            until(&api, name, &what, timeout, deployment_available, |d| {
-                let s = d.status.clone().unwrap_or_default();
-                format!(
-                    "{}/{} replicas available",
-                    s.available_replicas.unwrap_or(0),
-                    s.replicas.unwrap_or(0)
-                )
-            })
-            .await
-            .map(|_| ())
-        }
-        Condition::DaemonSetReady { namespace, name } => {
-            let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
-            until(
-                &api,
-                name,
-                &what,
-                timeout,
-                |d| {
-                    d.status.as_ref().is_some_and(|s| {
-                        s.desired_number_scheduled > 0 && s.number_ready == s.desired_number_scheduled
-                    })
-                },
-                |d| {
-                    let s = d.status.clone().unwrap_or_default();
-                    format!("{}/{} pods ready", s.number_ready, s.desired_number_scheduled)
-                },
-            )
-            .await
-            .map(|_| ())
-        }
-        Condition::WebhookCaBundle { kind, name } => webhook_ca_bundle(client, kind, name, &what, timeout)
-            .await
-            .map(|_| ()),
-        Condition::WebhookEndpointReady { kind, name } => {
-            let (namespace, service) = webhook_ca_bundle(client, kind, name, &what, timeout).await?;
-            let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
-            let ready = |s: &EndpointSlice| {
-                s.endpoints
-                    .iter()
-                    .flatten()
-                    .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
-            };
-            let selector = format!("kubernetes.io/service-name={service}");
-            until_set(
-                &api,
-                &selector,
-                &what,
-                timeout,
-                |set| set.values().any(ready),
-                |set| {
-                    format!(
-                        "{} endpoint slice(s) for service {namespace}/{service}, none ready",
-                        set.len()
-                    )
-                },
-            )
-            .await
-            .map(|_| ())
-        }
-        Condition::LoadBalancerIp { namespace, name } => load_balancer_ip(client, namespace, name, timeout)
-            .await
-            .map(|_| ()),
-        Condition::RemoteClustersSynced { clusters } => remote_clusters_synced(client, clusters, timeout)
-            .await
-            .map_err(|(last, _)| last),
-    }
+        },
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Asks istiod until every cluster of `expected` is `synced`. istiod serves its view only on

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::plan::{PhaseBuilder, PlanError, Step};
+use crate::probe::{self, Finding, Probe};
 use crate::topology::Provider;
 
 /// Context of `templates/certs/istio-system.yaml.j2`.
@@ -63,4 +64,24 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     )?;
     b.step(Step::Apply { file: cacerts });
     Ok(())
+}
+
+/// The namespace with its network label, the nodes' locality labels, and `cacerts` as rendered
+/// (compared field by field; a difference names the key, never its value).
+pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+    let client = match p.client().await {
+        Ok(c) => c,
+        Err(f) => return vec![f],
+    };
+    let mut out = Vec::new();
+    for step in p.steps {
+        match step {
+            Step::Apply { file } => out.extend(p.applied(&client, file).await),
+            Step::LabelNodes { labels, overwrite } => {
+                out.push(probe::nodes(&client, labels, *overwrite).await)
+            }
+            _ => {}
+        }
+    }
+    out
 }

@@ -2,10 +2,12 @@
 
 use serde::Serialize;
 
+use crate::kube::inspect;
 use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
+use crate::probe::{Finding, Probe};
 use crate::versions;
 
-use super::istio::{NAMESPACE, install_operator};
+use super::istio::{NAMESPACE, install_operator, installed};
 
 /// Deployment and Service name of the east-west gateway.
 pub const GATEWAY_NAME: &str = "istio-eastwestgateway";
@@ -38,4 +40,24 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         },
     });
     Ok(())
+}
+
+/// The east-west gateway's LoadBalancer IP, if it has one.
+pub async fn gateway_ip(client: &kube::Client) -> Option<String> {
+    inspect::service_ip(client, NAMESPACE, GATEWAY_NAME).await
+}
+
+/// The gateway installed from this rendering, available, with an external IP.
+pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+    let client = match p.client().await {
+        Ok(c) => c,
+        Err(f) => return vec![f],
+    };
+    let mut out = installed(p, &client).await;
+    let object = format!("Service {NAMESPACE}/{GATEWAY_NAME}");
+    out.push(match gateway_ip(&client).await {
+        Some(ip) => Finding::present(object, format!("LoadBalancer IP {ip}")),
+        None => Finding::missing(object, "no LoadBalancer IP"),
+    });
+    out
 }

@@ -3,19 +3,44 @@
 use serde::Serialize;
 
 use crate::plan::{PhaseBuilder, PlanError, Step};
+use crate::probe::{Finding, Probe};
 
-/// The template has no variables; its context is empty on purpose.
+/// The Gateway that exposes `*.local` services, as rendered.
+pub const GATEWAY_NAME: &str = "cross-network-gateway";
+
+/// Context of `templates/expose/cross-network-gateway.yaml.j2`.
 #[derive(Serialize)]
-struct Expose {}
+struct Expose {
+    name: &'static str,
+}
 
 pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     let file = b.render(
         "cross-network-gateway.yaml",
         "expose/cross-network-gateway.yaml.j2",
-        &Expose {},
+        &Expose { name: GATEWAY_NAME },
         false,
     )?;
     // The executor retries this apply until Istio's validation webhook serves (pitfall 30).
     b.step(Step::Apply { file });
     Ok(())
+}
+
+/// The Gateway as rendered (missing too when Istio's CRDs are not installed).
+pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+    match p.client().await {
+        Ok(client) => p.all_applied(&client).await,
+        Err(f) => vec![f],
+    }
+}
+
+/// Whether the Gateway exists (false also when Istio's CRDs do not).
+pub async fn exposed(client: &kube::Client) -> bool {
+    let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway");
+    let gateways: kube::api::Api<kube::api::DynamicObject> = kube::api::Api::namespaced_with(
+        client.clone(),
+        super::istio::NAMESPACE,
+        &kube::api::ApiResource::from_gvk_with_plural(&gvk, "gateways"),
+    );
+    matches!(gateways.get_opt(GATEWAY_NAME).await, Ok(Some(_)))
 }

@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::plan::{Condition, PhaseBuilder, PlanError, Step, Tool};
+use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
+use crate::probe::{self, Finding, Probe};
 use crate::versions;
 
 /// Name of the control-plane IstioOperator; a name keeps istioctl's pruning away from the east-west
@@ -10,6 +11,10 @@ use crate::versions;
 pub const OPERATOR_NAME: &str = "control-plane";
 /// Istio's namespace.
 pub const NAMESPACE: &str = "istio-system";
+/// Annotation on an installed Deployment (istiod, the east-west gateway) holding the digest of the
+/// IstioOperator it was installed from: kept in the cluster, so any run, from any machine, can
+/// tell whether the cluster runs what the plan renders.
+pub const INSTALLED_DIGEST: &str = "meshctl.io/installed-operator-digest";
 
 /// Context of `templates/istio/control-plane.yaml.j2`.
 #[derive(Serialize)]
@@ -19,23 +24,6 @@ struct ControlPlane<'a> {
     mesh_id: &'a str,
     cluster_name: &'a str,
     network: &'a str,
-}
-
-/// `istioctl install` with meshctl's fixed flags: no prompt, explicit context, bounded wait.
-pub fn istioctl_install(context: &str, file: &str, timeout_secs: u64) -> Vec<String> {
-    let timeout = format!("{timeout_secs}s");
-    [
-        "install",
-        "-y",
-        "--context",
-        context,
-        "-f",
-        file,
-        "--readiness-timeout",
-        &timeout,
-    ]
-    .map(String::from)
-    .to_vec()
 }
 
 /// Renders an IstioOperator into `file`, installs it with istioctl, and waits until `deployment`
@@ -48,10 +36,11 @@ pub(super) fn install_operator<C: Serialize>(
     deployment: &str,
 ) -> Result<(), PlanError> {
     let path = b.render(file, template, context, false)?;
-    b.step(Step::Run {
-        tool: Tool::Istioctl,
-        args: istioctl_install(&b.cluster.context, &path, b.input.timeout_secs),
-        unless: None,
+    b.step(Step::IstioctlInstall {
+        context: b.cluster.context.clone(),
+        file: path,
+        deployment: deployment.into(),
+        timeout_secs: b.input.timeout_secs,
     });
     b.step(Step::Wait {
         until: Condition::DeploymentAvailable {
@@ -86,4 +75,27 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         },
     });
     Ok(())
+}
+
+/// What each `istioctl install` of the phase installed: its Deployment available and recorded as
+/// installed from this very rendering.
+pub(super) async fn installed(p: &Probe<'_>, client: &kube::Client) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for step in p.steps {
+        if let Step::IstioctlInstall { file, deployment, .. } = step {
+            let digest = p.artifact(file).map(|a| a.digest()).unwrap_or_default();
+            out.push(
+                probe::deployment(client, NAMESPACE, deployment, Some((INSTALLED_DIGEST, &digest))).await,
+            );
+        }
+    }
+    out
+}
+
+/// istiod installed from this cluster's rendered IstioOperator, and available.
+pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+    match p.client().await {
+        Ok(client) => installed(p, &client).await,
+        Err(f) => vec![f],
+    }
 }

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
+use crate::probe::{self, Finding, Probe};
 use crate::versions;
 
 /// Namespace MetalLB runs in; its pools must live there too.
@@ -72,4 +73,18 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     b.step(Step::AwaitAdmission { file: file.clone() });
     b.step(Step::Apply { file });
     Ok(())
+}
+
+/// MetalLB's controller and speaker run, and the pool and advertisement are as rendered.
+pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+    let client = match p.client().await {
+        Ok(c) => c,
+        Err(f) => return vec![f],
+    };
+    let mut out = vec![
+        probe::deployment(&client, NAMESPACE, "controller", None).await,
+        probe::daemonset(&client, NAMESPACE, "speaker").await,
+    ];
+    out.extend(p.all_applied(&client).await);
+    out
 }

@@ -3,7 +3,15 @@
 //! N clusters give N·(N−1) secrets. They carry a token that exists only at run time, so the plan
 //! lists the pairs; the secrets themselves are built by `remote_secret` when the phase runs.
 
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+
 use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
+use crate::probe::{Finding, Probe};
+use crate::remote_secret::NAMESPACE;
+use crate::state::MeshState;
+use crate::topology::{Mesh, Provider};
 
 pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     let mut peers = Vec::new();
@@ -23,4 +31,117 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         });
     }
     Ok(())
+}
+
+/// Name of the remote secret of cluster `source`, as istioctl names it.
+pub fn secret_name(source: &str) -> String {
+    format!("istio-remote-secret-{source}")
+}
+
+/// The API server address the remote secret of `source` must carry: `apiServer` from the
+/// topology, else (kind) the address recorded on the docker network, else (existing clusters) the
+/// server of its kubeconfig context, refused when it is a loopback address.
+pub fn api_address(
+    mesh: &Mesh,
+    state: &MeshState,
+    kubeconfig: Option<&std::path::Path>,
+    source: &str,
+) -> Result<String, String> {
+    let cluster = mesh
+        .cluster(source)
+        .ok_or_else(|| format!("cluster `{source}` is not in the topology"))?;
+    let recorded = state.clusters.get(source).and_then(|c| c.api_endpoint.clone());
+    match (mesh.provider, cluster.api_server.clone().or(recorded)) {
+        (_, Some(server)) => Ok(server),
+        (Provider::Kind, None) => Err(format!(
+            "cluster `{source}`: no API server address recorded on the docker network; run `meshctl up --only clusters` first"
+        )),
+        (Provider::Existing, None) => {
+            let server = crate::kube::server_of(kubeconfig, &cluster.context).map_err(|e| e.to_string())?;
+            crate::remote_secret::check_server(source, &server, false).map_err(|e| e.to_string())?;
+            Ok(server)
+        }
+    }
+}
+
+/// The server and CA inside a remote secret's kubeconfig.
+fn secret_target(secret: &Secret, source: &str) -> Option<(String, String)> {
+    let text = secret.data.as_ref()?.get(source)?;
+    let docs = crate::render::parse_documents(&String::from_utf8_lossy(&text.0)).ok()?;
+    let cluster = &docs.first()?["clusters"][0]["cluster"];
+    Some((
+        cluster["server"].as_str()?.to_string(),
+        cluster["certificate-authority-data"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    ))
+}
+
+/// The CA `source`'s API server presents, as its controller-manager publishes it to every
+/// namespace (ConfigMap `kube-root-ca.crt`), base64 as a kubeconfig carries it.
+async fn published_ca(p: &Probe<'_>, source: &str) -> Option<String> {
+    let cluster = p.mesh.cluster(source)?;
+    let client = p.clients.get(&cluster.context).await.ok()?;
+    let map = Api::<ConfigMap>::namespaced(client, NAMESPACE)
+        .get_opt("kube-root-ca.crt")
+        .await
+        .ok()??;
+    let pem = map.data?.get("ca.crt")?.clone();
+    Some(base64::engine::general_purpose::STANDARD.encode(pem))
+}
+
+/// One secret per peer, pointing at the peer's current API address and signed by its current CA
+/// (a cluster created again has a new one, and the old token is worthless).
+pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+    let client = match p.client().await {
+        Ok(c) => c,
+        Err(f) => return vec![f],
+    };
+    let secrets: Api<Secret> = Api::namespaced(client, NAMESPACE);
+    let mut out = Vec::new();
+    for step in p.steps {
+        let Step::RemoteSecret { source } = step else {
+            continue;
+        };
+        let object = format!("remote secret for {source}");
+        let want = match api_address(p.mesh, p.state, p.clients.kubeconfig(), source) {
+            Ok(w) => w,
+            Err(e) => {
+                out.push(Finding::unreachable(object, e));
+                continue;
+            }
+        };
+        let secret = match secrets.get_opt(&secret_name(source)).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                out.push(Finding::missing(
+                    object,
+                    format!("no {NAMESPACE}/{}", secret_name(source)),
+                ));
+                continue;
+            }
+            Err(e) => {
+                out.push(Finding::unreachable(object, crate::kube::human_reason(&e)));
+                continue;
+            }
+        };
+        out.push(match secret_target(&secret, source) {
+            None => Finding::different(object, "holds no kubeconfig for the cluster"),
+            Some((server, _)) if server != want => Finding::different(
+                object,
+                format!("points at {server}, but {source}'s API server is at {want}"),
+            ),
+            Some((_, ca)) => match published_ca(p, source).await {
+                Some(now) if now != ca => Finding::different(
+                    object,
+                    format!(
+                        "was issued by an earlier {source} (its CA changed: the cluster was created again)"
+                    ),
+                ),
+                _ => Finding::present(object, format!("points at {want}")),
+            },
+        });
+    }
+    out
 }

@@ -157,6 +157,22 @@ pub fn load_root(dir: &Path) -> Result<Option<RootCa>, CertsError> {
     }
 }
 
+/// The intermediate CA of every cluster, read without changing anything; `None` when the root or
+/// any cluster's folder is not there yet (so a read-only command never generates keys).
+pub fn load_existing(dir: &Path, clusters: &[String]) -> Result<Option<Vec<IntermediateCa>>, CertsError> {
+    if load_root(dir)?.is_none() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(clusters.len());
+    for cluster in clusters {
+        match read_intermediate(dir, cluster)? {
+            Some(ca) => out.push(ca),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(out))
+}
+
 /// Removes the layout from `dir`: the root's two files, each cluster folder's four files, and the
 /// folders that became empty. Files meshctl did not write stay where they are.
 pub fn remove(dir: &Path) -> io::Result<()> {

@@ -1,11 +1,11 @@
 //! `istioctl`: version check and the planned `install` invocations.
 
-use super::{RunOptions, ToolError, ToolRunner};
+use super::{ProcessRunner, RunOptions, ToolError};
 use crate::versions;
 
 /// The istioctl CLI.
 pub struct Istioctl<'a> {
-    runner: &'a dyn ToolRunner,
+    runner: &'a ProcessRunner,
 }
 
 /// `major.minor.patch` found in istioctl's version output.
@@ -37,9 +37,27 @@ pub fn check_skew(found: &str, allow_skew: bool) -> Result<(), String> {
     }
 }
 
+/// Arguments of `istioctl install` as meshctl runs it: no prompt, an explicit context, a bounded
+/// readiness wait.
+pub fn install_args(context: &str, file: &str, timeout_secs: u64) -> Vec<String> {
+    let timeout = format!("{timeout_secs}s");
+    [
+        "install",
+        "-y",
+        "--context",
+        context,
+        "-f",
+        file,
+        "--readiness-timeout",
+        &timeout,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 impl<'a> Istioctl<'a> {
     /// Over `runner`.
-    pub fn new(runner: &'a dyn ToolRunner) -> Istioctl<'a> {
+    pub fn new(runner: &'a ProcessRunner) -> Istioctl<'a> {
         Istioctl { runner }
     }
 

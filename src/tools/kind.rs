@@ -2,20 +2,35 @@
 
 use std::time::Duration;
 
-use super::{RunOptions, ToolError, ToolRunner};
+use super::{ProcessRunner, RunOptions, ToolError};
 
 /// The kind CLI.
 pub struct Kind<'a> {
-    runner: &'a dyn ToolRunner,
+    runner: &'a ProcessRunner,
 }
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// Arguments of `kind create cluster` as meshctl runs it: named, from a config file, waiting for the
+/// control plane up to `wait_secs`.
+pub fn create_args(name: &str, config: &str, wait_secs: u64) -> Vec<String> {
+    args(&[
+        "create",
+        "cluster",
+        "--name",
+        name,
+        "--config",
+        config,
+        "--wait",
+        &format!("{wait_secs}s"),
+    ])
+}
+
 impl<'a> Kind<'a> {
     /// Over `runner`.
-    pub fn new(runner: &'a dyn ToolRunner) -> Kind<'a> {
+    pub fn new(runner: &'a ProcessRunner) -> Kind<'a> {
         Kind { runner }
     }
 

@@ -74,15 +74,9 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// The seam for processes, so tests can swap in their own (kind's `Cmder`).
-#[async_trait::async_trait]
-pub trait ToolRunner: Send + Sync {
-    /// Runs `program args...`; a non-zero exit is an error.
-    async fn run(&self, program: &str, args: &[String], options: &RunOptions) -> Result<Output, ToolError>;
-}
-
-/// Runs real processes found on PATH.
-#[derive(Debug, Default, Clone)]
+/// Runs real processes found on PATH. Tests put fake programs first on PATH instead of swapping the
+/// runner, so every path through meshctl runs the same code.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct ProcessRunner;
 
 /// The install hint for a program meshctl calls.
@@ -114,9 +108,14 @@ fn tail(text: &str, n: usize) -> String {
         .join("\n")
 }
 
-#[async_trait::async_trait]
-impl ToolRunner for ProcessRunner {
-    async fn run(&self, program: &str, args: &[String], options: &RunOptions) -> Result<Output, ToolError> {
+impl ProcessRunner {
+    /// Runs `program args...`; a non-zero exit is an error.
+    pub async fn run(
+        &self,
+        program: &str,
+        args: &[String],
+        options: &RunOptions,
+    ) -> Result<Output, ToolError> {
         let command = std::iter::once(program.to_string())
             .chain(args.iter().cloned())
             .collect::<Vec<_>>()

@@ -27,6 +27,22 @@ pub fn meshctl_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("meshctl runs")
 }
 
+/// The commands `meshctl status` prints behind `fix:`, as argument lists without `meshctl`, in
+/// order and without repeats.
+pub fn fixes(out: &Output) -> Vec<Vec<String>> {
+    let mut all: Vec<Vec<String>> = Vec::new();
+    for line in stdout(out).lines() {
+        if let Some(cmd) = line.trim().strip_prefix("fix: ") {
+            let words: Vec<String> = cmd.split_whitespace().skip(1).map(String::from).collect();
+            assert_eq!(cmd.split_whitespace().next(), Some("meshctl"), "{line}");
+            if !all.contains(&words) {
+                all.push(words);
+            }
+        }
+    }
+    all
+}
+
 /// stderr as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

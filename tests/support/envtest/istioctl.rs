@@ -62,23 +62,26 @@ pub type Lookup = std::sync::Arc<dyn Fn(&str) -> Option<Target> + Send + Sync>;
 /// Like [`install_handler`], finding the control plane of a context through `contexts`.
 pub fn install_handler_for(contexts: Lookup) -> InstallHandler {
     // One injector per cluster, started by its first control-plane install and served for as long
-    // as the fake tools live (a second install, as `up` makes when its plan changed, keeps it).
+    // as the fake tools live (a second install, as `up` makes when the rendering changed, keeps it).
     let injectors: std::sync::Mutex<HashMap<String, WebhookServer>> = Default::default();
     Box::new(move |req: &Path, fail_dir: &Path| {
         let (code, stderr, control_plane) = super::block_on(install(req, &contexts, fail_dir));
         let Some(context) = control_plane.filter(|_| code == 0) else {
             return (code, stderr);
         };
-        let mut running = injectors.lock().unwrap();
-        if running.contains_key(&context) {
-            return (code, stderr);
-        }
         let Some(target) = contexts(&context) else {
             return (1, format!("Error: context \"{context}\" does not exist"));
         };
+        // By cluster, not by name: a cluster created again under the same name gets a new istiod,
+        // which patches its CA bundle into the new cluster's webhook configuration.
+        let key = format!("{context}\n{}", target.kubeconfig);
+        let mut running = injectors.lock().unwrap();
+        if running.contains_key(&key) {
+            return (code, stderr);
+        }
         match super::block_on(serve_injector(&target)) {
             Ok(server) => {
-                running.insert(context, server);
+                running.insert(key, server);
                 (code, stderr)
             }
             Err(e) => (1, format!("Error: istiod's injector: {e}")),

@@ -44,6 +44,18 @@ pub struct KindLab {
     pub work: tempfile::TempDir,
 }
 
+/// The docker-network address of a lab node, as the fake docker reports it: `clusterN-…` gets
+/// 172.18.0.<N+1>.
+pub fn node_ip(node: &str) -> String {
+    let n: u32 = node
+        .trim_start_matches("cluster")
+        .split('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("lab clusters are named clusterN");
+    format!("172.18.0.{}", n + 1)
+}
+
 /// Starts cluster `name`: its control plane, its proxy, and what its node runs.
 fn start(assets: &Path, name: &str, (ip, range): &(Ipv4Addr, String)) -> Running {
     let plane = Arc::new(ControlPlane::start(assets, name, *ip, range));
@@ -57,6 +69,7 @@ fn start(assets: &Path, name: &str, (ip, range): &(Ipv4Addr, String)) -> Running
         rt.block_on(async {
             let client = target.client().await;
             super::kubelet::register_node(&client, &node, &Default::default()).await;
+            super::kubelet::set_internal_ip(&client, &node, &node_ip(&node)).await;
             super::kubelet::run_pods(client.clone(), node);
             super::metallb::run(client);
         });
@@ -192,6 +205,7 @@ impl KindLab {
         }
         let path = self.tools.path_env();
         let cache = self.work.path().join("cache");
+        // The same environment as `run_as_printed`.
         let mut vars = vec![
             ("PATH", path.as_str()),
             ("XDG_CACHE_HOME", cache.to_str().unwrap()),
@@ -199,6 +213,33 @@ impl KindLab {
         ];
         vars.extend_from_slice(env);
         meshctl_in(self.work.path(), &all, &vars)
+    }
+
+    /// Runs `meshctl` with exactly these arguments (a command meshctl printed) in the lab's
+    /// environment: its fake tools on PATH, its download cache.
+    pub fn run_as_printed(&self, args: &[&str]) -> Output {
+        let path = self.tools.path_env();
+        let cache = self.work.path().join("cache");
+        meshctl_in(
+            self.work.path(),
+            args,
+            &[
+                ("PATH", path.as_str()),
+                ("XDG_CACHE_HOME", cache.to_str().unwrap()),
+                ("CI", "true"),
+            ],
+        )
+    }
+
+    /// `kind delete cluster --name <name>` typed by the user, not run by meshctl: the cluster and
+    /// its control plane are gone, meshctl's kubeconfig entry and state still name it.
+    pub fn kind_delete_by_hand(&self, name: &str) {
+        let out = std::process::Command::new(self.tools.dir.path().join("bin/kind"))
+            .args(["delete", "cluster", "--name", name])
+            .env("PATH", self.tools.path_env())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Takes cluster `i`'s east-west gateway address away, as when MetalLB lost its pool: the pool

@@ -62,6 +62,20 @@ pub async fn register_node(client: &kube::Client, name: &str, labels: &BTreeMap<
         .unwrap();
 }
 
+/// Gives node `name` the InternalIP `ip`, as the kubelet reports the address of its `--node-ip`
+/// (kind sets it to the node container's address on the docker network: kind
+/// `pkg/cluster/internal/kubeadm/config.go`, `node-ip: "{{ .NodeAddress }}"`). A restarted node
+/// whose container got another address reports the new one.
+pub async fn set_internal_ip(client: &kube::Client, name: &str, ip: &str) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let status = json!({"status": {"addresses": [
+        {"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]}});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
 /// RFC 3339 "now", as the API's `Time` fields take it.
 fn chrono_now() -> String {
     let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();

@@ -1,0 +1,376 @@
+//! Runs a plan and owns the run: phases in order, the clusters of a phase at the same time,
+//! cancellation, the facts learned on the way (API addresses, the docker network's pools), and the
+//! state file.
+//!
+//! Each phase in each cluster starts with the phase's probe: where the cluster already holds what
+//! the plan wants, nothing runs (no API write, no tool); where something is missing or different,
+//! the phase's steps run (each is idempotent) and every repair is named. `--force` skips the probes
+//! and runs everything. A cluster that fails does not stop the others of its phase; the phase then
+//! fails as a whole and names every cluster that failed.
+
+mod facts;
+mod steps;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use tokio::sync::{Mutex, OnceCell};
+
+pub use facts::pools;
+
+use crate::dry_run::describe;
+use crate::kube::Clients;
+use crate::phases;
+use crate::plan::{self, Artifact, ClusterSteps, Phase, Plan, PlanInput, Step};
+use crate::probe::{self, Finding, Found, Probe};
+use crate::report::Reporter;
+use crate::state::StateStore;
+use crate::tools::ProcessRunner;
+use crate::tools::istioctl::{self, Istioctl};
+use crate::topology::Mesh;
+
+/// Everything the executor needs to know, resolved once by the command layer.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--kubeconfig`, if given (otherwise kube reads `KUBECONFIG` or `~/.kube/config`).
+    pub kubeconfig_flag: Option<PathBuf>,
+    /// The file kind contexts are imported into.
+    pub kubeconfig_target: PathBuf,
+    /// Where kind writes its own kubeconfig (kept apart, so kind and meshctl never race on a file).
+    pub kind_kubeconfig: PathBuf,
+    /// The plan directory: artifacts live here and tools run here.
+    pub plan_dir: PathBuf,
+    /// Bound on each wait.
+    pub timeout: Duration,
+    /// Bound on each external program.
+    pub tool_timeout: Duration,
+    /// `--metallb-manifest`.
+    pub metallb_manifest: Option<PathBuf>,
+    /// Download cache.
+    pub cache_dir: PathBuf,
+    /// `--force`: run every step whatever the probes find.
+    pub force: bool,
+    /// `--allow-version-skew` for istioctl.
+    pub allow_version_skew: bool,
+    /// `--lb-subnet`: pools until the docker network exists.
+    pub lb_subnet: ipnet::IpNet,
+    /// The docker network the kind nodes are on.
+    pub docker_network: String,
+}
+
+/// A phase that failed in some clusters.
+#[derive(Debug, thiserror::Error)]
+#[error("phase {phase} failed in {} of {total} cluster(s):{}", failures.len(),
+        failures.iter().map(|(c, e)| format!("\n  - cluster `{c}`: {}", e.replace('\n', "\n    "))).collect::<String>())]
+pub struct PhaseFailed {
+    /// The phase.
+    pub phase: Phase,
+    /// Clusters in the phase.
+    pub total: usize,
+    /// Cluster and error, for each that failed.
+    pub failures: Vec<(String, String)>,
+}
+
+/// What happened to one cluster in one phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing was there yet; the steps ran.
+    Done,
+    /// Part of it was missing or different; the steps ran and these were repaired.
+    Repaired(Vec<Finding>),
+    /// The probe found everything in place; nothing ran.
+    InPlace,
+}
+
+/// The plan, with what went into it, kept on disk in the plan directory.
+pub struct Prepared<'m> {
+    /// What the plan was built from.
+    pub input: PlanInput<'m>,
+    /// The plan.
+    pub plan: Plan,
+    /// What `verify` applies, written beside the plan.
+    pub verify: Vec<Artifact>,
+    /// The pools came from `--lb-subnet` because the docker network does not exist yet.
+    pub provisional: bool,
+    /// Where it is written.
+    pub out: PathBuf,
+}
+
+impl Prepared<'_> {
+    /// Builds the plan from its input again and rewrites it on disk.
+    pub fn rebuild(&mut self) -> Result<()> {
+        self.plan = plan::build(&self.input)?;
+        crate::dry_run::write(&self.out, &self.plan, &self.verify)
+            .with_context(|| format!("cannot write the plan to `{}`", self.out.display()))
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Every phase ran or was in place; `changed` says whether anything ran.
+    Finished {
+        /// Whether any phase ran steps in any cluster.
+        changed: bool,
+    },
+    /// Ctrl-C: progress is in the clusters, a new `up` resumes from there.
+    Interrupted,
+}
+
+/// One download per URL and run; its result (text or error message) is shared.
+type FetchOnce = OnceCell<Result<String, String>>;
+
+/// Runs plans against real clusters.
+pub struct Executor {
+    settings: Settings,
+    runner: ProcessRunner,
+    /// Recorded facts and ownership.
+    pub state: StateStore,
+    reporter: Arc<Reporter>,
+    mesh: Mesh,
+    clients: Clients,
+    secrets: std::sync::Mutex<HashMap<String, Arc<OnceCell<String>>>>,
+    kubeconfig_lock: Mutex<()>,
+    /// Upstream manifests fetched in this run, by URL: downloaded once however many clusters apply them.
+    /// A failed download is shared too: the other clusters report it instead of trying again.
+    manifests: std::sync::Mutex<HashMap<String, Arc<FetchOnce>>>,
+}
+
+impl Executor {
+    /// A new executor.
+    pub fn new(settings: Settings, state: StateStore, reporter: Arc<Reporter>, mesh: Mesh) -> Executor {
+        let clients = Clients::new(settings.kubeconfig_flag.as_deref());
+        Executor {
+            settings,
+            runner: ProcessRunner,
+            state,
+            reporter,
+            mesh,
+            clients,
+            secrets: std::sync::Mutex::default(),
+            kubeconfig_lock: Mutex::new(()),
+            manifests: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Runs the whole plan, phase by phase, until done, failed or interrupted (Ctrl-C).
+    pub async fn run(&self, prepared: &mut Prepared<'_>) -> Result<RunEnd> {
+        let work = async {
+            self.check_istioctl_if_needed(&prepared.plan).await?;
+            let mut changed = false;
+            for index in 0..prepared.plan.phases.len() {
+                let phase = prepared.plan.phases[index].phase;
+                if phase == Phase::Metallb && prepared.provisional {
+                    // The kind network exists now: plan the pools from its real subnet and containers.
+                    self.replan_pools(prepared).await?;
+                }
+                let outcomes = self.run_phase(&prepared.plan, index).await?;
+                let ran = outcomes.iter().any(|(_, o)| *o != Outcome::InPlace);
+                changed |= ran;
+                if phase == Phase::Clusters
+                    && ran
+                    && prepared.plan.phases.iter().any(|p| p.phase == Phase::Metallb)
+                {
+                    // A cluster was (re)created: its docker network may be new; read it again.
+                    self.state.update(|s| s.docker_subnet = None)?;
+                    prepared.provisional = true;
+                }
+            }
+            Ok::<bool, anyhow::Error>(changed)
+        };
+        tokio::select! {
+            result = work => Ok(RunEnd::Finished { changed: result? }),
+            _ = tokio::signal::ctrl_c() => Ok(RunEnd::Interrupted),
+        }
+    }
+
+    async fn replan_pools(&self, prepared: &mut Prepared<'_>) -> Result<()> {
+        let (pools, still) = pools(
+            Some(&self.runner),
+            Some(&self.state),
+            &self.mesh,
+            self.settings.lb_subnet,
+            &self.settings.docker_network,
+        )
+        .await?;
+        prepared.provisional = still;
+        prepared.input.pools = pools;
+        prepared.rebuild()
+    }
+
+    /// istioctl is there and of the pinned minor, checked before anything changes, but only when
+    /// a phase that runs it has work to do: a finished mesh runs no tool at all.
+    async fn check_istioctl_if_needed(&self, plan: &Plan) -> Result<()> {
+        let mut needed = self.settings.force;
+        for (index, p) in plan.phases.iter().enumerate() {
+            if needed {
+                break;
+            }
+            if matches!(p.phase, Phase::Istio | Phase::Eastwest) {
+                let probes = p.clusters.iter().map(|cs| self.probe(plan, index, cs));
+                needed = futures::future::join_all(probes)
+                    .await
+                    .iter()
+                    .any(|f| !probe::in_place(f));
+            }
+        }
+        if !needed {
+            return Ok(());
+        }
+        let version = Istioctl::new(&self.runner)
+            .version()
+            .await
+            .context("preflight: istioctl is needed for phases istio and eastwest")?;
+        istioctl::check_skew(&version, self.settings.allow_version_skew)
+            .map_err(|e| anyhow!("preflight: {e}"))
+    }
+
+    /// Probes phase `index` of `plan` in one cluster.
+    async fn probe(&self, plan: &Plan, index: usize, cs: &ClusterSteps) -> Vec<Finding> {
+        let Some(cluster) = self.mesh.cluster(&cs.cluster) else {
+            return vec![Finding::missing(&cs.cluster, "not in the topology")];
+        };
+        let state = self.state.snapshot();
+        let probe = Probe {
+            mesh: &self.mesh,
+            cluster,
+            plan,
+            steps: &cs.steps,
+            state: &state,
+            clients: &self.clients,
+        };
+        phases::probe(plan.phases[index].phase, &probe).await
+    }
+
+    /// Runs phase `index` of `plan` in every cluster at once.
+    pub async fn run_phase(&self, plan: &Plan, index: usize) -> Result<Vec<(String, Outcome)>, PhaseFailed> {
+        let phase = &plan.phases[index];
+        let results =
+            futures::future::join_all(phase.clusters.iter().map(|cs| self.converge(plan, index, cs))).await;
+        let mut outcomes = Vec::new();
+        let mut failures = Vec::new();
+        for (cs, result) in phase.clusters.iter().zip(results) {
+            match result {
+                Ok(o) => outcomes.push((cs.cluster.clone(), o)),
+                Err(e) => failures.push((cs.cluster.clone(), format!("{e:#}"))),
+            }
+        }
+        if failures.is_empty() {
+            Ok(outcomes)
+        } else {
+            Err(PhaseFailed {
+                phase: phase.phase,
+                total: phase.clusters.len(),
+                failures,
+            })
+        }
+    }
+
+    /// One phase in one cluster: probe, then run the steps unless everything is in place.
+    async fn converge(&self, plan: &Plan, index: usize, cs: &ClusterSteps) -> Result<Outcome> {
+        let phase = plan.phases[index].phase;
+        let findings = if self.settings.force {
+            Vec::new()
+        } else {
+            self.probe(plan, index, cs).await
+        };
+        let built_before = self
+            .state
+            .snapshot()
+            .clusters
+            .get(&cs.cluster)
+            .is_some_and(|c| c.built.contains(phase.name()));
+        if !self.settings.force && probe::in_place(&findings) {
+            if !built_before {
+                self.mark_built(&cs.cluster, phase)?;
+            }
+            self.reporter.skipped(
+                phase.name(),
+                &cs.cluster,
+                &format!(
+                    "in place ({} checked), nothing to change",
+                    describe_findings(&findings)
+                ),
+            );
+            return Ok(Outcome::InPlace);
+        }
+        let cluster = self
+            .mesh
+            .cluster(&cs.cluster)
+            .ok_or_else(|| anyhow!("cluster `{}` is not in the topology", cs.cluster))?;
+        let started = Instant::now();
+        self.reporter.started(phase.name(), &cs.cluster);
+        let mut details = Vec::new();
+        for step in &cs.steps {
+            self.reporter.step(phase.name(), &cs.cluster, &describe(step));
+            // A failed program already shows its command line; other steps are described here.
+            let context = match step {
+                Step::CreateKindCluster { .. } | Step::IstioctlInstall { .. } => format!("phase {phase}"),
+                other => format!("phase {phase}: {}", describe(other)),
+            };
+            match self.execute(cluster, step).await.context(context) {
+                Ok(Some(detail)) => details.push(detail),
+                Ok(None) => {}
+                Err(e) => {
+                    self.reporter
+                        .failed(phase.name(), &cs.cluster, started.elapsed(), &format!("{e:#}"));
+                    return Err(e);
+                }
+            }
+        }
+        self.mark_built(&cs.cluster, phase)?;
+        // Drift is what a phase built before lacks now, what a partly built phase lacked, or anything
+        // that was there but different: named one by one. A phase never built is simply new.
+        let repaired: Vec<Finding> = findings
+            .iter()
+            .filter(|f| f.found != Found::Present)
+            .cloned()
+            .collect();
+        let drift = built_before
+            || findings.iter().any(|f| f.found == Found::Present)
+            || repaired.iter().any(|f| f.found == Found::Different);
+        if drift {
+            for f in &repaired {
+                self.reporter.repaired(phase.name(), &cs.cluster, f);
+            }
+        }
+        let detail = if details.is_empty() {
+            "done".to_string()
+        } else {
+            details.join(", ")
+        };
+        self.reporter
+            .finished(phase.name(), &cs.cluster, started.elapsed(), &detail);
+        Ok(if drift {
+            Outcome::Repaired(repaired)
+        } else {
+            Outcome::Done
+        })
+    }
+}
+
+impl Executor {
+    fn mark_built(&self, cluster: &str, phase: Phase) -> Result<()> {
+        self.state
+            .update(|s| {
+                s.clusters
+                    .entry(cluster.to_string())
+                    .or_default()
+                    .built
+                    .insert(phase.name().to_string())
+            })
+            .context("cannot record progress")?;
+        Ok(())
+    }
+}
+
+/// `3 objects` for the skip line.
+fn describe_findings(findings: &[Finding]) -> String {
+    match findings.len() {
+        1 => "1 object".to_string(),
+        n => format!("{n} objects"),
+    }
+}
