@@ -267,6 +267,55 @@ pub struct VerifyArgs {
 pub enum CertsCommand {
     /// Generate a shared root CA and one intermediate CA per cluster (Istio's tools/certs layout).
     Gen(CertsGenArgs),
+    /// Per cluster, the plug-in CA in `cacerts`: subject, serial, expiry, its chain to the mesh's
+    /// root, and whether every cluster shares that root.
+    Status(CertsStatusArgs),
+    /// Issue new intermediates under the same root, update `cacerts` and restart istiod.
+    Rotate(CertsRotateArgs),
+}
+
+/// `meshctl certs status`.
+#[derive(Debug, Args)]
+pub struct CertsStatusArgs {
+    #[command(flatten)]
+    /// Which clusters.
+    pub topology: TopologyArgs,
+    /// The CA directory (default: the one `up` used for this mesh).
+    #[arg(long, value_name = "DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Fail when a certificate expires within this many days.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub warn_days: u32,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `meshctl certs rotate`.
+#[derive(Debug, Args)]
+pub struct CertsRotateArgs {
+    #[command(flatten)]
+    /// Which clusters.
+    pub topology: TopologyArgs,
+    /// Rotate only this cluster's intermediate (repeatable; default: every cluster).
+    #[arg(long = "cluster", value_name = "NAME")]
+    pub cluster: Vec<String>,
+    /// The CA directory (default: the one `up` used for this mesh).
+    #[arg(long, value_name = "DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Key type of the new intermediates.
+    #[arg(long, value_parser = key_type_parser(), default_value = "rsa-4096")]
+    pub key_type: KeyType,
+    /// Validity of the new intermediates in days.
+    #[arg(long, value_name = "DAYS", default_value_t = crate::pki::DEFAULT_INTERMEDIATE_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub intermediate_days: u32,
+    /// Bound on istiod's restart in each cluster.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: Duration,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 /// `meshctl certs gen`.
@@ -303,9 +352,15 @@ pub struct CertsGenArgs {
           value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub intermediate_days: u32,
 
-    /// Replace an existing root and the named intermediates.
+    /// Re-issue the named intermediates even when they exist, signed by the existing root (which
+    /// is never replaced by this flag).
     #[arg(long)]
     pub force: bool,
+
+    /// Replace the root CA too. Every cluster with an intermediate in the directory must be named
+    /// (all of them are re-issued), and every cluster then needs its new `cacerts`.
+    #[arg(long)]
+    pub replace_root: bool,
 
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]

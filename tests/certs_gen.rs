@@ -273,19 +273,73 @@ fn rerun_keeps_the_root_byte_for_byte_and_signs_new_clusters_with_it() {
     ]);
     assert!(ok3, "cluster3 is signed by the same root: {t}");
 
-    // --force replaces the root.
+    // --force re-issues the named intermediate under the same root: the root files do not change
+    // by a byte, the others' intermediates neither, and every chain still verifies.
+    let c2 = read("cluster2/ca-key.pem");
     ok(meshctl(&[
         "certs",
         "gen",
-        "--clusters",
-        "1",
+        "--cluster",
+        "cluster1",
         "--out",
         o,
         "--key-type",
         "ecdsa-p256",
         "--force",
     ]));
+    assert_eq!(read("root-cert.pem"), root);
+    assert_eq!(read("root-key.pem"), key, "--force never replaces the root");
+    assert_ne!(read("cluster1/ca-key.pem"), c1, "cluster1 re-issued");
+    assert_eq!(read("cluster2/ca-key.pem"), c2, "cluster2 untouched");
+    for cluster in ["cluster1", "cluster2", "cluster3"] {
+        let (ok, t) = openssl(&[
+            "verify",
+            "-CAfile",
+            &format!("{o}/root-cert.pem"),
+            &format!("{o}/{cluster}/ca-cert.pem"),
+        ]);
+        assert!(ok, "{cluster} still chains to the root: {t}");
+    }
+
+    // Replacing the root while other clusters' intermediates hang off it is refused, naming them.
+    let out = meshctl(&[
+        "certs",
+        "gen",
+        "--cluster",
+        "cluster1",
+        "--out",
+        o,
+        "--key-type",
+        "ecdsa-p256",
+        "--replace-root",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("`cluster2`, `cluster3`") && stderr(&out).contains("certs rotate"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read("root-key.pem"), key, "nothing changed");
+    // Naming them all replaces the root and re-issues every intermediate under it.
+    ok(meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "3",
+        "--out",
+        o,
+        "--key-type",
+        "ecdsa-p256",
+        "--replace-root",
+    ]));
     assert_ne!(read("root-key.pem"), key);
+    let (ok3, t) = openssl(&[
+        "verify",
+        "-CAfile",
+        &format!("{o}/root-cert.pem"),
+        &format!("{o}/cluster2/ca-cert.pem"),
+    ]);
+    assert!(ok3, "{t}");
 }
 
 #[test]

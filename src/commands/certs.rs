@@ -1,15 +1,24 @@
-//! `meshctl certs gen`.
+//! `meshctl certs gen`, `certs status`, `certs rotate`.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use serde::Serialize;
 
 use super::{Exit, UsageError};
-use crate::cli::{CertsGenArgs, OutputFormat};
-use crate::pki::Validity;
+use crate::cli::{CertsGenArgs, CertsRotateArgs, CertsStatusArgs, OutputFormat};
+use crate::kube::apply::{self, Applier};
+use crate::kube::{Clients, wait};
+use crate::mesh_dir::MeshDir;
+use crate::phases::istio::NAMESPACE;
 use crate::pki::layout::{self, CertsRequest, Disposition};
+use crate::pki::{CertFacts, IntermediateCa, Validity, normalize_pem};
 use crate::report::Reporter;
-use crate::topology::{DEFAULT_MESH_ID, Mesh};
+use crate::state::StateStore;
+use crate::topology::{Cluster, DEFAULT_MESH_ID, Mesh};
 
 pub(super) fn generate(args: CertsGenArgs) -> Result<Exit> {
     // Names are validated like any topology, so `certs gen` and `up` agree on what a cluster is.
@@ -27,6 +36,7 @@ pub(super) fn generate(args: CertsGenArgs) -> Result<Exit> {
             intermediate_days: args.intermediate_days,
         },
         force: args.force,
+        replace_root: args.replace_root,
     };
     let outcome = layout::ensure(&request).with_context(|| {
         format!(
@@ -38,7 +48,7 @@ pub(super) fn generate(args: CertsGenArgs) -> Result<Exit> {
     let verb = |d: Disposition| match d {
         Disposition::Created => "created",
         Disposition::Reused => "kept (already present)",
-        Disposition::Replaced => "replaced (--force)",
+        Disposition::Replaced => "replaced",
     };
     match args.output {
         OutputFormat::Json => {
@@ -69,6 +79,273 @@ pub(super) fn generate(args: CertsGenArgs) -> Result<Exit> {
                 reporter.warn("certs", warning);
             }
         }
+    }
+    Ok(Exit::Success)
+}
+
+/// The CA directory of the mesh: `--certs-dir`, else the one `up` recorded, else the mesh folder's.
+fn certs_dir_of(flag: Option<&Path>, workdir: &Path, mesh: &Mesh) -> Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir.to_path_buf());
+    }
+    let dir = MeshDir::new(workdir, &mesh.mesh_id);
+    let state = StateStore::load(&dir.state())?.snapshot();
+    Ok(state.certs_dir.unwrap_or_else(|| dir.certs()))
+}
+
+/// The `cacerts` of `cluster` as the cluster holds it; `None` when there is no such Secret.
+async fn cacerts_of(clients: &Clients, cluster: &Cluster) -> Result<Option<IntermediateCa>> {
+    let client = clients.get(&cluster.context).await?;
+    let secret = Api::<Secret>::namespaced(client, NAMESPACE)
+        .get_opt("cacerts")
+        .await
+        .with_context(|| {
+            format!(
+                "cluster `{}`: cannot read secret {NAMESPACE}/cacerts",
+                cluster.name
+            )
+        })?;
+    let Some(data) = secret.and_then(|s| s.data) else {
+        return Ok(None);
+    };
+    let file = |name: &str| {
+        data.get(name)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Some(IntermediateCa {
+        cluster: cluster.name.clone(),
+        ca_cert_pem: file(layout::CA_CERT),
+        ca_key_pem: file(layout::CA_KEY),
+        cert_chain_pem: file(layout::CERT_CHAIN),
+        root_cert_pem: file(layout::ROOT_CERT),
+    }))
+}
+
+/// One cluster's line of `certs status`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CaStatus {
+    cluster: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    intermediate: Option<CertFacts>,
+    /// `ok`, or why the chain does not hold.
+    chain: String,
+    /// `mesh root`, `another root`, or `unknown` (no root in the CA directory to compare with).
+    root: &'static str,
+    problems: Vec<String>,
+}
+
+async fn ca_status(
+    clients: &Clients,
+    cluster: &Cluster,
+    mesh_root: Option<&str>,
+    warn_days: u32,
+) -> (CaStatus, Option<String>) {
+    let mut status = CaStatus {
+        cluster: cluster.name.clone(),
+        intermediate: None,
+        chain: "-".into(),
+        root: "unknown",
+        problems: Vec::new(),
+    };
+    let ca = match cacerts_of(clients, cluster).await {
+        Ok(Some(ca)) => ca,
+        Ok(None) => {
+            status.problems.push(format!(
+                "no secret {NAMESPACE}/cacerts: istiod signs with a self-made root"
+            ));
+            return (status, None);
+        }
+        Err(e) => {
+            status.problems.push(format!("{e:#}"));
+            return (status, None);
+        }
+    };
+    match crate::pki::cert_facts(&ca.ca_cert_pem, "ca-cert.pem") {
+        Ok(facts) => {
+            if facts.days_left < i64::from(warn_days) {
+                status.problems.push(format!(
+                    "the intermediate expires on {} ({} days from now, within --warn-days {warn_days}): `meshctl certs rotate --cluster {}`",
+                    facts.not_after, facts.days_left, cluster.name
+                ));
+            }
+            status.intermediate = Some(facts);
+        }
+        Err(e) => status.problems.push(e.to_string()),
+    }
+    status.chain = match ca.check_against(&ca.root_cert_pem) {
+        Ok(()) => "ok".into(),
+        Err(e) => {
+            status.problems.push(e.to_string());
+            "broken".into()
+        }
+    };
+    if let Some(root) = mesh_root {
+        if normalize_pem(root) == normalize_pem(&ca.root_cert_pem) {
+            status.root = "mesh root";
+        } else {
+            status.root = "another root";
+            status.problems.push(
+                "its root-cert.pem is not the mesh's root: workloads here do not trust the other clusters' certificates".into(),
+            );
+        }
+    }
+    if let Ok(root) = crate::pki::cert_facts(&ca.root_cert_pem, "root-cert.pem")
+        && root.days_left < i64::from(warn_days)
+    {
+        status.problems.push(format!(
+            "the root CA expires on {} ({} days from now): plan a root rotation (docs/certificates.md)",
+            root.not_after, root.days_left
+        ));
+    }
+    (status, Some(normalize_pem(&ca.root_cert_pem)))
+}
+
+pub(super) async fn status(args: CertsStatusArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
+    let mesh = super::resolve_topology(&args.topology)?;
+    let dir = certs_dir_of(args.certs_dir.as_deref(), workdir, &mesh)?;
+    let mesh_root = layout::load_root(&dir)
+        .with_context(|| format!("cannot read the root CA in `{}`", dir.display()))?
+        .map(|r| r.cert_pem);
+    let clients = Clients::new(kubeconfig);
+    let results = futures::future::join_all(
+        mesh.clusters
+            .iter()
+            .map(|c| ca_status(&clients, c, mesh_root.as_deref(), args.warn_days)),
+    )
+    .await;
+    let roots: std::collections::BTreeSet<&String> = results.iter().filter_map(|(_, r)| r.as_ref()).collect();
+    let shared = roots.len() <= 1;
+    let statuses: Vec<&CaStatus> = results.iter().map(|(s, _)| s).collect();
+    let healthy = shared && statuses.iter().all(|s| s.problems.is_empty());
+    match args.output {
+        OutputFormat::Json => {
+            let doc = serde_json::json!({"meshID": mesh.mesh_id, "certsDir": dir, "sharedRoot": shared,
+                "healthy": healthy, "clusters": statuses});
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        OutputFormat::Text => {
+            println!(
+                "{:<10} {:<34} {:<34} {:<10} {:>5}  {:<6} ROOT",
+                "CLUSTER", "INTERMEDIATE", "SERIAL", "NOT AFTER", "DAYS", "CHAIN"
+            );
+            for s in &statuses {
+                let (subject, serial, not_after, days) = match &s.intermediate {
+                    Some(f) => (
+                        f.subject.clone(),
+                        f.serial.clone(),
+                        f.not_after.clone(),
+                        f.days_left.to_string(),
+                    ),
+                    None => ("-".into(), "-".into(), "-".into(), "-".into()),
+                };
+                println!(
+                    "{:<10} {:<34} {:<34} {:<10} {:>5}  {:<6} {}",
+                    s.cluster, subject, serial, not_after, days, s.chain, s.root
+                );
+            }
+            for s in &statuses {
+                for p in &s.problems {
+                    println!("problem: cluster `{}`: {p}", s.cluster);
+                }
+            }
+            if !shared {
+                println!(
+                    "problem: the clusters hold {} different roots: mTLS between them fails; issue every intermediate from one root (`meshctl certs rotate`)",
+                    roots.len()
+                );
+            }
+        }
+    }
+    Ok(if healthy { Exit::Success } else { Exit::NotReady })
+}
+
+pub(super) async fn rotate(args: CertsRotateArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
+    let mesh = super::resolve_topology(&args.topology)?;
+    for name in &args.cluster {
+        if mesh.cluster(name).is_none() {
+            return Err(UsageError(format!("--cluster `{name}` is not in the topology")).into());
+        }
+    }
+    let chosen: Vec<&Cluster> = mesh
+        .clusters
+        .iter()
+        .filter(|c| args.cluster.is_empty() || args.cluster.contains(&c.name))
+        .collect();
+    let dir = certs_dir_of(args.certs_dir.as_deref(), workdir, &mesh)?;
+    if layout::load_root(&dir)?.is_none() {
+        anyhow::bail!(
+            "certs rotate: no root CA in `{}`; rotation issues new intermediates under the existing root and never makes a new one\nhint: pass --certs-dir with the mesh's CA directory",
+            dir.display()
+        );
+    }
+    let reporter = Reporter::new(super::report_format(args.output));
+    // The root key stays in the work dir; only the new intermediates leave it, in `cacerts`.
+    let request = CertsRequest {
+        dir: dir.clone(),
+        clusters: chosen.iter().map(|c| c.name.clone()).collect(),
+        key_type: args.key_type,
+        validity: Validity {
+            intermediate_days: args.intermediate_days,
+            ..Validity::default()
+        },
+        force: true,
+        replace_root: false,
+    };
+    let outcome = layout::ensure(&request).with_context(|| {
+        format!(
+            "certs rotate: cannot issue new intermediates in `{}`",
+            dir.display()
+        )
+    })?;
+    for warning in &outcome.warnings {
+        reporter.warn("certs", warning);
+    }
+    let clients = Clients::new(kubeconfig);
+    let rollouts = outcome.clusters.iter().map(|(ca, _)| {
+        let (clients, mesh, timeout) = (&clients, &mesh, args.timeout);
+        async move {
+            let cluster = mesh.cluster(&ca.cluster).expect("chosen from the topology");
+            let client = clients.get(&cluster.context).await?;
+            let text = crate::phases::certs::render_cacerts(ca)?;
+            Applier::new(client.clone()).apply_yaml(&text, "cacerts").await?;
+            // istiod reads cacerts at start: restart it, and wait until the new pods serve.
+            apply::rollout_restart(&client, NAMESPACE, "istiod").await?;
+            wait::rollout_complete(&client, NAMESPACE, "istiod", timeout).await?;
+            let facts = crate::pki::cert_facts(&ca.ca_cert_pem, "ca-cert.pem")?;
+            Ok::<_, anyhow::Error>(facts)
+        }
+    });
+    let mut failed = 0;
+    for ((ca, _), result) in outcome
+        .clusters
+        .iter()
+        .zip(futures::future::join_all(rollouts).await)
+    {
+        match result {
+            Ok(facts) => reporter.ok(
+                &ca.cluster,
+                &format!(
+                    "new intermediate (serial {}, until {}) in cacerts; istiod restarted",
+                    facts.serial, facts.not_after
+                ),
+            ),
+            Err(e) => {
+                failed += 1;
+                reporter.fail(&ca.cluster, &format!("certs rotate: {e:#}"));
+            }
+        }
+    }
+    reporter.note(
+        "workloads",
+        "sidecars and gateways get certificates from the new intermediate as they renew them (within 24 h by default); old and new chain to the same root, so traffic keeps flowing. To switch at once: kubectl rollout restart deployment -n <namespace>",
+    );
+    if failed > 0 {
+        anyhow::bail!(
+            "certs rotate failed in {failed} cluster(s); the new intermediates are in `{}` and a plain `meshctl up` applies them",
+            dir.display()
+        );
     }
     Ok(Exit::Success)
 }

@@ -60,6 +60,12 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     let workdir = cli.workdir.clone().unwrap_or_else(default_workdir);
     match cli.command {
         Command::Certs(crate::cli::CertsCommand::Gen(args)) => certs::generate(args),
+        Command::Certs(crate::cli::CertsCommand::Status(args)) => {
+            certs::status(args, &workdir, cli.kubeconfig.as_deref()).await
+        }
+        Command::Certs(crate::cli::CertsCommand::Rotate(args)) => {
+            certs::rotate(args, &workdir, cli.kubeconfig.as_deref()).await
+        }
         Command::Up(args) => up::run(args, &workdir, cli.kubeconfig.as_deref()).await,
         Command::Version(args) => version(args.output),
         Command::Completions(args) => {

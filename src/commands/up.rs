@@ -34,6 +34,7 @@ fn ensure_cas(
         key_type: args.key_type,
         validity: Validity::default(),
         force: false,
+        replace_root: false,
     };
     let outcome = layout::ensure(&request).with_context(|| {
         format!(

@@ -352,6 +352,27 @@ impl Applier {
     }
 }
 
+/// `kubectl rollout restart`: a new `kubectl.kubernetes.io/restartedAt` annotation on the pod
+/// template, so the Deployment replaces its pods (the same annotation kubectl sets, so either tool
+/// can restart after the other).
+pub async fn rollout_restart(client: &Client, namespace: &str, name: &str) -> Result<(), KubeError> {
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), namespace);
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": now}}}}});
+    let params = PatchParams {
+        field_manager: Some(super::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let what = format!("restart deployment {namespace}/{name}");
+    let patch = Patch::Merge(&patch);
+    retry(&what, RetryPolicy::default(), || api.patch(name, &params, &patch))
+        .await
+        .map(|_| ())
+}
+
 /// How a live object compares with its rendered document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Comparison {

@@ -356,6 +356,40 @@ pub async fn deployment_ready(
     .map(|_| ())
 }
 
+/// Whether a Deployment finished rolling out its current template, as `kubectl rollout status`
+/// decides it: the controller saw the latest generation, every replica is updated, no old replica
+/// is left, and the updated ones are available.
+pub fn deployment_rolled_out(d: &Deployment) -> bool {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let s = d.status.clone().unwrap_or_default();
+    d.metadata.generation.unwrap_or(0) <= s.observed_generation.unwrap_or(0)
+        && s.updated_replicas.unwrap_or(0) >= want
+        && s.replicas.unwrap_or(0) <= s.updated_replicas.unwrap_or(0)
+        && s.available_replicas.unwrap_or(0) >= s.updated_replicas.unwrap_or(0)
+}
+
+/// Deployment `namespace/name` rolled out its current template (after a restart, for example).
+pub async fn rollout_complete(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), WaitError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let what = format!("deployment {namespace}/{name} rolled out");
+    until(&api, name, &what, timeout, deployment_rolled_out, |d| {
+        let s = d.status.clone().unwrap_or_default();
+        format!(
+            "{} updated, {} total, {} available",
+            s.updated_replicas.unwrap_or(0),
+            s.replicas.unwrap_or(0),
+            s.available_replicas.unwrap_or(0)
+        )
+    })
+    .await
+    .map(|_| ())
+}
+
 /// Whether a DaemonSet has a ready pod on every node it schedules to.
 pub fn daemonset_ready(d: &DaemonSet) -> bool {
     d.status

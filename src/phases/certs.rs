@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::pki::IntermediateCa;
 use crate::plan::{PhaseBuilder, PlanError, Step};
 use crate::probe::{self, Finding, Probe};
 use crate::topology::Provider;
@@ -14,6 +15,13 @@ struct IstioSystem<'a> {
     network: &'a str,
 }
 
+/// The `cacerts` Secret of `ca`'s cluster, as `up` applies it (and `certs rotate`).
+pub fn render_cacerts(ca: &IntermediateCa) -> Result<String, crate::render::RenderError> {
+    crate::render::render(CACERTS_TEMPLATE, &CaCerts::of(ca))
+}
+
+const CACERTS_TEMPLATE: &str = "certs/cacerts.yaml.j2";
+
 /// Context of `templates/certs/cacerts.yaml.j2`.
 #[derive(Serialize)]
 struct CaCerts<'a> {
@@ -22,6 +30,18 @@ struct CaCerts<'a> {
     ca_key: &'a str,
     root_cert: &'a str,
     cert_chain: &'a str,
+}
+
+impl<'a> CaCerts<'a> {
+    fn of(ca: &'a IntermediateCa) -> CaCerts<'a> {
+        CaCerts {
+            cluster: &ca.cluster,
+            ca_cert: &ca.ca_cert_pem,
+            ca_key: &ca.ca_key_pem,
+            root_cert: &ca.root_cert_pem,
+            cert_chain: &ca.cert_chain_pem,
+        }
+    }
 }
 
 pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
@@ -50,18 +70,7 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         ]),
         overwrite: b.input.mesh.provider == Provider::Kind,
     });
-    let cacerts = b.render(
-        "cacerts.yaml",
-        "certs/cacerts.yaml.j2",
-        &CaCerts {
-            cluster: &cluster.name,
-            ca_cert: &ca.ca_cert_pem,
-            ca_key: &ca.ca_key_pem,
-            root_cert: &ca.root_cert_pem,
-            cert_chain: &ca.cert_chain_pem,
-        },
-        true,
-    )?;
+    let cacerts = b.render("cacerts.yaml", CACERTS_TEMPLATE, &CaCerts::of(ca), true)?;
     b.step(Step::Apply { file: cacerts });
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! DIR/<cluster>/{ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem}
 //! ```
 //! An existing root is reused (adding a cluster later never changes it) and never overwritten
-//! without `force`; an existing intermediate is kept, after checking it chains to that root. All
+//! without `replace_root`, which also re-issues every intermediate so none is left orphaned; an
+//! existing intermediate is kept, after checking it chains to that root, unless `force` re-issues
+//! it under the same root. All
 //! keys that are needed, the root's included, are generated concurrently; only signing waits for
 //! the root. Everything is generated and checked in memory before the first file is written.
 
@@ -40,8 +42,11 @@ pub struct CertsRequest {
     pub key_type: KeyType,
     /// Validity of new certificates.
     pub validity: Validity,
-    /// Replace the root and the named intermediates even when they exist.
+    /// Re-issue the named intermediates even when they exist, under the existing root.
     pub force: bool,
+    /// Replace the root as well (every intermediate in the directory must then be named, so none
+    /// is left signed by a root that is gone).
+    pub replace_root: bool,
 }
 
 /// What happened to one CA.
@@ -87,8 +92,14 @@ pub enum CertsError {
     /// Existing material is inconsistent or does not match.
     #[error("{0}")]
     Pki(#[from] PkiError),
+    /// Replacing the root would leave these clusters' intermediates signed by a root that is gone.
+    #[error("replacing the root would break the chain of {}: their intermediates are signed by the current root and were not named; name every cluster (or rotate only intermediates with `meshctl certs rotate`)", clusters.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "))]
+    WouldOrphan {
+        /// Cluster folders in the directory that were not named.
+        clusters: Vec<String>,
+    },
     /// The directory holds part of a CA; meshctl will not guess.
-    #[error("`{}` is incomplete: {missing} missing (remove it, or pass --force to regenerate)", path.display())]
+    #[error("`{}` is incomplete: {missing} missing (remove it, or regenerate it: --force for a cluster's folder, --replace-root for the root)", path.display())]
     Partial {
         /// The file or directory.
         path: PathBuf,
@@ -141,6 +152,21 @@ fn read_intermediate(dir: &Path, cluster: &str) -> Result<Option<IntermediateCa>
         cert_chain_pem,
         root_cert_pem,
     }))
+}
+
+/// Names of the cluster folders in `dir` (those holding a `ca-cert.pem`).
+pub fn clusters_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().join(CA_CERT).exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// Reads the root CA in `dir` without changing anything; `None` when there is none.
@@ -208,13 +234,26 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
             "it is not a directory",
         )));
     }
-    let existing_root = if request.force { None } else { load_root(dir)? };
+    let existing_root = if request.replace_root {
+        None
+    } else {
+        load_root(dir)?
+    };
     let root_existed = dir.join(ROOT_CERT).exists() || dir.join(ROOT_KEY).exists();
+    if request.replace_root && root_existed {
+        let orphans: Vec<String> = clusters_in(dir)
+            .into_iter()
+            .filter(|c| !request.clusters.contains(c))
+            .collect();
+        if !orphans.is_empty() {
+            return Err(CertsError::WouldOrphan { clusters: orphans });
+        }
+    }
 
     // Decide per cluster: keep (checked against the root) or generate.
     let mut kept: Vec<Option<IntermediateCa>> = Vec::with_capacity(request.clusters.len());
     for cluster in &request.clusters {
-        if request.force {
+        if request.force || request.replace_root {
             kept.push(None);
             continue;
         }
@@ -261,7 +300,7 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
         .collect();
     let mut clusters = Vec::with_capacity(request.clusters.len());
     for (name, current) in request.clusters.iter().zip(kept) {
-        let existed = request.force && dir.join(name).exists();
+        let existed = (request.force || request.replace_root) && dir.join(name).exists();
         clusters.push(match current {
             Some(ca) => (ca, Disposition::Reused),
             None => {
@@ -289,7 +328,7 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
     } else {
         let key_path = dir.join(ROOT_KEY);
         let cert_path = dir.join(ROOT_CERT);
-        if request.force {
+        if request.replace_root {
             atomic_file::write(&key_path, root.key_pem.as_bytes(), PRIVATE)
                 .map_err(io_err("write", &key_path))?;
             atomic_file::write(&cert_path, root.cert_pem.as_bytes(), PUBLIC)

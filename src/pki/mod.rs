@@ -353,6 +353,33 @@ fn check_key_matches(cert_pem: &str, key: &KeyPair, what: &str) -> Result<(), Pk
     Ok(())
 }
 
+/// What a person wants to know of a CA certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertFacts {
+    /// Subject, e.g. `O=Istio, CN=Intermediate CA, L=cluster1`.
+    pub subject: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// End of validity, `YYYY-MM-DD`.
+    pub not_after: String,
+    /// Whole days from now until then (negative once expired).
+    pub days_left: i64,
+}
+
+/// Subject, serial and expiry of the first certificate in `pem`.
+pub fn cert_facts(pem: &str, what: &str) -> Result<CertFacts, PkiError> {
+    let der = parse_pem_cert(pem, what)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| unusable(what, e.to_string()))?;
+    let not_after = cert.validity().not_after.to_datetime();
+    Ok(CertFacts {
+        subject: cert.subject().to_string(),
+        serial: cert.raw_serial_as_string().replace(':', ""),
+        not_after: day(not_after),
+        days_left: (not_after - OffsetDateTime::now_utc()).whole_days(),
+    })
+}
+
 /// LF line endings and exactly one trailing newline, so files compare byte for byte.
 pub fn normalize_pem(pem: &str) -> String {
     let mut text = pem.replace("\r\n", "\n");
