@@ -223,6 +223,10 @@ pub fn describe(step: &Step) -> String {
                 if *overwrite { "" } else { " (only where missing)" }
             )
         }
+        Step::PruneRemoteSecrets { keep } => format!(
+            "prune: remote secrets meshctl applied for clusters no longer in the mesh (keeps {})",
+            keep.join(", ")
+        ),
         Step::RemoteSecret { source } => {
             format!("remote secret: read `{source}`, apply istio-remote-secret-{source} here")
         }

@@ -242,6 +242,12 @@ pub enum Step {
         /// cloud provider's own topology labels are never overwritten.
         overwrite: bool,
     },
+    /// Delete the remote secrets meshctl applied here for clusters that are no longer in the mesh
+    /// (a user's own remote secrets are never touched).
+    PruneRemoteSecrets {
+        /// The clusters of the mesh: their secrets stay.
+        keep: Vec<String>,
+    },
     /// Read `source`'s reader token and apply its remote secret in this cluster.
     RemoteSecret {
         /// Cluster whose API server this cluster's istiod will watch.

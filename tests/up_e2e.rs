@@ -159,6 +159,55 @@ fn up_three_clusters_makes_six_remote_secrets_and_json_events() {
         .expect("a summary event");
     assert_eq!(summary["clusters"][2]["remoteSecrets"], "2/2");
     assert_eq!(summary["clusters"][2]["eastwestIP"], "172.18.253.1");
+
+    // cluster3 leaves the mesh: the others' remote secrets for it are pruned; a remote secret
+    // someone else applied (here for a cluster meshctl never heard of) is left alone.
+    let planes = lab.planes();
+    let secrets_of = |i: usize| {
+        let plane = planes[i].clone();
+        block_on(async move {
+            let api = Api::<Secret>::namespaced(plane.client().await, "istio-system");
+            let mut names: Vec<String> = api
+                .list(&kube::api::ListParams::default().labels("istio/multiCluster=true"))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter_map(|s| s.metadata.name)
+                .collect();
+            names.sort();
+            names
+        })
+    };
+    let plane = planes[0].clone();
+    block_on(async move {
+        let theirs: Secret = serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "istio-remote-secret-elsewhere", "namespace": "istio-system",
+                "labels": {"istio/multiCluster": "true"}, "annotations": {"networking.istio.io/cluster": "elsewhere"}},
+            "stringData": {"elsewhere": "apiVersion: v1\nkind: Config\n"}}))
+        .unwrap();
+        let params = kube::api::PostParams {
+            field_manager: Some("kubectl-client-side-apply".into()),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(plane.client().await, "istio-system")
+            .create(&params, &theirs)
+            .await
+            .unwrap();
+    });
+    let out = lab.run(&["up", "--clusters", "2"]);
+    let text = stderr(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("cluster1   remote-secrets repaired: remote secret for cluster3 was different (left over: `cluster3` is no longer in the mesh)")
+            && text.contains("pruned the remote secrets of cluster3"),
+        "{text}"
+    );
+    assert_eq!(
+        secrets_of(0),
+        ["istio-remote-secret-cluster2", "istio-remote-secret-elsewhere"]
+    );
+    assert_eq!(secrets_of(1), ["istio-remote-secret-cluster1"]);
 }
 
 #[test]

@@ -93,6 +93,7 @@ impl Executor {
                 Ok(Some(format!("API server {endpoint}")))
             }
             Step::LabelNodes { labels, overwrite } => self.label_nodes(cluster, labels, *overwrite).await,
+            Step::PruneRemoteSecrets { keep } => self.prune_remote_secrets(cluster, keep).await,
             Step::RemoteSecret { source } => {
                 let text = self.remote_secret_of(source).await?;
                 let applied = Applier::new(self.client(cluster).await?)
@@ -297,6 +298,30 @@ impl Executor {
             changed += 1;
         }
         Ok((changed > 0).then(|| format!("{changed} node(s) labelled")))
+    }
+
+    async fn prune_remote_secrets(&self, cluster: &Cluster, keep: &[String]) -> Result<Option<String>> {
+        use crate::phases::remote_secrets::{MULTICLUSTER_LABEL, meshctl_secret_for};
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client(cluster).await?, remote_secret::NAMESPACE);
+        let selector = ListParams::default().labels(&format!("{MULTICLUSTER_LABEL}=true"));
+        let list = secrets
+            .list(&selector)
+            .await
+            .context("cannot list remote secrets")?;
+        let mut pruned = Vec::new();
+        for secret in &list.items {
+            let Some(source) = meshctl_secret_for(secret).filter(|s| !keep.contains(s)) else {
+                continue;
+            };
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            secrets
+                .delete(&name, &Default::default())
+                .await
+                .with_context(|| format!("cannot delete secret {}/{name}", remote_secret::NAMESPACE))?;
+            pruned.push(source);
+        }
+        Ok((!pruned.is_empty()).then(|| format!("pruned the remote secrets of {}", pruned.join(", "))))
     }
 
     /// Why istiod in `cluster` does not see its peers: each pair, with the address its remote secret

@@ -5,7 +5,7 @@
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 
 use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
@@ -13,7 +13,29 @@ use crate::remote_secret::NAMESPACE;
 use crate::state::MeshState;
 use crate::topology::{Mesh, Provider};
 
+/// Label istiod selects remote secrets by.
+pub const MULTICLUSTER_LABEL: &str = "istio/multiCluster";
+/// Annotation naming the cluster a remote secret is for.
+pub const CLUSTER_ANNOTATION: &str = "networking.istio.io/cluster";
+
+/// The cluster a remote secret in this cluster is for, when meshctl applied it (its field manager
+/// owns fields of it); `None` for anyone else's.
+pub fn meshctl_secret_for(secret: &Secret) -> Option<String> {
+    let ours = secret
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|m| m.manager.as_deref() == Some(crate::kube::FIELD_MANAGER));
+    let annotations = secret.metadata.annotations.as_ref()?;
+    ours.then(|| annotations.get(CLUSTER_ANNOTATION).cloned())
+        .flatten()
+}
+
 pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+    b.step(Step::PruneRemoteSecrets {
+        keep: b.input.mesh.clusters.iter().map(|c| c.name.clone()).collect(),
+    });
     let mut peers = Vec::new();
     for source in &b.input.mesh.clusters {
         if source.name != b.cluster.name {
@@ -100,6 +122,26 @@ pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     };
     let secrets: Api<Secret> = Api::namespaced(client, NAMESPACE);
     let mut out = Vec::new();
+    let selector = ListParams::default().labels(&format!("{MULTICLUSTER_LABEL}=true"));
+    match secrets.list(&selector).await {
+        Ok(list) => {
+            for gone in list
+                .items
+                .iter()
+                .filter_map(meshctl_secret_for)
+                .filter(|c| p.mesh.cluster(c).is_none())
+            {
+                out.push(Finding::different(
+                    format!("remote secret for {gone}"),
+                    format!("left over: `{gone}` is no longer in the mesh"),
+                ));
+            }
+        }
+        Err(e) => out.push(Finding::unreachable(
+            "remote secrets",
+            crate::kube::human_reason(&e),
+        )),
+    }
     for step in p.steps {
         let Step::RemoteSecret { source } = step else {
             continue;
