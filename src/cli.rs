@@ -46,6 +46,8 @@ pub enum Command {
     RemoteSecret(RemoteSecretArgs),
     /// Check prerequisites: docker, kind, istioctl, inotify limits, memory.
     Doctor(DoctorArgs),
+    /// Write one .tar.gz with what is needed to debug the mesh (no secret data), for a bug report.
+    Diagnose(DiagnoseArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Print meshctl's version and the pinned versions of what it installs.
@@ -403,6 +405,23 @@ pub struct DoctorArgs {
     #[command(flatten)]
     /// The mesh the checks are sized for (subnets, memory).
     pub topology: TopologyArgs,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `meshctl diagnose`.
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    /// Which clusters.
+    pub topology: TopologyArgs,
+    /// The archive to write (default: meshctl-diagnose-<mesh>-<time>.tar.gz here).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Bound on collecting each cluster.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    pub timeout: Duration,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,

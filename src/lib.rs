@@ -22,6 +22,7 @@
 pub mod atomic_file;
 pub mod cli;
 pub mod commands;
+pub mod diagnose;
 pub mod dry_run;
 pub mod executor;
 pub mod ipam;

@@ -2,6 +2,7 @@
 //! Nothing below this module sees a clap type.
 
 mod certs;
+mod diagnose;
 mod doctor;
 mod down;
 mod remote_secret;
@@ -81,9 +82,10 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             };
             status::run(args, &workdir, flags).await
         }
-        Command::Verify(args) => verify::run(args, cli.kubeconfig.as_deref()).await,
+        Command::Verify(args) => verify::run(args, &workdir, cli.kubeconfig.as_deref()).await,
         Command::RemoteSecret(args) => remote_secret::run(args, cli.kubeconfig.as_deref()).await,
         Command::Doctor(args) => doctor::run(args).await,
+        Command::Diagnose(args) => diagnose::run(args, &workdir, cli.kubeconfig.as_deref()).await,
     }
 }
 
@@ -113,6 +115,26 @@ fn report_format(output: OutputFormat) -> crate::report::Format {
         OutputFormat::Json => crate::report::Format::Json,
         OutputFormat::Text => crate::report::Format::Text,
     }
+}
+
+/// The `meshctl diagnose` command line that collects what `topology`'s clusters hold, printed when
+/// `up` or `verify` fails.
+fn diagnose_command(
+    kubeconfig: Option<&std::path::Path>,
+    workdir: &std::path::Path,
+    topology: &TopologyArgs,
+) -> String {
+    let mut words = vec!["meshctl".to_string()];
+    if let Some(k) = kubeconfig {
+        words.extend(["--kubeconfig".into(), k.display().to_string()]);
+    }
+    words.extend([
+        "--workdir".into(),
+        workdir.display().to_string(),
+        "diagnose".into(),
+    ]);
+    words.extend(topology.to_args());
+    words.join(" ")
 }
 
 /// `$XDG_STATE_HOME/meshctl`, else `~/.local/state/meshctl`, else `./.meshctl`.

@@ -184,7 +184,20 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         docker_network: resolved.network.clone(),
     };
     let executor = Executor::new(settings, state, reporter.clone(), mesh.clone());
-    match executor.run(&mut prepared).await? {
+    let end = match executor.run(&mut prepared).await {
+        Ok(end) => end,
+        Err(e) => {
+            reporter.note(
+                "diagnose",
+                &format!(
+                    "to collect what the clusters hold (for you or a bug report): {}",
+                    super::diagnose_command(kubeconfig_flag, workdir, &args.topology)
+                ),
+            );
+            return Err(e);
+        }
+    };
+    match end {
         RunEnd::Interrupted => {
             reporter.note("up", "interrupted; run the same `meshctl up` again to resume from what the clusters hold");
             return Ok(Exit::Interrupted);

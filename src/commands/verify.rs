@@ -10,7 +10,7 @@ use crate::cli::{OutputFormat, VerifyArgs};
 use crate::report::Reporter;
 use crate::verify::{self, Options};
 
-pub(super) async fn run(args: VerifyArgs, kubeconfig: Option<&Path>) -> Result<Exit> {
+pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
     let options = Options {
         calls_per_client: args
@@ -22,9 +22,25 @@ pub(super) async fn run(args: VerifyArgs, kubeconfig: Option<&Path>) -> Result<E
         keep: args.keep,
     };
     let reporter = Reporter::new(super::report_format(args.output));
-    let report = verify::run(&mesh, kubeconfig, &options, &reporter)
-        .await
-        .context("verify")?;
+    let diagnose = || {
+        reporter.note(
+            "diagnose",
+            &format!(
+                "to collect what the clusters hold (for you or a bug report): {}",
+                super::diagnose_command(kubeconfig, workdir, &args.topology)
+            ),
+        )
+    };
+    let report = match verify::run(&mesh, kubeconfig, &options, &reporter).await {
+        Ok(report) => report,
+        Err(e) => {
+            diagnose();
+            return Err(e.context("verify"));
+        }
+    };
+    if !report.passed() {
+        diagnose();
+    }
     if let Some(path) = &args.junit {
         atomic_file::write(path, verify::junit(&report).as_bytes(), PUBLIC)
             .with_context(|| format!("cannot write the JUnit report `{}`", path.display()))?;

@@ -159,17 +159,30 @@ impl Executor {
     /// Runs the whole plan, phase by phase, until done, failed or interrupted (Ctrl-C).
     pub async fn run(&self, prepared: &mut Prepared<'_>) -> Result<RunEnd> {
         let work = async {
-            self.check_istioctl_if_needed(&prepared.plan).await?;
+            // Every phase probed in every cluster at once: on a finished mesh this is the whole run.
+            // Once a phase changed something, later phases are probed again before they run.
+            let mut known = if self.settings.force {
+                None
+            } else {
+                Some(self.probe_all(&prepared.plan).await)
+            };
+            self.check_istioctl_if_needed(&prepared.plan, known.as_ref())
+                .await?;
             let mut changed = false;
             for index in 0..prepared.plan.phases.len() {
                 let phase = prepared.plan.phases[index].phase;
                 if phase == Phase::Metallb && prepared.provisional {
                     // The kind network exists now: plan the pools from its real subnet and containers.
                     self.replan_pools(prepared).await?;
+                    known = None;
                 }
-                let outcomes = self.run_phase(&prepared.plan, index).await?;
+                let findings = known.as_mut().map(|k| std::mem::take(&mut k[index]));
+                let outcomes = self.run_phase(&prepared.plan, index, findings).await?;
                 let ran = outcomes.iter().any(|(_, o)| *o != Outcome::InPlace);
                 changed |= ran;
+                if ran {
+                    known = None;
+                }
                 if phase == Phase::Clusters
                     && ran
                     && prepared.plan.phases.iter().any(|p| p.phase == Phase::Metallb)
@@ -185,6 +198,14 @@ impl Executor {
             result = work => Ok(RunEnd::Finished { changed: result? }),
             _ = tokio::signal::ctrl_c() => Ok(RunEnd::Interrupted),
         }
+    }
+
+    /// Findings of every phase (outer) in every cluster (inner), probed concurrently.
+    async fn probe_all(&self, plan: &Plan) -> Vec<Vec<Vec<Finding>>> {
+        let phases = plan.phases.iter().enumerate().map(|(index, p)| {
+            futures::future::join_all(p.clusters.iter().map(move |cs| self.probe(plan, index, cs)))
+        });
+        futures::future::join_all(phases).await
     }
 
     async fn replan_pools(&self, prepared: &mut Prepared<'_>) -> Result<()> {
@@ -203,20 +224,15 @@ impl Executor {
 
     /// istioctl is there and of the pinned minor, checked before anything changes, but only when
     /// a phase that runs it has work to do: a finished mesh runs no tool at all.
-    async fn check_istioctl_if_needed(&self, plan: &Plan) -> Result<()> {
-        let mut needed = self.settings.force;
-        for (index, p) in plan.phases.iter().enumerate() {
-            if needed {
-                break;
-            }
-            if matches!(p.phase, Phase::Istio | Phase::Eastwest) {
-                let probes = p.clusters.iter().map(|cs| self.probe(plan, index, cs));
-                needed = futures::future::join_all(probes)
-                    .await
-                    .iter()
-                    .any(|f| !probe::in_place(f));
-            }
-        }
+    async fn check_istioctl_if_needed(
+        &self,
+        plan: &Plan,
+        known: Option<&Vec<Vec<Vec<Finding>>>>,
+    ) -> Result<()> {
+        let needed = plan.phases.iter().enumerate().any(|(index, p)| {
+            matches!(p.phase, Phase::Istio | Phase::Eastwest)
+                && known.is_none_or(|k| k[index].iter().any(|f| !probe::in_place(f)))
+        });
         if !needed {
             return Ok(());
         }
@@ -245,11 +261,21 @@ impl Executor {
         phases::probe(plan.phases[index].phase, &probe).await
     }
 
-    /// Runs phase `index` of `plan` in every cluster at once.
-    pub async fn run_phase(&self, plan: &Plan, index: usize) -> Result<Vec<(String, Outcome)>, PhaseFailed> {
+    /// Runs phase `index` of `plan` in every cluster at once; `known`: what its probe found in each
+    /// cluster, when nothing changed since.
+    pub async fn run_phase(
+        &self,
+        plan: &Plan,
+        index: usize,
+        known: Option<Vec<Vec<Finding>>>,
+    ) -> Result<Vec<(String, Outcome)>, PhaseFailed> {
         let phase = &plan.phases[index];
-        let results =
-            futures::future::join_all(phase.clusters.iter().map(|cs| self.converge(plan, index, cs))).await;
+        let mut known = known.map(|k| k.into_iter().map(Some).collect::<Vec<_>>());
+        let runs = phase.clusters.iter().enumerate().map(|(i, cs)| {
+            let findings = known.as_mut().and_then(|k| k.get_mut(i).and_then(Option::take));
+            self.converge(plan, index, cs, findings)
+        });
+        let results = futures::future::join_all(runs.collect::<Vec<_>>()).await;
         let mut outcomes = Vec::new();
         let mut failures = Vec::new();
         for (cs, result) in phase.clusters.iter().zip(results) {
@@ -269,13 +295,20 @@ impl Executor {
         }
     }
 
-    /// One phase in one cluster: probe, then run the steps unless everything is in place.
-    async fn converge(&self, plan: &Plan, index: usize, cs: &ClusterSteps) -> Result<Outcome> {
+    /// One phase in one cluster: probe (unless `known`), then run the steps unless everything is
+    /// in place.
+    async fn converge(
+        &self,
+        plan: &Plan,
+        index: usize,
+        cs: &ClusterSteps,
+        known: Option<Vec<Finding>>,
+    ) -> Result<Outcome> {
         let phase = plan.phases[index].phase;
-        let findings = if self.settings.force {
-            Vec::new()
-        } else {
-            self.probe(plan, index, cs).await
+        let findings = match known {
+            _ if self.settings.force => Vec::new(),
+            Some(found) => found,
+            None => self.probe(plan, index, cs).await,
         };
         let built_before = self
             .state

@@ -16,7 +16,7 @@ pub async fn service_ip(client: &Client, namespace: &str, name: &str) -> Option<
 
 /// One remote cluster as istiod reports it on `/debug/clusterz` (Istio `pkg/cluster/debug.go`
 /// `DebugInfo`; what `istioctl remote-clusters` prints).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSync {
     /// The cluster ID (`multiCluster.clusterName`).

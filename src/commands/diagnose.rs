@@ -1,0 +1,64 @@
+//! `meshctl diagnose`: collect, then write one archive (see [`crate::diagnose`]).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::Exit;
+use crate::cli::{DiagnoseArgs, OutputFormat};
+use crate::kube::Clients;
+use crate::mesh_dir::MeshDir;
+use crate::report::Reporter;
+
+pub(super) async fn run(args: DiagnoseArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
+    let mesh = super::resolve_topology(&args.topology)?;
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let top = format!("meshctl-diagnose-{}-{stamp}", mesh.mesh_id);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{top}.tar.gz")));
+    let reporter = Reporter::new(super::report_format(args.output));
+    let clients = Clients::new(kubeconfig);
+    let report = |c: &crate::diagnose::Collected| {
+        if c.reason.is_empty() {
+            reporter.ok(&c.cluster, &format!("{} ({} files)", c.outcome, c.files));
+        } else {
+            reporter.warn(&c.cluster, &format!("{}: {}", c.outcome, c.reason));
+        }
+    };
+    let (bundle, summary) = crate::diagnose::collect(
+        &mesh,
+        &clients,
+        &MeshDir::new(workdir, &mesh.mesh_id),
+        args.timeout,
+        &report,
+    )
+    .await;
+    crate::diagnose::write(&bundle, &out, &top)
+        .with_context(|| format!("diagnose: cannot write `{}`", out.display()))?;
+    match args.output {
+        OutputFormat::Json => reporter.event(
+            "diagnose",
+            serde_json::json!({"archive": out, "clusters": summary}),
+        ),
+        OutputFormat::Text => reporter.ok(
+            "diagnose",
+            &format!(
+                "`{}` written ({} files); it holds no secret data, but read it before you share it",
+                out.display(),
+                bundle.paths().len()
+            ),
+        ),
+    }
+    Ok(Exit::Success)
+}

@@ -1,0 +1,304 @@
+//! `meshctl diagnose`: one `.tar.gz` with what a person debugging the mesh needs from every cluster
+//! (what `istioctl bug-report` and `cilium sysdump` collect, for meshctl's part of the mesh), and
+//! nothing secret: Secrets are listed by metadata only, never their data.
+//!
+//! ```text
+//! summary.txt                       per cluster: collected, unreachable, or cut off at the bound
+//! meshctl/state.json, plan.json     what meshctl recorded and planned (no rendered file: cacerts has a key)
+//! <cluster>/version.json, nodes.yaml, istiod-clusterz.json, remote-secrets.yaml, metallb.yaml
+//! <cluster>/<namespace>/{events,pods,services,deployments}.yaml   istio-system, metallb-system, sample
+//! <cluster>/logs/<pod>.log          istiod and the east-west gateway (last 2000 lines)
+//! ```
+//! Every cluster is collected at the same time, each bounded by a timeout; a cluster that does not
+//! answer is named in the summary and the others are collected anyway.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Node, Pod, Secret, Service};
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, LogParams};
+use serde::Serialize;
+
+use crate::kube::{Clients, inspect};
+use crate::mesh_dir::MeshDir;
+use crate::phases::remote_secrets::MULTICLUSTER_LABEL;
+use crate::topology::{Cluster, Mesh};
+
+/// Namespaces whose objects are collected.
+pub const NAMESPACES: [&str; 3] = ["istio-system", "metallb-system", crate::phases::verify::NAMESPACE];
+/// Lines of each log kept.
+const LOG_LINES: i64 = 2000;
+
+/// Files of the archive, by path.
+#[derive(Debug, Default)]
+pub struct Bundle {
+    files: Vec<(String, Vec<u8>)>,
+}
+
+impl Bundle {
+    fn add(&mut self, path: impl Into<String>, content: impl Into<Vec<u8>>) {
+        self.files.push((path.into(), content.into()));
+    }
+
+    /// Paths, in order.
+    pub fn paths(&self) -> Vec<&str> {
+        self.files.iter().map(|(p, _)| p.as_str()).collect()
+    }
+
+    /// The archive: gzip-compressed tar, files 0644 under one top folder.
+    pub fn to_tar_gz(&self, top: &str) -> std::io::Result<Vec<u8>> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        for (path, content) in &self.files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            );
+            header.set_cksum();
+            tar.append_data(&mut header, format!("{top}/{path}"), content.as_slice())?;
+        }
+        tar.into_inner()?.finish()
+    }
+}
+
+/// How one cluster's collection ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Collected {
+    /// Cluster name.
+    pub cluster: String,
+    /// `collected`, `unreachable` or `timed out`.
+    pub outcome: String,
+    /// Files written for it.
+    pub files: usize,
+    /// Why, when not collected.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// YAML of a list of objects without their `managedFields` (noise for a reader).
+fn yaml_of<T: Serialize>(items: &[T]) -> Vec<u8> {
+    let mut values: Vec<serde_json::Value> = items
+        .iter()
+        .filter_map(|i| serde_json::to_value(i).ok())
+        .collect();
+    for v in &mut values {
+        if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.remove("managedFields");
+        }
+    }
+    serde_saphyr::to_string(&values)
+        .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        .into_bytes()
+}
+
+/// A remote secret's metadata and the server its kubeconfig points at, never its data.
+fn remote_secret_summary(secret: &Secret) -> serde_json::Value {
+    let meta = &secret.metadata;
+    let servers: Vec<String> = secret
+        .data
+        .iter()
+        .flatten()
+        .filter_map(|(_, v)| crate::render::parse_documents(&String::from_utf8_lossy(&v.0)).ok())
+        .filter_map(|docs| {
+            docs.first()?["clusters"][0]["cluster"]["server"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    serde_json::json!({
+        "name": meta.name, "namespace": meta.namespace, "labels": meta.labels,
+        "annotations": meta.annotations, "created": meta.creation_timestamp,
+        "keys": secret.data.as_ref().map(|d| d.keys().cloned().collect::<Vec<_>>()),
+        "servers": servers,
+    })
+}
+
+async fn collect_cluster(client: Client, name: &str, bundle: &mut Bundle) {
+    let at = |file: &str| format!("{name}/{file}");
+    let err = |e: kube::Error| format!("# not collected: {}\n", crate::kube::human_reason(&e));
+    match client.apiserver_version().await {
+        Ok(v) => bundle.add(
+            at("version.json"),
+            serde_json::to_vec_pretty(&v).unwrap_or_default(),
+        ),
+        Err(e) => bundle.add(at("version.json"), err(e)),
+    }
+    let all = ListParams::default();
+    match Api::<Node>::all(client.clone()).list(&all).await {
+        Ok(l) => bundle.add(at("nodes.yaml"), yaml_of(&l.items)),
+        Err(e) => bundle.add(at("nodes.yaml"), err(e)),
+    }
+    for ns in NAMESPACES {
+        macro_rules! listed {
+            ($ty:ty, $file:literal) => {
+                match Api::<$ty>::namespaced(client.clone(), ns).list(&all).await {
+                    Ok(l) => bundle.add(at(&format!("{ns}/{}", $file)), yaml_of(&l.items)),
+                    Err(e) => bundle.add(at(&format!("{ns}/{}", $file)), err(e)),
+                }
+            };
+        }
+        listed!(Event, "events.yaml");
+        listed!(Pod, "pods.yaml");
+        listed!(Service, "services.yaml");
+        listed!(Deployment, "deployments.yaml");
+    }
+    // Logs of istiod and the east-west gateway, by the labels Istio gives their pods.
+    let pods = Api::<Pod>::namespaced(client.clone(), "istio-system");
+    for selector in ["app=istiod", "istio=eastwestgateway"] {
+        let Ok(list) = pods.list(&ListParams::default().labels(selector)).await else {
+            continue;
+        };
+        for pod in list.items {
+            let pod_name = pod.metadata.name.unwrap_or_default();
+            let params = LogParams {
+                tail_lines: Some(LOG_LINES),
+                ..Default::default()
+            };
+            let text = match pods.logs(&pod_name, &params).await {
+                Ok(t) => t,
+                Err(e) => err(e),
+            };
+            bundle.add(at(&format!("logs/{pod_name}.log")), text);
+        }
+    }
+    match inspect::istiod_clusters(&client).await {
+        Ok(seen) => bundle.add(
+            at("istiod-clusterz.json"),
+            serde_json::to_vec_pretty(&seen).unwrap_or_default(),
+        ),
+        Err(e) => bundle.add(at("istiod-clusterz.json"), format!("# not collected: {e}\n")),
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), "istio-system");
+    match secrets
+        .list(&ListParams::default().labels(&format!("{MULTICLUSTER_LABEL}=true")))
+        .await
+    {
+        Ok(l) => {
+            let summaries: Vec<serde_json::Value> = l.items.iter().map(remote_secret_summary).collect();
+            bundle.add(at("remote-secrets.yaml"), yaml_of(&summaries));
+        }
+        Err(e) => bundle.add(at("remote-secrets.yaml"), err(e)),
+    }
+    let mut metallb = Vec::new();
+    for (kind, plural) in [
+        ("IPAddressPool", "ipaddresspools"),
+        ("L2Advertisement", "l2advertisements"),
+    ] {
+        let gvk = GroupVersionKind::gvk("metallb.io", "v1beta1", kind);
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            "metallb-system",
+            &ApiResource::from_gvk_with_plural(&gvk, plural),
+        );
+        if let Ok(l) = api.list(&all).await {
+            metallb.extend(l.items);
+        }
+    }
+    bundle.add(at("metallb.yaml"), yaml_of(&metallb));
+}
+
+/// One cluster, bounded by `timeout`.
+async fn collect_one(
+    cluster: &Cluster,
+    clients: &Clients,
+    timeout: Duration,
+    on_done: &(dyn Fn(&Collected) + Sync),
+) -> (Bundle, Collected) {
+    let mut bundle = Bundle::default();
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(timeout, async {
+        match clients.get(&cluster.context).await {
+            Ok(client) => {
+                collect_cluster(client, &cluster.name, &mut bundle).await;
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    let (word, reason) = match outcome {
+        Ok(Ok(())) => ("collected", String::new()),
+        Ok(Err(reason)) => ("unreachable", reason),
+        Err(_) => (
+            "timed out",
+            format!(
+                "stopped after {}s; what was collected by then is kept",
+                timeout.as_secs()
+            ),
+        ),
+    };
+    if !reason.is_empty() {
+        bundle.add(
+            format!("{}/NOT-COLLECTED.txt", cluster.name),
+            format!("{word}: {reason}\n"),
+        );
+    }
+    let done = Collected {
+        cluster: cluster.name.clone(),
+        outcome: format!("{word} in {:.1}s", started.elapsed().as_secs_f64()),
+        files: bundle.files.len(),
+        reason,
+    };
+    on_done(&done);
+    (bundle, done)
+}
+
+/// Collects every cluster of `mesh` (each bounded by `timeout`) and what meshctl keeps locally.
+pub async fn collect(
+    mesh: &Mesh,
+    clients: &Clients,
+    dir: &MeshDir,
+    timeout: Duration,
+    on_done: &(dyn Fn(&Collected) + Sync),
+) -> (Bundle, Vec<Collected>) {
+    let results = futures::future::join_all(
+        mesh.clusters
+            .iter()
+            .map(|c| collect_one(c, clients, timeout, on_done)),
+    )
+    .await;
+    let mut bundle = Bundle::default();
+    let mut summary = Vec::new();
+    for (b, done) in results {
+        bundle.files.extend(b.files);
+        summary.push(done);
+    }
+    for (path, name) in [
+        (dir.state(), "state.json"),
+        (dir.plan().join("plan.json"), "plan.json"),
+    ] {
+        match std::fs::read(&path) {
+            Ok(bytes) => bundle.add(format!("meshctl/{name}"), bytes),
+            Err(e) => bundle.add(
+                format!("meshctl/{name}.missing"),
+                format!("{}: {e}\n", path.display()),
+            ),
+        }
+    }
+    let mut text = format!("meshctl diagnose, mesh `{}`\n\n", mesh.mesh_id);
+    for s in &summary {
+        text.push_str(&format!("{:<12} {} ({} files)", s.cluster, s.outcome, s.files));
+        if !s.reason.is_empty() {
+            text.push_str(&format!(": {}", s.reason));
+        }
+        text.push('\n');
+    }
+    text.push_str("\nNot included: Secret data (remote secrets are listed by metadata and server only), the rendered plan files (cacerts holds a private key).\n");
+    bundle.add("summary.txt", text);
+    (bundle, summary)
+}
+
+/// Writes the archive to `out` atomically, readable by its owner only (logs may hold addresses and
+/// names a user would rather not share without looking).
+pub fn write(bundle: &Bundle, out: &Path, top: &str) -> std::io::Result<()> {
+    let bytes = bundle.to_tar_gz(top)?;
+    crate::atomic_file::write(out, &bytes, crate::atomic_file::PRIVATE)
+}
