@@ -302,6 +302,10 @@ pub struct CertsRotateArgs {
     /// Rotate only this cluster's intermediate (repeatable; default: every cluster).
     #[arg(long = "cluster", value_name = "NAME")]
     pub cluster: Vec<String>,
+    /// Start a root rotation instead: make the next root and give every cluster a trust bundle of
+    /// both roots (step 1 of 3 of Istio's multi-root procedure; docs/certificates.md).
+    #[arg(long, conflicts_with = "cluster")]
+    pub root: bool,
     /// The CA directory (default: the one `up` used for this mesh).
     #[arg(long, value_name = "DIR")]
     pub certs_dir: Option<PathBuf>,

@@ -275,6 +275,55 @@ fn status_reads_each_clusters_ca_and_rotate_reissues_under_the_same_root_and_res
     assert_eq!(doc["clusters"][0]["intermediate"]["serial"], serial1.as_str());
     assert_ne!(doc["clusters"][1]["intermediate"]["serial"], serial2.as_str());
 
+    // Root rotation, step 1: both clusters trust both roots; intermediates and the root stay.
+    let int1 = lab.cacerts(0, "ca-cert.pem");
+    let out = lab.run(
+        &[
+            &["certs", "rotate", "--root"][..],
+            &contexts,
+            &["--key-type", "ecdsa-p256", "--timeout", "60s"],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("step 1 of 3"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(&root).unwrap(),
+        root_before,
+        "the root never changes"
+    );
+    let next = std::fs::read_to_string(lab.certs().join("next-root/root-cert.pem")).unwrap();
+    let root_text = String::from_utf8(root_before.clone()).unwrap();
+    for i in 0..2 {
+        let bundle = lab.cacerts(i, "root-cert.pem");
+        assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2, "{bundle}");
+        assert!(bundle.contains(root_text.trim()) && bundle.contains(next.trim()));
+        let path = lab.work.path().join(format!("bundle{i}.pem"));
+        std::fs::write(&path, &bundle).unwrap();
+        let (ok, text) = openssl_verify(&path, &lab.cacerts(i, "ca-cert.pem"));
+        assert!(ok, "the intermediate still chains within the bundle: {text}");
+    }
+    assert_eq!(
+        lab.cacerts(0, "ca-cert.pem"),
+        int1,
+        "no intermediate changes in step 1"
+    );
+    let out = lab.run(&[&["certs", "status"][..], &contexts, &["-o", "json"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("mesh root + next"), "{}", stdout(&out));
+    // The work dir holds what the clusters hold: `up` finds cacerts in place.
+    let out = lab.run(&[
+        "up",
+        "--contexts",
+        "cluster1,cluster2",
+        "--only",
+        "certs",
+        "--timeout",
+        "30s",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing to change"), "{}", stderr(&out));
+
     // A cluster whose cacerts comes from another root: named, and the roots are not shared.
     let other = lab.work.path().join("other");
     let out = lab.run(&[

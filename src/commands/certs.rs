@@ -182,8 +182,12 @@ async fn ca_status(
         }
     };
     if let Some(root) = mesh_root {
-        if normalize_pem(root) == normalize_pem(&ca.root_cert_pem) {
-            status.root = "mesh root";
+        if crate::pki::bundle_contains(&ca.root_cert_pem, root) {
+            status.root = if crate::pki::pem_blocks(&ca.root_cert_pem).len() > 1 {
+                "mesh root + next"
+            } else {
+                "mesh root"
+            };
         } else {
             status.root = "another root";
             status.problems.push(
@@ -281,9 +285,54 @@ pub(super) async fn rotate(args: CertsRotateArgs, workdir: &Path, kubeconfig: Op
         );
     }
     let reporter = Reporter::new(super::report_format(args.output));
+    let (cas, step) = if args.root {
+        let (next, cas) = layout::start_root_transition(&dir, args.key_type, Validity::default())
+            .with_context(|| format!("certs rotate --root: cannot start in `{}`", dir.display()))?;
+        let facts = crate::pki::cert_facts(&next.cert_pem, "next root")?;
+        reporter.ok(
+            "next root",
+            &format!(
+                "`{}/{}/` (serial {}, until {}); every cluster's root-cert.pem now bundles both roots",
+                dir.display(),
+                layout::NEXT_ROOT_DIR,
+                facts.serial,
+                facts.not_after
+            ),
+        );
+        // The layout may hold clusters this topology does not name: only these get cacerts now.
+        let cas = cas
+            .into_iter()
+            .filter(|c| mesh.cluster(&c.cluster).is_some())
+            .collect();
+        (cas, RotateStep::RootBundle)
+    } else {
+        (
+            new_intermediates(&args, &dir, &chosen, &reporter)?,
+            RotateStep::Intermediates,
+        )
+    };
+    rollout(&args, &mesh, kubeconfig, &dir, &cas, step, &reporter).await
+}
+
+/// What a rotation changes in `cacerts`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RotateStep {
+    /// New intermediates under the same root.
+    Intermediates,
+    /// The same intermediates; root-cert.pem is the bundle of the root and the next root.
+    RootBundle,
+}
+
+/// New intermediates for `chosen`, under the root in `dir` (which never changes here).
+fn new_intermediates(
+    args: &CertsRotateArgs,
+    dir: &Path,
+    chosen: &[&Cluster],
+    reporter: &Reporter,
+) -> Result<Vec<IntermediateCa>> {
     // The root key stays in the work dir; only the new intermediates leave it, in `cacerts`.
     let request = CertsRequest {
-        dir: dir.clone(),
+        dir: dir.to_path_buf(),
         clusters: chosen.iter().map(|c| c.name.clone()).collect(),
         key_type: args.key_type,
         validity: Validity {
@@ -302,9 +351,22 @@ pub(super) async fn rotate(args: CertsRotateArgs, workdir: &Path, kubeconfig: Op
     for warning in &outcome.warnings {
         reporter.warn("certs", warning);
     }
+    Ok(outcome.clusters.into_iter().map(|(ca, _)| ca).collect())
+}
+
+/// `cacerts` applied in every cluster of `cas`, istiod restarted and awaited there.
+async fn rollout(
+    args: &CertsRotateArgs,
+    mesh: &Mesh,
+    kubeconfig: Option<&Path>,
+    dir: &Path,
+    cas: &[IntermediateCa],
+    step: RotateStep,
+    reporter: &Reporter,
+) -> Result<Exit> {
     let clients = Clients::new(kubeconfig);
-    let rollouts = outcome.clusters.iter().map(|(ca, _)| {
-        let (clients, mesh, timeout) = (&clients, &mesh, args.timeout);
+    let rollouts = cas.iter().map(|ca| {
+        let (clients, timeout) = (&clients, args.timeout);
         async move {
             let cluster = mesh.cluster(&ca.cluster).expect("chosen from the topology");
             let client = clients.get(&cluster.context).await?;
@@ -318,32 +380,35 @@ pub(super) async fn rotate(args: CertsRotateArgs, workdir: &Path, kubeconfig: Op
         }
     });
     let mut failed = 0;
-    for ((ca, _), result) in outcome
-        .clusters
-        .iter()
-        .zip(futures::future::join_all(rollouts).await)
-    {
+    for (ca, result) in cas.iter().zip(futures::future::join_all(rollouts).await) {
         match result {
-            Ok(facts) => reporter.ok(
+            Ok(facts) if step == RotateStep::Intermediates => reporter.ok(
                 &ca.cluster,
                 &format!(
                     "new intermediate (serial {}, until {}) in cacerts; istiod restarted",
                     facts.serial, facts.not_after
                 ),
             ),
+            Ok(_) => reporter.ok(&ca.cluster, "cacerts trusts both roots; istiod restarted"),
             Err(e) => {
                 failed += 1;
                 reporter.fail(&ca.cluster, &format!("certs rotate: {e:#}"));
             }
         }
     }
-    reporter.note(
-        "workloads",
-        "sidecars and gateways get certificates from the new intermediate as they renew them (within 24 h by default); old and new chain to the same root, so traffic keeps flowing. To switch at once: kubectl rollout restart deployment -n <namespace>",
-    );
+    match step {
+        RotateStep::Intermediates => reporter.note(
+            "workloads",
+            "sidecars and gateways get certificates from the new intermediate as they renew them (within 24 h by default); old and new chain to the same root, so traffic keeps flowing. To switch at once: kubectl rollout restart deployment -n <namespace>",
+        ),
+        RotateStep::RootBundle => reporter.note(
+            "next steps",
+            "step 1 of 3 of the root rotation is done: workloads trust both roots as they renew (within 24 h by default). Steps 2 (intermediates from the next root) and 3 (drop the old root) are not automated yet: docs/certificates.md lists them",
+        ),
+    }
     if failed > 0 {
         anyhow::bail!(
-            "certs rotate failed in {failed} cluster(s); the new intermediates are in `{}` and a plain `meshctl up` applies them",
+            "certs rotate failed in {failed} cluster(s); the new material is in `{}` and a plain `meshctl up` applies it",
             dir.display()
         );
     }

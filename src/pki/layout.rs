@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{IntermediateCa, KeyType, PkiError, RootCa, Validity, generate_key};
+use super::{IntermediateCa, KeyType, PkiError, RootCa, Validity, generate_key, normalize_pem};
 use crate::atomic_file::{self, PRIVATE, PRIVATE_DIR, PUBLIC};
 
 /// File names of the layout.
@@ -154,6 +154,58 @@ fn read_intermediate(dir: &Path, cluster: &str) -> Result<Option<IntermediateCa>
     }))
 }
 
+/// Folder of the next root during a root rotation.
+pub const NEXT_ROOT_DIR: &str = "next-root";
+
+/// Step 1 of a root rotation (Istio's multi-root approach): a next root in `DIR/next-root/`
+/// (generated once, never overwritten; a re-run reuses it) and, for every cluster of the layout, a
+/// `root-cert.pem` that is the trust bundle of both roots. Intermediates, keys and chains do not
+/// change: nothing is signed by the next root yet, so this step cannot break any chain. Returns
+/// every cluster's CA with the bundle, ready for `cacerts`.
+pub fn start_root_transition(
+    dir: &Path,
+    key_type: KeyType,
+    validity: Validity,
+) -> Result<(RootCa, Vec<IntermediateCa>), CertsError> {
+    let root = load_root(dir)?.ok_or_else(|| CertsError::Partial {
+        path: dir.to_path_buf(),
+        missing: format!("the root CA ({ROOT_CERT}, {ROOT_KEY})"),
+    })?;
+    let next_dir = dir.join(NEXT_ROOT_DIR);
+    let next = match load_root(&next_dir)? {
+        Some(next) => next,
+        None => {
+            let next = RootCa::generate(generate_key(key_type)?, validity)?;
+            atomic_file::create_dir_all(&next_dir, PRIVATE_DIR)
+                .map_err(io_err("create directory", &next_dir))?;
+            let key_path = next_dir.join(ROOT_KEY);
+            atomic_file::write_new(&key_path, next.key_pem.as_bytes(), PRIVATE)
+                .map_err(io_err("write", &key_path))?;
+            let cert_path = next_dir.join(ROOT_CERT);
+            atomic_file::write_new(&cert_path, next.cert_pem.as_bytes(), PUBLIC)
+                .map_err(io_err("write", &cert_path))?;
+            next
+        }
+    };
+    let bundle = format!(
+        "{}{}",
+        normalize_pem(&root.cert_pem),
+        normalize_pem(&next.cert_pem)
+    );
+    let mut out = Vec::new();
+    for cluster in clusters_in(dir) {
+        let Some(mut ca) = read_intermediate(dir, &cluster)? else {
+            continue;
+        };
+        ca.check_against(&root.cert_pem)?;
+        ca.root_cert_pem = bundle.clone();
+        let path = dir.join(&cluster).join(ROOT_CERT);
+        atomic_file::write(&path, bundle.as_bytes(), PUBLIC).map_err(io_err("write", &path))?;
+        out.push(ca);
+    }
+    Ok((next, out))
+}
+
 /// Names of the cluster folders in `dir` (those holding a `ca-cert.pem`).
 pub fn clusters_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -214,7 +266,8 @@ pub fn remove(dir: &Path) -> io::Result<()> {
     for entry in entries {
         let path = entry.path();
         if path.is_dir() && !path.is_symlink() {
-            for file in [CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT] {
+            // Cluster folders, and `next-root/` of a root rotation.
+            for file in [CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, ROOT_KEY] {
                 gone(fs::remove_file(path.join(file)))?;
             }
             let _ = fs::remove_dir(&path);

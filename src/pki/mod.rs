@@ -285,10 +285,11 @@ impl RootCa {
 impl IntermediateCa {
     /// Checks what istiod checks when it loads `cacerts` (reference section 4, pitfall 16): all four
     /// parts present, the key matches the certificate, the certificate is a CA signed by the root
-    /// in `root-cert.pem`, and `root-cert.pem` is `root` (the mesh's shared root).
+    /// in `root-cert.pem`, and `root-cert.pem` is `root` (the mesh's shared root), alone or in a
+    /// trust bundle with the next root during a root rotation.
     pub fn check_against(&self, root_cert_pem: &str) -> Result<(), PkiError> {
         let what = format!("intermediate CA of cluster `{}`", self.cluster);
-        if normalize_pem(&self.root_cert_pem) != normalize_pem(root_cert_pem) {
+        if !bundle_contains(&self.root_cert_pem, root_cert_pem) {
             return Err(unusable(
                 &what,
                 "its root-cert.pem is not the mesh's root CA (re-run with --force to re-issue it)".into(),
@@ -378,6 +379,30 @@ pub fn cert_facts(pem: &str, what: &str) -> Result<CertFacts, PkiError> {
         not_after: day(not_after),
         days_left: (not_after - OffsetDateTime::now_utc()).whole_days(),
     })
+}
+
+/// The PEM blocks of a bundle, each normalized.
+pub fn pem_blocks(bundle: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current = String::new();
+    for line in bundle.replace("\r\n", "\n").lines() {
+        if line.starts_with("-----BEGIN ") {
+            current.clear();
+        }
+        current.push_str(line);
+        current.push('\n');
+        if line.starts_with("-----END ") {
+            blocks.push(std::mem::take(&mut current));
+        }
+    }
+    blocks
+}
+
+/// Whether trust bundle `bundle` holds certificate `cert` (a root may sit in a bundle with the
+/// next root while roots are rotated).
+pub fn bundle_contains(bundle: &str, cert: &str) -> bool {
+    let wanted = pem_blocks(cert);
+    !wanted.is_empty() && pem_blocks(bundle).contains(&wanted[0])
 }
 
 /// LF line endings and exactly one trailing newline, so files compare byte for byte.
