@@ -216,12 +216,32 @@ pub struct UpArgs {
 /// `meshctl down`.
 #[derive(Debug, Args)]
 pub struct DownArgs {
-    /// Mesh whose clusters to delete.
-    #[arg(long, value_name = "ID", default_value = crate::topology::DEFAULT_MESH_ID, value_parser = parse_mesh_id)]
-    pub mesh_id: String,
+    /// Mesh whose clusters to delete (default: the config's meshID, else mesh1).
+    #[arg(long, value_name = "ID", value_parser = parse_mesh_id)]
+    pub mesh_id: Option<String>,
     /// Also delete meshctl's state, the certificate authorities included.
     #[arg(long)]
     pub purge: bool,
+    /// Also remove from the clusters what meshctl put there (remote secrets, the reader account
+    /// and its token, the expose Gateway, the east-west gateway and Istio via `istioctl uninstall`
+    /// of the same IstioOperators, cacerts), never what it did not create. For clusters meshctl
+    /// did not create; kind clusters it created are deleted whole.
+    #[arg(long)]
+    pub uninstall: bool,
+    /// With --uninstall: the clusters, from a meshctl.yaml.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "uninstall",
+        conflicts_with = "contexts"
+    )]
+    pub config: Option<PathBuf>,
+    /// With --uninstall: the clusters, one per kubeconfig context.
+    #[arg(long, value_name = "CTX,..", value_delimiter = ',', requires = "uninstall")]
+    pub contexts: Vec<String>,
+    /// Do not ask for confirmation (needed with --uninstall when not on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,

@@ -39,6 +39,7 @@ pub mod report;
 pub mod state;
 pub mod tools;
 pub mod topology;
+pub mod uninstall;
 pub mod upstream;
 pub mod verify;
 pub mod versions;

@@ -296,4 +296,91 @@ fn existing_clusters_get_the_whole_mesh_and_a_second_up_writes_nothing() {
     let out = lab.run(&["down", "--mesh-id", "corp"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(lab.writes(), writes, "down wrote nothing to existing clusters");
+
+    // down --uninstall removes what meshctl put there, and nothing else: a remote secret and a
+    // Gateway someone else made stay.
+    let east = lab.planes[0];
+    block_on(async {
+        let client = east.client().await;
+        let params = kube::api::PostParams {
+            field_manager: Some("kubectl-client-side-apply".into()),
+            ..Default::default()
+        };
+        let theirs: Secret = serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "istio-remote-secret-elsewhere", "namespace": "istio-system",
+                "labels": {"istio/multiCluster": "true"}, "annotations": {"networking.istio.io/cluster": "elsewhere"}},
+            "stringData": {"elsewhere": "apiVersion: v1\nkind: Config\n"}}))
+        .unwrap();
+        Api::<Secret>::namespaced(client.clone(), "istio-system")
+            .create(&params, &theirs)
+            .await
+            .unwrap();
+        let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway");
+        let gateways: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            client,
+            "istio-system",
+            &kube::api::ApiResource::from_gvk_with_plural(&gvk, "gateways"),
+        );
+        let mine: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+            "metadata": {"name": "mine", "namespace": "istio-system"},
+            "spec": {"selector": {"istio": "ingressgateway"}, "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}}))
+        .unwrap();
+        gateways.create(&params, &mine).await.unwrap();
+    });
+    // Not on a terminal and not confirmed: refused before any change.
+    let writes = lab.writes();
+    let out = lab.run(&["down", "--config", &cfg, "--uninstall"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert_eq!(lab.writes(), writes, "nothing changed");
+    let out = lab.run(&["down", "--config", &cfg, "--uninstall", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let calls = lab.istioctl.calls();
+    for name in ["east", "west"] {
+        for file in ["05-eastwest/eastwest-gateway.yaml", "04-istio/control-plane.yaml"] {
+            let call = format!("istioctl uninstall -y --context {name} -f {name}/{file}");
+            assert!(calls.contains(&call), "{call} in {calls:?}");
+        }
+    }
+    block_on(async {
+        for (i, plane) in lab.planes.iter().enumerate() {
+            let client = plane.client().await;
+            let secrets = Api::<Secret>::namespaced(client.clone(), "istio-system");
+            let mut names: Vec<String> = secrets
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter_map(|s| s.metadata.name)
+                .filter(|n| !n.starts_with("istio-ca-root") && !n.starts_with("default-token"))
+                .collect();
+            names.sort();
+            let expected: Vec<&str> = if i == 0 {
+                vec!["istio-remote-secret-elsewhere"]
+            } else {
+                vec![]
+            };
+            assert_eq!(names, expected, "only someone else's secret is left");
+            let deployments =
+                Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), "istio-system");
+            assert!(deployments.get_opt("istiod").await.unwrap().is_none());
+            assert!(
+                deployments
+                    .get_opt("istio-eastwestgateway")
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway");
+            let gateways: Api<kube::api::DynamicObject> = Api::namespaced_with(
+                client,
+                "istio-system",
+                &kube::api::ApiResource::from_gvk_with_plural(&gvk, "gateways"),
+            );
+            assert!(gateways.get_opt("cross-network-gateway").await.unwrap().is_none());
+            assert_eq!(gateways.get_opt("mine").await.unwrap().is_some(), i == 0);
+        }
+    });
 }

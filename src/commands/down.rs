@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::Exit;
+use std::io::IsTerminal;
+
+use super::{Exit, UsageError};
 use crate::cli::DownArgs;
 use crate::mesh_dir::MeshDir;
 use crate::report::Reporter;
@@ -14,22 +16,111 @@ use crate::state::StateStore;
 use crate::tools::ProcessRunner;
 use crate::tools::kind::Kind;
 
-pub(super) async fn run(args: DownArgs, workdir: &Path) -> Result<Exit> {
+/// `--uninstall`: the mesh's clusters, after a confirmation, lose what meshctl put there: remote
+/// secrets first in every cluster, then the rest in each.
+async fn uninstall(
+    args: &DownArgs,
+    workdir: &Path,
+    kubeconfig: Option<&Path>,
+    reporter: &Reporter,
+) -> Result<String> {
+    let topology = crate::cli::TopologyArgs {
+        clusters: None,
+        config: args.config.clone(),
+        contexts: args.contexts.clone(),
+        mesh_id: args.mesh_id.clone(),
+    };
+    if args.config.is_none() && args.contexts.is_empty() {
+        return Err(UsageError("--uninstall needs the clusters: --contexts or --config".into()).into());
+    }
+    let mesh = super::resolve_topology(&topology)?;
+    let names: Vec<&str> = mesh.clusters.iter().map(|c| c.context.as_str()).collect();
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(UsageError(format!(
+                "--uninstall changes clusters {}: pass --yes to confirm when not on a terminal",
+                names.join(", ")
+            ))
+            .into());
+        }
+        eprint!(
+            "Remove what meshctl installed in {} (remote secrets, reader account, Gateway, east-west gateway, Istio, cacerts)? [y/N] ",
+            names.join(", ")
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(UsageError("not confirmed; nothing was changed".into()).into());
+        }
+    }
+    let dir = MeshDir::new(workdir, &mesh.mesh_id);
+    let clients = crate::kube::Clients::new(kubeconfig);
+    let connected = futures::future::join_all(mesh.clusters.iter().map(|c| clients.get(&c.context))).await;
+    let mut reachable = Vec::new();
+    for (c, result) in mesh.clusters.iter().zip(connected) {
+        reachable.push((
+            c,
+            result.with_context(|| format!("down --uninstall: cluster `{}`", c.name))?,
+        ));
+    }
+    for (c, client) in &reachable {
+        for item in crate::uninstall::remote_secrets(client)
+            .await
+            .with_context(|| format!("down --uninstall: cluster `{}`", c.name))?
+        {
+            reporter.ok(&c.name, &format!("removed {item}"));
+        }
+    }
+    let rest = reachable.iter().map(|(c, client)| {
+        let plan = dir.plan();
+        async move {
+            let removed = crate::uninstall::rest(client, c, &plan, kubeconfig, Duration::from_secs(600))
+                .await
+                .with_context(|| format!("down --uninstall: cluster `{}`", c.name))?;
+            Ok::<_, anyhow::Error>((c.name.clone(), removed))
+        }
+    });
+    for result in futures::future::join_all(rest).await {
+        let (name, removed) = result?;
+        for item in removed {
+            reporter.ok(&name, &format!("removed {item}"));
+        }
+        reporter.note(
+            &name,
+            "kept: namespace istio-system, Istio's CRDs, node labels (not only meshctl's to remove)",
+        );
+    }
+    Ok(mesh.mesh_id.clone())
+}
+
+pub(super) async fn run(args: DownArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
-    let mesh_dir = MeshDir::new(workdir, &args.mesh_id);
+    let mesh_id = if args.uninstall {
+        uninstall(&args, workdir, kubeconfig, &reporter).await?
+    } else {
+        args.mesh_id
+            .clone()
+            .unwrap_or_else(|| crate::topology::DEFAULT_MESH_ID.to_string())
+    };
+    let args = DownArgs {
+        mesh_id: Some(mesh_id),
+        ..args
+    };
+    let mesh_id = args.mesh_id.clone().unwrap_or_default();
+    let mesh_dir = MeshDir::new(workdir, &mesh_id);
     let dir = mesh_dir.root().to_path_buf();
     let state_path = mesh_dir.state();
     if !state_path.exists() {
         reporter.note(
-            &args.mesh_id,
+            &mesh_id,
             &format!(
                 "no mesh `{}` recorded in `{}`; nothing to delete",
-                args.mesh_id,
+                mesh_id,
                 workdir.display()
             ),
         );
         if args.purge && dir.exists() {
-            purge(&mesh_dir, &reporter, &args.mesh_id)?;
+            purge(&mesh_dir, &reporter, &mesh_id)?;
         }
         return Ok(Exit::Success);
     }
@@ -80,12 +171,12 @@ pub(super) async fn run(args: DownArgs, workdir: &Path) -> Result<Exit> {
         return Err(e);
     }
     if args.purge {
-        purge(&mesh_dir, &reporter, &args.mesh_id)?;
+        purge(&mesh_dir, &reporter, &mesh_id)?;
     } else {
         // Existing clusters were only joined, never created: forget their progress, keep the CA.
         state.update(|s| s.clusters.clear())?;
         reporter.note(
-            &args.mesh_id,
+            &mesh_id,
             &format!(
                 "certificate authorities kept in `{}` (--purge removes them)",
                 mesh_dir.certs().display()

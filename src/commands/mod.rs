@@ -74,7 +74,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             clap_complete::generate(args.shell, &mut cmd, "meshctl", &mut std::io::stdout());
             Ok(Exit::Success)
         }
-        Command::Down(args) => down::run(args, &workdir).await,
+        Command::Down(args) => down::run(args, &workdir, cli.kubeconfig.as_deref()).await,
         Command::Status(args) => {
             let flags = status::Flags {
                 kubeconfig: cli.kubeconfig.as_deref(),

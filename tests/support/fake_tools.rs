@@ -6,9 +6,9 @@
 //!   was given for it, with kind's `kind-<name>` names; `get clusters`, `delete`.
 //! * `docker network inspect kind` describes a dual-stack network (IPv6 entry first, as docker may
 //!   order it) with the created clusters' node containers; `docker inspect` gives a node's address.
-//! * `istioctl install` hands the request to the harness thread, whose [`InstallHandler`] applies
-//!   what istioctl would create in the cluster of `--context` (tests/support/envtest/istioctl.rs),
-//!   then lets the script exit as istioctl would.
+//! * `istioctl install` (and `uninstall`) hands the request to the harness thread, whose
+//!   [`InstallHandler`] applies (or deletes) what istioctl would create in the cluster of
+//!   `--context` (tests/support/envtest/istioctl.rs), then lets the script exit as istioctl would.
 //!
 //! Delays (for benchmarks) and failures (per tool and cluster) can be injected.
 
@@ -121,8 +121,8 @@ D="__DIR__"
 echo "istioctl $*" >> "$D/calls.log"
 case "$1" in
   version) echo "client version: $(cat "$D/istioctl_version")" ;;
-  install)
-    sleep "$(cat "$D/istioctl_install_secs")"
+  install|uninstall)
+    [ "$1" = install ] && sleep "$(cat "$D/istioctl_install_secs")"
     id="$(date +%s%N)-$$"
     { pwd; printf '%s\n' "$@"; } > "$D/spool/$id.tmp" && mv "$D/spool/$id.tmp" "$D/spool/$id.req"
     for _ in $(seq 1 6000); do

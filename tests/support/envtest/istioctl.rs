@@ -180,6 +180,103 @@ fn docs(values: &[Value]) -> String {
         .join("\n---\n")
 }
 
+/// The objects `istioctl install -f` creates for IstioOperator `iop` (CRDs aside), and whether it
+/// is the control plane.
+fn objects_of(iop: &Value) -> Result<(Vec<Value>, bool), String> {
+    let ns = "istio-system";
+    match iop["metadata"]["name"].as_str() {
+        Some("control-plane") => {
+            let global = &iop["spec"]["values"]["global"];
+            let cluster_id = global["multiCluster"]["clusterName"].clone();
+            let mesh_id = global["meshID"].as_str().unwrap_or_default().to_string();
+            let labels = json!({"app": "istiod", "istio": "pilot"});
+            let objects = [
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istio-reader-service-account", "namespace": ns}}),
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istiod", "namespace": ns}}),
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                    "metadata": {"name": "istio-reader-clusterrole-istio-system", "labels": {"app": "istio-reader"}},
+                    "rules": [{"apiGroups": ["", "discovery.k8s.io", "networking.istio.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]},
+                              {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]}),
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": "istio-reader-clusterrole-istio-system"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "istio-reader-clusterrole-istio-system"},
+                    "subjects": [{"kind": "ServiceAccount", "name": "istio-reader-service-account", "namespace": ns}]}),
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": ns},
+                    "data": {"mesh": format!("defaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  meshId: {mesh_id}\ntrustDomain: cluster.local\n"),
+                             "meshNetworks": "networks: {}"}}),
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
+                    "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": labels},
+                        "spec": {"serviceAccountName": "istiod", "containers": [{"name": "discovery", "image": "docker.io/istio/pilot:1.31.1",
+                            "env": [{"name": "CLUSTER_ID", "value": cluster_id}]}]}}}}),
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
+                    "spec": {"selector": {"app": "istiod"}, "ports": [
+                        {"name": "grpc-xds", "port": 15010}, {"name": "https-dns", "port": 15012},
+                        {"name": "https-webhook", "port": 443, "targetPort": 15017}, {"name": "http-monitoring", "port": 15014}]}}),
+                json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                    "metadata": {"name": "istio-sidecar-injector"},
+                    "webhooks": [{"name": "namespace.sidecar-injector.istio.io",
+                        "clientConfig": {"service": {"name": "istiod", "namespace": ns, "path": "/inject", "port": 443}},
+                        "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+                        "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
+                        "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}),
+            ];
+            Ok((objects.to_vec(), true))
+        }
+        Some("eastwest") => {
+            let gw = &iop["spec"]["components"]["ingressGateways"][0];
+            let name = gw["name"].as_str().unwrap_or("istio-eastwestgateway").to_string();
+            let labels = gw["label"].clone();
+            let ports: Vec<Value> = gw["k8s"]["service"]["ports"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let objects = [
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns, "labels": labels},
+                    "spec": {"selector": {"matchLabels": {"istio": "eastwestgateway"}}, "template": {"metadata": {"labels": labels,
+                        "annotations": {"inject.istio.io/templates": "gateway"}},
+                        "spec": {"containers": [{"name": "istio-proxy", "image": "auto", "env": gw["k8s"]["env"]}]}}}}),
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
+                    "spec": {"type": "LoadBalancer", "selector": {"istio": "eastwestgateway"}, "ports": ports}}),
+            ];
+            Ok((objects.to_vec(), false))
+        }
+        other => Err(format!(
+            "Error: fake istioctl does not know IstioOperator {other:?}"
+        )),
+    }
+}
+
+/// Deletes `objects` (those that exist), finding each type through discovery.
+async fn delete(plane: &Target, objects: &[Value]) -> Result<(), String> {
+    let client = plane.client().await;
+    for obj in objects {
+        let (group, version) = obj["apiVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .split_once('/')
+            .unwrap_or(("", obj["apiVersion"].as_str().unwrap_or_default()));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, obj["kind"].as_str().unwrap_or_default());
+        let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk)
+            .await
+            .map_err(|e| format!("Error: {e}"))?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let api: kube::api::Api<kube::api::DynamicObject> =
+            match (caps.scope, obj["metadata"]["namespace"].as_str()) {
+                (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                    kube::api::Api::namespaced_with(client.clone(), ns, &resource)
+                }
+                _ => kube::api::Api::all_with(client.clone(), &resource),
+            };
+        match api.delete(name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(format!("Error: failed to delete {name}: {e}")),
+        }
+    }
+    Ok(())
+}
+
 /// Handles one `istioctl install` request: exit code, stderr, and the context when it installed a
 /// control plane (whose injector then needs serving).
 async fn install(req: &Path, contexts: &Lookup, fail_dir: &Path) -> (i32, String, Option<String>) {
@@ -229,77 +326,36 @@ async fn install_objects(
         return (1, format!("Error: open {file}: no such file or directory"));
     };
     let iop: Value = serde_saphyr::from_str(&iop_text).unwrap();
-    let ns = "istio-system";
-    let result = match iop["metadata"]["name"].as_str() {
-        Some("control-plane") => {
-            let global = &iop["spec"]["values"]["global"];
-            let cluster_id = global["multiCluster"]["clusterName"].clone();
-            let mesh_id = global["meshID"].as_str().unwrap_or_default().to_string();
-            if let Some(dir) = crate::support::schema::upstream_dir() {
-                let crds =
-                    std::fs::read_to_string(dir.join("istio/release-1.31/crds/crd-all.gen.yaml")).unwrap();
-                if let Err(e) = apply(&plane, &crds, "crd-all.gen.yaml").await {
-                    return (1, e);
-                }
-            }
-            let labels = json!({"app": "istiod", "istio": "pilot"});
-            let objects = [
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istio-reader-service-account", "namespace": ns}}),
-                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istiod", "namespace": ns}}),
-                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                    "metadata": {"name": "istio-reader-clusterrole-istio-system", "labels": {"app": "istio-reader"}},
-                    "rules": [{"apiGroups": ["", "discovery.k8s.io", "networking.istio.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]},
-                              {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]}),
-                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                    "metadata": {"name": "istio-reader-clusterrole-istio-system"},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "istio-reader-clusterrole-istio-system"},
-                    "subjects": [{"kind": "ServiceAccount", "name": "istio-reader-service-account", "namespace": ns}]}),
-                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": ns},
-                    "data": {"mesh": format!("defaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  meshId: {mesh_id}\ntrustDomain: cluster.local\n"),
-                             "meshNetworks": "networks: {}"}}),
-                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
-                    "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": labels},
-                        "spec": {"serviceAccountName": "istiod", "containers": [{"name": "discovery", "image": "docker.io/istio/pilot:1.31.1",
-                            "env": [{"name": "CLUSTER_ID", "value": cluster_id}]}]}}}}),
-                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
-                    "spec": {"selector": {"app": "istiod"}, "ports": [
-                        {"name": "grpc-xds", "port": 15010}, {"name": "https-dns", "port": 15012},
-                        {"name": "https-webhook", "port": 443, "targetPort": 15017}, {"name": "http-monitoring", "port": 15014}]}}),
-                json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-                    "metadata": {"name": "istio-sidecar-injector"},
-                    "webhooks": [{"name": "namespace.sidecar-injector.istio.io",
-                        "clientConfig": {"service": {"name": "istiod", "namespace": ns, "path": "/inject", "port": 443}},
-                        "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
-                        "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
-                        "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}),
-            ];
-            let applied = apply(&plane, &docs(&objects), "control-plane").await;
-            *control_plane = Some(context.clone());
-            applied
-        }
-        Some("eastwest") => {
-            let gw = &iop["spec"]["components"]["ingressGateways"][0];
-            let name = gw["name"].as_str().unwrap_or("istio-eastwestgateway").to_string();
-            let labels = gw["label"].clone();
-            let ports: Vec<Value> = gw["k8s"]["service"]["ports"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let objects = [
-                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns, "labels": labels},
-                    "spec": {"selector": {"matchLabels": {"istio": "eastwestgateway"}}, "template": {"metadata": {"labels": labels,
-                        "annotations": {"inject.istio.io/templates": "gateway"}},
-                        "spec": {"containers": [{"name": "istio-proxy", "image": "auto", "env": gw["k8s"]["env"]}]}}}}),
-                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
-                    "spec": {"type": "LoadBalancer", "selector": {"istio": "eastwestgateway"}, "ports": ports}}),
-            ];
-            apply(&plane, &docs(&objects), "eastwest").await
-        }
-        other => Err(format!(
-            "Error: fake istioctl does not know IstioOperator {other:?}"
-        )),
+    let (objects, is_control_plane) = match objects_of(&iop) {
+        Ok(found) => found,
+        Err(e) => return (1, e),
     };
+    if args.first() == Some(&"uninstall") {
+        // `istioctl uninstall -f <IstioOperator>` removes the resources of that IstioOperator's
+        // components; CRDs and the namespace stay unless `--purge` (istioctl reference,
+        // `istioctl uninstall`: "--filename … The filename of the IstioOperator CR").
+        return match delete(&plane, &objects).await {
+            Ok(()) => (0, "✔ Uninstall complete".into()),
+            Err(e) => (1, e),
+        };
+    }
+    let result = async {
+        if is_control_plane && let Some(dir) = crate::support::schema::upstream_dir() {
+            let crds = std::fs::read_to_string(dir.join("istio/release-1.31/crds/crd-all.gen.yaml")).unwrap();
+            apply(&plane, &crds, "crd-all.gen.yaml").await?;
+        }
+        let what = if is_control_plane {
+            "control-plane"
+        } else {
+            "eastwest"
+        };
+        apply(&plane, &docs(&objects), what).await?;
+        if is_control_plane {
+            *control_plane = Some(context.clone());
+        }
+        Ok::<(), String>(())
+    }
+    .await;
     match result {
         Ok(()) => (0, "✔ Installation complete".into()),
         Err(e) => (1, e),
