@@ -35,6 +35,23 @@ impl Lab {
         meshctl_in(self.work.path(), &all, &[("CI", "true")])
     }
 
+    /// `certs gen` of ECDSA CAs for `clusters` into `out`, which must succeed.
+    fn certs_gen(&self, out: &Path, clusters: &[&str]) {
+        let mut args = vec![
+            "certs",
+            "gen",
+            "--out",
+            out.to_str().unwrap(),
+            "--key-type",
+            "ecdsa-p256",
+        ];
+        for c in clusters {
+            args.extend(["--cluster", c]);
+        }
+        let done = self.run(&args);
+        assert!(done.status.success(), "{}", stderr(&done));
+    }
+
     fn certs(&self) -> PathBuf {
         self.work.path().join("state/mesh1/certs")
     }
@@ -99,19 +116,7 @@ fn lab() -> Option<Lab> {
         _stand_ins: stop,
     };
     let certs = lab.certs();
-    let out = lab.run(&[
-        "certs",
-        "gen",
-        "--cluster",
-        "cluster1",
-        "--cluster",
-        "cluster2",
-        "--out",
-        certs.to_str().unwrap(),
-        "--key-type",
-        "ecdsa-p256",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    lab.certs_gen(&certs, &["cluster1", "cluster2"]);
     let out = lab.run(&[
         "up",
         "--contexts",
@@ -326,17 +331,7 @@ fn status_reads_each_clusters_ca_and_rotate_reissues_under_the_same_root_and_res
 
     // A cluster whose cacerts comes from another root: named, and the roots are not shared.
     let other = lab.work.path().join("other");
-    let out = lab.run(&[
-        "certs",
-        "gen",
-        "--cluster",
-        "cluster2",
-        "--out",
-        other.to_str().unwrap(),
-        "--key-type",
-        "ecdsa-p256",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    lab.certs_gen(&other, &["cluster2"]);
     let out = lab.run(&[
         "up",
         "--contexts",

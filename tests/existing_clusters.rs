@@ -291,6 +291,47 @@ fn existing_clusters_get_the_whole_mesh_and_a_second_up_writes_nothing() {
     let out = lab.run(&["status", "--config", &cfg]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 
+    // meshConfig options in the topology: rendered into the IstioOperator, so the installed
+    // rendering differs and `up` installs Istio again in both clusters; istiod's mesh config holds them.
+    let with_options = lab.work.path().join("meshctl-options.yaml");
+    std::fs::write(
+        &with_options,
+        format!(
+            "{}meshConfig:\n  discoverySelectors:\n    - matchExpressions: [{{key: kubernetes.io/metadata.name, operator: In, values: [istio-system, sample]}}]\n  defaultServiceExportTo: ['*']\n  serviceSettings:\n    - settings: {{clusterLocal: true}}\n      hosts: ['*.kube-system.svc.cluster.local']\n",
+            std::fs::read_to_string(&lab.config).unwrap()
+        ),
+    )
+    .unwrap();
+    let installs = lab.istioctl.calls().len();
+    let out = lab.run(&["up", "--config", with_options.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "repaired: Deployment istio-system/istiod was different (installed from another rendering"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let reinstalled = lab.istioctl.calls()[installs..]
+        .iter()
+        .filter(|c| c.contains("04-istio/control-plane.yaml"))
+        .count();
+    assert_eq!(reinstalled, 2, "{:?}", lab.istioctl.calls());
+    block_on(async {
+        let client = lab.planes[0].client().await;
+        let mesh = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, "istio-system")
+            .get("istio")
+            .await
+            .unwrap();
+        let text = &mesh.data.unwrap()["mesh"];
+        assert!(
+            text.contains("discoverySelectors")
+                && text.contains("clusterLocal")
+                && text.contains("meshId: corp"),
+            "{text}"
+        );
+    });
+
     // down on existing clusters forgets local progress and touches no cluster.
     let writes = lab.writes();
     let out = lab.run(&["down", "--mesh-id", "corp"]);

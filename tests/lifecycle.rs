@@ -53,7 +53,7 @@ fn status_says_what_is_missing_before_up_and_ready_after() {
     // commands it prints, followed as printed, bring the mesh back.
     lab.take_gateway_ip(1);
     let broken = lab.run(&["status", "--clusters", "2"]);
-    assert_eq!(broken.status.code(), Some(3));
+    assert_eq!(broken.status.code(), Some(3), "{}", stderr(&broken));
     let text = stdout(&broken);
     assert!(
         text.contains("cluster2   metallb         missing")

@@ -189,6 +189,30 @@ fn one_mesh_id_and_a_distinct_cluster_name_and_network_per_primary() {
 }
 
 #[test]
+fn mesh_config_options_reach_every_istio_operator_as_given_and_only_when_set() {
+    let yaml = "clusters: [{}, {}]\nmeshConfig:\n  discoverySelectors:\n    - matchLabels: {kubernetes.io/metadata.name: istio-system}\n    - matchExpressions: [{key: team, operator: In, values: [payments, 'on']}]\n  defaultVirtualServiceExportTo: ['.']\n  serviceSettings:\n    - settings: {clusterLocal: true}\n      hosts: ['*.kube-system.svc.cluster.local']\n";
+    let mesh = Mesh::from_yaml(yaml, None).unwrap();
+    let plan = plan_for(&mesh);
+    let iops = docs_of(&plan.artifacts, "04-istio/control-plane.yaml");
+    assert_eq!(iops.len(), 2);
+    for (path, iop) in &iops {
+        let mc = &iop["spec"]["meshConfig"];
+        assert_eq!(
+            mc["discoverySelectors"][1]["matchExpressions"][0]["values"],
+            serde_json::json!(["payments", "on"]),
+            "{path}: strings stay strings (YAML 1.1 would read a bare on as true)"
+        );
+        assert_eq!(mc["defaultVirtualServiceExportTo"], serde_json::json!(["."]));
+        assert_eq!(mc["serviceSettings"][0]["settings"]["clusterLocal"], true);
+        assert!(mc.get("defaultServiceExportTo").is_none(), "unset options are not rendered");
+    }
+    let plain = plan_for(&Mesh::for_kind(2, "mesh1").unwrap());
+    for (path, iop) in docs_of(&plain.artifacts, "04-istio/control-plane.yaml") {
+        assert!(iop["spec"].get("meshConfig").is_none(), "{path}: no meshConfig unless asked");
+    }
+}
+
+#[test]
 fn eastwest_gateway_has_the_reference_ports_labels_and_network_view() {
     let mesh = Mesh::for_kind(2, "mesh1").unwrap();
     let plan = plan_for(&mesh);

@@ -104,6 +104,37 @@ async fn prepare<'m>(
     Ok(prepared)
 }
 
+/// `--dry-run --out DIR`: the plan written and listed (stdout: the plan, as text or JSON;
+/// anything else on stderr), nothing changed.
+async fn dry_run_to(mesh: &Mesh, phases: Vec<Phase>, args: &UpArgs, resolved: &Resolved) -> Result<Exit> {
+    // clap makes --dry-run require --out.
+    let out = args.out.as_deref().expect("--dry-run requires --out");
+    dry_run::prepare_out(out, args.overwrite).map_err(UsageError::from_display)?;
+    let messages = Reporter::for_stderr();
+    let Prepared { plan, verify, .. } = prepare(mesh, phases, args, resolved, None, out, &messages).await?;
+    let mut stdout = std::io::stdout().lock();
+    match args.output {
+        OutputFormat::Json => writeln!(stdout, "{}", serde_json::to_string(&plan)?)?,
+        OutputFormat::Text => {
+            write!(stdout, "{}", dry_run::listing(&plan))?;
+            let files = plan.artifacts.len() + verify.len() + 2;
+            writeln!(
+                stdout,
+                "\nplan written to `{}` ({files} files); nothing was changed",
+                out.display()
+            )?;
+            if plan.phases.iter().any(|p| p.phase == Phase::Certs) {
+                writeln!(
+                    stdout,
+                    "certificates: `{}` (the same CA `meshctl up` will use)",
+                    resolved.certs_dir.display()
+                )?;
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
 pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
     let phases =
@@ -114,35 +145,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         certs_dir: args.certs_dir.clone().unwrap_or_else(|| dir.certs()),
     };
     if args.dry_run {
-        let Some(out) = args.out.as_deref() else {
-            return Err(UsageError("--dry-run needs --out DIR".into()).into());
-        };
-        dry_run::prepare_out(out, args.overwrite).map_err(UsageError::from_display)?;
-        // stdout is the plan (text or JSON); anything else goes to stderr.
-        let messages = Reporter::for_stderr();
-        let Prepared { plan, verify, .. } =
-            prepare(&mesh, phases, &args, &resolved, None, out, &messages).await?;
-        let mut stdout = std::io::stdout().lock();
-        match args.output {
-            OutputFormat::Json => writeln!(stdout, "{}", serde_json::to_string(&plan)?)?,
-            OutputFormat::Text => {
-                write!(stdout, "{}", dry_run::listing(&plan))?;
-                let files = plan.artifacts.len() + verify.len() + 2;
-                writeln!(
-                    stdout,
-                    "\nplan written to `{}` ({files} files); nothing was changed",
-                    out.display()
-                )?;
-                if plan.phases.iter().any(|p| p.phase == Phase::Certs) {
-                    writeln!(
-                        stdout,
-                        "certificates: `{}` (the same CA `meshctl up` will use)",
-                        resolved.certs_dir.display()
-                    )?;
-                }
-            }
-        }
-        return Ok(Exit::Success);
+        return dry_run_to(&mesh, phases, &args, &resolved).await;
     }
 
     let reporter = Arc::new(Reporter::new(super::report_format(args.output)));

@@ -342,12 +342,34 @@ pub async fn deployment_ready(
     name: &str,
     timeout: Duration,
 ) -> Result<(), WaitError> {
+    until_deployment(
+        client,
+        namespace,
+        name,
+        "Available",
+        timeout,
+        deployment_available,
+    )
+    .await
+}
+
+/// Watches Deployment `namespace/name` until `ready`; the timeout names `state` and the replica
+/// counts last seen.
+async fn until_deployment(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    state: &str,
+    timeout: Duration,
+    ready: fn(&Deployment) -> bool,
+) -> Result<(), WaitError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let what = format!("deployment {namespace}/{name} Available");
-    until(&api, name, &what, timeout, deployment_available, |d| {
+    let what = format!("deployment {namespace}/{name} {state}");
+    until(&api, name, &what, timeout, ready, |d| {
         let s = d.status.clone().unwrap_or_default();
         format!(
-            "{}/{} replicas available",
+            "{} updated, {} available of {}",
+            s.updated_replicas.unwrap_or(0),
             s.available_replicas.unwrap_or(0),
             s.replicas.unwrap_or(0)
         )
@@ -375,19 +397,15 @@ pub async fn rollout_complete(
     name: &str,
     timeout: Duration,
 ) -> Result<(), WaitError> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let what = format!("deployment {namespace}/{name} rolled out");
-    until(&api, name, &what, timeout, deployment_rolled_out, |d| {
-        let s = d.status.clone().unwrap_or_default();
-        format!(
-            "{} updated, {} total, {} available",
-            s.updated_replicas.unwrap_or(0),
-            s.replicas.unwrap_or(0),
-            s.available_replicas.unwrap_or(0)
-        )
-    })
+    until_deployment(
+        client,
+        namespace,
+        name,
+        "rolled out",
+        timeout,
+        deployment_rolled_out,
+    )
     .await
-    .map(|_| ())
 }
 
 /// Whether a DaemonSet has a ready pod on every node it schedules to.

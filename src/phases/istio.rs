@@ -24,6 +24,8 @@ struct ControlPlane<'a> {
     mesh_id: &'a str,
     cluster_name: &'a str,
     network: &'a str,
+    /// `meshConfig`, as JSON, when the topology sets any.
+    mesh_config: Option<String>,
 }
 
 /// Renders an IstioOperator into `file`, installs it with istioctl, and waits until `deployment`
@@ -59,6 +61,8 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         mesh_id: &b.input.mesh.mesh_id,
         cluster_name: &cluster.name,
         network: &cluster.network,
+        mesh_config: (!b.input.mesh.mesh_config.is_empty())
+            .then(|| serde_json::to_string(&b.input.mesh.mesh_config).expect("plain data serializes")),
     };
     install_operator(
         b,

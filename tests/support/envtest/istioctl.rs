@@ -203,7 +203,7 @@ fn objects_of(iop: &Value) -> Result<(Vec<Value>, bool), String> {
                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "istio-reader-clusterrole-istio-system"},
                     "subjects": [{"kind": "ServiceAccount", "name": "istio-reader-service-account", "namespace": ns}]}),
                 json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": ns},
-                    "data": {"mesh": format!("defaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  meshId: {mesh_id}\ntrustDomain: cluster.local\n"),
+                    "data": {"mesh": mesh_config(&iop, &mesh_id),
                              "meshNetworks": "networks: {}"}}),
                 json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
                     "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": labels},
@@ -245,6 +245,18 @@ fn objects_of(iop: &Value) -> Result<(Vec<Value>, bool), String> {
             "Error: fake istioctl does not know IstioOperator {other:?}"
         )),
     }
+}
+
+/// The `mesh` key of ConfigMap `istio`: what Istio's istiod chart renders (`templates/configmap.yaml`,
+/// the chart's mesh defaults merged with the IstioOperator's `spec.meshConfig`): `defaultConfig`
+/// with the mesh ID, the trust domain, and every `meshConfig` field as given.
+fn mesh_config(iop: &Value, mesh_id: &str) -> String {
+    let mut mesh = json!({"defaultConfig": {"discoveryAddress": "istiod.istio-system.svc:15012", "meshId": mesh_id},
+        "trustDomain": "cluster.local"});
+    if let (Some(target), Some(given)) = (mesh.as_object_mut(), iop["spec"]["meshConfig"].as_object()) {
+        target.extend(given.clone());
+    }
+    serde_saphyr::to_string(&mesh).unwrap()
 }
 
 /// Deletes `objects` (those that exist), finding each type through discovery.

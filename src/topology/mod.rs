@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::versions;
 
+mod mesh_options;
+pub use mesh_options::{LabelSelector, MeshOptions, Requirement, ServiceSetting, ServiceSettingFlags};
+
 /// Most clusters one mesh may have. Bounded by the per-cluster pod/service subnets below
 /// (`10.<10*i>.0.0/16`) and by what a laptop can run; the MetalLB address plan supports it on the
 /// default `/16` kind network.
@@ -41,6 +44,9 @@ pub struct Mesh {
     pub provider: Provider,
     /// The clusters, in order; the order decides default names, networks and address pools.
     pub clusters: Vec<Cluster>,
+    /// `meshConfig` options, the same in every cluster.
+    #[serde(skip_serializing_if = "MeshOptions::is_empty")]
+    pub mesh_config: MeshOptions,
 }
 
 /// One primary cluster of the mesh.
@@ -132,6 +138,8 @@ struct MeshFile {
     provider: Option<Provider>,
     #[serde(default)]
     clusters: Vec<ClusterFile>,
+    #[serde(default)]
+    mesh_config: MeshOptions,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,8 +268,10 @@ impl Mesh {
             mesh_id,
             provider,
             clusters,
+            mesh_config: file.mesh_config,
         };
         problems.extend(mesh.problems());
+        problems.extend(mesh_options::problems(&mesh.mesh_config, &mesh));
         if problems.is_empty() {
             Ok(mesh)
         } else {
@@ -279,6 +289,7 @@ impl Mesh {
             mesh_id: mesh_id.to_string(),
             provider,
             clusters,
+            mesh_config: MeshOptions::default(),
         };
         let problems = mesh.problems();
         if problems.is_empty() {
@@ -405,7 +416,7 @@ pub fn dns1123_label_problem(value: &str) -> Option<String> {
 }
 
 /// Why `value` is not a valid Kubernetes label value (it becomes `topology.*` labels).
-fn label_value_problem(value: &str) -> Option<String> {
+pub(crate) fn label_value_problem(value: &str) -> Option<String> {
     let ok_chars = value
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));

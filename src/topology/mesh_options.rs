@@ -1,0 +1,309 @@
+//! The `meshConfig` options of `meshctl.yaml`: which namespaces istiod watches, the default
+//! visibility of services and routing rules, and hosts kept cluster-local. Rendered as they are
+//! into every cluster's IstioOperator (`spec.meshConfig`, Istio's `MeshConfig` fields of the same
+//! names), after checks that catch what would otherwise break the mesh silently.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Mesh, Problem, dns1123_label_problem, label_value_problem};
+
+/// `meshConfig` of the topology file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshOptions {
+    /// Namespaces istiod watches (ORed label selectors); empty: every namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discovery_selectors: Vec<LabelSelector>,
+    /// Where services are visible by default (`.`, `*`, `~` or namespace names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_service_export_to: Vec<String>,
+    /// Where VirtualServices apply by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_virtual_service_export_to: Vec<String>,
+    /// Where DestinationRules apply by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_destination_rule_export_to: Vec<String>,
+    /// Per-host settings, e.g. hosts answered only inside the caller's cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_settings: Vec<ServiceSetting>,
+}
+
+/// A Kubernetes label selector (`matchLabels` and `matchExpressions`, ANDed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    /// Labels that must be present with these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    /// Set-based requirements.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<Requirement>,
+}
+
+/// One set-based requirement of a selector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Requirement {
+    /// Label key.
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: String,
+    /// Values for `In`/`NotIn`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// `serviceSettings` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSetting {
+    /// The settings.
+    pub settings: ServiceSettingFlags,
+    /// Hosts they apply to (`name.namespace.svc.cluster.local`, wildcards allowed).
+    pub hosts: Vec<String>,
+}
+
+/// The settings of a `serviceSettings` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSettingFlags {
+    /// Calls to these hosts stay in the caller's cluster.
+    #[serde(default)]
+    pub cluster_local: bool,
+}
+
+impl MeshOptions {
+    /// Whether anything is set (nothing is rendered otherwise).
+    pub fn is_empty(&self) -> bool {
+        *self == MeshOptions::default()
+    }
+
+    /// Hosts set cluster-local.
+    pub fn cluster_local_hosts(&self) -> Vec<&str> {
+        self.service_settings
+            .iter()
+            .filter(|s| s.settings.cluster_local)
+            .flat_map(|s| s.hosts.iter().map(String::as_str))
+            .collect()
+    }
+}
+
+impl LabelSelector {
+    /// Whether a namespace with `labels` is selected (Kubernetes' selector semantics).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| {
+                let have = labels.get(&r.key);
+                match r.operator.as_str() {
+                    "In" => have.is_some_and(|v| r.values.contains(v)),
+                    "NotIn" => have.is_none_or(|v| !r.values.contains(v)),
+                    "Exists" => have.is_some(),
+                    "DoesNotExist" => have.is_none(),
+                    _ => false,
+                }
+            })
+    }
+}
+
+/// `prefix/name` or `name`, as Kubernetes label keys are.
+fn label_key_problem(key: &str) -> Option<String> {
+    let (prefix, name) = key.rsplit_once('/').map_or((None, key), |(p, n)| (Some(p), n));
+    if let Some(p) = prefix
+        && (p.is_empty() || p.len() > 253 || p.split('.').any(|part| dns1123_label_problem(part).is_some()))
+    {
+        return Some("has a prefix that is not a DNS subdomain".into());
+    }
+    label_value_problem(name)
+        .map(|_| "is not a label key ([prefix/]name, name 1-63 of [A-Za-z0-9-_.])".into())
+}
+
+fn export_to_problem(value: &str) -> Option<String> {
+    match value {
+        "." | "*" | "~" => None,
+        ns => dns1123_label_problem(ns)
+            .map(|_| "is not `.` (this namespace), `*` (all), `~` (none) or a namespace name".into()),
+    }
+}
+
+/// Every problem with `options` for `mesh`.
+pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut push = |field: String, value: &str, reason: String| {
+        out.push(Problem {
+            field,
+            value: value.to_string(),
+            reason,
+        })
+    };
+    for (i, s) in options.discovery_selectors.iter().enumerate() {
+        let at = format!("meshConfig.discoverySelectors[{i}]");
+        for (k, v) in &s.match_labels {
+            if let Some(r) = label_key_problem(k) {
+                push(format!("{at}.matchLabels"), k, r);
+            }
+            if let Some(r) = label_value_problem(v) {
+                push(format!("{at}.matchLabels.{k}"), v, r);
+            }
+        }
+        for (j, r) in s.match_expressions.iter().enumerate() {
+            let here = format!("{at}.matchExpressions[{j}]");
+            if let Some(p) = label_key_problem(&r.key) {
+                push(format!("{here}.key"), &r.key, p);
+            }
+            match (r.operator.as_str(), r.values.is_empty()) {
+                ("In" | "NotIn", true) => push(
+                    format!("{here}.values"),
+                    &r.operator,
+                    "must list at least one value for In and NotIn".into(),
+                ),
+                ("Exists" | "DoesNotExist", false) => push(
+                    format!("{here}.values"),
+                    &r.values.join(","),
+                    "must be empty for Exists and DoesNotExist".into(),
+                ),
+                ("In" | "NotIn" | "Exists" | "DoesNotExist", _) => {}
+                (other, _) => push(
+                    format!("{here}.operator"),
+                    other,
+                    "is not In, NotIn, Exists or DoesNotExist".into(),
+                ),
+            }
+            for v in &r.values {
+                if let Some(p) = label_value_problem(v) {
+                    push(format!("{here}.values"), v, p);
+                }
+            }
+        }
+    }
+    // istiod drops every namespaced object outside the selected namespaces (Istio
+    // `pkg/kube/namespace/filter.go`, discoveryNamespacesFilter.Filter): without istio-system it
+    // ignores its own east-west gateway, and cross-network traffic has nowhere to go.
+    if !options.discovery_selectors.is_empty() {
+        for c in &mesh.clusters {
+            let labels = BTreeMap::from([
+                (
+                    "kubernetes.io/metadata.name".to_string(),
+                    "istio-system".to_string(),
+                ),
+                ("topology.istio.io/network".to_string(), c.network.clone()),
+            ]);
+            if !options.discovery_selectors.iter().any(|s| s.matches(&labels)) {
+                push(
+                    "meshConfig.discoverySelectors".into(),
+                    &c.name,
+                    "select no namespace `istio-system` in this cluster: istiod would ignore its own east-west gateway; add a selector such as {matchLabels: {kubernetes.io/metadata.name: istio-system}}".into(),
+                );
+            }
+        }
+    }
+    for (field, values) in [
+        ("defaultServiceExportTo", &options.default_service_export_to),
+        (
+            "defaultVirtualServiceExportTo",
+            &options.default_virtual_service_export_to,
+        ),
+        (
+            "defaultDestinationRuleExportTo",
+            &options.default_destination_rule_export_to,
+        ),
+    ] {
+        for v in values {
+            if let Some(r) = export_to_problem(v) {
+                push(format!("meshConfig.{field}"), v, r);
+            }
+        }
+    }
+    for (i, s) in options.service_settings.iter().enumerate() {
+        if s.hosts.is_empty() {
+            push(
+                format!("meshConfig.serviceSettings[{i}].hosts"),
+                "",
+                "must list at least one host".into(),
+            );
+        }
+        for h in &s.hosts {
+            let name = h.strip_prefix("*.").unwrap_or(h);
+            if name.is_empty() || name.split('.').any(|part| dns1123_label_problem(part).is_some()) {
+                push(
+                    format!("meshConfig.serviceSettings[{i}].hosts"),
+                    h,
+                    "is not a host name (`name.namespace.svc.cluster.local`, or `*.` and a domain)".into(),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Mesh, super::super::TopologyError> {
+        Mesh::from_yaml(yaml, None)
+    }
+
+    fn fields(yaml: &str) -> Vec<String> {
+        match parse(yaml) {
+            Err(super::super::TopologyError::Invalid(p)) => p.into_iter().map(|p| p.field).collect(),
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn selectors_follow_kubernetes_semantics() {
+        let labels = BTreeMap::from([("env".to_string(), "prod".to_string())]);
+        let req = |op: &str, values: &[&str]| LabelSelector {
+            match_expressions: vec![Requirement {
+                key: "env".into(),
+                operator: op.into(),
+                values: values.iter().map(|s| s.to_string()).collect(),
+            }],
+            ..Default::default()
+        };
+        assert!(req("In", &["prod", "dev"]).matches(&labels));
+        assert!(!req("NotIn", &["prod"]).matches(&labels));
+        assert!(req("NotIn", &["prod"]).matches(&BTreeMap::new()));
+        assert!(req("Exists", &[]).matches(&labels));
+        assert!(req("DoesNotExist", &[]).matches(&BTreeMap::new()));
+        assert!(
+            LabelSelector::default().matches(&labels),
+            "an empty selector selects everything"
+        );
+    }
+
+    #[test]
+    fn a_bad_selector_or_value_is_named_by_its_field() {
+        let bad = fields(
+            "clusters: [{}]\nmeshConfig:\n  discoverySelectors:\n    - matchExpressions:\n        - {key: env, operator: Includes, values: [a]}\n        - {key: env, operator: In}\n        - {key: 'bad key!', operator: Exists, values: [x]}\n    - matchLabels: {kubernetes.io/metadata.name: istio-system}\n  defaultServiceExportTo: ['.', 'Not A Namespace']\n  serviceSettings:\n    - settings: {clusterLocal: true}\n      hosts: []\n",
+        );
+        for field in [
+            "meshConfig.discoverySelectors[0].matchExpressions[0].operator",
+            "meshConfig.discoverySelectors[0].matchExpressions[1].values",
+            "meshConfig.discoverySelectors[0].matchExpressions[2].key",
+            "meshConfig.discoverySelectors[0].matchExpressions[2].values",
+            "meshConfig.defaultServiceExportTo",
+            "meshConfig.serviceSettings[0].hosts",
+        ] {
+            assert!(bad.iter().any(|f| f == field), "{field} in {bad:?}");
+        }
+    }
+
+    #[test]
+    fn selectors_that_leave_out_istio_system_are_refused() {
+        let bad = fields(
+            "clusters: [{}, {}]\nmeshConfig:\n  discoverySelectors:\n    - matchLabels: {istio-discovery: enabled}\n",
+        );
+        assert_eq!(
+            bad,
+            ["meshConfig.discoverySelectors", "meshConfig.discoverySelectors"]
+        );
+        let ok = parse(
+            "clusters: [{}, {}]\nmeshConfig:\n  discoverySelectors:\n    - matchLabels: {istio-discovery: enabled}\n    - matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [istio-system, sample]}]\n  serviceSettings:\n    - settings: {clusterLocal: true}\n      hosts: ['*.kube-system.svc.cluster.local', 'helloworld.sample.svc.cluster.local']\n",
+        )
+        .unwrap();
+        assert_eq!(ok.mesh_config.cluster_local_hosts().len(), 2);
+    }
+}
