@@ -203,7 +203,7 @@ fn objects_of(iop: &Value) -> Result<(Vec<Value>, bool), String> {
                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "istio-reader-clusterrole-istio-system"},
                     "subjects": [{"kind": "ServiceAccount", "name": "istio-reader-service-account", "namespace": ns}]}),
                 json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": ns},
-                    "data": {"mesh": mesh_config(&iop, &mesh_id),
+                    "data": {"mesh": mesh_config(iop, &mesh_id),
                              "meshNetworks": "networks: {}"}}),
                 json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
                     "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": labels},
