@@ -204,11 +204,17 @@ fn mesh_config_options_reach_every_istio_operator_as_given_and_only_when_set() {
         );
         assert_eq!(mc["defaultVirtualServiceExportTo"], serde_json::json!(["."]));
         assert_eq!(mc["serviceSettings"][0]["settings"]["clusterLocal"], true);
-        assert!(mc.get("defaultServiceExportTo").is_none(), "unset options are not rendered");
+        assert!(
+            mc.get("defaultServiceExportTo").is_none(),
+            "unset options are not rendered"
+        );
     }
     let plain = plan_for(&Mesh::for_kind(2, "mesh1").unwrap());
     for (path, iop) in docs_of(&plain.artifacts, "04-istio/control-plane.yaml") {
-        assert!(iop["spec"].get("meshConfig").is_none(), "{path}: no meshConfig unless asked");
+        assert!(
+            iop["spec"].get("meshConfig").is_none(),
+            "{path}: no meshConfig unless asked"
+        );
     }
 }
 
