@@ -209,6 +209,13 @@ fn mesh_config_options_reach_every_istio_operator_as_given_and_only_when_set() {
             "unset options are not rendered"
         );
     }
+    let text = &plan
+        .artifacts
+        .iter()
+        .find(|a| a.path == "cluster1/04-istio/control-plane.yaml")
+        .unwrap()
+        .content;
+    insta::assert_snapshot!("control_plane_with_mesh_config", text);
     let plain = plan_for(&Mesh::for_kind(2, "mesh1").unwrap());
     for (path, iop) in docs_of(&plain.artifacts, "04-istio/control-plane.yaml") {
         assert!(

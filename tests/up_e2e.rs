@@ -227,6 +227,10 @@ fn a_failing_cluster_is_named_the_others_finish_and_up_resumes() {
         text.contains("istioctl install -y --context cluster2") && text.contains("connection refused"),
         "the tool's command and stderr: {text}"
     );
+    assert!(
+        text.contains("diagnose") && text.contains(" diagnose --clusters 2"),
+        "the command that collects what the clusters hold: {text}"
+    );
     let state = lab.state();
     let built = |c: &str| {
         state["clusters"][c]["built"]

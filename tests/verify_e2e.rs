@@ -195,6 +195,7 @@ fn pods_without_a_sidecar_are_refused_with_a_hint() {
         text.contains("has no istio-proxy sidecar") && text.contains("istio-injection=enabled"),
         "{text}"
     );
+    assert!(text.contains(" diagnose --clusters 1"), "{text}");
 }
 
 #[test]

@@ -29,11 +29,26 @@ pub(super) async fn run(args: DiagnoseArgs, workdir: &Path, kubeconfig: Option<&
         .unwrap_or_else(|| PathBuf::from(format!("{top}.tar.gz")));
     let reporter = Reporter::new(super::report_format(args.output));
     let clients = Clients::new(kubeconfig);
+    // A spinner per cluster on a terminal, a line per cluster as each ends.
+    let started = std::time::Instant::now();
+    for c in &mesh.clusters {
+        reporter.started("diagnose", &c.name);
+    }
     let report = |c: &crate::diagnose::Collected| {
         if c.reason.is_empty() {
-            reporter.ok(&c.cluster, &format!("{} ({} files)", c.outcome, c.files));
+            reporter.finished(
+                "diagnose",
+                &c.cluster,
+                started.elapsed(),
+                &format!("{} ({} files)", c.outcome, c.files),
+            );
         } else {
-            reporter.warn(&c.cluster, &format!("{}: {}", c.outcome, c.reason));
+            reporter.failed(
+                "diagnose",
+                &c.cluster,
+                started.elapsed(),
+                &format!("{}: {}", c.outcome, c.reason),
+            );
         }
     };
     let (bundle, summary) = crate::diagnose::collect(
