@@ -267,6 +267,10 @@ pub struct VerifyArgs {
     /// Also test locality failover.
     #[arg(long)]
     pub failover: bool,
+    /// Expect every client to be answered only by its own cluster: the topology's meshConfig
+    /// marks the helloworld host cluster-local (serviceSettings clusterLocal).
+    #[arg(long)]
+    pub cluster_local: bool,
     /// Write a JUnit XML report.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::kube::apply::Applier;
 use crate::kube::wait;
-use crate::phases::verify::{self as workloads, NAMESPACE};
+use crate::phases::verify::{self as workloads, HELLOWORLD_HOST, NAMESPACE};
 use crate::plan::Artifact;
 use crate::report::Reporter;
 use crate::topology::Mesh;
@@ -37,6 +37,8 @@ pub struct Options {
     pub failover: bool,
     /// Keep the workloads afterwards.
     pub keep: bool,
+    /// The host is cluster-local: each client must be answered by its own cluster only.
+    pub cluster_local: bool,
 }
 
 /// Who answered whom: `counts[from][to]`.
@@ -76,6 +78,28 @@ impl Matrix {
         for (failed, more) in self.failed.iter_mut().zip(&round.failed) {
             *failed += more;
         }
+    }
+
+    /// Every client was answered, and only by its own cluster (a cluster-local host).
+    pub fn only_local(&self) -> bool {
+        self.counts.iter().enumerate().all(|(f, row)| {
+            row.iter()
+                .enumerate()
+                .all(|(t, c)| if f == t { *c > 0 } else { *c == 0 })
+        })
+    }
+
+    /// `(from, to)` pairs of different clusters that answered each other.
+    pub fn crossed(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (f, row) in self.counts.iter().enumerate() {
+            for (t, c) in row.iter().enumerate() {
+                if f != t && *c > 0 {
+                    out.push((f, t));
+                }
+            }
+        }
+        out
     }
 
     /// `(from, to)` pairs with no answer.
@@ -186,12 +210,21 @@ pub struct Report {
     /// The failover check, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover: Option<Failover>,
+    /// The host was expected to be cluster-local: answers only from the caller's own cluster.
+    #[serde(rename = "clusterLocal")]
+    pub cluster_local: bool,
 }
 
 impl Report {
-    /// Traffic passed (and failover, when tested).
+    /// Traffic passed as expected (every pair, or only each cluster itself for a cluster-local
+    /// host), and failover too when tested.
     pub fn passed(&self) -> bool {
-        self.matrix.passed() && self.failover.as_ref().is_none_or(|f| f.passed)
+        let traffic = if self.cluster_local {
+            self.matrix.only_local()
+        } else {
+            self.matrix.passed()
+        };
+        traffic && self.failover.as_ref().is_none_or(|f| f.passed)
     }
 }
 
@@ -215,7 +248,17 @@ pub fn junit(report: &Report) -> String {
                 xml_escape(from),
                 xml_escape(to)
             );
-            if m.counts[f][t] == 0 {
+            // A cluster-local host must answer within the cluster and never across.
+            let crossed = report.cluster_local && f != t && m.counts[f][t] > 0;
+            if crossed {
+                failures += 1;
+                let _ = write!(
+                    cases,
+                    "<failure message=\"{} answered {} times although the host is cluster-local\"></failure>",
+                    xml_escape(to),
+                    m.counts[f][t]
+                );
+            } else if m.counts[f][t] == 0 && !(report.cluster_local && f != t) {
                 failures += 1;
                 let reason = report
                     .reasons
@@ -556,7 +599,13 @@ pub async fn run(
             )
             .await?,
         );
-        if m.passed() || started.elapsed() + pause >= options.timeout {
+        // A cluster-local host that answered across clusters will not stop doing so: no retry.
+        let settled = if options.cluster_local {
+            m.only_local() || !m.crossed().is_empty()
+        } else {
+            m.passed()
+        };
+        if settled || started.elapsed() + pause >= options.timeout {
             break;
         }
         reporter.note(
@@ -571,8 +620,21 @@ pub async fn run(
         pause = (pause * 2).min(Duration::from_secs(16));
     }
     let mut reasons = Vec::new();
-    for (f, t) in m.missing() {
+    let expected_missing: Vec<(usize, usize)> = if options.cluster_local {
+        m.missing().into_iter().filter(|(f, t)| f == t).collect()
+    } else {
+        m.missing()
+    };
+    for (f, t) in expected_missing {
         reasons.push(diagnose(mesh, &clients, f, t).await);
+    }
+    if options.cluster_local {
+        for (f, t) in m.crossed() {
+            reasons.push(format!(
+                "{} -> {}: answered across clusters although {HELLOWORLD_HOST} is cluster-local; is the IstioOperator with this meshConfig installed? (`meshctl status`, phase istio)",
+                mesh.clusters[f].name, mesh.clusters[t].name
+            ));
+        }
     }
     let failover = if options.failover && n >= 2 {
         Some(failover(mesh, &clients, &artifacts, &hello_pods, &curl_pods, options).await?)
@@ -599,6 +661,7 @@ pub async fn run(
         matrix: m,
         reasons,
         failover,
+        cluster_local: options.cluster_local,
     })
 }
 
@@ -835,6 +898,37 @@ spec:
     }
 
     #[test]
+    fn a_cluster_local_host_passes_only_when_each_cluster_answers_itself_alone() {
+        let local = Matrix {
+            clusters: vec!["a".into(), "b".into()],
+            counts: vec![vec![4, 0], vec![0, 3]],
+            failed: vec![0, 0],
+        };
+        assert!(local.only_local() && !local.passed() && local.crossed().is_empty());
+        let leaked = Matrix {
+            counts: vec![vec![4, 1], vec![0, 3]],
+            ..local.clone()
+        };
+        assert!(!leaked.only_local());
+        assert_eq!(leaked.crossed(), vec![(0, 1)]);
+        let report = |matrix| Report {
+            mesh_id: "m".into(),
+            matrix,
+            reasons: vec![],
+            failover: None,
+            cluster_local: true,
+        };
+        assert!(report(local).passed());
+        let xml = junit(&report(leaked.clone()));
+        assert!(
+            xml.contains("failures=\"1\"")
+                && xml.contains("answered 1 times although the host is cluster-local"),
+            "{xml}"
+        );
+        assert!(!report(leaked).passed());
+    }
+
+    #[test]
     fn matrix_passes_only_when_every_pair_answered() {
         let m = Matrix {
             clusters: vec!["a".into(), "b".into()],
@@ -848,6 +942,7 @@ spec:
             matrix: m,
             reasons: vec!["b -> a: no secret".into()],
             failover: None,
+            cluster_local: false,
         };
         let xml = junit(&report);
         assert!(

@@ -246,3 +246,53 @@ fn a_pair_that_answers_only_after_the_first_round_still_passes() {
     );
     assert!(text.contains("PASS"), "{text}");
 }
+
+#[test]
+fn a_cluster_local_host_is_answered_only_by_the_callers_own_cluster() {
+    let Some(lab) = KindLab::new(2, FakeToolOptions::default()) else {
+        return;
+    };
+    // Refused on a topology that does not make the host cluster-local, before touching a cluster.
+    let plain = lab.run(&["verify", "--clusters", "2", "--cluster-local"]);
+    assert_eq!(plain.status.code(), Some(2), "{}", stderr(&plain));
+    assert!(
+        stderr(&plain).contains("meshConfig.serviceSettings"),
+        "{}",
+        stderr(&plain)
+    );
+
+    let config = lab.work.path().join("meshctl.yaml");
+    std::fs::write(
+        &config,
+        "clusters: [{}, {}]\nmeshConfig:\n  serviceSettings:\n    - settings: {clusterLocal: true}\n      hosts: ['*.sample.svc.cluster.local']\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out = lab.run(&["up", "--config", config]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    support::envtest::data_plane::install(&lab);
+    let out = lab.run(&[
+        "verify",
+        "--config",
+        config,
+        "--cluster-local",
+        "--timeout",
+        "20s",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let last: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let counts = &last["report"]["matrix"]["counts"];
+    assert!(
+        counts[0][0].as_u64().unwrap() > 0 && counts[1][1].as_u64().unwrap() > 0,
+        "{counts}"
+    );
+    assert_eq!(
+        (counts[0][1].as_u64(), counts[1][0].as_u64()),
+        (Some(0), Some(0)),
+        "{counts}"
+    );
+    assert_eq!(last["report"]["clusterLocal"], true);
+    assert_eq!(last["passed"], true);
+}

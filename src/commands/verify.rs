@@ -12,6 +12,17 @@ use crate::verify::{self, Options};
 
 pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
+    if args.cluster_local
+        && !mesh
+            .mesh_config
+            .is_cluster_local(crate::phases::verify::HELLOWORLD_HOST)
+    {
+        return Err(super::UsageError(format!(
+            "--cluster-local: the topology does not make {} cluster-local; add it (or a wildcard such as *.sample.svc.cluster.local) to meshConfig.serviceSettings with clusterLocal: true, and run `meshctl up` with that topology first",
+            crate::phases::verify::HELLOWORLD_HOST
+        ))
+        .into());
+    }
     let options = Options {
         calls_per_client: args
             .calls
@@ -19,6 +30,7 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
             .unwrap_or((10 * mesh.clusters.len()).max(20)),
         timeout: args.timeout,
         failover: args.failover,
+        cluster_local: args.cluster_local,
         keep: args.keep,
     };
     let reporter = Reporter::new(super::report_format(args.output));
@@ -67,7 +79,19 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
                 );
             }
             let t = verify::totals(&report.matrix);
-            if report.passed() {
+            if report.cluster_local {
+                let verdict = if report.matrix.only_local() {
+                    "PASS"
+                } else {
+                    "FAIL"
+                };
+                println!(
+                    "{verdict}: cluster-local {}: every client answered only by its own cluster ({} answers, {} across clusters)",
+                    crate::phases::verify::HELLOWORLD_HOST,
+                    t["answered"],
+                    report.matrix.crossed().len()
+                );
+            } else if report.passed() {
                 println!(
                     "PASS: every cluster reached every cluster ({} answers, {} failed calls)",
                     t["answered"], t["failed"]

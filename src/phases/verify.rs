@@ -10,6 +10,8 @@ use crate::versions;
 
 /// Namespace of the verification workloads.
 pub const NAMESPACE: &str = "sample";
+/// The host the clients call, as Istio names it.
+pub const HELLOWORLD_HOST: &str = "helloworld.sample.svc.cluster.local";
 
 /// Version label of the helloworld that runs in the cluster at 0-based `index`: `v1`, `v2`, ...
 pub fn version_of(index: usize) -> String {

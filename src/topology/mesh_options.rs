@@ -80,6 +80,17 @@ impl MeshOptions {
         *self == MeshOptions::default()
     }
 
+    /// Whether calls to `host` stay in the caller's cluster: a `clusterLocal` entry names it, or
+    /// a `*.` wildcard covers it (Istio's host matching for `serviceSettings`).
+    pub fn is_cluster_local(&self, host: &str) -> bool {
+        self.cluster_local_hosts()
+            .iter()
+            .any(|pattern| match pattern.strip_prefix('*') {
+                Some(suffix) => host.ends_with(suffix),
+                None => *pattern == host,
+            })
+    }
+
     /// Hosts set cluster-local.
     pub fn cluster_local_hosts(&self) -> Vec<&str> {
         self.service_settings
@@ -305,5 +316,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.mesh_config.cluster_local_hosts().len(), 2);
+        assert!(
+            ok.mesh_config
+                .is_cluster_local("helloworld.sample.svc.cluster.local")
+        );
+        assert!(
+            ok.mesh_config
+                .is_cluster_local("kube-dns.kube-system.svc.cluster.local")
+        );
+        assert!(!ok.mesh_config.is_cluster_local("curl.sample.svc.cluster.local"));
     }
 }

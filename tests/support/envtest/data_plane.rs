@@ -3,6 +3,7 @@
 //! routes them, decided from what is really in the clusters' API servers. A remote cluster is
 //! reachable only when the caller's cluster holds its remote secret, and the remote cluster's
 //! east-west gateway has an IP and the cross-network Gateway exists: a broken `up` fails `verify`.
+//! A host the caller's mesh config makes cluster-local is served by the caller's cluster only.
 //! With the locality DestinationRule (`helloworld-failover`, with outlier detection), a caller is
 //! served locally while its local instance is healthy, else by the failover region (Istio's
 //! locality failover, docs "Locality failover"). `drain_listeners` on a helloworld sidecar's admin
@@ -59,6 +60,39 @@ async fn region(client: &kube::Client) -> String {
         .and_then(|l| l.items.into_iter().next())
         .and_then(|n| n.metadata.labels?.get("topology.kubernetes.io/region").cloned())
         .unwrap_or_default()
+}
+
+/// Whether the caller's istiod keeps `helloworld.sample.svc.cluster.local` in the caller's own
+/// cluster: its mesh config (ConfigMap `istio`, key `mesh`) has a `serviceSettings` entry with
+/// `clusterLocal: true` whose hosts name it or cover it with a `*.` wildcard (Istio MeshConfig
+/// `ServiceSettings.Settings.cluster_local`: "the client and service endpoints must reside in the
+/// same cluster").
+async fn cluster_local(client: &kube::Client) -> bool {
+    let host = "helloworld.sample.svc.cluster.local";
+    let Ok(Some(map)) =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "istio-system")
+            .get_opt("istio")
+            .await
+    else {
+        return false;
+    };
+    let mesh: Value = map
+        .data
+        .and_then(|d| d.get("mesh").cloned())
+        .and_then(|text| serde_saphyr::from_str(&text).ok())
+        .unwrap_or(Value::Null);
+    mesh["serviceSettings"].as_array().into_iter().flatten().any(|s| {
+        s["settings"]["clusterLocal"] == true
+            && s["hosts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|h| match h.as_str() {
+                    Some(p) if p.starts_with('*') => host.ends_with(&p[1..]),
+                    Some(p) => p == host,
+                    None => false,
+                })
+    })
 }
 
 /// Whether calls from `from` can reach `to` through `to`'s east-west gateway.
@@ -161,8 +195,10 @@ async fn answer(
     let me = &clients[i];
     let local = helloworld(me, &drained_now).await;
     let mut remotes = Vec::new();
+    let stay_local = cluster_local(me).await;
     for (j, other) in clusters.iter().enumerate() {
         if j != i
+            && !stay_local
             && wired(me, other, &clients[j]).await
             && let Some((pod, version)) = helloworld(&clients[j], &drained_now).await
         {
