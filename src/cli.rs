@@ -271,6 +271,10 @@ pub struct VerifyArgs {
     /// marks the helloworld host cluster-local (serviceSettings clusterLocal).
     #[arg(long)]
     pub cluster_local: bool,
+    /// Apply per-cluster subsets (a DestinationRule subset per `topology.istio.io/cluster` and a
+    /// VirtualService routing each cluster's callers to their own) and expect local answers only.
+    #[arg(long)]
+    pub per_cluster_subsets: bool,
     /// Write a JUnit XML report.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,

@@ -69,6 +69,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "verify/locality-failover.yaml.j2",
         include_str!("../templates/verify/locality-failover.yaml.j2"),
     ),
+    (
+        "verify/per-cluster-subsets.yaml.j2",
+        include_str!("../templates/verify/per-cluster-subsets.yaml.j2"),
+    ),
 ];
 
 /// A template could not be rendered, or rendered into something that is not YAML.

@@ -39,6 +39,16 @@ pub struct Options {
     pub keep: bool,
     /// The host is cluster-local: each client must be answered by its own cluster only.
     pub cluster_local: bool,
+    /// Apply the per-cluster subsets (DestinationRule and VirtualService) first; each client must
+    /// then be answered by its own cluster only.
+    pub per_cluster_subsets: bool,
+}
+
+impl Options {
+    /// Whether every client must be answered by its own cluster only.
+    pub fn local_only(&self) -> bool {
+        self.cluster_local || self.per_cluster_subsets
+    }
 }
 
 /// Who answered whom: `counts[from][to]`.
@@ -506,10 +516,13 @@ pub async fn clear_previous(client: &kube::Client, timeout: Duration) -> Result<
     Ok(true)
 }
 
+/// The workloads of `cluster`, without the rules that only some checks apply.
 fn artifacts_without_failover(all: &[Artifact], cluster: &str) -> String {
     all.iter()
         .filter(|a| {
-            a.path.starts_with(&format!("{cluster}/verify/")) && !a.path.ends_with("locality-failover.yaml")
+            a.path.starts_with(&format!("{cluster}/verify/"))
+                && !a.path.ends_with(workloads::FAILOVER_FILE)
+                && !a.path.ends_with(workloads::SUBSETS_FILE)
         })
         .map(|a| a.content.clone())
         .collect::<Vec<_>>()
@@ -578,6 +591,25 @@ pub async fn run(
     ))
     .await?;
     let (hello_pods, curl_pods): (Vec<String>, Vec<String>) = pods.into_iter().unzip();
+    if options.per_cluster_subsets {
+        // Every istiod reads its own cluster's rules: the same subsets go into every cluster.
+        futures::future::try_join_all(mesh.clusters.iter().zip(&clients).map(|(c, client)| {
+            let path = format!("{}/verify/{}", c.name, workloads::SUBSETS_FILE);
+            let yaml = artifacts
+                .iter()
+                .find(|a| a.path == path)
+                .map(|a| a.content.clone());
+            async move {
+                let yaml = yaml.ok_or_else(|| anyhow::anyhow!("no {path} rendered"))?;
+                Applier::new(client.clone())
+                    .apply_yaml(&yaml, &path)
+                    .await
+                    .with_context(|| format!("cluster `{}`", c.name))
+            }
+        }))
+        .await?;
+        reporter.ok("verify", "per-cluster subsets applied in every cluster");
+    }
     reporter.ok(
         "verify",
         "pods ready with their sidecars; calling across clusters",
@@ -600,7 +632,7 @@ pub async fn run(
             .await?,
         );
         // A cluster-local host that answered across clusters will not stop doing so: no retry.
-        let settled = if options.cluster_local {
+        let settled = if options.local_only() {
             m.only_local() || !m.crossed().is_empty()
         } else {
             m.passed()
@@ -620,7 +652,7 @@ pub async fn run(
         pause = (pause * 2).min(Duration::from_secs(16));
     }
     let mut reasons = Vec::new();
-    let expected_missing: Vec<(usize, usize)> = if options.cluster_local {
+    let expected_missing: Vec<(usize, usize)> = if options.local_only() {
         m.missing().into_iter().filter(|(f, t)| f == t).collect()
     } else {
         m.missing()
@@ -628,10 +660,15 @@ pub async fn run(
     for (f, t) in expected_missing {
         reasons.push(diagnose(mesh, &clients, f, t).await);
     }
-    if options.cluster_local {
+    if options.local_only() {
+        let why = if options.per_cluster_subsets {
+            "although the per-cluster VirtualService routes each cluster's callers to its own subset; is it applied in the caller's cluster?"
+        } else {
+            "although it is cluster-local; is the IstioOperator with this meshConfig installed? (`meshctl status`, phase istio)"
+        };
         for (f, t) in m.crossed() {
             reasons.push(format!(
-                "{} -> {}: answered across clusters although {HELLOWORLD_HOST} is cluster-local; is the IstioOperator with this meshConfig installed? (`meshctl status`, phase istio)",
+                "{} -> {}: {HELLOWORLD_HOST} answered across clusters {why}",
                 mesh.clusters[f].name, mesh.clusters[t].name
             ));
         }
@@ -661,7 +698,7 @@ pub async fn run(
         matrix: m,
         reasons,
         failover,
-        cluster_local: options.cluster_local,
+        cluster_local: options.local_only(),
     })
 }
 
@@ -677,13 +714,13 @@ async fn failover(
 ) -> Result<Failover> {
     let rule = artifacts
         .iter()
-        .filter(|a| a.path.ends_with("locality-failover.yaml"))
+        .filter(|a| a.path.ends_with(workloads::FAILOVER_FILE))
         .map(|a| a.content.clone())
         .next()
         .ok_or_else(|| anyhow!("no locality failover rule: every cluster is in the same region"))?;
     for (c, client) in mesh.clusters.iter().zip(clients) {
         Applier::new(client.clone())
-            .apply_yaml(&rule, "locality-failover.yaml")
+            .apply_yaml(&rule, workloads::FAILOVER_FILE)
             .await
             .with_context(|| format!("cluster `{}`", c.name))?;
     }

@@ -296,3 +296,48 @@ fn a_cluster_local_host_is_answered_only_by_the_callers_own_cluster() {
     assert_eq!(last["report"]["clusterLocal"], true);
     assert_eq!(last["passed"], true);
 }
+
+#[test]
+fn per_cluster_subsets_keep_each_clusters_callers_local() {
+    let Some(lab) = lab_with_mesh(2) else { return };
+    let out = lab.run(&[
+        "verify",
+        "--clusters",
+        "2",
+        "--per-cluster-subsets",
+        "--timeout",
+        "20s",
+        "--keep",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let last: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let counts = &last["report"]["matrix"]["counts"];
+    assert!(
+        counts[0][0].as_u64().unwrap() > 0 && counts[1][1].as_u64().unwrap() > 0,
+        "{counts}"
+    );
+    assert_eq!(
+        (counts[0][1].as_u64(), counts[1][0].as_u64()),
+        (Some(0), Some(0)),
+        "{counts}"
+    );
+    // The rules are in both clusters, as rendered (kept with --keep).
+    block_on(async {
+        for plane in lab.planes() {
+            let vs = Api::<kube::api::DynamicObject>::namespaced_with(
+                plane.client().await,
+                "sample",
+                &kube::api::ApiResource::from_gvk_with_plural(
+                    &kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
+                    "virtualservices",
+                ),
+            )
+            .get("helloworld-per-cluster")
+            .await
+            .unwrap();
+            assert_eq!(vs.data["spec"]["http"].as_array().unwrap().len(), 2);
+        }
+    });
+}

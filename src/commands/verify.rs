@@ -31,6 +31,7 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
         timeout: args.timeout,
         failover: args.failover,
         cluster_local: args.cluster_local,
+        per_cluster_subsets: args.per_cluster_subsets,
         keep: args.keep,
     };
     let reporter = Reporter::new(super::report_format(args.output));

@@ -38,6 +38,18 @@ struct Curl<'a> {
 }
 
 #[derive(Serialize)]
+struct Subsets<'a> {
+    namespace: &'a str,
+    host: &'a str,
+    clusters: Vec<&'a str>,
+}
+
+/// File name of the per-cluster subsets (applied by `verify --per-cluster-subsets` only).
+pub const SUBSETS_FILE: &str = "per-cluster-subsets.yaml";
+/// File name of the locality failover rule (applied by `verify --failover` only).
+pub const FAILOVER_FILE: &str = "locality-failover.yaml";
+
+#[derive(Serialize)]
 struct FailoverRule {
     from: String,
     to: String,
@@ -83,6 +95,14 @@ pub fn artifacts(mesh: &Mesh) -> Result<Vec<Artifact>, RenderError> {
             },
         )?)
     };
+    let subsets = render::render(
+        "verify/per-cluster-subsets.yaml.j2",
+        &Subsets {
+            namespace: NAMESPACE,
+            host: HELLOWORLD_HOST,
+            clusters: mesh.clusters.iter().map(|c| c.name.as_str()).collect(),
+        },
+    )?;
     for (i, cluster) in mesh.clusters.iter().enumerate() {
         let mut add = |file: &str, template: &'static str, content: String| {
             out.push(Artifact {
@@ -123,12 +143,13 @@ pub fn artifacts(mesh: &Mesh) -> Result<Vec<Artifact>, RenderError> {
             )?,
         );
         if let Some(text) = &failover {
-            add(
-                "locality-failover.yaml",
-                "verify/locality-failover.yaml.j2",
-                text.clone(),
-            );
+            add(FAILOVER_FILE, "verify/locality-failover.yaml.j2", text.clone());
         }
+        add(
+            SUBSETS_FILE,
+            "verify/per-cluster-subsets.yaml.j2",
+            subsets.clone(),
+        );
     }
     Ok(out)
 }

@@ -3,7 +3,8 @@
 //! routes them, decided from what is really in the clusters' API servers. A remote cluster is
 //! reachable only when the caller's cluster holds its remote secret, and the remote cluster's
 //! east-west gateway has an IP and the cross-network Gateway exists: a broken `up` fails `verify`.
-//! A host the caller's mesh config makes cluster-local is served by the caller's cluster only.
+//! A host the caller's mesh config makes cluster-local is served by the caller's cluster only; a
+//! VirtualService routing the caller to a per-cluster subset sends it to that cluster only.
 //! With the locality DestinationRule (`helloworld-failover`, with outlier detection), a caller is
 //! served locally while its local instance is healthy, else by the failover region (Istio's
 //! locality failover, docs "Locality failover"). `drain_listeners` on a helloworld sidecar's admin
@@ -92,6 +93,60 @@ async fn cluster_local(client: &kube::Client) -> bool {
                     Some(p) => p == host,
                     None => false,
                 })
+    })
+}
+
+/// The cluster a VirtualService for helloworld in the caller's cluster routes this caller to: the
+/// first `http` route whose `sourceLabels` the caller's proxy carries (Istio gives every proxy the
+/// label `topology.istio.io/cluster`), to a subset of the DestinationRule for the host whose labels
+/// pin `topology.istio.io/cluster` (Istio docs, "Keeping traffic in-cluster"). `None`: no such rule.
+async fn routed_cluster(client: &kube::Client, caller: &str) -> Option<String> {
+    let host = "helloworld.sample.svc.cluster.local";
+    let api = |kind: &str, plural: &str| {
+        Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            "sample",
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("networking.istio.io", "v1", kind),
+                plural,
+            ),
+        )
+    };
+    let services = api("VirtualService", "virtualservices")
+        .list(&ListParams::default())
+        .await
+        .ok()?;
+    let vs = services.items.into_iter().find(|v| {
+        v.data["spec"]["hosts"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|x| x == host))
+    })?;
+    let proxy_labels = serde_json::json!({"topology.istio.io/cluster": caller, "app": "curl"});
+    let route = vs.data["spec"]["http"]
+        .as_array()?
+        .iter()
+        .find(|r| match r["match"].as_array() {
+            None => true,
+            Some(matches) => matches.iter().any(|m| {
+                m["sourceLabels"]
+                    .as_object()
+                    .is_none_or(|want| want.iter().all(|(k, v)| &proxy_labels[k] == v))
+            }),
+        })?;
+    let subset = route["route"][0]["destination"]["subset"].as_str()?.to_string();
+    let rules = api("DestinationRule", "destinationrules")
+        .list(&ListParams::default())
+        .await
+        .ok()?;
+    rules.items.iter().find_map(|dr| {
+        (dr.data["spec"]["host"] == host).then(|| {
+            dr.data["spec"]["subsets"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == subset.as_str())?["labels"]["topology.istio.io/cluster"]
+                .as_str()
+                .map(String::from)
+        })?
     })
 }
 
@@ -202,8 +257,16 @@ async fn answer(
             && wired(me, other, &clients[j]).await
             && let Some((pod, version)) = helloworld(&clients[j], &drained_now).await
         {
-            remotes.push((pod, version, region(&clients[j]).await));
+            remotes.push((pod, version, region(&clients[j]).await, other.name.clone()));
         }
+    }
+    // A VirtualService that routes this caller to a subset pinned to one cluster.
+    let mut local = local;
+    if let Some(only) = routed_cluster(me, &clusters[i].name).await {
+        if only != clusters[i].name {
+            local = None;
+        }
+        remotes.retain(|r| r.3 == only);
     }
     let rules = Api::<DynamicObject>::namespaced_with(
         me.clone(),
