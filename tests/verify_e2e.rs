@@ -247,6 +247,24 @@ fn a_pair_that_answers_only_after_the_first_round_still_passes() {
     assert!(text.contains("PASS"), "{text}");
 }
 
+/// The JSON result of a passing two-cluster `verify -o json` run whose clients were each answered,
+/// and only by their own cluster.
+fn answered_locally_only(out: &std::process::Output) -> serde_json::Value {
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(out), stderr(out));
+    let last: serde_json::Value = serde_json::from_str(stdout(out).lines().last().unwrap()).unwrap();
+    let counts = &last["report"]["matrix"]["counts"];
+    assert!(
+        counts[0][0].as_u64().unwrap() > 0 && counts[1][1].as_u64().unwrap() > 0,
+        "{counts}"
+    );
+    assert_eq!(
+        (counts[0][1].as_u64(), counts[1][0].as_u64()),
+        (Some(0), Some(0)),
+        "{counts}"
+    );
+    last
+}
+
 #[test]
 fn a_cluster_local_host_is_answered_only_by_the_callers_own_cluster() {
     let Some(lab) = KindLab::new(2, FakeToolOptions::default()) else {
@@ -281,18 +299,7 @@ fn a_cluster_local_host_is_answered_only_by_the_callers_own_cluster() {
         "-o",
         "json",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
-    let last: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
-    let counts = &last["report"]["matrix"]["counts"];
-    assert!(
-        counts[0][0].as_u64().unwrap() > 0 && counts[1][1].as_u64().unwrap() > 0,
-        "{counts}"
-    );
-    assert_eq!(
-        (counts[0][1].as_u64(), counts[1][0].as_u64()),
-        (Some(0), Some(0)),
-        "{counts}"
-    );
+    let last = answered_locally_only(&out);
     assert_eq!(last["report"]["clusterLocal"], true);
     assert_eq!(last["passed"], true);
 }
@@ -311,18 +318,7 @@ fn per_cluster_subsets_keep_each_clusters_callers_local() {
         "-o",
         "json",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
-    let last: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
-    let counts = &last["report"]["matrix"]["counts"];
-    assert!(
-        counts[0][0].as_u64().unwrap() > 0 && counts[1][1].as_u64().unwrap() > 0,
-        "{counts}"
-    );
-    assert_eq!(
-        (counts[0][1].as_u64(), counts[1][0].as_u64()),
-        (Some(0), Some(0)),
-        "{counts}"
-    );
+    answered_locally_only(&out);
     // The rules are in both clusters, as rendered (kept with --keep).
     block_on(async {
         for plane in lab.planes() {
