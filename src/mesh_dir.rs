@@ -48,6 +48,12 @@ impl MeshDir {
     pub fn certs(&self) -> PathBuf {
         self.root.join("certs")
     }
+
+    /// The certificate directory `up` last used for this mesh (recorded in `state`), else
+    /// [`MeshDir::certs`].
+    pub fn certs_in_use(&self, state: &crate::state::MeshState) -> PathBuf {
+        state.certs_dir.clone().unwrap_or_else(|| self.certs())
+    }
 }
 
 #[cfg(test)]

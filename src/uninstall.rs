@@ -37,7 +37,7 @@ fn ours<K: Resource>(obj: &K) -> bool {
         .is_some_and(|v| v == MANAGED_BY.1)
 }
 
-/// Deletes `name` through `api` when it exists and `keep` does not hold; says what it did.
+/// Deletes `name` through `api` when it exists and `owned` says meshctl made it; says what it did.
 async fn delete_if<K>(
     api: &Api<K>,
     name: &str,

@@ -90,7 +90,7 @@ fn certs_dir_of(flag: Option<&Path>, workdir: &Path, mesh: &Mesh) -> Result<Path
     }
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
     let state = StateStore::load(&dir.state())?.snapshot();
-    Ok(state.certs_dir.unwrap_or_else(|| dir.certs()))
+    Ok(dir.certs_in_use(&state))
 }
 
 /// The `cacerts` of `cluster` as the cluster holds it; `None` when there is no such Secret.

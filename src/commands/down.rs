@@ -95,6 +95,7 @@ async fn uninstall(
 
 pub(super) async fn run(args: DownArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
+    // With --uninstall the topology names the mesh (its file may set meshID); else --mesh-id.
     let mesh_id = if args.uninstall {
         uninstall(&args, workdir, kubeconfig, &reporter).await?
     } else {
@@ -102,11 +103,6 @@ pub(super) async fn run(args: DownArgs, workdir: &Path, kubeconfig: Option<&Path
             .clone()
             .unwrap_or_else(|| crate::topology::DEFAULT_MESH_ID.to_string())
     };
-    let args = DownArgs {
-        mesh_id: Some(mesh_id),
-        ..args
-    };
-    let mesh_id = args.mesh_id.clone().unwrap_or_default();
     let mesh_dir = MeshDir::new(workdir, &mesh_id);
     let dir = mesh_dir.root().to_path_buf();
     let state_path = mesh_dir.state();

@@ -59,7 +59,7 @@ fn up_command(flags: &Flags<'_>, args: &StatusArgs, only: Option<Phase>) -> Stri
 /// CAs when there are none yet (then `cacerts` cannot be compared).
 fn plan_for_status(mesh: &Mesh, state: &MeshState, dir: &MeshDir) -> Result<(Plan, bool)> {
     let mut phases = plan::select_phases(mesh.provider, &[], &[]).map_err(UsageError::from_display)?;
-    let certs_dir = state.certs_dir.clone().unwrap_or_else(|| dir.certs());
+    let certs_dir = dir.certs_in_use(state);
     let names: Vec<String> = mesh.clusters.iter().map(|c| c.name.clone()).collect();
     let cas = layout::load_existing(&certs_dir, &names).with_context(|| {
         format!(
