@@ -23,7 +23,6 @@ use serde::Serialize;
 
 use crate::kube::{Clients, inspect};
 use crate::mesh_dir::MeshDir;
-use crate::phases::remote_secrets::MULTICLUSTER_LABEL;
 use crate::topology::{Cluster, Mesh};
 
 /// Namespaces whose objects are collected.
@@ -178,7 +177,7 @@ async fn collect_cluster(client: Client, name: &str, bundle: &mut Bundle) {
     }
     let secrets = Api::<Secret>::namespaced(client.clone(), "istio-system");
     match secrets
-        .list(&ListParams::default().labels(&format!("{MULTICLUSTER_LABEL}=true")))
+        .list(&crate::phases::remote_secrets::remote_secrets_selector())
         .await
     {
         Ok(l) => {

@@ -17,10 +17,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Client;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Resource};
+use kube::api::{Api, DeleteParams, Resource};
 
 use crate::phases::istio::{INSTALLED_DIGEST, NAMESPACE};
-use crate::phases::remote_secrets::{MULTICLUSTER_LABEL, meshctl_secret_for};
+use crate::phases::remote_secrets::{meshctl_secret_for, remote_secrets_selector};
 use crate::plan::Phase;
 use crate::remote_secret::{READER_CLUSTER_ROLE, READER_SERVICE_ACCOUNT, TOKEN_SECRET};
 use crate::tools::{ProcessRunner, RunOptions};
@@ -66,7 +66,7 @@ where
 pub async fn remote_secrets(client: &Client) -> Result<Vec<String>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     let list = api
-        .list(&ListParams::default().labels(&format!("{MULTICLUSTER_LABEL}=true")))
+        .list(&remote_secrets_selector())
         .await
         .context("cannot list remote secrets")?;
     let mut removed = Vec::new();
@@ -92,12 +92,7 @@ pub async fn rest(
 ) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     // The Gateway first: it routes through the east-west gateway about to go.
-    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway");
-    let gateways: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NAMESPACE,
-        &ApiResource::from_gvk_with_plural(&gvk, "gateways"),
-    );
+    let gateways = crate::phases::expose::gateways(client);
     let name = crate::phases::expose::GATEWAY_NAME;
     if let Ok(Some(gw)) = gateways.get_opt(name).await
         && ours(&gw)

@@ -52,6 +52,19 @@ impl Lab {
         assert!(done.status.success(), "{}", stderr(&done));
     }
 
+    /// `up --only certs` on both clusters with the mesh's CA directory.
+    fn up_certs(&self) -> Output {
+        self.run(&[
+            "up",
+            "--contexts",
+            "cluster1,cluster2",
+            "--only",
+            "certs",
+            "--timeout",
+            "30s",
+        ])
+    }
+
     fn certs(&self) -> PathBuf {
         self.work.path().join("state/mesh1/certs")
     }
@@ -117,15 +130,7 @@ fn lab() -> Option<Lab> {
     };
     let certs = lab.certs();
     lab.certs_gen(&certs, &["cluster1", "cluster2"]);
-    let out = lab.run(&[
-        "up",
-        "--contexts",
-        "cluster1,cluster2",
-        "--only",
-        "certs",
-        "--timeout",
-        "30s",
-    ]);
+    let out = lab.up_certs();
     assert!(out.status.success(), "{}", stderr(&out));
     for plane in &lab.envtest.planes {
         block_on(async {
@@ -317,15 +322,7 @@ fn status_reads_each_clusters_ca_and_rotate_reissues_under_the_same_root_and_res
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("mesh root + next"), "{}", stdout(&out));
     // The work dir holds what the clusters hold: `up` finds cacerts in place.
-    let out = lab.run(&[
-        "up",
-        "--contexts",
-        "cluster1,cluster2",
-        "--only",
-        "certs",
-        "--timeout",
-        "30s",
-    ]);
+    let out = lab.up_certs();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("nothing to change"), "{}", stderr(&out));
 

@@ -117,6 +117,28 @@ fn report_format(output: OutputFormat) -> crate::report::Format {
     }
 }
 
+/// A meshctl command line printed for the user to run: the global flags that were given, the
+/// subcommand, the same topology flags, then `extra`.
+fn command_line(
+    kubeconfig: Option<&std::path::Path>,
+    workdir: Option<&std::path::Path>,
+    subcommand: &str,
+    topology: &TopologyArgs,
+    extra: &[&str],
+) -> String {
+    let mut words = vec!["meshctl".to_string()];
+    if let Some(k) = kubeconfig {
+        words.extend(["--kubeconfig".into(), k.display().to_string()]);
+    }
+    if let Some(w) = workdir {
+        words.extend(["--workdir".into(), w.display().to_string()]);
+    }
+    words.push(subcommand.into());
+    words.extend(topology.to_args());
+    words.extend(extra.iter().map(|s| s.to_string()));
+    words.join(" ")
+}
+
 /// The `meshctl diagnose` command line that collects what `topology`'s clusters hold, printed when
 /// `up` or `verify` fails.
 fn diagnose_command(
@@ -124,17 +146,7 @@ fn diagnose_command(
     workdir: &std::path::Path,
     topology: &TopologyArgs,
 ) -> String {
-    let mut words = vec!["meshctl".to_string()];
-    if let Some(k) = kubeconfig {
-        words.extend(["--kubeconfig".into(), k.display().to_string()]);
-    }
-    words.extend([
-        "--workdir".into(),
-        workdir.display().to_string(),
-        "diagnose".into(),
-    ]);
-    words.extend(topology.to_args());
-    words.join(" ")
+    command_line(kubeconfig, Some(workdir), "diagnose", topology, &[])
 }
 
 /// `$XDG_STATE_HOME/meshctl`, else `~/.local/state/meshctl`, else `./.meshctl`.

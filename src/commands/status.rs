@@ -39,19 +39,11 @@ pub(super) struct Flags<'a> {
 
 /// `meshctl [--kubeconfig K] [--workdir W] up <topology> [--only phase]`.
 fn up_command(flags: &Flags<'_>, args: &StatusArgs, only: Option<Phase>) -> String {
-    let mut words = vec!["meshctl".to_string()];
-    if let Some(k) = flags.kubeconfig {
-        words.extend(["--kubeconfig".into(), k.display().to_string()]);
-    }
-    if let Some(w) = flags.workdir {
-        words.extend(["--workdir".into(), w.display().to_string()]);
-    }
-    words.push("up".into());
-    words.extend(args.topology.to_args());
-    if let Some(phase) = only {
-        words.extend(["--only".into(), phase.name().into()]);
-    }
-    words.join(" ")
+    let extra: &[&str] = match &only {
+        Some(phase) => &["--only", phase.name()],
+        None => &[],
+    };
+    super::command_line(flags.kubeconfig, flags.workdir, "up", &args.topology, extra)
 }
 
 /// The plan `up` would run now, built from what is on disk without writing anything: pools from

@@ -301,10 +301,10 @@ impl Executor {
     }
 
     async fn prune_remote_secrets(&self, cluster: &Cluster, keep: &[String]) -> Result<Option<String>> {
-        use crate::phases::remote_secrets::{MULTICLUSTER_LABEL, meshctl_secret_for};
+        use crate::phases::remote_secrets::{meshctl_secret_for, remote_secrets_selector};
         let secrets: Api<k8s_openapi::api::core::v1::Secret> =
             Api::namespaced(self.client(cluster).await?, remote_secret::NAMESPACE);
-        let selector = ListParams::default().labels(&format!("{MULTICLUSTER_LABEL}=true"));
+        let selector = remote_secrets_selector();
         let list = secrets
             .list(&selector)
             .await

@@ -34,13 +34,17 @@ pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     }
 }
 
-/// Whether the Gateway exists (false also when Istio's CRDs do not).
-pub async fn exposed(client: &kube::Client) -> bool {
+/// Istio Gateways in istio-system, where the expose Gateway lives.
+pub fn gateways(client: &kube::Client) -> kube::api::Api<kube::api::DynamicObject> {
     let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway");
-    let gateways: kube::api::Api<kube::api::DynamicObject> = kube::api::Api::namespaced_with(
+    kube::api::Api::namespaced_with(
         client.clone(),
         super::istio::NAMESPACE,
         &kube::api::ApiResource::from_gvk_with_plural(&gvk, "gateways"),
-    );
-    matches!(gateways.get_opt(GATEWAY_NAME).await, Ok(Some(_)))
+    )
+}
+
+/// Whether the Gateway exists (false also when Istio's CRDs do not).
+pub async fn exposed(client: &kube::Client) -> bool {
+    matches!(gateways(client).get_opt(GATEWAY_NAME).await, Ok(Some(_)))
 }

@@ -18,6 +18,11 @@ pub const MULTICLUSTER_LABEL: &str = "istio/multiCluster";
 /// Annotation naming the cluster a remote secret is for.
 pub const CLUSTER_ANNOTATION: &str = "networking.istio.io/cluster";
 
+/// What istiod selects remote secrets by (`istio/multiCluster=true`), for listing them.
+pub fn remote_secrets_selector() -> ListParams {
+    ListParams::default().labels(&format!("{MULTICLUSTER_LABEL}=true"))
+}
+
 /// The cluster a remote secret in this cluster is for, when meshctl applied it (its field manager
 /// owns fields of it); `None` for anyone else's.
 pub fn meshctl_secret_for(secret: &Secret) -> Option<String> {
@@ -122,8 +127,7 @@ pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     };
     let secrets: Api<Secret> = Api::namespaced(client, NAMESPACE);
     let mut out = Vec::new();
-    let selector = ListParams::default().labels(&format!("{MULTICLUSTER_LABEL}=true"));
-    match secrets.list(&selector).await {
+    match secrets.list(&remote_secrets_selector()).await {
         Ok(list) => {
             for gone in list
                 .items
