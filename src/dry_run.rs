@@ -194,10 +194,10 @@ pub fn describe(step: &Step) -> String {
         Step::IstioctlInstall {
             context,
             file,
-            deployment,
+            record_on,
             timeout_secs,
         } => format!(
-            "run: istioctl {}   (then records the file's digest on deployment {deployment})",
+            "run: istioctl {}   (then records the file's digest on {record_on})",
             istioctl::install_args(context, file, *timeout_secs).join(" ")
         ),
         Step::Apply { file } => format!("apply: {file}"),
@@ -214,6 +214,20 @@ pub fn describe(step: &Step) -> String {
         }
         Step::RecordApiEndpoint { container, network } => {
             format!("record: API server of `{container}` on docker network `{network}` (https://<ip>:6443)")
+        }
+        Step::RoutePeers { node, peers, .. } => {
+            let routes: Vec<_> = peers
+                .iter()
+                .flat_map(|p| {
+                    p.cidrs
+                        .iter()
+                        .map(move |c| format!("{c} via <{} address>", p.node))
+                })
+                .collect();
+            format!(
+                "run: docker exec {node} ip route replace … for {}",
+                routes.join(", ")
+            )
         }
         Step::LabelNodes { labels, overwrite } => {
             let l: Vec<_> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();

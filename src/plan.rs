@@ -15,7 +15,7 @@ use crate::ipam::Pool;
 use crate::phases;
 use crate::pki::IntermediateCa;
 use crate::render::{self, RenderError};
-use crate::topology::{Cluster, Mesh, Provider};
+use crate::topology::{Cluster, Mesh, Provider, Role};
 
 /// One phase of `up`, in the order they run (reference section 12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -25,6 +25,8 @@ pub enum Phase {
     Clusters,
     /// Install MetalLB and give each cluster its own address pool.
     Metallb,
+    /// kind clusters on one Istio network: routes between their pod and service CIDRs.
+    Routes,
     /// Namespace, network label, node locality labels, `cacerts`.
     Certs,
     /// Istio primary control plane.
@@ -39,9 +41,10 @@ pub enum Phase {
 
 impl Phase {
     /// All phases in order.
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Clusters,
         Phase::Metallb,
+        Phase::Routes,
         Phase::Certs,
         Phase::Istio,
         Phase::Eastwest,
@@ -54,6 +57,7 @@ impl Phase {
         match self {
             Phase::Clusters => "clusters",
             Phase::Metallb => "metallb",
+            Phase::Routes => "routes",
             Phase::Certs => "certs",
             Phase::Istio => "istio",
             Phase::Eastwest => "eastwest",
@@ -62,7 +66,7 @@ impl Phase {
         }
     }
 
-    /// 1-based position, used to prefix dry-run folders (`03-certs`).
+    /// 1-based position, used to prefix dry-run folders (`04-certs`).
     pub fn ordinal(self) -> usize {
         Phase::ALL
             .iter()
@@ -71,7 +75,7 @@ impl Phase {
             + 1
     }
 
-    /// Folder name in dry-run output, e.g. `03-certs`.
+    /// Folder name in dry-run output, e.g. `04-certs`.
     pub fn folder(self) -> String {
         format!("{:02}-{}", self.ordinal(), self.name())
     }
@@ -183,15 +187,16 @@ pub enum Step {
         wait_secs: u64,
     },
     /// `istioctl install` of a rendered IstioOperator, then a record of what was installed (a
-    /// digest of the file) as an annotation on `deployment`, so the next run can tell whether the
+    /// digest of the file) as an annotation on `record_on`, so the next run can tell whether the
     /// cluster runs this rendering.
     IstioctlInstall {
         /// kubeconfig context.
         context: String,
         /// Artifact path of the IstioOperator.
         file: String,
-        /// Deployment in `istio-system` the install creates and the record is kept on.
-        deployment: String,
+        /// The object in `istio-system` the install creates and the record is kept on, as
+        /// kubectl names it: `deployment/istiod`, or `service/istiod` for a remote (no Deployment).
+        record_on: String,
         /// `--readiness-timeout`, in seconds.
         timeout_secs: u64,
     },
@@ -234,6 +239,16 @@ pub enum Step {
         /// The docker network it is on.
         network: String,
     },
+    /// On a kind node, route other clusters' pod and service CIDRs to their nodes (clusters on one
+    /// Istio network: pods call each other directly).
+    RoutePeers {
+        /// The node container.
+        node: String,
+        /// The docker network the nodes are on.
+        network: String,
+        /// One entry per peer cluster.
+        peers: Vec<PeerRoutes>,
+    },
     /// Set labels on every node.
     LabelNodes {
         /// The labels.
@@ -255,10 +270,21 @@ pub enum Step {
     },
 }
 
+/// The CIDRs of one peer cluster and the node container they are routed to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerRoutes {
+    /// The peer cluster.
+    pub cluster: String,
+    /// Its node container (its address is read from docker when the step runs).
+    pub node: String,
+    /// Its pod and service CIDRs.
+    pub cidrs: Vec<String>,
+}
+
 /// A rendered manifest or config file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Artifact {
-    /// Path relative to the plan directory, e.g. `cluster1/03-certs/cacerts.yaml`.
+    /// Path relative to the plan directory, e.g. `cluster1/04-certs/cacerts.yaml`.
     pub path: String,
     /// The template it came from.
     pub template: &'static str,
@@ -290,7 +316,8 @@ pub struct ClusterSteps {
     pub steps: Vec<Step>,
 }
 
-/// One phase across clusters. Clusters run concurrently inside a phase.
+/// One phase across clusters (those with work in it). Clusters run concurrently inside a phase. A
+/// phase appears twice when remotes run it after their primaries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PhasePlan {
     /// The phase.
@@ -350,6 +377,9 @@ pub struct PlanInput<'a> {
     /// The docker network the kind nodes are on (`kind`, or `KIND_EXPERIMENTAL_DOCKER_NETWORK`),
     /// resolved once by the command layer and used for the pools and the API endpoints alike.
     pub docker_network: String,
+    /// East-west gateway IPs known so far, by cluster (recorded when a gateway got its IP): a
+    /// remote's IstioOperator carries its primary's (`remotePilotAddress`).
+    pub gateway_ips: BTreeMap<String, String>,
 }
 
 /// Why a plan could not be built.
@@ -382,7 +412,7 @@ pub enum PlanError {
 
 /// The phases `up` runs for `provider`, after `--only` and `--skip`.
 pub fn select_phases(provider: Provider, only: &[Phase], skip: &[Phase]) -> Result<Vec<Phase>, PlanError> {
-    let kind_only = [Phase::Clusters];
+    let kind_only = [Phase::Clusters, Phase::Routes];
     if provider == Provider::Existing
         && let Some(p) = only.iter().find(|p| kind_only.contains(p))
     {
@@ -395,7 +425,7 @@ pub fn select_phases(provider: Provider, only: &[Phase], skip: &[Phase]) -> Resu
             only.contains(p)
         } else {
             // Existing clusters bring their own LoadBalancer implementation unless asked otherwise.
-            provider == Provider::Kind || !matches!(p, Phase::Clusters | Phase::Metallb)
+            provider == Provider::Kind || !matches!(p, Phase::Clusters | Phase::Metallb | Phase::Routes)
         }
     };
     let phases: Vec<Phase> = Phase::ALL
@@ -461,13 +491,29 @@ impl<'a> PhaseBuilder<'a> {
     }
 }
 
-/// Builds the plan for `input`.
+/// When phase `phase` runs in `cluster`, as a sort key: a phase's position, except that a remote's
+/// control plane follows its primary's, as Istio's primary-remote install does it: the remote's
+/// `istio` after the primaries' `expose` (it needs the primary's east-west gateway address and
+/// istiod exposed through it), and its `eastwest` and `expose` after `remote-secrets` (its
+/// gateway's pods are injected by the primary's istiod, which serves the remote only once it holds
+/// the remote's secret). Docs: "Install Primary-Remote on different networks".
+fn stage(phase: Phase, cluster: &Cluster) -> usize {
+    let at = |p: Phase| p.ordinal() * 10;
+    match (cluster.role, phase) {
+        (Role::Remote, Phase::Istio) => at(Phase::Expose) + 5,
+        (Role::Remote, Phase::Eastwest) => at(Phase::RemoteSecrets) + 5,
+        (Role::Remote, Phase::Expose) => at(Phase::RemoteSecrets) + 6,
+        _ => at(phase),
+    }
+}
+
+/// Builds the plan for `input`: one entry per phase and stage, holding the clusters with work in
+/// it (all clusters in one entry per phase, unless the mesh has remotes).
 pub fn build(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let mesh = input.mesh;
     let mut artifacts = Vec::new();
-    let mut phase_plans = Vec::new();
+    let mut staged: BTreeMap<usize, PhasePlan> = BTreeMap::new();
     for &phase in &input.phases {
-        let mut clusters = Vec::with_capacity(mesh.clusters.len());
         for (index, cluster) in mesh.clusters.iter().enumerate() {
             let mut builder = PhaseBuilder {
                 input,
@@ -479,13 +525,23 @@ pub fn build(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
             };
             phases::plan(&mut builder)?;
             artifacts.append(&mut builder.artifacts);
-            clusters.push(ClusterSteps {
-                cluster: cluster.name.clone(),
-                steps: builder.steps,
-            });
+            if builder.steps.is_empty() {
+                continue;
+            }
+            staged
+                .entry(stage(phase, cluster))
+                .or_insert_with(|| PhasePlan {
+                    phase,
+                    clusters: Vec::new(),
+                })
+                .clusters
+                .push(ClusterSteps {
+                    cluster: cluster.name.clone(),
+                    steps: builder.steps,
+                });
         }
-        phase_plans.push(PhasePlan { phase, clusters });
     }
+    let phase_plans: Vec<PhasePlan> = staged.into_values().collect();
     Ok(Plan {
         mesh_id: mesh.mesh_id.clone(),
         provider: mesh.provider,
@@ -543,7 +599,7 @@ mod tests {
         for p in Phase::ALL {
             assert_eq!(p.name().parse::<Phase>().unwrap(), p);
         }
-        assert_eq!(Phase::RemoteSecrets.folder(), "07-remote-secrets");
+        assert_eq!(Phase::RemoteSecrets.folder(), "08-remote-secrets");
         assert!(
             Phase::Certs < Phase::Istio,
             "cacerts must exist before istiod starts"

@@ -169,6 +169,44 @@ impl Probe<'_> {
     }
 }
 
+/// Why `meta` does not carry the install record `(annotation, digest)`, as a finding on `object`.
+fn install_record_differs(
+    object: &str,
+    meta: &kube::api::ObjectMeta,
+    (key, digest): (&str, &str),
+) -> Option<Finding> {
+    match meta.annotations.as_ref().and_then(|a| a.get(key)) {
+        Some(have) if have == digest => None,
+        Some(have) => Some(Finding::different(
+            object,
+            format!("installed from another rendering (digest {have}, the plan's is {digest})"),
+        )),
+        None => Some(Finding::different(
+            object,
+            format!("no record of what was installed (annotation {key})"),
+        )),
+    }
+}
+
+/// Service `namespace/name` exists and, with `installed`, carries that digest in annotation `key`
+/// (the record of an install that creates no Deployment: a remote's).
+pub async fn service(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    installed: Option<(&str, &str)>,
+) -> Finding {
+    let object = format!("Service {namespace}/{name}");
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(Some(svc)) => installed
+            .and_then(|i| install_record_differs(&object, &svc.metadata, i))
+            .unwrap_or_else(|| Finding::present(object, "installed from this rendering")),
+        Ok(None) => Finding::missing(object, "not found"),
+        Err(e) => Finding::unreachable(object, crate::kube::human_reason(&e)),
+    }
+}
+
 /// Deployment `namespace/name`: Available, and, with `installed`, carrying that digest in
 /// annotation `key` (what the install step records).
 pub async fn deployment(
@@ -184,22 +222,8 @@ pub async fn deployment(
         Ok(None) => return Finding::missing(object, "not found"),
         Err(e) => return Finding::unreachable(object, crate::kube::human_reason(&e)),
     };
-    if let Some((key, digest)) = installed {
-        match d.metadata.annotations.as_ref().and_then(|a| a.get(key)) {
-            Some(have) if have == digest => {}
-            Some(have) => {
-                return Finding::different(
-                    object,
-                    format!("installed from another rendering (digest {have}, the plan's is {digest})"),
-                );
-            }
-            None => {
-                return Finding::different(
-                    object,
-                    format!("no record of what was installed (annotation {key})"),
-                );
-            }
-        }
+    if let Some(f) = installed.and_then(|i| install_record_differs(&object, &d.metadata, i)) {
+        return f;
     }
     if wait::deployment_available(&d) {
         Finding::present(object, "available")

@@ -38,12 +38,20 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/istio/control-plane.yaml.j2"),
     ),
     (
+        "istio/remote.yaml.j2",
+        include_str!("../templates/istio/remote.yaml.j2"),
+    ),
+    (
         "eastwest/eastwest-gateway.yaml.j2",
         include_str!("../templates/eastwest/eastwest-gateway.yaml.j2"),
     ),
     (
         "expose/cross-network-gateway.yaml.j2",
         include_str!("../templates/expose/cross-network-gateway.yaml.j2"),
+    ),
+    (
+        "expose/expose-istiod.yaml.j2",
+        include_str!("../templates/expose/expose-istiod.yaml.j2"),
     ),
     (
         "remote-secrets/remote-secret.yaml.j2",

@@ -62,6 +62,14 @@ pub struct MeshState {
 }
 
 impl MeshState {
+    /// East-west gateway IPs recorded so far, by cluster.
+    pub fn gateway_ips(&self) -> BTreeMap<String, String> {
+        self.clusters
+            .iter()
+            .filter_map(|(name, c)| Some((name.clone(), c.eastwest_ip.clone()?)))
+            .collect()
+    }
+
     /// The kubeconfig entries meshctl wrote into [`MeshState::kubeconfig`]: those it recorded, and
     /// the contexts of the kind clusters it created (always imported under their names; state
     /// written before entries were recorded lists only these).

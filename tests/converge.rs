@@ -123,7 +123,7 @@ fn a_plain_up_repairs_every_drift_in_what_meshctl_owns_and_names_each_repair() {
         new_calls,
         [
             "istioctl version --remote=false",
-            "istioctl install -y --context cluster2 -f cluster2/04-istio/control-plane.yaml --readiness-timeout 60s"
+            "istioctl install -y --context cluster2 -f cluster2/05-istio/control-plane.yaml --readiness-timeout 60s"
         ],
         "{text}"
     );

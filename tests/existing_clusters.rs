@@ -314,7 +314,7 @@ fn existing_clusters_get_the_whole_mesh_and_a_second_up_writes_nothing() {
     );
     let reinstalled = lab.istioctl.calls()[installs..]
         .iter()
-        .filter(|c| c.contains("04-istio/control-plane.yaml"))
+        .filter(|c| c.contains("05-istio/control-plane.yaml"))
         .count();
     assert_eq!(reinstalled, 2, "{:?}", lab.istioctl.calls());
     block_on(async {
@@ -379,7 +379,7 @@ fn existing_clusters_get_the_whole_mesh_and_a_second_up_writes_nothing() {
     assert!(out.status.success(), "{}", stderr(&out));
     let calls = lab.istioctl.calls();
     for name in ["east", "west"] {
-        for file in ["05-eastwest/eastwest-gateway.yaml", "04-istio/control-plane.yaml"] {
+        for file in ["06-eastwest/eastwest-gateway.yaml", "05-istio/control-plane.yaml"] {
             let call = format!("istioctl uninstall -y --context {name} -f {name}/{file}");
             assert!(calls.contains(&call), "{call} in {calls:?}");
         }

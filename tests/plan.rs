@@ -29,6 +29,11 @@ fn fixed_cas(mesh: &Mesh) -> Vec<IntermediateCa> {
 }
 
 fn plan_for(mesh: &Mesh) -> Plan {
+    plan_with_gateways(mesh, &[])
+}
+
+/// The plan once the east-west gateways in `ips` have their IPs recorded.
+fn plan_with_gateways(mesh: &Mesh, ips: &[(&str, &str)]) -> Plan {
     let pools = ipam::plan_pools("172.18.0.0/16".parse().unwrap(), mesh.clusters.len(), &[]).unwrap();
     let phases = plan::select_phases(mesh.provider, &[], &[]).unwrap();
     plan::build(&PlanInput {
@@ -38,8 +43,41 @@ fn plan_for(mesh: &Mesh) -> Plan {
         cas: fixed_cas(mesh),
         timeout_secs: 300,
         docker_network: "kind".into(),
+        gateway_ips: ips
+            .iter()
+            .map(|(c, ip)| (c.to_string(), ip.to_string()))
+            .collect(),
     })
     .unwrap()
+}
+
+/// Primary `cluster1` on network1 and remote `cluster2` on network2: Istio's "Install
+/// Primary-Remote on different networks".
+const PRIMARY_REMOTE_MULTI_NETWORK: &str = "clusters:\n  - {}\n  - {role: remote}\n";
+/// The same on one network: "Install Primary-Remote".
+const PRIMARY_REMOTE_ONE_NETWORK: &str =
+    "clusters:\n  - {network: network1}\n  - {role: remote, network: network1}\n";
+/// Two primaries on one network: "Install Multi-Primary".
+const MULTI_PRIMARY_ONE_NETWORK: &str = "clusters:\n  - {network: network1}\n  - {network: network1}\n";
+
+fn model(yaml: &str) -> Mesh {
+    Mesh::from_yaml(yaml, None).unwrap()
+}
+
+/// The text a snapshot holds: the listing, then every artifact (each parsed, so broken YAML fails).
+fn snapshot_text(mesh: &Mesh, plan: &Plan) -> String {
+    let mut text = meshctl::dry_run::listing(plan);
+    for a in all_artifacts(mesh, plan) {
+        text.push_str(&format!(
+            "\n=== {} (from {}{})\n",
+            a.path,
+            a.template,
+            if a.secret { ", secret" } else { "" }
+        ));
+        text.push_str(&a.content);
+        parse_documents(&a.content).unwrap_or_else(|e| panic!("{}: {e}", a.path));
+    }
+    text
 }
 
 fn all_artifacts(mesh: &Mesh, plan: &Plan) -> Vec<Artifact> {
@@ -66,27 +104,34 @@ fn rendered_plan_snapshots_for_one_two_and_three_clusters() {
     for n in 1..=3 {
         let mesh = Mesh::for_kind(n, "mesh1").unwrap();
         let plan = plan_for(&mesh);
-        let mut text = meshctl::dry_run::listing(&plan);
-        for a in all_artifacts(&mesh, &plan) {
-            text.push_str(&format!(
-                "\n=== {} (from {}{})\n",
-                a.path,
-                a.template,
-                if a.secret { ", secret" } else { "" }
-            ));
-            text.push_str(&a.content);
-            // A snapshot alone accepts broken YAML: parse in the same test.
-            parse_documents(&a.content).unwrap_or_else(|e| panic!("{}: {e}", a.path));
-        }
-        insta::assert_snapshot!(format!("plan_{n}_clusters"), text);
+        insta::assert_snapshot!(format!("plan_{n}_clusters"), snapshot_text(&mesh, &plan));
+    }
+}
+
+#[test]
+fn rendered_plan_snapshots_for_each_deployment_model() {
+    for (name, yaml) in [
+        ("primary_remote_multi_network", PRIMARY_REMOTE_MULTI_NETWORK),
+        ("primary_remote_one_network", PRIMARY_REMOTE_ONE_NETWORK),
+        ("multi_primary_one_network", MULTI_PRIMARY_ONE_NETWORK),
+    ] {
+        let mesh = model(yaml);
+        let plan = plan_with_gateways(&mesh, &[("cluster1", "172.18.255.200")]);
+        insta::assert_snapshot!(format!("model_{name}"), snapshot_text(&mesh, &plan));
     }
 }
 
 #[test]
 fn every_document_validates_against_its_schema() {
-    let mesh = Mesh::for_kind(3, "mesh1").unwrap();
-    let plan = plan_for(&mesh);
-    let artifacts = all_artifacts(&mesh, &plan);
+    let mut artifacts = Vec::new();
+    for mesh in [
+        Mesh::for_kind(3, "mesh1").unwrap(),
+        model(PRIMARY_REMOTE_MULTI_NETWORK),
+        model(MULTI_PRIMARY_ONE_NETWORK),
+    ] {
+        let plan = plan_with_gateways(&mesh, &[("cluster1", "172.18.255.200")]);
+        artifacts.extend(all_artifacts(&mesh, &plan));
+    }
     let Some(upstream) = support::schema::upstream_dir() else {
         eprintln!("skipping CRD schema checks: ../shared/upstream is not beside the project");
         return;
@@ -124,6 +169,7 @@ fn every_document_validates_against_its_schema() {
     }
     for expected in [
         "networking.istio.io/v1 Gateway",
+        "networking.istio.io/v1 VirtualService",
         "networking.istio.io/v1 DestinationRule",
         "metallb.io/v1beta1 IPAddressPool",
         "metallb.io/v1beta1 L2Advertisement",
@@ -168,7 +214,7 @@ fn core_roundtrip_errors(kind: &str, doc: &Value) -> Vec<String> {
 fn one_mesh_id_and_a_distinct_cluster_name_and_network_per_primary() {
     let mesh = Mesh::for_kind(3, "lab-mesh").unwrap();
     let plan = plan_for(&mesh);
-    let iops = docs_of(&plan.artifacts, "04-istio/control-plane.yaml");
+    let iops = docs_of(&plan.artifacts, "05-istio/control-plane.yaml");
     assert_eq!(iops.len(), 3);
     let mut names = HashSet::new();
     let mut networks = HashSet::new();
@@ -193,7 +239,7 @@ fn mesh_config_options_reach_every_istio_operator_as_given_and_only_when_set() {
     let yaml = "clusters: [{}, {}]\nmeshConfig:\n  discoverySelectors:\n    - matchLabels: {kubernetes.io/metadata.name: istio-system}\n    - matchExpressions: [{key: team, operator: In, values: [payments, 'on']}]\n  defaultVirtualServiceExportTo: ['.']\n  serviceSettings:\n    - settings: {clusterLocal: true}\n      hosts: ['*.kube-system.svc.cluster.local']\n";
     let mesh = Mesh::from_yaml(yaml, None).unwrap();
     let plan = plan_for(&mesh);
-    let iops = docs_of(&plan.artifacts, "04-istio/control-plane.yaml");
+    let iops = docs_of(&plan.artifacts, "05-istio/control-plane.yaml");
     assert_eq!(iops.len(), 2);
     for (path, iop) in &iops {
         let mc = &iop["spec"]["meshConfig"];
@@ -212,12 +258,12 @@ fn mesh_config_options_reach_every_istio_operator_as_given_and_only_when_set() {
     let text = &plan
         .artifacts
         .iter()
-        .find(|a| a.path == "cluster1/04-istio/control-plane.yaml")
+        .find(|a| a.path == "cluster1/05-istio/control-plane.yaml")
         .unwrap()
         .content;
     insta::assert_snapshot!("control_plane_with_mesh_config", text);
     let plain = plan_for(&Mesh::for_kind(2, "mesh1").unwrap());
-    for (path, iop) in docs_of(&plain.artifacts, "04-istio/control-plane.yaml") {
+    for (path, iop) in docs_of(&plain.artifacts, "05-istio/control-plane.yaml") {
         assert!(
             iop["spec"].get("meshConfig").is_none(),
             "{path}: no meshConfig unless asked"
@@ -301,7 +347,7 @@ fn istio_system_is_labelled_with_the_network_and_cacerts_holds_the_four_files() 
     use base64::Engine as _;
     let mesh = Mesh::for_kind(2, "mesh1").unwrap();
     let plan = plan_for(&mesh);
-    for ((_, ns), c) in docs_of(&plan.artifacts, "03-certs/istio-system.yaml")
+    for ((_, ns), c) in docs_of(&plan.artifacts, "04-certs/istio-system.yaml")
         .iter()
         .zip(&mesh.clusters)
     {
@@ -489,6 +535,7 @@ fn existing_clusters_plan_starts_at_certs_and_labels_nodes_only_where_missing() 
         cas: fixed_cas(&mesh),
         timeout_secs: 60,
         docker_network: "kind".into(),
+        gateway_ips: Default::default(),
     })
     .unwrap();
     assert_eq!(p.phases[0].phase, Phase::Certs);
@@ -534,4 +581,224 @@ fn schema_checks_reject_what_the_api_server_would() {
         !core_roundtrip_errors("Deployment", &bad_deployment).is_empty(),
         "unknown core field is caught"
     );
+}
+
+/// The steps of `cluster` in every entry of `phase`, in plan order.
+fn steps_of<'p>(plan: &'p Plan, phase: Phase, cluster: &str) -> Vec<&'p Step> {
+    plan.phases
+        .iter()
+        .filter(|p| p.phase == phase)
+        .flat_map(|p| p.clusters.iter().filter(|cs| cs.cluster == cluster))
+        .flat_map(|cs| cs.steps.iter())
+        .collect()
+}
+
+fn one_doc(plan: &Plan, path: &str) -> Value {
+    let a = plan
+        .artifacts
+        .iter()
+        .find(|a| a.path == path)
+        .unwrap_or_else(|| panic!("no artifact {path}"));
+    parse_documents(&a.content).unwrap().remove(0)
+}
+
+/// Istio docs, "Install Primary-Remote on different networks" (istio.io
+/// content/en/docs/setup/install/multicluster/primary-remote_multi-network/index.md): the primary's
+/// IstioOperator adds `externalIstiod: true`; istiod is exposed with
+/// samples/multicluster/expose-istiod.yaml; the remote's istio-system is annotated
+/// `topology.istio.io/controlPlaneClusters=cluster1` and labelled with its network; the remote gets
+/// `profile: remote`, `istiodRemote.injectionPath: /inject/cluster/cluster2/net/network2` and
+/// `global.remotePilotAddress` = the primary's east-west gateway IP; the remote's secret goes to the
+/// primary only; both clusters get an east-west gateway, the remote's after it is attached;
+/// services are exposed on the primary only.
+#[test]
+fn primary_remote_on_two_networks_follows_istios_install_docs() {
+    let mesh = model(PRIMARY_REMOTE_MULTI_NETWORK);
+    let plan = plan_with_gateways(&mesh, &[("cluster1", "172.18.255.200")]);
+    let primary = one_doc(&plan, "cluster1/05-istio/control-plane.yaml");
+    assert_eq!(primary["spec"]["values"]["global"]["externalIstiod"], true);
+    assert_eq!(primary["spec"]["values"]["global"]["meshID"], "mesh1");
+    let remote = one_doc(&plan, "cluster2/05-istio/control-plane.yaml");
+    assert_eq!(remote["spec"]["profile"], "remote");
+    assert_eq!(
+        remote["spec"]["values"]["istiodRemote"]["injectionPath"],
+        "/inject/cluster/cluster2/net/network2"
+    );
+    assert_eq!(
+        remote["spec"]["values"]["global"]["remotePilotAddress"],
+        "172.18.255.200"
+    );
+    assert_eq!(
+        remote["metadata"]["name"], "control-plane",
+        "named: pruning never takes the gateway"
+    );
+    let ns = one_doc(&plan, "cluster2/04-certs/istio-system.yaml");
+    assert_eq!(
+        ns["metadata"]["annotations"]["topology.istio.io/controlPlaneClusters"],
+        "cluster1"
+    );
+    assert_eq!(ns["metadata"]["labels"]["topology.istio.io/network"], "network2");
+    let ns1 = one_doc(&plan, "cluster1/04-certs/istio-system.yaml");
+    assert!(
+        ns1["metadata"]["annotations"].is_null(),
+        "a primary is nobody's remote"
+    );
+
+    // expose-istiod as upstream ships it, in istio-system.
+    if let Some(upstream) = support::schema::upstream_dir() {
+        let sample = parse_documents(
+            &std::fs::read_to_string(upstream.join("istio/samples/multicluster/expose-istiod.yaml")).unwrap(),
+        )
+        .unwrap();
+        let ours = parse_documents(
+            &plan
+                .artifacts
+                .iter()
+                .find(|a| a.path == "cluster1/07-expose/expose-istiod.yaml")
+                .unwrap()
+                .content,
+        )
+        .unwrap();
+        assert_eq!(ours.len(), sample.len());
+        for (o, s) in ours.iter().zip(&sample) {
+            assert_eq!(
+                (&o["kind"], &o["metadata"]["name"]),
+                (&s["kind"], &s["metadata"]["name"])
+            );
+            assert_eq!(
+                o["spec"], s["spec"],
+                "{} differs from the upstream sample",
+                s["kind"]
+            );
+            assert_eq!(o["metadata"]["namespace"], "istio-system");
+        }
+    }
+    assert!(
+        plan.artifacts
+            .iter()
+            .all(|a| !a.path.starts_with("cluster2/07-expose"))
+    );
+    assert!(
+        plan.artifacts
+            .iter()
+            .any(|a| a.path == "cluster1/07-expose/cross-network-gateway.yaml")
+    );
+
+    // Secrets: the primary holds the remote's; the remote holds none.
+    let secrets = |c: &str| -> Vec<String> {
+        steps_of(&plan, Phase::RemoteSecrets, c)
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::RemoteSecret { source } => Some(source.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(secrets("cluster1"), ["cluster2"]);
+    assert!(steps_of(&plan, Phase::RemoteSecrets, "cluster2").is_empty());
+
+    // Order: the primary's control plane, gateway and exposure, then the remote's install, then
+    // the attach (secret), then the remote's gateway.
+    let order: Vec<(Phase, Vec<&str>)> = plan
+        .phases
+        .iter()
+        .filter(|p| p.phase >= Phase::Istio)
+        .map(|p| (p.phase, p.clusters.iter().map(|c| c.cluster.as_str()).collect()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (Phase::Istio, vec!["cluster1"]),
+            (Phase::Eastwest, vec!["cluster1"]),
+            (Phase::Expose, vec!["cluster1"]),
+            (Phase::Istio, vec!["cluster2"]),
+            (Phase::RemoteSecrets, vec!["cluster1"]),
+            (Phase::Eastwest, vec!["cluster2"]),
+        ]
+    );
+    // The remote's gateway waits for the primary to take the injector over.
+    assert!(matches!(
+        steps_of(&plan, Phase::Eastwest, "cluster2")[0],
+        Step::Wait {
+            until: plan::Condition::WebhookCaBundle { .. }
+        }
+    ));
+    assert!(matches!(
+        steps_of(&plan, Phase::Istio, "cluster2")[0],
+        Step::IstioctlInstall { record_on, .. } if record_on == "service/istiod"
+    ));
+}
+
+#[test]
+fn a_remote_planned_before_its_primary_has_a_gateway_ip_shows_the_docs_variable() {
+    let mesh = model(PRIMARY_REMOTE_MULTI_NETWORK);
+    let plan = plan_for(&mesh);
+    let remote = one_doc(&plan, "cluster2/05-istio/control-plane.yaml");
+    assert_eq!(
+        remote["spec"]["values"]["global"]["remotePilotAddress"],
+        meshctl::phases::istio::DISCOVERY_ADDRESS_UNKNOWN
+    );
+}
+
+/// Istio docs, "Install Primary-Remote" (one network): the primary still exposes istiod through an
+/// east-west gateway, but no services Gateway and no gateway in the remote.
+#[test]
+fn primary_remote_on_one_network_has_one_gateway_for_istiod_only() {
+    let mesh = model(PRIMARY_REMOTE_ONE_NETWORK);
+    let plan = plan_with_gateways(&mesh, &[("cluster1", "172.18.255.200")]);
+    let paths: Vec<&str> = plan.artifacts.iter().map(|a| a.path.as_str()).collect();
+    assert!(paths.contains(&"cluster1/06-eastwest/eastwest-gateway.yaml"));
+    assert!(paths.contains(&"cluster1/07-expose/expose-istiod.yaml"));
+    assert!(
+        !paths.iter().any(|p| p.ends_with("cross-network-gateway.yaml")),
+        "{paths:?}"
+    );
+    assert!(
+        !paths.iter().any(|p| p.starts_with("cluster2/06-eastwest")),
+        "{paths:?}"
+    );
+    let remote = one_doc(&plan, "cluster2/05-istio/control-plane.yaml");
+    assert_eq!(
+        remote["spec"]["values"]["istiodRemote"]["injectionPath"],
+        "/inject/cluster/cluster2/net/network1"
+    );
+}
+
+/// Istio docs, "Install Multi-Primary" (one network): no east-west gateway at all, every istiod
+/// watches the other's API server; on kind, each node routes the other's pod and service CIDRs to
+/// the other node, as Istio's CI does for clusters sharing a network
+/// (common/scripts/kind_provisioner.sh, connect_kind_clusters).
+#[test]
+fn multi_primary_on_one_network_routes_pods_and_needs_no_gateway() {
+    let mesh = model(MULTI_PRIMARY_ONE_NETWORK);
+    let plan = plan_for(&mesh);
+    assert!(
+        !plan
+            .phases
+            .iter()
+            .any(|p| matches!(p.phase, Phase::Eastwest | Phase::Expose)),
+        "a flat mesh has no east-west gateway"
+    );
+    for (me, peer, cidrs) in [
+        ("cluster1", "cluster2", ["10.20.0.0/16", "10.255.20.0/24"]),
+        ("cluster2", "cluster1", ["10.10.0.0/16", "10.255.10.0/24"]),
+    ] {
+        let steps = steps_of(&plan, Phase::Routes, me);
+        let [Step::RoutePeers { node, peers, .. }] = steps.as_slice() else {
+            panic!("{me}: {steps:?}");
+        };
+        assert_eq!(node, &format!("{me}-control-plane"));
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].cluster, peer);
+        assert_eq!(peers[0].node, format!("{peer}-control-plane"));
+        assert_eq!(peers[0].cidrs, cidrs);
+    }
+    for c in ["cluster1", "cluster2"] {
+        let iop = one_doc(&plan, &format!("{c}/05-istio/control-plane.yaml"));
+        assert_eq!(iop["spec"]["values"]["global"]["network"], "network1");
+        assert!(iop["spec"]["values"]["global"]["externalIstiod"].is_null());
+    }
+    // Separate networks get no routes: that is what keeps them separate.
+    let plan = plan_for(&Mesh::for_kind(2, "mesh1").unwrap());
+    assert!(!plan.phases.iter().any(|p| p.phase == Phase::Routes));
 }

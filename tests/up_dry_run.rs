@@ -31,7 +31,7 @@ fn three_cluster_plan_is_written_with_phase_ordered_folders_and_converges() {
         "ecdsa-p256",
     ]));
     assert!(
-        listing.contains("07-remote-secrets") && listing.contains("nothing was changed"),
+        listing.contains("08-remote-secrets") && listing.contains("nothing was changed"),
         "{listing}"
     );
     // The plan shows the CA the real `up` will use: the work dir's, not a throwaway one in OUT.
@@ -41,7 +41,7 @@ fn three_cluster_plan_is_written_with_phase_ordered_folders_and_converges() {
         "{listing}"
     );
     assert!(!out.join("certs").exists());
-    let cacerts = fs::read_to_string(out.join("cluster1/03-certs/cacerts.yaml")).unwrap();
+    let cacerts = fs::read_to_string(out.join("cluster1/04-certs/cacerts.yaml")).unwrap();
     let intermediate = fs::read_to_string(certs.join("cluster1/ca-cert.pem")).unwrap();
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&intermediate);
@@ -54,16 +54,16 @@ fn three_cluster_plan_is_written_with_phase_ordered_folders_and_converges() {
         for f in [
             "01-clusters/kind-config.yaml",
             "02-metallb/address-pool.yaml",
-            "03-certs/istio-system.yaml",
-            "03-certs/cacerts.yaml",
-            "04-istio/control-plane.yaml",
-            "05-eastwest/eastwest-gateway.yaml",
-            "06-expose/cross-network-gateway.yaml",
+            "04-certs/istio-system.yaml",
+            "04-certs/cacerts.yaml",
+            "05-istio/control-plane.yaml",
+            "06-eastwest/eastwest-gateway.yaml",
+            "07-expose/cross-network-gateway.yaml",
             "verify/helloworld.yaml",
         ] {
             assert!(out.join(c).join(f).is_file(), "{c}/{f} missing");
         }
-        let mode = fs::metadata(out.join(c).join("03-certs/cacerts.yaml"))
+        let mode = fs::metadata(out.join(c).join("04-certs/cacerts.yaml"))
             .unwrap()
             .permissions()
             .mode()
@@ -81,7 +81,7 @@ fn three_cluster_plan_is_written_with_phase_ordered_folders_and_converges() {
     assert!(out.join("plan.yaml").is_file());
 
     // A second run reuses the work dir's CA, so every manifest comes out byte for byte the same.
-    let before = fs::read(out.join("cluster2/03-certs/cacerts.yaml")).unwrap();
+    let before = fs::read(out.join("cluster2/04-certs/cacerts.yaml")).unwrap();
     let root = fs::read(certs.join("root-key.pem")).unwrap();
     ok(meshctl(&[
         "--workdir",
@@ -96,7 +96,7 @@ fn three_cluster_plan_is_written_with_phase_ordered_folders_and_converges() {
         "ecdsa-p256",
     ]));
     assert_eq!(
-        fs::read(out.join("cluster2/03-certs/cacerts.yaml")).unwrap(),
+        fs::read(out.join("cluster2/04-certs/cacerts.yaml")).unwrap(),
         before
     );
     assert_eq!(fs::read(certs.join("root-key.pem")).unwrap(), root);
@@ -117,14 +117,14 @@ fn three_cluster_plan_is_written_with_phase_ordered_folders_and_converges() {
         "ecdsa-p256",
     ]));
     assert!(
-        !out.join("cluster3/03-certs").exists(),
+        !out.join("cluster3/04-certs").exists(),
         "stale cluster3 plan removed"
     );
     assert_eq!(
         fs::read_to_string(out.join("cluster3/NOTES.txt")).unwrap(),
         "mine"
     );
-    assert!(out.join("cluster2/03-certs/cacerts.yaml").is_file());
+    assert!(out.join("cluster2/04-certs/cacerts.yaml").is_file());
 }
 
 #[test]
@@ -213,14 +213,14 @@ fn config_file_topology_and_phase_selection() {
         out.to_str().unwrap(),
     ]));
     assert!(
-        text.contains("04-istio") && text.contains("05-eastwest") && !text.contains("03-certs"),
+        text.contains("05-istio") && text.contains("06-eastwest") && !text.contains("04-certs"),
         "{text}"
     );
     assert!(
         !work.join("lab/certs").exists(),
         "no certificate work when the certs phase is not selected"
     );
-    let iop = fs::read_to_string(out.join("east/04-istio/control-plane.yaml")).unwrap();
+    let iop = fs::read_to_string(out.join("east/05-istio/control-plane.yaml")).unwrap();
     assert!(
         iop.contains("meshID: \"lab\"") && iop.contains("clusterName: \"east\""),
         "{iop}"

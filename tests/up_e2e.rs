@@ -103,8 +103,8 @@ fn up_two_clusters_builds_the_mesh_with_the_exact_tool_calls_and_a_second_up_cha
         "docker inspect --format {{json .NetworkSettings.Networks}} cluster2-control-plane",
         "docker network inspect kind",
         "istioctl version --remote=false",
-        "istioctl install -y --context cluster1 -f cluster1/04-istio/control-plane.yaml --readiness-timeout 60s",
-        "istioctl install -y --context cluster2 -f cluster2/05-eastwest/eastwest-gateway.yaml --readiness-timeout 60s",
+        "istioctl install -y --context cluster1 -f cluster1/05-istio/control-plane.yaml --readiness-timeout 60s",
+        "istioctl install -y --context cluster2 -f cluster2/06-eastwest/eastwest-gateway.yaml --readiness-timeout 60s",
     ] {
         assert!(
             calls.iter().any(|c| c == expected),
@@ -261,13 +261,13 @@ fn a_failing_cluster_is_named_the_others_finish_and_up_resumes() {
     assert!(
         !new_calls
             .iter()
-            .any(|c| c.contains("--context cluster1 -f cluster1/04-istio")),
+            .any(|c| c.contains("--context cluster1 -f cluster1/05-istio")),
         "cluster1's istio is not reinstalled"
     );
     assert!(
         new_calls
             .iter()
-            .any(|c| c.contains("--context cluster2 -f cluster2/04-istio"))
+            .any(|c| c.contains("--context cluster2 -f cluster2/05-istio"))
     );
 }
 

@@ -74,6 +74,7 @@ fn plan_for_status(mesh: &Mesh, state: &MeshState, dir: &MeshDir) -> Result<(Pla
         cas: cas.unwrap_or_default(),
         timeout_secs: 300,
         docker_network: crate::tools::docker::kind_network(),
+        gateway_ips: state.gateway_ips(),
     };
     Ok((plan::build(&input)?, have_cas))
 }
@@ -141,9 +142,11 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
             down.push(c.name.clone());
         }
     }
+    let mut cas_reported = have_cas;
     for (index, phase_plan) in plan.phases.iter().enumerate() {
         let phase = phase_plan.phase;
-        if phase == Phase::Istio && !have_cas {
+        if phase == Phase::Istio && !cas_reported {
+            cas_reported = true;
             // Shown before istio, where `up` runs it.
             for c in mesh.clusters.iter().filter(|c| !down.contains(&c.name)) {
                 let missing = Finding::missing(

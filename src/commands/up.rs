@@ -91,6 +91,7 @@ async fn prepare<'m>(
         cas,
         timeout_secs: args.timeout.as_secs(),
         docker_network: resolved.network.clone(),
+        gateway_ips: facts.map(|(_, s)| s.snapshot().gateway_ips()).unwrap_or_default(),
     };
     let verify = phases::verify::artifacts(mesh)?;
     let mut prepared = Prepared {
@@ -277,8 +278,13 @@ fn summary(reporter: &Reporter, mesh: &Mesh, state: &StateStore, plan: &Plan) {
     for c in &mesh.clusters {
         let cs = snapshot.clusters.get(&c.name).cloned().unwrap_or_default();
         // The run finished: every planned phase is in place in every cluster.
-        let istiod = if planned(Phase::Istio) { "ready" } else { "-" };
-        let secrets = if planned(Phase::RemoteSecrets) {
+        let istiod = match (planned(Phase::Istio), &c.primary) {
+            (false, _) => "-".to_string(),
+            (true, None) => "ready".to_string(),
+            (true, Some(primary)) => format!("of {primary}"),
+        };
+        // Only istiods read remote secrets.
+        let secrets = if planned(Phase::RemoteSecrets) && c.primary.is_none() {
             format!("{}/{}", n - 1, n - 1)
         } else {
             "-".into()
@@ -292,7 +298,7 @@ fn summary(reporter: &Reporter, mesh: &Mesh, state: &StateStore, plan: &Plan) {
             c.name.clone(),
             c.network.clone(),
             ip,
-            istiod.to_string(),
+            istiod.clone(),
             secrets,
         ]);
     }

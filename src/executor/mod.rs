@@ -24,13 +24,13 @@ pub use facts::pools;
 use crate::dry_run::describe;
 use crate::kube::Clients;
 use crate::phases;
-use crate::plan::{self, Artifact, ClusterSteps, Phase, Plan, PlanInput, Step};
+use crate::plan::{self, Artifact, ClusterSteps, Phase, PhasePlan, Plan, PlanInput, Step};
 use crate::probe::{self, Finding, Found, Probe};
 use crate::report::Reporter;
 use crate::state::StateStore;
 use crate::tools::ProcessRunner;
 use crate::tools::istioctl::{self, Istioctl};
-use crate::topology::Mesh;
+use crate::topology::{Mesh, Role};
 
 /// Everything the executor needs to know, resolved once by the command layer.
 #[derive(Debug, Clone)]
@@ -176,6 +176,13 @@ impl Executor {
                     self.replan_pools(prepared).await?;
                     known = None;
                 }
+                if self.needs_discovery_addresses(&prepared.plan.phases[index]) {
+                    // Remotes install now: render their IstioOperators with the primaries'
+                    // east-west gateway IPs, recorded when those got them.
+                    prepared.input.gateway_ips = self.state.snapshot().gateway_ips();
+                    prepared.rebuild()?;
+                    known = None;
+                }
                 let findings = known.as_mut().map(|k| std::mem::take(&mut k[index]));
                 let outcomes = self.run_phase(&prepared.plan, index, findings).await?;
                 let ran = outcomes.iter().any(|(_, o)| *o != Outcome::InPlace);
@@ -198,6 +205,16 @@ impl Executor {
             result = work => Ok(RunEnd::Finished { changed: result? }),
             _ = tokio::signal::ctrl_c() => Ok(RunEnd::Interrupted),
         }
+    }
+
+    /// Whether `phase` installs remotes whose primary's gateway IP the plan may not hold yet.
+    fn needs_discovery_addresses(&self, phase: &PhasePlan) -> bool {
+        phase.phase == Phase::Istio
+            && phase.clusters.iter().any(|cs| {
+                self.mesh
+                    .cluster(&cs.cluster)
+                    .is_some_and(|c| c.role == Role::Remote)
+            })
     }
 
     /// Findings of every phase (outer) in every cluster (inner), probed concurrently.

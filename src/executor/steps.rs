@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
 use super::Executor;
@@ -14,7 +14,7 @@ use crate::kube::apply::{Applied, Applier, Change};
 use crate::kube::{FIELD_MANAGER, wait};
 use crate::phases::clusters::api_endpoint;
 use crate::phases::eastwest::GATEWAY_NAME;
-use crate::phases::istio::{INSTALLED_DIGEST, NAMESPACE as ISTIO_NAMESPACE};
+use crate::phases::istio::{DISCOVERY_ADDRESS_UNKNOWN, INSTALLED_DIGEST, NAMESPACE as ISTIO_NAMESPACE};
 use crate::plan::{Condition, Step};
 use crate::remote_secret;
 use crate::tools::RunOptions;
@@ -54,10 +54,10 @@ impl Executor {
             Step::IstioctlInstall {
                 context,
                 file,
-                deployment,
+                record_on,
                 timeout_secs,
             } => {
-                self.istioctl_install(cluster, context, file, deployment, *timeout_secs)
+                self.istioctl_install(cluster, context, file, record_on, *timeout_secs)
                     .await
             }
             Step::Apply { file } => {
@@ -91,6 +91,18 @@ impl Executor {
                 // Remote secrets built earlier in this run carry the old address.
                 self.secrets.lock().expect("secrets lock").remove(&cluster.name);
                 Ok(Some(format!("API server {endpoint}")))
+            }
+            Step::RoutePeers { node, network, peers } => {
+                let docker = Docker::new(&self.runner);
+                let mut done = Vec::new();
+                for peer in peers {
+                    let via = docker.container_ip(&peer.node, network).await?;
+                    for cidr in &peer.cidrs {
+                        docker.route_replace(node, cidr, via).await?;
+                    }
+                    done.push(format!("{} via {via} ({})", peer.cidrs.join(", "), peer.cluster));
+                }
+                Ok(Some(format!("routes {}", done.join("; "))))
             }
             Step::LabelNodes { labels, overwrite } => self.label_nodes(cluster, labels, *overwrite).await,
             Step::PruneRemoteSecrets { keep } => self.prune_remote_secrets(cluster, keep).await,
@@ -152,9 +164,15 @@ impl Executor {
         cluster: &Cluster,
         context: &str,
         file: &str,
-        deployment: &str,
+        record_on: &str,
         timeout_secs: u64,
     ) -> Result<Option<String>> {
+        if self.artifact_text(file)?.contains(DISCOVERY_ADDRESS_UNKNOWN) {
+            let primary = cluster.primary.as_deref().unwrap_or("its primary");
+            return Err(anyhow!(
+                "{file}: the east-west gateway of `{primary}` has no IP recorded yet, and this remote's istiod address is that IP; run `meshctl up` so `{primary}`'s eastwest phase completes first"
+            ));
+        }
         // Its version was checked before anything changed. istioctl reads KUBECONFIG: point it at
         // the file meshctl was given.
         let options = self.tool_options(self.settings.kubeconfig_flag.as_deref());
@@ -166,17 +184,26 @@ impl Executor {
             )
             .await?;
         let digest = crate::plan::digest(&self.artifact_text(file)?);
-        let api: Api<Deployment> = Api::namespaced(self.client(cluster).await?, ISTIO_NAMESPACE);
+        let client = self.client(cluster).await?;
         let patch = serde_json::json!({"metadata": {"annotations": {INSTALLED_DIGEST: digest}}});
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        api.patch(deployment, &params, &Patch::Merge(&patch))
-            .await
-            .with_context(|| {
-                format!("cannot record the installed digest on deployment {ISTIO_NAMESPACE}/{deployment}")
-            })?;
+        let patched = match record_on.split_once('/') {
+            Some(("deployment", name)) => Api::<Deployment>::namespaced(client, ISTIO_NAMESPACE)
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
+            Some(("service", name)) => Api::<Service>::namespaced(client, ISTIO_NAMESPACE)
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
+            _ => return Err(anyhow!("cannot record an install on `{record_on}`")),
+        };
+        patched.with_context(|| {
+            format!("cannot record the installed digest on {record_on} in {ISTIO_NAMESPACE}")
+        })?;
         Ok(None)
     }
 

@@ -13,6 +13,8 @@ use crate::topology::Provider;
 #[derive(Serialize)]
 struct IstioSystem<'a> {
     network: &'a str,
+    /// A remote's primary: annotation `topology.istio.io/controlPlaneClusters`.
+    control_plane: Option<&'a str>,
 }
 
 /// The `cacerts` Secret of `ca`'s cluster, as `up` applies it (and `certs rotate`).
@@ -56,6 +58,7 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         "certs/istio-system.yaml.j2",
         &IstioSystem {
             network: &cluster.network,
+            control_plane: cluster.primary.as_deref(),
         },
         false,
     )?;

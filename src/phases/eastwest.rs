@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::kube::inspect;
 use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
+use crate::topology::Role;
 use crate::versions;
 
 use super::istio::{NAMESPACE, install_operator, installed};
@@ -20,6 +21,21 @@ struct EastWest<'a> {
 }
 
 pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+    if !b.input.mesh.needs_eastwest(b.cluster) {
+        // One network and no remotes: pods call each other directly (flat multi-primary).
+        return Ok(());
+    }
+    if b.cluster.role == Role::Remote {
+        // The gateway's pods are injected by the primary's istiod, which serves this cluster's
+        // injector only once it has taken the cluster over and patched the webhook's CA bundle
+        // (docs: attach the remote, then install its east-west gateway).
+        b.step(Step::Wait {
+            until: Condition::WebhookCaBundle {
+                kind: "MutatingWebhookConfiguration".into(),
+                name: "istio-sidecar-injector".into(),
+            },
+        });
+    }
     let context = EastWest {
         istio_version: versions::ISTIO_VERSION,
         network: &b.cluster.network,

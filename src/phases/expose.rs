@@ -1,4 +1,8 @@
-//! Phase `expose`: `*.local` services reachable through the east-west gateway. Reference section 8.
+//! Phase `expose`: what a primary's east-west gateway serves. Reference section 8. `*.local`
+//! services for other networks (samples/multicluster/expose-services.yaml) when the mesh spans
+//! several networks; istiod itself (samples/multicluster/expose-istiod.yaml, 15012 and 15017) when
+//! remotes are configured by this primary. A remote exposes nothing of its own: its primary's
+//! Gateway configures the remote's east-west gateway too.
 
 use serde::Serialize;
 
@@ -8,6 +12,9 @@ use crate::probe::{Finding, Probe};
 /// The Gateway that exposes `*.local` services, as rendered.
 pub const GATEWAY_NAME: &str = "cross-network-gateway";
 
+/// The Gateway and VirtualService that expose istiod, as rendered.
+pub const ISTIOD_GATEWAY_NAME: &str = "istiod-gateway";
+
 /// Context of `templates/expose/cross-network-gateway.yaml.j2`.
 #[derive(Serialize)]
 struct Expose {
@@ -15,18 +22,33 @@ struct Expose {
 }
 
 pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
-    let file = b.render(
-        "cross-network-gateway.yaml",
-        "expose/cross-network-gateway.yaml.j2",
-        &Expose { name: GATEWAY_NAME },
-        false,
-    )?;
-    // The executor retries this apply until Istio's validation webhook serves (pitfall 30).
-    b.step(Step::Apply { file });
+    let mesh = b.input.mesh;
+    // The executor retries these applies until Istio's validation webhook serves (pitfall 30).
+    if mesh.exposes_services(b.cluster) {
+        let file = b.render(
+            "cross-network-gateway.yaml",
+            "expose/cross-network-gateway.yaml.j2",
+            &Expose { name: GATEWAY_NAME },
+            false,
+        )?;
+        b.step(Step::Apply { file });
+    }
+    if mesh.remotes_of(b.cluster).next().is_some() {
+        let file = b.render(
+            "expose-istiod.yaml",
+            "expose/expose-istiod.yaml.j2",
+            &Expose {
+                name: ISTIOD_GATEWAY_NAME,
+            },
+            false,
+        )?;
+        b.step(Step::Apply { file });
+    }
     Ok(())
 }
 
-/// The Gateway as rendered (missing too when Istio's CRDs are not installed).
+/// The Gateways (and istiod's VirtualService) as rendered (missing too when Istio's CRDs are not
+/// installed).
 pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     match p.client().await {
         Ok(client) => p.all_applied(&client).await,

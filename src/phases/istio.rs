@@ -1,9 +1,12 @@
-//! Phase `istio`: the primary control plane of each cluster. Reference section 6.
+//! Phase `istio`: each cluster's control plane. Reference section 6. A primary gets istiod; a
+//! remote gets Istio's `remote` profile, pointed at its primary's istiod through the primary's
+//! east-west gateway (Istio docs, "Install Primary-Remote" and "… on different networks").
 
 use serde::Serialize;
 
 use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
 use crate::probe::{self, Finding, Probe};
+use crate::topology::Role;
 use crate::versions;
 
 /// Name of the control-plane IstioOperator; a name keeps istioctl's pruning away from the east-west
@@ -16,6 +19,11 @@ pub const NAMESPACE: &str = "istio-system";
 /// tell whether the cluster runs what the plan renders.
 pub const INSTALLED_DIGEST: &str = "meshctl.io/installed-operator-digest";
 
+/// What a remote's IstioOperator carries until its primary's east-west gateway has an address:
+/// the variable Istio's docs use. `up` fills it in before it installs; a plan written by
+/// `--dry-run` may show it.
+pub const DISCOVERY_ADDRESS_UNKNOWN: &str = "${DISCOVERY_ADDRESS}";
+
 /// Context of `templates/istio/control-plane.yaml.j2`.
 #[derive(Serialize)]
 struct ControlPlane<'a> {
@@ -26,6 +34,19 @@ struct ControlPlane<'a> {
     network: &'a str,
     /// `meshConfig`, as JSON, when the topology sets any.
     mesh_config: Option<String>,
+    /// `values.global.externalIstiod`: this istiod also configures remote clusters.
+    external_istiod: bool,
+}
+
+/// Context of `templates/istio/remote.yaml.j2`.
+#[derive(Serialize)]
+struct Remote<'a> {
+    name: &'a str,
+    istio_version: &'a str,
+    cluster_name: &'a str,
+    network: &'a str,
+    primary: &'a str,
+    remote_pilot_address: &'a str,
 }
 
 /// Renders an IstioOperator into `file`, installs it with istioctl, and waits until `deployment`
@@ -41,7 +62,7 @@ pub(super) fn install_operator<C: Serialize>(
     b.step(Step::IstioctlInstall {
         context: b.cluster.context.clone(),
         file: path,
-        deployment: deployment.into(),
+        record_on: format!("deployment/{deployment}"),
         timeout_secs: b.input.timeout_secs,
     });
     b.step(Step::Wait {
@@ -54,8 +75,12 @@ pub(super) fn install_operator<C: Serialize>(
 }
 
 pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+    if b.cluster.role == Role::Remote {
+        return plan_remote(b);
+    }
     let cluster = b.cluster;
     let control_plane = ControlPlane {
+        external_istiod: b.input.mesh.remotes_of(cluster).next().is_some(),
         name: OPERATOR_NAME,
         istio_version: versions::ISTIO_VERSION,
         mesh_id: &b.input.mesh.mesh_id,
@@ -81,16 +106,53 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// A remote: the `remote` profile, its injector and istiod Service pointed at the primary's
+/// east-west gateway. It runs no istiod, so there is nothing to wait for: the primary's istiod
+/// takes the remote over once it holds the remote's secret (phase `remote-secrets`).
+fn plan_remote(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+    let mesh = b.input.mesh;
+    let primary = mesh.control_plane_of(b.cluster);
+    let address = b
+        .input
+        .gateway_ips
+        .get(&primary.name)
+        .map_or(DISCOVERY_ADDRESS_UNKNOWN, String::as_str);
+    let remote = Remote {
+        name: OPERATOR_NAME,
+        istio_version: versions::ISTIO_VERSION,
+        cluster_name: &b.cluster.name,
+        network: &b.cluster.network,
+        primary: &primary.name,
+        remote_pilot_address: address,
+    };
+    let path = b.render("control-plane.yaml", "istio/remote.yaml.j2", &remote, false)?;
+    b.step(Step::IstioctlInstall {
+        context: b.cluster.context.clone(),
+        file: path,
+        record_on: format!("service/{REMOTE_RECORD_SERVICE}"),
+        timeout_secs: b.input.timeout_secs,
+    });
+    Ok(())
+}
+
+/// The Service a remote install creates (istiod's address in the remote, backed by the primary's
+/// gateway: Istio chart `istio-discovery/templates/remote-istiod-service.yaml`); meshctl keeps its
+/// install record there.
+pub const REMOTE_RECORD_SERVICE: &str = "istiod";
+
 /// What each `istioctl install` of the phase installed: its Deployment available and recorded as
 /// installed from this very rendering.
 pub(super) async fn installed(p: &Probe<'_>, client: &kube::Client) -> Vec<Finding> {
     let mut out = Vec::new();
     for step in p.steps {
-        if let Step::IstioctlInstall { file, deployment, .. } = step {
+        if let Step::IstioctlInstall { file, record_on, .. } = step {
             let digest = p.artifact(file).map(|a| a.digest()).unwrap_or_default();
-            out.push(
-                probe::deployment(client, NAMESPACE, deployment, Some((INSTALLED_DIGEST, &digest))).await,
-            );
+            let installed = Some((INSTALLED_DIGEST, digest.as_str()));
+            out.push(match record_on.split_once('/') {
+                Some(("service", name)) => probe::service(client, NAMESPACE, name, installed).await,
+                Some((_, name)) => probe::deployment(client, NAMESPACE, name, installed).await,
+                None => Finding::different(record_on.clone(), "not a kind/name reference"),
+            });
         }
     }
     out

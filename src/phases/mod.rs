@@ -11,6 +11,7 @@ pub mod expose;
 pub mod istio;
 pub mod metallb;
 pub mod remote_secrets;
+pub mod routes;
 pub mod verify;
 
 use crate::plan::{Phase, PhaseBuilder, PlanError};
@@ -21,6 +22,7 @@ pub fn plan(builder: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     match builder.phase {
         Phase::Clusters => clusters::plan(builder),
         Phase::Metallb => metallb::plan(builder),
+        Phase::Routes => routes::plan(builder),
         Phase::Certs => certs::plan(builder),
         Phase::Istio => istio::plan(builder),
         Phase::Eastwest => eastwest::plan(builder),
@@ -34,6 +36,7 @@ pub async fn probe(phase: Phase, p: &Probe<'_>) -> Vec<Finding> {
     match phase {
         Phase::Clusters => clusters::probe(p).await,
         Phase::Metallb => metallb::probe(p).await,
+        Phase::Routes => routes::probe(p).await,
         Phase::Certs => certs::probe(p).await,
         Phase::Istio => istio::probe(p).await,
         Phase::Eastwest => eastwest::probe(p).await,

@@ -1,6 +1,7 @@
 //! Phase `remote-secrets`: every istiod watches every other cluster's API server. Reference section 9.
 //!
-//! N clusters give N·(N−1) secrets. They carry a token that exists only at run time, so the plan
+//! Every primary holds every other cluster's secret: N primaries and R remotes give
+//! N·(N+R−1) secrets (N·(N−1) in a multi-primary mesh). They carry a token that exists only at run time, so the plan
 //! lists the pairs; the secrets themselves are built by `remote_secret` when the phase runs.
 
 use base64::Engine as _;
@@ -11,7 +12,7 @@ use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
 use crate::remote_secret::NAMESPACE;
 use crate::state::MeshState;
-use crate::topology::{Mesh, Provider};
+use crate::topology::{Mesh, Provider, Role};
 
 /// Label istiod selects remote secrets by.
 pub const MULTICLUSTER_LABEL: &str = "istio/multiCluster";
@@ -38,6 +39,11 @@ pub fn meshctl_secret_for(secret: &Secret) -> Option<String> {
 }
 
 pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+    // Only an istiod reads remote secrets; a remote's secret goes to the primaries (which is how
+    // its primary takes it over: "Attach cluster2 as a remote cluster of cluster1").
+    if b.cluster.role == Role::Remote {
+        return Ok(());
+    }
     b.step(Step::PruneRemoteSecrets {
         keep: b.input.mesh.clusters.iter().map(|c| c.name.clone()).collect(),
     });

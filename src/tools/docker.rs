@@ -109,11 +109,55 @@ impl<'a> Docker<'a> {
                 reason: format!("container is not on the `{network}` network"),
             })
     }
+
+    /// `docker exec <node> ip route replace <cidr> via <via>`: packets for `cidr` leave the node
+    /// towards `via`. `replace` rather than Istio CI's `add`: running it again, or with a peer
+    /// that moved, converges instead of failing with "File exists".
+    pub async fn route_replace(&self, node: &str, cidr: &str, via: Ipv4Addr) -> Result<(), ToolError> {
+        let args = [
+            "exec",
+            node,
+            "ip",
+            "route",
+            "replace",
+            cidr,
+            "via",
+            &via.to_string(),
+        ]
+        .map(String::from);
+        self.runner.run("docker", &args, &RunOptions::default()).await?;
+        Ok(())
+    }
+
+    /// The gateway of `node`'s route for exactly `cidr` (`ip route show <cidr>` prints
+    /// `10.20.0.0/16 via 172.18.0.3 dev eth0`), `None` when it has no such route.
+    pub async fn route_via(&self, node: &str, cidr: &str) -> Result<Option<Ipv4Addr>, ToolError> {
+        let args = ["exec", node, "ip", "route", "show", cidr].map(String::from);
+        let out = self.runner.run("docker", &args, &RunOptions::default()).await?;
+        Ok(parse_route_via(&out.stdout))
+    }
+}
+
+/// The `via` address of the first route `ip route show` printed.
+pub fn parse_route_via(text: &str) -> Option<Ipv4Addr> {
+    let words: Vec<&str> = text.lines().next()?.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "via")?;
+    words.get(at + 1)?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_gateway_is_read_from_ip_route_show() {
+        assert_eq!(
+            parse_route_via("10.20.0.0/16 via 172.18.0.3 dev eth0 \n"),
+            Some("172.18.0.3".parse().unwrap())
+        );
+        assert_eq!(parse_route_via(""), None);
+        assert_eq!(parse_route_via("10.20.0.0/16 dev eth0 scope link"), None);
+    }
 
     #[test]
     fn network_inspect_lists_both_families_and_container_addresses() {

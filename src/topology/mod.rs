@@ -34,7 +34,20 @@ pub enum Provider {
     Existing,
 }
 
-/// One Istio mesh spanning several clusters (multi-primary, one network per cluster).
+/// What a cluster runs of Istio's control plane (Istio's deployment models, "Control plane models").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Runs istiod, which configures its own proxies (and those of the remotes it controls).
+    #[default]
+    Primary,
+    /// Runs no istiod: its proxies are configured by its primary's istiod, reached through the
+    /// primary's east-west gateway (`profile: remote`, `remotePilotAddress`).
+    Remote,
+}
+
+/// One Istio mesh spanning several clusters: multi-primary or primary-remote, on one network or
+/// several (Istio's deployment models).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Mesh {
@@ -49,10 +62,15 @@ pub struct Mesh {
     pub mesh_config: MeshOptions,
 }
 
-/// One primary cluster of the mesh.
+/// One cluster of the mesh.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Cluster {
+    /// Primary (runs istiod) or remote (configured by its primary's istiod).
+    pub role: Role,
+    /// For a remote: the primary whose istiod configures it. `None` for a primary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
     /// Istio cluster ID (`values.global.multiCluster.clusterName`), kind cluster name and remote
     /// secret key: one value for all three, so they can never disagree (reference pitfall 22).
     pub name: String,
@@ -146,6 +164,8 @@ struct MeshFile {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ClusterFile {
     name: Option<String>,
+    role: Option<Role>,
+    primary: Option<String>,
     context: Option<String>,
     network: Option<String>,
     region: Option<String>,
@@ -235,6 +255,8 @@ impl Mesh {
                 }
                 cluster.api_server = Some(server);
             }
+            cluster.role = c.role.unwrap_or_default();
+            cluster.primary = c.primary;
             cluster.network = c.network.unwrap_or(cluster.network);
             cluster.region = c.region.unwrap_or(cluster.region);
             cluster.zone = c.zone.unwrap_or(cluster.zone);
@@ -260,6 +282,16 @@ impl Mesh {
             }
             clusters.push(cluster);
         }
+        // A remote without `primary` is configured by the first primary.
+        let first_primary = clusters
+            .iter()
+            .find(|c| c.role == Role::Primary)
+            .map(|c| c.name.clone());
+        for c in clusters.iter_mut().filter(|c| c.role == Role::Remote) {
+            if c.primary.is_none() {
+                c.primary = first_primary.clone();
+            }
+        }
         let mesh_id = mesh_id_override
             .map(str::to_string)
             .or(file.mesh_id)
@@ -282,6 +314,53 @@ impl Mesh {
     /// Looks a cluster up by name.
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// The cluster whose istiod configures `c`'s proxies: `c` itself for a primary.
+    pub fn control_plane_of<'m>(&'m self, c: &'m Cluster) -> &'m Cluster {
+        c.primary.as_deref().and_then(|p| self.cluster(p)).unwrap_or(c)
+    }
+
+    /// The remotes whose proxies `c`'s istiod configures (none unless `c` is a primary).
+    pub fn remotes_of<'m>(&'m self, c: &'m Cluster) -> impl Iterator<Item = &'m Cluster> + 'm {
+        self.clusters
+            .iter()
+            .filter(move |r| r.role == Role::Remote && r.primary.as_deref() == Some(c.name.as_str()))
+    }
+
+    /// Whether the mesh is multi-network: not every cluster on one shared network (then traffic
+    /// between networks goes through east-west gateways). A single cluster counts as its own
+    /// network, ready for clusters on other networks to join.
+    pub fn multi_network(&self) -> bool {
+        self.clusters.len() == 1
+            || self
+                .clusters
+                .iter()
+                .any(|c| c.network != self.clusters[0].network)
+    }
+
+    /// Whether `c` needs an east-west gateway: other networks reach its workloads through it, or
+    /// (a primary with remotes) the remotes reach its istiod through it (Istio's install docs for
+    /// each model: a flat multi-primary mesh has none).
+    pub fn needs_eastwest(&self, c: &Cluster) -> bool {
+        self.clusters.len() == 1
+            || self.clusters.iter().any(|o| o.network != c.network)
+            || self.remotes_of(c).next().is_some()
+    }
+
+    /// Whether `c` holds the Gateway exposing `*.local` services on the east-west gateways: its
+    /// istiod configures gateways that other networks call. A remote never does: the Gateway in its
+    /// primary configures the remote's east-west gateway too (docs, "Install Primary-Remote on
+    /// different networks").
+    pub fn exposes_services(&self, c: &Cluster) -> bool {
+        c.role == Role::Primary && self.multi_network()
+    }
+
+    /// Other clusters on `c`'s network: pods reach each other directly, without a gateway.
+    pub fn same_network_peers<'m>(&'m self, c: &'m Cluster) -> impl Iterator<Item = &'m Cluster> + 'm {
+        self.clusters
+            .iter()
+            .filter(move |o| o.name != c.name && o.network == c.network)
     }
 
     fn validated(mesh_id: &str, provider: Provider, clusters: Vec<Cluster>) -> Result<Mesh, TopologyError> {
@@ -312,7 +391,7 @@ impl Mesh {
         if let Some(reason) = dns1123_label_problem(&self.mesh_id) {
             push("meshID".into(), &self.mesh_id, &reason);
         }
-        let mut seen = [HashSet::new(), HashSet::new(), HashSet::new()];
+        let mut seen = [HashSet::new(), HashSet::new()];
         for (i, c) in self.clusters.iter().enumerate() {
             if let Some(reason) = dns1123_label_problem(&c.name) {
                 push(format!("clusters[{i}].name"), &c.name, &reason);
@@ -325,18 +404,37 @@ impl Mesh {
                     push(format!("clusters[{i}].{field}"), value, &reason);
                 }
             }
-            for (slot, (field, value)) in [
-                ("name", &c.name),
-                ("context", &c.context),
-                ("network", &c.network),
-            ]
-            .into_iter()
-            .enumerate()
+            for (slot, (field, value)) in [("name", &c.name), ("context", &c.context)]
+                .into_iter()
+                .enumerate()
             {
                 if !seen[slot].insert(value.clone()) {
                     let reason = format!("is used by another cluster; every cluster needs its own {field}");
                     push(format!("clusters[{i}].{field}"), value, &reason);
                 }
+            }
+        }
+        // Roles: at least one istiod, and every remote names a primary of this mesh.
+        if !self.clusters.is_empty() && !self.clusters.iter().any(|c| c.role == Role::Primary) {
+            push(
+                "clusters[*].role".into(),
+                "remote",
+                "leaves the mesh without a primary: at least one cluster must run istiod",
+            );
+        }
+        for (i, c) in self.clusters.iter().enumerate() {
+            match (c.role, &c.primary) {
+                (Role::Primary, Some(p)) => push(
+                    format!("clusters[{i}].primary"),
+                    p,
+                    "is only for `role: remote` (a primary runs its own istiod)",
+                ),
+                (Role::Remote, Some(p)) if self.cluster(p).is_none_or(|t| t.role != Role::Primary) => push(
+                    format!("clusters[{i}].primary"),
+                    p,
+                    "does not name a cluster of this mesh with `role: primary`",
+                ),
+                _ => {}
             }
         }
         // Pod and service CIDRs must not overlap anywhere in the mesh (reference pitfall 7).
@@ -388,6 +486,8 @@ fn default_cluster(
         service_subnet: Ipv4Net::new([10, 255, octet, 0].into(), 24).expect("prefix 24 is valid"),
     });
     Cluster {
+        role: Role::Primary,
+        primary: None,
         context: context.unwrap_or_else(|| name.clone()),
         network: format!("network{index}"),
         region: format!("region{index}"),
@@ -544,13 +644,58 @@ mod tests {
     }
 
     #[test]
-    fn shared_network_and_bad_label_values_are_named() {
+    fn bad_label_values_are_named_and_a_shared_network_is_allowed() {
         let yaml = "clusters:\n  - network: n\n  - network: n\n    zone: 'bad zone'\n";
         let p = problems_of(Mesh::from_yaml(yaml, None));
-        assert!(p.iter().any(|p| p.field == "clusters[1].network"));
+        assert!(!p.iter().any(|p| p.field == "clusters[1].network"), "{p:?}");
         assert!(
             p.iter()
                 .any(|p| p.field == "clusters[1].zone" && p.value == "bad zone")
         );
+        let flat = Mesh::from_yaml("clusters:\n  - network: n\n  - network: n\n", None).unwrap();
+        assert!(!flat.multi_network());
+        assert!(flat.clusters.iter().all(|c| !flat.needs_eastwest(c)));
+    }
+
+    #[test]
+    fn a_remote_is_configured_by_the_first_primary_unless_it_names_one() {
+        let yaml = "clusters:\n  - {}\n  - {role: remote}\n  - {}\n  - {role: remote, primary: cluster3, network: network2}\n";
+        let mesh = Mesh::from_yaml(yaml, None).unwrap();
+        let cp = |i: usize| mesh.control_plane_of(&mesh.clusters[i]).name.clone();
+        assert_eq!(
+            [cp(0), cp(1), cp(2), cp(3)],
+            ["cluster1", "cluster1", "cluster3", "cluster3"]
+        );
+        let remotes: Vec<_> = mesh.remotes_of(&mesh.clusters[0]).map(|c| &c.name[..]).collect();
+        assert_eq!(remotes, ["cluster2"]);
+        // cluster1 has a remote: it exposes istiod through a gateway; a remote never holds the
+        // services Gateway.
+        assert!(mesh.needs_eastwest(&mesh.clusters[0]));
+        assert!(!mesh.exposes_services(&mesh.clusters[1]));
+    }
+
+    #[test]
+    fn roles_that_leave_no_istiod_or_name_a_missing_primary_are_refused() {
+        let p = problems_of(Mesh::from_yaml("clusters:\n  - {role: remote}\n", None));
+        assert!(p.iter().any(|p| p.field == "clusters[*].role"), "{p:?}");
+        let p = problems_of(Mesh::from_yaml(
+            "clusters:\n  - {}\n  - {role: remote, primary: cluster9}\n  - {role: remote, primary: cluster2}\n  - {primary: cluster1}\n",
+            None,
+        ));
+        let fields: Vec<_> = p.iter().map(|p| (&p.field[..], &p.value[..])).collect();
+        assert!(
+            fields.contains(&("clusters[1].primary", "cluster9")),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&("clusters[2].primary", "cluster2")),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&("clusters[3].primary", "cluster1")),
+            "{fields:?}"
+        );
+        let err = Mesh::from_yaml("clusters:\n  - {role: secondary}\n", None).unwrap_err();
+        assert!(err.to_string().contains("secondary"), "{err}");
     }
 }
