@@ -264,9 +264,14 @@ pub struct VerifyArgs {
     #[command(flatten)]
     /// Which clusters.
     pub topology: TopologyArgs,
-    /// Also test locality failover.
+    /// Also test locality failover (the same as `--locality failover`).
     #[arg(long)]
     pub failover: bool,
+    /// Also test locality load balancing: `failover` (drain the local instance, traffic moves to
+    /// the failover region) or `distribute` (an 80/20 weighted split between two regions, checked
+    /// over at least 200 calls within ±10 points). Repeatable.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub locality: Vec<LocalityCheck>,
     /// Expect every client to be answered only by its own cluster: the topology's meshConfig
     /// marks the helloworld host cluster-local (serviceSettings clusterLocal).
     #[arg(long)]
@@ -290,6 +295,15 @@ pub struct VerifyArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
+}
+
+/// A locality load-balancing check of `verify --locality`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LocalityCheck {
+    /// Locality failover.
+    Failover,
+    /// Weighted locality distribution.
+    Distribute,
 }
 
 /// `meshctl certs ...`.

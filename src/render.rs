@@ -78,6 +78,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/verify/locality-failover.yaml.j2"),
     ),
     (
+        "verify/locality-distribute.yaml.j2",
+        include_str!("../templates/verify/locality-distribute.yaml.j2"),
+    ),
+    (
         "verify/per-cluster-subsets.yaml.j2",
         include_str!("../templates/verify/per-cluster-subsets.yaml.j2"),
     ),

@@ -35,6 +35,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Also test locality failover.
     pub failover: bool,
+    /// Also test weighted locality distribution.
+    pub distribute: bool,
     /// Keep the workloads afterwards.
     pub keep: bool,
     /// The host is cluster-local: each client must be answered by its own cluster only.
@@ -207,6 +209,85 @@ pub struct Failover {
     pub detail: String,
 }
 
+/// A remote cluster's proxies, as its primary's istiod lists them (`/debug/syncz`): proof that the
+/// remote's sidecars are configured by the primary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlPlaneCheck {
+    /// The remote cluster.
+    pub remote: String,
+    /// The primary whose istiod should configure it.
+    pub primary: String,
+    /// Whether every sample proxy of the remote is listed there.
+    pub passed: bool,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// How far an observed share may be from the configured weight, in percentage points. With at
+/// least [`DISTRIBUTE_MIN_CALLS`] calls and an 80/20 split, one standard deviation of the binomial
+/// share is under 3 points: 10 points is more than three of them, so a working rule passes and a
+/// rule that is ignored (an even split, or everything local) fails.
+pub const DISTRIBUTE_TOLERANCE_POINTS: f64 = 10.0;
+/// Fewest calls the distribute check makes.
+pub const DISTRIBUTE_MIN_CALLS: usize = 200;
+
+/// The weighted locality check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Distribute {
+    /// The client whose locality the rule is for.
+    pub client: String,
+    /// Its cluster and the other cluster of the rule, with their weights in percent.
+    pub weights: Vec<(String, u32)>,
+    /// Answers per cluster (all clusters).
+    pub answers: Vec<usize>,
+    /// Calls that failed.
+    pub failed: usize,
+    /// Whether each observed share is within the tolerance of its weight.
+    pub passed: bool,
+    /// The split as configured and as observed, with the tolerance.
+    pub detail: String,
+}
+
+/// Judges an observed split: every weighted cluster's share of the answers within `tolerance`
+/// points of its weight, no answer from a cluster without weight, and no failed call.
+pub fn judge_split(
+    clusters: &[String],
+    weights: &[(String, u32)],
+    answers: &[usize],
+    failed: usize,
+    tolerance: f64,
+) -> (bool, String) {
+    let total: usize = answers.iter().sum();
+    let share = |name: &str| {
+        let i = clusters.iter().position(|c| c == name).unwrap_or(usize::MAX);
+        let got = answers.get(i).copied().unwrap_or(0);
+        if total == 0 {
+            0.0
+        } else {
+            100.0 * got as f64 / total as f64
+        }
+    };
+    let mut ok = total > 0 && failed == 0;
+    let mut parts = Vec::new();
+    for (name, weight) in weights {
+        let seen = share(name);
+        ok &= (seen - f64::from(*weight)).abs() <= tolerance;
+        parts.push(format!("{name} {weight}% (observed {seen:.1}%)"));
+    }
+    let stray: usize = clusters
+        .iter()
+        .zip(answers)
+        .filter(|(c, _)| !weights.iter().any(|(w, _)| w == *c))
+        .map(|(_, n)| n)
+        .sum();
+    ok &= stray == 0;
+    let detail = format!(
+        "{} over {total} answers, {failed} failed calls, {stray} from clusters outside the rule; tolerance ±{tolerance:.0} points",
+        parts.join(", ")
+    );
+    (ok, detail)
+}
+
 /// Everything verify found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -223,6 +304,12 @@ pub struct Report {
     /// The host was expected to be cluster-local: answers only from the caller's own cluster.
     #[serde(rename = "clusterLocal")]
     pub cluster_local: bool,
+    /// The weighted locality check, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distribute: Option<Distribute>,
+    /// One per remote cluster: configured by its primary's istiod.
+    #[serde(rename = "controlPlanes", skip_serializing_if = "Vec::is_empty")]
+    pub control_planes: Vec<ControlPlaneCheck>,
 }
 
 impl Report {
@@ -234,7 +321,10 @@ impl Report {
         } else {
             self.matrix.passed()
         };
-        traffic && self.failover.as_ref().is_none_or(|f| f.passed)
+        traffic
+            && self.failover.as_ref().is_none_or(|f| f.passed)
+            && self.distribute.as_ref().is_none_or(|d| d.passed)
+            && self.control_planes.iter().all(|c| c.passed)
     }
 }
 
@@ -288,6 +378,42 @@ pub fn junit(report: &Report) -> String {
         }
     }
     let mut total = m.clusters.len() * m.clusters.len();
+    if let Some(d) = &report.distribute {
+        total += 1;
+        let _ = write!(
+            cases,
+            "  <testcase classname=\"meshctl.verify\" name=\"locality distribute from {}\">",
+            xml_escape(&d.client)
+        );
+        if !d.passed {
+            failures += 1;
+            let _ = write!(
+                cases,
+                "<failure message=\"observed split outside the tolerance\">{}</failure>",
+                xml_escape(&d.detail)
+            );
+        }
+        cases.push_str("</testcase>\n");
+    }
+    for cp in &report.control_planes {
+        total += 1;
+        let _ = write!(
+            cases,
+            "  <testcase classname=\"meshctl.verify\" name=\"{} configured by {}\">",
+            xml_escape(&cp.remote),
+            xml_escape(&cp.primary)
+        );
+        if !cp.passed {
+            failures += 1;
+            let _ = write!(
+                cases,
+                "<failure message=\"not configured by {}'s istiod\">{}</failure>",
+                xml_escape(&cp.primary),
+                xml_escape(&cp.detail)
+            );
+        }
+        cases.push_str("</testcase>\n");
+    }
     if let Some(fo) = &report.failover {
         total += 1;
         let _ = write!(
@@ -399,15 +525,42 @@ async fn has_remote_secret(client: &kube::Client, source: &str) -> bool {
     matches!(secrets.get_opt(&name).await, Ok(Some(_)))
 }
 
-/// Why calls from `from` never reached `to`: the first missing precondition, else where to look.
+/// Why calls from `from` never reached `to`: the first missing precondition of the mesh's model,
+/// else where to look. The caller's proxy is configured by its control plane's istiod (its own,
+/// or its primary's), which sees `to`'s endpoints only through `to`'s remote secret; on one
+/// network pods call each other directly, across networks through `to`'s east-west gateway, whose
+/// services Gateway lives where `to`'s gateway is configured from.
 async fn diagnose(mesh: &Mesh, clients: &[kube::Client], from: usize, to: usize) -> String {
-    let (f, t) = (&mesh.clusters[from].name, &mesh.clusters[to].name);
+    let (fc, tc) = (&mesh.clusters[from], &mesh.clusters[to]);
+    let (f, t) = (&fc.name, &tc.name);
     if from == to {
         return format!("{f} -> {t}: the local helloworld did not answer (is its pod ready?)");
     }
-    if !has_remote_secret(&clients[from], t).await {
+    let index =
+        |c: &crate::topology::Cluster| mesh.clusters.iter().position(|m| m.name == c.name).unwrap_or(0);
+    let (cp_from, cp_to) = (mesh.control_plane_of(fc), mesh.control_plane_of(tc));
+    if cp_from.name != *t && !has_remote_secret(&clients[index(cp_from)], t).await {
+        let whose = if cp_from.name == *f {
+            format!("{f} has no remote secret for {t}, so its istiod")
+        } else {
+            format!(
+                "{f} is configured by {}'s istiod, which has no remote secret for {t} and",
+                cp_from.name
+            )
+        };
         return format!(
-            "{f} -> {t}: {f} has no remote secret for {t}, so its istiod does not see {t}'s endpoints (run `meshctl up --only remote-secrets`)"
+            "{f} -> {t}: {whose} does not see {t}'s endpoints (run `meshctl up --only remote-secrets`)"
+        );
+    }
+    if fc.network == tc.network {
+        let hint = if tc.kind.is_some() {
+            "are the routes between their nodes in place? (`meshctl status`, phase routes)"
+        } else {
+            "do pods of one cluster reach the other's pod IPs? (one network means a flat pod network)"
+        };
+        return format!(
+            "{f} -> {t}: both are on network {}: pods call each other directly; {hint}",
+            fc.network
         );
     }
     if crate::phases::eastwest::gateway_ip(&clients[to]).await.is_none() {
@@ -415,15 +568,90 @@ async fn diagnose(mesh: &Mesh, clients: &[kube::Client], from: usize, to: usize)
             "{f} -> {t}: {t}'s east-west gateway has no LoadBalancer IP, so {f} gets unreachable pod IPs (run `meshctl status`)"
         );
     }
-    if !crate::phases::expose::exposed(&clients[to]).await {
+    if !crate::phases::expose::exposed(&clients[index(cp_to)]).await {
         return format!(
-            "{f} -> {t}: {t} does not expose its services on the east-west gateway (run `meshctl up --only expose`)"
+            "{f} -> {t}: {} does not expose services on the east-west gateways it configures (run `meshctl up --only expose`)",
+            cp_to.name
         );
     }
     format!(
         "{f} -> {t}: no answer although the mesh is wired; run `istioctl proxy-config endpoint <curl-pod>.{NAMESPACE} --context {}`: {t}'s endpoints must be its east-west gateway IP on port 15443, not pod IPs",
-        mesh.clusters[from].context
+        fc.context
     )
+}
+
+/// For every remote: its sample proxies (`<pod>.sample`) are listed by its primary's istiod, asked
+/// again with growing pauses until `timeout` (a proxy connects once its pod runs).
+async fn control_planes(
+    mesh: &Mesh,
+    clients: &[kube::Client],
+    pods: &[(String, String)],
+    timeout: Duration,
+) -> Vec<ControlPlaneCheck> {
+    let mut checks = Vec::new();
+    for (r, remote) in mesh.clusters.iter().enumerate() {
+        let Some(primary) = remote.primary.as_deref() else {
+            continue;
+        };
+        let Some(p) = mesh.clusters.iter().position(|c| c.name == primary) else {
+            continue;
+        };
+        let expected = [&pods[r].0, &pods[r].1].map(|pod| format!("{pod}.{NAMESPACE}"));
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(500);
+        let check = loop {
+            let (passed, detail) = match crate::kube::inspect::istiod_proxies(&clients[p]).await {
+                Ok(proxies) => {
+                    let listed: Vec<&String> = expected
+                        .iter()
+                        .filter(|want| {
+                            proxies
+                                .iter()
+                                .any(|s| &s.proxy_id == *want && s.cluster_id == remote.name)
+                        })
+                        .collect();
+                    if listed.len() == expected.len() {
+                        (
+                            true,
+                            format!(
+                                "{} of its sample proxies on {primary}'s istiod (/debug/syncz, cluster {})",
+                                listed.len(),
+                                remote.name
+                            ),
+                        )
+                    } else {
+                        (
+                            false,
+                            format!(
+                                "{primary}'s istiod lists {} of {} sample proxies of {} (/debug/syncz): is {}'s istiod Service pointed at {primary}'s east-west gateway, istiod exposed there (`meshctl up --only expose`), and {}'s secret in {primary}?",
+                                listed.len(),
+                                expected.len(),
+                                remote.name,
+                                remote.name,
+                                remote.name
+                            ),
+                        )
+                    }
+                }
+                Err(e) => (
+                    false,
+                    format!("{primary}'s istiod did not answer /debug/syncz: {e}"),
+                ),
+            };
+            if passed || started.elapsed() + pause >= timeout {
+                break ControlPlaneCheck {
+                    remote: remote.name.clone(),
+                    primary: primary.to_string(),
+                    passed,
+                    detail,
+                };
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(8));
+        };
+        checks.push(check);
+    }
+    checks
 }
 
 /// Runs the calls from every client at once.
@@ -517,11 +745,12 @@ pub async fn clear_previous(client: &kube::Client, timeout: Duration) -> Result<
 }
 
 /// The workloads of `cluster`, without the rules that only some checks apply.
-fn artifacts_without_failover(all: &[Artifact], cluster: &str) -> String {
+fn workload_artifacts(all: &[Artifact], cluster: &str) -> String {
     all.iter()
         .filter(|a| {
             a.path.starts_with(&format!("{cluster}/verify/"))
                 && !a.path.ends_with(workloads::FAILOVER_FILE)
+                && !a.path.ends_with(workloads::DISTRIBUTE_FILE)
                 && !a.path.ends_with(workloads::SUBSETS_FILE)
         })
         .map(|a| a.content.clone())
@@ -562,7 +791,7 @@ pub async fn run(
         );
     }
     futures::future::try_join_all(mesh.clusters.iter().zip(&clients).map(|(c, client)| {
-        let yaml = artifacts_without_failover(&artifacts, &c.name);
+        let yaml = workload_artifacts(&artifacts, &c.name);
         async move {
             Applier::new(client.clone())
                 .apply_yaml(&yaml, &format!("{}/verify", c.name))
@@ -590,6 +819,7 @@ pub async fn run(
         },
     ))
     .await?;
+    let control_planes = control_planes(mesh, &clients, &pods, options.timeout).await;
     let (hello_pods, curl_pods): (Vec<String>, Vec<String>) = pods.into_iter().unzip();
     if options.per_cluster_subsets {
         // Every istiod reads its own cluster's rules: the same subsets go into every cluster.
@@ -684,6 +914,20 @@ pub async fn run(
         }
         None
     };
+    let distribute = if options.distribute {
+        match workloads::distribute_localities(mesh) {
+            Some(pair) => Some(distribute(mesh, &clients, &artifacts, &curl_pods, pair, options).await?),
+            None => {
+                reporter.note(
+                    "verify",
+                    "locality distribute needs clusters in two regions; skipped",
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     if !options.keep {
         for (c, client) in mesh.clusters.iter().zip(&clients) {
             let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -699,6 +943,85 @@ pub async fn run(
         reasons,
         failover,
         cluster_local: options.local_only(),
+        distribute,
+        control_planes,
+    })
+}
+
+/// Weighted locality distribution: with the distribute rule in every cluster, the first cluster's
+/// client sends [`workloads::DISTRIBUTE_LOCAL_WEIGHT`]% of its calls to its own locality and the
+/// rest to the other region; the observed split must match within the tolerance. The rule is
+/// removed afterwards, so other checks see the mesh without it.
+async fn distribute(
+    mesh: &Mesh,
+    clients: &[kube::Client],
+    artifacts: &[Artifact],
+    curl_pods: &[String],
+    (local, other): (usize, usize),
+    options: &Options,
+) -> Result<Distribute> {
+    let rule = artifacts
+        .iter()
+        .find(|a| a.path.ends_with(workloads::DISTRIBUTE_FILE))
+        .map(|a| a.content.clone())
+        .ok_or_else(|| anyhow!("no locality distribute rule rendered"))?;
+    // Every istiod reads its own cluster's rules (a remote's come from its primary).
+    for (c, client) in mesh.clusters.iter().zip(clients) {
+        Applier::new(client.clone())
+            .apply_yaml(&rule, workloads::DISTRIBUTE_FILE)
+            .await
+            .with_context(|| format!("cluster `{}`", c.name))?;
+    }
+    let names: Vec<String> = mesh.clusters.iter().map(|c| c.name.clone()).collect();
+    let weights = vec![
+        (names[local].clone(), workloads::DISTRIBUTE_LOCAL_WEIGHT),
+        (names[other].clone(), 100 - workloads::DISTRIBUTE_LOCAL_WEIGHT),
+    ];
+    let calls = options.calls_per_client.max(DISTRIBUTE_MIN_CALLS);
+    // The rule reaches the proxies a moment after it is applied: measure until the split holds or
+    // the bound is reached, keeping the last measurement.
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_secs(1);
+    let (answers, failed, passed, detail) = loop {
+        let (answers, failed) = calls_from(
+            &clients[local],
+            &curl_pods[local],
+            calls,
+            names.len(),
+            options.timeout,
+        )
+        .await?;
+        let (passed, detail) = judge_split(&names, &weights, &answers, failed, DISTRIBUTE_TOLERANCE_POINTS);
+        if passed || started.elapsed() + pause >= options.timeout {
+            break (answers, failed, passed, detail);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(8));
+    };
+    for client in clients {
+        let rules = Api::<kube::api::DynamicObject>::namespaced_with(
+            client.clone(),
+            NAMESPACE,
+            &kube::api::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
+                "destinationrules",
+            ),
+        );
+        match rules
+            .delete("helloworld-distribute", &DeleteParams::default())
+            .await
+        {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => return Err(e).context("remove the locality distribute rule"),
+        }
+    }
+    Ok(Distribute {
+        client: names[local].clone(),
+        weights,
+        answers,
+        failed,
+        passed,
+        detail,
     })
 }
 
@@ -954,6 +1277,8 @@ spec:
             reasons: vec![],
             failover: None,
             cluster_local: true,
+            distribute: None,
+            control_planes: vec![],
         };
         assert!(report(local).passed());
         let xml = junit(&report(leaked.clone()));
@@ -980,12 +1305,69 @@ spec:
             reasons: vec!["b -> a: no secret".into()],
             failover: None,
             cluster_local: false,
+            distribute: None,
+            control_planes: vec![],
         };
         let xml = junit(&report);
         assert!(
             xml.contains("tests=\"4\" failures=\"1\"")
                 && xml.contains("name=\"b -> a\"><failure")
                 && xml.contains("b -&gt; a: no secret"),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn a_split_passes_within_the_tolerance_and_fails_outside_it_or_with_strays() {
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let weights = vec![("a".to_string(), 80), ("b".to_string(), 20)];
+        let judge = |answers: &[usize], failed| judge_split(&names, &weights, answers, failed, 10.0);
+        let (ok, detail) = judge(&[158, 42, 0], 0);
+        assert!(ok, "{detail}");
+        assert!(
+            detail.contains("a 80% (observed 79.0%), b 20% (observed 21.0%)"),
+            "{detail}"
+        );
+        assert!(detail.contains("tolerance ±10 points"), "{detail}");
+        // An ignored rule: round robin over both, or everything local.
+        assert!(!judge(&[100, 100, 0], 0).0);
+        assert!(!judge(&[200, 0, 0], 0).0);
+        // A third cluster answering, a failed call, or no answer at all.
+        assert!(!judge(&[150, 40, 10], 0).0);
+        assert!(!judge(&[160, 40, 0], 1).0);
+        assert!(!judge(&[0, 0, 0], 0).0);
+    }
+
+    #[test]
+    fn a_remote_not_configured_by_its_primary_fails_the_report_and_its_junit_case() {
+        let m = Matrix {
+            clusters: vec!["a".into(), "b".into()],
+            counts: vec![vec![3, 2], vec![2, 5]],
+            failed: vec![0, 0],
+        };
+        let cp = |passed| ControlPlaneCheck {
+            remote: "b".into(),
+            primary: "a".into(),
+            passed,
+            detail: "a's istiod lists 0 of 2".into(),
+        };
+        let report = |passed| Report {
+            mesh_id: "m".into(),
+            matrix: m.clone(),
+            reasons: vec![],
+            failover: None,
+            cluster_local: false,
+            distribute: None,
+            control_planes: vec![cp(passed)],
+        };
+        assert!(report(true).passed());
+        assert!(
+            !report(false).passed(),
+            "traffic alone does not prove who configures b"
+        );
+        let xml = junit(&report(false));
+        assert!(
+            xml.contains("tests=\"5\" failures=\"1\"") && xml.contains("name=\"b configured by a\"><failure"),
             "{xml}"
         );
     }

@@ -337,3 +337,44 @@ fn per_cluster_subsets_keep_each_clusters_callers_local() {
         }
     });
 }
+
+/// `verify --locality distribute`: Istio's weighted locality rule (80% to the caller's own
+/// locality, 20% to the other region) applied in every cluster, the split measured over at least
+/// 200 calls from cluster1 and judged within the stated tolerance; the rule is removed afterwards.
+#[test]
+fn locality_distribute_splits_calls_by_the_weights_within_the_stated_tolerance() {
+    let Some(lab) = lab_with_mesh(2) else { return };
+    let out = lab.run(&[
+        "verify",
+        "--clusters",
+        "2",
+        "--locality",
+        "distribute",
+        "--keep",
+        "--timeout",
+        "30s",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("✓ locality distribute from cluster1: cluster1 80% (observed 80.0%), cluster2 20% (observed 20.0%) over 200 answers, 0 failed calls")
+            && text.contains("tolerance ±10 points"),
+        "{text}"
+    );
+    block_on(async {
+        for plane in lab.planes() {
+            let rules: Api<kube::api::DynamicObject> = Api::namespaced_with(
+                plane.client().await,
+                "sample",
+                &kube::api::ApiResource::from_gvk_with_plural(
+                    &kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
+                    "destinationrules",
+                ),
+            );
+            assert!(
+                rules.get_opt("helloworld-distribute").await.unwrap().is_none(),
+                "the rule is removed after the check"
+            );
+        }
+    });
+}

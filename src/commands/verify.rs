@@ -29,7 +29,8 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
             .map(|n| n as usize)
             .unwrap_or((10 * mesh.clusters.len()).max(20)),
         timeout: args.timeout,
-        failover: args.failover,
+        failover: args.failover || args.locality.contains(&crate::cli::LocalityCheck::Failover),
+        distribute: args.locality.contains(&crate::cli::LocalityCheck::Distribute),
         cluster_local: args.cluster_local,
         per_cluster_subsets: args.per_cluster_subsets,
         keep: args.keep,
@@ -69,6 +70,17 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
             for reason in &report.reasons {
                 println!("✗ {reason}");
             }
+            if let Some(d) = &report.distribute {
+                let mark = if d.passed { "✓" } else { "✗" };
+                println!("{mark} locality distribute from {}: {}", d.client, d.detail);
+            }
+            for cp in &report.control_planes {
+                let verdict = if cp.passed { "PASS" } else { "FAIL" };
+                println!(
+                    "{verdict}: {}'s proxies are configured by {}'s istiod ({})",
+                    cp.remote, cp.primary, cp.detail
+                );
+            }
             if let Some(f) = &report.failover {
                 let mark = if f.passed { "✓" } else { "✗" };
                 println!(
@@ -92,7 +104,7 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
                     t["answered"],
                     report.matrix.crossed().len()
                 );
-            } else if report.passed() {
+            } else if report.matrix.passed() {
                 println!(
                     "PASS: every cluster reached every cluster ({} answers, {} failed calls)",
                     t["answered"], t["failed"]

@@ -32,7 +32,29 @@ pub struct ClusterSync {
 /// istiod's view of the clusters it watches, read through the API server's service proxy
 /// (`services/istiod:15014/proxy/debug/clusterz`), so no port-forward is needed.
 pub async fn istiod_clusters(client: &Client) -> Result<Vec<ClusterSync>, String> {
-    let path = format!("/api/v1/namespaces/{ISTIO_NAMESPACE}/services/istiod:15014/proxy/debug/clusterz");
+    istiod_debug(client, "clusterz").await
+}
+
+/// One proxy connected to istiod, as `/debug/syncz` lists it (Istio `pilot/pkg/xds/debug.go`
+/// `SyncStatus`; what `istioctl proxy-status` prints).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct ProxySync {
+    /// The cluster the proxy runs in (its `ISTIO_META_CLUSTER_ID`).
+    #[serde(default)]
+    pub cluster_id: String,
+    /// `<pod>.<namespace>`.
+    #[serde(default, rename = "proxy")]
+    pub proxy_id: String,
+}
+
+/// The proxies istiod configures, from every cluster it serves (`/debug/syncz`).
+pub async fn istiod_proxies(client: &Client) -> Result<Vec<ProxySync>, String> {
+    istiod_debug(client, "syncz").await
+}
+
+/// A JSON debug endpoint of istiod, through the API server's service proxy to port 15014.
+async fn istiod_debug<T: serde::de::DeserializeOwned>(client: &Client, name: &str) -> Result<T, String> {
+    let path = format!("/api/v1/namespaces/{ISTIO_NAMESPACE}/services/istiod:15014/proxy/debug/{name}");
     let request = http::Request::get(path)
         .body(Vec::new())
         .map_err(|e| e.to_string())?;
@@ -40,7 +62,7 @@ pub async fn istiod_clusters(client: &Client) -> Result<Vec<ClusterSync>, String
         .request_text(request)
         .await
         .map_err(|e| super::human_reason(&e))?;
-    serde_json::from_str(&text).map_err(|e| format!("istiod's /debug/clusterz is not the expected JSON: {e}"))
+    serde_json::from_str(&text).map_err(|e| format!("istiod's /debug/{name} is not the expected JSON: {e}"))
 }
 
 /// The clusters of `expected` that istiod does not report as `synced`, each with what it reports

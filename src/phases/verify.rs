@@ -48,6 +48,27 @@ struct Subsets<'a> {
 pub const SUBSETS_FILE: &str = "per-cluster-subsets.yaml";
 /// File name of the locality failover rule (applied by `verify --failover` only).
 pub const FAILOVER_FILE: &str = "locality-failover.yaml";
+/// File name of the weighted locality rule (applied by `verify --locality distribute` only).
+pub const DISTRIBUTE_FILE: &str = "locality-distribute.yaml";
+/// Share of requests a caller keeps in its own locality under the distribute rule, in percent
+/// (the split of the walkthrough the project started from; the rest goes to another region).
+pub const DISTRIBUTE_LOCAL_WEIGHT: u32 = 80;
+
+#[derive(Serialize)]
+struct Distribute<'a> {
+    namespace: &'a str,
+    from: String,
+    to: String,
+    local_weight: u32,
+}
+
+/// The distribute rule's two localities (`region/zone`): the first cluster's, and the first
+/// cluster's in another region; `None` when every cluster is in one region.
+pub fn distribute_localities(mesh: &Mesh) -> Option<(usize, usize)> {
+    let first = mesh.clusters.first()?;
+    let other = mesh.clusters.iter().position(|c| c.region != first.region)?;
+    Some((0, other))
+}
 
 #[derive(Serialize)]
 struct FailoverRule {
@@ -95,6 +116,20 @@ pub fn artifacts(mesh: &Mesh) -> Result<Vec<Artifact>, RenderError> {
             },
         )?)
     };
+    let distribute = distribute_localities(mesh)
+        .map(|(a, b)| {
+            let locality = |i: usize| format!("{}/{}", mesh.clusters[i].region, mesh.clusters[i].zone);
+            render::render(
+                "verify/locality-distribute.yaml.j2",
+                &Distribute {
+                    namespace: NAMESPACE,
+                    from: locality(a),
+                    to: locality(b),
+                    local_weight: DISTRIBUTE_LOCAL_WEIGHT,
+                },
+            )
+        })
+        .transpose()?;
     let subsets = render::render(
         "verify/per-cluster-subsets.yaml.j2",
         &Subsets {
@@ -144,6 +179,13 @@ pub fn artifacts(mesh: &Mesh) -> Result<Vec<Artifact>, RenderError> {
         );
         if let Some(text) = &failover {
             add(FAILOVER_FILE, "verify/locality-failover.yaml.j2", text.clone());
+        }
+        if let Some(text) = &distribute {
+            add(
+                DISTRIBUTE_FILE,
+                "verify/locality-distribute.yaml.j2",
+                text.clone(),
+            );
         }
         add(
             SUBSETS_FILE,

@@ -5,7 +5,8 @@
 //!   of the test's, tests/support/envtest/kind.rs); `kind get kubeconfig` prints the kubeconfig it
 //!   was given for it, with kind's `kind-<name>` names; `get clusters`, `delete`.
 //! * `docker network inspect kind` describes a dual-stack network (IPv6 entry first, as docker may
-//!   order it) with the created clusters' node containers; `docker inspect` gives a node's address.
+//!   order it) with the created clusters' node containers; `docker inspect` gives a node's address;
+//!   `docker exec NODE ip route replace|show` keeps a routing table per node.
 //! * `istioctl install` (and `uninstall`) hands the request to the harness thread, whose
 //!   [`InstallHandler`] applies (or deletes) what istioctl would create in the cluster of
 //!   `--context` (tests/support/envtest/istioctl.rs), then lets the script exit as istioctl would.
@@ -112,6 +113,19 @@ case "$1" in
     container="${!#}"; n="${container%-control-plane}"
     if [ -f "$D/kind/$n" ]; then echo "{\"${KIND_EXPERIMENTAL_DOCKER_NETWORK:-kind}\":{\"IPAddress\":\"$(cat "$D/ips/$n")\",\"IPPrefixLen\":16}}"; else
       echo "Error: No such object: $container" >&2; exit 1; fi ;;
+  exec)
+    # `docker exec NODE ip route replace|show CIDR [via IP]` on a kind node: one routing table file
+    # per node; `ip route show CIDR` prints iproute2's line (`10.20.0.0/16 via 172.18.0.3 dev eth0`).
+    node="$2"; n="${node%-control-plane}"
+    if [ ! -f "$D/kind/$n" ]; then echo "Error response from daemon: No such container: $node" >&2; exit 1; fi
+    table="$D/routes/$node"; touch "$table"
+    case "$3 $4 $5" in
+      "ip route replace")
+        cidr="$6"; via="$8"
+        grep -v "^$cidr " "$table" > "$table.tmp"; echo "$cidr via $via dev eth0 " >> "$table.tmp"; mv "$table.tmp" "$table" ;;
+      "ip route show") grep "^$6 " "$table" || true ;;
+      *) echo "fake docker: unsupported exec: ${*:3}" >&2; exit 2 ;;
+    esac ;;
   *) echo "fake docker: unsupported: $1" >&2; exit 2 ;;
 esac
 "#;
@@ -164,7 +178,7 @@ impl FakeTools {
     ) -> FakeTools {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for sub in ["bin", "kind", "ips", "kubeconfig", "spool", "fail"] {
+        for sub in ["bin", "kind", "ips", "kubeconfig", "spool", "fail", "routes"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
         std::fs::write(d.join("kind_create_secs"), options.kind_create_secs.to_string()).unwrap();
@@ -285,6 +299,23 @@ impl FakeTools {
     /// What the fake curl downloads.
     pub fn set_download(&self, body: &[u8]) {
         std::fs::write(self.dir.path().join("curl_body"), body).unwrap();
+    }
+
+    /// The routes `docker exec NODE ip route replace` left on a node: `(cidr, via)`.
+    pub fn routes(&self, node: &str) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.dir.path().join("routes").join(node))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                Some((w.first()?.to_string(), w.get(2)?.to_string()))
+            })
+            .collect()
+    }
+
+    /// Removes a node's routes (a node container restarted: its routing table is gone).
+    pub fn clear_routes(&self, node: &str) {
+        let _ = std::fs::remove_file(self.dir.path().join("routes").join(node));
     }
 
     /// Whether a kind cluster of that name "exists".

@@ -1,11 +1,22 @@
 //! Plays Istio's data plane for `meshctl verify` on real control planes: answers the curl
 //! client's calls (a `pods/exec` the proxy receives, since no kubelet runs here) the way Istio
-//! routes them, decided from what is really in the clusters' API servers. A remote cluster is
-//! reachable only when the caller's cluster holds its remote secret, and the remote cluster's
-//! east-west gateway has an IP and the cross-network Gateway exists: a broken `up` fails `verify`.
+//! routes them, decided from what is really in the clusters' API servers, for every deployment
+//! model (Istio docs, "Deployment models" and the multicluster install guides):
+//! * a caller's proxy is configured by its cluster's istiod, or, in a cluster without one (a
+//!   remote), by the istiod whose east-west gateway IP the cluster's `istiod` EndpointSlice names,
+//!   when that primary exposes istiod (Gateway `istiod-gateway`) and holds the remote's secret;
+//! * that istiod sees another cluster's endpoints only through its remote secret;
+//! * on one network (the `topology.istio.io/network` label of istio-system) pods call each other
+//!   directly, which on kind needs the caller's node to route the target's pod CIDR to the
+//!   target's node (the fake docker's routing tables); across networks, through the target's
+//!   east-west gateway, which needs an IP and the `*.local` Gateway in the istiod configuring it.
+//!
+//! A broken `up` fails `verify`. `/debug/syncz` of each istiod lists the sample proxies it
+//! configures, with their cluster.
 //! A host the caller's mesh config makes cluster-local is served by the caller's cluster only; a
 //! VirtualService routing the caller to a per-cluster subset sends it to that cluster only.
-//! With the locality DestinationRule (`helloworld-failover`, with outlier detection), a caller is
+//! With the weighted rule (`helloworld-distribute`), a caller's requests are split between
+//! localities by its `distribute` weights. With the locality DestinationRule (`helloworld-failover`, with outlier detection), a caller is
 //! served locally while its local instance is healthy, else by the failover region (Istio's
 //! locality failover, docs "Locality failover"). `drain_listeners` on a helloworld sidecar's admin
 //! port makes that instance fail, as in Istio's docs.
@@ -53,14 +64,53 @@ async fn helloworld(client: &kube::Client, drained: &HashSet<String>) -> Option<
 }
 
 async fn region(client: &kube::Client) -> String {
+    node_label(client, "topology.kubernetes.io/region").await
+}
+
+/// `region/zone` of the cluster's node, as Istio writes a locality.
+async fn locality(client: &kube::Client) -> String {
+    format!(
+        "{}/{}",
+        region(client).await,
+        node_label(client, "topology.kubernetes.io/zone").await
+    )
+}
+
+async fn node_label(client: &kube::Client, key: &str) -> String {
     let nodes: Api<Node> = Api::all(client.clone());
     nodes
         .list(&ListParams::default())
         .await
         .ok()
         .and_then(|l| l.items.into_iter().next())
-        .and_then(|n| n.metadata.labels?.get("topology.kubernetes.io/region").cloned())
+        .and_then(|n| n.metadata.labels?.get(key).cloned())
         .unwrap_or_default()
+}
+
+/// A weighted `distribute` entry of the DestinationRule `helloworld-distribute` for a caller in
+/// `from` (`region/zone`), spread over 100 slots: each `to` locality (`region/zone/*`) gets as
+/// many slots as its weight, filled round robin with its instances (Istio docs, "Locality weighted
+/// distribution"; Envoy picks by weight per request). `None`: no rule for this caller.
+fn distributed(
+    dr: &Value,
+    from: &str,
+    candidates: &[(String, String, String)],
+) -> Option<Vec<(String, String)>> {
+    let entry = dr["spec"]["trafficPolicy"]["loadBalancer"]["localityLbSetting"]["distribute"]
+        .as_array()?
+        .iter()
+        .find(|e| e["from"].as_str() == Some(&format!("{from}/*")))?;
+    let mut slots = Vec::new();
+    for (to, weight) in entry["to"].as_object()? {
+        let prefix = to.trim_end_matches('*').trim_end_matches('/');
+        let here: Vec<&(String, String, String)> = candidates.iter().filter(|c| c.2 == prefix).collect();
+        for k in 0..weight.as_u64().unwrap_or(0) as usize {
+            if let Some(c) = here.get(k % here.len().max(1)) {
+                slots.push((c.0.clone(), c.1.clone()));
+            }
+        }
+    }
+    Some(slots)
 }
 
 /// Whether the caller's istiod keeps `helloworld.sample.svc.cluster.local` in the caller's own
@@ -150,36 +200,162 @@ async fn routed_cluster(client: &kube::Client, caller: &str) -> Option<String> {
     })
 }
 
-/// Whether calls from `from` can reach `to` through `to`'s east-west gateway.
-async fn wired(from: &kube::Client, to: &Cluster, to_client: &kube::Client) -> bool {
-    let secrets: Api<Secret> = Api::namespaced(from.clone(), "istio-system");
-    let secret = secrets
-        .get_opt(&format!("istio-remote-secret-{}", to.name))
-        .await
-        .ok()
-        .flatten();
-    let services: Api<Service> = Api::namespaced(to_client.clone(), "istio-system");
-    let ip = services
-        .get_opt("istio-eastwestgateway")
+/// What the data plane reads of every cluster.
+struct World {
+    clusters: Vec<Cluster>,
+    /// The fake tools' folder: kind configs as created, node addresses, node routing tables.
+    tools: std::path::PathBuf,
+}
+
+fn api(client: &kube::Client, ns: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("networking.istio.io", "v1", kind), plural),
+    )
+}
+
+async fn exists(api: Api<DynamicObject>, name: &str) -> bool {
+    matches!(api.get_opt(name).await, Ok(Some(_)))
+}
+
+async fn has_istiod(client: &kube::Client) -> bool {
+    matches!(
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), "istio-system")
+            .get_opt("istiod")
+            .await,
+        Ok(Some(_))
+    )
+}
+
+async fn holds_secret_of(client: &kube::Client, cluster: &str) -> bool {
+    matches!(
+        Api::<Secret>::namespaced(client.clone(), "istio-system")
+            .get_opt(&format!("istio-remote-secret-{cluster}"))
+            .await,
+        Ok(Some(_))
+    )
+}
+
+async fn gateway_ip(client: &kube::Client) -> Option<String> {
+    let services: Api<Service> = Api::namespaced(client.clone(), "istio-system");
+    let svc = services.get_opt("istio-eastwestgateway").await.ok().flatten()?;
+    meshctl::kube::wait::ingress_ip(&svc)
+}
+
+async fn network(client: &kube::Client) -> String {
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .get_opt("istio-system")
         .await
         .ok()
         .flatten()
-        .and_then(|s| meshctl::kube::wait::ingress_ip(&s));
-    let gateways = Api::<DynamicObject>::namespaced_with(
-        to_client.clone(),
-        "istio-system",
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway"),
-            "gateways",
-        ),
-    );
-    let exposed = gateways
-        .get_opt("cross-network-gateway")
+        .and_then(|ns| ns.metadata.labels?.get("topology.istio.io/network").cloned())
+        .unwrap_or_default()
+}
+
+impl World {
+    /// The cluster whose istiod configures the proxies of cluster `i`, if any does.
+    async fn control_plane(&self, clients: &[kube::Client], i: usize) -> Option<usize> {
+        if has_istiod(&clients[i]).await {
+            return Some(i);
+        }
+        let slice = Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(
+            clients[i].clone(),
+            "istio-system",
+        )
+        .get_opt("istiod")
         .await
         .ok()
-        .flatten()
-        .is_some();
-    secret.is_some() && ip.is_some() && exposed
+        .flatten()?;
+        let address = slice.endpoints?.first()?.addresses.first()?.clone();
+        for (p, client) in clients.iter().enumerate() {
+            if p != i
+                && has_istiod(client).await
+                && gateway_ip(client).await.as_deref() == Some(address.as_str())
+                && exists(
+                    api(client, "istio-system", "Gateway", "gateways"),
+                    "istiod-gateway",
+                )
+                .await
+                && holds_secret_of(client, &self.clusters[i].name).await
+            {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Whether node `from`'s kind routing table sends `to`'s pod CIDR to `to`'s node.
+    fn routed(&self, from: usize, to: usize) -> bool {
+        let (f, t) = (&self.clusters[from].name, &self.clusters[to].name);
+        let config =
+            std::fs::read_to_string(self.tools.join(format!("created-config-{t}.yaml"))).unwrap_or_default();
+        let Some(pod_subnet) = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("podSubnet:"))
+            .map(|v| v.trim().trim_matches('"').to_string())
+        else {
+            return false;
+        };
+        let node_ip = std::fs::read_to_string(self.tools.join("ips").join(t)).unwrap_or_default();
+        std::fs::read_to_string(self.tools.join("routes").join(format!("{f}-control-plane")))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with(&format!("{pod_subnet} via {} ", node_ip.trim())))
+    }
+
+    /// Whether a call from cluster `from` reaches a workload in cluster `to`.
+    async fn reachable(&self, clients: &[kube::Client], from: usize, to: usize) -> bool {
+        if from == to {
+            return true;
+        }
+        if network(&clients[from]).await == network(&clients[to]).await {
+            return self.routed(from, to);
+        }
+        let Some(cp) = self.control_plane(clients, to).await else {
+            return false;
+        };
+        gateway_ip(&clients[to]).await.is_some()
+            && exists(
+                api(&clients[cp], "istio-system", "Gateway", "gateways"),
+                "cross-network-gateway",
+            )
+            .await
+    }
+
+    /// `/debug/syncz` of cluster `k`'s istiod: the injected pods of every cluster it configures.
+    async fn syncz(&self, k: usize) -> Value {
+        let mut clients = Vec::new();
+        for c in &self.clusters {
+            clients.push(c.target.client().await);
+        }
+        let mut out = Vec::new();
+        for (c, client) in clients.iter().enumerate() {
+            if self.control_plane(&clients, c).await != Some(k) {
+                continue;
+            }
+            let pods = Api::<Pod>::all(client.clone())
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            for pod in pods {
+                let meta = &pod.metadata;
+                if meta
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key("sidecar.istio.io/status"))
+                {
+                    out.push(serde_json::json!({
+                        "cluster_id": self.clusters[c].name,
+                        "proxy": format!("{}.{}", meta.name.clone().unwrap_or_default(), meta.namespace.clone().unwrap_or_default()),
+                        "istio_version": "1.31.1",
+                    }));
+                }
+            }
+        }
+        Value::Array(out)
+    }
 }
 
 /// The text of curl's `-w '…'` in `command`, with `\n` turned into newlines as curl does.
@@ -194,33 +370,41 @@ fn write_out_format(command: &str) -> String {
 
 /// Installs the data plane on every cluster of `lab`.
 pub fn install(lab: &KindLab) {
-    let clusters: Arc<Vec<Cluster>> = Arc::new(
-        lab.planes()
+    let world = Arc::new(World {
+        clusters: lab
+            .planes()
             .iter()
             .map(|p| Cluster {
                 name: p.name.clone(),
                 target: Target::of(p),
             })
             .collect(),
-    );
+        tools: lab.tools.dir.path().to_path_buf(),
+    });
     let drained: Arc<Mutex<HashSet<String>>> = Arc::default();
     let counter = Arc::new(Mutex::new(0usize));
     for (i, proxy) in lab.proxies().iter().enumerate() {
-        let (clusters, drained, counter) = (clusters.clone(), drained.clone(), counter.clone());
+        let (shared, drained, counter) = (world.clone(), drained.clone(), counter.clone());
         proxy.set_exec_handler(Arc::new(move |req: ExecRequest| {
-            let (clusters, drained, counter) = (clusters.clone(), drained.clone(), counter.clone());
-            Box::pin(async move { answer(i, &clusters, &drained, &counter, req).await })
+            let (world, drained, counter) = (shared.clone(), drained.clone(), counter.clone());
+            Box::pin(async move { answer(i, &world, &drained, &counter, req).await })
+        }));
+        let world = world.clone();
+        proxy.set_syncz_handler(Arc::new(move || {
+            let world = world.clone();
+            Box::pin(async move { world.syncz(i).await })
         }));
     }
 }
 
 async fn answer(
     i: usize,
-    clusters: &[Cluster],
+    world: &World,
     drained: &Mutex<HashSet<String>>,
     counter: &Mutex<usize>,
     req: ExecRequest,
 ) -> ExecResult {
+    let clusters = &world.clusters;
     let command = req.command.join(" ");
     if req.container == "istio-proxy" && command.contains("drain_listeners") {
         drained.lock().unwrap().insert(req.pod.clone());
@@ -248,13 +432,24 @@ async fn answer(
         clients.push(c.target.client().await);
     }
     let me = &clients[i];
+    // The istiod configuring this caller holds the rules and sees the endpoints; without one the
+    // proxy has no configuration and every call fails.
+    let Some(cp) = world.control_plane(&clients, i).await else {
+        return ExecResult {
+            stdout: "no healthy upstream".to_string()
+                + &write_out_format(&command).replace("%{http_code}", "503"),
+            ..Default::default()
+        };
+    };
+    let config = &clients[cp];
     let local = helloworld(me, &drained_now).await;
     let mut remotes = Vec::new();
-    let stay_local = cluster_local(me).await;
+    let stay_local = cluster_local(config).await;
     for (j, other) in clusters.iter().enumerate() {
         if j != i
             && !stay_local
-            && wired(me, other, &clients[j]).await
+            && (j == cp || holds_secret_of(config, &other.name).await)
+            && world.reachable(&clients, i, j).await
             && let Some((pod, version)) = helloworld(&clients[j], &drained_now).await
         {
             remotes.push((pod, version, region(&clients[j]).await, other.name.clone()));
@@ -262,14 +457,14 @@ async fn answer(
     }
     // A VirtualService that routes this caller to a subset pinned to one cluster.
     let mut local = local;
-    if let Some(only) = routed_cluster(me, &clusters[i].name).await {
+    if let Some(only) = routed_cluster(config, &clusters[i].name).await {
         if only != clusters[i].name {
             local = None;
         }
         remotes.retain(|r| r.3 == only);
     }
     let rules = Api::<DynamicObject>::namespaced_with(
-        me.clone(),
+        config.clone(),
         "sample",
         &ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
@@ -282,7 +477,22 @@ async fn answer(
         .ok()
         .flatten()
         .map(|r| r.data);
+    let distribute = match rules.get_opt("helloworld-distribute").await {
+        Ok(Some(dr)) => {
+            let mut candidates = Vec::new();
+            if let Some((pod, version)) = &local {
+                candidates.push((pod.clone(), version.clone(), locality(me).await));
+            }
+            for r in &remotes {
+                let j = clusters.iter().position(|c| c.name == r.3).unwrap_or(0);
+                candidates.push((r.0.clone(), r.1.clone(), locality(&clients[j]).await));
+            }
+            distributed(&dr.data, &locality(me).await, &candidates)
+        }
+        _ => None,
+    };
     let targets: Vec<(String, String)> = match rule {
+        _ if distribute.is_some() => distribute.unwrap_or_default(),
         Some(dr) if dr["spec"]["trafficPolicy"]["outlierDetection"].is_object() => match &local {
             Some(l) => vec![l.clone()],
             None => {

@@ -64,11 +64,23 @@ pub fn install_handler_for(contexts: Lookup) -> InstallHandler {
     // One injector per cluster, started by its first control-plane install and served for as long
     // as the fake tools live (a second install, as `up` makes when the rendering changed, keeps it).
     let injectors: std::sync::Mutex<HashMap<String, WebhookServer>> = Default::default();
+    let attaching: std::sync::Mutex<std::collections::HashSet<String>> = Default::default();
     Box::new(move |req: &Path, fail_dir: &Path| {
         let (code, stderr, control_plane) = super::block_on(install(req, &contexts, fail_dir));
-        let Some(context) = control_plane.filter(|_| code == 0) else {
+        let Some(installed) = control_plane.filter(|_| code == 0) else {
             return (code, stderr);
         };
+        let context = installed.context.clone();
+        if installed.external_istiod
+            && let Some(target) = contexts(&context)
+            && attaching
+                .lock()
+                .unwrap()
+                .insert(format!("{context}\n{}", target.kubeconfig))
+        {
+            let (contexts, id) = (contexts.clone(), installed.cluster_id.clone());
+            std::thread::spawn(move || super::block_on(attach_remotes(target, id, contexts)));
+        }
         let Some(target) = contexts(&context) else {
             return (1, format!("Error: context \"{context}\" does not exist"));
         };
@@ -126,7 +138,6 @@ fn inject(request: &Value) -> Option<Value> {
 /// Serves istiod's injection webhook on istiod's Service cluster IP, and puts its CA into the
 /// `istio-sidecar-injector` configuration (istiod patches its own CA bundle there at start).
 async fn serve_injector(plane: &Target) -> Result<WebhookServer, String> {
-    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
     use k8s_openapi::api::core::v1::Service;
     let client = plane.client().await;
     let svc = kube::Api::<Service>::namespaced(client.clone(), "istio-system")
@@ -137,6 +148,13 @@ async fn serve_injector(plane: &Target) -> Result<WebhookServer, String> {
         .spec
         .and_then(|s| s.cluster_ip)
         .ok_or("istiod has no cluster IP")?;
+    serve_injector_at(plane, &ip).await
+}
+
+/// Serves injection at `ip:443` and patches that CA into `plane`'s `istio-sidecar-injector`.
+async fn serve_injector_at(plane: &Target, ip: &str) -> Result<WebhookServer, String> {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let client = plane.client().await;
     let server = WebhookServer::start_with(
         format!("{ip}:443").parse().unwrap(),
         "istiod",
@@ -161,6 +179,65 @@ async fn serve_injector(plane: &Target) -> Result<WebhookServer, String> {
     Ok(server)
 }
 
+/// What the istiod of a primary installed with `externalIstiod: true` does for the remotes it
+/// controls (Istio docs, "Attach cluster2 as a remote cluster of cluster1": with API access to the
+/// remote, and named in the remote's `topology.istio.io/controlPlaneClusters`, the primary's istiod
+/// patches the remote's webhooks and serves its injection through the remote's `istiod` Service,
+/// which points at the primary's east-west gateway). Polls what the servers hold, as istiod's
+/// informers would see it, until the primary's API server is gone.
+async fn attach_remotes(primary: Target, primary_id: String, contexts: Lookup) {
+    use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+    let mut served: HashMap<String, WebhookServer> = HashMap::new();
+    let mut failures = 0;
+    while failures < 50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let client = primary.client().await;
+        let secrets = match kube::Api::<Secret>::namespaced(client, "istio-system")
+            .list(&kube::api::ListParams::default().labels("istio/multiCluster=true"))
+            .await
+        {
+            Ok(list) => {
+                failures = 0;
+                list.items
+            }
+            Err(_) => {
+                failures += 1;
+                continue;
+            }
+        };
+        for remote in secrets
+            .into_iter()
+            .flat_map(|s| s.data.unwrap_or_default().into_keys())
+        {
+            let Some(target) = contexts(&remote) else { continue };
+            let key = format!("{remote}\n{}", target.kubeconfig);
+            if served.contains_key(&key) {
+                continue;
+            }
+            let rc = target.client().await;
+            let named = kube::Api::<Namespace>::all(rc.clone())
+                .get_opt("istio-system")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|ns| ns.metadata.annotations)
+                .and_then(|a| a.get("topology.istio.io/controlPlaneClusters").cloned())
+                .is_some_and(|v| v.split(',').any(|c| c.trim() == primary_id));
+            let ip = kube::Api::<Service>::namespaced(rc, "istio-system")
+                .get_opt("istiod")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|s| s.spec?.cluster_ip);
+            if let (true, Some(ip)) = (named, ip)
+                && let Ok(server) = serve_injector_at(&target, &ip).await
+            {
+                served.insert(key, server);
+            }
+        }
+    }
+}
+
 async fn apply(plane: &Target, yaml: &str, what: &str) -> Result<(), String> {
     // istioctl's own field manager: applying as `meshctl` would take away the fields meshctl set
     // on shared objects (istio-system's network label), which server-side apply does.
@@ -180,11 +257,71 @@ fn docs(values: &[Value]) -> String {
         .join("\n---\n")
 }
 
-/// The objects `istioctl install -f` creates for IstioOperator `iop` (CRDs aside), and whether it
-/// is the control plane.
-fn objects_of(iop: &Value) -> Result<(Vec<Value>, bool), String> {
+/// What an IstioOperator installs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Installs {
+    /// istiod (and the CRDs).
+    ControlPlane,
+    /// The `remote` profile (and the CRDs): no istiod.
+    Remote,
+    /// A gateway.
+    Gateway,
+}
+
+/// What `istioctl install` creates for `profile: remote` with an IP `remotePilotAddress`, after
+/// Istio 1.31's charts: the reader account remote secrets are made from (`base`,
+/// `istio-discovery/templates/reader-*`), the `istio` mesh ConfigMap, Service `istiod` without a
+/// selector and its EndpointSlice on the remote pilot address (`remote-istiod-service.yaml`,
+/// `remote-istiod-endpointslices.yaml`), and the injector webhook calling that Service on
+/// `istiodRemote.injectionPath`, with an empty CA bundle until the primary's istiod patches it
+/// (`mutatingwebhook.yaml`). No Deployment.
+fn remote_objects(iop: &Value) -> Vec<Value> {
+    let ns = "istio-system";
+    let values = &iop["spec"]["values"];
+    let address = values["global"]["remotePilotAddress"].clone();
+    let path = values["istiodRemote"]["injectionPath"]
+        .as_str()
+        .unwrap_or("/inject")
+        .to_string();
+    let labels = json!({"app.kubernetes.io/name": "istiod"});
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istio-reader-service-account", "namespace": ns}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "istio-reader-clusterrole-istio-system", "labels": {"app": "istio-reader"}},
+            "rules": [{"apiGroups": ["", "discovery.k8s.io", "networking.istio.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]},
+                      {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "istio-reader-clusterrole-istio-system"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "istio-reader-clusterrole-istio-system"},
+            "subjects": [{"kind": "ServiceAccount", "name": "istio-reader-service-account", "namespace": ns}]}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": ns},
+            "data": {"mesh": mesh_config(iop, ""), "meshNetworks": "networks: {}"}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
+            "spec": {"ports": [{"name": "tcp-istiod", "port": 15012, "protocol": "TCP"},
+                               {"name": "tcp-webhook", "port": 443, "targetPort": 15017, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "istiod", "namespace": ns,
+                "labels": {"kubernetes.io/service-name": "istiod", "app.kubernetes.io/name": "istiod"}},
+            "addressType": "IPv4", "endpoints": [{"addresses": [address]}],
+            "ports": [{"name": "tcp-istiod", "port": 15012, "protocol": "TCP"}, {"name": "tcp-webhook", "port": 15017, "protocol": "TCP"}]}),
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "istio-sidecar-injector"},
+            "webhooks": [{"name": "namespace.sidecar-injector.istio.io",
+                "clientConfig": {"service": {"name": "istiod", "namespace": ns, "path": path, "port": 443}},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+                "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
+                "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}),
+    ]
+}
+
+/// The objects `istioctl install -f` creates for IstioOperator `iop` (CRDs aside), and what it is.
+fn objects_of(iop: &Value) -> Result<(Vec<Value>, Installs), String> {
     let ns = "istio-system";
     match iop["metadata"]["name"].as_str() {
+        Some("control-plane") if iop["spec"]["profile"] == "remote" => {
+            Ok((remote_objects(iop), Installs::Remote))
+        }
         Some("control-plane") => {
             let global = &iop["spec"]["values"]["global"];
             let cluster_id = global["multiCluster"]["clusterName"].clone();
@@ -221,7 +358,7 @@ fn objects_of(iop: &Value) -> Result<(Vec<Value>, bool), String> {
                         "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
                         "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}),
             ];
-            Ok((objects.to_vec(), true))
+            Ok((objects.to_vec(), Installs::ControlPlane))
         }
         Some("eastwest") => {
             let gw = &iop["spec"]["components"]["ingressGateways"][0];
@@ -239,7 +376,7 @@ fn objects_of(iop: &Value) -> Result<(Vec<Value>, bool), String> {
                 json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
                     "spec": {"type": "LoadBalancer", "selector": {"istio": "eastwestgateway"}, "ports": ports}}),
             ];
-            Ok((objects.to_vec(), false))
+            Ok((objects.to_vec(), Installs::Gateway))
         }
         other => Err(format!(
             "Error: fake istioctl does not know IstioOperator {other:?}"
@@ -289,9 +426,20 @@ async fn delete(plane: &Target, objects: &[Value]) -> Result<(), String> {
     Ok(())
 }
 
-/// Handles one `istioctl install` request: exit code, stderr, and the context when it installed a
-/// control plane (whose injector then needs serving).
-async fn install(req: &Path, contexts: &Lookup, fail_dir: &Path) -> (i32, String, Option<String>) {
+/// A control plane an install put in place (its injector then needs serving).
+struct ControlPlaneInstalled {
+    context: String,
+    /// `values.global.externalIstiod`: it also takes over the remotes that name it.
+    external_istiod: bool,
+    cluster_id: String,
+}
+
+/// Handles one `istioctl install` request: exit code, stderr, and the control plane it installed.
+async fn install(
+    req: &Path,
+    contexts: &Lookup,
+    fail_dir: &Path,
+) -> (i32, String, Option<ControlPlaneInstalled>) {
     let mut control_plane = None;
     let (code, stderr) = install_objects(req, contexts, fail_dir, &mut control_plane).await;
     (code, stderr, control_plane)
@@ -301,7 +449,7 @@ async fn install_objects(
     req: &Path,
     contexts: &Lookup,
     fail_dir: &Path,
-    control_plane: &mut Option<String>,
+    control_plane: &mut Option<ControlPlaneInstalled>,
 ) -> (i32, String) {
     let text = std::fs::read_to_string(req).unwrap();
     let mut lines = text.lines();
@@ -338,7 +486,7 @@ async fn install_objects(
         return (1, format!("Error: open {file}: no such file or directory"));
     };
     let iop: Value = serde_saphyr::from_str(&iop_text).unwrap();
-    let (objects, is_control_plane) = match objects_of(&iop) {
+    let (objects, installs) = match objects_of(&iop) {
         Ok(found) => found,
         Err(e) => return (1, e),
     };
@@ -352,18 +500,28 @@ async fn install_objects(
         };
     }
     let result = async {
-        if is_control_plane && let Some(dir) = crate::support::schema::upstream_dir() {
+        if installs != Installs::Gateway
+            && let Some(dir) = crate::support::schema::upstream_dir()
+        {
             let crds = std::fs::read_to_string(dir.join("istio/release-1.31/crds/crd-all.gen.yaml")).unwrap();
             apply(&plane, &crds, "crd-all.gen.yaml").await?;
         }
-        let what = if is_control_plane {
-            "control-plane"
-        } else {
-            "eastwest"
+        let what = match installs {
+            Installs::ControlPlane => "control-plane",
+            Installs::Remote => "remote",
+            Installs::Gateway => "eastwest",
         };
         apply(&plane, &docs(&objects), what).await?;
-        if is_control_plane {
-            *control_plane = Some(context.clone());
+        if installs == Installs::ControlPlane {
+            let global = &iop["spec"]["values"]["global"];
+            *control_plane = Some(ControlPlaneInstalled {
+                context: context.clone(),
+                external_istiod: global["externalIstiod"] == true,
+                cluster_id: global["multiCluster"]["clusterName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            });
         }
         Ok::<(), String>(())
     }

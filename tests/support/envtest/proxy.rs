@@ -9,7 +9,7 @@
 //! `Status`, as in k8s.io/apimachinery `pkg/util/remotecommand` and client-go's
 //! `tools/remotecommand/websocket.go`); what the command prints is the test's [`ExecHandler`].
 //!
-//! And it answers istiod's `/debug/clusterz` through the service proxy path: the apiserver would
+//! And it answers istiod's `/debug/syncz` (from the test's [`SynczHandler`]) and `/debug/clusterz` through the service proxy path: the apiserver would
 //! dial istiod's pod IP, and no istiod runs here. The answer is built as istiod builds it
 //! (Istio `pkg/cluster/debug.go` `DebugInfo`): its own cluster (`CLUSTER_ID` of Deployment
 //! `istiod`), then one entry per cluster ID in the `istio/multiCluster=true` Secrets of
@@ -56,6 +56,9 @@ pub struct ExecResult {
     pub exit_code: i32,
 }
 
+/// Builds istiod's `/debug/syncz` answer (a JSON array of `SyncStatus`).
+pub type SynczHandler = Arc<dyn Fn() -> BoxFuture<'static, serde_json::Value> + Send + Sync>;
+
 /// Answers execs.
 pub type ExecHandler = Arc<dyn Fn(ExecRequest) -> BoxFuture<'static, ExecResult> + Send + Sync>;
 
@@ -71,6 +74,7 @@ struct Shared {
     remote_status: Mutex<std::collections::HashMap<String, String>>,
     upstream: kube::Client,
     exec: Mutex<Option<ExecHandler>>,
+    syncz: Mutex<Option<SynczHandler>>,
     log: Mutex<Vec<String>>,
 }
 
@@ -109,6 +113,7 @@ impl Proxy {
                     remote_status: Mutex::default(),
                     upstream,
                     exec: Mutex::new(None),
+                    syncz: Mutex::new(None),
                     log: Mutex::new(Vec::new()),
                 });
                 ready_tx.send(shared.clone()).unwrap();
@@ -164,6 +169,12 @@ impl Proxy {
             .lock()
             .unwrap()
             .insert(id.to_string(), status.to_string());
+    }
+
+    /// Who lists the proxies istiod configures on `/debug/syncz` (the data plane, which knows
+    /// which proxies run where); without one, istiod lists none.
+    pub fn set_syncz_handler(&self, handler: SynczHandler) {
+        *self.shared.syncz.lock().unwrap() = Some(handler);
     }
 
     /// Who answers `pods/exec`.
@@ -277,6 +288,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if req.uri().path() == "/api/v1/namespaces/istio-system/services/istiod:15014/proxy/debug/clusterz" {
         return Ok(clusterz(&shared).await);
     }
+    if req.uri().path() == "/api/v1/namespaces/istio-system/services/istiod:15014/proxy/debug/syncz" {
+        return Ok(syncz(&shared).await);
+    }
     let (mut parts, body) = req.into_parts();
     let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     // The upstream client adds its own credentials and host.
@@ -293,6 +307,34 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         }
         Err(e) => Ok(status(502, "InternalError", &format!("test proxy: {e}"))),
     }
+}
+
+/// istiod's `/debug/syncz`: the apiserver answers 503 without an istiod pod behind the Service (a
+/// remote's `istiod` Service has none, and no 15014 port), else the data plane's list.
+async fn syncz(shared: &Shared) -> Response<Body> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let istiod = kube::Api::<Deployment>::namespaced(shared.upstream.clone(), "istio-system")
+        .get_opt("istiod")
+        .await
+        .ok()
+        .flatten();
+    if istiod.is_none() {
+        return status(
+            503,
+            "ServiceUnavailable",
+            "no endpoints available for service \"istiod\"",
+        );
+    }
+    let handler = shared.syncz.lock().unwrap().clone();
+    let list = match handler {
+        Some(h) => h().await,
+        None => json!([]),
+    };
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(full(list.to_string()))
+        .unwrap()
 }
 
 async fn clusterz(shared: &Shared) -> Response<Body> {
