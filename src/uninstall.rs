@@ -3,9 +3,11 @@
 //! How meshctl tells its own objects from anyone else's, per kind of object:
 //! - remote secrets: meshctl's field manager owns fields of them (server-side apply);
 //! - the reader account, its role, binding and token, the expose Gateway, `cacerts`: the label
-//!   `app.kubernetes.io/managed-by: meshctl` (set only on objects meshctl created);
-//! - istiod and the east-west gateway: the installed-digest annotation meshctl records after its
-//!   `istioctl install`; they are removed with `istioctl uninstall` of the same IstioOperator file.
+//!   `app.kubernetes.io/managed-by: meshctl` (set only on objects meshctl created), as on the
+//!   expose-istiod Gateway and VirtualService;
+//! - istiod (a remote's istiod Service) and the east-west gateway: the installed-digest annotation
+//!   meshctl records after its `istioctl install`; they are removed with `istioctl uninstall` of
+//!   the same IstioOperator file.
 //!
 //! Kept, and said so: the `istio-system` namespace, Istio's CRDs (other installs may use them),
 //! node labels (meshctl only added missing ones, which cannot be told apart from the provider's).
@@ -14,7 +16,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Resource};
@@ -35,6 +37,28 @@ fn ours<K: Resource>(obj: &K) -> bool {
         .as_ref()
         .and_then(|l| l.get(MANAGED_BY.0))
         .is_some_and(|v| v == MANAGED_BY.1)
+}
+
+/// Whether `record_on` (`deployment/NAME` or `service/NAME` in istio-system) carries meshctl's
+/// install record: meshctl installed it.
+async fn recorded(client: &Client, record_on: &str) -> Result<bool> {
+    let has_record = |meta: &kube::api::ObjectMeta| {
+        meta.annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(INSTALLED_DIGEST))
+    };
+    let found = match record_on.split_once('/') {
+        Some(("service", name)) => Api::<Service>::namespaced(client.clone(), NAMESPACE)
+            .get_opt(name)
+            .await
+            .map(|o| o.is_some_and(|s| has_record(&s.metadata))),
+        Some((_, name)) => Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
+            .get_opt(name)
+            .await
+            .map(|o| o.is_some_and(|d| has_record(&d.metadata))),
+        None => return Ok(false),
+    };
+    found.with_context(|| format!("cannot read {record_on} in {NAMESPACE}"))
 }
 
 /// Deletes `name` through `api` when it exists and `owned` says meshctl made it; says what it did.
@@ -91,39 +115,37 @@ pub async fn rest(
     timeout: std::time::Duration,
 ) -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    // The Gateway first: it routes through the east-west gateway about to go.
+    // The Gateways first: they route through the east-west gateway about to go.
     let gateways = crate::phases::expose::gateways(client);
-    let name = crate::phases::expose::GATEWAY_NAME;
-    if let Ok(Some(gw)) = gateways.get_opt(name).await
-        && ours(&gw)
-    {
-        gateways
-            .delete(name, &DeleteParams::default())
-            .await
-            .with_context(|| format!("cannot delete Gateway {NAMESPACE}/{name}"))?;
-        removed.push(format!("Gateway {NAMESPACE}/{name}"));
+    for name in [
+        crate::phases::expose::GATEWAY_NAME,
+        crate::phases::expose::ISTIOD_GATEWAY_NAME,
+    ] {
+        let what = format!("Gateway {NAMESPACE}/{name}");
+        removed.extend(delete_if(&gateways, name, &what, ours).await?);
     }
-    // Istio, as meshctl installed it: the east-west gateway, then the control plane.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
-    for (phase, file, deployment) in [
+    let services = crate::phases::expose::virtual_services(client);
+    let vs = crate::phases::expose::ISTIOD_VIRTUAL_SERVICE;
+    let what = format!("VirtualService {NAMESPACE}/{vs}");
+    removed.extend(delete_if(&services, vs, &what, ours).await?);
+    // Istio, as meshctl installed it: the east-west gateway, then the control plane (a remote's
+    // install record is on its istiod Service: it has no istiod).
+    let istio_record = match cluster.role {
+        crate::topology::Role::Primary => "deployment/istiod".to_string(),
+        crate::topology::Role::Remote => {
+            format!("service/{}", crate::phases::istio::REMOTE_RECORD_SERVICE)
+        }
+    };
+    for (phase, file, record_on) in [
         (
             Phase::Eastwest,
             "eastwest-gateway.yaml",
-            crate::phases::eastwest::GATEWAY_NAME,
+            format!("deployment/{}", crate::phases::eastwest::GATEWAY_NAME),
         ),
-        (Phase::Istio, "control-plane.yaml", "istiod"),
+        (Phase::Istio, "control-plane.yaml", istio_record),
     ] {
-        let installed = deployments
-            .get_opt(deployment)
-            .await
-            .with_context(|| format!("cannot read deployment {NAMESPACE}/{deployment}"))?
-            .is_some_and(|d| {
-                d.metadata
-                    .annotations
-                    .is_some_and(|a| a.contains_key(INSTALLED_DIGEST))
-            });
         let path = format!("{}/{}/{file}", cluster.name, phase.folder());
-        if !installed || !plan_dir.join(&path).exists() {
+        if !recorded(client, &record_on).await? || !plan_dir.join(&path).exists() {
             continue;
         }
         let args: Vec<String> = ["uninstall", "-y", "--context", &cluster.context, "-f", &path]
@@ -139,7 +161,7 @@ pub async fn rest(
             ..Default::default()
         };
         ProcessRunner.run("istioctl", &args, &options).await?;
-        removed.push(format!("{deployment} (istioctl uninstall -f {path})"));
+        removed.push(format!("{record_on} (istioctl uninstall -f {path})"));
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);

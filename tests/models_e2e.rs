@@ -108,6 +108,10 @@ fn primary_remote_on_two_networks_is_built_in_the_docs_order_and_verified() {
     let Some(lab) = KindLab::new(2, FakeToolOptions::default()) else {
         return;
     };
+    // Clusters made by hand: `up` adopts them and `down` keeps them (meshctl deletes only the
+    // clusters it created), so what `down --uninstall` leaves can be read at the end.
+    lab.create("cluster1");
+    lab.create("cluster2");
     let cfg = up_from(&lab, PRIMARY_REMOTE);
 
     // The remote runs no istiod; its istiod Service points at the primary's east-west gateway.
@@ -188,6 +192,10 @@ fn primary_remote_on_two_networks_is_built_in_the_docs_order_and_verified() {
         "{rendered}"
     );
 
+    // status reads the same model: everything ready, the remote included.
+    let out = lab.run(&["status", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+
     // A second run finds everything in place and runs no installer.
     let before = installs(&lab).len();
     let out = lab.run(&["up", "--config", &cfg]);
@@ -227,6 +235,28 @@ fn primary_remote_on_two_networks_is_built_in_the_docs_order_and_verified() {
         "{text}\n{}",
         stderr(&out)
     );
+
+    // down --uninstall takes back the model's pieces too: istiod's Gateway and VirtualService in
+    // the primary, the remote profile (recorded on the remote's istiod Service) in the remote.
+    let out = lab.run(&["down", "--config", &cfg, "--uninstall", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        lab.tools
+            .calls()
+            .iter()
+            .any(|c| c == "istioctl uninstall -y --context cluster2 -f cluster2/05-istio/control-plane.yaml"),
+        "{:#?}",
+        lab.tools.calls()
+    );
+    assert!(istio_objects(&lab, 0, "Gateway", "gateways").is_empty());
+    assert!(istio_objects(&lab, 0, "VirtualService", "virtualservices").is_empty());
+    let left = block_on(async {
+        Api::<k8s_openapi::api::core::v1::Service>::namespaced(client(&lab, 1).await, "istio-system")
+            .get_opt("istiod")
+            .await
+            .unwrap()
+    });
+    assert!(left.is_none(), "the remote's istiod Service is uninstalled");
 }
 
 #[test]
@@ -263,8 +293,17 @@ fn flat_multi_primary_routes_pods_between_nodes_repairs_a_lost_route_and_is_veri
     }
     assert!(!installs(&lab).iter().any(|c| c.contains("eastwest")));
 
-    // A node that lost its routes (a container restart) is repaired, and named.
+    // A node that lost its routes (a container restart): status names the missing routes and the
+    // command that restores them; up repairs them, and names each.
     lab.tools.clear_routes("cluster2-control-plane");
+    let out = lab.run(&["status", "--config", &cfg]);
+    let text = stdout(&out);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("route 10.10.0.0/16 on cluster2-control-plane: missing")
+            && text.contains("--only routes"),
+        "{text}"
+    );
     let out = lab.run(&["up", "--config", &cfg]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
@@ -294,5 +333,38 @@ fn flat_multi_primary_routes_pods_between_nodes_repairs_a_lost_route_and_is_veri
             && !text.contains("cluster2 -> cluster1"),
         "{text}\n{}",
         stderr(&out)
+    );
+}
+
+/// Primary `cluster1` and remote `cluster2` on one network: Istio's "Install Primary-Remote". The
+/// primary's gateway exposes istiod only; the remote has no gateway; pods call each other through
+/// the kind routes; verify proves both directions and who configures the remote.
+#[test]
+fn primary_remote_on_one_network_is_built_without_a_services_gateway_and_verified() {
+    let Some(lab) = KindLab::new(2, FakeToolOptions::default()) else {
+        return;
+    };
+    let cfg = up_from(
+        &lab,
+        "clusters:\n  - {name: cluster1, network: network1}\n  - {name: cluster2, network: network1, role: remote}\n",
+    );
+    assert_eq!(istio_objects(&lab, 0, "Gateway", "gateways"), ["istiod-gateway"]);
+    assert!(gateway_ip(&lab, 0).is_some());
+    assert!(
+        gateway_ip(&lab, 1).is_none(),
+        "a remote on the primary's network needs no gateway"
+    );
+    assert_eq!(lab.tools.routes("cluster2-control-plane").len(), 2);
+    support::envtest::data_plane::install(&lab);
+    let out = lab.run(&["verify", "--config", &cfg, "--timeout", "30s"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("PASS: every cluster reached every cluster"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PASS: cluster2's proxies are configured by cluster1's istiod"),
+        "{text}"
     );
 }

@@ -12,13 +12,22 @@ use crate::probe::{Finding, Probe};
 /// The Gateway that exposes `*.local` services, as rendered.
 pub const GATEWAY_NAME: &str = "cross-network-gateway";
 
-/// The Gateway and VirtualService that expose istiod, as rendered.
+/// The Gateway that exposes istiod, as rendered.
 pub const ISTIOD_GATEWAY_NAME: &str = "istiod-gateway";
+/// The VirtualService routing it to istiod, as rendered.
+pub const ISTIOD_VIRTUAL_SERVICE: &str = "istiod-vs";
 
 /// Context of `templates/expose/cross-network-gateway.yaml.j2`.
 #[derive(Serialize)]
 struct Expose {
     name: &'static str,
+}
+
+/// Context of `templates/expose/expose-istiod.yaml.j2`.
+#[derive(Serialize)]
+struct ExposeIstiod {
+    name: &'static str,
+    vs_name: &'static str,
 }
 
 pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
@@ -37,8 +46,9 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         let file = b.render(
             "expose-istiod.yaml",
             "expose/expose-istiod.yaml.j2",
-            &Expose {
+            &ExposeIstiod {
                 name: ISTIOD_GATEWAY_NAME,
+                vs_name: ISTIOD_VIRTUAL_SERVICE,
             },
             false,
         )?;
@@ -56,13 +66,22 @@ pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     }
 }
 
-/// Istio Gateways in istio-system, where the expose Gateway lives.
+/// Istio Gateways in istio-system, where the expose Gateways live.
 pub fn gateways(client: &kube::Client) -> kube::api::Api<kube::api::DynamicObject> {
-    let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway");
+    networking(client, "Gateway", "gateways")
+}
+
+/// Istio VirtualServices in istio-system, where istiod's lives.
+pub fn virtual_services(client: &kube::Client) -> kube::api::Api<kube::api::DynamicObject> {
+    networking(client, "VirtualService", "virtualservices")
+}
+
+fn networking(client: &kube::Client, kind: &str, plural: &str) -> kube::api::Api<kube::api::DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", kind);
     kube::api::Api::namespaced_with(
         client.clone(),
         super::istio::NAMESPACE,
-        &kube::api::ApiResource::from_gvk_with_plural(&gvk, "gateways"),
+        &kube::api::ApiResource::from_gvk_with_plural(&gvk, plural),
     )
 }
 
