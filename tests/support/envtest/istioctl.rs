@@ -284,17 +284,9 @@ fn remote_objects(iop: &Value) -> Vec<Value> {
         .unwrap_or("/inject")
         .to_string();
     let labels = json!({"app.kubernetes.io/name": "istiod"});
-    vec![
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istio-reader-service-account", "namespace": ns}}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "istio-reader-clusterrole-istio-system", "labels": {"app": "istio-reader"}},
-            "rules": [{"apiGroups": ["", "discovery.k8s.io", "networking.istio.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]},
-                      {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "istio-reader-clusterrole-istio-system"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "istio-reader-clusterrole-istio-system"},
-            "subjects": [{"kind": "ServiceAccount", "name": "istio-reader-service-account", "namespace": ns}]}),
+    let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})];
+    objects.extend(reader_objects(ns));
+    objects.extend([
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": ns},
             "data": {"mesh": mesh_config(iop, ""), "meshNetworks": "networks: {}"}}),
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
@@ -312,6 +304,23 @@ fn remote_objects(iop: &Value) -> Vec<Value> {
                 "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
                 "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
                 "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}),
+    ]);
+    objects
+}
+
+/// The reader account remote secrets are made from, with its cluster role and binding (Istio
+/// charts `base` and `istio-discovery/templates/reader-*`): installed by both profiles.
+fn reader_objects(ns: &str) -> [Value; 3] {
+    [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istio-reader-service-account", "namespace": ns}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "istio-reader-clusterrole-istio-system", "labels": {"app": "istio-reader"}},
+            "rules": [{"apiGroups": ["", "discovery.k8s.io", "networking.istio.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]},
+                      {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "istio-reader-clusterrole-istio-system"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "istio-reader-clusterrole-istio-system"},
+            "subjects": [{"kind": "ServiceAccount", "name": "istio-reader-service-account", "namespace": ns}]}),
     ]
 }
 
@@ -329,16 +338,7 @@ fn objects_of(iop: &Value) -> Result<(Vec<Value>, Installs), String> {
             let labels = json!({"app": "istiod", "istio": "pilot"});
             let objects = [
                 json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istio-reader-service-account", "namespace": ns}}),
                 json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istiod", "namespace": ns}}),
-                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                    "metadata": {"name": "istio-reader-clusterrole-istio-system", "labels": {"app": "istio-reader"}},
-                    "rules": [{"apiGroups": ["", "discovery.k8s.io", "networking.istio.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]},
-                              {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]}),
-                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                    "metadata": {"name": "istio-reader-clusterrole-istio-system"},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "istio-reader-clusterrole-istio-system"},
-                    "subjects": [{"kind": "ServiceAccount", "name": "istio-reader-service-account", "namespace": ns}]}),
                 json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": ns},
                     "data": {"mesh": mesh_config(iop, &mesh_id),
                              "meshNetworks": "networks: {}"}}),
@@ -358,7 +358,9 @@ fn objects_of(iop: &Value) -> Result<(Vec<Value>, Installs), String> {
                         "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
                         "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}),
             ];
-            Ok((objects.to_vec(), Installs::ControlPlane))
+            let mut all = objects.to_vec();
+            all.extend(reader_objects(ns));
+            Ok((all, Installs::ControlPlane))
         }
         Some("eastwest") => {
             let gw = &iop["spec"]["components"]["ingressGateways"][0];
