@@ -3,6 +3,8 @@
 # Docker (the GitHub Actions workflow .github/workflows/smoke.yml runs it on ubuntu-latest).
 #
 #   scripts/smoke.sh            install pinned kind and istioctl, build meshctl, run the whole cycle
+#   TOPOLOGY=docs/examples/primary-remote.yaml scripts/smoke.sh
+#                               the same for a deployment model from a meshctl.yaml (kind clusters)
 #
 # Pinned versions come from `meshctl version -o json` (src/versions.rs is the one place they live).
 # Downloads are checked against the checksum files the projects publish beside them, and against
@@ -14,6 +16,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 artifacts=${ARTIFACTS:-$root/smoke-artifacts}
 tools=${TOOLS_DIR:-$root/.smoke-tools}
 clusters=${CLUSTERS:-2}
+# The mesh: CLUSTERS kind clusters (multi-primary, multi-network), or the meshctl.yaml in TOPOLOGY.
+if [ -n "${TOPOLOGY:-}" ]; then
+  topology=(--config "$TOPOLOGY")
+  clusters=$(grep -c -- '- {name:' "$TOPOLOGY")
+else
+  topology=(--clusters "$clusters")
+fi
 mkdir -p "$artifacts" "$tools"
 export PATH="$tools:$PATH"
 export MESHCTL_HOME="$root/.smoke-state"
@@ -67,8 +76,8 @@ fi
 collect_diagnostics() {
   log "collecting diagnostics in $artifacts"
   # Everything meshctl's part of the mesh holds, per cluster, with no secret data.
-  "$meshctl" diagnose --clusters "$clusters" --out "$artifacts/diagnose.tar.gz" || true
-  "$meshctl" status --clusters "$clusters" -o json > "$artifacts/status.json" 2>&1 || true
+  "$meshctl" diagnose "${topology[@]}" --out "$artifacts/diagnose.tar.gz" || true
+  "$meshctl" status "${topology[@]}" -o json > "$artifacts/status.json" 2>&1 || true
   # The nodes' own logs (kubelet, containerd) are not reachable through the API server.
   for i in $(seq 1 "$clusters"); do
     kind export logs --name "cluster$i" "$artifacts/cluster$i-kind-logs" >/dev/null 2>&1 || true
@@ -87,14 +96,14 @@ finish() {
 trap finish EXIT
 
 log "meshctl doctor"
-"$meshctl" doctor --clusters "$clusters"
-log "meshctl up --clusters $clusters"
-"$meshctl" up --clusters "$clusters"
+"$meshctl" doctor "${topology[@]}"
+log "meshctl up ${topology[*]}"
+"$meshctl" up "${topology[@]}"
 log "meshctl up again: must change nothing"
-"$meshctl" up --clusters "$clusters" 2>&1 | tee "$artifacts/second-up.txt"
+"$meshctl" up "${topology[@]}" 2>&1 | tee "$artifacts/second-up.txt"
 grep -q "nothing to change" "$artifacts/second-up.txt"
-log "meshctl verify --failover"
-"$meshctl" verify --clusters "$clusters" --failover --junit "$artifacts/verify.xml"
+log "meshctl verify --failover --locality distribute"
+"$meshctl" verify "${topology[@]}" --failover --locality distribute --junit "$artifacts/verify.xml"
 log "meshctl status"
-"$meshctl" status --clusters "$clusters"
+"$meshctl" status "${topology[@]}"
 log "passed"

@@ -802,3 +802,25 @@ fn multi_primary_on_one_network_routes_pods_and_needs_no_gateway() {
     let plan = plan_for(&Mesh::for_kind(2, "mesh1").unwrap());
     assert!(!plan.phases.iter().any(|p| p.phase == Phase::Routes));
 }
+
+/// The example topologies of docs/examples load, plan, and describe the models their comments
+/// name (the smoke workflow runs one of them on real kind clusters).
+#[test]
+fn every_example_topology_in_the_docs_loads_and_plans() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples");
+    let mut seen = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let mesh = Mesh::from_file(&path, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let plan = plan_with_gateways(&mesh, &[("cluster1", "172.18.255.200")]);
+        assert!(!plan.phases.is_empty());
+        let remotes = mesh.clusters.iter().filter(|c| c.primary.is_some()).count();
+        seen.insert(
+            path.file_name().unwrap().to_string_lossy().to_string(),
+            (remotes, mesh.multi_network()),
+        );
+    }
+    assert_eq!(seen["primary-remote.yaml"], (1, true));
+    assert_eq!(seen["primary-remote-one-network.yaml"], (1, false));
+    assert_eq!(seen["multi-primary-one-network.yaml"], (0, false));
+}

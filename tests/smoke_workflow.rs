@@ -28,6 +28,27 @@ fn workflow_is_valid_yaml_that_runs_the_smoke_script_and_uploads_diagnostics_on_
         .unwrap();
     assert_eq!(upload["if"], "failure()");
     assert_eq!(upload["with"]["path"], "smoke-artifacts");
+    // One run per model; every topology file it names exists and is a valid topology.
+    let include = doc["jobs"]["kind-mesh"]["strategy"]["matrix"]["include"]
+        .as_array()
+        .expect("a model matrix");
+    assert!(
+        include.iter().any(|m| m["topology"] == ""),
+        "the default mesh is smoked"
+    );
+    for m in include {
+        let file = m["topology"].as_str().unwrap();
+        if !file.is_empty() {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let mesh =
+                meshctl::topology::Mesh::from_file(&path, None).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(
+                mesh.provider,
+                meshctl::topology::Provider::Kind,
+                "{file}: smoke runs on kind"
+            );
+        }
+    }
 }
 
 #[test]
@@ -48,6 +69,8 @@ fn smoke_script_parses_and_its_meshctl_command_lines_are_accepted() {
     {
         let command = line.trim_start_matches("versions=$(").replace("2>&1", "");
         let command = command.split(['|', '>', ')']).next().unwrap().trim();
+        // The default topology of the script; TOPOLOGY puts `--config FILE` there instead.
+        let command = command.replace("\"${topology[@]}\"", "--clusters \"$clusters\"");
         let args: Vec<String> = command
             .split_whitespace()
             .skip(1)

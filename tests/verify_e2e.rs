@@ -378,3 +378,57 @@ fn locality_distribute_splits_calls_by_the_weights_within_the_stated_tolerance()
         }
     });
 }
+
+/// Under `discoverySelectors` that leave `sample` out by name, verify's namespace joins the
+/// label selector (istiod would ignore it otherwise: the played istiod does), and under
+/// `defaultServiceExportTo: ["."]` the callers in `sample` still see helloworld; a mesh config
+/// that hides the workloads whatever verify does is refused before any cluster is touched.
+#[test]
+fn discovery_selectors_and_export_defaults_are_honoured_and_verified() {
+    let Some(lab) = KindLab::new(2, FakeToolOptions::default()) else {
+        return;
+    };
+    let config = lab.work.path().join("meshctl.yaml");
+    let write = |mesh_config: &str| {
+        std::fs::write(
+            &config,
+            format!("clusters: [{{}}, {{}}]\nmeshConfig:\n{mesh_config}"),
+        )
+        .unwrap();
+    };
+    write("  defaultServiceExportTo: ['~']\n");
+    let cfg = config.to_str().unwrap();
+    let hidden = lab.run(&["verify", "--config", cfg]);
+    assert_eq!(hidden.status.code(), Some(2), "{}", stderr(&hidden));
+    assert!(
+        stderr(&hidden).contains("defaultServiceExportTo"),
+        "{}",
+        stderr(&hidden)
+    );
+
+    write(concat!(
+        "  discoverySelectors:\n",
+        "    - matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [istio-system]}]\n",
+        "    - matchLabels: {istio-discovery: enabled}\n",
+        "  defaultServiceExportTo: ['.']\n",
+    ));
+    let out = lab.run(&["up", "--config", cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    support::envtest::data_plane::install(&lab);
+    let out = lab.run(&["verify", "--config", cfg, "--timeout", "20s", "--keep"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("PASS: every cluster reached every cluster"),
+        "{text}"
+    );
+    block_on(async {
+        for plane in lab.planes() {
+            let ns = Api::<Namespace>::all(plane.client().await)
+                .get("sample")
+                .await
+                .unwrap();
+            assert_eq!(ns.metadata.labels.unwrap()["istio-discovery"], "enabled");
+        }
+    });
+}

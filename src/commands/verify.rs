@@ -23,6 +23,18 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
         ))
         .into());
     }
+    // Under a mesh config that hides the sample workloads from istiod no call could pass: say why
+    // before touching a cluster.
+    if crate::phases::verify::discovery_labels(&mesh.mesh_config).is_none() {
+        return Err(super::UsageError(format!(
+            "meshConfig.discoverySelectors select no namespace `{}` could join by its labels, so istiod would ignore the verification workloads; add a selector such as `matchLabels: {{istio-discovery: enabled}}`",
+            crate::phases::verify::NAMESPACE
+        ))
+        .into());
+    }
+    if let Some(problem) = crate::phases::verify::export_problem(&mesh.mesh_config) {
+        return Err(super::UsageError(problem).into());
+    }
     let options = Options {
         calls_per_client: args
             .calls

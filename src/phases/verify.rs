@@ -1,11 +1,13 @@
 //! The verification workloads of `meshctl verify` (reference sections 10 and 11). Pure: rendered
 //! here, applied by the verify command. Not a phase of `up`, but part of the plan on disk.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::plan::Artifact;
 use crate::render::{self, RenderError};
-use crate::topology::Mesh;
+use crate::topology::{Mesh, MeshOptions};
 use crate::versions;
 
 /// Namespace of the verification workloads.
@@ -21,6 +23,47 @@ pub fn version_of(index: usize) -> String {
 #[derive(Serialize)]
 struct Namespace<'a> {
     namespace: &'a str,
+    /// Labels that make istiod discover the namespace under the topology's discoverySelectors.
+    discovery_labels: BTreeMap<String, String>,
+}
+
+/// Labels the verification namespace always has (Kubernetes adds `kubernetes.io/metadata.name`).
+fn namespace_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("kubernetes.io/metadata.name".to_string(), NAMESPACE.to_string()),
+        ("istio-injection".to_string(), "enabled".to_string()),
+        ("app.kubernetes.io/managed-by".to_string(), "meshctl".to_string()),
+    ])
+}
+
+/// The labels the verification namespace adds so that istiod discovers it under the topology's
+/// `meshConfig.discoverySelectors` (istiod ignores every namespace they do not select): none
+/// without selectors or when one selects it already (by name, say); else the `matchLabels` of the
+/// first selector they then satisfy. `None`: no selector can select it by adding labels (only
+/// expressions that exclude it), so verify cannot run under this mesh config.
+pub fn discovery_labels(options: &MeshOptions) -> Option<BTreeMap<String, String>> {
+    let base = namespace_labels();
+    let selectors = &options.discovery_selectors;
+    if selectors.is_empty() || selectors.iter().any(|s| s.matches(&base)) {
+        return Some(BTreeMap::new());
+    }
+    selectors.iter().find_map(|s| {
+        let mut labels = base.clone();
+        labels.extend(s.match_labels.clone());
+        s.matches(&labels).then(|| s.match_labels.clone())
+    })
+}
+
+/// Why the topology's `defaultServiceExportTo` hides helloworld from the callers in its own
+/// namespace (`~`, or a list without `.`, `*` or the namespace), if it does: verify could not pass.
+pub fn export_problem(options: &MeshOptions) -> Option<String> {
+    let to = &options.default_service_export_to;
+    let visible = to.is_empty() || to.iter().any(|v| v == "*" || v == "." || v == NAMESPACE);
+    (!visible).then(|| {
+        format!(
+            "meshConfig.defaultServiceExportTo {to:?} hides services from their own namespace, so the helloworld service of namespace {NAMESPACE} is invisible to its callers; add \".\" (or \"*\")"
+        )
+    })
 }
 
 #[derive(Serialize)]
@@ -150,7 +193,13 @@ pub fn artifacts(mesh: &Mesh) -> Result<Vec<Artifact>, RenderError> {
         add(
             "namespace.yaml",
             "verify/namespace.yaml.j2",
-            render::render("verify/namespace.yaml.j2", &Namespace { namespace: NAMESPACE })?,
+            render::render(
+                "verify/namespace.yaml.j2",
+                &Namespace {
+                    namespace: NAMESPACE,
+                    discovery_labels: discovery_labels(&mesh.mesh_config).unwrap_or_default(),
+                },
+            )?,
         );
         let image = versions::HELLOWORLD_IMAGES[i % versions::HELLOWORLD_IMAGES.len()];
         add(
@@ -194,4 +243,62 @@ pub fn artifacts(mesh: &Mesh) -> Result<Vec<Artifact>, RenderError> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(yaml: &str) -> MeshOptions {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn the_namespace_joins_the_first_selector_it_can_satisfy_by_labels() {
+        assert_eq!(discovery_labels(&MeshOptions::default()), Some(BTreeMap::new()));
+        // Selected by name already: nothing to add.
+        let by_name = options(
+            "discoverySelectors: [{matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [istio-system, sample]}]}]",
+        );
+        assert_eq!(discovery_labels(&by_name), Some(BTreeMap::new()));
+        let by_label = options(
+            "discoverySelectors: [{matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [istio-system]}]}, {matchLabels: {istio-discovery: enabled}}]",
+        );
+        assert_eq!(
+            discovery_labels(&by_label),
+            Some(BTreeMap::from([("istio-discovery".into(), "enabled".into())]))
+        );
+        // Only a selector that excludes it by name: no labels can help.
+        let never = options(
+            "discoverySelectors: [{matchLabels: {team: a}, matchExpressions: [{key: kubernetes.io/metadata.name, operator: NotIn, values: [sample]}]}]",
+        );
+        assert_eq!(discovery_labels(&never), None);
+    }
+
+    #[test]
+    fn the_rendered_namespace_carries_the_discovery_labels() {
+        let mut mesh = Mesh::for_kind(1, "mesh1").unwrap();
+        mesh.mesh_config = options("discoverySelectors: [{matchLabels: {istio-discovery: enabled}}]");
+        let ns = artifacts(&mesh)
+            .unwrap()
+            .into_iter()
+            .find(|a| a.path.ends_with("verify/namespace.yaml"))
+            .unwrap();
+        let doc = render::parse_documents(&ns.content).unwrap().remove(0);
+        assert_eq!(doc["metadata"]["labels"]["istio-discovery"], "enabled");
+        assert_eq!(doc["metadata"]["labels"]["istio-injection"], "enabled");
+    }
+
+    #[test]
+    fn an_export_default_that_hides_services_from_their_own_namespace_is_named() {
+        assert!(export_problem(&MeshOptions::default()).is_none());
+        assert!(export_problem(&options("defaultServiceExportTo: ['.']")).is_none());
+        assert!(export_problem(&options("defaultServiceExportTo: [sample, other]")).is_none());
+        let hidden = export_problem(&options("defaultServiceExportTo: ['~']")).unwrap();
+        assert!(
+            hidden.contains("defaultServiceExportTo") && hidden.contains("sample"),
+            "{hidden}"
+        );
+        assert!(export_problem(&options("defaultServiceExportTo: [other]")).is_some());
+    }
 }

@@ -11,6 +11,9 @@
 //!   target's node (the fake docker's routing tables); across networks, through the target's
 //!   east-west gateway, which needs an IP and the `*.local` Gateway in the istiod configuring it.
 //!
+//! istiod's mesh config counts too: `discoverySelectors` and `defaultServiceExportTo` decide
+//! whether it sees helloworld at all, `serviceSettings` whether it stays in the caller's cluster.
+//!
 //! A broken `up` fails `verify`. `/debug/syncz` of each istiod lists the sample proxies it
 //! configures, with their cluster.
 //! A host the caller's mesh config makes cluster-local is served by the caller's cluster only; a
@@ -113,6 +116,89 @@ fn distributed(
     Some(slots)
 }
 
+/// The mesh config istiod runs with: ConfigMap `istio`, key `mesh` (Null when there is none).
+async fn mesh_config(client: &kube::Client) -> Value {
+    let Ok(Some(map)) =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "istio-system")
+            .get_opt("istio")
+            .await
+    else {
+        return Value::Null;
+    };
+    map.data
+        .and_then(|d| d.get("mesh").cloned())
+        .and_then(|text| serde_saphyr::from_str(&text).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Whether one Kubernetes label selector (JSON, as in MeshConfig `discoverySelectors`) selects a
+/// namespace with `labels`: every `matchLabels` pair, and every `matchExpressions` requirement
+/// (`In`, `NotIn`, `Exists`, `DoesNotExist`, as apimachinery's `labels.Selector`).
+fn selects(selector: &Value, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    let pairs = selector["matchLabels"].as_object().into_iter().flatten();
+    let exprs = selector["matchExpressions"].as_array().into_iter().flatten();
+    pairs
+        .into_iter()
+        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+        && exprs.into_iter().all(|e| {
+            let have = e["key"].as_str().and_then(|k| labels.get(k));
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            match e["operator"].as_str() {
+                Some("In") => have.is_some_and(|v| values.contains(&v.as_str())),
+                Some("NotIn") => have.is_none_or(|v| !values.contains(&v.as_str())),
+                Some("Exists") => have.is_some(),
+                Some("DoesNotExist") => have.is_none(),
+                _ => false,
+            }
+        })
+}
+
+/// Whether the istiod with `mesh` config sees helloworld in namespace `sample` of the cluster of
+/// `client` and lets the callers of `sample` use it: `discoverySelectors` (ORed; none: every
+/// namespace) select the namespace there (Istio: istiod ignores objects in other namespaces), and
+/// the service's visibility (annotation `networking.istio.io/exportTo`, else
+/// `defaultServiceExportTo`; none: `*`) includes the callers' namespace (`*`, `.` or `sample`).
+async fn visible(mesh: &Value, client: &kube::Client) -> bool {
+    if let Some(selectors) = mesh["discoverySelectors"].as_array().filter(|s| !s.is_empty()) {
+        let labels = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .get_opt("sample")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|ns| ns.metadata.labels)
+            .unwrap_or_default();
+        if !selectors.iter().any(|s| selects(s, &labels)) {
+            return false;
+        }
+    }
+    let annotated = Api::<Service>::namespaced(client.clone(), "sample")
+        .get_opt("helloworld")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| {
+            s.metadata
+                .annotations?
+                .get("networking.istio.io/exportTo")
+                .cloned()
+        });
+    let export: Vec<String> = match annotated {
+        Some(list) => list.split(',').map(|v| v.trim().to_string()).collect(),
+        None => mesh["defaultServiceExportTo"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+    };
+    export.is_empty() || export.iter().any(|v| v == "*" || v == "." || v == "sample")
+}
+
 /// Whether the caller's istiod keeps `helloworld.sample.svc.cluster.local` in the caller's own
 /// cluster: its mesh config (ConfigMap `istio`, key `mesh`) has a `serviceSettings` entry with
 /// `clusterLocal: true` whose hosts name it or cover it with a `*.` wildcard (Istio MeshConfig
@@ -120,18 +206,7 @@ fn distributed(
 /// same cluster").
 async fn cluster_local(client: &kube::Client) -> bool {
     let host = "helloworld.sample.svc.cluster.local";
-    let Ok(Some(map)) =
-        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "istio-system")
-            .get_opt("istio")
-            .await
-    else {
-        return false;
-    };
-    let mesh: Value = map
-        .data
-        .and_then(|d| d.get("mesh").cloned())
-        .and_then(|text| serde_saphyr::from_str(&text).ok())
-        .unwrap_or(Value::Null);
+    let mesh = mesh_config(client).await;
     mesh["serviceSettings"].as_array().into_iter().flatten().any(|s| {
         s["settings"]["clusterLocal"] == true
             && s["hosts"]
@@ -442,7 +517,12 @@ async fn answer(
         };
     };
     let config = &clients[cp];
-    let local = helloworld(me, &drained_now).await;
+    let mesh = mesh_config(config).await;
+    let local = if visible(&mesh, me).await {
+        helloworld(me, &drained_now).await
+    } else {
+        None
+    };
     let mut remotes = Vec::new();
     let stay_local = cluster_local(config).await;
     for (j, other) in clusters.iter().enumerate() {
@@ -450,6 +530,7 @@ async fn answer(
             && !stay_local
             && (j == cp || holds_secret_of(config, &other.name).await)
             && world.reachable(&clients, i, j).await
+            && visible(&mesh, &clients[j]).await
             && let Some((pod, version)) = helloworld(&clients[j], &drained_now).await
         {
             remotes.push((pod, version, region(&clients[j]).await, other.name.clone()));
