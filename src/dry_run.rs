@@ -169,8 +169,16 @@ pub fn listing(plan: &Plan) -> String {
             c.name, c.context, c.network, c.locality
         ));
     }
+    let mut listed = Vec::new();
     for phase in &plan.phases {
-        text.push_str(&format!("\n{}\n", phase.phase.folder()));
+        // A phase listed again holds remotes, which run it after their primaries.
+        let again = if listed.contains(&phase.phase) {
+            "   (remotes, after their primaries)"
+        } else {
+            ""
+        };
+        listed.push(phase.phase);
+        text.push_str(&format!("\n{}{again}\n", phase.phase.folder()));
         for cluster in &phase.clusters {
             for step in &cluster.steps {
                 text.push_str(&format!("  {:<10} {}\n", cluster.cluster, describe(step)));

@@ -361,3 +361,31 @@ fn primary_remote_on_one_network_is_built_without_a_services_gateway_and_verifie
         &["PASS: cluster2's proxies are configured by cluster1's istiod"],
     );
 }
+
+/// A remote cannot be installed before its primary's east-west gateway has an address (that
+/// address is the remote's istiod): with the gateway skipped, `up` stops at the remote's install,
+/// naming the cluster, the phase, the file and what to run, and installs nothing with a
+/// placeholder in it.
+#[test]
+fn a_remote_whose_primary_has_no_gateway_ip_is_refused_with_the_reason() {
+    let Some(lab) = KindLab::new(2, FakeToolOptions::default()) else {
+        return;
+    };
+    let cfg = lab.work.path().join("meshctl.yaml");
+    std::fs::write(&cfg, PRIMARY_REMOTE).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let out = lab.run(&["up", "--config", cfg, "--skip", "eastwest"]);
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("phase istio failed in 1 of 1 cluster(s)")
+            && err.contains("cluster `cluster2`")
+            && err.contains("cluster2/05-istio/control-plane.yaml: the east-west gateway of `cluster1` has no IP recorded yet"),
+        "{err}"
+    );
+    assert!(
+        !installs(&lab).iter().any(|c| c.contains("cluster2/05-istio")),
+        "{:#?}",
+        installs(&lab)
+    );
+}

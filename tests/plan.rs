@@ -824,3 +824,55 @@ fn every_example_topology_in_the_docs_loads_and_plans() {
     assert_eq!(seen["primary-remote-one-network.yaml"], (1, false));
     assert_eq!(seen["multi-primary-one-network.yaml"], (0, false));
 }
+
+/// A mixed mesh: primary cluster1 with remote cluster2 on network1, primary cluster3 on network2.
+/// Gateways wherever another network must reach in (all three), istiod exposed by cluster1 only,
+/// `*.local` exposed by both primaries, routes between cluster1 and cluster2 only, and each primary
+/// holding the secrets of both other clusters.
+#[test]
+fn a_mixed_mesh_combines_the_rules_of_each_model() {
+    let mesh = model(
+        "clusters:\n  - {network: network1}\n  - {network: network1, role: remote}\n  - {network: network2}\n",
+    );
+    let plan = plan_with_gateways(&mesh, &[("cluster1", "172.18.255.200")]);
+    let paths: Vec<&str> = plan.artifacts.iter().map(|a| a.path.as_str()).collect();
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        assert!(
+            paths.contains(&format!("{c}/06-eastwest/eastwest-gateway.yaml").as_str()),
+            "{c}"
+        );
+    }
+    assert!(paths.contains(&"cluster1/07-expose/expose-istiod.yaml"));
+    assert!(!paths.contains(&"cluster3/07-expose/expose-istiod.yaml"));
+    for c in ["cluster1", "cluster3"] {
+        assert!(
+            paths.contains(&format!("{c}/07-expose/cross-network-gateway.yaml").as_str()),
+            "{c}"
+        );
+    }
+    assert!(!paths.iter().any(|p| p.starts_with("cluster2/07-expose")));
+    let routed: Vec<&str> = plan
+        .phases
+        .iter()
+        .filter(|p| p.phase == Phase::Routes)
+        .flat_map(|p| p.clusters.iter().map(|c| c.cluster.as_str()))
+        .collect();
+    assert_eq!(routed, ["cluster1", "cluster2"]);
+    let sources = |c: &str| -> Vec<String> {
+        steps_of(&plan, Phase::RemoteSecrets, c)
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::RemoteSecret { source } => Some(source.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(sources("cluster1"), ["cluster2", "cluster3"]);
+    assert_eq!(sources("cluster3"), ["cluster1", "cluster2"]);
+    assert!(sources("cluster2").is_empty());
+    let listing = meshctl::dry_run::listing(&plan);
+    assert!(
+        listing.contains("05-istio   (remotes, after their primaries)"),
+        "{listing}"
+    );
+}
