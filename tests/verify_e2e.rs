@@ -406,22 +406,44 @@ fn discovery_selectors_and_export_defaults_are_honoured_and_verified() {
         stderr(&hidden)
     );
 
+    // Rules hidden from their own namespace: refused only when the run applies them.
+    write("  defaultDestinationRuleExportTo: ['~']\n");
+    let hidden = lab.run(&["verify", "--config", cfg, "--locality", "distribute"]);
+    assert_eq!(hidden.status.code(), Some(2), "{}", stderr(&hidden));
+    assert!(
+        stderr(&hidden).contains("defaultDestinationRuleExportTo"),
+        "{}",
+        stderr(&hidden)
+    );
+
     write(concat!(
         "  discoverySelectors:\n",
         "    - matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [istio-system]}]\n",
         "    - matchLabels: {istio-discovery: enabled}\n",
         "  defaultServiceExportTo: ['.']\n",
+        "  defaultDestinationRuleExportTo: ['.']\n",
     ));
     let out = lab.run(&["up", "--config", cfg]);
     assert!(out.status.success(), "{}", stderr(&out));
     support::envtest::data_plane::install(&lab);
-    let out = lab.run(&["verify", "--config", cfg, "--timeout", "20s", "--keep"]);
+    // The weighted rule applies under the narrowed default: the split proves it.
+    let out = lab.run(&[
+        "verify",
+        "--config",
+        cfg,
+        "--locality",
+        "distribute",
+        "--timeout",
+        "20s",
+        "--keep",
+    ]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
     assert!(
         text.contains("PASS: every cluster reached every cluster"),
         "{text}"
     );
+    assert!(text.contains("✓ locality distribute from cluster1"), "{text}");
     block_on(async {
         for plane in lab.planes() {
             let ns = Api::<Namespace>::all(plane.client().await)

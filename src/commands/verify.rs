@@ -32,7 +32,15 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
         ))
         .into());
     }
-    if let Some(problem) = crate::phases::verify::export_problem(&mesh.mesh_config) {
+    let locality = |mode| args.locality.contains(&mode);
+    let used = crate::phases::verify::RulesUsed {
+        virtual_service: args.per_cluster_subsets,
+        destination_rule: args.per_cluster_subsets
+            || args.failover
+            || locality(crate::cli::LocalityCheck::Failover)
+            || locality(crate::cli::LocalityCheck::Distribute),
+    };
+    if let Some(problem) = crate::phases::verify::export_problem(&mesh.mesh_config, used) {
         return Err(super::UsageError(problem).into());
     }
     let options = Options {

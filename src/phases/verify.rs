@@ -54,14 +54,43 @@ pub fn discovery_labels(options: &MeshOptions) -> Option<BTreeMap<String, String
     })
 }
 
-/// Why the topology's `defaultServiceExportTo` hides helloworld from the callers in its own
-/// namespace (`~`, or a list without `.`, `*` or the namespace), if it does: verify could not pass.
-pub fn export_problem(options: &MeshOptions) -> Option<String> {
-    let to = &options.default_service_export_to;
-    let visible = to.is_empty() || to.iter().any(|v| v == "*" || v == "." || v == NAMESPACE);
-    (!visible).then(|| {
+/// Which of verify's objects a run relies on, for [`export_problem`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RulesUsed {
+    /// A VirtualService (per-cluster subsets).
+    pub virtual_service: bool,
+    /// A DestinationRule (subsets, locality failover or distribution).
+    pub destination_rule: bool,
+}
+
+/// Why the topology's default `exportTo` hides what verify relies on from the callers in its own
+/// namespace (`~`, or a list without `.`, `*` or the namespace), if it does: helloworld's Service
+/// always, the VirtualService and DestinationRule when the run uses them. Such a run could not pass.
+pub fn export_problem(options: &MeshOptions, used: RulesUsed) -> Option<String> {
+    let hides = |to: &[String]| !(to.is_empty() || to.iter().any(|v| v == "*" || v == "." || v == NAMESPACE));
+    let checks = [
+        (
+            "defaultServiceExportTo",
+            &options.default_service_export_to,
+            true,
+            "the helloworld Service",
+        ),
+        (
+            "defaultVirtualServiceExportTo",
+            &options.default_virtual_service_export_to,
+            used.virtual_service,
+            "verify's VirtualService",
+        ),
+        (
+            "defaultDestinationRuleExportTo",
+            &options.default_destination_rule_export_to,
+            used.destination_rule,
+            "verify's DestinationRule",
+        ),
+    ];
+    checks.into_iter().find(|(_, to, used, _)| *used && hides(to)).map(|(field, to, _, what)| {
         format!(
-            "meshConfig.defaultServiceExportTo {to:?} hides services from their own namespace, so the helloworld service of namespace {NAMESPACE} is invisible to its callers; add \".\" (or \"*\")"
+            "meshConfig.{field} {to:?} hides objects from their own namespace, so {what} in namespace {NAMESPACE} would not apply to its callers; add \".\" (or \"*\")"
         )
     })
 }
@@ -290,15 +319,41 @@ mod tests {
     }
 
     #[test]
-    fn an_export_default_that_hides_services_from_their_own_namespace_is_named() {
-        assert!(export_problem(&MeshOptions::default()).is_none());
-        assert!(export_problem(&options("defaultServiceExportTo: ['.']")).is_none());
-        assert!(export_problem(&options("defaultServiceExportTo: [sample, other]")).is_none());
-        let hidden = export_problem(&options("defaultServiceExportTo: ['~']")).unwrap();
+    fn an_export_default_that_hides_what_the_run_uses_from_its_own_namespace_is_named() {
+        let all = RulesUsed {
+            virtual_service: true,
+            destination_rule: true,
+        };
+        let none = RulesUsed::default();
+        assert!(export_problem(&MeshOptions::default(), all).is_none());
+        assert!(export_problem(&options("defaultServiceExportTo: ['.']"), none).is_none());
+        assert!(export_problem(&options("defaultServiceExportTo: [sample, other]"), none).is_none());
+        let hidden = export_problem(&options("defaultServiceExportTo: ['~']"), none).unwrap();
         assert!(
             hidden.contains("defaultServiceExportTo") && hidden.contains("sample"),
             "{hidden}"
         );
-        assert!(export_problem(&options("defaultServiceExportTo: [other]")).is_some());
+        assert!(export_problem(&options("defaultServiceExportTo: [other]"), none).is_some());
+        // Rules count only when the run applies them.
+        let rules = options("defaultDestinationRuleExportTo: ['~']\ndefaultVirtualServiceExportTo: [other]");
+        assert!(export_problem(&rules, none).is_none());
+        let dr = export_problem(
+            &rules,
+            RulesUsed {
+                destination_rule: true,
+                ..none
+            },
+        )
+        .unwrap();
+        assert!(dr.contains("defaultDestinationRuleExportTo"), "{dr}");
+        let vs = export_problem(
+            &rules,
+            RulesUsed {
+                virtual_service: true,
+                ..none
+            },
+        )
+        .unwrap();
+        assert!(vs.contains("defaultVirtualServiceExportTo"), "{vs}");
     }
 }

@@ -12,7 +12,8 @@
 //!   east-west gateway, which needs an IP and the `*.local` Gateway in the istiod configuring it.
 //!
 //! istiod's mesh config counts too: `discoverySelectors` and `defaultServiceExportTo` decide
-//! whether it sees helloworld at all, `serviceSettings` whether it stays in the caller's cluster.
+//! whether it sees helloworld at all, the VirtualService and DestinationRule export defaults
+//! whether verify's rules apply, `serviceSettings` whether it stays in the caller's cluster.
 //!
 //! A broken `up` fails `verify`. `/debug/syncz` of each istiod lists the sample proxies it
 //! configures, with their cluster.
@@ -199,6 +200,20 @@ async fn visible(mesh: &Value, client: &kube::Client) -> bool {
     export.is_empty() || export.iter().any(|v| v == "*" || v == "." || v == "sample")
 }
 
+/// Whether a VirtualService or DestinationRule of namespace `sample` applies to the callers of
+/// `sample`: its `spec.exportTo`, else the mesh config's default (`default_key`), else `*`, must
+/// include `*`, `.` or `sample` (Istio: a rule not exported to the caller's namespace is ignored).
+fn applies(rule: &Value, mesh: &Value, default_key: &str) -> bool {
+    let own = rule["spec"]["exportTo"].as_array().filter(|a| !a.is_empty());
+    let to: Vec<&str> = own
+        .or(mesh[default_key].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    to.is_empty() || to.iter().any(|v| *v == "*" || *v == "." || *v == "sample")
+}
+
 /// Whether the caller's istiod keeps `helloworld.sample.svc.cluster.local` in the caller's own
 /// cluster: its mesh config (ConfigMap `istio`, key `mesh`) has a `serviceSettings` entry with
 /// `clusterLocal: true` whose hosts name it or cover it with a `*.` wildcard (Istio MeshConfig
@@ -225,7 +240,7 @@ async fn cluster_local(client: &kube::Client) -> bool {
 /// first `http` route whose `sourceLabels` the caller's proxy carries (Istio gives every proxy the
 /// label `topology.istio.io/cluster`), to a subset of the DestinationRule for the host whose labels
 /// pin `topology.istio.io/cluster` (Istio docs, "Keeping traffic in-cluster"). `None`: no such rule.
-async fn routed_cluster(client: &kube::Client, caller: &str) -> Option<String> {
+async fn routed_cluster(client: &kube::Client, mesh: &Value, caller: &str) -> Option<String> {
     let host = "helloworld.sample.svc.cluster.local";
     let api = |kind: &str, plural: &str| {
         Api::<DynamicObject>::namespaced_with(
@@ -242,9 +257,10 @@ async fn routed_cluster(client: &kube::Client, caller: &str) -> Option<String> {
         .await
         .ok()?;
     let vs = services.items.into_iter().find(|v| {
-        v.data["spec"]["hosts"]
-            .as_array()
-            .is_some_and(|h| h.iter().any(|x| x == host))
+        applies(&v.data, mesh, "defaultVirtualServiceExportTo")
+            && v.data["spec"]["hosts"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|x| x == host))
     })?;
     let proxy_labels = serde_json::json!({"topology.istio.io/cluster": caller, "app": "curl"});
     let route = vs.data["spec"]["http"]
@@ -264,14 +280,16 @@ async fn routed_cluster(client: &kube::Client, caller: &str) -> Option<String> {
         .await
         .ok()?;
     rules.items.iter().find_map(|dr| {
-        (dr.data["spec"]["host"] == host).then(|| {
-            dr.data["spec"]["subsets"]
-                .as_array()?
-                .iter()
-                .find(|s| s["name"] == subset.as_str())?["labels"]["topology.istio.io/cluster"]
-                .as_str()
-                .map(String::from)
-        })?
+        (dr.data["spec"]["host"] == host && applies(&dr.data, mesh, "defaultDestinationRuleExportTo")).then(
+            || {
+                dr.data["spec"]["subsets"]
+                    .as_array()?
+                    .iter()
+                    .find(|s| s["name"] == subset.as_str())?["labels"]["topology.istio.io/cluster"]
+                    .as_str()
+                    .map(String::from)
+            },
+        )?
     })
 }
 
@@ -538,7 +556,7 @@ async fn answer(
     }
     // A VirtualService that routes this caller to a subset pinned to one cluster.
     let mut local = local;
-    if let Some(only) = routed_cluster(config, &clusters[i].name).await {
+    if let Some(only) = routed_cluster(config, &mesh, &clusters[i].name).await {
         if only != clusters[i].name {
             local = None;
         }
@@ -557,9 +575,10 @@ async fn answer(
         .await
         .ok()
         .flatten()
-        .map(|r| r.data);
+        .map(|r| r.data)
+        .filter(|dr| applies(dr, &mesh, "defaultDestinationRuleExportTo"));
     let distribute = match rules.get_opt("helloworld-distribute").await {
-        Ok(Some(dr)) => {
+        Ok(Some(dr)) if applies(&dr.data, &mesh, "defaultDestinationRuleExportTo") => {
             let mut candidates = Vec::new();
             if let Some((pod, version)) = &local {
                 candidates.push((pod.clone(), version.clone(), locality(me).await));
