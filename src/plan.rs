@@ -194,9 +194,8 @@ pub enum Step {
         context: String,
         /// Artifact path of the IstioOperator.
         file: String,
-        /// The object in `istio-system` the install creates and the record is kept on, as
-        /// kubectl names it: `deployment/istiod`, or `service/istiod` for a remote (no Deployment).
-        record_on: String,
+        /// The object in `istio-system` the install creates and the record is kept on.
+        record_on: RecordOn,
         /// `--readiness-timeout`, in seconds.
         timeout_secs: u64,
     },
@@ -268,6 +267,27 @@ pub enum Step {
         /// Cluster whose API server this cluster's istiod will watch.
         source: String,
     },
+}
+
+/// The object in istio-system an `istioctl install` creates and meshctl keeps its install record
+/// on (the digest annotation): istiod or the gateway Deployment, or, for a remote, which runs no
+/// istiod, its `istiod` Service. Shown as kubectl names it (`deployment/istiod`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "lowercase")]
+pub enum RecordOn {
+    /// A Deployment.
+    Deployment(String),
+    /// A Service.
+    Service(String),
+}
+
+impl fmt::Display for RecordOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordOn::Deployment(name) => write!(f, "deployment/{name}"),
+            RecordOn::Service(name) => write!(f, "service/{name}"),
+        }
+    }
 }
 
 /// The CIDRs of one peer cluster and the node container they are routed to.

@@ -23,7 +23,7 @@ use kube::api::{Api, DeleteParams, Resource};
 
 use crate::phases::istio::{INSTALLED_DIGEST, NAMESPACE};
 use crate::phases::remote_secrets::{meshctl_secret_for, remote_secrets_selector};
-use crate::plan::Phase;
+use crate::plan::{Phase, RecordOn};
 use crate::remote_secret::{READER_CLUSTER_ROLE, READER_SERVICE_ACCOUNT, TOKEN_SECRET};
 use crate::tools::{ProcessRunner, RunOptions};
 use crate::topology::Cluster;
@@ -39,24 +39,22 @@ fn ours<K: Resource>(obj: &K) -> bool {
         .is_some_and(|v| v == MANAGED_BY.1)
 }
 
-/// Whether `record_on` (`deployment/NAME` or `service/NAME` in istio-system) carries meshctl's
-/// install record: meshctl installed it.
-async fn recorded(client: &Client, record_on: &str) -> Result<bool> {
+/// Whether `record_on` (in istio-system) carries meshctl's install record: meshctl installed it.
+async fn recorded(client: &Client, record_on: &RecordOn) -> Result<bool> {
     let has_record = |meta: &kube::api::ObjectMeta| {
         meta.annotations
             .as_ref()
             .is_some_and(|a| a.contains_key(INSTALLED_DIGEST))
     };
-    let found = match record_on.split_once('/') {
-        Some(("service", name)) => Api::<Service>::namespaced(client.clone(), NAMESPACE)
+    let found = match record_on {
+        RecordOn::Service(name) => Api::<Service>::namespaced(client.clone(), NAMESPACE)
             .get_opt(name)
             .await
             .map(|o| o.is_some_and(|s| has_record(&s.metadata))),
-        Some((_, name)) => Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
+        RecordOn::Deployment(name) => Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
             .get_opt(name)
             .await
             .map(|o| o.is_some_and(|d| has_record(&d.metadata))),
-        None => return Ok(false),
     };
     found.with_context(|| format!("cannot read {record_on} in {NAMESPACE}"))
 }
@@ -131,16 +129,16 @@ pub async fn rest(
     // Istio, as meshctl installed it: the east-west gateway, then the control plane (a remote's
     // install record is on its istiod Service: it has no istiod).
     let istio_record = match cluster.role {
-        crate::topology::Role::Primary => "deployment/istiod".to_string(),
+        crate::topology::Role::Primary => RecordOn::Deployment("istiod".into()),
         crate::topology::Role::Remote => {
-            format!("service/{}", crate::phases::istio::REMOTE_RECORD_SERVICE)
+            RecordOn::Service(crate::phases::istio::REMOTE_RECORD_SERVICE.into())
         }
     };
     for (phase, file, record_on) in [
         (
             Phase::Eastwest,
             "eastwest-gateway.yaml",
-            format!("deployment/{}", crate::phases::eastwest::GATEWAY_NAME),
+            RecordOn::Deployment(crate::phases::eastwest::GATEWAY_NAME.into()),
         ),
         (Phase::Istio, "control-plane.yaml", istio_record),
     ] {

@@ -593,6 +593,17 @@ fn steps_of<'p>(plan: &'p Plan, phase: Phase, cluster: &str) -> Vec<&'p Step> {
         .collect()
 }
 
+/// The clusters whose remote secrets `cluster` receives, in plan order.
+fn secret_sources(plan: &Plan, cluster: &str) -> Vec<String> {
+    steps_of(plan, Phase::RemoteSecrets, cluster)
+        .into_iter()
+        .filter_map(|s| match s {
+            Step::RemoteSecret { source } => Some(source.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn one_doc(plan: &Plan, path: &str) -> Value {
     let a = plan
         .artifacts
@@ -685,16 +696,7 @@ fn primary_remote_on_two_networks_follows_istios_install_docs() {
     );
 
     // Secrets: the primary holds the remote's; the remote holds none.
-    let secrets = |c: &str| -> Vec<String> {
-        steps_of(&plan, Phase::RemoteSecrets, c)
-            .into_iter()
-            .filter_map(|s| match s {
-                Step::RemoteSecret { source } => Some(source.clone()),
-                _ => None,
-            })
-            .collect()
-    };
-    assert_eq!(secrets("cluster1"), ["cluster2"]);
+    assert_eq!(secret_sources(&plan, "cluster1"), ["cluster2"]);
     assert!(steps_of(&plan, Phase::RemoteSecrets, "cluster2").is_empty());
 
     // Order: the primary's control plane, gateway and exposure, then the remote's install, then
@@ -725,7 +727,7 @@ fn primary_remote_on_two_networks_follows_istios_install_docs() {
     ));
     assert!(matches!(
         steps_of(&plan, Phase::Istio, "cluster2")[0],
-        Step::IstioctlInstall { record_on, .. } if record_on == "service/istiod"
+        Step::IstioctlInstall { record_on: plan::RecordOn::Service(name), .. } if name == "istiod"
     ));
 }
 
@@ -858,18 +860,9 @@ fn a_mixed_mesh_combines_the_rules_of_each_model() {
         .flat_map(|p| p.clusters.iter().map(|c| c.cluster.as_str()))
         .collect();
     assert_eq!(routed, ["cluster1", "cluster2"]);
-    let sources = |c: &str| -> Vec<String> {
-        steps_of(&plan, Phase::RemoteSecrets, c)
-            .into_iter()
-            .filter_map(|s| match s {
-                Step::RemoteSecret { source } => Some(source.clone()),
-                _ => None,
-            })
-            .collect()
-    };
-    assert_eq!(sources("cluster1"), ["cluster2", "cluster3"]);
-    assert_eq!(sources("cluster3"), ["cluster1", "cluster2"]);
-    assert!(sources("cluster2").is_empty());
+    assert_eq!(secret_sources(&plan, "cluster1"), ["cluster2", "cluster3"]);
+    assert_eq!(secret_sources(&plan, "cluster3"), ["cluster1", "cluster2"]);
+    assert!(secret_sources(&plan, "cluster2").is_empty());
     let listing = meshctl::dry_run::listing(&plan);
     assert!(
         listing.contains("05-istio   (remotes, after their primaries)"),

@@ -15,7 +15,7 @@ use crate::kube::{FIELD_MANAGER, wait};
 use crate::phases::clusters::api_endpoint;
 use crate::phases::eastwest::GATEWAY_NAME;
 use crate::phases::istio::{DISCOVERY_ADDRESS_UNKNOWN, INSTALLED_DIGEST, NAMESPACE as ISTIO_NAMESPACE};
-use crate::plan::{Condition, Step};
+use crate::plan::{Condition, RecordOn, Step};
 use crate::remote_secret;
 use crate::tools::RunOptions;
 use crate::tools::docker::Docker;
@@ -164,7 +164,7 @@ impl Executor {
         cluster: &Cluster,
         context: &str,
         file: &str,
-        record_on: &str,
+        record_on: &RecordOn,
         timeout_secs: u64,
     ) -> Result<Option<String>> {
         if self.artifact_text(file)?.contains(DISCOVERY_ADDRESS_UNKNOWN) {
@@ -190,16 +190,15 @@ impl Executor {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        let patched = match record_on.split_once('/') {
-            Some(("deployment", name)) => Api::<Deployment>::namespaced(client, ISTIO_NAMESPACE)
+        let patched = match record_on {
+            RecordOn::Deployment(name) => Api::<Deployment>::namespaced(client, ISTIO_NAMESPACE)
                 .patch(name, &params, &Patch::Merge(&patch))
                 .await
                 .map(|_| ()),
-            Some(("service", name)) => Api::<Service>::namespaced(client, ISTIO_NAMESPACE)
+            RecordOn::Service(name) => Api::<Service>::namespaced(client, ISTIO_NAMESPACE)
                 .patch(name, &params, &Patch::Merge(&patch))
                 .await
                 .map(|_| ()),
-            _ => return Err(anyhow!("cannot record an install on `{record_on}`")),
         };
         patched.with_context(|| {
             format!("cannot record the installed digest on {record_on} in {ISTIO_NAMESPACE}")

@@ -42,7 +42,7 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         )?;
         b.step(Step::Apply { file });
     }
-    if mesh.remotes_of(b.cluster).next().is_some() {
+    if mesh.controls_remotes(b.cluster) {
         let file = b.render(
             "expose-istiod.yaml",
             "expose/expose-istiod.yaml.j2",

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
+use crate::plan::{Condition, PhaseBuilder, PlanError, RecordOn, Step};
 use crate::probe::{self, Finding, Probe};
 use crate::topology::Role;
 use crate::versions;
@@ -62,7 +62,7 @@ pub(super) fn install_operator<C: Serialize>(
     b.step(Step::IstioctlInstall {
         context: b.cluster.context.clone(),
         file: path,
-        record_on: format!("deployment/{deployment}"),
+        record_on: RecordOn::Deployment(deployment.into()),
         timeout_secs: b.input.timeout_secs,
     });
     b.step(Step::Wait {
@@ -80,7 +80,7 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     }
     let cluster = b.cluster;
     let control_plane = ControlPlane {
-        external_istiod: b.input.mesh.remotes_of(cluster).next().is_some(),
+        external_istiod: b.input.mesh.controls_remotes(cluster),
         name: OPERATOR_NAME,
         istio_version: versions::ISTIO_VERSION,
         mesh_id: &b.input.mesh.mesh_id,
@@ -129,7 +129,7 @@ fn plan_remote(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     b.step(Step::IstioctlInstall {
         context: b.cluster.context.clone(),
         file: path,
-        record_on: format!("service/{REMOTE_RECORD_SERVICE}"),
+        record_on: RecordOn::Service(REMOTE_RECORD_SERVICE.into()),
         timeout_secs: b.input.timeout_secs,
     });
     Ok(())
@@ -148,10 +148,9 @@ pub(super) async fn installed(p: &Probe<'_>, client: &kube::Client) -> Vec<Findi
         if let Step::IstioctlInstall { file, record_on, .. } = step {
             let digest = p.artifact(file).map(|a| a.digest()).unwrap_or_default();
             let installed = Some((INSTALLED_DIGEST, digest.as_str()));
-            out.push(match record_on.split_once('/') {
-                Some(("service", name)) => probe::service(client, NAMESPACE, name, installed).await,
-                Some((_, name)) => probe::deployment(client, NAMESPACE, name, installed).await,
-                None => Finding::different(record_on.clone(), "not a kind/name reference"),
+            out.push(match record_on {
+                RecordOn::Service(name) => probe::service(client, NAMESPACE, name, installed).await,
+                RecordOn::Deployment(name) => probe::deployment(client, NAMESPACE, name, installed).await,
             });
         }
     }

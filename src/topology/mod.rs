@@ -328,6 +328,12 @@ impl Mesh {
             .filter(move |r| r.role == Role::Remote && r.primary.as_deref() == Some(c.name.as_str()))
     }
 
+    /// Whether `c`'s istiod configures remotes (then it is exposed through `c`'s east-west gateway
+    /// and installed with `externalIstiod`).
+    pub fn controls_remotes(&self, c: &Cluster) -> bool {
+        self.remotes_of(c).next().is_some()
+    }
+
     /// Whether the mesh is multi-network: not every cluster on one shared network (then traffic
     /// between networks goes through east-west gateways). A single cluster counts as its own
     /// network, ready for clusters on other networks to join.
@@ -345,7 +351,7 @@ impl Mesh {
     pub fn needs_eastwest(&self, c: &Cluster) -> bool {
         self.clusters.len() == 1
             || self.clusters.iter().any(|o| o.network != c.network)
-            || self.remotes_of(c).next().is_some()
+            || self.controls_remotes(c)
     }
 
     /// Whether `c` holds the Gateway exposing `*.local` services on the east-west gateways: its

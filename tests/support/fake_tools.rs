@@ -157,6 +157,15 @@ while [ $# -gt 0 ]; do case "$1" in -o) out="$2"; shift ;; http*) url="$1" ;; es
 cp "$D/curl_body" "$out"
 "#;
 
+/// Answers a fake's request: its `.done` file, written whole before it appears (the script polls
+/// for the file and reads it at once; a file still being written would read as empty).
+fn answer_request(request: &Path, answer: &str) {
+    let done = request.with_extension("done");
+    let partial = request.with_extension("done-partial");
+    std::fs::write(&partial, answer).unwrap();
+    std::fs::rename(&partial, &done).unwrap();
+}
+
 /// What `istioctl install` does in the test: given the request file (the working directory, then
 /// one argument a line) and the folder of failure switches, the exit code and stderr.
 pub type InstallHandler = Box<dyn Fn(&Path, &Path) -> (i32, String) + Send>;
@@ -246,7 +255,7 @@ impl FakeTools {
                             Some(Err(e)) => format!("1\nERROR: {e}"),
                             None => "0\n".to_string(),
                         };
-                        std::fs::write(taken.with_extension("done"), answer).unwrap();
+                        answer_request(&taken, &answer);
                     });
                 }
                 let mut requests: Vec<PathBuf> = std::fs::read_dir(&spool)
@@ -259,7 +268,7 @@ impl FakeTools {
                 requests.sort();
                 for req in requests {
                     let (code, stderr) = install(&req, &fail_dir);
-                    std::fs::write(req.with_extension("done"), format!("{code}\n{stderr}")).unwrap();
+                    answer_request(&req, &format!("{code}\n{stderr}"));
                     std::fs::remove_file(&req).unwrap();
                 }
                 std::thread::sleep(Duration::from_millis(5));
