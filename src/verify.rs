@@ -378,56 +378,49 @@ pub fn junit(report: &Report) -> String {
         }
     }
     let mut total = m.clusters.len() * m.clusters.len();
+    // One test case per further check: (name, and when it failed, the message and the detail).
+    let mut checks: Vec<(String, Option<(String, &str)>)> = Vec::new();
     if let Some(d) = &report.distribute {
-        total += 1;
-        let _ = write!(
-            cases,
-            "  <testcase classname=\"meshctl.verify\" name=\"locality distribute from {}\">",
-            xml_escape(&d.client)
-        );
-        if !d.passed {
-            failures += 1;
-            let _ = write!(
-                cases,
-                "<failure message=\"observed split outside the tolerance\">{}</failure>",
-                xml_escape(&d.detail)
-            );
-        }
-        cases.push_str("</testcase>\n");
+        let failed = (!d.passed).then(|| {
+            (
+                "observed split outside the tolerance".to_string(),
+                d.detail.as_str(),
+            )
+        });
+        checks.push((format!("locality distribute from {}", d.client), failed));
     }
     for cp in &report.control_planes {
-        total += 1;
-        let _ = write!(
-            cases,
-            "  <testcase classname=\"meshctl.verify\" name=\"{} configured by {}\">",
-            xml_escape(&cp.remote),
-            xml_escape(&cp.primary)
-        );
-        if !cp.passed {
-            failures += 1;
-            let _ = write!(
-                cases,
-                "<failure message=\"not configured by {}'s istiod\">{}</failure>",
-                xml_escape(&cp.primary),
-                xml_escape(&cp.detail)
-            );
-        }
-        cases.push_str("</testcase>\n");
+        let failed = (!cp.passed).then(|| {
+            (
+                format!("not configured by {}'s istiod", cp.primary),
+                cp.detail.as_str(),
+            )
+        });
+        checks.push((format!("{} configured by {}", cp.remote, cp.primary), failed));
     }
     if let Some(fo) = &report.failover {
+        let failed = (!fo.passed).then(|| {
+            (
+                format!("traffic did not move to {}", fo.expected),
+                fo.detail.as_str(),
+            )
+        });
+        checks.push((format!("failover from {}", fo.client), failed));
+    }
+    for (name, failed) in checks {
         total += 1;
         let _ = write!(
             cases,
-            "  <testcase classname=\"meshctl.verify\" name=\"failover from {}\">",
-            xml_escape(&fo.client)
+            "  <testcase classname=\"meshctl.verify\" name=\"{}\">",
+            xml_escape(&name)
         );
-        if !fo.passed {
+        if let Some((message, detail)) = failed {
             failures += 1;
             let _ = write!(
                 cases,
-                "<failure message=\"traffic did not move to {}\">{}</failure>",
-                xml_escape(&fo.expected),
-                xml_escape(&fo.detail)
+                "<failure message=\"{}\">{}</failure>",
+                xml_escape(&message),
+                xml_escape(detail)
             );
         }
         cases.push_str("</testcase>\n");

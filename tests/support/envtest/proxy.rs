@@ -312,18 +312,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
 /// istiod's `/debug/syncz`: the apiserver answers 503 without an istiod pod behind the Service (a
 /// remote's `istiod` Service has none, and no 15014 port), else the data plane's list.
 async fn syncz(shared: &Shared) -> Response<Body> {
-    use k8s_openapi::api::apps::v1::Deployment;
-    let istiod = kube::Api::<Deployment>::namespaced(shared.upstream.clone(), "istio-system")
-        .get_opt("istiod")
-        .await
-        .ok()
-        .flatten();
-    if istiod.is_none() {
-        return status(
-            503,
-            "ServiceUnavailable",
-            "no endpoints available for service \"istiod\"",
-        );
+    if let Err(unavailable) = istiod(shared).await {
+        return unavailable;
     }
     let handler = shared.syncz.lock().unwrap().clone();
     let list = match handler {
@@ -337,21 +327,29 @@ async fn syncz(shared: &Shared) -> Response<Body> {
         .unwrap()
 }
 
-async fn clusterz(shared: &Shared) -> Response<Body> {
-    use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::api::core::v1::Secret;
-    let client = shared.upstream.clone();
-    let istiod = kube::Api::<Deployment>::namespaced(client.clone(), "istio-system")
+/// istiod's Deployment, or the answer the apiserver's service proxy gives without an istiod pod
+/// behind the Service.
+async fn istiod(shared: &Shared) -> Result<k8s_openapi::api::apps::v1::Deployment, Response<Body>> {
+    kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(shared.upstream.clone(), "istio-system")
         .get_opt("istiod")
         .await
         .ok()
-        .flatten();
-    let Some(istiod) = istiod else {
-        return status(
-            503,
-            "ServiceUnavailable",
-            "no endpoints available for service \"istiod\"",
-        );
+        .flatten()
+        .ok_or_else(|| {
+            status(
+                503,
+                "ServiceUnavailable",
+                "no endpoints available for service \"istiod\"",
+            )
+        })
+}
+
+async fn clusterz(shared: &Shared) -> Response<Body> {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = shared.upstream.clone();
+    let istiod = match istiod(shared).await {
+        Ok(istiod) => istiod,
+        Err(unavailable) => return unavailable,
     };
     let own = istiod
         .spec
