@@ -2,7 +2,8 @@
 //!
 //! Each document's group/version/kind is resolved through discovery (cached per client), then
 //! applied with one field manager and `force`. Namespaces go first, then CRDs, which are waited for
-//! until Established before anything else, so custom resources in the same batch find their type.
+//! until Established and served by discovery before anything else, so custom resources in the same
+//! batch find their type.
 //! A document that is already in the wanted state is reported `Unchanged`: the server keeps its
 //! resource version, and a second `up` says it changed nothing.
 
@@ -87,6 +88,12 @@ impl Applier {
         self
     }
 
+    /// With another bound on each CRD's wait (Established, then served by discovery).
+    pub fn with_crd_timeout(mut self, timeout: Duration) -> Applier {
+        self.crd_timeout = timeout;
+        self
+    }
+
     /// The client.
     pub fn client(&self) -> &Client {
         &self.client
@@ -148,7 +155,7 @@ impl Applier {
             }
             let result = self.apply_one(obj, source).await?;
             if rank(obj) == 1 {
-                crds.push(obj.name_any());
+                crds.push(obj);
             }
             applied.push(result);
         }
@@ -156,16 +163,28 @@ impl Applier {
         Ok(applied)
     }
 
-    async fn await_crds(&self, names: Vec<String>) -> Result<(), KubeError> {
-        if names.is_empty() {
+    /// Waits until each CRD is Established and discovery serves every version it serves. The two
+    /// are not one moment: the apiserver's discovery controller adds a group version to discovery
+    /// from a work queue fed by the CRD's Established update
+    /// (`apiextensions-apiserver/pkg/apiserver/customresource_discovery_controller.go`, `sync`), so
+    /// right after Established `/apis/<group>/<version>` can still answer 404, or list the group
+    /// without the new kind. What discovery then serves seeds the cache.
+    async fn await_crds(&self, crds: Vec<&DynamicObject>) -> Result<(), KubeError> {
+        if crds.is_empty() {
             return Ok(());
         }
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        for name in names {
-            wait::crd_established(&api, &name, self.crd_timeout).await?;
-        }
-        // New types are served now: forget what discovery said before.
+        // What discovery said before these types existed is stale.
         self.cache.lock().expect("cache lock").clear();
+        for crd in crds {
+            let name = crd.name_any();
+            wait::crd_established(&api, &name, self.crd_timeout).await?;
+            for gvk in served_kinds(crd) {
+                let found = wait::discovery_serves(&self.client, &gvk, self.crd_timeout).await?;
+                let key = (gvk.api_version(), gvk.kind.clone());
+                self.cache.lock().expect("cache lock").insert(key, found);
+            }
+        }
         Ok(())
     }
 
@@ -350,6 +369,21 @@ impl Applier {
             change,
         })
     }
+}
+
+/// The group/version/kinds a CRD document serves (`spec.versions[*]` with `served: true`).
+fn served_kinds(crd: &DynamicObject) -> Vec<kube::api::GroupVersionKind> {
+    let spec = &crd.data["spec"];
+    let group = spec["group"].as_str().unwrap_or_default();
+    let kind = spec["names"]["kind"].as_str().unwrap_or_default();
+    spec["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["served"].as_bool().unwrap_or(false))
+        .filter_map(|v| v["name"].as_str())
+        .map(|version| kube::api::GroupVersionKind::gvk(group, version, kind))
+        .collect()
 }
 
 /// `kubectl rollout restart`: a new `kubectl.kubernetes.io/restartedAt` annotation on the pod

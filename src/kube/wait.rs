@@ -234,6 +234,47 @@ pub async fn crd_established(
     .map(|_| ())
 }
 
+/// Asks discovery for `gvk` until it is served, with growing pauses up to `timeout`. Discovery has
+/// no watch, so this is the one wait here that polls, as controller-runtime's envtest does for the
+/// same reason (`pkg/envtest/crd.go`, `WaitForCRDs`). A 404 (the group version is not served yet)
+/// or a list without the kind means "not yet"; any other refusal ends the wait at once.
+pub async fn discovery_serves(
+    client: &Client,
+    gvk: &kube::api::GroupVersionKind,
+    timeout: Duration,
+) -> Result<(kube::discovery::ApiResource, kube::discovery::ApiCapabilities), WaitError> {
+    let what = format!("discovery of {} {}", gvk.api_version(), gvk.kind);
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let last_seen = match kube::discovery::pinned_kind(client, gvk).await {
+            Ok(found) => return Ok(found),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                format!("{} is not served yet (404)", gvk.api_version())
+            }
+            Err(kube::Error::Discovery(kube::error::DiscoveryError::MissingKind(_))) => {
+                format!("{} is served without {}", gvk.api_version(), gvk.kind)
+            }
+            Err(e) if super::retry::is_transient(&e) => super::retry::describe(&e),
+            Err(e) => {
+                return Err(WaitError::Failed {
+                    what,
+                    reason: super::retry::describe(&e),
+                });
+            }
+        };
+        if started.elapsed() + pause > timeout {
+            return Err(WaitError::Timeout {
+                what,
+                after: timeout,
+                last_seen,
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
 /// The first ingress IP in a Service's `status.loadBalancer`, if it has one.
 pub fn ingress_ip(svc: &Service) -> Option<String> {
     svc.status

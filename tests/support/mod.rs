@@ -65,4 +65,5 @@ pub fn ok(out: Output) -> String {
 }
 pub mod envtest;
 pub mod fake_tools;
+pub mod memory_apiserver;
 pub mod schema;

@@ -1,11 +1,10 @@
 //! Real Kubernetes control planes for tests: etcd, kube-apiserver and kube-controller-manager
-//! (v1.36.2, from `../shared/envtest`), found through `KUBEBUILDER_ASSETS` as controller-runtime's
-//! envtest finds them. Each control plane listens on its own loopback address with the standard
+//! (v1.36), found as controller-runtime's envtest finds them (see [`assets`]); where they are not
+//! there, the tests that need them skip with one line. Each control plane listens on its own loopback address with the standard
 //! ports and a loopback service range, so a webhook's Service cluster IP is an address a test can
 //! bind (nothing a test does leaves this machine).
 //!
-//! The flags follow `../shared/envtest/README.md` and controller-runtime's
-//! `pkg/internal/testing/controlplane/apiserver.go` (serving cert for the IP, admin client cert with
+//! The flags follow controller-runtime's `pkg/internal/testing/controlplane/apiserver.go` (serving cert for the IP, admin client cert with
 //! `O=system:masters`, service-account issuer and keys, RBAC, request-header CA).
 //!
 //! Every control plane runs under a small bash supervisor whose stdin is a pipe held by the test
@@ -34,37 +33,101 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-/// Where the binaries are: `KUBEBUILDER_ASSETS`, as in controller-runtime.
-pub fn assets() -> Option<PathBuf> {
-    let dir = PathBuf::from(std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty())?);
-    ["etcd", "kube-apiserver", "kube-controller-manager"]
-        .iter()
-        .all(|b| dir.join(b).is_file())
-        .then_some(dir)
+/// The binaries a control plane needs, in the order a missing one is named.
+const BINARIES: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
+
+/// The Kubernetes minor these tests are written for (k8s-openapi's `v1_36` feature).
+const KUBERNETES_MINOR: &str = "1.36";
+
+/// How to get the binaries, for the skip line and the README.
+pub const HOW_TO_GET: &str = "run `export KUBEBUILDER_ASSETS=\"$(setup-envtest use 1.36.x -p path)\"`, \
+     or point it at a folder holding etcd, kube-apiserver and kube-controller-manager from a Kubernetes 1.36 release";
+
+/// Where the binaries are, as controller-runtime's envtest finds them: `KUBEBUILDER_ASSETS` when
+/// it is set (a folder that lacks one of them is a failure, never a skip: whoever set it meant the
+/// tests to run), else where `setup-envtest` keeps them by default
+/// (`$XDG_DATA_HOME` or `~/.local/share`, then `kubebuilder-envtest/k8s/1.36.<patch>-<os>-<arch>`,
+/// the newest patch) or envtest's own default `/usr/local/kubebuilder/bin`. `Err` says why there
+/// are none.
+pub fn assets() -> Result<PathBuf, String> {
+    if let Some(set) = std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty()) {
+        let dir = PathBuf::from(set);
+        if let Some(missing) = BINARIES.iter().find(|b| !dir.join(b).is_file()) {
+            panic!(
+                "KUBEBUILDER_ASSETS={} has no `{missing}`: the real-API-server tests need etcd, \
+                 kube-apiserver and kube-controller-manager there ({HOW_TO_GET})",
+                dir.display()
+            );
+        }
+        return Ok(dir);
+    }
+    let complete = |dir: &Path| BINARIES.iter().all(|b| dir.join(b).is_file());
+    if let Some(dir) = setup_envtest_store().filter(|d| complete(d)) {
+        return Ok(dir);
+    }
+    let default = PathBuf::from("/usr/local/kubebuilder/bin");
+    if complete(&default) {
+        return Ok(default);
+    }
+    Err(format!(
+        "KUBEBUILDER_ASSETS is not set and setup-envtest has no {KUBERNETES_MINOR}.x binaries in its store"
+    ))
 }
 
-/// The assets, or `None` after one line saying how to get them. Under `CI=true` a missing asset
-/// fails the test instead: CI must never pass by skipping the real servers.
-pub fn assets_or_skip() -> Option<PathBuf> {
-    if let Some(dir) = assets() {
-        return Some(dir);
-    }
-    let why = match std::env::var_os("KUBEBUILDER_ASSETS") {
-        Some(v) => format!(
-            "KUBEBUILDER_ASSETS={} lacks etcd, kube-apiserver or kube-controller-manager",
-            v.to_string_lossy()
-        ),
-        None => "KUBEBUILDER_ASSETS is not set".to_string(),
+/// The newest `1.36.<patch>` folder of setup-envtest's store for this machine, if any.
+fn setup_envtest_store() -> Option<PathBuf> {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
     };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why}: CI must run the real-API-server tests (see .ci/run and scripts/envtest-assets.sh)");
-    }
+    let suffix = format!("-{}-{arch}", std::env::consts::OS);
+    let prefix = format!("{KUBERNETES_MINOR}.");
+    std::fs::read_dir(data.join("kubebuilder-envtest/k8s"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let patch: u32 = name.strip_prefix(&prefix)?.strip_suffix(&suffix)?.parse().ok()?;
+            Some((patch, e.path()))
+        })
+        .max_by_key(|(patch, _)| *patch)
+        .map(|(_, path)| path)
+}
+
+/// The assets, or `None` after one line (once per test binary) saying why and how to get them.
+/// Each skip is also written to the file `MESHCTL_SKIP_LOG` names, if any, one test a line, so
+/// `scripts/test.sh` can count the skipped tests across every test binary.
+pub fn assets_or_skip() -> Option<PathBuf> {
+    let why = match assets() {
+        Ok(dir) => return Some(dir),
+        Err(why) => why,
+    };
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        eprintln!(
-            "skipping real-API-server tests: {why}; run `export KUBEBUILDER_ASSETS=\"$(scripts/envtest-assets.sh)\"` (or use scripts/test.sh)"
-        )
+        // Straight to stderr: libtest captures what `eprintln!` prints in a passing test.
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping real-API-server tests: {why}; {HOW_TO_GET}"
+        );
     });
+    if let Some(log) = std::env::var_os("MESHCTL_SKIP_LOG").filter(|v| !v.is_empty()) {
+        let binary = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .map(|stem| {
+                stem.rsplit_once('-')
+                    .map_or(stem.clone(), |(name, _hash)| name.to_string())
+            })
+            .unwrap_or_default();
+        // libtest runs each test on a thread named after it.
+        let test = std::thread::current().name().unwrap_or("unnamed").to_string();
+        append(Path::new(&log), &format!("{binary} {test}: {why}"));
+    }
     None
 }
 
@@ -129,6 +192,10 @@ pub fn serving_cert(sans: &[String]) -> (Pem, String) {
     let ca = Ca::new("envtest-webhook-ca");
     (ca.leaf(sans, "envtest-webhook", &[], true), ca.pem)
 }
+
+/// How long each start stage (apiserver ready, controller-manager running) may take. Starts are
+/// one at a time, so this is one control plane's bootstrap on a loaded 2-core machine, not three.
+const START_BOUND: Duration = Duration::from_secs(120);
 
 /// One running control plane.
 pub struct ControlPlane {
@@ -218,6 +285,11 @@ impl ControlPlane {
             supervisor_script(assets, &dir, ip, service_range, controllers_off),
         )
         .unwrap();
+        // One control plane starts at a time in this test process: on 2 cores, three etcds,
+        // apiservers and controller-managers bootstrapping together (several tests' labs at once)
+        // took kube-controller-manager past any fair bound. Once started, they run side by side.
+        static STARTING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = STARTING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let child = Command::new("bash")
             .arg(dir.join("run.sh"))
             .stdin(Stdio::piped())
@@ -226,8 +298,8 @@ impl ControlPlane {
             .spawn()
             .expect("bash starts the control-plane supervisor");
         *plane.supervisor.lock().unwrap() = Some(child);
-        plane.wait_ready(Duration::from_secs(90));
-        plane.wait_controllers(Duration::from_secs(90));
+        plane.wait_ready(START_BOUND);
+        plane.wait_controllers(START_BOUND);
         plane
     }
 
@@ -255,11 +327,19 @@ impl ControlPlane {
         });
         assert!(
             seen,
-            "control plane {}: kube-controller-manager did not start within {}s; its log: {}",
+            "control plane {}: kube-controller-manager did not start within {}s; the tail of {}:\n{}",
             self.name,
             bound.as_secs(),
-            self.dir.join("controller-manager.log").display()
+            self.dir.join("controller-manager.log").display(),
+            self.log_tail("controller-manager.log")
         );
+    }
+
+    /// The last lines of one of the control plane's logs, for a failure message.
+    fn log_tail(&self, file: &str) -> String {
+        let log = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     /// Polls `/readyz` until it answers `ok` (the apiserver's own readiness endpoint: no watch
@@ -288,14 +368,12 @@ impl ControlPlane {
             }
         });
         if !ok {
-            let log = std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(20).collect();
             panic!(
                 "control plane {} at {} not ready after {}s (or its apiserver exited); apiserver log tail:\n{}",
                 self.name,
                 self.url(),
                 bound.as_secs(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                self.log_tail("apiserver.log")
             );
         }
     }
@@ -584,5 +662,6 @@ pub fn append(path: &Path, line: &str) {
         .append(true)
         .open(path)
         .unwrap();
-    writeln!(f, "{line}").unwrap();
+    // One write of the whole line: with O_APPEND, lines of concurrent writers never interleave.
+    f.write_all(format!("{line}\n").as_bytes()).unwrap();
 }

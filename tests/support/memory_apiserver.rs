@@ -1,0 +1,573 @@
+//! An API server in this process: a `tower` service that a real `kube::Client` talks to, for tests
+//! that must run where no kube-apiserver binary can (CI here). It keeps objects in memory and
+//! answers the requests meshctl's Kubernetes layer makes, the way kube-apiserver answers them;
+//! each behaviour names the upstream code it follows (kubernetes/kubernetes at v1.36):
+//!
+//! - discovery (`/api/v1`, `/apis/<group>/<version>`) lists the built-in kinds below and the
+//!   served versions of every Established CRD, and answers 404 for a group version nobody serves
+//!   (`apiserver/pkg/endpoints/discovery`, `NotFound` of the generic API server);
+//! - a CRD becomes NamesAccepted and Established as soon as it is created (the naming and
+//!   establishing controllers of `apiextensions-apiserver/pkg/controller/{status,establish}`, with
+//!   no conflicting names here), but discovery adds its group version only after
+//!   [`MemoryApiServer::discovery_lag`] more discovery requests for it: the discovery controller
+//!   works from a queue fed by the Established update
+//!   (`apiextensions-apiserver/pkg/apiserver/customresource_discovery_controller.go`, `sync`);
+//! - a custom resource of a type that is not Established answers 404, as the CRD handler does
+//!   (`customresource_handler.go`, `ServeHTTP`);
+//! - get, list (field selector `metadata.name=`), watch (events after the list's resourceVersion,
+//!   then live), server-side apply (create, or merge into the live object; a patch that changes
+//!   nothing keeps the resourceVersion, as `fieldmanager` does for a no-op apply) and delete.
+//!
+//! What it leaves out it refuses with 405, so a test that strays past it fails loudly.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+/// A kind the server knows: where it lives and how discovery lists it.
+#[derive(Clone, Debug)]
+struct Kind {
+    group: String,
+    version: String,
+    kind: String,
+    plural: String,
+    namespaced: bool,
+}
+
+impl Kind {
+    fn group_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+}
+
+/// The built-in kinds the tests use (kube-apiserver serves many more; add them as tests need).
+fn built_in() -> Vec<Kind> {
+    let k = |group: &str, version: &str, kind: &str, plural: &str, namespaced: bool| Kind {
+        group: group.into(),
+        version: version.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+        namespaced,
+    };
+    vec![
+        k("", "v1", "Namespace", "namespaces", false),
+        k("", "v1", "ConfigMap", "configmaps", true),
+        k("", "v1", "Secret", "secrets", true),
+        k("", "v1", "Service", "services", true),
+        k("", "v1", "ServiceAccount", "serviceaccounts", true),
+        k("apps", "v1", "Deployment", "deployments", true),
+        k(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+        ),
+    ]
+}
+
+/// One stored object's key: group version, plural, namespace ("" for cluster-scoped), name.
+type Key = (String, String, String, String);
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<Key, Value>,
+    /// Every change as a watch event, in resourceVersion order.
+    history: Vec<(Key, Value)>,
+    revision: u64,
+    /// Group versions of Established CRDs, with the discovery requests still to answer 404.
+    pending_discovery: BTreeMap<String, u32>,
+    /// Every request, as `METHOD path?query`.
+    requests: Vec<String>,
+}
+
+/// The server. Clone it into as many clients as a test needs; they share one store.
+#[derive(Clone)]
+pub struct MemoryApiServer {
+    state: Arc<Mutex<State>>,
+    changed: Arc<tokio::sync::Notify>,
+    discovery_lag: u32,
+}
+
+impl Default for MemoryApiServer {
+    fn default() -> Self {
+        MemoryApiServer::new()
+    }
+}
+
+impl MemoryApiServer {
+    /// An empty server whose discovery serves a new CRD's group version at once.
+    pub fn new() -> MemoryApiServer {
+        MemoryApiServer {
+            state: Arc::default(),
+            changed: Arc::default(),
+            discovery_lag: 0,
+        }
+    }
+
+    /// Discovery answers 404 for a new CRD's group version this many more times after the CRD is
+    /// Established (the discovery controller has not run yet).
+    pub fn discovery_lag(mut self, requests: u32) -> MemoryApiServer {
+        self.discovery_lag = requests;
+        self
+    }
+
+    /// A client of this server (build it inside the runtime that uses it). Each request travels
+    /// over a connection of its own, an in-memory pipe with hyper's HTTP/1 client at one end and
+    /// its server at the other, so upgrades (`pods/portforward`) work as they do on the wire.
+    pub fn client(&self) -> kube::Client {
+        let server = self.clone();
+        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
+            let server = server.clone();
+            async move {
+                let (client_end, server_end) = tokio::io::duplex(1 << 16);
+                let handler = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let server = server.clone();
+                    async move { Ok::<_, Infallible>(server.answer(request).await) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(server_end), handler)
+                        .with_upgrades(),
+                );
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(client_end)).await?;
+                tokio::spawn(connection.with_upgrades());
+                sender.send_request(request).await
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    /// Every request so far, as `METHOD path?query`.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// The stored object, if any (`namespace` empty for cluster-scoped kinds).
+    pub fn object(&self, group_version: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let key = (group_version.into(), plural.into(), namespace.into(), name.into());
+        self.state.lock().unwrap().objects.get(&key).cloned()
+    }
+
+    async fn answer(&self, request: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let path = parts.uri.path().to_string();
+        let query: BTreeMap<String, String> = parts
+            .uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_string(), percent_decode(v)))
+            .collect();
+        self.state.lock().unwrap().requests.push(match parts.uri.query() {
+            Some(q) => format!("{} {path}?{q}", parts.method),
+            None => format!("{} {path}", parts.method),
+        });
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (group, version, rest) = match segments.as_slice() {
+            ["api", "v1", rest @ ..] => ("", "v1", rest),
+            ["apis", group, version, rest @ ..] => (*group, *version, rest),
+            _ => {
+                return status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                );
+            }
+        };
+        let gv = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        if rest.is_empty() {
+            return self.discovery(&gv);
+        }
+        let (namespace, plural, name) = match rest {
+            ["namespaces", ns, plural] => (*ns, *plural, None),
+            ["namespaces", ns, plural, name] => (*ns, *plural, Some(*name)),
+            [plural] => ("", *plural, None),
+            [plural, name] => ("", *plural, Some(*name)),
+            _ => return status(405, "MethodNotAllowed", "this stand-in serves no subresources"),
+        };
+        let Some(kind) = self.kind(&gv, plural) else {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        };
+        let key = |name: &str| -> Key {
+            (
+                gv.clone(),
+                plural.to_string(),
+                namespace.to_string(),
+                name.to_string(),
+            )
+        };
+        match (parts.method, name) {
+            (Method::GET, Some(name)) => match self.state.lock().unwrap().objects.get(&key(name)) {
+                Some(obj) => json_response(200, obj),
+                None => not_found(plural, name),
+            },
+            (Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+                self.watch(&gv, plural, namespace, &query)
+            }
+            (Method::GET, None) => self.list(&kind, plural, namespace, &query),
+            (Method::PATCH, Some(name)) => self.apply(&kind, key(name), &body, &query),
+            (Method::DELETE, Some(name)) => self.delete(key(name)),
+            (method, _) => status(
+                405,
+                "MethodNotAllowed",
+                &format!("this stand-in does not serve {method} here"),
+            ),
+        }
+    }
+
+    /// The kind of `plural` in group version `gv`, if it is served: built in, or an Established CRD.
+    fn kind(&self, gv: &str, plural: &str) -> Option<Kind> {
+        if let Some(k) = built_in()
+            .into_iter()
+            .find(|k| k.group_version() == gv && k.plural == plural)
+        {
+            return Some(k);
+        }
+        self.crd_kinds()
+            .into_iter()
+            .find(|k| k.group_version() == gv && k.plural == plural)
+    }
+
+    /// The kinds every stored CRD serves (each is Established at creation).
+    fn crd_kinds(&self) -> Vec<Kind> {
+        let state = self.state.lock().unwrap();
+        state
+            .objects
+            .iter()
+            .filter(|((gv, plural, _, _), _)| {
+                gv == "apiextensions.k8s.io/v1" && plural == "customresourcedefinitions"
+            })
+            .flat_map(|(_, crd)| {
+                let spec = &crd["spec"];
+                let served: Vec<String> = spec["versions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|v| v["served"].as_bool().unwrap_or(false))
+                    .filter_map(|v| v["name"].as_str().map(String::from))
+                    .collect();
+                served.into_iter().map(move |version| Kind {
+                    group: spec["group"].as_str().unwrap_or_default().into(),
+                    version,
+                    kind: spec["names"]["kind"].as_str().unwrap_or_default().into(),
+                    plural: spec["names"]["plural"].as_str().unwrap_or_default().into(),
+                    namespaced: spec["scope"] == "Namespaced",
+                })
+            })
+            .collect()
+    }
+
+    fn discovery(&self, gv: &str) -> Response<BoxBody<Bytes, Infallible>> {
+        let lagging = match self.state.lock().unwrap().pending_discovery.get_mut(gv) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        };
+        if lagging {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
+        let kinds: Vec<Kind> = built_in()
+            .into_iter()
+            .chain(self.crd_kinds())
+            .filter(|k| k.group_version() == gv)
+            .collect();
+        if kinds.is_empty() {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
+        let verbs = [
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ];
+        let resources: Vec<Value> = kinds
+            .iter()
+            .map(|k| json!({"name": k.plural, "singularName": k.kind.to_lowercase(), "namespaced": k.namespaced, "kind": k.kind, "verbs": verbs}))
+            .collect();
+        json_response(
+            200,
+            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+        )
+    }
+
+    fn list(
+        &self,
+        kind: &Kind,
+        plural: &str,
+        namespace: &str,
+        query: &BTreeMap<String, String>,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let state = self.state.lock().unwrap();
+        let wanted_name = query
+            .get("fieldSelector")
+            .and_then(|s| s.strip_prefix("metadata.name="))
+            .map(String::from);
+        let items: Vec<Value> = state
+            .objects
+            .iter()
+            .filter(|((gv, p, ns, name), _)| {
+                *gv == kind.group_version()
+                    && p == plural
+                    && (namespace.is_empty() || ns == namespace)
+                    && wanted_name.as_ref().is_none_or(|w| w == name)
+            })
+            .map(|(_, obj)| obj.clone())
+            .collect();
+        json_response(
+            200,
+            &json!({
+                "kind": format!("{}List", kind.kind),
+                "apiVersion": kind.group_version(),
+                "metadata": {"resourceVersion": state.revision.to_string()},
+                "items": items,
+            }),
+        )
+    }
+
+    /// A watch: every event after the given resourceVersion, then each new one as it happens, as
+    /// newline-separated JSON `{"type": …, "object": …}` (`apiserver/pkg/endpoints/handlers/watch.go`).
+    fn watch(
+        &self,
+        gv: &str,
+        plural: &str,
+        namespace: &str,
+        query: &BTreeMap<String, String>,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let from: u64 = query
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let wanted_name = query
+            .get("fieldSelector")
+            .and_then(|s| s.strip_prefix("metadata.name="))
+            .map(String::from);
+        let (gv, plural, namespace) = (gv.to_string(), plural.to_string(), namespace.to_string());
+        let matches = move |(g, p, ns, name): &Key| {
+            *g == gv
+                && *p == plural
+                && (namespace.is_empty() || *ns == namespace)
+                && wanted_name.as_ref().is_none_or(|w| w == name)
+        };
+        let server = self.clone();
+        let events = futures::stream::unfold(from, move |seen| {
+            let (server, matches) = (server.clone(), matches.clone());
+            async move {
+                loop {
+                    let notified = server.changed.notified();
+                    let next = {
+                        let state = server.state.lock().unwrap();
+                        state
+                            .history
+                            .iter()
+                            .map(|(key, event)| (key, event, revision_of(&event["object"])))
+                            .find(|(key, _, rv)| *rv > seen && matches(key))
+                            .map(|(_, event, rv)| (event.clone(), rv))
+                            .or_else(|| Some((Value::Null, state.revision)).filter(|(_, rv)| *rv > seen))
+                    };
+                    match next {
+                        Some((Value::Null, rv)) => return Some((None, rv)),
+                        Some((event, rv)) => return Some((Some(event), rv)),
+                        None => notified.await,
+                    }
+                }
+            }
+        })
+        .filter_map(|event| async move { event })
+        .map(|event| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{event}\n")))));
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(BodyExt::boxed(StreamBody::new(events)))
+            .unwrap()
+    }
+
+    /// Server-side apply of the JSON body: creates the object, or merges it into the live one.
+    fn apply(
+        &self,
+        kind: &Kind,
+        key: Key,
+        body: &[u8],
+        query: &BTreeMap<String, String>,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let Ok(applied) = serde_json::from_slice::<Value>(body) else {
+            return status(400, "BadRequest", "the body is not a JSON object");
+        };
+        if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
+            // `fieldmanager.ValidateManagedFields`… the handler refuses an apply without a manager.
+            return status(422, "Invalid", "fieldManager is required for apply patch");
+        }
+        let dry_run = query.contains_key("dryRun");
+        let mut state = self.state.lock().unwrap();
+        let before = state.objects.get(&key).cloned();
+        let mut object = before.clone().unwrap_or_else(|| json!({}));
+        merge(&mut object, &applied);
+        object["apiVersion"] = json!(kind.group_version());
+        object["kind"] = json!(kind.kind);
+        if kind.kind == "CustomResourceDefinition" {
+            let names = object["spec"]["names"].clone();
+            object["status"] = json!({
+                "acceptedNames": names,
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"},
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"},
+                ],
+            });
+        }
+        if before.as_ref() == Some(&object) || dry_run {
+            return json_response(200, before.as_ref().unwrap_or(&object));
+        }
+        state.revision += 1;
+        let revision = state.revision;
+        object["metadata"]["resourceVersion"] = json!(revision.to_string());
+        if before.is_none() {
+            object["metadata"]["uid"] = json!(format!("uid-{revision}"));
+            if kind.kind == "CustomResourceDefinition" && self.discovery_lag > 0 {
+                for version in object["spec"]["versions"].as_array().into_iter().flatten() {
+                    let gv = format!(
+                        "{}/{}",
+                        object["spec"]["group"].as_str().unwrap_or_default(),
+                        version["name"].as_str().unwrap_or_default()
+                    );
+                    let lag = self.discovery_lag;
+                    state.pending_discovery.entry(gv).or_insert(lag);
+                }
+            }
+        }
+        let event = if before.is_some() { "MODIFIED" } else { "ADDED" };
+        state.objects.insert(key.clone(), object.clone());
+        state
+            .history
+            .push((key, json!({"type": event, "object": object})));
+        drop(state);
+        self.changed.notify_waiters();
+        json_response(if before.is_some() { 200 } else { 201 }, &object)
+    }
+
+    fn delete(&self, key: Key) -> Response<BoxBody<Bytes, Infallible>> {
+        let mut state = self.state.lock().unwrap();
+        let Some(mut object) = state.objects.remove(&key) else {
+            return not_found(&key.1, &key.3);
+        };
+        state.revision += 1;
+        object["metadata"]["resourceVersion"] = json!(state.revision.to_string());
+        state
+            .history
+            .push((key, json!({"type": "DELETED", "object": object})));
+        drop(state);
+        self.changed.notify_waiters();
+        json_response(
+            200,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        )
+    }
+}
+
+/// Merges `patch` into `target`: maps key by key, anything else replaced.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn revision_of(object: &Value) -> u64 {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn json_response(code: u16, value: &Value) -> Response<BoxBody<Bytes, Infallible>> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap())
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed(http_body_util::Full::new(Bytes::from(
+            value.to_string(),
+        ))))
+        .unwrap()
+}
+
+/// A `Status` failure, as the API server writes one (`apimachinery/pkg/api/errors`).
+fn status(code: u16, reason: &str, message: &str) -> Response<BoxBody<Bytes, Infallible>> {
+    json_response(
+        code,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "details": {}, "code": code}),
+    )
+}
+
+fn not_found(plural: &str, name: &str) -> Response<BoxBody<Bytes, Infallible>> {
+    json_response(
+        404,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("{plural} \"{name}\" not found"), "reason": "NotFound",
+            "details": {"name": name, "kind": plural}, "code": 404}),
+    )
+}
