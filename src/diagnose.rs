@@ -21,7 +21,7 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, LogParams};
 use serde::Serialize;
 
-use crate::kube::{Clients, inspect};
+use crate::kube::Clients;
 use crate::mesh_dir::MeshDir;
 use crate::topology::{Cluster, Mesh};
 
@@ -168,10 +168,11 @@ async fn collect_cluster(client: Client, name: &str, bundle: &mut Bundle) {
             bundle.add(at(&format!("logs/{pod_name}.log")), text);
         }
     }
-    match inspect::istiod_clusters(&client).await {
+    match crate::istiod::clusters(&client).await {
         Ok(seen) => bundle.add(
             at("istiod-clusterz.json"),
-            serde_json::to_vec_pretty(&seen).unwrap_or_default(),
+            serde_json::to_vec_pretty(&serde_json::json!({"pod": seen.pod, "clusters": seen.value}))
+                .unwrap_or_default(),
         ),
         Err(e) => bundle.add(at("istiod-clusterz.json"), format!("# not collected: {e}\n")),
     }

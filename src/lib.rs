@@ -16,6 +16,7 @@
 //! * [`render`]: manifests from the embedded templates; [`ipam`]: MetalLB address pools.
 //! * [`dry_run`]: the plan written to disk.
 //! * [`executor`]: runs a plan; [`kube`] and [`tools`] are the only I/O; [`verify`] proves traffic flows.
+//! * [`istiod`]: what istiod says of the mesh (its debug endpoints, read through a port-forward).
 //! * [`report`]: what the user sees.
 #![deny(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod diagnose;
 pub mod dry_run;
 pub mod executor;
 pub mod ipam;
+pub mod istiod;
 pub mod kube;
 pub mod kubeconfig;
 pub mod mesh_dir;

@@ -593,8 +593,11 @@ async fn control_planes(
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(500);
         let check = loop {
-            let (passed, detail) = match crate::kube::inspect::istiod_proxies(&clients[p]).await {
-                Ok(proxies) => {
+            let (passed, detail) = match crate::istiod::proxies(&clients[p]).await {
+                Ok(crate::istiod::Answered {
+                    pod: istiod,
+                    value: proxies,
+                }) => {
                     let listed: Vec<&String> = expected
                         .iter()
                         .filter(|want| {
@@ -607,7 +610,7 @@ async fn control_planes(
                         (
                             true,
                             format!(
-                                "{} of its sample proxies on {primary}'s istiod (/debug/syncz, cluster {})",
+                                "{} of its sample proxies on {primary}'s istiod ({istiod} /debug/syncz, cluster {})",
                                 listed.len(),
                                 remote.name
                             ),

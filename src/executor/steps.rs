@@ -268,8 +268,11 @@ impl Executor {
                 return Ok(Some(format!("{name} at {ip}")));
             }
             Condition::RemoteClustersSynced { clusters } => {
-                return match wait::remote_clusters_synced(&client, clusters, timeout).await {
-                    Ok(()) => Ok(Some(format!("istiod reports {} synced", clusters.join(", ")))),
+                return match crate::istiod::remote_clusters_synced(&client, clusters, timeout).await {
+                    Ok(pod) => Ok(Some(format!(
+                        "istiod reports {} synced ({pod})",
+                        clusters.join(", ")
+                    ))),
                     Err((err, missing)) => Err(self.unsynced_error(cluster, err, &missing)),
                 };
             }
@@ -358,6 +361,16 @@ impl Executor {
         err: wait::WaitError,
         missing: &[(String, String)],
     ) -> anyhow::Error {
+        if missing
+            .iter()
+            .all(|(_, status)| status == crate::istiod::NOT_ASKED)
+        {
+            // istiod could not be asked at all: the peers' addresses are not the question.
+            return anyhow::Error::new(err).context(format!(
+                "istiod in `{}` could not be asked which clusters it has synced\nhint: meshctl reads istiod's /debug/clusterz through a port-forward to a running istiod pod, as `istioctl remote-clusters` does; `kubectl --context {} -n istio-system get pods -l app=istiod` shows whether one runs",
+                cluster.name, cluster.context
+            ));
+        }
         let state = self.state.snapshot();
         let pairs: Vec<String> = missing
             .iter()

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod inspect;
+pub mod port_forward;
 pub mod retry;
 pub mod wait;
 

@@ -520,54 +520,6 @@ pub async fn webhook_endpoint_ready(
     .map(|_| ())
 }
 
-/// Asks istiod until every cluster of `expected` is `synced`. istiod serves its view only on
-/// request (no object to watch), so it is asked again with growing pauses, up to `timeout`. The
-/// error carries what was last reported, and the clusters still not synced.
-pub async fn remote_clusters_synced(
-    client: &Client,
-    expected: &[String],
-    timeout: Duration,
-) -> Result<(), (WaitError, Vec<(String, String)>)> {
-    let what = format!("istiod: remote clusters {} synced", expected.join(", "));
-    let started = std::time::Instant::now();
-    let mut pause = Duration::from_millis(250);
-    loop {
-        let (last_seen, missing) = match super::inspect::istiod_clusters(client).await {
-            Ok(seen) => {
-                let missing = super::inspect::unsynced(expected, &seen);
-                if missing.is_empty() {
-                    return Ok(());
-                }
-                let text = missing
-                    .iter()
-                    .map(|(id, status)| format!("{id} {status}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                (text, missing)
-            }
-            Err(e) => (
-                format!("istiod's /debug/clusterz did not answer: {e}"),
-                expected
-                    .iter()
-                    .map(|id| (id.clone(), "unknown".to_string()))
-                    .collect(),
-            ),
-        };
-        if started.elapsed() + pause > timeout {
-            return Err((
-                WaitError::Timeout {
-                    what,
-                    after: timeout,
-                    last_seen,
-                },
-                missing,
-            ));
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(5));
-    }
-}
-
 /// Waits until every webhook of the configuration has a CA bundle; returns the namespace and name
 /// of the Service behind its first webhook (names differ between MetalLB versions, so they are read
 /// from the configuration rather than assumed).

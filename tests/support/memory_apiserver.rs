@@ -32,6 +32,9 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
+use super::kubelet_port_forward::{self, PodPorts};
+use super::played_istiod::{Caller, PlayedIstiod};
+
 /// A kind the server knows: where it lives and how discovery lists it.
 #[derive(Clone, Debug)]
 struct Kind {
@@ -63,6 +66,7 @@ fn built_in() -> Vec<Kind> {
     };
     vec![
         k("", "v1", "Namespace", "namespaces", false),
+        k("", "v1", "Pod", "pods", true),
         k("", "v1", "ConfigMap", "configmaps", true),
         k("", "v1", "Secret", "secrets", true),
         k("", "v1", "Service", "services", true),
@@ -99,6 +103,7 @@ pub struct MemoryApiServer {
     state: Arc<Mutex<State>>,
     changed: Arc<tokio::sync::Notify>,
     discovery_lag: u32,
+    istiod: Option<Arc<PlayedIstiod>>,
 }
 
 impl Default for MemoryApiServer {
@@ -114,6 +119,7 @@ impl MemoryApiServer {
             state: Arc::default(),
             changed: Arc::default(),
             discovery_lag: 0,
+            istiod: None,
         }
     }
 
@@ -122,6 +128,48 @@ impl MemoryApiServer {
     pub fn discovery_lag(mut self, requests: u32) -> MemoryApiServer {
         self.discovery_lag = requests;
         self
+    }
+
+    /// With `istiod` listening in every running pod labelled `app=istiod` of istio-system.
+    pub fn with_istiod(mut self, istiod: Arc<PlayedIstiod>) -> MemoryApiServer {
+        self.istiod = Some(istiod);
+        self
+    }
+
+    /// Stores `object` as it is (status included), as a controller or kubelet would write it.
+    pub fn put(&self, object: Value) {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default().to_string();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let plural = built_in()
+            .into_iter()
+            .chain(self.crd_kinds())
+            .find(|k| k.group_version() == api_version && k.kind == kind)
+            .map(|k| k.plural)
+            .unwrap_or_else(|| panic!("the stand-in serves no {api_version} {kind}"));
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut state = self.state.lock().unwrap();
+        state.revision += 1;
+        let mut object = object;
+        object["metadata"]["resourceVersion"] = json!(state.revision.to_string());
+        let key = (api_version, plural, namespace, name);
+        let event = if state.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        state.objects.insert(key.clone(), object.clone());
+        state
+            .history
+            .push((key, json!({"type": event, "object": object})));
+        drop(state);
+        self.changed.notify_waiters();
     }
 
     /// A client of this server (build it inside the runtime that uses it). Each request travels
@@ -162,7 +210,36 @@ impl MemoryApiServer {
         self.state.lock().unwrap().objects.get(&key).cloned()
     }
 
-    async fn answer(&self, request: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+    async fn answer(&self, mut request: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+        // Subresources that reach past the API server, to a pod: answered before the body is read,
+        // since a port-forward upgrades the connection.
+        let path = request.uri().path().to_string();
+        if let [
+            "api",
+            "v1",
+            "namespaces",
+            namespace,
+            plural,
+            name,
+            subresource,
+            tail @ ..,
+        ] = path.trim_matches('/').split('/').collect::<Vec<_>>().as_slice()
+        {
+            self.log(&request);
+            return match (*plural, *subresource) {
+                ("pods", "portforward") => self.port_forward(namespace, name, &mut request),
+                ("services", "proxy") => {
+                    self.service_proxy(namespace, name, &format!("/{}", tail.join("/")))
+                        .await
+                }
+                _ => status(
+                    405,
+                    "MethodNotAllowed",
+                    "this stand-in serves no such subresource",
+                ),
+            };
+        }
+        self.log(&request);
         let (parts, body) = request.into_parts();
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let path = parts.uri.path().to_string();
@@ -172,12 +249,8 @@ impl MemoryApiServer {
             .unwrap_or_default()
             .split('&')
             .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (k.to_string(), percent_decode(v)))
+            .map(|(k, v)| (k.to_string(), super::percent_decode(v)))
             .collect();
-        self.state.lock().unwrap().requests.push(match parts.uri.query() {
-            Some(q) => format!("{} {path}?{q}", parts.method),
-            None => format!("{} {path}", parts.method),
-        });
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let (group, version, rest) = match segments.as_slice() {
             ["api", "v1", rest @ ..] => ("", "v1", rest),
@@ -226,7 +299,7 @@ impl MemoryApiServer {
                 None => not_found(plural, name),
             },
             (Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
-                self.watch(&gv, plural, namespace, &query)
+                self.watch(&kind, plural, namespace, &query)
             }
             (Method::GET, None) => self.list(&kind, plural, namespace, &query),
             (Method::PATCH, Some(name)) => self.apply(&kind, key(name), &body, &query),
@@ -236,6 +309,99 @@ impl MemoryApiServer {
                 "MethodNotAllowed",
                 &format!("this stand-in does not serve {method} here"),
             ),
+        }
+    }
+
+    fn log(&self, request: &Request<Incoming>) {
+        let path = request.uri().path();
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .push(match request.uri().query() {
+                Some(q) => format!("{} {path}?{q}", request.method()),
+                None => format!("{} {path}", request.method()),
+            });
+    }
+
+    /// `pods/<name>/portforward`: the API server finds the pod (404 when it is not there, 400 when
+    /// it has no node: `pkg/registry/core/pod/strategy.go`, `PortForwardLocation`), then the kubelet
+    /// dials the port in the pod. Only a running istiod pod listens (on 15014, when this server
+    /// plays an istiod); any other port refuses the connection.
+    fn port_forward(
+        &self,
+        namespace: &str,
+        name: &str,
+        request: &mut Request<Incoming>,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let Some(pod) = self.object("v1", "pods", namespace, name) else {
+            return not_found("pods", name);
+        };
+        if pod["spec"]["nodeName"].as_str().is_none_or(str::is_empty) {
+            return status(
+                400,
+                "BadRequest",
+                &format!("pod {name} does not have a host assigned"),
+            );
+        }
+        let listening = (pod["metadata"]["labels"]["app"] == "istiod" && pod["status"]["phase"] == "Running")
+            .then(|| self.istiod.clone())
+            .flatten();
+        let (cluster, name) = (self.client(), name.to_string());
+        let ports: PodPorts = Arc::new(move |port| {
+            let answer = match &listening {
+                Some(istiod) if port == 15014 => Ok(istiod.listen(cluster.clone())),
+                _ => Err(format!(
+                    "error forwarding port {port} to pod {name}, uid : failed to connect to localhost:{port} inside namespace: dial tcp 127.0.0.1:{port}: connect: connection refused"
+                )),
+            };
+            Box::pin(async move { answer })
+        });
+        match kubelet_port_forward::accept(request, ports) {
+            Ok(switching) => switching
+                .body(BodyExt::boxed(http_body_util::Empty::new()))
+                .unwrap(),
+            Err((code, message)) => status(code, "BadRequest", &message),
+        }
+    }
+
+    /// `services/<name>[:<port>]/proxy/<path>`: the API server answers 503 when no pod stands
+    /// behind the Service (`no endpoints available`), else forwards from its own address. Only
+    /// istiod's monitoring port is played behind it: istiod refuses such a caller.
+    async fn service_proxy(
+        &self,
+        namespace: &str,
+        service: &str,
+        path: &str,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let name = service.split(':').next().unwrap_or_default();
+        let backed = self
+            .state
+            .lock()
+            .unwrap()
+            .objects
+            .iter()
+            .any(|((gv, plural, ns, _), pod)| {
+                gv == "v1"
+                    && plural == "pods"
+                    && ns == namespace
+                    && pod["metadata"]["labels"]["app"] == name
+                    && pod["status"]["phase"] == "Running"
+            });
+        match (&self.istiod, backed) {
+            (Some(istiod), true) if (namespace, service) == ("istio-system", "istiod:15014") => {
+                let (code, body) = istiod.answer(&self.client(), path, Caller::ServiceProxy).await;
+                Response::builder()
+                    .status(code)
+                    .body(BodyExt::boxed(http_body_util::Full::new(Bytes::from(body))))
+                    .unwrap()
+            }
+            (_, false) => status(
+                503,
+                "ServiceUnavailable",
+                &format!("no endpoints available for service \"{name}\""),
+            ),
+            _ => status(502, "BadGateway", "nothing is played behind this service"),
         }
     }
 
@@ -335,19 +501,18 @@ impl MemoryApiServer {
         namespace: &str,
         query: &BTreeMap<String, String>,
     ) -> Response<BoxBody<Bytes, Infallible>> {
+        if let Err(refusal) = selects(query, kind, &json!({})) {
+            return status(400, "BadRequest", &refusal);
+        }
         let state = self.state.lock().unwrap();
-        let wanted_name = query
-            .get("fieldSelector")
-            .and_then(|s| s.strip_prefix("metadata.name="))
-            .map(String::from);
         let items: Vec<Value> = state
             .objects
             .iter()
-            .filter(|((gv, p, ns, name), _)| {
+            .filter(|((gv, p, ns, _), obj)| {
                 *gv == kind.group_version()
                     && p == plural
                     && (namespace.is_empty() || ns == namespace)
-                    && wanted_name.as_ref().is_none_or(|w| w == name)
+                    && selects(query, kind, obj) == Ok(true)
             })
             .map(|(_, obj)| obj.clone())
             .collect();
@@ -366,7 +531,7 @@ impl MemoryApiServer {
     /// newline-separated JSON `{"type": …, "object": …}` (`apiserver/pkg/endpoints/handlers/watch.go`).
     fn watch(
         &self,
-        gv: &str,
+        kind: &Kind,
         plural: &str,
         namespace: &str,
         query: &BTreeMap<String, String>,
@@ -375,16 +540,22 @@ impl MemoryApiServer {
             .get("resourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let wanted_name = query
-            .get("fieldSelector")
-            .and_then(|s| s.strip_prefix("metadata.name="))
-            .map(String::from);
-        let (gv, plural, namespace) = (gv.to_string(), plural.to_string(), namespace.to_string());
-        let matches = move |(g, p, ns, name): &Key| {
-            *g == gv
+        if let Err(refusal) = selects(query, kind, &json!({})) {
+            return status(400, "BadRequest", &refusal);
+        }
+        let (kind, plural, namespace, query) = (
+            kind.clone(),
+            plural.to_string(),
+            namespace.to_string(),
+            query.clone(),
+        );
+        // An object's events are sent while it matches the selectors (the API server also tells a
+        // watcher when an object stops matching; no test here needs that).
+        let matches = move |(g, p, ns, _): &Key, event: &Value| {
+            *g == kind.group_version()
                 && *p == plural
                 && (namespace.is_empty() || *ns == namespace)
-                && wanted_name.as_ref().is_none_or(|w| w == name)
+                && selects(&query, &kind, &event["object"]) == Ok(true)
         };
         let server = self.clone();
         let events = futures::stream::unfold(from, move |seen| {
@@ -398,7 +569,7 @@ impl MemoryApiServer {
                             .history
                             .iter()
                             .map(|(key, event)| (key, event, revision_of(&event["object"])))
-                            .find(|(key, _, rv)| *rv > seen && matches(key))
+                            .find(|(key, event, rv)| *rv > seen && matches(key, event))
                             .map(|(_, event, rv)| (event.clone(), rv))
                             .or_else(|| Some((Value::Null, state.revision)).filter(|(_, rv)| *rv > seen))
                     };
@@ -500,6 +671,65 @@ impl MemoryApiServer {
     }
 }
 
+/// Whether `object` matches the `labelSelector` and `fieldSelector` of `query` (equality and
+/// inequality terms, and bare label keys for "has the label"). A field the API server does not
+/// index for the kind is refused, as it refuses it: every kind supports `metadata.name` and
+/// `metadata.namespace` (`apimachinery/pkg/fields`, `DefaultClusterScopedAttr`/`…NamespaceScopedAttr`);
+/// pods add `spec.nodeName` and `status.phase` among others (`pkg/registry/core/pod/strategy.go`,
+/// `ToSelectableFields`).
+fn selects(query: &BTreeMap<String, String>, kind: &Kind, object: &Value) -> Result<bool, String> {
+    let terms = |key: &str| -> Vec<String> {
+        query
+            .get(key)
+            .map(|s| s.split(',').filter(|t| !t.is_empty()).map(String::from).collect())
+            .unwrap_or_default()
+    };
+    let mut matches = true;
+    for term in terms("labelSelector") {
+        let labels = &object["metadata"]["labels"];
+        matches &= match term.split_once("!=") {
+            Some((k, v)) => labels[k].as_str() != Some(v),
+            None => match term.split_once('=') {
+                Some((k, v)) => labels[k.trim_end_matches('=')].as_str() == Some(v),
+                None => labels.get(&term).is_some(),
+            },
+        };
+    }
+    for term in terms("fieldSelector") {
+        let (field, wanted, equal) = match term.split_once("!=") {
+            Some((f, v)) => (f.to_string(), v.to_string(), false),
+            None => {
+                let (f, v) = term
+                    .split_once('=')
+                    .ok_or(format!("invalid field selector: {term}"))?;
+                (f.trim_end_matches('=').to_string(), v.to_string(), true)
+            }
+        };
+        let pods_only = [
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ];
+        let supported = field == "metadata.name"
+            || field == "metadata.namespace"
+            || (kind.kind == "Pod" && pods_only.contains(&field.as_str()));
+        if !supported {
+            return Err(format!("field label not supported: {field}"));
+        }
+        let have = field
+            .split('.')
+            .fold(object, |v, key| &v[key])
+            .as_str()
+            .unwrap_or_default();
+        matches &= (have == wanted) == equal;
+    }
+    Ok(matches)
+}
+
 /// Merges `patch` into `target`: maps key by key, anything else replaced.
 fn merge(target: &mut Value, patch: &Value) {
     match (target, patch) {
@@ -517,31 +747,6 @@ fn revision_of(object: &Value) -> u64 {
         .as_str()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn json_response(code: u16, value: &Value) -> Response<BoxBody<Bytes, Infallible>> {

@@ -9,11 +9,11 @@
 //! `Status`, as in k8s.io/apimachinery `pkg/util/remotecommand` and client-go's
 //! `tools/remotecommand/websocket.go`); what the command prints is the test's [`ExecHandler`].
 //!
-//! And it answers istiod's `/debug/syncz` (from the test's [`SynczHandler`]) and `/debug/clusterz` through the service proxy path: the apiserver would
-//! dial istiod's pod IP, and no istiod runs here. The answer is built as istiod builds it
-//! (Istio `pkg/cluster/debug.go` `DebugInfo`): its own cluster (`CLUSTER_ID` of Deployment
-//! `istiod`), then one entry per cluster ID in the `istio/multiCluster=true` Secrets of
-//! istio-system, `synced` unless the test says otherwise.
+//! And it stands where istiod's pod would be (tests/support/played_istiod.rs): through the API
+//! server's service proxy (`services/istiod:15014/proxy/…`) istiod refuses with 401, as Istio
+//! 1.31's debug handlers refuse a caller that is not local; `pods/<istiod pod>/portforward` reaches
+//! its monitoring port as a loopback caller, over the kubelet's port-forward protocol
+//! (tests/support/kubelet_port_forward.rs).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -29,6 +29,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use super::{ControlPlane, Pem};
+use crate::support::query_values;
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -56,8 +57,8 @@ pub struct ExecResult {
     pub exit_code: i32,
 }
 
-/// Builds istiod's `/debug/syncz` answer (a JSON array of `SyncStatus`).
-pub type SynczHandler = Arc<dyn Fn() -> BoxFuture<'static, serde_json::Value> + Send + Sync>;
+pub use crate::support::played_istiod::SynczHandler;
+use crate::support::played_istiod::{Caller, PlayedIstiod};
 
 /// Answers execs.
 pub type ExecHandler = Arc<dyn Fn(ExecRequest) -> BoxFuture<'static, ExecResult> + Send + Sync>;
@@ -71,10 +72,9 @@ struct Faults {
 
 struct Shared {
     faults: Faults,
-    remote_status: Mutex<std::collections::HashMap<String, String>>,
+    istiod: Arc<PlayedIstiod>,
     upstream: kube::Client,
     exec: Mutex<Option<ExecHandler>>,
-    syncz: Mutex<Option<SynczHandler>>,
     log: Mutex<Vec<String>>,
 }
 
@@ -110,10 +110,9 @@ impl Proxy {
                 let upstream = super::client_from(&kubeconfig, &name).await;
                 let shared = Arc::new(Shared {
                     faults: Faults::default(),
-                    remote_status: Mutex::default(),
+                    istiod: PlayedIstiod::new(),
                     upstream,
                     exec: Mutex::new(None),
-                    syncz: Mutex::new(None),
                     log: Mutex::new(Vec::new()),
                 });
                 ready_tx.send(shared.clone()).unwrap();
@@ -164,17 +163,13 @@ impl Proxy {
 
     /// What istiod reports for remote cluster `id` on `/debug/clusterz` (default `synced`).
     pub fn set_remote_cluster_status(&self, id: &str, status: &str) {
-        self.shared
-            .remote_status
-            .lock()
-            .unwrap()
-            .insert(id.to_string(), status.to_string());
+        self.shared.istiod.set_remote_cluster_status(id, status);
     }
 
     /// Who lists the proxies istiod configures on `/debug/syncz` (the data plane, which knows
     /// which proxies run where); without one, istiod lists none.
     pub fn set_syncz_handler(&self, handler: SynczHandler) {
-        *self.shared.syncz.lock().unwrap() = Some(handler);
+        self.shared.istiod.set_syncz_handler(handler);
     }
 
     /// Who answers `pods/exec`.
@@ -285,11 +280,15 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if req.uri().path().ends_with("/exec") {
         return Ok(exec(&shared, req));
     }
-    if req.uri().path() == "/api/v1/namespaces/istio-system/services/istiod:15014/proxy/debug/clusterz" {
-        return Ok(clusterz(&shared).await);
+    if let Some(path) = req
+        .uri()
+        .path()
+        .strip_prefix("/api/v1/namespaces/istio-system/services/istiod:15014/proxy")
+    {
+        return Ok(istiod_through_service_proxy(&shared, path).await);
     }
-    if req.uri().path() == "/api/v1/namespaces/istio-system/services/istiod:15014/proxy/debug/syncz" {
-        return Ok(syncz(&shared).await);
+    if req.uri().path().ends_with("/portforward") {
+        return Ok(port_forward(&shared, req).await);
     }
     let (mut parts, body) = req.into_parts();
     let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -309,109 +308,86 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     }
 }
 
-/// istiod's `/debug/syncz`: the apiserver answers 503 without an istiod pod behind the Service (a
-/// remote's `istiod` Service has none, and no 15014 port), else the data plane's list.
-async fn syncz(shared: &Shared) -> Response<Body> {
-    if let Err(unavailable) = istiod(shared).await {
-        return unavailable;
+/// The service proxy to istiod's monitoring port: the apiserver answers 503 without an istiod pod
+/// behind the Service (a remote's `istiod` Service has none), else istiod answers a caller that is
+/// not local.
+async fn istiod_through_service_proxy(shared: &Shared, path: &str) -> Response<Body> {
+    let deployment = kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(
+        shared.upstream.clone(),
+        "istio-system",
+    )
+    .get_opt("istiod")
+    .await
+    .ok()
+    .flatten();
+    if deployment.is_none() {
+        return status(
+            503,
+            "ServiceUnavailable",
+            "no endpoints available for service \"istiod\"",
+        );
     }
-    let handler = shared.syncz.lock().unwrap().clone();
-    let list = match handler {
-        Some(h) => h().await,
-        None => json!([]),
+    let (code, body) = shared
+        .istiod
+        .answer(&shared.upstream, path, Caller::ServiceProxy)
+        .await;
+    Response::builder().status(code).body(full(body)).unwrap()
+}
+
+/// `pods/<name>/portforward`: the apiserver finds the pod (404 when it is not there, 400 when it
+/// has no node: `pkg/registry/core/pod/strategy.go`, `PortForwardLocation`), then the kubelet
+/// dials the port in the pod. Only a running istiod pod listens here (on 15014); any other port
+/// refuses the connection, as nothing listens on it.
+async fn port_forward(shared: &Shared, mut req: Request<Incoming>) -> Response<Body> {
+    use k8s_openapi::api::core::v1::Pod;
+    let segments: Vec<String> = req
+        .uri()
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .map(String::from)
+        .collect();
+    let (namespace, name) = match segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["api", "v1", "namespaces", ns, "pods", pod, "portforward"] => (ns.to_string(), pod.to_string()),
+        _ => return status(404, "NotFound", "not a port-forward path"),
     };
-    Response::builder()
-        .status(200)
-        .header("content-type", "application/json")
-        .body(full(list.to_string()))
-        .unwrap()
-}
-
-/// istiod's Deployment, or the answer the apiserver's service proxy gives without an istiod pod
-/// behind the Service.
-async fn istiod(shared: &Shared) -> Result<k8s_openapi::api::apps::v1::Deployment, Response<Body>> {
-    kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(shared.upstream.clone(), "istio-system")
-        .get_opt("istiod")
+    let pod = match kube::Api::<Pod>::namespaced(shared.upstream.clone(), &namespace)
+        .get_opt(&name)
         .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| {
-            status(
-                503,
-                "ServiceUnavailable",
-                "no endpoints available for service \"istiod\"",
-            )
-        })
-}
-
-async fn clusterz(shared: &Shared) -> Response<Body> {
-    use k8s_openapi::api::core::v1::Secret;
-    let client = shared.upstream.clone();
-    let istiod = match istiod(shared).await {
-        Ok(istiod) => istiod,
-        Err(unavailable) => return unavailable,
+    {
+        Ok(Some(pod)) => pod,
+        _ => return status(404, "NotFound", &format!("pods \"{name}\" not found")),
     };
-    let own = istiod
-        .spec
-        .and_then(|s| s.template.spec)
-        .and_then(|s| s.containers.into_iter().next())
-        .and_then(|c| c.env)
-        .and_then(|env| env.into_iter().find(|e| e.name == "CLUSTER_ID"))
-        .and_then(|e| e.value)
-        .unwrap_or_else(|| "Kubernetes".into());
-    let overrides = shared.remote_status.lock().unwrap().clone();
-    let mut clusters = vec![json!({"id": own, "secretName": "", "syncStatus": "synced"})];
-    let secrets = kube::Api::<Secret>::namespaced(client, "istio-system")
-        .list(&kube::api::ListParams::default().labels("istio/multiCluster=true"))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    for secret in secrets {
-        let name = secret.metadata.name.clone().unwrap_or_default();
-        for id in secret.data.unwrap_or_default().into_keys() {
-            let sync = overrides.get(&id).cloned().unwrap_or_else(|| "synced".into());
-            clusters
-                .push(json!({"id": id, "secretName": format!("istio-system/{name}"), "syncStatus": sync}));
-        }
+    if pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none() {
+        return status(
+            400,
+            "BadRequest",
+            &format!("pod {name} does not have a host assigned"),
+        );
     }
-    Response::builder()
-        .status(200)
-        .header("content-type", "application/json")
-        .body(full(json!(clusters).to_string()))
-        .unwrap()
-}
-
-fn query_values(query: &str, key: &str) -> Vec<String> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| *k == key)
-        .map(|(_, v)| percent_decode(v))
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("00");
-                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
+    let is_istiod = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("app"))
+        .map(String::as_str)
+        == Some("istiod")
+        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    let (istiod, cluster) = (shared.istiod.clone(), shared.upstream.clone());
+    let ports: crate::support::kubelet_port_forward::PodPorts = Arc::new(move |port| {
+        let answer = if is_istiod && port == 15014 {
+            Ok(istiod.listen(cluster.clone()))
+        } else {
+            Err(format!(
+                "error forwarding port {port} to pod {name}, uid : failed to connect to localhost:{port} inside namespace: dial tcp 127.0.0.1:{port}: connect: connection refused"
+            ))
+        };
+        Box::pin(async move { answer })
+    });
+    match crate::support::kubelet_port_forward::accept(&mut req, ports) {
+        Ok(switching) => switching.body(full(String::new())).unwrap(),
+        Err((code, message)) => status(code, "BadRequest", &message),
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `pods/<name>/exec` over WebSocket.

@@ -1,0 +1,225 @@
+//! What istiod itself says about the mesh: the remote clusters it watches (`/debug/clusterz`) and
+//! the proxies it configures (`/debug/syncz`), asked the way istioctl asks (Istio
+//! `pkg/kube/client.go`, `AllDiscoveryDo`): a port-forward to each running istiod pod (label
+//! `app=istiod`, phase Running) on its monitoring port, where istiod answers its own loopback
+//! callers. Through the API server's service proxy istiod answers 401 instead: its debug handlers
+//! serve only localhost or a caller with a token istiod authenticates (`pilot/pkg/xds/debug.go`,
+//! `allowAuthenticatedOrLocalhost`), and the API server connects from its own address and does not
+//! pass the caller's credentials on.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, ListParams};
+
+use crate::kube::port_forward;
+use crate::kube::wait::WaitError;
+
+/// Istio's namespace.
+const ISTIO_NAMESPACE: &str = "istio-system";
+
+/// istiod's monitoring port, where its debug endpoints are, unless the pod's `prometheus.io/port`
+/// annotation names another (Istio `pkg/kube/client.go`, `FindIstiodMonitoringPort`).
+const MONITORING_PORT: u16 = 15014;
+
+/// How long one pod may take to answer one debug request.
+const ASK_BOUND: Duration = Duration::from_secs(10);
+
+/// One remote cluster as istiod reports it on `/debug/clusterz` (Istio `pkg/cluster/debug.go`
+/// `DebugInfo`; what `istioctl remote-clusters` prints).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSync {
+    /// The cluster ID (`multiCluster.clusterName`).
+    pub id: String,
+    /// `istio-system/istio-remote-secret-<id>` for a remote; empty for istiod's own cluster.
+    #[serde(default)]
+    pub secret_name: String,
+    /// `synced`, `syncing`, `timeout` or `closed`.
+    #[serde(default)]
+    pub sync_status: String,
+}
+
+/// One proxy connected to istiod, as `/debug/syncz` lists it (Istio `pilot/pkg/xds/debug.go`
+/// `SyncStatus`; what `istioctl proxy-status` prints).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct ProxySync {
+    /// The cluster the proxy runs in (its `ISTIO_META_CLUSTER_ID`).
+    #[serde(default)]
+    pub cluster_id: String,
+    /// `<pod>.<namespace>`.
+    #[serde(default, rename = "proxy")]
+    pub proxy_id: String,
+}
+
+/// An answer, with the istiod pod that gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered<T> {
+    /// `istio-system/<pod>`.
+    pub pod: String,
+    /// What it said.
+    pub value: T,
+}
+
+/// istiod's view of the clusters it watches.
+pub async fn clusters(client: &Client) -> Result<Answered<Vec<ClusterSync>>, String> {
+    debug(client, "clusterz").await
+}
+
+/// The proxies istiod configures, from every cluster it serves.
+pub async fn proxies(client: &Client) -> Result<Answered<Vec<ProxySync>>, String> {
+    debug(client, "syncz").await
+}
+
+/// A JSON debug endpoint of istiod, from the first running istiod pod that answers it.
+async fn debug<T: serde::de::DeserializeOwned>(client: &Client, name: &str) -> Result<Answered<T>, String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
+    let running = ListParams::default()
+        .labels("app=istiod")
+        .fields("status.phase=Running");
+    let istiods = pods
+        .list(&running)
+        .await
+        .map_err(|e| format!("cannot list istiod's pods: {}", crate::kube::human_reason(&e)))?
+        .items;
+    if istiods.is_empty() {
+        return Err(format!(
+            "no running istiod pod in {ISTIO_NAMESPACE} (label app=istiod)"
+        ));
+    }
+    let mut refusals = Vec::new();
+    for pod in &istiods {
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        let path = format!("/debug/{name}");
+        let answer = port_forward::http_get(
+            client,
+            ISTIO_NAMESPACE,
+            &pod_name,
+            monitoring_port(pod),
+            &path,
+            ASK_BOUND,
+        )
+        .await;
+        match answer {
+            Ok(a) if a.status == 200 => {
+                let value = serde_json::from_slice(&a.body)
+                    .map_err(|e| format!("istiod's /debug/{name} is not the expected JSON: {e}"))?;
+                return Ok(Answered {
+                    pod: format!("{ISTIO_NAMESPACE}/{pod_name}"),
+                    value,
+                });
+            }
+            Ok(a) => refusals.push(format!("pod {pod_name} answered {} to /debug/{name}", a.status)),
+            Err(e) => refusals.push(format!("pod {pod_name}: {e}")),
+        }
+    }
+    Err(refusals.join("; "))
+}
+
+fn monitoring_port(pod: &Pod) -> u16 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("prometheus.io/port"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(MONITORING_PORT)
+}
+
+/// The clusters of `expected` that istiod does not report as `synced`, each with what it reports
+/// (`timeout`, `syncing`, or `not listed`).
+pub fn unsynced(expected: &[String], seen: &[ClusterSync]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .filter_map(|id| match seen.iter().find(|c| &c.id == id) {
+            Some(c) if c.sync_status == "synced" => None,
+            Some(c) => Some((id.clone(), c.sync_status.clone())),
+            None => Some((id.clone(), "not listed".to_string())),
+        })
+        .collect()
+}
+
+/// What istiod reported of a cluster it was asked about when it could not be asked at all.
+pub const NOT_ASKED: &str = "unknown";
+
+/// Asks istiod until every cluster of `expected` is `synced`. istiod serves its view only on
+/// request (no object to watch), so it is asked again with growing pauses, up to `timeout`. The
+/// error carries what was last reported, and the clusters still not synced ([`NOT_ASKED`] each
+/// when istiod could not be asked).
+pub async fn remote_clusters_synced(
+    client: &Client,
+    expected: &[String],
+    timeout: Duration,
+) -> Result<String, (WaitError, Vec<(String, String)>)> {
+    let what = format!("istiod: remote clusters {} synced", expected.join(", "));
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let (last_seen, missing) = match clusters(client).await {
+            Ok(answer) => {
+                let missing = unsynced(expected, &answer.value);
+                if missing.is_empty() {
+                    return Ok(answer.pod);
+                }
+                let text = missing
+                    .iter()
+                    .map(|(id, status)| format!("{id} {status}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (format!("{text} (asked {})", answer.pod), missing)
+            }
+            Err(e) => (
+                format!("istiod's /debug/clusterz could not be read: {e}"),
+                expected
+                    .iter()
+                    .map(|id| (id.clone(), NOT_ASKED.to_string()))
+                    .collect(),
+            ),
+        };
+        if started.elapsed() + pause > timeout {
+            return Err((
+                WaitError::Timeout {
+                    what,
+                    after: timeout,
+                    last_seen,
+                },
+                missing,
+            ));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_clusters_reported_synced_pass() {
+        // The shape istiod serves (DebugInfo's JSON tags), for a primary with two remotes.
+        let seen: Vec<ClusterSync> = serde_json::from_str(
+            r#"[{"id":"cluster1","secretName":"","syncStatus":"synced"},
+                {"id":"cluster2","secretName":"istio-system/istio-remote-secret-cluster2","syncStatus":"synced"},
+                {"id":"cluster3","secretName":"istio-system/istio-remote-secret-cluster3","syncStatus":"timeout"}]"#,
+        )
+        .unwrap();
+        let want = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(unsynced(&want(&["cluster2"]), &seen).is_empty());
+        assert_eq!(
+            unsynced(&want(&["cluster2", "cluster3", "cluster4"]), &seen),
+            vec![
+                ("cluster3".to_string(), "timeout".to_string()),
+                ("cluster4".to_string(), "not listed".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn the_monitoring_port_follows_the_prometheus_annotation() {
+        let mut pod = Pod::default();
+        assert_eq!(monitoring_port(&pod), 15014);
+        pod.metadata.annotations = Some([("prometheus.io/port".to_string(), "15015".to_string())].into());
+        assert_eq!(monitoring_port(&pod), 15015);
+    }
+}

@@ -1,0 +1,151 @@
+//! istiod's debug endpoints as Istio 1.31 serves them, for the stand-ins that sit where istiod's
+//! pod would be (the in-process API server, and the proxy of the real-server tests).
+//!
+//! Who is answered: `pilot/pkg/xds/debug.go`, `addDebugHandler` wraps every debug handler in
+//! `allowAuthenticatedOrLocalhost`: a request from a loopback address is served; any other must
+//! carry credentials one of istiod's authenticators accepts, or gets 401 with an empty body.
+//! Through the API server's service proxy (`services/istiod:15014/proxy/…`) the request comes from
+//! the API server's own address, without the caller's `Authorization` header, which the API server
+//! removes once it has authenticated the caller (`apiserver/pkg/endpoints/filters/
+//! authentication.go`, `WithAuthentication`): refused. Through a port-forward it comes from the
+//! pod's own loopback: served. (istiod's authenticators are not played: no caller here can present
+//! credentials to istiod.)
+//!
+//! What it says: `/debug/clusterz` as `pkg/cluster/debug.go` `DebugInfo` lists it: istiod's own
+//! cluster (`CLUSTER_ID` of Deployment `istiod`) first, then one entry per cluster ID in the
+//! `istio/multiCluster=true` Secrets of istio-system, `synced` unless the test says otherwise;
+//! `/debug/syncz` is what the test's [`SynczHandler`] lists (the data plane knows which proxies
+//! run where); any other path is 404, as Go's `ServeMux` answers.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::json;
+use tokio::io::DuplexStream;
+
+/// Builds istiod's `/debug/syncz` answer (a JSON array of `SyncStatus`).
+pub type SynczHandler = Arc<dyn Fn() -> BoxFuture<'static, serde_json::Value> + Send + Sync>;
+
+/// Where a request to istiod's monitoring port comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The pod's own loopback: a port-forward, or a process in the pod.
+    Loopback,
+    /// The API server's service proxy: another address, no credentials for istiod.
+    ServiceProxy,
+}
+
+/// The played istiod of one cluster.
+#[derive(Default)]
+pub struct PlayedIstiod {
+    remote_status: Mutex<HashMap<String, String>>,
+    syncz: Mutex<Option<SynczHandler>>,
+}
+
+impl PlayedIstiod {
+    /// An istiod that reports every remote `synced` and lists no proxies.
+    pub fn new() -> Arc<PlayedIstiod> {
+        Arc::default()
+    }
+
+    /// What istiod reports for remote cluster `id` on `/debug/clusterz` (default `synced`).
+    pub fn set_remote_cluster_status(&self, id: &str, status: &str) {
+        self.remote_status
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), status.to_string());
+    }
+
+    /// Who lists the proxies istiod configures on `/debug/syncz`; without one, istiod lists none.
+    pub fn set_syncz_handler(&self, handler: SynczHandler) {
+        *self.syncz.lock().unwrap() = Some(handler);
+    }
+
+    /// istiod's answer to `GET path` on its monitoring port from `caller`, reading what it reports
+    /// from `cluster` (its own cluster's API): status and body.
+    pub async fn answer(&self, cluster: &kube::Client, path: &str, caller: Caller) -> (u16, String) {
+        if caller != Caller::Loopback {
+            return (401, String::new());
+        }
+        match path {
+            "/debug/clusterz" => (200, self.clusterz(cluster).await.to_string()),
+            "/debug/syncz" => {
+                let handler = self.syncz.lock().unwrap().clone();
+                let list = match handler {
+                    Some(h) => h().await,
+                    None => json!([]),
+                };
+                (200, list.to_string())
+            }
+            _ => (404, "404 page not found\n".into()),
+        }
+    }
+
+    async fn clusterz(&self, cluster: &kube::Client) -> serde_json::Value {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::Secret;
+        let istiod = kube::Api::<Deployment>::namespaced(cluster.clone(), "istio-system")
+            .get_opt("istiod")
+            .await
+            .ok()
+            .flatten();
+        let own = istiod
+            .and_then(|d| d.spec)
+            .and_then(|s| s.template.spec)
+            .and_then(|s| s.containers.into_iter().next())
+            .and_then(|c| c.env)
+            .and_then(|env| env.into_iter().find(|e| e.name == "CLUSTER_ID"))
+            .and_then(|e| e.value)
+            .unwrap_or_else(|| "Kubernetes".into());
+        let overrides = self.remote_status.lock().unwrap().clone();
+        let mut clusters = vec![json!({"id": own, "secretName": "", "syncStatus": "synced"})];
+        let secrets = kube::Api::<Secret>::namespaced(cluster.clone(), "istio-system")
+            .list(&kube::api::ListParams::default().labels("istio/multiCluster=true"))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        for secret in secrets {
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            for id in secret.data.unwrap_or_default().into_keys() {
+                let sync = overrides.get(&id).cloned().unwrap_or_else(|| "synced".into());
+                clusters.push(
+                    json!({"id": id, "secretName": format!("istio-system/{name}"), "syncStatus": sync}),
+                );
+            }
+        }
+        json!(clusters)
+    }
+
+    /// istiod's monitoring port as the kubelet reaches it in the pod: an HTTP/1 server on one end
+    /// of a pipe, whose other end is returned; every caller through it is a loopback caller.
+    pub fn listen(self: &Arc<Self>, cluster: kube::Client) -> DuplexStream {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let istiod = self.clone();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let (istiod, cluster) = (istiod.clone(), cluster.clone());
+            async move {
+                let (status, body) = istiod
+                    .answer(&cluster, request.uri().path(), Caller::Loopback)
+                    .await;
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap(),
+                )
+            }
+        });
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(ours), service),
+        );
+        theirs
+    }
+}
