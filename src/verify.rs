@@ -817,66 +817,26 @@ pub async fn run(
     .await?;
     let control_planes = control_planes(mesh, &clients, &pods, options.timeout).await;
     let (hello_pods, curl_pods): (Vec<String>, Vec<String>) = pods.into_iter().unzip();
-    if options.per_cluster_subsets {
-        // Every istiod reads its own cluster's rules: the same subsets go into every cluster.
-        futures::future::try_join_all(mesh.clusters.iter().zip(&clients).map(|(c, client)| {
-            let path = format!("{}/verify/{}", c.name, workloads::SUBSETS_FILE);
-            let yaml = artifacts
-                .iter()
-                .find(|a| a.path == path)
-                .map(|a| a.content.clone());
-            async move {
-                let yaml = yaml.ok_or_else(|| anyhow::anyhow!("no {path} rendered"))?;
-                Applier::new(client.clone())
-                    .apply_yaml(&yaml, &path)
-                    .await
-                    .with_context(|| format!("cluster `{}`", c.name))
-            }
-        }))
-        .await?;
-        reporter.ok("verify", "per-cluster subsets applied in every cluster");
-    }
     reporter.ok(
         "verify",
         "pods ready with their sidecars; calling across clusters",
     );
 
-    // Right after `up`, istiod may still be syncing the other clusters' endpoints: call again, with
-    // growing pauses, until every pair has answered or the bound is reached. Answers add up.
-    let started = std::time::Instant::now();
-    let mut pause = Duration::from_secs(1);
-    let mut m = Matrix::empty(mesh);
-    loop {
-        m.add(
-            &matrix(
-                mesh,
-                &clients,
-                &curl_pods,
-                options.calls_per_client,
-                options.timeout,
-            )
-            .await?,
-        );
-        // A cluster-local host that answered across clusters will not stop doing so: no retry.
-        let settled = if options.local_only() {
-            m.only_local() || !m.crossed().is_empty()
-        } else {
-            m.passed()
-        };
-        if settled || started.elapsed() + pause >= options.timeout {
-            break;
-        }
-        reporter.note(
-            "verify",
-            &format!(
-                "{} pair(s) not answered yet; calling again in {}s",
-                m.missing().len(),
-                pause.as_secs()
-            ),
-        );
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(16));
-    }
+    let calling = call_until_settled(mesh, &clients, &curl_pods, options, reporter);
+    let m = if options.per_cluster_subsets {
+        // Every istiod reads its own cluster's rules: the subsets go into every cluster.
+        with_rules(
+            mesh,
+            &clients,
+            &artifacts,
+            workloads::SUBSETS_FILE,
+            options.timeout,
+            calling,
+        )
+        .await?
+    } else {
+        calling.await?
+    };
     let mut reasons = Vec::new();
     let expected_missing: Vec<(usize, usize)> = if options.local_only() {
         m.missing().into_iter().filter(|(f, t)| f == t).collect()
@@ -944,6 +904,52 @@ pub async fn run(
     })
 }
 
+/// Calls across every pair until every pair has answered (or, for a cluster-local check, until the
+/// answers have settled) or the bound is reached. Right after `up`, istiod may still be syncing the
+/// other clusters' endpoints, so the rounds repeat with growing pauses; answers add up.
+async fn call_until_settled(
+    mesh: &Mesh,
+    clients: &[kube::Client],
+    curl_pods: &[String],
+    options: &Options,
+    reporter: &Reporter,
+) -> Result<Matrix> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_secs(1);
+    let mut m = Matrix::empty(mesh);
+    loop {
+        m.add(
+            &matrix(
+                mesh,
+                clients,
+                curl_pods,
+                options.calls_per_client,
+                options.timeout,
+            )
+            .await?,
+        );
+        // A cluster-local host that answered across clusters will not stop doing so: no retry.
+        let settled = if options.local_only() {
+            m.only_local() || !m.crossed().is_empty()
+        } else {
+            m.passed()
+        };
+        if settled || started.elapsed() + pause >= options.timeout {
+            return Ok(m);
+        }
+        reporter.note(
+            "verify",
+            &format!(
+                "{} pair(s) not answered yet; calling again in {}s",
+                m.missing().len(),
+                pause.as_secs()
+            ),
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(16));
+    }
+}
+
 /// Weighted locality distribution: with the distribute rule in every cluster, the first cluster's
 /// client sends [`workloads::DISTRIBUTE_LOCAL_WEIGHT`]% of its calls to its own locality and the
 /// rest to the other region; the observed split must match within the tolerance. The rule is
@@ -956,61 +962,44 @@ async fn distribute(
     (local, other): (usize, usize),
     options: &Options,
 ) -> Result<Distribute> {
-    let rule = artifacts
-        .iter()
-        .find(|a| a.path.ends_with(workloads::DISTRIBUTE_FILE))
-        .map(|a| a.content.clone())
-        .ok_or_else(|| anyhow!("no locality distribute rule rendered"))?;
-    // Every istiod reads its own cluster's rules (a remote's come from its primary).
-    for (c, client) in mesh.clusters.iter().zip(clients) {
-        Applier::new(client.clone())
-            .apply_yaml(&rule, workloads::DISTRIBUTE_FILE)
-            .await
-            .with_context(|| format!("cluster `{}`", c.name))?;
-    }
     let names: Vec<String> = mesh.clusters.iter().map(|c| c.name.clone()).collect();
     let weights = vec![
         (names[local].clone(), workloads::DISTRIBUTE_LOCAL_WEIGHT),
         (names[other].clone(), 100 - workloads::DISTRIBUTE_LOCAL_WEIGHT),
     ];
     let calls = options.calls_per_client.max(DISTRIBUTE_MIN_CALLS);
-    // The rule reaches the proxies a moment after it is applied: measure until the split holds or
-    // the bound is reached, keeping the last measurement.
-    let started = std::time::Instant::now();
-    let mut pause = Duration::from_secs(1);
-    let (answers, failed, passed, detail) = loop {
-        let (answers, failed) = calls_from(
-            &clients[local],
-            &curl_pods[local],
-            calls,
-            names.len(),
-            options.timeout,
-        )
-        .await?;
-        let (passed, detail) = judge_split(&names, &weights, &answers, failed, DISTRIBUTE_TOLERANCE_POINTS);
-        if passed || started.elapsed() + pause >= options.timeout {
-            break (answers, failed, passed, detail);
+    let measure = async {
+        // The rule reaches the proxies a moment after it is applied: measure until the split
+        // holds or the bound is reached, keeping the last measurement.
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let (answers, failed) = calls_from(
+                &clients[local],
+                &curl_pods[local],
+                calls,
+                names.len(),
+                options.timeout,
+            )
+            .await?;
+            let (passed, detail) =
+                judge_split(&names, &weights, &answers, failed, DISTRIBUTE_TOLERANCE_POINTS);
+            if passed || started.elapsed() + pause >= options.timeout {
+                return Ok::<_, anyhow::Error>((answers, failed, passed, detail));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(8));
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(8));
     };
-    for client in clients {
-        let rules = Api::<kube::api::DynamicObject>::namespaced_with(
-            client.clone(),
-            NAMESPACE,
-            &kube::api::ApiResource::from_gvk_with_plural(
-                &kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
-                "destinationrules",
-            ),
-        );
-        match rules
-            .delete("helloworld-distribute", &DeleteParams::default())
-            .await
-        {
-            Ok(_) | Err(kube::Error::Api(_)) => {}
-            Err(e) => return Err(e).context("remove the locality distribute rule"),
-        }
-    }
+    let (answers, failed, passed, detail) = with_rules(
+        mesh,
+        clients,
+        artifacts,
+        workloads::DISTRIBUTE_FILE,
+        options.timeout,
+        measure,
+    )
+    .await?;
     Ok(Distribute {
         client: names[local].clone(),
         weights,
@@ -1031,18 +1020,6 @@ async fn failover(
     curl_pods: &[String],
     options: &Options,
 ) -> Result<Failover> {
-    let rule = artifacts
-        .iter()
-        .filter(|a| a.path.ends_with(workloads::FAILOVER_FILE))
-        .map(|a| a.content.clone())
-        .next()
-        .ok_or_else(|| anyhow!("no locality failover rule: every cluster is in the same region"))?;
-    for (c, client) in mesh.clusters.iter().zip(clients) {
-        Applier::new(client.clone())
-            .apply_yaml(&rule, workloads::FAILOVER_FILE)
-            .await
-            .with_context(|| format!("cluster `{}`", c.name))?;
-    }
     let client = &clients[0];
     let local = &mesh.clusters[0];
     let target_region = mesh
@@ -1059,11 +1036,46 @@ async fn failover(
         .unwrap_or(1);
     let calls = options.calls_per_client;
     let n = mesh.clusters.len();
-    let (before, _) = calls_from(client, &curl_pods[0], calls, n, options.timeout).await?;
+    let check = failover_calls(client, &hello_pods[0], &curl_pods[0], calls, n, expected, options);
+    let (before, after, failed, passed) = with_rules(
+        mesh,
+        clients,
+        artifacts,
+        workloads::FAILOVER_FILE,
+        options.timeout,
+        check,
+    )
+    .await?;
+    let detail = format!(
+        "before the drain: {before:?} answers per cluster; after: {after:?} ({failed} failed calls); expected {} ({target_region})",
+        mesh.clusters[expected].name
+    );
+    Ok(Failover {
+        client: local.name.clone(),
+        before,
+        after,
+        expected: mesh.clusters[expected].name.clone(),
+        passed,
+        detail,
+    })
+}
+
+/// The calls of the failover check, under its rule: answered locally, then, once the local
+/// instance is drained, by the failover region; the drained pod is replaced afterwards.
+async fn failover_calls(
+    client: &kube::Client,
+    hello_pod: &str,
+    curl_pod: &str,
+    calls: usize,
+    n: usize,
+    expected: usize,
+    options: &Options,
+) -> Result<(Vec<usize>, Vec<usize>, usize, bool)> {
+    let (before, _) = calls_from(client, curl_pod, calls, n, options.timeout).await?;
     // Make the local instance fail, as the Istio docs do: drain its sidecar's listeners.
     exec(
         client,
-        &hello_pods[0],
+        hello_pod,
         "istio-proxy",
         vec![
             "curl".into(),
@@ -1075,15 +1087,11 @@ async fn failover(
         options.timeout,
     )
     .await?;
-    let (after, failed) = calls_from(client, &curl_pods[0], calls, n, options.timeout).await?;
+    let (after, failed) = calls_from(client, curl_pod, calls, n, options.timeout).await?;
     let passed = after[0] == 0 && after[expected] > 0;
-    let detail = format!(
-        "before the drain: {before:?} answers per cluster; after: {after:?} ({failed} failed calls); expected {} ({target_region})",
-        mesh.clusters[expected].name
-    );
-    // Restore: a new pod replaces the drained one; the rule is removed with the namespace.
+    // Restore: a new pod replaces the drained one.
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    pods.delete(&hello_pods[0], &DeleteParams::default())
+    pods.delete(hello_pod, &DeleteParams::default())
         .await
         .context("restore the drained helloworld pod")?;
     wait::pod_ready(
@@ -1093,14 +1101,62 @@ async fn failover(
         options.timeout,
     )
     .await?;
-    Ok(Failover {
-        client: local.name.clone(),
-        before,
-        after,
-        expected: mesh.clusters[expected].name.clone(),
-        passed,
-        detail,
-    })
+    Ok((before, after, failed, passed))
+}
+
+/// Runs `check` with the rules of `file` applied in every cluster (each cluster's own rendering),
+/// then removes them from every cluster, whatever the check's outcome, and waits until they are
+/// gone, so the next check never runs under them. istiod merges every DestinationRule of a host
+/// into the oldest one: a later rule adds only subsets the oldest lacks, and the oldest rule's
+/// traffic policy is the one proxies get (Istio `pilot/pkg/model/push_context.go`,
+/// `setDestinationRules`, which sorts rules by creation time; `destination_rule.go`,
+/// `mergeDestinationRule`). A failover rule left in place would decide the distribute check.
+pub async fn with_rules<T>(
+    mesh: &Mesh,
+    clients: &[kube::Client],
+    artifacts: &[Artifact],
+    file: &str,
+    timeout: Duration,
+    check: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let rules: Vec<(&str, String, String)> = mesh
+        .clusters
+        .iter()
+        .map(|c| {
+            let path = format!("{}/verify/{file}", c.name);
+            let yaml = artifacts
+                .iter()
+                .find(|a| a.path == path)
+                .map(|a| a.content.clone())
+                .ok_or_else(|| anyhow!("no {path} rendered"))?;
+            Ok((c.name.as_str(), path, yaml))
+        })
+        .collect::<Result<_>>()?;
+    futures::future::try_join_all(
+        rules
+            .iter()
+            .zip(clients)
+            .map(|((name, path, yaml), client)| async move {
+                Applier::new(client.clone())
+                    .apply_yaml(yaml, path)
+                    .await
+                    .with_context(|| format!("cluster `{name}`: apply {path}"))
+            }),
+    )
+    .await?;
+    let outcome = check.await;
+    let removed = futures::future::try_join_all(rules.iter().zip(clients).map(
+        |((name, path, yaml), client)| async move {
+            Applier::new(client.clone())
+                .delete_yaml(yaml, path, timeout)
+                .await
+                .with_context(|| format!("cluster `{name}`: remove the rules of {path}"))
+        },
+    ))
+    .await;
+    let value = outcome?;
+    removed?;
+    Ok(value)
 }
 
 /// Per-cluster counts as a table for people.

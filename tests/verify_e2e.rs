@@ -160,8 +160,11 @@ fn failover_moves_traffic_to_the_next_region_when_the_local_instance_fails() {
             "sample",
             &kube::api::ApiResource::from_gvk_with_plural(&gvk, "destinationrules"),
         );
-        let dr = rules.get("helloworld-failover").await.expect("kept with --keep");
-        assert!(dr.data["spec"]["trafficPolicy"]["outlierDetection"].is_object());
+        // Each check's rule is removed once it is done, `--keep` or not: only the workloads stay.
+        assert!(
+            rules.get_opt("helloworld-failover").await.unwrap().is_none(),
+            "the failover rule is removed after its check"
+        );
         // The drained pod was replaced by a healthy one.
         let pods: Api<Pod> = Api::namespaced(client, "sample");
         let live: Vec<Pod> = pods
@@ -319,7 +322,19 @@ fn per_cluster_subsets_keep_each_clusters_callers_local() {
         "json",
     ]);
     answered_locally_only(&out);
-    // The rules are in both clusters, as rendered (kept with --keep).
+    // The rules went into both clusters, as rendered, and came out once the calls were done
+    // (`--keep` keeps the workloads, not a check's rules).
+    for proxy in lab.proxies() {
+        let requests = proxy.requests();
+        let applied = |path: &str| requests.iter().any(|r| r.starts_with(&format!("PATCH {path}")));
+        let deleted = |path: &str| requests.iter().any(|r| r.starts_with(&format!("DELETE {path}")));
+        let vs = "/apis/networking.istio.io/v1/namespaces/sample/virtualservices/helloworld-per-cluster";
+        let dr = "/apis/networking.istio.io/v1/namespaces/sample/destinationrules/helloworld-per-cluster";
+        assert!(
+            applied(vs) && applied(dr) && deleted(vs) && deleted(dr),
+            "{requests:#?}"
+        );
+    }
     block_on(async {
         for plane in lab.planes() {
             let vs = Api::<kube::api::DynamicObject>::namespaced_with(
@@ -330,10 +345,13 @@ fn per_cluster_subsets_keep_each_clusters_callers_local() {
                     "virtualservices",
                 ),
             )
-            .get("helloworld-per-cluster")
+            .get_opt("helloworld-per-cluster")
             .await
             .unwrap();
-            assert_eq!(vs.data["spec"]["http"].as_array().unwrap().len(), 2);
+            assert!(
+                vs.is_none(),
+                "the subsets' VirtualService is gone after the check"
+            );
         }
     });
 }
@@ -377,6 +395,31 @@ fn locality_distribute_splits_calls_by_the_weights_within_the_stated_tolerance()
             );
         }
     });
+}
+
+/// What `scripts/smoke.sh` runs: failover, then weighted distribution, in one verify. istiod keeps
+/// the older of two DestinationRules' traffic policy for a host (the played data plane merges them
+/// as it does), so distribute passes only because the failover rule is gone before it is applied.
+#[test]
+fn failover_then_distribute_each_pass_under_their_own_rule() {
+    let Some(lab) = lab_with_mesh(2) else { return };
+    let out = lab.run(&[
+        "verify",
+        "--clusters",
+        "2",
+        "--failover",
+        "--locality",
+        "distribute",
+        "--timeout",
+        "30s",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("✓ failover: cluster1 drained, traffic moved to cluster2")
+            && text.contains("✓ locality distribute from cluster1: cluster1 80% (observed 80.0%), cluster2 20% (observed 20.0%)"),
+        "{text}"
+    );
 }
 
 /// Under `discoverySelectors` that leave `sample` out by name, verify's namespace joins the

@@ -316,6 +316,50 @@ impl Applier {
         Ok(out)
     }
 
+    /// Deletes every document of `yaml` that exists and waits, on a watch, until each is gone, up to
+    /// `timeout` for each. A document whose type is not served, or that is not there, is already
+    /// gone. Returns `Kind namespace/name` of each object it deleted.
+    pub async fn delete_yaml(
+        &self,
+        yaml: &str,
+        source: &str,
+        timeout: Duration,
+    ) -> Result<Vec<String>, KubeError> {
+        let docs = parse_documents(yaml).map_err(|reason| KubeError::Invalid {
+            what: source.to_string(),
+            reason,
+        })?;
+        let mut deleted = Vec::new();
+        for doc in docs {
+            let obj: DynamicObject = serde_json::from_value(doc).map_err(|e| KubeError::Invalid {
+                what: source.to_string(),
+                reason: format!("not a Kubernetes object: {e}"),
+            })?;
+            let (api, label) = match self.api_for(&obj, source).await {
+                Ok(found) => found,
+                Err(KubeError::Invalid { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let name = obj.name_any();
+            let what = format!("delete {label} (from {source})");
+            let params = kube::api::DeleteParams::default();
+            match retry(&what, self.policy, || api.delete(&name, &params)).await {
+                Ok(_) => {}
+                Err(KubeError::Rejected { code: 404, .. }) => continue,
+                Err(e) => return Err(e),
+            }
+            wait::gone(&api, &name, &format!("{label} gone"), timeout, |o| {
+                match o.metadata.deletion_timestamp {
+                    Some(_) => "being deleted (finalizers pending)".to_string(),
+                    None => "still there".to_string(),
+                }
+            })
+            .await?;
+            deleted.push(label);
+        }
+        Ok(deleted)
+    }
+
     /// The API of `obj`'s kind in its namespace, and `Kind namespace/name` for messages.
     async fn api_for(
         &self,

@@ -204,6 +204,18 @@ impl MemoryApiServer {
         self.state.lock().unwrap().requests.clone()
     }
 
+    /// Every stored object of `plural` in `group_version` and `namespace`, in name order.
+    pub fn objects(&self, group_version: &str, plural: &str, namespace: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .iter()
+            .filter(|((gv, p, ns, _), _)| gv == group_version && p == plural && ns == namespace)
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
     /// The stored object, if any (`namespace` empty for cluster-scoped kinds).
     pub fn object(&self, group_version: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         let key = (group_version.into(), plural.into(), namespace.into(), name.into());
@@ -630,6 +642,14 @@ impl MemoryApiServer {
         object["metadata"]["resourceVersion"] = json!(revision.to_string());
         if before.is_none() {
             object["metadata"]["uid"] = json!(format!("uid-{revision}"));
+            // One second per write: rules created one after another have distinct times, as they
+            // would at a person's or a program's pace on a real server.
+            object["metadata"]["creationTimestamp"] = json!(format!(
+                "2026-01-01T{:02}:{:02}:{:02}Z",
+                revision / 3600 % 24,
+                revision / 60 % 60,
+                revision % 60
+            ));
             if kind.kind == "CustomResourceDefinition" && self.discovery_lag > 0 {
                 for version in object["spec"]["versions"].as_array().into_iter().flatten() {
                     let gv = format!(

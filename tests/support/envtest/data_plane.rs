@@ -19,8 +19,10 @@
 //! configures, with their cluster.
 //! A host the caller's mesh config makes cluster-local is served by the caller's cluster only; a
 //! VirtualService routing the caller to a per-cluster subset sends it to that cluster only.
-//! With the weighted rule (`helloworld-distribute`), a caller's requests are split between
-//! localities by its `distribute` weights. With the locality DestinationRule (`helloworld-failover`, with outlier detection), a caller is
+//! The DestinationRules of the helloworld host are merged as istiod merges them
+//! (tests/support/played_destination_rules.rs: the oldest rule's traffic policy wins). Under a
+//! weighted `distribute` policy, a caller's requests are split between localities by its
+//! weights. Under an outlier-detection policy with a locality `failover`, a caller is
 //! served locally while its local instance is healthy, else by the failover region (Istio's
 //! locality failover, docs "Locality failover"). `drain_listeners` on a helloworld sidecar's admin
 //! port makes that instance fail, as in Istio's docs.
@@ -279,18 +281,19 @@ async fn routed_cluster(client: &kube::Client, mesh: &Value, caller: &str) -> Op
         .list(&ListParams::default())
         .await
         .ok()?;
-    rules.items.iter().find_map(|dr| {
-        (dr.data["spec"]["host"] == host && applies(&dr.data, mesh, "defaultDestinationRuleExportTo")).then(
-            || {
-                dr.data["spec"]["subsets"]
-                    .as_array()?
-                    .iter()
-                    .find(|s| s["name"] == subset.as_str())?["labels"]["topology.istio.io/cluster"]
-                    .as_str()
-                    .map(String::from)
-            },
-        )?
-    })
+    let visible: Vec<Value> = rules
+        .items
+        .into_iter()
+        .map(|dr| serde_json::to_value(dr).unwrap_or_default())
+        .filter(|dr| applies(dr, mesh, "defaultDestinationRuleExportTo"))
+        .collect();
+    let rule = crate::support::played_destination_rules::merged(&visible, host)?;
+    rule["spec"]["subsets"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == subset.as_str())?["labels"]["topology.istio.io/cluster"]
+        .as_str()
+        .map(String::from)
 }
 
 /// What the data plane reads of every cluster.
@@ -570,15 +573,29 @@ async fn answer(
             "destinationrules",
         ),
     );
-    let rule: Option<Value> = rules
-        .get_opt("helloworld-failover")
+    // The one rule istiod gives the caller's proxy for the host: every rule that applies, merged
+    // as istiod merges them (the oldest one's traffic policy wins).
+    let visible_rules: Vec<Value> = rules
+        .list(&ListParams::default())
         .await
-        .ok()
-        .flatten()
-        .map(|r| r.data)
-        .filter(|dr| applies(dr, &mesh, "defaultDestinationRuleExportTo"));
-    let distribute = match rules.get_opt("helloworld-distribute").await {
-        Ok(Some(dr)) if applies(&dr.data, &mesh, "defaultDestinationRuleExportTo") => {
+        .map(|l| {
+            l.items
+                .into_iter()
+                .map(|r| serde_json::to_value(r).unwrap_or_default())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|dr| applies(dr, &mesh, "defaultDestinationRuleExportTo"))
+        .collect();
+    let rule: Option<Value> = crate::support::played_destination_rules::merged(
+        &visible_rules,
+        "helloworld.sample.svc.cluster.local",
+    );
+    let distribute = match &rule {
+        Some(dr)
+            if dr["spec"]["trafficPolicy"]["loadBalancer"]["localityLbSetting"]["distribute"].is_array() =>
+        {
             let mut candidates = Vec::new();
             if let Some((pod, version)) = &local {
                 candidates.push((pod.clone(), version.clone(), locality(me).await));
@@ -587,7 +604,7 @@ async fn answer(
                 let j = clusters.iter().position(|c| c.name == r.3).unwrap_or(0);
                 candidates.push((r.0.clone(), r.1.clone(), locality(&clients[j]).await));
             }
-            distributed(&dr.data, &locality(me).await, &candidates)
+            distributed(dr, &locality(me).await, &candidates)
         }
         _ => None,
     };
