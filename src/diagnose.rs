@@ -1,6 +1,7 @@
 //! `meshctl diagnose`: one `.tar.gz` with what a person debugging the mesh needs from every cluster
 //! (what `istioctl bug-report` and `cilium sysdump` collect, for meshctl's part of the mesh), and
-//! nothing secret: Secrets are listed by metadata only, never their data.
+//! nothing secret: Secrets are listed by name, labels and the keys of their annotations and data,
+//! never a value that could hold a credential.
 //!
 //! ```text
 //! summary.txt                       per cluster: collected, unreachable, or cut off at the bound
@@ -99,8 +100,13 @@ fn yaml_of<T: Serialize>(items: &[T]) -> Vec<u8> {
 }
 
 /// A remote secret's metadata and the server its kubeconfig points at, never its data.
+/// What a bug report may show of a remote secret: names, labels, the annotations' keys (never their
+/// values: `kubectl apply`, as Istio's docs apply remote secrets, stores the whole Secret, token
+/// included, in `kubectl.kubernetes.io/last-applied-configuration`), the data's keys and the API
+/// servers its kubeconfig names.
 fn remote_secret_summary(secret: &Secret) -> serde_json::Value {
     let meta = &secret.metadata;
+    let annotation_keys: Option<Vec<&String>> = meta.annotations.as_ref().map(|a| a.keys().collect());
     let servers: Vec<String> = secret
         .data
         .iter()
@@ -114,7 +120,7 @@ fn remote_secret_summary(secret: &Secret) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "name": meta.name, "namespace": meta.namespace, "labels": meta.labels,
-        "annotations": meta.annotations, "created": meta.creation_timestamp,
+        "annotationKeys": annotation_keys, "created": meta.creation_timestamp,
         "keys": secret.data.as_ref().map(|d| d.keys().cloned().collect::<Vec<_>>()),
         "servers": servers,
     })
@@ -291,7 +297,7 @@ pub async fn collect(
         }
         text.push('\n');
     }
-    text.push_str("\nNot included: Secret data (remote secrets are listed by metadata and server only), the rendered plan files (cacerts holds a private key).\n");
+    text.push_str("\nNot included: Secret data and Secret annotation values (remote secrets are listed by name, labels, annotation keys and server only), the rendered plan files (cacerts holds a private key).\n");
     bundle.add("summary.txt", text);
     (bundle, summary)
 }
@@ -301,4 +307,46 @@ pub async fn collect(
 pub fn write(bundle: &Bundle, out: &Path, top: &str) -> std::io::Result<()> {
     let bytes = bundle.to_tar_gz(top)?;
     crate::atomic_file::write(out, &bytes, crate::atomic_file::PRIVATE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_secret_summary;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+
+    #[test]
+    fn a_remote_secret_applied_with_kubectl_leaves_no_token_in_the_summary() {
+        // `istioctl create-remote-secret | kubectl apply -f -`: kubectl keeps the whole Secret,
+        // token included, in its last-applied annotation.
+        let kubeconfig = "apiVersion: v1\nkind: Config\nclusters:\n- name: cluster2\n  cluster:\n    server: https://172.18.0.3:6443\nusers:\n- name: cluster2\n  user:\n    token: eyJhbGciOiJSUzI1NiJ9.s3cr3t-t0ken\n";
+        let last_applied = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "istio-remote-secret-cluster2", "namespace": "istio-system"},
+            "stringData": {"cluster2": kubeconfig}})
+        .to_string();
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "istio-remote-secret-cluster2", "namespace": "istio-system",
+                "labels": {"istio/multiCluster": "true"},
+                "annotations": {"networking.istio.io/cluster": "cluster2",
+                    "kubectl.kubernetes.io/last-applied-configuration": last_applied}},
+        }))
+        .unwrap();
+        let secret = Secret {
+            data: Some([("cluster2".to_string(), ByteString(kubeconfig.as_bytes().to_vec()))].into()),
+            ..secret
+        };
+        let summary = remote_secret_summary(&secret).to_string();
+        assert!(!summary.contains("s3cr3t"), "{summary}");
+        assert!(!summary.contains("last-applied-configuration\":"), "{summary}");
+        let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+        assert_eq!(
+            summary["annotationKeys"],
+            serde_json::json!([
+                "kubectl.kubernetes.io/last-applied-configuration",
+                "networking.istio.io/cluster"
+            ])
+        );
+        assert_eq!(summary["servers"], serde_json::json!(["https://172.18.0.3:6443"]));
+        assert_eq!(summary["keys"], serde_json::json!(["cluster2"]));
+    }
 }

@@ -90,6 +90,27 @@ fn the_archive_holds_every_reachable_cluster_names_the_gone_one_and_no_secret() 
             .to_string()
     });
     assert!(token.len() > 100, "a real service-account token");
+    // As Istio's docs apply a remote secret (`istioctl create-remote-secret | kubectl apply -f -`):
+    // kubectl keeps the whole Secret, token included, in its last-applied annotation.
+    block_on(async {
+        let client = envtest.planes[1].client().await;
+        let secrets = Api::<Secret>::namespaced(client, "istio-system");
+        let remote = secrets.get("istio-remote-secret-cluster1").await.unwrap();
+        // create-remote-secret prints the kubeconfig under `stringData`, so the token is there
+        // in plain text.
+        let kubeconfig = String::from_utf8(remote.data.unwrap()["cluster1"].0.clone()).unwrap();
+        let whole = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "istio-remote-secret-cluster1",
+            "namespace": "istio-system"}, "stringData": {"cluster1": kubeconfig}}).to_string();
+        let patch = serde_json::json!({"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": whole}}});
+        secrets
+            .patch(
+                "istio-remote-secret-cluster1",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+    });
 
     let archive = work.path().join("out.tar.gz");
     let out = meshctl_in(
@@ -149,6 +170,10 @@ fn the_archive_holds_every_reachable_cluster_names_the_gone_one_and_no_secret() 
     let everything: Vec<u8> = files.iter().flat_map(|(_, c)| c.clone()).collect();
     let all = String::from_utf8_lossy(&everything);
     assert!(!all.contains(&token), "the token leaked");
+    assert!(
+        remote.contains("kubectl.kubernetes.io/last-applied-configuration"),
+        "{remote}"
+    );
     assert!(
         !all.contains("diagnosetestkey") && !all.contains("PRIVATE KEY"),
         "a key leaked"

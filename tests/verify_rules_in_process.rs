@@ -169,6 +169,9 @@ fn the_played_merge_keeps_the_oldest_rules_traffic_policy_and_later_ones_add_sub
     assert_eq!(rule["metadata"]["name"], "helloworld-failover");
     assert_eq!(rule["spec"]["trafficPolicy"], failover["spec"]["trafficPolicy"]);
     assert_eq!(rule["spec"]["subsets"], serde_json::json!([{"name": "v1"}]));
-    assert_eq!(merged(std::slice::from_ref(&distribute), host).unwrap(), distribute);
+    assert_eq!(
+        merged(std::slice::from_ref(&distribute), host).unwrap(),
+        distribute
+    );
     assert!(merged(&[distribute], "other.host").is_none());
 }
