@@ -593,3 +593,52 @@ fn a_root_that_ends_first_cuts_the_intermediate_and_warns() {
     ]);
     assert!(ok, "{text}");
 }
+
+/// A plain rotation in the middle of a root rotation (step 1 done: every cluster trusts the mesh
+/// root and the next root) keeps both roots in the new intermediate's root-cert.pem: with the mesh
+/// root alone, the cluster's workloads would stop trusting the next root and step 1 would be undone.
+#[test]
+fn a_new_intermediate_during_a_root_rotation_keeps_trusting_both_roots() {
+    use meshctl::pki::layout::{self, CertsRequest};
+    use meshctl::pki::{KeyType, Validity};
+    let dir = tempfile::tempdir().unwrap();
+    let request = |force: bool| CertsRequest {
+        dir: dir.path().join("c"),
+        clusters: vec!["cluster1".into(), "cluster2".into()],
+        key_type: KeyType::EcdsaP256,
+        validity: Validity::default(),
+        force,
+        replace_root: false,
+    };
+    layout::ensure(&request(false)).unwrap();
+    let (next, _) =
+        layout::start_root_transition(&dir.path().join("c"), KeyType::EcdsaP256, Validity::default())
+            .unwrap();
+    let rotated = layout::ensure(&CertsRequest {
+        clusters: vec!["cluster1".into()],
+        ..request(true)
+    })
+    .unwrap();
+    let (ca, _) = &rotated.clusters[0];
+    let on_disk = fs::read_to_string(dir.path().join("c/cluster1/root-cert.pem")).unwrap();
+    assert_eq!(
+        on_disk, ca.root_cert_pem,
+        "what cacerts gets is what the folder holds"
+    );
+    assert!(
+        meshctl::pki::bundle_contains(&on_disk, &rotated.root_cert_pem),
+        "the mesh root"
+    );
+    assert!(
+        meshctl::pki::bundle_contains(&on_disk, &next.cert_pem),
+        "and the next root"
+    );
+    // The new intermediate still chains to the mesh root, checked by openssl against the bundle.
+    let (verified, out) = openssl(&[
+        "verify",
+        "-CAfile",
+        dir.path().join("c/cluster1/root-cert.pem").to_str().unwrap(),
+        dir.path().join("c/cluster1/ca-cert.pem").to_str().unwrap(),
+    ]);
+    assert!(verified, "{out}");
+}

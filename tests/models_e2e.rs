@@ -156,6 +156,31 @@ fn primary_remote_on_two_networks_is_built_in_the_docs_order_and_verified() {
         remote_secrets(&lab, 1).is_empty(),
         "a remote has no istiod to read secrets"
     );
+    // Nor a CA: its proxies get their certificates from the primary's istiod, so no CA key is
+    // written where nothing reads it; `certs rotate` changes the primary only.
+    let remote_cacerts = block_on(async {
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client(&lab, 1).await, "istio-system")
+            .get_opt("cacerts")
+            .await
+            .unwrap()
+    });
+    assert!(remote_cacerts.is_none(), "no intermediate CA key in the remote");
+    let rotated = lab.run(&[
+        "certs",
+        "rotate",
+        "--config",
+        &cfg,
+        "--key-type",
+        "ecdsa-p256",
+        "--timeout",
+        "60s",
+    ]);
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    assert!(
+        stderr(&rotated).contains("cluster1") && !stderr(&rotated).contains("cluster2"),
+        "{}",
+        stderr(&rotated)
+    );
     let hook = block_on(async {
         Api::<MutatingWebhookConfiguration>::all(client(&lab, 1).await)
             .get("istio-sidecar-injector")

@@ -18,7 +18,7 @@ use crate::pki::layout::{self, CertsRequest, Disposition};
 use crate::pki::{CertFacts, IntermediateCa, Validity, normalize_pem};
 use crate::report::Reporter;
 use crate::state::StateStore;
-use crate::topology::{Cluster, DEFAULT_MESH_ID, Mesh};
+use crate::topology::{Cluster, DEFAULT_MESH_ID, Mesh, Role};
 
 pub(super) fn generate(args: CertsGenArgs) -> Result<Exit> {
     // Names are validated like any topology, so `certs gen` and `up` agree on what a cluster is.
@@ -133,6 +133,9 @@ struct CaStatus {
     chain: String,
     /// `mesh root`, `another root`, or `unknown` (no root in the CA directory to compare with).
     root: &'static str,
+    /// For a remote: the primary whose istiod issues its proxies' certificates (it holds no CA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificates_from: Option<String>,
     problems: Vec<String>,
 }
 
@@ -147,8 +150,14 @@ async fn ca_status(
         intermediate: None,
         chain: "-".into(),
         root: "unknown",
+        certificates_from: None,
         problems: Vec::new(),
     };
+    if cluster.role == Role::Remote {
+        status.root = "-";
+        status.certificates_from = cluster.primary.clone();
+        return (status, None);
+    }
     let ca = match cacerts_of(clients, cluster).await {
         Ok(Some(ca)) => ca,
         Ok(None) => {
@@ -242,7 +251,15 @@ pub(super) async fn status(args: CertsStatusArgs, workdir: &Path, kubeconfig: Op
                         f.not_after.clone(),
                         f.days_left.to_string(),
                     ),
-                    None => ("-".into(), "-".into(), "-".into(), "-".into()),
+                    None => match &s.certificates_from {
+                        Some(primary) => (
+                            format!("(remote: {primary}'s istiod)"),
+                            "-".into(),
+                            "-".into(),
+                            "-".into(),
+                        ),
+                        None => ("-".into(), "-".into(), "-".into(), "-".into()),
+                    },
                 };
                 println!(
                     "{:<10} {:<34} {:<34} {:<10} {:>5}  {:<6} {}",
@@ -267,16 +284,7 @@ pub(super) async fn status(args: CertsStatusArgs, workdir: &Path, kubeconfig: Op
 
 pub(super) async fn rotate(args: CertsRotateArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
-    for name in &args.cluster {
-        if mesh.cluster(name).is_none() {
-            return Err(UsageError(format!("--cluster `{name}` is not in the topology")).into());
-        }
-    }
-    let chosen: Vec<&Cluster> = mesh
-        .clusters
-        .iter()
-        .filter(|c| args.cluster.is_empty() || args.cluster.contains(&c.name))
-        .collect();
+    let chosen = rotation_targets(&mesh, &args.cluster)?;
     let dir = certs_dir_of(args.certs_dir.as_deref(), workdir, &mesh)?;
     if layout::load_root(&dir)?.is_none() {
         anyhow::bail!(
@@ -299,10 +307,11 @@ pub(super) async fn rotate(args: CertsRotateArgs, workdir: &Path, kubeconfig: Op
                 facts.not_after
             ),
         );
-        // The layout may hold clusters this topology does not name: only these get cacerts now.
+        // The layout may hold clusters this topology does not name, or remotes: only the
+        // primaries named here get cacerts now.
         let cas = cas
             .into_iter()
-            .filter(|c| mesh.cluster(&c.cluster).is_some())
+            .filter(|c| chosen.iter().any(|p| p.name == c.cluster))
             .collect();
         (cas, RotateStep::RootBundle)
     } else {
@@ -312,6 +321,29 @@ pub(super) async fn rotate(args: CertsRotateArgs, workdir: &Path, kubeconfig: Op
         )
     };
     rollout(&args, &mesh, kubeconfig, &dir, &cas, step, &reporter).await
+}
+
+/// The clusters a rotation changes: the primaries named by `--cluster` (every primary when none
+/// is named). A remote runs no istiod and holds no CA: its proxies get their certificates from its
+/// primary's istiod, so naming a remote is refused with its primary named instead.
+pub fn rotation_targets<'m>(mesh: &'m Mesh, named: &[String]) -> Result<Vec<&'m Cluster>, UsageError> {
+    for name in named {
+        match mesh.cluster(name) {
+            None => return Err(UsageError(format!("--cluster `{name}` is not in the topology"))),
+            Some(c) if c.role == Role::Remote => {
+                let primary = c.primary.as_deref().unwrap_or("its primary");
+                return Err(UsageError(format!(
+                    "--cluster `{name}` is a remote: it runs no istiod and holds no CA; its proxies get their certificates from `{primary}`'s istiod\nhint: `meshctl certs rotate --cluster {primary}`"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(mesh
+        .clusters
+        .iter()
+        .filter(|c| c.role == Role::Primary && (named.is_empty() || named.contains(&c.name)))
+        .collect())
 }
 
 /// What a rotation changes in `cacerts`.
@@ -413,4 +445,47 @@ async fn rollout(
         );
     }
     Ok(Exit::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rotation_targets;
+    use crate::topology::Mesh;
+
+    fn primary_remote() -> Mesh {
+        Mesh::from_yaml(
+            "clusters:\n  - {name: cluster1}\n  - {name: cluster2, role: remote, primary: cluster1}\n  - {name: cluster3}\n",
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rotation_changes_primaries_only() {
+        let mesh = primary_remote();
+        let names = |named: &[&str]| -> Vec<String> {
+            let named: Vec<String> = named.iter().map(|s| s.to_string()).collect();
+            rotation_targets(&mesh, &named)
+                .unwrap()
+                .iter()
+                .map(|c| c.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&[]), ["cluster1", "cluster3"]);
+        assert_eq!(names(&["cluster3"]), ["cluster3"]);
+    }
+
+    #[test]
+    fn naming_a_remote_is_refused_with_its_primary_named() {
+        let mesh = primary_remote();
+        let err = rotation_targets(&mesh, &["cluster2".to_string()]).unwrap_err();
+        assert!(
+            err.0.contains("`cluster2` is a remote")
+                && err.0.contains("meshctl certs rotate --cluster cluster1"),
+            "{}",
+            err.0
+        );
+        let err = rotation_targets(&mesh, &["cluster9".to_string()]).unwrap_err();
+        assert!(err.0.contains("`cluster9` is not in the topology"), "{}", err.0);
+    }
 }

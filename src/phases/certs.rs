@@ -1,4 +1,5 @@
-//! Phase `certs`: what must exist before istiod starts. Reference section 5.
+//! Phase `certs`: what must exist before istiod starts: istio-system with its network label, the
+//! nodes' locality labels, and on primaries the plug-in CA (`cacerts`) istiod signs with.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,7 @@ use serde::Serialize;
 use crate::pki::IntermediateCa;
 use crate::plan::{PhaseBuilder, PlanError, Step};
 use crate::probe::{self, Finding, Probe};
-use crate::topology::Provider;
+use crate::topology::{Provider, Role};
 
 /// Context of `templates/certs/istio-system.yaml.j2`.
 #[derive(Serialize)]
@@ -73,8 +74,13 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         ]),
         overwrite: b.input.mesh.provider == Provider::Kind,
     });
-    let cacerts = b.render("cacerts.yaml", CACERTS_TEMPLATE, &CaCerts::of(ca), true)?;
-    b.step(Step::Apply { file: cacerts });
+    // A remote runs no istiod (the remote profile renders no Deployment: Istio's
+    // `istio-discovery/templates/deployment.yaml` is skipped there): its proxies get their
+    // certificates from the primary's istiod, so nothing would read a CA key put there.
+    if cluster.role == Role::Primary {
+        let cacerts = b.render("cacerts.yaml", CACERTS_TEMPLATE, &CaCerts::of(ca), true)?;
+        b.step(Step::Apply { file: cacerts });
+    }
     Ok(())
 }
 

@@ -351,6 +351,21 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
         .expiry_warning(request.validity.intermediate_days)
         .into_iter()
         .collect();
+    // During a root rotation (step 1 done: `next-root/` exists), every cluster's root-cert.pem is
+    // the bundle of both roots. A new intermediate keeps that bundle: with the mesh root alone its
+    // workloads would stop trusting the next root, undoing step 1 without a word.
+    let next_root = if request.replace_root {
+        None
+    } else {
+        load_root(&dir.join(NEXT_ROOT_DIR))?
+    };
+    let trust_bundle = next_root.map(|next| {
+        format!(
+            "{}{}",
+            normalize_pem(&root.cert_pem),
+            normalize_pem(&next.cert_pem)
+        )
+    });
     let mut clusters = Vec::with_capacity(request.clusters.len());
     for (name, current) in request.clusters.iter().zip(kept) {
         let existed = (request.force || request.replace_root) && dir.join(name).exists();
@@ -360,7 +375,10 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
                 let key = keys
                     .next()
                     .expect("a key was generated for every new intermediate");
-                let ca = root.sign_intermediate(name, key, request.validity)?;
+                let mut ca = root.sign_intermediate(name, key, request.validity)?;
+                if let Some(bundle) = &trust_bundle {
+                    ca.root_cert_pem = bundle.clone();
+                }
                 (
                     ca,
                     if existed {
