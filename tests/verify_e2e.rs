@@ -424,8 +424,9 @@ fn failover_then_distribute_each_pass_under_their_own_rule() {
 
 /// Under `discoverySelectors` that leave `sample` out by name, verify's namespace joins the
 /// label selector (istiod would ignore it otherwise: the played istiod does), and under
-/// `defaultServiceExportTo: ["."]` the callers in `sample` still see helloworld; a mesh config
-/// that hides the workloads whatever verify does is refused before any cluster is touched.
+/// `defaultServiceExportTo: [".", "istio-system"]` the callers in `sample` still see helloworld
+/// and the east-west gateways still route to it; `["."]` alone on this two-network mesh, or a mesh
+/// config that hides the workloads whatever verify does, is refused before any cluster is touched.
 #[test]
 fn discovery_selectors_and_export_defaults_are_honoured_and_verified() {
     let Some(lab) = KindLab::new(2, FakeToolOptions::default()) else {
@@ -459,11 +460,23 @@ fn discovery_selectors_and_export_defaults_are_honoured_and_verified() {
         stderr(&hidden)
     );
 
+    // Services visible in their own namespace only: the east-west gateways (istio-system) of this
+    // two-network mesh would route to none of them, so `up` refuses before touching a cluster.
+    write("  defaultServiceExportTo: ['.']\n");
+    let refused = lab.run(&["up", "--config", cfg]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("meshConfig.defaultServiceExportTo")
+            && stderr(&refused).contains("istio-system"),
+        "{}",
+        stderr(&refused)
+    );
+
     write(concat!(
         "  discoverySelectors:\n",
         "    - matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [istio-system]}]\n",
         "    - matchLabels: {istio-discovery: enabled}\n",
-        "  defaultServiceExportTo: ['.']\n",
+        "  defaultServiceExportTo: ['.', 'istio-system']\n",
         "  defaultDestinationRuleExportTo: ['.']\n",
     ));
     let out = lab.run(&["up", "--config", cfg]);

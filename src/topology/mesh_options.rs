@@ -226,6 +226,22 @@ pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
             }
         }
     }
+    // Across networks a call enters the target network through its east-west gateway, which runs
+    // in istio-system and routes (SNI-DNAT clusters) only to services exported to istio-system:
+    // a gateway's sidecar scope holds the services exported to its own namespace (Istio
+    // `pilot/pkg/model/sidecar.go`, `DefaultSidecarScopeForGateway` →
+    // `servicesExportedToNamespace`). A default that leaves istio-system out breaks every
+    // cross-network call of every service that does not override it.
+    let networks: std::collections::BTreeSet<&str> =
+        mesh.clusters.iter().map(|c| c.network.as_str()).collect();
+    let export = &options.default_service_export_to;
+    if networks.len() > 1 && !export.is_empty() && !export.iter().any(|v| v == "*" || v == "istio-system") {
+        push(
+            "meshConfig.defaultServiceExportTo".into(),
+            &export.join(","),
+            "leaves out istio-system, where each network's east-west gateway runs: on this multi-network mesh the gateways would not route to any service that keeps the default, and no call could cross networks; add `istio-system` to the list (or use `*`)".into(),
+        );
+    }
     for (i, s) in options.service_settings.iter().enumerate() {
         if s.hosts.is_empty() {
             push(
@@ -325,5 +341,26 @@ mod tests {
                 .is_cluster_local("kube-dns.kube-system.svc.cluster.local")
         );
         assert!(!ok.mesh_config.is_cluster_local("curl.sample.svc.cluster.local"));
+    }
+
+    #[test]
+    fn a_service_export_default_without_istio_system_is_refused_across_networks_only() {
+        // Two clusters on two networks (the default): the gateways in istio-system must see them.
+        for refused in ["['.']", "['sample', '.']", "['~']"] {
+            let yaml = format!("clusters: [{{}}, {{}}]\nmeshConfig:\n  defaultServiceExportTo: {refused}\n");
+            assert_eq!(fields(&yaml), ["meshConfig.defaultServiceExportTo"], "{refused}");
+        }
+        for accepted in ["['.', 'istio-system']", "['*']"] {
+            let yaml = format!("clusters: [{{}}, {{}}]\nmeshConfig:\n  defaultServiceExportTo: {accepted}\n");
+            assert!(parse(&yaml).is_ok(), "{accepted}");
+        }
+        // One network: calls go pod to pod, no gateway in between.
+        let one_network =
+            "clusters: [{network: n1}, {network: n1}]\nmeshConfig:\n  defaultServiceExportTo: ['.']\n";
+        assert!(parse(one_network).is_ok());
+        let err = parse("clusters: [{}, {}]\nmeshConfig:\n  defaultServiceExportTo: ['.']\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("add `istio-system`"), "{err}");
     }
 }

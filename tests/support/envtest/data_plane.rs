@@ -164,8 +164,7 @@ fn selects(selector: &Value, labels: &std::collections::BTreeMap<String, String>
 /// Whether the istiod with `mesh` config sees helloworld in namespace `sample` of the cluster of
 /// `client` and lets the callers of `sample` use it: `discoverySelectors` (ORed; none: every
 /// namespace) select the namespace there (Istio: istiod ignores objects in other namespaces), and
-/// the service's visibility (annotation `networking.istio.io/exportTo`, else
-/// `defaultServiceExportTo`; none: `*`) includes the callers' namespace (`*`, `.` or `sample`).
+/// the service is exported to `sample` (see [`exported_to`]).
 async fn visible(mesh: &Value, client: &kube::Client) -> bool {
     if let Some(selectors) = mesh["discoverySelectors"].as_array().filter(|s| !s.is_empty()) {
         let labels = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
@@ -179,6 +178,16 @@ async fn visible(mesh: &Value, client: &kube::Client) -> bool {
             return false;
         }
     }
+    exported_to(mesh, client, "sample").await
+}
+
+/// Whether helloworld (namespace `sample`) of the cluster of `client` is exported to `namespace`:
+/// its annotation `networking.istio.io/exportTo`, else the mesh's `defaultServiceExportTo`, else
+/// `*`, holds `*`, the namespace, or `.` when the namespace is its own (Istio
+/// `pilot/pkg/model/push_context.go`, `servicesExportedToNamespace`). An east-west gateway
+/// (istio-system) routes only to services exported to its namespace (`sidecar.go`,
+/// `DefaultSidecarScopeForGateway`).
+async fn exported_to(mesh: &Value, client: &kube::Client, namespace: &str) -> bool {
     let annotated = Api::<Service>::namespaced(client.clone(), "sample")
         .get_opt("helloworld")
         .await
@@ -199,7 +208,17 @@ async fn visible(mesh: &Value, client: &kube::Client) -> bool {
             .filter_map(|v| v.as_str().map(String::from))
             .collect(),
     };
-    export.is_empty() || export.iter().any(|v| v == "*" || v == "." || v == "sample")
+    export.is_empty()
+        || export
+            .iter()
+            .any(|v| v == "*" || v == namespace || (v == "." && namespace == "sample"))
+}
+
+/// The mesh config of the istiod that configures cluster `j`'s east-west gateway (its own, or its
+/// primary's for a remote).
+async fn target_gateway_mesh(world: &World, clients: &[kube::Client], j: usize) -> Value {
+    let cp = world.control_plane(clients, j).await.unwrap_or(j);
+    mesh_config(&clients[cp]).await
 }
 
 /// Whether a VirtualService or DestinationRule of namespace `sample` applies to the callers of
@@ -552,6 +571,13 @@ async fn answer(
             && (j == cp || holds_secret_of(config, &other.name).await)
             && world.reachable(&clients, i, j).await
             && visible(&mesh, &clients[j]).await
+            && (network(me).await == network(&clients[j]).await
+                || exported_to(
+                    &target_gateway_mesh(world, &clients, j).await,
+                    &clients[j],
+                    "istio-system",
+                )
+                .await)
             && let Some((pod, version)) = helloworld(&clients[j], &drained_now).await
         {
             remotes.push((pod, version, region(&clients[j]).await, other.name.clone()));
