@@ -80,15 +80,44 @@ impl MeshOptions {
         *self == MeshOptions::default()
     }
 
-    /// Whether calls to `host` stay in the caller's cluster: a `clusterLocal` entry names it, or
-    /// a `*.` wildcard covers it (Istio's host matching for `serviceSettings`).
+    /// Whether calls to `host` stay in the caller's cluster, as istiod decides it (Istio
+    /// `pilot/pkg/model/cluster_local.go`, `onMeshUpdated` and `IsClusterLocal`): every
+    /// `serviceSettings` host is recorded with its `clusterLocal` value (a later entry for the same
+    /// host wins); Istio's own cluster-local hosts (`*.kube-system.svc.cluster.local`,
+    /// `kubernetes.default.svc.cluster.local`, istiod's `istiod.istio-system.svc.cluster.local`)
+    /// are added unless an entry with `clusterLocal: false` names or narrows them; then the exact
+    /// host decides, else the most specific wildcard that covers it (`pkg/config/host`,
+    /// `MostSpecificHostMatch`), else it is not cluster-local.
     pub fn is_cluster_local(&self, host: &str) -> bool {
-        self.cluster_local_hosts()
+        let mut defaults: Vec<&str> = vec![
+            "*.kube-system.svc.cluster.local",
+            "kubernetes.default.svc.cluster.local",
+            "istiod.istio-system.svc.cluster.local",
+        ];
+        let mut hosts: BTreeMap<&str, bool> = BTreeMap::new();
+        for entry in &self.service_settings {
+            let local = entry.settings.cluster_local;
+            for h in &entry.hosts {
+                if !local {
+                    defaults.retain(|d| {
+                        !(h == d || d.strip_prefix('*').is_some_and(|suffix| h.ends_with(suffix)))
+                    });
+                }
+                hosts.insert(h, local);
+            }
+        }
+        for d in defaults {
+            hosts.insert(d, true);
+        }
+        if let Some(local) = hosts.get(host) {
+            return *local;
+        }
+        hosts
             .iter()
-            .any(|pattern| match pattern.strip_prefix('*') {
-                Some(suffix) => host.ends_with(suffix),
-                None => *pattern == host,
-            })
+            .filter_map(|(pattern, local)| Some((pattern.strip_prefix('*')?, *local)))
+            .filter(|(suffix, _)| host.ends_with(suffix))
+            .max_by_key(|(suffix, _)| suffix.len())
+            .is_some_and(|(_, local)| local)
     }
 
     /// Hosts set cluster-local.
@@ -362,5 +391,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("add `istio-system`"), "{err}");
+    }
+
+    #[test]
+    fn cluster_local_follows_istiods_most_specific_match_and_its_defaults() {
+        let settings = |yaml: &str| -> MeshOptions { serde_saphyr::from_str(yaml).unwrap() };
+        let hello = "helloworld.sample.svc.cluster.local";
+        // Istio's own cluster-local hosts, with nothing set.
+        let none = MeshOptions::default();
+        assert!(none.is_cluster_local("kube-dns.kube-system.svc.cluster.local"));
+        assert!(none.is_cluster_local("kubernetes.default.svc.cluster.local"));
+        assert!(!none.is_cluster_local(hello));
+        // A namespace made cluster-local, one service of it taken out again: the exact host wins.
+        let except = settings(
+            "serviceSettings:\n  - {settings: {clusterLocal: true}, hosts: ['*.sample.svc.cluster.local']}\n  - {settings: {clusterLocal: false}, hosts: ['helloworld.sample.svc.cluster.local']}\n",
+        );
+        assert!(!except.is_cluster_local(hello));
+        assert!(except.is_cluster_local("curl.sample.svc.cluster.local"));
+        // The more specific wildcard wins over the broader one, whatever their order.
+        let narrower = settings(
+            "serviceSettings:\n  - {settings: {clusterLocal: false}, hosts: ['*.sample.svc.cluster.local']}\n  - {settings: {clusterLocal: true}, hosts: ['*.svc.cluster.local']}\n",
+        );
+        assert!(!narrower.is_cluster_local(hello));
+        assert!(narrower.is_cluster_local("web.other.svc.cluster.local"));
+        // A default taken back: kube-system is global again.
+        let global = settings(
+            "serviceSettings:\n  - {settings: {clusterLocal: false}, hosts: ['*.kube-system.svc.cluster.local']}\n",
+        );
+        assert!(!global.is_cluster_local("kube-dns.kube-system.svc.cluster.local"));
+        // For the same host, the later entry wins.
+        let twice = settings(
+            "serviceSettings:\n  - {settings: {clusterLocal: true}, hosts: ['helloworld.sample.svc.cluster.local']}\n  - {settings: {clusterLocal: false}, hosts: ['helloworld.sample.svc.cluster.local']}\n",
+        );
+        assert!(!twice.is_cluster_local(hello));
     }
 }

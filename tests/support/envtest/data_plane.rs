@@ -236,25 +236,59 @@ fn applies(rule: &Value, mesh: &Value, default_key: &str) -> bool {
 }
 
 /// Whether the caller's istiod keeps `helloworld.sample.svc.cluster.local` in the caller's own
-/// cluster: its mesh config (ConfigMap `istio`, key `mesh`) has a `serviceSettings` entry with
-/// `clusterLocal: true` whose hosts name it or cover it with a `*.` wildcard (Istio MeshConfig
-/// `ServiceSettings.Settings.cluster_local`: "the client and service endpoints must reside in the
-/// same cluster").
+/// cluster, from its mesh config (ConfigMap `istio`, key `mesh`), as Istio 1.31 decides it
+/// (`pilot/pkg/model/cluster_local.go`, `onMeshUpdated`, `IsClusterLocal`): each
+/// `serviceSettings` host maps to its `clusterLocal` (later entries overwrite earlier ones); the
+/// defaults `*.kube-system.svc.cluster.local`, `kubernetes.default.svc.cluster.local` and istiod's
+/// own host are added as cluster-local unless a `clusterLocal: false` host equals one or falls
+/// under a default wildcard; the exact host decides, else the longest matching wildcard
+/// (`pkg/config/host`, `MostSpecificHostMatch`), else not cluster-local.
 async fn cluster_local(client: &kube::Client) -> bool {
     let host = "helloworld.sample.svc.cluster.local";
     let mesh = mesh_config(client).await;
-    mesh["serviceSettings"].as_array().into_iter().flatten().any(|s| {
-        s["settings"]["clusterLocal"] == true
-            && s["hosts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|h| match h.as_str() {
-                    Some(p) if p.starts_with('*') => host.ends_with(&p[1..]),
-                    Some(p) => p == host,
-                    None => false,
-                })
-    })
+    let mut defaults = vec![
+        "*.kube-system.svc.cluster.local".to_string(),
+        "kubernetes.default.svc.cluster.local".to_string(),
+        "istiod.istio-system.svc.cluster.local".to_string(),
+    ];
+    let mut specific = std::collections::HashMap::new();
+    let mut wildcard = std::collections::HashMap::new();
+    for entry in mesh["serviceSettings"].as_array().into_iter().flatten() {
+        let local = entry["settings"]["clusterLocal"] == true;
+        let hosts: Vec<String> = entry["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.as_str().map(String::from))
+            .collect();
+        for h in &hosts {
+            if !local {
+                defaults.retain(|d| !(h == d || (d.starts_with('*') && h.ends_with(&d[1..]))));
+            }
+        }
+        for h in hosts {
+            if h.starts_with('*') {
+                wildcard.insert(h, local);
+            } else {
+                specific.insert(h, local);
+            }
+        }
+    }
+    for d in defaults {
+        if d.starts_with('*') {
+            wildcard.insert(d, true);
+        } else {
+            specific.insert(d, true);
+        }
+    }
+    if let Some(local) = specific.get(host) {
+        return *local;
+    }
+    wildcard
+        .iter()
+        .filter(|(pattern, _)| host.ends_with(&pattern[1..]))
+        .max_by_key(|(pattern, _)| pattern.len())
+        .is_some_and(|(_, local)| *local)
 }
 
 /// The cluster a VirtualService for helloworld in the caller's cluster routes this caller to: the
