@@ -72,6 +72,28 @@ fn built_in() -> Vec<Kind> {
         k("", "v1", "Service", "services", true),
         k("", "v1", "ServiceAccount", "serviceaccounts", true),
         k("apps", "v1", "Deployment", "deployments", true),
+        k("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true),
+        k(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+        ),
+        k(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+        ),
+        k(
+            "admissionregistration.k8s.io",
+            "v1",
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+            false,
+        ),
         k(
             "apiextensions.k8s.io",
             "v1",
@@ -698,15 +720,20 @@ impl MemoryApiServer {
 /// pods add `spec.nodeName` and `status.phase` among others (`pkg/registry/core/pod/strategy.go`,
 /// `ToSelectableFields`).
 fn selects(query: &BTreeMap<String, String>, kind: &Kind, object: &Value) -> Result<bool, String> {
-    let terms = |key: &str| -> Vec<String> {
-        query
-            .get(key)
-            .map(|s| s.split(',').filter(|t| !t.is_empty()).map(String::from).collect())
-            .unwrap_or_default()
-    };
+    let terms = |key: &str| -> Vec<String> { query.get(key).map(|s| selector_terms(s)).unwrap_or_default() };
     let mut matches = true;
     for term in terms("labelSelector") {
         let labels = &object["metadata"]["labels"];
+        // Set-based terms: `key in (a,b)`, `key notin (a,b)` (`apimachinery/pkg/labels/selector.go`).
+        if let Some((key, values, negated)) = set_term(&term) {
+            let have = labels[key.as_str()].as_str();
+            matches &= if negated {
+                have.is_none_or(|v| !values.iter().any(|w| w == v))
+            } else {
+                have.is_some_and(|v| values.iter().any(|w| w == v))
+            };
+            continue;
+        }
         matches &= match term.split_once("!=") {
             Some((k, v)) => labels[k].as_str() != Some(v),
             None => match term.split_once('=') {
@@ -748,6 +775,43 @@ fn selects(query: &BTreeMap<String, String>, kind: &Kind, object: &Value) -> Res
         matches &= (have == wanted) == equal;
     }
     Ok(matches)
+}
+
+/// The terms of a selector: split at the commas outside parentheses.
+fn selector_terms(selector: &str) -> Vec<String> {
+    let mut terms = vec![String::new()];
+    let mut depth = 0;
+    for c in selector.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(String::new());
+                continue;
+            }
+            _ => {}
+        }
+        terms.last_mut().unwrap().push(c);
+    }
+    terms
+        .into_iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// `key in (a,b)` or `key notin (a,b)`: the key, the values, and whether it is `notin`.
+fn set_term(term: &str) -> Option<(String, Vec<String>, bool)> {
+    let (key, rest, negated) = match term.split_once(" notin ") {
+        Some((k, r)) => (k, r, true),
+        None => {
+            let (k, r) = term.split_once(" in ")?;
+            (k, r, false)
+        }
+    };
+    let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let values = inner.split(',').map(|v| v.trim().to_string()).collect();
+    Some((key.trim().to_string(), values, negated))
 }
 
 /// Merges `patch` into `target`: maps key by key, anything else replaced.

@@ -13,6 +13,9 @@
 //! * east-west gateway: Deployment and LoadBalancer Service `istio-eastwestgateway` with the
 //!   IstioOperator's labels, env and ports.
 //!
+//! Every object carries the labels istioctl puts on what it installs (owning IstioOperator and
+//! component), and `istioctl uninstall -f` prunes by them as Istio 1.31 does ([`prune`]).
+//!
 //! The data plane itself does not run (no images here): the kubelet stand-in reports the pods
 //! running, so the real deployment controller marks the Deployments Available.
 
@@ -259,7 +262,7 @@ fn docs(values: &[Value]) -> String {
 
 /// What an IstioOperator installs.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Installs {
+pub enum Installs {
     /// istiod (and the CRDs).
     ControlPlane,
     /// The `remote` profile (and the CRDs): no istiod.
@@ -270,7 +273,8 @@ enum Installs {
 
 /// What `istioctl install` creates for `profile: remote` with an IP `remotePilotAddress`, after
 /// Istio 1.31's charts: the reader account remote secrets are made from (`base`,
-/// `istio-discovery/templates/reader-*`), the `istio` mesh ConfigMap, Service `istiod` without a
+/// `istio-discovery/templates/reader-*`), no `istio` mesh ConfigMap (the remote profile sets
+/// `configMap: false`: `manifests/helm-profiles/remote.yaml`), Service `istiod` without a
 /// selector and its EndpointSlice on the remote pilot address (`remote-istiod-service.yaml`,
 /// `remote-istiod-endpointslices.yaml`), and the injector webhook calling that Service on
 /// `istiodRemote.injectionPath`, with an empty CA bundle until the primary's istiod patches it
@@ -287,8 +291,6 @@ fn remote_objects(iop: &Value) -> Vec<Value> {
     let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})];
     objects.extend(reader_objects(ns));
     objects.extend([
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": ns},
-            "data": {"mesh": mesh_config(iop, ""), "meshNetworks": "networks: {}"}}),
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
             "spec": {"ports": [{"name": "tcp-istiod", "port": 15012, "protocol": "TCP"},
                                {"name": "tcp-webhook", "port": 443, "targetPort": 15017, "protocol": "TCP"}]}}),
@@ -325,7 +327,7 @@ fn reader_objects(ns: &str) -> [Value; 3] {
 }
 
 /// The objects `istioctl install -f` creates for IstioOperator `iop` (CRDs aside), and what it is.
-fn objects_of(iop: &Value) -> Result<(Vec<Value>, Installs), String> {
+pub fn objects_of(iop: &Value) -> Result<(Vec<Value>, Installs), String> {
     let ns = "istio-system";
     match iop["metadata"]["name"].as_str() {
         Some("control-plane") if iop["spec"]["profile"] == "remote" => {
@@ -398,31 +400,95 @@ fn mesh_config(iop: &Value, mesh_id: &str) -> String {
     serde_saphyr::to_string(&mesh).unwrap()
 }
 
-/// Deletes `objects` (those that exist), finding each type through discovery.
-async fn delete(plane: &Target, objects: &[Value]) -> Result<(), String> {
-    let client = plane.client().await;
-    for obj in objects {
-        let (group, version) = obj["apiVersion"]
-            .as_str()
-            .unwrap_or_default()
-            .split_once('/')
-            .unwrap_or(("", obj["apiVersion"].as_str().unwrap_or_default()));
-        let gvk = kube::api::GroupVersionKind::gvk(group, version, obj["kind"].as_str().unwrap_or_default());
-        let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk)
-            .await
-            .map_err(|e| format!("Error: {e}"))?;
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+/// The component of Istio's install an object belongs to, as istioctl labels it
+/// (`operator.istio.io/component`): the reader ServiceAccount comes from the `base` chart
+/// (`manifests/charts/base/templates/reader-serviceaccount.yaml`), a gateway's objects from the
+/// gateway chart, everything else here from `istio-discovery` (Pilot).
+fn component_of(object: &Value, owner: &str) -> &'static str {
+    match (object["kind"].as_str(), object["metadata"]["name"].as_str()) {
+        _ if owner == "eastwest" => "IngressGateways",
+        (Some("ServiceAccount"), Some("istio-reader-service-account")) => "Base",
+        _ => "Pilot",
+    }
+}
+
+/// `object` with the labels istioctl puts on what it installs for IstioOperator `owner`
+/// (`install.operator.istio.io/owning-resource` and `operator.istio.io/component`), which is
+/// what `istioctl uninstall` later selects by.
+pub fn owned(mut object: Value, owner: &str) -> Value {
+    if object["kind"] == "Namespace" {
+        return object;
+    }
+    let component = component_of(&object, owner);
+    let labels = &mut object["metadata"]["labels"];
+    if !labels.is_object() {
+        *labels = json!({});
+    }
+    labels["install.operator.istio.io/owning-resource"] = json!(owner);
+    labels["operator.istio.io/component"] = json!(component);
+    object
+}
+
+/// `istioctl uninstall -f <IstioOperator>` as Istio 1.31 prunes (`operator/pkg/uninstall/
+/// prune.go`, `GetPrunedResources` without `--purge`): the objects of the namespaced kinds it
+/// prunes (`NamespacedResources`) and of its cluster-scoped control-plane kinds
+/// (`ClusterCPResources`) labelled as owned by that IstioOperator, whose component is one it
+/// prunes (Pilot, IngressGateways, EgressGateways, Cni, IstiodRemote, Ztunnel): never Base (the
+/// reader ServiceAccount, CRDs), never the namespace, never a kind outside those lists (an
+/// EndpointSlice stays).
+pub async fn prune(client: &kube::Client, owner: &str) -> Result<(), String> {
+    let client = client.clone();
+    let kinds = [
+        ("apps", "v1", "Deployment"),
+        ("apps", "v1", "DaemonSet"),
+        ("", "v1", "Service"),
+        ("", "v1", "ConfigMap"),
+        ("", "v1", "Pod"),
+        ("", "v1", "Secret"),
+        ("", "v1", "ServiceAccount"),
+        ("rbac.authorization.k8s.io", "v1", "RoleBinding"),
+        ("rbac.authorization.k8s.io", "v1", "Role"),
+        ("policy", "v1", "PodDisruptionBudget"),
+        ("autoscaling", "v2", "HorizontalPodAutoscaler"),
+        ("networking.istio.io", "v1alpha3", "EnvoyFilter"),
+        (
+            "admissionregistration.k8s.io",
+            "v1",
+            "MutatingWebhookConfiguration",
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingWebhookConfiguration",
+        ),
+        ("rbac.authorization.k8s.io", "v1", "ClusterRole"),
+        ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding"),
+    ];
+    let selector = format!(
+        "install.operator.istio.io/owning-resource={owner},operator.istio.io/component in (Pilot,IngressGateways,EgressGateways,Cni,IstiodRemote,Ztunnel)"
+    );
+    for (group, version, kind) in kinds {
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let Ok((resource, _)) = kube::discovery::pinned_kind(&client, &gvk).await else {
+            continue;
+        };
         let api: kube::api::Api<kube::api::DynamicObject> =
-            match (caps.scope, obj["metadata"]["namespace"].as_str()) {
-                (kube::discovery::Scope::Namespaced, Some(ns)) => {
-                    kube::api::Api::namespaced_with(client.clone(), ns, &resource)
-                }
-                _ => kube::api::Api::all_with(client.clone(), &resource),
+            kube::api::Api::all_with(client.clone(), &resource);
+        let listed = api
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| format!("Error: failed to list {kind}: {e}"))?;
+        for object in listed.items {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            let scoped: kube::api::Api<kube::api::DynamicObject> = match &object.metadata.namespace {
+                Some(ns) => kube::api::Api::namespaced_with(client.clone(), ns, &resource),
+                None => kube::api::Api::all_with(client.clone(), &resource),
             };
-        match api.delete(name, &Default::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(format!("Error: failed to delete {name}: {e}")),
+            match scoped.delete(&name, &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => return Err(format!("Error: failed to delete {kind} {name}: {e}")),
+            }
         }
     }
     Ok(())
@@ -492,15 +558,14 @@ async fn install_objects(
         Ok(found) => found,
         Err(e) => return (1, e),
     };
+    let owner = iop["metadata"]["name"].as_str().unwrap_or_default().to_string();
     if args.first() == Some(&"uninstall") {
-        // `istioctl uninstall -f <IstioOperator>` removes the resources of that IstioOperator's
-        // components; CRDs and the namespace stay unless `--purge` (istioctl reference,
-        // `istioctl uninstall`: "--filename … The filename of the IstioOperator CR").
-        return match delete(&plane, &objects).await {
+        return match prune(&plane.client().await, &owner).await {
             Ok(()) => (0, "✔ Uninstall complete".into()),
             Err(e) => (1, e),
         };
     }
+    let objects: Vec<Value> = objects.into_iter().map(|o| owned(o, &owner)).collect();
     let result = async {
         if installs != Installs::Gateway
             && let Some(dir) = crate::support::schema::upstream_dir()
