@@ -163,7 +163,7 @@ impl std::fmt::Display for Condition {
                 write!(f, "the service behind {kind} {name} has a ready endpoint")
             }
             Condition::LoadBalancerIp { namespace, name } => {
-                write!(f, "service {namespace}/{name} has a LoadBalancer IP")
+                write!(f, "service {namespace}/{name} has a LoadBalancer IP or hostname")
             }
             Condition::RemoteClustersSynced { clusters } => {
                 write!(f, "istiod reports {} synced", clusters.join(", "))

@@ -22,7 +22,8 @@ pub struct ClusterState {
     /// API server address on the shared network (for remote secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_endpoint: Option<String>,
-    /// External IP of the east-west gateway.
+    /// External address of the east-west gateway: its LoadBalancer IP, or hostname where the
+    /// load balancer gives only a hostname.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eastwest_ip: Option<String>,
     /// Phases that were complete in this cluster at least once. Never used to skip work (the

@@ -558,7 +558,7 @@ async fn diagnose(mesh: &Mesh, clients: &[kube::Client], from: usize, to: usize)
     }
     if crate::phases::eastwest::gateway_ip(&clients[to]).await.is_none() {
         return format!(
-            "{f} -> {t}: {t}'s east-west gateway has no LoadBalancer IP, so {f} gets unreachable pod IPs (run `meshctl status`)"
+            "{f} -> {t}: {t}'s east-west gateway has no LoadBalancer IP or hostname, so {f} gets unreachable pod IPs (run `meshctl status`)"
         );
     }
     if !crate::phases::expose::exposed(&clients[index(cp_to)]).await {

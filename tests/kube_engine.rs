@@ -283,7 +283,7 @@ async fn waits_succeed_when_the_real_controllers_or_a_status_write_deliver() {
                 .unwrap();
         })
     };
-    let ip = wait::load_balancer_ip(&client, ns, "istio-eastwestgateway", Duration::from_secs(10))
+    let ip = wait::load_balancer_address(&client, ns, "istio-eastwestgateway", Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(ip, "172.18.255.1");
@@ -324,7 +324,7 @@ async fn a_wait_that_times_out_names_the_object_and_what_it_last_saw() {
         "metadata": {"name": "istio-eastwestgateway"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 15443}]}}))
     .unwrap();
     services.create(&PostParams::default(), &svc).await.unwrap();
-    let err = wait::load_balancer_ip(&client, ns, "istio-eastwestgateway", Duration::from_millis(800))
+    let err = wait::load_balancer_address(&client, ns, "istio-eastwestgateway", Duration::from_millis(800))
         .await
         .unwrap_err()
         .to_string();

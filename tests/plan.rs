@@ -869,3 +869,17 @@ fn a_mixed_mesh_combines_the_rules_of_each_model() {
         "{listing}"
     );
 }
+
+/// A primary whose east-west gateway got a hostname from its cloud load balancer (AWS ELB/NLB):
+/// the remote's `remotePilotAddress` is that hostname, which Istio's remote charts turn into an
+/// ExternalName Service (tests/plays_in_process.rs checks the play of that).
+#[test]
+fn a_gateway_hostname_becomes_the_remotes_pilot_address() {
+    let mesh = model(PRIMARY_REMOTE_MULTI_NETWORK);
+    let plan = plan_with_gateways(&mesh, &[("cluster1", "a1b2-123.elb.eu-west-1.amazonaws.com")]);
+    let remote = one_doc(&plan, "cluster2/05-istio/control-plane.yaml");
+    assert_eq!(
+        remote["spec"]["values"]["global"]["remotePilotAddress"],
+        "a1b2-123.elb.eu-west-1.amazonaws.com"
+    );
+}

@@ -118,3 +118,26 @@ fn the_played_remote_profile_renders_no_mesh_config_map_and_no_istiod() {
         "{kinds:?}"
     );
 }
+
+/// With a hostname for `remotePilotAddress` (a cloud load balancer's), the remote's `istiod`
+/// Service is an ExternalName and no EndpointSlice is rendered (Istio 1.31
+/// `remote-istiod-service.yaml`, `remote-istiod-endpointslices.yaml`).
+#[test]
+fn the_played_remote_profile_points_at_a_hostname_through_an_external_name() {
+    let mut iop = remote_iop();
+    iop["spec"]["values"]["global"]["remotePilotAddress"] = json!("a1b2-123.elb.eu-west-1.amazonaws.com");
+    let (objects, _) = objects_of(&iop).unwrap();
+    let service = objects.iter().find(|o| o["kind"] == "Service").unwrap();
+    assert_eq!(service["spec"]["type"], "ExternalName");
+    assert_eq!(
+        service["spec"]["externalName"],
+        "a1b2-123.elb.eu-west-1.amazonaws.com"
+    );
+    assert!(!objects.iter().any(|o| o["kind"] == "EndpointSlice"));
+    let (with_ip, _) = objects_of(&remote_iop()).unwrap();
+    let service = with_ip.iter().find(|o| o["kind"] == "Service").unwrap();
+    assert!(
+        service["spec"]["type"].is_null(),
+        "an IP keeps a plain Service with its slice"
+    );
+}

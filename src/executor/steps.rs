@@ -259,13 +259,14 @@ impl Executor {
                 wait::webhook_endpoint_ready(&client, kind, name, timeout).await?
             }
             Condition::LoadBalancerIp { namespace, name } => {
-                let ip = wait::load_balancer_ip(&client, namespace, name, timeout).await?;
+                let address = wait::load_balancer_address(&client, namespace, name, timeout).await?;
                 if name == GATEWAY_NAME {
                     self.state.update(|s| {
-                        s.clusters.entry(cluster.name.clone()).or_default().eastwest_ip = Some(ip.clone())
+                        s.clusters.entry(cluster.name.clone()).or_default().eastwest_ip =
+                            Some(address.clone())
                     })?;
                 }
-                return Ok(Some(format!("{name} at {ip}")));
+                return Ok(Some(format!("{name} at {address}")));
             }
             Condition::RemoteClustersSynced { clusters } => {
                 return match crate::istiod::remote_clusters_synced(&client, clusters, timeout).await {

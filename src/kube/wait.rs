@@ -275,8 +275,11 @@ pub async fn discovery_serves(
     }
 }
 
-/// The first ingress IP in a Service's `status.loadBalancer`, if it has one.
-pub fn ingress_ip(svc: &Service) -> Option<String> {
+/// The address a LoadBalancer Service is reached at: the first `status.loadBalancer.ingress`
+/// entry's IP, or its hostname when it has none (cloud load balancers such as AWS ELB/NLB publish
+/// only a hostname). Istio takes a network gateway's address the same way (`pilot/pkg/
+/// serviceregistry/kube/conversion.go`, `ConvertService`: the IP, else the hostname, unresolved).
+pub fn ingress_address(svc: &Service) -> Option<String> {
     svc.status
         .as_ref()?
         .load_balancer
@@ -284,29 +287,41 @@ pub fn ingress_ip(svc: &Service) -> Option<String> {
         .ingress
         .as_ref()?
         .iter()
-        .find_map(|i| i.ip.clone())
-        .filter(|ip| !ip.is_empty())
+        .find_map(|i| {
+            i.ip.clone()
+                .filter(|ip| !ip.is_empty())
+                .or_else(|| i.hostname.clone().filter(|h| !h.is_empty()))
+        })
 }
 
-/// The ingress IP of a LoadBalancer Service, once it has one.
-pub async fn load_balancer_ip(
+/// How an address reads in messages: `LoadBalancer IP 172.18.255.1` or `LoadBalancer hostname
+/// a1b2.elb.amazonaws.com`.
+pub fn describe_address(address: &str) -> String {
+    if address.parse::<std::net::IpAddr>().is_ok() {
+        format!("LoadBalancer IP {address}")
+    } else {
+        format!("LoadBalancer hostname {address}")
+    }
+}
+
+/// The address of a LoadBalancer Service (see [`ingress_address`]), once it has one.
+pub async fn load_balancer_address(
     client: &Client,
     namespace: &str,
     name: &str,
     timeout: Duration,
 ) -> Result<String, WaitError> {
     let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let ip = ingress_ip;
     let svc = until(
         &api,
         name,
-        &format!("service {namespace}/{name}: LoadBalancer IP"),
+        &format!("service {namespace}/{name}: LoadBalancer IP or hostname"),
         timeout,
-        |s| ip(s).is_some(),
+        |s| ingress_address(s).is_some(),
         |_| "<pending>".to_string(),
     )
     .await?;
-    Ok(ip(&svc).expect("ready means an IP is set"))
+    Ok(ingress_address(&svc).expect("ready means an address is set"))
 }
 
 /// A service-account token Secret filled in by the token controller.

@@ -58,9 +58,10 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// The east-west gateway's LoadBalancer IP, if it has one.
+/// The east-west gateway's LoadBalancer address (IP, or hostname on clouds that give one), if it
+/// has one.
 pub async fn gateway_ip(client: &kube::Client) -> Option<String> {
-    inspect::service_ip(client, NAMESPACE, GATEWAY_NAME).await
+    inspect::service_address(client, NAMESPACE, GATEWAY_NAME).await
 }
 
 /// The gateway installed from this rendering, available, with an external IP.
@@ -72,8 +73,8 @@ pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     let mut out = installed(p, &client).await;
     let object = format!("Service {NAMESPACE}/{GATEWAY_NAME}");
     out.push(match gateway_ip(&client).await {
-        Some(ip) => Finding::present(object, format!("LoadBalancer IP {ip}")),
-        None => Finding::missing(object, "no LoadBalancer IP"),
+        Some(address) => Finding::present(object, crate::kube::wait::describe_address(&address)),
+        None => Finding::missing(object, "no LoadBalancer IP or hostname"),
     });
     out
 }

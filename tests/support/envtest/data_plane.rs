@@ -389,7 +389,7 @@ async fn holds_secret_of(client: &kube::Client, cluster: &str) -> bool {
 async fn gateway_ip(client: &kube::Client) -> Option<String> {
     let services: Api<Service> = Api::namespaced(client.clone(), "istio-system");
     let svc = services.get_opt("istio-eastwestgateway").await.ok().flatten()?;
-    meshctl::kube::wait::ingress_ip(&svc)
+    meshctl::kube::wait::ingress_address(&svc)
 }
 
 async fn network(client: &kube::Client) -> String {
@@ -408,15 +408,29 @@ impl World {
         if has_istiod(&clients[i]).await {
             return Some(i);
         }
-        let slice = Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(
-            clients[i].clone(),
-            "istio-system",
-        )
-        .get_opt("istiod")
-        .await
-        .ok()
-        .flatten()?;
-        let address = slice.endpoints?.first()?.addresses.first()?.clone();
+        // Where the remote's `istiod` Service leads: its ExternalName (a hostname
+        // `remotePilotAddress`), else the address in its EndpointSlice (an IP one), as Istio's
+        // remote charts render them (`remote-istiod-service.yaml`, `remote-istiod-endpointslices.yaml`).
+        let external = Api::<Service>::namespaced(clients[i].clone(), "istio-system")
+            .get_opt("istiod")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.spec?.external_name);
+        let address = match external {
+            Some(name) => name,
+            None => {
+                let slice = Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(
+                    clients[i].clone(),
+                    "istio-system",
+                )
+                .get_opt("istiod")
+                .await
+                .ok()
+                .flatten()?;
+                slice.endpoints?.first()?.addresses.first()?.clone()
+            }
+        };
         for (p, client) in clients.iter().enumerate() {
             if p != i
                 && has_istiod(client).await

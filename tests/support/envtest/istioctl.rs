@@ -271,12 +271,13 @@ pub enum Installs {
     Gateway,
 }
 
-/// What `istioctl install` creates for `profile: remote` with an IP `remotePilotAddress`, after
+/// What `istioctl install` creates for `profile: remote` with a `remotePilotAddress`, after
 /// Istio 1.31's charts: the reader account remote secrets are made from (`base`,
 /// `istio-discovery/templates/reader-*`), no `istio` mesh ConfigMap (the remote profile sets
 /// `configMap: false`: `manifests/helm-profiles/remote.yaml`), Service `istiod` without a
-/// selector and its EndpointSlice on the remote pilot address (`remote-istiod-service.yaml`,
-/// `remote-istiod-endpointslices.yaml`), and the injector webhook calling that Service on
+/// selector and its EndpointSlice on the remote pilot address, or an ExternalName Service when the
+/// address is a hostname (`remote-istiod-service.yaml`, `remote-istiod-endpointslices.yaml`), and
+/// the injector webhook calling that Service on
 /// `istiodRemote.injectionPath`, with an empty CA bundle until the primary's istiod patches it
 /// (`mutatingwebhook.yaml`). No Deployment.
 fn remote_objects(iop: &Value) -> Vec<Value> {
@@ -288,17 +289,33 @@ fn remote_objects(iop: &Value) -> Vec<Value> {
         .unwrap_or("/inject")
         .to_string();
     let labels = json!({"app.kubernetes.io/name": "istiod"});
+    // An IP address goes into an EndpointSlice of a selector-less Service; a hostname makes the
+    // Service an ExternalName and no slice is rendered (the charts' regexes for IPv4 and IPv6).
+    let text = address.as_str().unwrap_or_default();
+    let ipv4 = regex::Regex::new(r"^([0-9]*\.){3}[0-9]*$")
+        .unwrap()
+        .is_match(text);
+    let ipv6 = regex::Regex::new(r"^([0-9a-fA-F]*:)+[0-9a-fA-F]*$")
+        .unwrap()
+        .is_match(text);
+    let mut service_spec = json!({"ports": [{"name": "tcp-istiod", "port": 15012, "protocol": "TCP"},
+                                            {"name": "tcp-webhook", "port": 443, "targetPort": 15017, "protocol": "TCP"}]});
+    if !ipv4 {
+        service_spec["type"] = json!("ExternalName");
+        service_spec["externalName"] = address.clone();
+    }
     let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})];
     objects.extend(reader_objects(ns));
-    objects.extend([
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
-            "spec": {"ports": [{"name": "tcp-istiod", "port": 15012, "protocol": "TCP"},
-                               {"name": "tcp-webhook", "port": 443, "targetPort": 15017, "protocol": "TCP"}]}}),
-        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+    objects.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
+        "spec": service_spec}));
+    if ipv4 || ipv6 {
+        objects.push(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": "istiod", "namespace": ns,
                 "labels": {"kubernetes.io/service-name": "istiod", "app.kubernetes.io/name": "istiod"}},
-            "addressType": "IPv4", "endpoints": [{"addresses": [address]}],
-            "ports": [{"name": "tcp-istiod", "port": 15012, "protocol": "TCP"}, {"name": "tcp-webhook", "port": 15017, "protocol": "TCP"}]}),
+            "addressType": if ipv4 { "IPv4" } else { "IPv6" }, "endpoints": [{"addresses": [address]}],
+            "ports": [{"name": "tcp-istiod", "port": 15012, "protocol": "TCP"}, {"name": "tcp-webhook", "port": 15017, "protocol": "TCP"}]}));
+    }
+    objects.extend([
         json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
             "metadata": {"name": "istio-sidecar-injector"},
             "webhooks": [{"name": "namespace.sidecar-injector.istio.io",

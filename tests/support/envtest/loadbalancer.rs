@@ -23,7 +23,7 @@ pub fn run(client: kube::Client, prefix: String) -> tokio::task::JoinHandle<()> 
                 _ => continue,
             };
             let wants = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
-            let has = meshctl::kube::wait::ingress_ip(&svc).is_some();
+            let has = meshctl::kube::wait::ingress_address(&svc).is_some();
             if !wants || has {
                 continue;
             }

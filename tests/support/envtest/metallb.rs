@@ -123,7 +123,7 @@ async fn allocator(client: kube::Client) {
         let Ok(all) = services.list(&Default::default()).await else {
             continue;
         };
-        let ip_of = meshctl::kube::wait::ingress_ip;
+        let ip_of = meshctl::kube::wait::ingress_address;
         let taken: BTreeSet<String> = all.items.iter().filter_map(ip_of).collect();
         let mut free = addresses(&range)
             .into_iter()
