@@ -204,6 +204,12 @@ pub struct UpArgs {
     #[arg(long, conflicts_with = "dry_run")]
     pub force: bool,
 
+    /// Take over objects meshctl would create that already exist without its label (a `cacerts`
+    /// or Gateway you made): they are overwritten with meshctl's and become meshctl's, which
+    /// `down --uninstall` removes. Without it, `up` refuses before changing anything.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub adopt: bool,
+
     /// Use this MetalLB manifest instead of downloading the pinned one.
     #[arg(long, value_name = "FILE")]
     pub metallb_manifest: Option<PathBuf>,

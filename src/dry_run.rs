@@ -209,6 +209,9 @@ pub fn describe(step: &Step) -> String {
             istioctl::install_args(context, file, *timeout_secs).join(" ")
         ),
         Step::Apply { file } => format!("apply: {file}"),
+        Step::ApplyPluggedCa { file } => {
+            format!("apply: {file}   (then restarts istiod if it replaced the CA istiod runs with)")
+        }
         Step::AwaitAdmission { file } => {
             format!("wait: admission webhooks accept {file} (server-side dry run)")
         }

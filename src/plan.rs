@@ -204,6 +204,14 @@ pub enum Step {
         /// Artifact path.
         file: String,
     },
+    /// Server-side apply the plug-in CA (`cacerts`); when that replaced a CA an istiod already
+    /// runs with, restart istiod and wait for its rollout: istiod takes up a new intermediate by
+    /// itself, but ignores a new root (Istio `pilot/pkg/bootstrap/istio_ca.go`, `handleEvent`:
+    /// "Updating new ROOT-CA not supported").
+    ApplyPluggedCa {
+        /// Artifact path.
+        file: String,
+    },
     /// Wait until admission (webhooks included) accepts every document of an artifact, proven by
     /// a server-side dry run, before it is applied.
     AwaitAdmission {

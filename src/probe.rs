@@ -30,6 +30,8 @@ pub enum Found {
     Different,
     /// The cluster did not answer.
     Unreachable,
+    /// There, but meshctl did not create it: it will not take it over (`up --adopt` does).
+    Foreign,
 }
 
 impl Found {
@@ -40,6 +42,7 @@ impl Found {
             Found::Missing => "missing",
             Found::Different => "different",
             Found::Unreachable => "unreachable",
+            Found::Foreign => "not meshctl's",
         }
     }
 }
@@ -82,6 +85,11 @@ impl Finding {
     /// The cluster did not answer.
     pub fn unreachable(object: impl Into<String>, detail: impl Into<String>) -> Finding {
         Finding::new(object, Found::Unreachable, detail)
+    }
+
+    /// Someone else's object where meshctl would create its own.
+    pub fn foreign(object: impl Into<String>, detail: impl Into<String>) -> Finding {
+        Finding::new(object, Found::Foreign, detail)
     }
 
     /// `Secret istio-system/cacerts was missing (not found)`: what `up` says it repaired.
@@ -130,7 +138,7 @@ impl Probe<'_> {
         self.steps
             .iter()
             .filter_map(|s| match s {
-                Step::Apply { file } => Some(file.as_str()),
+                Step::Apply { file } | Step::ApplyPluggedCa { file } => Some(file.as_str()),
                 _ => None,
             })
             .collect()
@@ -149,6 +157,10 @@ impl Probe<'_> {
                 .into_iter()
                 .map(|c| match c.comparison {
                     Comparison::Same => Finding::present(c.object, "as rendered"),
+                    Comparison::Foreign => Finding::foreign(
+                        c.object,
+                        "exists without the label app.kubernetes.io/managed-by=meshctl: someone else created it",
+                    ),
                     Comparison::Missing(why) => Finding::missing(c.object, why),
                     Comparison::Differs(path) => {
                         Finding::different(c.object, format!("{path} differs from {file}"))

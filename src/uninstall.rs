@@ -28,15 +28,8 @@ use crate::remote_secret::{READER_CLUSTER_ROLE, READER_SERVICE_ACCOUNT, TOKEN_SE
 use crate::tools::{ProcessRunner, RunOptions};
 use crate::topology::Cluster;
 
-/// The label meshctl puts on objects it creates (templates/).
-const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "meshctl");
-
 fn ours<K: Resource>(obj: &K) -> bool {
-    obj.meta()
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY.0))
-        .is_some_and(|v| v == MANAGED_BY.1)
+    crate::kube::managed_by_meshctl(obj.meta())
 }
 
 /// Whether `record_on` (in istio-system) carries meshctl's install record: meshctl installed it.

@@ -706,6 +706,11 @@ pub async fn clear_previous(client: &kube::Client, timeout: Duration) -> Result<
     else {
         return Ok(false);
     };
+    if !crate::kube::managed_by_meshctl(&ns.metadata) {
+        bail!(
+            "namespace `{NAMESPACE}` exists and meshctl did not create it (it lacks the label app.kubernetes.io/managed-by=meshctl): verify runs its sample workloads in a namespace of its own and neither uses nor deletes yours\nhint: rename or remove your namespace `{NAMESPACE}` in this cluster, then run verify again"
+        );
+    }
     if ns.metadata.deletion_timestamp.is_none() {
         match namespaces.delete(NAMESPACE, &DeleteParams::default()).await {
             Ok(_) => {}

@@ -443,7 +443,7 @@ async fn verify_clears_what_an_earlier_run_left_and_waits_until_the_namespace_is
     .unwrap();
     // What `verify --failover --keep` leaves: the namespace, a running pod, the failover rule.
     let leftovers = format!(
-        "{crd}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: sample}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: helloworld-failover, namespace: sample}}\nspec: {{host: helloworld.sample.svc.cluster.local}}\n"
+        "{crd}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: sample, labels: {{app.kubernetes.io/managed-by: meshctl}}}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: helloworld-failover, namespace: sample}}\nspec: {{host: helloworld.sample.svc.cluster.local}}\n"
     );
     let applier = Applier::new(client.clone()).with_policy(fast());
     applier.apply_yaml(&leftovers, "leftovers.yaml").await.unwrap();

@@ -80,9 +80,21 @@ fn plan_for_status(mesh: &Mesh, state: &MeshState, dir: &MeshDir) -> Result<(Pla
 }
 
 fn check_of(cluster: &str, phase: Phase, findings: Vec<Finding>, hint: String) -> Check {
-    let worst = [Found::Unreachable, Found::Missing, Found::Different]
-        .into_iter()
-        .find(|w| findings.iter().any(|f| f.found == *w));
+    let worst = [
+        Found::Unreachable,
+        Found::Foreign,
+        Found::Missing,
+        Found::Different,
+    ]
+    .into_iter()
+    .find(|w| findings.iter().any(|f| f.found == *w));
+    // Someone else's object stands where meshctl's would: only an explicit adoption takes it over
+    // (or the user removes it).
+    let hint = if worst == Some(Found::Foreign) {
+        format!("{hint} --adopt")
+    } else {
+        hint
+    };
     let (state, detail) = match worst {
         None => (
             "ready",

@@ -184,6 +184,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         cache_dir: upstream::cache_dir(),
         force: args.force,
         allow_version_skew: args.allow_version_skew,
+        adopt: args.adopt,
         lb_subnet: args.lb_subnet,
         docker_network: resolved.network.clone(),
     };

@@ -55,6 +55,8 @@ pub struct Settings {
     pub force: bool,
     /// `--allow-version-skew` for istioctl.
     pub allow_version_skew: bool,
+    /// `--adopt`: take over existing objects meshctl did not create.
+    pub adopt: bool,
     /// `--lb-subnet`: pools until the docker network exists.
     pub lb_subnet: ipnet::IpNet,
     /// The docker network the kind nodes are on.
@@ -161,11 +163,11 @@ impl Executor {
         let work = async {
             // Every phase probed in every cluster at once: on a finished mesh this is the whole run.
             // Once a phase changed something, later phases are probed again before they run.
-            let mut known = if self.settings.force {
-                None
-            } else {
-                Some(self.probe_all(&prepared.plan).await)
-            };
+            let probed = self.probe_all(&prepared.plan).await;
+            if !self.settings.adopt {
+                refuse_foreign(&prepared.plan, &probed)?;
+            }
+            let mut known = (!self.settings.force).then_some(probed);
             self.check_istioctl_if_needed(&prepared.plan, known.as_ref())
                 .await?;
             let mut changed = false;
@@ -415,6 +417,30 @@ impl Executor {
             .context("cannot record progress")?;
         Ok(())
     }
+}
+
+/// Refuses, before anything changes, a plan that would take over objects meshctl did not create:
+/// each is named with its cluster and phase, and the ways out.
+fn refuse_foreign(plan: &Plan, probed: &[Vec<Vec<Finding>>]) -> Result<()> {
+    let mut foreign = Vec::new();
+    for (phase, clusters) in plan.phases.iter().zip(probed) {
+        for (cs, findings) in phase.clusters.iter().zip(clusters) {
+            for f in findings.iter().filter(|f| f.found == Found::Foreign) {
+                foreign.push(format!(
+                    "cluster `{}`, phase {}: {} already exists and meshctl did not create it",
+                    cs.cluster, phase.phase, f.object
+                ));
+            }
+        }
+    }
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(anyhow!(
+        "meshctl would take over {} object(s) it did not create; nothing was changed:\n  - {}\nhint: remove or rename them, or run `meshctl up --adopt` to let meshctl overwrite them with its own and manage them from now on (`down --uninstall` then removes them)",
+        foreign.len(),
+        foreign.join("\n  - ")
+    ))
 }
 
 /// `3 objects` for the skip line.

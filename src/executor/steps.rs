@@ -63,13 +63,16 @@ impl Executor {
             Step::Apply { file } => {
                 let text = self.artifact_text(file)?;
                 let applied = Applier::new(self.client(cluster).await?)
+                    .with_adoption(self.settings.adopt)
                     .apply_yaml(&text, file)
                     .await?;
                 Ok(applied_detail(&applied))
             }
+            Step::ApplyPluggedCa { file } => self.apply_plugged_ca(cluster, file).await,
             Step::AwaitAdmission { file } => {
                 let text = self.artifact_text(file)?;
                 let tries = Applier::new(self.client(cluster).await?)
+                    .with_adoption(self.settings.adopt)
                     .await_admission(&text, file, self.settings.timeout)
                     .await?;
                 Ok((tries > 1).then(|| format!("webhook answered after {tries} tries")))
@@ -107,12 +110,57 @@ impl Executor {
             Step::LabelNodes { labels, overwrite } => self.label_nodes(cluster, labels, *overwrite).await,
             Step::PruneRemoteSecrets { keep } => self.prune_remote_secrets(cluster, keep).await,
             Step::RemoteSecret { source } => {
+                self.refuse_foreign_remote_secret(cluster, source).await?;
                 let text = self.remote_secret_of(source).await?;
                 let applied = Applier::new(self.client(cluster).await?)
+                    .with_adoption(self.settings.adopt)
                     .apply_yaml(&text, &crate::phases::remote_secrets::secret_name(source))
                     .await?;
                 Ok(applied_detail(&applied))
             }
+        }
+    }
+
+    /// Applies `cacerts`; when it changed one already there and istiod runs, restarts istiod and
+    /// waits for the new pods (see [`Step::ApplyPluggedCa`]).
+    async fn apply_plugged_ca(&self, cluster: &Cluster, file: &str) -> Result<Option<String>> {
+        let text = self.artifact_text(file)?;
+        let client = self.client(cluster).await?;
+        let applied = Applier::new(client.clone())
+            .with_adoption(self.settings.adopt)
+            .apply_yaml(&text, file)
+            .await?;
+        let replaced = applied
+            .iter()
+            .any(|a| a.change == crate::kube::apply::Change::Updated);
+        let namespace = crate::phases::istio::NAMESPACE;
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(client.clone(), namespace);
+        if !replaced || deployments.get_opt("istiod").await?.is_none() {
+            return Ok(applied_detail(&applied));
+        }
+        crate::kube::apply::rollout_restart(&client, namespace, "istiod").await?;
+        wait::rollout_complete(&client, namespace, "istiod", self.settings.timeout).await?;
+        Ok(Some("cacerts replaced; istiod restarted to sign with it".into()))
+    }
+
+    /// The remote secret of `source` in `cluster` exists and another tool applied it: it is not
+    /// meshctl's to overwrite (unless `--adopt`).
+    async fn refuse_foreign_remote_secret(&self, cluster: &Cluster, source: &str) -> Result<()> {
+        if self.settings.adopt {
+            return Ok(());
+        }
+        let name = crate::phases::remote_secrets::secret_name(source);
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client(cluster).await?, crate::phases::istio::NAMESPACE);
+        match secrets.get_opt(&name).await? {
+            Some(s) if crate::phases::remote_secrets::meshctl_secret_for(&s).is_none() => {
+                Err(crate::kube::KubeError::Foreign {
+                    object: format!("Secret {}/{name}", crate::phases::istio::NAMESPACE),
+                }
+                .into())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -235,6 +283,7 @@ impl Executor {
             .await;
         let text = fetched.as_ref().map_err(|e| anyhow!("{e}"))?;
         let applied = Applier::new(self.client(cluster).await?)
+            .with_adoption(self.settings.adopt)
             .apply_yaml(text, name)
             .await?;
         Ok(applied_detail(&applied).map(|d| format!("{name}: {d}")))

@@ -59,7 +59,14 @@ pub struct Applier {
     manager: &'static str,
     policy: RetryPolicy,
     crd_timeout: Duration,
+    adopt: bool,
     cache: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
+}
+
+/// Whether a rendered document claims meshctl's ownership ([`super::MANAGED_BY`]): it is
+/// meshctl's to create, repair and delete, and must not take the place of someone else's object.
+fn claims_ownership(obj: &DynamicObject) -> bool {
+    super::managed_by_meshctl(&obj.metadata)
 }
 
 impl Applier {
@@ -70,6 +77,7 @@ impl Applier {
             manager: FIELD_MANAGER,
             policy: RetryPolicy::default(),
             crd_timeout: Duration::from_secs(60),
+            adopt: false,
             cache: Mutex::default(),
         }
     }
@@ -85,6 +93,14 @@ impl Applier {
     /// With another retry policy (tests use short delays).
     pub fn with_policy(mut self, policy: RetryPolicy) -> Applier {
         self.policy = policy;
+        self
+    }
+
+    /// Taking over objects meshctl would create that already exist without its label (`--adopt`):
+    /// they become meshctl's, which `down --uninstall` then removes. Off by default: such an
+    /// object is refused ([`KubeError::Foreign`]).
+    pub fn with_adoption(mut self, adopt: bool) -> Applier {
+        self.adopt = adopt;
         self
     }
 
@@ -303,6 +319,9 @@ impl Applier {
             let name = obj.name_any();
             let comparison = match retry(&what, self.policy, || api.get_opt(&name)).await? {
                 None => Comparison::Missing("not found".into()),
+                Some(live) if claims_ownership(&obj) && !super::managed_by_meshctl(&live.metadata) => {
+                    Comparison::Foreign
+                }
                 Some(live) => {
                     let live = serde_json::to_value(&live).unwrap_or_default();
                     match first_difference(&doc, &live, "") {
@@ -400,6 +419,13 @@ impl Applier {
         let name = obj.name_any();
         let what = format!("apply {label} (from {source})");
         let before = retry(&what, self.policy, || api.get_opt(&name)).await?;
+        if let Some(live) = &before
+            && claims_ownership(obj)
+            && !super::managed_by_meshctl(&live.metadata)
+            && !self.adopt
+        {
+            return Err(KubeError::Foreign { object: label });
+        }
         let params = PatchParams::apply(self.manager).force();
         let patch = Patch::Apply(obj);
         let after = retry(&what, self.policy, || api.patch(&name, &params, &patch)).await?;
@@ -454,6 +480,8 @@ pub async fn rollout_restart(client: &Client, namespace: &str, name: &str) -> Re
 /// How a live object compares with its rendered document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Comparison {
+    /// It exists, the document claims meshctl's ownership, and meshctl did not create it.
+    Foreign,
     /// Every field the document sets has that value.
     Same,
     /// It does not exist (and why, e.g. its type is not served).

@@ -18,6 +18,18 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 /// The one field manager of every server-side apply meshctl makes.
 pub const FIELD_MANAGER: &str = "meshctl";
 
+/// The label meshctl's templates put on every object meshctl creates and may later delete. An
+/// object that exists without it is someone else's: meshctl neither takes it over nor deletes it.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "meshctl");
+
+/// Whether `meta` carries [`MANAGED_BY`].
+pub fn managed_by_meshctl(meta: &kube::api::ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY.0))
+        .is_some_and(|v| v == MANAGED_BY.1)
+}
+
 /// Errors of the Kubernetes layer. Each names the cluster context and the object.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -58,6 +70,14 @@ pub enum KubeError {
         what: String,
         /// Why.
         reason: String,
+    },
+    /// The object exists and meshctl did not create it: applying would take it over.
+    #[error(
+        "{object} already exists and meshctl did not create it (it lacks the label app.kubernetes.io/managed-by=meshctl): meshctl does not take over or overwrite what it did not create"
+    )]
+    Foreign {
+        /// `Kind namespace/name`.
+        object: String,
     },
     /// A wait ran out of time.
     #[error(transparent)]

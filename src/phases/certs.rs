@@ -79,7 +79,7 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     // certificates from the primary's istiod, so nothing would read a CA key put there.
     if cluster.role == Role::Primary {
         let cacerts = b.render("cacerts.yaml", CACERTS_TEMPLATE, &CaCerts::of(ca), true)?;
-        b.step(Step::Apply { file: cacerts });
+        b.step(Step::ApplyPluggedCa { file: cacerts });
     }
     Ok(())
 }
@@ -94,7 +94,9 @@ pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
     for step in p.steps {
         match step {
-            Step::Apply { file } => out.extend(p.applied(&client, file).await),
+            Step::Apply { file } | Step::ApplyPluggedCa { file } => {
+                out.extend(p.applied(&client, file).await)
+            }
             Step::LabelNodes { labels, overwrite } => {
                 out.push(probe::nodes(&client, labels, *overwrite).await)
             }

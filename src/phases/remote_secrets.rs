@@ -178,7 +178,8 @@ pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
                 continue;
             }
         };
-        out.push(match secret_target(&secret, source) {
+        let theirs = meshctl_secret_for(&secret).is_none();
+        let finding = match secret_target(&secret, source) {
             None => Finding::different(object, "holds no kubeconfig for the cluster"),
             Some((server, _)) if server != want => Finding::different(
                 object,
@@ -193,6 +194,16 @@ pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
                 ),
                 _ => Finding::present(object, format!("points at {want}")),
             },
+        };
+        // A remote secret someone else applied (`istioctl create-remote-secret | kubectl apply`)
+        // that already does the job is left as it is; one that would need changing is theirs to
+        // change: meshctl does not take it over.
+        out.push(match finding {
+            f if theirs && f.found != crate::probe::Found::Present => Finding::foreign(
+                f.object,
+                format!("applied by someone else, not by meshctl, and {}", f.detail),
+            ),
+            f => f,
         });
     }
     out

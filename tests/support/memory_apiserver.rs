@@ -67,6 +67,7 @@ fn built_in() -> Vec<Kind> {
     vec![
         k("", "v1", "Namespace", "namespaces", false),
         k("", "v1", "Pod", "pods", true),
+        k("", "v1", "Node", "nodes", false),
         k("", "v1", "ConfigMap", "configmaps", true),
         k("", "v1", "Secret", "secrets", true),
         k("", "v1", "Service", "services", true),
@@ -126,6 +127,7 @@ pub struct MemoryApiServer {
     changed: Arc<tokio::sync::Notify>,
     discovery_lag: u32,
     istiod: Option<Arc<PlayedIstiod>>,
+    rollouts: bool,
 }
 
 impl Default for MemoryApiServer {
@@ -142,6 +144,7 @@ impl MemoryApiServer {
             changed: Arc::default(),
             discovery_lag: 0,
             istiod: None,
+            rollouts: false,
         }
     }
 
@@ -149,6 +152,13 @@ impl MemoryApiServer {
     /// Established (the discovery controller has not run yet).
     pub fn discovery_lag(mut self, requests: u32) -> MemoryApiServer {
         self.discovery_lag = requests;
+        self
+    }
+
+    /// With Deployments rolled out as soon as they change, when served on loopback (see
+    /// [`MemoryApiServer::complete_rollouts`]).
+    pub fn with_rollouts(mut self) -> MemoryApiServer {
+        self.rollouts = true;
         self
     }
 
@@ -221,6 +231,90 @@ impl MemoryApiServer {
         kube::Client::new(service, "default")
     }
 
+    /// Serves this API server over plain HTTP on a free loopback port until the returned handle is
+    /// dropped, so a process (the `meshctl` binary) can use it through a kubeconfig.
+    pub fn serve_on_loopback(&self) -> Loopback {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = self.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if server.rollouts {
+                    server.complete_rollouts();
+                }
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let accept = async {
+                    loop {
+                        let Ok((tcp, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let server = server.clone();
+                        tokio::spawn(async move {
+                            let handler = hyper::service::service_fn(move |request: Request<Incoming>| {
+                                let server = server.clone();
+                                async move { Ok::<_, Infallible>(server.answer(request).await) }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(tcp), handler)
+                                .with_upgrades()
+                                .await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = accept => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        Loopback {
+            addr,
+            _stop: stop,
+            _thread: thread,
+        }
+    }
+
+    /// Plays kube-controller-manager's deployment controller with kubelets whose pods start at
+    /// once: whenever a Deployment's generation is ahead of its status, the status reports that
+    /// generation rolled out with every replica updated and available. Runs until the runtime ends.
+    pub fn complete_rollouts(&self) {
+        let server = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let notified = server.changed.notified();
+                let behind: Vec<Value> = server
+                    .state
+                    .lock()
+                    .unwrap()
+                    .objects
+                    .iter()
+                    .filter(|((gv, plural, _, _), d)| {
+                        gv == "apps/v1"
+                            && plural == "deployments"
+                            && d["metadata"]["generation"].as_i64()
+                                != d["status"]["observedGeneration"].as_i64()
+                    })
+                    .map(|(_, d)| d.clone())
+                    .collect();
+                for mut d in behind {
+                    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+                    d["status"] = json!({"observedGeneration": d["metadata"]["generation"], "replicas": replicas,
+                        "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+                        "conditions": [{"type": "Available", "status": "True"}, {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]});
+                    server.put(d);
+                }
+                notified.await;
+            }
+        });
+    }
+
     /// Every request so far, as `METHOD path?query`.
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
@@ -285,6 +379,13 @@ impl MemoryApiServer {
             .filter_map(|pair| pair.split_once('='))
             .map(|(k, v)| (k.to_string(), super::percent_decode(v)))
             .collect();
+        if path == "/version" {
+            // `apimachinery/pkg/version`.Info, as a v1.36 server reports it.
+            return json_response(
+                200,
+                &json!({"major": "1", "minor": "36", "gitVersion": "v1.36.2", "platform": "linux/amd64"}),
+            );
+        }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let (group, version, rest) = match segments.as_slice() {
             ["api", "v1", rest @ ..] => ("", "v1", rest),
@@ -336,7 +437,15 @@ impl MemoryApiServer {
                 self.watch(&kind, plural, namespace, &query)
             }
             (Method::GET, None) => self.list(&kind, plural, namespace, &query),
-            (Method::PATCH, Some(name)) => self.apply(&kind, key(name), &body, &query),
+            (Method::PATCH, Some(name)) => {
+                let content_type = parts
+                    .headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                self.patch(&kind, key(name), &body, &query, &content_type)
+            }
             (Method::DELETE, Some(name)) => self.delete(key(name)),
             (method, _) => status(
                 405,
@@ -625,23 +734,31 @@ impl MemoryApiServer {
     }
 
     /// Server-side apply of the JSON body: creates the object, or merges it into the live one.
-    fn apply(
+    /// A PATCH, by its content type (`apiserver/pkg/endpoints/handlers/patch.go`): a server-side
+    /// apply (`application/apply-patch+yaml`, which needs a `fieldManager` and creates a missing
+    /// object), or a JSON merge or strategic merge patch (which need an existing object; a `null`
+    /// removes a key).
+    fn patch(
         &self,
         kind: &Kind,
         key: Key,
         body: &[u8],
         query: &BTreeMap<String, String>,
+        content_type: &str,
     ) -> Response<BoxBody<Bytes, Infallible>> {
         let Ok(applied) = serde_json::from_slice::<Value>(body) else {
             return status(400, "BadRequest", "the body is not a JSON object");
         };
-        if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
-            // `fieldmanager.ValidateManagedFields`… the handler refuses an apply without a manager.
+        let is_apply = content_type.starts_with("application/apply-patch");
+        if is_apply && query.get("fieldManager").is_none_or(|m| m.is_empty()) {
             return status(422, "Invalid", "fieldManager is required for apply patch");
         }
         let dry_run = query.contains_key("dryRun");
         let mut state = self.state.lock().unwrap();
         let before = state.objects.get(&key).cloned();
+        if before.is_none() && !is_apply {
+            return not_found(&key.1, &key.3);
+        }
         let mut object = before.clone().unwrap_or_else(|| json!({}));
         merge(&mut object, &applied);
         object["apiVersion"] = json!(kind.group_version());
@@ -662,6 +779,15 @@ impl MemoryApiServer {
         state.revision += 1;
         let revision = state.revision;
         object["metadata"]["resourceVersion"] = json!(revision.to_string());
+        // `metadata.generation` counts changes of the spec (each kind's registry strategy, e.g.
+        // `pkg/registry/apps/deployment/strategy.go`, `PrepareForUpdate`).
+        if !object["spec"].is_null() {
+            let generation = before
+                .as_ref()
+                .map_or(0, |b| b["metadata"]["generation"].as_i64().unwrap_or(1));
+            let changed = before.as_ref().is_none_or(|b| b["spec"] != object["spec"]);
+            object["metadata"]["generation"] = json!(if changed { generation + 1 } else { generation });
+        }
         if before.is_none() {
             object["metadata"]["uid"] = json!(format!("uid-{revision}"));
             // One second per write: rules created one after another have distinct times, as they
@@ -814,12 +940,17 @@ fn set_term(term: &str) -> Option<(String, Vec<String>, bool)> {
     Some((key.trim().to_string(), values, negated))
 }
 
-/// Merges `patch` into `target`: maps key by key, anything else replaced.
+/// Merges `patch` into `target` as a JSON merge patch does (RFC 7386): maps key by key, `null`
+/// removes a key, anything else replaced.
 fn merge(target: &mut Value, patch: &Value) {
     match (target, patch) {
         (Value::Object(t), Value::Object(p)) => {
             for (k, v) in p {
-                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
             }
         }
         (t, p) => *t = p.clone(),
@@ -859,4 +990,23 @@ fn not_found(plural: &str, name: &str) -> Response<BoxBody<Bytes, Infallible>> {
             "message": format!("{plural} \"{name}\" not found"), "reason": "NotFound",
             "details": {"name": name, "kind": plural}, "code": 404}),
     )
+}
+
+/// An in-process API server listening on loopback (see [`MemoryApiServer::serve_on_loopback`]).
+pub struct Loopback {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl Loopback {
+    /// A kubeconfig whose context `context` reaches this server (plain HTTP, no credentials: the
+    /// stand-in authorizes everyone, as `kubectl proxy` does).
+    pub fn kubeconfig(&self, context: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: {context}\nclusters:\n- name: {context}\n  cluster:\n    server: http://{}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\nusers:\n- name: {context}\n  user: {{}}\n",
+            self.addr
+        )
+    }
 }

@@ -1,0 +1,191 @@
+//! meshctl never takes over or deletes what it did not create: against in-process API servers
+//! (tests/support/memory_apiserver.rs), the real binary included, served on loopback.
+
+mod support;
+
+use std::path::PathBuf;
+
+use meshctl::kube::KubeError;
+use meshctl::kube::apply::{Applier, Comparison};
+use serde_json::{Value, json};
+use support::memory_apiserver::{Loopback, MemoryApiServer};
+use support::{meshctl_in, stderr};
+
+const THEIR_KEY: &str = "dGhlaXIta2V5"; // base64 of "their-key"
+
+/// A cluster with one node and a `cacerts` someone plugged in by hand.
+fn cluster_with_their_ca(server: MemoryApiServer) -> MemoryApiServer {
+    server.put(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1", "labels": {"kubernetes.io/hostname": "node1"}}}));
+    server.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}));
+    server.put(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cacerts", "namespace": "istio-system"},
+        "type": "Opaque", "data": {"ca-key.pem": THEIR_KEY}}));
+    server
+}
+
+struct Run {
+    _loopback: Loopback,
+    work: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Run {
+    fn new(server: &MemoryApiServer) -> Run {
+        let loopback = server.serve_on_loopback();
+        let work = tempfile::tempdir().unwrap();
+        let kubeconfig = work.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, loopback.kubeconfig("east")).unwrap();
+        Run {
+            _loopback: loopback,
+            work,
+            kubeconfig,
+        }
+    }
+
+    fn meshctl(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["--kubeconfig", self.kubeconfig.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let home = self.work.path().join("home");
+        meshctl_in(
+            self.work.path(),
+            &all,
+            &[("MESHCTL_HOME", home.to_str().unwrap())],
+        )
+    }
+}
+
+fn cacerts(server: &MemoryApiServer) -> Value {
+    server.object("v1", "secrets", "istio-system", "cacerts").unwrap()
+}
+
+#[test]
+fn up_refuses_to_take_over_a_ca_it_did_not_create_and_changes_nothing() {
+    let server = cluster_with_their_ca(MemoryApiServer::new());
+    let run = Run::new(&server);
+    let out = run.meshctl(&[
+        "up",
+        "--contexts",
+        "east",
+        "--only",
+        "certs",
+        "--key-type",
+        "ecdsa-p256",
+        "--timeout",
+        "10s",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cluster `cluster1`, phase certs: Secret istio-system/cacerts already exists and meshctl did not create it")
+            && err.contains("nothing was changed")
+            && err.contains("meshctl up --adopt"),
+        "{err}"
+    );
+    let writes: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| !r.starts_with("GET "))
+        .collect();
+    assert!(writes.is_empty(), "nothing is written: {writes:?}");
+    assert_eq!(cacerts(&server)["data"], json!({"ca-key.pem": THEIR_KEY}));
+
+    // status names it too, with the way to adopt it.
+    let status = run.meshctl(&["status", "--contexts", "east"]);
+    let text = support::stdout(&status);
+    assert_eq!(status.status.code(), Some(3), "{text}{}", stderr(&status));
+    assert!(
+        text.contains("not meshctl's") && text.contains("--adopt"),
+        "{text}"
+    );
+
+    // And down --uninstall leaves it alone: it is not meshctl's.
+    let down = run.meshctl(&["down", "--uninstall", "--yes", "--contexts", "east"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert_eq!(cacerts(&server)["data"], json!({"ca-key.pem": THEIR_KEY}));
+}
+
+#[test]
+fn adopting_replaces_the_ca_and_restarts_the_istiod_that_runs_with_it() {
+    let server = cluster_with_their_ca(MemoryApiServer::new().with_rollouts());
+    server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": "istio-system", "generation": 1},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": {"app": "istiod"}},
+            "spec": {"containers": [{"name": "discovery", "image": "istio/pilot"}]}}},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}}));
+    let run = Run::new(&server);
+    let out = run.meshctl(&[
+        "up",
+        "--contexts",
+        "east",
+        "--only",
+        "certs",
+        "--adopt",
+        "--key-type",
+        "ecdsa-p256",
+        "--timeout",
+        "10s",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ca = cacerts(&server);
+    assert_eq!(
+        ca["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshctl",
+        "now meshctl's"
+    );
+    assert_ne!(ca["data"]["ca-key.pem"], THEIR_KEY);
+    // istiod ignores a new root until it restarts: meshctl restarted it.
+    let istiod = server
+        .object("apps/v1", "deployments", "istio-system", "istiod")
+        .unwrap();
+    assert!(
+        istiod["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+            .is_string(),
+        "{istiod:#}"
+    );
+    assert!(stderr(&out).contains("istiod restarted"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn the_applier_refuses_someone_elses_object_unless_adopting() {
+    let server = cluster_with_their_ca(MemoryApiServer::new());
+    let ours = "apiVersion: v1\nkind: Secret\nmetadata: {name: cacerts, namespace: istio-system, labels: {app.kubernetes.io/managed-by: meshctl}}\ndata: {ca-key.pem: b3Vycw==}\n";
+    let applier = Applier::new(server.client());
+    let compared = applier.compare_yaml(ours, "cacerts.yaml").await.unwrap();
+    assert_eq!(compared[0].comparison, Comparison::Foreign);
+    let err = applier.apply_yaml(ours, "cacerts.yaml").await.unwrap_err();
+    assert!(
+        matches!(&err, KubeError::Foreign { object } if object == "Secret istio-system/cacerts"),
+        "{err:?}"
+    );
+    assert_eq!(cacerts(&server)["data"], json!({"ca-key.pem": THEIR_KEY}));
+    Applier::new(server.client())
+        .with_adoption(true)
+        .apply_yaml(ours, "cacerts.yaml")
+        .await
+        .unwrap();
+    assert_eq!(cacerts(&server)["data"]["ca-key.pem"], "b3Vycw==");
+}
+
+#[tokio::test]
+async fn verify_neither_uses_nor_deletes_a_sample_namespace_it_did_not_create() {
+    let server = MemoryApiServer::new();
+    server.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sample"}}));
+    let err = meshctl::verify::clear_previous(&server.client(), std::time::Duration::from_secs(2))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("namespace `sample` exists and meshctl did not create it"),
+        "{err}"
+    );
+    assert!(
+        server.object("v1", "namespaces", "", "sample").is_some(),
+        "left as it is"
+    );
+
+    // verify's own (labelled) namespace from an earlier run is removed, and waited for.
+    let server = MemoryApiServer::new();
+    server.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sample", "labels": {"app.kubernetes.io/managed-by": "meshctl"}}}));
+    let cleared = meshctl::verify::clear_previous(&server.client(), std::time::Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(cleared);
+    assert!(server.object("v1", "namespaces", "", "sample").is_none());
+}
