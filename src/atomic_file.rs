@@ -33,7 +33,7 @@ pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 
 fn staged(path: &Path, contents: &[u8], mode: u32) -> io::Result<tempfile::NamedTempFile> {
     let dir = parent_of(path);
-    let mut tmp = tempfile::Builder::new().prefix(".meshctl-").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(STAGING_PREFIX).tempfile_in(dir)?;
     // Set the mode before writing, so a key is never readable by others, not even for a moment.
     tmp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
     tmp.write_all(contents)?;
@@ -49,11 +49,44 @@ pub fn create_dir_all(path: &Path, mode: u32) -> io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_dir_all(parent, mode)?;
     }
-    match fs::create_dir(path) {
+    // The mode from the first moment (the umask may only narrow it), then exactly `mode`.
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(mode).create(path) {
         Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(mode)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The prefix of every temporary file or folder meshctl stages a write in: what an interrupted
+/// write leaves behind starts with it, and only that is ever cleaned up.
+pub const STAGING_PREFIX: &str = ".meshctl-";
+
+/// Removes what interrupted writes left in `dir` (entries named [`STAGING_PREFIX`]…): a process
+/// killed mid-write (Ctrl-C, SIGKILL) runs no destructor, so its staged files and folders, keys
+/// among them, stay until the next run removes them. Returns how many it removed.
+pub fn remove_interrupted_writes(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+            continue;
+        }
+        // Not followed if it is a link: the link itself goes.
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            fs::remove_dir_all(entry.path())?;
+        } else {
+            fs::remove_file(entry.path())?;
+        }
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 /// The directory `path` lives in (`.` for a bare file name).

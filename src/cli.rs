@@ -471,6 +471,9 @@ pub struct DiagnoseArgs {
     /// The archive to write (default: meshctl-diagnose-<mesh>-<time>.tar.gz here).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Replace the `--out` file if it exists (it is never replaced otherwise).
+    #[arg(long)]
+    pub force: bool,
     /// Bound on collecting each cluster.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub timeout: Duration,

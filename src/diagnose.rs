@@ -303,10 +303,15 @@ pub async fn collect(
 }
 
 /// Writes the archive to `out` atomically, readable by its owner only (logs may hold addresses and
-/// names a user would rather not share without looking).
-pub fn write(bundle: &Bundle, out: &Path, top: &str) -> std::io::Result<()> {
+/// names a user would rather not share without looking). An existing file is replaced only with
+/// `replace`; without it, one that appeared meanwhile is an `AlreadyExists` error.
+pub fn write(bundle: &Bundle, out: &Path, top: &str, replace: bool) -> std::io::Result<()> {
     let bytes = bundle.to_tar_gz(top)?;
-    crate::atomic_file::write(out, &bytes, crate::atomic_file::PRIVATE)
+    if replace {
+        crate::atomic_file::write(out, &bytes, crate::atomic_file::PRIVATE)
+    } else {
+        crate::atomic_file::write_new(out, &bytes, crate::atomic_file::PRIVATE)
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ struct PlanFile<'a> {
 pub fn write(out: &Path, plan: &Plan, verify: &[Artifact]) -> io::Result<()> {
     atomic_file::create_dir_all(out, 0o755)?;
     for artifact in plan.artifacts.iter().chain(verify) {
+        refuse_links_below(out, Path::new(&artifact.path))?;
         let path = out.join(&artifact.path);
         atomic_file::create_dir_all(atomic_file::parent_of(&path), 0o755)?;
         let mode = if artifact.secret { PRIVATE } else { PUBLIC };
@@ -38,9 +39,34 @@ pub fn write(out: &Path, plan: &Plan, verify: &[Artifact]) -> io::Result<()> {
         verify: verify.iter().map(|a| a.path.as_str()).collect(),
     };
     let json = serde_json::to_string_pretty(&file).map_err(io::Error::other)?;
+    refuse_links_below(out, Path::new("plan.json"))?;
+    refuse_links_below(out, Path::new("plan.yaml"))?;
     atomic_file::write(&out.join("plan.json"), format!("{json}\n").as_bytes(), PUBLIC)?;
     let yaml = serde_saphyr::to_string(&file).map_err(io::Error::other)?;
     atomic_file::write(&out.join("plan.yaml"), yaml.as_bytes(), PUBLIC)?;
+    Ok(())
+}
+
+/// Fails when any part of `rel` below `out` is a symbolic link: meshctl writes and removes only
+/// inside the folder it owns, and a link there (`plan/cluster1 -> /etc`) would lead it out. `out`
+/// itself may be a link: the user chose it.
+fn refuse_links_below(out: &Path, rel: &Path) -> io::Result<()> {
+    let mut at = out.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(io::Error::other(format!(
+                    "`{}` is a symbolic link: meshctl writes only inside --out `{}` and never follows a link out of it; remove the link",
+                    at.display(),
+                    out.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 
@@ -132,6 +158,8 @@ pub fn remove_plan(out: &Path) -> io::Result<()> {
         {
             continue;
         }
+        // Nothing is removed through a link, nor a link's target.
+        refuse_links_below(out, rel)?;
         match std::fs::remove_file(out.join(rel)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -642,3 +642,73 @@ fn a_new_intermediate_during_a_root_rotation_keeps_trusting_both_roots() {
     ]);
     assert!(verified, "{out}");
 }
+
+/// What a `certs gen` killed mid-write leaves (a staging folder with a key, a staged file) is
+/// removed by the next run; new staging folders are 0700 from the start.
+#[test]
+fn leftovers_of_an_interrupted_write_are_removed_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().join("c");
+    ok(meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "1",
+        "--out",
+        o.to_str().unwrap(),
+        "--key-type",
+        "ecdsa-p256",
+    ]));
+    let staging = o.join(".meshctl-cluster2-Ab12Cd");
+    fs::create_dir(&staging).unwrap();
+    fs::write(staging.join("ca-key.pem"), "a key half written").unwrap();
+    fs::write(o.join(".meshctl-x7Yz9q"), "a staged file").unwrap();
+    fs::write(o.join(".keep-me"), "not meshctl's").unwrap();
+    ok(meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "2",
+        "--out",
+        o.to_str().unwrap(),
+        "--key-type",
+        "ecdsa-p256",
+    ]));
+    let mut names: Vec<String> = fs::read_dir(&o)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    names.sort();
+    assert_eq!(names, [".keep-me"]);
+    assert_eq!(mode(&o.join("cluster2")), 0o700);
+}
+
+/// Runs on one CA folder at once (two terminals, a CI job started twice) wait for each other: all
+/// succeed, with one root between them (without the folder lock, the loser of the race to write
+/// the root failed with "File exists").
+#[test]
+fn concurrent_runs_on_one_folder_share_one_root() {
+    use meshctl::pki::layout::{self, CertsRequest};
+    use meshctl::pki::{KeyType, Validity};
+    let dir = tempfile::tempdir().unwrap();
+    let request = CertsRequest {
+        dir: dir.path().join("c"),
+        clusters: vec!["cluster1".into(), "cluster2".into()],
+        key_type: KeyType::EcdsaP256,
+        validity: Validity::default(),
+        force: false,
+        replace_root: false,
+    };
+    let roots: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4).map(|_| s.spawn(|| layout::ensure(&request))).collect();
+        runs.into_iter()
+            .map(|r| r.join().unwrap().expect("every run succeeds").root_cert_pem)
+            .collect()
+    });
+    assert!(roots.iter().all(|r| *r == roots[0]), "one root for all");
+    assert_eq!(
+        fs::read_to_string(dir.path().join("c/root-cert.pem")).unwrap(),
+        roots[0]
+    );
+}

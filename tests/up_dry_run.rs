@@ -383,3 +383,31 @@ fn version_and_completions_work() {
         );
     }
 }
+
+/// A re-plan never follows a link out of `--out`: `plan/cluster1` made a link to a folder
+/// elsewhere is refused, and nothing is written or removed there.
+#[test]
+fn a_link_inside_the_plan_folder_is_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("plan");
+    let out_s = out.to_str().unwrap();
+    ok(meshctl(&["up", "--clusters", "2", "--dry-run", "--out", out_s]));
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("keep.txt"), "mine").unwrap();
+    fs::remove_dir_all(out.join("cluster1")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("cluster1")).unwrap();
+
+    let again = meshctl(&["up", "--clusters", "2", "--dry-run", "--out", out_s]);
+    assert_ne!(again.status.code(), Some(0));
+    assert!(
+        stderr(&again).contains("is a symbolic link") && stderr(&again).contains("cluster1"),
+        "{}",
+        stderr(&again)
+    );
+    let there: Vec<String> = fs::read_dir(&elsewhere)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(there, ["keep.txt"], "nothing written or removed through the link");
+}

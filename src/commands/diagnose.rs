@@ -27,6 +27,21 @@ pub(super) async fn run(args: DiagnoseArgs, workdir: &Path, kubeconfig: Option<&
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{top}.tar.gz")));
+    // Checked before anything is collected: a user's file is never replaced unless asked.
+    if out.is_dir() {
+        return Err(super::UsageError(format!(
+            "--out `{}` is a directory: name the archive file to write",
+            out.display()
+        ))
+        .into());
+    }
+    if out.exists() && !args.force {
+        return Err(super::UsageError(format!(
+            "--out `{}` already exists: pass --force to replace it, or name another file",
+            out.display()
+        ))
+        .into());
+    }
     let reporter = Reporter::new(super::report_format(args.output));
     let clients = Clients::new(kubeconfig);
     // A spinner per cluster on a terminal, a line per cluster as each ends.
@@ -59,7 +74,7 @@ pub(super) async fn run(args: DiagnoseArgs, workdir: &Path, kubeconfig: Option<&
         &report,
     )
     .await;
-    crate::diagnose::write(&bundle, &out, &top)
+    crate::diagnose::write(&bundle, &out, &top, args.force)
         .with_context(|| format!("diagnose: cannot write `{}`", out.display()))?;
     match args.output {
         OutputFormat::Json => reporter.event(

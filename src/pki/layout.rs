@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use std::os::unix::fs::PermissionsExt;
+
 use super::{IntermediateCa, KeyType, PkiError, RootCa, Validity, generate_key, normalize_pem};
 use crate::atomic_file::{self, PRIVATE, PRIVATE_DIR, PUBLIC};
 
@@ -171,6 +173,7 @@ pub fn start_root_transition(
         path: dir.to_path_buf(),
         missing: format!("the root CA ({ROOT_CERT}, {ROOT_KEY})"),
     })?;
+    let _locked = lock(dir)?;
     let next_dir = dir.join(NEXT_ROOT_DIR);
     let next = match load_root(&next_dir)? {
         Some(next) => next,
@@ -263,10 +266,13 @@ pub fn remove(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
+    // Half-written leftovers of interrupted runs (keys among them) go too.
+    atomic_file::remove_interrupted_writes(dir)?;
     for entry in entries {
         let path = entry.path();
         if path.is_dir() && !path.is_symlink() {
             // Cluster folders, and `next-root/` of a root rotation.
+            atomic_file::remove_interrupted_writes(&path)?;
             for file in [CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, ROOT_KEY] {
                 gone(fs::remove_file(path.join(file)))?;
             }
@@ -287,6 +293,10 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
             "it is not a directory",
         )));
     }
+    let _locked = lock(dir)?;
+    // What an interrupted earlier run left half-written (keys among it) goes first: under the
+    // lock, nothing staged here belongs to a run still going.
+    atomic_file::remove_interrupted_writes(dir).map_err(io_err("clean up interrupted writes in", dir))?;
     let existing_root = if request.replace_root {
         None
     } else {
@@ -431,12 +441,26 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
     })
 }
 
+/// Holds `dir` for this process alone until dropped: two runs on one mesh (two terminals, a CI
+/// job started twice) would each make a root, and one's cleanup would remove what the other is
+/// still writing. The second run waits, then finds the first one's root and keeps it. The lock is
+/// the kernel's `flock` on the folder itself (no lock file joins Istio's layout), released when a
+/// process ends however it ends.
+fn lock(dir: &Path) -> Result<fs::File, CertsError> {
+    atomic_file::create_dir_all(dir, PRIVATE_DIR).map_err(io_err("create directory", dir))?;
+    let folder = fs::File::open(dir).map_err(io_err("open", dir))?;
+    folder.lock().map_err(io_err("lock", dir))?;
+    Ok(folder)
+}
+
 /// Writes `<dir>/<cluster>/` as a unit: the four files go into a hidden staging folder that is then
 /// renamed into place, so a cluster folder is either complete or absent.
 fn write_intermediate(dir: &Path, ca: &IntermediateCa) -> Result<(), CertsError> {
     let target = dir.join(&ca.cluster);
+    // 0700 from the first moment: it is about to hold a private key.
     let staging = tempfile::Builder::new()
-        .prefix(&format!(".{}-", ca.cluster))
+        .prefix(&format!("{}{}-", atomic_file::STAGING_PREFIX, ca.cluster))
+        .permissions(fs::Permissions::from_mode(PRIVATE_DIR))
         .tempdir_in(dir)
         .map_err(io_err("create a staging directory in", dir))?;
     for (name, text, mode) in [
@@ -448,12 +472,15 @@ fn write_intermediate(dir: &Path, ca: &IntermediateCa) -> Result<(), CertsError>
         let path = staging.path().join(name);
         atomic_file::write(&path, text.as_bytes(), mode).map_err(io_err("write", &path))?;
     }
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(staging.path(), fs::Permissions::from_mode(PRIVATE_DIR))
-        .map_err(io_err("set permissions on", staging.path()))?;
+
     // Move an old folder (only with --force) aside first; rename cannot replace a non-empty folder.
     let old = if target.exists() {
-        let aside = dir.join(format!(".{}-old-{}", ca.cluster, std::process::id()));
+        let aside = dir.join(format!(
+            "{}old-{}-{}",
+            atomic_file::STAGING_PREFIX,
+            ca.cluster,
+            std::process::id()
+        ));
         fs::rename(&target, &aside).map_err(io_err("move aside", &target))?;
         Some(aside)
     } else {
