@@ -22,8 +22,9 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
 
-    /// Where meshctl keeps its state (certificates, phase progress, kubeconfigs).
-    #[arg(long, global = true, env = "MESHCTL_HOME", value_name = "DIR")]
+    /// Where meshctl keeps its state (certificates, phase progress, kubeconfigs) [default:
+    /// `MESHCTL_HOME`, else `$XDG_STATE_HOME/meshctl`, else `~/.local/state/meshctl`].
+    #[arg(long, global = true, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
 }
 
@@ -57,8 +58,10 @@ pub enum Command {
 /// Which clusters: a count of new kind clusters, a file, or existing contexts.
 #[derive(Debug, Args, Clone, Default)]
 pub struct TopologyArgs {
-    /// Create this many kind clusters (`cluster1..N`).
-    #[arg(long, value_name = "N", conflicts_with_all = ["config", "contexts"])]
+    /// The mesh of this many kind clusters, `cluster1..N` (`up` creates them; other commands
+    /// use them).
+    #[arg(long, value_name = "N", conflicts_with_all = ["config", "contexts"],
+          allow_negative_numbers = true, value_parser = cluster_count)]
     pub clusters: Option<usize>,
 
     /// Read the topology from a meshctl.yaml file.
@@ -496,4 +499,14 @@ pub struct VersionArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
+}
+
+/// `--clusters N`: a whole number; a negative one is named as such instead of being taken for a
+/// flag (the topology checks the range, 1 to 16, with every other problem).
+fn cluster_count(value: &str) -> Result<usize, String> {
+    match value.trim().parse::<i64>() {
+        Ok(n) if n < 0 => Err(format!("`{value}` is not a valid number of clusters (1 to 16)")),
+        Ok(n) => usize::try_from(n).map_err(|_| format!("`{value}` is too large")),
+        Err(_) => Err(format!("`{value}` is not a whole number")),
+    }
 }

@@ -26,7 +26,13 @@ pub fn target_path(flag: Option<&Path>) -> PathBuf {
 fn load(path: &Path) -> io::Result<Value> {
     match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => serde_saphyr::from_str::<Value>(&text)
-            .map_err(|e| io::Error::other(format!("`{}` is not a kubeconfig: {e}", path.display())))
+            .map_err(|e| {
+                let source = path.display().to_string();
+                io::Error::other(format!(
+                    "`{source}` is not a kubeconfig: {}",
+                    crate::render::yaml_error(&e.to_string(), &source)
+                ))
+            })
             .and_then(|v| {
                 if v.is_object() {
                     Ok(v)
@@ -65,8 +71,12 @@ fn upsert(list: &mut Value, entry: Value) {
 /// Takes context `from` (with its cluster and user) out of `source` (a kubeconfig's text), renames
 /// all three to `to`, and writes them into the kubeconfig at `target`.
 pub fn import_context(target: &Path, source: &str, from: &str, to: &str) -> io::Result<()> {
-    let src: Value =
-        serde_saphyr::from_str(source).map_err(|e| io::Error::other(format!("kubeconfig from kind: {e}")))?;
+    let src: Value = serde_saphyr::from_str(source).map_err(|e| {
+        io::Error::other(format!(
+            "kubeconfig from kind: {}",
+            crate::render::yaml_error(&e.to_string(), "kind's kubeconfig")
+        ))
+    })?;
     let find = |list: &str, name: &str| {
         src[list]
             .as_array()

@@ -184,13 +184,52 @@ fn describe(err: &minijinja::Error) -> String {
 
 /// Parses multi-document YAML into JSON values, dropping empty documents.
 pub fn parse_documents(text: &str) -> Result<Vec<serde_json::Value>, String> {
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| yaml_error(&e.to_string(), "the text"))?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// A YAML parser's error in a user's words, about `source` (a file name): the position and the
+/// snippet stay; advice addressed to programmers using the library (its option and function
+/// names) is replaced by what the user can do.
+pub fn yaml_error(message: &str, source: &str) -> String {
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    let message = message.replace("error: line ", "line ");
+    let message = message.replace(
+        ", set DuplicateKeyPolicy in Options if acceptable",
+        " (each key may appear once)",
+    );
+    let message = message.replace(
+        "multiple YAML documents detected; use from_str_multiple or from_str_multiple_with_options",
+        "more than one YAML document (a `---` line between them): this file holds one",
+    );
+    message.replace("<input>", source)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_errors_speak_to_users_not_to_programmers() {
+        let duplicate = serde_saphyr::from_str::<serde_json::Value>("a: 1\na: 2\n")
+            .unwrap_err()
+            .to_string();
+        let told = yaml_error(&duplicate, "meshctl.yaml");
+        assert!(
+            !told.contains("DuplicateKeyPolicy") && told.contains("duplicate"),
+            "{told}"
+        );
+        let several = serde_saphyr::from_str::<serde_json::Value>("a: 1\n---\nb: 2\n")
+            .unwrap_err()
+            .to_string();
+        let told = yaml_error(&several, "meshctl.yaml");
+        assert!(
+            !told.contains("from_str_multiple") && told.contains("more than one YAML document"),
+            "{told}"
+        );
+        assert!(!told.starts_with("error:") && !told.contains("<input>"), "{told}");
+    }
 
     #[test]
     fn every_embedded_template_compiles() {

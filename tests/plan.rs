@@ -883,3 +883,26 @@ fn a_gateway_hostname_becomes_the_remotes_pilot_address() {
         "a1b2-123.elb.eu-west-1.amazonaws.com"
     );
 }
+
+/// Rendered manifests are read by users, who cannot open meshctl's internal notes: a comment
+/// states the fact itself, never "reference section N" or "pitfall N".
+#[test]
+fn no_rendered_file_cites_a_document_users_cannot_open() {
+    for mesh in [
+        Mesh::for_kind(3, "mesh1").unwrap(),
+        model(PRIMARY_REMOTE_MULTI_NETWORK),
+        model(PRIMARY_REMOTE_ONE_NETWORK),
+    ] {
+        let plan = plan_with_gateways(&mesh, &[("cluster1", "172.18.255.200")]);
+        let verify = meshctl::phases::verify::artifacts(&mesh).unwrap();
+        for artifact in plan.artifacts.iter().chain(&verify) {
+            let text = artifact.content.to_lowercase();
+            assert!(
+                !text.contains("pitfall") && !text.contains("reference section"),
+                "{} cites an internal document:\n{}",
+                artifact.path,
+                artifact.content
+            );
+        }
+    }
+}

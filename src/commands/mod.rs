@@ -58,7 +58,16 @@ impl UsageError {
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
-    let workdir = cli.workdir.clone().unwrap_or_else(default_workdir);
+    let workdir = workdir(cli.workdir.as_deref())?;
+    // A `--kubeconfig` that cannot be used is a mistake on the command line (exit 2), said once,
+    // before any cluster is asked: not a cluster that is "not ready".
+    // `up` and `down` may be the ones that create it (kind contexts are written there).
+    let may_create = matches!(cli.command, Command::Up(_) | Command::Down(_));
+    if let Some(path) = cli.kubeconfig.as_deref()
+        && (path.exists() || !may_create)
+    {
+        crate::kube::read_kubeconfig(Some(path)).map_err(|e| UsageError(format!("--kubeconfig: {e}")))?;
+    }
     match cli.command {
         Command::Certs(crate::cli::CertsCommand::Gen(args)) => certs::generate(args),
         Command::Certs(crate::cli::CertsCommand::Status(args)) => {
@@ -147,6 +156,29 @@ fn diagnose_command(
     topology: &TopologyArgs,
 ) -> String {
     command_line(kubeconfig, Some(workdir), "diagnose", topology, &[])
+}
+
+/// The state folder: `--workdir`, else `MESHCTL_HOME` (set and not empty: an empty variable is
+/// unset, as for `KUBECONFIG`), else the default. One that exists as something other than a
+/// folder is refused, naming where it came from.
+fn workdir(flag: Option<&std::path::Path>) -> Result<PathBuf, UsageError> {
+    let (dir, from) = match (flag, std::env::var_os("MESHCTL_HOME").filter(|v| !v.is_empty())) {
+        (Some(dir), _) => (dir.to_path_buf(), "--workdir"),
+        (None, Some(home)) => (PathBuf::from(home), "MESHCTL_HOME"),
+        (None, None) => (default_workdir(), "the default state folder"),
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(UsageError(format!(
+            "{from} `{}` is not a folder: meshctl keeps its state (certificates, progress, kubeconfigs) in a folder{}",
+            dir.display(),
+            if from == "MESHCTL_HOME" {
+                "; name a folder, or unset MESHCTL_HOME"
+            } else {
+                "; name a folder"
+            }
+        )));
+    }
+    Ok(dir)
 }
 
 /// `$XDG_STATE_HOME/meshctl`, else `~/.local/state/meshctl`, else `./.meshctl`.

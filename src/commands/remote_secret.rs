@@ -26,7 +26,14 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
         Some(s) => (s.clone(), true),
         None => (crate::kube::server_of(kubeconfig, &args.context)?, false),
     };
-    remote_secret::check_server(&args.name, &server, explicit)?;
+    // A `--server` that is not an https URL is a mistake on the command line (exit 2); the same
+    // found in the kubeconfig is the cluster's configuration (exit 1).
+    match remote_secret::check_server(&args.name, &server, explicit) {
+        Err(e @ remote_secret::RemoteSecretError::BadServer { .. }) if explicit => {
+            return Err(UsageError(format!("--server: {e}")).into());
+        }
+        other => other?,
+    }
     if explicit && is_loopback(&server) {
         reporter.note(
             &args.name,

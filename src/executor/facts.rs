@@ -41,5 +41,10 @@ pub async fn pools(
         }
         return Ok((pools, false));
     }
-    Ok((plan(ipam::ipv4_subnet(&[lb_subnet])?, &[])?, docker.is_some()))
+    // From `--lb-subnet` alone: a subnet that cannot hold the pools is a mistake on the command
+    // line (exit 2), not a failed phase.
+    let pools = ipam::ipv4_subnet(&[lb_subnet])
+        .and_then(|subnet| ipam::plan_pools(subnet, mesh.clusters.len(), &[]))
+        .map_err(|e| crate::commands::UsageError(format!("--lb-subnet {lb_subnet}: {e}")))?;
+    Ok((pools, docker.is_some()))
 }

@@ -135,6 +135,49 @@ pub fn human_reason(e: &kube::Error) -> String {
     }
 }
 
+/// The kubeconfig `path`, or the files `KUBECONFIG` lists (merged in order, the first file
+/// winning for a name in several, files that do not exist skipped: kubectl's rules), or
+/// `~/.kube/config`. The error says which file and what is wrong with it, in a user's words.
+pub fn read_kubeconfig(path: Option<&Path>) -> Result<Kubeconfig, String> {
+    let read = |path: &Path| {
+        Kubeconfig::read_from(path).map_err(|e| {
+            let source = path.display().to_string();
+            let reason = match std::error::Error::source(&e) {
+                Some(cause) => crate::render::yaml_error(&cause.to_string(), &source),
+                None => e.to_string(),
+            };
+            if path.exists() {
+                format!("`{source}` is not a usable kubeconfig: {reason}")
+            } else {
+                format!("cannot read `{source}`: no such file")
+            }
+        })
+    };
+    if let Some(path) = path {
+        return read(path);
+    }
+    let Some(list) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) else {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        return read(&home.join(".kube/config"));
+    };
+    let mut merged: Option<Kubeconfig> = None;
+    for file in std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty() && p.exists()) {
+        let next = read(&file)?;
+        merged = Some(match merged {
+            None => next,
+            Some(first) => first
+                .merge(next)
+                .map_err(|e| format!("cannot merge the files of KUBECONFIG: {e}"))?,
+        });
+    }
+    merged.ok_or_else(|| {
+        format!(
+            "none of the files KUBECONFIG lists exists ({})",
+            list.to_string_lossy()
+        )
+    })
+}
+
 /// A client for `context` from `kubeconfig` (or `KUBECONFIG`, which may list several files, or
 /// `~/.kube/config`).
 pub async fn connect(kubeconfig: Option<&Path>, context: &str) -> Result<Client, KubeError> {
@@ -142,12 +185,7 @@ pub async fn connect(kubeconfig: Option<&Path>, context: &str) -> Result<Client,
         context: context.to_string(),
         reason,
     };
-    let config = match kubeconfig {
-        Some(path) => {
-            Kubeconfig::read_from(path).map_err(|e| err(format!("cannot read `{}`: {e}", path.display())))?
-        }
-        None => Kubeconfig::read().map_err(|e| err(format!("cannot read the kubeconfig: {e}")))?,
-    };
+    let config = read_kubeconfig(kubeconfig).map_err(err)?;
     if !config.contexts.iter().any(|c| c.name == context) {
         let known: Vec<_> = config.contexts.iter().map(|c| c.name.as_str()).collect();
         return Err(err(format!(

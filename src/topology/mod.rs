@@ -217,7 +217,7 @@ impl Mesh {
         Mesh::from_yaml(&text, mesh_id_override).map_err(|e| match e {
             TopologyError::File { reason, .. } => TopologyError::File {
                 path: path.display().to_string(),
-                reason,
+                reason: reason.replace("the topology", &path.display().to_string()),
             },
             other => other,
         })
@@ -227,7 +227,7 @@ impl Mesh {
     pub fn from_yaml(text: &str, mesh_id_override: Option<&str>) -> Result<Mesh, TopologyError> {
         let file: MeshFile = serde_saphyr::from_str(text).map_err(|e| TopologyError::File {
             path: "<input>".into(),
-            reason: e.to_string(),
+            reason: crate::render::yaml_error(&e.to_string(), "the topology"),
         })?;
         let provider = file.provider.unwrap_or(Provider::Kind);
         check_count(file.clusters.len())?;

@@ -1,0 +1,201 @@
+//! Bad input as a new user types it: each refused with the object named, the exit code
+//! docs/exit-codes.md promises (2 for a mistake in what was typed), and nothing written.
+
+mod support;
+
+use support::memory_apiserver::MemoryApiServer;
+use support::{meshctl_in, stderr, stdout};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    let mut all: Vec<(&str, &str)> = vec![("MESHCTL_HOME", home.to_str().unwrap())];
+    all.extend_from_slice(env);
+    let out = meshctl_in(work.path(), args, &all);
+    drop(work);
+    out
+}
+
+#[test]
+fn an_empty_meshctl_home_is_unset_and_a_file_there_is_named() {
+    let empty = run(
+        &["up", "--clusters", "1", "--dry-run", "--out", "plan"],
+        &[("MESHCTL_HOME", "")],
+    );
+    assert!(empty.status.success(), "{}", stderr(&empty));
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = run(
+        &["status", "--clusters", "1"],
+        &[("MESHCTL_HOME", file.path().to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("MESHCTL_HOME") && stderr(&out).contains("is not a folder"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_negative_cluster_count_is_named_as_such() {
+    let out = run(&["up", "--clusters", "-1", "--dry-run", "--out", "plan"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("`-1` is not a valid number of clusters (1 to 16)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("unexpected argument"), "{}", stderr(&out));
+}
+
+#[test]
+fn yaml_mistakes_are_explained_without_the_parsers_advice_to_programmers() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text, said) in [
+        (
+            "dup.yaml",
+            "clusters: [{}]\nclusters: [{}]\n",
+            "each key may appear once",
+        ),
+        (
+            "two.yaml",
+            "clusters: [{}]\n---\nclusters: [{}]\n",
+            "more than one YAML document",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = run(
+            &[
+                "up",
+                "--config",
+                path.to_str().unwrap(),
+                "--dry-run",
+                "--out",
+                "plan",
+            ],
+            &[],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(said) && err.contains(name), "{err}");
+        for advice in ["DuplicateKeyPolicy", "from_str_multiple", "<input>", ": error: "] {
+            assert!(!err.contains(advice), "{advice} in {err}");
+        }
+    }
+}
+
+#[test]
+fn an_unusable_kubeconfig_is_a_mistake_in_the_command_not_a_cluster_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.yaml");
+    let out = run(
+        &[
+            "status",
+            "--contexts",
+            "a",
+            "--kubeconfig",
+            missing.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nope.yaml") && stderr(&out).contains("no such file"),
+        "{}",
+        stderr(&out)
+    );
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "clusters: [\n").unwrap();
+    let out = run(
+        &[
+            "verify",
+            "--contexts",
+            "a",
+            "--kubeconfig",
+            broken.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("broken.yaml") && stderr(&out).contains("is not a usable kubeconfig"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_missing_file_in_kubeconfig_is_skipped_as_kubectl_skips_it() {
+    let server = MemoryApiServer::new();
+    let loopback = server.serve_on_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let present = dir.path().join("present.yaml");
+    std::fs::write(&present, loopback.kubeconfig("east")).unwrap();
+    let list = format!(
+        "{}:{}",
+        dir.path().join("missing.yaml").display(),
+        present.display()
+    );
+    let out = run(&["status", "--contexts", "east"], &[("KUBECONFIG", &list)]);
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        !all.contains("missing.yaml") && !all.contains("unreachable"),
+        "{all}"
+    );
+    assert!(stdout(&out).contains("cluster1"), "{all}");
+}
+
+#[test]
+fn a_load_balancer_subnet_too_small_for_the_clusters_is_a_usage_error() {
+    let out = run(
+        &[
+            "up",
+            "--clusters",
+            "16",
+            "--lb-subnet",
+            "172.18.255.0/30",
+            "--dry-run",
+            "--out",
+            "plan",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--lb-subnet 172.18.255.0/30"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_remote_secret_server_that_is_not_https_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "remote-secret",
+            "--context",
+            "a",
+            "--name",
+            "east",
+            "--server",
+            "http://10.0.0.1:6443",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--server") && stderr(&out).contains("https://"),
+        "{}",
+        stderr(&out)
+    );
+}
