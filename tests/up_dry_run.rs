@@ -265,9 +265,10 @@ fn bad_input_is_refused_with_the_field_named_and_nothing_written() {
         "--skip",
         "certs",
     ]);
-    assert_eq!(r.status.code(), Some(1));
+    // A subnet too small for the clusters is a mistake on the command line: exit 2.
+    assert_eq!(r.status.code(), Some(2));
     assert!(
-        stderr(&r).contains("phase metallb") && stderr(&r).contains("at most 4"),
+        stderr(&r).contains("--lb-subnet 10.0.0.0/24") && stderr(&r).contains("at most 4"),
         "{}",
         stderr(&r)
     );
