@@ -147,6 +147,16 @@ fn parse_mesh_id(text: &str) -> Result<String, String> {
 /// `--lb-subnet`: an IPv4 CIDR such as `172.18.0.0/16`.
 fn parse_subnet(text: &str) -> Result<ipnet::IpNet, String> {
     match text.parse::<ipnet::IpNet>() {
+        // A docker network is a private block such as 172.18.0.0/16; a prefix shorter than 8
+        // (0.0.0.0/0 at worst) would put pools on addresses of the internet.
+        Ok(ipnet::IpNet::V4(net)) if net.prefix_len() < 8 => Err(format!(
+            "`{text}` spans {}: name the docker network's subnet, such as 172.18.0.0/16",
+            if net.prefix_len() == 0 {
+                "every IPv4 address".to_string()
+            } else {
+                format!("2^{} addresses", 32 - net.prefix_len())
+            }
+        )),
         Ok(net @ ipnet::IpNet::V4(_)) => Ok(net),
         Ok(_) => Err(format!(
             "`{text}` is IPv6; MetalLB pools are planned in an IPv4 subnet"

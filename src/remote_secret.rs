@@ -7,7 +7,6 @@
 //! Secret in istioctl's exact format (section 9.1). The server is never a loopback address unless
 //! the user says so explicitly (pitfall 1), and never skips TLS verification.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -45,13 +44,15 @@ pub enum RemoteSecretError {
         /// The kind node container that probably serves it.
         container: String,
     },
-    /// The address is not an https URL.
-    #[error("cluster `{cluster}`: `{server}` is not an https:// URL of an API server")]
+    /// The address is not an https URL another cluster can use.
+    #[error("cluster `{cluster}`: `{server}` {reason}")]
     BadServer {
         /// The cluster.
         cluster: String,
         /// The address.
         server: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The token Secret holds no usable token.
     #[error("cluster `{cluster}`: secret {NAMESPACE}/{secret}: {reason}")]
@@ -76,32 +77,16 @@ pub enum RemoteSecretError {
     Render(#[from] RenderError),
 }
 
-/// Host part of an `https://host:port` URL.
-fn host_of(server: &str) -> Option<&str> {
-    let rest = server.strip_prefix("https://")?;
-    let authority = rest.split('/').next()?;
-    if let Some(v6) = authority.strip_prefix('[') {
-        return v6.split(']').next();
-    }
-    Some(authority.rsplit_once(':').map_or(authority, |(h, _)| h))
-}
-
-/// Whether `server` points at this machine only.
-pub fn is_loopback(server: &str) -> bool {
-    match host_of(server) {
-        Some("localhost") => true,
-        Some(h) => h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
-}
+pub use crate::topology::api_server::{is_loopback, server_problem};
 
 /// Checks the address a remote secret will carry. An explicit `--server` is the user's word and
 /// only has to be an https URL; an address taken from a kubeconfig must not be a loopback address.
 pub fn check_server(cluster: &str, server: &str, explicit: bool) -> Result<(), RemoteSecretError> {
-    if host_of(server).is_none_or(str::is_empty) {
+    if let Some(reason) = server_problem(server) {
         return Err(RemoteSecretError::BadServer {
             cluster: cluster.into(),
             server: server.into(),
+            reason,
         });
     }
     if !explicit && is_loopback(server) {

@@ -199,3 +199,90 @@ fn a_remote_secret_server_that_is_not_https_is_a_usage_error() {
         stderr(&out)
     );
 }
+
+/// Address plans that collide are refused before anything is planned, each range named: a pod
+/// subnet on the docker network (where nodes and MetalLB's pools are), `--lb-subnet` inside a pod
+/// subnet, a pod subnet smaller than a node's /24, a service range kube-apiserver refuses, and a
+/// `--lb-subnet` that is the whole internet.
+#[test]
+fn address_plans_that_collide_are_refused_with_each_range_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, lb, said) in [
+        (
+            "clusters:\n  - {podSubnet: 172.18.0.0/16}\n  - {}\n",
+            "172.18.0.0/16",
+            "clusters[0].podSubnet: `172.18.0.0/16` overlaps the docker network",
+        ),
+        (
+            "clusters:\n  - {}\n  - {}\n",
+            "10.20.0.0/16",
+            "clusters[1].podSubnet: `10.20.0.0/16` overlaps the docker network 10.20.0.0/16",
+        ),
+        (
+            "clusters:\n  - {podSubnet: 10.30.0.0/30}\n",
+            "172.18.0.0/16",
+            "is smaller than one node's /24",
+        ),
+        (
+            "clusters:\n  - {serviceSubnet: 10.96.0.0/30}\n",
+            "172.18.0.0/16",
+            "must be a /12 to /28 range",
+        ),
+        ("clusters:\n  - {}\n", "0.0.0.0/0", "spans every IPv4 address"),
+    ] {
+        let path = dir.path().join("mesh.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let out = run(
+            &[
+                "up",
+                "--config",
+                path.to_str().unwrap(),
+                "--lb-subnet",
+                lb,
+                "--dry-run",
+                "--out",
+                "plan",
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {}", stderr(&out));
+        assert!(stderr(&out).contains(said), "{yaml}: {}", stderr(&out));
+    }
+}
+
+/// An `apiServer` other clusters could not use is refused with the reason.
+#[test]
+fn an_api_server_address_nobody_could_dial_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (server, said) in [
+        ("https://", "has no host"),
+        ("https://admin:pw@10.0.0.1:6443", "carries credentials"),
+        ("https://10.0.0.1:99999", "not 1 to 65535"),
+        ("https://0.0.0.0:6443", "names no machine"),
+        ("https://10.0.0 .1", "space"),
+    ] {
+        let path = dir.path().join("mesh.yaml");
+        std::fs::write(
+            &path,
+            format!("provider: existing\nclusters:\n  - {{context: east, apiServer: '{server}'}}\n"),
+        )
+        .unwrap();
+        let out = run(
+            &[
+                "up",
+                "--config",
+                path.to_str().unwrap(),
+                "--dry-run",
+                "--out",
+                "plan",
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{server}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("apiServer") && stderr(&out).contains(said),
+            "{server}: {}",
+            stderr(&out)
+        );
+    }
+}

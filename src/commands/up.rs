@@ -68,14 +68,27 @@ async fn prepare<'m>(
     reporter: &Reporter,
 ) -> Result<Prepared<'m>> {
     let (pools, provisional) = if phases.contains(&Phase::Metallb) {
-        executor::pools(
+        let planned = executor::pools(
             facts.map(|(r, _)| r),
             facts.map(|(_, s)| s),
             mesh,
             args.lb_subnet,
             &resolved.network,
         )
-        .await?
+        .await?;
+        // The subnet the pools were planned in: the docker network's, or --lb-subnet standing in.
+        let subnet = facts
+            .and_then(|(_, s)| s.snapshot().docker_subnet)
+            .or_else(|| crate::ipam::ipv4_subnet(&[args.lb_subnet]).ok());
+        if let Some(subnet) = subnet {
+            let problems = mesh.docker_network_problems(subnet);
+            if !problems.is_empty() {
+                return Err(
+                    UsageError::from_display(crate::topology::TopologyError::Invalid(problems)).into(),
+                );
+            }
+        }
+        planned
     } else {
         (Vec::new(), false)
     };

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::versions;
 
+pub mod api_server;
 mod mesh_options;
 pub use mesh_options::{LabelSelector, MeshOptions, Requirement, ServiceSetting, ServiceSettingFlags};
 
@@ -246,11 +247,11 @@ impl Mesh {
                 });
             }
             if let Some(server) = c.api_server {
-                if !server.starts_with("https://") {
+                if let Some(reason) = api_server::server_problem(&server) {
                     problems.push(Problem {
                         field: field("apiServer"),
                         value: server.clone(),
-                        reason: "is not an https:// URL".into(),
+                        reason,
                     });
                 }
                 cluster.api_server = Some(server);
@@ -443,7 +444,8 @@ impl Mesh {
                 _ => {}
             }
         }
-        // Pod and service CIDRs must not overlap anywhere in the mesh (reference pitfall 7).
+        // Pod and service CIDRs must not overlap anywhere in the mesh: an endpoint address would
+        // name a pod in two clusters, and one-network routes would send it to the wrong one.
         let mut nets: Vec<(String, Ipv4Net)> = Vec::new();
         for (i, c) in self.clusters.iter().enumerate() {
             let Some(kind) = &c.kind else { continue };
@@ -452,6 +454,23 @@ impl Mesh {
                 ("serviceSubnet", kind.service_subnet),
             ] {
                 let here = format!("clusters[{i}].{field}");
+                // kube-controller-manager gives each node a /24 of the pod subnet (kubeadm's
+                // default node CIDR mask); kube-apiserver takes a service range of /12 to /28
+                // (larger is refused, and kind puts cluster DNS at its tenth address).
+                let prefix = net.prefix_len();
+                match field {
+                    "podSubnet" if prefix > 24 => push(
+                        here.clone(),
+                        &net.to_string(),
+                        "is smaller than one node's /24 of pod addresses: use /24 or larger, such as /16",
+                    ),
+                    "serviceSubnet" if !(12..=28).contains(&prefix) => push(
+                        here.clone(),
+                        &net.to_string(),
+                        "must be a /12 to /28 range (kube-apiserver's limits, with room for cluster DNS)",
+                    ),
+                    _ => {}
+                }
                 if let Some((other, _)) = nets.iter().find(|(_, n)| n.contains(&net) || net.contains(n)) {
                     let reason = format!("overlaps {other}");
                     push(here.clone(), &net.to_string(), &reason);
@@ -460,6 +479,33 @@ impl Mesh {
             }
         }
         problems
+    }
+}
+
+impl Mesh {
+    /// The kind clusters' pod and service ranges against the docker network `subnet` their nodes
+    /// and MetalLB pools live on: an overlap makes node or gateway addresses look like pods or
+    /// services inside each cluster, and traffic to them never leaves it.
+    pub fn docker_network_problems(&self, subnet: Ipv4Net) -> Vec<Problem> {
+        let mut out = Vec::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            let Some(kind) = &c.kind else { continue };
+            for (field, net) in [
+                ("podSubnet", kind.pod_subnet),
+                ("serviceSubnet", kind.service_subnet),
+            ] {
+                if net.contains(&subnet) || subnet.contains(&net) {
+                    out.push(Problem {
+                        field: format!("clusters[{i}].{field}"),
+                        value: net.to_string(),
+                        reason: format!(
+                            "overlaps the docker network {subnet}, where the nodes and MetalLB's addresses are"
+                        ),
+                    });
+                }
+            }
+        }
+        out
     }
 }
 
