@@ -712,3 +712,132 @@ fn concurrent_runs_on_one_folder_share_one_root() {
         roots[0]
     );
 }
+
+/// A root that is not valid yet is refused like an expired one: nothing issued under it.
+#[test]
+fn a_root_not_valid_yet_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    write_root(&certs, 5, 400);
+    let out = meshctl(&[
+        "certs",
+        "gen",
+        "--cluster",
+        "cluster1",
+        "--out",
+        certs.to_str().unwrap(),
+        "--key-type",
+        "ecdsa-p256",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("root-cert.pem") && stderr(&out).contains("is not valid before"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!certs.join("cluster1").exists());
+}
+
+/// An intermediate already in the folder that has expired (or is not valid yet) is never kept
+/// with a ✓: it is refused, with the command that re-issues it.
+#[test]
+fn an_intermediate_outside_its_validity_is_refused_with_the_fix() {
+    for (from, to, said) in [(-400, -1, "expired on"), (3, 400, "is not valid before")] {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        ok(meshctl(&[
+            "certs",
+            "gen",
+            "--clusters",
+            "1",
+            "--out",
+            certs.to_str().unwrap(),
+            "--key-type",
+            "ecdsa-p256",
+        ]));
+        // Re-sign cluster1's intermediate with the same root and key, outside its validity.
+        let root = meshctl::pki::RootCa::load(
+            &fs::read_to_string(certs.join("root-cert.pem")).unwrap(),
+            &fs::read_to_string(certs.join("root-key.pem")).unwrap(),
+        )
+        .unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Intermediate CA");
+        let now = ::time::OffsetDateTime::now_utc();
+        params.not_before = now + ::time::Duration::days(from);
+        params.not_after = now + ::time::Duration::days(to);
+        let issuer = rcgen::Issuer::from_ca_cert_pem(
+            &fs::read_to_string(certs.join("root-cert.pem")).unwrap(),
+            rcgen::KeyPair::from_pem(&fs::read_to_string(certs.join("root-key.pem")).unwrap()).unwrap(),
+        )
+        .unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let c1 = certs.join("cluster1");
+        fs::write(c1.join("ca-cert.pem"), cert.pem()).unwrap();
+        fs::write(c1.join("ca-key.pem"), key.serialize_pem()).unwrap();
+        fs::write(
+            c1.join("cert-chain.pem"),
+            format!("{}{}", cert.pem(), root.cert_pem),
+        )
+        .unwrap();
+        let out = meshctl(&[
+            "certs",
+            "gen",
+            "--clusters",
+            "1",
+            "--out",
+            certs.to_str().unwrap(),
+            "--key-type",
+            "ecdsa-p256",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(said) && stderr(&out).contains("meshctl certs rotate --cluster cluster1"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+/// A private key readable by others is made private again, and the user is told.
+#[test]
+fn a_key_readable_by_others_is_made_private_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    ok(meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "1",
+        "--out",
+        certs.to_str().unwrap(),
+        "--key-type",
+        "ecdsa-p256",
+    ]));
+    for key in ["root-key.pem", "cluster1/ca-key.pem"] {
+        fs::set_permissions(certs.join(key), fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "1",
+        "--out",
+        certs.to_str().unwrap(),
+        "--key-type",
+        "ecdsa-p256",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = format!("{}{}", support::stdout(&out), stderr(&out));
+    for key in ["root-key.pem", "cluster1/ca-key.pem"] {
+        assert_eq!(mode(&certs.join(key)), 0o600, "{key}");
+        assert!(
+            said.contains(key) && said.contains("readable by others"),
+            "{said}"
+        );
+    }
+}

@@ -357,10 +357,19 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
             request.validity,
         )?,
     };
-    let warnings: Vec<String> = root
+    let mut warnings: Vec<String> = root
         .expiry_warning(request.validity.intermediate_days)
         .into_iter()
         .collect();
+    // Private keys readable by others (copied in with `cp`, unpacked from an archive) are made
+    // private again, and said so.
+    let key_files = std::iter::once(dir.join(ROOT_KEY))
+        .chain(kept.iter().flatten().map(|ca| dir.join(&ca.cluster).join(CA_KEY)));
+    for path in key_files {
+        if let Some(warning) = make_private(&path)? {
+            warnings.push(warning);
+        }
+    }
     // During a root rotation (step 1 done: `next-root/` exists), every cluster's root-cert.pem is
     // the bundle of both roots. A new intermediate keeps that bundle: with the mesh root alone its
     // workloads would stop trusting the next root, undoing step 1 without a word.
@@ -439,6 +448,24 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
         clusters,
         warnings,
     })
+}
+
+/// Gives the key file at `path` mode 0600 when others could read or write it; says what it did.
+fn make_private(path: &Path) -> Result<Option<String>, CertsError> {
+    let mode = match fs::metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o777,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("read the permissions of", path)(e)),
+    };
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(atomic_file::PRIVATE))
+        .map_err(io_err("set permissions on", path))?;
+    Ok(Some(format!(
+        "`{}` was readable by others (mode {mode:04o}); it is a private key: set to 0600",
+        path.display()
+    )))
 }
 
 /// Holds `dir` for this process alone until dropped: two runs on one mesh (two terminals, a CI

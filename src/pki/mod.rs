@@ -224,6 +224,16 @@ impl RootCa {
             ));
         }
         let not_after = x509.validity().not_after.to_datetime();
+        let not_before = x509.validity().not_before.to_datetime();
+        if not_before > OffsetDateTime::now_utc() {
+            return Err(unusable(
+                "root-cert.pem",
+                format!(
+                    "is not valid before {}: workloads would reject everything it signs until then (is this machine's clock right?)",
+                    day(not_before)
+                ),
+            ));
+        }
         if not_after <= OffsetDateTime::now_utc() {
             return Err(unusable(
                 "root-cert.pem",
@@ -305,6 +315,33 @@ impl IntermediateCa {
             x509_parser::parse_x509_certificate(&root_der).map_err(|e| unusable(&what, e.to_string()))?;
         if !cert.is_ca() {
             return Err(unusable(&what, "ca-cert.pem is not a CA certificate".into()));
+        }
+        // An intermediate outside its validity signs certificates no proxy accepts: never kept,
+        // never put into `cacerts`.
+        let now = OffsetDateTime::now_utc();
+        let (not_before, not_after) = (
+            cert.validity().not_before.to_datetime(),
+            cert.validity().not_after.to_datetime(),
+        );
+        if not_before > now {
+            return Err(unusable(
+                &what,
+                format!(
+                    "ca-cert.pem is not valid before {} (is this machine's clock right?); re-issue it: `meshctl certs rotate --cluster {}`, or `meshctl certs gen --force`",
+                    day(not_before),
+                    self.cluster
+                ),
+            ));
+        }
+        if not_after <= now {
+            return Err(unusable(
+                &what,
+                format!(
+                    "ca-cert.pem expired on {}; re-issue it: `meshctl certs rotate --cluster {}`, or `meshctl certs gen --force`",
+                    day(not_after),
+                    self.cluster
+                ),
+            ));
         }
         cert.verify_signature(Some(root.public_key()))
             .map_err(|e| unusable(&what, format!("ca-cert.pem is not signed by the root CA ({e})")))?;
