@@ -286,3 +286,62 @@ fn an_api_server_address_nobody_could_dial_is_refused() {
         );
     }
 }
+
+/// Values that cannot work are refused, each named: an image reference with a line break, an
+/// exportTo list mixing `*` or `~` with others (Istio refuses those), a phase asked for by name
+/// that has nothing to do in this mesh, a MetalLB manifest that is a folder or missing.
+#[test]
+fn values_that_cannot_work_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = dir.path().join("mesh.yaml");
+    let cases: Vec<(String, Vec<String>, &str)> = vec![
+        (
+            "clusters:\n  - {nodeImage: \"kindest/node:v1.36.0\\nbad\"}\n".into(),
+            vec![],
+            "clusters[0].nodeImage",
+        ),
+        (
+            "clusters: [{}, {}]\nmeshConfig:\n  defaultVirtualServiceExportTo: ['~', '*']\n".into(),
+            vec![],
+            "each stand alone",
+        ),
+        (
+            "clusters: [{}, {}]\nmeshConfig:\n  defaultDestinationRuleExportTo: ['.', '.']\n".into(),
+            vec![],
+            "is listed twice",
+        ),
+        (
+            "clusters: [{}, {}]\n".into(),
+            vec!["--only".into(), "routes".into()],
+            "--only routes: nothing to do",
+        ),
+        (
+            "clusters: [{}, {}]\n".into(),
+            vec!["--metallb-manifest".into(), dir.path().display().to_string()],
+            "is a directory",
+        ),
+        (
+            "clusters: [{}, {}]\n".into(),
+            vec![
+                "--metallb-manifest".into(),
+                dir.path().join("none.yaml").display().to_string(),
+            ],
+            "does not exist",
+        ),
+    ];
+    for (yaml, extra, said) in cases {
+        std::fs::write(&mesh, &yaml).unwrap();
+        let mut args = vec![
+            "up",
+            "--config",
+            mesh.to_str().unwrap(),
+            "--dry-run",
+            "--out",
+            "plan",
+        ];
+        args.extend(extra.iter().map(String::as_str));
+        let out = run(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{yaml} {extra:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(said), "{yaml} {extra:?}: {}", stderr(&out));
+    }
+}

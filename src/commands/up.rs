@@ -107,8 +107,30 @@ async fn prepare<'m>(
         gateway_ips: facts.map(|(_, s)| s.snapshot().gateway_ips()).unwrap_or_default(),
     };
     let verify = phases::verify::artifacts(mesh)?;
+    let built = plan::build(&input)?;
+    // A phase asked for by name that has nothing to do in this mesh (`--only routes` where no
+    // two clusters share a network) is said, not planned as an empty plan.
+    let idle: Vec<String> = args
+        .only
+        .iter()
+        .filter(|p| {
+            !built
+                .phases
+                .iter()
+                .any(|pp| pp.phase == **p && pp.clusters.iter().any(|c| !c.steps.is_empty()))
+        })
+        .map(|p| p.name().to_string())
+        .collect();
+    if !idle.is_empty() {
+        return Err(UsageError(format!(
+            "--only {}: nothing to do in mesh `{}` for this model (e.g. `routes` serves only clusters that share a network; `expose` only where another network or a remote needs it)",
+            idle.join(","),
+            mesh.mesh_id
+        ))
+        .into());
+    }
     let mut prepared = Prepared {
-        plan: plan::build(&input)?,
+        plan: built,
         input,
         verify,
         provisional,
@@ -153,6 +175,20 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     let mesh = super::resolve_topology(&args.topology)?;
     let phases =
         plan::select_phases(mesh.provider, &args.only, &args.skip).map_err(UsageError::from_display)?;
+    if let Some(path) = &args.metallb_manifest
+        && !path.is_file()
+    {
+        return Err(UsageError(format!(
+            "--metallb-manifest `{}` {}: name the MetalLB manifest file (metallb-native.yaml)",
+            path.display(),
+            if path.is_dir() {
+                "is a directory"
+            } else {
+                "does not exist"
+            }
+        ))
+        .into());
+    }
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
     let resolved = Resolved {
         network: crate::tools::docker::kind_network(),

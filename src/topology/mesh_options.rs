@@ -254,6 +254,25 @@ pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
                 push(format!("meshConfig.{field}"), v, r);
             }
         }
+        // As Istio validates an exportTo list (`pkg/config/validation`, `validateExportTo`): no
+        // entry twice, and `*` (everyone) or `~` (no one) only alone.
+        let mut seen = std::collections::BTreeSet::new();
+        for v in values {
+            if !seen.insert(v.as_str()) {
+                push(format!("meshConfig.{field}"), v, "is listed twice".into());
+            }
+        }
+        for alone in ["*", "~"] {
+            if values.len() > 1 && values.iter().any(|v| v == alone) {
+                push(
+                    format!("meshConfig.{field}"),
+                    &values.join(","),
+                    format!(
+                        "lists `{alone}` with other entries: `*` (every namespace) and `~` (none) each stand alone"
+                    ),
+                );
+            }
+        }
     }
     // Across networks a call enters the target network through its east-west gateway, which runs
     // in istio-system and routes (SNI-DNAT clusters) only to services exported to istio-system:

@@ -263,6 +263,19 @@ impl Mesh {
             cluster.zone = c.zone.unwrap_or(cluster.zone);
             if let Some(kind) = cluster.kind.as_mut() {
                 if let Some(image) = c.node_image {
+                    // An image reference: registry/name[:tag][@digest], no spaces or line breaks
+                    // (kind would pass them on to docker, which names the whole value back).
+                    let fine = !image.is_empty()
+                        && image
+                            .chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || "._-/:@".contains(ch));
+                    if !fine {
+                        problems.push(Problem {
+                            field: field("nodeImage"),
+                            value: image.escape_debug().to_string(),
+                            reason: "is not an image reference such as kindest/node:v1.36.0".into(),
+                        });
+                    }
                     kind.node_image = image;
                 }
                 for (name, given, slot) in [
