@@ -431,6 +431,17 @@ pub fn junit(report: &Report) -> String {
     )
 }
 
+/// A JUnit report for a verify that could not run at all (a cluster unreachable, workloads that
+/// never started): one failed test case naming why, so a CI job that asked for the file always
+/// finds one, and it says what happened.
+pub fn junit_not_run(mesh_id: &str, why: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"meshctl verify ({})\" tests=\"1\" failures=\"1\">\n  <testcase classname=\"meshctl.verify\" name=\"verify\"><failure message=\"verify could not run\">{}</failure></testcase>\n</testsuite>\n",
+        xml_escape(mesh_id),
+        xml_escape(why)
+    )
+}
+
 /// Runs `command` in a container of pod `pod` in the verify namespace, bounded by `timeout`, and
 /// returns what it printed on stdout.
 pub async fn exec(

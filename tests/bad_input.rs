@@ -345,3 +345,25 @@ fn values_that_cannot_work_are_refused_by_name() {
         assert!(stderr(&out).contains(said), "{yaml} {extra:?}: {}", stderr(&out));
     }
 }
+
+/// `verify --junit FILE` with a cluster that does not answer still writes the file CI asked for,
+/// with one failed test case saying why.
+#[test]
+fn verify_writes_its_junit_file_even_when_a_cluster_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    // Port 1 on loopback: nothing listens.
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster: {server: 'http://127.0.0.1:1'}\ncontexts:\n- name: gone\n  context: {cluster: gone, user: gone}\nusers:\n- name: gone\n  user: {}\n",
+    )
+    .unwrap();
+    let junit = dir.path().join("verify.xml");
+    let out = run(
+        &["verify", "--contexts", "gone", "--kubeconfig", kubeconfig.to_str().unwrap(), "--junit", junit.to_str().unwrap(), "--timeout", "5s"],
+        &[],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let xml = std::fs::read_to_string(&junit).expect("the JUnit file is written");
+    assert!(xml.contains("failures=\"1\"") && xml.contains("verify could not run") && xml.contains("gone"), "{xml}");
+}

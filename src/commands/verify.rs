@@ -69,6 +69,11 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
         Ok(report) => report,
         Err(e) => {
             diagnose();
+            if let Some(path) = &args.junit {
+                let text = verify::junit_not_run(&mesh.mesh_id, &format!("{e:#}"));
+                atomic_file::write(path, text.as_bytes(), PUBLIC)
+                    .with_context(|| format!("cannot write the JUnit report `{}`", path.display()))?;
+            }
             return Err(e.context("verify"));
         }
     };
