@@ -367,3 +367,25 @@ fn verify_writes_its_junit_file_even_when_a_cluster_is_unreachable() {
     let xml = std::fs::read_to_string(&junit).expect("the JUnit file is written");
     assert!(xml.contains("failures=\"1\"") && xml.contains("verify could not run") && xml.contains("gone"), "{xml}");
 }
+
+/// `-o json` prints one JSON object per line, as its help says: `status` and `doctor` too.
+#[test]
+fn json_output_is_one_object_per_line() {
+    let server = MemoryApiServer::new();
+    let loopback = server.serve_on_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    std::fs::write(&kubeconfig, loopback.kubeconfig("east")).unwrap();
+    for args in [
+        vec!["status", "--contexts", "east", "--kubeconfig", kubeconfig.to_str().unwrap(), "-o", "json"],
+        vec!["doctor", "--contexts", "east", "--kubeconfig", kubeconfig.to_str().unwrap(), "-o", "json"],
+    ] {
+        let out = run(&args, &[]);
+        let text = stdout(&out);
+        assert!(!text.trim().is_empty(), "{args:?}: {}", stderr(&out));
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{args:?}: a line that is not one JSON object ({e}): {line}"));
+        }
+    }
+}

@@ -236,7 +236,7 @@ pub(super) async fn status(args: CertsStatusArgs, workdir: &Path, kubeconfig: Op
         OutputFormat::Json => {
             let doc = serde_json::json!({"meshID": mesh.mesh_id, "certsDir": dir, "sharedRoot": shared,
                 "healthy": healthy, "clusters": statuses});
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            println!("{}", serde_json::to_string(&doc)?);
         }
         OutputFormat::Text => {
             println!(

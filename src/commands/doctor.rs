@@ -185,7 +185,7 @@ pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
     match args.output {
         OutputFormat::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"ok": !failed, "checks": findings}))?
+            serde_json::to_string(&serde_json::json!({"ok": !failed, "checks": findings}))?
         ),
         OutputFormat::Text => {
             for f in &findings {

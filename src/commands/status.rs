@@ -208,7 +208,8 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
         OutputFormat::Json => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(
+                // One object on one line, as `-o json` promises (a stream a script reads by line).
+                serde_json::to_string(
                     &serde_json::json!({"meshID": mesh.mesh_id, "ready": all_ready, "checks": checks})
                 )?
             );
