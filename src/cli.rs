@@ -247,13 +247,8 @@ pub struct DownArgs {
     /// did not create; kind clusters it created are deleted whole.
     #[arg(long)]
     pub uninstall: bool,
-    /// With --uninstall: the clusters, from a meshctl.yaml.
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "uninstall",
-        conflicts_with = "contexts"
-    )]
+    /// The mesh `up --config FILE` made (its `meshID`); with --uninstall, also its clusters.
+    #[arg(long, value_name = "FILE", conflicts_with = "contexts")]
     pub config: Option<PathBuf>,
     /// With --uninstall: the clusters, one per kubeconfig context.
     #[arg(long, value_name = "CTX,..", value_delimiter = ',', requires = "uninstall")]

@@ -360,12 +360,25 @@ fn verify_writes_its_junit_file_even_when_a_cluster_is_unreachable() {
     .unwrap();
     let junit = dir.path().join("verify.xml");
     let out = run(
-        &["verify", "--contexts", "gone", "--kubeconfig", kubeconfig.to_str().unwrap(), "--junit", junit.to_str().unwrap(), "--timeout", "5s"],
+        &[
+            "verify",
+            "--contexts",
+            "gone",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--junit",
+            junit.to_str().unwrap(),
+            "--timeout",
+            "5s",
+        ],
         &[],
     );
     assert_ne!(out.status.code(), Some(0));
     let xml = std::fs::read_to_string(&junit).expect("the JUnit file is written");
-    assert!(xml.contains("failures=\"1\"") && xml.contains("verify could not run") && xml.contains("gone"), "{xml}");
+    assert!(
+        xml.contains("failures=\"1\"") && xml.contains("verify could not run") && xml.contains("gone"),
+        "{xml}"
+    );
 }
 
 /// `-o json` prints one JSON object per line, as its help says: `status` and `doctor` too.
@@ -377,8 +390,24 @@ fn json_output_is_one_object_per_line() {
     let kubeconfig = dir.path().join("kc.yaml");
     std::fs::write(&kubeconfig, loopback.kubeconfig("east")).unwrap();
     for args in [
-        vec!["status", "--contexts", "east", "--kubeconfig", kubeconfig.to_str().unwrap(), "-o", "json"],
-        vec!["doctor", "--contexts", "east", "--kubeconfig", kubeconfig.to_str().unwrap(), "-o", "json"],
+        vec![
+            "status",
+            "--contexts",
+            "east",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        vec![
+            "doctor",
+            "--contexts",
+            "east",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
     ] {
         let out = run(&args, &[]);
         let text = stdout(&out);
@@ -388,4 +417,37 @@ fn json_output_is_one_object_per_line() {
                 .unwrap_or_else(|e| panic!("{args:?}: a line that is not one JSON object ({e}): {line}"));
         }
     }
+}
+
+/// `down` after `up --config lab.yaml` (mesh `lab`) without naming it: not a silent success that
+/// leaves `lab` running, but the meshes recorded here and how to name one; `down --config
+/// lab.yaml` names it by the file, without needing `--uninstall`.
+#[test]
+fn down_names_the_mesh_that_is_there_when_asked_for_another() {
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    std::fs::create_dir_all(home.join("lab")).unwrap();
+    std::fs::write(home.join("lab/state.json"), "{\"meshId\": \"lab\"}\n").unwrap();
+    let env = [("MESHCTL_HOME", home.to_str().unwrap())];
+    let out = meshctl_in(work.path(), &["down"], &env);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no mesh `mesh1`")
+            && stderr(&out).contains("`lab`")
+            && stderr(&out).contains("--mesh-id lab"),
+        "{}",
+        stderr(&out)
+    );
+    let config = work.path().join("lab.yaml");
+    std::fs::write(&config, "meshID: lab\nclusters: [{}]\n").unwrap();
+    let out = meshctl_in(
+        work.path(),
+        &["down", "--config", config.to_str().unwrap(), "--purge"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !home.join("lab/state.json").exists(),
+        "mesh `lab` is the one taken down"
+    );
 }

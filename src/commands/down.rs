@@ -98,6 +98,11 @@ pub(super) async fn run(args: DownArgs, workdir: &Path, kubeconfig: Option<&Path
     // With --uninstall the topology names the mesh (its file may set meshID); else --mesh-id.
     let mesh_id = if args.uninstall {
         uninstall(&args, workdir, kubeconfig, &reporter).await?
+    } else if let Some(config) = &args.config {
+        // The mesh `up --config FILE` made: the file's meshID (or --mesh-id over it).
+        crate::topology::Mesh::from_file(config, args.mesh_id.as_deref())
+            .map_err(super::UsageError::from_display)?
+            .mesh_id
     } else {
         args.mesh_id
             .clone()
@@ -107,6 +112,19 @@ pub(super) async fn run(args: DownArgs, workdir: &Path, kubeconfig: Option<&Path
     let dir = mesh_dir.root().to_path_buf();
     let state_path = mesh_dir.state();
     if !state_path.exists() {
+        // Another mesh is recorded here: the user most likely meant it (`up --config lab.yaml`
+        // made mesh `lab`, and a plain `down` asks for `mesh1`). Say which, instead of a success
+        // that leaves its clusters running.
+        let others = recorded_meshes(workdir);
+        if !others.is_empty() && !args.uninstall {
+            return Err(super::UsageError(format!(
+                "no mesh `{mesh_id}` recorded in `{}`; recorded here: {}\nhint: `meshctl down --mesh-id {}` (or `--config` with the file `up` used)",
+                workdir.display(),
+                others.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+                others[0]
+            ))
+            .into());
+        }
         reporter.note(
             &mesh_id,
             &format!(
@@ -220,4 +238,19 @@ fn purge(mesh_dir: &MeshDir, reporter: &Reporter, mesh_id: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The meshes whose state is recorded in `workdir` (folders holding a state file), by name.
+fn recorded_meshes(workdir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(workdir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| MeshDir::new(workdir, name).state().is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
 }
