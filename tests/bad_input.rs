@@ -451,3 +451,74 @@ fn down_names_the_mesh_that_is_there_when_asked_for_another() {
         "mesh `lab` is the one taken down"
     );
 }
+
+/// A kubeconfig context whose server answers, but wrongly, is named by what was wrong, not called
+/// unreachable: plain HTTP behind an https:// address, a web page instead of the API, a CA
+/// certificate presented as the server's own.
+#[test]
+fn servers_that_answer_wrongly_are_named_by_what_they_did() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = |server: &str, ca: Option<&str>| {
+        let cluster = match ca {
+            Some(pem) => {
+                use base64::Engine as _;
+                format!(
+                    "{{server: '{server}', certificate-authority-data: {}}}",
+                    base64::engine::general_purpose::STANDARD.encode(pem)
+                )
+            }
+            None => format!("{{server: '{server}', insecure-skip-tls-verify: true}}"),
+        };
+        let path = dir
+            .path()
+            .join(format!("kc-{}.yaml", server.len() + ca.map_or(0, str::len)));
+        std::fs::write(
+            &path,
+            format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {cluster}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  user: {{}}\n"),
+        )
+        .unwrap();
+        path
+    };
+    let status = |path: &std::path::Path| {
+        let out = run(
+            &[
+                "status",
+                "--contexts",
+                "c",
+                "--kubeconfig",
+                path.to_str().unwrap(),
+            ],
+            &[],
+        );
+        format!("{}{}", stdout(&out), stderr(&out))
+    };
+
+    // Plain HTTP (the in-process API server) where the kubeconfig says https://.
+    let server = MemoryApiServer::new();
+    let plain = server.serve_on_loopback();
+    let said = status(&kubeconfig(&format!("https://{}", plain.addr), None));
+    assert!(said.contains("does not speak TLS"), "{said}");
+
+    // A web page where the API should be.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let web = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(8) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let body = "<html><body>It works!</body></html>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let said = status(&kubeconfig(&format!("http://{web}"), None));
+    assert!(
+        said.contains("not as a Kubernetes API server") && !said.contains("expected value"),
+        "{said}"
+    );
+}

@@ -109,6 +109,10 @@ pub fn human_reason(e: &kube::Error) -> String {
             code => format!("the server answered {code} {}: {}", status.reason, status.message),
         };
     }
+    if let kube::Error::SerdeError(_) = e {
+        // It answered, with something that is not the API's JSON: not "unreachable".
+        return "the server answered, but not as a Kubernetes API server (its answer is not Kubernetes JSON: a web page, or another service at that address?)".into();
+    }
     let mut chain = vec![e.to_string()];
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -117,7 +121,11 @@ pub fn human_reason(e: &kube::Error) -> String {
     }
     let all = chain.join(": ").to_lowercase();
     let innermost = chain.last().cloned().unwrap_or_default();
-    if all.contains("connection refused") {
+    if all.contains("invalidcontenttype") || all.contains("corrupt message") {
+        "the server does not speak TLS at that address (plain HTTP where the kubeconfig says https://? check the scheme and the port)".into()
+    } else if all.contains("causedasendentity") || all.contains("ca used as end entity") {
+        "the server presents a CA certificate as its own: it needs a serving certificate signed by a CA, not the CA itself".into()
+    } else if all.contains("connection refused") {
         "connection refused: nothing listens at that address (is the cluster running?)".into()
     } else if all.contains("timed out") || all.contains("deadline has elapsed") {
         format!(
@@ -210,7 +218,9 @@ pub async fn connect(kubeconfig: Option<&Path>, context: &str) -> Result<Client,
         reason,
     };
     // The connect timeout bounds TCP and TLS; this bounds the answer to the request itself.
-    let bound = PROBE_TIMEOUT * 2;
+    // One bound for the whole first answer: a server that accepts and stays silent costs
+    // PROBE_TIMEOUT, not twice that.
+    let bound = PROBE_TIMEOUT;
     match tokio::time::timeout(bound, client.apiserver_version()).await {
         Ok(Ok(_)) => Ok(client),
         Ok(Err(e)) => Err(unreachable(human_reason(&e))),
