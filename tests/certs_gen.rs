@@ -841,3 +841,91 @@ fn a_key_readable_by_others_is_made_private_with_a_warning() {
         );
     }
 }
+
+/// Key and certificate material meshctl cannot use is named for what it is, not "not a PEM
+/// private key" or a DER parser's dump; each cause is printed once.
+#[test]
+fn unusable_keys_and_certificates_are_named_for_what_they_are() {
+    let gen_key = |args: &[&str], path: &Path| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-out", path.to_str().unwrap()]);
+        assert!(
+            Command::new("openssl")
+                .args(&all)
+                .output()
+                .unwrap()
+                .status
+                .success(),
+            "{all:?}"
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.pem");
+    gen_key(
+        &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
+        &short,
+    );
+    let encrypted = dir.path().join("encrypted.pem");
+    gen_key(
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-aes256",
+            "-pass",
+            "pass:x",
+        ],
+        &encrypted,
+    );
+    let certificate = dir.path().join("not-a-key.pem");
+    write_root(&dir.path().join("other"), -1, 30);
+    fs::copy(dir.path().join("other/root-cert.pem"), &certificate).unwrap();
+    for (key, said) in [
+        (
+            &short,
+            "is an RSA key of 1024 bits; RSA keys must have 2048 bits or more",
+        ),
+        (&encrypted, "is encrypted with a passphrase"),
+        (&certificate, "holds a CERTIFICATE, not a private key"),
+    ] {
+        let certs = dir
+            .path()
+            .join(format!("certs-{}", key.file_stem().unwrap().to_string_lossy()));
+        write_root(&certs, -1, 30);
+        fs::copy(key, certs.join("root-key.pem")).unwrap();
+        let out = meshctl(&[
+            "certs",
+            "gen",
+            "--clusters",
+            "1",
+            "--out",
+            certs.to_str().unwrap(),
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(said), "{err}");
+        assert_eq!(err.matches(said).count(), 1, "said once: {err}");
+    }
+    let damaged = dir.path().join("damaged");
+    write_root(&damaged, -1, 30);
+    fs::write(
+        damaged.join("root-cert.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIBAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let out = meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "1",
+        "--out",
+        damaged.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&out).contains("is not a readable X.509 certificate") && !stderr(&out).contains("NomError"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -218,15 +218,16 @@ pub async fn connect(kubeconfig: Option<&Path>, context: &str) -> Result<Client,
         reason,
     };
     // The connect timeout bounds TCP and TLS; this bounds the answer to the request itself.
-    // One bound for the whole first answer: a server that accepts and stays silent costs
-    // PROBE_TIMEOUT, not twice that.
-    let bound = PROBE_TIMEOUT;
+    // One bound for the whole first answer: a server that accepts and stays silent costs about
+    // PROBE_TIMEOUT, not twice that. A moment longer than the connect timeout, so a TCP or TLS
+    // handshake that never completes is named as such by the connector first.
+    let bound = PROBE_TIMEOUT + Duration::from_millis(500);
     match tokio::time::timeout(bound, client.apiserver_version()).await {
         Ok(Ok(_)) => Ok(client),
         Ok(Err(e)) => Err(unreachable(human_reason(&e))),
         Err(_) => Err(unreachable(format!(
             "it accepted the connection but did not answer within {}s",
-            bound.as_secs()
+            PROBE_TIMEOUT.as_secs()
         ))),
     }
 }

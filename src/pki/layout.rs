@@ -92,7 +92,7 @@ pub enum CertsError {
         source: io::Error,
     },
     /// Existing material is inconsistent or does not match.
-    #[error("{0}")]
+    #[error(transparent)]
     Pki(#[from] PkiError),
     /// Replacing the root would leave these clusters' intermediates signed by a root that is gone.
     #[error("replacing the root would break the chain of {}: their intermediates are signed by the current root and were not named; name every cluster (or rotate only intermediates with `meshctl certs rotate`)", clusters.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "))]

@@ -215,8 +215,7 @@ impl RootCa {
         let key = load_key(key_pem, "root-key.pem")?;
         check_key_matches(cert_pem, &key, "root-cert.pem")?;
         let cert = parse_pem_cert(cert_pem, "root-cert.pem")?;
-        let (_, x509) = x509_parser::parse_x509_certificate(&cert)
-            .map_err(|e| unusable("root-cert.pem", e.to_string()))?;
+        let (_, x509) = parse_certificate(&cert, "root-cert.pem")?;
         if !x509.is_ca() {
             return Err(unusable(
                 "root-cert.pem",
@@ -309,10 +308,8 @@ impl IntermediateCa {
         check_key_matches(&self.ca_cert_pem, &key, &format!("{}/ca-cert.pem", self.cluster))?;
         let cert_der = parse_pem_cert(&self.ca_cert_pem, "ca-cert.pem")?;
         let root_der = parse_pem_cert(root_cert_pem, "root-cert.pem")?;
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(&cert_der).map_err(|e| unusable(&what, e.to_string()))?;
-        let (_, root) =
-            x509_parser::parse_x509_certificate(&root_der).map_err(|e| unusable(&what, e.to_string()))?;
+        let (_, cert) = parse_certificate(&cert_der, &what)?;
+        let (_, root) = parse_certificate(&root_der, &what)?;
         if !cert.is_ca() {
             return Err(unusable(&what, "ca-cert.pem is not a CA certificate".into()));
         }
@@ -362,15 +359,32 @@ fn unusable(what: &str, reason: String) -> PkiError {
     }
 }
 
+/// The certificate in `der`; a damaged one is said so in words, not as the DER parser's dump.
+fn parse_certificate<'a>(
+    der: &'a [u8],
+    what: &str,
+) -> Result<(&'a [u8], x509_parser::certificate::X509Certificate<'a>), PkiError> {
+    x509_parser::parse_x509_certificate(der).map_err(|_| {
+        unusable(
+            what,
+            "is not a readable X.509 certificate (its contents are damaged or cut short)".into(),
+        )
+    })
+}
+
 fn parse_pem_cert(pem_text: &str, what: &str) -> Result<Vec<u8>, PkiError> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes())
-        .map_err(|e| unusable(what, format!("no PEM certificate ({e})")))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes()).map_err(|_| {
+        unusable(
+            what,
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        )
+    })?;
     Ok(pem.contents)
 }
 
 /// Loads a PEM private key (PKCS#8, PKCS#1 or SEC1). RSA keys sign with SHA-256.
 pub fn load_key(pem: &str, what: &str) -> Result<KeyPair, PkiError> {
-    let key = KeyPair::from_pem(pem).map_err(|e| unusable(what, format!("not a PEM private key ({e})")))?;
+    let key = KeyPair::from_pem(pem).map_err(|e| unusable(what, why_no_key(pem, &e.to_string())))?;
     if key.is_compatible(&PKCS_RSA_SHA256) && key.algorithm() != &PKCS_RSA_SHA256 {
         return KeyPair::from_pem_and_sign_algo(pem, &PKCS_RSA_SHA256)
             .map_err(|e| unusable(what, format!("RSA key cannot sign with SHA-256 ({e})")));
@@ -378,10 +392,83 @@ pub fn load_key(pem: &str, what: &str) -> Result<KeyPair, PkiError> {
     Ok(key)
 }
 
+/// Why `pem` gave no usable key, in the user's terms: an encrypted key, a PEM block that is not a
+/// key, an RSA key too short for the crypto library (2048 bits at least), or the parser's word.
+fn why_no_key(pem: &str, parser_said: &str) -> String {
+    let label = pem
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("-----BEGIN ")?.strip_suffix("-----"))
+        .unwrap_or("");
+    match label {
+        "" => "holds no PEM block (-----BEGIN PRIVATE KEY-----)".into(),
+        "ENCRYPTED PRIVATE KEY" => "is encrypted with a passphrase; istiod reads cacerts keys unencrypted, and so does meshctl: decrypt it (`openssl pkey -in root-key.pem -out root-key.pem.plain`) and keep it 0600".into(),
+        "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY" => match rsa_modulus_bits(pem) {
+            Some(bits) if bits < 2048 => format!(
+                "is an RSA key of {bits} bits; RSA keys must have 2048 bits or more (Istio's own tooling makes 4096)"
+            ),
+            _ => format!("is a private key meshctl cannot read ({parser_said})"),
+        },
+        other => format!("holds a {other}, not a private key"),
+    }
+}
+
+/// The modulus size of an RSA private key in PEM (PKCS#1 or PKCS#8), read from its DER.
+fn rsa_modulus_bits(pem: &str) -> Option<usize> {
+    use base64::Engine as _;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .ok()?;
+    // One DER element at `at`: (tag, start of contents, end of contents).
+    fn element(der: &[u8], at: usize) -> Option<(u8, usize, usize)> {
+        let tag = *der.get(at)?;
+        let first = *der.get(at + 1)? as usize;
+        let (len, start) = if first < 0x80 {
+            (first, at + 2)
+        } else {
+            let n = first & 0x7f;
+            let bytes = der.get(at + 2..at + 2 + n)?;
+            (
+                bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize),
+                at + 2 + n,
+            )
+        };
+        Some((tag, start, start + len))
+    }
+    // PKCS#1 RSAPrivateKey: SEQUENCE { version INTEGER, modulus INTEGER, … }.
+    let modulus = |der: &[u8]| -> Option<usize> {
+        let (_, seq, _) = element(der, 0)?;
+        let (_, _, after_version) = element(der, seq)?;
+        let (tag, start, end) = element(der, after_version)?;
+        (tag == 0x02).then(|| {
+            let digits = &der[start..end];
+            let skip = digits.iter().take_while(|b| **b == 0).count();
+            (digits.len() - skip) * 8
+        })
+    };
+    let (_, seq, _) = element(&der, 0)?;
+    let (_, _, after_version) = element(&der, seq)?;
+    match element(&der, after_version)? {
+        // PKCS#8: version, AlgorithmIdentifier (a SEQUENCE), then the PKCS#1 key in an OCTET STRING.
+        (0x30, _, after_algorithm) => {
+            const RSA_OID: [u8; 11] = [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+            if !der[after_version..after_algorithm]
+                .windows(RSA_OID.len())
+                .any(|w| w == RSA_OID)
+            {
+                return None;
+            }
+            let (tag, start, end) = element(&der, after_algorithm)?;
+            (tag == 0x04).then(|| modulus(&der[start..end])).flatten()
+        }
+        _ => modulus(&der),
+    }
+}
+
 fn check_key_matches(cert_pem: &str, key: &KeyPair, what: &str) -> Result<(), PkiError> {
     use rcgen::PublicKeyData;
     let der = parse_pem_cert(cert_pem, what)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| unusable(what, e.to_string()))?;
+    let (_, cert) = parse_certificate(&der, what)?;
     if cert.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
         return Err(unusable(
             what,
@@ -408,7 +495,7 @@ pub struct CertFacts {
 /// Subject, serial and expiry of the first certificate in `pem`.
 pub fn cert_facts(pem: &str, what: &str) -> Result<CertFacts, PkiError> {
     let der = parse_pem_cert(pem, what)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| unusable(what, e.to_string()))?;
+    let (_, cert) = parse_certificate(&der, what)?;
     let not_after = cert.validity().not_after.to_datetime();
     Ok(CertFacts {
         subject: cert.subject().to_string(),
