@@ -522,3 +522,26 @@ fn servers_that_answer_wrongly_are_named_by_what_they_did() {
         "{said}"
     );
 }
+
+/// A context name clash is found in every file KUBECONFIG merges, not only in the one meshctl
+/// writes to: a `cluster1` context in the second file would be shadowed by meshctl's.
+#[test]
+fn a_context_clash_in_any_file_kubeconfig_lists_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.yaml");
+    let second = dir.path().join("second.yaml");
+    std::fs::write(
+        &second,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: theirs\n  cluster: {server: 'https://10.0.0.1:6443'}\ncontexts:\n- name: cluster1\n  context: {cluster: theirs, user: theirs}\nusers:\n- name: theirs\n  user: {}\n",
+    )
+    .unwrap();
+    let list = format!("{}:{}", first.display(), second.display());
+    let out = run(&["up", "--clusters", "1"], &[("KUBECONFIG", &list)]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("second.yaml") && stderr(&out).contains("context named `cluster1`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!first.exists(), "nothing written");
+}

@@ -31,7 +31,7 @@ fn three_cluster_plan_is_written_with_phase_ordered_folders_and_converges() {
         "ecdsa-p256",
     ]));
     assert!(
-        listing.contains("08-remote-secrets") && listing.contains("nothing was changed"),
+        listing.contains("08-remote-secrets") && listing.contains("no cluster was touched"),
         "{listing}"
     );
     // The plan shows the CA the real `up` will use: the work dir's, not a throwaway one in OUT.

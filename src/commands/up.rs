@@ -156,13 +156,15 @@ async fn dry_run_to(mesh: &Mesh, phases: Vec<Phase>, args: &UpArgs, resolved: &R
             let files = plan.artifacts.len() + verify.len() + 2;
             writeln!(
                 stdout,
-                "\nplan written to `{}` ({files} files); nothing was changed",
+                "\nplan written to `{}` ({files} files); no cluster was touched",
                 out.display()
             )?;
             if plan.phases.iter().any(|p| p.phase == Phase::Certs) {
+                // The plan holds the clusters' cacerts, so the CAs exist now (made by this run
+                // if they did not): said, not hidden behind "nothing was changed".
                 writeln!(
                     stdout,
-                    "certificates: `{}` (the same CA `meshctl up` will use)",
+                    "certificates: `{}` (kept, or created by this run where missing: the CA `meshctl up` will use)",
                     resolved.certs_dir.display()
                 )?;
             }
@@ -287,13 +289,30 @@ fn preflight(
             Default::default()
         };
         let names: Vec<String> = mesh.clusters.iter().map(|c| c.context.clone()).collect();
-        let taken = kubeconfig::foreign_entries(target, &names, &owned)
-            .with_context(|| format!("preflight: the kubeconfig `{}` cannot be used", target.display()))?;
-        if let Some((list, name)) = taken.first() {
-            bail!(
-                "preflight: the kubeconfig `{}` already has a {list} named `{name}` that meshctl did not create; meshctl never overwrites or deletes it\nhint: keep meshctl's contexts in another file with `--kubeconfig FILE`, or rename yours first (`kubectl config rename-context {name} <new-name>`)",
-                target.display()
-            );
+        // Every file the user's tools merge counts: with KUBECONFIG=a:b, meshctl writes into `a`,
+        // and a context of the same name in `b` would be shadowed by meshctl's (the first file
+        // wins), as good as overwritten.
+        let merged: Vec<PathBuf> = match (kubeconfig_flag, std::env::var_os("KUBECONFIG")) {
+            (None, Some(list)) => std::env::split_paths(&list)
+                .filter(|p| !p.as_os_str().is_empty() && p.exists())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let files = std::iter::once(target.to_path_buf()).chain(merged.into_iter().filter(|p| p != target));
+        for file in files {
+            let owned_here = if file == target {
+                owned.clone()
+            } else {
+                Default::default()
+            };
+            let taken = kubeconfig::foreign_entries(&file, &names, &owned_here)
+                .with_context(|| format!("preflight: the kubeconfig `{}` cannot be used", file.display()))?;
+            if let Some((list, name)) = taken.first() {
+                bail!(
+                    "preflight: the kubeconfig `{}` already has a {list} named `{name}` that meshctl did not create; meshctl never overwrites, shadows or deletes it\nhint: keep meshctl's contexts in another file with `--kubeconfig FILE`, or rename yours first (`kubectl config rename-context {name} <new-name>`)",
+                    file.display()
+                );
+            }
         }
     }
     if phases.contains(&Phase::Metallb)
