@@ -545,3 +545,25 @@ fn a_context_clash_in_any_file_kubeconfig_lists_is_refused() {
     );
     assert!(!first.exists(), "nothing written");
 }
+
+/// doctor says each missing tool's install hint once, on its own line.
+#[test]
+fn doctor_says_each_hint_once() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = run(
+        &["doctor", "--clusters", "1"],
+        &[("PATH", empty.path().to_str().unwrap())],
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    for tool in ["kind", "istioctl"] {
+        assert!(
+            text.contains(&format!("`{tool}` was not found on PATH")),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches(&format!("hint: install {tool}")).count(),
+            1,
+            "{text}"
+        );
+    }
+}

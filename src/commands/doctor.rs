@@ -69,7 +69,7 @@ pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
         Err(e) => findings.push(finding(
             "docker",
             "fail",
-            e.to_string(),
+            e.without_hint(),
             crate::tools::install_hint("docker"),
         )),
     }
@@ -84,7 +84,7 @@ pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
         Err(e) => findings.push(finding(
             "kind",
             "fail",
-            e.to_string(),
+            e.without_hint(),
             crate::tools::install_hint("kind"),
         )),
     }
@@ -101,7 +101,7 @@ pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
         Err(e) => findings.push(finding(
             "istioctl",
             "fail",
-            e.to_string(),
+            e.without_hint(),
             crate::tools::install_hint("istioctl"),
         )),
     }

@@ -13,6 +13,17 @@ use tokio::io::AsyncWriteExt;
 
 use crate::versions;
 
+impl ToolError {
+    /// What happened, without the install hint a `NotFound` carries: for callers that show the
+    /// hint on a line of its own (`doctor`), so it is not said twice.
+    pub fn without_hint(&self) -> String {
+        match self {
+            ToolError::NotFound { program, .. } => format!("`{program}` was not found on PATH"),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Why a program did not do its job.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
