@@ -101,7 +101,7 @@ impl FromStr for Phase {
 
 /// A condition a step waits for (with the run's timeout), watched rather than polled where possible.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "condition", rename_all = "kebab-case")]
+#[serde(tag = "condition", rename_all = "kebab-case", rename_all_fields = "camelCase")]
 pub enum Condition {
     /// Every node reports Ready.
     NodesReady,
@@ -174,7 +174,7 @@ impl std::fmt::Display for Condition {
 
 /// One thing to do in one cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "do", rename_all = "kebab-case")]
+#[serde(tag = "do", rename_all = "kebab-case", rename_all_fields = "camelCase")]
 pub enum Step {
     /// `kind create cluster` from a rendered config; a kind cluster of that name that already
     /// exists is reused (and never deleted by `down`: meshctl did not create it).

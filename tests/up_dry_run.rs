@@ -375,7 +375,7 @@ fn version_and_completions_work() {
     );
     let json: serde_json::Value =
         serde_json::from_str(ok(meshctl(&["version", "-o", "json"])).trim()).unwrap();
-    assert_eq!(json["kind_node_image"], meshctl::versions::KIND_NODE_IMAGE);
+    assert_eq!(json["kindNodeImage"], meshctl::versions::KIND_NODE_IMAGE);
     for shell in ["bash", "zsh", "fish"] {
         let script = ok(meshctl(&["completions", shell]));
         assert!(
@@ -411,4 +411,42 @@ fn a_link_inside_the_plan_folder_is_never_followed() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(there, ["keep.txt"], "nothing written or removed through the link");
+}
+
+/// Every key meshctl writes as JSON is camelCase, Kubernetes' own style: `plan.json` (steps
+/// included) and `version -o json`.
+#[test]
+fn json_keys_are_camel_case_everywhere() {
+    fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map {
+                    out.push(k.clone());
+                    keys(child, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| keys(i, out)),
+            _ => {}
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("plan");
+    ok(meshctl(&[
+        "up",
+        "--config",
+        "docs/examples/primary-remote.yaml",
+        "--dry-run",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let version: serde_json::Value = serde_json::from_str(&ok(meshctl(&["version", "-o", "json"]))).unwrap();
+    for doc in [read_json(&out.join("plan.json")), version] {
+        let mut all = Vec::new();
+        keys(&doc, &mut all);
+        let snake: Vec<&String> = all
+            .iter()
+            .filter(|k| k.contains('_') && !k.contains('/'))
+            .collect();
+        assert!(snake.is_empty(), "{snake:?}");
+    }
 }

@@ -105,7 +105,7 @@ fn version(output: OutputFormat) -> Result<Exit> {
         OutputFormat::Json => {
             let map: serde_json::Map<_, _> = summary
                 .into_iter()
-                .map(|(k, v)| (k.replace(' ', "_"), serde_json::Value::String(v)))
+                .map(|(k, v)| (camel_case(&k), serde_json::Value::String(v)))
                 .collect();
             writeln!(out, "{}", serde_json::Value::Object(map))?;
         }
@@ -116,6 +116,21 @@ fn version(output: OutputFormat) -> Result<Exit> {
         }
     }
     Ok(Exit::Success)
+}
+
+/// `kind node image` → `kindNodeImage`: JSON keys in one style everywhere, Kubernetes' own.
+fn camel_case(words: &str) -> String {
+    let mut out = String::new();
+    for (i, word) in words.split([' ', '_', '-']).filter(|w| !w.is_empty()).enumerate() {
+        let mut chars = word.chars();
+        if i == 0 {
+            out.push_str(word);
+        } else if let Some(first) = chars.next() {
+            out.extend(first.to_uppercase());
+            out.push_str(chars.as_str());
+        }
+    }
+    out
 }
 
 /// How a reporting command reports for `-o`.
