@@ -105,7 +105,7 @@ fn version(output: OutputFormat) -> Result<Exit> {
         OutputFormat::Json => {
             let map: serde_json::Map<_, _> = summary
                 .into_iter()
-                .map(|(k, v)| (camel_case(&k), serde_json::Value::String(v)))
+                .map(|(k, v)| (camel_case(k), serde_json::Value::String(v)))
                 .collect();
             writeln!(out, "{}", serde_json::Value::Object(map))?;
         }
