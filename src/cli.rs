@@ -107,6 +107,19 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Output format of commands that print one document (`status`, `doctor`, `certs status`,
+/// `version`): as kubectl prints objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum DocumentFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// The document as JSON, on one line.
+    Json,
+    /// The document as YAML.
+    Yaml,
+}
+
 fn phase_parser() -> impl TypedValueParser<Value = Phase> {
     PossibleValuesParser::new(Phase::ALL.map(Phase::name))
         .map(|s| s.parse::<Phase>().expect("listed names parse"))
@@ -269,7 +282,7 @@ pub struct StatusArgs {
     pub topology: TopologyArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
-    pub output: OutputFormat,
+    pub output: DocumentFormat,
 }
 
 /// `meshctl verify`.
@@ -346,7 +359,7 @@ pub struct CertsStatusArgs {
     pub warn_days: u32,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
-    pub output: OutputFormat,
+    pub output: DocumentFormat,
 }
 
 /// `meshctl certs rotate`.
@@ -467,7 +480,7 @@ pub struct DoctorArgs {
     pub topology: TopologyArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
-    pub output: OutputFormat,
+    pub output: DocumentFormat,
 }
 
 /// `meshctl diagnose`.
@@ -503,7 +516,7 @@ pub struct CompletionsArgs {
 pub struct VersionArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
-    pub output: OutputFormat,
+    pub output: DocumentFormat,
 }
 
 /// `--clusters N`: a whole number; a negative one is named as such instead of being taken for a

@@ -567,3 +567,33 @@ fn doctor_says_each_hint_once() {
         );
     }
 }
+
+/// `-o yaml` where kubectl offers it: the document commands print their document as YAML.
+#[test]
+fn document_commands_print_yaml() {
+    let server = MemoryApiServer::new();
+    let loopback = server.serve_on_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    std::fs::write(&kubeconfig, loopback.kubeconfig("east")).unwrap();
+    for (args, key) in [
+        (
+            vec![
+                "status",
+                "--contexts",
+                "east",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "-o",
+                "yaml",
+            ],
+            "ready",
+        ),
+        (vec!["version", "-o", "yaml"], "kindNodeImage"),
+    ] {
+        let out = run(&args, &[]);
+        let doc: serde_json::Value = serde_saphyr::from_str(&stdout(&out))
+            .unwrap_or_else(|e| panic!("{args:?}: not YAML ({e}): {}", stdout(&out)));
+        assert!(doc.get(key).is_some(), "{args:?}: {doc}");
+    }
+}

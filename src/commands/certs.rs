@@ -9,7 +9,7 @@ use kube::api::Api;
 use serde::Serialize;
 
 use super::{Exit, UsageError};
-use crate::cli::{CertsGenArgs, CertsRotateArgs, CertsStatusArgs, OutputFormat};
+use crate::cli::{CertsGenArgs, CertsRotateArgs, CertsStatusArgs, DocumentFormat, OutputFormat};
 use crate::kube::apply::{self, Applier};
 use crate::kube::{Clients, wait};
 use crate::mesh_dir::MeshDir;
@@ -232,13 +232,11 @@ pub(super) async fn status(args: CertsStatusArgs, workdir: &Path, kubeconfig: Op
     let shared = roots.len() <= 1;
     let statuses: Vec<&CaStatus> = results.iter().map(|(s, _)| s).collect();
     let healthy = shared && statuses.iter().all(|s| s.problems.is_empty());
+    let doc = serde_json::json!({"meshID": mesh.mesh_id, "certsDir": dir, "sharedRoot": shared,
+        "healthy": healthy, "clusters": statuses});
     match args.output {
-        OutputFormat::Json => {
-            let doc = serde_json::json!({"meshID": mesh.mesh_id, "certsDir": dir, "sharedRoot": shared,
-                "healthy": healthy, "clusters": statuses});
-            println!("{}", serde_json::to_string(&doc)?);
-        }
-        OutputFormat::Text => {
+        DocumentFormat::Json | DocumentFormat::Yaml => super::print_document(args.output, &doc)?,
+        DocumentFormat::Text => {
             println!(
                 "{:<10} {:<34} {:<34} {:<10} {:>5}  {:<6} ROOT",
                 "CLUSTER", "INTERMEDIATE", "SERIAL", "NOT AFTER", "DAYS", "CHAIN"

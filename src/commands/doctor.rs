@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::Exit;
-use crate::cli::{DoctorArgs, OutputFormat};
+use crate::cli::{DoctorArgs, DocumentFormat};
 use crate::tools::ProcessRunner;
 use crate::tools::docker::Docker;
 use crate::tools::istioctl::{self, Istioctl};
@@ -183,11 +183,11 @@ pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
     }
     let failed = findings.iter().any(|f| f.state == "fail");
     match args.output {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string(&serde_json::json!({"ok": !failed, "checks": findings}))?
-        ),
-        OutputFormat::Text => {
+        DocumentFormat::Json | DocumentFormat::Yaml => super::print_document(
+            args.output,
+            &serde_json::json!({"ok": !failed, "checks": findings}),
+        )?,
+        DocumentFormat::Text => {
             for f in &findings {
                 let mark = match f.state {
                     "ok" => "✓",

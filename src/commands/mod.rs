@@ -98,18 +98,28 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     }
 }
 
-fn version(output: OutputFormat) -> Result<Exit> {
-    let summary = versions::summary();
+/// A document on stdout: JSON on one line (a script reads it by line), or YAML.
+fn print_document(format: crate::cli::DocumentFormat, doc: &serde_json::Value) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    match format {
+        crate::cli::DocumentFormat::Yaml => write!(out, "{}", serde_saphyr::to_string(doc)?)?,
+        _ => writeln!(out, "{}", serde_json::to_string(doc)?)?,
+    }
+    Ok(())
+}
+
+fn version(output: crate::cli::DocumentFormat) -> Result<Exit> {
+    let summary = versions::summary();
     match output {
-        OutputFormat::Json => {
+        crate::cli::DocumentFormat::Json | crate::cli::DocumentFormat::Yaml => {
             let map: serde_json::Map<_, _> = summary
                 .into_iter()
                 .map(|(k, v)| (camel_case(k), serde_json::Value::String(v)))
                 .collect();
-            writeln!(out, "{}", serde_json::Value::Object(map))?;
+            print_document(output, &serde_json::Value::Object(map))?;
         }
-        OutputFormat::Text => {
+        crate::cli::DocumentFormat::Text => {
+            let mut out = std::io::stdout().lock();
             for (name, value) in summary {
                 writeln!(out, "{name:<16} {value}")?;
             }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::{Exit, UsageError};
-use crate::cli::{OutputFormat, StatusArgs};
+use crate::cli::{DocumentFormat, StatusArgs};
 use crate::kube::Clients;
 use crate::mesh_dir::MeshDir;
 use crate::pki::layout;
@@ -205,16 +205,11 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
     checks.sort_by_key(|c| mesh.clusters.iter().position(|m| m.name == c.cluster));
     let all_ready = checks.iter().all(|c| c.state == "ready");
     match args.output {
-        OutputFormat::Json => {
-            println!(
-                "{}",
-                // One object on one line, as `-o json` promises (a stream a script reads by line).
-                serde_json::to_string(
-                    &serde_json::json!({"meshID": mesh.mesh_id, "ready": all_ready, "checks": checks})
-                )?
-            );
-        }
-        OutputFormat::Text => {
+        DocumentFormat::Json | DocumentFormat::Yaml => super::print_document(
+            args.output,
+            &serde_json::json!({"meshID": mesh.mesh_id, "ready": all_ready, "checks": checks}),
+        )?,
+        DocumentFormat::Text => {
             println!("{:<10} {:<15} {:<11} DETAIL", "CLUSTER", "PHASE", "STATE");
             for c in &checks {
                 println!("{:<10} {:<15} {:<11} {}", c.cluster, c.phase, c.state, c.detail);
