@@ -123,3 +123,45 @@ async fn applying_the_same_batch_again_changes_nothing() {
     let again = applier.apply_yaml(&docs, "failover.yaml").await.unwrap();
     assert!(again.iter().all(|a| a.change == Change::Unchanged), "{again:?}");
 }
+
+/// An API server that does not answer is asked once per command, however many phases and probes
+/// ask for its client (each ask used to cost the probe's bound again); `forget` asks anew.
+#[tokio::test]
+async fn an_api_server_that_does_not_answer_is_asked_once_per_command() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        // Accepts, then hangs up at once: a server that never answers a request.
+        for stream in listener.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://{addr}'}}\ncontexts:\n- name: stuck\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  user: {{}}\n"),
+    )
+    .unwrap();
+    let clients = meshctl::kube::Clients::new(Some(&kubeconfig));
+    let (a, b) = tokio::join!(clients.get("stuck"), clients.get("stuck"));
+    let c = clients.get("stuck").await;
+    for result in [a, b, c] {
+        assert!(
+            matches!(result, Err(KubeError::Unreachable { .. })),
+            "{:?}",
+            result.err()
+        );
+    }
+    let asked = accepted.load(Ordering::SeqCst);
+    assert!(asked >= 1, "it was asked");
+    clients.forget("stuck");
+    let _ = clients.get("stuck").await;
+    assert!(accepted.load(Ordering::SeqCst) > asked, "forget asks anew");
+    // One connection attempt per ask at most the connector's own retries: not one per caller.
+    assert!(asked <= 2, "asked {asked} times for three callers");
+}

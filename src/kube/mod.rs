@@ -233,12 +233,17 @@ pub async fn connect(kubeconfig: Option<&Path>, context: &str) -> Result<Client,
 }
 
 /// One client per context for a whole command, each connected (and probed) once, however many
-/// phases and clusters ask for it; contexts connect in parallel. A failed connection is not kept:
-/// the next ask tries again (a kind cluster may have been created since).
+/// phases and clusters ask for it; contexts connect in parallel. An API server that did not answer
+/// is asked once per command: every later ask (every phase's probe, the run after them) gets the
+/// same answer at once. Other failures (a context not in the kubeconfig yet) are tried again, and
+/// [`Clients::forget`] clears both (a kind cluster created since).
 #[derive(Default)]
 pub struct Clients {
     kubeconfig: Option<PathBuf>,
     cells: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Client>>>>,
+    /// Contexts whose API server did not answer in this command: `(server, reason)`. Asked again,
+    /// they fail at once instead of costing the probe's bound once more per phase.
+    unreachable: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl Clients {
@@ -247,6 +252,7 @@ impl Clients {
         Clients {
             kubeconfig: kubeconfig.map(Path::to_path_buf),
             cells: Mutex::default(),
+            unreachable: Mutex::default(),
         }
     }
 
@@ -264,14 +270,34 @@ impl Clients {
             .entry(context.to_string())
             .or_default()
             .clone();
-        cell.get_or_try_init(|| connect(self.kubeconfig.as_deref(), context))
-            .await
-            .cloned()
+        cell.get_or_try_init(|| async {
+            // Waiters behind a failed first try land here too: they get its answer, not a try of
+            // their own against the same silent server.
+            if let Some((server, reason)) = self.unreachable.lock().expect("clients lock").get(context) {
+                return Err(KubeError::Unreachable {
+                    context: context.to_string(),
+                    server: server.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            let connected = connect(self.kubeconfig.as_deref(), context).await;
+            if let Err(KubeError::Unreachable { server, reason, .. }) = &connected {
+                self.unreachable
+                    .lock()
+                    .expect("clients lock")
+                    .insert(context.to_string(), (server.clone(), reason.clone()));
+            }
+            connected
+        })
+        .await
+        .cloned()
     }
 
-    /// Forgets `context`'s client (its kubeconfig entry was just rewritten).
+    /// Forgets `context`'s client, or that it did not answer (its kubeconfig entry was just
+    /// rewritten: a cluster created again).
     pub fn forget(&self, context: &str) {
         self.cells.lock().expect("clients lock").remove(context);
+        self.unreachable.lock().expect("clients lock").remove(context);
     }
 }
 
