@@ -68,8 +68,9 @@ pub struct TopologyArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "contexts")]
     pub config: Option<PathBuf>,
 
-    /// Use existing clusters, one per kubeconfig context (comma-separated).
-    #[arg(long, value_name = "CTX,..", value_delimiter = ',')]
+    /// Use existing clusters, one per kubeconfig context (comma-separated; `--context CTX`, as
+    /// kubectl spells it, for one).
+    #[arg(long, visible_alias = "context", value_name = "CTX,..", value_delimiter = ',')]
     pub contexts: Vec<String>,
 
     /// Mesh ID shared by every cluster.
@@ -263,8 +264,14 @@ pub struct DownArgs {
     /// The mesh `up --config FILE` made (its `meshID`); with --uninstall, also its clusters.
     #[arg(long, value_name = "FILE", conflicts_with = "contexts")]
     pub config: Option<PathBuf>,
-    /// With --uninstall: the clusters, one per kubeconfig context.
-    #[arg(long, value_name = "CTX,..", value_delimiter = ',', requires = "uninstall")]
+    /// With --uninstall: the clusters, one per kubeconfig context (`--context` for one).
+    #[arg(
+        long,
+        visible_alias = "context",
+        value_name = "CTX,..",
+        value_delimiter = ',',
+        requires = "uninstall"
+    )]
     pub contexts: Vec<String>,
     /// Do not ask for confirmation (needed with --uninstall when not on a terminal).
     #[arg(long, short = 'y')]

@@ -597,3 +597,36 @@ fn document_commands_print_yaml() {
         assert!(doc.get(key).is_some(), "{args:?}: {doc}");
     }
 }
+
+/// `--context CTX`, as kubectl spells it, names the one cluster where a command takes contexts.
+#[test]
+fn context_names_one_cluster_as_in_kubectl() {
+    let server = MemoryApiServer::new();
+    let loopback = server.serve_on_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    std::fs::write(&kubeconfig, loopback.kubeconfig("east")).unwrap();
+    let out = run(
+        &[
+            "status",
+            "--context",
+            "east",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(stdout(&out).trim()).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    assert!(
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["cluster"] == "cluster1"),
+        "{doc}"
+    );
+    assert!(!server.requests().is_empty(), "the context named was asked");
+}
