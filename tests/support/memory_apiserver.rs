@@ -120,6 +120,19 @@ struct State {
     requests: Vec<String>,
 }
 
+impl State {
+    /// Keeps `object` under `key` and records the watch event of the change (ADDED or MODIFIED).
+    fn store(&mut self, key: Key, object: Value) {
+        let event = if self.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.objects.insert(key.clone(), object.clone());
+        self.history.push((key, json!({"type": event, "object": object})));
+    }
+}
+
 /// The server. Clone it into as many clients as a test needs; they share one store.
 #[derive(Clone)]
 pub struct MemoryApiServer {
@@ -191,15 +204,7 @@ impl MemoryApiServer {
         let mut object = object;
         object["metadata"]["resourceVersion"] = json!(state.revision.to_string());
         let key = (api_version, plural, namespace, name);
-        let event = if state.objects.contains_key(&key) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        state.objects.insert(key.clone(), object.clone());
-        state
-            .history
-            .push((key, json!({"type": event, "object": object})));
+        state.store(key, object);
         drop(state);
         self.changed.notify_waiters();
     }
@@ -810,11 +815,7 @@ impl MemoryApiServer {
                 }
             }
         }
-        let event = if before.is_some() { "MODIFIED" } else { "ADDED" };
-        state.objects.insert(key.clone(), object.clone());
-        state
-            .history
-            .push((key, json!({"type": event, "object": object})));
+        state.store(key, object.clone());
         drop(state);
         self.changed.notify_waiters();
         json_response(if before.is_some() { 200 } else { 201 }, &object)
