@@ -340,16 +340,8 @@ async fn istiod_through_service_proxy(shared: &Shared, path: &str) -> Response<B
 /// refuses the connection, as nothing listens on it.
 async fn port_forward(shared: &Shared, mut req: Request<Incoming>) -> Response<Body> {
     use k8s_openapi::api::core::v1::Pod;
-    let segments: Vec<String> = req
-        .uri()
-        .path()
-        .trim_matches('/')
-        .split('/')
-        .map(String::from)
-        .collect();
-    let (namespace, name) = match segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["api", "v1", "namespaces", ns, "pods", pod, "portforward"] => (ns.to_string(), pod.to_string()),
-        _ => return status(404, "NotFound", "not a port-forward path"),
+    let Some((namespace, name)) = pod_subresource(req.uri().path(), "portforward") else {
+        return status(404, "NotFound", "not a port-forward path");
     };
     let pod = match kube::Api::<Pod>::namespaced(shared.upstream.clone(), &namespace)
         .get_opt(&name)
@@ -390,18 +382,20 @@ async fn port_forward(shared: &Shared, mut req: Request<Incoming>) -> Response<B
     }
 }
 
+/// `(namespace, pod)` of `/api/v1/namespaces/<ns>/pods/<pod>/<subresource>`.
+fn pod_subresource(path: &str, subresource: &str) -> Option<(String, String)> {
+    match path.trim_matches('/').split('/').collect::<Vec<_>>().as_slice() {
+        ["api", "v1", "namespaces", ns, "pods", pod, sub] if *sub == subresource => {
+            Some((ns.to_string(), pod.to_string()))
+        }
+        _ => None,
+    }
+}
+
 /// `pods/<name>/exec` over WebSocket.
 fn exec(shared: &Shared, mut req: Request<Incoming>) -> Response<Body> {
-    let segs: Vec<String> = req
-        .uri()
-        .path()
-        .trim_matches('/')
-        .split('/')
-        .map(String::from)
-        .collect();
-    let (namespace, pod) = match segs.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["api", "v1", "namespaces", ns, "pods", pod, "exec"] => (ns.to_string(), pod.to_string()),
-        _ => return status(404, "NotFound", "not an exec path"),
+    let Some((namespace, pod)) = pod_subresource(req.uri().path(), "exec") else {
+        return status(404, "NotFound", "not an exec path");
     };
     let query = req.uri().query().unwrap_or_default().to_string();
     let request = ExecRequest {
