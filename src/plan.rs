@@ -1,8 +1,8 @@
 //! The plan: what `up` will do, as data. Pure: building a plan touches nothing outside the process.
 //!
 //! A plan is phases × clusters × steps, plus the artifacts (rendered manifests) the steps refer to
-//! by path. `--dry-run` writes it to disk; the executor runs it with one `match` over [`Step`];
-//! tests snapshot it. Facts that only exist at run time (a token, a container IP) are not in the plan:
+//! by path. `--dry-run` writes it to disk; the executor runs it; tests snapshot it. These are the
+//! types the phases plan with; [`crate::planner`], above the phases, puts a plan together. Facts that only exist at run time (a token, a container IP) are not in the plan:
 //! the steps that need them say where they come from.
 
 use std::collections::BTreeMap;
@@ -12,10 +12,9 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use crate::ipam::Pool;
-use crate::phases;
 use crate::pki::IntermediateCa;
 use crate::render::{self, RenderError};
-use crate::topology::{Cluster, Mesh, Provider, Role};
+use crate::topology::{Cluster, Mesh, Provider};
 
 /// One phase of `up`, in the order they run (reference section 12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -438,34 +437,6 @@ pub enum PlanError {
     },
 }
 
-/// The phases `up` runs for `provider`, after `--only` and `--skip`.
-pub fn select_phases(provider: Provider, only: &[Phase], skip: &[Phase]) -> Result<Vec<Phase>, PlanError> {
-    let kind_only = [Phase::Clusters, Phase::Routes];
-    if provider == Provider::Existing
-        && let Some(p) = only.iter().find(|p| kind_only.contains(p))
-    {
-        return Err(PlanError::Selection(format!(
-            "phase `{p}` creates kind clusters, but these clusters already exist (--contexts or `provider: existing`)"
-        )));
-    }
-    let wanted = |p: &Phase| {
-        if !only.is_empty() {
-            only.contains(p)
-        } else {
-            // Existing clusters bring their own LoadBalancer implementation unless asked otherwise.
-            provider == Provider::Kind || !matches!(p, Phase::Clusters | Phase::Metallb | Phase::Routes)
-        }
-    };
-    let phases: Vec<Phase> = Phase::ALL
-        .into_iter()
-        .filter(|p| wanted(p) && !skip.contains(p))
-        .collect();
-    if phases.is_empty() {
-        return Err(PlanError::Selection("--only/--skip leave no phase to run".into()));
-    }
-    Ok(phases)
-}
-
 /// Collects the steps and artifacts of one cluster in one phase.
 pub struct PhaseBuilder<'a> {
     /// The whole input.
@@ -481,6 +452,23 @@ pub struct PhaseBuilder<'a> {
 }
 
 impl<'a> PhaseBuilder<'a> {
+    /// An empty builder for `phase` in the cluster at `index`.
+    pub fn new(input: &'a PlanInput<'a>, index: usize, phase: Phase) -> PhaseBuilder<'a> {
+        PhaseBuilder {
+            input,
+            index,
+            cluster: &input.mesh.clusters[index],
+            phase,
+            steps: Vec::new(),
+            artifacts: Vec::new(),
+        }
+    }
+
+    /// What the phase planned: its steps and the files they refer to.
+    pub fn finish(self) -> (Vec<Step>, Vec<Artifact>) {
+        (self.steps, self.artifacts)
+    }
+
     /// Renders `template` into `<cluster>/<NN-phase>/<file>` and returns that path.
     pub fn render<C: Serialize>(
         &mut self,
@@ -519,108 +507,9 @@ impl<'a> PhaseBuilder<'a> {
     }
 }
 
-/// When phase `phase` runs in `cluster`, as a sort key: a phase's position, except that a remote's
-/// control plane follows its primary's, as Istio's primary-remote install does it: the remote's
-/// `istio` after the primaries' `expose` (it needs the primary's east-west gateway address and
-/// istiod exposed through it), and its `eastwest` and `expose` after `remote-secrets` (its
-/// gateway's pods are injected by the primary's istiod, which serves the remote only once it holds
-/// the remote's secret). Docs: "Install Primary-Remote on different networks".
-fn stage(phase: Phase, cluster: &Cluster) -> usize {
-    let at = |p: Phase| p.ordinal() * 10;
-    match (cluster.role, phase) {
-        (Role::Remote, Phase::Istio) => at(Phase::Expose) + 5,
-        (Role::Remote, Phase::Eastwest) => at(Phase::RemoteSecrets) + 5,
-        (Role::Remote, Phase::Expose) => at(Phase::RemoteSecrets) + 6,
-        _ => at(phase),
-    }
-}
-
-/// Builds the plan for `input`: one entry per phase and stage, holding the clusters with work in
-/// it (all clusters in one entry per phase, unless the mesh has remotes).
-pub fn build(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
-    let mesh = input.mesh;
-    let mut artifacts = Vec::new();
-    let mut staged: BTreeMap<usize, PhasePlan> = BTreeMap::new();
-    for &phase in &input.phases {
-        for (index, cluster) in mesh.clusters.iter().enumerate() {
-            let mut builder = PhaseBuilder {
-                input,
-                index,
-                cluster,
-                phase,
-                steps: Vec::new(),
-                artifacts: Vec::new(),
-            };
-            phases::plan(&mut builder)?;
-            artifacts.append(&mut builder.artifacts);
-            if builder.steps.is_empty() {
-                continue;
-            }
-            staged
-                .entry(stage(phase, cluster))
-                .or_insert_with(|| PhasePlan {
-                    phase,
-                    clusters: Vec::new(),
-                })
-                .clusters
-                .push(ClusterSteps {
-                    cluster: cluster.name.clone(),
-                    steps: builder.steps,
-                });
-        }
-    }
-    let phase_plans: Vec<PhasePlan> = staged.into_values().collect();
-    Ok(Plan {
-        mesh_id: mesh.mesh_id.clone(),
-        provider: mesh.provider,
-        clusters: mesh
-            .clusters
-            .iter()
-            .enumerate()
-            .map(|(i, c)| ClusterSummary {
-                name: c.name.clone(),
-                context: c.context.clone(),
-                network: c.network.clone(),
-                locality: format!("{}/{}", c.region, c.zone),
-                metallb_pool: input
-                    .phases
-                    .contains(&Phase::Metallb)
-                    .then(|| input.pools.get(i).map(ToString::to_string))
-                    .flatten(),
-            })
-            .collect(),
-        phases: phase_plans,
-        artifacts,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn existing_clusters_skip_cluster_creation_and_metallb_unless_asked() {
-        let all = select_phases(Provider::Existing, &[], &[]).unwrap();
-        assert_eq!(all.first(), Some(&Phase::Certs));
-        assert_eq!(
-            select_phases(Provider::Existing, &[Phase::Metallb], &[]).unwrap(),
-            [Phase::Metallb]
-        );
-        assert!(select_phases(Provider::Existing, &[Phase::Clusters], &[]).is_err());
-        assert_eq!(select_phases(Provider::Kind, &[], &[]).unwrap(), Phase::ALL);
-    }
-
-    #[test]
-    fn only_and_skip_keep_the_reference_order() {
-        let p = select_phases(
-            Provider::Kind,
-            &[Phase::Expose, Phase::Certs, Phase::Istio],
-            &[Phase::Istio],
-        )
-        .unwrap();
-        assert_eq!(p, [Phase::Certs, Phase::Expose]);
-        assert!(select_phases(Provider::Kind, &[Phase::Certs], &[Phase::Certs]).is_err());
-    }
 
     #[test]
     fn names_round_trip_and_order_matches_the_reference() {

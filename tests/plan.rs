@@ -35,8 +35,8 @@ fn plan_for(mesh: &Mesh) -> Plan {
 /// The plan once the east-west gateways in `ips` have their IPs recorded.
 fn plan_with_gateways(mesh: &Mesh, ips: &[(&str, &str)]) -> Plan {
     let pools = ipam::plan_pools("172.18.0.0/16".parse().unwrap(), mesh.clusters.len(), &[]).unwrap();
-    let phases = plan::select_phases(mesh.provider, &[], &[]).unwrap();
-    plan::build(&PlanInput {
+    let phases = meshctl::planner::select_phases(mesh.provider, &[], &[]).unwrap();
+    meshctl::planner::build(&PlanInput {
         mesh,
         phases,
         pools,
@@ -527,8 +527,8 @@ fn verification_workloads_run_one_version_per_cluster_with_failover_rules() {
 #[test]
 fn existing_clusters_plan_starts_at_certs_and_labels_nodes_only_where_missing() {
     let mesh = Mesh::for_contexts(&["ctx-a".into(), "ctx-b".into()], "mesh1").unwrap();
-    let phases = plan::select_phases(mesh.provider, &[], &[]).unwrap();
-    let p = plan::build(&PlanInput {
+    let phases = meshctl::planner::select_phases(mesh.provider, &[], &[]).unwrap();
+    let p = meshctl::planner::build(&PlanInput {
         mesh: &mesh,
         phases,
         pools: vec![],

@@ -11,7 +11,8 @@ use crate::cli::{DocumentFormat, StatusArgs};
 use crate::kube::Clients;
 use crate::mesh_dir::MeshDir;
 use crate::pki::layout;
-use crate::plan::{self, Phase, Plan, PlanInput};
+use crate::plan::{Phase, Plan, PlanInput};
+use crate::planner;
 use crate::probe::{Finding, Found, Probe};
 use crate::state::{MeshState, StateStore};
 use crate::topology::{Mesh, Provider};
@@ -50,7 +51,7 @@ fn up_command(flags: &Flags<'_>, args: &StatusArgs, only: Option<Phase>) -> Stri
 /// the recorded docker subnet (else the default `--lb-subnet`), the CAs `up` used. `None` for the
 /// CAs when there are none yet (then `cacerts` cannot be compared).
 fn plan_for_status(mesh: &Mesh, state: &MeshState, dir: &MeshDir) -> Result<(Plan, bool)> {
-    let mut phases = plan::select_phases(mesh.provider, &[], &[]).map_err(UsageError::from_display)?;
+    let mut phases = planner::select_phases(mesh.provider, &[], &[]).map_err(UsageError::from_display)?;
     let certs_dir = dir.certs_in_use(state);
     let names: Vec<String> = mesh.clusters.iter().map(|c| c.name.clone()).collect();
     let cas = layout::load_existing(&certs_dir, &names).with_context(|| {
@@ -76,7 +77,7 @@ fn plan_for_status(mesh: &Mesh, state: &MeshState, dir: &MeshDir) -> Result<(Pla
         docker_network: crate::tools::docker::kind_network(),
         gateway_ips: state.gateway_ips(),
     };
-    Ok((plan::build(&input)?, have_cas))
+    Ok((planner::build(&input)?, have_cas))
 }
 
 fn check_of(cluster: &str, phase: Phase, findings: Vec<Finding>, hint: String) -> Check {

@@ -15,7 +15,8 @@ use crate::phases;
 use crate::pki::Validity;
 use crate::pki::layout::{self, CertsRequest};
 use crate::plan::Phase;
-use crate::plan::{self, Plan, PlanInput};
+use crate::plan::{Plan, PlanInput};
+use crate::planner;
 use crate::report::Reporter;
 use crate::state::StateStore;
 use crate::tools::ProcessRunner;
@@ -107,7 +108,7 @@ async fn prepare<'m>(
         gateway_ips: facts.map(|(_, s)| s.snapshot().gateway_ips()).unwrap_or_default(),
     };
     let verify = phases::verify::artifacts(mesh)?;
-    let built = plan::build(&input)?;
+    let built = planner::build(&input)?;
     // A phase asked for by name that has nothing to do in this mesh (`--only routes` where no
     // two clusters share a network) is said, not planned as an empty plan.
     let idle: Vec<String> = args
@@ -176,7 +177,7 @@ async fn dry_run_to(mesh: &Mesh, phases: Vec<Phase>, args: &UpArgs, resolved: &R
 pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
     let phases =
-        plan::select_phases(mesh.provider, &args.only, &args.skip).map_err(UsageError::from_display)?;
+        planner::select_phases(mesh.provider, &args.only, &args.skip).map_err(UsageError::from_display)?;
     if let Some(path) = &args.metallb_manifest
         && !path.is_file()
     {

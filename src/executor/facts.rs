@@ -45,6 +45,6 @@ pub async fn pools(
     // line (exit 2), not a failed phase.
     let pools = ipam::ipv4_subnet(&[lb_subnet])
         .and_then(|subnet| ipam::plan_pools(subnet, mesh.clusters.len(), &[]))
-        .map_err(|e| crate::commands::UsageError(format!("--lb-subnet {lb_subnet}: {e}")))?;
+        .map_err(|e| crate::exit::UsageError(format!("--lb-subnet {lb_subnet}: {e}")))?;
     Ok((pools, docker.is_some()))
 }

@@ -24,7 +24,8 @@ pub use facts::pools;
 use crate::dry_run::describe;
 use crate::kube::Clients;
 use crate::phases;
-use crate::plan::{self, Artifact, ClusterSteps, Phase, PhasePlan, Plan, PlanInput, Step};
+use crate::plan::{Artifact, ClusterSteps, Phase, PhasePlan, Plan, PlanInput, Step};
+use crate::planner;
 use crate::probe::{self, Finding, Found, Probe};
 use crate::report::Reporter;
 use crate::state::StateStore;
@@ -104,7 +105,7 @@ pub struct Prepared<'m> {
 impl Prepared<'_> {
     /// Builds the plan from its input again and rewrites it on disk.
     pub fn rebuild(&mut self) -> Result<()> {
-        self.plan = plan::build(&self.input)?;
+        self.plan = planner::build(&self.input)?;
         crate::dry_run::write(&self.out, &self.plan, &self.verify)
             .with_context(|| format!("cannot write the plan to `{}`", self.out.display()))
     }
