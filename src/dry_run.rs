@@ -13,8 +13,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::atomic_file::{self, PRIVATE, PUBLIC};
-use crate::plan::{Artifact, Plan, Step};
-use crate::tools::{istioctl, kind};
+use crate::phases;
+use crate::plan::{Artifact, Phase, Plan, Step};
 
 /// What `plan.json` holds: the plan and the verification manifests.
 #[derive(Serialize)]
@@ -209,79 +209,30 @@ pub fn listing(plan: &Plan) -> String {
         text.push_str(&format!("\n{}{again}\n", phase.phase.folder()));
         for cluster in &phase.clusters {
             for step in &cluster.steps {
-                text.push_str(&format!("  {:<10} {}\n", cluster.cluster, describe(step)));
+                text.push_str(&format!(
+                    "  {:<10} {}\n",
+                    cluster.cluster,
+                    describe(phase.phase, step)
+                ));
             }
         }
     }
     text
 }
 
-/// One line for a step.
-pub fn describe(step: &Step) -> String {
+/// One line for a step of `phase`: the phase says how its own steps read; the shared ones read
+/// the same in every phase.
+pub fn describe(phase: Phase, step: &Step) -> String {
+    if let Some(line) = phases::logic(phase).describe(step) {
+        return line;
+    }
     match step {
-        Step::CreateKindCluster {
-            name,
-            config,
-            wait_secs,
-        } => format!(
-            "run: kind {}   (skipped if `kind get clusters` lists `{name}`)",
-            kind::create_args(name, config, *wait_secs).join(" ")
-        ),
-        Step::IstioctlInstall {
-            context,
-            file,
-            record_on,
-            timeout_secs,
-        } => format!(
-            "run: istioctl {}   (then records the file's digest on {record_on})",
-            istioctl::install_args(context, file, *timeout_secs).join(" ")
-        ),
         Step::Apply { file } => format!("apply: {file}"),
-        Step::ApplyPluggedCa { file } => {
-            format!("apply: {file}   (then restarts istiod if it replaced the CA istiod runs with)")
-        }
         Step::AwaitAdmission { file } => {
             format!("wait: admission webhooks accept {file} (server-side dry run)")
         }
         Step::ApplyUpstream { name, url, .. } => format!("apply: {name} from {url} (sha256-checked)"),
         Step::Wait { until } => format!("wait: {until}"),
-        Step::ImportKubeconfig {
-            kind_cluster,
-            context,
-        } => {
-            format!("kubeconfig: `kind get kubeconfig --name {kind_cluster}`, context renamed to `{context}`")
-        }
-        Step::RecordApiEndpoint { container, network } => {
-            format!("record: API server of `{container}` on docker network `{network}` (https://<ip>:6443)")
-        }
-        Step::RoutePeers { node, peers, .. } => {
-            let routes: Vec<_> = peers
-                .iter()
-                .flat_map(|p| {
-                    p.cidrs
-                        .iter()
-                        .map(move |c| format!("{c} via <{} address>", p.node))
-                })
-                .collect();
-            format!(
-                "run: docker exec {node} ip route replace … for {}",
-                routes.join(", ")
-            )
-        }
-        Step::LabelNodes { labels, overwrite } => {
-            let l: Vec<_> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!(
-                "label nodes: {}{}",
-                l.join(" "),
-                if *overwrite { "" } else { " (only where missing)" }
-            )
-        }
-        Step::PruneRemoteSecrets { keep } => format!(
-            "prune: remote secrets meshctl applied for clusters no longer in the mesh (keeps {})",
-            keep.join(", ")
-        ),
-        Step::RemoteSecret { source } => {
-            format!("remote secret: read `{source}`, apply istio-remote-secret-{source} here")
-        }
+        other => format!("{other:?}"),
     }
 }

@@ -37,4 +37,3 @@ impl UsageError {
         UsageError(cause.to_string())
     }
 }
-

@@ -276,6 +276,16 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// Whether the step runs an external program, whose own error already shows its command line.
+    pub fn runs_program(&self) -> bool {
+        matches!(
+            self,
+            Step::CreateKindCluster { .. } | Step::IstioctlInstall { .. }
+        )
+    }
+}
+
 /// The object in istio-system an `istioctl install` creates and meshctl keeps its install record
 /// on (the digest annotation): istiod or the gateway Deployment, or, for a remote, which runs no
 /// istiod, its `istiod` Service. Shown as kubectl names it (`deployment/istiod`).

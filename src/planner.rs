@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::phases;
 use crate::plan::{ClusterSteps, ClusterSummary, Phase, PhaseBuilder, PhasePlan, Plan, PlanError, PlanInput};
-use crate::topology::{Cluster, Provider, Role};
+use crate::topology::Provider;
 
 /// The phases `up` runs for `provider`, after `--only` and `--skip`.
 pub fn select_phases(provider: Provider, only: &[Phase], skip: &[Phase]) -> Result<Vec<Phase>, PlanError> {
@@ -36,24 +36,9 @@ pub fn select_phases(provider: Provider, only: &[Phase], skip: &[Phase]) -> Resu
     Ok(phases)
 }
 
-/// When phase `phase` runs in `cluster`, as a sort key: a phase's position, except that a remote's
-/// control plane follows its primary's, as Istio's primary-remote install does it: the remote's
-/// `istio` after the primaries' `expose` (it needs the primary's east-west gateway address and
-/// istiod exposed through it), and its `eastwest` and `expose` after `remote-secrets` (its
-/// gateway's pods are injected by the primary's istiod, which serves the remote only once it holds
-/// the remote's secret). Docs: "Install Primary-Remote on different networks".
-fn stage(phase: Phase, cluster: &Cluster) -> usize {
-    let at = |p: Phase| p.ordinal() * 10;
-    match (cluster.role, phase) {
-        (Role::Remote, Phase::Istio) => at(Phase::Expose) + 5,
-        (Role::Remote, Phase::Eastwest) => at(Phase::RemoteSecrets) + 5,
-        (Role::Remote, Phase::Expose) => at(Phase::RemoteSecrets) + 6,
-        _ => at(phase),
-    }
-}
-
 /// Builds the plan for `input`: one entry per phase and stage, holding the clusters with work in
-/// it (all clusters in one entry per phase, unless the mesh has remotes).
+/// it (all clusters in one entry per phase, unless the mesh has remotes: a remote's control plane
+/// follows its primary's, as Istio's primary-remote install does it, and each phase says when).
 pub fn build(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let mesh = input.mesh;
     let mut artifacts = Vec::new();
@@ -68,7 +53,7 @@ pub fn build(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
                 continue;
             }
             staged
-                .entry(stage(phase, cluster))
+                .entry(phases::logic(phase).stage(cluster))
                 .or_insert_with(|| PhasePlan {
                     phase,
                     clusters: Vec::new(),

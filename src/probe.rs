@@ -16,6 +16,7 @@ use crate::kube::apply::{Applier, Comparison};
 use crate::kube::{Clients, wait};
 use crate::plan::{Artifact, Plan, Step};
 use crate::state::MeshState;
+use crate::tools::ToolRunner;
 use crate::topology::{Cluster, Mesh};
 
 /// What was found of one object.
@@ -118,6 +119,8 @@ pub struct Probe<'a> {
     pub state: &'a MeshState,
     /// Connections, by context.
     pub clients: &'a Clients,
+    /// How external programs run (the `routes` probe reads a kind node's routing table).
+    pub tools: &'a dyn ToolRunner,
 }
 
 impl Probe<'_> {

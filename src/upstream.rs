@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::atomic_file::{self, PUBLIC};
-use crate::tools::{ProcessRunner, RunOptions, ToolError};
+use crate::tools::{RunOptions, ToolError, ToolRunner};
 
 /// Why a manifest could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,7 @@ pub fn cache_dir() -> PathBuf {
 /// The manifest at `url`: from `file` when given, else from the cache, else downloaded with curl
 /// and checked against `sha256` before it is cached.
 pub async fn fetch(
-    runner: &ProcessRunner,
+    runner: &dyn ToolRunner,
     url: &str,
     sha256: &str,
     file: Option<&Path>,

@@ -328,7 +328,18 @@ fn top_level_modules_import_one_way() {
 /// The layers of docs/architecture.md, lowest first. A module imports its own layer or lower ones.
 const LAYERS: [&[&str]; 6] = [
     // Pure facts and helpers: no I/O beyond files meshctl owns.
-    &["versions", "exit", "atomic_file", "render", "ipam", "pki", "topology", "state", "mesh_dir", "kubeconfig"],
+    &[
+        "versions",
+        "exit",
+        "atomic_file",
+        "render",
+        "ipam",
+        "pki",
+        "topology",
+        "state",
+        "mesh_dir",
+        "kubeconfig",
+    ],
     // I/O with no knowledge of meshes: Kubernetes clients and waits, external programs.
     &["kube", "tools", "upstream"],
     // The vocabulary phases plan and probe with, and the Istio facts they read.
@@ -336,7 +347,14 @@ const LAYERS: [&[&str]; 6] = [
     // One file per phase.
     &["phases"],
     // What puts phases together: planning, running, writing, removing, proving.
-    &["planner", "executor", "dry_run", "uninstall", "verify", "diagnose"],
+    &[
+        "planner",
+        "executor",
+        "dry_run",
+        "uninstall",
+        "verify",
+        "diagnose",
+    ],
     // The command line.
     &["cli", "commands"],
 ];
@@ -353,7 +371,9 @@ fn modules_import_only_their_layer_or_lower() {
             continue;
         }
         let Some(own) = layer(&module) else {
-            upward.push(format!("{module} is in no layer: add it to LAYERS and docs/architecture.md"));
+            upward.push(format!(
+                "{module} is in no layer: add it to LAYERS and docs/architecture.md"
+            ));
             continue;
         };
         for import in imports {
@@ -362,5 +382,9 @@ fn modules_import_only_their_layer_or_lower() {
             }
         }
     }
-    assert!(upward.is_empty(), "imports running back up:\n  - {}", upward.join("\n  - "));
+    assert!(
+        upward.is_empty(),
+        "imports running back up:\n  - {}",
+        upward.join("\n  - ")
+    );
 }

@@ -63,26 +63,20 @@ async fn uninstall(
             result.with_context(|| format!("down --uninstall: cluster `{}`", c.name))?,
         ));
     }
-    for (c, client) in &reachable {
-        for item in crate::uninstall::remote_secrets(client)
-            .await
-            .with_context(|| format!("down --uninstall: cluster `{}`", c.name))?
-        {
-            reporter.ok(&c.name, &format!("removed {item}"));
-        }
-    }
-    let rest = reachable.iter().map(|(c, client)| {
-        let plan = dir.plan();
-        async move {
-            let removed = crate::uninstall::rest(client, c, &plan, kubeconfig, Duration::from_secs(600))
-                .await
-                .with_context(|| format!("down --uninstall: cluster `{}`", c.name))?;
-            Ok::<_, anyhow::Error>((c.name.clone(), removed))
-        }
-    });
-    for result in futures::future::join_all(rest).await {
-        let (name, removed) = result?;
-        for item in removed {
+    let targets: Vec<crate::uninstall::Target<'_>> = reachable
+        .into_iter()
+        .map(|(cluster, client)| crate::uninstall::Target { cluster, client })
+        .collect();
+    let removed = crate::uninstall::uninstall(
+        &targets,
+        &dir.plan(),
+        kubeconfig,
+        Duration::from_secs(600),
+        &ProcessRunner,
+    )
+    .await?;
+    for (name, items) in removed {
+        for item in items {
             reporter.ok(&name, &format!("removed {item}"));
         }
         reporter.note(

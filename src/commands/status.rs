@@ -10,11 +10,13 @@ use super::{Exit, UsageError};
 use crate::cli::{DocumentFormat, StatusArgs};
 use crate::kube::Clients;
 use crate::mesh_dir::MeshDir;
+use crate::phases::{self, Fact};
 use crate::pki::layout;
 use crate::plan::{Phase, Plan, PlanInput};
 use crate::planner;
 use crate::probe::{Finding, Found, Probe};
 use crate::state::{MeshState, StateStore};
+use crate::tools::ProcessRunner;
 use crate::topology::{Mesh, Provider};
 
 /// One line of the status: a phase in a cluster.
@@ -62,7 +64,7 @@ fn plan_for_status(mesh: &Mesh, state: &MeshState, dir: &MeshDir) -> Result<(Pla
     })?;
     let have_cas = cas.is_some();
     if !have_cas {
-        phases.retain(|p| *p != Phase::Certs);
+        phases.retain(|p| !phases::logic(*p).needs().contains(&Fact::Cas));
     }
     let subnet = state
         .docker_subnet
@@ -140,7 +142,10 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
             let (phase, found, hint) = match mesh.provider {
                 // kind: `up` creates it again, with everything in it.
                 Provider::Kind => (
-                    Phase::Clusters,
+                    Phase::ALL
+                        .into_iter()
+                        .find(|p| phases::logic(*p).repair_makes_the_cluster_anew())
+                        .unwrap_or(plan.phases[0].phase),
                     Finding::missing(format!("kind cluster `{}`", c.name), e.to_string()),
                     up_command(&flags, &args, None),
                 ),
@@ -155,12 +160,20 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
             down.push(c.name.clone());
         }
     }
-    let mut cas_reported = have_cas;
+    // The phases left out of the plan for want of CAs, shown where `up` runs them.
+    let mut without_cas: Vec<Phase> = if have_cas {
+        Vec::new()
+    } else {
+        planner::select_phases(mesh.provider, &[], &[])
+            .map_err(UsageError::from_display)?
+            .into_iter()
+            .filter(|p| phases::logic(*p).needs().contains(&Fact::Cas))
+            .collect()
+    };
     for (index, phase_plan) in plan.phases.iter().enumerate() {
         let phase = phase_plan.phase;
-        if phase == Phase::Istio && !cas_reported {
-            cas_reported = true;
-            // Shown before istio, where `up` runs it.
+        while let Some(skipped) = without_cas.first().copied().filter(|p| *p < phase) {
+            without_cas.remove(0);
             for c in mesh.clusters.iter().filter(|c| !down.contains(&c.name)) {
                 let missing = Finding::missing(
                     "certificate authorities",
@@ -168,7 +181,7 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
                 );
                 checks.push(check_of(
                     &c.name,
-                    Phase::Certs,
+                    skipped,
                     vec![missing],
                     up_command(&flags, &args, None),
                 ));
@@ -192,13 +205,15 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
                     steps: &cs.steps,
                     state,
                     clients,
+                    tools: &ProcessRunner,
                 };
                 crate::phases::probe(plan.phases[index].phase, &probe).await
             }
         });
         for (cs, findings) in reachable.iter().zip(futures::future::join_all(probes).await) {
             // A cluster that is gone needs every phase again; anything else, its own phase.
-            let gone = findings.iter().any(|f| f.found == Found::Unreachable) || phase == Phase::Clusters;
+            let gone = findings.iter().any(|f| f.found == Found::Unreachable)
+                || phases::logic(phase).repair_makes_the_cluster_anew();
             let hint = up_command(&flags, &args, (!gone).then_some(phase));
             checks.push(check_of(&cs.cluster, phase, findings, hint));
         }

@@ -11,7 +11,7 @@ use super::{Exit, UsageError};
 use crate::cli::{OutputFormat, UpArgs};
 use crate::executor::{self, Executor, Prepared, RunEnd, Settings};
 use crate::mesh_dir::MeshDir;
-use crate::phases;
+use crate::phases::{self, Fact};
 use crate::pki::Validity;
 use crate::pki::layout::{self, CertsRequest};
 use crate::plan::Phase;
@@ -19,7 +19,7 @@ use crate::plan::{Plan, PlanInput};
 use crate::planner;
 use crate::report::Reporter;
 use crate::state::StateStore;
-use crate::tools::ProcessRunner;
+use crate::tools::{ProcessRunner, ToolRunner};
 use crate::topology::{Mesh, Provider};
 use crate::{dry_run, kubeconfig, upstream};
 
@@ -64,11 +64,11 @@ async fn prepare<'m>(
     phases: Vec<Phase>,
     args: &UpArgs,
     resolved: &Resolved,
-    facts: Option<(&ProcessRunner, &StateStore)>,
+    facts: Option<(&dyn ToolRunner, &StateStore)>,
     out: &Path,
     reporter: &Reporter,
 ) -> Result<Prepared<'m>> {
-    let (pools, provisional) = if phases.contains(&Phase::Metallb) {
+    let (pools, provisional) = if phases::any_needs(&phases, Fact::Pools) {
         let planned = executor::pools(
             facts.map(|(r, _)| r),
             facts.map(|(_, s)| s),
@@ -93,7 +93,7 @@ async fn prepare<'m>(
     } else {
         (Vec::new(), false)
     };
-    let cas = if phases.contains(&Phase::Certs) {
+    let cas = if phases::any_needs(&phases, Fact::Cas) {
         ensure_cas(mesh, &resolved.certs_dir, args, reporter)?
     } else {
         Vec::new()
@@ -160,7 +160,11 @@ async fn dry_run_to(mesh: &Mesh, phases: Vec<Phase>, args: &UpArgs, resolved: &R
                 "\nplan written to `{}` ({files} files); no cluster was touched",
                 out.display()
             )?;
-            if plan.phases.iter().any(|p| p.phase == Phase::Certs) {
+            if plan
+                .phases
+                .iter()
+                .any(|p| phases::logic(p.phase).needs().contains(&Fact::Cas))
+            {
                 // The plan holds the clusters' cacerts, so the CAs exist now (made by this run
                 // if they did not): said, not hidden behind "nothing was changed".
                 writeln!(
@@ -206,9 +210,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     let target = kubeconfig::target_path(kubeconfig_flag);
     preflight(&mesh, &phases, &args, &state, &target, kubeconfig_flag)?;
 
-    let uses_docker = phases
-        .iter()
-        .any(|p| matches!(p, Phase::Clusters | Phase::Metallb));
+    let uses_docker = phases::any_needs(&phases, Fact::Pools);
     let runner = ProcessRunner;
     let mut prepared = prepare(
         &mesh,
@@ -265,7 +267,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         ),
         RunEnd::Finished { changed: true } => {}
     }
-    summary(&reporter, &mesh, &executor.state, &prepared.plan);
+    summary(&reporter, &mesh, executor.state(), &prepared.plan);
     Ok(Exit::Success)
 }
 

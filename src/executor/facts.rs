@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 
 use crate::ipam::{self, Pool};
 use crate::state::StateStore;
-use crate::tools::ProcessRunner;
+use crate::tools::ToolRunner;
 use crate::tools::docker::Docker;
 use crate::topology::Mesh;
 
@@ -17,7 +17,7 @@ use crate::topology::Mesh;
 /// else `lb_subnet`. Pools depend on the subnet and the cluster's position only, so a cluster
 /// added later never moves the others' pools.
 pub async fn pools(
-    docker: Option<&ProcessRunner>,
+    docker: Option<&dyn ToolRunner>,
     state: Option<&StateStore>,
     mesh: &Mesh,
     lb_subnet: ipnet::IpNet,

@@ -11,58 +11,27 @@
 mod facts;
 mod steps;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
-use tokio::sync::{Mutex, OnceCell};
 
+pub use crate::phases::Settings;
 pub use facts::pools;
 
 use crate::dry_run::describe;
 use crate::kube::Clients;
-use crate::phases;
-use crate::plan::{Artifact, ClusterSteps, Phase, PhasePlan, Plan, PlanInput, Step};
+use crate::phases::context::Memo;
+use crate::phases::{self, Fact, RunContext, StepContext};
+use crate::plan::{Artifact, ClusterSteps, Phase, Plan, PlanInput};
 use crate::planner;
 use crate::probe::{self, Finding, Found, Probe};
 use crate::report::Reporter;
 use crate::state::StateStore;
-use crate::tools::ProcessRunner;
 use crate::tools::istioctl::{self, Istioctl};
-use crate::topology::{Mesh, Role};
-
-/// Everything the executor needs to know, resolved once by the command layer.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// `--kubeconfig`, if given (otherwise kube reads `KUBECONFIG` or `~/.kube/config`).
-    pub kubeconfig_flag: Option<PathBuf>,
-    /// The file kind contexts are imported into.
-    pub kubeconfig_target: PathBuf,
-    /// Where kind writes its own kubeconfig (kept apart, so kind and meshctl never race on a file).
-    pub kind_kubeconfig: PathBuf,
-    /// The plan directory: artifacts live here and tools run here.
-    pub plan_dir: PathBuf,
-    /// Bound on each wait.
-    pub timeout: Duration,
-    /// Bound on each external program.
-    pub tool_timeout: Duration,
-    /// `--metallb-manifest`.
-    pub metallb_manifest: Option<PathBuf>,
-    /// Download cache.
-    pub cache_dir: PathBuf,
-    /// `--force`: run every step whatever the probes find.
-    pub force: bool,
-    /// `--allow-version-skew` for istioctl.
-    pub allow_version_skew: bool,
-    /// `--adopt`: take over existing objects meshctl did not create.
-    pub adopt: bool,
-    /// `--lb-subnet`: pools until the docker network exists.
-    pub lb_subnet: ipnet::IpNet,
-    /// The docker network the kind nodes are on.
-    pub docker_network: String,
-}
+use crate::tools::{ProcessRunner, ToolRunner};
+use crate::topology::Mesh;
 
 /// A phase that failed in some clusters.
 #[derive(Debug, thiserror::Error)]
@@ -123,83 +92,74 @@ pub enum RunEnd {
     Interrupted,
 }
 
-/// One download per URL and run; its result (text or error message) is shared.
-type FetchOnce = OnceCell<Result<String, String>>;
+/// What one phase's probe found, per cluster (in the order of the phase's clusters).
+type PhaseFindings = Vec<Vec<Finding>>;
 
 /// Runs plans against real clusters.
 pub struct Executor {
-    settings: Settings,
-    runner: ProcessRunner,
-    /// Recorded facts and ownership.
-    pub state: StateStore,
+    run: RunContext,
     reporter: Arc<Reporter>,
-    mesh: Mesh,
-    clients: Clients,
-    secrets: std::sync::Mutex<HashMap<String, Arc<OnceCell<String>>>>,
-    kubeconfig_lock: Mutex<()>,
-    /// Upstream manifests fetched in this run, by URL: downloaded once however many clusters apply them.
-    /// A failed download is shared too: the other clusters report it instead of trying again.
-    manifests: std::sync::Mutex<HashMap<String, Arc<FetchOnce>>>,
 }
 
 impl Executor {
-    /// A new executor.
+    /// A new executor, running real programs.
     pub fn new(settings: Settings, state: StateStore, reporter: Arc<Reporter>, mesh: Mesh) -> Executor {
+        Executor::with_tools(settings, state, reporter, mesh, Arc::new(ProcessRunner))
+    }
+
+    /// A new executor whose programs run through `tools`.
+    pub fn with_tools(
+        settings: Settings,
+        state: StateStore,
+        reporter: Arc<Reporter>,
+        mesh: Mesh,
+        tools: Arc<dyn ToolRunner>,
+    ) -> Executor {
         let clients = Clients::new(settings.kubeconfig_flag.as_deref());
         Executor {
-            settings,
-            runner: ProcessRunner,
-            state,
+            run: RunContext {
+                settings,
+                mesh,
+                clients,
+                tools,
+                state,
+                memo: Memo::default(),
+                kubeconfig_lock: tokio::sync::Mutex::new(()),
+            },
             reporter,
-            mesh,
-            clients,
-            secrets: std::sync::Mutex::default(),
-            kubeconfig_lock: Mutex::new(()),
-            manifests: std::sync::Mutex::default(),
         }
+    }
+
+    /// Recorded facts and ownership.
+    pub fn state(&self) -> &StateStore {
+        &self.run.state
     }
 
     /// Runs the whole plan, phase by phase, until done, failed or interrupted (Ctrl-C).
     pub async fn run(&self, prepared: &mut Prepared<'_>) -> Result<RunEnd> {
+        let settings = &self.run.settings;
         let work = async {
             // Every phase probed in every cluster at once: on a finished mesh this is the whole run.
             // Once a phase changed something, later phases are probed again before they run.
             let probed = self.probe_all(&prepared.plan).await;
-            if !self.settings.adopt {
+            if !settings.adopt {
                 refuse_foreign(&prepared.plan, &probed)?;
             }
-            let mut known = (!self.settings.force).then_some(probed);
-            self.check_istioctl_if_needed(&prepared.plan, known.as_ref())
+            let mut known = (!settings.force).then_some(probed);
+            self.check_istioctl_if_needed(&prepared.plan, known.as_deref())
                 .await?;
             let mut changed = false;
             for index in 0..prepared.plan.phases.len() {
-                let phase = prepared.plan.phases[index].phase;
-                if phase == Phase::Metallb && prepared.provisional {
-                    // The kind network exists now: plan the pools from its real subnet and containers.
-                    self.replan_pools(prepared).await?;
-                    known = None;
-                }
-                if self.needs_discovery_addresses(&prepared.plan.phases[index]) {
-                    // Remotes install now: render their IstioOperators with the primaries'
-                    // east-west gateway IPs, recorded when those got them.
-                    prepared.input.gateway_ips = self.state.snapshot().gateway_ips();
-                    prepared.rebuild()?;
+                let logic = phases::logic(prepared.plan.phases[index].phase);
+                if self.gather(prepared, logic.needs()).await? {
                     known = None;
                 }
                 let findings = known.as_mut().map(|k| std::mem::take(&mut k[index]));
                 let outcomes = self.run_phase(&prepared.plan, index, findings).await?;
-                let ran = outcomes.iter().any(|(_, o)| *o != Outcome::InPlace);
-                changed |= ran;
-                if ran {
+                if outcomes.iter().any(|(_, o)| *o != Outcome::InPlace) {
+                    changed = true;
                     known = None;
-                }
-                if phase == Phase::Clusters
-                    && ran
-                    && prepared.plan.phases.iter().any(|p| p.phase == Phase::Metallb)
-                {
-                    // A cluster was (re)created: its docker network may be new; read it again.
-                    self.state.update(|s| s.docker_subnet = None)?;
-                    prepared.provisional = true;
+                    self.invalidate(prepared, logic.invalidates())?;
                 }
             }
             Ok::<bool, anyhow::Error>(changed)
@@ -210,18 +170,46 @@ impl Executor {
         }
     }
 
-    /// Whether `phase` installs remotes whose primary's gateway IP the plan may not hold yet.
-    fn needs_discovery_addresses(&self, phase: &PhasePlan) -> bool {
-        phase.phase == Phase::Istio
-            && phase.clusters.iter().any(|cs| {
-                self.mesh
-                    .cluster(&cs.cluster)
-                    .is_some_and(|c| c.role == Role::Remote)
-            })
+    /// Gathers the facts a phase's plan needs that the plan does not hold yet, and plans again
+    /// with them; says whether the plan changed.
+    async fn gather(&self, prepared: &mut Prepared<'_>, needs: &[Fact]) -> Result<bool> {
+        let mut replanned = false;
+        for fact in needs {
+            match fact {
+                // The kind network exists now: plan the pools from its real subnet and containers.
+                Fact::Pools if prepared.provisional => {
+                    self.replan_pools(prepared).await?;
+                    replanned = true;
+                }
+                // A remote's IstioOperator carries its primary's east-west gateway address,
+                // recorded when that gateway got it (earlier in this run, or in another).
+                Fact::GatewayAddresses => {
+                    let recorded = self.run.state.snapshot().gateway_ips();
+                    if recorded != prepared.input.gateway_ips {
+                        prepared.input.gateway_ips = recorded;
+                        prepared.rebuild()?;
+                        replanned = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(replanned)
     }
 
-    /// Findings of every phase (outer) in every cluster (inner), probed concurrently.
-    async fn probe_all(&self, plan: &Plan) -> Vec<Vec<Vec<Finding>>> {
+    /// Forgets the facts a phase that changed something made stale.
+    fn invalidate(&self, prepared: &mut Prepared<'_>, stale: &[Fact]) -> Result<()> {
+        let planned: Vec<Phase> = prepared.plan.phases.iter().map(|p| p.phase).collect();
+        if stale.contains(&Fact::Pools) && phases::any_needs(&planned, Fact::Pools) {
+            // A cluster was (re)created: its docker network may be new; read it again.
+            self.run.state.update(|s| s.docker_subnet = None)?;
+            prepared.provisional = true;
+        }
+        Ok(())
+    }
+
+    /// What every phase's probe finds in each of its clusters, probed concurrently.
+    async fn probe_all(&self, plan: &Plan) -> Vec<PhaseFindings> {
         let phases = plan.phases.iter().enumerate().map(|(index, p)| {
             futures::future::join_all(p.clusters.iter().map(move |cs| self.probe(plan, index, cs)))
         });
@@ -229,12 +217,13 @@ impl Executor {
     }
 
     async fn replan_pools(&self, prepared: &mut Prepared<'_>) -> Result<()> {
+        let run = &self.run;
         let (pools, still) = pools(
-            Some(&self.runner),
-            Some(&self.state),
-            &self.mesh,
-            self.settings.lb_subnet,
-            &self.settings.docker_network,
+            Some(run.tools.as_ref()),
+            Some(&run.state),
+            &run.mesh,
+            run.settings.lb_subnet,
+            &run.settings.docker_network,
         )
         .await?;
         prepared.provisional = still;
@@ -244,39 +233,37 @@ impl Executor {
 
     /// istioctl is there and of the pinned minor, checked before anything changes, but only when
     /// a phase that runs it has work to do: a finished mesh runs no tool at all.
-    async fn check_istioctl_if_needed(
-        &self,
-        plan: &Plan,
-        known: Option<&Vec<Vec<Vec<Finding>>>>,
-    ) -> Result<()> {
+    async fn check_istioctl_if_needed(&self, plan: &Plan, known: Option<&[PhaseFindings]>) -> Result<()> {
         let needed = plan.phases.iter().enumerate().any(|(index, p)| {
-            matches!(p.phase, Phase::Istio | Phase::Eastwest)
+            phases::logic(p.phase).runs_istioctl()
                 && known.is_none_or(|k| k[index].iter().any(|f| !probe::in_place(f)))
         });
         if !needed {
             return Ok(());
         }
-        let version = Istioctl::new(&self.runner)
+        let version = Istioctl::new(self.run.tools.as_ref())
             .version()
             .await
             .context("preflight: istioctl is needed for phases istio and eastwest")?;
-        istioctl::check_skew(&version, self.settings.allow_version_skew)
+        istioctl::check_skew(&version, self.run.settings.allow_version_skew)
             .map_err(|e| anyhow!("preflight: {e}"))
     }
 
     /// Probes phase `index` of `plan` in one cluster.
     async fn probe(&self, plan: &Plan, index: usize, cs: &ClusterSteps) -> Vec<Finding> {
-        let Some(cluster) = self.mesh.cluster(&cs.cluster) else {
+        let run = &self.run;
+        let Some(cluster) = run.mesh.cluster(&cs.cluster) else {
             return vec![Finding::missing(&cs.cluster, "not in the topology")];
         };
-        let state = self.state.snapshot();
+        let state = run.state.snapshot();
         let probe = Probe {
-            mesh: &self.mesh,
+            mesh: &run.mesh,
             cluster,
             plan,
             steps: &cs.steps,
             state: &state,
-            clients: &self.clients,
+            clients: &run.clients,
+            tools: run.tools.as_ref(),
         };
         phases::probe(plan.phases[index].phase, &probe).await
     }
@@ -326,17 +313,18 @@ impl Executor {
     ) -> Result<Outcome> {
         let phase = plan.phases[index].phase;
         let findings = match known {
-            _ if self.settings.force => Vec::new(),
+            _ if self.run.settings.force => Vec::new(),
             Some(found) => found,
             None => self.probe(plan, index, cs).await,
         };
         let built_before = self
+            .run
             .state
             .snapshot()
             .clusters
             .get(&cs.cluster)
             .is_some_and(|c| c.built.contains(phase.name()));
-        if !self.settings.force && probe::in_place(&findings) {
+        if !self.run.settings.force && probe::in_place(&findings) {
             if !built_before {
                 self.mark_built(&cs.cluster, phase)?;
             }
@@ -350,33 +338,70 @@ impl Executor {
             );
             return Ok(Outcome::InPlace);
         }
+        let started = Instant::now();
+        self.reporter.started(phase.name(), &cs.cluster);
+        let details = match self.run_steps(phase, cs).await {
+            Ok(details) => details,
+            Err(e) => {
+                self.reporter
+                    .failed(phase.name(), &cs.cluster, started.elapsed(), &format!("{e:#}"));
+                return Err(e);
+            }
+        };
+        self.mark_built(&cs.cluster, phase)?;
+        let outcome = self.report_repairs(phase, &cs.cluster, &findings, built_before);
+        let detail = if details.is_empty() {
+            "done".to_string()
+        } else {
+            details.join(", ")
+        };
+        self.reporter
+            .finished(phase.name(), &cs.cluster, started.elapsed(), &detail);
+        Ok(outcome)
+    }
+
+    /// Runs a phase's steps in one cluster, in order: each by its phase when it is the phase's
+    /// own, else as a shared step. Returns the details worth showing.
+    async fn run_steps(&self, phase: Phase, cs: &ClusterSteps) -> Result<Vec<String>> {
         let cluster = self
+            .run
             .mesh
             .cluster(&cs.cluster)
             .ok_or_else(|| anyhow!("cluster `{}` is not in the topology", cs.cluster))?;
-        let started = Instant::now();
-        self.reporter.started(phase.name(), &cs.cluster);
+        let cx = StepContext {
+            run: &self.run,
+            cluster,
+        };
+        let logic = phases::logic(phase);
         let mut details = Vec::new();
         for step in &cs.steps {
-            self.reporter.step(phase.name(), &cs.cluster, &describe(step));
+            let line = describe(phase, step);
+            self.reporter.step(phase.name(), &cs.cluster, &line);
             // A failed program already shows its command line; other steps are described here.
-            let context = match step {
-                Step::CreateKindCluster { .. } | Step::IstioctlInstall { .. } => format!("phase {phase}"),
-                other => format!("phase {phase}: {}", describe(other)),
+            let context = if step.runs_program() {
+                format!("phase {phase}")
+            } else {
+                format!("phase {phase}: {line}")
             };
-            match self.execute(cluster, step).await.context(context) {
-                Ok(Some(detail)) => details.push(detail),
-                Ok(None) => {}
-                Err(e) => {
-                    self.reporter
-                        .failed(phase.name(), &cs.cluster, started.elapsed(), &format!("{e:#}"));
-                    return Err(e);
-                }
-            }
+            let ran = match logic.run(step, cx) {
+                Some(own) => own.await,
+                None => steps::run(step, cx).await,
+            };
+            details.extend(ran.context(context)?);
         }
-        self.mark_built(&cs.cluster, phase)?;
-        // Drift is what a phase built before lacks now, what a partly built phase lacked, or anything
-        // that was there but different: named one by one. A phase never built is simply new.
+        Ok(details)
+    }
+
+    /// Names each repair when the phase had drifted: what a phase built before lacks now, what a
+    /// partly built phase lacked, or anything that was there but different. A phase never built
+    /// is simply new.
+    fn report_repairs(
+        &self,
+        phase: Phase,
+        cluster: &str,
+        findings: &[Finding],
+        built_before: bool,
+    ) -> Outcome {
         let repaired: Vec<Finding> = findings
             .iter()
             .filter(|f| f.found != Found::Present)
@@ -385,29 +410,20 @@ impl Executor {
         let drift = built_before
             || findings.iter().any(|f| f.found == Found::Present)
             || repaired.iter().any(|f| f.found == Found::Different);
-        if drift {
-            for f in &repaired {
-                self.reporter.repaired(phase.name(), &cs.cluster, f);
-            }
+        if !drift {
+            return Outcome::Done;
         }
-        let detail = if details.is_empty() {
-            "done".to_string()
-        } else {
-            details.join(", ")
-        };
-        self.reporter
-            .finished(phase.name(), &cs.cluster, started.elapsed(), &detail);
-        Ok(if drift {
-            Outcome::Repaired(repaired)
-        } else {
-            Outcome::Done
-        })
+        for f in &repaired {
+            self.reporter.repaired(phase.name(), cluster, f);
+        }
+        Outcome::Repaired(repaired)
     }
 }
 
 impl Executor {
     fn mark_built(&self, cluster: &str, phase: Phase) -> Result<()> {
-        self.state
+        self.run
+            .state
             .update(|s| {
                 s.clusters
                     .entry(cluster.to_string())
@@ -422,7 +438,7 @@ impl Executor {
 
 /// Refuses, before anything changes, a plan that would take over objects meshctl did not create:
 /// each is named with its cluster and phase, and the ways out.
-fn refuse_foreign(plan: &Plan, probed: &[Vec<Vec<Finding>>]) -> Result<()> {
+fn refuse_foreign(plan: &Plan, probed: &[PhaseFindings]) -> Result<()> {
     let mut foreign = Vec::new();
     for (phase, clusters) in plan.phases.iter().zip(probed) {
         for (cs, findings) in phase.clusters.iter().zip(clusters) {

@@ -540,6 +540,25 @@ fn webhook_unreachable(e: &kube::Error) -> bool {
     }
 }
 
+/// `3 objects created, 1 unchanged`, or the objects by name when there are few.
+pub fn summary(applied: &[Applied]) -> Option<String> {
+    let word = Change::as_str;
+    if applied.len() <= 2 {
+        let parts: Vec<String> = applied
+            .iter()
+            .map(|a| format!("{} {}", a.object, word(a.change)))
+            .collect();
+        return (!parts.is_empty()).then(|| parts.join(", "));
+    }
+    let parts: Vec<String> = [Change::Created, Change::Updated, Change::Unchanged]
+        .into_iter()
+        .map(|c| (applied.iter().filter(|a| a.change == c).count(), word(c)))
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, w)| format!("{n} objects {w}"))
+        .collect();
+    Some(parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Change, first_difference};

@@ -30,6 +30,28 @@ pub fn managed_by_meshctl(meta: &kube::api::ObjectMeta) -> bool {
         .is_some_and(|v| v == MANAGED_BY.1)
 }
 
+/// Deletes `name` through `api` when it exists and carries [`MANAGED_BY`]; says what it deleted.
+/// Anyone else's object of that name stays.
+pub async fn delete_owned<K>(api: &kube::Api<K>, name: &str, what: &str) -> anyhow::Result<Option<String>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    use anyhow::Context as _;
+    match api
+        .get_opt(name)
+        .await
+        .with_context(|| format!("cannot read {what}"))?
+    {
+        Some(obj) if managed_by_meshctl(obj.meta()) => {
+            api.delete(name, &Default::default())
+                .await
+                .with_context(|| format!("cannot delete {what}"))?;
+            Ok(Some(what.to_string()))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Errors of the Kubernetes layer. Each names the cluster context and the object.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {

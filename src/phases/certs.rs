@@ -3,12 +3,78 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::{Context as _, Result};
+use futures::future::BoxFuture;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde::Serialize;
 
+use super::istio::NAMESPACE;
+use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult};
+use crate::kube::apply::{Change, summary};
+use crate::kube::{delete_owned, wait};
 use crate::pki::IntermediateCa;
-use crate::plan::{PhaseBuilder, PlanError, Step};
+use crate::plan::{Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{self, Finding, Probe};
 use crate::topology::{Provider, Role};
+
+/// What istiod needs before it starts: its namespace and network, locality labels, the plug-in CA.
+pub struct Certs;
+
+impl PhaseLogic for Certs {
+    fn phase(&self) -> Phase {
+        Phase::Certs
+    }
+
+    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+        plan(b)
+    }
+
+    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
+        Box::pin(probe(p))
+    }
+
+    fn needs(&self) -> &'static [Fact] {
+        &[Fact::Cas]
+    }
+
+    fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
+        Some(match step {
+            Step::LabelNodes { labels, overwrite } => Box::pin(label_nodes(cx, labels, *overwrite)),
+            Step::ApplyPluggedCa { file } => Box::pin(apply_plugged_ca(cx, file)),
+            _ => return None,
+        })
+    }
+
+    fn describe(&self, step: &Step) -> Option<String> {
+        Some(match step {
+            Step::LabelNodes { labels, overwrite } => {
+                let l: Vec<_> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let only = if *overwrite { "" } else { " (only where missing)" };
+                format!("label nodes: {}{only}", l.join(" "))
+            }
+            Step::ApplyPluggedCa { file } => {
+                format!("apply: {file}   (then restarts istiod if it replaced the CA istiod runs with)")
+            }
+            _ => return None,
+        })
+    }
+
+    fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let secrets: Api<Secret> = Api::namespaced(cx.client.clone(), NAMESPACE);
+            let what = format!("Secret {NAMESPACE}/{CACERTS}");
+            Ok(delete_owned(&secrets, CACERTS, &what)
+                .await?
+                .into_iter()
+                .collect())
+        })
+    }
+}
+
+/// The plug-in CA Secret istiod reads at start.
+pub const CACERTS: &str = "cacerts";
 
 /// Context of `templates/certs/istio-system.yaml.j2`.
 #[derive(Serialize)]
@@ -47,7 +113,7 @@ impl<'a> CaCerts<'a> {
     }
 }
 
-pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     let cluster = b.cluster;
     let ca = b
         .input
@@ -86,7 +152,7 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
 
 /// The namespace with its network label, the nodes' locality labels, and `cacerts` as rendered
 /// (compared field by field; a difference names the key, never its value).
-pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     let client = match p.client().await {
         Ok(c) => c,
         Err(f) => return vec![f],
@@ -104,4 +170,56 @@ pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// Sets `labels` on every node: missing ones always, differing ones only with `overwrite` (kind
+/// clusters; a cloud provider's own topology labels are never overwritten).
+async fn label_nodes(
+    cx: StepContext<'_>,
+    labels: &BTreeMap<String, String>,
+    overwrite: bool,
+) -> Result<Option<String>> {
+    let nodes: Api<Node> = Api::all(cx.client().await?);
+    let list = nodes
+        .list(&ListParams::default())
+        .await
+        .context("cannot list nodes")?;
+    let mut changed = 0;
+    for node in list.items {
+        let current = node.metadata.labels.clone().unwrap_or_default();
+        let wanted: BTreeMap<&String, &String> = labels
+            .iter()
+            .filter(|(k, v)| match current.get(*k) {
+                None => true,
+                Some(have) => overwrite && have != *v,
+            })
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let patch = serde_json::json!({"metadata": {"labels": wanted}});
+        nodes
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("cannot label node `{name}`"))?;
+        changed += 1;
+    }
+    Ok((changed > 0).then(|| format!("{changed} node(s) labelled")))
+}
+
+/// Applies `cacerts`; when that replaced one istiod already runs with, restarts istiod and waits
+/// for the new pods: istiod takes up a new intermediate by itself but ignores a new root (Istio
+/// `pilot/pkg/bootstrap/istio_ca.go`, `handleEvent`: "Updating new ROOT-CA not supported").
+async fn apply_plugged_ca(cx: StepContext<'_>, file: &str) -> Result<Option<String>> {
+    let applied = cx.apply(&cx.artifact_text(file)?, file).await?;
+    let replaced = applied.iter().any(|a| a.change == Change::Updated);
+    let client = cx.client().await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    if !replaced || deployments.get_opt("istiod").await?.is_none() {
+        return Ok(summary(&applied));
+    }
+    crate::kube::apply::rollout_restart(&client, NAMESPACE, "istiod").await?;
+    wait::rollout_complete(&client, NAMESPACE, "istiod", cx.settings().timeout).await?;
+    Ok(Some("cacerts replaced; istiod restarted to sign with it".into()))
 }

@@ -1,13 +1,136 @@
 //! Phase `clusters`: create the kind clusters and learn how to reach them. Reference section 2.
 
+use anyhow::{Context as _, Result};
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
+use super::{Fact, PhaseLogic, StepContext, StepResult};
 use crate::kube::wait;
-use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
+use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
+use crate::tools::docker::Docker;
+use crate::tools::kind::{self, Kind};
 use crate::versions;
+
+/// Creates the kind clusters and learns how other clusters reach their API servers.
+pub struct Clusters;
+
+impl PhaseLogic for Clusters {
+    fn phase(&self) -> Phase {
+        Phase::Clusters
+    }
+
+    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+        plan(b)
+    }
+
+    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
+        Box::pin(probe(p))
+    }
+
+    fn repair_makes_the_cluster_anew(&self) -> bool {
+        true
+    }
+
+    /// A cluster created anew may have brought the docker network into being.
+    fn invalidates(&self) -> &'static [Fact] {
+        &[Fact::Pools]
+    }
+
+    fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
+        Some(match step {
+            Step::CreateKindCluster {
+                name,
+                config,
+                wait_secs,
+            } => Box::pin(create_kind_cluster(cx, name, config, *wait_secs)),
+            Step::ImportKubeconfig {
+                kind_cluster,
+                context,
+            } => Box::pin(import_kubeconfig(cx, kind_cluster, context)),
+            Step::RecordApiEndpoint { container, network } => {
+                Box::pin(record_api_endpoint(cx, container, network))
+            }
+            _ => return None,
+        })
+    }
+
+    fn describe(&self, step: &Step) -> Option<String> {
+        Some(match step {
+            Step::CreateKindCluster {
+                name,
+                config,
+                wait_secs,
+            } => format!(
+                "run: kind {}   (skipped if `kind get clusters` lists `{name}`)",
+                kind::create_args(name, config, *wait_secs).join(" ")
+            ),
+            Step::ImportKubeconfig {
+                kind_cluster,
+                context,
+            } => format!(
+                "kubeconfig: `kind get kubeconfig --name {kind_cluster}`, context renamed to `{context}`"
+            ),
+            Step::RecordApiEndpoint { container, network } => format!(
+                "record: API server of `{container}` on docker network `{network}` (https://<ip>:6443)"
+            ),
+            _ => return None,
+        })
+    }
+}
+
+/// `kind create cluster`, unless a kind cluster of that name exists: that one is reused, and never
+/// deleted by `down` (meshctl did not create it).
+async fn create_kind_cluster(
+    cx: StepContext<'_>,
+    name: &str,
+    config: &str,
+    wait_secs: u64,
+) -> Result<Option<String>> {
+    let tools = cx.run.tools.as_ref();
+    if Kind::new(tools).clusters().await?.iter().any(|c| c == name) {
+        return Ok(Some(format!("kind cluster `{name}` exists, reused")));
+    }
+    let options = cx.tool_options(Some(&cx.settings().kind_kubeconfig));
+    tools
+        .run("kind", &kind::create_args(name, config, wait_secs), &options)
+        .await?;
+    cx.run
+        .state
+        .update(|s| s.created_kind_clusters.insert(name.to_string()))?;
+    Ok(Some(format!("kind cluster `{name}` created")))
+}
+
+/// kind's kubeconfig for the cluster, merged into meshctl's target file under the cluster's
+/// context name (one writer at a time: clusters run this concurrently).
+async fn import_kubeconfig(cx: StepContext<'_>, kind_cluster: &str, context: &str) -> Result<Option<String>> {
+    let text = Kind::new(cx.run.tools.as_ref()).kubeconfig(kind_cluster).await?;
+    let _guard = cx.run.kubeconfig_lock.lock().await;
+    let target = &cx.settings().kubeconfig_target;
+    crate::kubeconfig::import_context(target, &text, &format!("kind-{kind_cluster}"), context)
+        .with_context(|| format!("cannot import context `{context}` into `{}`", target.display()))?;
+    cx.run.state.update(|s| {
+        s.kubeconfig = Some(target.clone());
+        s.kubeconfig_entries.insert(context.to_string());
+    })?;
+    cx.run.clients.forget(context);
+    Ok(None)
+}
+
+async fn record_api_endpoint(cx: StepContext<'_>, container: &str, network: &str) -> Result<Option<String>> {
+    let ip = Docker::new(cx.run.tools.as_ref())
+        .container_ip(container, network)
+        .await?;
+    let endpoint = api_endpoint(&ip.to_string());
+    cx.record(|c| c.api_endpoint = Some(endpoint.clone()))?;
+    // A remote secret of this cluster built earlier in the run carries the old address.
+    cx.run
+        .memo
+        .forget(&super::remote_secrets::memo_key(&cx.cluster.name));
+    Ok(Some(format!("API server {endpoint}")))
+}
 
 /// Context of `templates/clusters/kind-config.yaml.j2`.
 #[derive(Serialize)]
@@ -33,7 +156,7 @@ pub fn control_plane_container(cluster: &str) -> String {
     format!("{cluster}-control-plane")
 }
 
-pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     let cluster = b.cluster;
     let kind = cluster
         .kind
@@ -77,7 +200,7 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
 /// The kind cluster answers through its context, its nodes are Ready, and the API address recorded
 /// for remote secrets is still its control-plane node's address (docker may give a node another
 /// address after a restart, kind#2246). Reads the API only: no kind or docker run.
-pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     let name = &p.cluster.name;
     let client = match p.client().await {
         Ok(c) => c,

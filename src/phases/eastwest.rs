@@ -1,17 +1,81 @@
 //! Phase `eastwest`: the gateway other networks reach this cluster through. Reference section 7.
 
+use anyhow::Result;
+use futures::future::BoxFuture;
 use serde::Serialize;
 
-use crate::kube::inspect;
-use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
+use super::istio::{
+    NAMESPACE, describe_install, install_operator, installed, run_install, uninstall_operator,
+};
+use super::{PhaseLogic, RemoveContext, StepContext, StepResult};
+use crate::kube::{inspect, wait};
+use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, RecordOn, Step};
 use crate::probe::{Finding, Probe};
-use crate::topology::Role;
+use crate::topology::{Cluster, Role};
 use crate::versions;
-
-use super::istio::{NAMESPACE, install_operator, installed};
 
 /// Deployment and Service name of the east-west gateway.
 pub const GATEWAY_NAME: &str = "istio-eastwestgateway";
+
+/// The gateway other networks reach this cluster through; records its address.
+pub struct Eastwest;
+
+impl PhaseLogic for Eastwest {
+    fn phase(&self) -> Phase {
+        Phase::Eastwest
+    }
+
+    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+        plan(b)
+    }
+
+    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
+        Box::pin(probe(p))
+    }
+
+    /// A remote's gateway follows `remote-secrets`: its pods are injected by the primary's istiod,
+    /// which serves the remote only once it holds the remote's secret.
+    fn stage(&self, cluster: &Cluster) -> usize {
+        match cluster.role {
+            Role::Remote => Phase::RemoteSecrets.ordinal() * 10 + 5,
+            Role::Primary => Phase::Eastwest.ordinal() * 10,
+        }
+    }
+
+    fn runs_istioctl(&self) -> bool {
+        true
+    }
+
+    fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
+        match step {
+            Step::Wait {
+                until: Condition::LoadBalancerIp { namespace, name },
+            } if name == GATEWAY_NAME => Some(Box::pin(record_address(cx, namespace, name))),
+            _ => run_install(step, cx),
+        }
+    }
+
+    fn describe(&self, step: &Step) -> Option<String> {
+        describe_install(step)
+    }
+
+    fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
+        let record_on = RecordOn::Deployment(GATEWAY_NAME.into());
+        Box::pin(async move { uninstall_operator(cx, Phase::Eastwest, GATEWAY_FILE, record_on).await })
+    }
+}
+
+/// The east-west gateway's IstioOperator file in a plan.
+pub const GATEWAY_FILE: &str = "eastwest-gateway.yaml";
+
+/// Waits until the gateway has an address and records it: a remote's IstioOperator carries its
+/// primary's (`remotePilotAddress`).
+async fn record_address(cx: StepContext<'_>, namespace: &str, name: &str) -> Result<Option<String>> {
+    let client = cx.client().await?;
+    let address = wait::load_balancer_address(&client, namespace, name, cx.settings().timeout).await?;
+    cx.record(|c| c.eastwest_ip = Some(address.clone()))?;
+    Ok(Some(format!("{name} at {address}")))
+}
 
 /// Context of `templates/eastwest/eastwest-gateway.yaml.j2`.
 #[derive(Serialize)]
@@ -20,7 +84,7 @@ struct EastWest<'a> {
     network: &'a str,
 }
 
-pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     if !b.input.mesh.needs_eastwest(b.cluster) {
         // One network and no remotes: pods call each other directly (flat multi-primary).
         return Ok(());
@@ -42,7 +106,7 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     };
     install_operator(
         b,
-        "eastwest-gateway.yaml",
+        GATEWAY_FILE,
         "eastwest/eastwest-gateway.yaml.j2",
         &context,
         GATEWAY_NAME,
@@ -65,7 +129,7 @@ pub async fn gateway_ip(client: &kube::Client) -> Option<String> {
 }
 
 /// The gateway installed from this rendering, available, with an external IP.
-pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     let client = match p.client().await {
         Ok(c) => c,
         Err(f) => return vec![f],

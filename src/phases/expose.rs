@@ -4,9 +4,13 @@
 //! remotes are configured by this primary. A remote exposes nothing of its own: its primary's
 //! Gateway configures the remote's east-west gateway too.
 
+use anyhow::Result;
+use futures::future::BoxFuture;
 use serde::Serialize;
 
-use crate::plan::{PhaseBuilder, PlanError, Step};
+use super::{PhaseLogic, RemoveContext};
+use crate::kube::delete_owned;
+use crate::plan::{Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
 
 /// The Gateway that exposes `*.local` services, as rendered.
@@ -17,9 +21,30 @@ pub const ISTIOD_GATEWAY_NAME: &str = "istiod-gateway";
 /// The VirtualService routing it to istiod, as rendered.
 pub const ISTIOD_VIRTUAL_SERVICE: &str = "istiod-vs";
 
+/// Exposes services (and istiod, for remotes) through the east-west gateway.
+pub struct Expose;
+
+impl PhaseLogic for Expose {
+    fn phase(&self) -> Phase {
+        Phase::Expose
+    }
+
+    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+        plan(b)
+    }
+
+    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
+        Box::pin(probe(p))
+    }
+
+    fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(remove(cx))
+    }
+}
+
 /// Context of `templates/expose/cross-network-gateway.yaml.j2`.
 #[derive(Serialize)]
-struct Expose {
+struct CrossNetworkGateway {
     name: &'static str,
 }
 
@@ -30,14 +55,14 @@ struct ExposeIstiod {
     vs_name: &'static str,
 }
 
-pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     let mesh = b.input.mesh;
     // The executor retries these applies until Istio's validation webhook serves (pitfall 30).
     if mesh.exposes_services(b.cluster) {
         let file = b.render(
             "cross-network-gateway.yaml",
             "expose/cross-network-gateway.yaml.j2",
-            &Expose { name: GATEWAY_NAME },
+            &CrossNetworkGateway { name: GATEWAY_NAME },
             false,
         )?;
         b.step(Step::Apply { file });
@@ -59,7 +84,7 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
 
 /// The Gateways (and istiod's VirtualService) as rendered (missing too when Istio's CRDs are not
 /// installed).
-pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     match p.client().await {
         Ok(client) => p.all_applied(&client).await,
         Err(f) => vec![f],
@@ -88,4 +113,19 @@ fn networking(client: &kube::Client, kind: &str, plural: &str) -> kube::api::Api
 /// Whether the Gateway exists (false also when Istio's CRDs do not).
 pub async fn exposed(client: &kube::Client) -> bool {
     matches!(gateways(client).get_opt(GATEWAY_NAME).await, Ok(Some(_)))
+}
+
+/// The Gateways and istiod's VirtualService meshctl applied (they route through the east-west
+/// gateway, so they go before it).
+async fn remove(cx: &RemoveContext<'_>) -> Result<Vec<String>> {
+    let namespace = super::istio::NAMESPACE;
+    let mut removed = Vec::new();
+    let gateways = gateways(&cx.client);
+    for name in [GATEWAY_NAME, ISTIOD_GATEWAY_NAME] {
+        let what = format!("Gateway {namespace}/{name}");
+        removed.extend(delete_owned(&gateways, name, &what).await?);
+    }
+    let what = format!("VirtualService {namespace}/{ISTIOD_VIRTUAL_SERVICE}");
+    removed.extend(delete_owned(&virtual_services(&cx.client), ISTIOD_VIRTUAL_SERVICE, &what).await?);
+    Ok(removed)
 }

@@ -2,11 +2,19 @@
 //! remote gets Istio's `remote` profile, pointed at its primary's istiod through the primary's
 //! east-west gateway (Istio docs, "Install Primary-Remote" and "… on different networks").
 
+use anyhow::{Context as _, Result, anyhow};
+use futures::future::BoxFuture;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
 
-use crate::plan::{Condition, PhaseBuilder, PlanError, RecordOn, Step};
+use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult};
+use crate::kube::FIELD_MANAGER;
+use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, RecordOn, Step};
 use crate::probe::{self, Finding, Probe};
-use crate::topology::Role;
+use crate::tools::{RunOptions, istioctl};
+use crate::topology::{Cluster, Role};
 use crate::versions;
 
 /// Name of the control-plane IstioOperator; a name keeps istioctl's pruning away from the east-west
@@ -23,6 +31,59 @@ pub const INSTALLED_DIGEST: &str = "meshctl.io/installed-operator-digest";
 /// the variable Istio's docs use. `up` fills it in before it installs; a plan written by
 /// `--dry-run` may show it.
 pub const DISCOVERY_ADDRESS_UNKNOWN: &str = "${DISCOVERY_ADDRESS}";
+
+/// Each cluster's control plane: istiod on a primary, the remote profile on a remote.
+pub struct Istio;
+
+impl PhaseLogic for Istio {
+    fn phase(&self) -> Phase {
+        Phase::Istio
+    }
+
+    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+        plan(b)
+    }
+
+    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
+        Box::pin(probe(p))
+    }
+
+    /// A remote installs after its primary's `expose`: its IstioOperator carries the primary's
+    /// east-west gateway address, and istiod must be exposed through it.
+    fn stage(&self, cluster: &Cluster) -> usize {
+        match cluster.role {
+            Role::Remote => Phase::Expose.ordinal() * 10 + 5,
+            Role::Primary => Phase::Istio.ordinal() * 10,
+        }
+    }
+
+    fn needs(&self) -> &'static [Fact] {
+        &[Fact::GatewayAddresses]
+    }
+
+    fn runs_istioctl(&self) -> bool {
+        true
+    }
+
+    fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
+        run_install(step, cx)
+    }
+
+    fn describe(&self, step: &Step) -> Option<String> {
+        describe_install(step)
+    }
+
+    fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
+        let record_on = match cx.cluster.role {
+            Role::Primary => RecordOn::Deployment("istiod".into()),
+            Role::Remote => RecordOn::Service(REMOTE_RECORD_SERVICE.into()),
+        };
+        Box::pin(async move { uninstall_operator(cx, Phase::Istio, CONTROL_PLANE_FILE, record_on).await })
+    }
+}
+
+/// The control plane's IstioOperator file in a plan.
+pub const CONTROL_PLANE_FILE: &str = "control-plane.yaml";
 
 /// Context of `templates/istio/control-plane.yaml.j2`.
 #[derive(Serialize)]
@@ -74,7 +135,7 @@ pub(super) fn install_operator<C: Serialize>(
     Ok(())
 }
 
-pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     if b.cluster.role == Role::Remote {
         return plan_remote(b);
     }
@@ -91,7 +152,7 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     };
     install_operator(
         b,
-        "control-plane.yaml",
+        CONTROL_PLANE_FILE,
         "istio/control-plane.yaml.j2",
         &control_plane,
         "istiod",
@@ -125,7 +186,7 @@ fn plan_remote(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         primary: &primary.name,
         remote_pilot_address: address,
     };
-    let path = b.render("control-plane.yaml", "istio/remote.yaml.j2", &remote, false)?;
+    let path = b.render(CONTROL_PLANE_FILE, "istio/remote.yaml.j2", &remote, false)?;
     b.step(Step::IstioctlInstall {
         context: b.cluster.context.clone(),
         file: path,
@@ -158,9 +219,136 @@ pub(super) async fn installed(p: &Probe<'_>, client: &kube::Client) -> Vec<Findi
 }
 
 /// istiod installed from this cluster's rendered IstioOperator, and available.
-pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     match p.client().await {
         Ok(client) => installed(p, &client).await,
         Err(f) => vec![f],
     }
+}
+
+/// Runs an `IstioctlInstall` step (the one step of its own the control plane and the east-west
+/// gateway share).
+pub(super) fn run_install<'a>(step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
+    match step {
+        Step::IstioctlInstall {
+            context,
+            file,
+            record_on,
+            timeout_secs,
+        } => Some(Box::pin(install(cx, context, file, record_on, *timeout_secs))),
+        _ => None,
+    }
+}
+
+/// How an `IstioctlInstall` step reads in `--dry-run`.
+pub(super) fn describe_install(step: &Step) -> Option<String> {
+    match step {
+        Step::IstioctlInstall {
+            context,
+            file,
+            record_on,
+            timeout_secs,
+        } => Some(format!(
+            "run: istioctl {}   (then records the file's digest on {record_on})",
+            istioctl::install_args(context, file, *timeout_secs).join(" ")
+        )),
+        _ => None,
+    }
+}
+
+/// `istioctl install`, then the digest of the file it installed, recorded on `record_on` as an
+/// annotation (meshctl's own field manager, so istioctl's next apply leaves it alone).
+async fn install(
+    cx: StepContext<'_>,
+    context: &str,
+    file: &str,
+    record_on: &RecordOn,
+    timeout_secs: u64,
+) -> Result<Option<String>> {
+    let rendered = cx.artifact_text(file)?;
+    if rendered.contains(DISCOVERY_ADDRESS_UNKNOWN) {
+        let primary = cx.cluster.primary.as_deref().unwrap_or("its primary");
+        return Err(anyhow!(
+            "{file}: the east-west gateway of `{primary}` has no IP recorded yet, and this remote's istiod address is that IP; run `meshctl up` so `{primary}`'s eastwest phase completes first"
+        ));
+    }
+    // Its version was checked before anything changed. istioctl reads KUBECONFIG: point it at
+    // the file meshctl was given.
+    let options = cx.tool_options(cx.settings().kubeconfig_flag.as_deref());
+    cx.run
+        .tools
+        .run(
+            "istioctl",
+            &istioctl::install_args(context, file, timeout_secs),
+            &options,
+        )
+        .await?;
+    let digest = crate::plan::digest(&cx.artifact_text(file)?);
+    let client = cx.client().await?;
+    let patch = serde_json::json!({"metadata": {"annotations": {INSTALLED_DIGEST: digest}}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let patched = match record_on {
+        RecordOn::Deployment(name) => Api::<Deployment>::namespaced(client, NAMESPACE)
+            .patch(name, &params, &Patch::Merge(&patch))
+            .await
+            .map(|_| ()),
+        RecordOn::Service(name) => Api::<Service>::namespaced(client, NAMESPACE)
+            .patch(name, &params, &Patch::Merge(&patch))
+            .await
+            .map(|_| ()),
+    };
+    patched.with_context(|| format!("cannot record the installed digest on {record_on} in {NAMESPACE}"))?;
+    Ok(None)
+}
+
+/// Whether `record_on` (in istio-system) carries meshctl's install record: meshctl installed it.
+async fn recorded(client: &kube::Client, record_on: &RecordOn) -> Result<bool> {
+    let has_record = |meta: &kube::api::ObjectMeta| {
+        meta.annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(INSTALLED_DIGEST))
+    };
+    let found = match record_on {
+        RecordOn::Service(name) => Api::<Service>::namespaced(client.clone(), NAMESPACE)
+            .get_opt(name)
+            .await
+            .map(|o| o.is_some_and(|s| has_record(&s.metadata))),
+        RecordOn::Deployment(name) => Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
+            .get_opt(name)
+            .await
+            .map(|o| o.is_some_and(|d| has_record(&d.metadata))),
+    };
+    found.with_context(|| format!("cannot read {record_on} in {NAMESPACE}"))
+}
+
+/// `istioctl uninstall -f` of the IstioOperator `phase` installed from `file`, when `record_on`
+/// carries meshctl's install record (it installed it) and the file is still in the plan folder.
+pub(super) async fn uninstall_operator(
+    cx: &RemoveContext<'_>,
+    phase: Phase,
+    file: &str,
+    record_on: RecordOn,
+) -> Result<Vec<String>> {
+    let path = format!("{}/{}/{file}", cx.cluster.name, phase.folder());
+    if !recorded(&cx.client, &record_on).await? || !cx.plan_dir.join(&path).exists() {
+        return Ok(Vec::new());
+    }
+    let args: Vec<String> = ["uninstall", "-y", "--context", &cx.cluster.context, "-f", &path]
+        .map(String::from)
+        .to_vec();
+    let options = RunOptions {
+        cwd: Some(cx.plan_dir.to_path_buf()),
+        timeout: Some(cx.timeout),
+        env: cx
+            .kubeconfig
+            .map(|p| ("KUBECONFIG".to_string(), p.display().to_string()))
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    cx.tools.run("istioctl", &args, &options).await?;
+    Ok(vec![format!("{record_on} (istioctl uninstall -f {path})")])
 }

@@ -1,8 +1,10 @@
 //! Phase `metallb`: LoadBalancer addresses for the gateways. Reference section 3.
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 
-use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
+use super::{Fact, PhaseLogic};
+use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{self, Finding, Probe};
 use crate::versions;
 
@@ -16,6 +18,27 @@ pub const POOL_NAME: &str = "meshctl-pool";
 /// Name of the L2 advertisement meshctl creates.
 pub const ADVERTISEMENT_NAME: &str = "meshctl-l2";
 
+/// Installs MetalLB and gives each cluster its own address pool.
+pub struct Metallb;
+
+impl PhaseLogic for Metallb {
+    fn phase(&self) -> Phase {
+        Phase::Metallb
+    }
+
+    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+        plan(b)
+    }
+
+    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
+        Box::pin(probe(p))
+    }
+
+    fn needs(&self) -> &'static [Fact] {
+        &[Fact::Pools]
+    }
+}
+
 /// Context of `templates/metallb/address-pool.yaml.j2`.
 #[derive(Serialize)]
 struct AddressPool<'a> {
@@ -25,7 +48,7 @@ struct AddressPool<'a> {
     addresses: Vec<String>,
 }
 
-pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     let pool = *b
         .input
         .pools
@@ -76,7 +99,7 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
 }
 
 /// MetalLB's controller and speaker run, and the pool and advertisement are as rendered.
-pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     let client = match p.client().await {
         Ok(c) => c,
         Err(f) => return vec![f],

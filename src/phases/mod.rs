@@ -1,8 +1,12 @@
-//! The phases of `meshctl up`, in order. Each phase has one file here that owns what meshctl knows
-//! of it: its names and constants, `plan` (pure: from the topology and the facts gathered so far to
-//! the artifacts and steps it will apply) and `probe` (read-only: what the cluster holds of it now,
-//! as [`Finding`]s). `up` runs a phase's steps where its probe finds a difference; `status` prints
-//! the probes.
+//! The phases of `meshctl up`, in order, one type per file. Each owns what meshctl knows of it:
+//! its names and constants, its plan (pure: from the topology and the facts gathered so far to the
+//! artifacts and steps it will apply), its probe (read-only: what the cluster holds of it now, as
+//! [`Finding`]s), how its own steps run and read in `--dry-run`, what it records, and how it is
+//! removed. The steps every phase shares (apply a file, wait for a condition, fetch a pinned
+//! manifest) are run by the executor, which loops over phases through [`PhaseLogic`] and knows
+//! none by name.
+
+pub mod context;
 
 pub mod certs;
 pub mod clusters;
@@ -14,33 +18,122 @@ pub mod remote_secrets;
 pub mod routes;
 pub mod verify;
 
-use crate::plan::{Phase, PhaseBuilder, PlanError};
-use crate::probe::{Finding, Probe};
+use anyhow::Result;
+use futures::future::BoxFuture;
 
-/// Plans one phase for one cluster: the single place that maps a phase to its file.
-pub fn plan(builder: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
-    match builder.phase {
-        Phase::Clusters => clusters::plan(builder),
-        Phase::Metallb => metallb::plan(builder),
-        Phase::Routes => routes::plan(builder),
-        Phase::Certs => certs::plan(builder),
-        Phase::Istio => istio::plan(builder),
-        Phase::Eastwest => eastwest::plan(builder),
-        Phase::Expose => expose::plan(builder),
-        Phase::RemoteSecrets => remote_secrets::plan(builder),
+use crate::plan::{Phase, PhaseBuilder, PlanError, Step};
+use crate::probe::{Finding, Probe};
+use crate::topology::Cluster;
+
+pub use context::{RemoveContext, RunContext, Settings, StepContext};
+
+/// A fact the planner cannot know by itself; a phase that needs one says so, and the run gathers
+/// it before the phase is planned for real.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact {
+    /// The MetalLB pools, from the docker network's real subnet (it exists once a kind cluster does).
+    Pools,
+    /// The intermediate CAs, from the CA folder.
+    Cas,
+    /// The east-west gateways' addresses, recorded when each got one.
+    GatewayAddresses,
+}
+
+/// A step's outcome for the phase's status line: a short detail, or nothing to add.
+pub type StepResult<'a> = BoxFuture<'a, Result<Option<String>>>;
+
+/// Everything meshctl knows of one phase.
+pub trait PhaseLogic: Sync {
+    /// Which phase this is.
+    fn phase(&self) -> Phase;
+
+    /// The phase's steps and files in one cluster (pure).
+    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError>;
+
+    /// What the cluster holds of the phase now (read-only).
+    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>>;
+
+    /// When the phase runs in `cluster`, as a sort key (by default its position): a remote's
+    /// control plane follows its primary's.
+    fn stage(&self, _cluster: &Cluster) -> usize {
+        self.phase().ordinal() * 10
+    }
+
+    /// Facts the plan of this phase needs from the run.
+    fn needs(&self) -> &'static [Fact] {
+        &[]
+    }
+
+    /// Facts that go stale when this phase changed something.
+    fn invalidates(&self) -> &'static [Fact] {
+        &[]
+    }
+
+    /// Whether repairing the phase makes the cluster anew, so every later phase runs again too:
+    /// `status` then points at a whole `up`, not `up --only` this phase.
+    fn repair_makes_the_cluster_anew(&self) -> bool {
+        false
+    }
+
+    /// Whether the phase runs istioctl (checked once, before anything changes).
+    fn runs_istioctl(&self) -> bool {
+        false
+    }
+
+    /// Runs `step` when it is one of this phase's own; `None` leaves it to the executor (the steps
+    /// every phase shares).
+    fn run<'a>(&'a self, _step: &'a Step, _cx: StepContext<'a>) -> Option<StepResult<'a>> {
+        None
+    }
+
+    /// How one of this phase's own steps reads in `--dry-run`; `None` for the shared ones.
+    fn describe(&self, _step: &Step) -> Option<String> {
+        None
+    }
+
+    /// Removes from one cluster what this phase put there, and only that; returns what went.
+    fn remove<'a>(&'a self, _cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 
-/// Probes one phase in one cluster: the single place that maps a phase to its probe.
-pub async fn probe(phase: Phase, p: &Probe<'_>) -> Vec<Finding> {
+/// The type of each phase.
+pub fn logic(phase: Phase) -> &'static dyn PhaseLogic {
     match phase {
-        Phase::Clusters => clusters::probe(p).await,
-        Phase::Metallb => metallb::probe(p).await,
-        Phase::Routes => routes::probe(p).await,
-        Phase::Certs => certs::probe(p).await,
-        Phase::Istio => istio::probe(p).await,
-        Phase::Eastwest => eastwest::probe(p).await,
-        Phase::Expose => expose::probe(p).await,
-        Phase::RemoteSecrets => remote_secrets::probe(p).await,
+        Phase::Clusters => &clusters::Clusters,
+        Phase::Metallb => &metallb::Metallb,
+        Phase::Routes => &routes::Routes,
+        Phase::Certs => &certs::Certs,
+        Phase::Istio => &istio::Istio,
+        Phase::Eastwest => &eastwest::Eastwest,
+        Phase::Expose => &expose::Expose,
+        Phase::RemoteSecrets => &remote_secrets::RemoteSecrets,
+    }
+}
+
+/// Plans one phase for one cluster.
+pub fn plan(builder: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+    logic(builder.phase).plan(builder)
+}
+
+/// Probes one phase in one cluster.
+pub async fn probe(phase: Phase, p: &Probe<'_>) -> Vec<Finding> {
+    logic(phase).probe(p).await
+}
+
+/// Whether any of `phases` needs `fact`.
+pub fn any_needs(phases: &[Phase], fact: Fact) -> bool {
+    phases.iter().any(|p| logic(*p).needs().contains(&fact))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_phase_has_its_type() {
+        for phase in Phase::ALL {
+            assert_eq!(logic(phase).phase(), phase);
+        }
     }
 }

@@ -4,15 +4,78 @@
 //! N·(N+R−1) secrets (N·(N−1) in a multi-primary mesh). They carry a token that exists only at run time, so the plan
 //! lists the pairs; the secrets themselves are built by `remote_secret` when the phase runs.
 
+use anyhow::{Context as _, Result, anyhow};
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ListParams};
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DeleteParams, ListParams};
 
-use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
+use super::{PhaseLogic, RemoveContext, StepContext, StepResult};
+use crate::kube::apply::summary;
+use crate::kube::{delete_owned, wait};
+use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
-use crate::remote_secret::NAMESPACE;
+use crate::remote_secret::{self, NAMESPACE, READER_CLUSTER_ROLE, READER_SERVICE_ACCOUNT, TOKEN_SECRET};
 use crate::state::MeshState;
-use crate::topology::{Mesh, Provider, Role};
+use crate::topology::{Cluster, Mesh, Provider, Role};
+
+/// Every istiod reads every other cluster's API server through a remote secret.
+pub struct RemoteSecrets;
+
+impl PhaseLogic for RemoteSecrets {
+    fn phase(&self) -> Phase {
+        Phase::RemoteSecrets
+    }
+
+    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+        plan(b)
+    }
+
+    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
+        Box::pin(probe(p))
+    }
+
+    fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
+        Some(match step {
+            Step::PruneRemoteSecrets { keep } => Box::pin(prune(cx, keep)),
+            Step::RemoteSecret { source } => Box::pin(apply_remote_secret(cx, source)),
+            Step::Wait {
+                until: Condition::RemoteClustersSynced { clusters },
+            } => Box::pin(await_synced(cx, clusters)),
+            _ => return None,
+        })
+    }
+
+    fn describe(&self, step: &Step) -> Option<String> {
+        Some(match step {
+            Step::PruneRemoteSecrets { keep } => format!(
+                "prune: remote secrets meshctl applied for clusters no longer in the mesh (keeps {})",
+                keep.join(", ")
+            ),
+            Step::RemoteSecret { source } => format!(
+                "remote secret: read `{source}`, apply {} here",
+                secret_name(source)
+            ),
+            _ => return None,
+        })
+    }
+
+    /// The remote secrets meshctl applied here, then the reader account other clusters' secrets
+    /// carried a token of.
+    fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let mut removed = remove_remote_secrets(&cx.client).await?;
+            removed.extend(remove_reader(&cx.client).await?);
+            Ok(removed)
+        })
+    }
+}
+
+/// The key of `source`'s remote secret among the values a run computes once.
+pub fn memo_key(source: &str) -> String {
+    format!("remote-secret/{source}")
+}
 
 /// Label istiod selects remote secrets by.
 pub const MULTICLUSTER_LABEL: &str = "istio/multiCluster";
@@ -38,7 +101,7 @@ pub fn meshctl_secret_for(secret: &Secret) -> Option<String> {
         .flatten()
 }
 
-pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     // Only an istiod reads remote secrets; a remote's secret goes to the primaries (which is how
     // its primary takes it over: "Attach cluster2 as a remote cluster of cluster1").
     if b.cluster.role == Role::Remote {
@@ -126,7 +189,7 @@ async fn published_ca(p: &Probe<'_>, source: &str) -> Option<String> {
 
 /// One secret per peer, pointing at the peer's current API address and signed by its current CA
 /// (a cluster created again has a new one, and the old token is worthless).
-pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     let client = match p.client().await {
         Ok(c) => c,
         Err(f) => return vec![f],
@@ -207,4 +270,180 @@ pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
         });
     }
     out
+}
+
+/// Deletes the remote secrets meshctl applied here for clusters no longer in the mesh (a user's
+/// own remote secrets are never touched).
+async fn prune(cx: StepContext<'_>, keep: &[String]) -> Result<Option<String>> {
+    let secrets: Api<Secret> = Api::namespaced(cx.client().await?, NAMESPACE);
+    let list = secrets
+        .list(&remote_secrets_selector())
+        .await
+        .context("cannot list remote secrets")?;
+    let mut pruned = Vec::new();
+    for secret in &list.items {
+        let Some(source) = meshctl_secret_for(secret).filter(|s| !keep.contains(s)) else {
+            continue;
+        };
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        secrets
+            .delete(&name, &Default::default())
+            .await
+            .with_context(|| format!("cannot delete secret {NAMESPACE}/{name}"))?;
+        pruned.push(source);
+    }
+    Ok((!pruned.is_empty()).then(|| format!("pruned the remote secrets of {}", pruned.join(", "))))
+}
+
+/// Reads `source`'s reader token (once per run) and applies its remote secret here, unless a
+/// remote secret of that name is someone else's (`--adopt` takes it over).
+async fn apply_remote_secret(cx: StepContext<'_>, source: &str) -> Result<Option<String>> {
+    let name = secret_name(source);
+    if !cx.settings().adopt {
+        let secrets: Api<Secret> = Api::namespaced(cx.client().await?, NAMESPACE);
+        if let Some(s) = secrets.get_opt(&name).await?
+            && meshctl_secret_for(&s).is_none()
+        {
+            return Err(crate::kube::KubeError::Foreign {
+                object: format!("Secret {NAMESPACE}/{name}"),
+            }
+            .into());
+        }
+    }
+    let text = remote_secret_of(cx, source).await?;
+    Ok(summary(&cx.apply(&text, &name).await?))
+}
+
+/// The remote secret of `source`, built once per run however many clusters receive it.
+async fn remote_secret_of(cx: StepContext<'_>, source: &str) -> Result<String> {
+    let run = cx.run;
+    let build = async {
+        let cluster = run
+            .mesh
+            .cluster(source)
+            .ok_or_else(|| format!("cluster `{source}` is not in the topology"))?;
+        let server = api_address(
+            &run.mesh,
+            &run.state.snapshot(),
+            run.settings.kubeconfig_flag.as_deref(),
+            source,
+        )?;
+        let client = run
+            .clients
+            .get(&cluster.context)
+            .await
+            .map_err(|e| e.to_string())?;
+        let creds = remote_secret::reader_credentials(&client, source, run.settings.timeout)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        remote_secret::render_secret(source, &server, &creds).map_err(|e| e.to_string())
+    };
+    run.memo
+        .get_or_compute(&memo_key(source), build)
+        .await
+        .map_err(|e| anyhow!(e))
+}
+
+/// Waits until istiod here reports every peer synced; if not, says why for each pair.
+async fn await_synced(cx: StepContext<'_>, clusters: &[String]) -> Result<Option<String>> {
+    let client = cx.client().await?;
+    match crate::istiod::remote_clusters_synced(&client, clusters, cx.settings().timeout).await {
+        Ok(pod) => Ok(Some(format!(
+            "istiod reports {} synced ({pod})",
+            clusters.join(", ")
+        ))),
+        Err((err, missing)) => Err(unsynced_error(cx, err, &missing)),
+    }
+}
+
+/// Why istiod in the cluster does not see its peers: each pair, with the address its remote secret
+/// makes istiod dial, and what to check.
+fn unsynced_error(cx: StepContext<'_>, err: wait::WaitError, missing: &[(String, String)]) -> anyhow::Error {
+    let cluster: &Cluster = cx.cluster;
+    if missing
+        .iter()
+        .all(|(_, status)| status == crate::istiod::NOT_ASKED)
+    {
+        // istiod could not be asked at all: the peers' addresses are not the question.
+        return anyhow::Error::new(err).context(format!(
+            "istiod in `{}` could not be asked which clusters it has synced\nhint: meshctl reads istiod's /debug/clusterz through a port-forward to a running istiod pod, as `istioctl remote-clusters` does; `kubectl --context {} -n istio-system get pods -l app=istiod` shows whether one runs",
+            cluster.name, cluster.context
+        ));
+    }
+    let state = cx.run.state.snapshot();
+    let pairs: Vec<String> = missing
+        .iter()
+        .map(|(peer, status)| {
+            let address = api_address(
+                &cx.run.mesh,
+                &state,
+                cx.settings().kubeconfig_flag.as_deref(),
+                peer,
+            )
+            .unwrap_or_else(|_| "the server in its kubeconfig".into());
+            format!(
+                "istiod in `{}` reports `{peer}` {status}; its remote secret points at {address}",
+                cluster.name
+            )
+        })
+        .collect();
+    anyhow::Error::new(err).context(format!(
+        "{}\nhint: that address must be reachable from `{}`'s pods (never 127.0.0.1); `istioctl remote-clusters --context {}` shows the same view",
+        pairs.join("\n"),
+        cluster.name,
+        cluster.context
+    ))
+}
+
+/// The remote secrets meshctl applied in this cluster, deleted; their names.
+async fn remove_remote_secrets(client: &kube::Client) -> Result<Vec<String>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    let list = api
+        .list(&remote_secrets_selector())
+        .await
+        .context("cannot list remote secrets")?;
+    let mut removed = Vec::new();
+    for secret in list.items.iter().filter(|s| meshctl_secret_for(s).is_some()) {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        api.delete(&name, &DeleteParams::default())
+            .await
+            .with_context(|| format!("cannot delete secret {NAMESPACE}/{name}"))?;
+        removed.push(format!("Secret {NAMESPACE}/{name}"));
+    }
+    Ok(removed)
+}
+
+/// The reader account meshctl created for other clusters' istiods, with its token and RBAC.
+async fn remove_reader(client: &kube::Client) -> Result<Vec<String>> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let removed = [
+        delete_owned(
+            &secrets,
+            TOKEN_SECRET,
+            &format!("Secret {NAMESPACE}/{TOKEN_SECRET}"),
+        )
+        .await?,
+        delete_owned(
+            &accounts,
+            READER_SERVICE_ACCOUNT,
+            &format!("ServiceAccount {NAMESPACE}/{READER_SERVICE_ACCOUNT}"),
+        )
+        .await?,
+        delete_owned(
+            &bindings,
+            READER_CLUSTER_ROLE,
+            &format!("ClusterRoleBinding {READER_CLUSTER_ROLE}"),
+        )
+        .await?,
+        delete_owned(
+            &roles,
+            READER_CLUSTER_ROLE,
+            &format!("ClusterRole {READER_CLUSTER_ROLE}"),
+        )
+        .await?,
+    ];
+    Ok(removed.into_iter().flatten().collect())
 }

@@ -7,13 +7,79 @@
 //! networks get none, which is what keeps them separate networks. Existing clusters bring their own
 //! network: nothing is planned for them.
 
+use anyhow::Result;
+use futures::future::BoxFuture;
+
+use super::{PhaseLogic, StepContext, StepResult};
 use crate::phases::clusters::control_plane_container;
-use crate::plan::{PeerRoutes, PhaseBuilder, PlanError, Step};
+use crate::plan::{PeerRoutes, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
-use crate::tools::ProcessRunner;
 use crate::tools::docker::Docker;
 
-pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+/// Routes between the pod and service CIDRs of kind clusters on one Istio network.
+pub struct Routes;
+
+impl PhaseLogic for Routes {
+    fn phase(&self) -> Phase {
+        Phase::Routes
+    }
+
+    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
+        plan(b)
+    }
+
+    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
+        Box::pin(probe(p))
+    }
+
+    fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
+        match step {
+            Step::RoutePeers { node, network, peers } => {
+                Some(Box::pin(route_peers(cx, node, network, peers)))
+            }
+            _ => None,
+        }
+    }
+
+    fn describe(&self, step: &Step) -> Option<String> {
+        let Step::RoutePeers { node, peers, .. } = step else {
+            return None;
+        };
+        let routes: Vec<_> = peers
+            .iter()
+            .flat_map(|p| {
+                p.cidrs
+                    .iter()
+                    .map(move |c| format!("{c} via <{} address>", p.node))
+            })
+            .collect();
+        Some(format!(
+            "run: docker exec {node} ip route replace … for {}",
+            routes.join(", ")
+        ))
+    }
+}
+
+/// On `node`, each peer's CIDRs routed via the peer's node address, read from docker now.
+async fn route_peers(
+    cx: StepContext<'_>,
+    node: &str,
+    network: &str,
+    peers: &[PeerRoutes],
+) -> Result<Option<String>> {
+    let docker = Docker::new(cx.run.tools.as_ref());
+    let mut done = Vec::new();
+    for peer in peers {
+        let via = docker.container_ip(&peer.node, network).await?;
+        for cidr in &peer.cidrs {
+            docker.route_replace(node, cidr, via).await?;
+        }
+        done.push(format!("{} via {via} ({})", peer.cidrs.join(", "), peer.cluster));
+    }
+    Ok(Some(format!("routes {}", done.join("; "))))
+}
+
+fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     let mesh = b.input.mesh;
     if b.cluster.kind.is_none() {
         return Ok(());
@@ -40,9 +106,8 @@ pub(super) fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
 }
 
 /// Each planned route is on the node and points at the peer's current node address.
-pub(super) async fn probe(p: &Probe<'_>) -> Vec<Finding> {
-    let runner = ProcessRunner;
-    let docker = Docker::new(&runner);
+async fn probe(p: &Probe<'_>) -> Vec<Finding> {
+    let docker = Docker::new(p.tools);
     let mut out = Vec::new();
     for step in p.steps {
         let Step::RoutePeers { node, network, peers } = step else {

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::{ProcessRunner, RunOptions, ToolError};
+use super::{RunOptions, ToolError, ToolRunner};
 
 /// The docker network kind puts its nodes on: `KIND_EXPERIMENTAL_DOCKER_NETWORK` when set (kind
 /// reads the same variable in `pkg/cluster/internal/providers/docker/network.go`), else `kind`.
@@ -55,12 +55,12 @@ pub fn parse_network_inspect(json: &str) -> Result<DockerNetwork, String> {
 
 /// The docker CLI.
 pub struct Docker<'a> {
-    runner: &'a ProcessRunner,
+    runner: &'a dyn ToolRunner,
 }
 
 impl<'a> Docker<'a> {
     /// Over `runner`.
-    pub fn new(runner: &'a ProcessRunner) -> Docker<'a> {
+    pub fn new(runner: &'a dyn ToolRunner) -> Docker<'a> {
         Docker { runner }
     }
 

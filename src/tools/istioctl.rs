@@ -1,11 +1,11 @@
 //! `istioctl`: version check and the planned `install` invocations.
 
-use super::{ProcessRunner, RunOptions, ToolError};
+use super::{RunOptions, ToolError, ToolRunner};
 use crate::versions;
 
 /// The istioctl CLI.
 pub struct Istioctl<'a> {
-    runner: &'a ProcessRunner,
+    runner: &'a dyn ToolRunner,
 }
 
 /// `major.minor.patch` found in istioctl's version output.
@@ -57,7 +57,7 @@ pub fn install_args(context: &str, file: &str, timeout_secs: u64) -> Vec<String>
 
 impl<'a> Istioctl<'a> {
     /// Over `runner`.
-    pub fn new(runner: &'a ProcessRunner) -> Istioctl<'a> {
+    pub fn new(runner: &'a dyn ToolRunner) -> Istioctl<'a> {
         Istioctl { runner }
     }
 

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use super::{ProcessRunner, RunOptions, ToolError};
+use super::{RunOptions, ToolError, ToolRunner};
 
 /// The kind CLI.
 pub struct Kind<'a> {
-    runner: &'a ProcessRunner,
+    runner: &'a dyn ToolRunner,
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -30,7 +30,7 @@ pub fn create_args(name: &str, config: &str, wait_secs: u64) -> Vec<String> {
 
 impl<'a> Kind<'a> {
     /// Over `runner`.
-    pub fn new(runner: &'a ProcessRunner) -> Kind<'a> {
+    pub fn new(runner: &'a dyn ToolRunner) -> Kind<'a> {
         Kind { runner }
     }
 

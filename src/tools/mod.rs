@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
 
 use crate::versions;
@@ -85,10 +86,33 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// Runs real processes found on PATH. Tests put fake programs first on PATH instead of swapping the
-/// runner, so every path through meshctl runs the same code.
+/// What runs external programs: the one seam between meshctl and kind, docker, istioctl and curl
+/// (kind's `exec.Cmder`). [`ProcessRunner`] runs real processes; a test can stand in for a
+/// program by answering here, without a script on PATH.
+pub trait ToolRunner: Send + Sync {
+    /// Runs `program args...`; a non-zero exit is an error.
+    fn run<'a>(
+        &'a self,
+        program: &'a str,
+        args: &'a [String],
+        options: &'a RunOptions,
+    ) -> BoxFuture<'a, Result<Output, ToolError>>;
+}
+
+/// Runs real processes found on PATH.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ProcessRunner;
+
+impl ToolRunner for ProcessRunner {
+    fn run<'a>(
+        &'a self,
+        program: &'a str,
+        args: &'a [String],
+        options: &'a RunOptions,
+    ) -> BoxFuture<'a, Result<Output, ToolError>> {
+        Box::pin(ProcessRunner::run(self, program, args, options))
+    }
+}
 
 /// The install hint for a program meshctl calls.
 pub fn install_hint(program: &str) -> String {

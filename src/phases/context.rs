@@ -1,0 +1,175 @@
+//! What a phase's steps may use while they run, handed down by the executor: the run's settings,
+//! the connections, the program runner, the state file, and values computed once per run. Phases
+//! sit below the executor, so they get these as one value instead of reaching up for them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use tokio::sync::{Mutex, OnceCell};
+
+use crate::kube::Clients;
+use crate::kube::apply::{Applied, Applier};
+use crate::state::StateStore;
+use crate::tools::{RunOptions, ToolRunner};
+use crate::topology::{Cluster, Mesh};
+
+/// Everything a run needs to know, resolved once by the command layer.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--kubeconfig`, if given (otherwise kube reads `KUBECONFIG` or `~/.kube/config`).
+    pub kubeconfig_flag: Option<PathBuf>,
+    /// The file kind contexts are imported into.
+    pub kubeconfig_target: PathBuf,
+    /// Where kind writes its own kubeconfig (kept apart, so kind and meshctl never race on a file).
+    pub kind_kubeconfig: PathBuf,
+    /// The plan directory: artifacts live here and tools run here.
+    pub plan_dir: PathBuf,
+    /// Bound on each wait.
+    pub timeout: Duration,
+    /// Bound on each external program.
+    pub tool_timeout: Duration,
+    /// `--metallb-manifest`.
+    pub metallb_manifest: Option<PathBuf>,
+    /// Download cache.
+    pub cache_dir: PathBuf,
+    /// `--force`: run every step whatever the probes find.
+    pub force: bool,
+    /// `--allow-version-skew` for istioctl.
+    pub allow_version_skew: bool,
+    /// `--adopt`: take over existing objects meshctl did not create.
+    pub adopt: bool,
+    /// `--lb-subnet`: pools until the docker network exists.
+    pub lb_subnet: ipnet::IpNet,
+    /// The docker network the kind nodes are on.
+    pub docker_network: String,
+}
+
+/// Values worth computing once per run however many clusters ask (a download, a peer's remote
+/// secret), by key. A failure is shared too, so the other clusters report it instead of trying
+/// again; [`Memo::forget`] drops a value that went stale.
+#[derive(Default)]
+pub struct Memo {
+    cells: std::sync::Mutex<HashMap<String, Arc<MemoCell>>>,
+}
+
+/// One value of a [`Memo`]: the text, or why it could not be had.
+type MemoCell = OnceCell<Result<String, String>>;
+
+impl Memo {
+    /// The value under `key`, computed by `compute` by the first caller only.
+    pub async fn get_or_compute<F>(&self, key: &str, compute: F) -> Result<String, String>
+    where
+        F: Future<Output = Result<String, String>>,
+    {
+        let cell = self
+            .cells
+            .lock()
+            .expect("memo lock")
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        cell.get_or_init(|| compute).await.clone()
+    }
+
+    /// Drops the value under `key`: the next caller computes it again.
+    pub fn forget(&self, key: &str) {
+        self.cells.lock().expect("memo lock").remove(key);
+    }
+}
+
+/// What one run shares across its phases and clusters.
+pub struct RunContext {
+    /// The settings.
+    pub settings: Settings,
+    /// The topology.
+    pub mesh: Mesh,
+    /// Connections, by context.
+    pub clients: Clients,
+    /// How external programs run.
+    pub tools: Arc<dyn ToolRunner>,
+    /// Recorded facts and ownership.
+    pub state: StateStore,
+    /// Values computed once per run.
+    pub memo: Memo,
+    /// Held while a kubeconfig file is rewritten: clusters import their contexts concurrently.
+    pub kubeconfig_lock: Mutex<()>,
+}
+
+/// One step's view: the run, and the cluster it runs in.
+#[derive(Clone, Copy)]
+pub struct StepContext<'a> {
+    /// The run.
+    pub run: &'a RunContext,
+    /// Where the step runs.
+    pub cluster: &'a Cluster,
+}
+
+impl StepContext<'_> {
+    /// The cluster's client.
+    pub async fn client(&self) -> Result<kube::Client> {
+        Ok(self.run.clients.get(&self.cluster.context).await?)
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.run.settings
+    }
+
+    /// A rendered file of the plan, as written in the plan directory.
+    pub fn artifact_text(&self, file: &str) -> Result<String> {
+        std::fs::read_to_string(self.run.settings.plan_dir.join(file))
+            .with_context(|| format!("cannot read `{file}`"))
+    }
+
+    /// How planned programs run: in the plan directory, bounded, with `KUBECONFIG` set when given.
+    pub fn tool_options(&self, kubeconfig: Option<&Path>) -> RunOptions {
+        RunOptions {
+            cwd: Some(self.run.settings.plan_dir.clone()),
+            timeout: Some(self.run.settings.tool_timeout),
+            env: kubeconfig
+                .map(|p| ("KUBECONFIG".to_string(), p.to_string_lossy().into_owned()))
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Server-side applies every document of `text` (from `source`, for messages) in this
+    /// cluster, taking over objects meshctl did not create only under `--adopt`.
+    pub async fn apply(&self, text: &str, source: &str) -> Result<Vec<Applied>> {
+        Ok(Applier::new(self.client().await?)
+            .with_adoption(self.run.settings.adopt)
+            .apply_yaml(text, source)
+            .await?)
+    }
+
+    /// Records a fact learnt about this cluster in the state file.
+    pub fn record(&self, change: impl FnOnce(&mut crate::state::ClusterState)) -> Result<()> {
+        let name = self.cluster.name.clone();
+        self.run
+            .state
+            .update(|s| change(s.clusters.entry(name).or_default()))
+            .context("cannot record progress")?;
+        Ok(())
+    }
+}
+
+/// What removing a phase from one cluster may use (`down --uninstall`).
+pub struct RemoveContext<'a> {
+    /// The cluster.
+    pub cluster: &'a Cluster,
+    /// Its client.
+    pub client: kube::Client,
+    /// The plan directory `up` ran in: the files it installed from.
+    pub plan_dir: &'a Path,
+    /// `--kubeconfig`, passed on to istioctl.
+    pub kubeconfig: Option<&'a Path>,
+    /// Bound on each program.
+    pub timeout: Duration,
+    /// How external programs run.
+    pub tools: &'a dyn ToolRunner,
+}
