@@ -1,22 +1,25 @@
 //! meshctl: several Kubernetes clusters into one Istio mesh (multi-primary, multi-network).
 //!
-//! The data flows one way, and the modules follow it:
+//! The data flows one way, and the modules follow it (docs/architecture.md has the layers, which
+//! `tests/architecture.rs` checks):
 //!
 //! ```text
-//! flags / meshctl.yaml ─► topology ─► plan (phases × clusters, artifacts) ─► executor ─► clusters
-//!                             │              │                                  │
-//!                             │      render (templates/), pki, ipam      kube API, tools (kind, docker, istioctl)
-//!                             │              (pure)                             (the only I/O)
+//! flags / meshctl.yaml ─► topology ─► planner ─► phases (one type each) ─► executor ─► clusters
+//!                             │           │                                    │
+//!                             │   render (templates/), pki, ipam       kube API, tools (kind, docker, istioctl)
+//!                             │           (pure)
 //!                             └──────────────────────────────────────────► report
 //! ```
 //!
 //! * [`topology`]: what to build, validated as a whole.
 //! * [`pki`]: root and intermediate CAs in Istio's plug-in layout.
-//! * [`plan`]: the plan as data; [`phases`] holds one pure plan step per phase.
+//! * [`plan`]: the plan as data; [`planner`] builds it from [`phases`], where each phase is one
+//!   type that plans, probes, runs its own steps, describes them and removes itself.
 //! * [`render`]: manifests from the embedded templates; [`ipam`]: MetalLB address pools.
 //! * [`dry_run`]: the plan written to disk.
-//! * [`executor`]: runs a plan; [`kube`] and [`tools`] are the only I/O; [`verify`] proves traffic flows.
-//! * [`istiod`]: what istiod says of the mesh (its debug endpoints, read through a port-forward).
+//! * [`executor`]: runs a plan, phase by phase; [`uninstall`] removes it, last phase first.
+//! * [`kube`] and [`tools`]: the I/O, behind `kube::Clients` and the `tools::ToolRunner` seam.
+//! * [`verify`]: proves traffic flows; [`istiod`]: what istiod says of the mesh.
 //! * [`report`]: what the user sees.
 #![deny(missing_docs)]
 
