@@ -29,6 +29,13 @@ struct PlayedIstioctl {
 }
 
 impl PlayedIstioctl {
+    fn new(server: &MemoryApiServer) -> Arc<PlayedIstioctl> {
+        Arc::new(PlayedIstioctl {
+            server: server.clone(),
+            calls: Mutex::default(),
+        })
+    }
+
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
@@ -160,6 +167,27 @@ async fn up_istio(f: &Fixture, tools: Arc<PlayedIstioctl>) -> RunEnd {
     executor.run(&mut prepared).await.unwrap()
 }
 
+/// `down --uninstall` of the fixture's one cluster, with `tools` as its programs.
+async fn uninstall(
+    f: &Fixture,
+    server: &MemoryApiServer,
+    tools: &PlayedIstioctl,
+) -> Vec<(String, Vec<String>)> {
+    let targets = [meshctl::uninstall::Target {
+        cluster: &f.mesh.clusters[0],
+        client: server.client(),
+    }];
+    meshctl::uninstall::uninstall(
+        &targets,
+        &f.settings.plan_dir,
+        f.settings.kubeconfig_flag.as_deref(),
+        Duration::from_secs(5),
+        tools,
+    )
+    .await
+    .unwrap()
+}
+
 fn installed_digest(server: &MemoryApiServer) -> Option<String> {
     let istiod = server.object("apps/v1", "deployments", "istio-system", "istiod")?;
     istiod["metadata"]["annotations"]["meshctl.io/installed-operator-digest"]
@@ -171,10 +199,7 @@ fn installed_digest(server: &MemoryApiServer) -> Option<String> {
 async fn the_istio_phase_installs_once_records_it_and_a_second_run_runs_no_tool() {
     let server = MemoryApiServer::new();
     let f = fixture(&server);
-    let istioctl = Arc::new(PlayedIstioctl {
-        server: server.clone(),
-        calls: Mutex::default(),
-    });
+    let istioctl = PlayedIstioctl::new(&server);
 
     assert_eq!(
         up_istio(&f, istioctl.clone()).await,
@@ -195,10 +220,7 @@ async fn the_istio_phase_installs_once_records_it_and_a_second_run_runs_no_tool(
         "the install is recorded on istiod"
     );
 
-    let second = Arc::new(PlayedIstioctl {
-        server: server.clone(),
-        calls: Mutex::default(),
-    });
+    let second = PlayedIstioctl::new(&server);
     assert_eq!(
         up_istio(&f, second.clone()).await,
         RunEnd::Finished { changed: false }
@@ -214,10 +236,7 @@ async fn the_istio_phase_installs_once_records_it_and_a_second_run_runs_no_tool(
 async fn an_istiod_installed_from_another_rendering_is_installed_again() {
     let server = MemoryApiServer::new();
     let f = fixture(&server);
-    let istioctl = Arc::new(PlayedIstioctl {
-        server: server.clone(),
-        calls: Mutex::default(),
-    });
+    let istioctl = PlayedIstioctl::new(&server);
     up_istio(&f, istioctl.clone()).await;
     // Someone installed istiod by hand since: the record no longer matches the plan.
     let mut istiod = server
@@ -226,10 +245,7 @@ async fn an_istiod_installed_from_another_rendering_is_installed_again() {
     istiod["metadata"]["annotations"]["meshctl.io/installed-operator-digest"] = json!("0000");
     server.put(istiod);
 
-    let again = Arc::new(PlayedIstioctl {
-        server: server.clone(),
-        calls: Mutex::default(),
-    });
+    let again = PlayedIstioctl::new(&server);
     assert_eq!(
         up_istio(&f, again.clone()).await,
         RunEnd::Finished { changed: true }
@@ -246,10 +262,7 @@ async fn an_istiod_installed_from_another_rendering_is_installed_again() {
 async fn uninstall_removes_phase_by_phase_only_what_meshctl_installed() {
     let server = MemoryApiServer::new();
     let f = fixture(&server);
-    let istioctl = Arc::new(PlayedIstioctl {
-        server: server.clone(),
-        calls: Mutex::default(),
-    });
+    let istioctl = PlayedIstioctl::new(&server);
     up_istio(&f, istioctl.clone()).await;
     let ours = json!({"app.kubernetes.io/managed-by": "meshctl"});
     server.put(json!({"apiVersion": "v1", "kind": "Secret",
@@ -258,23 +271,8 @@ async fn uninstall_removes_phase_by_phase_only_what_meshctl_installed() {
     server.put(json!({"apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": "istio-reader-service-account", "namespace": "istio-system"}}));
 
-    let removal = Arc::new(PlayedIstioctl {
-        server: server.clone(),
-        calls: Mutex::default(),
-    });
-    let targets = [meshctl::uninstall::Target {
-        cluster: &f.mesh.clusters[0],
-        client: server.client(),
-    }];
-    let removed = meshctl::uninstall::uninstall(
-        &targets,
-        &f.settings.plan_dir,
-        f.settings.kubeconfig_flag.as_deref(),
-        Duration::from_secs(5),
-        removal.as_ref(),
-    )
-    .await
-    .unwrap();
+    let removal = PlayedIstioctl::new(&server);
+    let removed = uninstall(&f, &server, &removal).await;
     assert_eq!(
         removed,
         [(
@@ -310,19 +308,8 @@ async fn uninstall_removes_phase_by_phase_only_what_meshctl_installed() {
     );
 
     // Nothing of meshctl's is left: a second removal runs no tool and removes nothing.
-    let again = Arc::new(PlayedIstioctl {
-        server: server.clone(),
-        calls: Mutex::default(),
-    });
-    let removed = meshctl::uninstall::uninstall(
-        &targets,
-        &f.settings.plan_dir,
-        f.settings.kubeconfig_flag.as_deref(),
-        Duration::from_secs(5),
-        again.as_ref(),
-    )
-    .await
-    .unwrap();
+    let again = PlayedIstioctl::new(&server);
+    let removed = uninstall(&f, &server, &again).await;
     assert_eq!(removed, [("cluster1".to_string(), Vec::<String>::new())]);
     assert_eq!(again.calls(), Vec::<String>::new());
 }
