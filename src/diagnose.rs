@@ -42,7 +42,6 @@ impl Bundle {
         self.files.push((path.into(), content.into()));
     }
 
-    /// Paths, in order.
     pub fn paths(&self) -> Vec<&str> {
         self.files.iter().map(|(p, _)| p.as_str()).collect()
     }
@@ -72,7 +71,6 @@ impl Bundle {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Collected {
-    /// Cluster name.
     pub cluster: String,
     /// `collected`, `unreachable` or `timed out`.
     pub outcome: String,

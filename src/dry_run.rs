@@ -76,7 +76,6 @@ pub enum OutError {
     /// The folder holds files meshctl did not write.
     #[error("--out `{}` is not empty and holds no meshctl plan (it has {}); nothing was written\nhint: choose an empty or new folder, or pass --overwrite to write into it anyway", dir.display(), entries.join(", "))]
     Foreign {
-        /// The folder.
         dir: std::path::PathBuf,
         /// A few of its entries.
         entries: Vec<String>,
@@ -84,9 +83,7 @@ pub enum OutError {
     /// Reading or removing failed.
     #[error("--out `{}`: {source}", dir.display())]
     Io {
-        /// The folder.
         dir: std::path::PathBuf,
-        /// The cause.
         source: io::Error,
     },
 }

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Exit {
-    /// Everything done.
     Success = 0,
     /// A phase, command or check failed.
     Failure = 1,

@@ -2,7 +2,7 @@
 //!
 //! The rule (docs/architecture.md repeats it):
 //! 1. Use the network's IPv4 subnet, chosen by address family, never by position: kind creates the
-//!    network dual-stack and docker lists the entries in no fixed order (reference pitfall 11).
+//!    network dual-stack and docker lists the entries in no fixed order.
 //! 2. Pools live in the top quarter of the subnet; docker hands out container addresses from the
 //!    bottom (`.2`, `.3`, ...), so they meet only when the network is three-quarters full.
 //! 3. The top quarter is cut into blocks of `B = 2^clamp(26 - prefix, 4, 8)` addresses: 256 on the
@@ -24,14 +24,11 @@ use serde::Serialize;
 /// One cluster's MetalLB range, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Pool {
-    /// First address.
     pub first: Ipv4Addr,
-    /// Last address.
     pub last: Ipv4Addr,
 }
 
 impl Pool {
-    /// Number of addresses.
     pub fn len(&self) -> u32 {
         u32::from(self.last) - u32::from(self.first) + 1
     }
@@ -73,11 +70,9 @@ pub enum IpamError {
         "subnet {subnet} holds at most {capacity} cluster pool(s) of {size} addresses; {wanted} requested (use a larger network, e.g. --lb-subnet 172.18.0.0/16)"
     )]
     TooSmall {
-        /// The subnet.
         subnet: Ipv4Net,
         /// How many pools fit.
         capacity: usize,
-        /// Addresses per pool.
         size: u32,
         /// How many clusters were asked for.
         wanted: usize,
@@ -89,7 +84,6 @@ pub enum IpamError {
     Occupied {
         /// 1-based cluster position.
         cluster: usize,
-        /// The pool.
         pool: Pool,
         /// The address in use.
         ip: Ipv4Addr,

@@ -16,7 +16,6 @@ use kube::api::{Api, ListParams};
 use crate::kube::port_forward;
 use crate::kube::wait::WaitError;
 
-/// Istio's namespace.
 const ISTIO_NAMESPACE: &str = "istio-system";
 
 /// istiod's monitoring port, where its debug endpoints are, unless the pod's `prometheus.io/port`
@@ -58,7 +57,6 @@ pub struct ProxySync {
 pub struct Answered<T> {
     /// `istio-system/<pod>`.
     pub pod: String,
-    /// What it said.
     pub value: T,
 }
 

@@ -24,12 +24,10 @@ impl MeshDir {
         }
     }
 
-    /// The folder itself.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// The state file.
     pub fn state(&self) -> PathBuf {
         self.root.join("state.json")
     }

@@ -16,7 +16,7 @@ use crate::pki::IntermediateCa;
 use crate::render::{self, RenderError};
 use crate::topology::{Cluster, Mesh, Provider};
 
-/// One phase of `up`, in the order they run (reference section 12).
+/// One phase of `up`, in the order they run: each needs what the ones before it leave behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
@@ -105,46 +105,26 @@ pub enum Condition {
     /// Every node reports Ready.
     NodesReady,
     /// A Deployment has the Available condition.
-    DeploymentAvailable {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-    },
+    DeploymentAvailable { namespace: String, name: String },
     /// A DaemonSet has every scheduled pod ready.
-    DaemonSetReady {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-    },
+    DaemonSetReady { namespace: String, name: String },
     /// Every webhook of a webhook configuration has a CA bundle injected.
     WebhookCaBundle {
         /// `ValidatingWebhookConfiguration` or `MutatingWebhookConfiguration`.
         kind: String,
-        /// Its name.
         name: String,
     },
     /// The Service behind a webhook configuration has a ready endpoint.
     WebhookEndpointReady {
         /// `ValidatingWebhookConfiguration` or `MutatingWebhookConfiguration`.
         kind: String,
-        /// Its name.
         name: String,
     },
     /// A LoadBalancer Service has an ingress IP.
-    LoadBalancerIp {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-    },
+    LoadBalancerIp { namespace: String, name: String },
     /// istiod reports every one of these remote clusters as `synced` (`/debug/clusterz`, what
     /// `istioctl remote-clusters` shows): its remote secrets work, not merely exist.
-    RemoteClustersSynced {
-        /// Cluster IDs.
-        clusters: Vec<String>,
-    },
+    RemoteClustersSynced { clusters: Vec<String> },
 }
 
 impl std::fmt::Display for Condition {
@@ -178,7 +158,6 @@ pub enum Step {
     /// `kind create cluster` from a rendered config; a kind cluster of that name that already
     /// exists is reused (and never deleted by `down`: meshctl did not create it).
     CreateKindCluster {
-        /// Cluster name.
         name: String,
         /// Artifact path of the kind config.
         config: String,
@@ -189,7 +168,6 @@ pub enum Step {
     /// digest of the file) as an annotation on `record_on`, so the next run can tell whether the
     /// cluster runs this rendering.
     IstioctlInstall {
-        /// kubeconfig context.
         context: String,
         /// Artifact path of the IstioOperator.
         file: String,
@@ -199,27 +177,17 @@ pub enum Step {
         timeout_secs: u64,
     },
     /// Server-side apply every document of an artifact.
-    Apply {
-        /// Artifact path.
-        file: String,
-    },
+    Apply { file: String },
     /// Server-side apply the plug-in CA (`cacerts`); when that replaced a CA an istiod already
     /// runs with, restart istiod and wait for its rollout: istiod takes up a new intermediate by
     /// itself, but ignores a new root (Istio `pilot/pkg/bootstrap/istio_ca.go`, `handleEvent`:
     /// "Updating new ROOT-CA not supported").
-    ApplyPluggedCa {
-        /// Artifact path.
-        file: String,
-    },
+    ApplyPluggedCa { file: String },
     /// Wait until admission (webhooks included) accepts every document of an artifact, proven by
     /// a server-side dry run, before it is applied.
-    AwaitAdmission {
-        /// Artifact path.
-        file: String,
-    },
+    AwaitAdmission { file: String },
     /// Download (once, checksum-verified) and server-side apply an upstream manifest.
     ApplyUpstream {
-        /// What it is.
         name: String,
         /// Where it comes from.
         url: String,
@@ -227,13 +195,9 @@ pub enum Step {
         sha256: String,
     },
     /// Wait for a condition.
-    Wait {
-        /// The condition.
-        until: Condition,
-    },
+    Wait { until: Condition },
     /// Merge the kind cluster's kubeconfig into meshctl's, with the context renamed.
     ImportKubeconfig {
-        /// kind cluster name.
         kind_cluster: String,
         /// Context name it gets.
         context: String,
@@ -248,7 +212,6 @@ pub enum Step {
     /// On a kind node, route other clusters' pod and service CIDRs to their nodes (clusters on one
     /// Istio network: pods call each other directly).
     RoutePeers {
-        /// The node container.
         node: String,
         /// The docker network the nodes are on.
         network: String,
@@ -257,7 +220,6 @@ pub enum Step {
     },
     /// Set labels on every node.
     LabelNodes {
-        /// The labels.
         labels: BTreeMap<String, String>,
         /// Replace values that differ (kind clusters); otherwise only add missing labels, so a
         /// cloud provider's own topology labels are never overwritten.
@@ -292,9 +254,7 @@ impl Step {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "name", rename_all = "lowercase")]
 pub enum RecordOn {
-    /// A Deployment.
     Deployment(String),
-    /// A Service.
     Service(String),
 }
 
@@ -310,7 +270,6 @@ impl fmt::Display for RecordOn {
 /// The CIDRs of one peer cluster and the node container they are routed to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerRoutes {
-    /// The peer cluster.
     pub cluster: String,
     /// Its node container (its address is read from docker when the step runs).
     pub node: String,
@@ -327,7 +286,6 @@ pub struct Artifact {
     pub template: &'static str,
     /// Whether it holds a secret (written 0600).
     pub secret: bool,
-    /// The text.
     #[serde(skip)]
     pub content: String,
 }
@@ -347,9 +305,7 @@ impl Artifact {
 /// The steps of one cluster in one phase.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterSteps {
-    /// Cluster name.
     pub cluster: String,
-    /// Steps, in order.
     pub steps: Vec<Step>,
 }
 
@@ -357,9 +313,7 @@ pub struct ClusterSteps {
 /// phase appears twice when remotes run it after their primaries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PhasePlan {
-    /// The phase.
     pub phase: Phase,
-    /// Per cluster.
     pub clusters: Vec<ClusterSteps>,
 }
 
@@ -369,9 +323,7 @@ pub struct PhasePlan {
 pub struct ClusterSummary {
     /// Name (Istio cluster ID).
     pub name: String,
-    /// kubeconfig context.
     pub context: String,
-    /// Istio network.
     pub network: String,
     /// `region/zone`.
     pub locality: String,
@@ -380,16 +332,13 @@ pub struct ClusterSummary {
     pub metallb_pool: Option<String>,
 }
 
-/// The whole plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
-    /// Mesh ID.
     #[serde(rename = "meshID")]
     pub mesh_id: String,
     /// Where the clusters come from.
     pub provider: Provider,
-    /// The clusters.
     pub clusters: Vec<ClusterSummary>,
     /// Phases in order (only the selected ones).
     pub phases: Vec<PhasePlan>,
@@ -401,7 +350,6 @@ pub struct Plan {
 /// or `--lb-subnet`); planning itself is pure.
 #[derive(Debug, Clone)]
 pub struct PlanInput<'a> {
-    /// The topology.
     pub mesh: &'a Mesh,
     /// Phases to plan, in order.
     pub phases: Vec<Phase>,
@@ -422,14 +370,10 @@ pub struct PlanInput<'a> {
 /// Why a plan could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    /// A template failed.
     #[error("phase {phase}, cluster `{cluster}`: {source}")]
     Render {
-        /// The phase.
         phase: Phase,
-        /// The cluster.
         cluster: String,
-        /// The cause.
         source: RenderError,
     },
     /// The phase selection makes no sense for this topology.
@@ -438,24 +382,18 @@ pub enum PlanError {
     /// An input the selected phases need is missing.
     #[error("phase {phase}: {what} missing for cluster `{cluster}`")]
     MissingInput {
-        /// The phase.
         phase: Phase,
-        /// The cluster.
         cluster: String,
-        /// What is missing.
         what: &'static str,
     },
 }
 
 /// Collects the steps and artifacts of one cluster in one phase.
 pub struct PhaseBuilder<'a> {
-    /// The whole input.
     pub input: &'a PlanInput<'a>,
     /// 0-based position of the cluster.
     pub index: usize,
-    /// The cluster.
     pub cluster: &'a Cluster,
-    /// The phase.
     pub phase: Phase,
     steps: Vec<Step>,
     artifacts: Vec<Artifact>,
@@ -502,7 +440,6 @@ impl<'a> PhaseBuilder<'a> {
         Ok(path)
     }
 
-    /// Adds a step.
     pub fn step(&mut self, step: Step) {
         self.steps.push(step);
     }

@@ -25,7 +25,6 @@ use crate::topology::{Cluster, Mesh};
 pub enum Found {
     /// As the plan wants it.
     Present,
-    /// Not there.
     Missing,
     /// There, but not as the plan wants it (or not ready).
     Different,
@@ -53,7 +52,6 @@ impl Found {
 pub struct Finding {
     /// What it is, e.g. `remote secret for cluster2` or `Secret istio-system/cacerts`.
     pub object: String,
-    /// What was found.
     pub found: Found,
     /// The detail a person needs (never secret values).
     pub detail: String,
@@ -68,17 +66,14 @@ impl Finding {
         }
     }
 
-    /// As wanted.
     pub fn present(object: impl Into<String>, detail: impl Into<String>) -> Finding {
         Finding::new(object, Found::Present, detail)
     }
 
-    /// Absent.
     pub fn missing(object: impl Into<String>, detail: impl Into<String>) -> Finding {
         Finding::new(object, Found::Missing, detail)
     }
 
-    /// Not as wanted.
     pub fn different(object: impl Into<String>, detail: impl Into<String>) -> Finding {
         Finding::new(object, Found::Different, detail)
     }
@@ -107,17 +102,13 @@ pub fn in_place(findings: &[Finding]) -> bool {
 /// Everything a probe reads: the plan of one phase in one cluster, the mesh, what meshctl
 /// recorded, and the connections.
 pub struct Probe<'a> {
-    /// The topology.
     pub mesh: &'a Mesh,
-    /// The cluster probed.
     pub cluster: &'a Cluster,
     /// The whole plan (artifacts by path).
     pub plan: &'a Plan,
     /// This phase's steps in this cluster.
     pub steps: &'a [Step],
-    /// What meshctl recorded.
     pub state: &'a MeshState,
-    /// Connections, by context.
     pub clients: &'a Clients,
     /// How external programs run (the `routes` probe reads a kind node's routing table).
     pub tools: &'a dyn ToolRunner,

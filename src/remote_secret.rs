@@ -2,10 +2,12 @@
 //!
 //! In the source cluster: make sure the reader service account and its read-only cluster role
 //! exist, find or create the long-lived token Secret and wait for the token controller to fill it
-//! (reference section 9.2; a short-lived TokenRequest token would expire under istiod). Then build
+//! (a short-lived TokenRequest token would expire under istiod, and Kubernetes 1.24+ no longer
+//! creates one by itself). Then build
 //! the kubeconfig with the source's in-network API address, its CA and the token, and render the
-//! Secret in istioctl's exact format (section 9.1). The server is never a loopback address unless
-//! the user says so explicitly (pitfall 1), and never skips TLS verification.
+//! Secret in the exact format of istioctl 1.31's `create-remote-secret`. The server is never a loopback address unless
+//! the user says so explicitly (istiod in another cluster would dial itself), and never skips
+//! TLS verification.
 
 use std::time::Duration;
 
@@ -37,9 +39,7 @@ pub enum RemoteSecretError {
         "cluster `{cluster}`: the API server address `{server}` is a loopback address; istiod in the other clusters cannot reach it\nhint: pass --server (or set `apiServer` for the cluster in meshctl.yaml) with the address on the shared network, e.g. https://<container-ip>:6443 (for kind: docker inspect -f '{{{{ .NetworkSettings.Networks.kind.IPAddress }}}}' {container})"
     )]
     LoopbackServer {
-        /// The cluster.
         cluster: String,
-        /// The address.
         server: String,
         /// The kind node container that probably serves it.
         container: String,
@@ -47,9 +47,7 @@ pub enum RemoteSecretError {
     /// The address is not an https URL another cluster can use.
     #[error("cluster `{cluster}`: `{server}` {reason}")]
     BadServer {
-        /// The cluster.
         cluster: String,
-        /// The address.
         server: String,
         /// What is wrong with it.
         reason: String,
@@ -57,22 +55,13 @@ pub enum RemoteSecretError {
     /// The token Secret holds no usable token.
     #[error("cluster `{cluster}`: secret {NAMESPACE}/{secret}: {reason}")]
     BadToken {
-        /// The cluster.
         cluster: String,
-        /// The Secret.
         secret: String,
-        /// Why.
         reason: String,
     },
     /// Talking to the cluster failed.
     #[error("cluster `{cluster}`: {source}")]
-    Kube {
-        /// The cluster.
-        cluster: String,
-        /// The cause.
-        source: KubeError,
-    },
-    /// Rendering failed.
+    Kube { cluster: String, source: KubeError },
     #[error(transparent)]
     Render(#[from] RenderError),
 }
@@ -107,7 +96,6 @@ pub fn check_server(cluster: &str, server: &str, explicit: bool) -> Result<(), R
 pub struct ReaderCredentials {
     /// base64 of the cluster CA PEM (`certificate-authority-data`).
     pub ca_data: String,
-    /// The bearer token.
     pub token: String,
 }
 

@@ -93,19 +93,13 @@ pub enum RenderError {
     /// minijinja failed (unknown template, undefined variable, filter error).
     #[error("template `{template}`: {detail}")]
     Template {
-        /// The template name.
         template: String,
         /// minijinja's description, naming the variable and line.
         detail: String,
     },
     /// The output does not parse as YAML.
     #[error("template `{template}` rendered invalid YAML: {detail}")]
-    InvalidYaml {
-        /// The template name.
-        template: String,
-        /// The parser's message.
-        detail: String,
-    },
+    InvalidYaml { template: String, detail: String },
 }
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {

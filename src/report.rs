@@ -17,13 +17,11 @@ use serde_json::{Value, json};
 /// Output format of a reporting command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// Lines for people.
     Text,
     /// JSON events for machines.
     Json,
 }
 
-/// Writes what happens.
 pub struct Reporter {
     format: Format,
     color: bool,
@@ -81,7 +79,6 @@ impl Reporter {
         }
     }
 
-    /// The format.
     pub fn format(&self) -> Format {
         self.format
     }
@@ -123,7 +120,6 @@ impl Reporter {
         let _ = writeln!(std::io::stdout().lock(), "{event}");
     }
 
-    /// A finished step.
     pub fn ok(&self, subject: &str, message: &str) {
         match self.format {
             Format::Json => self.event("ok", json!({"subject": subject, "message": message})),
@@ -131,7 +127,6 @@ impl Reporter {
         }
     }
 
-    /// A failed step.
     pub fn fail(&self, subject: &str, message: &str) {
         match self.format {
             Format::Json => self.event("failed", json!({"subject": subject, "message": message})),

@@ -36,7 +36,6 @@ pub struct ClusterState {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MeshState {
-    /// Mesh ID.
     #[serde(rename = "meshID", default)]
     pub mesh_id: String,
     /// kind clusters meshctl created (and `down` may delete). Pre-existing ones are never listed.
@@ -57,7 +56,6 @@ pub struct MeshState {
     /// `status` compares `cacerts` with the same CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certs_dir: Option<PathBuf>,
-    /// Per cluster.
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterState>,
 }

@@ -26,9 +26,7 @@ use crate::topology::Cluster;
 
 /// Where the objects `up` installed are removed from.
 pub struct Target<'a> {
-    /// The cluster.
     pub cluster: &'a Cluster,
-    /// Its client.
     pub client: kube::Client,
 }
 

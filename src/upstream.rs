@@ -13,28 +13,14 @@ use crate::tools::{RunOptions, ToolError, ToolRunner};
 pub enum UpstreamError {
     /// Reading or writing failed.
     #[error("`{}`: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The download failed.
+    Io { path: PathBuf, source: std::io::Error },
     #[error("cannot download {url}: {source}")]
-    Download {
-        /// Where from.
-        url: String,
-        /// The cause.
-        source: ToolError,
-    },
+    Download { url: String, source: ToolError },
     /// The content is not the pinned one.
     #[error("{url}: sha256 is {found}, expected {expected}; the download was discarded")]
     Checksum {
-        /// Where from.
         url: String,
-        /// What arrived.
         found: String,
-        /// What is pinned.
         expected: String,
     },
 }

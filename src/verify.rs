@@ -1,12 +1,12 @@
 //! `meshctl verify`: prove the mesh carries traffic between every pair of clusters, the way Istio's
-//! docs verify a multicluster install (reference section 10), without kubectl.
+//! docs verify a multicluster install ("Verify the installation"), without kubectl.
 //!
 //! Deploy the sample workloads (helloworld in every cluster, one version per cluster, and a curl
 //! client), wait until their pods run with a sidecar, then call `helloworld.sample:5000/hello` from
 //! every cluster's client through the exec API and count which cluster answered. The mesh passes when
 //! every client reached every cluster. With `--failover`, apply the locality DestinationRule, drain
 //! the first cluster's helloworld and check that its traffic moves to the failover region
-//! (reference section 11). Parsing, the matrix and the JUnit report are pure; the rest talks to the
+//! (Istio's "Locality failover" task). Parsing, the matrix and the JUnit report are pure; the rest talks to the
 //! clusters.
 
 use std::collections::BTreeMap;
@@ -26,7 +26,6 @@ use crate::plan::Artifact;
 use crate::report::Reporter;
 use crate::topology::Mesh;
 
-/// How to verify.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Calls each client makes (spread over the clusters by the mesh's load balancing).
@@ -192,7 +191,6 @@ pub fn has_sidecar(pod: &Pod) -> bool {
     })
 }
 
-/// The failover check.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failover {
     /// The client whose local helloworld was drained.
@@ -203,9 +201,7 @@ pub struct Failover {
     pub after: Vec<usize>,
     /// The cluster traffic should move to.
     pub expected: String,
-    /// Whether it did.
     pub passed: bool,
-    /// What was seen.
     pub detail: String,
 }
 
@@ -213,13 +209,11 @@ pub struct Failover {
 /// remote's sidecars are configured by the primary.
 #[derive(Debug, Clone, Serialize)]
 pub struct ControlPlaneCheck {
-    /// The remote cluster.
     pub remote: String,
     /// The primary whose istiod should configure it.
     pub primary: String,
     /// Whether every sample proxy of the remote is listed there.
     pub passed: bool,
-    /// What was seen.
     pub detail: String,
 }
 
@@ -240,7 +234,6 @@ pub struct Distribute {
     pub weights: Vec<(String, u32)>,
     /// Answers per cluster (all clusters).
     pub answers: Vec<usize>,
-    /// Calls that failed.
     pub failed: usize,
     /// Whether each observed share is within the tolerance of its weight.
     pub passed: bool,
@@ -288,13 +281,10 @@ pub fn judge_split(
     (ok, detail)
 }
 
-/// Everything verify found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Mesh ID.
     #[serde(rename = "meshID")]
     pub mesh_id: String,
-    /// Cross-cluster answers.
     pub matrix: Matrix,
     /// Why a pair had no answer, one line each.
     pub reasons: Vec<String>,
@@ -770,7 +760,6 @@ fn workload_artifacts(all: &[Artifact], cluster: &str) -> String {
         .join("\n---\n")
 }
 
-/// Verifies the mesh.
 pub async fn run(
     mesh: &Mesh,
     kubeconfig: Option<&Path>,

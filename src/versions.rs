@@ -1,7 +1,6 @@
 //! Every pinned version, image and download location meshctl uses, in one place.
 //!
-//! The facts come from `../shared/reference/istio-multicluster.md` section 0. Changing a version is a
-//! one-line change here; nothing else in the crate spells a version or an image.
+//! Changing a version is a one-line change here; nothing else in the crate spells a version or an image.
 
 /// Istio release whose IstioOperator fields, ports and labels the templates follow.
 pub const ISTIO_VERSION: &str = "1.31.1";

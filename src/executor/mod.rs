@@ -38,7 +38,6 @@ use crate::topology::Mesh;
 #[error("phase {phase} failed in {} of {total} cluster(s):{}", failures.len(),
         failures.iter().map(|(c, e)| format!("\n  - cluster `{c}`: {}", e.replace('\n', "\n    "))).collect::<String>())]
 pub struct PhaseFailed {
-    /// The phase.
     pub phase: Phase,
     /// Clusters in the phase.
     pub total: usize,
@@ -61,7 +60,6 @@ pub enum Outcome {
 pub struct Prepared<'m> {
     /// What the plan was built from.
     pub input: PlanInput<'m>,
-    /// The plan.
     pub plan: Plan,
     /// What `verify` applies, written beside the plan.
     pub verify: Vec<Artifact>,

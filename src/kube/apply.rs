@@ -44,12 +44,10 @@ impl Change {
     }
 }
 
-/// One applied object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Applied {
     /// `Kind namespace/name`.
     pub object: String,
-    /// What happened.
     pub change: Change,
 }
 
@@ -110,7 +108,6 @@ impl Applier {
         self
     }
 
-    /// The client.
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -413,7 +410,6 @@ impl Applier {
         })
     }
 
-    /// Applies one object.
     pub async fn apply_one(&self, obj: &DynamicObject, source: &str) -> Result<Applied, KubeError> {
         let (api, label) = self.api_for(obj, source).await?;
         let name = obj.name_any();
@@ -490,12 +486,10 @@ pub enum Comparison {
     Differs(String),
 }
 
-/// One compared object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compared {
     /// `Kind namespace/name`.
     pub object: String,
-    /// What was found.
     pub comparison: Comparison,
 }
 

@@ -57,22 +57,14 @@ where
 pub enum KubeError {
     /// The kubeconfig or context cannot be used.
     #[error("context `{context}`: {reason}")]
-    Config {
-        /// The context.
-        context: String,
-        /// Why.
-        reason: String,
-    },
+    Config { context: String, reason: String },
     /// The API server refused the request for good (4xx other than 409/429).
     #[error("{what}: the API server answered {code} {reason}: {message}")]
     Rejected {
         /// The operation and object.
         what: String,
-        /// HTTP status.
         code: u16,
-        /// Kubernetes reason.
         reason: String,
-        /// The server's message.
         message: String,
     },
     /// Transient failures persisted through every retry.
@@ -80,19 +72,12 @@ pub enum KubeError {
     Exhausted {
         /// The operation and object.
         what: String,
-        /// Attempts made.
         attempts: u32,
-        /// The last error.
         last: String,
     },
     /// A document cannot be applied as it is.
     #[error("{what}: {reason}")]
-    Invalid {
-        /// The document.
-        what: String,
-        /// Why.
-        reason: String,
-    },
+    Invalid { what: String, reason: String },
     /// The object exists and meshctl did not create it: applying would take it over.
     #[error(
         "{object} already exists and meshctl did not create it (it lacks the label app.kubernetes.io/managed-by=meshctl): meshctl does not take over or overwrite what it did not create"
@@ -107,7 +92,6 @@ pub enum KubeError {
     /// The API server of a context cannot be reached or did not answer.
     #[error("context `{context}`: cannot reach the API server at {server}: {reason}")]
     Unreachable {
-        /// The context.
         context: String,
         /// The server URL from the kubeconfig.
         server: String,

@@ -14,7 +14,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct PodAnswer {
     /// The HTTP status code.
     pub status: u16,
-    /// The body.
     pub body: Vec<u8>,
 }
 

@@ -16,7 +16,6 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// Delay after the first failure; doubles each time.
     pub initial: Duration,
-    /// Longest delay.
     pub max: Duration,
 }
 

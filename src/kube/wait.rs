@@ -24,21 +24,14 @@ pub enum WaitError {
     /// The condition did not arrive in time.
     #[error("{what}: not ready after {}s (last seen: {last_seen})", after.as_secs())]
     Timeout {
-        /// What was awaited.
         what: String,
-        /// The bound.
         after: Duration,
         /// The last state observed.
         last_seen: String,
     },
     /// The watch ended or the object cannot satisfy the condition.
     #[error("{what}: {reason}")]
-    Failed {
-        /// What was awaited.
-        what: String,
-        /// Why.
-        reason: String,
-    },
+    Failed { what: String, reason: String },
 }
 
 /// Watches the object `name` until `ready` holds; `describe` says what a not-ready object looks like.

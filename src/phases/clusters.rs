@@ -1,4 +1,5 @@
-//! Phase `clusters`: create the kind clusters and learn how to reach them. Reference section 2.
+//! Phase `clusters`: create the kind clusters and learn how to reach them. kind's own kubeconfig names the
+//! context `kind-<name>` and points at 127.0.0.1, which only the host can use.
 
 use anyhow::{Context as _, Result};
 use futures::future::BoxFuture;
@@ -186,7 +187,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         context: cluster.context.clone(),
     });
     // istiod in other clusters must reach this API server on the docker network, never 127.0.0.1
-    // (reference section 2.3, pitfall 1).
+    // (a remote secret pointing at 127.0.0.1 makes istiod dial itself).
     b.step(Step::RecordApiEndpoint {
         container: control_plane_container(&cluster.name),
         network: b.input.docker_network.clone(),

@@ -34,7 +34,6 @@ pub struct Settings {
     pub tool_timeout: Duration,
     /// `--metallb-manifest`.
     pub metallb_manifest: Option<PathBuf>,
-    /// Download cache.
     pub cache_dir: PathBuf,
     /// `--force`: run every step whatever the probes find.
     pub force: bool,
@@ -83,11 +82,8 @@ impl Memo {
 
 /// What one run shares across its phases and clusters.
 pub struct RunContext {
-    /// The settings.
     pub settings: Settings,
-    /// The topology.
     pub mesh: Mesh,
-    /// Connections, by context.
     pub clients: Clients,
     /// How external programs run.
     pub tools: Arc<dyn ToolRunner>,
@@ -102,19 +98,16 @@ pub struct RunContext {
 /// One step's view: the run, and the cluster it runs in.
 #[derive(Clone, Copy)]
 pub struct StepContext<'a> {
-    /// The run.
     pub run: &'a RunContext,
     /// Where the step runs.
     pub cluster: &'a Cluster,
 }
 
 impl StepContext<'_> {
-    /// The cluster's client.
     pub async fn client(&self) -> Result<kube::Client> {
         Ok(self.run.clients.get(&self.cluster.context).await?)
     }
 
-    /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.run.settings
     }
@@ -160,9 +153,7 @@ impl StepContext<'_> {
 
 /// What removing a phase from one cluster may use (`down --uninstall`).
 pub struct RemoveContext<'a> {
-    /// The cluster.
     pub cluster: &'a Cluster,
-    /// Its client.
     pub client: kube::Client,
     /// The plan directory `up` ran in: the files it installed from.
     pub plan_dir: &'a Path,

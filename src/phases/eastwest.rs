@@ -1,4 +1,5 @@
-//! Phase `eastwest`: the gateway other networks reach this cluster through. Reference section 7.
+//! Phase `eastwest`: the gateway other networks reach this cluster through. It listens on 15443
+//! (`AUTO_PASSTHROUGH`) and carries the `topology.istio.io/network` label istiod discovers it by.
 
 use anyhow::Result;
 use futures::future::BoxFuture;
@@ -112,7 +113,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         GATEWAY_NAME,
     )?;
     // istioctl does not wait for this; without an IP, remote endpoints degrade to unreachable pod
-    // IPs (pitfalls 8 and 31).
+    // IPs, and on kind the address comes only from MetalLB.
     b.step(Step::Wait {
         until: Condition::LoadBalancerIp {
             namespace: NAMESPACE.into(),

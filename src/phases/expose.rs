@@ -1,4 +1,4 @@
-//! Phase `expose`: what a primary's east-west gateway serves. Reference section 8. `*.local`
+//! Phase `expose`: what a primary's east-west gateway serves. `*.local`
 //! services for other networks (samples/multicluster/expose-services.yaml) when the mesh spans
 //! several networks; istiod itself (samples/multicluster/expose-istiod.yaml, 15012 and 15017) when
 //! remotes are configured by this primary. A remote exposes nothing of its own: its primary's
@@ -57,7 +57,8 @@ struct ExposeIstiod {
 
 fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     let mesh = b.input.mesh;
-    // The executor retries these applies until Istio's validation webhook serves (pitfall 30).
+    // The executor retries these applies until Istio's validation webhook serves: applied before it, the
+    // API server refuses them (`failed calling webhook "validation.istio.io"`).
     if mesh.exposes_services(b.cluster) {
         let file = b.render(
             "cross-network-gateway.yaml",

@@ -1,4 +1,4 @@
-//! Phase `istio`: each cluster's control plane. Reference section 6. A primary gets istiod; a
+//! Phase `istio`: each cluster's control plane. A primary gets istiod; a
 //! remote gets Istio's `remote` profile, pointed at its primary's istiod through the primary's
 //! east-west gateway (Istio docs, "Install Primary-Remote" and "… on different networks").
 
@@ -18,9 +18,9 @@ use crate::topology::{Cluster, Role};
 use crate::versions;
 
 /// Name of the control-plane IstioOperator; a name keeps istioctl's pruning away from the east-west
-/// gateway on a re-install (pitfall 26).
+/// gateway on a re-install (an unnamed re-install prunes every install-owned object it did not
+/// render, the gateway included).
 pub const OPERATOR_NAME: &str = "control-plane";
-/// Istio's namespace.
 pub const NAMESPACE: &str = "istio-system";
 /// Annotation on an installed Deployment (istiod, the east-west gateway) holding the digest of the
 /// IstioOperator it was installed from: kept in the cluster, so any run, from any machine, can
@@ -157,7 +157,8 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         &control_plane,
         "istiod",
     )?;
-    // The east-west gateway's `image: auto` is filled in by this webhook (pitfall 29).
+    // The east-west gateway's `image: auto` is filled in by this webhook: a gateway
+    // created before it serves keeps the literal image `auto` and never starts.
     b.step(Step::Wait {
         until: Condition::WebhookCaBundle {
             kind: "MutatingWebhookConfiguration".into(),

@@ -1,4 +1,4 @@
-//! Phase `metallb`: LoadBalancer addresses for the gateways. Reference section 3.
+//! Phase `metallb`: LoadBalancer addresses for the gateways. L2 mode, one pool per cluster.
 
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -11,7 +11,8 @@ use crate::versions;
 /// Namespace MetalLB runs in; its pools must live there too.
 pub const NAMESPACE: &str = "metallb-system";
 /// The webhook configuration of the v0.16 manifest. Its Service name is read from it at run
-/// time, because it differs between MetalLB versions (pitfall 14).
+/// time, because it differs between MetalLB versions (`metallb-webhook-service` in v0.16.1,
+/// `webhook-service` in v0.14.3).
 pub const WEBHOOK_CONFIGURATION: &str = "metallb-webhook-configuration";
 /// Name of the pool meshctl creates.
 pub const POOL_NAME: &str = "meshctl-pool";
@@ -69,7 +70,8 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         until: Condition::DaemonSetReady { namespace, name },
     });
     // Pod readiness is not enough: the webhook serves only once its CA bundle is injected and its
-    // endpoint is ready; applying a pool earlier fails (metallb#1540 and others, pitfall 9).
+    // endpoint is ready; applying a pool earlier fails with `failed calling webhook
+    // "ipaddresspoolvalidationwebhook.metallb.io" … connection refused` (metallb#1540).
     let kind = "ValidatingWebhookConfiguration".to_string();
     let name = WEBHOOK_CONFIGURATION.to_string();
     b.step(Step::Wait {

@@ -1,4 +1,5 @@
-//! Phase `remote-secrets`: every istiod watches every other cluster's API server. Reference section 9.
+//! Phase `remote-secrets`: every istiod watches every other cluster's API server. The same Secrets
+//! `istioctl create-remote-secret` writes, built natively (src/remote_secret.rs).
 //!
 //! Every primary holds every other cluster's secret: N primaries and R remotes give
 //! N·(N+R−1) secrets (N·(N−1) in a multi-primary mesh). They carry a token that exists only at run time, so the plan
@@ -119,7 +120,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
             peers.push(source.name.clone());
         }
     }
-    // A secret that exists can still point at an address istiod cannot reach (pitfall 1): the
+    // A secret that exists can still point at an address istiod cannot reach (a loopback server, an old node address): the
     // phase is done when istiod says every peer is synced.
     if !peers.is_empty() {
         b.step(Step::Wait {

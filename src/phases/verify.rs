@@ -1,4 +1,4 @@
-//! The verification workloads of `meshctl verify` (reference sections 10 and 11). Pure: rendered
+//! The verification workloads of `meshctl verify` (cross-cluster calls and locality failover). Pure: rendered
 //! here, applied by the verify command. Not a phase of `up`, but part of the plan on disk.
 
 use std::collections::BTreeMap;

@@ -24,16 +24,12 @@ use crate::atomic_file::{self, PRIVATE, PRIVATE_DIR, PUBLIC};
 
 /// File names of the layout.
 pub const ROOT_CERT: &str = "root-cert.pem";
-/// Root private key.
 pub const ROOT_KEY: &str = "root-key.pem";
-/// Per-cluster intermediate certificate.
 pub const CA_CERT: &str = "ca-cert.pem";
-/// Per-cluster intermediate key.
 pub const CA_KEY: &str = "ca-key.pem";
 /// Per-cluster chain: intermediate then root.
 pub const CERT_CHAIN: &str = "cert-chain.pem";
 
-/// What to produce.
 #[derive(Debug, Clone)]
 pub struct CertsRequest {
     /// The directory of the layout.
@@ -66,7 +62,6 @@ pub enum Disposition {
 /// The result: the CA material for every requested cluster and what was done.
 #[derive(Debug)]
 pub struct CertsOutcome {
-    /// The directory.
     pub dir: PathBuf,
     /// What happened to the root.
     pub root: Disposition,
@@ -86,9 +81,7 @@ pub enum CertsError {
     Io {
         /// What was being done.
         action: &'static str,
-        /// The path.
         path: PathBuf,
-        /// The cause.
         source: io::Error,
     },
     /// Existing material is inconsistent or does not match.

@@ -1,6 +1,6 @@
 //! Certificate authorities for Istio's plug-in CA: one shared root, one intermediate per cluster.
 //!
-//! Properties follow Istio's `tools/certs` Makefiles point by point (reference section 4): RSA-4096
+//! Properties follow Istio's `tools/certs` Makefiles point by point: RSA-4096
 //! keys (or ECDSA P-256 for fast labs), SHA-256 signatures, root `O=Istio, CN=Root CA` with
 //! `CA:true` and no path length, intermediates `O=Istio, CN=Intermediate CA, L=<cluster>` with
 //! `CA:true, pathlen:0` and SAN `DNS:istiod.istio-system.svc`, both with critical key usage
@@ -46,7 +46,6 @@ pub enum PkiError {
     Rcgen {
         /// What was being done.
         what: String,
-        /// The cause.
         source: rcgen::Error,
     },
     /// An existing file does not hold what it should.
@@ -54,7 +53,6 @@ pub enum PkiError {
     Unusable {
         /// The file or object.
         what: String,
-        /// Why.
         reason: String,
     },
 }
@@ -292,7 +290,8 @@ impl RootCa {
 }
 
 impl IntermediateCa {
-    /// Checks what istiod checks when it loads `cacerts` (reference section 4, pitfall 16): all four
+    /// Checks what istiod checks when it loads `cacerts` (since 1.27 istiod exits with
+    /// "incomplete signing CA bundle detected" otherwise): all four
     /// parts present, the key matches the certificate, the certificate is a CA signed by the root
     /// in `root-cert.pem`, and `root-cert.pem` is `root` (the mesh's shared root), alone or in a
     /// trust bundle with the next root during a root rotation.
@@ -484,7 +483,6 @@ fn check_key_matches(cert_pem: &str, key: &KeyPair, what: &str) -> Result<(), Pk
 pub struct CertFacts {
     /// Subject, e.g. `O=Istio, CN=Intermediate CA, L=cluster1`.
     pub subject: String,
-    /// Serial number, hex.
     pub serial: String,
     /// End of validity, `YYYY-MM-DD`.
     pub not_after: String,

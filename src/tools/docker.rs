@@ -53,7 +53,6 @@ pub fn parse_network_inspect(json: &str) -> Result<DockerNetwork, String> {
     Ok(DockerNetwork { subnets, containers })
 }
 
-/// The docker CLI.
 pub struct Docker<'a> {
     runner: &'a dyn ToolRunner,
 }

@@ -3,7 +3,6 @@
 use super::{RunOptions, ToolError, ToolRunner};
 use crate::versions;
 
-/// The istioctl CLI.
 pub struct Istioctl<'a> {
     runner: &'a dyn ToolRunner,
 }

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use super::{RunOptions, ToolError, ToolRunner};
 
-/// The kind CLI.
 pub struct Kind<'a> {
     runner: &'a dyn ToolRunner,
 }

@@ -28,10 +28,8 @@ impl ToolError {
 /// Why a program did not do its job.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
-    /// Not on PATH.
     #[error("`{program}` was not found on PATH\nhint: {hint}")]
     NotFound {
-        /// The program.
         program: String,
         /// How to install it.
         hint: String,
@@ -39,7 +37,6 @@ pub enum ToolError {
     /// It ran and failed.
     #[error("`{command}` exited with {code}{}", if .stderr_tail.is_empty() { String::new() } else { format!(":\n{}", .stderr_tail) })]
     Failed {
-        /// The command line.
         command: String,
         /// Its exit code (-1 when killed by a signal).
         code: i32,
@@ -48,41 +45,26 @@ pub enum ToolError {
     },
     /// It did not finish in time (and was killed).
     #[error("`{command}` did not finish within {}s", after.as_secs())]
-    Timeout {
-        /// The command line.
-        command: String,
-        /// The bound.
-        after: Duration,
-    },
+    Timeout { command: String, after: Duration },
     /// It could not be started or its output is not what was expected.
     #[error("`{command}`: {reason}")]
-    Other {
-        /// The command line.
-        command: String,
-        /// Why.
-        reason: String,
-    },
+    Other { command: String, reason: String },
 }
 
 /// How to run a program.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Working directory.
     pub cwd: Option<PathBuf>,
-    /// Written to stdin.
     pub stdin: Option<Vec<u8>>,
     /// Killed after this long.
     pub timeout: Option<Duration>,
-    /// Extra environment variables.
     pub env: Vec<(String, String)>,
 }
 
 /// What a program printed.
 #[derive(Debug, Clone, Default)]
 pub struct Output {
-    /// stdout.
     pub stdout: String,
-    /// stderr.
     pub stderr: String,
 }
 

@@ -37,7 +37,6 @@ pub struct LabelSelector {
     /// Labels that must be present with these values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub match_labels: BTreeMap<String, String>,
-    /// Set-based requirements.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_expressions: Vec<Requirement>,
 }
@@ -46,7 +45,6 @@ pub struct LabelSelector {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Requirement {
-    /// Label key.
     pub key: String,
     /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
     pub operator: String,
@@ -59,7 +57,6 @@ pub struct Requirement {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSetting {
-    /// The settings.
     pub settings: ServiceSettingFlags,
     /// Hosts they apply to (`name.namespace.svc.cluster.local`, wildcards allowed).
     pub hosts: Vec<String>,
@@ -120,7 +117,6 @@ impl MeshOptions {
             .is_some_and(|(_, local)| local)
     }
 
-    /// Hosts set cluster-local.
     pub fn cluster_local_hosts(&self) -> Vec<&str> {
         self.service_settings
             .iter()

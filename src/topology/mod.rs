@@ -73,7 +73,8 @@ pub struct Cluster {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub primary: Option<String>,
     /// Istio cluster ID (`values.global.multiCluster.clusterName`), kind cluster name and remote
-    /// secret key: one value for all three, so they can never disagree (reference pitfall 22).
+    /// secret key: one value for all three, so they can never disagree (istiod keys
+    /// a remote by the secret's data key and compares it with the cluster ID).
     pub name: String,
     /// kubeconfig context used to reach the cluster.
     pub context: String,
@@ -98,7 +99,8 @@ pub struct Cluster {
 pub struct KindSpec {
     /// Node image, pinned by digest.
     pub node_image: String,
-    /// Pod CIDR, distinct per cluster (Istio CI does the same; reference pitfall 7).
+    /// Pod CIDR, distinct per cluster (Istio CI does the same; overlapping pod ranges are fatal
+    /// on one network and make every other mesh ambiguous to debug).
     pub pod_subnet: Ipv4Net,
     /// Service CIDR, distinct per cluster.
     pub service_subnet: Ipv4Net,
@@ -130,7 +132,6 @@ pub enum TopologyError {
     /// The configuration file could not be read or parsed.
     #[error("cannot read topology file `{path}`: {reason}")]
     File {
-        /// The file.
         path: String,
         /// The I/O or parse error.
         reason: String,
