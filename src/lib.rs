@@ -19,13 +19,14 @@
 //! * [`dry_run`]: the plan written to disk.
 //! * [`executor`]: runs a plan, phase by phase; [`uninstall`] removes it, last phase first.
 //! * [`kube`] and [`tools`]: the I/O, behind `kube::Clients` and the `tools::ToolRunner` seam.
-//! * [`verify`]: proves traffic flows; [`istiod`]: what istiod says of the mesh.
+//! * [`verification`]: proves traffic flows; [`istiod`]: what istiod says of the mesh.
 //! * [`report`]: what the user sees.
 
 pub mod atomic_file;
 pub mod cli;
 pub mod commands;
-pub mod diagnose;
+pub mod create_remote_secret;
+pub mod diagnostic_bundle;
 pub mod dry_run;
 pub mod executor;
 pub mod exit;
@@ -39,7 +40,6 @@ pub mod pki;
 pub mod plan;
 pub mod planner;
 pub mod probe;
-pub mod remote_secret;
 pub mod render;
 pub mod report;
 pub mod state;
@@ -47,5 +47,5 @@ pub mod tools;
 pub mod topology;
 pub mod uninstall;
 pub mod upstream;
-pub mod verify;
+pub mod verification;
 pub mod versions;

@@ -343,7 +343,7 @@ const LAYERS: [&[&str]; 6] = [
     // I/O with no knowledge of meshes: Kubernetes clients and waits, external programs.
     &["kube", "tools", "upstream"],
     // The vocabulary phases plan and probe with, and the Istio facts they read.
-    &["plan", "probe", "remote_secret", "istiod", "report"],
+    &["plan", "probe", "create_remote_secret", "istiod", "report"],
     // One file per phase.
     &["phases"],
     // What puts phases together: planning, running, writing, removing, proving.
@@ -352,8 +352,8 @@ const LAYERS: [&[&str]; 6] = [
         "executor",
         "dry_run",
         "uninstall",
-        "verify",
-        "diagnose",
+        "verification",
+        "diagnostic_bundle",
     ],
     // The command line.
     &["cli", "commands"],

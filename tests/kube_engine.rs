@@ -414,7 +414,7 @@ async fn exec_returns_stdout_while_the_command_floods_stderr() {
     }));
     let (_dir, path) = proxied(&proxy);
     let client = connect(Some(&path), "proxied").await.unwrap();
-    let out = meshctl::verify::exec(
+    let out = meshctl::verification::exec(
         &client,
         "curl-1",
         "curl",
@@ -473,7 +473,7 @@ async fn verify_clears_what_an_earlier_run_left_and_waits_until_the_namespace_is
         .await
         .unwrap();
 
-    let cleared = meshctl::verify::clear_previous(&client, Duration::from_secs(60))
+    let cleared = meshctl::verification::clear_previous(&client, Duration::from_secs(60))
         .await
         .unwrap();
     assert!(cleared);

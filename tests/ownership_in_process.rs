@@ -167,7 +167,7 @@ async fn the_applier_refuses_someone_elses_object_unless_adopting() {
 async fn verify_neither_uses_nor_deletes_a_sample_namespace_it_did_not_create() {
     let server = MemoryApiServer::new();
     server.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sample"}}));
-    let err = meshctl::verify::clear_previous(&server.client(), std::time::Duration::from_secs(2))
+    let err = meshctl::verification::clear_previous(&server.client(), std::time::Duration::from_secs(2))
         .await
         .unwrap_err()
         .to_string();
@@ -183,7 +183,7 @@ async fn verify_neither_uses_nor_deletes_a_sample_namespace_it_did_not_create() 
     // verify's own (labelled) namespace from an earlier run is removed, and waited for.
     let server = MemoryApiServer::new();
     server.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sample", "labels": {"app.kubernetes.io/managed-by": "meshctl"}}}));
-    let cleared = meshctl::verify::clear_previous(&server.client(), std::time::Duration::from_secs(2))
+    let cleared = meshctl::verification::clear_previous(&server.client(), std::time::Duration::from_secs(2))
         .await
         .unwrap();
     assert!(cleared);

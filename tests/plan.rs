@@ -82,7 +82,7 @@ fn snapshot_text(mesh: &Mesh, plan: &Plan) -> String {
 
 fn all_artifacts(mesh: &Mesh, plan: &Plan) -> Vec<Artifact> {
     let mut all = plan.artifacts.clone();
-    all.extend(meshctl::phases::verify::artifacts(mesh).unwrap());
+    all.extend(meshctl::verification::workloads::artifacts(mesh).unwrap());
     all
 }
 
@@ -486,7 +486,7 @@ fn full_mesh_of_remote_secrets_and_non_interactive_istioctl() {
 #[test]
 fn verification_workloads_run_one_version_per_cluster_with_failover_rules() {
     let mesh = Mesh::for_kind(3, "mesh1").unwrap();
-    let artifacts = meshctl::phases::verify::artifacts(&mesh).unwrap();
+    let artifacts = meshctl::verification::workloads::artifacts(&mesh).unwrap();
     let mut versions = Vec::new();
     for (path, doc) in docs_of(&artifacts, "helloworld.yaml") {
         match doc["kind"].as_str().unwrap() {
@@ -517,7 +517,7 @@ fn verification_workloads_run_one_version_per_cluster_with_failover_rules() {
             .len(),
         3
     );
-    let single = meshctl::phases::verify::artifacts(&Mesh::for_kind(1, "m").unwrap()).unwrap();
+    let single = meshctl::verification::workloads::artifacts(&Mesh::for_kind(1, "m").unwrap()).unwrap();
     assert!(
         single.iter().all(|a| !a.path.ends_with("locality-failover.yaml")),
         "no failover target with one region"
@@ -894,7 +894,7 @@ fn no_rendered_file_cites_a_document_users_cannot_open() {
         model(PRIMARY_REMOTE_ONE_NETWORK),
     ] {
         let plan = plan_with_gateways(&mesh, &[("cluster1", "172.18.255.200")]);
-        let verify = meshctl::phases::verify::artifacts(&mesh).unwrap();
+        let verify = meshctl::verification::workloads::artifacts(&mesh).unwrap();
         for artifact in plan.artifacts.iter().chain(&verify) {
             let text = artifact.content.to_lowercase();
             assert!(

@@ -9,8 +9,8 @@ mod support;
 use std::time::Duration;
 
 use meshctl::kube::apply::Applier;
-use meshctl::phases::verify as workloads;
 use meshctl::topology::Mesh;
+use meshctl::verification::workloads;
 use serde_json::Value;
 use support::memory_apiserver::MemoryApiServer;
 use support::played_destination_rules::merged;
@@ -71,7 +71,7 @@ async fn each_check_runs_under_its_own_rule_and_leaves_none_behind() {
     };
     let artifacts = workloads::artifacts(&mesh).unwrap();
     let bound = Duration::from_secs(5);
-    let seen = meshctl::verify::with_rules(
+    let seen = meshctl::verification::with_rules(
         &mesh,
         &clients,
         &artifacts,
@@ -87,7 +87,7 @@ async fn each_check_runs_under_its_own_rule_and_leaves_none_behind() {
         "the failover rule is gone from every cluster"
     );
 
-    let seen = meshctl::verify::with_rules(
+    let seen = meshctl::verification::with_rules(
         &mesh,
         &clients,
         &artifacts,
@@ -122,7 +122,7 @@ async fn a_rule_left_behind_would_decide_the_next_check_which_is_why_none_is() {
         .apply_yaml(&failover.content, &failover.path)
         .await
         .unwrap();
-    let seen = meshctl::verify::with_rules(
+    let seen = meshctl::verification::with_rules(
         &mesh,
         &clients,
         &artifacts,
@@ -142,7 +142,7 @@ async fn the_rules_are_removed_when_the_check_fails_and_its_error_is_kept() {
         return;
     };
     let artifacts = workloads::artifacts(&mesh).unwrap();
-    let err = meshctl::verify::with_rules(
+    let err = meshctl::verification::with_rules(
         &mesh,
         &clients,
         &artifacts,

@@ -1,4 +1,4 @@
-//! `meshctl diagnose`: collect, then write one archive (see [`crate::diagnose`]).
+//! `meshctl diagnose`: collect, then write one archive (see [`crate::diagnostic_bundle`]).
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +49,7 @@ pub(super) async fn run(args: DiagnoseArgs, workdir: &Path, kubeconfig: Option<&
     for c in &mesh.clusters {
         reporter.started("diagnose", &c.name);
     }
-    let report = |c: &crate::diagnose::Collected| {
+    let report = |c: &crate::diagnostic_bundle::Collected| {
         if c.reason.is_empty() {
             reporter.finished(
                 "diagnose",
@@ -66,7 +66,7 @@ pub(super) async fn run(args: DiagnoseArgs, workdir: &Path, kubeconfig: Option<&
             );
         }
     };
-    let (bundle, summary) = crate::diagnose::collect(
+    let (bundle, summary) = crate::diagnostic_bundle::collect(
         &mesh,
         &clients,
         &MeshDir::new(workdir, &mesh.mesh_id),
@@ -74,7 +74,7 @@ pub(super) async fn run(args: DiagnoseArgs, workdir: &Path, kubeconfig: Option<&
         &report,
     )
     .await;
-    crate::diagnose::write(&bundle, &out, &top, args.force)
+    crate::diagnostic_bundle::write(&bundle, &out, &top, args.force)
         .with_context(|| format!("diagnose: cannot write `{}`", out.display()))?;
     match args.output {
         OutputFormat::Json => reporter.event(

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 
 use super::{Exit, UsageError};
 use crate::cli::{ManifestFormat, RemoteSecretArgs};
+use crate::create_remote_secret::{self, is_loopback};
 use crate::kube::apply::Applier;
-use crate::remote_secret::{self, is_loopback};
 use crate::report::Reporter;
 use crate::topology::dns1123_label_problem;
 
@@ -28,8 +28,8 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
     };
     // A `--server` that is not an https URL is a mistake on the command line (exit 2); the same
     // found in the kubeconfig is the cluster's configuration (exit 1).
-    match remote_secret::check_server(&args.name, &server, explicit) {
-        Err(e @ remote_secret::RemoteSecretError::BadServer { .. }) if explicit => {
+    match create_remote_secret::check_server(&args.name, &server, explicit) {
+        Err(e @ create_remote_secret::RemoteSecretError::BadServer { .. }) if explicit => {
             return Err(UsageError(format!("--server: {e}")).into());
         }
         other => other?,
@@ -41,7 +41,7 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
         );
     }
     let client = crate::kube::connect(kubeconfig, &args.context).await?;
-    let creds = remote_secret::reader_credentials(&client, &args.name, TOKEN_TIMEOUT)
+    let creds = create_remote_secret::reader_credentials(&client, &args.name, TOKEN_TIMEOUT)
         .await
         .with_context(|| {
             format!(
@@ -49,7 +49,7 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
                 args.context
             )
         })?;
-    let text = remote_secret::render_secret(&args.name, &server, &creds)?;
+    let text = create_remote_secret::render_secret(&args.name, &server, &creds)?;
 
     if args.apply_to.is_empty() {
         let mut out = std::io::stdout().lock();

@@ -107,7 +107,7 @@ async fn prepare<'m>(
         docker_network: resolved.network.clone(),
         gateway_ips: facts.map(|(_, s)| s.snapshot().gateway_ips()).unwrap_or_default(),
     };
-    let verify = phases::verify::artifacts(mesh)?;
+    let verify = crate::verification::workloads::artifacts(mesh)?;
     let built = planner::build(&input)?;
     // A phase asked for by name that has nothing to do in this mesh (`--only routes` where no
     // two clusters share a network) is said, not planned as an empty plan.
@@ -334,7 +334,7 @@ fn preflight(
                 Some(s) => s.clone(),
                 None => crate::kube::server_of(kubeconfig_flag, &c.context)?,
             };
-            crate::remote_secret::check_server(&c.name, &server, c.api_server.is_some())
+            crate::create_remote_secret::check_server(&c.name, &server, c.api_server.is_some())
                 .map_err(|e| anyhow::anyhow!("preflight: {e}"))?;
         }
     }

@@ -8,39 +8,39 @@ use super::Exit;
 use crate::atomic_file::{self, PUBLIC};
 use crate::cli::{OutputFormat, VerifyArgs};
 use crate::report::Reporter;
-use crate::verify::{self, Options};
+use crate::verification::{self, Options};
 
 pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
     if args.cluster_local
         && !mesh
             .mesh_config
-            .is_cluster_local(crate::phases::verify::HELLOWORLD_HOST)
+            .is_cluster_local(crate::verification::workloads::HELLOWORLD_HOST)
     {
         return Err(super::UsageError(format!(
             "--cluster-local: the topology does not make {} cluster-local; add it (or a wildcard such as *.sample.svc.cluster.local) to meshConfig.serviceSettings with clusterLocal: true, and run `meshctl up` with that topology first",
-            crate::phases::verify::HELLOWORLD_HOST
+            crate::verification::workloads::HELLOWORLD_HOST
         ))
         .into());
     }
     // Under a mesh config that hides the sample workloads from istiod no call could pass: say why
     // before touching a cluster.
-    if crate::phases::verify::discovery_labels(&mesh.mesh_config).is_none() {
+    if crate::verification::workloads::discovery_labels(&mesh.mesh_config).is_none() {
         return Err(super::UsageError(format!(
             "meshConfig.discoverySelectors select no namespace `{}` could join by its labels, so istiod would ignore the verification workloads; add a selector such as `matchLabels: {{istio-discovery: enabled}}`",
-            crate::phases::verify::NAMESPACE
+            crate::verification::workloads::NAMESPACE
         ))
         .into());
     }
     let locality = |mode| args.locality.contains(&mode);
-    let used = crate::phases::verify::RulesUsed {
+    let used = crate::verification::workloads::RulesUsed {
         virtual_service: args.per_cluster_subsets,
         destination_rule: args.per_cluster_subsets
             || args.failover
             || locality(crate::cli::LocalityCheck::Failover)
             || locality(crate::cli::LocalityCheck::Distribute),
     };
-    if let Some(problem) = crate::phases::verify::export_problem(&mesh.mesh_config, used) {
+    if let Some(problem) = crate::verification::workloads::export_problem(&mesh.mesh_config, used) {
         return Err(super::UsageError(problem).into());
     }
     let options = Options {
@@ -65,12 +65,12 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
             ),
         )
     };
-    let report = match verify::run(&mesh, kubeconfig, &options, &reporter).await {
+    let report = match verification::run(&mesh, kubeconfig, &options, &reporter).await {
         Ok(report) => report,
         Err(e) => {
             diagnose();
             if let Some(path) = &args.junit {
-                let text = verify::junit_not_run(&mesh.mesh_id, &format!("{e:#}"));
+                let text = verification::junit_not_run(&mesh.mesh_id, &format!("{e:#}"));
                 atomic_file::write(path, text.as_bytes(), PUBLIC)
                     .with_context(|| format!("cannot write the JUnit report `{}`", path.display()))?;
             }
@@ -81,17 +81,17 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
         diagnose();
     }
     if let Some(path) = &args.junit {
-        atomic_file::write(path, verify::junit(&report).as_bytes(), PUBLIC)
+        atomic_file::write(path, verification::junit(&report).as_bytes(), PUBLIC)
             .with_context(|| format!("cannot write the JUnit report `{}`", path.display()))?;
     }
     match args.output {
         OutputFormat::Json => {
             // The last event of the stream, one line like the others.
-            let doc = serde_json::json!({"event": "verify-result", "passed": report.passed(), "totals": verify::totals(&report.matrix), "report": report});
+            let doc = serde_json::json!({"event": "verify-result", "passed": report.passed(), "totals": verification::totals(&report.matrix), "report": report});
             println!("{doc}");
         }
         OutputFormat::Text => {
-            print!("{}", verify::table(&report.matrix));
+            print!("{}", verification::table(&report.matrix));
             for reason in &report.reasons {
                 println!("✗ {reason}");
             }
@@ -116,7 +116,7 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
                     f.detail
                 );
             }
-            let t = verify::totals(&report.matrix);
+            let t = verification::totals(&report.matrix);
             if report.cluster_local {
                 let verdict = if report.matrix.only_local() {
                     "PASS"
@@ -125,7 +125,7 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
                 };
                 println!(
                     "{verdict}: cluster-local {}: every client answered only by its own cluster ({} answers, {} across clusters)",
-                    crate::phases::verify::HELLOWORLD_HOST,
+                    crate::verification::workloads::HELLOWORLD_HOST,
                     t["answered"],
                     report.matrix.crossed().len()
                 );

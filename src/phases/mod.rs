@@ -16,7 +16,6 @@ pub mod istio;
 pub mod metallb;
 pub mod remote_secrets;
 pub mod routes;
-pub mod verify;
 
 use anyhow::Result;
 use futures::future::BoxFuture;

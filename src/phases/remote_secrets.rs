@@ -1,5 +1,5 @@
 //! Phase `remote-secrets`: every istiod watches every other cluster's API server. The same Secrets
-//! `istioctl create-remote-secret` writes, built natively (src/remote_secret.rs).
+//! `istioctl create-remote-secret` writes, built natively (src/create_remote_secret.rs).
 //!
 //! Every primary holds every other cluster's secret: N primaries and R remotes give
 //! N·(N+R−1) secrets (N·(N−1) in a multi-primary mesh). They carry a token that exists only at run time, so the plan
@@ -13,11 +13,13 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ListParams};
 
 use super::{PhaseLogic, RemoveContext, StepContext, StepResult};
+use crate::create_remote_secret::{
+    self, NAMESPACE, READER_CLUSTER_ROLE, READER_SERVICE_ACCOUNT, TOKEN_SECRET,
+};
 use crate::kube::apply::summary;
 use crate::kube::{delete_owned, wait};
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
-use crate::remote_secret::{self, NAMESPACE, READER_CLUSTER_ROLE, READER_SERVICE_ACCOUNT, TOKEN_SECRET};
 use crate::state::MeshState;
 use crate::topology::{Cluster, Mesh, Provider, Role};
 
@@ -155,7 +157,7 @@ pub fn api_address(
         )),
         (Provider::Existing, None) => {
             let server = crate::kube::server_of(kubeconfig, &cluster.context).map_err(|e| e.to_string())?;
-            crate::remote_secret::check_server(source, &server, false).map_err(|e| e.to_string())?;
+            crate::create_remote_secret::check_server(source, &server, false).map_err(|e| e.to_string())?;
             Ok(server)
         }
     }
@@ -334,10 +336,10 @@ async fn remote_secret_of(cx: StepContext<'_>, source: &str) -> Result<String> {
             .get(&cluster.context)
             .await
             .map_err(|e| e.to_string())?;
-        let creds = remote_secret::reader_credentials(&client, source, run.settings.timeout)
+        let creds = create_remote_secret::reader_credentials(&client, source, run.settings.timeout)
             .await
             .map_err(|e| format!("{e:#}"))?;
-        remote_secret::render_secret(source, &server, &creds).map_err(|e| e.to_string())
+        create_remote_secret::render_secret(source, &server, &creds).map_err(|e| e.to_string())
     };
     run.memo
         .get_or_compute(&memo_key(source), build)

@@ -106,7 +106,7 @@ pub fn install_handler_for(contexts: Lookup) -> InstallHandler {
 
 /// What istiod's injector does to a pod of a namespace labelled `istio-injection=enabled`, as a
 /// JSON patch, in the native-sidecar shape Istio 1.28+ produces on Kubernetes 1.33+ (the injection
-/// template's NativeSidecars branch; the fixture in src/verify.rs): `istio-init`, then
+/// template's NativeSidecars branch; the fixture in src/verification/exec.rs): `istio-init`, then
 /// `istio-proxy` with `restartPolicy: Always`, appended to `initContainers`, and the
 /// `sidecar.istio.io/status` annotation.
 fn inject(request: &Value) -> Option<Value> {

@@ -27,7 +27,11 @@ use crate::mesh_dir::MeshDir;
 use crate::topology::{Cluster, Mesh};
 
 /// Namespaces whose objects are collected.
-pub const NAMESPACES: [&str; 3] = ["istio-system", "metallb-system", crate::phases::verify::NAMESPACE];
+pub const NAMESPACES: [&str; 3] = [
+    "istio-system",
+    "metallb-system",
+    crate::verification::workloads::NAMESPACE,
+];
 /// Lines of each log kept.
 const LOG_LINES: i64 = 2000;
 

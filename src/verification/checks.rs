@@ -1,0 +1,207 @@
+//! What the clusters say about a pair: the calls made from one cluster, the N×N matrix, each
+//! remote configured by its primary's istiod, and why a pair that never answered did not.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::exec::exec;
+use super::matrix::{Matrix, call_script, tally};
+use super::workloads::NAMESPACE;
+use crate::topology::Mesh;
+
+/// A remote cluster's proxies, as its primary's istiod lists them (`/debug/syncz`): proof that the
+/// remote's sidecars are configured by the primary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlPlaneCheck {
+    pub remote: String,
+    /// The primary whose istiod should configure it.
+    pub primary: String,
+    /// Whether every sample proxy of the remote is listed there.
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// For every remote: its sample proxies (`<pod>.sample`) are listed by its primary's istiod, asked
+/// again with growing pauses until `timeout` (a proxy connects once its pod runs).
+pub(super) async fn control_planes(
+    mesh: &Mesh,
+    clients: &[kube::Client],
+    pods: &[(String, String)],
+    timeout: Duration,
+) -> Vec<ControlPlaneCheck> {
+    let mut checks = Vec::new();
+    for (r, remote) in mesh.clusters.iter().enumerate() {
+        let Some(primary) = remote.primary.as_deref() else {
+            continue;
+        };
+        let Some(p) = mesh.clusters.iter().position(|c| c.name == primary) else {
+            continue;
+        };
+        let expected = [&pods[r].0, &pods[r].1].map(|pod| format!("{pod}.{NAMESPACE}"));
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(500);
+        let check = loop {
+            let (passed, detail) = match crate::istiod::proxies(&clients[p]).await {
+                Ok(crate::istiod::Answered {
+                    pod: istiod,
+                    value: proxies,
+                }) => {
+                    let listed: Vec<&String> = expected
+                        .iter()
+                        .filter(|want| {
+                            proxies
+                                .iter()
+                                .any(|s| &s.proxy_id == *want && s.cluster_id == remote.name)
+                        })
+                        .collect();
+                    if listed.len() == expected.len() {
+                        (
+                            true,
+                            format!(
+                                "{} of its sample proxies on {primary}'s istiod ({istiod} /debug/syncz, cluster {})",
+                                listed.len(),
+                                remote.name
+                            ),
+                        )
+                    } else {
+                        (
+                            false,
+                            format!(
+                                "{primary}'s istiod lists {} of {} sample proxies of {} (/debug/syncz): is {}'s istiod Service pointed at {primary}'s east-west gateway, istiod exposed there (`meshctl up --only expose`), and {}'s secret in {primary}?",
+                                listed.len(),
+                                expected.len(),
+                                remote.name,
+                                remote.name,
+                                remote.name
+                            ),
+                        )
+                    }
+                }
+                Err(e) => (
+                    false,
+                    format!("{primary}'s istiod did not answer /debug/syncz: {e}"),
+                ),
+            };
+            if passed || started.elapsed() + pause >= timeout {
+                break ControlPlaneCheck {
+                    remote: remote.name.clone(),
+                    primary: primary.to_string(),
+                    passed,
+                    detail,
+                };
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(8));
+        };
+        checks.push(check);
+    }
+    checks
+}
+
+/// Whether `client`'s cluster holds the remote secret of cluster `source`.
+pub(super) async fn has_remote_secret(client: &kube::Client, source: &str) -> bool {
+    let secrets: kube::api::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::api::Api::namespaced(client.clone(), crate::create_remote_secret::NAMESPACE);
+    let name = crate::phases::remote_secrets::secret_name(source);
+    matches!(secrets.get_opt(&name).await, Ok(Some(_)))
+}
+
+/// Why calls from `from` never reached `to`: the first missing precondition of the mesh's model,
+/// else where to look. The caller's proxy is configured by its control plane's istiod (its own,
+/// or its primary's), which sees `to`'s endpoints only through `to`'s remote secret; on one
+/// network pods call each other directly, across networks through `to`'s east-west gateway, whose
+/// services Gateway lives where `to`'s gateway is configured from.
+pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: usize, to: usize) -> String {
+    let (fc, tc) = (&mesh.clusters[from], &mesh.clusters[to]);
+    let (f, t) = (&fc.name, &tc.name);
+    if from == to {
+        return format!("{f} -> {t}: the local helloworld did not answer (is its pod ready?)");
+    }
+    let index =
+        |c: &crate::topology::Cluster| mesh.clusters.iter().position(|m| m.name == c.name).unwrap_or(0);
+    let (cp_from, cp_to) = (mesh.control_plane_of(fc), mesh.control_plane_of(tc));
+    if cp_from.name != *t && !has_remote_secret(&clients[index(cp_from)], t).await {
+        let whose = if cp_from.name == *f {
+            format!("{f} has no remote secret for {t}, so its istiod")
+        } else {
+            format!(
+                "{f} is configured by {}'s istiod, which has no remote secret for {t} and",
+                cp_from.name
+            )
+        };
+        return format!(
+            "{f} -> {t}: {whose} does not see {t}'s endpoints (run `meshctl up --only remote-secrets`)"
+        );
+    }
+    if fc.network == tc.network {
+        let hint = if tc.kind.is_some() {
+            "are the routes between their nodes in place? (`meshctl status`, phase routes)"
+        } else {
+            "do pods of one cluster reach the other's pod IPs? (one network means a flat pod network)"
+        };
+        return format!(
+            "{f} -> {t}: both are on network {}: pods call each other directly; {hint}",
+            fc.network
+        );
+    }
+    if crate::phases::eastwest::gateway_ip(&clients[to]).await.is_none() {
+        return format!(
+            "{f} -> {t}: {t}'s east-west gateway has no LoadBalancer IP or hostname, so {f} gets unreachable pod IPs (run `meshctl status`)"
+        );
+    }
+    if !crate::phases::expose::exposed(&clients[index(cp_to)]).await {
+        return format!(
+            "{f} -> {t}: {} does not expose services on the east-west gateways it configures (run `meshctl up --only expose`)",
+            cp_to.name
+        );
+    }
+    format!(
+        "{f} -> {t}: no answer although the mesh is wired; run `istioctl proxy-config endpoint <curl-pod>.{NAMESPACE} --context {}`: {t}'s endpoints must be its east-west gateway IP on port 15443, not pod IPs",
+        fc.context
+    )
+}
+
+/// Runs the calls from every client at once.
+/// `calls` calls from the curl client `pod`: answers per cluster, and calls that failed.
+pub(super) async fn calls_from(
+    client: &kube::Client,
+    pod: &str,
+    calls: usize,
+    clusters: usize,
+    timeout: Duration,
+) -> Result<(Vec<usize>, usize)> {
+    let output = exec(
+        client,
+        pod,
+        "curl",
+        vec!["sh".into(), "-c".into(), call_script(calls)],
+        timeout,
+    )
+    .await?;
+    Ok(tally(&output, clusters, calls))
+}
+
+pub(super) async fn call_matrix(
+    mesh: &Mesh,
+    clients: &[kube::Client],
+    curl_pods: &[String],
+    calls: usize,
+    timeout: Duration,
+) -> Result<Matrix> {
+    let n = mesh.clusters.len();
+    let outputs = futures::future::try_join_all(
+        clients
+            .iter()
+            .zip(curl_pods)
+            .map(|(client, pod)| calls_from(client, pod, calls, n, timeout)),
+    )
+    .await?;
+    let (counts, failed) = outputs.into_iter().unzip();
+    Ok(Matrix {
+        clusters: mesh.clusters.iter().map(|c| c.name.clone()).collect(),
+        counts,
+        failed,
+    })
+}
