@@ -4,26 +4,26 @@
 
 use std::collections::BTreeMap;
 
-use crate::phases;
+use crate::phases::{self, OnExistingClusters};
 use crate::plan::{ClusterSteps, ClusterSummary, Phase, PhaseBuilder, PhasePlan, Plan, PlanError, PlanInput};
 use crate::topology::Provider;
 
 /// The phases `up` runs for `provider`, after `--only` and `--skip`.
 pub fn select_phases(provider: Provider, only: &[Phase], skip: &[Phase]) -> Result<Vec<Phase>, PlanError> {
-    let kind_only = [Phase::Clusters, Phase::Routes];
-    if provider == Provider::Existing
-        && let Some(p) = only.iter().find(|p| kind_only.contains(p))
-    {
+    let on_existing = |p: &Phase| match provider {
+        Provider::Kind => OnExistingClusters::Runs,
+        Provider::Existing => phases::logic(*p).on_existing_clusters(),
+    };
+    if let Some(p) = only.iter().find(|p| on_existing(p) == OnExistingClusters::Never) {
         return Err(PlanError::Selection(format!(
-            "phase `{p}` creates kind clusters, but these clusters already exist (--contexts or `provider: existing`)"
+            "phase `{p}` works on kind clusters meshctl creates, but these clusters already exist (--contexts or `provider: existing`)"
         )));
     }
     let wanted = |p: &Phase| {
-        if !only.is_empty() {
-            only.contains(p)
+        if only.is_empty() {
+            on_existing(p) == OnExistingClusters::Runs
         } else {
-            // Existing clusters bring their own LoadBalancer implementation unless asked otherwise.
-            provider == Provider::Kind || !matches!(p, Phase::Clusters | Phase::Metallb | Phase::Routes)
+            only.contains(p)
         }
     };
     let phases: Vec<Phase> = Phase::ALL

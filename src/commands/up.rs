@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::{Exit, UsageError};
 use crate::cli::{OutputFormat, UpArgs};
@@ -20,7 +20,7 @@ use crate::planner;
 use crate::report::Reporter;
 use crate::state::StateStore;
 use crate::tools::{ProcessRunner, ToolRunner};
-use crate::topology::{Mesh, Provider};
+use crate::topology::Mesh;
 use crate::{dry_run, kubeconfig, upstream};
 
 fn ensure_cas(
@@ -271,10 +271,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     Ok(Exit::Success)
 }
 
-/// Everything else `up` can check before it changes anything, so a run does not fail minutes in,
-/// after clusters or Istio were installed: the kubeconfig it writes to parses and holds no entry of
-/// the same name that meshctl did not create; a `--metallb-manifest` is readable; existing clusters
-/// have API addresses other clusters can use.
+/// Everything `up` can check before it changes anything, asked of every selected phase.
 fn preflight(
     mesh: &Mesh,
     phases: &[Phase],
@@ -283,107 +280,59 @@ fn preflight(
     target: &Path,
     kubeconfig_flag: Option<&Path>,
 ) -> Result<()> {
-    if phases.contains(&Phase::Clusters) {
-        let snapshot = state.snapshot();
-        // What meshctl wrote counts only in the file it wrote it to.
-        let owned = if snapshot.kubeconfig.as_deref() == Some(target) {
-            snapshot.owned_kubeconfig_entries()
-        } else {
-            Default::default()
-        };
-        let names: Vec<String> = mesh.clusters.iter().map(|c| c.context.clone()).collect();
-        // Every file the user's tools merge counts: with KUBECONFIG=a:b, meshctl writes into `a`,
-        // and a context of the same name in `b` would be shadowed by meshctl's (the first file
-        // wins), as good as overwritten.
-        let merged: Vec<PathBuf> = match (kubeconfig_flag, std::env::var_os("KUBECONFIG")) {
-            (None, Some(list)) => std::env::split_paths(&list)
-                .filter(|p| !p.as_os_str().is_empty() && p.exists())
-                .collect(),
-            _ => Vec::new(),
-        };
-        let files = std::iter::once(target.to_path_buf()).chain(merged.into_iter().filter(|p| p != target));
-        for file in files {
-            let owned_here = if file == target {
-                owned.clone()
-            } else {
-                Default::default()
-            };
-            let taken = kubeconfig::foreign_entries(&file, &names, &owned_here)
-                .with_context(|| format!("preflight: the kubeconfig `{}` cannot be used", file.display()))?;
-            if let Some((list, name)) = taken.first() {
-                bail!(
-                    "preflight: the kubeconfig `{}` already has a {list} named `{name}` that meshctl did not create; meshctl never overwrites, shadows or deletes it\nhint: keep meshctl's contexts in another file with `--kubeconfig FILE`, or rename yours first (`kubectl config rename-context {name} <new-name>`)",
-                    file.display()
-                );
-            }
-        }
-    }
-    if phases.contains(&Phase::Metallb)
-        && let Some(path) = &args.metallb_manifest
-    {
-        std::fs::File::open(path).with_context(|| {
-            format!(
-                "preflight: --metallb-manifest `{}` cannot be read",
-                path.display()
-            )
-        })?;
-    }
-    if mesh.provider == Provider::Existing && phases.contains(&Phase::RemoteSecrets) {
-        for c in &mesh.clusters {
-            let server = match &c.api_server {
-                Some(s) => s.clone(),
-                None => crate::kube::server_of(kubeconfig_flag, &c.context)?,
-            };
-            crate::create_remote_secret::check_server(&c.name, &server, c.api_server.is_some())
-                .map_err(|e| anyhow::anyhow!("preflight: {e}"))?;
-        }
+    let snapshot = state.snapshot();
+    let cx = phases::Preflight {
+        mesh,
+        state: &snapshot,
+        kubeconfig_target: target,
+        kubeconfig_flag,
+        metallb_manifest: args.metallb_manifest.as_deref(),
+    };
+    for phase in phases {
+        phases::logic(*phase).preflight(&cx)?;
     }
     Ok(())
 }
 
+/// The closing table: each cluster's network and east-west address, then one column per phase
+/// that has one to show ("-" where the phase was not planned).
 fn summary(reporter: &Reporter, mesh: &Mesh, state: &StateStore, plan: &Plan) {
     let snapshot = state.snapshot();
-    let n = mesh.clusters.len();
     let planned = |phase: Phase| plan.phases.iter().any(|p| p.phase == phase);
+    let mut headers = vec!["CLUSTER", "NETWORK", "EAST-WEST IP"];
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
-    for c in &mesh.clusters {
+    for (i, c) in mesh.clusters.iter().enumerate() {
         let cs = snapshot.clusters.get(&c.name).cloned().unwrap_or_default();
-        // The run finished: every planned phase is in place in every cluster.
-        let istiod = match (planned(Phase::Istio), &c.primary) {
-            (false, _) => "-".to_string(),
-            (true, None) => "ready".to_string(),
-            (true, Some(primary)) => format!("of {primary}"),
-        };
-        // Only istiods read remote secrets.
-        let secrets = if planned(Phase::RemoteSecrets) && c.primary.is_none() {
-            format!("{}/{}", n - 1, n - 1)
-        } else {
-            "-".into()
-        };
         let ip = cs.eastwest_ip.clone().unwrap_or_else(|| "-".into());
-        json_rows.push(
-            serde_json::json!({"cluster": c.name, "network": c.network, "eastwestIP": cs.eastwest_ip,
-            "istiod": istiod, "remoteSecrets": secrets, "apiEndpoint": cs.api_endpoint}),
-        );
-        rows.push(vec![
-            c.name.clone(),
-            c.network.clone(),
-            ip,
-            istiod.clone(),
-            secrets,
-        ]);
+        let mut json = serde_json::json!({"cluster": c.name, "network": c.network,
+            "eastwestIP": cs.eastwest_ip, "apiEndpoint": cs.api_endpoint});
+        let mut row = vec![c.name.clone(), c.network.clone(), ip];
+        for phase in Phase::ALL {
+            let Some(mut column) = phases::logic(phase).summary(mesh, c) else {
+                continue;
+            };
+            if !planned(phase) {
+                column.value = "-".into();
+            }
+            if i == 0 {
+                headers.push(column.header);
+            }
+            json[column.key] = serde_json::Value::from(column.value.clone());
+            row.push(column.value);
+        }
+        json_rows.push(json);
+        rows.push(row);
     }
-    reporter.table(
-        &["CLUSTER", "NETWORK", "EAST-WEST IP", "ISTIOD", "REMOTE SECRETS"],
-        &rows,
-    );
+    reporter.table(&headers, &rows);
     let phases: Vec<&str> = plan.phases.iter().map(|p| p.phase.name()).collect();
     reporter.event(
         "summary",
         serde_json::json!({"meshID": mesh.mesh_id, "phases": phases, "clusters": json_rows}),
     );
-    if plan.phases.iter().any(|p| p.phase == Phase::RemoteSecrets) {
-        reporter.note("next", "meshctl verify   (calls across every pair of clusters)");
+    for p in &plan.phases {
+        if let Some(next) = phases::logic(p.phase).next_step() {
+            reporter.note("next", next);
+        }
     }
 }

@@ -7,8 +7,11 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
-use super::{Fact, PhaseLogic, StepContext, StepResult};
+use std::path::PathBuf;
+
+use super::{Fact, PhaseLogic, Preflight, StepContext, StepResult};
 use crate::kube::wait;
+use crate::kubeconfig;
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
 use crate::tools::docker::Docker;
@@ -21,6 +24,49 @@ pub struct Clusters;
 impl PhaseLogic for Clusters {
     fn phase(&self) -> Phase {
         Phase::Clusters
+    }
+
+    fn on_existing_clusters(&self) -> super::OnExistingClusters {
+        super::OnExistingClusters::Never
+    }
+
+    /// The kubeconfig meshctl imports kind contexts into parses and holds no entry of the same
+    /// name that meshctl did not create.
+    fn preflight(&self, cx: &Preflight<'_>) -> Result<()> {
+        // What meshctl wrote counts only in the file it wrote it to.
+        let owned = if cx.state.kubeconfig.as_deref() == Some(cx.kubeconfig_target) {
+            cx.state.owned_kubeconfig_entries()
+        } else {
+            Default::default()
+        };
+        let names: Vec<String> = cx.mesh.clusters.iter().map(|c| c.context.clone()).collect();
+        // Every file the user's tools merge counts: with KUBECONFIG=a:b, meshctl writes into `a`,
+        // and a context of the same name in `b` would be shadowed by meshctl's (the first file
+        // wins), as good as overwritten.
+        let merged: Vec<PathBuf> = match (cx.kubeconfig_flag, std::env::var_os("KUBECONFIG")) {
+            (None, Some(list)) => std::env::split_paths(&list)
+                .filter(|p| !p.as_os_str().is_empty() && p.exists())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let target = cx.kubeconfig_target;
+        let files = std::iter::once(target.to_path_buf()).chain(merged.into_iter().filter(|p| p != target));
+        for file in files {
+            let owned_here = if file == target {
+                owned.clone()
+            } else {
+                Default::default()
+            };
+            let taken = kubeconfig::foreign_entries(&file, &names, &owned_here)
+                .with_context(|| format!("preflight: the kubeconfig `{}` cannot be used", file.display()))?;
+            if let Some((list, name)) = taken.first() {
+                anyhow::bail!(
+                    "preflight: the kubeconfig `{}` already has a {list} named `{name}` that meshctl did not create; meshctl never overwrites, shadows or deletes it\nhint: keep meshctl's contexts in another file with `--kubeconfig FILE`, or rename yours first (`kubectl config rename-context {name} <new-name>`)",
+                    file.display()
+                );
+            }
+        }
+        Ok(())
     }
 
     fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {

@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use crate::kube::Clients;
 use crate::kube::apply::{Applied, Applier};
-use crate::state::StateStore;
+use crate::state::{MeshState, StateStore};
 use crate::tools::{RunOptions, ToolRunner};
 use crate::topology::{Cluster, Mesh};
 
@@ -163,4 +163,26 @@ pub struct RemoveContext<'a> {
     pub timeout: Duration,
     /// How external programs run.
     pub tools: &'a dyn ToolRunner,
+}
+
+/// What a phase checks before a run changes anything, so `up` does not fail minutes in, after
+/// clusters or Istio were installed.
+pub struct Preflight<'a> {
+    pub mesh: &'a Mesh,
+    /// What meshctl recorded (the kubeconfig entries it created, and in which file).
+    pub state: &'a MeshState,
+    /// The file kind contexts are imported into.
+    pub kubeconfig_target: &'a Path,
+    /// `--kubeconfig`, if given: when it is not, every file of `KUBECONFIG` counts.
+    pub kubeconfig_flag: Option<&'a Path>,
+    pub metallb_manifest: Option<&'a Path>,
+}
+
+/// One column of `up`'s closing table, filled by the phase that owns what it shows.
+pub struct SummaryColumn {
+    pub header: &'static str,
+    /// The key in the JSON `summary` event.
+    pub key: &'static str,
+    /// What the finished run left in one cluster.
+    pub value: String,
 }

@@ -9,12 +9,12 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
 
-use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult};
+use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult, SummaryColumn};
 use crate::kube::FIELD_MANAGER;
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, RecordOn, Step};
 use crate::probe::{self, Finding, Probe};
 use crate::tools::{RunOptions, istioctl};
-use crate::topology::{Cluster, Role};
+use crate::topology::{Cluster, Mesh, Role};
 use crate::versions;
 
 /// Name of the control-plane IstioOperator; a name keeps istioctl's pruning away from the east-west
@@ -38,6 +38,18 @@ pub struct Istio;
 impl PhaseLogic for Istio {
     fn phase(&self) -> Phase {
         Phase::Istio
+    }
+
+    fn summary(&self, _mesh: &Mesh, cluster: &Cluster) -> Option<SummaryColumn> {
+        let value = match &cluster.primary {
+            None => "ready".to_string(),
+            Some(primary) => format!("of {primary}"),
+        };
+        Some(SummaryColumn {
+            header: "ISTIOD",
+            key: "istiod",
+            value,
+        })
     }
 
     fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {

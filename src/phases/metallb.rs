@@ -3,7 +3,7 @@
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-use super::{Fact, PhaseLogic};
+use super::{Fact, PhaseLogic, Preflight};
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{self, Finding, Probe};
 use crate::versions;
@@ -25,6 +25,22 @@ pub struct Metallb;
 impl PhaseLogic for Metallb {
     fn phase(&self) -> Phase {
         Phase::Metallb
+    }
+
+    fn on_existing_clusters(&self) -> super::OnExistingClusters {
+        super::OnExistingClusters::WhenAsked
+    }
+
+    fn preflight(&self, cx: &Preflight<'_>) -> anyhow::Result<()> {
+        if let Some(path) = cx.metallb_manifest {
+            std::fs::File::open(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "preflight: --metallb-manifest `{}` cannot be read: {e}",
+                    path.display()
+                )
+            })?;
+        }
+        Ok(())
     }
 
     fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {

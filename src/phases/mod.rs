@@ -22,9 +22,9 @@ use futures::future::BoxFuture;
 
 use crate::plan::{Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
-use crate::topology::Cluster;
+use crate::topology::{Cluster, Mesh};
 
-pub use context::{RemoveContext, RunContext, Settings, StepContext};
+pub use context::{Preflight, RemoveContext, RunContext, Settings, StepContext, SummaryColumn};
 
 /// A fact the planner cannot know by itself; a phase that needs one says so, and the run gathers
 /// it before the phase is planned for real.
@@ -36,6 +36,16 @@ pub enum Fact {
     Cas,
     /// The east-west gateways' addresses, recorded when each got one.
     GatewayAddresses,
+}
+
+/// Whether a phase runs on clusters meshctl did not create (`--contexts`, `provider: existing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExistingClusters {
+    Runs,
+    /// Only when named with `--only`: such clusters usually bring their own.
+    WhenAsked,
+    /// It works on kind clusters only.
+    Never,
 }
 
 /// A step's outcome for the phase's status line: a short detail, or nothing to add.
@@ -56,6 +66,11 @@ pub trait PhaseLogic: Sync {
     /// control plane follows its primary's.
     fn stage(&self, _cluster: &Cluster) -> usize {
         self.phase().ordinal() * 10
+    }
+
+    /// Whether the phase runs on clusters meshctl did not create.
+    fn on_existing_clusters(&self) -> OnExistingClusters {
+        OnExistingClusters::Runs
     }
 
     /// Facts the plan of this phase needs from the run.
@@ -87,6 +102,23 @@ pub trait PhaseLogic: Sync {
 
     /// How one of this phase's own steps reads in `--dry-run`; `None` for the shared ones.
     fn describe(&self, _step: &Step) -> Option<String> {
+        None
+    }
+
+    /// Checks what can be checked before anything changes (files named on the command line, the
+    /// kubeconfig meshctl writes to, addresses other clusters will use).
+    fn preflight(&self, _cx: &Preflight<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// This phase's column in `up`'s closing table: what it left in `cluster` once the run
+    /// finished (every planned phase in place).
+    fn summary(&self, _mesh: &Mesh, _cluster: &Cluster) -> Option<SummaryColumn> {
+        None
+    }
+
+    /// The command to run next once this phase is in place, for `up`'s last line.
+    fn next_step(&self) -> Option<&'static str> {
         None
     }
 
@@ -134,5 +166,60 @@ mod tests {
         for phase in Phase::ALL {
             assert_eq!(logic(phase).phase(), phase);
         }
+    }
+
+    /// `up`'s closing table: a remote's istiod column names its primary, and only primaries hold
+    /// remote secrets (one per other cluster).
+    #[test]
+    fn summary_columns_follow_each_clusters_role() {
+        let mesh = Mesh::from_yaml("clusters:\n  - {}\n  - {}\n  - {role: remote}\n", Some("m")).unwrap();
+        let column = |phase: Phase, i: usize| logic(phase).summary(&mesh, &mesh.clusters[i]).map(|c| c.value);
+        assert_eq!(column(Phase::Istio, 0).as_deref(), Some("ready"));
+        assert_eq!(
+            column(Phase::Istio, 2),
+            Some(format!("of {}", mesh.clusters[0].name))
+        );
+        assert_eq!(column(Phase::RemoteSecrets, 1).as_deref(), Some("2/2"));
+        assert_eq!(column(Phase::RemoteSecrets, 2).as_deref(), Some("-"));
+        assert_eq!(column(Phase::Certs, 0), None, "certs has no column");
+        let nexts: Vec<_> = Phase::ALL.iter().filter_map(|p| logic(*p).next_step()).collect();
+        assert_eq!(
+            nexts.len(),
+            1,
+            "one next step, after the remote secrets: {nexts:?}"
+        );
+    }
+
+    /// Existing clusters whose kubeconfig points at a loopback address are refused before anything
+    /// changes (another cluster's istiod would dial itself); kind clusters are not asked, their
+    /// in-network address is learnt when they are created.
+    #[test]
+    fn remote_secrets_preflight_refuses_a_loopback_api_server_of_existing_clusters() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kc.yaml");
+        std::fs::write(
+            &kubeconfig,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: a\n  cluster: {server: 'https://127.0.0.1:6443'}\n- name: b\n  cluster: {server: 'https://10.1.2.3:6443'}\ncontexts:\n- name: a\n  context: {cluster: a, user: u}\n- name: b\n  context: {cluster: b, user: u}\nusers:\n- name: u\n  user: {token: t}\n",
+        )
+        .unwrap();
+        let state = crate::state::MeshState::default();
+        let check = |mesh: &Mesh| {
+            logic(Phase::RemoteSecrets).preflight(&Preflight {
+                mesh,
+                state: &state,
+                kubeconfig_target: &kubeconfig,
+                kubeconfig_flag: Some(&kubeconfig),
+                metallb_manifest: None,
+            })
+        };
+        let existing = Mesh::for_contexts(&["a".into(), "b".into()], "m").unwrap();
+        let err = check(&existing).unwrap_err().to_string();
+        assert!(
+            err.starts_with("preflight:") && err.contains("127.0.0.1"),
+            "{err}"
+        );
+        let reachable = Mesh::for_contexts(&["b".into()], "m").unwrap();
+        check(&reachable).unwrap();
+        check(&Mesh::for_kind(2, "m").unwrap()).unwrap();
     }
 }

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ListParams};
 
-use super::{PhaseLogic, RemoveContext, StepContext, StepResult};
+use super::{PhaseLogic, Preflight, RemoveContext, StepContext, StepResult, SummaryColumn};
 use crate::create_remote_secret::{
     self, NAMESPACE, READER_CLUSTER_ROLE, READER_SERVICE_ACCOUNT, TOKEN_SECRET,
 };
@@ -29,6 +29,41 @@ pub struct RemoteSecrets;
 impl PhaseLogic for RemoteSecrets {
     fn phase(&self) -> Phase {
         Phase::RemoteSecrets
+    }
+
+    /// Existing clusters have API addresses the other clusters can use (never a loopback address
+    /// unless the user gave it explicitly).
+    fn preflight(&self, cx: &Preflight<'_>) -> Result<()> {
+        if cx.mesh.provider != Provider::Existing {
+            return Ok(());
+        }
+        for c in &cx.mesh.clusters {
+            let server = match &c.api_server {
+                Some(s) => s.clone(),
+                None => crate::kube::server_of(cx.kubeconfig_flag, &c.context)?,
+            };
+            create_remote_secret::check_server(&c.name, &server, c.api_server.is_some())
+                .map_err(|e| anyhow!("preflight: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Only istiods read remote secrets: a primary holds one per other cluster.
+    fn summary(&self, mesh: &Mesh, cluster: &Cluster) -> Option<SummaryColumn> {
+        let peers = mesh.clusters.len() - 1;
+        let value = match cluster.primary {
+            None => format!("{peers}/{peers}"),
+            Some(_) => "-".into(),
+        };
+        Some(SummaryColumn {
+            header: "REMOTE SECRETS",
+            key: "remoteSecrets",
+            value,
+        })
+    }
+
+    fn next_step(&self) -> Option<&'static str> {
+        Some("meshctl verify   (calls across every pair of clusters)")
     }
 
     fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {

@@ -24,6 +24,10 @@ impl PhaseLogic for Routes {
         Phase::Routes
     }
 
+    fn on_existing_clusters(&self) -> super::OnExistingClusters {
+        super::OnExistingClusters::Never
+    }
+
     fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         plan(b)
     }
