@@ -113,22 +113,40 @@ struct ReaderRbac<'a> {
 }
 
 #[derive(Serialize)]
-struct SecretContext<'a> {
+pub struct SecretContext<'a> {
     name: &'a str,
     server: &'a str,
     ca_data: &'a str,
     token: &'a str,
+    /// Placeholders stand for what only a run can read; the rendering says so on its first line.
+    preview: bool,
+}
+
+/// The template of the remote secret.
+pub const TEMPLATE: &str = "remote-secrets/remote-secret.yaml.j2";
+
+/// The remote secret of `name` as a plan shows it: the token and the CA are read from the cluster
+/// when the phase runs (the token is a credential and never belongs in a plan on disk).
+pub fn preview<'a>(name: &'a str, server: &'a str) -> SecretContext<'a> {
+    SecretContext {
+        name,
+        server,
+        ca_data: "<read at run time: the cluster's CA, base64>",
+        token: "<read at run time: the long-lived token of istio-system/istio-reader-service-account>",
+        preview: true,
+    }
 }
 
 /// Renders the Secret exactly as `istioctl create-remote-secret` prints it.
 pub fn render_secret(name: &str, server: &str, creds: &ReaderCredentials) -> Result<String, RenderError> {
     render::render(
-        "remote-secrets/remote-secret.yaml.j2",
+        TEMPLATE,
         &SecretContext {
             name,
             server,
             ca_data: &creds.ca_data,
             token: &creds.token,
+            preview: false,
         },
     )
 }

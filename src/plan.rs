@@ -235,6 +235,9 @@ pub enum Step {
     RemoteSecret {
         /// Cluster whose API server this cluster's istiod will watch.
         source: String,
+        /// The Secret as it will be applied, with what only the run can read (the token, the
+        /// cluster's CA, a kind cluster's in-network address) shown as placeholders. Never applied.
+        preview: String,
     },
 }
 

@@ -462,9 +462,30 @@ fn full_mesh_of_remote_secrets_and_non_interactive_istioctl() {
         for cs in &phase.clusters {
             for step in &cs.steps {
                 match step {
-                    Step::RemoteSecret { source } => {
+                    Step::RemoteSecret { source, preview } => {
                         assert_ne!(source, &cs.cluster);
                         assert!(pairs.insert((source.clone(), cs.cluster.clone())));
+                        // The plan shows the Secret's shape; the credential is never on disk.
+                        let artifact = plan
+                            .artifacts
+                            .iter()
+                            .find(|a| &a.path == preview)
+                            .unwrap_or_else(|| panic!("{preview} is not in the plan"));
+                        let docs = meshctl::render::parse_documents(&artifact.content).unwrap();
+                        assert_eq!(docs.len(), 1, "{}", artifact.content);
+                        let secret = &docs[0];
+                        assert_eq!(
+                            secret["metadata"]["name"],
+                            format!("istio-remote-secret-{source}")
+                        );
+                        assert_eq!(secret["metadata"]["labels"]["istio/multiCluster"], "true");
+                        let kubeconfig = secret["stringData"][source.as_str()].as_str().unwrap();
+                        assert!(kubeconfig.contains("<read at run time"), "{kubeconfig}");
+                        assert!(
+                            artifact.content.starts_with("# Preview, never applied"),
+                            "{}",
+                            artifact.content
+                        );
                     }
                     Step::IstioctlInstall { context, file, .. } => {
                         let args = meshctl::tools::istioctl::install_args(context, file, 300);
@@ -598,7 +619,7 @@ fn secret_sources(plan: &Plan, cluster: &str) -> Vec<String> {
     steps_of(plan, Phase::RemoteSecrets, cluster)
         .into_iter()
         .filter_map(|s| match s {
-            Step::RemoteSecret { source } => Some(source.clone()),
+            Step::RemoteSecret { source, .. } => Some(source.clone()),
             _ => None,
         })
         .collect()

@@ -77,7 +77,7 @@ impl PhaseLogic for RemoteSecrets {
     fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
         Some(match step {
             Step::PruneRemoteSecrets { keep } => Box::pin(prune(cx, keep)),
-            Step::RemoteSecret { source } => Box::pin(apply_remote_secret(cx, source)),
+            Step::RemoteSecret { source, .. } => Box::pin(apply_remote_secret(cx, source)),
             Step::Wait {
                 until: Condition::RemoteClustersSynced { clusters },
             } => Box::pin(await_synced(cx, clusters)),
@@ -91,8 +91,8 @@ impl PhaseLogic for RemoteSecrets {
                 "prune: remote secrets meshctl applied for clusters no longer in the mesh (keeps {})",
                 keep.join(", ")
             ),
-            Step::RemoteSecret { source } => format!(
-                "remote secret: read `{source}`, apply {} here",
+            Step::RemoteSecret { source, preview } => format!(
+                "remote secret: read `{source}`'s reader token, apply {} here (shape: {preview})",
                 secret_name(source)
             ),
             _ => return None,
@@ -151,8 +151,25 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     let mut peers = Vec::new();
     for source in &b.input.mesh.clusters {
         if source.name != b.cluster.name {
+            let server = source
+                .api_server
+                .clone()
+                .unwrap_or_else(|| match b.input.mesh.provider {
+                    Provider::Kind => format!(
+                        "<the address of `{}` on the docker network, recorded when it is created>",
+                        source.name
+                    ),
+                    Provider::Existing => format!("<the server of kubeconfig context `{}`>", source.context),
+                });
+            let preview = b.render(
+                &format!("{}.preview.yaml", secret_name(&source.name)),
+                create_remote_secret::TEMPLATE,
+                &create_remote_secret::preview(&source.name, &server),
+                false,
+            )?;
             b.step(Step::RemoteSecret {
                 source: source.name.clone(),
+                preview,
             });
             peers.push(source.name.clone());
         }
@@ -254,7 +271,7 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
         )),
     }
     for step in p.steps {
-        let Step::RemoteSecret { source } = step else {
+        let Step::RemoteSecret { source, .. } = step else {
             continue;
         };
         let object = format!("remote secret for {source}");
