@@ -23,7 +23,7 @@ use crate::kube::{KubeError, wait};
 use crate::render::{self, RenderError};
 
 /// Istio's namespace, where istiod looks for remote secrets (and nowhere else).
-pub const NAMESPACE: &str = "istio-system";
+pub const NAMESPACE: &str = crate::topology::ISTIO_NAMESPACE;
 /// The service account remote istiods authenticate as.
 pub const READER_SERVICE_ACCOUNT: &str = "istio-reader-service-account";
 /// Its cluster role (and binding), as Istio names them.

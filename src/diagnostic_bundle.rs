@@ -28,7 +28,7 @@ use crate::topology::{Cluster, Mesh};
 
 /// Namespaces whose objects are collected.
 pub const NAMESPACES: [&str; 3] = [
-    "istio-system",
+    crate::topology::ISTIO_NAMESPACE,
     "metallb-system",
     crate::verification::workloads::NAMESPACE,
 ];
@@ -158,7 +158,7 @@ async fn collect_cluster(client: Client, name: &str, bundle: &mut Bundle) {
         listed!(Deployment, "deployments.yaml");
     }
     // Logs of istiod and the east-west gateway, by the labels Istio gives their pods.
-    let pods = Api::<Pod>::namespaced(client.clone(), "istio-system");
+    let pods = Api::<Pod>::namespaced(client.clone(), crate::topology::ISTIO_NAMESPACE);
     for selector in ["app=istiod", "istio=eastwestgateway"] {
         let Ok(list) = pods.list(&ListParams::default().labels(selector)).await else {
             continue;
@@ -184,7 +184,7 @@ async fn collect_cluster(client: Client, name: &str, bundle: &mut Bundle) {
         ),
         Err(e) => bundle.add(at("istiod-clusterz.json"), format!("# not collected: {e}\n")),
     }
-    let secrets = Api::<Secret>::namespaced(client.clone(), "istio-system");
+    let secrets = Api::<Secret>::namespaced(client.clone(), crate::topology::ISTIO_NAMESPACE);
     match secrets
         .list(&crate::phases::remote_secrets::remote_secrets_selector())
         .await

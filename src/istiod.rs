@@ -15,8 +15,7 @@ use kube::api::{Api, ListParams};
 
 use crate::kube::port_forward;
 use crate::kube::wait::WaitError;
-
-const ISTIO_NAMESPACE: &str = "istio-system";
+use crate::topology::ISTIO_NAMESPACE;
 
 /// istiod's monitoring port, where its debug endpoints are, unless the pod's `prometheus.io/port`
 /// annotation names another (Istio `pkg/kube/client.go`, `FindIstiodMonitoringPort`).

@@ -21,7 +21,7 @@ use crate::versions;
 /// gateway on a re-install (an unnamed re-install prunes every install-owned object it did not
 /// render, the gateway included).
 pub const OPERATOR_NAME: &str = "control-plane";
-pub const NAMESPACE: &str = "istio-system";
+pub const NAMESPACE: &str = crate::topology::ISTIO_NAMESPACE;
 /// Annotation on an installed Deployment (istiod, the east-west gateway) holding the digest of the
 /// IstioOperator it was installed from: kept in the cluster, so any run, from any machine, can
 /// tell whether the cluster runs what the plan renders.

@@ -221,7 +221,7 @@ pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
             let labels = BTreeMap::from([
                 (
                     "kubernetes.io/metadata.name".to_string(),
-                    "istio-system".to_string(),
+                    super::ISTIO_NAMESPACE.to_string(),
                 ),
                 ("topology.istio.io/network".to_string(), c.network.clone()),
             ]);
@@ -279,7 +279,10 @@ pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
     let networks: std::collections::BTreeSet<&str> =
         mesh.clusters.iter().map(|c| c.network.as_str()).collect();
     let export = &options.default_service_export_to;
-    if networks.len() > 1 && !export.is_empty() && !export.iter().any(|v| v == "*" || v == "istio-system") {
+    if networks.len() > 1
+        && !export.is_empty()
+        && !export.iter().any(|v| v == "*" || v == super::ISTIO_NAMESPACE)
+    {
         push(
             "meshConfig.defaultServiceExportTo".into(),
             &export.join(","),

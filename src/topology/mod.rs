@@ -25,6 +25,10 @@ pub const MAX_CLUSTERS: usize = 16;
 /// Mesh ID used when none is given (the value in Istio's docs).
 pub const DEFAULT_MESH_ID: &str = "mesh1";
 
+/// Istio's namespace in every cluster: istiod, the east-west gateway, `cacerts` and the remote
+/// secrets live there. Declared once; everything that names it reads it from here.
+pub const ISTIO_NAMESPACE: &str = "istio-system";
+
 /// Where the clusters come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
