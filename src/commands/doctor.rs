@@ -61,10 +61,37 @@ fn available_memory() -> Option<u64> {
 
 pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
-    let count = mesh.clusters.len();
     let runner = ProcessRunner;
+    let mut findings = tools(&runner).await;
+    findings.extend(host_limits(mesh.clusters.len()));
+    findings.extend(subnet_clash(&runner, &mesh).await);
+    let failed = findings.iter().any(|f| f.state == "fail");
+    match args.output {
+        DocumentFormat::Json | DocumentFormat::Yaml => super::print_document(
+            args.output,
+            &serde_json::json!({"ok": !failed, "checks": findings}),
+        )?,
+        DocumentFormat::Text => {
+            for f in &findings {
+                let mark = match f.state {
+                    "ok" => "✓",
+                    "warn" => "!",
+                    _ => "✗",
+                };
+                println!("{mark} {:<28} {}", f.check, f.detail);
+                if !f.hint.is_empty() {
+                    println!("  {:<28} hint: {}", "", f.hint);
+                }
+            }
+        }
+    }
+    Ok(if failed { Exit::Failure } else { Exit::Success })
+}
+
+/// docker, kind, istioctl and curl: present, and at versions meshctl works with.
+async fn tools(runner: &ProcessRunner) -> Vec<Finding> {
     let mut findings = Vec::new();
-    match Docker::new(&runner).server_version().await {
+    match Docker::new(runner).server_version().await {
         Ok(v) => findings.push(finding("docker", "ok", format!("daemon {v} reachable"), "")),
         Err(e) => findings.push(finding(
             "docker",
@@ -73,7 +100,7 @@ pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
             crate::tools::install_hint("docker"),
         )),
     }
-    match Kind::new(&runner).version().await {
+    match Kind::new(runner).version().await {
         Ok(v) if v.contains(versions::KIND_VERSION) => findings.push(finding("kind", "ok", v, "")),
         Ok(v) => findings.push(finding(
             "kind",
@@ -88,7 +115,7 @@ pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
             crate::tools::install_hint("kind"),
         )),
     }
-    match Istioctl::new(&runner).version().await {
+    match Istioctl::new(runner).version().await {
         Ok(v) => match istioctl::check_skew(&v, false) {
             Ok(()) => findings.push(finding("istioctl", "ok", format!("istioctl {v}"), "")),
             Err(e) => findings.push(finding(
@@ -117,6 +144,12 @@ pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
             "install curl, or pass --metallb-manifest FILE",
         ));
     }
+    findings
+}
+
+/// inotify limits and memory for `count` kind clusters.
+fn host_limits(count: usize) -> Vec<Finding> {
+    let mut findings = Vec::new();
     let sysctl_hint = format!(
         "sudo sysctl fs.inotify.max_user_watches={MIN_WATCHES} fs.inotify.max_user_instances={MIN_INSTANCES}"
     );
@@ -156,8 +189,14 @@ pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
         )),
         None => findings.push(finding("memory", "warn", "cannot read /proc/meminfo", "")),
     }
+    findings
+}
+
+/// The docker network's subnet against the clusters' pod and service subnets.
+async fn subnet_clash(runner: &ProcessRunner, mesh: &crate::topology::Mesh) -> Vec<Finding> {
+    let mut findings = Vec::new();
     let network = crate::tools::docker::kind_network();
-    if let Ok(net) = Docker::new(&runner).network(&network).await
+    if let Ok(net) = Docker::new(runner).network(&network).await
         && let Ok(subnet) = ipam::ipv4_subnet(&net.subnets)
     {
         let clash = mesh
@@ -181,25 +220,5 @@ pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
             )),
         }
     }
-    let failed = findings.iter().any(|f| f.state == "fail");
-    match args.output {
-        DocumentFormat::Json | DocumentFormat::Yaml => super::print_document(
-            args.output,
-            &serde_json::json!({"ok": !failed, "checks": findings}),
-        )?,
-        DocumentFormat::Text => {
-            for f in &findings {
-                let mark = match f.state {
-                    "ok" => "✓",
-                    "warn" => "!",
-                    _ => "✗",
-                };
-                println!("{mark} {:<28} {}", f.check, f.detail);
-                if !f.hint.is_empty() {
-                    println!("  {:<28} hint: {}", "", f.hint);
-                }
-            }
-        }
-    }
-    Ok(if failed { Exit::Failure } else { Exit::Success })
+    findings
 }

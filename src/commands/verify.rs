@@ -12,37 +12,7 @@ use crate::verification::{self, Options};
 
 pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
-    if args.cluster_local
-        && !mesh
-            .mesh_config
-            .is_cluster_local(crate::verification::workloads::HELLOWORLD_HOST)
-    {
-        return Err(super::UsageError(format!(
-            "--cluster-local: the topology does not make {} cluster-local; add it (or a wildcard such as *.sample.svc.cluster.local) to meshConfig.serviceSettings with clusterLocal: true, and run `meshctl up` with that topology first",
-            crate::verification::workloads::HELLOWORLD_HOST
-        ))
-        .into());
-    }
-    // Under a mesh config that hides the sample workloads from istiod no call could pass: say why
-    // before touching a cluster.
-    if crate::verification::workloads::discovery_labels(&mesh.mesh_config).is_none() {
-        return Err(super::UsageError(format!(
-            "meshConfig.discoverySelectors select no namespace `{}` could join by its labels, so istiod would ignore the verification workloads; add a selector such as `matchLabels: {{istio-discovery: enabled}}`",
-            crate::verification::workloads::NAMESPACE
-        ))
-        .into());
-    }
-    let locality = |mode| args.locality.contains(&mode);
-    let used = crate::verification::workloads::RulesUsed {
-        virtual_service: args.per_cluster_subsets,
-        destination_rule: args.per_cluster_subsets
-            || args.failover
-            || locality(crate::cli::LocalityCheck::Failover)
-            || locality(crate::cli::LocalityCheck::Distribute),
-    };
-    if let Some(problem) = crate::verification::workloads::export_problem(&mesh.mesh_config, used) {
-        return Err(super::UsageError(problem).into());
-    }
+    refuse_what_cannot_pass(&args, &mesh)?;
     let options = Options {
         calls_per_client: args
             .calls
@@ -91,55 +61,7 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
             println!("{doc}");
         }
         OutputFormat::Text => {
-            print!("{}", verification::table(&report.matrix));
-            for reason in &report.reasons {
-                println!("✗ {reason}");
-            }
-            if let Some(d) = &report.distribute {
-                let mark = if d.passed { "✓" } else { "✗" };
-                println!("{mark} locality distribute from {}: {}", d.client, d.detail);
-            }
-            for cp in &report.control_planes {
-                let verdict = if cp.passed { "PASS" } else { "FAIL" };
-                println!(
-                    "{verdict}: {}'s proxies are configured by {}'s istiod ({})",
-                    cp.remote, cp.primary, cp.detail
-                );
-            }
-            if let Some(f) = &report.failover {
-                let mark = if f.passed { "✓" } else { "✗" };
-                println!(
-                    "{mark} failover: {} drained, traffic {} to {}; {}",
-                    f.client,
-                    if f.passed { "moved" } else { "did not move" },
-                    f.expected,
-                    f.detail
-                );
-            }
-            let t = verification::totals(&report.matrix);
-            if report.cluster_local {
-                let verdict = if report.matrix.only_local() {
-                    "PASS"
-                } else {
-                    "FAIL"
-                };
-                println!(
-                    "{verdict}: cluster-local {}: every client answered only by its own cluster ({} answers, {} across clusters)",
-                    crate::verification::workloads::HELLOWORLD_HOST,
-                    t["answered"],
-                    report.matrix.crossed().len()
-                );
-            } else if report.matrix.passed() {
-                println!(
-                    "PASS: every cluster reached every cluster ({} answers, {} failed calls)",
-                    t["answered"], t["failed"]
-                );
-            } else {
-                println!(
-                    "FAIL: {} of {} cluster pairs got no answer",
-                    t["pairsMissing"], t["pairs"]
-                );
-            }
+            print_text(&report);
         }
     }
     Ok(if report.passed() {
@@ -147,4 +69,92 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
     } else {
         Exit::NotReady
     })
+}
+
+/// What no call could pass under this topology, said before touching a cluster.
+fn refuse_what_cannot_pass(args: &VerifyArgs, mesh: &crate::topology::Mesh) -> Result<()> {
+    if args.cluster_local
+        && !mesh
+            .mesh_config
+            .is_cluster_local(crate::verification::workloads::HELLOWORLD_HOST)
+    {
+        return Err(super::UsageError(format!(
+            "--cluster-local: the topology does not make {} cluster-local; add it (or a wildcard such as *.sample.svc.cluster.local) to meshConfig.serviceSettings with clusterLocal: true, and run `meshctl up` with that topology first",
+            crate::verification::workloads::HELLOWORLD_HOST
+        ))
+        .into());
+    }
+    // Under a mesh config that hides the sample workloads from istiod no call could pass: say why
+    // before touching a cluster.
+    if crate::verification::workloads::discovery_labels(&mesh.mesh_config).is_none() {
+        return Err(super::UsageError(format!(
+            "meshConfig.discoverySelectors select no namespace `{}` could join by its labels, so istiod would ignore the verification workloads; add a selector such as `matchLabels: {{istio-discovery: enabled}}`",
+            crate::verification::workloads::NAMESPACE
+        ))
+        .into());
+    }
+    let locality = |mode| args.locality.contains(&mode);
+    let used = crate::verification::workloads::RulesUsed {
+        virtual_service: args.per_cluster_subsets,
+        destination_rule: args.per_cluster_subsets
+            || args.failover
+            || locality(crate::cli::LocalityCheck::Failover)
+            || locality(crate::cli::LocalityCheck::Distribute),
+    };
+    if let Some(problem) = crate::verification::workloads::export_problem(&mesh.mesh_config, used) {
+        return Err(super::UsageError(problem).into());
+    }
+    Ok(())
+}
+
+fn print_text(report: &verification::Report) {
+    print!("{}", verification::table(&report.matrix));
+    for reason in &report.reasons {
+        println!("✗ {reason}");
+    }
+    if let Some(d) = &report.distribute {
+        let mark = if d.passed { "✓" } else { "✗" };
+        println!("{mark} locality distribute from {}: {}", d.client, d.detail);
+    }
+    for cp in &report.control_planes {
+        let verdict = if cp.passed { "PASS" } else { "FAIL" };
+        println!(
+            "{verdict}: {}'s proxies are configured by {}'s istiod ({})",
+            cp.remote, cp.primary, cp.detail
+        );
+    }
+    if let Some(f) = &report.failover {
+        let mark = if f.passed { "✓" } else { "✗" };
+        println!(
+            "{mark} failover: {} drained, traffic {} to {}; {}",
+            f.client,
+            if f.passed { "moved" } else { "did not move" },
+            f.expected,
+            f.detail
+        );
+    }
+    let t = verification::totals(&report.matrix);
+    if report.cluster_local {
+        let verdict = if report.matrix.only_local() {
+            "PASS"
+        } else {
+            "FAIL"
+        };
+        println!(
+            "{verdict}: cluster-local {}: every client answered only by its own cluster ({} answers, {} across clusters)",
+            crate::verification::workloads::HELLOWORLD_HOST,
+            t["answered"],
+            report.matrix.crossed().len()
+        );
+    } else if report.matrix.passed() {
+        println!(
+            "PASS: every cluster reached every cluster ({} answers, {} failed calls)",
+            t["answered"], t["failed"]
+        );
+    } else {
+        println!(
+            "FAIL: {} of {} cluster pairs got no answer",
+            t["pairsMissing"], t["pairs"]
+        );
+    }
 }

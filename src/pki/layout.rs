@@ -305,44 +305,12 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
             return Err(CertsError::WouldOrphan { clusters: orphans });
         }
     }
-
-    // Decide per cluster: keep (checked against the root) or generate.
-    let mut kept: Vec<Option<IntermediateCa>> = Vec::with_capacity(request.clusters.len());
-    for cluster in &request.clusters {
-        if request.force || request.replace_root {
-            kept.push(None);
-            continue;
-        }
-        let current = read_intermediate(dir, cluster)?;
-        match (&current, &existing_root) {
-            (Some(ca), Some(root)) => ca.check_against(&root.cert_pem)?,
-            (Some(_), None) => {
-                return Err(CertsError::Partial {
-                    path: dir.join(cluster),
-                    missing: format!(
-                        "the root CA that signed it ({ROOT_CERT}, {ROOT_KEY} in the parent directory)"
-                    ),
-                });
-            }
-            (None, _) => {}
-        }
-        kept.push(current);
-    }
+    let kept = intermediates_to_keep(request, existing_root.as_ref())?;
 
     // Every key that is needed, generated at once; RSA-4096 generation dominates the run time.
     let need_root = existing_root.is_none();
     let wanted = usize::from(need_root) + kept.iter().filter(|k| k.is_none()).count();
-    let mut keys = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..wanted)
-            .map(|_| s.spawn(|| generate_key(request.key_type)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("key generation does not panic"))
-            .collect::<Result<Vec<_>, _>>()
-    })?
-    .into_iter();
-
+    let mut keys = generate_keys(request.key_type, wanted)?.into_iter();
     let root = match existing_root {
         Some(root) => root,
         None => RootCa::generate(
@@ -363,21 +331,7 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
             warnings.push(warning);
         }
     }
-    // During a root rotation (step 1 done: `next-root/` exists), every cluster's root-cert.pem is
-    // the bundle of both roots. A new intermediate keeps that bundle: with the mesh root alone its
-    // workloads would stop trusting the next root, undoing step 1 without a word.
-    let next_root = if request.replace_root {
-        None
-    } else {
-        load_root(&dir.join(NEXT_ROOT_DIR))?
-    };
-    let trust_bundle = next_root.map(|next| {
-        format!(
-            "{}{}",
-            normalize_pem(&root.cert_pem),
-            normalize_pem(&next.cert_pem)
-        )
-    });
+    let trust_bundle = trust_bundle(request, &root)?;
     let mut clusters = Vec::with_capacity(request.clusters.len());
     for (name, current) in request.clusters.iter().zip(kept) {
         let existed = (request.force || request.replace_root) && dir.join(name).exists();
@@ -391,14 +345,12 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
                 if let Some(bundle) = &trust_bundle {
                     ca.root_cert_pem = bundle.clone();
                 }
-                (
-                    ca,
-                    if existed {
-                        Disposition::Replaced
-                    } else {
-                        Disposition::Created
-                    },
-                )
+                let made = if existed {
+                    Disposition::Replaced
+                } else {
+                    Disposition::Created
+                };
+                (ca, made)
             }
         });
     }
@@ -406,27 +358,15 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
     // Write: the root first (key before certificate, so a certificate never exists without its key),
     // then each cluster folder as a whole.
     atomic_file::create_dir_all(dir, PRIVATE_DIR).map_err(io_err("create directory", dir))?;
-    let root_disposition = if !need_root {
-        Disposition::Reused
-    } else {
-        let key_path = dir.join(ROOT_KEY);
-        let cert_path = dir.join(ROOT_CERT);
-        if request.replace_root {
-            atomic_file::write(&key_path, root.key_pem.as_bytes(), PRIVATE)
-                .map_err(io_err("write", &key_path))?;
-            atomic_file::write(&cert_path, root.cert_pem.as_bytes(), PUBLIC)
-                .map_err(io_err("write", &cert_path))?;
-        } else {
-            // write_new: even a root that appeared since we looked is never overwritten.
-            atomic_file::write_new(&key_path, root.key_pem.as_bytes(), PRIVATE)
-                .map_err(io_err("write", &key_path))?;
-            atomic_file::write_new(&cert_path, root.cert_pem.as_bytes(), PUBLIC)
-                .map_err(io_err("write", &cert_path))?;
-        }
-        if root_existed {
-            Disposition::Replaced
-        } else {
-            Disposition::Created
+    let root_disposition = match (need_root, root_existed) {
+        (false, _) => Disposition::Reused,
+        (true, existed) => {
+            write_root(dir, &root, request.replace_root)?;
+            if existed {
+                Disposition::Replaced
+            } else {
+                Disposition::Created
+            }
         }
     };
     for (ca, disposition) in &clusters {
@@ -441,6 +381,81 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
         clusters,
         warnings,
     })
+}
+
+/// Per cluster: its intermediate, checked against the root, when it is kept; `None` when one is
+/// to be generated (none yet, or `--force` / a root replacement).
+fn intermediates_to_keep(
+    request: &CertsRequest,
+    existing_root: Option<&RootCa>,
+) -> Result<Vec<Option<IntermediateCa>>, CertsError> {
+    let dir = &request.dir;
+    let mut kept = Vec::with_capacity(request.clusters.len());
+    for cluster in &request.clusters {
+        if request.force || request.replace_root {
+            kept.push(None);
+            continue;
+        }
+        let current = read_intermediate(dir, cluster)?;
+        match (&current, existing_root) {
+            (Some(ca), Some(root)) => ca.check_against(&root.cert_pem)?,
+            (Some(_), None) => {
+                return Err(CertsError::Partial {
+                    path: dir.join(cluster),
+                    missing: format!(
+                        "the root CA that signed it ({ROOT_CERT}, {ROOT_KEY} in the parent directory)"
+                    ),
+                });
+            }
+            (None, _) => {}
+        }
+        kept.push(current);
+    }
+    Ok(kept)
+}
+
+/// `count` keys, generated in parallel.
+fn generate_keys(key_type: KeyType, count: usize) -> Result<Vec<rcgen::KeyPair>, CertsError> {
+    let keys = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..count).map(|_| s.spawn(|| generate_key(key_type))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("key generation does not panic"))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    Ok(keys)
+}
+
+/// During a root rotation (step 1 done: `next-root/` exists), every cluster's root-cert.pem is
+/// the bundle of both roots. A new intermediate keeps that bundle: with the mesh root alone its
+/// workloads would stop trusting the next root, undoing step 1 without a word.
+fn trust_bundle(request: &CertsRequest, root: &RootCa) -> Result<Option<String>, CertsError> {
+    if request.replace_root {
+        return Ok(None);
+    }
+    let next_root = load_root(&request.dir.join(NEXT_ROOT_DIR))?;
+    Ok(next_root.map(|next| {
+        format!(
+            "{}{}",
+            normalize_pem(&root.cert_pem),
+            normalize_pem(&next.cert_pem)
+        )
+    }))
+}
+
+/// Writes the root, key first. A new root (`replace: false`) never overwrites one that appeared
+/// since we looked.
+fn write_root(dir: &Path, root: &RootCa, replace: bool) -> Result<(), CertsError> {
+    let key_path = dir.join(ROOT_KEY);
+    let cert_path = dir.join(ROOT_CERT);
+    let write = if replace {
+        atomic_file::write
+    } else {
+        atomic_file::write_new
+    };
+    write(&key_path, root.key_pem.as_bytes(), PRIVATE).map_err(io_err("write", &key_path))?;
+    write(&cert_path, root.cert_pem.as_bytes(), PUBLIC).map_err(io_err("write", &cert_path))?;
+    Ok(())
 }
 
 /// Gives the key file at `path` mode 0600 when others could read or write it; says what it did.

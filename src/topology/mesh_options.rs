@@ -166,41 +166,54 @@ fn export_to_problem(value: &str) -> Option<String> {
 /// Every problem with `options` for `mesh`.
 pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
     let mut out = Vec::new();
-    let mut push = |field: String, value: &str, reason: String| {
-        out.push(Problem {
-            field,
-            value: value.to_string(),
-            reason,
-        })
-    };
+    selector_problems(options, &mut out);
+    discovery_problems(options, mesh, &mut out);
+    export_to_problems(options, mesh, &mut out);
+    service_settings_problems(options, &mut out);
+    out
+}
+
+fn push(out: &mut Vec<Problem>, field: String, value: &str, reason: String) {
+    out.push(Problem {
+        field,
+        value: value.to_string(),
+        reason,
+    })
+}
+
+/// Label selectors as the API server validates them.
+fn selector_problems(options: &MeshOptions, out: &mut Vec<Problem>) {
     for (i, s) in options.discovery_selectors.iter().enumerate() {
         let at = format!("meshConfig.discoverySelectors[{i}]");
         for (k, v) in &s.match_labels {
             if let Some(r) = label_key_problem(k) {
-                push(format!("{at}.matchLabels"), k, r);
+                push(out, format!("{at}.matchLabels"), k, r);
             }
             if let Some(r) = label_value_problem(v) {
-                push(format!("{at}.matchLabels.{k}"), v, r);
+                push(out, format!("{at}.matchLabels.{k}"), v, r);
             }
         }
         for (j, r) in s.match_expressions.iter().enumerate() {
             let here = format!("{at}.matchExpressions[{j}]");
             if let Some(p) = label_key_problem(&r.key) {
-                push(format!("{here}.key"), &r.key, p);
+                push(out, format!("{here}.key"), &r.key, p);
             }
             match (r.operator.as_str(), r.values.is_empty()) {
                 ("In" | "NotIn", true) => push(
+                    out,
                     format!("{here}.values"),
                     &r.operator,
                     "must list at least one value for In and NotIn".into(),
                 ),
                 ("Exists" | "DoesNotExist", false) => push(
+                    out,
                     format!("{here}.values"),
                     &r.values.join(","),
                     "must be empty for Exists and DoesNotExist".into(),
                 ),
                 ("In" | "NotIn" | "Exists" | "DoesNotExist", _) => {}
                 (other, _) => push(
+                    out,
                     format!("{here}.operator"),
                     other,
                     "is not In, NotIn, Exists or DoesNotExist".into(),
@@ -208,11 +221,15 @@ pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
             }
             for v in &r.values {
                 if let Some(p) = label_value_problem(v) {
-                    push(format!("{here}.values"), v, p);
+                    push(out, format!("{here}.values"), v, p);
                 }
             }
         }
     }
+}
+
+/// The selectors must keep what istiod itself needs in every cluster.
+fn discovery_problems(options: &MeshOptions, mesh: &Mesh, out: &mut Vec<Problem>) {
     // istiod drops every namespaced object outside the selected namespaces (Istio
     // `pkg/kube/namespace/filter.go`, discoveryNamespacesFilter.Filter): without istio-system it
     // ignores its own east-west gateway, and cross-network traffic has nowhere to go.
@@ -227,6 +244,7 @@ pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
             ]);
             if !options.discovery_selectors.iter().any(|s| s.matches(&labels)) {
                 push(
+ out,
                     "meshConfig.discoverySelectors".into(),
                     &c.name,
                     "select no namespace `istio-system` in this cluster: istiod would ignore its own east-west gateway; add a selector such as {matchLabels: {kubernetes.io/metadata.name: istio-system}}".into(),
@@ -234,6 +252,10 @@ pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
             }
         }
     }
+}
+
+/// The three `default*ExportTo` lists, one by one and against the mesh's networks.
+fn export_to_problems(options: &MeshOptions, mesh: &Mesh, out: &mut Vec<Problem>) {
     for (field, values) in [
         ("defaultServiceExportTo", &options.default_service_export_to),
         (
@@ -247,7 +269,7 @@ pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
     ] {
         for v in values {
             if let Some(r) = export_to_problem(v) {
-                push(format!("meshConfig.{field}"), v, r);
+                push(out, format!("meshConfig.{field}"), v, r);
             }
         }
         // As Istio validates an exportTo list (`pkg/config/validation`, `validateExportTo`): no
@@ -255,12 +277,13 @@ pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
         let mut seen = std::collections::BTreeSet::new();
         for v in values {
             if !seen.insert(v.as_str()) {
-                push(format!("meshConfig.{field}"), v, "is listed twice".into());
+                push(out, format!("meshConfig.{field}"), v, "is listed twice".into());
             }
         }
         for alone in ["*", "~"] {
             if values.len() > 1 && values.iter().any(|v| v == alone) {
                 push(
+                    out,
                     format!("meshConfig.{field}"),
                     &values.join(","),
                     format!(
@@ -284,14 +307,19 @@ pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
         && !export.iter().any(|v| v == "*" || v == super::ISTIO_NAMESPACE)
     {
         push(
+ out,
             "meshConfig.defaultServiceExportTo".into(),
             &export.join(","),
             "leaves out istio-system, where each network's east-west gateway runs: on this multi-network mesh the gateways would not route to any service that keeps the default, and no call could cross networks; add `istio-system` to the list (or use `*`)".into(),
         );
     }
+}
+
+fn service_settings_problems(options: &MeshOptions, out: &mut Vec<Problem>) {
     for (i, s) in options.service_settings.iter().enumerate() {
         if s.hosts.is_empty() {
             push(
+                out,
                 format!("meshConfig.serviceSettings[{i}].hosts"),
                 "",
                 "must list at least one host".into(),
@@ -301,6 +329,7 @@ pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
             let name = h.strip_prefix("*.").unwrap_or(h);
             if name.is_empty() || name.split('.').any(|part| dns1123_label_problem(part).is_some()) {
                 push(
+                    out,
                     format!("meshConfig.serviceSettings[{i}].hosts"),
                     h,
                     "is not a host name (`name.namespace.svc.cluster.local`, or `*.` and a domain)".into(),
@@ -308,7 +337,6 @@ pub fn problems(options: &MeshOptions, mesh: &Mesh) -> Vec<Problem> {
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
