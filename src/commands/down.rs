@@ -133,6 +133,26 @@ pub(super) async fn run(args: DownArgs, workdir: &Path, kubeconfig: Option<&Path
         return Ok(Exit::Success);
     }
     let state = StateStore::load(&state_path)?;
+    delete_created_kind_clusters(&state, &reporter).await?;
+    if args.purge {
+        purge(&mesh_dir, &reporter, &mesh_id)?;
+    } else {
+        // Existing clusters were only joined, never created: forget their progress, keep the CA.
+        state.update(|s| s.clusters.clear())?;
+        reporter.note(
+            &mesh_id,
+            &format!(
+                "certificate authorities kept in `{}` (--purge removes them)",
+                mesh_dir.certs().display()
+            ),
+        );
+    }
+    Ok(Exit::Success)
+}
+
+/// Deletes the kind clusters meshctl created (those still there), each with the kubeconfig entry
+/// meshctl wrote for it; the first failure is returned after every deletion was tried.
+async fn delete_created_kind_clusters(state: &StateStore, reporter: &Reporter) -> Result<()> {
     let snapshot = state.snapshot();
     let runner = ProcessRunner;
     let kind = Kind::new(&runner);
@@ -175,23 +195,10 @@ pub(super) async fn run(args: DownArgs, workdir: &Path, kubeconfig: Option<&Path
             }
         }
     }
-    if let Some(e) = failed.into_iter().next() {
-        return Err(e);
+    match failed.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    if args.purge {
-        purge(&mesh_dir, &reporter, &mesh_id)?;
-    } else {
-        // Existing clusters were only joined, never created: forget their progress, keep the CA.
-        state.update(|s| s.clusters.clear())?;
-        reporter.note(
-            &mesh_id,
-            &format!(
-                "certificate authorities kept in `{}` (--purge removes them)",
-                mesh_dir.certs().display()
-            ),
-        );
-    }
-    Ok(Exit::Success)
 }
 
 /// Removes what meshctl wrote in the mesh's folder of the work dir (state, plan, kind kubeconfig,

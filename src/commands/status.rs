@@ -12,7 +12,7 @@ use crate::kube::Clients;
 use crate::mesh_dir::MeshDir;
 use crate::phases::{self, Fact};
 use crate::pki::layout;
-use crate::plan::{Phase, Plan, PlanInput};
+use crate::plan::{Phase, PhasePlan, Plan, PlanInput};
 use crate::planner;
 use crate::probe::{Finding, Found, Probe};
 use crate::state::{MeshState, StateStore};
@@ -133,33 +133,7 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
     let state = StateStore::load(&dir.state())?.snapshot();
     let (plan, have_cas) = plan_for_status(&mesh, &state, &dir)?;
     let clients = Clients::new(flags.kubeconfig);
-    // A cluster that does not answer gets one line, not one per phase.
-    let connected = futures::future::join_all(mesh.clusters.iter().map(|c| clients.get(&c.context))).await;
-    let mut checks = Vec::new();
-    let mut down = Vec::new();
-    for (c, result) in mesh.clusters.iter().zip(connected) {
-        if let Err(e) = result {
-            let (phase, found, hint) = match mesh.provider {
-                // kind: `up` creates it again, with everything in it.
-                Provider::Kind => (
-                    Phase::ALL
-                        .into_iter()
-                        .find(|p| phases::logic(*p).repair_makes_the_cluster_anew())
-                        .unwrap_or(plan.phases[0].phase),
-                    Finding::missing(format!("kind cluster `{}`", c.name), e.to_string()),
-                    up_command(&flags, &args, None),
-                ),
-                // Existing clusters are not meshctl's to bring back: no command would fix it.
-                Provider::Existing => (
-                    plan.phases[0].phase,
-                    Finding::unreachable(format!("API server of `{}`", c.name), e.to_string()),
-                    String::new(),
-                ),
-            };
-            checks.push(check_of(&c.name, phase, vec![found], hint));
-            down.push(c.name.clone());
-        }
-    }
+    let (mut checks, down) = unreachable_clusters(&mesh, &plan, &clients, &flags, &args).await;
     // The phases left out of the plan for want of CAs, shown where `up` runs them.
     let mut without_cas: Vec<Phase> = if have_cas {
         Vec::new()
@@ -170,7 +144,7 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
             .filter(|p| phases::logic(*p).needs().contains(&Fact::Cas))
             .collect()
     };
-    for (index, phase_plan) in plan.phases.iter().enumerate() {
+    for phase_plan in &plan.phases {
         let phase = phase_plan.phase;
         while let Some(skipped) = without_cas.first().copied().filter(|p| *p < phase) {
             without_cas.remove(0);
@@ -179,43 +153,22 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
                     "certificate authorities",
                     format!("none in the work dir for mesh `{}`", mesh.mesh_id),
                 );
-                checks.push(check_of(
-                    &c.name,
-                    skipped,
-                    vec![missing],
-                    up_command(&flags, &args, None),
-                ));
+                let hint = up_command(&flags, &args, None);
+                checks.push(check_of(&c.name, skipped, vec![missing], hint));
             }
         }
-        let reachable: Vec<_> = phase_plan
-            .clusters
-            .iter()
-            .filter(|cs| !down.contains(&cs.cluster))
-            .collect();
-        let probes = reachable.iter().map(|cs| {
-            let (plan, state, clients, mesh) = (&plan, &state, &clients, &mesh);
-            async move {
-                let cluster = mesh
-                    .cluster(&cs.cluster)
-                    .expect("planned clusters are in the topology");
-                let probe = Probe {
-                    mesh,
-                    cluster,
-                    plan,
-                    steps: &cs.steps,
-                    state,
-                    clients,
-                    tools: &ProcessRunner,
-                };
-                crate::phases::probe(plan.phases[index].phase, &probe).await
-            }
-        });
-        for (cs, findings) in reachable.iter().zip(futures::future::join_all(probes).await) {
+        let probed = Probed {
+            mesh: &mesh,
+            plan: &plan,
+            state: &state,
+            clients: &clients,
+        };
+        for (cluster, findings) in probed.phase(phase_plan, &down).await {
             // A cluster that is gone needs every phase again; anything else, its own phase.
             let gone = findings.iter().any(|f| f.found == Found::Unreachable)
                 || phases::logic(phase).repair_makes_the_cluster_anew();
             let hint = up_command(&flags, &args, (!gone).then_some(phase));
-            checks.push(check_of(&cs.cluster, phase, findings, hint));
+            checks.push(check_of(&cluster, phase, findings, hint));
         }
     }
     checks.sort_by_key(|c| mesh.clusters.iter().position(|m| m.name == c.cluster));
@@ -236,4 +189,79 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
         }
     }
     Ok(if all_ready { Exit::Success } else { Exit::NotReady })
+}
+
+/// One check per cluster that does not answer (one line, not one per phase), and their names.
+async fn unreachable_clusters(
+    mesh: &Mesh,
+    plan: &Plan,
+    clients: &Clients,
+    flags: &Flags<'_>,
+    args: &StatusArgs,
+) -> (Vec<Check>, Vec<String>) {
+    let connected = futures::future::join_all(mesh.clusters.iter().map(|c| clients.get(&c.context))).await;
+    let mut checks = Vec::new();
+    let mut down = Vec::new();
+    for (c, result) in mesh.clusters.iter().zip(connected) {
+        let Err(e) = result else {
+            continue;
+        };
+        let (phase, found, hint) = match mesh.provider {
+            // kind: `up` creates it again, with everything in it.
+            Provider::Kind => (
+                Phase::ALL
+                    .into_iter()
+                    .find(|p| phases::logic(*p).repair_makes_the_cluster_anew())
+                    .unwrap_or(plan.phases[0].phase),
+                Finding::missing(format!("kind cluster `{}`", c.name), e.to_string()),
+                up_command(flags, args, None),
+            ),
+            // Existing clusters are not meshctl's to bring back: no command would fix it.
+            Provider::Existing => (
+                plan.phases[0].phase,
+                Finding::unreachable(format!("API server of `{}`", c.name), e.to_string()),
+                String::new(),
+            ),
+        };
+        checks.push(check_of(&c.name, phase, vec![found], hint));
+        down.push(c.name.clone());
+    }
+    (checks, down)
+}
+
+/// What the probes read from.
+struct Probed<'a> {
+    mesh: &'a Mesh,
+    plan: &'a Plan,
+    state: &'a MeshState,
+    clients: &'a Clients,
+}
+
+impl Probed<'_> {
+    /// One phase probed in every cluster of it that answers, all at once.
+    async fn phase(&self, phase_plan: &PhasePlan, down: &[String]) -> Vec<(String, Vec<Finding>)> {
+        let reachable: Vec<_> = phase_plan
+            .clusters
+            .iter()
+            .filter(|cs| !down.contains(&cs.cluster))
+            .collect();
+        let probes = reachable.iter().map(|cs| async move {
+            let cluster = self
+                .mesh
+                .cluster(&cs.cluster)
+                .expect("planned clusters are in the topology");
+            let probe = Probe {
+                mesh: self.mesh,
+                cluster,
+                plan: self.plan,
+                steps: &cs.steps,
+                state: self.state,
+                clients: self.clients,
+                tools: &ProcessRunner,
+            };
+            crate::phases::probe(phase_plan.phase, &probe).await
+        });
+        let found = futures::future::join_all(probes).await;
+        reachable.iter().map(|cs| cs.cluster.clone()).zip(found).collect()
+    }
 }
