@@ -297,13 +297,7 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
     };
     let root_existed = dir.join(ROOT_CERT).exists() || dir.join(ROOT_KEY).exists();
     if request.replace_root && root_existed {
-        let orphans: Vec<String> = clusters_in(dir)
-            .into_iter()
-            .filter(|c| !request.clusters.contains(c))
-            .collect();
-        if !orphans.is_empty() {
-            return Err(CertsError::WouldOrphan { clusters: orphans });
-        }
+        refuse_orphans(request)?;
     }
     let kept = intermediates_to_keep(request, existing_root.as_ref())?;
 
@@ -331,30 +325,7 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
             warnings.push(warning);
         }
     }
-    let trust_bundle = trust_bundle(request, &root)?;
-    let mut clusters = Vec::with_capacity(request.clusters.len());
-    for (name, current) in request.clusters.iter().zip(kept) {
-        let existed = (request.force || request.replace_root) && dir.join(name).exists();
-        clusters.push(match current {
-            Some(ca) => (ca, Disposition::Reused),
-            None => {
-                let key = keys
-                    .next()
-                    .expect("a key was generated for every new intermediate");
-                let mut ca = root.sign_intermediate(name, key, request.validity)?;
-                if let Some(bundle) = &trust_bundle {
-                    ca.root_cert_pem = bundle.clone();
-                }
-                let made = if existed {
-                    Disposition::Replaced
-                } else {
-                    Disposition::Created
-                };
-                (ca, made)
-            }
-        });
-    }
-
+    let clusters = sign_missing(request, &root, kept, keys)?;
     // Write: the root first (key before certificate, so a certificate never exists without its key),
     // then each cluster folder as a whole.
     atomic_file::create_dir_all(dir, PRIVATE_DIR).map_err(io_err("create directory", dir))?;
@@ -381,6 +352,55 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
         clusters,
         warnings,
     })
+}
+
+/// The clusters' intermediates: each kept one as it is, the others signed by `root` with the
+/// keys generated for them.
+fn sign_missing(
+    request: &CertsRequest,
+    root: &RootCa,
+    kept: Vec<Option<IntermediateCa>>,
+    mut keys: impl Iterator<Item = rcgen::KeyPair>,
+) -> Result<Vec<(IntermediateCa, Disposition)>, CertsError> {
+    let trust_bundle = trust_bundle(request, root)?;
+    let mut clusters = Vec::with_capacity(request.clusters.len());
+    for (name, current) in request.clusters.iter().zip(kept) {
+        let existed = (request.force || request.replace_root) && request.dir.join(name).exists();
+        clusters.push(match current {
+            Some(ca) => (ca, Disposition::Reused),
+            None => {
+                let key = keys
+                    .next()
+                    .expect("a key was generated for every new intermediate");
+                let mut ca = root.sign_intermediate(name, key, request.validity)?;
+                if let Some(bundle) = &trust_bundle {
+                    ca.root_cert_pem = bundle.clone();
+                }
+                let made = if existed {
+                    Disposition::Replaced
+                } else {
+                    Disposition::Created
+                };
+                (ca, made)
+            }
+        });
+    }
+
+    Ok(clusters)
+}
+
+/// A new root would leave an intermediate on disk that no cluster of the request replaces, signed
+/// by a root that is gone.
+fn refuse_orphans(request: &CertsRequest) -> Result<(), CertsError> {
+    let orphans: Vec<String> = clusters_in(&request.dir)
+        .into_iter()
+        .filter(|c| !request.clusters.contains(c))
+        .collect();
+    if orphans.is_empty() {
+        Ok(())
+    } else {
+        Err(CertsError::WouldOrphan { clusters: orphans })
+    }
 }
 
 /// Per cluster: its intermediate, checked against the root, when it is kept; `None` when one is

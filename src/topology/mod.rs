@@ -240,66 +240,7 @@ impl Mesh {
         let mut problems = Vec::new();
         let mut clusters = Vec::with_capacity(file.clusters.len());
         for (i, c) in file.clusters.into_iter().enumerate() {
-            let mut cluster = default_cluster(i + 1, c.name, c.context, provider);
-            let field = |f: &str| format!("clusters[{i}].{f}");
-            if provider == Provider::Existing
-                && (c.node_image.is_some() || c.pod_subnet.is_some() || c.service_subnet.is_some())
-            {
-                problems.push(Problem {
-                    field: field("nodeImage/podSubnet/serviceSubnet"),
-                    value: cluster.name.clone(),
-                    reason: "only apply to `provider: kind`; existing clusters keep their own".into(),
-                });
-            }
-            if let Some(server) = c.api_server {
-                if let Some(reason) = api_server::server_problem(&server) {
-                    problems.push(Problem {
-                        field: field("apiServer"),
-                        value: server.clone(),
-                        reason,
-                    });
-                }
-                cluster.api_server = Some(server);
-            }
-            cluster.role = c.role.unwrap_or_default();
-            cluster.primary = c.primary;
-            cluster.network = c.network.unwrap_or(cluster.network);
-            cluster.region = c.region.unwrap_or(cluster.region);
-            cluster.zone = c.zone.unwrap_or(cluster.zone);
-            if let Some(kind) = cluster.kind.as_mut() {
-                if let Some(image) = c.node_image {
-                    // An image reference: registry/name[:tag][@digest], no spaces or line breaks
-                    // (kind would pass them on to docker, which names the whole value back).
-                    let fine = !image.is_empty()
-                        && image
-                            .chars()
-                            .all(|ch| ch.is_ascii_alphanumeric() || "._-/:@".contains(ch));
-                    if !fine {
-                        problems.push(Problem {
-                            field: field("nodeImage"),
-                            value: image.escape_debug().to_string(),
-                            reason: "is not an image reference such as kindest/node:v1.36.0".into(),
-                        });
-                    }
-                    kind.node_image = image;
-                }
-                for (name, given, slot) in [
-                    ("podSubnet", c.pod_subnet, &mut kind.pod_subnet),
-                    ("serviceSubnet", c.service_subnet, &mut kind.service_subnet),
-                ] {
-                    if let Some(text) = given {
-                        match text.parse::<Ipv4Net>() {
-                            Ok(net) => *slot = net.trunc(),
-                            Err(_) => problems.push(Problem {
-                                field: field(name),
-                                value: text,
-                                reason: "is not an IPv4 CIDR such as 10.10.0.0/16".into(),
-                            }),
-                        }
-                    }
-                }
-            }
-            clusters.push(cluster);
+            clusters.push(cluster_from_file(i, c, provider, &mut problems));
         }
         // A remote without `primary` is configured by the first primary.
         let first_primary = clusters
@@ -406,27 +347,25 @@ impl Mesh {
     /// Every problem with this mesh; empty when it is valid.
     pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let mut push = |field: String, value: &str, reason: &str| {
-            problems.push(Problem {
-                field,
-                value: value.to_string(),
-                reason: reason.to_string(),
-            })
-        };
         if let Some(reason) = dns1123_label_problem(&self.mesh_id) {
-            push("meshID".into(), &self.mesh_id, &reason);
+            push(&mut problems, "meshID".into(), &self.mesh_id, &reason);
         }
         let mut seen = [HashSet::new(), HashSet::new()];
         for (i, c) in self.clusters.iter().enumerate() {
             if let Some(reason) = dns1123_label_problem(&c.name) {
-                push(format!("clusters[{i}].name"), &c.name, &reason);
+                push(&mut problems, format!("clusters[{i}].name"), &c.name, &reason);
             }
             if c.context.trim().is_empty() {
-                push(format!("clusters[{i}].context"), &c.context, "must not be empty");
+                push(
+                    &mut problems,
+                    format!("clusters[{i}].context"),
+                    &c.context,
+                    "must not be empty",
+                );
             }
             for (field, value) in [("network", &c.network), ("region", &c.region), ("zone", &c.zone)] {
                 if let Some(reason) = label_value_problem(value) {
-                    push(format!("clusters[{i}].{field}"), value, &reason);
+                    push(&mut problems, format!("clusters[{i}].{field}"), value, &reason);
                 }
             }
             for (slot, (field, value)) in [("name", &c.name), ("context", &c.context)]
@@ -435,13 +374,21 @@ impl Mesh {
             {
                 if !seen[slot].insert(value.clone()) {
                     let reason = format!("is used by another cluster; every cluster needs its own {field}");
-                    push(format!("clusters[{i}].{field}"), value, &reason);
+                    push(&mut problems, format!("clusters[{i}].{field}"), value, &reason);
                 }
             }
         }
-        // Roles: at least one istiod, and every remote names a primary of this mesh.
+        problems.extend(self.role_problems());
+        problems.extend(self.subnet_problems());
+        problems
+    }
+
+    /// At least one istiod, and every remote names a primary of this mesh.
+    fn role_problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
         if !self.clusters.is_empty() && !self.clusters.iter().any(|c| c.role == Role::Primary) {
             push(
+                &mut problems,
                 "clusters[*].role".into(),
                 "remote",
                 "leaves the mesh without a primary: at least one cluster must run istiod",
@@ -450,11 +397,13 @@ impl Mesh {
         for (i, c) in self.clusters.iter().enumerate() {
             match (c.role, &c.primary) {
                 (Role::Primary, Some(p)) => push(
+                    &mut problems,
                     format!("clusters[{i}].primary"),
                     p,
                     "is only for `role: remote` (a primary runs its own istiod)",
                 ),
                 (Role::Remote, Some(p)) if self.cluster(p).is_none_or(|t| t.role != Role::Primary) => push(
+                    &mut problems,
                     format!("clusters[{i}].primary"),
                     p,
                     "does not name a cluster of this mesh with `role: primary`",
@@ -462,6 +411,11 @@ impl Mesh {
                 _ => {}
             }
         }
+        problems
+    }
+
+    fn subnet_problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
         // Pod and service CIDRs must not overlap anywhere in the mesh: an endpoint address would
         // name a pod in two clusters, and one-network routes would send it to the wrong one.
         let mut nets: Vec<(String, Ipv4Net)> = Vec::new();
@@ -478,11 +432,13 @@ impl Mesh {
                 let prefix = net.prefix_len();
                 match field {
                     "podSubnet" if prefix > 24 => push(
+                        &mut problems,
                         here.clone(),
                         &net.to_string(),
                         "is smaller than one node's /24 of pod addresses: use /24 or larger, such as /16",
                     ),
                     "serviceSubnet" if !(12..=28).contains(&prefix) => push(
+                        &mut problems,
                         here.clone(),
                         &net.to_string(),
                         "must be a /12 to /28 range (kube-apiserver's limits, with room for cluster DNS)",
@@ -491,12 +447,103 @@ impl Mesh {
                 }
                 if let Some((other, _)) = nets.iter().find(|(_, n)| n.contains(&net) || net.contains(n)) {
                     let reason = format!("overlaps {other}");
-                    push(here.clone(), &net.to_string(), &reason);
+                    push(&mut problems, here.clone(), &net.to_string(), &reason);
                 }
                 nets.push((here, net));
             }
         }
         problems
+    }
+}
+
+fn push(problems: &mut Vec<Problem>, field: String, value: &str, reason: &str) {
+    problems.push(Problem {
+        field,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    })
+}
+
+/// One cluster of the topology file over its defaults; what is wrong with it goes to `problems`.
+fn cluster_from_file(i: usize, c: ClusterFile, provider: Provider, problems: &mut Vec<Problem>) -> Cluster {
+    let mut cluster = default_cluster(i + 1, c.name, c.context, provider);
+    let field = |f: &str| format!("clusters[{i}].{f}");
+    if provider == Provider::Existing
+        && (c.node_image.is_some() || c.pod_subnet.is_some() || c.service_subnet.is_some())
+    {
+        problems.push(Problem {
+            field: field("nodeImage/podSubnet/serviceSubnet"),
+            value: cluster.name.clone(),
+            reason: "only apply to `provider: kind`; existing clusters keep their own".into(),
+        });
+    }
+    if let Some(server) = c.api_server {
+        if let Some(reason) = api_server::server_problem(&server) {
+            problems.push(Problem {
+                field: field("apiServer"),
+                value: server.clone(),
+                reason,
+            });
+        }
+        cluster.api_server = Some(server);
+    }
+    cluster.role = c.role.unwrap_or_default();
+    cluster.primary = c.primary;
+    cluster.network = c.network.unwrap_or(cluster.network);
+    cluster.region = c.region.unwrap_or(cluster.region);
+    cluster.zone = c.zone.unwrap_or(cluster.zone);
+    if let Some(kind) = cluster.kind.as_mut() {
+        kind_overrides(
+            kind,
+            &field,
+            c.node_image,
+            c.pod_subnet,
+            c.service_subnet,
+            problems,
+        );
+    }
+    cluster
+}
+
+/// A kind cluster's node image and subnets, where the file sets them.
+fn kind_overrides(
+    kind: &mut KindSpec,
+    field: &dyn Fn(&str) -> String,
+    node_image: Option<String>,
+    pod_subnet: Option<String>,
+    service_subnet: Option<String>,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(image) = node_image {
+        // An image reference: registry/name[:tag][@digest], no spaces or line breaks
+        // (kind would pass them on to docker, which names the whole value back).
+        let fine = !image.is_empty()
+            && image
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "._-/:@".contains(ch));
+        if !fine {
+            problems.push(Problem {
+                field: field("nodeImage"),
+                value: image.escape_debug().to_string(),
+                reason: "is not an image reference such as kindest/node:v1.36.0".into(),
+            });
+        }
+        kind.node_image = image;
+    }
+    for (name, given, slot) in [
+        ("podSubnet", pod_subnet, &mut kind.pod_subnet),
+        ("serviceSubnet", service_subnet, &mut kind.service_subnet),
+    ] {
+        if let Some(text) = given {
+            match text.parse::<Ipv4Net>() {
+                Ok(net) => *slot = net.trunc(),
+                Err(_) => problems.push(Problem {
+                    field: field(name),
+                    value: text,
+                    reason: "is not an IPv4 CIDR such as 10.10.0.0/16".into(),
+                }),
+            }
+        }
     }
 }
 
