@@ -12,98 +12,115 @@ pub(super) fn xml_escape(s: &str) -> String {
 
 /// The report as JUnit XML: one test case per pair of clusters, plus failover.
 pub fn junit(report: &Report) -> String {
+    let cases: Vec<Case> = pair_cases(report)
+        .into_iter()
+        .chain(check_cases(report))
+        .collect();
+    let failures = cases.iter().filter(|c| c.failure.is_some()).count();
+    let mut text = String::new();
+    for case in &cases {
+        let _ = write!(
+            text,
+            "  <testcase classname=\"meshctl.verify\" name=\"{}\">",
+            case.name
+        );
+        if let Some((message, detail)) = &case.failure {
+            let _ = write!(
+                text,
+                "<failure message=\"{}\">{}</failure>",
+                xml_escape(message),
+                xml_escape(detail)
+            );
+        }
+        text.push_str("</testcase>\n");
+    }
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"meshctl verify ({})\" tests=\"{}\" failures=\"{failures}\">\n{text}</testsuite>\n",
+        xml_escape(&report.mesh_id),
+        cases.len()
+    )
+}
+
+/// One test case: its name (escaped already: a pair's arrow stays as it reads) and, when it
+/// failed, the message and the detail.
+struct Case {
+    name: String,
+    failure: Option<(String, String)>,
+}
+
+/// One case per ordered pair of clusters.
+fn pair_cases(report: &Report) -> Vec<Case> {
     let m = &report.matrix;
-    let mut cases = String::new();
-    let mut failures = 0;
+    let mut cases = Vec::new();
     for (f, from) in m.clusters.iter().enumerate() {
         for (t, to) in m.clusters.iter().enumerate() {
-            let _ = write!(
-                cases,
-                "  <testcase classname=\"meshctl.verify\" name=\"{} -> {}\">",
-                xml_escape(from),
-                xml_escape(to)
-            );
             // A cluster-local host must answer within the cluster and never across.
             let crossed = report.cluster_local && f != t && m.counts[f][t] > 0;
-            if crossed {
-                failures += 1;
-                let _ = write!(
-                    cases,
-                    "<failure message=\"{} answered {} times although the host is cluster-local\"></failure>",
-                    xml_escape(to),
+            let failure = if crossed {
+                let message = format!(
+                    "{to} answered {} times although the host is cluster-local",
                     m.counts[f][t]
                 );
+                Some((message, String::new()))
             } else if m.counts[f][t] == 0 && !(report.cluster_local && f != t) {
-                failures += 1;
                 let reason = report
                     .reasons
                     .iter()
                     .find(|r| r.starts_with(&format!("{from} -> {to}:")))
                     .cloned()
                     .unwrap_or_default();
-                let _ = write!(
-                    cases,
-                    "<failure message=\"no answer from {} in {} calls\">{}</failure>",
-                    xml_escape(to),
-                    m.counts[f].iter().sum::<usize>() + m.failed[f],
-                    xml_escape(&reason)
-                );
-            }
-            cases.push_str("</testcase>\n");
+                let calls = m.counts[f].iter().sum::<usize>() + m.failed[f];
+                Some((format!("no answer from {to} in {calls} calls"), reason))
+            } else {
+                None
+            };
+            cases.push(Case {
+                name: format!("{} -> {}", xml_escape(from), xml_escape(to)),
+                failure,
+            });
         }
     }
-    let mut total = m.clusters.len() * m.clusters.len();
-    // One test case per further check: (name, and when it failed, the message and the detail).
-    let mut checks: Vec<(String, Option<(String, &str)>)> = Vec::new();
-    if let Some(d) = &report.distribute {
-        let failed = (!d.passed).then(|| {
-            (
-                "observed split outside the tolerance".to_string(),
-                d.detail.as_str(),
-            )
+    cases
+}
+
+/// One case per further check: weighted distribution, each remote's control plane, failover.
+fn check_cases(report: &Report) -> Vec<Case> {
+    let mut cases = Vec::new();
+    let mut push = |name: String, passed: bool, message: String, detail: &str| {
+        let failure = (!passed).then(|| (message, detail.to_string()));
+        cases.push(Case {
+            name: xml_escape(&name),
+            failure,
         });
-        checks.push((format!("locality distribute from {}", d.client), failed));
+    };
+    if let Some(d) = &report.distribute {
+        let message = "observed split outside the tolerance".to_string();
+        push(
+            format!("locality distribute from {}", d.client),
+            d.passed,
+            message,
+            &d.detail,
+        );
     }
     for cp in &report.control_planes {
-        let failed = (!cp.passed).then(|| {
-            (
-                format!("not configured by {}'s istiod", cp.primary),
-                cp.detail.as_str(),
-            )
-        });
-        checks.push((format!("{} configured by {}", cp.remote, cp.primary), failed));
+        let message = format!("not configured by {}'s istiod", cp.primary);
+        push(
+            format!("{} configured by {}", cp.remote, cp.primary),
+            cp.passed,
+            message,
+            &cp.detail,
+        );
     }
     if let Some(fo) = &report.failover {
-        let failed = (!fo.passed).then(|| {
-            (
-                format!("traffic did not move to {}", fo.expected),
-                fo.detail.as_str(),
-            )
-        });
-        checks.push((format!("failover from {}", fo.client), failed));
-    }
-    for (name, failed) in checks {
-        total += 1;
-        let _ = write!(
-            cases,
-            "  <testcase classname=\"meshctl.verify\" name=\"{}\">",
-            xml_escape(&name)
+        let message = format!("traffic did not move to {}", fo.expected);
+        push(
+            format!("failover from {}", fo.client),
+            fo.passed,
+            message,
+            &fo.detail,
         );
-        if let Some((message, detail)) = failed {
-            failures += 1;
-            let _ = write!(
-                cases,
-                "<failure message=\"{}\">{}</failure>",
-                xml_escape(&message),
-                xml_escape(detail)
-            );
-        }
-        cases.push_str("</testcase>\n");
     }
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"meshctl verify ({})\" tests=\"{total}\" failures=\"{failures}\">\n{cases}</testsuite>\n",
-        xml_escape(&report.mesh_id)
-    )
+    cases
 }
 
 /// A JUnit report for a verify that could not run at all (a cluster unreachable, workloads that

@@ -175,103 +175,95 @@ fn failover_rules(mesh: &Mesh) -> Vec<FailoverRule> {
 
 /// Every verification manifest, under `<cluster>/verify/`.
 pub fn artifacts(mesh: &Mesh) -> Result<Vec<Artifact>, RenderError> {
+    let rules = rule_files(mesh)?;
     let mut out = Vec::new();
-    let rules = failover_rules(mesh);
-    let failover = if rules.is_empty() {
-        None
-    } else {
-        Some(render::render(
-            "verify/locality-failover.yaml.j2",
-            &Failover {
-                namespace: NAMESPACE,
-                failover: rules,
-            },
-        )?)
-    };
-    let distribute = distribute_localities(mesh)
-        .map(|(a, b)| {
-            let locality = |i: usize| format!("{}/{}", mesh.clusters[i].region, mesh.clusters[i].zone);
-            render::render(
-                "verify/locality-distribute.yaml.j2",
-                &Distribute {
-                    namespace: NAMESPACE,
-                    from: locality(a),
-                    to: locality(b),
-                    local_weight: DISTRIBUTE_LOCAL_WEIGHT,
-                },
-            )
-        })
-        .transpose()?;
-    let subsets = render::render(
-        "verify/per-cluster-subsets.yaml.j2",
-        &Subsets {
-            namespace: NAMESPACE,
-            host: HELLOWORLD_HOST,
-            clusters: mesh.clusters.iter().map(|c| c.name.as_str()).collect(),
-        },
-    )?;
     for (i, cluster) in mesh.clusters.iter().enumerate() {
-        let mut add = |file: &str, template: &'static str, content: String| {
-            out.push(Artifact {
-                path: format!("{}/verify/{file}", cluster.name),
-                template,
-                secret: false,
-                content,
-            });
-        };
-        add(
-            "namespace.yaml",
-            "verify/namespace.yaml.j2",
-            render::render(
-                "verify/namespace.yaml.j2",
-                &Namespace {
-                    namespace: NAMESPACE,
-                    discovery_labels: discovery_labels(&mesh.mesh_config).unwrap_or_default(),
-                },
-            )?,
-        );
-        let image = versions::HELLOWORLD_IMAGES[i % versions::HELLOWORLD_IMAGES.len()];
-        add(
-            "helloworld.yaml",
-            "verify/helloworld.yaml.j2",
-            render::render(
-                "verify/helloworld.yaml.j2",
-                &Helloworld {
-                    namespace: NAMESPACE,
-                    cluster: &cluster.name,
-                    version: version_of(i),
-                    image,
-                },
-            )?,
-        );
-        add(
-            "curl.yaml",
-            "verify/curl.yaml.j2",
-            render::render(
-                "verify/curl.yaml.j2",
-                &Curl {
-                    namespace: NAMESPACE,
-                    image: versions::CURL_IMAGE,
-                },
-            )?,
-        );
-        if let Some(text) = &failover {
-            add(FAILOVER_FILE, "verify/locality-failover.yaml.j2", text.clone());
-        }
-        if let Some(text) = &distribute {
-            add(
-                DISTRIBUTE_FILE,
-                "verify/locality-distribute.yaml.j2",
-                text.clone(),
-            );
-        }
-        add(
-            SUBSETS_FILE,
-            "verify/per-cluster-subsets.yaml.j2",
-            subsets.clone(),
-        );
+        let files = workload_files(mesh, i)?.into_iter().chain(rules.iter().cloned());
+        out.extend(files.map(|(file, template, content)| Artifact {
+            path: format!("{}/verify/{file}", cluster.name),
+            template,
+            secret: false,
+            content,
+        }));
     }
     Ok(out)
+}
+
+/// A file of the verification workloads: its name, its template and what it rendered.
+type WorkloadFile = (&'static str, &'static str, String);
+
+fn rendered<C: Serialize>(
+    file: &'static str,
+    template: &'static str,
+    cx: &C,
+) -> Result<WorkloadFile, RenderError> {
+    Ok((file, template, render::render(template, cx)?))
+}
+
+/// The namespace and the two workloads of the cluster at `i`.
+fn workload_files(mesh: &Mesh, i: usize) -> Result<Vec<WorkloadFile>, RenderError> {
+    let namespace = Namespace {
+        namespace: NAMESPACE,
+        discovery_labels: discovery_labels(&mesh.mesh_config).unwrap_or_default(),
+    };
+    let helloworld = Helloworld {
+        namespace: NAMESPACE,
+        cluster: &mesh.clusters[i].name,
+        version: version_of(i),
+        image: versions::HELLOWORLD_IMAGES[i % versions::HELLOWORLD_IMAGES.len()],
+    };
+    let curl = Curl {
+        namespace: NAMESPACE,
+        image: versions::CURL_IMAGE,
+    };
+    Ok(vec![
+        rendered("namespace.yaml", "verify/namespace.yaml.j2", &namespace)?,
+        rendered("helloworld.yaml", "verify/helloworld.yaml.j2", &helloworld)?,
+        rendered("curl.yaml", "verify/curl.yaml.j2", &curl)?,
+    ])
+}
+
+/// The traffic rules every cluster gets the same: locality failover and distribution where the
+/// mesh has the localities for them, and the per-cluster subsets.
+fn rule_files(mesh: &Mesh) -> Result<Vec<WorkloadFile>, RenderError> {
+    let mut files = Vec::new();
+    let rules = failover_rules(mesh);
+    if !rules.is_empty() {
+        let failover = Failover {
+            namespace: NAMESPACE,
+            failover: rules,
+        };
+        files.push(rendered(
+            FAILOVER_FILE,
+            "verify/locality-failover.yaml.j2",
+            &failover,
+        )?);
+    }
+    if let Some((a, b)) = distribute_localities(mesh) {
+        let locality = |i: usize| format!("{}/{}", mesh.clusters[i].region, mesh.clusters[i].zone);
+        let distribute = Distribute {
+            namespace: NAMESPACE,
+            from: locality(a),
+            to: locality(b),
+            local_weight: DISTRIBUTE_LOCAL_WEIGHT,
+        };
+        files.push(rendered(
+            DISTRIBUTE_FILE,
+            "verify/locality-distribute.yaml.j2",
+            &distribute,
+        )?);
+    }
+    let subsets = Subsets {
+        namespace: NAMESPACE,
+        host: HELLOWORLD_HOST,
+        clusters: mesh.clusters.iter().map(|c| c.name.as_str()).collect(),
+    };
+    files.push(rendered(
+        SUBSETS_FILE,
+        "verify/per-cluster-subsets.yaml.j2",
+        &subsets,
+    )?);
+    Ok(files)
 }
 
 #[cfg(test)]
