@@ -69,27 +69,7 @@ async fn prepare<'m>(
     reporter: &Reporter,
 ) -> Result<Prepared<'m>> {
     let (pools, provisional) = if phases::any_needs(&phases, Fact::Pools) {
-        let planned = executor::pools(
-            facts.map(|(r, _)| r),
-            facts.map(|(_, s)| s),
-            mesh,
-            args.lb_subnet,
-            &resolved.network,
-        )
-        .await?;
-        // The subnet the pools were planned in: the docker network's, or --lb-subnet standing in.
-        let subnet = facts
-            .and_then(|(_, s)| s.snapshot().docker_subnet)
-            .or_else(|| crate::ipam::ipv4_subnet(&[args.lb_subnet]).ok());
-        if let Some(subnet) = subnet {
-            let problems = mesh.docker_network_problems(subnet);
-            if !problems.is_empty() {
-                return Err(
-                    UsageError::from_display(crate::topology::TopologyError::Invalid(problems)).into(),
-                );
-            }
-        }
-        planned
+        plan_pools(mesh, args, resolved, facts).await?
     } else {
         (Vec::new(), false)
     };
@@ -141,6 +121,35 @@ async fn prepare<'m>(
     Ok(prepared)
 }
 
+/// The MetalLB pools (and whether they are provisional: planned in `--lb-subnet` until the docker
+/// network exists), refused when the network's subnet clashes with the clusters' own.
+async fn plan_pools(
+    mesh: &Mesh,
+    args: &UpArgs,
+    resolved: &Resolved,
+    facts: Option<(&dyn ToolRunner, &StateStore)>,
+) -> Result<(Vec<crate::ipam::Pool>, bool)> {
+    let planned = executor::pools(
+        facts.map(|(r, _)| r),
+        facts.map(|(_, s)| s),
+        mesh,
+        args.lb_subnet,
+        &resolved.network,
+    )
+    .await?;
+    // The subnet the pools were planned in: the docker network's, or --lb-subnet standing in.
+    let subnet = facts
+        .and_then(|(_, s)| s.snapshot().docker_subnet)
+        .or_else(|| crate::ipam::ipv4_subnet(&[args.lb_subnet]).ok());
+    if let Some(subnet) = subnet {
+        let problems = mesh.docker_network_problems(subnet);
+        if !problems.is_empty() {
+            return Err(UsageError::from_display(crate::topology::TopologyError::Invalid(problems)).into());
+        }
+    }
+    Ok(planned)
+}
+
 /// `--dry-run --out DIR`: the plan written and listed (stdout: the plan, as text or JSON;
 /// anything else on stderr), nothing changed.
 async fn dry_run_to(mesh: &Mesh, phases: Vec<Phase>, args: &UpArgs, resolved: &Resolved) -> Result<Exit> {
@@ -182,20 +191,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     let mesh = super::resolve_topology(&args.topology)?;
     let phases =
         planner::select_phases(mesh.provider, &args.only, &args.skip).map_err(UsageError::from_display)?;
-    if let Some(path) = &args.metallb_manifest
-        && !path.is_file()
-    {
-        return Err(UsageError(format!(
-            "--metallb-manifest `{}` {}: name the MetalLB manifest file (metallb-native.yaml)",
-            path.display(),
-            if path.is_dir() {
-                "is a directory"
-            } else {
-                "does not exist"
-            }
-        ))
-        .into());
-    }
+    check_metallb_manifest(&args)?;
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
     let resolved = Resolved {
         network: crate::tools::docker::kind_network(),
@@ -227,21 +223,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         s.mesh_id = mesh.mesh_id.clone();
         s.certs_dir = Some(resolved.certs_dir.clone());
     })?;
-    let settings = Settings {
-        kubeconfig_flag: kubeconfig_flag.map(Path::to_path_buf),
-        kubeconfig_target: target,
-        kind_kubeconfig: dir.kind_kubeconfig(),
-        plan_dir: dir.plan(),
-        timeout: args.timeout,
-        tool_timeout: args.timeout * 2 + Duration::from_secs(60),
-        metallb_manifest: args.metallb_manifest.clone(),
-        cache_dir: upstream::cache_dir(),
-        force: args.force,
-        allow_version_skew: args.allow_version_skew,
-        adopt: args.adopt,
-        lb_subnet: args.lb_subnet,
-        docker_network: resolved.network.clone(),
-    };
+    let settings = settings(&args, &dir, &resolved, kubeconfig_flag, target);
     let executor = Executor::new(settings, state, reporter.clone(), mesh.clone());
     let end = match executor.run(&mut prepared).await {
         Ok(end) => end,
@@ -269,6 +251,48 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     }
     summary(&reporter, &mesh, executor.state(), &prepared.plan);
     Ok(Exit::Success)
+}
+
+/// `--metallb-manifest` names a file (clap cannot tell): a usage error, before anything else.
+fn check_metallb_manifest(args: &UpArgs) -> Result<()> {
+    match &args.metallb_manifest {
+        Some(path) if !path.is_file() => Err(UsageError(format!(
+            "--metallb-manifest `{}` {}: name the MetalLB manifest file (metallb-native.yaml)",
+            path.display(),
+            if path.is_dir() {
+                "is a directory"
+            } else {
+                "does not exist"
+            }
+        ))
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// The run's settings, from the arguments, once.
+fn settings(
+    args: &UpArgs,
+    dir: &MeshDir,
+    resolved: &Resolved,
+    kubeconfig_flag: Option<&Path>,
+    target: PathBuf,
+) -> Settings {
+    Settings {
+        kubeconfig_flag: kubeconfig_flag.map(Path::to_path_buf),
+        kubeconfig_target: target,
+        kind_kubeconfig: dir.kind_kubeconfig(),
+        plan_dir: dir.plan(),
+        timeout: args.timeout,
+        tool_timeout: args.timeout * 2 + Duration::from_secs(60),
+        metallb_manifest: args.metallb_manifest.clone(),
+        cache_dir: upstream::cache_dir(),
+        force: args.force,
+        allow_version_skew: args.allow_version_skew,
+        adopt: args.adopt,
+        lb_subnet: args.lb_subnet,
+        docker_network: resolved.network.clone(),
+    }
 }
 
 /// Everything `up` can check before it changes anything, asked of every selected phase.

@@ -271,60 +271,53 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
         )),
     }
     for step in p.steps {
-        let Step::RemoteSecret { source, .. } = step else {
-            continue;
-        };
-        let object = format!("remote secret for {source}");
-        let want = match api_address(p.mesh, p.state, p.clients.kubeconfig(), source) {
-            Ok(w) => w,
-            Err(e) => {
-                out.push(Finding::unreachable(object, e));
-                continue;
-            }
-        };
-        let secret = match secrets.get_opt(&secret_name(source)).await {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                out.push(Finding::missing(
-                    object,
-                    format!("no {NAMESPACE}/{}", secret_name(source)),
-                ));
-                continue;
-            }
-            Err(e) => {
-                out.push(Finding::unreachable(object, crate::kube::human_reason(&e)));
-                continue;
-            }
-        };
-        let theirs = meshctl_secret_for(&secret).is_none();
-        let finding = match secret_target(&secret, source) {
-            None => Finding::different(object, "holds no kubeconfig for the cluster"),
-            Some((server, _)) if server != want => Finding::different(
-                object,
-                format!("points at {server}, but {source}'s API server is at {want}"),
-            ),
-            Some((_, ca)) => match published_ca(p, source).await {
-                Some(now) if now != ca => Finding::different(
-                    object,
-                    format!(
-                        "was issued by an earlier {source} (its CA changed: the cluster was created again)"
-                    ),
-                ),
-                _ => Finding::present(object, format!("points at {want}")),
-            },
-        };
-        // A remote secret someone else applied (`istioctl create-remote-secret | kubectl apply`)
-        // that already does the job is left as it is; one that would need changing is theirs to
-        // change: meshctl does not take it over.
-        out.push(match finding {
-            f if theirs && f.found != crate::probe::Found::Present => Finding::foreign(
-                f.object,
-                format!("applied by someone else, not by meshctl, and {}", f.detail),
-            ),
-            f => f,
-        });
+        if let Step::RemoteSecret { source, .. } = step {
+            out.push(probe_secret(p, &secrets, source).await);
+        }
     }
     out
+}
+
+/// The remote secret of `source` here: there, pointing at `source`'s API server now, issued by
+/// the cluster as it is now, and meshctl's to change.
+async fn probe_secret(p: &Probe<'_>, secrets: &Api<Secret>, source: &str) -> Finding {
+    let object = format!("remote secret for {source}");
+    let want = match api_address(p.mesh, p.state, p.clients.kubeconfig(), source) {
+        Ok(w) => w,
+        Err(e) => return Finding::unreachable(object, e),
+    };
+    let secret = match secrets.get_opt(&secret_name(source)).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Finding::missing(object, format!("no {NAMESPACE}/{}", secret_name(source)));
+        }
+        Err(e) => return Finding::unreachable(object, crate::kube::human_reason(&e)),
+    };
+    let theirs = meshctl_secret_for(&secret).is_none();
+    let finding = match secret_target(&secret, source) {
+        None => Finding::different(object, "holds no kubeconfig for the cluster"),
+        Some((server, _)) if server != want => Finding::different(
+            object,
+            format!("points at {server}, but {source}'s API server is at {want}"),
+        ),
+        Some((_, ca)) => match published_ca(p, source).await {
+            Some(now) if now != ca => Finding::different(
+                object,
+                format!("was issued by an earlier {source} (its CA changed: the cluster was created again)"),
+            ),
+            _ => Finding::present(object, format!("points at {want}")),
+        },
+    };
+    // A remote secret someone else applied (`istioctl create-remote-secret | kubectl apply`)
+    // that already does the job is left as it is; one that would need changing is theirs to
+    // change: meshctl does not take it over.
+    match finding {
+        f if theirs && f.found != crate::probe::Found::Present => Finding::foreign(
+            f.object,
+            format!("applied by someone else, not by meshctl, and {}", f.detail),
+        ),
+        f => f,
+    }
 }
 
 /// Deletes the remote secrets meshctl applied here for clusters no longer in the mesh (a user's
