@@ -129,6 +129,15 @@ fn remote_secret_summary(secret: &Secret) -> serde_json::Value {
 }
 
 async fn collect_cluster(client: Client, name: &str, bundle: &mut Bundle) {
+    collect_objects(&client, name, bundle).await;
+    collect_logs(&client, name, bundle).await;
+    collect_istio(&client, name, bundle).await;
+    collect_metallb(&client, name, bundle).await;
+}
+
+/// The API server's version, the nodes, and events, pods, services and deployments of each
+/// namespace meshctl works in.
+async fn collect_objects(client: &Client, name: &str, bundle: &mut Bundle) {
     let at = |file: &str| format!("{name}/{file}");
     let err = |e: kube::Error| format!("# not collected: {}\n", crate::kube::human_reason(&e));
     match client.apiserver_version().await {
@@ -157,7 +166,12 @@ async fn collect_cluster(client: Client, name: &str, bundle: &mut Bundle) {
         listed!(Service, "services.yaml");
         listed!(Deployment, "deployments.yaml");
     }
-    // Logs of istiod and the east-west gateway, by the labels Istio gives their pods.
+}
+
+/// Logs of istiod and the east-west gateway, by the labels Istio gives their pods.
+async fn collect_logs(client: &Client, name: &str, bundle: &mut Bundle) {
+    let at = |file: &str| format!("{name}/{file}");
+    let err = |e: kube::Error| format!("# not collected: {}\n", crate::kube::human_reason(&e));
     let pods = Api::<Pod>::namespaced(client.clone(), crate::topology::ISTIO_NAMESPACE);
     for selector in ["app=istiod", "istio=eastwestgateway"] {
         let Ok(list) = pods.list(&ListParams::default().labels(selector)).await else {
@@ -176,7 +190,13 @@ async fn collect_cluster(client: Client, name: &str, bundle: &mut Bundle) {
             bundle.add(at(&format!("logs/{pod_name}.log")), text);
         }
     }
-    match crate::istiod::clusters(&client).await {
+}
+
+/// What istiod says of its remote clusters, and the remote secrets it reads (names, never data).
+async fn collect_istio(client: &Client, name: &str, bundle: &mut Bundle) {
+    let at = |file: &str| format!("{name}/{file}");
+    let err = |e: kube::Error| format!("# not collected: {}\n", crate::kube::human_reason(&e));
+    match crate::istiod::clusters(client).await {
         Ok(seen) => bundle.add(
             at("istiod-clusterz.json"),
             serde_json::to_vec_pretty(&serde_json::json!({"pod": seen.pod, "clusters": seen.value}))
@@ -195,6 +215,11 @@ async fn collect_cluster(client: Client, name: &str, bundle: &mut Bundle) {
         }
         Err(e) => bundle.add(at("remote-secrets.yaml"), err(e)),
     }
+}
+
+async fn collect_metallb(client: &Client, name: &str, bundle: &mut Bundle) {
+    let at = |file: &str| format!("{name}/{file}");
+    let all = ListParams::default();
     let mut metallb = Vec::new();
     for (kind, plural) in [
         ("IPAddressPool", "ipaddresspools"),

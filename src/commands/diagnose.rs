@@ -12,36 +12,12 @@ use crate::report::Reporter;
 
 pub(super) async fn run(args: DiagnoseArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
-    let now = time::OffsetDateTime::now_utc();
-    let stamp = format!(
-        "{:04}{:02}{:02}-{:02}{:02}{:02}",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
+    let top = format!(
+        "meshctl-diagnose-{}-{}",
+        mesh.mesh_id,
+        stamp(time::OffsetDateTime::now_utc())
     );
-    let top = format!("meshctl-diagnose-{}-{stamp}", mesh.mesh_id);
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{top}.tar.gz")));
-    // Checked before anything is collected: a user's file is never replaced unless asked.
-    if out.is_dir() {
-        return Err(super::UsageError(format!(
-            "--out `{}` is a directory: name the archive file to write",
-            out.display()
-        ))
-        .into());
-    }
-    if out.exists() && !args.force {
-        return Err(super::UsageError(format!(
-            "--out `{}` already exists: pass --force to replace it, or name another file",
-            out.display()
-        ))
-        .into());
-    }
+    let out = archive_path(&args, &top)?;
     let reporter = Reporter::new(super::report_format(args.output));
     let clients = Clients::new(kubeconfig);
     // A spinner per cluster on a terminal, a line per cluster as each ends.
@@ -91,4 +67,41 @@ pub(super) async fn run(args: DiagnoseArgs, workdir: &Path, kubeconfig: Option<&
         ),
     }
     Ok(Exit::Success)
+}
+
+/// `20261203-130405`: sorts by time, and is safe in a file name.
+fn stamp(now: time::OffsetDateTime) -> String {
+    format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
+}
+
+/// Where the archive goes, checked before anything is collected: a user's file is never replaced
+/// unless asked.
+fn archive_path(args: &DiagnoseArgs, top: &str) -> Result<PathBuf> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{top}.tar.gz")));
+    if out.is_dir() {
+        return Err(super::UsageError(format!(
+            "--out `{}` is a directory: name the archive file to write",
+            out.display()
+        ))
+        .into());
+    }
+    if out.exists() && !args.force {
+        return Err(super::UsageError(format!(
+            "--out `{}` already exists: pass --force to replace it, or name another file",
+            out.display()
+        ))
+        .into());
+    }
+    Ok(out)
 }
