@@ -175,12 +175,35 @@ pub async fn reader_credentials(
         .await
         .map_err(kube_err)?;
 
+    let name = token_secret(client).await.map_err(kube_err)?;
+    let filled = wait::token_filled(client, NAMESPACE, &name, timeout)
+        .await
+        .map_err(|e| kube_err(e.into()))?;
+    let data = filled.data.unwrap_or_default();
+    let bad = |reason: &str| RemoteSecretError::BadToken {
+        cluster: cluster.into(),
+        secret: name.clone(),
+        reason: reason.into(),
+    };
+    let token = String::from_utf8(data.get("token").map(|b| b.0.clone()).unwrap_or_default())
+        .map_err(|_| bad("the token is not text"))?;
+    let ca = data.get("ca.crt").map(|b| b.0.clone()).unwrap_or_default();
+    if token.is_empty() || ca.is_empty() {
+        return Err(bad("token or ca.crt is empty"));
+    }
+    Ok(ReaderCredentials {
+        ca_data: base64::engine::general_purpose::STANDARD.encode(ca),
+        token,
+    })
+}
+
+/// The name of the reader's long-lived token Secret: the one the cluster holds (istioctl's, or
+/// an earlier run's), else one created now.
+async fn token_secret(client: &Client) -> Result<String, crate::kube::KubeError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     let policy = RetryPolicy::default();
     let all = ListParams::default();
-    let existing = retry("list secrets in istio-system", policy, || secrets.list(&all))
-        .await
-        .map_err(kube_err)?;
+    let existing = retry("list secrets in istio-system", policy, || secrets.list(&all)).await?;
     let is_reader_token = |s: &Secret| {
         s.type_.as_deref() == Some("kubernetes.io/service-account-token")
             && s.annotations()
@@ -209,29 +232,11 @@ pub async fn reader_credentials(
                 },
             )
             .await;
-            created.map_err(kube_err)?;
+            created?;
             TOKEN_SECRET.to_string()
         }
     };
-    let filled = wait::token_filled(client, NAMESPACE, &name, timeout)
-        .await
-        .map_err(|e| kube_err(e.into()))?;
-    let data = filled.data.unwrap_or_default();
-    let bad = |reason: &str| RemoteSecretError::BadToken {
-        cluster: cluster.into(),
-        secret: name.clone(),
-        reason: reason.into(),
-    };
-    let token = String::from_utf8(data.get("token").map(|b| b.0.clone()).unwrap_or_default())
-        .map_err(|_| bad("the token is not text"))?;
-    let ca = data.get("ca.crt").map(|b| b.0.clone()).unwrap_or_default();
-    if token.is_empty() || ca.is_empty() {
-        return Err(bad("token or ca.crt is empty"));
-    }
-    Ok(ReaderCredentials {
-        ca_data: base64::engine::general_purpose::STANDARD.encode(ca),
-        token,
-    })
+    Ok(name)
 }
 
 #[cfg(test)]
