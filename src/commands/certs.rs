@@ -171,48 +171,56 @@ async fn ca_status(
             return (status, None);
         }
     };
-    match crate::pki::cert_facts(&ca.ca_cert_pem, "ca-cert.pem") {
-        Ok(facts) => {
-            if facts.days_left < i64::from(warn_days) {
-                status.problems.push(format!(
-                    "the intermediate expires on {} ({} days from now, within --warn-days {warn_days}): `meshctl certs rotate --cluster {}`",
-                    facts.not_after, facts.days_left, cluster.name
-                ));
-            }
-            status.intermediate = Some(facts);
-        }
-        Err(e) => status.problems.push(e.to_string()),
-    }
-    status.chain = match ca.check_against(&ca.root_cert_pem) {
-        Ok(()) => "ok".into(),
-        Err(e) => {
-            status.problems.push(e.to_string());
-            "broken".into()
-        }
-    };
-    if let Some(root) = mesh_root {
-        if crate::pki::bundle_contains(&ca.root_cert_pem, root) {
-            status.root = if crate::pki::pem_blocks(&ca.root_cert_pem).len() > 1 {
-                "mesh root + next"
-            } else {
-                "mesh root"
-            };
-        } else {
-            status.root = "another root";
-            status.problems.push(
-                "its root-cert.pem is not the mesh's root: workloads here do not trust the other clusters' certificates".into(),
-            );
-        }
-    }
-    if let Ok(root) = crate::pki::cert_facts(&ca.root_cert_pem, "root-cert.pem")
-        && root.days_left < i64::from(warn_days)
-    {
-        status.problems.push(format!(
-            "the root CA expires on {} ({} days from now): plan a root rotation (docs/certificates.md)",
-            root.not_after, root.days_left
-        ));
-    }
+    status.judge(&ca, &cluster.name, mesh_root, warn_days);
     (status, Some(normalize_pem(&ca.root_cert_pem)))
+}
+
+impl CaStatus {
+    /// What the cluster's `cacerts` says: the intermediate's expiry, its chain, whether its root
+    /// is the mesh's, and the root's expiry.
+    fn judge(&mut self, ca: &IntermediateCa, cluster: &str, mesh_root: Option<&str>, warn_days: u32) {
+        match crate::pki::cert_facts(&ca.ca_cert_pem, "ca-cert.pem") {
+            Ok(facts) => {
+                if facts.days_left < i64::from(warn_days) {
+                    self.problems.push(format!(
+                        "the intermediate expires on {} ({} days from now, within --warn-days {warn_days}): `meshctl certs rotate --cluster {}`",
+                        facts.not_after, facts.days_left, cluster
+                    ));
+                }
+                self.intermediate = Some(facts);
+            }
+            Err(e) => self.problems.push(e.to_string()),
+        }
+        self.chain = match ca.check_against(&ca.root_cert_pem) {
+            Ok(()) => "ok".into(),
+            Err(e) => {
+                self.problems.push(e.to_string());
+                "broken".into()
+            }
+        };
+        if let Some(root) = mesh_root {
+            if crate::pki::bundle_contains(&ca.root_cert_pem, root) {
+                self.root = if crate::pki::pem_blocks(&ca.root_cert_pem).len() > 1 {
+                    "mesh root + next"
+                } else {
+                    "mesh root"
+                };
+            } else {
+                self.root = "another root";
+                self.problems.push(
+                    "its root-cert.pem is not the mesh's root: workloads here do not trust the other clusters' certificates".into(),
+                );
+            }
+        }
+        if let Ok(root) = crate::pki::cert_facts(&ca.root_cert_pem, "root-cert.pem")
+            && root.days_left < i64::from(warn_days)
+        {
+            self.problems.push(format!(
+                "the root CA expires on {} ({} days from now): plan a root rotation (docs/certificates.md)",
+                root.not_after, root.days_left
+            ));
+        }
+    }
 }
 
 pub(super) async fn status(args: CertsStatusArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {

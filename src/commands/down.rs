@@ -18,6 +18,27 @@ use crate::tools::kind::Kind;
 
 /// `--uninstall`: the mesh's clusters, after a confirmation, lose what meshctl put there: remote
 /// secrets first in every cluster, then the rest in each.
+/// Asks on the terminal before clusters are changed; never waits for an answer that cannot come.
+fn confirm(names: &[&str]) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError(format!(
+            "--uninstall changes clusters {}: pass --yes to confirm when not on a terminal",
+            names.join(", ")
+        ))
+        .into());
+    }
+    eprint!(
+        "Remove what meshctl installed in {} (remote secrets, reader account, Gateway, east-west gateway, Istio, cacerts)? [y/N] ",
+        names.join(", ")
+    );
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        return Err(UsageError("not confirmed; nothing was changed".into()).into());
+    }
+    Ok(())
+}
+
 async fn uninstall(
     args: &DownArgs,
     workdir: &Path,
@@ -36,22 +57,7 @@ async fn uninstall(
     let mesh = super::resolve_topology(&topology)?;
     let names: Vec<&str> = mesh.clusters.iter().map(|c| c.context.as_str()).collect();
     if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(UsageError(format!(
-                "--uninstall changes clusters {}: pass --yes to confirm when not on a terminal",
-                names.join(", ")
-            ))
-            .into());
-        }
-        eprint!(
-            "Remove what meshctl installed in {} (remote secrets, reader account, Gateway, east-west gateway, Istio, cacerts)? [y/N] ",
-            names.join(", ")
-        );
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Err(UsageError("not confirmed; nothing was changed".into()).into());
-        }
+        confirm(&names)?;
     }
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
     let clients = crate::kube::Clients::new(kubeconfig);

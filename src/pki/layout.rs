@@ -316,15 +316,9 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
         .expiry_warning(request.validity.intermediate_days)
         .into_iter()
         .collect();
-    // Private keys readable by others (copied in with `cp`, unpacked from an archive) are made
-    // private again, and said so.
     let key_files = std::iter::once(dir.join(ROOT_KEY))
         .chain(kept.iter().flatten().map(|ca| dir.join(&ca.cluster).join(CA_KEY)));
-    for path in key_files {
-        if let Some(warning) = make_private(&path)? {
-            warnings.push(warning);
-        }
-    }
+    warnings.extend(make_all_private(key_files)?);
     let clusters = sign_missing(request, &root, kept, keys)?;
     // Write: the root first (key before certificate, so a certificate never exists without its key),
     // then each cluster folder as a whole.
@@ -476,6 +470,16 @@ fn write_root(dir: &Path, root: &RootCa, replace: bool) -> Result<(), CertsError
     write(&key_path, root.key_pem.as_bytes(), PRIVATE).map_err(io_err("write", &key_path))?;
     write(&cert_path, root.cert_pem.as_bytes(), PUBLIC).map_err(io_err("write", &cert_path))?;
     Ok(())
+}
+
+/// Private keys readable by others (copied in with `cp`, unpacked from an archive) are made
+/// private again, and said so.
+fn make_all_private(paths: impl Iterator<Item = PathBuf>) -> Result<Vec<String>, CertsError> {
+    let mut warnings = Vec::new();
+    for path in paths {
+        warnings.extend(make_private(&path)?);
+    }
+    Ok(warnings)
 }
 
 /// Gives the key file at `path` mode 0600 when others could read or write it; says what it did.

@@ -43,47 +43,7 @@ pub(super) async fn control_planes(
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(500);
         let check = loop {
-            let (passed, detail) = match crate::istiod::proxies(&clients[p]).await {
-                Ok(crate::istiod::Answered {
-                    pod: istiod,
-                    value: proxies,
-                }) => {
-                    let listed: Vec<&String> = expected
-                        .iter()
-                        .filter(|want| {
-                            proxies
-                                .iter()
-                                .any(|s| &s.proxy_id == *want && s.cluster_id == remote.name)
-                        })
-                        .collect();
-                    if listed.len() == expected.len() {
-                        (
-                            true,
-                            format!(
-                                "{} of its sample proxies on {primary}'s istiod ({istiod} /debug/syncz, cluster {})",
-                                listed.len(),
-                                remote.name
-                            ),
-                        )
-                    } else {
-                        (
-                            false,
-                            format!(
-                                "{primary}'s istiod lists {} of {} sample proxies of {} (/debug/syncz): is {}'s istiod Service pointed at {primary}'s east-west gateway, istiod exposed there (`meshctl up --only expose`), and {}'s secret in {primary}?",
-                                listed.len(),
-                                expected.len(),
-                                remote.name,
-                                remote.name,
-                                remote.name
-                            ),
-                        )
-                    }
-                }
-                Err(e) => (
-                    false,
-                    format!("{primary}'s istiod did not answer /debug/syncz: {e}"),
-                ),
-            };
+            let (passed, detail) = proxies_on_primary(&clients[p], &remote.name, primary, &expected).await;
             if passed || started.elapsed() + pause >= timeout {
                 break ControlPlaneCheck {
                     remote: remote.name.clone(),
@@ -98,6 +58,57 @@ pub(super) async fn control_planes(
         checks.push(check);
     }
     checks
+}
+
+/// Whether the primary's istiod lists the remote's sample proxies (`expected`, as
+/// `<pod>.<namespace>`) as connected from the remote's cluster, and what it said.
+async fn proxies_on_primary(
+    primary_client: &kube::Client,
+    remote: &str,
+    primary: &str,
+    expected: &[String],
+) -> (bool, String) {
+    match crate::istiod::proxies(primary_client).await {
+        Ok(crate::istiod::Answered {
+            pod: istiod,
+            value: proxies,
+        }) => {
+            let listed: Vec<&String> = expected
+                .iter()
+                .filter(|want| {
+                    proxies
+                        .iter()
+                        .any(|s| &s.proxy_id == *want && s.cluster_id == remote)
+                })
+                .collect();
+            if listed.len() == expected.len() {
+                (
+                    true,
+                    format!(
+                        "{} of its sample proxies on {primary}'s istiod ({istiod} /debug/syncz, cluster {})",
+                        listed.len(),
+                        remote
+                    ),
+                )
+            } else {
+                (
+                    false,
+                    format!(
+                        "{primary}'s istiod lists {} of {} sample proxies of {} (/debug/syncz): is {}'s istiod Service pointed at {primary}'s east-west gateway, istiod exposed there (`meshctl up --only expose`), and {}'s secret in {primary}?",
+                        listed.len(),
+                        expected.len(),
+                        remote,
+                        remote,
+                        remote
+                    ),
+                )
+            }
+        }
+        Err(e) => (
+            false,
+            format!("{primary}'s istiod did not answer /debug/syncz: {e}"),
+        ),
+    }
 }
 
 /// Whether `client`'s cluster holds the remote secret of cluster `source`.

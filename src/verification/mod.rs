@@ -178,20 +178,7 @@ pub async fn run(
     let clients = connect_all(mesh, kubeconfig).await?;
     let artifacts = workloads::artifacts(mesh)?;
     deploy_workloads(mesh, &clients, &artifacts, options, reporter).await?;
-    let pods = futures::future::try_join_all(mesh.clusters.iter().zip(&clients).enumerate().map(
-        |(i, (c, client))| async move {
-            let hello = sidecar_pod(
-                client,
-                &c.name,
-                &format!("app=helloworld,version={}", workloads::version_of(i)),
-                options.timeout,
-            )
-            .await?;
-            let curl = sidecar_pod(client, &c.name, "app=curl", options.timeout).await?;
-            Ok::<_, anyhow::Error>((hello, curl))
-        },
-    ))
-    .await?;
+    let pods = ready_pods(mesh, &clients, options.timeout).await?;
     let control_planes = control_planes(mesh, &clients, &pods, options.timeout).await;
     let (hello_pods, curl_pods): (Vec<String>, Vec<String>) = pods.into_iter().unzip();
     reporter.ok(
@@ -242,6 +229,28 @@ pub async fn run(
         distribute,
         control_planes,
     })
+}
+
+/// Per cluster, its helloworld pod and its curl pod, each running with its sidecar.
+async fn ready_pods(
+    mesh: &Mesh,
+    clients: &[kube::Client],
+    timeout: Duration,
+) -> Result<Vec<(String, String)>> {
+    futures::future::try_join_all(mesh.clusters.iter().zip(clients).enumerate().map(
+        |(i, (c, client))| async move {
+            let hello = sidecar_pod(
+                client,
+                &c.name,
+                &format!("app=helloworld,version={}", workloads::version_of(i)),
+                timeout,
+            )
+            .await?;
+            let curl = sidecar_pod(client, &c.name, "app=curl", timeout).await?;
+            Ok::<_, anyhow::Error>((hello, curl))
+        },
+    ))
+    .await
 }
 
 async fn connect_all(mesh: &Mesh, kubeconfig: Option<&Path>) -> Result<Vec<kube::Client>> {
