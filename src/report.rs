@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -27,6 +27,22 @@ pub struct Reporter {
     color: bool,
     progress: Option<MultiProgress>,
     bars: Mutex<HashMap<(String, String), ProgressBar>>,
+    /// Where lines and events go instead of stderr and stdout, when capturing.
+    sink: Option<Captured>,
+}
+
+/// What a capturing reporter wrote: each text line (without its time stamp) or JSON event.
+#[derive(Debug, Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<String>>>);
+
+impl Captured {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().expect("captured lock").clone()
+    }
+
+    fn push(&self, line: String) {
+        self.0.lock().expect("captured lock").push(line);
+    }
 }
 
 impl std::fmt::Debug for Reporter {
@@ -76,7 +92,22 @@ impl Reporter {
             color: color_wanted(tty),
             progress,
             bars: Mutex::default(),
+            sink: None,
         }
+    }
+
+    /// A reporter in `format` that keeps what it would print (no colour, no spinner), for a caller
+    /// that shows it elsewhere or checks it.
+    pub fn capturing(format: Format) -> (Reporter, Captured) {
+        let captured = Captured::default();
+        let reporter = Reporter {
+            format,
+            color: false,
+            progress: None,
+            bars: Mutex::default(),
+            sink: Some(captured.clone()),
+        };
+        (reporter, captured)
     }
 
     pub fn format(&self) -> Format {
@@ -92,6 +123,10 @@ impl Reporter {
     }
 
     fn line(&self, mark: &str, color: &str, subject: &str, message: &str) {
+        if let Some(sink) = &self.sink {
+            sink.push(format!("{mark} {subject:<10} {message}"));
+            return;
+        }
         let stamp = if self.progress.is_some() {
             String::new()
         } else {
@@ -117,7 +152,12 @@ impl Reporter {
         if let (Some(map), Value::Object(extra)) = (event.as_object_mut(), fields) {
             map.extend(extra);
         }
-        let _ = writeln!(std::io::stdout().lock(), "{event}");
+        match &self.sink {
+            Some(sink) => sink.push(event.to_string()),
+            None => {
+                let _ = writeln!(std::io::stdout().lock(), "{event}");
+            }
+        }
     }
 
     pub fn ok(&self, subject: &str, message: &str) {
@@ -281,11 +321,12 @@ impl Reporter {
             text.push_str(&fmt_row(row.iter().map(String::as_str).collect()));
             text.push('\n');
         }
-        match &self.progress {
-            Some(multi) => {
+        match (&self.sink, &self.progress) {
+            (Some(sink), _) => text.lines().skip(1).for_each(|l| sink.push(l.to_string())),
+            (None, Some(multi)) => {
                 let _ = multi.println(text.trim_end());
             }
-            None => {
+            (None, None) => {
                 let _ = write!(std::io::stderr().lock(), "{text}");
             }
         }

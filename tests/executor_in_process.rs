@@ -24,30 +24,56 @@ use support::memory_apiserver::MemoryApiServer;
 /// webhook, whose CA bundle istiod patches in itself once it runs (pilot/pkg/webhooks/
 /// webhookpatch.go, `patchMutatingWebhookConfig`); here it comes with the install.
 struct PlayedIstioctl {
-    server: MemoryApiServer,
+    /// The API server behind each kubeconfig context.
+    servers: Vec<(String, MemoryApiServer)>,
+    /// Contexts whose `istioctl install` fails, as istioctl does when istiod never gets ready.
+    failing: Vec<String>,
     calls: Mutex<Vec<String>>,
 }
 
 impl PlayedIstioctl {
     fn new(server: &MemoryApiServer) -> Arc<PlayedIstioctl> {
+        PlayedIstioctl::for_clusters(&[("cluster1", server)], &[])
+    }
+
+    fn for_clusters(servers: &[(&str, &MemoryApiServer)], failing: &[&str]) -> Arc<PlayedIstioctl> {
         Arc::new(PlayedIstioctl {
-            server: server.clone(),
+            servers: servers
+                .iter()
+                .map(|(c, s)| (c.to_string(), (*s).clone()))
+                .collect(),
+            failing: failing.iter().map(|c| c.to_string()).collect(),
             calls: Mutex::default(),
         })
+    }
+
+    /// The server of the `--context` in `args`.
+    fn server_of(&self, args: &[String]) -> &MemoryApiServer {
+        let context = args
+            .iter()
+            .position(|a| a == "--context")
+            .map(|i| args[i + 1].as_str())
+            .expect("meshctl always names the context");
+        &self
+            .servers
+            .iter()
+            .find(|(c, _)| c == context)
+            .expect("a known context")
+            .1
     }
 
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
 
-    fn install(&self) {
-        self.server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+    fn install(server: &MemoryApiServer) {
+        server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "istiod", "namespace": "istio-system", "labels": {"app": "istiod"}},
             "spec": {"selector": {"matchLabels": {"app": "istiod"}},
                      "template": {"metadata": {"labels": {"app": "istiod"}}, "spec": {"containers": [{"name": "discovery", "image": "pilot"}]}}},
             "status": {"replicas": 1, "availableReplicas": 1,
                        "conditions": [{"type": "Available", "status": "True"}]}}));
-        self.server.put(json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        server.put(json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
             "metadata": {"name": "istio-sidecar-injector"},
             "webhooks": [{"name": "rev.namespace.sidecar-injector.istio.io", "admissionReviewVersions": ["v1"],
                           "sideEffects": "None",
@@ -70,14 +96,28 @@ impl ToolRunner for PlayedIstioctl {
                     stdout: format!("client version: {}\n", meshctl::versions::ISTIO_VERSION),
                     stderr: String::new(),
                 }),
+                ("istioctl", Some("install"))
+                    if self
+                        .failing
+                        .iter()
+                        .any(|c| line.contains(&format!("--context {c} "))) =>
+                {
+                    // What istioctl prints when its readiness wait runs out (operator/pkg/install/
+                    // wait.go): the components it waited for, and exit status 1.
+                    Err(ToolError::Failed {
+                        command: line,
+                        code: 1,
+                        stderr_tail: "✘ Istiod encountered an error: failed to wait for resource: resources not ready after 5s: context deadline exceeded\nDeployment/istio-system/istiod (containers with unready status: [discovery])".into(),
+                    })
+                }
                 ("istioctl", Some("install")) => {
-                    self.install();
+                    PlayedIstioctl::install(self.server_of(args));
                     Ok(Output::default())
                 }
                 // What `istioctl uninstall -f` prunes of this install (the objects carrying its
                 // install labels: operator/pkg/uninstall/prune.go); here the two it made.
                 ("istioctl", Some("uninstall")) => {
-                    let client = self.server.client();
+                    let client = self.server_of(args).client();
                     let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
                         kube::Api::namespaced(client.clone(), "istio-system");
                     deployments.delete("istiod", &Default::default()).await.unwrap();
@@ -100,7 +140,7 @@ impl ToolRunner for PlayedIstioctl {
 }
 
 struct Fixture {
-    _server: support::memory_apiserver::Loopback,
+    _servers: Vec<support::memory_apiserver::Loopback>,
     _dir: tempfile::TempDir,
     settings: Settings,
     state_path: std::path::PathBuf,
@@ -108,11 +148,30 @@ struct Fixture {
 }
 
 fn fixture(server: &MemoryApiServer) -> Fixture {
+    fixture_for(&[("cluster1", server)])
+}
+
+/// Existing clusters, one per context, each an in-process API server on loopback.
+fn fixture_for(servers: &[(&str, &MemoryApiServer)]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let loopback = server.serve_on_loopback();
+    let loopbacks: Vec<_> = servers.iter().map(|(_, s)| s.serve_on_loopback()).collect();
+    let (mut clusters, mut contexts, mut users) = (String::new(), String::new(), String::new());
+    for ((context, _), loopback) in servers.iter().zip(&loopbacks) {
+        clusters += &format!(
+            "- name: {context}\n  cluster:\n    server: http://{}\n",
+            loopback.addr
+        );
+        contexts += &format!("- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\n");
+        users += &format!("- name: {context}\n  user: {{}}\n");
+    }
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, loopback.kubeconfig("cluster1")).unwrap();
-    let mesh = Mesh::for_contexts(&["cluster1".to_string()], "mesh1").unwrap();
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{contexts}users:\n{users}"),
+    )
+    .unwrap();
+    let names: Vec<String> = servers.iter().map(|(c, _)| c.to_string()).collect();
+    let mesh = Mesh::for_contexts(&names, "mesh1").unwrap();
     let settings = Settings {
         kubeconfig_flag: Some(kubeconfig.clone()),
         kubeconfig_target: kubeconfig,
@@ -129,7 +188,7 @@ fn fixture(server: &MemoryApiServer) -> Fixture {
         docker_network: "kind".into(),
     };
     Fixture {
-        _server: loopback,
+        _servers: loopbacks,
         state_path: dir.path().join("state.json"),
         _dir: dir,
         settings,
@@ -139,6 +198,16 @@ fn fixture(server: &MemoryApiServer) -> Fixture {
 
 /// Runs `up --only istio` as the command layer does: plan, write it, run it.
 async fn up_istio(f: &Fixture, tools: Arc<PlayedIstioctl>) -> RunEnd {
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    up_istio_reported(f, tools, reporter).await.unwrap()
+}
+
+/// The same, reporting to `reporter`, with the run's error if it failed.
+async fn up_istio_reported(
+    f: &Fixture,
+    tools: Arc<PlayedIstioctl>,
+    reporter: Reporter,
+) -> anyhow::Result<RunEnd> {
     let input = PlanInput {
         mesh: &f.mesh,
         phases: vec![Phase::Istio],
@@ -160,11 +229,11 @@ async fn up_istio(f: &Fixture, tools: Arc<PlayedIstioctl>) -> RunEnd {
     let executor = Executor::with_tools(
         f.settings.clone(),
         StateStore::load(&f.state_path).unwrap(),
-        Arc::new(Reporter::new(Format::Text)),
+        Arc::new(reporter),
         f.mesh.clone(),
         tools,
     );
-    executor.run(&mut prepared).await.unwrap()
+    executor.run(&mut prepared).await
 }
 
 /// `down --uninstall` of the fixture's one cluster, with `tools` as its programs.
@@ -246,9 +315,21 @@ async fn an_istiod_installed_from_another_rendering_is_installed_again() {
     server.put(istiod);
 
     let again = PlayedIstioctl::new(&server);
+    let (reporter, said) = Reporter::capturing(Format::Text);
     assert_eq!(
-        up_istio(&f, again.clone()).await,
+        up_istio_reported(&f, again.clone(), reporter).await.unwrap(),
         RunEnd::Finished { changed: true }
+    );
+    // The repair is named: which cluster, which phase, what was found.
+    let repairs: Vec<String> = said
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("repaired:"))
+        .collect();
+    assert_eq!(repairs.len(), 1, "{:?}", said.lines());
+    assert!(
+        repairs[0].contains("cluster1") && repairs[0].contains("istio") && repairs[0].contains("istiod"),
+        "{repairs:?}"
     );
     assert!(
         again.calls().iter().any(|c| c.starts_with("istioctl install")),
@@ -312,4 +393,58 @@ async fn uninstall_removes_phase_by_phase_only_what_meshctl_installed() {
     let removed = uninstall(&f, &server, &again).await;
     assert_eq!(removed, [("cluster1".to_string(), Vec::<String>::new())]);
     assert_eq!(again.calls(), Vec::<String>::new());
+}
+
+/// A cluster whose install fails is named (cluster, phase, the command and istioctl's own words); the other cluster's install
+/// finishes and is recorded; the next run installs only the cluster that failed.
+#[tokio::test]
+async fn a_failed_install_names_its_cluster_the_other_finishes_and_the_next_run_installs_only_it() {
+    let (east, west) = (MemoryApiServer::new(), MemoryApiServer::new());
+    let f = fixture_for(&[("east", &east), ("west", &west)]);
+    let clusters = [("east", &east), ("west", &west)];
+    let failing = PlayedIstioctl::for_clusters(&clusters, &["west"]);
+    let (reporter, said) = Reporter::capturing(Format::Text);
+    let err = up_istio_reported(&f, failing.clone(), reporter)
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("phase istio failed in 1 of 2 cluster(s)")
+            && text.contains("cluster `cluster2`: phase istio: `istioctl install -y --context west")
+            && text.contains("resources not ready after 5s"),
+        "{text}"
+    );
+    assert!(!text.contains("cluster `cluster1`"), "{text}");
+    let lines = said.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("✓ cluster1") && l.contains("istio")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("✗ cluster2") && l.contains("istio")),
+        "{lines:?}"
+    );
+    assert!(
+        installed_digest(&east).is_some(),
+        "east finished and recorded its install"
+    );
+    assert!(installed_digest(&west).is_none());
+
+    let fixed = PlayedIstioctl::for_clusters(&clusters, &[]);
+    assert_eq!(
+        up_istio(&f, fixed.clone()).await,
+        RunEnd::Finished { changed: true }
+    );
+    let installs: Vec<String> = fixed
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("istioctl install"))
+        .collect();
+    assert_eq!(installs.len(), 1, "{installs:?}");
+    assert!(installs[0].contains("--context west "), "{installs:?}");
+    assert!(installed_digest(&west).is_some());
 }
