@@ -28,6 +28,9 @@ struct PlayedIstioctl {
     servers: Vec<(String, MemoryApiServer)>,
     /// Contexts whose `istioctl install` fails, as istioctl does when istiod never gets ready.
     failing: Vec<String>,
+    /// A context whose `istioctl install` never ends, and what it notifies once it started (the
+    /// run's Ctrl-C) after the other clusters recorded their installs.
+    interrupting: Option<(String, Arc<tokio::sync::Notify>)>,
     calls: Mutex<Vec<String>>,
 }
 
@@ -43,6 +46,7 @@ impl PlayedIstioctl {
                 .map(|(c, s)| (c.to_string(), (*s).clone()))
                 .collect(),
             failing: failing.iter().map(|c| c.to_string()).collect(),
+            interrupting: None,
             calls: Mutex::default(),
         })
     }
@@ -109,6 +113,23 @@ impl ToolRunner for PlayedIstioctl {
                         code: 1,
                         stderr_tail: "✘ Istiod encountered an error: failed to wait for resource: resources not ready after 5s: context deadline exceeded\nDeployment/istio-system/istiod (containers with unready status: [discovery])".into(),
                     })
+                }
+                ("istioctl", Some("install"))
+                    if self
+                        .interrupting
+                        .as_ref()
+                        .is_some_and(|(c, _)| line.contains(&format!("--context {c} "))) =>
+                {
+                    let (_, interrupt) = self.interrupting.as_ref().unwrap();
+                    // Ctrl-C once every other cluster has its install recorded: the run is cut
+                    // in the middle of the phase, with one cluster done and one not.
+                    for (context, server) in &self.servers {
+                        if !line.contains(&format!("--context {context} ")) {
+                            support::eventually(|| installed_digest(server).is_some()).await;
+                        }
+                    }
+                    interrupt.notify_one();
+                    std::future::pending().await
                 }
                 ("istioctl", Some("install")) => {
                     PlayedIstioctl::install(self.server_of(args));
@@ -208,6 +229,11 @@ async fn up_istio_reported(
     tools: Arc<PlayedIstioctl>,
     reporter: Reporter,
 ) -> anyhow::Result<RunEnd> {
+    let interrupt = tools
+        .interrupting
+        .as_ref()
+        .map(|(_, i)| i.clone())
+        .unwrap_or_default();
     let input = PlanInput {
         mesh: &f.mesh,
         phases: vec![Phase::Istio],
@@ -232,7 +258,8 @@ async fn up_istio_reported(
         Arc::new(reporter),
         f.mesh.clone(),
         tools,
-    );
+    )
+    .interrupted_by(interrupt);
     executor.run(&mut prepared).await
 }
 
@@ -447,4 +474,31 @@ async fn a_failed_install_names_its_cluster_the_other_finishes_and_the_next_run_
     assert_eq!(installs.len(), 1, "{installs:?}");
     assert!(installs[0].contains("--context west "), "{installs:?}");
     assert!(installed_digest(&west).is_some());
+}
+
+/// Ctrl-C in the middle of the istio phase: the run ends as interrupted, the cluster that finished
+/// keeps its recorded install, and the next run installs only the other one.
+#[tokio::test]
+async fn an_interrupted_run_keeps_what_finished_and_the_next_run_resumes() {
+    let (east, west) = (MemoryApiServer::new(), MemoryApiServer::new());
+    let f = fixture_for(&[("east", &east), ("west", &west)]);
+    let clusters = [("east", &east), ("west", &west)];
+    let mut cut = PlayedIstioctl::for_clusters(&clusters, &[]);
+    Arc::get_mut(&mut cut).unwrap().interrupting = Some(("west".into(), Arc::default()));
+    assert_eq!(up_istio(&f, cut).await, RunEnd::Interrupted);
+    assert!(installed_digest(&east).is_some());
+    assert!(installed_digest(&west).is_none());
+
+    let resumed = PlayedIstioctl::for_clusters(&clusters, &[]);
+    assert_eq!(
+        up_istio(&f, resumed.clone()).await,
+        RunEnd::Finished { changed: true }
+    );
+    let installs: Vec<String> = resumed
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("istioctl install"))
+        .collect();
+    assert_eq!(installs.len(), 1, "{installs:?}");
+    assert!(installs[0].contains("--context west "), "{installs:?}");
 }

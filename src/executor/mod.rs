@@ -97,6 +97,8 @@ type PhaseFindings = Vec<Vec<Finding>>;
 pub struct Executor {
     run: RunContext,
     reporter: Arc<Reporter>,
+    /// Stops a run as Ctrl-C does; see [`Executor::interrupted_by`].
+    interrupt: Arc<tokio::sync::Notify>,
 }
 
 impl Executor {
@@ -125,7 +127,16 @@ impl Executor {
                 kubeconfig_lock: tokio::sync::Mutex::new(()),
             },
             reporter,
+            interrupt: Arc::default(),
         }
+    }
+
+    /// The same executor, also stopped as Ctrl-C stops it when `interrupt` is notified
+    /// (`notify_one`, so a notice given before the run waits for it): what was applied stays, and
+    /// a new run resumes from what the clusters hold.
+    pub fn interrupted_by(mut self, interrupt: Arc<tokio::sync::Notify>) -> Executor {
+        self.interrupt = interrupt;
+        self
     }
 
     /// Recorded facts and ownership.
@@ -165,6 +176,7 @@ impl Executor {
         tokio::select! {
             result = work => Ok(RunEnd::Finished { changed: result? }),
             _ = tokio::signal::ctrl_c() => Ok(RunEnd::Interrupted),
+            _ = self.interrupt.notified() => Ok(RunEnd::Interrupted),
         }
     }
 

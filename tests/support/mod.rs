@@ -105,3 +105,13 @@ pub fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Waits until `condition` holds, checking it every few milliseconds (for state another thread
+/// changes and nothing announces), and fails the test after ten seconds.
+pub async fn eventually(condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "condition never held");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
