@@ -47,6 +47,12 @@ pub enum Command {
     RemoteSecret(RemoteSecretArgs),
     /// Check prerequisites: docker, kind, istioctl, inotify limits, memory.
     Doctor(DoctorArgs),
+    /// Take a failed or misbehaving cluster out of the mesh without touching it: the other
+    /// primaries stop reading it (its remote secrets are kept, to be put back by `rejoin`).
+    Isolate(MembershipArgs),
+    /// Bring an isolated cluster back: its remote secrets return to the other primaries (fresh
+    /// ones where it answers), and every istiod is waited on until it syncs it.
+    Rejoin(MembershipArgs),
     /// Write one .tar.gz with what is needed to debug the mesh (no secret data), for a bug report.
     Diagnose(DiagnoseArgs),
     /// Print a shell completion script.
@@ -290,6 +296,21 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: DocumentFormat,
+}
+
+/// `meshctl isolate` and `meshctl rejoin`.
+#[derive(Debug, Args)]
+pub struct MembershipArgs {
+    /// The cluster, by its name in the mesh.
+    pub cluster: String,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Bound on each cluster's answer; a cluster that does not answer within it is named as down
+    /// (e.g. 10s, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 /// `meshctl verify`.

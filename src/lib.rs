@@ -31,6 +31,7 @@ pub mod dry_run;
 pub mod executor;
 pub mod exit;
 pub mod ipam;
+pub mod isolation;
 pub mod istiod;
 pub mod kube;
 pub mod kubeconfig;

@@ -6,6 +6,7 @@
 //! kind-kubeconfig   where kind writes its own kubeconfig
 //! plan/             the plan `up` runs from (artifacts by path)
 //! certs/            root CA and one intermediate per cluster (Istio's tools/certs layout)
+//! isolated/<c>/     the remote secrets of an isolated cluster, as `isolate` removed them
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,12 @@ impl MeshDir {
     /// The plan `up` runs from.
     pub fn plan(&self) -> PathBuf {
         self.root.join("plan")
+    }
+
+    /// The remote secrets `meshctl isolate` took out of the other clusters for `cluster`, one file
+    /// per peer, kept (0600: they carry a token) until `meshctl rejoin` puts them back.
+    pub fn isolated(&self, cluster: &str) -> PathBuf {
+        self.root.join("isolated").join(cluster)
     }
 
     /// The certificate authorities, unless `--certs-dir` points elsewhere.

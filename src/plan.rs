@@ -368,6 +368,9 @@ pub struct PlanInput<'a> {
     /// East-west gateway IPs known so far, by cluster (recorded when a gateway got its IP): a
     /// remote's IstioOperator carries its primary's (`remotePilotAddress`).
     pub gateway_ips: BTreeMap<String, String>,
+    /// Clusters `meshctl isolate` took out of the mesh: nothing is planned in them, and no other
+    /// cluster reads them.
+    pub isolated: std::collections::BTreeSet<String>,
 }
 
 /// Why a plan could not be built.

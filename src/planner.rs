@@ -45,6 +45,10 @@ pub fn build(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let mut staged: BTreeMap<usize, PhasePlan> = BTreeMap::new();
     for &phase in &input.phases {
         for (index, cluster) in mesh.clusters.iter().enumerate() {
+            // An isolated cluster is left as it is, whether it answers or not.
+            if input.isolated.contains(&cluster.name) {
+                continue;
+            }
             let mut builder = PhaseBuilder::new(input, index, phase);
             phases::plan(&mut builder)?;
             let (steps, mut planned) = builder.finish();

@@ -58,6 +58,23 @@ pub struct MeshState {
     pub certs_dir: Option<PathBuf>,
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterState>,
+    /// Clusters taken out of the mesh by `meshctl isolate`, until `meshctl rejoin`: desired state,
+    /// so `up` keeps them out and `status` says so.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub isolated: BTreeMap<String, Isolation>,
+}
+
+/// What `meshctl isolate` did to take one cluster out of the mesh.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Isolation {
+    /// The clusters whose istiod no longer reads it: its remote secret was removed from each, and
+    /// kept in the mesh folder (`isolated/<cluster>/<peer>.yaml`) to be put back by `rejoin`.
+    #[serde(default)]
+    pub removed_from: BTreeSet<String>,
+    /// When it was isolated (RFC 3339).
+    #[serde(default)]
+    pub since: String,
 }
 
 impl MeshState {

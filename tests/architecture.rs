@@ -352,6 +352,7 @@ const LAYERS: [&[&str]; 6] = [
         "executor",
         "dry_run",
         "uninstall",
+        "isolation",
         "verification",
         "diagnostic_bundle",
     ],

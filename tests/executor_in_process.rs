@@ -242,6 +242,7 @@ async fn up_istio_reported(
         timeout_secs: 5,
         docker_network: "kind".into(),
         gateway_ips: Default::default(),
+        isolated: Default::default(),
     };
     let plan = meshctl::planner::build(&input).unwrap();
     let mut prepared = Prepared {

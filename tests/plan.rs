@@ -47,6 +47,7 @@ fn plan_with_gateways(mesh: &Mesh, ips: &[(&str, &str)]) -> Plan {
             .iter()
             .map(|(c, ip)| (c.to_string(), ip.to_string()))
             .collect(),
+        isolated: Default::default(),
     })
     .unwrap()
 }
@@ -557,6 +558,7 @@ fn existing_clusters_plan_starts_at_certs_and_labels_nodes_only_where_missing() 
         timeout_secs: 60,
         docker_network: "kind".into(),
         gateway_ips: Default::default(),
+        isolated: Default::default(),
     })
     .unwrap();
     assert_eq!(p.phases[0].phase, Phase::Certs);

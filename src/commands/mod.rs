@@ -5,6 +5,7 @@ mod certs;
 mod diagnose;
 mod doctor;
 mod down;
+mod membership;
 mod remote_secret;
 mod status;
 mod up;
@@ -60,6 +61,8 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Verify(args) => verify::run(args, &workdir, cli.kubeconfig.as_deref()).await,
         Command::RemoteSecret(args) => remote_secret::run(args, cli.kubeconfig.as_deref()).await,
         Command::Doctor(args) => doctor::run(args).await,
+        Command::Isolate(args) => membership::isolate(args, &workdir, cli.kubeconfig.as_deref()).await,
+        Command::Rejoin(args) => membership::rejoin(args, &workdir, cli.kubeconfig.as_deref()).await,
         Command::Diagnose(args) => diagnose::run(args, &workdir, cli.kubeconfig.as_deref()).await,
     }
 }

@@ -15,7 +15,7 @@ use crate::pki::layout;
 use crate::plan::{Phase, PhasePlan, Plan, PlanInput};
 use crate::planner;
 use crate::probe::{Finding, Found, Probe};
-use crate::state::{MeshState, StateStore};
+use crate::state::{Isolation, MeshState, StateStore};
 use crate::tools::ProcessRunner;
 use crate::topology::{Mesh, Provider};
 
@@ -78,6 +78,7 @@ fn plan_for_status(mesh: &Mesh, state: &MeshState, dir: &MeshDir) -> Result<(Pla
         timeout_secs: 300,
         docker_network: crate::tools::docker::kind_network(),
         gateway_ips: state.gateway_ips(),
+        isolated: state.isolated.keys().cloned().collect(),
     };
     Ok((planner::build(&input)?, have_cas))
 }
@@ -133,7 +134,11 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
     let state = StateStore::load(&dir.state())?.snapshot();
     let (plan, have_cas) = plan_for_status(&mesh, &state, &dir)?;
     let clients = Clients::new(flags.kubeconfig);
-    let (mut checks, down) = unreachable_clusters(&mesh, &plan, &clients, &flags, &args).await;
+    let (mut checks, mut down) = unreachable_clusters(&mesh, &plan, &state, &clients, &flags, &args).await;
+    for (cluster, isolation) in &state.isolated {
+        checks.push(isolated_check(cluster, isolation, &flags, &args));
+        down.push(cluster.clone());
+    }
     // The phases left out of the plan for want of CAs, shown where `up` runs them.
     let mut without_cas: Vec<Phase> = if have_cas {
         Vec::new()
@@ -195,14 +200,21 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
 async fn unreachable_clusters(
     mesh: &Mesh,
     plan: &Plan,
+    state: &MeshState,
     clients: &Clients,
     flags: &Flags<'_>,
     args: &StatusArgs,
 ) -> (Vec<Check>, Vec<String>) {
-    let connected = futures::future::join_all(mesh.clusters.iter().map(|c| clients.get(&c.context))).await;
+    // An isolated cluster is not asked: it may be the one that is down.
+    let members: Vec<_> = mesh
+        .clusters
+        .iter()
+        .filter(|c| !state.isolated.contains_key(&c.name))
+        .collect();
+    let connected = futures::future::join_all(members.iter().map(|c| clients.get(&c.context))).await;
     let mut checks = Vec::new();
     let mut down = Vec::new();
-    for (c, result) in mesh.clusters.iter().zip(connected) {
+    for (c, result) in members.into_iter().zip(connected) {
         let Err(e) = result else {
             continue;
         };
@@ -227,6 +239,36 @@ async fn unreachable_clusters(
         down.push(c.name.clone());
     }
     (checks, down)
+}
+
+/// The one line of a cluster `meshctl isolate` took out of the mesh: not ready (the mesh is not
+/// whole), and the command that brings it back.
+fn isolated_check(cluster: &str, isolation: &Isolation, flags: &Flags<'_>, args: &StatusArgs) -> Check {
+    let readers: Vec<&str> = isolation.removed_from.iter().map(String::as_str).collect();
+    let detail = format!(
+        "taken out of the mesh by `meshctl isolate` at {}: no other istiod reads it{}",
+        isolation.since,
+        if readers.is_empty() {
+            String::new()
+        } else {
+            format!(" (its remote secrets removed from {})", readers.join(", "))
+        }
+    );
+    let hint = super::command_line(
+        flags.kubeconfig,
+        flags.workdir,
+        "rejoin",
+        &args.topology,
+        &[cluster],
+    );
+    Check {
+        cluster: cluster.to_string(),
+        phase: "mesh",
+        state: "isolated",
+        detail,
+        hint,
+        findings: Vec::new(),
+    }
 }
 
 /// What the probes read from.

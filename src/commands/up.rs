@@ -56,6 +56,13 @@ struct Resolved {
     certs_dir: PathBuf,
 }
 
+/// What a real run knows before it plans: the state file, and the docker network when the pools
+/// need it.
+struct Recorded<'a> {
+    state: &'a StateStore,
+    docker: Option<&'a dyn ToolRunner>,
+}
+
 /// Gathers what planning needs (pools first: they are checked without writing anything; then the
 /// CAs), builds the plan and writes it to `out`. `docker`: read the pools' subnet from the docker
 /// network through this runner when it exists.
@@ -64,10 +71,13 @@ async fn prepare<'m>(
     phases: Vec<Phase>,
     args: &UpArgs,
     resolved: &Resolved,
-    facts: Option<(&dyn ToolRunner, &StateStore)>,
+    recorded: Option<Recorded<'_>>,
     out: &Path,
     reporter: &Reporter,
 ) -> Result<Prepared<'m>> {
+    let state = recorded.as_ref().map(|r| r.state);
+    // Pools are read from the docker network only where it is asked for.
+    let facts = recorded.and_then(|r| Some((r.docker?, r.state)));
     let (pools, provisional) = if phases::any_needs(&phases, Fact::Pools) {
         plan_pools(mesh, args, resolved, facts).await?
     } else {
@@ -86,6 +96,9 @@ async fn prepare<'m>(
         timeout_secs: args.timeout.as_secs(),
         docker_network: resolved.network.clone(),
         gateway_ips: facts.map(|(_, s)| s.snapshot().gateway_ips()).unwrap_or_default(),
+        isolated: state
+            .map(|s| s.snapshot().isolated.into_keys().collect())
+            .unwrap_or_default(),
     };
     let verify = crate::verification::workloads::artifacts(mesh)?;
     let built = planner::build(&input)?;
@@ -206,6 +219,15 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     let target = kubeconfig::target_path(kubeconfig_flag);
     preflight(&mesh, &phases, &args, &state, &target, kubeconfig_flag)?;
 
+    for (cluster, isolation) in &state.snapshot().isolated {
+        reporter.note(
+            cluster,
+            &format!(
+                "isolated since {}: left as it is and read by no other istiod (`meshctl rejoin {cluster}` brings it back)",
+                isolation.since
+            ),
+        );
+    }
     let uses_docker = phases::any_needs(&phases, Fact::Pools);
     let runner = ProcessRunner;
     let mut prepared = prepare(
@@ -213,7 +235,10 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         phases,
         &args,
         &resolved,
-        uses_docker.then_some((&runner, &state)),
+        Some(Recorded {
+            state: &state,
+            docker: uses_docker.then_some(&runner as &dyn ToolRunner),
+        }),
         &dir.plan(),
         &reporter,
     )

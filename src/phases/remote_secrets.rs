@@ -145,11 +145,19 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     if b.cluster.role == Role::Remote {
         return Ok(());
     }
+    // An isolated cluster's secret goes like a departed cluster's: `up` keeps it isolated.
+    let members = || {
+        b.input
+            .mesh
+            .clusters
+            .iter()
+            .filter(|c| !b.input.isolated.contains(&c.name))
+    };
     b.step(Step::PruneRemoteSecrets {
-        keep: b.input.mesh.clusters.iter().map(|c| c.name.clone()).collect(),
+        keep: members().map(|c| c.name.clone()).collect(),
     });
     let mut peers = Vec::new();
-    for source in &b.input.mesh.clusters {
+    for source in members() {
         if source.name != b.cluster.name {
             let server = source
                 .api_server

@@ -1,0 +1,215 @@
+//! `meshctl isolate CLUSTER` and `meshctl rejoin CLUSTER` (see [`crate::isolation`]).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::{Exit, UsageError};
+use crate::cli::MembershipArgs;
+use crate::executor::{Executor, Prepared, RunEnd, Settings};
+use crate::isolation::{self, PeerOutcome, PeerOutcomes};
+use crate::kube::Clients;
+use crate::mesh_dir::MeshDir;
+use crate::plan::{Phase, PlanInput};
+use crate::report::Reporter;
+use crate::state::StateStore;
+use crate::topology::Mesh;
+
+/// How long a cluster has to answer before it is named as down: a stopped API server must not
+/// hold the command for the whole `--timeout`.
+const ANSWER_BOUND: Duration = Duration::from_secs(10);
+
+pub(super) async fn isolate(args: MembershipArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
+    let mesh = member_mesh(&args)?;
+    let dir = MeshDir::new(workdir, &mesh.mesh_id);
+    let state = StateStore::load(&dir.state())?;
+    let reporter = Reporter::new(super::report_format(args.output));
+    let clients = Clients::new(kubeconfig);
+    let bound = args.timeout.min(ANSWER_BOUND);
+    let outcomes = isolation::isolate(&mesh, &args.cluster, &clients, &dir, &state, bound).await?;
+    let target = &args.cluster;
+    for (peer, outcome) in &outcomes {
+        match outcome {
+            PeerOutcome::Done => reporter.ok(
+                peer,
+                &format!(
+                    "no longer reads `{target}`: its remote secret was removed (kept in `{}`)",
+                    dir.isolated(target).join(format!("{peer}.yaml")).display()
+                ),
+            ),
+            PeerOutcome::NothingToDo { detail } => reporter.note(peer, &format!("does not read `{target}`: {detail}")),
+            PeerOutcome::NotMeshctls => reporter.warn(
+                peer,
+                &format!(
+                    "still reads `{target}` through a remote secret meshctl did not apply; left as it is (delete it yourself to isolate `{target}` here)"
+                ),
+            ),
+            PeerOutcome::Unreachable { error } => reporter.fail(
+                peer,
+                &format!("did not answer ({error}); `meshctl up` removes `{target}`'s secret here once it does"),
+            ),
+        }
+    }
+    reporter.event(
+        "isolate",
+        serde_json::json!({"cluster": target, "peers": peers_json(&outcomes)}),
+    );
+    reporter.note(
+        target,
+        &format!("isolated: `up` keeps it out and `status` shows it, until `meshctl rejoin {target}`"),
+    );
+    Ok(exit_of(&outcomes))
+}
+
+pub(super) async fn rejoin(args: MembershipArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
+    let mesh = member_mesh(&args)?;
+    let dir = MeshDir::new(workdir, &mesh.mesh_id);
+    let state = StateStore::load(&dir.state())?;
+    let target = &args.cluster;
+    if !state.snapshot().isolated.contains_key(target) {
+        return Err(UsageError(format!(
+            "cluster `{target}` is not isolated in mesh `{}`; nothing to rejoin",
+            mesh.mesh_id
+        ))
+        .into());
+    }
+    let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
+    let clients = Clients::new(kubeconfig);
+    let bound = args.timeout.min(ANSWER_BOUND);
+    let outcomes = isolation::rejoin(&mesh, target, &clients, &dir, &state, bound).await?;
+    for (peer, outcome) in &outcomes {
+        match outcome {
+            PeerOutcome::Done => reporter.ok(peer, &format!("reads `{target}` again: its recorded remote secret is back")),
+            PeerOutcome::NothingToDo { detail } => reporter.note(peer, detail),
+            PeerOutcome::NotMeshctls => {}
+            PeerOutcome::Unreachable { error } => reporter.fail(
+                peer,
+                &format!("did not answer ({error}); `{target}` stays isolated here until `meshctl rejoin {target}` reaches it"),
+            ),
+        }
+    }
+    reporter.event(
+        "rejoin",
+        serde_json::json!({"cluster": target, "peers": peers_json(&outcomes)}),
+    );
+    if exit_of(&outcomes) != Exit::Success {
+        return Ok(Exit::Failure);
+    }
+    let cluster = mesh.cluster(target).expect("checked by member_mesh");
+    let answers = matches!(
+        tokio::time::timeout(bound, clients.get(&cluster.context)).await,
+        Ok(Ok(_))
+    );
+    if !answers {
+        reporter.warn(
+            target,
+            "does not answer: the recorded secrets are back, and the istiods sync it once it does; then `meshctl up --only remote-secrets` refreshes its tokens",
+        );
+        return Ok(Exit::NotReady);
+    }
+    // It answers: the remote-secrets phase makes what drifted while it was out new (a token or CA
+    // of a cluster created again, a moved API server) and waits until every istiod synced it.
+    let settings = settings(&dir, kubeconfig, args.timeout);
+    match converge_remote_secrets(&mesh, &dir, state, settings, reporter.clone()).await? {
+        RunEnd::Interrupted => Ok(Exit::Interrupted),
+        RunEnd::Finished { .. } => {
+            reporter.ok(target, "rejoined: every istiod reads it and reports it synced");
+            reporter.note("next", "meshctl verify   (calls across every pair of clusters)");
+            Ok(Exit::Success)
+        }
+    }
+}
+
+/// The mesh, with `args.cluster` in it and another primary to read it.
+fn member_mesh(args: &MembershipArgs) -> Result<Mesh> {
+    let mesh = super::resolve_topology(&args.topology)?;
+    if mesh.cluster(&args.cluster).is_none() {
+        let names: Vec<&str> = mesh.clusters.iter().map(|c| c.name.as_str()).collect();
+        return Err(UsageError(format!(
+            "cluster `{}` is not in mesh `{}` (its clusters: {})",
+            args.cluster,
+            mesh.mesh_id,
+            names.join(", ")
+        ))
+        .into());
+    }
+    if isolation::peers(&mesh, &args.cluster).is_empty() {
+        return Err(UsageError(format!(
+            "no other primary reads `{}`: there is nothing to take it out of",
+            args.cluster
+        ))
+        .into());
+    }
+    Ok(mesh)
+}
+
+fn exit_of(outcomes: &PeerOutcomes) -> Exit {
+    let failed = outcomes
+        .iter()
+        .any(|(_, o)| matches!(o, PeerOutcome::Unreachable { .. } | PeerOutcome::NotMeshctls));
+    if failed { Exit::Failure } else { Exit::Success }
+}
+
+fn peers_json(outcomes: &PeerOutcomes) -> serde_json::Value {
+    outcomes
+        .iter()
+        .map(|(peer, outcome)| {
+            let mut v = serde_json::to_value(outcome).unwrap_or_default();
+            v["peer"] = serde_json::Value::from(peer.as_str());
+            v
+        })
+        .collect()
+}
+
+fn settings(dir: &MeshDir, kubeconfig: Option<&Path>, timeout: Duration) -> Settings {
+    Settings {
+        kubeconfig_flag: kubeconfig.map(Path::to_path_buf),
+        kubeconfig_target: crate::kubeconfig::target_path(kubeconfig),
+        kind_kubeconfig: dir.kind_kubeconfig(),
+        plan_dir: dir.plan(),
+        timeout,
+        tool_timeout: timeout * 2 + Duration::from_secs(60),
+        metallb_manifest: None,
+        cache_dir: crate::upstream::cache_dir(),
+        force: false,
+        allow_version_skew: false,
+        adopt: false,
+        lb_subnet: "172.18.0.0/16".parse().expect("a valid subnet"),
+        docker_network: crate::tools::docker::kind_network(),
+    }
+}
+
+/// `up --only remote-secrets`, in process.
+async fn converge_remote_secrets(
+    mesh: &Mesh,
+    dir: &MeshDir,
+    state: StateStore,
+    settings: Settings,
+    reporter: Arc<Reporter>,
+) -> Result<RunEnd> {
+    let snapshot = state.snapshot();
+    let input = PlanInput {
+        mesh,
+        phases: vec![Phase::RemoteSecrets],
+        pools: Vec::new(),
+        cas: Vec::new(),
+        timeout_secs: settings.timeout.as_secs(),
+        docker_network: settings.docker_network.clone(),
+        gateway_ips: snapshot.gateway_ips(),
+        isolated: snapshot.isolated.keys().cloned().collect(),
+    };
+    let plan = crate::planner::build(&input)?;
+    let mut prepared = Prepared {
+        input,
+        plan,
+        verify: Vec::new(),
+        provisional: false,
+        out: dir.plan(),
+    };
+    prepared.rebuild()?;
+    Executor::new(settings, state, reporter, mesh.clone())
+        .run(&mut prepared)
+        .await
+}

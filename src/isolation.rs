@@ -1,0 +1,295 @@
+//! Taking a cluster out of the mesh without touching it, and bringing it back.
+//!
+//! An istiod reads another cluster only through that cluster's remote secret in its own
+//! `istio-system` (Istio's `pilot/pkg/serviceregistry/kube/controller/multicluster.go` starts a
+//! registry per secret and stops it when the secret goes). So `isolate X` removes X's remote
+//! secret from every other primary, and only the ones meshctl applied: the other istiods forget
+//! X's endpoints, on one network or several, and X itself is never called (it may not answer).
+//! Each removed Secret is written first to the mesh folder (`isolated/X/<peer>.yaml`, 0600: it
+//! carries a token), so nothing is lost; the isolation is recorded in the state, so `up` keeps
+//! it (its plan leaves X out) and `status` shows it. `rejoin X` puts the recorded Secrets back
+//! where nothing has taken their place, and clears the record.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Preconditions};
+
+use crate::atomic_file::{self, PRIVATE};
+use crate::kube::Clients;
+use crate::kube::apply::Applier;
+use crate::mesh_dir::MeshDir;
+use crate::phases::remote_secrets::{meshctl_secret_for, secret_name};
+use crate::state::{Isolation, StateStore};
+use crate::topology::{Cluster, ISTIO_NAMESPACE, Mesh, Role};
+
+/// What happened at one peer (a primary that read, or reads again, the isolated cluster).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase", tag = "outcome")]
+pub enum PeerOutcome {
+    /// The remote secret was recorded, then removed (isolate) or put back (rejoin).
+    Done,
+    /// Nothing to do: no secret there (isolate), or one there already (rejoin).
+    NothingToDo { detail: String },
+    /// A remote secret of the same name that meshctl did not apply: left as it is.
+    NotMeshctls,
+    /// The peer's API server did not answer within the bound, or refused.
+    Unreachable { error: String },
+}
+
+/// Every peer of `target`, with its outcome.
+pub type PeerOutcomes = Vec<(String, PeerOutcome)>;
+
+/// The primaries other than `target`: the istiods that read it.
+pub fn peers<'m>(mesh: &'m Mesh, target: &str) -> Vec<&'m Cluster> {
+    mesh.clusters
+        .iter()
+        .filter(|c| c.role == Role::Primary && c.name != target)
+        .collect()
+}
+
+/// Takes `target` out of the mesh: records, then removes, its remote secret in every peer that
+/// answers within `timeout`, and records the isolation (also when some peer did not answer: `up`
+/// removes the rest once it does).
+pub async fn isolate(
+    mesh: &Mesh,
+    target: &str,
+    clients: &Clients,
+    dir: &MeshDir,
+    state: &StateStore,
+    timeout: Duration,
+) -> Result<PeerOutcomes> {
+    let folder = dir.isolated(target);
+    let outcomes = futures::future::join_all(peers(mesh, target).into_iter().map(|peer| {
+        let folder = folder.clone();
+        async move {
+            let outcome = match bounded(clients, peer, timeout).await {
+                Ok(client) => isolate_at(
+                    &client,
+                    target,
+                    &folder.join(format!("{}.yaml", peer.name)),
+                    timeout,
+                )
+                .await
+                .unwrap_or_else(|e| PeerOutcome::Unreachable {
+                    error: format!("{e:#}"),
+                }),
+                Err(error) => PeerOutcome::Unreachable { error },
+            };
+            (peer.name.clone(), outcome)
+        }
+    }))
+    .await;
+    let removed: BTreeSet<String> = outcomes
+        .iter()
+        .filter(|(_, o)| *o == PeerOutcome::Done)
+        .map(|(p, _)| p.clone())
+        .collect();
+    state.update(|s| {
+        let isolation = s.isolated.entry(target.to_string()).or_insert_with(|| Isolation {
+            since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            ..Isolation::default()
+        });
+        isolation.removed_from.extend(removed);
+    })?;
+    Ok(outcomes)
+}
+
+/// Brings `target` back: in every peer it was removed from, puts the recorded secret back unless
+/// something has taken its place, then clears the isolation. Peers that do not answer keep the
+/// isolation recorded for them (and their file), so a second `rejoin` finishes the job.
+pub async fn rejoin(
+    mesh: &Mesh,
+    target: &str,
+    clients: &Clients,
+    dir: &MeshDir,
+    state: &StateStore,
+    timeout: Duration,
+) -> Result<PeerOutcomes> {
+    let isolation = state
+        .snapshot()
+        .isolated
+        .get(target)
+        .cloned()
+        .ok_or_else(|| anyhow!("cluster `{target}` is not isolated"))?;
+    let folder = dir.isolated(target);
+    let outcomes = futures::future::join_all(peers(mesh, target).into_iter().map(|peer| {
+        let file = folder.join(format!("{}.yaml", peer.name));
+        let recorded = isolation.removed_from.contains(&peer.name);
+        async move {
+            if !recorded {
+                let detail = "isolate removed nothing here".to_string();
+                return (peer.name.clone(), PeerOutcome::NothingToDo { detail });
+            }
+            let outcome = match bounded(clients, peer, timeout).await {
+                Ok(client) => rejoin_at(&client, target, &file, timeout)
+                    .await
+                    .unwrap_or_else(|e| PeerOutcome::Unreachable {
+                        error: format!("{e:#}"),
+                    }),
+                Err(error) => PeerOutcome::Unreachable { error },
+            };
+            (peer.name.clone(), outcome)
+        }
+    }))
+    .await;
+    let pending: BTreeSet<String> = outcomes
+        .iter()
+        .filter(|(p, o)| isolation.removed_from.contains(p) && matches!(o, PeerOutcome::Unreachable { .. }))
+        .map(|(p, _)| p.clone())
+        .collect();
+    state.update(|s| {
+        if pending.is_empty() {
+            s.isolated.remove(target);
+        } else if let Some(i) = s.isolated.get_mut(target) {
+            i.removed_from = pending.clone();
+        }
+    })?;
+    if pending.is_empty() {
+        // Best effort: the folder held only what was put back.
+        let _ = std::fs::remove_dir_all(&folder);
+    }
+    Ok(outcomes)
+}
+
+/// A client of `peer`, or why it did not answer within `timeout` (connecting asks the server
+/// its version, so a stopped server is found here, not at the first read).
+async fn bounded(clients: &Clients, peer: &Cluster, timeout: Duration) -> Result<kube::Client, String> {
+    match tokio::time::timeout(timeout, clients.get(&peer.context)).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", timeout.as_secs())),
+    }
+}
+
+async fn isolate_at(
+    client: &kube::Client,
+    target: &str,
+    file: &Path,
+    timeout: Duration,
+) -> Result<PeerOutcome> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
+    let name = secret_name(target);
+    let Some(secret) = tokio::time::timeout(timeout, secrets.get_opt(&name))
+        .await
+        .map_err(|_| anyhow!("no answer within {}s", timeout.as_secs()))??
+    else {
+        return Ok(PeerOutcome::NothingToDo {
+            detail: format!("no {ISTIO_NAMESPACE}/{name}"),
+        });
+    };
+    if meshctl_secret_for(&secret).as_deref() != Some(target) {
+        return Ok(PeerOutcome::NotMeshctls);
+    }
+    // Recorded before it goes, so a failure in between loses nothing.
+    let text = serde_saphyr::to_string(&portable(&secret)).context("render the recorded secret")?;
+    atomic_file::create_dir_all(atomic_file::parent_of(file), 0o700)
+        .with_context(|| format!("create `{}`", atomic_file::parent_of(file).display()))?;
+    atomic_file::write(file, text.as_bytes(), PRIVATE)
+        .with_context(|| format!("write `{}`", file.display()))?;
+    // Only the object read above: a secret that replaced it since is not meshctl's to delete.
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: secret.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    tokio::time::timeout(timeout, secrets.delete(&name, &params))
+        .await
+        .map_err(|_| anyhow!("no answer within {}s", timeout.as_secs()))??;
+    Ok(PeerOutcome::Done)
+}
+
+async fn rejoin_at(
+    client: &kube::Client,
+    target: &str,
+    file: &Path,
+    timeout: Duration,
+) -> Result<PeerOutcome> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
+    let name = secret_name(target);
+    let current = tokio::time::timeout(timeout, secrets.get_opt(&name))
+        .await
+        .map_err(|_| anyhow!("no answer within {}s", timeout.as_secs()))??;
+    if current.is_some() {
+        return Ok(PeerOutcome::NothingToDo {
+            detail: format!("{ISTIO_NAMESPACE}/{name} is there already; left as it is"),
+        });
+    }
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            return Ok(PeerOutcome::NothingToDo {
+                detail: format!(
+                    "no recorded secret (`{}`: {e}); `meshctl up --only remote-secrets` makes a new one",
+                    file.display()
+                ),
+            });
+        }
+    };
+    tokio::time::timeout(
+        timeout,
+        Applier::new(client.clone()).apply_yaml(&text, &file.display().to_string()),
+    )
+    .await
+    .map_err(|_| anyhow!("no answer within {}s", timeout.as_secs()))??;
+    Ok(PeerOutcome::Done)
+}
+
+/// The Secret as it can be applied again: its name, namespace, labels, annotations, type and
+/// data, without what the server assigned (uid, resource version, managed fields, timestamps).
+fn portable(secret: &Secret) -> Secret {
+    let meta = &secret.metadata;
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            labels: meta.labels.clone(),
+            annotations: meta.annotations.clone(),
+            ..Default::default()
+        },
+        type_: secret.type_.clone(),
+        data: secret.data.clone(),
+        string_data: secret.string_data.clone(),
+        immutable: secret.immutable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_other_primaries_read_a_cluster() {
+        let mesh = Mesh::from_yaml("clusters:\n  - {}\n  - {}\n  - {role: remote}\n", Some("m")).unwrap();
+        let names = |t: &str| {
+            peers(&mesh, t)
+                .into_iter()
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("cluster1"), ["cluster2"]);
+        assert_eq!(names("cluster3"), ["cluster1", "cluster2"]);
+    }
+
+    #[test]
+    fn a_recorded_secret_keeps_what_applies_and_drops_what_the_server_assigned() {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "istio-remote-secret-c", "namespace": "istio-system", "uid": "u1",
+                "resourceVersion": "7", "labels": {"istio/multiCluster": "true"},
+                "annotations": {"networking.istio.io/cluster": "c"},
+                "managedFields": [{"manager": "meshctl", "operation": "Apply"}]},
+            "data": {"c": "a3ViZWNvbmZpZw=="}}))
+        .unwrap();
+        let kept = portable(&secret);
+        assert_eq!(kept.metadata.uid, None);
+        assert_eq!(kept.metadata.resource_version, None);
+        assert_eq!(kept.metadata.managed_fields, None);
+        assert_eq!(kept.metadata.labels, secret.metadata.labels);
+        assert_eq!(kept.data, secret.data);
+    }
+}

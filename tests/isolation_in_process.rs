@@ -1,0 +1,347 @@
+//! `isolate` and `rejoin` against in-process API servers on loopback, one per cluster, with the
+//! isolated cluster's server stopped: nothing is asked of it, and nothing is lost.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use meshctl::isolation::{self, PeerOutcome};
+use meshctl::kube::Clients;
+use meshctl::mesh_dir::MeshDir;
+use meshctl::plan::{Phase, PlanInput, Step};
+use meshctl::state::StateStore;
+use meshctl::topology::Mesh;
+use serde_json::json;
+use support::memory_apiserver::{Loopback, MemoryApiServer};
+
+const BOUND: Duration = Duration::from_secs(3);
+
+/// Three primaries, each holding the two others' remote secrets as meshctl applies them (its
+/// field manager owns them: that is how meshctl tells its own from a user's).
+struct Lab {
+    servers: Vec<MemoryApiServer>,
+    loopbacks: Vec<Option<Loopback>>,
+    kubeconfig: std::path::PathBuf,
+    mesh: Mesh,
+    dir: tempfile::TempDir,
+}
+
+fn remote_secret(source: &str, manager: &str) -> serde_json::Value {
+    let kubeconfig = format!(
+        "apiVersion: v1\nclusters:\n- cluster: {{server: 'https://{source}:6443'}}\n  name: {source}\n"
+    );
+    json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("istio-remote-secret-{source}"), "namespace": "istio-system",
+            "uid": format!("uid-{source}-{manager}"),
+            "labels": {"istio/multiCluster": "true"},
+            "annotations": {"networking.istio.io/cluster": source},
+            "managedFields": [{"manager": manager, "operation": "Apply", "apiVersion": "v1"}]},
+        "data": {source: base64_of(&kubeconfig)}})
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn lab() -> Lab {
+    let names = ["cluster1", "cluster2", "cluster3"];
+    let servers: Vec<MemoryApiServer> = names.iter().map(|_| MemoryApiServer::new()).collect();
+    for (i, server) in servers.iter().enumerate() {
+        for (j, source) in names.iter().enumerate() {
+            if i != j {
+                server.put(remote_secret(source, "meshctl"));
+            }
+        }
+    }
+    let loopbacks: Vec<Option<Loopback>> = servers.iter().map(|s| Some(s.serve_on_loopback())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut clusters, mut contexts, mut users) = (String::new(), String::new(), String::new());
+    for (name, loopback) in names.iter().zip(&loopbacks) {
+        let addr = loopback.as_ref().unwrap().addr;
+        clusters += &format!("- name: {name}\n  cluster:\n    server: http://{addr}\n");
+        contexts += &format!("- name: {name}\n  context:\n    cluster: {name}\n    user: {name}\n");
+        users += &format!("- name: {name}\n  user: {{}}\n");
+    }
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{contexts}users:\n{users}"),
+    )
+    .unwrap();
+    let mesh = Mesh::for_contexts(&names.map(String::from), "mesh1").unwrap();
+    Lab {
+        servers,
+        loopbacks,
+        kubeconfig,
+        mesh,
+        dir,
+    }
+}
+
+impl Lab {
+    fn stop(&mut self, i: usize) {
+        self.loopbacks[i] = None;
+    }
+
+    fn secret(&self, i: usize, source: &str) -> Option<serde_json::Value> {
+        self.servers[i].object(
+            "v1",
+            "secrets",
+            "istio-system",
+            &format!("istio-remote-secret-{source}"),
+        )
+    }
+
+    fn mesh_dir(&self) -> MeshDir {
+        MeshDir::new(self.dir.path(), "mesh1")
+    }
+
+    fn state(&self) -> StateStore {
+        StateStore::load(&self.mesh_dir().state()).unwrap()
+    }
+
+    async fn isolate(&self, cluster: &str) -> Vec<(String, PeerOutcome)> {
+        let clients = Clients::new(Some(&self.kubeconfig));
+        isolation::isolate(
+            &self.mesh,
+            cluster,
+            &clients,
+            &self.mesh_dir(),
+            &self.state(),
+            BOUND,
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn rejoin(&self, cluster: &str) -> Vec<(String, PeerOutcome)> {
+        let clients = Clients::new(Some(&self.kubeconfig));
+        isolation::rejoin(
+            &self.mesh,
+            cluster,
+            &clients,
+            &self.mesh_dir(),
+            &self.state(),
+            BOUND,
+        )
+        .await
+        .unwrap()
+    }
+}
+
+fn outcome_names(outcomes: &[(String, PeerOutcome)]) -> Vec<(String, &'static str)> {
+    outcomes
+        .iter()
+        .map(|(p, o)| {
+            let name = match o {
+                PeerOutcome::Done => "done",
+                PeerOutcome::NothingToDo { .. } => "nothing",
+                PeerOutcome::NotMeshctls => "not meshctl's",
+                PeerOutcome::Unreachable { .. } => "unreachable",
+            };
+            (p.clone(), name)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stopped_cluster_is_isolated_and_rejoined_with_nothing_lost() {
+    let mut lab = lab();
+    let before = [
+        lab.secret(0, "cluster3").unwrap(),
+        lab.secret(1, "cluster3").unwrap(),
+    ];
+    lab.stop(2);
+
+    let started = std::time::Instant::now();
+    let outcomes = lab.isolate("cluster3").await;
+    assert_eq!(
+        outcome_names(&outcomes),
+        [("cluster1".to_string(), "done"), ("cluster2".to_string(), "done")],
+        "{outcomes:?}"
+    );
+    assert!(started.elapsed() < BOUND, "the stopped cluster is never asked");
+    assert!(lab.secret(0, "cluster3").is_none() && lab.secret(1, "cluster3").is_none());
+    assert!(
+        lab.secret(0, "cluster2").is_some(),
+        "only the isolated cluster's secrets go"
+    );
+    let state = lab.state().snapshot();
+    assert_eq!(
+        state.isolated["cluster3"].removed_from,
+        BTreeSet::from(["cluster1".to_string(), "cluster2".to_string()])
+    );
+    // Recorded before removal, private: the Secret carries the reader's token.
+    let kept = lab.mesh_dir().isolated("cluster3").join("cluster1.yaml");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&kept).unwrap();
+    assert!(
+        text.contains("istio-remote-secret-cluster3") && !text.contains("uid-"),
+        "{text}"
+    );
+
+    // `up` keeps it out: nothing planned in it, no other cluster reads it, and its secret is
+    // pruned wherever it came back.
+    let input = PlanInput {
+        mesh: &lab.mesh,
+        phases: vec![Phase::RemoteSecrets],
+        pools: Vec::new(),
+        cas: Vec::new(),
+        timeout_secs: 5,
+        docker_network: "kind".into(),
+        gateway_ips: Default::default(),
+        isolated: state.isolated.keys().cloned().collect(),
+    };
+    let plan = meshctl::planner::build(&input).unwrap();
+    let planned: Vec<&str> = plan.phases[0]
+        .clusters
+        .iter()
+        .map(|c| c.cluster.as_str())
+        .collect();
+    assert_eq!(planned, ["cluster1", "cluster2"]);
+    for cs in &plan.phases[0].clusters {
+        for step in &cs.steps {
+            match step {
+                Step::PruneRemoteSecrets { keep } => assert!(!keep.contains(&"cluster3".to_string())),
+                Step::RemoteSecret { source, .. } => assert_ne!(source, "cluster3"),
+                _ => {}
+            }
+        }
+    }
+
+    // Back, with its server still stopped: the recorded secrets return as they were.
+    let outcomes = lab.rejoin("cluster3").await;
+    assert_eq!(
+        outcome_names(&outcomes),
+        [("cluster1".to_string(), "done"), ("cluster2".to_string(), "done")],
+        "{outcomes:?}"
+    );
+    for (i, was) in before.iter().enumerate() {
+        let now = lab.secret(i, "cluster3").unwrap();
+        assert_eq!(now["data"], was["data"]);
+        assert_eq!(now["metadata"]["annotations"], was["metadata"]["annotations"]);
+        assert_eq!(now["metadata"]["labels"], was["metadata"]["labels"]);
+    }
+    assert!(lab.state().snapshot().isolated.is_empty());
+    assert!(!lab.mesh_dir().isolated("cluster3").exists());
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_answer_keeps_the_isolation_pending_there() {
+    let mut lab = lab();
+    lab.stop(1);
+    let outcomes = lab.isolate("cluster3").await;
+    assert_eq!(
+        outcome_names(&outcomes),
+        [
+            ("cluster1".to_string(), "done"),
+            ("cluster2".to_string(), "unreachable")
+        ]
+    );
+    let PeerOutcome::Unreachable { error } = &outcomes[1].1 else {
+        unreachable!()
+    };
+    assert!(
+        error.contains("cluster2") || error.contains("127.0.0.1"),
+        "{error}"
+    );
+    assert_eq!(
+        lab.state().snapshot().isolated["cluster3"].removed_from,
+        BTreeSet::from(["cluster1".to_string()]),
+        "isolated all the same: `up` removes the rest once cluster2 answers"
+    );
+    // Rejoin needs only the peers isolate removed it from.
+    let outcomes = lab.rejoin("cluster3").await;
+    assert_eq!(
+        outcome_names(&outcomes),
+        [
+            ("cluster1".to_string(), "done"),
+            ("cluster2".to_string(), "nothing")
+        ]
+    );
+    assert!(lab.secret(0, "cluster3").is_some());
+}
+
+#[tokio::test]
+async fn a_remote_secret_meshctl_did_not_apply_is_left_where_it_is() {
+    let lab = lab();
+    // cluster2's secret for cluster3 was applied by someone else (`istioctl create-remote-secret |
+    // kubectl apply`).
+    lab.servers[1].put(remote_secret("cluster3", "kubectl-client-side-apply"));
+    let outcomes = lab.isolate("cluster3").await;
+    assert_eq!(
+        outcome_names(&outcomes),
+        [
+            ("cluster1".to_string(), "done"),
+            ("cluster2".to_string(), "not meshctl's")
+        ]
+    );
+    assert!(lab.secret(1, "cluster3").is_some(), "never deleted");
+    assert!(lab.secret(0, "cluster3").is_none());
+}
+
+/// The commands end to end: `isolate` names each peer, `status` shows the cluster as isolated
+/// (one line, never asked) with `rejoin` as the fix, and a cluster not in the mesh is a usage
+/// error that changes nothing.
+#[test]
+fn isolate_status_and_rejoin_from_the_command_line() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut lab = runtime.block_on(async { lab() });
+    lab.stop(2);
+    let kubeconfig = lab.kubeconfig.to_str().unwrap().to_string();
+    let workdir = lab.dir.path().to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--kubeconfig", &kubeconfig, "--workdir", &workdir];
+        all.extend_from_slice(args);
+        support::meshctl(&all)
+    };
+    let contexts = ["--contexts", "cluster1,cluster2,cluster3"];
+
+    let out = run(&[&["isolate", "cluster9"][..], &contexts].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", support::stderr(&out));
+    assert!(support::stderr(&out).contains("cluster `cluster9` is not in mesh `mesh1`"));
+
+    let out = run(&[&["isolate", "cluster3"][..], &contexts].concat());
+    let said = support::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("cluster1") && said.contains("no longer reads `cluster3`"),
+        "{said}"
+    );
+
+    let out = run(&[&["status", "-o", "json"][..], &contexts].concat());
+    assert_eq!(out.status.code(), Some(3), "{}", support::stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&support::stdout(&out)).unwrap();
+    let rows: Vec<&serde_json::Value> = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["cluster"] == "cluster3")
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["state"], "isolated");
+    assert!(rows[0]["hint"].as_str().unwrap().contains(" rejoin "), "{rows:?}");
+    assert!(
+        rows[0]["hint"].as_str().unwrap().ends_with("cluster3"),
+        "{rows:?}"
+    );
+
+    // Its server still stopped: the secrets come back, and rejoin says the cluster does not answer.
+    let out = run(&[&["rejoin", "cluster3", "--timeout", "3s"][..], &contexts].concat());
+    let said = support::stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("reads `cluster3` again") && said.contains("does not answer"),
+        "{said}"
+    );
+    assert!(lab.secret(0, "cluster3").is_some() && lab.secret(1, "cluster3").is_some());
+
+    let out = run(&[&["rejoin", "cluster3"][..], &contexts].concat());
+    assert_eq!(out.status.code(), Some(2), "not isolated any more");
+}
