@@ -46,7 +46,12 @@ impl MeshDir {
     /// The remote secrets `meshctl isolate` took out of the other clusters for `cluster`, one file
     /// per peer, kept (0600: they carry a token) until `meshctl rejoin` puts them back.
     pub fn isolated(&self, cluster: &str) -> PathBuf {
-        self.root.join("isolated").join(cluster)
+        self.isolated_root().join(cluster)
+    }
+
+    /// The folder of every isolated cluster's kept secrets.
+    pub fn isolated_root(&self) -> PathBuf {
+        self.root.join("isolated")
     }
 
     /// The certificate authorities, unless `--certs-dir` points elsewhere.

@@ -345,3 +345,24 @@ fn isolate_status_and_rejoin_from_the_command_line() {
     let out = run(&[&["rejoin", "cluster3"][..], &contexts].concat());
     assert_eq!(out.status.code(), Some(2), "not isolated any more");
 }
+
+/// `down --purge` removes the secrets `isolate` kept (they carry tokens), and only those.
+#[test]
+fn purge_removes_the_kept_secrets() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = runtime.block_on(async { lab() });
+    runtime.block_on(lab.isolate("cluster3"));
+    let kept = lab.mesh_dir().isolated("cluster3");
+    assert!(kept.join("cluster1.yaml").is_file());
+    let theirs = lab.mesh_dir().root().join("notes.txt");
+    std::fs::write(&theirs, "mine").unwrap();
+    let workdir = lab.dir.path().to_str().unwrap();
+    let out = support::meshctl(&["--workdir", workdir, "down", "--purge", "--mesh-id", "mesh1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+    assert!(
+        !lab.mesh_dir().isolated_root().exists(),
+        "{}",
+        support::stderr(&out)
+    );
+    assert!(theirs.is_file(), "a file meshctl did not write stays");
+}

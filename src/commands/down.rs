@@ -212,6 +212,21 @@ async fn delete_created_kind_clusters(state: &StateStore, reporter: &Reporter) -
 fn purge(mesh_dir: &MeshDir, reporter: &Reporter, mesh_id: &str) -> Result<()> {
     let dir = mesh_dir.root();
     let cannot = || format!("cannot remove meshctl's files from `{}`", dir.display());
+    // The remote secrets `isolate` kept (they carry tokens), by what the state says it wrote.
+    let isolated = StateStore::load(&mesh_dir.state())
+        .map(|s| s.snapshot().isolated)
+        .unwrap_or_default();
+    for (cluster, isolation) in &isolated {
+        let folder = mesh_dir.isolated(cluster);
+        for peer in &isolation.removed_from {
+            match std::fs::remove_file(folder.join(format!("{peer}.yaml"))) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(cannot),
+                _ => {}
+            }
+        }
+        let _ = std::fs::remove_dir(&folder);
+    }
+    let _ = std::fs::remove_dir(mesh_dir.isolated_root());
     for file in [mesh_dir.state(), mesh_dir.kind_kubeconfig()] {
         match std::fs::remove_file(file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(cannot),
