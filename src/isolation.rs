@@ -1,8 +1,9 @@
 //! Taking a cluster out of the mesh without touching it, and bringing it back.
 //!
 //! An istiod reads another cluster only through that cluster's remote secret in its own
-//! `istio-system` (Istio's `pilot/pkg/serviceregistry/kube/controller/multicluster.go` starts a
-//! registry per secret and stops it when the secret goes). So `isolate X` removes X's remote
+//! `istio-system`: Istio's secret controller (`pkg/kube/multicluster/secretcontroller.go`) starts
+//! a cluster per secret and, when the secret is deleted (`deleteSecret` → `deleteCluster`), stops
+//! it and drops its registry. So `isolate X` removes X's remote
 //! secret from every other primary, and only the ones meshctl applied: the other istiods forget
 //! X's endpoints, on one network or several, and X itself is never called (it may not answer).
 //! Each removed Secret is written first to the mesh folder (`isolated/X/<peer>.yaml`, 0600: it
