@@ -366,3 +366,42 @@ fn purge_removes_the_kept_secrets() {
     );
     assert!(theirs.is_file(), "a file meshctl did not write stays");
 }
+
+/// A stopped API server: `status` answers at once (the connection is refused, well within the
+/// 10 s bound), names that cluster in one line as unreachable, offers `isolate` as the fix, and
+/// still checks the others.
+#[test]
+fn status_names_a_stopped_cluster_once_and_offers_to_isolate_it() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut lab = runtime.block_on(async { lab() });
+    lab.stop(1);
+    let started = std::time::Instant::now();
+    let out = support::meshctl(&[
+        "--kubeconfig",
+        lab.kubeconfig.to_str().unwrap(),
+        "--workdir",
+        lab.dir.path().to_str().unwrap(),
+        "status",
+        "-o",
+        "json",
+        "--contexts",
+        "cluster1,cluster2,cluster3",
+    ]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", support::stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&support::stdout(&out)).unwrap();
+    let checks = doc["checks"].as_array().unwrap();
+    let down: Vec<&serde_json::Value> = checks.iter().filter(|c| c["cluster"] == "cluster2").collect();
+    assert_eq!(down.len(), 1, "{down:?}");
+    assert_eq!(down[0]["state"], "unreachable");
+    let hint = down[0]["hint"].as_str().unwrap();
+    assert!(hint.contains(" isolate ") && hint.ends_with("cluster2"), "{hint}");
+    assert!(
+        checks.iter().filter(|c| c["cluster"] == "cluster1").count() > 1,
+        "the clusters that answer are checked phase by phase"
+    );
+}

@@ -228,11 +228,22 @@ async fn unreachable_clusters(
                 Finding::missing(format!("kind cluster `{}`", c.name), e.to_string()),
                 up_command(flags, args, None),
             ),
-            // Existing clusters are not meshctl's to bring back: no command would fix it.
+            // Existing clusters are not meshctl's to bring back; what meshctl can do is take one
+            // out of the mesh, so the other istiods stop waiting on it.
             Provider::Existing => (
                 plan.phases[0].phase,
                 Finding::unreachable(format!("API server of `{}`", c.name), e.to_string()),
-                String::new(),
+                if crate::isolation::peers(mesh, &c.name).is_empty() {
+                    String::new()
+                } else {
+                    super::command_line(
+                        flags.kubeconfig,
+                        flags.workdir,
+                        "isolate",
+                        &args.topology,
+                        &[&c.name],
+                    )
+                },
             ),
         };
         checks.push(check_of(&c.name, phase, vec![found], hint));
