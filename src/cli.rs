@@ -291,8 +291,11 @@ pub struct DownArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    /// Which clusters.
     pub topology: TopologyArgs,
+    /// Look again until the mesh is ready, for at most this long (e.g. 2m), as `cilium status
+    /// --wait` does; without it, one look.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub wait: Option<Duration>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: DocumentFormat,

@@ -36,6 +36,7 @@ pub mod istiod;
 pub mod kube;
 pub mod kubeconfig;
 pub mod mesh_dir;
+pub mod mesh_health;
 pub mod phases;
 pub mod pki;
 pub mod plan;

@@ -343,7 +343,14 @@ const LAYERS: [&[&str]; 6] = [
     // I/O with no knowledge of meshes: Kubernetes clients and waits, external programs.
     &["kube", "tools", "upstream"],
     // The vocabulary phases plan and probe with, and the Istio facts they read.
-    &["plan", "probe", "create_remote_secret", "istiod", "report"],
+    &[
+        "plan",
+        "probe",
+        "create_remote_secret",
+        "istiod",
+        "mesh_health",
+        "report",
+    ],
     // One file per phase.
     &["phases"],
     // What puts phases together: planning, running, writing, removing, proving.

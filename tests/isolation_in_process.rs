@@ -14,6 +14,7 @@ use meshctl::state::StateStore;
 use meshctl::topology::Mesh;
 use serde_json::json;
 use support::memory_apiserver::{Loopback, MemoryApiServer};
+use support::played_istiod::PlayedIstiod;
 
 const BOUND: Duration = Duration::from_secs(3);
 
@@ -40,14 +41,40 @@ fn remote_secret(source: &str, manager: &str) -> serde_json::Value {
         "data": {source: base64_of(&kubeconfig)}})
 }
 
+fn put_istiod(server: &MemoryApiServer, cluster: &str) {
+    server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "istiod", "namespace": "istio-system"},
+        "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": {"app": "istiod"}},
+            "spec": {"containers": [{"name": "discovery", "image": "istio/pilot", "env": [{"name": "CLUSTER_ID", "value": cluster}]}]}}}}));
+    server.put(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "istiod-5d8f7c9b4-x2x7q", "namespace": "istio-system", "labels": {"app": "istiod"}},
+        "spec": {"nodeName": format!("{cluster}-control-plane"), "containers": [{"name": "discovery", "image": "istio/pilot"}]},
+        "status": {"phase": "Running"}}));
+}
+
 fn base64_of(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 fn lab() -> Lab {
+    lab_with(Vec::new())
+}
+
+/// The lab, with `istiods[i]` playing istiod in cluster i (Deployment `istiod` with its cluster ID,
+/// one running pod) where given.
+fn lab_with(istiods: Vec<Option<std::sync::Arc<PlayedIstiod>>>) -> Lab {
     let names = ["cluster1", "cluster2", "cluster3"];
-    let servers: Vec<MemoryApiServer> = names.iter().map(|_| MemoryApiServer::new()).collect();
+    let servers: Vec<MemoryApiServer> = (0..names.len())
+        .map(|i| match istiods.get(i).cloned().flatten() {
+            Some(played) => {
+                let server = MemoryApiServer::new().with_istiod(played);
+                put_istiod(&server, names[i]);
+                server
+            }
+            None => MemoryApiServer::new(),
+        })
+        .collect();
     for (i, server) in servers.iter().enumerate() {
         for (j, source) in names.iter().enumerate() {
             if i != j {
@@ -403,5 +430,126 @@ fn status_names_a_stopped_cluster_once_and_offers_to_isolate_it() {
     assert!(
         checks.iter().filter(|c| c["cluster"] == "cluster1").count() > 1,
         "the clusters that answer are checked phase by phase"
+    );
+}
+
+/// The mesh across clusters in `status`: each istiod's view of the others (`/debug/clusterz`
+/// through a port-forward), and the stopped cluster named as the problem, with `isolate` as its
+/// fix; once isolated, the other istiods no longer read it and that problem is gone.
+#[test]
+fn status_shows_what_each_istiod_sees_and_isolating_the_stopped_cluster_clears_it() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let played = [PlayedIstiod::new(), PlayedIstiod::new()];
+    for istiod in &played {
+        istiod.set_remote_cluster_status("cluster3", "timeout");
+    }
+    let mut lab =
+        runtime.block_on(async { lab_with(vec![Some(played[0].clone()), Some(played[1].clone()), None]) });
+    lab.stop(2);
+    let kubeconfig = lab.kubeconfig.to_str().unwrap().to_string();
+    let workdir = lab.dir.path().to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--kubeconfig", &kubeconfig, "--workdir", &workdir];
+        all.extend_from_slice(args);
+        all.extend(["--contexts", "cluster1,cluster2,cluster3"]);
+        support::meshctl(&all)
+    };
+    let mesh_problems = |out: &std::process::Output| {
+        let doc: serde_json::Value = serde_json::from_str(&support::stdout(out)).unwrap();
+        (doc["mesh"].clone(), doc["problems"].as_array().unwrap().clone())
+    };
+
+    let out = run(&["status", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", support::stderr(&out));
+    let (mesh, problems) = mesh_problems(&out);
+    let seen: Vec<(String, String)> = mesh["istiods"][0]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                c["syncStatus"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("cluster1".to_string(), "synced".to_string()),
+            ("cluster2".to_string(), "synced".to_string()),
+            ("cluster3".to_string(), "timeout".to_string())
+        ]
+    );
+    let about_3: Vec<&serde_json::Value> = problems.iter().filter(|p| p["cluster"] == "cluster3").collect();
+    assert_eq!(about_3.len(), 2, "one per istiod that waits on it: {problems:?}");
+    for p in &about_3 {
+        assert!(
+            p["problem"]
+                .as_str()
+                .unwrap()
+                .contains("reports cluster3 timeout"),
+            "{p}"
+        );
+        assert!(
+            p["fix"].as_str().unwrap().contains(" isolate ")
+                && p["fix"].as_str().unwrap().ends_with("cluster3"),
+            "{p}"
+        );
+    }
+
+    let out = run(&["isolate", "cluster3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+    let out = run(&["status", "-o", "json"]);
+    let (mesh, problems) = mesh_problems(&out);
+    assert!(
+        problems.iter().all(|p| p["cluster"] != "cluster3"),
+        "{problems:?}"
+    );
+    assert!(
+        mesh["istiods"][0]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != "cluster3"),
+        "{mesh}"
+    );
+}
+
+/// `status --wait`: a mesh that is not ready is looked at again (each look connects anew, so a
+/// cluster that comes back is seen), and the command still ends, not ready, once the time is up.
+#[test]
+fn status_wait_looks_again_until_the_time_is_up() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = runtime.block_on(async { lab() });
+    let looks = |server: &MemoryApiServer| {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("GET /version"))
+            .count()
+    };
+    let before = looks(&lab.servers[0]);
+    let out = support::meshctl(&[
+        "--kubeconfig",
+        lab.kubeconfig.to_str().unwrap(),
+        "--workdir",
+        lab.dir.path().to_str().unwrap(),
+        "status",
+        "--wait",
+        "3s",
+        "--contexts",
+        "cluster1,cluster2,cluster3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", support::stderr(&out));
+    assert!(
+        looks(&lab.servers[0]) - before >= 2,
+        "{:?}",
+        lab.servers[0].requests()
+    );
+    assert!(
+        support::stdout(&out).contains("\nMESH\n"),
+        "{}",
+        support::stdout(&out)
     );
 }

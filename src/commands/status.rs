@@ -1,7 +1,9 @@
 //! `meshctl status`: per cluster and phase, what the phase's probe finds (the same probes `up`
 //! runs before deciding what to do), and for anything missing or different the command that fixes it.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -10,6 +12,7 @@ use super::{Exit, UsageError};
 use crate::cli::{DocumentFormat, StatusArgs};
 use crate::kube::Clients;
 use crate::mesh_dir::MeshDir;
+use crate::mesh_health::{self, Fix, MeshHealth};
 use crate::phases::{self, Fact};
 use crate::pki::layout;
 use crate::plan::{Phase, PhasePlan, Plan, PlanInput};
@@ -131,12 +134,128 @@ fn check_of(cluster: &str, phase: Phase, findings: Vec<Finding>, hint: String) -
 pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
+    // `--wait`: look again until the mesh is ready or the time is up, as `cilium status --wait`.
+    let deadline = args.wait.map(|w| std::time::Instant::now() + w);
+    let mut pause = Duration::from_secs(1);
+    let report = loop {
+        let report = collect(&mesh, &dir, &flags, &args).await?;
+        match deadline {
+            Some(d) if !report.ready && std::time::Instant::now() + pause < d => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            _ => break report,
+        }
+    };
+    print(&mesh, &report, &flags, &args)?;
+    Ok(if report.ready {
+        Exit::Success
+    } else {
+        Exit::NotReady
+    })
+}
+
+/// What one look found.
+struct Report {
+    checks: Vec<Check>,
+    health: MeshHealth,
+    ready: bool,
+}
+
+fn print(mesh: &Mesh, report: &Report, flags: &Flags<'_>, args: &StatusArgs) -> Result<()> {
+    let problems: Vec<serde_json::Value> = report
+        .health
+        .problems
+        .iter()
+        .map(|p| serde_json::json!({"cluster": p.cluster, "problem": p.problem, "fix": fix_command(&p.fix, flags, args)}))
+        .collect();
+    match args.output {
+        DocumentFormat::Json | DocumentFormat::Yaml => super::print_document(
+            args.output,
+            &serde_json::json!({"meshID": mesh.mesh_id, "ready": report.ready, "checks": report.checks,
+                "mesh": report.health, "problems": problems}),
+        )?,
+        DocumentFormat::Text => {
+            println!("{:<10} {:<15} {:<11} DETAIL", "CLUSTER", "PHASE", "STATE");
+            for c in &report.checks {
+                println!("{:<10} {:<15} {:<11} {}", c.cluster, c.phase, c.state, c.detail);
+                if !c.hint.is_empty() {
+                    println!("{:<38}fix: {}", "", c.hint);
+                }
+            }
+            print_mesh(&report.health, flags, args);
+        }
+    }
+    Ok(())
+}
+
+/// The mesh across clusters, for people.
+fn print_mesh(health: &MeshHealth, flags: &Flags<'_>, args: &StatusArgs) {
+    println!("\nMESH");
+    for seen in &health.istiods {
+        let what = match &seen.error {
+            Some(e) => format!("no answer: {e}"),
+            None => seen
+                .clusters
+                .iter()
+                .filter(|c| c.id != seen.cluster)
+                .map(|c| format!("{} {}", c.id, c.sync_status))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        println!(
+            "  istiod of {:<10} reads: {}",
+            seen.cluster,
+            if what.is_empty() {
+                "no other cluster"
+            } else {
+                &what
+            }
+        );
+    }
+    let proxies: Vec<String> = health.proxies.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    println!(
+        "  proxies connected: {}",
+        if proxies.is_empty() {
+            "none".into()
+        } else {
+            proxies.join(", ")
+        }
+    );
+    for (network, gateways) in &health.gateways {
+        println!("  gateways of {network}: {}", gateways.join(", "));
+    }
+    for ca in &health.cas {
+        println!(
+            "  intermediate CA of {:<10} valid until {} ({} days)",
+            ca.cluster, ca.not_after, ca.days_left
+        );
+    }
+    for p in &health.problems {
+        println!("✗ {:<10} {}", p.cluster, p.problem);
+        println!("{:<13}fix: {}", "", fix_command(&p.fix, flags, args));
+    }
+}
+
+fn fix_command(fix: &Fix, flags: &Flags<'_>, args: &StatusArgs) -> String {
+    let line = |sub: &str, extra: &[&str]| {
+        super::command_line(flags.kubeconfig, flags.workdir, sub, &args.topology, extra)
+    };
+    match fix {
+        Fix::UpOnly(phase) => up_command(flags, args, Some(*phase)),
+        Fix::Isolate(cluster) => line("isolate", &[cluster]),
+        Fix::RotateCa(cluster) => line("certs rotate", &["--cluster", cluster]),
+    }
+}
+
+/// One look at every cluster: the per-phase checks, and the mesh across clusters.
+async fn collect(mesh: &Mesh, dir: &MeshDir, flags: &Flags<'_>, args: &StatusArgs) -> Result<Report> {
     let state = StateStore::load(&dir.state())?.snapshot();
-    let (plan, have_cas) = plan_for_status(&mesh, &state, &dir)?;
+    let (plan, have_cas) = plan_for_status(mesh, &state, dir)?;
     let clients = Clients::new(flags.kubeconfig);
-    let (mut checks, mut down) = unreachable_clusters(&mesh, &plan, &state, &clients, &flags, &args).await;
+    let (mut checks, mut down) = unreachable_clusters(mesh, &plan, &state, &clients, flags, args).await;
     for (cluster, isolation) in &state.isolated {
-        checks.push(isolated_check(cluster, isolation, &flags, &args));
+        checks.push(isolated_check(cluster, isolation, flags, args));
         down.push(cluster.clone());
     }
     // The phases left out of the plan for want of CAs, shown where `up` runs them.
@@ -158,12 +277,12 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
                     "certificate authorities",
                     format!("none in the work dir for mesh `{}`", mesh.mesh_id),
                 );
-                let hint = up_command(&flags, &args, None);
+                let hint = up_command(flags, args, None);
                 checks.push(check_of(&c.name, skipped, vec![missing], hint));
             }
         }
         let probed = Probed {
-            mesh: &mesh,
+            mesh,
             plan: &plan,
             state: &state,
             clients: &clients,
@@ -172,30 +291,26 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
             // A cluster that is gone needs every phase again; anything else, its own phase.
             let gone = findings.iter().any(|f| f.found == Found::Unreachable)
                 || phases::logic(phase).repair_makes_the_cluster_anew();
-            let hint = up_command(&flags, &args, (!gone).then_some(phase));
+            let hint = up_command(flags, args, (!gone).then_some(phase));
             checks.push(check_of(&cluster, phase, findings, hint));
         }
     }
     checks.sort_by_key(|c| mesh.clusters.iter().position(|m| m.name == c.cluster));
-    let all_ready = checks.iter().all(|c| c.state == "ready");
-    match args.output {
-        DocumentFormat::Json | DocumentFormat::Yaml => super::print_document(
-            args.output,
-            &serde_json::json!({"meshID": mesh.mesh_id, "ready": all_ready, "checks": checks}),
-        )?,
-        DocumentFormat::Text => {
-            println!("{:<10} {:<15} {:<11} DETAIL", "CLUSTER", "PHASE", "STATE");
-            for c in &checks {
-                println!("{:<10} {:<15} {:<11} {}", c.cluster, c.phase, c.state, c.detail);
-                if !c.hint.is_empty() {
-                    println!("{:<38}fix: {}", "", c.hint);
-                }
-            }
+    let down: BTreeSet<String> = down.into_iter().collect();
+    let mut reachable = Vec::new();
+    for c in mesh.clusters.iter().filter(|c| !down.contains(&c.name)) {
+        if let Ok(client) = clients.get(&c.context).await {
+            reachable.push((c.name.clone(), client));
         }
     }
-    Ok(if all_ready { Exit::Success } else { Exit::NotReady })
+    let health = mesh_health::gather(mesh, &reachable, &state, &down).await;
+    let ready = checks.iter().all(|c| c.state == "ready") && health.problems.is_empty();
+    Ok(Report {
+        checks,
+        health,
+        ready,
+    })
 }
-
 /// One check per cluster that does not answer (one line, not one per phase), and their names.
 async fn unreachable_clusters(
     mesh: &Mesh,

@@ -1,0 +1,361 @@
+//! The mesh seen across clusters, for `meshctl status`: what each istiod says of every other
+//! cluster (`/debug/clusterz`, read as `istioctl remote-clusters` reads it), the proxies connected
+//! per cluster (`/debug/syncz`), each network's gateway addresses, each cluster's intermediate CA
+//! expiry, and every problem with the cluster it lies in and what fixes it.
+//!
+//! Gathering asks the clusters that answer ([`gather`]); judging is pure ([`judge`]), so the rules
+//! are tested on their own.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use serde::Serialize;
+
+use crate::istiod::{self, ClusterSync};
+use crate::plan::Phase;
+use crate::state::MeshState;
+use crate::topology::{ISTIO_NAMESPACE, Mesh, Role};
+
+/// An intermediate CA that expires within this many days is a problem: `certs rotate` takes a
+/// restart of istiod and a rollout of every workload's certificate, to be planned ahead.
+pub const CA_WARN_DAYS: i64 = 30;
+
+/// What one primary's istiod said, or why it said nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IstiodSeen {
+    pub cluster: String,
+    /// `istio-system/<pod>` that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The clusters it reads, its own first.
+    pub clusters: Vec<ClusterSync>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A cluster's intermediate CA, as its `cacerts` holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaExpiry {
+    pub cluster: String,
+    pub not_after: String,
+    pub days_left: i64,
+}
+
+/// What fixes a problem; the command layer spells it as a command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "command", content = "argument")]
+pub enum Fix {
+    /// `meshctl up --only PHASE`.
+    UpOnly(Phase),
+    /// `meshctl isolate CLUSTER`: it does not answer, and the others wait on it.
+    Isolate(String),
+    /// `meshctl certs rotate --cluster CLUSTER`.
+    RotateCa(String),
+}
+
+/// One problem, in the cluster it lies in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub cluster: String,
+    pub problem: String,
+    pub fix: Fix,
+}
+
+/// The mesh across clusters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshHealth {
+    pub istiods: Vec<IstiodSeen>,
+    /// Proxies connected to some istiod, by the cluster they run in.
+    pub proxies: BTreeMap<String, usize>,
+    /// East-west gateway addresses, by network: `cluster address` each.
+    pub gateways: BTreeMap<String, Vec<String>>,
+    pub cas: Vec<CaExpiry>,
+    pub problems: Vec<Problem>,
+}
+
+/// Asks every primary in `reachable` (cluster name and its client) what its istiod sees, and reads
+/// each one's `cacerts`; `state` gives the recorded gateway addresses. Clusters not in
+/// `reachable` (down, or isolated) are not asked.
+pub async fn gather(
+    mesh: &Mesh,
+    reachable: &[(String, kube::Client)],
+    state: &MeshState,
+    down: &BTreeSet<String>,
+) -> MeshHealth {
+    let primaries: Vec<&(String, kube::Client)> = reachable
+        .iter()
+        .filter(|(name, _)| mesh.cluster(name).is_some_and(|c| c.role == Role::Primary))
+        .collect();
+    let asked = primaries.iter().map(|(name, client)| async move {
+        let (clusters, proxies) = tokio::join!(istiod::clusters(client), istiod::proxies(client));
+        let seen = match clusters {
+            Ok(answer) => IstiodSeen {
+                cluster: name.clone(),
+                pod: Some(answer.pod),
+                clusters: answer.value,
+                error: None,
+            },
+            Err(e) => IstiodSeen {
+                cluster: name.clone(),
+                pod: None,
+                clusters: Vec::new(),
+                error: Some(e),
+            },
+        };
+        (
+            seen,
+            proxies.map(|p| p.value).unwrap_or_default(),
+            intermediate_expiry(client, name).await,
+        )
+    });
+    let answers = futures::future::join_all(asked).await;
+    let mut health = MeshHealth::default();
+    let mut proxies = BTreeSet::new();
+    for (seen, synced, ca) in answers {
+        health.istiods.push(seen);
+        proxies.extend(synced.into_iter().map(|p| (p.cluster_id, p.proxy_id)));
+        health.cas.extend(ca);
+    }
+    for (cluster, _) in proxies {
+        *health.proxies.entry(cluster).or_default() += 1;
+    }
+    for c in &mesh.clusters {
+        if let Some(address) = state.clusters.get(&c.name).and_then(|s| s.eastwest_ip.clone()) {
+            health
+                .gateways
+                .entry(c.network.clone())
+                .or_default()
+                .push(format!("{} {address}", c.name));
+        }
+    }
+    health.problems = judge(mesh, &health, &state.isolated.keys().cloned().collect(), down);
+    health
+}
+
+async fn intermediate_expiry(client: &kube::Client, cluster: &str) -> Option<CaExpiry> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ISTIO_NAMESPACE)
+        .get_opt("cacerts")
+        .await
+        .ok()??;
+    let pem = secret.data?.get(crate::pki::layout::CA_CERT)?.0.clone();
+    let facts = crate::pki::cert_facts(&String::from_utf8_lossy(&pem), "ca-cert.pem").ok()?;
+    Some(CaExpiry {
+        cluster: cluster.to_string(),
+        not_after: facts.not_after,
+        days_left: facts.days_left,
+    })
+}
+
+/// Every problem in what was gathered. `down`: clusters whose API server did not answer.
+pub fn judge(
+    mesh: &Mesh,
+    health: &MeshHealth,
+    isolated: &BTreeSet<String>,
+    down: &BTreeSet<String>,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for seen in &health.istiods {
+        let p = &seen.cluster;
+        if let Some(error) = &seen.error {
+            problems.push(Problem {
+                cluster: p.clone(),
+                problem: format!("istiod does not answer its debug endpoints: {error}"),
+                fix: Fix::UpOnly(Phase::Istio),
+            });
+            continue;
+        }
+        for r in mesh.clusters.iter().filter(|c| &c.name != p) {
+            let reported = seen.clusters.iter().find(|s| s.id == r.name);
+            let problem = match (isolated.contains(&r.name), reported) {
+                (true, Some(_)) => Some((
+                    p.clone(),
+                    format!(
+                        "{p}'s istiod still reads isolated cluster {} (a remote secret meshctl did not apply?)",
+                        r.name
+                    ),
+                    Fix::Isolate(r.name.clone()),
+                )),
+                (true, None) => None,
+                (false, None) => Some((
+                    p.clone(),
+                    format!("{p}'s istiod does not read {}: no remote secret for it", r.name),
+                    Fix::UpOnly(Phase::RemoteSecrets),
+                )),
+                (false, Some(s)) if s.sync_status == "synced" => None,
+                (false, Some(s)) if down.contains(&r.name) => Some((
+                    r.name.clone(),
+                    format!(
+                        "{p}'s istiod reports {} {}: its API server does not answer",
+                        r.name, s.sync_status
+                    ),
+                    Fix::Isolate(r.name.clone()),
+                )),
+                (false, Some(s)) => Some((
+                    p.clone(),
+                    format!("{p}'s istiod reports {} {}", r.name, s.sync_status),
+                    Fix::UpOnly(Phase::RemoteSecrets),
+                )),
+            };
+            if let Some((cluster, problem, fix)) = problem {
+                problems.push(Problem {
+                    cluster,
+                    problem,
+                    fix,
+                });
+            }
+        }
+    }
+    for ca in &health.cas {
+        if ca.days_left < CA_WARN_DAYS {
+            problems.push(Problem {
+                cluster: ca.cluster.clone(),
+                problem: format!(
+                    "its intermediate CA expires on {} ({} days from now)",
+                    ca.not_after, ca.days_left
+                ),
+                fix: Fix::RotateCa(ca.cluster.clone()),
+            });
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh() -> Mesh {
+        Mesh::for_kind(3, "m").unwrap()
+    }
+
+    fn sync(id: &str, status: &str) -> ClusterSync {
+        ClusterSync {
+            id: id.into(),
+            secret_name: format!("istio-system/istio-remote-secret-{id}"),
+            sync_status: status.into(),
+        }
+    }
+
+    fn seen(cluster: &str, clusters: Vec<ClusterSync>) -> IstiodSeen {
+        IstiodSeen {
+            cluster: cluster.into(),
+            pod: Some("istio-system/istiod-1".into()),
+            clusters,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_remote_in_timeout_is_the_fault_of_the_cluster_that_is_down_and_isolating_it_fixes_it() {
+        let health = MeshHealth {
+            istiods: vec![
+                seen(
+                    "cluster1",
+                    vec![
+                        sync("cluster1", "synced"),
+                        sync("cluster2", "synced"),
+                        sync("cluster3", "timeout"),
+                    ],
+                ),
+                seen(
+                    "cluster2",
+                    vec![
+                        sync("cluster2", "synced"),
+                        sync("cluster1", "synced"),
+                        sync("cluster3", "syncing"),
+                    ],
+                ),
+            ],
+            ..MeshHealth::default()
+        };
+        let down = BTreeSet::from(["cluster3".to_string()]);
+        let problems = judge(&mesh(), &health, &BTreeSet::new(), &down);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        for p in &problems {
+            assert_eq!(p.cluster, "cluster3");
+            assert_eq!(p.fix, Fix::Isolate("cluster3".into()));
+        }
+        assert!(
+            problems[0]
+                .problem
+                .contains("cluster1's istiod reports cluster3 timeout")
+        );
+        // Once it is isolated and its secrets are gone, nothing is wrong.
+        let isolated = BTreeSet::from(["cluster3".to_string()]);
+        let after = MeshHealth {
+            istiods: vec![
+                seen(
+                    "cluster1",
+                    vec![sync("cluster1", "synced"), sync("cluster2", "synced")],
+                ),
+                seen(
+                    "cluster2",
+                    vec![sync("cluster2", "synced"), sync("cluster1", "synced")],
+                ),
+            ],
+            ..MeshHealth::default()
+        };
+        assert_eq!(judge(&mesh(), &after, &isolated, &down), []);
+    }
+
+    #[test]
+    fn a_missing_or_unsynced_peer_that_answers_points_at_the_remote_secrets_phase() {
+        let health = MeshHealth {
+            istiods: vec![seen(
+                "cluster1",
+                vec![sync("cluster1", "synced"), sync("cluster2", "syncing")],
+            )],
+            ..MeshHealth::default()
+        };
+        let problems = judge(&mesh(), &health, &BTreeSet::new(), &BTreeSet::new());
+        let found: Vec<(&str, &Fix)> = problems.iter().map(|p| (p.cluster.as_str(), &p.fix)).collect();
+        assert_eq!(
+            found,
+            [
+                ("cluster1", &Fix::UpOnly(Phase::RemoteSecrets)),
+                ("cluster1", &Fix::UpOnly(Phase::RemoteSecrets))
+            ]
+        );
+        assert!(problems[0].problem.contains("reports cluster2 syncing"));
+        assert!(problems[1].problem.contains("does not read cluster3"));
+    }
+
+    #[test]
+    fn a_silent_istiod_and_a_ca_near_its_end_are_problems_of_their_own_cluster() {
+        let health = MeshHealth {
+            istiods: vec![IstiodSeen {
+                cluster: "cluster2".into(),
+                pod: None,
+                clusters: Vec::new(),
+                error: Some("no running istiod pod".into()),
+            }],
+            cas: vec![
+                CaExpiry {
+                    cluster: "cluster1".into(),
+                    not_after: "2026-12-20".into(),
+                    days_left: 17,
+                },
+                CaExpiry {
+                    cluster: "cluster2".into(),
+                    not_after: "2036-12-01".into(),
+                    days_left: 3650,
+                },
+            ],
+            ..MeshHealth::default()
+        };
+        let problems = judge(&mesh(), &health, &BTreeSet::new(), &BTreeSet::new());
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(
+            (problems[0].cluster.as_str(), &problems[0].fix),
+            ("cluster2", &Fix::UpOnly(Phase::Istio))
+        );
+        assert_eq!(
+            (problems[1].cluster.as_str(), &problems[1].fix),
+            ("cluster1", &Fix::RotateCa("cluster1".into()))
+        );
+    }
+}
