@@ -225,6 +225,8 @@ pub enum Step {
         /// cloud provider's own topology labels are never overwritten.
         overwrite: bool,
     },
+    /// Record the east-west gateway address the topology declares, after checking that it answers.
+    RecordGatewayAddress { address: String, port: u16 },
     /// Delete the remote secrets meshctl applied here for clusters that are no longer in the mesh
     /// (a user's own remote secrets are never touched).
     PruneRemoteSecrets {

@@ -80,3 +80,72 @@ async fn a_pending_load_balancer_is_waited_for_until_its_address_arrives() {
     server.put(gateway(json!([{"hostname": "lb-7.example.net"}])));
     assert_eq!(waiting.await.unwrap().unwrap(), "lb-7.example.net");
 }
+
+/// A gateway at a declared address (`eastwest: {service: NodePort, address: …}`): the probe asks
+/// for a NodePort Service with 15443 on the declared node port and the address recorded, not for
+/// a LoadBalancer address; a LoadBalancer Service where a NodePort is declared is a difference to
+/// repair.
+#[tokio::test]
+async fn a_declared_node_port_gateway_is_probed_for_its_service_and_record() {
+    let server = MemoryApiServer::new();
+    let loopback = server.serve_on_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, loopback.kubeconfig("cluster1")).unwrap();
+    let mesh = meshctl::topology::Mesh::from_yaml(
+        "clusters:\n  - eastwest: {service: NodePort, address: 172.18.0.2}\n  - {}\n",
+        Some("m"),
+    )
+    .unwrap();
+    let plan = meshctl::plan::Plan {
+        mesh_id: "m".into(),
+        provider: mesh.provider,
+        clusters: Vec::new(),
+        phases: Vec::new(),
+        artifacts: Vec::new(),
+    };
+    let clients = meshctl::kube::Clients::new(Some(&kubeconfig));
+    let mut state = meshctl::state::MeshState::default();
+    let service_finding = |state: meshctl::state::MeshState| {
+        let (mesh, plan, clients) = (&mesh, &plan, &clients);
+        async move {
+            let probe = meshctl::probe::Probe {
+                mesh,
+                cluster: &mesh.clusters[0],
+                plan,
+                steps: &[],
+                state: &state,
+                clients,
+                tools: &meshctl::tools::ProcessRunner,
+            };
+            meshctl::phases::probe(meshctl::plan::Phase::Eastwest, &probe)
+                .await
+                .into_iter()
+                .find(|f| f.object == "Service istio-system/istio-eastwestgateway")
+                .unwrap()
+        }
+    };
+    let node_port = |kind: &str| {
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "istio-eastwestgateway", "namespace": "istio-system"},
+            "spec": {"type": kind, "ports": [{"name": "tls", "port": 15443, "nodePort": 31443}]}})
+    };
+    use meshctl::probe::Found;
+    assert_eq!(
+        service_finding(state.clone()).await.found,
+        Found::Missing,
+        "no Service yet"
+    );
+    server.put(node_port("NodePort"));
+    assert_eq!(
+        service_finding(state.clone()).await.found,
+        Found::Missing,
+        "address not recorded"
+    );
+    state.clusters.entry("cluster1".into()).or_default().eastwest_ip = Some("172.18.0.2".into());
+    let found = service_finding(state.clone()).await;
+    assert_eq!(found.found, Found::Present, "{found:?}");
+    assert!(found.detail.contains("172.18.0.2:31443"), "{found:?}");
+    server.put(node_port("LoadBalancer"));
+    assert_eq!(service_finding(state).await.found, Found::Different);
+}

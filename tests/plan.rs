@@ -929,3 +929,74 @@ fn no_rendered_file_cites_a_document_users_cannot_open() {
         }
     }
 }
+
+/// Gateways other networks reach at a declared address: every istiod's `meshNetworks` names them
+/// (address and port, with the network's clusters as its registries), a NodePort gateway's
+/// Service is a NodePort with 15443 on the declared node port, and the address is recorded
+/// instead of waited for from a LoadBalancer. A gateway with no declared address is left to
+/// discovery.
+#[test]
+fn declared_gateways_reach_every_istiods_mesh_networks_and_a_node_port_service_is_rendered() {
+    let mesh = model(
+        "clusters:\n  - eastwest: {service: NodePort, address: 172.18.0.2}\n  - eastwest: {address: gw.example.com}\n  - {}\n",
+    );
+    let plan = plan_for(&mesh);
+    let control_planes = docs_of(&plan.artifacts, "control-plane.yaml");
+    assert_eq!(control_planes.len(), 3);
+    for (path, doc) in &control_planes {
+        let networks = &doc["spec"]["values"]["global"]["meshNetworks"];
+        assert_eq!(
+            networks["network1"],
+            serde_json::json!({"endpoints": [{"fromRegistry": "cluster1"}],
+                               "gateways": [{"address": "172.18.0.2", "port": 31443}]}),
+            "{path}"
+        );
+        assert_eq!(
+            networks["network2"]["gateways"],
+            serde_json::json!([{"address": "gw.example.com", "port": 15443}]),
+            "{path}"
+        );
+        assert!(networks.get("network3").is_none(), "{path}: {networks}");
+    }
+    let gateways = docs_of(&plan.artifacts, "eastwest-gateway.yaml");
+    let service = |cluster: &str| {
+        let (_, doc) = gateways
+            .iter()
+            .find(|(p, _)| p.starts_with(&format!("{cluster}/")))
+            .unwrap();
+        doc["spec"]["components"]["ingressGateways"][0]["k8s"]["service"].clone()
+    };
+    assert_eq!(service("cluster1")["type"], "NodePort");
+    let tls = service("cluster1")["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == 15443)
+        .cloned()
+        .unwrap();
+    assert_eq!(tls["nodePort"], 31443);
+    assert!(service("cluster2").get("type").is_none() && service("cluster3").get("type").is_none());
+    let records = |cluster: &str| {
+        steps_of(&plan, Phase::Eastwest, cluster)
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::RecordGatewayAddress { address, port } => Some(format!("{address}:{port}")),
+                Step::Wait {
+                    until: meshctl::plan::Condition::LoadBalancerIp { .. },
+                } => Some("load balancer".into()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(records("cluster1"), ["172.18.0.2:31443"]);
+    assert_eq!(records("cluster2"), ["gw.example.com:15443"]);
+    assert_eq!(records("cluster3"), ["load balancer"]);
+    // Without a declared gateway nothing changes: no meshNetworks at all.
+    let plain = plan_for(&Mesh::for_kind(2, "mesh1").unwrap());
+    for (path, doc) in docs_of(&plain.artifacts, "control-plane.yaml") {
+        assert!(
+            doc["spec"]["values"]["global"].get("meshNetworks").is_none(),
+            "{path}"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use super::{PhaseLogic, RemoveContext, StepContext, StepResult};
 use crate::kube::{inspect, wait};
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, RecordOn, Step};
 use crate::probe::{Finding, Probe};
-use crate::topology::{Cluster, Role};
+use crate::topology::{Cluster, GatewayService, Role};
 use crate::versions;
 
 /// Deployment and Service name of the east-west gateway.
@@ -52,18 +52,49 @@ impl PhaseLogic for Eastwest {
             Step::Wait {
                 until: Condition::LoadBalancerIp { namespace, name },
             } if name == GATEWAY_NAME => Some(Box::pin(record_address(cx, namespace, name))),
+            Step::RecordGatewayAddress { address, port } => {
+                Some(Box::pin(record_declared(cx, address, *port)))
+            }
             _ => run_install(step, cx),
         }
     }
 
     fn describe(&self, step: &Step) -> Option<String> {
-        describe_install(step)
+        match step {
+            Step::RecordGatewayAddress { address, port } => Some(format!(
+                "record: other networks reach this gateway at {address}:{port} (declared; in every istiod's meshNetworks)"
+            )),
+            _ => describe_install(step),
+        }
     }
 
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         let record_on = RecordOn::Deployment(GATEWAY_NAME.into());
         Box::pin(async move { uninstall_operator(cx, Phase::Eastwest, GATEWAY_FILE, record_on).await })
     }
+}
+
+/// How long a declared address has to accept a connection from here before it is reported as not
+/// answering (from where meshctl runs it may be unroutable and still right for the other networks).
+const ANSWER_BOUND: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Records the declared address, and says whether it accepts a connection from here.
+async fn record_declared(cx: StepContext<'_>, address: &str, port: u16) -> Result<Option<String>> {
+    cx.record(|c| c.eastwest_ip = Some(address.to_string()))?;
+    let dial = tokio::net::TcpStream::connect((address, port));
+    let answer = match tokio::time::timeout(ANSWER_BOUND, dial).await {
+        Ok(Ok(_)) => "accepts connections from here".to_string(),
+        Ok(Err(e)) => {
+            format!("does not accept connections from here ({e}); the other networks must reach it")
+        }
+        Err(_) => format!(
+            "did not answer from here within {}s; the other networks must reach it",
+            ANSWER_BOUND.as_secs()
+        ),
+    };
+    Ok(Some(format!(
+        "{GATEWAY_NAME} at {address}:{port} (declared) {answer}"
+    )))
 }
 
 /// The east-west gateway's IstioOperator file in a plan.
@@ -83,6 +114,8 @@ async fn record_address(cx: StepContext<'_>, namespace: &str, name: &str) -> Res
 struct EastWest<'a> {
     istio_version: &'a str,
     network: &'a str,
+    /// The node port of 15443 when the Service is a NodePort.
+    node_port: Option<u16>,
 }
 
 fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
@@ -101,9 +134,11 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
             },
         });
     }
+    let eastwest = &b.cluster.eastwest;
     let context = EastWest {
         istio_version: versions::ISTIO_VERSION,
         network: &b.cluster.network,
+        node_port: (eastwest.service == GatewayService::NodePort).then_some(eastwest.node_port),
     };
     install_operator(
         b,
@@ -112,14 +147,22 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         &context,
         GATEWAY_NAME,
     )?;
-    // istioctl does not wait for this; without an IP, remote endpoints degrade to unreachable pod
-    // IPs, and on kind the address comes only from MetalLB.
-    b.step(Step::Wait {
-        until: Condition::LoadBalancerIp {
-            namespace: NAMESPACE.into(),
-            name: GATEWAY_NAME.into(),
-        },
-    });
+    match eastwest.declared() {
+        // The address is the topology's, in every istiod's meshNetworks already: recorded (a
+        // remote's IstioOperator carries its primary's), and checked for an answer.
+        Some((address, port)) => b.step(Step::RecordGatewayAddress {
+            address: address.to_string(),
+            port,
+        }),
+        // istioctl does not wait for this; without an IP, remote endpoints degrade to unreachable
+        // pod IPs, and on kind the address comes only from MetalLB.
+        None => b.step(Step::Wait {
+            until: Condition::LoadBalancerIp {
+                namespace: NAMESPACE.into(),
+                name: GATEWAY_NAME.into(),
+            },
+        }),
+    }
     Ok(())
 }
 
@@ -127,6 +170,48 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
 /// has one.
 pub async fn gateway_ip(client: &kube::Client) -> Option<String> {
     inspect::service_address(client, NAMESPACE, GATEWAY_NAME).await
+}
+
+/// A declared gateway: a Service of the declared type (with the declared node port), and the
+/// declared address recorded for the remotes.
+async fn declared_finding(
+    p: &Probe<'_>,
+    client: &kube::Client,
+    object: String,
+    address: &str,
+    port: u16,
+) -> Finding {
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client.clone(), NAMESPACE);
+    let Ok(Some(service)) = services.get_opt(GATEWAY_NAME).await else {
+        return Finding::missing(object, "no Service");
+    };
+    let spec = service.spec.unwrap_or_default();
+    let node_port = spec
+        .ports
+        .iter()
+        .flatten()
+        .find(|sp| sp.port == 15443)
+        .and_then(|sp| sp.node_port);
+    let recorded = p
+        .state
+        .clusters
+        .get(&p.cluster.name)
+        .and_then(|c| c.eastwest_ip.clone());
+    match p.cluster.eastwest.service {
+        GatewayService::NodePort
+            if spec.type_.as_deref() != Some("NodePort") || node_port != Some(i32::from(port)) =>
+        {
+            Finding::different(
+                object,
+                format!("not a NodePort Service with 15443 on node port {port}"),
+            )
+        }
+        _ if recorded.as_deref() != Some(address) => {
+            Finding::missing(object, format!("{address} not recorded yet"))
+        }
+        _ => Finding::present(object, format!("reached at {address}:{port} (declared)")),
+    }
 }
 
 /// The gateway installed from this rendering, available, with an external IP.
@@ -137,9 +222,12 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     };
     let mut out = installed(p, &client).await;
     let object = format!("Service {NAMESPACE}/{GATEWAY_NAME}");
-    out.push(match gateway_ip(&client).await {
-        Some(address) => Finding::present(object, crate::kube::wait::describe_address(&address)),
-        None => Finding::missing(object, "no LoadBalancer IP or hostname"),
+    out.push(match p.cluster.eastwest.declared() {
+        Some((address, port)) => declared_finding(p, &client, object, address, port).await,
+        None => match gateway_ip(&client).await {
+            Some(address) => Finding::present(object, crate::kube::wait::describe_address(&address)),
+            None => Finding::missing(object, "no LoadBalancer IP or hostname"),
+        },
     });
     out
 }

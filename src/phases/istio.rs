@@ -109,6 +109,8 @@ struct ControlPlane<'a> {
     mesh_config: Option<String>,
     /// `values.global.externalIstiod`: this istiod also configures remote clusters.
     external_istiod: bool,
+    /// `values.global.meshNetworks`: the networks whose gateways are declared.
+    mesh_networks: Vec<crate::topology::DeclaredNetwork>,
 }
 
 /// Context of `templates/istio/remote.yaml.j2`.
@@ -154,6 +156,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     let cluster = b.cluster;
     let control_plane = ControlPlane {
         external_istiod: b.input.mesh.controls_remotes(cluster),
+        mesh_networks: b.input.mesh.declared_networks(),
         name: OPERATOR_NAME,
         istio_version: versions::ISTIO_VERSION,
         mesh_id: &b.input.mesh.mesh_id,

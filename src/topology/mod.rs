@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::versions;
 
 pub mod api_server;
+mod eastwest;
 mod mesh_options;
+pub use eastwest::{DeclaredGateway, DeclaredNetwork, Eastwest, GatewayService};
 pub use mesh_options::{LabelSelector, MeshOptions, Requirement, ServiceSetting, ServiceSettingFlags};
 
 /// Most clusters one mesh may have. Bounded by the per-cluster pod/service subnets below
@@ -95,6 +97,13 @@ pub struct Cluster {
     /// How kind creates the cluster; `None` for existing clusters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<KindSpec>,
+    /// How other networks reach its east-west gateway.
+    #[serde(skip_serializing_if = "is_default_eastwest")]
+    pub eastwest: Eastwest,
+}
+
+fn is_default_eastwest(e: &Eastwest) -> bool {
+    *e == Eastwest::default()
 }
 
 /// The kind-specific part of a cluster.
@@ -180,6 +189,7 @@ struct ClusterFile {
     pod_subnet: Option<String>,
     service_subnet: Option<String>,
     api_server: Option<String>,
+    eastwest: Option<eastwest::EastwestFile>,
 }
 
 impl Mesh {
@@ -379,6 +389,7 @@ impl Mesh {
             }
         }
         problems.extend(self.role_problems());
+        problems.extend(self.eastwest_problems());
         problems.extend(self.subnet_problems());
         problems
     }
@@ -492,6 +503,7 @@ fn cluster_from_file(i: usize, c: ClusterFile, provider: Provider, problems: &mu
     cluster.network = c.network.unwrap_or(cluster.network);
     cluster.region = c.region.unwrap_or(cluster.region);
     cluster.zone = c.zone.unwrap_or(cluster.zone);
+    cluster.eastwest = eastwest::from_file(i, c.eastwest, problems);
     if let Some(kind) = cluster.kind.as_mut() {
         kind_overrides(
             kind,
@@ -612,6 +624,7 @@ fn default_cluster(
         name,
         api_server: None,
         kind,
+        eastwest: Eastwest::default(),
     }
 }
 

@@ -1,0 +1,253 @@
+//! How other networks reach a cluster's east-west gateway: a LoadBalancer address (MetalLB on
+//! kind, the cloud's elsewhere), or an address the user declares (a node port on bare metal, a
+//! NAT or DNS name in front of the gateway).
+//!
+//! istiod finds a network's gateways two ways, and merges them (Istio `pilot/pkg/model/network.go`,
+//! `NetworkManager.reload`): from the gateway Service's LoadBalancer status, and from the static
+//! `meshNetworks` gateways (`address`, `port`). A NodePort Service alone is not enough: istiod takes
+//! only a node's `ExternalIP` for it (`pilot/pkg/serviceregistry/kube/controller`, the node
+//! handler), which kind and many on-premises nodes do not have. So a declared address always goes
+//! into `meshNetworks` of every istiod, where no node lookup is needed.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Mesh, Problem, dns1123_label_problem};
+
+/// The Service type of the east-west gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum GatewayService {
+    #[default]
+    LoadBalancer,
+    NodePort,
+}
+
+/// Node port of the gateway's cross-network port (15443) when the Service is a NodePort: fixed,
+/// so the plan can name it in `meshNetworks` before the Service exists.
+pub const DEFAULT_NODE_PORT: u16 = 31443;
+
+/// A cluster's east-west gateway, as the topology declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Eastwest {
+    pub service: GatewayService,
+    /// With `NodePort`: the node port of 15443.
+    pub node_port: u16,
+    /// The address other networks dial; with a LoadBalancer and no address, the Service's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+impl Default for Eastwest {
+    fn default() -> Self {
+        Eastwest {
+            service: GatewayService::LoadBalancer,
+            node_port: DEFAULT_NODE_PORT,
+            address: None,
+        }
+    }
+}
+
+impl Eastwest {
+    /// The address and port other networks dial, when declared rather than read from a
+    /// LoadBalancer.
+    pub fn declared(&self) -> Option<(&str, u16)> {
+        let port = match self.service {
+            GatewayService::NodePort => self.node_port,
+            GatewayService::LoadBalancer => 15443,
+        };
+        self.address.as_deref().map(|a| (a, port))
+    }
+}
+
+/// `eastwest:` of one cluster in meshctl.yaml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct EastwestFile {
+    service: Option<GatewayService>,
+    node_port: Option<u16>,
+    address: Option<String>,
+}
+
+/// The gateway of the cluster at `i` from its file entry; what is wrong goes to `problems`.
+pub(super) fn from_file(i: usize, file: Option<EastwestFile>, problems: &mut Vec<Problem>) -> Eastwest {
+    let Some(file) = file else {
+        return Eastwest::default();
+    };
+    let field = |f: &str| format!("clusters[{i}].eastwest.{f}");
+    let eastwest = Eastwest {
+        service: file.service.unwrap_or_default(),
+        node_port: file.node_port.unwrap_or(DEFAULT_NODE_PORT),
+        address: file.address,
+    };
+    // The API server's default node port range (`--service-node-port-range`).
+    if !(30000..=32767).contains(&eastwest.node_port) {
+        problems.push(Problem {
+            field: field("nodePort"),
+            value: eastwest.node_port.to_string(),
+            reason: "is outside the node port range 30000-32767".into(),
+        });
+    }
+    if file.node_port.is_some() && eastwest.service != GatewayService::NodePort {
+        problems.push(Problem {
+            field: field("nodePort"),
+            value: eastwest.node_port.to_string(),
+            reason: "is only for `service: NodePort`".into(),
+        });
+    }
+    match &eastwest.address {
+        None if eastwest.service == GatewayService::NodePort => problems.push(Problem {
+            field: field("address"),
+            value: String::new(),
+            reason: "is required with `service: NodePort`: the address of a node the other networks reach (istiod would use only a node's ExternalIP, which kind and many on-premises nodes lack)".into(),
+        }),
+        Some(address) if address_problem(address) => problems.push(Problem {
+            field: field("address"),
+            value: address.clone(),
+            reason: "is not an IP address or a DNS name (no scheme, no port: the port is 15443, or nodePort)".into(),
+        }),
+        _ => {}
+    }
+    eastwest
+}
+
+fn address_problem(address: &str) -> bool {
+    address.parse::<std::net::IpAddr>().is_err()
+        && (address.is_empty() || address.split('.').any(|l| dns1123_label_problem(l).is_some()))
+}
+
+/// One network in `meshNetworks`: the clusters whose endpoints are in it, and its declared
+/// gateways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeclaredNetwork {
+    pub network: String,
+    pub registries: Vec<String>,
+    pub gateways: Vec<DeclaredGateway>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeclaredGateway {
+    pub address: String,
+    pub port: u16,
+}
+
+impl Mesh {
+    /// The networks whose gateways are declared, for every istiod's `meshNetworks`, in topology
+    /// order; empty when every gateway is found from its LoadBalancer.
+    pub fn declared_networks(&self) -> Vec<DeclaredNetwork> {
+        let mut out: Vec<DeclaredNetwork> = Vec::new();
+        for c in self.clusters.iter().filter(|c| self.needs_eastwest(c)) {
+            let Some((address, port)) = c.eastwest.declared() else {
+                continue;
+            };
+            let gateway = DeclaredGateway {
+                address: address.to_string(),
+                port,
+            };
+            match out.iter_mut().find(|n| n.network == c.network) {
+                Some(n) => n.gateways.push(gateway),
+                None => out.push(DeclaredNetwork {
+                    network: c.network.clone(),
+                    registries: self
+                        .clusters
+                        .iter()
+                        .filter(|o| o.network == c.network)
+                        .map(|o| o.name.clone())
+                        .collect(),
+                    gateways: vec![gateway],
+                }),
+            }
+        }
+        out
+    }
+
+    /// A remote reaches its primary's istiod through the primary's gateway on 15012 and 15017,
+    /// which a NodePort gateway does not publish on fixed ports.
+    pub(super) fn eastwest_problems(&self) -> Vec<Problem> {
+        self.clusters
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.eastwest.service == GatewayService::NodePort && self.controls_remotes(c))
+            .map(|(i, c)| Problem {
+                field: format!("clusters[{i}].eastwest.service"),
+                value: "NodePort".into(),
+                reason: format!(
+                    "cannot serve the remotes of `{}`: they reach its istiod through the gateway on 15012 and 15017; use a LoadBalancer (with `address` if it is fronted)",
+                    c.name
+                ),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_of(yaml: &str) -> Vec<String> {
+        match Mesh::from_yaml(yaml, Some("m")) {
+            Ok(_) => Vec::new(),
+            Err(super::super::TopologyError::Invalid(p)) => p.iter().map(ToString::to_string).collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_node_port_gateway_needs_an_address_and_a_port_in_range() {
+        let problems = problems_of("clusters:\n  - eastwest: {service: NodePort, nodePort: 80}\n  - {}\n");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("clusters[0].eastwest.nodePort") && problems[0].contains("30000-32767"));
+        assert!(problems[1].contains("clusters[0].eastwest.address") && problems[1].contains("required"));
+        assert!(
+            problems_of("clusters:\n  - eastwest: {address: 'https://x:1'}\n  - {}\n")[0]
+                .contains("not an IP address")
+        );
+        assert!(
+            problems_of("clusters:\n  - eastwest: {nodePort: 31000}\n  - {}\n")[0]
+                .contains("only for `service: NodePort`")
+        );
+        assert_eq!(
+            problems_of(
+                "clusters:\n  - eastwest: {service: NodePort, address: 172.18.0.2}\n  - eastwest: {address: gw.example.com}\n"
+            ),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn declared_gateways_are_listed_per_network_with_their_port() {
+        let mesh = Mesh::from_yaml(
+            "clusters:\n  - eastwest: {service: NodePort, address: 172.18.0.2}\n  - eastwest: {address: gw.example.com}\n  - {}\n",
+            Some("m"),
+        )
+        .unwrap();
+        let declared = mesh.declared_networks();
+        assert_eq!(
+            declared.len(),
+            2,
+            "the third gateway is found from its LoadBalancer"
+        );
+        assert_eq!(declared[0].network, "network1");
+        assert_eq!(declared[0].registries, ["cluster1"]);
+        assert_eq!(
+            declared[0].gateways,
+            [DeclaredGateway {
+                address: "172.18.0.2".into(),
+                port: DEFAULT_NODE_PORT
+            }]
+        );
+        assert_eq!(declared[1].gateways[0].port, 15443);
+    }
+
+    #[test]
+    fn a_node_port_primary_cannot_serve_remotes() {
+        let problems = problems_of(
+            "clusters:\n  - eastwest: {service: NodePort, address: 172.18.0.2}\n  - {role: remote}\n",
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("cannot serve the remotes of `cluster1`"));
+        assert_eq!(
+            Mesh::for_kind(2, "m").unwrap().clusters[0].eastwest,
+            Eastwest::default()
+        );
+    }
+}
