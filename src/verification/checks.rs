@@ -157,7 +157,8 @@ pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: 
             fc.network
         );
     }
-    if crate::phases::eastwest::gateway_ip(&clients[to]).await.is_none() {
+    // A declared gateway is in every istiod's meshNetworks: no LoadBalancer address to look for.
+    if tc.eastwest.declared().is_none() && crate::phases::eastwest::gateway_ip(&clients[to]).await.is_none() {
         return format!(
             "{f} -> {t}: {t}'s east-west gateway has no LoadBalancer IP or hostname, so {f} gets unreachable pod IPs (run `meshctl status`)"
         );
