@@ -142,6 +142,14 @@ fn key_type_parser() -> impl TypedValueParser<Value = KeyType> {
 /// Longest `--timeout` accepted: a bound past a day is a typo, not a wish.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// `--istio-version`: a release such as 1.31.1 whose support window includes the pinned
+/// Kubernetes.
+fn parse_istio_version(text: &str) -> Result<String, String> {
+    let version: crate::istio_version::IstioVersion = text.parse()?;
+    crate::istio_version::check_supported(&version, crate::versions::KUBERNETES_MINOR)?;
+    Ok(version.to_string())
+}
+
 /// `--timeout`: a duration such as `90s` or `5m`, at least a second and at most a day.
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text)
@@ -231,6 +239,16 @@ pub struct UpArgs {
     /// Accept an istioctl whose minor version differs from the pinned Istio.
     #[arg(long)]
     pub allow_version_skew: bool,
+
+    /// The Istio release to install (over `istio.version` of meshctl.yaml): its istioctl is
+    /// downloaded once, checked against the release's published sha256 and cached by version.
+    #[arg(long, value_name = "VERSION", value_parser = parse_istio_version)]
+    pub istio_version: Option<String>,
+
+    /// Use this istioctl instead of downloading one (checked for the chosen version) or the one
+    /// on PATH.
+    #[arg(long, value_name = "PATH")]
+    pub istioctl: Option<PathBuf>,
 
     /// Run every step of the selected phases, even where the clusters already hold what the plan
     /// wants (normally each phase runs only where its probe finds something missing or different).

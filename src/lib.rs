@@ -32,6 +32,8 @@ pub mod executor;
 pub mod exit;
 pub mod ipam;
 pub mod isolation;
+pub mod istio_release;
+pub mod istio_version;
 pub mod istiod;
 pub mod kube;
 pub mod kubeconfig;

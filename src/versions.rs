@@ -8,6 +8,13 @@ pub const ISTIO_VERSION: &str = "1.31.1";
 /// `major.minor` of [`ISTIO_VERSION`]; istioctl must match it unless skew is allowed.
 pub const ISTIO_MINOR: &str = "1.31";
 
+/// The Kubernetes minor versions each Istio line supports, `(istio, lowest, highest)`, as Istio's
+/// release announcements state them (istio.io `news/releases/1.30.x/announcing-1.30`,
+/// `1.31.x/announcing-1.31`: "supported on Kubernetes 1.32 to 1.36"). A line not listed is refused:
+/// its window would be a guess.
+pub const ISTIO_KUBERNETES_SUPPORT: &[(&str, &str, &str)] =
+    &[("1.30", "1.32", "1.36"), ("1.31", "1.32", "1.36")];
+
 /// kind release the cluster configs are written for.
 pub const KIND_VERSION: &str = "v0.32.0";
 

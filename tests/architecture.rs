@@ -330,6 +330,7 @@ const LAYERS: [&[&str]; 6] = [
     // Pure facts and helpers: no I/O beyond files meshctl owns.
     &[
         "versions",
+        "istio_version",
         "exit",
         "atomic_file",
         "render",
@@ -341,7 +342,7 @@ const LAYERS: [&[&str]; 6] = [
         "kubeconfig",
     ],
     // I/O with no knowledge of meshes: Kubernetes clients and waits, external programs.
-    &["kube", "tools", "upstream"],
+    &["kube", "tools", "upstream", "istio_release"],
     // The vocabulary phases plan and probe with, and the Istio facts they read.
     &[
         "plan",

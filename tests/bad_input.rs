@@ -630,3 +630,58 @@ fn context_names_one_cluster_as_in_kubectl() {
     );
     assert!(!server.requests().is_empty(), "the context named was asked");
 }
+
+/// An Istio release outside its published Kubernetes window, or one whose window meshctl does not
+/// know, is a usage error with the reason, on the command line and in meshctl.yaml alike.
+#[test]
+fn an_istio_release_that_does_not_support_the_pinned_kubernetes_is_refused() {
+    let out = run(
+        &[
+            "up",
+            "--clusters",
+            "2",
+            "--istio-version",
+            "1.25.0",
+            "--dry-run",
+            "--out",
+            "plan",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("knows the Kubernetes support of Istio 1.30, 1.31 only"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        &[
+            "up",
+            "--clusters",
+            "2",
+            "--istio-version",
+            "v1.31.1",
+            "--dry-run",
+            "--out",
+            "plan",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is not an Istio release such as"),
+        "{}",
+        stderr(&out)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("meshctl.yaml");
+    std::fs::write(&config, "istio: {version: 1.29.3}\nclusters:\n  - {}\n  - {}\n").unwrap();
+    let out = run(&["status", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("istio.version: `1.29.3`"),
+        "{}",
+        stderr(&out)
+    );
+}

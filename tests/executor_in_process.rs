@@ -204,6 +204,7 @@ fn fixture_for(servers: &[(&str, &MemoryApiServer)]) -> Fixture {
         cache_dir: dir.path().join("cache"),
         force: false,
         allow_version_skew: false,
+        istio_version: None,
         adopt: false,
         lb_subnet: "172.18.0.0/16".parse().unwrap(),
         docker_network: "kind".into(),
@@ -502,4 +503,39 @@ async fn an_interrupted_run_keeps_what_finished_and_the_next_run_resumes() {
         .collect();
     assert_eq!(installs.len(), 1, "{installs:?}");
     assert!(installs[0].contains("--context west "), "{installs:?}");
+}
+
+/// A chosen Istio release (`--istio-version`, `istio.version`) is installed only with that
+/// release's istioctl: any other version is refused before anything changes.
+#[tokio::test]
+async fn an_istioctl_of_another_release_than_the_chosen_one_is_refused_before_anything_changes() {
+    let server = MemoryApiServer::new();
+    let mut f = fixture(&server);
+    f.settings.istio_version = Some("1.30.5".into());
+    let istioctl = PlayedIstioctl::new(&server);
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let err = up_istio_reported(&f, istioctl.clone(), reporter)
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&format!(
+            "istioctl {} is not the chosen Istio 1.30.5",
+            meshctl::versions::ISTIO_VERSION
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        istioctl.calls().len(),
+        1,
+        "only `istioctl version`: {:?}",
+        istioctl.calls()
+    );
+    assert!(installed_digest(&server).is_none());
+
+    f.settings.istio_version = Some(meshctl::versions::ISTIO_VERSION.into());
+    assert_eq!(
+        up_istio(&f, PlayedIstioctl::new(&server)).await,
+        RunEnd::Finished { changed: true }
+    );
 }

@@ -175,6 +175,7 @@ fn settings(dir: &MeshDir, kubeconfig: Option<&Path>, timeout: Duration) -> Sett
         cache_dir: crate::upstream::cache_dir(),
         force: false,
         allow_version_skew: false,
+        istio_version: None,
         adopt: false,
         lb_subnet: "172.18.0.0/16".parse().expect("a valid subnet"),
         docker_network: crate::tools::docker::kind_network(),

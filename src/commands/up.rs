@@ -248,8 +248,16 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         s.mesh_id = mesh.mesh_id.clone();
         s.certs_dir = Some(resolved.certs_dir.clone());
     })?;
-    let settings = settings(&args, &dir, &resolved, kubeconfig_flag, target);
-    let executor = Executor::new(settings, state, reporter.clone(), mesh.clone());
+    let mut settings = settings(&args, &dir, &resolved, kubeconfig_flag, target);
+    settings.istio_version = args.istio_version.clone().or_else(|| mesh.istio_version.clone());
+    let tools = tools_for(
+        &args,
+        settings.istio_version.as_deref(),
+        &settings.cache_dir,
+        &reporter,
+    )
+    .await?;
+    let executor = Executor::with_tools(settings, state, reporter.clone(), mesh.clone(), tools);
     let end = match executor.run(&mut prepared).await {
         Ok(end) => end,
         Err(e) => {
@@ -295,6 +303,35 @@ fn check_metallb_manifest(args: &UpArgs) -> Result<()> {
     }
 }
 
+/// The programs a run uses: istioctl from `--istioctl`, else the chosen release's (downloaded
+/// once, cached by version), else the one on PATH.
+async fn tools_for(
+    args: &UpArgs,
+    chosen: Option<&str>,
+    cache: &Path,
+    reporter: &Reporter,
+) -> Result<Arc<dyn ToolRunner>> {
+    let path = match (&args.istioctl, chosen) {
+        (Some(path), _) => path.clone(),
+        (None, Some(version)) => {
+            let version: crate::istio_version::IstioVersion =
+                version.parse().map_err(|e: String| UsageError(e))?;
+            let base = crate::istio_release::releases_url();
+            let path = crate::istio_release::istioctl(&ProcessRunner, &version, &base, cache)
+                .await
+                .with_context(|| format!("preflight: istioctl {version}"))?;
+            reporter.note("istio", &format!("istioctl {version}: `{}`", path.display()));
+            path
+        }
+        (None, None) => return Ok(Arc::new(ProcessRunner)),
+    };
+    Ok(Arc::new(crate::tools::WithProgram {
+        inner: Arc::new(ProcessRunner),
+        program: "istioctl",
+        path: path.display().to_string(),
+    }))
+}
+
 /// The run's settings, from the arguments, once.
 fn settings(
     args: &UpArgs,
@@ -314,6 +351,7 @@ fn settings(
         cache_dir: upstream::cache_dir(),
         force: args.force,
         allow_version_skew: args.allow_version_skew,
+        istio_version: None,
         adopt: args.adopt,
         lb_subnet: args.lb_subnet,
         docker_network: resolved.network.clone(),

@@ -255,8 +255,14 @@ impl Executor {
             .version()
             .await
             .context("preflight: istioctl is needed for phases istio and eastwest")?;
-        istioctl::check_skew(&version, self.run.settings.allow_version_skew)
-            .map_err(|e| anyhow!("preflight: {e}"))
+        match &self.run.settings.istio_version {
+            Some(chosen) if *chosen != version => Err(anyhow!(
+                "preflight: istioctl {version} is not the chosen Istio {chosen}; meshctl installs with the istioctl of the chosen release (`--istioctl PATH` must be that release)"
+            )),
+            Some(_) => Ok(()),
+            None => istioctl::check_skew(&version, self.run.settings.allow_version_skew)
+                .map_err(|e| anyhow!("preflight: {e}")),
+        }
     }
 
     /// Probes phase `index` of `plan` in one cluster.

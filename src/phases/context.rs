@@ -39,6 +39,9 @@ pub struct Settings {
     pub force: bool,
     /// `--allow-version-skew` for istioctl.
     pub allow_version_skew: bool,
+    /// The Istio release chosen (`--istio-version`, `istio.version`): istioctl must be exactly it.
+    /// `None`: the pinned minor, from whatever istioctl is on PATH.
+    pub istio_version: Option<String>,
     /// `--adopt`: take over existing objects meshctl did not create.
     pub adopt: bool,
     /// `--lb-subnet`: pools until the docker network exists.

@@ -81,6 +81,30 @@ pub trait ToolRunner: Send + Sync {
     ) -> BoxFuture<'a, Result<Output, ToolError>>;
 }
 
+/// Runs one program from a chosen file (an istioctl of the chosen release) and every other
+/// program through `inner`: the phases keep naming `istioctl`.
+pub struct WithProgram {
+    pub inner: std::sync::Arc<dyn ToolRunner>,
+    pub program: &'static str,
+    pub path: String,
+}
+
+impl ToolRunner for WithProgram {
+    fn run<'a>(
+        &'a self,
+        program: &'a str,
+        args: &'a [String],
+        options: &'a RunOptions,
+    ) -> BoxFuture<'a, Result<Output, ToolError>> {
+        let program = if program == self.program {
+            self.path.as_str()
+        } else {
+            program
+        };
+        self.inner.run(program, args, options)
+    }
+}
+
 /// Runs real processes found on PATH.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ProcessRunner;
@@ -197,6 +221,39 @@ impl ProcessRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records each program it is asked to run.
+    #[derive(Default)]
+    struct Recording(std::sync::Mutex<Vec<String>>);
+
+    impl ToolRunner for Recording {
+        fn run<'a>(
+            &'a self,
+            program: &'a str,
+            _args: &'a [String],
+            _options: &'a RunOptions,
+        ) -> BoxFuture<'a, Result<Output, ToolError>> {
+            self.0.lock().unwrap().push(program.to_string());
+            Box::pin(async { Ok(Output::default()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_chosen_istioctl_runs_from_its_file_and_other_programs_as_before() {
+        let inner = std::sync::Arc::new(Recording::default());
+        let runner = WithProgram {
+            inner: inner.clone(),
+            program: "istioctl",
+            path: "/cache/istioctl/1.31.1/istioctl".into(),
+        };
+        let none = RunOptions::default();
+        runner.run("istioctl", &[], &none).await.unwrap();
+        runner.run("kind", &[], &none).await.unwrap();
+        assert_eq!(
+            *inner.0.lock().unwrap(),
+            ["/cache/istioctl/1.31.1/istioctl", "kind"]
+        );
+    }
 
     #[tokio::test]
     async fn a_failing_command_shows_its_exit_code_and_stderr_tail() {

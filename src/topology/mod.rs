@@ -67,6 +67,10 @@ pub struct Mesh {
     /// `meshConfig` options, the same in every cluster.
     #[serde(skip_serializing_if = "MeshOptions::is_empty")]
     pub mesh_config: MeshOptions,
+    /// `istio.version`: the Istio release the mesh runs, when chosen (else the pinned one, with
+    /// whatever istioctl is on PATH). Checked against the pinned Kubernetes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub istio_version: Option<String>,
 }
 
 /// One cluster of the mesh.
@@ -173,6 +177,14 @@ struct MeshFile {
     clusters: Vec<ClusterFile>,
     #[serde(default)]
     mesh_config: MeshOptions,
+    istio: Option<IstioFile>,
+}
+
+/// `istio:` of meshctl.yaml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IstioFile {
+    version: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -266,11 +278,24 @@ impl Mesh {
             .map(str::to_string)
             .or(file.mesh_id)
             .unwrap_or_else(|| DEFAULT_MESH_ID.to_string());
+        let istio_version = file.istio.and_then(|i| i.version);
+        if let Some(v) = &istio_version
+            && let Err(reason) = v
+                .parse::<crate::istio_version::IstioVersion>()
+                .and_then(|parsed| crate::istio_version::check_supported(&parsed, versions::KUBERNETES_MINOR))
+        {
+            problems.push(Problem {
+                field: "istio.version".into(),
+                value: v.clone(),
+                reason,
+            });
+        }
         let mesh = Mesh {
             mesh_id,
             provider,
             clusters,
             mesh_config: file.mesh_config,
+            istio_version,
         };
         problems.extend(mesh.problems());
         problems.extend(mesh_options::problems(&mesh.mesh_config, &mesh));
@@ -345,6 +370,7 @@ impl Mesh {
             provider,
             clusters,
             mesh_config: MeshOptions::default(),
+            istio_version: None,
         };
         let problems = mesh.problems();
         if problems.is_empty() {
