@@ -1,5 +1,5 @@
-//! Facts a plan needs that only the machine knows, gathered by the executor: the MetalLB pools,
-//! from the docker network the kind nodes are on.
+//! The MetalLB pools a plan needs, which only the machine knows: from the docker network the kind
+//! nodes are on, gathered by the executor.
 
 use anyhow::{Context, Result};
 
