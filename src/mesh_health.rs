@@ -168,46 +168,7 @@ pub fn judge(
             });
             continue;
         }
-        for r in mesh.clusters.iter().filter(|c| &c.name != p) {
-            let reported = seen.clusters.iter().find(|s| s.id == r.name);
-            let problem = match (isolated.contains(&r.name), reported) {
-                (true, Some(_)) => Some((
-                    p.clone(),
-                    format!(
-                        "{p}'s istiod still reads isolated cluster {} (a remote secret meshctl did not apply?)",
-                        r.name
-                    ),
-                    Fix::Isolate(r.name.clone()),
-                )),
-                (true, None) => None,
-                (false, None) => Some((
-                    p.clone(),
-                    format!("{p}'s istiod does not read {}: no remote secret for it", r.name),
-                    Fix::UpOnly(Phase::RemoteSecrets),
-                )),
-                (false, Some(s)) if s.sync_status == "synced" => None,
-                (false, Some(s)) if down.contains(&r.name) => Some((
-                    r.name.clone(),
-                    format!(
-                        "{p}'s istiod reports {} {}: its API server does not answer",
-                        r.name, s.sync_status
-                    ),
-                    Fix::Isolate(r.name.clone()),
-                )),
-                (false, Some(s)) => Some((
-                    p.clone(),
-                    format!("{p}'s istiod reports {} {}", r.name, s.sync_status),
-                    Fix::UpOnly(Phase::RemoteSecrets),
-                )),
-            };
-            if let Some((cluster, problem, fix)) = problem {
-                problems.push(Problem {
-                    cluster,
-                    problem,
-                    fix,
-                });
-            }
-        }
+        problems.extend(peer_problems(mesh, seen, isolated, down));
     }
     for ca in &health.cas {
         if ca.days_left < CA_WARN_DAYS {
@@ -218,6 +179,59 @@ pub fn judge(
                     ca.not_after, ca.days_left
                 ),
                 fix: Fix::RotateCa(ca.cluster.clone()),
+            });
+        }
+    }
+    problems
+}
+
+/// What one answering istiod's view says is wrong with the clusters it should (or should no
+/// longer) read.
+fn peer_problems(
+    mesh: &Mesh,
+    seen: &IstiodSeen,
+    isolated: &BTreeSet<String>,
+    down: &BTreeSet<String>,
+) -> Vec<Problem> {
+    let p = &seen.cluster;
+    let mut problems = Vec::new();
+    for r in mesh.clusters.iter().filter(|c| &c.name != p) {
+        let reported = seen.clusters.iter().find(|s| s.id == r.name);
+        let problem = match (isolated.contains(&r.name), reported) {
+            (true, Some(_)) => Some((
+                p.clone(),
+                format!(
+                    "{p}'s istiod still reads isolated cluster {} (a remote secret meshctl did not apply?)",
+                    r.name
+                ),
+                Fix::Isolate(r.name.clone()),
+            )),
+            (true, None) => None,
+            (false, None) => Some((
+                p.clone(),
+                format!("{p}'s istiod does not read {}: no remote secret for it", r.name),
+                Fix::UpOnly(Phase::RemoteSecrets),
+            )),
+            (false, Some(s)) if s.sync_status == "synced" => None,
+            (false, Some(s)) if down.contains(&r.name) => Some((
+                r.name.clone(),
+                format!(
+                    "{p}'s istiod reports {} {}: its API server does not answer",
+                    r.name, s.sync_status
+                ),
+                Fix::Isolate(r.name.clone()),
+            )),
+            (false, Some(s)) => Some((
+                p.clone(),
+                format!("{p}'s istiod reports {} {}", r.name, s.sync_status),
+                Fix::UpOnly(Phase::RemoteSecrets),
+            )),
+        };
+        if let Some((cluster, problem, fix)) = problem {
+            problems.push(Problem {
+                cluster,
+                problem,
+                fix,
             });
         }
     }

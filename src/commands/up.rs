@@ -219,15 +219,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     let target = kubeconfig::target_path(kubeconfig_flag);
     preflight(&mesh, &phases, &args, &state, &target, kubeconfig_flag)?;
 
-    for (cluster, isolation) in &state.snapshot().isolated {
-        reporter.note(
-            cluster,
-            &format!(
-                "isolated since {}: left as it is and read by no other istiod (`meshctl rejoin {cluster}` brings it back)",
-                isolation.since
-            ),
-        );
-    }
+    note_isolated(&state, &reporter);
     let uses_docker = phases::any_needs(&phases, Fact::Pools);
     let runner = ProcessRunner;
     let mut prepared = prepare(
@@ -258,19 +250,11 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     )
     .await?;
     let executor = Executor::with_tools(settings, state, reporter.clone(), mesh.clone(), tools);
-    let end = match executor.run(&mut prepared).await {
-        Ok(end) => end,
-        Err(e) => {
-            reporter.note(
-                "diagnose",
-                &format!(
-                    "to collect what the clusters hold (for you or a bug report): {}",
-                    super::diagnose_command(kubeconfig_flag, workdir, &args.topology)
-                ),
-            );
-            return Err(e);
-        }
-    };
+    let end = executor.run(&mut prepared).await.inspect_err(|_| {
+        let diagnose = super::diagnose_command(kubeconfig_flag, workdir, &args.topology);
+        let hint = format!("to collect what the clusters hold (for you or a bug report): {diagnose}");
+        reporter.note("diagnose", &hint);
+    })?;
     match end {
         RunEnd::Interrupted => {
             reporter.note("up", "interrupted; run the same `meshctl up` again to resume from what the clusters hold");
@@ -284,6 +268,19 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     }
     summary(&reporter, &mesh, executor.state(), &prepared.plan);
     Ok(Exit::Success)
+}
+
+/// Each cluster `meshctl isolate` took out, said before the run leaves it alone.
+fn note_isolated(state: &StateStore, reporter: &Reporter) {
+    for (cluster, isolation) in &state.snapshot().isolated {
+        reporter.note(
+            cluster,
+            &format!(
+                "isolated since {}: left as it is and read by no other istiod (`meshctl rejoin {cluster}` brings it back)",
+                isolation.since
+            ),
+        );
+    }
 }
 
 /// `--metallb-manifest` names a file (clap cannot tell): a usage error, before anything else.
