@@ -8,8 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use serde::Serialize;
 
 use crate::istiod::{self, ClusterSync};
@@ -31,8 +32,21 @@ pub struct IstiodSeen {
     pub pod: Option<String>,
     /// The clusters it reads, its own first.
     pub clusters: Vec<ClusterSync>,
+    /// Its control planes: one istiod per revision (`default` for the unrevisioned one), with the
+    /// release its image is tagged with.
+    #[serde(default)]
+    pub control_planes: Vec<ControlPlane>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// One istiod Deployment of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlPlane {
+    /// Its `istio.io/rev` label; `default` without one.
+    pub revision: String,
+    /// The tag of its image (`…/pilot:1.31.1`), or `unknown`.
+    pub version: String,
 }
 
 /// A cluster's intermediate CA, as its `cacerts` holds it.
@@ -97,14 +111,20 @@ pub async fn gather(
                 cluster: name.clone(),
                 pod: Some(answer.pod),
                 clusters: answer.value,
+                control_planes: Vec::new(),
                 error: None,
             },
             Err(e) => IstiodSeen {
                 cluster: name.clone(),
                 pod: None,
                 clusters: Vec::new(),
+                control_planes: Vec::new(),
                 error: Some(e),
             },
+        };
+        let seen = IstiodSeen {
+            control_planes: control_planes(client).await,
+            ..seen
         };
         (
             seen,
@@ -134,6 +154,51 @@ pub async fn gather(
     }
     health.problems = judge(mesh, &health, &state.isolated.keys().cloned().collect(), down);
     health
+}
+
+/// The istiod Deployments of a cluster (label `app=istiod`, as Istio's chart sets it), one per
+/// revision.
+async fn control_planes(client: &kube::Client) -> Vec<ControlPlane> {
+    let deployments = Api::<Deployment>::namespaced(client.clone(), ISTIO_NAMESPACE);
+    let Ok(list) = deployments
+        .list(&ListParams::default().labels("app=istiod"))
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut planes: Vec<ControlPlane> = list
+        .items
+        .iter()
+        .map(|d| ControlPlane {
+            revision: d
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("istio.io/rev"))
+                .cloned()
+                .unwrap_or_else(|| "default".into()),
+            version: d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|p| p.containers.first())
+                .and_then(|c| c.image.as_deref())
+                .map(image_tag)
+                .unwrap_or_else(|| "unknown".into()),
+        })
+        .collect();
+    planes.sort_by(|a, b| a.revision.cmp(&b.revision));
+    planes
+}
+
+/// `docker.io/istio/pilot:1.31.1@sha256:…` → `1.31.1`; `unknown` without a tag.
+fn image_tag(image: &str) -> String {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    match last.split_once(':') {
+        Some((_, tag)) if !tag.is_empty() => tag.to_string(),
+        _ => "unknown".into(),
+    }
 }
 
 async fn intermediate_expiry(client: &kube::Client, cluster: &str) -> Option<CaExpiry> {
@@ -259,8 +324,19 @@ mod tests {
             cluster: cluster.into(),
             pod: Some("istio-system/istiod-1".into()),
             clusters,
+            control_planes: Vec::new(),
             error: None,
         }
+    }
+
+    #[test]
+    fn an_istiod_image_tag_is_its_release() {
+        assert_eq!(image_tag("docker.io/istio/pilot:1.31.1"), "1.31.1");
+        assert_eq!(
+            image_tag("registry.istio.io/release/pilot:1.32.0@sha256:abc"),
+            "1.32.0"
+        );
+        assert_eq!(image_tag("localhost:5000/pilot"), "unknown");
     }
 
     #[test]
@@ -345,6 +421,7 @@ mod tests {
                 cluster: "cluster2".into(),
                 pod: None,
                 clusters: Vec::new(),
+                control_planes: Vec::new(),
                 error: Some("no running istiod pod".into()),
             }],
             cas: vec![

@@ -43,9 +43,9 @@ fn remote_secret(source: &str, manager: &str) -> serde_json::Value {
 
 fn put_istiod(server: &MemoryApiServer, cluster: &str) {
     server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "istiod", "namespace": "istio-system"},
+        "metadata": {"name": "istiod", "namespace": "istio-system", "labels": {"app": "istiod"}},
         "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": {"app": "istiod"}},
-            "spec": {"containers": [{"name": "discovery", "image": "istio/pilot", "env": [{"name": "CLUSTER_ID", "value": cluster}]}]}}}}));
+            "spec": {"containers": [{"name": "discovery", "image": "docker.io/istio/pilot:1.31.1", "env": [{"name": "CLUSTER_ID", "value": cluster}]}]}}}}));
     server.put(json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "istiod-5d8f7c9b4-x2x7q", "namespace": "istio-system", "labels": {"app": "istiod"}},
         "spec": {"nodeName": format!("{cluster}-control-plane"), "containers": [{"name": "discovery", "image": "istio/pilot"}]},
@@ -480,6 +480,11 @@ fn status_shows_what_each_istiod_sees_and_isolating_the_stopped_cluster_clears_i
             ("cluster2".to_string(), "synced".to_string()),
             ("cluster3".to_string(), "timeout".to_string())
         ]
+    );
+    assert_eq!(
+        mesh["istiods"][0]["controlPlanes"],
+        json!([{"revision": "default", "version": "1.31.1"}]),
+        "{mesh}"
     );
     let about_3: Vec<&serde_json::Value> = problems.iter().filter(|p| p["cluster"] == "cluster3").collect();
     assert_eq!(about_3.len(), 2, "one per istiod that waits on it: {problems:?}");

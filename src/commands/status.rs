@@ -203,15 +203,22 @@ fn print_mesh(health: &MeshHealth, flags: &Flags<'_>, args: &StatusArgs) {
                 .collect::<Vec<_>>()
                 .join(", "),
         };
-        println!(
-            "  istiod of {:<10} reads: {}",
-            seen.cluster,
-            if what.is_empty() {
-                "no other cluster"
-            } else {
-                &what
-            }
-        );
+        let planes: Vec<String> = seen
+            .control_planes
+            .iter()
+            .map(|p| format!("{} {}", p.revision, p.version))
+            .collect();
+        let planes = if planes.is_empty() {
+            "no istiod Deployment".to_string()
+        } else {
+            planes.join(", ")
+        };
+        let what = if what.is_empty() {
+            "no other cluster".to_string()
+        } else {
+            what
+        };
+        println!("  istiod of {:<10} ({planes}) reads: {what}", seen.cluster);
     }
     let proxies: Vec<String> = health.proxies.iter().map(|(c, n)| format!("{c} {n}")).collect();
     println!(
