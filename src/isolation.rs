@@ -67,19 +67,11 @@ pub async fn isolate(
     let outcomes = futures::future::join_all(peers(mesh, target).into_iter().map(|peer| {
         let folder = folder.clone();
         async move {
-            let outcome = match bounded(clients, peer, timeout).await {
-                Ok(client) => isolate_at(
-                    &client,
-                    target,
-                    &folder.join(format!("{}.yaml", peer.name)),
-                    timeout,
-                )
-                .await
-                .unwrap_or_else(|e| PeerOutcome::Unreachable {
-                    error: format!("{e:#}"),
-                }),
-                Err(error) => PeerOutcome::Unreachable { error },
-            };
+            let file = folder.join(format!("{}.yaml", peer.name));
+            let outcome = at_peer(clients, peer, timeout, |client| async move {
+                isolate_at(&client, target, &file, timeout).await
+            })
+            .await;
             (peer.name.clone(), outcome)
         }
     }))
@@ -125,14 +117,10 @@ pub async fn rejoin(
                 let detail = "isolate removed nothing here".to_string();
                 return (peer.name.clone(), PeerOutcome::NothingToDo { detail });
             }
-            let outcome = match bounded(clients, peer, timeout).await {
-                Ok(client) => rejoin_at(&client, target, &file, timeout)
-                    .await
-                    .unwrap_or_else(|e| PeerOutcome::Unreachable {
-                        error: format!("{e:#}"),
-                    }),
-                Err(error) => PeerOutcome::Unreachable { error },
-            };
+            let outcome = at_peer(clients, peer, timeout, |client| async move {
+                rejoin_at(&client, target, &file, timeout).await
+            })
+            .await;
             (peer.name.clone(), outcome)
         }
     }))
@@ -154,6 +142,21 @@ pub async fn rejoin(
         let _ = std::fs::remove_dir_all(&folder);
     }
     Ok(outcomes)
+}
+
+/// Runs `op` against `peer` once it answers within `timeout`; a peer that does not answer, or an
+/// `op` that fails on the way, is `Unreachable`, with why.
+async fn at_peer<F, Fut>(clients: &Clients, peer: &Cluster, timeout: Duration, op: F) -> PeerOutcome
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<PeerOutcome>>,
+{
+    match bounded(clients, peer, timeout).await {
+        Ok(client) => op(client).await.unwrap_or_else(|e| PeerOutcome::Unreachable {
+            error: format!("{e:#}"),
+        }),
+        Err(error) => PeerOutcome::Unreachable { error },
+    }
 }
 
 /// A client of `peer`, or why it did not answer within `timeout` (connecting asks the server

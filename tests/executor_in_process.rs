@@ -70,6 +70,14 @@ impl PlayedIstioctl {
         self.calls.lock().unwrap().clone()
     }
 
+    /// The `istioctl install` calls, in order.
+    fn installs(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.starts_with("istioctl install"))
+            .collect()
+    }
+
     fn install(server: &MemoryApiServer) {
         server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "istiod", "namespace": "istio-system", "labels": {"app": "istiod"}},
@@ -468,11 +476,7 @@ async fn a_failed_install_names_its_cluster_the_other_finishes_and_the_next_run_
         up_istio(&f, fixed.clone()).await,
         RunEnd::Finished { changed: true }
     );
-    let installs: Vec<String> = fixed
-        .calls()
-        .into_iter()
-        .filter(|c| c.starts_with("istioctl install"))
-        .collect();
+    let installs = fixed.installs();
     assert_eq!(installs.len(), 1, "{installs:?}");
     assert!(installs[0].contains("--context west "), "{installs:?}");
     assert!(installed_digest(&west).is_some());
@@ -496,11 +500,7 @@ async fn an_interrupted_run_keeps_what_finished_and_the_next_run_resumes() {
         up_istio(&f, resumed.clone()).await,
         RunEnd::Finished { changed: true }
     );
-    let installs: Vec<String> = resumed
-        .calls()
-        .into_iter()
-        .filter(|c| c.starts_with("istioctl install"))
-        .collect();
+    let installs = resumed.installs();
     assert_eq!(installs.len(), 1, "{installs:?}");
     assert!(installs[0].contains("--context west "), "{installs:?}");
 }
