@@ -158,7 +158,7 @@ pub async fn gather(
 
 /// The istiod Deployments of a cluster (label `app=istiod`, as Istio's chart sets it), one per
 /// revision.
-async fn control_planes(client: &kube::Client) -> Vec<ControlPlane> {
+pub async fn control_planes(client: &kube::Client) -> Vec<ControlPlane> {
     let deployments = Api::<Deployment>::namespaced(client.clone(), ISTIO_NAMESPACE);
     let Ok(list) = deployments
         .list(&ListParams::default().labels("app=istiod"))

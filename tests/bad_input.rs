@@ -685,3 +685,42 @@ fn an_istio_release_that_does_not_support_the_pinned_kubernetes_is_refused() {
         stderr(&out)
     );
 }
+
+/// A chosen release on a mesh whose istiod runs another one: `up` says so and changes nothing
+/// (moving a running mesh is an upgrade's job, not a re-install's).
+#[test]
+fn a_chosen_release_that_differs_from_the_running_istiod_is_refused_before_any_change() {
+    let server = MemoryApiServer::new();
+    server.put(serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "istiod", "namespace": "istio-system", "labels": {"app": "istiod"}},
+        "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": {"app": "istiod"}},
+            "spec": {"containers": [{"name": "discovery", "image": "docker.io/istio/pilot:1.30.5"}]}}}}));
+    let loopback = server.serve_on_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    std::fs::write(&kubeconfig, loopback.kubeconfig("east")).unwrap();
+    let before = server.requests().iter().filter(|r| !r.starts_with("GET")).count();
+    let out = run(
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "up",
+            "--contexts",
+            "east",
+            "--only",
+            "istio",
+            "--istio-version",
+            "1.31.1",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cluster `cluster1` runs Istio 1.30.5")
+            && stderr(&out).contains("chosen release is 1.31.1"),
+        "{}",
+        stderr(&out)
+    );
+    let writes = server.requests().iter().filter(|r| !r.starts_with("GET")).count();
+    assert_eq!(writes, before, "nothing changed: {:?}", server.requests());
+}

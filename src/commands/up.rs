@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::{Exit, UsageError};
 use crate::cli::{OutputFormat, UpArgs};
@@ -242,6 +242,10 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     })?;
     let mut settings = settings(&args, &dir, &resolved, kubeconfig_flag, target);
     settings.istio_version = args.istio_version.clone().or_else(|| mesh.istio_version.clone());
+    if let Some(chosen) = &settings.istio_version {
+        let clients = crate::kube::Clients::new(kubeconfig_flag);
+        refuse_another_running_release(&mesh, &clients, chosen).await?;
+    }
     let tools = tools_for(
         &args,
         settings.istio_version.as_deref(),
@@ -268,6 +272,39 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     }
     summary(&reporter, &mesh, executor.state(), &prepared.plan);
     Ok(Exit::Success)
+}
+
+/// A chosen release is for installing: a primary whose istiod already runs another release is not
+/// moved by `up` (re-installing in place would skip the canary steps an upgrade needs), and says so
+/// before anything changes. Clusters that do not answer or have no istiod yet are not in the way.
+async fn refuse_another_running_release(
+    mesh: &Mesh,
+    clients: &crate::kube::Clients,
+    chosen: &str,
+) -> Result<()> {
+    for c in mesh
+        .clusters
+        .iter()
+        .filter(|c| c.role == crate::topology::Role::Primary)
+    {
+        let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(10), clients.get(&c.context)).await
+        else {
+            continue;
+        };
+        let running: Vec<String> = crate::mesh_health::control_planes(&client)
+            .await
+            .into_iter()
+            .map(|p| p.version)
+            .filter(|v| v != chosen && v != "unknown")
+            .collect();
+        if let Some(version) = running.first() {
+            bail!(
+                "preflight: cluster `{}` runs Istio {version} (its istiod's image), and the chosen release is {chosen}; `up` installs a release but does not move a running mesh to another one\nhint: keep istio.version at {version} (or drop --istio-version) for this mesh",
+                c.name
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Each cluster `meshctl isolate` took out, said before the run leaves it alone.
