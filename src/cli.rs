@@ -326,9 +326,9 @@ pub struct MembershipArgs {
     pub cluster: String,
     #[command(flatten)]
     pub topology: TopologyArgs,
-    /// Bound on each cluster's answer; a cluster that does not answer within it is named as down
-    /// (e.g. 10s, 1m).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    /// Bound on each wait (rejoin waits until every istiod reports the cluster synced); a cluster
+    /// that does not answer within 10 s (or this, if shorter) is named as down.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
     pub timeout: Duration,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,

@@ -266,7 +266,7 @@ fn peer_problems(
             (true, Some(_)) => Some((
                 p.clone(),
                 format!(
-                    "{p}'s istiod still reads isolated cluster {} (a remote secret meshctl did not apply?)",
+                    "{p}'s istiod still reads isolated cluster {}: its remote secret is still there (isolate again removes meshctl's; one meshctl did not apply is yours to delete)",
                     r.name
                 ),
                 Fix::Isolate(r.name.clone()),
