@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
+use crate::istio_version::IstioVersion;
 use crate::istiod::{self, ClusterSync};
 use crate::plan::Phase;
 use crate::state::MeshState;
@@ -68,6 +69,8 @@ pub enum Fix {
     Isolate(String),
     /// `meshctl certs rotate --cluster CLUSTER`.
     RotateCa(String),
+    /// No meshctl command: what to do, in words.
+    ByHand(String),
 }
 
 /// One problem, in the cluster it lies in.
@@ -235,6 +238,7 @@ pub fn judge(
         }
         problems.extend(peer_problems(mesh, seen, isolated, down));
     }
+    problems.extend(skew_problems(health));
     for ca in &health.cas {
         if ca.days_left < CA_WARN_DAYS {
             problems.push(Problem {
@@ -248,6 +252,52 @@ pub fn judge(
         }
     }
     problems
+}
+
+/// Control planes more than one minor release apart: the mesh runs on skew Istio does not support
+/// between its control planes (an upgrade moves one minor at a time). Each cluster on the oldest
+/// line is named.
+fn skew_problems(health: &MeshHealth) -> Vec<Problem> {
+    let running: Vec<(&str, IstioVersion)> = health
+        .istiods
+        .iter()
+        .flat_map(|s| {
+            s.control_planes
+                .iter()
+                .map(move |p| (s.cluster.as_str(), &p.version))
+        })
+        .filter_map(|(cluster, v)| Some((cluster, v.parse::<IstioVersion>().ok()?)))
+        .collect();
+    let (Some(oldest), Some(newest)) = (
+        running.iter().map(|(_, v)| *v).min(),
+        running.iter().map(|(_, v)| *v).max(),
+    ) else {
+        return Vec::new();
+    };
+    if newest.major != oldest.major || newest.minor <= oldest.minor + 1 {
+        return Vec::new();
+    }
+    let mut behind: Vec<&str> = running
+        .iter()
+        .filter(|(_, v)| v.major == oldest.major && v.minor == oldest.minor)
+        .map(|(c, _)| *c)
+        .collect();
+    behind.dedup();
+    behind
+        .into_iter()
+        .map(|cluster| Problem {
+            cluster: cluster.to_string(),
+            problem: format!(
+                "its control plane runs Istio {}, more than one minor behind {newest} elsewhere in the mesh",
+                oldest.minor_line()
+            ),
+            fix: Fix::ByHand(format!(
+                "upgrade it one minor at a time (to {}.{}, then on) before the rest of the mesh moves further",
+                oldest.major,
+                oldest.minor + 1
+            )),
+        })
+        .collect()
 }
 
 /// What one answering istiod's view says is wrong with the clusters it should (or should no
@@ -327,6 +377,51 @@ mod tests {
             control_planes: Vec::new(),
             error: None,
         }
+    }
+
+    #[test]
+    fn control_planes_more_than_one_minor_apart_name_the_clusters_behind() {
+        let with = |versions: &[(&str, &str)]| MeshHealth {
+            istiods: versions
+                .iter()
+                .map(|(c, v)| IstiodSeen {
+                    control_planes: vec![ControlPlane {
+                        revision: "default".into(),
+                        version: v.to_string(),
+                    }],
+                    ..seen(
+                        c,
+                        vec![
+                            sync("cluster1", "synced"),
+                            sync("cluster2", "synced"),
+                            sync("cluster3", "synced"),
+                        ],
+                    )
+                })
+                .collect(),
+            ..MeshHealth::default()
+        };
+        let none = BTreeSet::new();
+        let mid_upgrade = with(&[("cluster1", "1.31.1"), ("cluster2", "1.30.5")]);
+        assert_eq!(
+            judge(&mesh(), &mid_upgrade, &none, &none),
+            [],
+            "one minor apart is supported"
+        );
+        let skewed = with(&[
+            ("cluster1", "1.31.1"),
+            ("cluster2", "1.29.3"),
+            ("cluster3", "1.31.0"),
+        ]);
+        let problems = judge(&mesh(), &skewed, &none, &none);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].cluster, "cluster2");
+        assert!(
+            problems[0]
+                .problem
+                .contains("Istio 1.29, more than one minor behind 1.31.1")
+        );
+        assert!(matches!(&problems[0].fix, Fix::ByHand(w) if w.contains("to 1.30")));
     }
 
     #[test]

@@ -240,7 +240,13 @@ fn print_mesh(health: &MeshHealth, flags: &Flags<'_>, args: &StatusArgs) {
     }
     for p in &health.problems {
         println!("✗ {:<10} {}", p.cluster, p.problem);
-        println!("{:<13}fix: {}", "", fix_command(&p.fix, flags, args));
+        // `fix:` lines are commands to run as printed; anything else says what to do.
+        let label = if matches!(p.fix, Fix::ByHand(_)) {
+            "by hand"
+        } else {
+            "fix"
+        };
+        println!("{:<13}{label}: {}", "", fix_command(&p.fix, flags, args));
     }
 }
 
@@ -252,6 +258,7 @@ fn fix_command(fix: &Fix, flags: &Flags<'_>, args: &StatusArgs) -> String {
         Fix::UpOnly(phase) => up_command(flags, args, Some(*phase)),
         Fix::Isolate(cluster) => line("isolate", &[cluster]),
         Fix::RotateCa(cluster) => line("certs rotate", &["--cluster", cluster]),
+        Fix::ByHand(what) => what.clone(),
     }
 }
 
