@@ -242,17 +242,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     })?;
     let mut settings = settings(&args, &dir, &resolved, kubeconfig_flag, target);
     settings.istio_version = args.istio_version.clone().or_else(|| mesh.istio_version.clone());
-    if let Some(chosen) = &settings.istio_version {
-        let clients = crate::kube::Clients::new(kubeconfig_flag);
-        refuse_another_running_release(&mesh, &clients, chosen).await?;
-    }
-    let tools = tools_for(
-        &args,
-        settings.istio_version.as_deref(),
-        &settings.cache_dir,
-        &reporter,
-    )
-    .await?;
+    let tools = tools_for(&args, &mesh, &settings, &reporter).await?;
     let executor = Executor::with_tools(settings, state, reporter.clone(), mesh.clone(), tools);
     let end = executor.run(&mut prepared).await.inspect_err(|_| {
         let diagnose = super::diagnose_command(kubeconfig_flag, workdir, &args.topology);
@@ -338,13 +328,20 @@ fn check_metallb_manifest(args: &UpArgs) -> Result<()> {
 }
 
 /// The programs a run uses: istioctl from `--istioctl`, else the chosen release's (downloaded
-/// once, cached by version), else the one on PATH.
+/// once, cached by version), else the one on PATH. A chosen release is first checked against
+/// what the primaries already run.
 async fn tools_for(
     args: &UpArgs,
-    chosen: Option<&str>,
-    cache: &Path,
+    mesh: &Mesh,
+    settings: &Settings,
     reporter: &Reporter,
 ) -> Result<Arc<dyn ToolRunner>> {
+    let chosen = settings.istio_version.as_deref();
+    if let Some(chosen) = chosen {
+        let clients = crate::kube::Clients::new(settings.kubeconfig_flag.as_deref());
+        refuse_another_running_release(mesh, &clients, chosen).await?;
+    }
+    let cache = settings.cache_dir.as_path();
     let path = match (&args.istioctl, chosen) {
         (Some(path), _) => path.clone(),
         (None, Some(version)) => {
