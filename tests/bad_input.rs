@@ -724,3 +724,52 @@ fn a_chosen_release_that_differs_from_the_running_istiod_is_refused_before_any_c
     let writes = server.requests().iter().filter(|r| !r.starts_with("GET")).count();
     assert_eq!(writes, before, "nothing changed: {:?}", server.requests());
 }
+
+/// `down --uninstall` removes a mesh with the release it was installed with (istio.version): its
+/// istioctl is the chosen one, fetched like `up` fetches it; when it cannot be had, nothing is
+/// removed and the release's address is named.
+#[test]
+fn uninstall_uses_the_istioctl_of_the_chosen_release() {
+    let server = MemoryApiServer::new();
+    let loopback = server.serve_on_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    std::fs::write(&kubeconfig, loopback.kubeconfig("east")).unwrap();
+    let config = dir.path().join("meshctl.yaml");
+    std::fs::write(
+        &config,
+        "provider: existing\nistio: {version: 1.31.1}\nclusters:\n  - {context: east}\n",
+    )
+    .unwrap();
+    // Nothing listens on the discard port of loopback: the download fails at once.
+    let releases = "http://127.0.0.1:9";
+    let cache = dir.path().join("cache");
+    let out = run(
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "down",
+            "--uninstall",
+            "--config",
+            config.to_str().unwrap(),
+            "--yes",
+        ],
+        &[
+            ("MESHCTL_ISTIO_RELEASES", releases),
+            ("XDG_CACHE_HOME", cache.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("istioctl 1.31.1")
+            && stderr(&out).contains("http://127.0.0.1:9/1.31.1/istioctl-1.31.1-"),
+        "{}",
+        stderr(&out)
+    );
+    let deletes = server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("DELETE"))
+        .count();
+    assert_eq!(deletes, 0, "{:?}", server.requests());
+}

@@ -73,12 +73,21 @@ async fn uninstall(
         .into_iter()
         .map(|(cluster, client)| crate::uninstall::Target { cluster, client })
         .collect();
+    // The release the mesh was installed with removes it (istio.version of its meshctl.yaml).
+    let tools = super::istioctl_runner(
+        None,
+        mesh.istio_version.as_deref(),
+        &crate::upstream::cache_dir(),
+        reporter,
+    )
+    .await
+    .context("down --uninstall")?;
     let removed = crate::uninstall::uninstall(
         &targets,
         &dir.plan(),
         kubeconfig,
         Duration::from_secs(600),
-        &ProcessRunner,
+        tools.as_ref(),
     )
     .await?;
     for (name, items) in removed {

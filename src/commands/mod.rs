@@ -14,7 +14,7 @@ mod verify;
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, OutputFormat, TopologyArgs};
@@ -197,4 +197,34 @@ fn resolve_topology(args: &TopologyArgs) -> Result<Mesh> {
         Mesh::for_kind(args.clusters.unwrap_or(2), mesh_id.unwrap_or(DEFAULT_MESH_ID))
     };
     Ok(mesh.map_err(UsageError::from_display)?)
+}
+
+/// The programs of a command that runs istioctl: the file `explicit` names (`--istioctl`), else
+/// the `chosen` release's istioctl (downloaded once, checked against its published sha256, cached
+/// by version), else the one on PATH. Every other program runs from PATH.
+async fn istioctl_runner(
+    explicit: Option<&std::path::Path>,
+    chosen: Option<&str>,
+    cache: &std::path::Path,
+    reporter: &crate::report::Reporter,
+) -> Result<std::sync::Arc<dyn crate::tools::ToolRunner>> {
+    use crate::tools::ProcessRunner;
+    let path = match (explicit, chosen) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(version)) => {
+            let version: crate::istio_version::IstioVersion = version.parse().map_err(UsageError)?;
+            let base = crate::istio_release::releases_url();
+            let path = crate::istio_release::istioctl(&ProcessRunner, &version, &base, cache)
+                .await
+                .with_context(|| format!("istioctl {version}"))?;
+            reporter.note("istio", &format!("istioctl {version}: `{}`", path.display()));
+            path
+        }
+        (None, None) => return Ok(std::sync::Arc::new(ProcessRunner)),
+    };
+    Ok(std::sync::Arc::new(crate::tools::WithProgram {
+        inner: std::sync::Arc::new(ProcessRunner),
+        program: "istioctl",
+        path: path.display().to_string(),
+    }))
 }

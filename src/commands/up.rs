@@ -341,26 +341,7 @@ async fn tools_for(
         let clients = crate::kube::Clients::new(settings.kubeconfig_flag.as_deref());
         refuse_another_running_release(mesh, &clients, chosen).await?;
     }
-    let cache = settings.cache_dir.as_path();
-    let path = match (&args.istioctl, chosen) {
-        (Some(path), _) => path.clone(),
-        (None, Some(version)) => {
-            let version: crate::istio_version::IstioVersion =
-                version.parse().map_err(|e: String| UsageError(e))?;
-            let base = crate::istio_release::releases_url();
-            let path = crate::istio_release::istioctl(&ProcessRunner, &version, &base, cache)
-                .await
-                .with_context(|| format!("preflight: istioctl {version}"))?;
-            reporter.note("istio", &format!("istioctl {version}: `{}`", path.display()));
-            path
-        }
-        (None, None) => return Ok(Arc::new(ProcessRunner)),
-    };
-    Ok(Arc::new(crate::tools::WithProgram {
-        inner: Arc::new(ProcessRunner),
-        program: "istioctl",
-        path: path.display().to_string(),
-    }))
+    super::istioctl_runner(args.istioctl.as_deref(), chosen, &settings.cache_dir, reporter).await
 }
 
 /// The run's settings, from the arguments, once.
