@@ -111,7 +111,7 @@ pub(super) async fn rejoin(args: MembershipArgs, workdir: &Path, kubeconfig: Opt
     }
     // It answers: the remote-secrets phase makes what drifted while it was out new (a token or CA
     // of a cluster created again, a moved API server) and waits until every istiod synced it.
-    let settings = settings(&dir, kubeconfig, args.timeout);
+    let settings = Settings::for_mesh(&dir, kubeconfig, args.timeout);
     match converge_remote_secrets(&mesh, &dir, state, settings, reporter.clone()).await? {
         RunEnd::Interrupted => Ok(Exit::Interrupted),
         RunEnd::Finished { .. } => {
@@ -161,25 +161,6 @@ fn peers_json(outcomes: &PeerOutcomes) -> serde_json::Value {
             v
         })
         .collect()
-}
-
-fn settings(dir: &MeshDir, kubeconfig: Option<&Path>, timeout: Duration) -> Settings {
-    Settings {
-        kubeconfig_flag: kubeconfig.map(Path::to_path_buf),
-        kubeconfig_target: crate::kubeconfig::target_path(kubeconfig),
-        kind_kubeconfig: dir.kind_kubeconfig(),
-        plan_dir: dir.plan(),
-        timeout,
-        tool_timeout: timeout * 2 + Duration::from_secs(60),
-        metallb_manifest: None,
-        cache_dir: crate::upstream::cache_dir(),
-        force: false,
-        allow_version_skew: false,
-        istio_version: None,
-        adopt: false,
-        lb_subnet: "172.18.0.0/16".parse().expect("a valid subnet"),
-        docker_network: crate::tools::docker::kind_network(),
-    }
 }
 
 /// `up --only remote-secrets`, in process.

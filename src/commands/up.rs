@@ -21,7 +21,7 @@ use crate::report::Reporter;
 use crate::state::StateStore;
 use crate::tools::{ProcessRunner, ToolRunner};
 use crate::topology::Mesh;
-use crate::{dry_run, kubeconfig, upstream};
+use crate::{dry_run, kubeconfig};
 
 fn ensure_cas(
     mesh: &Mesh,
@@ -353,20 +353,14 @@ fn settings(
     target: PathBuf,
 ) -> Settings {
     Settings {
-        kubeconfig_flag: kubeconfig_flag.map(Path::to_path_buf),
         kubeconfig_target: target,
-        kind_kubeconfig: dir.kind_kubeconfig(),
-        plan_dir: dir.plan(),
-        timeout: args.timeout,
-        tool_timeout: args.timeout * 2 + Duration::from_secs(60),
         metallb_manifest: args.metallb_manifest.clone(),
-        cache_dir: upstream::cache_dir(),
         force: args.force,
         allow_version_skew: args.allow_version_skew,
-        istio_version: None,
         adopt: args.adopt,
         lb_subnet: args.lb_subnet,
         docker_network: resolved.network.clone(),
+        ..Settings::for_mesh(dir, kubeconfig_flag, args.timeout)
     }
 }
 

@@ -50,6 +50,34 @@ pub struct Settings {
     pub docker_network: String,
 }
 
+impl Settings {
+    /// The settings of a run on the mesh in `dir` with nothing asked beyond the defaults (no
+    /// `--force`, `--adopt` or skew, the default `--lb-subnet`, the pinned Istio): `up` sets what
+    /// its flags change over these; `rejoin` runs with them as they are.
+    pub fn for_mesh(
+        dir: &crate::mesh_dir::MeshDir,
+        kubeconfig_flag: Option<&Path>,
+        timeout: Duration,
+    ) -> Settings {
+        Settings {
+            kubeconfig_flag: kubeconfig_flag.map(Path::to_path_buf),
+            kubeconfig_target: crate::kubeconfig::target_path(kubeconfig_flag),
+            kind_kubeconfig: dir.kind_kubeconfig(),
+            plan_dir: dir.plan(),
+            timeout,
+            tool_timeout: timeout * 2 + Duration::from_secs(60),
+            metallb_manifest: None,
+            cache_dir: crate::upstream::cache_dir(),
+            force: false,
+            allow_version_skew: false,
+            istio_version: None,
+            adopt: false,
+            lb_subnet: "172.18.0.0/16".parse().expect("a valid subnet"),
+            docker_network: crate::tools::docker::kind_network(),
+        }
+    }
+}
+
 /// Values worth computing once per run however many clusters ask (a download, a peer's remote
 /// secret), by key. A failure is shared too, so the other clusters report it instead of trying
 /// again; [`Memo::forget`] drops a value that went stale.
