@@ -373,6 +373,9 @@ pub struct PlanInput<'a> {
     /// Clusters `meshctl isolate` took out of the mesh: nothing is planned in them, and no other
     /// cluster reads them.
     pub isolated: std::collections::BTreeSet<String>,
+    /// Plan this cluster alone (`meshctl upgrade` goes one cluster at a time); every other
+    /// cluster is still read for what it contributes (its network, its gateway address).
+    pub only_cluster: Option<String>,
 }
 
 /// Why a plan could not be built.

@@ -46,7 +46,12 @@ pub fn build(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     for &phase in &input.phases {
         for (index, cluster) in mesh.clusters.iter().enumerate() {
             // An isolated cluster is left as it is, whether it answers or not.
-            if input.isolated.contains(&cluster.name) {
+            if input.isolated.contains(&cluster.name)
+                || input
+                    .only_cluster
+                    .as_ref()
+                    .is_some_and(|only| only != &cluster.name)
+            {
                 continue;
             }
             let mut builder = PhaseBuilder::new(input, index, phase);

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file::{self, PRIVATE};
+use crate::revision::Revision;
 
 /// Per-cluster facts and progress.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +63,30 @@ pub struct MeshState {
     /// so `up` keeps them out and `status` says so.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub isolated: BTreeMap<String, Isolation>,
+    /// The Istio release and control-plane revision the mesh runs, once `meshctl upgrade` chose
+    /// them: `up` installs these, never the ones before (until then: the release `up` was given,
+    /// Istio's default revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio: Option<IstioRelease>,
+    /// An upgrade begun and neither finished nor rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeRecord>,
+}
+
+/// One Istio release as a mesh runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IstioRelease {
+    pub version: String,
+    pub revision: Revision,
+}
+
+/// Where an upgrade comes from and goes to; the old revision stays installed until `--finish`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeRecord {
+    pub from: IstioRelease,
+    pub to: IstioRelease,
+    /// When it began (RFC 3339).
+    pub started: String,
 }
 
 /// What `meshctl isolate` did to take one cluster out of the mesh.

@@ -331,6 +331,7 @@ const LAYERS: [&[&str]; 6] = [
     &[
         "versions",
         "istio_version",
+        "revision",
         "exit",
         "atomic_file",
         "render",
@@ -361,6 +362,7 @@ const LAYERS: [&[&str]; 6] = [
         "dry_run",
         "uninstall",
         "isolation",
+        "upgrade",
         "verification",
         "diagnostic_bundle",
     ],

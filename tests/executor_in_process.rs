@@ -252,6 +252,7 @@ async fn up_istio_reported(
         docker_network: "kind".into(),
         gateway_ips: Default::default(),
         isolated: Default::default(),
+        only_cluster: None,
     };
     let plan = meshctl::planner::build(&input).unwrap();
     let mut prepared = Prepared {

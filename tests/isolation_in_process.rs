@@ -224,6 +224,7 @@ async fn a_stopped_cluster_is_isolated_and_rejoined_with_nothing_lost() {
         docker_network: "kind".into(),
         gateway_ips: Default::default(),
         isolated: state.isolated.keys().cloned().collect(),
+        only_cluster: None,
     };
     let plan = meshctl::planner::build(&input).unwrap();
     let planned: Vec<&str> = plan.phases[0]

@@ -106,7 +106,9 @@ fn up_refuses_to_take_over_a_ca_it_did_not_create_and_changes_nothing() {
 #[test]
 fn adopting_replaces_the_ca_and_restarts_the_istiod_that_runs_with_it() {
     let server = cluster_with_their_ca(MemoryApiServer::new().with_rollouts());
-    server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": "istio-system", "generation": 1},
+    // Labelled as Istio's chart labels istiod (istio-discovery/templates/deployment.yaml).
+    server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": "istio-system", "generation": 1,
+            "labels": {"app": "istiod", "istio.io/rev": "default", "istio": "pilot"}},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": {"app": "istiod"}},
             "spec": {"containers": [{"name": "discovery", "image": "istio/pilot"}]}}},
         "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}}));

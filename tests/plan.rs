@@ -48,6 +48,7 @@ fn plan_with_gateways(mesh: &Mesh, ips: &[(&str, &str)]) -> Plan {
             .map(|(c, ip)| (c.to_string(), ip.to_string()))
             .collect(),
         isolated: Default::default(),
+        only_cluster: None,
     })
     .unwrap()
 }
@@ -559,6 +560,7 @@ fn existing_clusters_plan_starts_at_certs_and_labels_nodes_only_where_missing() 
         docker_network: "kind".into(),
         gateway_ips: Default::default(),
         isolated: Default::default(),
+        only_cluster: None,
     })
     .unwrap();
     assert_eq!(p.phases[0].phase, Phase::Certs);
@@ -999,4 +1001,81 @@ fn declared_gateways_reach_every_istiods_mesh_networks_and_a_node_port_service_i
             "{path}"
         );
     }
+}
+
+/// A mesh on a revisioned control plane (after `meshctl upgrade`) renders what Istio's canary
+/// upgrade docs install: `spec.revision` in every IstioOperator, so istiod-<rev> runs beside the
+/// one it replaces; the waits and install records on the revision's istiod and injector
+/// (istio-discovery chart: `istiod-<rev>`, `istio-sidecar-injector-<rev>`); the remote's istiod
+/// Service of that revision; istiod exposed to remotes as `istiod-<rev>` (samples/multicluster/
+/// expose-istiod-rev.yaml.tmpl). The default revision renders none of it (the snapshots).
+#[test]
+fn a_revisioned_mesh_installs_names_and_exposes_the_revision() {
+    let mut mesh = model(PRIMARY_REMOTE_MULTI_NETWORK);
+    mesh.istio_revision = meshctl::revision::Revision::of(&"1.31.1".parse().unwrap());
+    let plan = plan_with_gateways(&mesh, &[("cluster1", "172.18.255.200")]);
+    for path in [
+        "cluster1/05-istio/control-plane.yaml",
+        "cluster2/05-istio/control-plane.yaml",
+        "cluster1/06-eastwest/eastwest-gateway.yaml",
+        "cluster2/06-eastwest/eastwest-gateway.yaml",
+    ] {
+        assert_eq!(one_doc(&plan, path)["spec"]["revision"], "1-31-1", "{path}");
+    }
+    let records: Vec<String> = plan
+        .phases
+        .iter()
+        .filter(|p| p.phase == Phase::Istio)
+        .flat_map(|p| &p.clusters)
+        .flat_map(|c| &c.steps)
+        .filter_map(|s| match s {
+            Step::IstioctlInstall { record_on, .. } => Some(record_on.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(
+        records[0].contains("istiod-1-31-1") && records[1].contains("istiod-1-31-1"),
+        "{records:?}"
+    );
+    let waits: Vec<String> = steps_of(&plan, Phase::Istio, "cluster1")
+        .into_iter()
+        .filter_map(|s| match s {
+            Step::Wait { until } => Some(format!("{until:?}")),
+            _ => None,
+        })
+        .collect();
+    assert!(waits.iter().any(|w| w.contains("\"istiod-1-31-1\"")), "{waits:?}");
+    assert!(
+        waits
+            .iter()
+            .any(|w| w.contains("\"istio-sidecar-injector-1-31-1\"")),
+        "{waits:?}"
+    );
+    let expose = &plan
+        .artifacts
+        .iter()
+        .find(|a| a.path == "cluster1/07-expose/expose-istiod.yaml")
+        .unwrap()
+        .content;
+    assert_eq!(
+        expose
+            .matches("host: istiod-1-31-1.istio-system.svc.cluster.local")
+            .count(),
+        2
+    );
+    // The default revision: no `revision` in the control plane, the bare names.
+    let plain = plan_with_gateways(
+        &model(PRIMARY_REMOTE_MULTI_NETWORK),
+        &[("cluster1", "172.18.255.200")],
+    );
+    assert!(
+        one_doc(&plain, "cluster1/05-istio/control-plane.yaml")["spec"]
+            .get("revision")
+            .is_none()
+    );
+    assert_eq!(
+        one_doc(&plain, "cluster1/06-eastwest/eastwest-gateway.yaml")["spec"]["revision"],
+        ""
+    );
 }

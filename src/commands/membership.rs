@@ -181,6 +181,7 @@ async fn converge_remote_secrets(
         docker_network: settings.docker_network.clone(),
         gateway_ips: snapshot.gateway_ips(),
         isolated: snapshot.isolated.keys().cloned().collect(),
+        only_cluster: None,
     };
     let plan = crate::planner::build(&input)?;
     let mut prepared = Prepared {

@@ -82,6 +82,7 @@ fn plan_for_status(mesh: &Mesh, state: &MeshState, dir: &MeshDir) -> Result<(Pla
         docker_network: crate::tools::docker::kind_network(),
         gateway_ips: state.gateway_ips(),
         isolated: state.isolated.keys().cloned().collect(),
+        only_cluster: None,
     };
     Ok((planner::build(&input)?, have_cas))
 }

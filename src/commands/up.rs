@@ -18,7 +18,7 @@ use crate::plan::Phase;
 use crate::plan::{Plan, PlanInput};
 use crate::planner;
 use crate::report::Reporter;
-use crate::state::StateStore;
+use crate::state::{MeshState, StateStore};
 use crate::tools::{ProcessRunner, ToolRunner};
 use crate::topology::Mesh;
 use crate::{dry_run, kubeconfig};
@@ -99,6 +99,7 @@ async fn prepare<'m>(
         isolated: state
             .map(|s| s.snapshot().isolated.into_keys().collect())
             .unwrap_or_default(),
+        only_cluster: None,
     };
     let verify = crate::verification::workloads::artifacts(mesh)?;
     let built = planner::build(&input)?;
@@ -201,7 +202,7 @@ async fn dry_run_to(mesh: &Mesh, phases: Vec<Phase>, args: &UpArgs, resolved: &R
 }
 
 pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&Path>) -> Result<Exit> {
-    let mesh = super::resolve_topology(&args.topology)?;
+    let mut mesh = super::resolve_topology(&args.topology)?;
     let phases =
         planner::select_phases(mesh.provider, &args.only, &args.skip).map_err(UsageError::from_display)?;
     check_metallb_manifest(&args)?;
@@ -210,12 +211,14 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         network: crate::tools::docker::kind_network(),
         certs_dir: args.certs_dir.clone().unwrap_or_else(|| dir.certs()),
     };
+    let state = StateStore::load(&dir.state())?;
     if args.dry_run {
+        follow_upgrade(&mut mesh, &args, &state.snapshot(), &Reporter::for_stderr())?;
         return dry_run_to(&mesh, phases, &args, &resolved).await;
     }
 
     let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
-    let state = StateStore::load(&dir.state())?;
+    follow_upgrade(&mut mesh, &args, &state.snapshot(), &reporter)?;
     let target = kubeconfig::target_path(kubeconfig_flag);
     preflight(&mesh, &phases, &args, &state, &target, kubeconfig_flag)?;
 
@@ -242,7 +245,8 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     })?;
     let mut settings = settings(&args, &dir, &resolved, kubeconfig_flag, target);
     settings.istio_version = args.istio_version.clone().or_else(|| mesh.istio_version.clone());
-    let tools = tools_for(&args, &mesh, &settings, &reporter).await?;
+    let upgrading_from = state.snapshot().upgrade.map(|u| u.from.version);
+    let tools = tools_for(&args, &mesh, &settings, upgrading_from.as_deref(), &reporter).await?;
     let executor = Executor::with_tools(settings, state, reporter.clone(), mesh.clone(), tools);
     let end = executor.run(&mut prepared).await.inspect_err(|_| {
         let diagnose = super::diagnose_command(kubeconfig_flag, workdir, &args.topology);
@@ -264,6 +268,33 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     Ok(Exit::Success)
 }
 
+/// The release `meshctl upgrade` moved the mesh to: `up` installs it (and its revision), never the
+/// one before, whatever meshctl.yaml still says; a flag asking for another is refused.
+fn follow_upgrade(mesh: &mut Mesh, args: &UpArgs, state: &MeshState, reporter: &Reporter) -> Result<()> {
+    let Some(recorded) = &state.istio else {
+        return Ok(());
+    };
+    if let Some(flag) = args.istio_version.as_ref().filter(|f| **f != recorded.version) {
+        return Err(UsageError(format!(
+            "--istio-version {flag}: mesh `{}` runs Istio {} (revision {}) since `meshctl upgrade`; `meshctl upgrade --to {flag}` moves it to another release",
+            mesh.mesh_id, recorded.version, recorded.revision
+        ))
+        .into());
+    }
+    if let Some(file) = mesh.istio_version.as_ref().filter(|f| **f != recorded.version) {
+        reporter.warn(
+            "mesh",
+            &format!(
+                "meshctl.yaml says istio.version {file}, but `meshctl upgrade` moved the mesh to {}: installing {} (set istio.version to {} to match)",
+                recorded.version, recorded.version, recorded.version
+            ),
+        );
+    }
+    mesh.istio_version = Some(recorded.version.clone());
+    mesh.istio_revision = recorded.revision.clone();
+    Ok(())
+}
+
 /// A chosen release is for installing: a primary whose istiod already runs another release is not
 /// moved by `up` (re-installing in place would skip the canary steps an upgrade needs), and says so
 /// before anything changes. Clusters that do not answer or have no istiod yet are not in the way.
@@ -271,6 +302,7 @@ async fn refuse_another_running_release(
     mesh: &Mesh,
     clients: &crate::kube::Clients,
     chosen: &str,
+    upgrading_from: Option<&str>,
 ) -> Result<()> {
     for c in mesh
         .clusters
@@ -285,11 +317,12 @@ async fn refuse_another_running_release(
             .await
             .into_iter()
             .map(|p| p.version)
-            .filter(|v| v != chosen && v != "unknown")
+            // Mid-upgrade the release being replaced runs beside the chosen one.
+            .filter(|v| v != chosen && v != "unknown" && Some(v.as_str()) != upgrading_from)
             .collect();
         if let Some(version) = running.first() {
             bail!(
-                "preflight: cluster `{}` runs Istio {version} (its istiod's image), and the chosen release is {chosen}; `up` installs a release but does not move a running mesh to another one\nhint: keep istio.version at {version} (or drop --istio-version) for this mesh",
+                "preflight: cluster `{}` runs Istio {version} (its istiod's image), and the chosen release is {chosen}; `up` installs a release but does not move a running mesh to another one\nhint: keep istio.version at {version} (or drop --istio-version) for this mesh; `meshctl upgrade --to {chosen}` moves it",
                 c.name
             );
         }
@@ -334,12 +367,13 @@ async fn tools_for(
     args: &UpArgs,
     mesh: &Mesh,
     settings: &Settings,
+    upgrading_from: Option<&str>,
     reporter: &Reporter,
 ) -> Result<Arc<dyn ToolRunner>> {
     let chosen = settings.istio_version.as_deref();
     if let Some(chosen) = chosen {
         let clients = crate::kube::Clients::new(settings.kubeconfig_flag.as_deref());
-        refuse_another_running_release(mesh, &clients, chosen).await?;
+        refuse_another_running_release(mesh, &clients, chosen, upgrading_from).await?;
     }
     super::istioctl_runner(args.istioctl.as_deref(), chosen, &settings.cache_dir, reporter).await
 }

@@ -215,11 +215,29 @@ async fn apply_plugged_ca(cx: StepContext<'_>, file: &str) -> Result<Option<Stri
     let applied = cx.apply(&cx.artifact_text(file)?, file).await?;
     let replaced = applied.iter().any(|a| a.change == Change::Updated);
     let client = cx.client().await?;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
-    if !replaced || deployments.get_opt("istiod").await?.is_none() {
+    if !replaced {
         return Ok(summary(&applied));
     }
-    crate::kube::apply::rollout_restart(&client, NAMESPACE, "istiod").await?;
-    wait::rollout_complete(&client, NAMESPACE, "istiod", cx.settings().timeout).await?;
-    Ok(Some("cacerts replaced; istiod restarted to sign with it".into()))
+    // Every revision's istiod (two run during an upgrade), by the label Istio's chart gives them.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let istiods: Vec<String> = deployments
+        .list(&ListParams::default().labels("app=istiod"))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|d| d.metadata.name)
+        .collect();
+    if istiods.is_empty() {
+        return Ok(summary(&applied));
+    }
+    for istiod in &istiods {
+        crate::kube::apply::rollout_restart(&client, NAMESPACE, istiod).await?;
+    }
+    for istiod in &istiods {
+        wait::rollout_complete(&client, NAMESPACE, istiod, cx.settings().timeout).await?;
+    }
+    Ok(Some(format!(
+        "cacerts replaced; {} restarted to sign with it",
+        istiods.join(", ")
+    )))
 }

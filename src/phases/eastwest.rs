@@ -113,6 +113,8 @@ async fn record_address(cx: StepContext<'_>, namespace: &str, name: &str) -> Res
 #[derive(Serialize)]
 struct EastWest<'a> {
     istio_version: &'a str,
+    /// `spec.revision`: the control plane that injects the gateway (empty: the default one).
+    revision: &'a str,
     network: &'a str,
     /// The node port of 15443 when the Service is a NodePort.
     node_port: Option<u16>,
@@ -130,13 +132,14 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         b.step(Step::Wait {
             until: Condition::WebhookCaBundle {
                 kind: "MutatingWebhookConfiguration".into(),
-                name: "istio-sidecar-injector".into(),
+                name: b.input.mesh.istio_revision.injector_webhook(),
             },
         });
     }
     let eastwest = &b.cluster.eastwest;
     let context = EastWest {
         istio_version: versions::ISTIO_VERSION,
+        revision: b.input.mesh.istio_revision.operator_value(),
         network: &b.cluster.network,
         node_port: (eastwest.service == GatewayService::NodePort).then_some(eastwest.node_port),
     };

@@ -53,6 +53,8 @@ struct CrossNetworkGateway {
 struct ExposeIstiod {
     name: &'static str,
     vs_name: &'static str,
+    /// istiod's Service of the mesh's revision.
+    istiod: String,
 }
 
 fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
@@ -75,6 +77,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
             &ExposeIstiod {
                 name: ISTIOD_GATEWAY_NAME,
                 vs_name: ISTIOD_VIRTUAL_SERVICE,
+                istiod: mesh.istio_revision.istiod(),
             },
             false,
         )?;

@@ -86,11 +86,12 @@ impl PhaseLogic for Istio {
     }
 
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
-        let record_on = match cx.cluster.role {
-            Role::Primary => RecordOn::Deployment("istiod".into()),
-            Role::Remote => RecordOn::Service(REMOTE_RECORD_SERVICE.into()),
-        };
-        Box::pin(async move { uninstall_operator(cx, Phase::Istio, CONTROL_PLANE_FILE, record_on).await })
+        Box::pin(async move {
+            let Some(record_on) = recorded_control_plane(cx).await? else {
+                return Ok(Vec::new());
+            };
+            uninstall_operator(cx, Phase::Istio, CONTROL_PLANE_FILE, record_on).await
+        })
     }
 }
 
@@ -101,6 +102,8 @@ pub const CONTROL_PLANE_FILE: &str = "control-plane.yaml";
 #[derive(Serialize)]
 struct ControlPlane<'a> {
     name: &'a str,
+    /// `spec.revision`: empty for Istio's default revision.
+    revision: &'a str,
     istio_version: &'a str,
     mesh_id: &'a str,
     cluster_name: &'a str,
@@ -117,6 +120,7 @@ struct ControlPlane<'a> {
 #[derive(Serialize)]
 struct Remote<'a> {
     name: &'a str,
+    revision: &'a str,
     istio_version: &'a str,
     cluster_name: &'a str,
     network: &'a str,
@@ -154,7 +158,9 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         return plan_remote(b);
     }
     let cluster = b.cluster;
+    let revision = &b.input.mesh.istio_revision;
     let control_plane = ControlPlane {
+        revision: revision.operator_value(),
         external_istiod: b.input.mesh.controls_remotes(cluster),
         mesh_networks: b.input.mesh.declared_networks(),
         name: OPERATOR_NAME,
@@ -170,14 +176,14 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         CONTROL_PLANE_FILE,
         "istio/control-plane.yaml.j2",
         &control_plane,
-        "istiod",
+        &revision.istiod(),
     )?;
     // The east-west gateway's `image: auto` is filled in by this webhook: a gateway
     // created before it serves keeps the literal image `auto` and never starts.
     b.step(Step::Wait {
         until: Condition::WebhookCaBundle {
             kind: "MutatingWebhookConfiguration".into(),
-            name: "istio-sidecar-injector".into(),
+            name: revision.injector_webhook(),
         },
     });
     Ok(())
@@ -194,8 +200,10 @@ fn plan_remote(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         .gateway_ips
         .get(&primary.name)
         .map_or(DISCOVERY_ADDRESS_UNKNOWN, String::as_str);
+    let revision = &mesh.istio_revision;
     let remote = Remote {
         name: OPERATOR_NAME,
+        revision: revision.operator_value(),
         istio_version: versions::ISTIO_VERSION,
         cluster_name: &b.cluster.name,
         network: &b.cluster.network,
@@ -206,16 +214,11 @@ fn plan_remote(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     b.step(Step::IstioctlInstall {
         context: b.cluster.context.clone(),
         file: path,
-        record_on: RecordOn::Service(REMOTE_RECORD_SERVICE.into()),
+        record_on: RecordOn::Service(revision.istiod()),
         timeout_secs: b.input.timeout_secs,
     });
     Ok(())
 }
-
-/// The Service a remote install creates (istiod's address in the remote, backed by the primary's
-/// gateway: Istio chart `istio-discovery/templates/remote-istiod-service.yaml`); meshctl keeps its
-/// install record there.
-pub const REMOTE_RECORD_SERVICE: &str = "istiod";
 
 /// What each `istioctl install` of the phase installed: its Deployment available and recorded as
 /// installed from this very rendering.
@@ -317,6 +320,45 @@ async fn install(
             .map(|_| ()),
     };
     patched.with_context(|| format!("cannot record the installed digest on {record_on} in {NAMESPACE}"))?;
+    Ok(None)
+}
+
+/// The istiod Deployment (primary) or Service (remote) of any revision that carries meshctl's
+/// install record: `down` removes what the last `up` or `upgrade` installed, whatever its revision.
+async fn recorded_control_plane(cx: &RemoveContext<'_>) -> Result<Option<RecordOn>> {
+    let names = match cx.cluster.role {
+        Role::Primary => Api::<Deployment>::namespaced(cx.client.clone(), NAMESPACE)
+            .list(&Default::default())
+            .await
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .filter_map(|d| d.metadata.name)
+                    .collect::<Vec<_>>()
+            }),
+        Role::Remote => Api::<Service>::namespaced(cx.client.clone(), NAMESPACE)
+            .list(&Default::default())
+            .await
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .filter_map(|s| s.metadata.name)
+                    .collect::<Vec<_>>()
+            }),
+    }
+    .with_context(|| format!("cannot list istiod in {NAMESPACE}"))?;
+    for name in names
+        .into_iter()
+        .filter(|n| n == "istiod" || n.starts_with("istiod-"))
+    {
+        let record_on = match cx.cluster.role {
+            Role::Primary => RecordOn::Deployment(name),
+            Role::Remote => RecordOn::Service(name),
+        };
+        if recorded(&cx.client, &record_on).await? {
+            return Ok(Some(record_on));
+        }
+    }
     Ok(None)
 }
 

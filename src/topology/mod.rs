@@ -11,6 +11,7 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::revision::Revision;
 use crate::versions;
 
 pub mod api_server;
@@ -71,6 +72,11 @@ pub struct Mesh {
     /// whatever istioctl is on PATH). Checked against the pinned Kubernetes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub istio_version: Option<String>,
+    /// The control-plane revision the mesh runs: Istio's default one until `meshctl upgrade`
+    /// moves the mesh to a revisioned control plane (recorded in the mesh's state, not written
+    /// in meshctl.yaml).
+    #[serde(skip_serializing_if = "Revision::is_default")]
+    pub istio_revision: Revision,
 }
 
 /// One cluster of the mesh.
@@ -296,6 +302,7 @@ impl Mesh {
             clusters,
             mesh_config: file.mesh_config,
             istio_version,
+            istio_revision: Revision::default(),
         };
         problems.extend(mesh.problems());
         problems.extend(mesh_options::problems(&mesh.mesh_config, &mesh));
@@ -371,6 +378,7 @@ impl Mesh {
             clusters,
             mesh_config: MeshOptions::default(),
             istio_version: None,
+            istio_revision: Revision::default(),
         };
         let problems = mesh.problems();
         if problems.is_empty() {
