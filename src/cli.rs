@@ -53,6 +53,9 @@ pub enum Command {
     /// Bring an isolated cluster back: its remote secrets return to the other primaries (fresh
     /// ones where it answers), and every istiod is waited on until it syncs it.
     Rejoin(MembershipArgs),
+    /// Move the mesh to another Istio release without an outage: a canary revision per cluster,
+    /// one cluster at a time, each proven before the next (docs/upgrade.md).
+    Upgrade(UpgradeArgs),
     /// Write one .tar.gz with what is needed to debug the mesh (no secret data), for a bug report.
     Diagnose(DiagnoseArgs),
     /// Print a shell completion script.
@@ -266,6 +269,51 @@ pub struct UpArgs {
     pub metallb_manifest: Option<PathBuf>,
 
     /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `meshctl upgrade`.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// The Istio release to move the mesh to (at most one minor release above the one it runs);
+    /// with an upgrade under way, the same release resumes it.
+    #[arg(long, value_name = "VERSION", value_parser = parse_istio_version,
+          required_unless_present_any = ["finish", "rollback"])]
+    pub to: Option<String>,
+    /// Remove the old revision once every cluster runs the new one and no pod runs an old proxy
+    /// (after the upgrade, when given with --to).
+    #[arg(long, conflicts_with = "rollback")]
+    pub finish: bool,
+    /// Undo the upgrade under way: injection, gateways and exposed istiod back on the old
+    /// revision, the new one removed, last cluster first.
+    #[arg(long, conflicts_with = "to")]
+    pub rollback: bool,
+    /// Restart the Deployments of these namespaces in each cluster once its injection moved, so
+    /// they run the new proxies (workloads are otherwise left to you).
+    #[arg(long, value_name = "NS,..", value_delimiter = ',')]
+    pub restart_namespaces: Vec<String>,
+    /// Do not call across every pair of clusters after each cluster (the other gates still hold).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// --finish even while pods still run proxies of the old revision (they lose their control
+    /// plane).
+    #[arg(long, requires = "finish")]
+    pub force: bool,
+    /// Use this istioctl (of the target release) instead of downloading it.
+    #[arg(long, value_name = "PATH")]
+    pub istioctl: Option<PathBuf>,
+    /// Write every cluster's IstioOperators and commands, in order, to --out; change nothing.
+    #[arg(long, requires = "out", requires = "to")]
+    pub dry_run: bool,
+    /// Directory for --dry-run output.
+    #[arg(long, value_name = "DIR", requires = "dry_run")]
+    pub out: Option<PathBuf>,
+    /// Bound on each wait.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: Duration,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
 }

@@ -15,6 +15,7 @@ use kube::api::{Api, ListParams};
 
 use crate::kube::port_forward;
 use crate::kube::wait::WaitError;
+use crate::revision::Revision;
 use crate::topology::ISTIO_NAMESPACE;
 
 /// istiod's monitoring port, where its debug endpoints are, unless the pod's `prometheus.io/port`
@@ -59,21 +60,30 @@ pub struct Answered<T> {
     pub value: T,
 }
 
-/// istiod's view of the clusters it watches.
+/// istiod's view of the clusters it watches (any revision's istiod).
 pub async fn clusters(client: &Client) -> Result<Answered<Vec<ClusterSync>>, String> {
-    debug(client, "clusterz").await
+    debug(client, None, "clusterz").await
 }
 
 /// The proxies istiod configures, from every cluster it serves.
 pub async fn proxies(client: &Client) -> Result<Answered<Vec<ProxySync>>, String> {
-    debug(client, "syncz").await
+    debug(client, None, "syncz").await
 }
 
-/// A JSON debug endpoint of istiod, from the first running istiod pod that answers it.
-async fn debug<T: serde::de::DeserializeOwned>(client: &Client, name: &str) -> Result<Answered<T>, String> {
+/// A JSON debug endpoint of istiod (of `revision`, when given: its pods carry the revision's
+/// `istio.io/rev` label), from the first running istiod pod that answers it.
+async fn debug<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    revision: Option<&Revision>,
+    name: &str,
+) -> Result<Answered<T>, String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
+    let selector = match revision {
+        None => "app=istiod".to_string(),
+        Some(r) => format!("app=istiod,{}={}", crate::revision::LABEL, r.label()),
+    };
     let running = ListParams::default()
-        .labels("app=istiod")
+        .labels(&selector)
         .fields("status.phase=Running");
     let istiods = pods
         .list(&running)
@@ -82,7 +92,7 @@ async fn debug<T: serde::de::DeserializeOwned>(client: &Client, name: &str) -> R
         .items;
     if istiods.is_empty() {
         return Err(format!(
-            "no running istiod pod in {ISTIO_NAMESPACE} (label app=istiod)"
+            "no running istiod pod in {ISTIO_NAMESPACE} (labels {selector})"
         ));
     }
     let mut refusals = Vec::new();
@@ -145,14 +155,16 @@ pub const NOT_ASKED: &str = "unknown";
 /// when istiod could not be asked).
 pub async fn remote_clusters_synced(
     client: &Client,
+    revision: Option<&Revision>,
     expected: &[String],
     timeout: Duration,
 ) -> Result<String, (WaitError, Vec<(String, String)>)> {
-    let what = format!("istiod: remote clusters {} synced", expected.join(", "));
+    let who = revision.map_or("istiod".to_string(), Revision::istiod);
+    let what = format!("{who}: remote clusters {} synced", expected.join(", "));
     let started = std::time::Instant::now();
     let mut pause = Duration::from_millis(250);
     loop {
-        let (last_seen, missing) = match clusters(client).await {
+        let (last_seen, missing) = match debug::<Vec<ClusterSync>>(client, revision, "clusterz").await {
             Ok(answer) => {
                 let missing = unsynced(expected, &answer.value);
                 if missing.is_empty() {

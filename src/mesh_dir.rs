@@ -7,6 +7,7 @@
 //! plan/             the plan `up` runs from (artifacts by path)
 //! certs/            root CA and one intermediate per cluster (Istio's tools/certs layout)
 //! isolated/<c>/     the remote secrets of an isolated cluster, as `isolate` removed them
+//! upgrade/<rev>/    the plans `upgrade` ran to move clusters to revision <rev>
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,12 @@ impl MeshDir {
     /// The folder of every isolated cluster's kept secrets.
     pub fn isolated_root(&self) -> PathBuf {
         self.root.join("isolated")
+    }
+
+    /// The plans `meshctl upgrade` ran to move clusters to `revision` (their IstioOperators, by
+    /// cluster, what istioctl installed from).
+    pub fn upgrade_plan(&self, revision: &str) -> PathBuf {
+        self.root.join("upgrade").join(revision)
     }
 
     /// The certificate authorities, unless `--certs-dir` points elsewhere.

@@ -195,7 +195,7 @@ pub async fn control_planes(client: &kube::Client) -> Vec<ControlPlane> {
 }
 
 /// `docker.io/istio/pilot:1.31.1@sha256:…` → `1.31.1`; `unknown` without a tag.
-fn image_tag(image: &str) -> String {
+pub fn image_tag(image: &str) -> String {
     let without_digest = image.split('@').next().unwrap_or(image);
     let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
     match last.split_once(':') {

@@ -87,6 +87,10 @@ pub struct UpgradeRecord {
     pub to: IstioRelease,
     /// When it began (RFC 3339).
     pub started: String,
+    /// The release recorded before it began (none: the one `up` is given), restored by a
+    /// rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_before: Option<IstioRelease>,
 }
 
 /// What `meshctl isolate` did to take one cluster out of the mesh.

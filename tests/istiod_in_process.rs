@@ -93,14 +93,14 @@ async fn the_sync_wait_names_the_pod_it_asked_and_what_it_reported() {
     let played = PlayedIstiod::new();
     let server = primary(&played, "Running", json!({}));
     let client = server.client();
-    let pod = istiod::remote_clusters_synced(&client, &["cluster2".into()], Duration::from_secs(2))
+    let pod = istiod::remote_clusters_synced(&client, None, &["cluster2".into()], Duration::from_secs(2))
         .await
         .expect("cluster2 is synced");
     assert_eq!(pod, "istio-system/istiod-5d8f7c9b4-x2x7q");
 
     played.set_remote_cluster_status("cluster2", "timeout");
     let (err, missing) =
-        istiod::remote_clusters_synced(&client, &["cluster2".into()], Duration::from_millis(600))
+        istiod::remote_clusters_synced(&client, None, &["cluster2".into()], Duration::from_millis(600))
             .await
             .expect_err("cluster2 timed out");
     assert_eq!(missing, [("cluster2".to_string(), "timeout".to_string())]);
@@ -117,9 +117,9 @@ async fn without_a_running_istiod_pod_it_says_so_and_asks_nothing() {
     let server = primary(&played, "Pending", json!({}));
     let client = server.client();
     let err = istiod::clusters(&client).await.expect_err("no pod runs");
-    assert_eq!(err, "no running istiod pod in istio-system (label app=istiod)");
+    assert_eq!(err, "no running istiod pod in istio-system (labels app=istiod)");
     let (_, missing) =
-        istiod::remote_clusters_synced(&client, &["cluster2".into()], Duration::from_millis(300))
+        istiod::remote_clusters_synced(&client, None, &["cluster2".into()], Duration::from_millis(300))
             .await
             .expect_err("istiod could not be asked");
     assert_eq!(missing, [("cluster2".to_string(), istiod::NOT_ASKED.to_string())]);

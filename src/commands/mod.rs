@@ -9,6 +9,7 @@ mod membership;
 mod remote_secret;
 mod status;
 mod up;
+mod upgrade;
 mod verify;
 
 use std::io::Write;
@@ -63,6 +64,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Doctor(args) => doctor::run(args).await,
         Command::Isolate(args) => membership::isolate(args, &workdir, cli.kubeconfig.as_deref()).await,
         Command::Rejoin(args) => membership::rejoin(args, &workdir, cli.kubeconfig.as_deref()).await,
+        Command::Upgrade(args) => upgrade::run(args, &workdir, cli.kubeconfig.as_deref()).await,
         Command::Diagnose(args) => diagnose::run(args, &workdir, cli.kubeconfig.as_deref()).await,
     }
 }

@@ -403,7 +403,7 @@ async fn remote_secret_of(cx: StepContext<'_>, source: &str) -> Result<String> {
 /// Waits until istiod here reports every peer synced; if not, says why for each pair.
 async fn await_synced(cx: StepContext<'_>, clusters: &[String]) -> Result<Option<String>> {
     let client = cx.client().await?;
-    match crate::istiod::remote_clusters_synced(&client, clusters, cx.settings().timeout).await {
+    match crate::istiod::remote_clusters_synced(&client, None, clusters, cx.settings().timeout).await {
         Ok(pod) => Ok(Some(format!(
             "istiod reports {} synced ({pod})",
             clusters.join(", ")

@@ -1,1 +1,77 @@
-//! `meshctl upgrade`.
+//! `meshctl upgrade`: a mesh moved to another Istio release without an outage, as Istio's canary
+//! upgrade does it, one cluster at a time, each proven before the next.
+//!
+//! In each cluster (primaries first, each followed by its remotes): the new release's control
+//! plane is installed as a revision beside the running one (`istiod-1-31-1`, same meshConfig,
+//! cacerts, cluster and network names: the same templates as `up`); injection moves to it
+//! (`istioctl tag set default --revision`); the east-west gateway is moved to it in place and
+//! istiod is exposed to remotes as the revision's Service; then the gate: the cluster on the new
+//! revision, its istiod synced with every cluster it reads, and (unless `--no-verify`) every pair
+//! of clusters calling each other. A failed gate puts every cluster touched back on the old
+//! revision. The old revision stays until `--finish` removes it (`istioctl uninstall --revision`,
+//! which prunes only that revision's objects); `--rollback` undoes an upgrade under way.
+//!
+//! [`procedure`] is the upgrade as data (order, what is left, allowed moves); [`held`] reads what
+//! the clusters hold; [`run`] changes them.
+
+pub mod held;
+pub mod preview;
+pub mod procedure;
+pub mod run;
+
+pub use run::{Outcome, Upgrader};
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::revision::Revision;
+
+/// An upgrade refused before anything changed: the user's request cannot be carried out as asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+/// `istioctl tag set default --revision <rev>`: the `default` tag (and with it namespaces labelled
+/// `istio-injection=enabled`) now injects with `revision`. `--overwrite` because the tag exists
+/// (the first install made it); `-y` because no one is there to confirm.
+pub fn tag_set_args(context: &str, revision: &Revision) -> Vec<String> {
+    [
+        "tag",
+        "set",
+        "default",
+        "--revision",
+        revision.label(),
+        "--overwrite",
+        "-y",
+        "--context",
+        context,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `istioctl uninstall --revision <rev>`: removes what that revision's install created (its
+/// istiod, Services, injector, gateways still on it), nothing of another revision.
+pub fn uninstall_revision_args(context: &str, revision: &Revision) -> Vec<String> {
+    [
+        "uninstall",
+        "--revision",
+        revision.label(),
+        "-y",
+        "--context",
+        context,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The revision whose injector gave `pod` its proxy: the `revision` of its
+/// `sidecar.istio.io/status` annotation (what Istio's injector writes there).
+pub fn injected_by(pod: &Pod) -> Option<Revision> {
+    let status = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get("sidecar.istio.io/status")?;
+    let status: serde_json::Value = serde_json::from_str(status).ok()?;
+    Some(Revision::from_label(status.get("revision")?.as_str()?))
+}

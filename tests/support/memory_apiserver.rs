@@ -209,6 +209,12 @@ impl MemoryApiServer {
         self.changed.notify_waiters();
     }
 
+    /// Deletes an object, as a controller or a program outside the test's client would (watchers
+    /// see DELETED); a missing one is left missing.
+    pub fn remove(&self, group_version: &str, plural: &str, namespace: &str, name: &str) {
+        let _ = self.delete((group_version.into(), plural.into(), namespace.into(), name.into()));
+    }
+
     /// A client of this server (build it inside the runtime that uses it). Each request travels
     /// over a connection of its own, an in-memory pipe with hyper's HTTP/1 client at one end and
     /// its server at the other, so upgrades (`pods/portforward`) work as they do on the wire.
@@ -999,6 +1005,21 @@ pub struct Loopback {
     pub addr: std::net::SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
     _thread: std::thread::JoinHandle<()>,
+}
+
+/// A kubeconfig with one context per `(context, server)`, each reaching its server (plain HTTP,
+/// no credentials).
+pub fn kubeconfig_for(servers: &[(&str, &Loopback)]) -> String {
+    let (mut clusters, mut contexts, mut users) = (String::new(), String::new(), String::new());
+    for (context, loopback) in servers {
+        clusters += &format!(
+            "- name: {context}\n  cluster:\n    server: http://{}\n",
+            loopback.addr
+        );
+        contexts += &format!("- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\n");
+        users += &format!("- name: {context}\n  user: {{}}\n");
+    }
+    format!("apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{contexts}users:\n{users}")
 }
 
 impl Loopback {

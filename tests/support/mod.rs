@@ -68,6 +68,7 @@ pub mod fake_tools;
 pub mod kubelet_port_forward;
 pub mod memory_apiserver;
 pub mod played_destination_rules;
+pub mod played_istioctl;
 pub mod played_istiod;
 pub mod schema;
 

@@ -12,7 +12,7 @@
 //! credentials to istiod.)
 //!
 //! What it says: `/debug/clusterz` as `pkg/cluster/debug.go` `DebugInfo` lists it: istiod's own
-//! cluster (`CLUSTER_ID` of Deployment `istiod`) first, then one entry per cluster ID in the
+//! cluster (`CLUSTER_ID` of its Deployment, `istiod` or `istiod-<revision>`) first, then one entry per cluster ID in the
 //! `istio/multiCluster=true` Secrets of istio-system, `synced` unless the test says otherwise;
 //! `/debug/syncz` is what the test's [`SynczHandler`] lists (the data plane knows which proxies
 //! run where); any other path is 404, as Go's `ServeMux` answers.
@@ -90,11 +90,17 @@ impl PlayedIstiod {
     async fn clusterz(&self, cluster: &kube::Client) -> serde_json::Value {
         use k8s_openapi::api::apps::v1::Deployment;
         use k8s_openapi::api::core::v1::Secret;
+        // Every revision's istiod runs with its cluster's ID (`CLUSTER_ID`); the first found.
         let istiod = kube::Api::<Deployment>::namespaced(cluster.clone(), "istio-system")
-            .get_opt("istiod")
+            .list(&kube::api::ListParams::default())
             .await
             .ok()
-            .flatten();
+            .and_then(|l| {
+                l.items.into_iter().find(|d| {
+                    let name = d.metadata.name.as_deref().unwrap_or_default();
+                    name == "istiod" || name.starts_with("istiod-")
+                })
+            });
         let own = istiod
             .and_then(|d| d.spec)
             .and_then(|s| s.template.spec)

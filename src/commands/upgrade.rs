@@ -1,0 +1,218 @@
+//! `meshctl upgrade --to VERSION [--finish]`, `--finish`, `--rollback` (see [`crate::upgrade`]).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use super::{Exit, UsageError};
+use crate::cli::{OutputFormat, UpgradeArgs};
+use crate::executor::Settings;
+use crate::istio_version::IstioVersion;
+use crate::kube::Clients;
+use crate::mesh_dir::MeshDir;
+use crate::report::Reporter;
+use crate::revision::Revision;
+use crate::state::{IstioRelease, MeshState, StateStore};
+use crate::tools::istioctl::Istioctl;
+use crate::upgrade::{Outcome, Refusal, Upgrader};
+
+pub(super) async fn run(args: UpgradeArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
+    let mesh = super::resolve_topology(&args.topology)?;
+    let dir = MeshDir::new(workdir, &mesh.mesh_id);
+    let state = StateStore::load(&dir.state())?.snapshot();
+    let to = target(&args, &state)?;
+    let mut settings = Settings::for_mesh(&dir, kubeconfig, args.timeout);
+    settings.istio_version = Some(to.version.clone());
+    if args.dry_run {
+        return dry_run(&args, &mesh, &state, &to, &settings);
+    }
+    let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
+    let tools = super::istioctl_runner(
+        args.istioctl.as_deref(),
+        Some(&to.version),
+        &settings.cache_dir,
+        &reporter,
+    )
+    .await?;
+    let found = Istioctl::new(tools.as_ref()).version().await?;
+    if found != to.version {
+        return Err(UsageError(format!(
+            "--istioctl is istioctl {found}; the upgrade to {} installs with istioctl {}",
+            to.version, to.version
+        ))
+        .into());
+    }
+    let clients = Clients::new(kubeconfig);
+    let upgrader = Upgrader {
+        mesh: &mesh,
+        dir: &dir,
+        settings,
+        tools,
+        reporter: reporter.clone(),
+        clients: &clients,
+        restart_namespaces: args.restart_namespaces.clone(),
+        verify: !args.no_verify,
+        force: args.force,
+    };
+    let outcome = match steps(&args, &upgrader, &to, &reporter).await {
+        Err(e) => {
+            return match e.downcast::<Refusal>() {
+                Ok(refusal) => Err(UsageError(refusal.0).into()),
+                Err(other) => Err(other),
+            };
+        }
+        Ok(outcome) => outcome,
+    };
+    Ok(conclude(&args, &outcome, &to, &reporter))
+}
+
+/// The release to go to: `--to`, else the one of the upgrade under way.
+fn target(args: &UpgradeArgs, state: &MeshState) -> Result<IstioRelease> {
+    let version = match (&args.to, &state.upgrade) {
+        (Some(v), _) => v.clone(),
+        (None, Some(under_way)) => under_way.to.version.clone(),
+        (None, None) => {
+            return Err(UsageError(
+                "no upgrade is under way in this mesh: nothing to finish or roll back (start one with --to VERSION)".into(),
+            )
+            .into());
+        }
+    };
+    let parsed: IstioVersion = version.parse().map_err(UsageError)?;
+    Ok(IstioRelease {
+        version,
+        revision: Revision::of(&parsed),
+    })
+}
+
+async fn steps(
+    args: &UpgradeArgs,
+    upgrader: &Upgrader<'_>,
+    to: &IstioRelease,
+    reporter: &Reporter,
+) -> Result<Outcome> {
+    if args.rollback {
+        return upgrader.rollback().await;
+    }
+    if args.to.is_some() {
+        let from = upgrader.from_release(to).await?;
+        reporter.note(
+            "upgrade",
+            &format!(
+                "Istio {} (revision {}) → {} (revision {}), one cluster at a time",
+                from.version, from.revision, to.version, to.revision
+            ),
+        );
+        let outcome = upgrader.upgrade(&from, to).await?;
+        if outcome != Outcome::Done || !args.finish {
+            return Ok(outcome);
+        }
+    }
+    upgrader.finish().await
+}
+
+fn conclude(args: &UpgradeArgs, outcome: &Outcome, to: &IstioRelease, reporter: &Reporter) -> Exit {
+    let event = |result: &str| {
+        reporter.event(
+            "upgrade",
+            serde_json::json!({"to": to.version, "revision": to.revision, "result": result}),
+        )
+    };
+    match outcome {
+        Outcome::Interrupted => {
+            event("interrupted");
+            reporter.note(
+                "upgrade",
+                "interrupted; the same command resumes from what the clusters hold",
+            );
+            Exit::Interrupted
+        }
+        Outcome::RolledBack { cluster, reason } => {
+            event("rolled-back");
+            reporter.fail(
+                "upgrade",
+                &format!("stopped at `{cluster}` ({reason}); every cluster is back on the release it ran"),
+            );
+            Exit::Failure
+        }
+        Outcome::Done if args.rollback => {
+            event("rolled-back");
+            reporter.ok(
+                "upgrade",
+                "rolled back: every cluster is on the release it ran before",
+            );
+            Exit::Success
+        }
+        Outcome::Done if args.finish => {
+            event("finished");
+            reporter.ok(
+                "upgrade",
+                &format!("finished: every cluster runs only Istio {}", to.version),
+            );
+            Exit::Success
+        }
+        Outcome::Done => {
+            event("upgraded");
+            reporter.ok(
+                "upgrade",
+                &format!(
+                    "every cluster runs Istio {} (revision {}); the old revision is still installed",
+                    to.version, to.revision
+                ),
+            );
+            reporter.note(
+                "next",
+                "restart your workloads onto the new proxies, then `meshctl upgrade --finish` (or `--rollback`)",
+            );
+            Exit::Success
+        }
+    }
+}
+
+fn dry_run(
+    args: &UpgradeArgs,
+    mesh: &crate::topology::Mesh,
+    state: &MeshState,
+    to: &IstioRelease,
+    settings: &Settings,
+) -> Result<Exit> {
+    let out = args.out.as_deref().expect("--dry-run requires --out");
+    crate::dry_run::prepare_out(out, false).map_err(UsageError::from_display)?;
+    // Nothing is asked of the clusters: the release the mesh was last recorded on, else the
+    // unrevisioned install of the pinned release, stands for where it comes from.
+    let from = state
+        .upgrade
+        .as_ref()
+        .map(|u| u.from.clone())
+        .or_else(|| state.istio.clone())
+        .unwrap_or_else(|| IstioRelease {
+            version: mesh
+                .istio_version
+                .clone()
+                .unwrap_or_else(|| crate::versions::ISTIO_VERSION.to_string()),
+            revision: Revision::default_revision(),
+        });
+    let from_version: IstioVersion = from.version.parse().map_err(UsageError)?;
+    let to_version: IstioVersion = to.version.parse().map_err(UsageError)?;
+    crate::upgrade::procedure::check_move(&from_version, &to_version).map_err(|e| {
+        UsageError(format!(
+            "{e} (as recorded for this mesh, or its istio.version, or the pinned release: --dry-run asks no cluster)"
+        ))
+    })?;
+    let (text, files) = crate::upgrade::preview::write(mesh, state, &from, to, out, settings)?;
+    match args.output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({"from": from, "to": to, "out": out, "files": files})
+        ),
+        OutputFormat::Text => {
+            print!("{text}");
+            println!(
+                "\nupgrade written to `{}` ({files} files); no cluster was touched",
+                out.display()
+            );
+        }
+    }
+    Ok(Exit::Success)
+}

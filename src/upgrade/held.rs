@@ -1,0 +1,90 @@
+//! What a cluster holds of Istio's revisions, read the way istioctl reads it
+//! (`istioctl/pkg/tag/util.go`): a revision is installed where its injector webhook is (label
+//! `istio.io/rev`, no `istio.io/tag`: `GetWebhooksWithRevision`); injection points where the
+//! `default` tag's webhook says (`istio.io/rev` of `istio-revision-tag-default`); the east-west
+//! gateway runs the revision its Deployment is labelled with (the gateway chart labels it).
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, ListParams};
+use serde::Serialize;
+
+use crate::phases::eastwest::GATEWAY_NAME;
+use crate::revision::{self, DEFAULT_TAG_WEBHOOK, Revision};
+use crate::topology::ISTIO_NAMESPACE;
+
+/// One installed revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevisionHeld {
+    pub revision: Revision,
+    /// The release its istiod's image is tagged with (a remote runs no istiod: none).
+    pub version: Option<String>,
+}
+
+/// One cluster's revisions, injection and gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Held {
+    pub revisions: Vec<RevisionHeld>,
+    /// Where the `default` tag points; none where no tag webhook exists.
+    pub tag: Option<Revision>,
+    /// The east-west gateway's revision; none without a gateway.
+    pub gateway: Option<Revision>,
+}
+
+impl Held {
+    /// The revision that injects namespaces labelled `istio-injection=enabled`: the `default`
+    /// tag's, or without a tag the unrevisioned install's own webhook.
+    pub fn injection(&self) -> Revision {
+        self.tag.clone().unwrap_or_default()
+    }
+
+    pub fn has(&self, revision: &Revision) -> bool {
+        self.revisions.iter().any(|r| &r.revision == revision)
+    }
+}
+
+pub async fn gather(client: &kube::Client) -> Result<Held, kube::Error> {
+    let webhooks = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .list(&ListParams::default().labels(revision::LABEL))
+        .await?
+        .items;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), ISTIO_NAMESPACE);
+    let label_of =
+        |meta: &kube::api::ObjectMeta, key: &str| meta.labels.as_ref().and_then(|l| l.get(key)).cloned();
+    let mut revisions = Vec::new();
+    let mut tag = None;
+    for webhook in &webhooks {
+        let Some(rev) = label_of(&webhook.metadata, revision::LABEL) else {
+            continue;
+        };
+        let rev = Revision::from_label(&rev);
+        if label_of(&webhook.metadata, "istio.io/tag").is_some() {
+            if webhook.metadata.name.as_deref() == Some(DEFAULT_TAG_WEBHOOK) {
+                tag = Some(rev);
+            }
+            continue;
+        }
+        let version = deployments
+            .get_opt(&rev.istiod())
+            .await?
+            .and_then(|d| d.spec)
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.containers.into_iter().next())
+            .and_then(|c| c.image)
+            .map(|image| crate::mesh_health::image_tag(&image));
+        revisions.push(RevisionHeld {
+            revision: rev,
+            version,
+        });
+    }
+    revisions.sort_by(|a, b| a.revision.cmp(&b.revision));
+    let gateway = deployments
+        .get_opt(GATEWAY_NAME)
+        .await?
+        .map(|d| Revision::from_label(&label_of(&d.metadata, revision::LABEL).unwrap_or_default()));
+    Ok(Held {
+        revisions,
+        tag,
+        gateway,
+    })
+}

@@ -1,0 +1,106 @@
+//! `meshctl upgrade --dry-run --out DIR`: every cluster's part of the upgrade written out, in the
+//! order it would run, with every IstioOperator and every command; no cluster is asked anything,
+//! so every step is listed (a real run skips what a cluster already holds).
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+
+use super::procedure::{self, UpgradeStep};
+use crate::executor::Settings;
+use crate::plan::{Phase, Plan};
+use crate::state::{IstioRelease, MeshState};
+use crate::topology::{Mesh, Role};
+
+/// The file listing the whole procedure, beside one folder per cluster.
+pub const STEPS_FILE: &str = "steps.txt";
+
+/// Writes the upgrade from `from` to `to` into `out`; returns the listing (also in
+/// [`STEPS_FILE`]) and the number of files written.
+pub fn write(
+    mesh: &Mesh,
+    state: &MeshState,
+    from: &IstioRelease,
+    to: &IstioRelease,
+    out: &Path,
+    settings: &Settings,
+) -> Result<(String, usize)> {
+    let mut revisioned = mesh.clone();
+    revisioned.istio_revision = to.revision.clone();
+    let isolated = state.isolated.keys().cloned().collect();
+    let mut text = format!(
+        "upgrade of mesh `{}` from Istio {} (revision {}) to {} (revision {}), one cluster at a time\n",
+        mesh.mesh_id, from.version, from.revision, to.version, to.revision
+    );
+    let mut files = 1;
+    for (n, cluster) in procedure::order(mesh, &isolated).into_iter().enumerate() {
+        let phases = vec![Phase::Istio, Phase::Eastwest, Phase::Expose];
+        let input = super::run::cluster_input(&revisioned, &cluster.name, phases, state, settings);
+        let plan = crate::planner::build(&input)?;
+        let folder = out.join(format!("{}-{}", n + 1, cluster.name));
+        crate::dry_run::write(&folder, &plan, &[])
+            .with_context(|| format!("cannot write `{}`", folder.display()))?;
+        files += plan.artifacts.len() + 2;
+        text.push_str(&format!(
+            "\n{}. {} ({}), plan in {}/\n",
+            n + 1,
+            cluster.name,
+            if cluster.role == Role::Primary {
+                "primary"
+            } else {
+                "remote"
+            },
+            folder.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let lines = |phases: &[Phase]| steps_of(&plan, phases);
+        for step in [
+            UpgradeStep::InstallControlPlane,
+            UpgradeStep::MoveInjection,
+            UpgradeStep::UpgradeGateway,
+        ] {
+            let commands = match step {
+                UpgradeStep::InstallControlPlane => lines(&[Phase::Istio]),
+                UpgradeStep::MoveInjection => vec![format!(
+                    "run: istioctl {}",
+                    super::tag_set_args(&cluster.context, &to.revision).join(" ")
+                )],
+                UpgradeStep::UpgradeGateway => lines(&[Phase::Eastwest, Phase::Expose]),
+            };
+            if commands.is_empty() {
+                continue;
+            }
+            text.push_str(&format!("   {}\n", step.describe(&to.revision)));
+            for command in commands {
+                text.push_str(&format!("     {command}\n"));
+            }
+        }
+        text.push_str("   gate: the cluster holds revision ");
+        text.push_str(&format!(
+            "{}, injects with it, its gateway runs it{}; every pair of clusters calls each other (unless --no-verify)\n",
+            to.revision,
+            if cluster.role == Role::Primary {
+                format!("; istiod-{} reports every cluster it reads synced", to.revision.label())
+            } else {
+                String::new()
+            }
+        ));
+    }
+    text.push_str(&format!(
+        "\nthen `meshctl upgrade --finish` (once workloads run on {}: restart them, or --restart-namespaces), in every cluster:\n     run: istioctl uninstall --revision {} -y --context <context>\n",
+        to.revision, from.revision
+    ));
+    crate::atomic_file::write(&out.join(STEPS_FILE), text.as_bytes(), crate::atomic_file::PUBLIC)?;
+    Ok((text, files))
+}
+
+fn steps_of(plan: &Plan, phases: &[Phase]) -> Vec<String> {
+    plan.phases
+        .iter()
+        .filter(|p| phases.contains(&p.phase))
+        .flat_map(|p| {
+            p.clusters
+                .iter()
+                .flat_map(move |c| c.steps.iter().map(move |s| crate::dry_run::describe(p.phase, s)))
+        })
+        .collect()
+}

@@ -1,0 +1,241 @@
+//! The upgrade as data: which clusters in which order, what is left to do in each, and which
+//! moves between releases are allowed. Pure: what the clusters hold is read by [`super::held`].
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::held::Held;
+use crate::istio_version::IstioVersion;
+use crate::revision::Revision;
+use crate::topology::{Cluster, Mesh, Role};
+
+/// One step of one cluster's upgrade, in the order Istio's canary upgrade takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpgradeStep {
+    /// The `istio` phase on the new revision: istiod-<rev> beside the running one (primary), or
+    /// the remote profile's injector and istiod Service of the revision (remote).
+    InstallControlPlane,
+    /// `istioctl tag set default --revision <rev>`: namespaces labelled `istio-injection=enabled`
+    /// (or `istio.io/rev=default`) get the new revision's proxies from now on.
+    MoveInjection,
+    /// The `eastwest` and `expose` phases on the new revision: the gateway's pods re-injected by
+    /// it (in place), istiod-<rev> exposed to remotes.
+    UpgradeGateway,
+}
+
+impl UpgradeStep {
+    pub fn describe(self, to: &Revision) -> String {
+        match self {
+            UpgradeStep::InstallControlPlane => format!("install control plane {to} beside the running one"),
+            UpgradeStep::MoveInjection => format!("point injection (revision tag `default`) at {to}"),
+            UpgradeStep::UpgradeGateway => format!("move the east-west gateway (and exposed istiod) to {to}"),
+        }
+    }
+}
+
+/// The clusters an upgrade goes through, one at a time: each primary, followed by the remotes it
+/// configures (a remote's injector serves from its primary's istiod, which must run the new
+/// revision first). Isolated clusters are left alone.
+pub fn order<'m>(mesh: &'m Mesh, isolated: &BTreeSet<String>) -> Vec<&'m Cluster> {
+    let mut ordered = Vec::new();
+    for primary in mesh.clusters.iter().filter(|c| c.role == Role::Primary) {
+        ordered.push(primary);
+        ordered.extend(
+            mesh.clusters
+                .iter()
+                .filter(|c| c.primary.as_deref() == Some(primary.name.as_str())),
+        );
+    }
+    ordered.retain(|c| !isolated.contains(&c.name));
+    ordered
+}
+
+/// Istio supports a canary upgrade across one minor release at most, and its proxies one minor
+/// behind their control plane: a larger jump, or none, is refused with the reason. Going back is
+/// `--rollback` (during an upgrade), not an upgrade.
+pub fn check_move(from: &IstioVersion, to: &IstioVersion) -> Result<(), String> {
+    if to == from {
+        return Err(format!("the mesh already runs Istio {to}"));
+    }
+    if to < from {
+        return Err(format!(
+            "Istio {to} is older than the {from} the mesh runs; an upgrade only goes forward (`meshctl upgrade --rollback` undoes one under way)"
+        ));
+    }
+    if to.major != from.major || to.minor > from.minor + 1 {
+        return Err(format!(
+            "Istio {from} → {to} skips a minor release: Istio upgrades one minor release at a time (control planes and proxies at most one minor apart); upgrade to {}.{}.x first",
+            from.major,
+            from.minor + 1
+        ));
+    }
+    Ok(())
+}
+
+/// What is left of `cluster`'s upgrade to `to`, given what it holds: a step is done when the
+/// cluster holds its result, so an interrupted upgrade resumes where it stopped.
+pub fn pending(cluster: &Cluster, held: &Held, to: &Revision, mesh: &Mesh) -> Vec<UpgradeStep> {
+    let mut steps = Vec::new();
+    if !held.revisions.iter().any(|r| &r.revision == to) {
+        steps.push(UpgradeStep::InstallControlPlane);
+    }
+    if held.injection() != *to {
+        steps.push(UpgradeStep::MoveInjection);
+    }
+    let gateway_behind = held.gateway.as_ref().is_some_and(|g| g != to);
+    if gateway_behind || (held.gateway.is_none() && mesh.needs_eastwest(cluster)) {
+        steps.push(UpgradeStep::UpgradeGateway);
+    }
+    steps
+}
+
+/// The release the mesh runs, as its primaries hold it: the revision injection points at, and
+/// the release of that revision's istiod. The primaries must agree.
+pub fn running_release(primaries: &[(&str, &Held)]) -> Result<(Revision, IstioVersion), String> {
+    let mut seen: Vec<(String, Revision, Option<String>)> = Vec::new();
+    for (cluster, held) in primaries {
+        let revision = held.injection();
+        let version = held
+            .revisions
+            .iter()
+            .find(|r| r.revision == revision)
+            .and_then(|r| r.version.clone());
+        seen.push((cluster.to_string(), revision, version));
+    }
+    let Some((first, revision, version)) = seen.first().cloned() else {
+        return Err("no primary answered: nothing to upgrade".into());
+    };
+    if let Some((other, r, v)) = seen.iter().find(|(_, r, v)| *r != revision || *v != version) {
+        return Err(format!(
+            "the primaries do not run one release: `{first}` injects with {revision} ({}), `{other}` with {r} ({}); bring them to one release with `meshctl up` first",
+            version.as_deref().unwrap_or("no istiod of it"),
+            v.as_deref().unwrap_or("no istiod of it"),
+        ));
+    }
+    let version = version.ok_or_else(|| {
+        format!(
+            "`{first}` injects with revision {revision}, but runs no istiod of it: run `meshctl up` first"
+        )
+    })?;
+    let version: IstioVersion = version.parse().map_err(|e| {
+        format!("`{first}`: istiod of revision {revision} runs an image tagged {version}: {e}")
+    })?;
+    Ok((revision, version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upgrade::held::RevisionHeld;
+
+    fn v(text: &str) -> IstioVersion {
+        text.parse().unwrap()
+    }
+
+    fn held(revisions: &[(&str, &str)], tag: Option<&str>, gateway: Option<&str>) -> Held {
+        Held {
+            revisions: revisions
+                .iter()
+                .map(|(r, v)| RevisionHeld {
+                    revision: Revision::from_label(r),
+                    version: Some(v.to_string()),
+                })
+                .collect(),
+            tag: tag.map(Revision::from_label),
+            gateway: gateway.map(Revision::from_label),
+        }
+    }
+
+    #[test]
+    fn one_minor_forward_is_allowed_and_anything_else_is_refused_with_why() {
+        assert!(check_move(&v("1.30.3"), &v("1.31.1")).is_ok());
+        assert!(check_move(&v("1.31.0"), &v("1.31.1")).is_ok());
+        let skip = check_move(&v("1.29.2"), &v("1.31.1")).unwrap_err();
+        assert!(
+            skip.contains("one minor release at a time") && skip.contains("1.30.x"),
+            "{skip}"
+        );
+        assert!(
+            check_move(&v("1.31.1"), &v("1.31.1"))
+                .unwrap_err()
+                .contains("already runs")
+        );
+        assert!(
+            check_move(&v("1.31.1"), &v("1.30.3"))
+                .unwrap_err()
+                .contains("--rollback")
+        );
+        assert!(check_move(&v("1.31.1"), &v("2.0.0")).is_err());
+    }
+
+    #[test]
+    fn primaries_go_first_each_followed_by_its_remotes_and_isolated_clusters_are_left() {
+        let mesh = Mesh::from_yaml(
+            "clusters:\n  - {name: a}\n  - {name: r1, role: remote, primary: a}\n  - {name: b}\n  - {name: r2, role: remote, primary: b}\n",
+            None,
+        )
+        .unwrap();
+        let names = |isolated: &[&str]| -> Vec<String> {
+            let isolated = isolated.iter().map(|s| s.to_string()).collect();
+            order(&mesh, &isolated).iter().map(|c| c.name.clone()).collect()
+        };
+        assert_eq!(names(&[]), ["a", "r1", "b", "r2"]);
+        assert_eq!(names(&["r1"]), ["a", "b", "r2"]);
+    }
+
+    #[test]
+    fn what_a_cluster_holds_decides_what_is_left_so_an_upgrade_resumes() {
+        let mesh = Mesh::for_kind(2, "mesh1").unwrap();
+        let cluster = &mesh.clusters[0];
+        let to = Revision::from_label("1-31-1");
+        let fresh = held(&[("default", "1.30.3")], Some("default"), Some("default"));
+        assert_eq!(
+            pending(cluster, &fresh, &to, &mesh),
+            [
+                UpgradeStep::InstallControlPlane,
+                UpgradeStep::MoveInjection,
+                UpgradeStep::UpgradeGateway
+            ]
+        );
+        let installed = held(
+            &[("default", "1.30.3"), ("1-31-1", "1.31.1")],
+            Some("default"),
+            Some("default"),
+        );
+        assert_eq!(
+            pending(cluster, &installed, &to, &mesh),
+            [UpgradeStep::MoveInjection, UpgradeStep::UpgradeGateway]
+        );
+        let done = held(
+            &[("default", "1.30.3"), ("1-31-1", "1.31.1")],
+            Some("1-31-1"),
+            Some("1-31-1"),
+        );
+        assert!(pending(cluster, &done, &to, &mesh).is_empty());
+        // No tag webhook: the unrevisioned injector is the one that injects.
+        assert_eq!(held(&[], None, None).injection(), Revision::default_revision());
+    }
+
+    #[test]
+    fn the_running_release_is_the_one_injection_points_at_and_primaries_must_agree() {
+        let a = held(&[("default", "1.30.3")], Some("default"), None);
+        let b = held(&[("default", "1.30.3")], None, None);
+        let (revision, version) = running_release(&[("a", &a), ("b", &b)]).unwrap();
+        assert_eq!(
+            (revision.label(), version.to_string().as_str()),
+            ("default", "1.30.3")
+        );
+        let c = held(
+            &[("default", "1.30.3"), ("1-31-1", "1.31.1")],
+            Some("1-31-1"),
+            None,
+        );
+        let err = running_release(&[("a", &a), ("c", &c)]).unwrap_err();
+        assert!(
+            err.contains("`a` injects with default (1.30.3), `c` with 1-31-1 (1.31.1)"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,451 @@
+//! istioctl of one Istio release, as a [`ToolRunner`] over in-process API servers, for the
+//! revision-based canary upgrade: what `install`, `tag set` and `uninstall --revision` do to a
+//! cluster at Istio 1.31, refusals included. Each piece names the upstream file it copies
+//! (istio/istio at 1.31):
+//!
+//! - `install -f <IstioOperator>`: the objects of the charts meshctl reads, labelled as the charts
+//!   label them. A control plane (`istio-discovery`: `deployment.yaml`, `service.yaml`,
+//!   `mutatingwebhook.yaml`): Deployment and Service `istiod[-<rev>]`, one running pod of it (the
+//!   ReplicaSet's), injector `istio-sidecar-injector[-<rev>]` with its CA bundle (istiod patches it
+//!   in once it runs: `pilot/pkg/webhooks/webhookpatch.go`; on a remote, its primary's istiod), and
+//!   the base component's Gateway and VirtualService CRDs (read from ../shared/upstream). The
+//!   `remote` profile (`remote-istiod-service.yaml`): Service `istiod[-<rev>]` and the injector
+//!   calling it on the remote's `injectionPath`, no istiod. An
+//!   east-west gateway (`gateways/istio-ingress`): Deployment `istio-eastwestgateway` labelled with
+//!   the revision that injects it, and its LoadBalancer Service with an address (MetalLB's part).
+//!   Then the default tag, as `operator/pkg/webhook/webhook.go` `WebhooksToDeploy` decides: made
+//!   (pointing at this revision) when no `default` tag exists yet or the install is unrevisioned.
+//! - `tag set <tag> --revision <rev>` (`istioctl/pkg/tag/generate.go` `Generate`): refused
+//!   without exactly one injector of the revision ("cannot modify tag: cannot find
+//!   MutatingWebhookConfiguration or Service with revision"), and without `--overwrite` when the
+//!   tag exists ("already exists, and --overwrite is false"); else webhook
+//!   `istio-revision-tag-<tag>` (labels `istio.io/tag`, `istio.io/rev`) calling that injector's
+//!   service, Service `istiod-revision-tag-<tag>`, and for `default` the unrevisioned injector
+//!   made ineffectual, never deleted (`util.go` `DeactivateIstioInjectionWebhook`). (The
+//!   `istiod-default-validator` it also writes is left out: the in-process server serves no
+//!   ValidatingWebhookConfiguration.)
+//! - `uninstall --revision <rev>` (`operator/cmd/mesh/uninstall.go`, `operator/pkg/uninstall/
+//!   prune.go` `GetPrunedResources`): refused when no object carries the revision ("could not find
+//!   target revision"); else deletes the Deployments, Services and webhooks labelled
+//!   `istio.io/rev=<rev>` whose `operator.istio.io/component` is Pilot or a gateway, and nothing
+//!   else (the Deployment's pods go with it, as the garbage collector takes them).
+
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
+use meshctl::tools::{Output, RunOptions, ToolError, ToolRunner};
+use serde_json::{Value, json};
+
+use super::memory_apiserver::MemoryApiServer;
+
+/// The gateway components `istioctl uninstall --revision` prunes besides Pilot (prune.go).
+const PRUNED_COMPONENTS: [&str; 5] = ["Pilot", "IngressGateways", "EgressGateways", "Cni", "Ztunnel"];
+
+pub struct PlayedIstioctl {
+    /// The release it is (`istioctl version`), and the tag of the images it installs.
+    pub version: String,
+    servers: Vec<(String, MemoryApiServer)>,
+    /// A context where the control plane's install never gets ready.
+    failing_install: Option<String>,
+    /// A command (its arguments) that never returns: the run is killed there.
+    hanging_on: Option<String>,
+    /// Notified when the hanging command was reached.
+    pub reached: std::sync::Arc<tokio::sync::Notify>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl PlayedIstioctl {
+    pub fn new(version: &str, servers: &[(&str, &MemoryApiServer)]) -> PlayedIstioctl {
+        PlayedIstioctl {
+            version: version.into(),
+            servers: servers
+                .iter()
+                .map(|(c, s)| (c.to_string(), (*s).clone()))
+                .collect(),
+            failing_install: None,
+            hanging_on: None,
+            reached: Default::default(),
+            calls: Mutex::default(),
+        }
+    }
+
+    /// In `context`, a control plane's `install` applies its objects, but its istiod never gets
+    /// ready: istioctl's readiness wait runs out (`operator/pkg/install/wait.go`) and it exits 1
+    /// naming the Deployment.
+    pub fn failing_install_in(mut self, context: &str) -> PlayedIstioctl {
+        self.failing_install = Some(context.into());
+        self
+    }
+
+    /// `istioctl <command>` never returns.
+    pub fn hanging_on(mut self, command: &str) -> PlayedIstioctl {
+        self.hanging_on = Some(command.into());
+        self
+    }
+
+    /// Every command run, as `istioctl <args>`.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn server_of(&self, args: &[String]) -> Result<&MemoryApiServer, String> {
+        let context = args
+            .iter()
+            .position(|a| a == "--context")
+            .map(|i| args[i + 1].as_str())
+            .ok_or("no --context")?;
+        self.servers
+            .iter()
+            .find(|(c, _)| c == context)
+            .map(|(_, s)| s)
+            .ok_or(format!("context {context} not found"))
+    }
+
+    fn answer(&self, args: &[String], options: &RunOptions) -> Result<String, String> {
+        let flag = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+        };
+        match args.first().map(String::as_str) {
+            Some("version") => Ok(format!("client version: {}\n", self.version)),
+            Some("install") => {
+                let file = flag("-f").ok_or("install: no -f")?;
+                let path = options.cwd.clone().unwrap_or_default().join(&file);
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let operator: Value = serde_saphyr::from_str(&text).map_err(|e| e.to_string())?;
+                let server = self.server_of(args)?;
+                install(server, &operator, &self.version)?;
+                let context = flag("--context").unwrap_or_default();
+                let control_plane = operator["spec"]["components"]["ingressGateways"].is_null()
+                    && operator["spec"]["profile"] != "remote";
+                if control_plane && self.failing_install.as_deref() == Some(context.as_str()) {
+                    return Err(never_ready(
+                        server,
+                        operator["spec"]["revision"].as_str().unwrap_or_default(),
+                    ));
+                }
+                Ok(String::new())
+            }
+            Some("tag") if args.get(1).map(String::as_str) == Some("set") => {
+                let tag = args.get(2).ok_or("tag set: no tag")?;
+                let revision = flag("--revision").ok_or("tag set: no --revision")?;
+                let overwrite = args.iter().any(|a| a == "--overwrite");
+                set_tag(self.server_of(args)?, tag, &revision, overwrite)
+            }
+            Some("uninstall") => {
+                let revision = flag("--revision").ok_or("uninstall: only --revision is played")?;
+                uninstall_revision(self.server_of(args)?, &revision)
+            }
+            _ => Err(format!("not played: istioctl {}", args.join(" "))),
+        }
+    }
+}
+
+impl ToolRunner for PlayedIstioctl {
+    fn run<'a>(
+        &'a self,
+        program: &'a str,
+        args: &'a [String],
+        options: &'a RunOptions,
+    ) -> BoxFuture<'a, Result<Output, ToolError>> {
+        Box::pin(async move {
+            let line = format!("{program} {}", args.join(" "));
+            self.calls.lock().unwrap().push(line.clone());
+            if self.hanging_on.as_deref() == Some(args.join(" ").as_str()) {
+                self.reached.notify_one();
+                std::future::pending::<()>().await;
+            }
+            if program != "istioctl" {
+                return Err(ToolError::Other {
+                    command: line,
+                    reason: "not played".into(),
+                });
+            }
+            match self.answer(args, options) {
+                Ok(stdout) => Ok(Output {
+                    stdout,
+                    stderr: String::new(),
+                }),
+                Err(message) => Err(ToolError::Failed {
+                    command: line,
+                    code: 1,
+                    stderr_tail: format!("Error: {message}"),
+                }),
+            }
+        })
+    }
+}
+
+fn suffixed(name: &str, revision: &str) -> String {
+    if revision.is_empty() {
+        name.into()
+    } else {
+        format!("{name}-{revision}")
+    }
+}
+
+fn labels(revision: &str, component: &str, extra: Value) -> Value {
+    let mut labels = json!({
+        "istio.io/rev": if revision.is_empty() { "default" } else { revision },
+        "operator.istio.io/component": component,
+        "install.operator.istio.io/owning-resource": "control-plane",
+    });
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        labels[k] = v;
+    }
+    labels
+}
+
+fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<(), String> {
+    let spec = &operator["spec"];
+    let revision = spec["revision"].as_str().unwrap_or_default();
+    if spec["components"]["ingressGateways"].is_array() {
+        install_gateway(server, revision);
+        return Ok(());
+    }
+    let remote = spec["profile"] == "remote";
+    let istiod = suffixed("istiod", revision);
+    server.put(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": istiod, "namespace": "istio-system",
+                     "labels": labels(revision, "Pilot", json!({"app": "istiod", "app.kubernetes.io/name": "istiod"}))},
+        "spec": {"ports": [{"name": "https-dns", "port": 15012}, {"name": "https-webhook", "port": 443}]}}));
+    if !remote {
+        install_crds(server)?;
+        let cluster_id = spec["values"]["global"]["multiCluster"]["clusterName"]
+            .as_str()
+            .unwrap_or("Kubernetes");
+        let pod_labels = json!({"app": "istiod", "istio": "pilot", "istio.io/rev": if revision.is_empty() { "default" } else { revision }});
+        server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": istiod, "namespace": "istio-system",
+                         "labels": labels(revision, "Pilot", json!({"app": "istiod", "istio": "pilot"}))},
+            "spec": {"selector": {"matchLabels": pod_labels}, "template": {"metadata": {"labels": pod_labels},
+                     "spec": {"containers": [{"name": "discovery", "image": format!("docker.io/istio/pilot:{version}"),
+                                              "env": [{"name": "CLUSTER_ID", "value": cluster_id}]}]}}},
+            "status": {"replicas": 1, "availableReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}}));
+        server.put(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{istiod}-6f9c7b8d4-x2x7q"), "namespace": "istio-system", "labels": pod_labels},
+            "spec": {"nodeName": format!("{cluster_id}-control-plane"),
+                     "containers": [{"name": "discovery", "image": format!("docker.io/istio/pilot:{version}")}]},
+            "status": {"phase": "Running"}}));
+    }
+    // The injector calls the revision's istiod Service: on a remote, the one backed by the
+    // primary's gateway, on the path naming the remote's cluster and network
+    // (`istiodRemote.injectionPath`; `mutatingwebhook.yaml` "core").
+    let path = spec["values"]["istiodRemote"]["injectionPath"]
+        .as_str()
+        .unwrap_or("/inject");
+    let client_config = json!({"service": {"name": istiod, "namespace": "istio-system", "path": path, "port": 443}, "caBundle": "Y2E="});
+    server.put(
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": suffixed("istio-sidecar-injector", revision),
+                     "labels": labels(revision, "Pilot", json!({"app": "sidecar-injector"}))},
+        "webhooks": [{"name": "rev.namespace.sidecar-injector.istio.io", "admissionReviewVersions": ["v1"],
+                      "sideEffects": "None", "clientConfig": client_config}]}),
+    );
+    // WebhooksToDeploy: a default tag when none exists yet, or for an unrevisioned install.
+    let tag_exists = webhooks(server).iter().any(|w| {
+        w["metadata"]["labels"]["istio.io/tag"] == "default"
+            && w["metadata"]["labels"]["app"] == "sidecar-injector"
+    });
+    if !tag_exists || revision.is_empty() {
+        let rev = if revision.is_empty() { "default" } else { revision };
+        set_tag(server, "default", rev, true)?;
+    }
+    Ok(())
+}
+
+/// The istiod of `revision` as its install left it when it never got ready, and what istioctl
+/// says then.
+fn never_ready(server: &MemoryApiServer, revision: &str) -> String {
+    let istiod = suffixed("istiod", revision);
+    if let Some(mut deployment) = server.object("apps/v1", "deployments", "istio-system", &istiod) {
+        deployment["status"] = json!({"replicas": 1, "availableReplicas": 0,
+            "conditions": [{"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"}]});
+        server.put(deployment);
+    }
+    let pod = format!("{istiod}-6f9c7b8d4-x2x7q");
+    if let Some(mut pod) = server.object("v1", "pods", "istio-system", &pod) {
+        pod["status"] = json!({"phase": "Pending"});
+        server.put(pod);
+    }
+    format!(
+        "✘ Istiod encountered an error: failed to wait for resource: resources not ready after 5m0s: context deadline exceeded\nDeployment/istio-system/{istiod} (containers with unready status: [discovery])"
+    )
+}
+
+fn install_gateway(server: &MemoryApiServer, revision: &str) {
+    let selector = json!({"app": "istio-eastwestgateway", "istio": "eastwestgateway"});
+    server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "istio-eastwestgateway", "namespace": "istio-system",
+                     "labels": labels(revision, "IngressGateways", selector.clone())},
+        "spec": {"selector": {"matchLabels": selector}, "template": {"metadata": {"labels": selector},
+                 "spec": {"containers": [{"name": "istio-proxy", "image": "auto"}]}}},
+        "status": {"replicas": 1, "availableReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}}));
+    let address = server
+        .object("v1", "services", "istio-system", "istio-eastwestgateway")
+        .and_then(|s| {
+            s["status"]["loadBalancer"]["ingress"][0]["ip"]
+                .as_str()
+                .map(String::from)
+        })
+        .unwrap_or_else(|| {
+            format!(
+                "172.18.255.{}",
+                200 + server.objects("v1", "services", "istio-system").len()
+            )
+        });
+    server.put(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "istio-eastwestgateway", "namespace": "istio-system",
+                     "labels": labels(revision, "IngressGateways", json!({"istio": "eastwestgateway"}))},
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "tls", "port": 15443}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": address}]}}}));
+}
+
+/// The base component's CRDs that meshctl's phases apply objects of (the stand-in serves a CRD
+/// once stored).
+fn install_crds(server: &MemoryApiServer) -> Result<(), String> {
+    let upstream = super::schema::upstream_dir().ok_or("../shared/upstream is not there")?;
+    for name in ["gateways", "virtualservices"] {
+        if server
+            .object(
+                "apiextensions.k8s.io/v1",
+                "customresourcedefinitions",
+                "",
+                &format!("{name}.networking.istio.io"),
+            )
+            .is_some()
+        {
+            continue;
+        }
+        let path = upstream.join(format!("istio/release-1.31/crds/{name}.networking.istio.io.yaml"));
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let crd: Value = serde_saphyr::from_str(&text).map_err(|e| e.to_string())?;
+        server.put(crd);
+    }
+    Ok(())
+}
+
+fn webhooks(server: &MemoryApiServer) -> Vec<Value> {
+    server.objects(
+        "admissionregistration.k8s.io/v1",
+        "mutatingwebhookconfigurations",
+        "",
+    )
+}
+
+fn set_tag(server: &MemoryApiServer, tag: &str, revision: &str, overwrite: bool) -> Result<String, String> {
+    let all = webhooks(server);
+    let label = |w: &Value, key: &str| w["metadata"]["labels"][key].as_str().map(String::from);
+    let canonical: Vec<&Value> = all
+        .iter()
+        .filter(|w| {
+            label(w, "istio.io/rev").as_deref() == Some(revision) && label(w, "istio.io/tag").is_none()
+        })
+        .collect();
+    match canonical.len() {
+        0 => {
+            return Err(format!(
+                "cannot modify tag: cannot find MutatingWebhookConfiguration or Service with revision {revision:?}"
+            ));
+        }
+        1 => {}
+        _ => {
+            return Err(format!(
+                "cannot modify tag: found multiple canonical webhooks or services with revision {revision:?}"
+            ));
+        }
+    }
+    if !overwrite
+        && all
+            .iter()
+            .any(|w| label(w, "istio.io/tag").as_deref() == Some(tag))
+    {
+        return Err(format!(
+            "revision tag {tag:?} already exists, and --overwrite is false"
+        ));
+    }
+    let client_config = canonical[0]["webhooks"][0]["clientConfig"].clone();
+    let tag_labels = json!({"istio.io/tag": tag, "istio.io/rev": revision, "app": "sidecar-injector",
+                            "operator.istio.io/component": "Pilot"});
+    server.put(json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": format!("istio-revision-tag-{tag}"), "labels": tag_labels},
+        "webhooks": [{"name": "rev.namespace.sidecar-injector.istio.io", "admissionReviewVersions": ["v1"],
+                      "sideEffects": "None", "clientConfig": client_config,
+                      "namespaceSelector": {"matchExpressions": [{"key": "istio.io/rev", "operator": "In", "values": [tag]}]}},
+                     {"name": "namespace.sidecar-injector.istio.io", "admissionReviewVersions": ["v1"],
+                      "sideEffects": "None", "clientConfig": canonical[0]["webhooks"][0]["clientConfig"].clone(),
+                      "namespaceSelector": {"matchExpressions": [{"key": "istio-injection", "operator": "In", "values": ["enabled"]}]}}]}));
+    server.put(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("istiod-revision-tag-{tag}"), "namespace": "istio-system",
+                     "labels": {"istio.io/tag": tag, "istio.io/rev": revision, "app": "istiod",
+                                "operator.istio.io/component": "Pilot"}},
+        "spec": {"ports": [{"name": "https-dns", "port": 15012}]}}));
+    if tag == "default" {
+        let never = json!({"matchExpressions": [{"key": "istio.io/deactivated", "operator": "In", "values": ["never-match"]}]});
+        for mut unrevisioned in all.into_iter().filter(|w| {
+            label(w, "istio.io/rev").as_deref() == Some("default") && label(w, "istio.io/tag").is_none()
+        }) {
+            for hook in unrevisioned["webhooks"].as_array_mut().into_iter().flatten() {
+                hook["namespaceSelector"] = never.clone();
+                hook["objectSelector"] = never.clone();
+            }
+            server.put(unrevisioned);
+        }
+    }
+    Ok(format!(
+        "Revision tag {tag:?} created, referencing control plane revision {revision:?}.\n"
+    ))
+}
+
+fn uninstall_revision(server: &MemoryApiServer, revision: &str) -> Result<String, String> {
+    let kinds = [
+        ("apps/v1", "deployments", "istio-system"),
+        ("v1", "services", "istio-system"),
+        (
+            "admissionregistration.k8s.io/v1",
+            "mutatingwebhookconfigurations",
+            "",
+        ),
+    ];
+    let carries = |o: &Value| o["metadata"]["labels"]["istio.io/rev"] == revision;
+    if !kinds
+        .iter()
+        .any(|(gv, plural, ns)| server.objects(gv, plural, ns).iter().any(carries))
+    {
+        return Err("could not find target revision".into());
+    }
+    for (gv, plural, ns) in kinds {
+        for object in server.objects(gv, plural, ns) {
+            let component = object["metadata"]["labels"]["operator.istio.io/component"]
+                .as_str()
+                .unwrap_or_default();
+            if carries(&object) && PRUNED_COMPONENTS.contains(&component) {
+                let name = object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                server.remove(gv, plural, ns, &name);
+                if plural == "deployments" {
+                    // Its pods (those its selector matches) go with it.
+                    let selector = object["spec"]["selector"]["matchLabels"]
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default();
+                    for pod in server.objects("v1", "pods", ns) {
+                        if selector.iter().all(|(k, v)| pod["metadata"]["labels"][k] == *v) {
+                            server.remove(
+                                "v1",
+                                "pods",
+                                ns,
+                                pod["metadata"]["name"].as_str().unwrap_or_default(),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(String::new())
+}

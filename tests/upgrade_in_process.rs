@@ -1,0 +1,587 @@
+//! `meshctl upgrade` through its seams, in the test process: in-process API servers on loopback
+//! stand in for the clusters (each with a played istiod answering `/debug/clusterz` through a
+//! port-forward), and a played istioctl of each release (tests/support/played_istioctl.rs, copied
+//! from Istio 1.31's install, tag and uninstall code) stands in for the real one. The mesh is
+//! first built by `up`'s phases with istioctl 1.30.3, then moved to 1.31.1.
+//!
+//! Not covered here: the cross-cluster call matrix as a gate (it needs pods that run and answer;
+//! the envtest suite's data-plane play has them): these runs pass `verify: false`.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshctl::executor::{Executor, Prepared, RunEnd, Settings};
+use meshctl::kube::Clients;
+use meshctl::mesh_dir::MeshDir;
+use meshctl::plan::{Phase, PlanInput};
+use meshctl::report::{Format, Reporter};
+use meshctl::revision::Revision;
+use meshctl::state::{IstioRelease, StateStore};
+use meshctl::topology::Mesh;
+use meshctl::upgrade::{Outcome, Upgrader};
+use serde_json::{Value, json};
+use support::memory_apiserver::{Loopback, MemoryApiServer, kubeconfig_for};
+use support::played_istioctl::PlayedIstioctl;
+use support::played_istiod::PlayedIstiod;
+
+const OLD: &str = "1.30.3";
+const NEW: &str = "1.31.1";
+
+struct Lab {
+    servers: Vec<(String, MemoryApiServer)>,
+    istiods: Vec<Arc<PlayedIstiod>>,
+    _loopbacks: Vec<Loopback>,
+    _dir: tempfile::TempDir,
+    dir: MeshDir,
+    kubeconfig: PathBuf,
+    mesh: Mesh,
+}
+
+/// Existing clusters `cluster1..` as `topology` describes them (`provider: existing`), each an
+/// in-process API server with a played istiod.
+fn lab(topology: &str) -> Lab {
+    let mesh = Mesh::from_yaml(topology, None).unwrap();
+    let istiods: Vec<Arc<PlayedIstiod>> = mesh.clusters.iter().map(|_| PlayedIstiod::new()).collect();
+    let servers: Vec<(String, MemoryApiServer)> = mesh
+        .clusters
+        .iter()
+        .zip(&istiods)
+        .map(|(c, i)| (c.context.clone(), MemoryApiServer::new().with_istiod(i.clone())))
+        .collect();
+    let loopbacks: Vec<Loopback> = servers.iter().map(|(_, s)| s.serve_on_loopback()).collect();
+    let named: Vec<(&str, &Loopback)> = servers.iter().map(|(c, _)| c.as_str()).zip(&loopbacks).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_for(&named)).unwrap();
+    let dir = MeshDir::new(tmp.path(), &mesh.mesh_id);
+    Lab {
+        servers,
+        istiods,
+        _loopbacks: loopbacks,
+        _dir: tmp,
+        dir,
+        kubeconfig,
+        mesh,
+    }
+}
+
+const TWO_PRIMARIES: &str =
+    "provider: existing\nclusters:\n  - {context: cluster1}\n  - {context: cluster2}\n";
+const PRIMARY_REMOTE: &str =
+    "provider: existing\nclusters:\n  - {context: cluster1}\n  - {context: cluster2, role: remote}\n";
+
+impl Lab {
+    fn server(&self, context: &str) -> &MemoryApiServer {
+        &self.servers.iter().find(|(c, _)| c == context).unwrap().1
+    }
+
+    fn pairs(&self) -> Vec<(&str, &MemoryApiServer)> {
+        self.servers.iter().map(|(c, s)| (c.as_str(), s)).collect()
+    }
+
+    fn istioctl(&self, version: &str) -> Arc<PlayedIstioctl> {
+        Arc::new(PlayedIstioctl::new(version, &self.pairs()))
+    }
+
+    fn settings(&self, version: &str) -> Settings {
+        let mut settings = Settings::for_mesh(&self.dir, Some(&self.kubeconfig), Duration::from_secs(5));
+        settings.istio_version = Some(version.into());
+        settings.docker_network = "kind".into();
+        settings
+    }
+
+    /// `up --only istio,eastwest,expose` with istioctl `version`, then every primary given the
+    /// other clusters' remote secrets (what the remote-secrets phase leaves; istiod lists them).
+    async fn build(&self, version: &str) {
+        let mesh = &self.mesh;
+        let state = StateStore::load(&self.dir.state()).unwrap();
+        let input = PlanInput {
+            mesh,
+            phases: vec![Phase::Istio, Phase::Eastwest, Phase::Expose],
+            pools: Vec::new(),
+            cas: Vec::new(),
+            timeout_secs: 5,
+            docker_network: "kind".into(),
+            gateway_ips: Default::default(),
+            isolated: Default::default(),
+            only_cluster: None,
+        };
+        let plan = meshctl::planner::build(&input).unwrap();
+        let mut prepared = Prepared {
+            input,
+            plan,
+            verify: Vec::new(),
+            provisional: false,
+            out: self.dir.plan(),
+        };
+        prepared.rebuild().unwrap();
+        let (reporter, _) = Reporter::capturing(Format::Text);
+        let executor = Executor::with_tools(
+            self.settings(version),
+            state,
+            Arc::new(reporter),
+            mesh.clone(),
+            self.istioctl(version),
+        );
+        assert_eq!(
+            executor.run(&mut prepared).await.unwrap(),
+            RunEnd::Finished { changed: true }
+        );
+        for primary in mesh.clusters.iter().filter(|c| c.primary.is_none()) {
+            for peer in mesh.clusters.iter().filter(|c| c.name != primary.name) {
+                self.server(&primary.context).put(json!({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": format!("istio-remote-secret-{}", peer.name), "namespace": "istio-system",
+                                 "labels": {"istio/multiCluster": "true"}},
+                    "data": {peer.name.clone(): "a3ViZWNvbmZpZw=="}}));
+            }
+        }
+    }
+
+    fn upgrader<'a>(
+        &'a self,
+        tools: Arc<PlayedIstioctl>,
+        clients: &'a Clients,
+        reporter: Reporter,
+    ) -> Upgrader<'a> {
+        Upgrader {
+            mesh: &self.mesh,
+            dir: &self.dir,
+            settings: self.settings(&tools.version),
+            tools,
+            reporter: Arc::new(reporter),
+            clients,
+            restart_namespaces: Vec::new(),
+            verify: false,
+            force: false,
+        }
+    }
+
+    fn state(&self) -> meshctl::state::MeshState {
+        StateStore::load(&self.dir.state()).unwrap().snapshot()
+    }
+}
+
+fn new_release() -> IstioRelease {
+    IstioRelease {
+        version: NEW.into(),
+        revision: Revision::of(&NEW.parse().unwrap()),
+    }
+}
+
+fn webhook(server: &MemoryApiServer, name: &str) -> Option<Value> {
+    server.object(
+        "admissionregistration.k8s.io/v1",
+        "mutatingwebhookconfigurations",
+        "",
+        name,
+    )
+}
+
+fn deployment(server: &MemoryApiServer, name: &str) -> Option<Value> {
+    server.object("apps/v1", "deployments", "istio-system", name)
+}
+
+fn rev_of(object: &Option<Value>) -> String {
+    object.as_ref().map_or("absent".into(), |o| {
+        o["metadata"]["labels"]["istio.io/rev"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string()
+    })
+}
+
+/// The calls that changed something, for the order of the procedure.
+fn changes(tools: &PlayedIstioctl) -> Vec<String> {
+    tools
+        .calls()
+        .into_iter()
+        .filter(|c| !c.starts_with("istioctl version"))
+        .map(|c| {
+            let context = c
+                .split("--context ")
+                .nth(1)
+                .unwrap_or("")
+                .split(' ')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let what = if c.contains("tag set") {
+                "tag".to_string()
+            } else if c.contains("uninstall") {
+                "uninstall".to_string()
+            } else if c.contains("eastwest-gateway.yaml") {
+                "gateway".to_string()
+            } else {
+                "control-plane".to_string()
+            };
+            format!("{context} {what}")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn two_primaries_move_one_at_a_time_resume_to_nothing_and_finish_on_the_new_revision_alone() {
+    let lab = lab(TWO_PRIMARIES);
+    lab.build(OLD).await;
+    let clients = Clients::new(Some(&lab.kubeconfig));
+    let to = new_release();
+
+    let new = lab.istioctl(NEW);
+    let (reporter, said) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(new.clone(), &clients, reporter);
+    let from = upgrader.from_release(&to).await.unwrap();
+    assert_eq!((from.version.as_str(), from.revision.label()), (OLD, "default"));
+    assert_eq!(upgrader.upgrade(&from, &to).await.unwrap(), Outcome::Done);
+    // One cluster at a time, each in Istio's canary order.
+    assert_eq!(
+        changes(&new),
+        [
+            "cluster1 control-plane",
+            "cluster1 tag",
+            "cluster1 gateway",
+            "cluster2 control-plane",
+            "cluster2 tag",
+            "cluster2 gateway"
+        ]
+    );
+    for (context, server) in lab.pairs() {
+        // Both control planes run; injection and the gateway are on the new one.
+        let canary =
+            deployment(server, "istiod-1-31-1").unwrap_or_else(|| panic!("{context}: no istiod-1-31-1"));
+        assert_eq!(
+            canary["spec"]["template"]["spec"]["containers"][0]["image"],
+            "docker.io/istio/pilot:1.31.1"
+        );
+        assert!(
+            canary["metadata"]["annotations"]["meshctl.io/installed-operator-digest"].is_string(),
+            "{context}"
+        );
+        assert_eq!(rev_of(&deployment(server, "istiod")), "default", "{context}");
+        assert_eq!(
+            rev_of(&webhook(server, "istio-revision-tag-default")),
+            "1-31-1",
+            "{context}"
+        );
+        assert_eq!(
+            rev_of(&deployment(server, "istio-eastwestgateway")),
+            "1-31-1",
+            "{context}"
+        );
+    }
+    let text = said.lines().join("\n");
+    assert!(
+        text.contains("cluster1") && text.contains("gate passed"),
+        "{text}"
+    );
+    let state = lab.state();
+    assert_eq!(
+        state.istio.as_ref(),
+        Some(&to),
+        "up now converges on the new release"
+    );
+    assert_eq!(state.upgrade.as_ref().map(|u| &u.from), Some(&from));
+
+    // Run again: every cluster holds every step, nothing is installed or moved.
+    let again = lab.istioctl(NEW);
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(again.clone(), &clients, reporter);
+    assert_eq!(
+        upgrader.from_release(&to).await.unwrap(),
+        from,
+        "from the upgrade under way"
+    );
+    assert_eq!(upgrader.upgrade(&from, &to).await.unwrap(), Outcome::Done);
+    assert!(changes(&again).is_empty(), "{:?}", again.calls());
+
+    // Finish: the old revision goes, only its objects.
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let finisher = lab.istioctl(NEW);
+    assert_eq!(
+        lab.upgrader(finisher.clone(), &clients, reporter)
+            .finish()
+            .await
+            .unwrap(),
+        Outcome::Done
+    );
+    assert_eq!(changes(&finisher), ["cluster1 uninstall", "cluster2 uninstall"]);
+    for (context, server) in lab.pairs() {
+        assert!(deployment(server, "istiod").is_none(), "{context}");
+        assert!(webhook(server, "istio-sidecar-injector").is_none(), "{context}");
+        assert!(deployment(server, "istiod-1-31-1").is_some(), "{context}");
+        assert_eq!(
+            rev_of(&deployment(server, "istio-eastwestgateway")),
+            "1-31-1",
+            "{context}: the gateway stays"
+        );
+        assert_eq!(
+            rev_of(&webhook(server, "istio-revision-tag-default")),
+            "1-31-1",
+            "{context}"
+        );
+    }
+    let state = lab.state();
+    assert!(state.upgrade.is_none());
+    assert_eq!(state.istio, Some(to));
+}
+
+#[tokio::test]
+async fn a_control_plane_that_never_gets_ready_stops_the_upgrade_and_every_touched_cluster_goes_back() {
+    let lab = lab(TWO_PRIMARIES);
+    lab.build(OLD).await;
+    let clients = Clients::new(Some(&lab.kubeconfig));
+    let to = new_release();
+    let new = Arc::new(PlayedIstioctl::new(NEW, &lab.pairs()).failing_install_in("cluster2"));
+    let (reporter, said) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(new.clone(), &clients, reporter);
+    let from = upgrader.from_release(&to).await.unwrap();
+    let outcome = upgrader.upgrade(&from, &to).await.unwrap();
+    let Outcome::RolledBack { cluster, reason } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(cluster, "cluster2");
+    assert!(reason.contains("istiod-1-31-1"), "{reason}");
+    // cluster1 had moved: it goes back after cluster2, last touched first.
+    assert_eq!(
+        changes(&new),
+        [
+            "cluster1 control-plane",
+            "cluster1 tag",
+            "cluster1 gateway",
+            "cluster2 control-plane",
+            "cluster2 uninstall",
+            "cluster1 tag",
+            "cluster1 gateway",
+            "cluster1 uninstall"
+        ]
+    );
+    for (context, server) in lab.pairs() {
+        assert!(deployment(server, "istiod-1-31-1").is_none(), "{context}");
+        assert!(
+            webhook(server, "istio-sidecar-injector-1-31-1").is_none(),
+            "{context}"
+        );
+        assert_eq!(rev_of(&deployment(server, "istiod")), "default", "{context}");
+        assert_eq!(
+            rev_of(&webhook(server, "istio-revision-tag-default")),
+            "default",
+            "{context}"
+        );
+        assert_eq!(
+            rev_of(&deployment(server, "istio-eastwestgateway")),
+            "default",
+            "{context}"
+        );
+    }
+    let state = lab.state();
+    assert!(state.upgrade.is_none() && state.istio.is_none(), "{state:?}");
+    let text = said.lines().join("\n");
+    assert!(
+        text.contains("cluster2") && text.contains("upgrade stopped"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_killed_mid_way_resumes_from_what_the_clusters_hold() {
+    let lab = lab(TWO_PRIMARIES);
+    lab.build(OLD).await;
+    let clients = Clients::new(Some(&lab.kubeconfig));
+    let to = new_release();
+    // Killed while cluster2's injection moves: cluster1 done, cluster2's istiod-1-31-1 installed.
+    let hanging = Arc::new(
+        PlayedIstioctl::new(NEW, &lab.pairs())
+            .hanging_on("tag set default --revision 1-31-1 --overwrite -y --context cluster2"),
+    );
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(hanging.clone(), &clients, reporter);
+    let from = upgrader.from_release(&to).await.unwrap();
+    tokio::select! {
+        ended = upgrader.upgrade(&from, &to) => panic!("the hanging command ended: {ended:?}"),
+        // The kill: the run is dropped where it stands.
+        () = hanging.reached.notified() => {}
+    }
+    assert!(deployment(lab.server("cluster2"), "istiod-1-31-1").is_some());
+    assert_eq!(
+        rev_of(&webhook(lab.server("cluster2"), "istio-revision-tag-default")),
+        "default"
+    );
+
+    let resumed = lab.istioctl(NEW);
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(resumed.clone(), &clients, reporter);
+    // The primaries disagree now; the recorded upgrade says where it comes from.
+    assert_eq!(upgrader.from_release(&to).await.unwrap(), from);
+    assert_eq!(upgrader.upgrade(&from, &to).await.unwrap(), Outcome::Done);
+    assert_eq!(changes(&resumed), ["cluster2 tag", "cluster2 gateway"]);
+    // Another target while this one is under way is refused.
+    let other = IstioRelease {
+        version: "1.31.2".into(),
+        revision: Revision::of(&"1.31.2".parse().unwrap()),
+    };
+    let refused = upgrader.from_release(&other).await.unwrap_err();
+    assert!(refused.to_string().contains("under way"), "{refused:#}");
+}
+
+#[tokio::test]
+async fn a_primary_and_its_remote_move_together_with_istiod_exposed_as_the_new_revision() {
+    let lab = lab(PRIMARY_REMOTE);
+    lab.build(OLD).await;
+    let clients = Clients::new(Some(&lab.kubeconfig));
+    let to = new_release();
+    let new = lab.istioctl(NEW);
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(new.clone(), &clients, reporter);
+    let from = upgrader.from_release(&to).await.unwrap();
+    assert_eq!(upgrader.upgrade(&from, &to).await.unwrap(), Outcome::Done);
+    assert_eq!(
+        changes(&new),
+        [
+            "cluster1 control-plane",
+            "cluster1 tag",
+            "cluster1 gateway",
+            "cluster2 control-plane",
+            "cluster2 tag",
+            "cluster2 gateway"
+        ],
+        "the remote after its primary"
+    );
+    let primary = lab.server("cluster1");
+    let vs = primary
+        .object(
+            "networking.istio.io/v1",
+            "virtualservices",
+            "istio-system",
+            "istiod-vs",
+        )
+        .expect("istiod exposed");
+    for route in vs["spec"]["tls"].as_array().unwrap() {
+        assert_eq!(
+            route["route"][0]["destination"]["host"],
+            "istiod-1-31-1.istio-system.svc.cluster.local"
+        );
+    }
+    let remote = lab.server("cluster2");
+    let service = remote
+        .object("v1", "services", "istio-system", "istiod-1-31-1")
+        .expect("the revision's istiod Service");
+    assert!(service["metadata"]["annotations"]["meshctl.io/installed-operator-digest"].is_string());
+    assert_eq!(rev_of(&webhook(remote, "istio-revision-tag-default")), "1-31-1");
+    // The remote's injection calls its istiod Service of the new revision (backed by the primary's
+    // gateway) on the remote's own path.
+    let injector =
+        webhook(remote, "istio-revision-tag-default").unwrap()["webhooks"][0]["clientConfig"]["service"]
+            .clone();
+    assert_eq!(injector["name"], "istiod-1-31-1");
+    assert_eq!(injector["path"], "/inject/cluster/cluster2/net/network2");
+    // Finish: the remote's old istiod Service and injector go too.
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    lab.upgrader(lab.istioctl(NEW), &clients, reporter)
+        .finish()
+        .await
+        .unwrap();
+    assert!(
+        remote
+            .object("v1", "services", "istio-system", "istiod")
+            .is_none()
+    );
+    assert!(webhook(remote, "istio-sidecar-injector").is_none());
+    assert!(
+        remote
+            .object("v1", "services", "istio-system", "istiod-1-31-1")
+            .is_some()
+    );
+    let _ = &lab.istiods;
+}
+
+#[tokio::test]
+async fn finishing_is_refused_while_pods_run_proxies_of_the_old_revision_and_rollback_needs_an_upgrade() {
+    let lab = lab(TWO_PRIMARIES);
+    lab.build(OLD).await;
+    let clients = Clients::new(Some(&lab.kubeconfig));
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let refused = lab
+        .upgrader(lab.istioctl(NEW), &clients, reporter)
+        .rollback()
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("no upgrade is under way"),
+        "{refused:#}"
+    );
+
+    let to = new_release();
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(lab.istioctl(NEW), &clients, reporter);
+    let from = upgrader.from_release(&to).await.unwrap();
+    upgrader.upgrade(&from, &to).await.unwrap();
+    // A workload injected before the move (the injector's status annotation names its revision).
+    lab.server("cluster2").put(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "helloworld-v1-7c9d8f6b5-abcde", "namespace": "sample",
+                     "annotations": {"sidecar.istio.io/status": "{\"initContainers\":[\"istio-init\"],\"containers\":[\"istio-proxy\"],\"revision\":\"default\"}"}},
+        "spec": {"containers": [{"name": "helloworld", "image": "helloworld"}]},
+        "status": {"phase": "Running"}}));
+    let finisher = lab.istioctl(NEW);
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let err = lab
+        .upgrader(finisher.clone(), &clients, reporter)
+        .finish()
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("cluster `cluster2`")
+            && text.contains("sample/helloworld-v1-7c9d8f6b5-abcde")
+            && text.contains("--restart-namespaces"),
+        "{text}"
+    );
+    assert!(
+        changes(&finisher).is_empty(),
+        "nothing removed anywhere: {:?}",
+        finisher.calls()
+    );
+    assert!(deployment(lab.server("cluster1"), "istiod").is_some());
+
+    // --rollback instead: both clusters back, last first.
+    let back = lab.istioctl(NEW);
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    assert_eq!(
+        lab.upgrader(back.clone(), &clients, reporter)
+            .rollback()
+            .await
+            .unwrap(),
+        Outcome::Done
+    );
+    assert_eq!(
+        changes(&back),
+        [
+            "cluster2 tag",
+            "cluster2 gateway",
+            "cluster2 uninstall",
+            "cluster1 tag",
+            "cluster1 gateway",
+            "cluster1 uninstall"
+        ]
+    );
+    assert!(lab.state().upgrade.is_none());
+}
+
+#[tokio::test]
+async fn a_jump_of_more_than_one_minor_release_is_refused_before_anything_changes() {
+    let lab = lab(TWO_PRIMARIES);
+    lab.build("1.29.4").await;
+    let clients = Clients::new(Some(&lab.kubeconfig));
+    let tools = lab.istioctl(NEW);
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let err = lab
+        .upgrader(tools.clone(), &clients, reporter)
+        .from_release(&new_release())
+        .await
+        .unwrap_err();
+    assert!(err.is::<meshctl::upgrade::Refusal>(), "a usage error: {err:#}");
+    assert!(err.to_string().contains("one minor release at a time"), "{err:#}");
+    assert!(changes(&tools).is_empty());
+    assert!(lab.state().upgrade.is_none());
+}
