@@ -50,6 +50,9 @@ pub struct ProxySync {
     /// `<pod>.<namespace>`.
     #[serde(default, rename = "proxy")]
     pub proxy_id: String,
+    /// The Istio release of the proxy, as it told istiod (`istio_version`).
+    #[serde(default, rename = "istio_version")]
+    pub istio_version: String,
 }
 
 /// An answer, with the istiod pod that gave it.

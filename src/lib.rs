@@ -33,6 +33,7 @@ pub mod exit;
 pub mod ipam;
 pub mod isolation;
 pub mod istio_release;
+pub mod istio_revisions;
 pub mod istio_version;
 pub mod istiod;
 pub mod kube;

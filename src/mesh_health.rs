@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
+use crate::istio_revisions::{self, Held};
 use crate::istio_version::IstioVersion;
 use crate::istiod::{self, ClusterSync};
 use crate::plan::Phase;
@@ -88,6 +89,13 @@ pub struct MeshHealth {
     pub istiods: Vec<IstiodSeen>,
     /// Proxies connected to some istiod, by the cluster they run in.
     pub proxies: BTreeMap<String, usize>,
+    /// The same proxies by the Istio release they run (`unknown` where istiod was not told).
+    pub proxy_versions: BTreeMap<String, usize>,
+    /// Each cluster's installed revisions, where injection points and its gateway's revision.
+    pub revisions: BTreeMap<String, Held>,
+    /// The upgrade under way (`meshctl upgrade`), as recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<crate::state::UpgradeRecord>,
     /// East-west gateway addresses, by network: `cluster address` each.
     pub gateways: BTreeMap<String, Vec<String>>,
     pub cas: Vec<CaExpiry>,
@@ -137,14 +145,32 @@ pub async fn gather(
     });
     let answers = futures::future::join_all(asked).await;
     let mut health = MeshHealth::default();
-    let mut proxies = BTreeSet::new();
+    let mut proxies = BTreeMap::new();
     for (seen, synced, ca) in answers {
         health.istiods.push(seen);
-        proxies.extend(synced.into_iter().map(|p| (p.cluster_id, p.proxy_id)));
+        proxies.extend(
+            synced
+                .into_iter()
+                .map(|p| ((p.cluster_id, p.proxy_id), p.istio_version)),
+        );
         health.cas.extend(ca);
     }
-    for (cluster, _) in proxies {
+    for ((cluster, _), version) in proxies {
         *health.proxies.entry(cluster).or_default() += 1;
+        let version = if version.is_empty() {
+            "unknown".into()
+        } else {
+            version
+        };
+        *health.proxy_versions.entry(version).or_default() += 1;
+    }
+    let revisions = reachable
+        .iter()
+        .map(|(name, client)| async move { (name.clone(), istio_revisions::gather(client).await) });
+    for (name, held) in futures::future::join_all(revisions).await {
+        if let Ok(held) = held {
+            health.revisions.insert(name, held);
+        }
     }
     for c in &mesh.clusters {
         if let Some(address) = state.clusters.get(&c.name).and_then(|s| s.eastwest_ip.clone()) {
@@ -155,6 +181,7 @@ pub async fn gather(
                 .push(format!("{} {address}", c.name));
         }
     }
+    health.upgrade = state.upgrade.clone();
     health.problems = judge(mesh, &health, &state.isolated.keys().cloned().collect(), down);
     health
 }

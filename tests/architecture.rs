@@ -350,6 +350,7 @@ const LAYERS: [&[&str]; 6] = [
         "probe",
         "create_remote_secret",
         "istiod",
+        "istio_revisions",
         "mesh_health",
         "report",
     ],

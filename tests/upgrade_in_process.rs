@@ -49,7 +49,12 @@ fn lab(topology: &str) -> Lab {
         .clusters
         .iter()
         .zip(&istiods)
-        .map(|(c, i)| (c.context.clone(), MemoryApiServer::new().with_istiod(i.clone())))
+        .map(|(c, i)| {
+            (
+                c.context.clone(),
+                MemoryApiServer::new().with_istiod(i.clone()).with_rollouts(),
+            )
+        })
         .collect();
     let loopbacks: Vec<Loopback> = servers.iter().map(|(_, s)| s.serve_on_loopback()).collect();
     let named: Vec<(&str, &Loopback)> = servers.iter().map(|(c, _)| c.as_str()).zip(&loopbacks).collect();
@@ -70,6 +75,7 @@ fn lab(topology: &str) -> Lab {
 
 const TWO_PRIMARIES: &str =
     "provider: existing\nclusters:\n  - {context: cluster1}\n  - {context: cluster2}\n";
+const THREE_PRIMARIES: &str = "provider: existing\nclusters:\n  - {context: cluster1}\n  - {context: cluster2}\n  - {context: cluster3}\n";
 const PRIMARY_REMOTE: &str =
     "provider: existing\nclusters:\n  - {context: cluster1}\n  - {context: cluster2, role: remote}\n";
 
@@ -223,8 +229,9 @@ fn changes(tools: &PlayedIstioctl) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn two_primaries_move_one_at_a_time_resume_to_nothing_and_finish_on_the_new_revision_alone() {
-    let lab = lab(TWO_PRIMARIES);
+async fn three_primaries_move_one_at_a_time_show_in_status_resume_to_nothing_and_finish_on_the_new_revision_alone()
+ {
+    let lab = lab(THREE_PRIMARIES);
     lab.build(OLD).await;
     let clients = Clients::new(Some(&lab.kubeconfig));
     let to = new_release();
@@ -244,7 +251,10 @@ async fn two_primaries_move_one_at_a_time_resume_to_nothing_and_finish_on_the_ne
             "cluster1 gateway",
             "cluster2 control-plane",
             "cluster2 tag",
-            "cluster2 gateway"
+            "cluster2 gateway",
+            "cluster3 control-plane",
+            "cluster3 tag",
+            "cluster3 gateway"
         ]
     );
     for (context, server) in lab.pairs() {
@@ -273,7 +283,7 @@ async fn two_primaries_move_one_at_a_time_resume_to_nothing_and_finish_on_the_ne
     }
     let text = said.lines().join("\n");
     assert!(
-        text.contains("cluster1") && text.contains("gate passed"),
+        text.contains("cluster1") && text.contains("gate passed") && !text.contains("repaired"),
         "{text}"
     );
     let state = lab.state();
@@ -283,6 +293,32 @@ async fn two_primaries_move_one_at_a_time_resume_to_nothing_and_finish_on_the_ne
         "up now converges on the new release"
     );
     assert_eq!(state.upgrade.as_ref().map(|u| &u.from), Some(&from));
+
+    // `status` sees both revisions, where injection points, the proxies by release, the upgrade.
+    lab.istiods[0].set_syncz_handler(Arc::new(|| {
+        Box::pin(async {
+            json!([{"cluster_id": "cluster1", "proxy": "helloworld-v1-1.sample", "istio_version": "1.30.3"},
+                   {"cluster_id": "cluster2", "proxy": "helloworld-v2-1.sample", "istio_version": "1.31.1"}])
+        })
+    }));
+    let reachable: Vec<(String, kube::Client)> =
+        lab.servers.iter().map(|(c, s)| (c.clone(), s.client())).collect();
+    let health = meshctl::mesh_health::gather(&lab.mesh, &reachable, &lab.state(), &Default::default()).await;
+    for (context, held) in &health.revisions {
+        assert_eq!(held.injection(), to.revision, "{context}");
+        assert!(
+            held.has(&Revision::default_revision()) && held.has(&to.revision),
+            "{context}"
+        );
+    }
+    assert_eq!(health.revisions.len(), 3);
+    let by_release: Vec<(&str, usize)> = health
+        .proxy_versions
+        .iter()
+        .map(|(v, n)| (v.as_str(), *n))
+        .collect();
+    assert_eq!(by_release, [("1.30.3", 1), ("1.31.1", 1)]);
+    assert_eq!(health.upgrade.as_ref().map(|u| &u.to), Some(&to));
 
     // Run again: every cluster holds every step, nothing is installed or moved.
     let again = lab.istioctl(NEW);
@@ -306,7 +342,10 @@ async fn two_primaries_move_one_at_a_time_resume_to_nothing_and_finish_on_the_ne
             .unwrap(),
         Outcome::Done
     );
-    assert_eq!(changes(&finisher), ["cluster1 uninstall", "cluster2 uninstall"]);
+    assert_eq!(
+        changes(&finisher),
+        ["cluster1 uninstall", "cluster2 uninstall", "cluster3 uninstall"]
+    );
     for (context, server) in lab.pairs() {
         assert!(deployment(server, "istiod").is_none(), "{context}");
         assert!(webhook(server, "istio-sidecar-injector").is_none(), "{context}");
@@ -429,11 +468,19 @@ async fn an_upgrade_killed_mid_way_resumes_from_what_the_clusters_hold() {
 async fn a_primary_and_its_remote_move_together_with_istiod_exposed_as_the_new_revision() {
     let lab = lab(PRIMARY_REMOTE);
     lab.build(OLD).await;
+    for (_, server) in lab.pairs() {
+        server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "shop", "namespace": "store", "generation": 1},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "shop"}},
+                     "template": {"metadata": {"labels": {"app": "shop"}}, "spec": {"containers": [{"name": "shop", "image": "shop"}]}}},
+            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}}));
+    }
     let clients = Clients::new(Some(&lab.kubeconfig));
     let to = new_release();
     let new = lab.istioctl(NEW);
     let (reporter, _) = Reporter::capturing(Format::Text);
-    let upgrader = lab.upgrader(new.clone(), &clients, reporter);
+    let mut upgrader = lab.upgrader(new.clone(), &clients, reporter);
+    upgrader.restart_namespaces = vec!["store".into()];
     let from = upgrader.from_release(&to).await.unwrap();
     assert_eq!(upgrader.upgrade(&from, &to).await.unwrap(), Outcome::Done);
     assert_eq!(
@@ -448,6 +495,15 @@ async fn a_primary_and_its_remote_move_together_with_istiod_exposed_as_the_new_r
         ],
         "the remote after its primary"
     );
+    // The workloads asked for were restarted onto the new injection, in both clusters.
+    for (context, server) in lab.pairs() {
+        let shop = server.object("apps/v1", "deployments", "store", "shop").unwrap();
+        assert!(
+            shop["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+                .is_string(),
+            "{context}: {shop:#}"
+        );
+    }
     let primary = lab.server("cluster1");
     let vs = primary
         .object(

@@ -190,6 +190,42 @@ fn print(mesh: &Mesh, report: &Report, flags: &Flags<'_>, args: &StatusArgs) -> 
     Ok(())
 }
 
+/// Each cluster's control-plane revisions (the one injection points at marked), its gateway's,
+/// and the upgrade under way.
+fn print_revisions(health: &MeshHealth) {
+    for (cluster, held) in &health.revisions {
+        if held.revisions.is_empty() {
+            continue;
+        }
+        let injection = held.injection();
+        let revisions: Vec<String> = held
+            .revisions
+            .iter()
+            .map(|r| {
+                let version = r.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default();
+                let mark = if r.revision == injection {
+                    " (injecting)"
+                } else {
+                    ""
+                };
+                format!("{}{version}{mark}", r.revision)
+            })
+            .collect();
+        let gateway = held
+            .gateway
+            .as_ref()
+            .map(|g| format!("; gateway on {g}"))
+            .unwrap_or_default();
+        println!("  revisions of {cluster:<10} {}{gateway}", revisions.join(", "));
+    }
+    if let Some(u) = &health.upgrade {
+        println!(
+            "  upgrade under way since {}: Istio {} ({}) → {} ({}); `meshctl upgrade --to {}` resumes it, `--finish` ends it, `--rollback` undoes it",
+            u.started, u.from.version, u.from.revision, u.to.version, u.to.revision, u.to.version
+        );
+    }
+}
+
 /// The mesh across clusters, for people.
 fn print_mesh(health: &MeshHealth, flags: &Flags<'_>, args: &StatusArgs) {
     println!("\nMESH");
@@ -221,6 +257,7 @@ fn print_mesh(health: &MeshHealth, flags: &Flags<'_>, args: &StatusArgs) {
         };
         println!("  istiod of {:<10} ({planes}) reads: {what}", seen.cluster);
     }
+    print_revisions(health);
     let proxies: Vec<String> = health.proxies.iter().map(|(c, n)| format!("{c} {n}")).collect();
     println!(
         "  proxies connected: {}",
@@ -230,6 +267,14 @@ fn print_mesh(health: &MeshHealth, flags: &Flags<'_>, args: &StatusArgs) {
             proxies.join(", ")
         }
     );
+    if !health.proxy_versions.is_empty() {
+        let versions: Vec<String> = health
+            .proxy_versions
+            .iter()
+            .map(|(v, n)| format!("{v} {n}"))
+            .collect();
+        println!("  proxies by release: {}", versions.join(", "));
+    }
     for (network, gateways) in &health.gateways {
         println!("  gateways of {network}: {}", gateways.join(", "));
     }

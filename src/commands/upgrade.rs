@@ -128,11 +128,11 @@ fn conclude(args: &UpgradeArgs, outcome: &Outcome, to: &IstioRelease, reporter: 
             );
             Exit::Interrupted
         }
-        Outcome::RolledBack { cluster, reason } => {
+        Outcome::RolledBack { cluster, .. } => {
             event("rolled-back");
             reporter.fail(
                 "upgrade",
-                &format!("stopped at `{cluster}` ({reason}); every cluster is back on the release it ran"),
+                &format!("stopped at `{cluster}` (what failed is above); every cluster is back on the release it ran"),
             );
             Exit::Failure
         }

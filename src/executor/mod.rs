@@ -99,6 +99,8 @@ pub struct Executor {
     reporter: Arc<Reporter>,
     /// Stops a run as Ctrl-C does; see [`Executor::interrupted_by`].
     interrupt: Arc<tokio::sync::Notify>,
+    /// See [`Executor::carrying_out_a_change`].
+    requested_change: bool,
 }
 
 impl Executor {
@@ -128,6 +130,7 @@ impl Executor {
             },
             reporter,
             interrupt: Arc::default(),
+            requested_change: false,
         }
     }
 
@@ -136,6 +139,14 @@ impl Executor {
     /// a new run resumes from what the clusters hold.
     pub fn interrupted_by(mut self, interrupt: Arc<tokio::sync::Notify>) -> Executor {
         self.interrupt = interrupt;
+        self
+    }
+
+    /// The run carries out a change the user asked for (`meshctl upgrade` moving a cluster to
+    /// another revision): what differs from the plan is that change, not drift, and is not
+    /// reported as a repair.
+    pub fn carrying_out_a_change(mut self) -> Executor {
+        self.requested_change = true;
         self
     }
 
@@ -426,7 +437,7 @@ impl Executor {
         let drift = built_before
             || findings.iter().any(|f| f.found == Found::Present)
             || repaired.iter().any(|f| f.found == Found::Different);
-        if !drift {
+        if !drift || self.requested_change {
             return Outcome::Done;
         }
         for f in &repaired {

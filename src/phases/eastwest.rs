@@ -15,8 +15,7 @@ use crate::probe::{Finding, Probe};
 use crate::topology::{Cluster, GatewayService, Role};
 use crate::versions;
 
-/// Deployment and Service name of the east-west gateway.
-pub const GATEWAY_NAME: &str = "istio-eastwestgateway";
+pub use crate::topology::GATEWAY_NAME;
 
 /// The gateway other networks reach this cluster through; records its address.
 pub struct Eastwest;

@@ -25,6 +25,9 @@ pub enum GatewayService {
 /// so the plan can name it in `meshNetworks` before the Service exists.
 pub const DEFAULT_NODE_PORT: u16 = 31443;
 
+/// The east-west gateway's Deployment and Service (the name Istio's multicluster samples give it).
+pub const GATEWAY_NAME: &str = "istio-eastwestgateway";
+
 /// A cluster's east-west gateway, as the topology declares it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -17,7 +17,7 @@ use crate::versions;
 pub mod api_server;
 mod eastwest;
 mod mesh_options;
-pub use eastwest::{DeclaredGateway, DeclaredNetwork, Eastwest, GatewayService};
+pub use eastwest::{DeclaredGateway, DeclaredNetwork, Eastwest, GATEWAY_NAME, GatewayService};
 pub use mesh_options::{LabelSelector, MeshOptions, Requirement, ServiceSetting, ServiceSettingFlags};
 
 /// Most clusters one mesh may have. Bounded by the per-cluster pod/service subnets below

@@ -11,10 +11,10 @@
 //! revision. The old revision stays until `--finish` removes it (`istioctl uninstall --revision`,
 //! which prunes only that revision's objects); `--rollback` undoes an upgrade under way.
 //!
-//! [`procedure`] is the upgrade as data (order, what is left, allowed moves); [`held`] reads what
-//! the clusters hold; [`run`] changes them.
+//! [`procedure`] is the upgrade as data (order, what is left, allowed moves);
+//! [`crate::istio_revisions`] reads what the clusters hold; [`run`] changes them; [`preview`] writes
+//! them out for `--dry-run`.
 
-pub mod held;
 pub mod preview;
 pub mod procedure;
 pub mod run;

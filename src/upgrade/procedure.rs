@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::held::Held;
+use crate::istio_revisions::Held;
 use crate::istio_version::IstioVersion;
 use crate::revision::Revision;
 use crate::topology::{Cluster, Mesh, Role};
@@ -128,7 +128,7 @@ pub fn running_release(primaries: &[(&str, &Held)]) -> Result<(Revision, IstioVe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upgrade::held::RevisionHeld;
+    use crate::istio_revisions::RevisionHeld;
 
     fn v(text: &str) -> IstioVersion {
         text.parse().unwrap()

@@ -10,9 +10,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
-use super::held::{self, Held};
 use super::procedure::{self, UpgradeStep};
 use crate::executor::{Executor, Prepared, RunEnd, Settings};
+use crate::istio_revisions::{self as held, Held};
 use crate::kube::Clients;
 use crate::mesh_dir::MeshDir;
 use crate::plan::{Phase, PlanInput};
@@ -144,8 +144,10 @@ impl Upgrader<'_> {
                 Err(e) if e.is::<Interrupted>() => return Ok(Outcome::Interrupted),
                 Err(e) => {
                     let reason = format!("{e:#}");
+                    // A failed phase has said in full what failed; its first line names it.
+                    let headline = reason.lines().next().unwrap_or_default().trim_end_matches(':');
                     self.reporter
-                        .fail(&cluster.name, &format!("upgrade stopped: {reason}"));
+                        .fail(&cluster.name, &format!("upgrade stopped: {headline}"));
                     self.reporter.note(
                         "upgrade",
                         &format!(
@@ -321,7 +323,8 @@ impl Upgrader<'_> {
             self.reporter.clone(),
             mesh.clone(),
             self.tools.clone(),
-        );
+        )
+        .carrying_out_a_change();
         match executor.run(&mut prepared).await? {
             RunEnd::Interrupted => Err(Interrupted.into()),
             RunEnd::Finished { .. } => Ok(()),
@@ -363,37 +366,39 @@ impl Upgrader<'_> {
     /// `--restart-namespaces`: every Deployment there restarted (as `kubectl rollout restart`
     /// does) and waited on, so its pods are injected by the revision injection points at now.
     async fn restart_workloads(&self, cluster: &Cluster) -> Result<()> {
-        if self.restart_namespaces.is_empty() {
-            return Ok(());
-        }
-        let client = self.client(cluster).await?;
         for namespace in &self.restart_namespaces {
-            let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)
-                .list(&ListParams::default())
-                .await
-                .with_context(|| {
-                    format!(
-                        "cluster `{}`: cannot list the Deployments of `{namespace}`",
-                        cluster.name
-                    )
-                })?;
-            let names: Vec<String> = deployments
-                .items
-                .into_iter()
-                .filter_map(|d| d.metadata.name)
-                .collect();
-            for name in &names {
-                crate::kube::apply::rollout_restart(&client, namespace, name).await?;
-            }
-            for name in &names {
-                crate::kube::wait::rollout_complete(&client, namespace, name, self.settings.timeout).await?;
-            }
-            if !names.is_empty() {
-                self.reporter.note(
-                    &cluster.name,
-                    &format!("restarted {} Deployment(s) in `{namespace}`", names.len()),
-                );
-            }
+            self.restart_namespace(cluster, namespace).await?;
+        }
+        Ok(())
+    }
+
+    async fn restart_namespace(&self, cluster: &Cluster, namespace: &str) -> Result<()> {
+        let client = self.client(cluster).await?;
+        let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+            .with_context(|| {
+                format!(
+                    "cluster `{}`: cannot list the Deployments of `{namespace}`",
+                    cluster.name
+                )
+            })?;
+        let names: Vec<String> = deployments
+            .items
+            .into_iter()
+            .filter_map(|d| d.metadata.name)
+            .collect();
+        for name in &names {
+            crate::kube::apply::rollout_restart(&client, namespace, name).await?;
+        }
+        for name in &names {
+            crate::kube::wait::rollout_complete(&client, namespace, name, self.settings.timeout).await?;
+        }
+        if !names.is_empty() {
+            self.reporter.note(
+                &cluster.name,
+                &format!("restarted {} Deployment(s) in `{namespace}`", names.len()),
+            );
         }
         Ok(())
     }
@@ -447,6 +452,10 @@ impl Upgrader<'_> {
             }
         }
         if self.verify {
+            // meshctl's own sample workloads in this cluster take the proxies of the revision it
+            // injects with now, so the matrix calls between old and new proxies both.
+            self.restart_namespace(cluster, crate::verification::workloads::NAMESPACE)
+                .await?;
             self.matrix().await?;
         }
         Ok(())

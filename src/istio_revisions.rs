@@ -9,8 +9,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
-use crate::phases::eastwest::GATEWAY_NAME;
 use crate::revision::{self, DEFAULT_TAG_WEBHOOK, Revision};
+use crate::topology::GATEWAY_NAME;
 use crate::topology::ISTIO_NAMESPACE;
 
 /// One installed revision.
