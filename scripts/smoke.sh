@@ -5,6 +5,9 @@
 #   scripts/smoke.sh            install pinned kind and istioctl, build meshctl, run the whole cycle
 #   TOPOLOGY=docs/examples/primary-remote.yaml scripts/smoke.sh
 #                               the same for a deployment model from a meshctl.yaml (kind clusters)
+#   UPGRADE_FROM=1.30.3 scripts/smoke.sh
+#                               the mesh built on that Istio release, then `meshctl upgrade`d to the
+#                               pinned one, verified, finished, and `up` finds nothing to change
 #
 # Pinned versions come from `meshctl version -o json` (src/versions.rs is the one place they live).
 # Downloads are checked against the checksum files the projects publish beside them, and against
@@ -22,6 +25,11 @@ if [ -n "${TOPOLOGY:-}" ]; then
   clusters=$(grep -c -- '- {name:' "$TOPOLOGY")
 else
   topology=(--clusters "$clusters")
+fi
+# The release the mesh is built on: the pinned one, or UPGRADE_FROM (then upgraded).
+from=()
+if [ -n "${UPGRADE_FROM:-}" ]; then
+  from=(--istio-version "$UPGRADE_FROM")
 fi
 mkdir -p "$artifacts" "$tools"
 export PATH="$tools:$PATH"
@@ -97,13 +105,24 @@ trap finish EXIT
 
 log "meshctl doctor"
 "$meshctl" doctor "${topology[@]}"
-log "meshctl up ${topology[*]}"
-"$meshctl" up "${topology[@]}"
+log "meshctl up ${topology[*]} ${from[*]}"
+"$meshctl" up "${topology[@]}" "${from[@]}"
 log "meshctl up again: must change nothing"
-"$meshctl" up "${topology[@]}" 2>&1 | tee "$artifacts/second-up.txt"
+"$meshctl" up "${topology[@]}" "${from[@]}" 2>&1 | tee "$artifacts/second-up.txt"
 grep -q "nothing to change" "$artifacts/second-up.txt"
 log "meshctl verify --failover --locality distribute"
 "$meshctl" verify "${topology[@]}" --failover --locality distribute --junit "$artifacts/verify.xml"
+if [ -n "${UPGRADE_FROM:-}" ]; then
+  log "meshctl upgrade --to $istio_version (canary, cluster by cluster, each gated by verify)"
+  "$meshctl" upgrade "${topology[@]}" --to "$istio_version" 2>&1 | tee "$artifacts/upgrade.txt"
+  log "meshctl upgrade --finish"
+  "$meshctl" upgrade "${topology[@]}" --finish
+  log "meshctl verify after the upgrade"
+  "$meshctl" verify "${topology[@]}" --junit "$artifacts/verify-upgraded.xml"
+  log "meshctl up after the upgrade: must change nothing"
+  "$meshctl" up "${topology[@]}" 2>&1 | tee "$artifacts/up-after-upgrade.txt"
+  grep -q "nothing to change" "$artifacts/up-after-upgrade.txt"
+fi
 log "meshctl status"
 "$meshctl" status "${topology[@]}"
 log "passed"

@@ -71,7 +71,7 @@ pub async fn gather(client: &kube::Client) -> Result<Held, kube::Error> {
             .and_then(|s| s.template.spec)
             .and_then(|p| p.containers.into_iter().next())
             .and_then(|c| c.image)
-            .map(|image| crate::mesh_health::image_tag(&image));
+            .map(|image| image_tag(&image));
         revisions.push(RevisionHeld {
             revision: rev,
             version,
@@ -87,4 +87,29 @@ pub async fn gather(client: &kube::Client) -> Result<Held, kube::Error> {
         tag,
         gateway,
     })
+}
+
+/// `docker.io/istio/pilot:1.31.1@sha256:…` → `1.31.1`; `unknown` without a tag.
+pub fn image_tag(image: &str) -> String {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    match last.split_once(':') {
+        Some((_, tag)) if !tag.is_empty() => tag.to_string(),
+        _ => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_istiod_image_tag_is_its_release() {
+        assert_eq!(image_tag("docker.io/istio/pilot:1.31.1"), "1.31.1");
+        assert_eq!(
+            image_tag("registry.istio.io/release/pilot:1.32.0@sha256:abc"),
+            "1.32.0"
+        );
+        assert_eq!(image_tag("localhost:5000/pilot"), "unknown");
+    }
 }

@@ -213,22 +213,12 @@ pub async fn control_planes(client: &kube::Client) -> Vec<ControlPlane> {
                 .and_then(|s| s.template.spec.as_ref())
                 .and_then(|p| p.containers.first())
                 .and_then(|c| c.image.as_deref())
-                .map(image_tag)
+                .map(istio_revisions::image_tag)
                 .unwrap_or_else(|| "unknown".into()),
         })
         .collect();
     planes.sort_by(|a, b| a.revision.cmp(&b.revision));
     planes
-}
-
-/// `docker.io/istio/pilot:1.31.1@sha256:…` → `1.31.1`; `unknown` without a tag.
-pub fn image_tag(image: &str) -> String {
-    let without_digest = image.split('@').next().unwrap_or(image);
-    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    match last.split_once(':') {
-        Some((_, tag)) if !tag.is_empty() => tag.to_string(),
-        _ => "unknown".into(),
-    }
 }
 
 async fn intermediate_expiry(client: &kube::Client, cluster: &str) -> Option<CaExpiry> {
@@ -449,16 +439,6 @@ mod tests {
                 .contains("Istio 1.29, more than one minor behind 1.31.1")
         );
         assert!(matches!(&problems[0].fix, Fix::ByHand(w) if w.contains("to 1.30")));
-    }
-
-    #[test]
-    fn an_istiod_image_tag_is_its_release() {
-        assert_eq!(image_tag("docker.io/istio/pilot:1.31.1"), "1.31.1");
-        assert_eq!(
-            image_tag("registry.istio.io/release/pilot:1.32.0@sha256:abc"),
-            "1.32.0"
-        );
-        assert_eq!(image_tag("localhost:5000/pilot"), "unknown");
     }
 
     #[test]

@@ -70,13 +70,17 @@ fn smoke_script_parses_and_its_meshctl_command_lines_are_accepted() {
         let command = line.trim_start_matches("versions=$(").replace("2>&1", "");
         let command = command.split(['|', '>', ')']).next().unwrap().trim();
         // The default topology of the script; TOPOLOGY puts `--config FILE` there instead.
-        let command = command.replace("\"${topology[@]}\"", "--clusters \"$clusters\"");
+        let command = command
+            .replace("\"${topology[@]}\"", "--clusters \"$clusters\"")
+            .replace("\"${from[@]}\"", "--istio-version 1.30.3");
         let args: Vec<String> = command
             .split_whitespace()
             .skip(1)
             .map(|a| {
                 a.replace("\"$clusters\"", "2")
                     .replace("\"$artifacts/verify.xml\"", "verify.xml")
+                    .replace("\"$artifacts/verify-upgraded.xml\"", "verify.xml")
+                    .replace("\"$istio_version\"", meshctl::versions::ISTIO_VERSION)
             })
             .chain(["--help".to_string()])
             .collect();
@@ -90,7 +94,7 @@ fn smoke_script_parses_and_its_meshctl_command_lines_are_accepted() {
         );
         checked += 1;
     }
-    assert!(checked >= 6, "found only {checked} meshctl command lines");
+    assert!(checked >= 10, "found only {checked} meshctl command lines");
     // The script reads these keys of `meshctl version -o json`.
     let versions: serde_json::Value =
         serde_json::from_str(support::ok(support::meshctl(&["version", "-o", "json"])).trim()).unwrap();

@@ -55,7 +55,13 @@ pub(super) async fn run(args: UpgradeArgs, workdir: &Path, kubeconfig: Option<&P
         verify: !args.no_verify,
         force: args.force,
     };
-    let outcome = match steps(&args, &upgrader, &to, &reporter).await {
+    // Ctrl-C anywhere (the executor listens only while it runs a phase): what was done stays in
+    // the clusters, and the same command resumes from there.
+    let ran = tokio::select! {
+        ran = steps(&args, &upgrader, &to, &reporter) => ran,
+        _ = tokio::signal::ctrl_c() => Ok(Outcome::Interrupted),
+    };
+    let outcome = match ran {
         Err(e) => {
             return match e.downcast::<Refusal>() {
                 Ok(refusal) => Err(UsageError(refusal.0).into()),
