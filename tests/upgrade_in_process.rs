@@ -641,3 +641,56 @@ async fn a_jump_of_more_than_one_minor_release_is_refused_before_anything_change
     assert!(changes(&tools).is_empty());
     assert!(lab.state().upgrade.is_none());
 }
+
+/// The gate itself: cluster2's new istiod does not sync cluster1 (its clusterz says `timeout`
+/// while the old istiod's says `synced`). The upgrade stops there with istiod's words, and both
+/// clusters go back; the old revision's gate passes.
+#[tokio::test]
+async fn a_new_istiod_that_does_not_sync_a_peer_fails_the_gate_and_the_mesh_goes_back() {
+    let lab = lab(TWO_PRIMARIES);
+    lab.build(OLD).await;
+    lab.istiods[1].set_remote_cluster_status_of_revision("1-31-1", "cluster1", "timeout");
+    let clients = Clients::new(Some(&lab.kubeconfig));
+    let to = new_release();
+    let new = lab.istioctl(NEW);
+    let (reporter, said) = Reporter::capturing(Format::Text);
+    let mut upgrader = lab.upgrader(new.clone(), &clients, reporter);
+    upgrader.settings.timeout = Duration::from_secs(1);
+    let from = upgrader.from_release(&to).await.unwrap();
+    let outcome = upgrader.upgrade(&from, &to).await.unwrap();
+    let Outcome::RolledBack { cluster, reason } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(cluster, "cluster2");
+    assert!(
+        reason.contains("gate") && reason.contains("cluster1 timeout"),
+        "{reason}"
+    );
+    assert_eq!(
+        changes(&new),
+        [
+            "cluster1 control-plane",
+            "cluster1 tag",
+            "cluster1 gateway",
+            "cluster2 control-plane",
+            "cluster2 tag",
+            "cluster2 gateway",
+            "cluster2 tag",
+            "cluster2 gateway",
+            "cluster2 uninstall",
+            "cluster1 tag",
+            "cluster1 gateway",
+            "cluster1 uninstall"
+        ]
+    );
+    for (context, server) in lab.pairs() {
+        assert!(deployment(server, "istiod-1-31-1").is_none(), "{context}");
+        assert_eq!(
+            rev_of(&webhook(server, "istio-revision-tag-default")),
+            "default",
+            "{context}"
+        );
+    }
+    let text = said.lines().join("\n");
+    assert!(text.contains("upgrade stopped: gate: istiod-1-31-1"), "{text}");
+}

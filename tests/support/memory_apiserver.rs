@@ -502,9 +502,14 @@ impl MemoryApiServer {
             .then(|| self.istiod.clone())
             .flatten();
         let (cluster, name) = (self.client(), name.to_string());
+        // Each revision's istiod answers with its own view.
+        let revision = pod["metadata"]["labels"]["istio.io/rev"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
         let ports: PodPorts = Arc::new(move |port| {
             let answer = match &listening {
-                Some(istiod) if port == 15014 => Ok(istiod.listen(cluster.clone())),
+                Some(istiod) if port == 15014 => Ok(istiod.listen_as(cluster.clone(), revision.clone())),
                 _ => Err(format!(
                     "error forwarding port {port} to pod {name}, uid : failed to connect to localhost:{port} inside namespace: dial tcp 127.0.0.1:{port}: connect: connection refused"
                 )),

@@ -45,6 +45,9 @@ pub enum Caller {
 #[derive(Default)]
 pub struct PlayedIstiod {
     remote_status: Mutex<HashMap<String, String>>,
+    /// The same, for the istiod of one revision only (`(revision, cluster ID)`): during a canary
+    /// upgrade two istiods run, each with its own view.
+    revision_status: Mutex<HashMap<(String, String), String>>,
     syncz: Mutex<Option<SynczHandler>>,
 }
 
@@ -62,6 +65,14 @@ impl PlayedIstiod {
             .insert(id.to_string(), status.to_string());
     }
 
+    /// What the istiod of `revision` (its pods' `istio.io/rev`) reports for remote cluster `id`.
+    pub fn set_remote_cluster_status_of_revision(&self, revision: &str, id: &str, status: &str) {
+        self.revision_status
+            .lock()
+            .unwrap()
+            .insert((revision.to_string(), id.to_string()), status.to_string());
+    }
+
     /// Who lists the proxies istiod configures on `/debug/syncz`; without one, istiod lists none.
     pub fn set_syncz_handler(&self, handler: SynczHandler) {
         *self.syncz.lock().unwrap() = Some(handler);
@@ -70,11 +81,22 @@ impl PlayedIstiod {
     /// istiod's answer to `GET path` on its monitoring port from `caller`, reading what it reports
     /// from `cluster` (its own cluster's API): status and body.
     pub async fn answer(&self, cluster: &kube::Client, path: &str, caller: Caller) -> (u16, String) {
+        self.answer_as(cluster, "default", path, caller).await
+    }
+
+    /// The answer of the istiod of `revision`.
+    pub async fn answer_as(
+        &self,
+        cluster: &kube::Client,
+        revision: &str,
+        path: &str,
+        caller: Caller,
+    ) -> (u16, String) {
         if caller != Caller::Loopback {
             return (401, String::new());
         }
         match path {
-            "/debug/clusterz" => (200, self.clusterz(cluster).await.to_string()),
+            "/debug/clusterz" => (200, self.clusterz(cluster, revision).await.to_string()),
             "/debug/syncz" => {
                 let handler = self.syncz.lock().unwrap().clone();
                 let list = match handler {
@@ -87,7 +109,7 @@ impl PlayedIstiod {
         }
     }
 
-    async fn clusterz(&self, cluster: &kube::Client) -> serde_json::Value {
+    async fn clusterz(&self, cluster: &kube::Client, revision: &str) -> serde_json::Value {
         use k8s_openapi::api::apps::v1::Deployment;
         use k8s_openapi::api::core::v1::Secret;
         // Every revision's istiod runs with its cluster's ID (`CLUSTER_ID`); the first found.
@@ -109,7 +131,12 @@ impl PlayedIstiod {
             .and_then(|env| env.into_iter().find(|e| e.name == "CLUSTER_ID"))
             .and_then(|e| e.value)
             .unwrap_or_else(|| "Kubernetes".into());
-        let overrides = self.remote_status.lock().unwrap().clone();
+        let mut overrides = self.remote_status.lock().unwrap().clone();
+        for ((rev, id), status) in self.revision_status.lock().unwrap().iter() {
+            if rev == revision {
+                overrides.insert(id.clone(), status.clone());
+            }
+        }
         let mut clusters = vec![json!({"id": own, "secretName": "", "syncStatus": "synced"})];
         let secrets = kube::Api::<Secret>::namespaced(cluster.clone(), "istio-system")
             .list(&kube::api::ListParams::default().labels("istio/multiCluster=true"))
@@ -131,13 +158,18 @@ impl PlayedIstiod {
     /// istiod's monitoring port as the kubelet reaches it in the pod: an HTTP/1 server on one end
     /// of a pipe, whose other end is returned; every caller through it is a loopback caller.
     pub fn listen(self: &Arc<Self>, cluster: kube::Client) -> DuplexStream {
+        self.listen_as(cluster, "default".into())
+    }
+
+    /// The same, in a pod of the istiod of `revision`.
+    pub fn listen_as(self: &Arc<Self>, cluster: kube::Client, revision: String) -> DuplexStream {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let istiod = self.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let (istiod, cluster) = (istiod.clone(), cluster.clone());
+            let (istiod, cluster, revision) = (istiod.clone(), cluster.clone(), revision.clone());
             async move {
                 let (status, body) = istiod
-                    .answer(&cluster, request.uri().path(), Caller::Loopback)
+                    .answer_as(&cluster, &revision, request.uri().path(), Caller::Loopback)
                     .await;
                 Ok::<_, Infallible>(
                     Response::builder()
