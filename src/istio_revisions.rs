@@ -1,11 +1,12 @@
 //! What a cluster holds of Istio's revisions, read the way istioctl reads it
 //! (`istioctl/pkg/tag/util.go`): a revision is installed where its injector webhook is (label
 //! `istio.io/rev`, no `istio.io/tag`: `GetWebhooksWithRevision`); injection points where the
-//! `default` tag's webhook says (`istio.io/rev` of `istio-revision-tag-default`); the east-west
-//! gateway runs the revision its Deployment is labelled with (the gateway chart labels it).
+//! `default` tag's webhook says (`istio.io/rev` of `istio-revision-tag-default`), except in
+//! namespaces labelled with a revision by its name; the east-west gateway runs the revision its Deployment is labelled with (the gateway chart labels it).
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
@@ -29,6 +30,9 @@ pub struct Held {
     pub tag: Option<Revision>,
     /// The east-west gateway's revision; none without a gateway.
     pub gateway: Option<Revision>,
+    /// Namespaces labelled with an installed revision by its name (`istio.io/rev=1-30-3`, not a
+    /// tag): injected by that revision whatever the `default` tag points at.
+    pub pinned_namespaces: Vec<(String, Revision)>,
 }
 
 impl Held {
@@ -40,6 +44,15 @@ impl Held {
 
     pub fn has(&self, revision: &Revision) -> bool {
         self.revisions.iter().any(|r| &r.revision == revision)
+    }
+
+    /// The namespaces pinned to a revision other than `revision`.
+    pub fn pinned_elsewhere(&self, revision: &Revision) -> Vec<&str> {
+        self.pinned_namespaces
+            .iter()
+            .filter(|(_, r)| r != revision)
+            .map(|(ns, _)| ns.as_str())
+            .collect()
     }
 }
 
@@ -82,10 +95,23 @@ pub async fn gather(client: &kube::Client) -> Result<Held, kube::Error> {
         .get_opt(GATEWAY_NAME)
         .await?
         .map(|d| Revision::from_label(&label_of(&d.metadata, revision::LABEL).unwrap_or_default()));
+    // `istio.io/rev=default` names the `default` tag, never a revision by name.
+    let pinned_namespaces = Api::<Namespace>::all(client.clone())
+        .list(&ListParams::default().labels(revision::LABEL))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|ns| {
+            let rev = Revision::from_label(&label_of(&ns.metadata, revision::LABEL)?);
+            let by_name = !rev.is_default() && revisions.iter().any(|r| r.revision == rev);
+            by_name.then(|| (ns.metadata.name.unwrap_or_default(), rev))
+        })
+        .collect();
     Ok(Held {
         revisions,
         tag,
         gateway,
+        pinned_namespaces,
     })
 }
 

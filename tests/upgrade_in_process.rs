@@ -694,3 +694,82 @@ async fn a_new_istiod_that_does_not_sync_a_peer_fails_the_gate_and_the_mesh_goes
     let text = said.lines().join("\n");
     assert!(text.contains("upgrade stopped: gate: istiod-1-31-1"), "{text}");
 }
+
+/// A second upgrade, from a revisioned mesh: 1.31.0 (revision 1-31-0, after a first upgrade) to
+/// 1.31.1. A namespace labelled with the old revision by name moves with the injection, and
+/// `--finish` removes 1-31-0 by name.
+#[tokio::test]
+async fn an_upgrade_of_a_revisioned_mesh_moves_namespaces_pinned_to_the_old_revision() {
+    let lab = lab(TWO_PRIMARIES);
+    lab.build(OLD).await;
+    let clients = Clients::new(Some(&lab.kubeconfig));
+    let first = IstioRelease {
+        version: "1.31.0".into(),
+        revision: Revision::of(&"1.31.0".parse().unwrap()),
+    };
+    for tools in [lab.istioctl("1.31.0"), lab.istioctl("1.31.0")] {
+        let (reporter, _) = Reporter::capturing(Format::Text);
+        let upgrader = lab.upgrader(tools, &clients, reporter);
+        if lab.state().upgrade.is_none() {
+            let from = upgrader.from_release(&first).await.unwrap();
+            assert_eq!(upgrader.upgrade(&from, &first).await.unwrap(), Outcome::Done);
+        } else {
+            assert_eq!(upgrader.finish().await.unwrap(), Outcome::Done);
+        }
+    }
+    lab.server("cluster2")
+        .put(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "shop", "labels": {"istio.io/rev": "1-31-0"}}}));
+    lab.server("cluster2")
+        .put(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "legacy", "labels": {"istio-injection": "enabled"}}}));
+
+    let to = new_release();
+    let tools = lab.istioctl(NEW);
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(tools.clone(), &clients, reporter);
+    let from = upgrader.from_release(&to).await.unwrap();
+    assert_eq!(
+        (from.version.as_str(), from.revision.label()),
+        ("1.31.0", "1-31-0")
+    );
+    assert_eq!(upgrader.upgrade(&from, &to).await.unwrap(), Outcome::Done);
+    let shop = lab
+        .server("cluster2")
+        .object("v1", "namespaces", "", "shop")
+        .unwrap();
+    assert_eq!(shop["metadata"]["labels"]["istio.io/rev"], "1-31-1");
+    let legacy = lab
+        .server("cluster2")
+        .object("v1", "namespaces", "", "legacy")
+        .unwrap();
+    assert!(
+        legacy["metadata"]["labels"].get("istio.io/rev").is_none(),
+        "the tag serves it: {legacy}"
+    );
+    for (context, server) in lab.pairs() {
+        assert_eq!(
+            rev_of(&webhook(server, "istio-revision-tag-default")),
+            "1-31-1",
+            "{context}"
+        );
+    }
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let finisher = lab.istioctl(NEW);
+    lab.upgrader(finisher.clone(), &clients, reporter)
+        .finish()
+        .await
+        .unwrap();
+    assert!(
+        finisher
+            .calls()
+            .iter()
+            .any(|c| c.contains("uninstall --revision 1-31-0")),
+        "{:?}",
+        finisher.calls()
+    );
+    for (context, server) in lab.pairs() {
+        assert!(deployment(server, "istiod-1-31-0").is_none(), "{context}");
+        assert!(deployment(server, "istiod-1-31-1").is_some(), "{context}");
+    }
+}

@@ -18,7 +18,8 @@ pub enum UpgradeStep {
     /// the remote profile's injector and istiod Service of the revision (remote).
     InstallControlPlane,
     /// `istioctl tag set default --revision <rev>`: namespaces labelled `istio-injection=enabled`
-    /// (or `istio.io/rev=default`) get the new revision's proxies from now on.
+    /// (or `istio.io/rev=default`) get the new revision's proxies from now on; namespaces
+    /// labelled with the old revision by name are relabelled with the new one.
     MoveInjection,
     /// The `eastwest` and `expose` phases on the new revision: the gateway's pods re-injected by
     /// it (in place), istiod-<rev> exposed to remotes.
@@ -81,7 +82,7 @@ pub fn pending(cluster: &Cluster, held: &Held, to: &Revision, mesh: &Mesh) -> Ve
     if !held.revisions.iter().any(|r| &r.revision == to) {
         steps.push(UpgradeStep::InstallControlPlane);
     }
-    if held.injection() != *to {
+    if held.injection() != *to || !held.pinned_elsewhere(to).is_empty() {
         steps.push(UpgradeStep::MoveInjection);
     }
     let gateway_behind = held.gateway.as_ref().is_some_and(|g| g != to);
@@ -145,6 +146,7 @@ mod tests {
                 .collect(),
             tag: tag.map(Revision::from_label),
             gateway: gateway.map(Revision::from_label),
+            pinned_namespaces: Vec::new(),
         }
     }
 
@@ -214,6 +216,15 @@ mod tests {
             Some("1-31-1"),
         );
         assert!(pending(cluster, &done, &to, &mesh).is_empty());
+        // A namespace labelled with the old revision by name still has to move.
+        let pinned = Held {
+            pinned_namespaces: vec![("shop".into(), Revision::from_label("1-30-3"))],
+            ..done.clone()
+        };
+        assert_eq!(
+            pending(cluster, &pinned, &to, &mesh),
+            [UpgradeStep::MoveInjection]
+        );
         // No tag webhook: the unrevisioned injector is the one that injects.
         assert_eq!(held(&[], None, None).injection(), Revision::default_revision());
     }

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 
 use super::procedure::{self, UpgradeStep};
 use crate::executor::{Executor, Prepared, RunEnd, Settings};
@@ -180,7 +180,7 @@ impl Upgrader<'_> {
                 UpgradeStep::InstallControlPlane => {
                     self.converge(cluster, &to.revision, vec![Phase::Istio]).await?
                 }
-                UpgradeStep::MoveInjection => self.set_default_tag(cluster, &to.revision).await?,
+                UpgradeStep::MoveInjection => self.move_injection(cluster, &held, &to.revision).await?,
                 UpgradeStep::UpgradeGateway => {
                     self.converge(cluster, &to.revision, vec![Phase::Eastwest, Phase::Expose])
                         .await?
@@ -196,12 +196,12 @@ impl Upgrader<'_> {
     async fn roll_back(&self, clusters: &[&Cluster], from: &IstioRelease, to: &IstioRelease) -> Result<()> {
         for cluster in clusters {
             let held = self.held(cluster).await?;
-            if held.injection() != from.revision {
+            if held.injection() != from.revision || !held.pinned_elsewhere(&from.revision).is_empty() {
                 self.reporter.note(
                     &cluster.name,
                     &format!("point injection back at {}", from.revision),
                 );
-                self.set_default_tag(cluster, &from.revision).await?;
+                self.move_injection(cluster, &held, &from.revision).await?;
             }
             if held.gateway.as_ref().is_some_and(|g| *g != from.revision)
                 || self.mesh.controls_remotes(cluster)
@@ -345,12 +345,42 @@ impl Upgrader<'_> {
         }
     }
 
-    async fn set_default_tag(&self, cluster: &Cluster, revision: &Revision) -> Result<()> {
-        let args = super::tag_set_args(&cluster.context, revision);
-        self.tools
-            .run("istioctl", &args, &self.istioctl_options())
-            .await
-            .with_context(|| format!("cluster `{}`: moving injection to {revision}", cluster.name))?;
+    /// The `default` tag pointed at `revision`, and namespaces labelled with another revision by
+    /// name relabelled with it (as Istio's canary upgrade moves them: `istio.io/rev=<new>`).
+    async fn move_injection(&self, cluster: &Cluster, held: &Held, revision: &Revision) -> Result<()> {
+        if held.injection() != *revision {
+            let args = super::tag_set_args(&cluster.context, revision);
+            self.tools
+                .run("istioctl", &args, &self.istioctl_options())
+                .await
+                .with_context(|| format!("cluster `{}`: moving injection to {revision}", cluster.name))?;
+        }
+        let pinned = held.pinned_elsewhere(revision);
+        if pinned.is_empty() {
+            return Ok(());
+        }
+        let namespaces = Api::<Namespace>::all(self.client(cluster).await?);
+        let patch = serde_json::json!({"metadata": {"labels": {crate::revision::LABEL: revision.label()}}});
+        let params = PatchParams {
+            field_manager: Some(crate::kube::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        for namespace in &pinned {
+            namespaces
+                .patch(namespace, &params, &Patch::Merge(&patch))
+                .await
+                .with_context(|| {
+                    format!("cluster `{}`: relabelling namespace `{namespace}`", cluster.name)
+                })?;
+        }
+        self.reporter.note(
+            &cluster.name,
+            &format!(
+                "namespace(s) {} now labelled {}={revision} (their pods move when restarted)",
+                pinned.join(", "),
+                crate::revision::LABEL
+            ),
+        );
         Ok(())
     }
 
