@@ -9,166 +9,27 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshctl::executor::{Executor, Prepared, RunEnd, Settings};
 use meshctl::kube::Clients;
-use meshctl::mesh_dir::MeshDir;
-use meshctl::plan::{Phase, PlanInput};
 use meshctl::report::{Format, Reporter};
 use meshctl::revision::Revision;
-use meshctl::state::{IstioRelease, StateStore};
-use meshctl::topology::Mesh;
-use meshctl::upgrade::{Outcome, Upgrader};
+use meshctl::state::IstioRelease;
+use meshctl::upgrade::Outcome;
 use serde_json::{Value, json};
-use support::memory_apiserver::{Loopback, MemoryApiServer, kubeconfig_for};
+use support::istio_lab::lab;
+use support::memory_apiserver::MemoryApiServer;
 use support::played_istioctl::PlayedIstioctl;
-use support::played_istiod::PlayedIstiod;
 
 const OLD: &str = "1.30.3";
 const NEW: &str = "1.31.1";
-
-struct Lab {
-    servers: Vec<(String, MemoryApiServer)>,
-    istiods: Vec<Arc<PlayedIstiod>>,
-    _loopbacks: Vec<Loopback>,
-    _dir: tempfile::TempDir,
-    dir: MeshDir,
-    kubeconfig: PathBuf,
-    mesh: Mesh,
-}
-
-/// Existing clusters `cluster1..` as `topology` describes them (`provider: existing`), each an
-/// in-process API server with a played istiod.
-fn lab(topology: &str) -> Lab {
-    let mesh = Mesh::from_yaml(topology, None).unwrap();
-    let istiods: Vec<Arc<PlayedIstiod>> = mesh.clusters.iter().map(|_| PlayedIstiod::new()).collect();
-    let servers: Vec<(String, MemoryApiServer)> = mesh
-        .clusters
-        .iter()
-        .zip(&istiods)
-        .map(|(c, i)| {
-            (
-                c.context.clone(),
-                MemoryApiServer::new().with_istiod(i.clone()).with_rollouts(),
-            )
-        })
-        .collect();
-    let loopbacks: Vec<Loopback> = servers.iter().map(|(_, s)| s.serve_on_loopback()).collect();
-    let named: Vec<(&str, &Loopback)> = servers.iter().map(|(c, _)| c.as_str()).zip(&loopbacks).collect();
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, kubeconfig_for(&named)).unwrap();
-    let dir = MeshDir::new(tmp.path(), &mesh.mesh_id);
-    Lab {
-        servers,
-        istiods,
-        _loopbacks: loopbacks,
-        _dir: tmp,
-        dir,
-        kubeconfig,
-        mesh,
-    }
-}
 
 const TWO_PRIMARIES: &str =
     "provider: existing\nclusters:\n  - {context: cluster1}\n  - {context: cluster2}\n";
 const THREE_PRIMARIES: &str = "provider: existing\nclusters:\n  - {context: cluster1}\n  - {context: cluster2}\n  - {context: cluster3}\n";
 const PRIMARY_REMOTE: &str =
     "provider: existing\nclusters:\n  - {context: cluster1}\n  - {context: cluster2, role: remote}\n";
-
-impl Lab {
-    fn server(&self, context: &str) -> &MemoryApiServer {
-        &self.servers.iter().find(|(c, _)| c == context).unwrap().1
-    }
-
-    fn pairs(&self) -> Vec<(&str, &MemoryApiServer)> {
-        self.servers.iter().map(|(c, s)| (c.as_str(), s)).collect()
-    }
-
-    fn istioctl(&self, version: &str) -> Arc<PlayedIstioctl> {
-        Arc::new(PlayedIstioctl::new(version, &self.pairs()))
-    }
-
-    fn settings(&self, version: &str) -> Settings {
-        let mut settings = Settings::for_mesh(&self.dir, Some(&self.kubeconfig), Duration::from_secs(5));
-        settings.istio_version = Some(version.into());
-        settings.docker_network = "kind".into();
-        settings
-    }
-
-    /// `up --only istio,eastwest,expose` with istioctl `version`, then every primary given the
-    /// other clusters' remote secrets (what the remote-secrets phase leaves; istiod lists them).
-    async fn build(&self, version: &str) {
-        let mesh = &self.mesh;
-        let state = StateStore::load(&self.dir.state()).unwrap();
-        let input = PlanInput {
-            mesh,
-            phases: vec![Phase::Istio, Phase::Eastwest, Phase::Expose],
-            pools: Vec::new(),
-            cas: Vec::new(),
-            timeout_secs: 5,
-            docker_network: "kind".into(),
-            gateway_ips: Default::default(),
-            isolated: Default::default(),
-            only_cluster: None,
-        };
-        let plan = meshctl::planner::build(&input).unwrap();
-        let mut prepared = Prepared {
-            input,
-            plan,
-            verify: Vec::new(),
-            provisional: false,
-            out: self.dir.plan(),
-        };
-        prepared.rebuild().unwrap();
-        let (reporter, _) = Reporter::capturing(Format::Text);
-        let executor = Executor::with_tools(
-            self.settings(version),
-            state,
-            Arc::new(reporter),
-            mesh.clone(),
-            self.istioctl(version),
-        );
-        assert_eq!(
-            executor.run(&mut prepared).await.unwrap(),
-            RunEnd::Finished { changed: true }
-        );
-        for primary in mesh.clusters.iter().filter(|c| c.primary.is_none()) {
-            for peer in mesh.clusters.iter().filter(|c| c.name != primary.name) {
-                self.server(&primary.context).put(json!({"apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": format!("istio-remote-secret-{}", peer.name), "namespace": "istio-system",
-                                 "labels": {"istio/multiCluster": "true"}},
-                    "data": {peer.name.clone(): "a3ViZWNvbmZpZw=="}}));
-            }
-        }
-    }
-
-    fn upgrader<'a>(
-        &'a self,
-        tools: Arc<PlayedIstioctl>,
-        clients: &'a Clients,
-        reporter: Reporter,
-    ) -> Upgrader<'a> {
-        Upgrader {
-            mesh: &self.mesh,
-            dir: &self.dir,
-            settings: self.settings(&tools.version),
-            tools,
-            reporter: Arc::new(reporter),
-            clients,
-            restart_namespaces: Vec::new(),
-            verify: false,
-            force: false,
-        }
-    }
-
-    fn state(&self) -> meshctl::state::MeshState {
-        StateStore::load(&self.dir.state()).unwrap().snapshot()
-    }
-}
 
 fn new_release() -> IstioRelease {
     IstioRelease {

@@ -65,6 +65,7 @@ pub fn ok(out: Output) -> String {
 }
 pub mod envtest;
 pub mod fake_tools;
+pub mod istio_lab;
 pub mod kubelet_port_forward;
 pub mod memory_apiserver;
 pub mod played_destination_rules;

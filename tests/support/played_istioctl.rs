@@ -134,10 +134,26 @@ impl PlayedIstioctl {
                 let overwrite = args.iter().any(|a| a == "--overwrite");
                 set_tag(self.server_of(args)?, tag, &revision, overwrite)
             }
-            Some("uninstall") => {
-                let revision = flag("--revision").ok_or("uninstall: only --revision is played")?;
-                uninstall_revision(self.server_of(args)?, &revision)
-            }
+            Some("uninstall") => match (flag("--revision"), flag("-f")) {
+                (Some(revision), _) => uninstall_revision(self.server_of(args)?, &revision),
+                // `uninstall -f`: what the IstioOperator of that name installed
+                // (`uninstall.go`: its `metadata.name` selects the owner label).
+                (None, Some(file)) => {
+                    let path = options.cwd.clone().unwrap_or_default().join(&file);
+                    let text =
+                        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    let operator: Value = serde_saphyr::from_str(&text).map_err(|e| e.to_string())?;
+                    let owner = operator["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    prune(self.server_of(args)?, |o| {
+                        o["metadata"]["labels"]["install.operator.istio.io/owning-resource"] == owner.as_str()
+                    });
+                    Ok(String::new())
+                }
+                _ => Err("uninstall: --revision or -f".into()),
+            },
             _ => Err(format!("not played: istioctl {}", args.join(" "))),
         }
     }
@@ -186,11 +202,13 @@ fn suffixed(name: &str, revision: &str) -> String {
     }
 }
 
-fn labels(revision: &str, component: &str, extra: Value) -> Value {
+/// What istioctl labels every object of an install with (`operator/pkg/install/install.go`,
+/// `getOwnerLabels`): the IstioOperator's name, the revision, the component.
+fn labels(owner: &str, revision: &str, component: &str, extra: Value) -> Value {
     let mut labels = json!({
         "istio.io/rev": if revision.is_empty() { "default" } else { revision },
         "operator.istio.io/component": component,
-        "install.operator.istio.io/owning-resource": "control-plane",
+        "install.operator.istio.io/owning-resource": owner,
     });
     for (k, v) in extra.as_object().cloned().unwrap_or_default() {
         labels[k] = v;
@@ -200,16 +218,17 @@ fn labels(revision: &str, component: &str, extra: Value) -> Value {
 
 fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<(), String> {
     let spec = &operator["spec"];
+    let owner = operator["metadata"]["name"].as_str().unwrap_or("unknown");
     let revision = spec["revision"].as_str().unwrap_or_default();
-    if spec["components"]["ingressGateways"].is_array() {
-        install_gateway(server, revision);
+    if let Some(gateway) = spec["components"]["ingressGateways"].get(0) {
+        install_gateway(server, owner, revision, &gateway["k8s"]["service"]);
         return Ok(());
     }
     let remote = spec["profile"] == "remote";
     let istiod = suffixed("istiod", revision);
     server.put(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": istiod, "namespace": "istio-system",
-                     "labels": labels(revision, "Pilot", json!({"app": "istiod", "app.kubernetes.io/name": "istiod"}))},
+                     "labels": labels(owner, revision, "Pilot", json!({"app": "istiod", "app.kubernetes.io/name": "istiod"}))},
         "spec": {"ports": [{"name": "https-dns", "port": 15012}, {"name": "https-webhook", "port": 443}]}}));
     if !remote {
         install_crds(server)?;
@@ -219,7 +238,7 @@ fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<
         let pod_labels = json!({"app": "istiod", "istio": "pilot", "istio.io/rev": if revision.is_empty() { "default" } else { revision }});
         server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": istiod, "namespace": "istio-system",
-                         "labels": labels(revision, "Pilot", json!({"app": "istiod", "istio": "pilot"}))},
+                         "labels": labels(owner, revision, "Pilot", json!({"app": "istiod", "istio": "pilot"}))},
             "spec": {"selector": {"matchLabels": pod_labels}, "template": {"metadata": {"labels": pod_labels},
                      "spec": {"containers": [{"name": "discovery", "image": format!("docker.io/istio/pilot:{version}"),
                                               "env": [{"name": "CLUSTER_ID", "value": cluster_id}]}]}}},
@@ -240,7 +259,7 @@ fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<
     server.put(
         json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": suffixed("istio-sidecar-injector", revision),
-                     "labels": labels(revision, "Pilot", json!({"app": "sidecar-injector"}))},
+                     "labels": labels(owner, revision, "Pilot", json!({"app": "sidecar-injector"}))},
         "webhooks": [{"name": "rev.namespace.sidecar-injector.istio.io", "admissionReviewVersions": ["v1"],
                       "sideEffects": "None", "clientConfig": client_config}]}),
     );
@@ -275,32 +294,40 @@ fn never_ready(server: &MemoryApiServer, revision: &str) -> String {
     )
 }
 
-fn install_gateway(server: &MemoryApiServer, revision: &str) {
+fn install_gateway(server: &MemoryApiServer, owner: &str, revision: &str, service: &Value) {
     let selector = json!({"app": "istio-eastwestgateway", "istio": "eastwestgateway"});
     server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "istio-eastwestgateway", "namespace": "istio-system",
-                     "labels": labels(revision, "IngressGateways", selector.clone())},
+                     "labels": labels(owner, revision, "IngressGateways", selector.clone())},
         "spec": {"selector": {"matchLabels": selector}, "template": {"metadata": {"labels": selector},
                  "spec": {"containers": [{"name": "istio-proxy", "image": "auto"}]}}},
         "status": {"replicas": 1, "availableReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}}));
-    let address = server
-        .object("v1", "services", "istio-system", "istio-eastwestgateway")
-        .and_then(|s| {
-            s["status"]["loadBalancer"]["ingress"][0]["ip"]
-                .as_str()
-                .map(String::from)
-        })
-        .unwrap_or_else(|| {
-            format!(
-                "172.18.255.{}",
-                200 + server.objects("v1", "services", "istio-system").len()
-            )
-        });
+    // The Service as the IstioOperator's `k8s.service` has it (type, ports and node ports); a
+    // LoadBalancer gets an address, as MetalLB gives one.
+    let service_type = service["type"].as_str().unwrap_or("LoadBalancer");
+    let status = if service_type == "LoadBalancer" {
+        let address = server
+            .object("v1", "services", "istio-system", "istio-eastwestgateway")
+            .and_then(|s| {
+                s["status"]["loadBalancer"]["ingress"][0]["ip"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .unwrap_or_else(|| {
+                format!(
+                    "172.18.255.{}",
+                    200 + server.objects("v1", "services", "istio-system").len()
+                )
+            });
+        json!({"loadBalancer": {"ingress": [{"ip": address}]}})
+    } else {
+        json!({"loadBalancer": {}})
+    };
     server.put(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "istio-eastwestgateway", "namespace": "istio-system",
-                     "labels": labels(revision, "IngressGateways", json!({"istio": "eastwestgateway"}))},
-        "spec": {"type": "LoadBalancer", "ports": [{"name": "tls", "port": 15443}]},
-        "status": {"loadBalancer": {"ingress": [{"ip": address}]}}}));
+                     "labels": labels(owner, revision, "IngressGateways", json!({"istio": "eastwestgateway"}))},
+        "spec": {"type": service_type, "ports": service["ports"].clone()},
+        "status": status}));
 }
 
 /// The base component's CRDs that meshctl's phases apply objects of (the stand-in serves a CRD
@@ -416,12 +443,28 @@ fn uninstall_revision(server: &MemoryApiServer, revision: &str) -> Result<String
     {
         return Err("could not find target revision".into());
     }
+    prune(server, carries);
+    Ok(String::new())
+}
+
+/// Deletes what `selects` and whose component `istioctl uninstall` prunes (prune.go,
+/// `GetPrunedResources`: Pilot and the gateways, never the base component).
+fn prune(server: &MemoryApiServer, selects: impl Fn(&Value) -> bool) {
+    let kinds = [
+        ("apps/v1", "deployments", "istio-system"),
+        ("v1", "services", "istio-system"),
+        (
+            "admissionregistration.k8s.io/v1",
+            "mutatingwebhookconfigurations",
+            "",
+        ),
+    ];
     for (gv, plural, ns) in kinds {
         for object in server.objects(gv, plural, ns) {
             let component = object["metadata"]["labels"]["operator.istio.io/component"]
                 .as_str()
                 .unwrap_or_default();
-            if carries(&object) && PRUNED_COMPONENTS.contains(&component) {
+            if selects(&object) && PRUNED_COMPONENTS.contains(&component) {
                 let name = object["metadata"]["name"]
                     .as_str()
                     .unwrap_or_default()
@@ -447,5 +490,4 @@ fn uninstall_revision(server: &MemoryApiServer, revision: &str) -> Result<String
             }
         }
     }
-    Ok(String::new())
 }

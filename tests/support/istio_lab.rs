@@ -1,0 +1,163 @@
+//! A mesh of in-process API servers on loopback, each with a played istiod, built by `up`'s
+//! phases with a played istioctl (tests/support/played_istioctl.rs): the clusters of the
+//! in-process tests of `upgrade` and of the gateway models.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshctl::executor::{Executor, Prepared, RunEnd, Settings};
+use meshctl::kube::Clients;
+use meshctl::mesh_dir::MeshDir;
+use meshctl::plan::{Phase, PlanInput};
+use meshctl::report::{Format, Reporter};
+use meshctl::state::StateStore;
+use meshctl::topology::Mesh;
+use meshctl::upgrade::Upgrader;
+use serde_json::json;
+
+use super::memory_apiserver::{Loopback, MemoryApiServer, kubeconfig_for};
+use super::played_istioctl::PlayedIstioctl;
+use super::played_istiod::PlayedIstiod;
+
+pub struct Lab {
+    pub servers: Vec<(String, MemoryApiServer)>,
+    pub istiods: Vec<Arc<PlayedIstiod>>,
+    _loopbacks: Vec<Loopback>,
+    _dir: tempfile::TempDir,
+    pub dir: MeshDir,
+    pub kubeconfig: PathBuf,
+    pub mesh: Mesh,
+}
+
+/// Existing clusters `cluster1..` as `topology` describes them (`provider: existing`), each an
+/// in-process API server with a played istiod.
+pub fn lab(topology: &str) -> Lab {
+    let mesh = Mesh::from_yaml(topology, None).unwrap();
+    let istiods: Vec<Arc<PlayedIstiod>> = mesh.clusters.iter().map(|_| PlayedIstiod::new()).collect();
+    let servers: Vec<(String, MemoryApiServer)> = mesh
+        .clusters
+        .iter()
+        .zip(&istiods)
+        .map(|(c, i)| {
+            (
+                c.context.clone(),
+                MemoryApiServer::new().with_istiod(i.clone()).with_rollouts(),
+            )
+        })
+        .collect();
+    let loopbacks: Vec<Loopback> = servers.iter().map(|(_, s)| s.serve_on_loopback()).collect();
+    let named: Vec<(&str, &Loopback)> = servers.iter().map(|(c, _)| c.as_str()).zip(&loopbacks).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_for(&named)).unwrap();
+    let dir = MeshDir::new(tmp.path(), &mesh.mesh_id);
+    Lab {
+        servers,
+        istiods,
+        _loopbacks: loopbacks,
+        _dir: tmp,
+        dir,
+        kubeconfig,
+        mesh,
+    }
+}
+
+impl Lab {
+    pub fn server(&self, context: &str) -> &MemoryApiServer {
+        &self.servers.iter().find(|(c, _)| c == context).unwrap().1
+    }
+
+    pub fn pairs(&self) -> Vec<(&str, &MemoryApiServer)> {
+        self.servers.iter().map(|(c, s)| (c.as_str(), s)).collect()
+    }
+
+    pub fn istioctl(&self, version: &str) -> Arc<PlayedIstioctl> {
+        Arc::new(PlayedIstioctl::new(version, &self.pairs()))
+    }
+
+    pub fn settings(&self, version: &str) -> Settings {
+        let mut settings = Settings::for_mesh(&self.dir, Some(&self.kubeconfig), Duration::from_secs(5));
+        settings.istio_version = Some(version.into());
+        settings.docker_network = "kind".into();
+        settings
+    }
+
+    /// `up --only istio,eastwest,expose` with istioctl `version`, then every primary given the
+    /// other clusters' remote secrets (what the remote-secrets phase leaves; istiod lists them).
+    /// `up --only istio,eastwest,expose` with istioctl `version`, then every primary given the
+    /// other clusters' remote secrets (what the remote-secrets phase leaves; istiod lists them).
+    pub async fn build(&self, version: &str) {
+        let (end, _, said) = self.up(version).await;
+        assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+        let mesh = &self.mesh;
+        for primary in mesh.clusters.iter().filter(|c| c.primary.is_none()) {
+            for peer in mesh.clusters.iter().filter(|c| c.name != primary.name) {
+                self.server(&primary.context).put(json!({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": format!("istio-remote-secret-{}", peer.name), "namespace": "istio-system",
+                                 "labels": {"istio/multiCluster": "true"}},
+                    "data": {peer.name.clone(): "a3ViZWNvbmZpZw=="}}));
+            }
+        }
+    }
+
+    /// The same phases once more: how it ended, the istioctl it ran, what it said.
+    pub async fn up(&self, version: &str) -> (RunEnd, Arc<PlayedIstioctl>, Vec<String>) {
+        let mesh = &self.mesh;
+        let state = StateStore::load(&self.dir.state()).unwrap();
+        let input = PlanInput {
+            mesh,
+            phases: vec![Phase::Istio, Phase::Eastwest, Phase::Expose],
+            pools: Vec::new(),
+            cas: Vec::new(),
+            timeout_secs: 5,
+            docker_network: "kind".into(),
+            gateway_ips: state.snapshot().gateway_ips(),
+            isolated: Default::default(),
+            only_cluster: None,
+        };
+        let plan = meshctl::planner::build(&input).unwrap();
+        let mut prepared = Prepared {
+            input,
+            plan,
+            verify: Vec::new(),
+            provisional: false,
+            out: self.dir.plan(),
+        };
+        prepared.rebuild().unwrap();
+        let (reporter, said) = Reporter::capturing(Format::Text);
+        let tools = self.istioctl(version);
+        let executor = Executor::with_tools(
+            self.settings(version),
+            state,
+            Arc::new(reporter),
+            mesh.clone(),
+            tools.clone(),
+        );
+        let end = executor.run(&mut prepared).await.unwrap();
+        (end, tools, said.lines())
+    }
+
+    pub fn upgrader<'a>(
+        &'a self,
+        tools: Arc<PlayedIstioctl>,
+        clients: &'a Clients,
+        reporter: Reporter,
+    ) -> Upgrader<'a> {
+        Upgrader {
+            mesh: &self.mesh,
+            dir: &self.dir,
+            settings: self.settings(&tools.version),
+            tools,
+            reporter: Arc::new(reporter),
+            clients,
+            restart_namespaces: Vec::new(),
+            verify: false,
+            force: false,
+        }
+    }
+
+    pub fn state(&self) -> meshctl::state::MeshState {
+        StateStore::load(&self.dir.state()).unwrap().snapshot()
+    }
+}
