@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::istio_revisions::{self, Held};
 use crate::istio_version::IstioVersion;
-use crate::istiod::{self, ClusterSync};
+use crate::istiod::{self, ClusterSync, ProxySync};
 use crate::plan::Phase;
 use crate::state::MeshState;
 use crate::topology::{ISTIO_NAMESPACE, Mesh, Role};
@@ -145,33 +145,14 @@ pub async fn gather(
     });
     let answers = futures::future::join_all(asked).await;
     let mut health = MeshHealth::default();
-    let mut proxies = BTreeMap::new();
+    let mut proxies = Vec::new();
     for (seen, synced, ca) in answers {
         health.istiods.push(seen);
-        proxies.extend(
-            synced
-                .into_iter()
-                .map(|p| ((p.cluster_id, p.proxy_id), p.istio_version)),
-        );
+        proxies.extend(synced);
         health.cas.extend(ca);
     }
-    for ((cluster, _), version) in proxies {
-        *health.proxies.entry(cluster).or_default() += 1;
-        let version = if version.is_empty() {
-            "unknown".into()
-        } else {
-            version
-        };
-        *health.proxy_versions.entry(version).or_default() += 1;
-    }
-    let revisions = reachable
-        .iter()
-        .map(|(name, client)| async move { (name.clone(), istio_revisions::gather(client).await) });
-    for (name, held) in futures::future::join_all(revisions).await {
-        if let Ok(held) = held {
-            health.revisions.insert(name, held);
-        }
-    }
+    (health.proxies, health.proxy_versions) = count_proxies(proxies);
+    health.revisions = revisions(reachable).await;
     for c in &mesh.clusters {
         if let Some(address) = state.clusters.get(&c.name).and_then(|s| s.eastwest_ip.clone()) {
             health
@@ -184,6 +165,38 @@ pub async fn gather(
     health.upgrade = state.upgrade.clone();
     health.problems = judge(mesh, &health, &state.isolated.keys().cloned().collect(), down);
     health
+}
+
+/// Proxies by the cluster they run in and by their release, each counted once (a proxy may be
+/// listed by several istiods).
+fn count_proxies(listed: Vec<ProxySync>) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+    let unique: BTreeMap<(String, String), String> = listed
+        .into_iter()
+        .map(|p| ((p.cluster_id, p.proxy_id), p.istio_version))
+        .collect();
+    let (mut by_cluster, mut by_release) = (BTreeMap::new(), BTreeMap::new());
+    for ((cluster, _), version) in unique {
+        *by_cluster.entry(cluster).or_default() += 1;
+        let version = if version.is_empty() {
+            "unknown".into()
+        } else {
+            version
+        };
+        *by_release.entry(version).or_default() += 1;
+    }
+    (by_cluster, by_release)
+}
+
+/// What each cluster that answers holds of Istio's revisions.
+async fn revisions(reachable: &[(String, kube::Client)]) -> BTreeMap<String, Held> {
+    let asked = reachable
+        .iter()
+        .map(|(name, client)| async move { (name.clone(), istio_revisions::gather(client).await) });
+    futures::future::join_all(asked)
+        .await
+        .into_iter()
+        .filter_map(|(name, held)| Some((name, held.ok()?)))
+        .collect()
 }
 
 /// The istiod Deployments of a cluster (label `app=istiod`, as Istio's chart sets it), one per

@@ -190,6 +190,28 @@ fn print(mesh: &Mesh, report: &Report, flags: &Flags<'_>, args: &StatusArgs) -> 
     Ok(())
 }
 
+/// The proxies istiod configures, by cluster and by release.
+fn print_proxies(health: &MeshHealth) {
+    let counts = |map: &std::collections::BTreeMap<String, usize>| {
+        map.iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let by_cluster = counts(&health.proxies);
+    println!(
+        "  proxies connected: {}",
+        if by_cluster.is_empty() {
+            "none"
+        } else {
+            &by_cluster
+        }
+    );
+    if !health.proxy_versions.is_empty() {
+        println!("  proxies by release: {}", counts(&health.proxy_versions));
+    }
+}
+
 /// Each cluster's control-plane revisions (the one injection points at marked), its gateway's,
 /// and the upgrade under way.
 fn print_revisions(health: &MeshHealth) {
@@ -258,23 +280,7 @@ fn print_mesh(health: &MeshHealth, flags: &Flags<'_>, args: &StatusArgs) {
         println!("  istiod of {:<10} ({planes}) reads: {what}", seen.cluster);
     }
     print_revisions(health);
-    let proxies: Vec<String> = health.proxies.iter().map(|(c, n)| format!("{c} {n}")).collect();
-    println!(
-        "  proxies connected: {}",
-        if proxies.is_empty() {
-            "none".into()
-        } else {
-            proxies.join(", ")
-        }
-    );
-    if !health.proxy_versions.is_empty() {
-        let versions: Vec<String> = health
-            .proxy_versions
-            .iter()
-            .map(|(v, n)| format!("{v} {n}"))
-            .collect();
-        println!("  proxies by release: {}", versions.join(", "));
-    }
+    print_proxies(health);
     for (network, gateways) in &health.gateways {
         println!("  gateways of {network}: {}", gateways.join(", "));
     }

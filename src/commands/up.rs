@@ -216,12 +216,10 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         follow_upgrade(&mut mesh, &args, &state.snapshot(), &Reporter::for_stderr())?;
         return dry_run_to(&mesh, phases, &args, &resolved).await;
     }
-
     let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
     follow_upgrade(&mut mesh, &args, &state.snapshot(), &reporter)?;
     let target = kubeconfig::target_path(kubeconfig_flag);
     preflight(&mesh, &phases, &args, &state, &target, kubeconfig_flag)?;
-
     note_isolated(&state, &reporter);
     let uses_docker = phases::any_needs(&phases, Fact::Pools);
     let runner = ProcessRunner;

@@ -10,7 +10,7 @@ use super::procedure::{self, UpgradeStep};
 use crate::executor::Settings;
 use crate::plan::{Phase, Plan};
 use crate::state::{IstioRelease, MeshState};
-use crate::topology::{Mesh, Role};
+use crate::topology::{Cluster, Mesh, Role};
 
 /// The file listing the whole procedure, beside one folder per cluster.
 pub const STEPS_FILE: &str = "steps.txt";
@@ -52,38 +52,7 @@ pub fn write(
             },
             folder.file_name().unwrap_or_default().to_string_lossy()
         ));
-        let lines = |phases: &[Phase]| steps_of(&plan, phases);
-        for step in [
-            UpgradeStep::InstallControlPlane,
-            UpgradeStep::MoveInjection,
-            UpgradeStep::UpgradeGateway,
-        ] {
-            let commands = match step {
-                UpgradeStep::InstallControlPlane => lines(&[Phase::Istio]),
-                UpgradeStep::MoveInjection => vec![format!(
-                    "run: istioctl {}",
-                    super::tag_set_args(&cluster.context, &to.revision).join(" ")
-                )],
-                UpgradeStep::UpgradeGateway => lines(&[Phase::Eastwest, Phase::Expose]),
-            };
-            if commands.is_empty() {
-                continue;
-            }
-            text.push_str(&format!("   {}\n", step.describe(&to.revision)));
-            for command in commands {
-                text.push_str(&format!("     {command}\n"));
-            }
-        }
-        text.push_str("   gate: the cluster holds revision ");
-        text.push_str(&format!(
-            "{}, injects with it, its gateway runs it{}; every pair of clusters calls each other (unless --no-verify)\n",
-            to.revision,
-            if cluster.role == Role::Primary {
-                format!("; istiod-{} reports every cluster it reads synced", to.revision.label())
-            } else {
-                String::new()
-            }
-        ));
+        text.push_str(&cluster_steps(cluster, &plan, to));
     }
     text.push_str(&format!(
         "\nthen `meshctl upgrade --finish` (once workloads run on {}: restart them, or --restart-namespaces), in every cluster:\n     run: istioctl uninstall --revision {} -y --context <context>\n",
@@ -91,6 +60,44 @@ pub fn write(
     ));
     crate::atomic_file::write(&out.join(STEPS_FILE), text.as_bytes(), crate::atomic_file::PUBLIC)?;
     Ok((text, files))
+}
+
+/// One cluster's steps, in order, with the commands each runs, and its gate.
+fn cluster_steps(cluster: &Cluster, plan: &Plan, to: &IstioRelease) -> String {
+    let mut text = String::new();
+    let lines = |phases: &[Phase]| steps_of(plan, phases);
+    for step in [
+        UpgradeStep::InstallControlPlane,
+        UpgradeStep::MoveInjection,
+        UpgradeStep::UpgradeGateway,
+    ] {
+        let commands = match step {
+            UpgradeStep::InstallControlPlane => lines(&[Phase::Istio]),
+            UpgradeStep::MoveInjection => vec![format!(
+                "run: istioctl {}",
+                super::tag_set_args(&cluster.context, &to.revision).join(" ")
+            )],
+            UpgradeStep::UpgradeGateway => lines(&[Phase::Eastwest, Phase::Expose]),
+        };
+        if commands.is_empty() {
+            continue;
+        }
+        text.push_str(&format!("   {}\n", step.describe(&to.revision)));
+        for command in commands {
+            text.push_str(&format!("     {command}\n"));
+        }
+    }
+    text.push_str("   gate: the cluster holds revision ");
+    text.push_str(&format!(
+        "{}, injects with it, its gateway runs it{}; every pair of clusters calls each other (unless --no-verify)\n",
+        to.revision,
+        if cluster.role == Role::Primary {
+            format!("; istiod-{} reports every cluster it reads synced", to.revision.label())
+        } else {
+            String::new()
+        }
+    ));
+    text
 }
 
 fn steps_of(plan: &Plan, phases: &[Phase]) -> Vec<String> {
