@@ -634,3 +634,45 @@ async fn an_upgrade_of_a_revisioned_mesh_moves_namespaces_pinned_to_the_old_revi
         assert!(deployment(server, "istiod-1-31-1").is_some(), "{context}");
     }
 }
+
+/// A cluster that does not answer is named before anything changes anywhere; isolated, it is left
+/// out and the others upgrade.
+#[tokio::test]
+async fn a_cluster_that_does_not_answer_stops_the_upgrade_before_it_starts_unless_isolated() {
+    let mut lab = lab(THREE_PRIMARIES);
+    lab.build(OLD).await;
+    lab.stop("cluster3");
+    let clients = Clients::new(Some(&lab.kubeconfig));
+    let to = new_release();
+    let tools = lab.istioctl(NEW);
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let err = lab
+        .upgrader(tools.clone(), &clients, reporter)
+        .from_release(&to)
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("cluster `cluster3`") && text.contains("meshctl isolate"),
+        "{text}"
+    );
+    assert!(changes(&tools).is_empty() && lab.state().upgrade.is_none());
+
+    // Isolated (as `meshctl isolate` records it), it is left alone.
+    meshctl::state::StateStore::load(&lab.dir.state())
+        .unwrap()
+        .update(|s| {
+            s.isolated.insert("cluster3".into(), Default::default());
+        })
+        .unwrap();
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(tools.clone(), &clients, reporter);
+    let from = upgrader.from_release(&to).await.unwrap();
+    assert_eq!(upgrader.upgrade(&from, &to).await.unwrap(), Outcome::Done);
+    assert!(
+        changes(&tools).iter().all(|c| !c.starts_with("cluster3")),
+        "{:?}",
+        changes(&tools)
+    );
+    assert_eq!(changes(&tools).len(), 6);
+}

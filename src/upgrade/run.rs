@@ -22,6 +22,9 @@ use crate::state::{IstioRelease, MeshState, StateStore, UpgradeRecord};
 use crate::tools::{RunOptions, ToolRunner};
 use crate::topology::{Cluster, Mesh, Role};
 
+/// How long a cluster has to answer before the upgrade names it as down.
+const ANSWER_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How one upgrade command runs.
 pub struct Upgrader<'a> {
     pub mesh: &'a Mesh,
@@ -81,9 +84,40 @@ impl Upgrader<'_> {
             .with_context(|| format!("cluster `{}`: cannot read its Istio revisions", cluster.name))
     }
 
+    /// Every cluster the upgrade goes through answers, each within [`ANSWER_BOUND`]: one that does
+    /// not would stop the upgrade half-way, so it is named before anything changes.
+    async fn all_answer(&self) -> Result<()> {
+        let isolated = self.isolated()?;
+        let clusters = procedure::order(self.mesh, &isolated);
+        let asked = clusters.iter().map(|c| async move {
+            match tokio::time::timeout(ANSWER_BOUND, self.held(c)).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(format!("{e:#}")),
+                Err(_) => Some(format!(
+                    "cluster `{}` did not answer within {}s",
+                    c.name,
+                    ANSWER_BOUND.as_secs()
+                )),
+            }
+        });
+        let silent: Vec<String> = futures::future::join_all(asked)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if silent.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "preflight: {}\nhint: an upgrade goes through every cluster; wait until it answers, or take it out of the mesh first (`meshctl isolate CLUSTER`: the upgrade then leaves it alone)",
+            silent.join("; ")
+        )
+    }
+
     /// Where the mesh comes from: the upgrade under way (which must go to `to`), else the release
     /// the primaries run, which must be one minor release or less behind `to`.
     pub async fn from_release(&self, to: &IstioRelease) -> Result<IstioRelease> {
+        self.all_answer().await?;
         if let Some(under_way) = self.state()?.snapshot().upgrade {
             if under_way.to != *to {
                 bail!(super::Refusal(format!(

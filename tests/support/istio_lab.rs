@@ -23,7 +23,7 @@ use super::played_istiod::PlayedIstiod;
 pub struct Lab {
     pub servers: Vec<(String, MemoryApiServer)>,
     pub istiods: Vec<Arc<PlayedIstiod>>,
-    _loopbacks: Vec<Loopback>,
+    loopbacks: Vec<Option<Loopback>>,
     _dir: tempfile::TempDir,
     pub dir: MeshDir,
     pub kubeconfig: PathBuf,
@@ -55,7 +55,7 @@ pub fn lab(topology: &str) -> Lab {
     Lab {
         servers,
         istiods,
-        _loopbacks: loopbacks,
+        loopbacks: loopbacks.into_iter().map(Some).collect(),
         _dir: tmp,
         dir,
         kubeconfig,
@@ -64,6 +64,13 @@ pub fn lab(topology: &str) -> Lab {
 }
 
 impl Lab {
+    /// Stops the API server of `context` (it no longer accepts connections), as a cluster that
+    /// died.
+    pub fn stop(&mut self, context: &str) {
+        let index = self.servers.iter().position(|(c, _)| c == context).unwrap();
+        self.loopbacks[index] = None;
+    }
+
     pub fn server(&self, context: &str) -> &MemoryApiServer {
         &self.servers.iter().find(|(c, _)| c == context).unwrap().1
     }
