@@ -17,6 +17,7 @@ use crate::istio_revisions::{self, Held};
 use crate::istio_version::IstioVersion;
 use crate::istiod::{self, ClusterSync, ProxySync};
 use crate::plan::Phase;
+use crate::revision::Revision;
 use crate::state::MeshState;
 use crate::topology::{ISTIO_NAMESPACE, Mesh, Role};
 
@@ -269,6 +270,7 @@ pub fn judge(
         problems.extend(peer_problems(mesh, seen, isolated, down));
     }
     problems.extend(skew_problems(health));
+    problems.extend(injection_problems(mesh, health));
     for ca in &health.cas {
         if ca.days_left < CA_WARN_DAYS {
             problems.push(Problem {
@@ -326,6 +328,46 @@ fn skew_problems(health: &MeshHealth) -> Vec<Problem> {
                 oldest.major,
                 oldest.minor + 1
             )),
+        })
+        .collect()
+}
+
+/// Clusters whose injection points at another revision than the rest of the mesh's, with no
+/// upgrade under way to explain it (one mid-upgrade is expected, and shown as such): their new
+/// pods get another release's proxies.
+fn injection_problems(mesh: &Mesh, health: &MeshHealth) -> Vec<Problem> {
+    if health.upgrade.is_some() {
+        return Vec::new();
+    }
+    let injecting: Vec<(&str, Revision)> = health
+        .revisions
+        .iter()
+        .filter(|(_, held)| !held.revisions.is_empty())
+        .map(|(cluster, held)| (cluster.as_str(), held.injection()))
+        .collect();
+    let mut counts: BTreeMap<&Revision, usize> = BTreeMap::new();
+    for (_, revision) in &injecting {
+        *counts.entry(revision).or_default() += 1;
+    }
+    // The revision most clusters inject with (the first, in name order, among equals).
+    let Some((&common, _)) = counts.iter().max_by_key(|(r, n)| (**n, std::cmp::Reverse(**r))) else {
+        return Vec::new();
+    };
+    injecting
+        .iter()
+        .filter(|(_, revision)| revision != common)
+        .map(|(cluster, revision)| {
+            let context = mesh.cluster(cluster).map_or(*cluster, |c| c.context.as_str());
+            Problem {
+                cluster: cluster.to_string(),
+                problem: format!(
+                    "injects with revision {revision} while the rest of the mesh injects with {common}, and no upgrade is under way"
+                ),
+                fix: Fix::ByHand(format!(
+                    "point it back: istioctl tag set default --revision {} --overwrite --context {context} (or move the whole mesh with `meshctl upgrade`)",
+                    common.label()
+                )),
+            }
         })
         .collect()
 }
@@ -452,6 +494,50 @@ mod tests {
                 .contains("Istio 1.29, more than one minor behind 1.31.1")
         );
         assert!(matches!(&problems[0].fix, Fix::ByHand(w) if w.contains("to 1.30")));
+    }
+
+    #[test]
+    fn a_cluster_injecting_with_another_revision_is_a_problem_unless_an_upgrade_is_under_way() {
+        let held = |tag: &str| Held {
+            revisions: vec![crate::istio_revisions::RevisionHeld {
+                revision: Revision::from_label(tag),
+                version: None,
+            }],
+            tag: Some(Revision::from_label(tag)),
+            ..Held::default()
+        };
+        let mesh = Mesh::for_kind(3, "mesh1").unwrap();
+        let mut health = MeshHealth::default();
+        health.revisions.insert("cluster1".into(), held("1-31-1"));
+        health.revisions.insert("cluster2".into(), held("1-31-1"));
+        health.revisions.insert("cluster3".into(), held("default"));
+        let problems = injection_problems(&mesh, &health);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].cluster, "cluster3");
+        assert!(
+            problems[0]
+                .problem
+                .contains("injects with revision default while the rest of the mesh injects with 1-31-1")
+        );
+        assert!(
+            matches!(&problems[0].fix, Fix::ByHand(w) if w.contains("tag set default --revision 1-31-1 --overwrite --context cluster3"))
+        );
+        health.upgrade = Some(crate::state::UpgradeRecord {
+            from: crate::state::IstioRelease {
+                version: "1.30.3".into(),
+                revision: Revision::default_revision(),
+            },
+            to: crate::state::IstioRelease {
+                version: "1.31.1".into(),
+                revision: Revision::from_label("1-31-1"),
+            },
+            started: String::new(),
+            recorded_before: None,
+        });
+        assert!(
+            injection_problems(&mesh, &health).is_empty(),
+            "mid-upgrade the mix is expected"
+        );
     }
 
     #[test]
