@@ -707,3 +707,57 @@ async fn a_cluster_that_does_not_answer_stops_the_upgrade_before_it_starts_unles
     );
     assert_eq!(changes(&tools).len(), 6);
 }
+
+/// After an upgrade, `status` (the binary) probes what the mesh runs now: the istio phase is in
+/// place on istiod-1-31-1, and the MESH section shows where injection points.
+#[tokio::test]
+async fn status_after_an_upgrade_probes_the_new_revision() {
+    let lab = lab(TWO_PRIMARIES);
+    lab.build(OLD).await;
+    let clients = Clients::new(Some(&lab.kubeconfig));
+    let to = new_release();
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(lab.istioctl(NEW), &clients, reporter);
+    let from = upgrader.from_release(&to).await.unwrap();
+    upgrader.upgrade(&from, &to).await.unwrap();
+    upgrader.finish().await.unwrap();
+    let config = lab.workdir().join("meshctl.yaml");
+    std::fs::write(&config, TWO_PRIMARIES).unwrap();
+    let args: Vec<String> = [
+        "--kubeconfig",
+        lab.kubeconfig.to_str().unwrap(),
+        "--workdir",
+        lab.workdir().to_str().unwrap(),
+        "status",
+        "--config",
+        config.to_str().unwrap(),
+        "-o",
+        "json",
+    ]
+    .map(String::from)
+    .to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        support::meshctl(&args)
+    })
+    .await
+    .unwrap();
+    let report: Value = serde_json::from_str(&support::stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", support::stdout(&out), support::stderr(&out)));
+    let istio: Vec<&Value> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["phase"] == "istio")
+        .collect();
+    assert_eq!(istio.len(), 2, "{report:#}");
+    for check in istio {
+        assert_eq!(check["state"], "ready", "{check:#}");
+    }
+    for cluster in ["cluster1", "cluster2"] {
+        assert_eq!(
+            report["mesh"]["revisions"][cluster]["tag"], "1-31-1",
+            "{report:#}"
+        );
+    }
+}

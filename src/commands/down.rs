@@ -54,12 +54,16 @@ async fn uninstall(
     if args.config.is_none() && args.contexts.is_empty() {
         return Err(UsageError("--uninstall needs the clusters: --contexts or --config".into()).into());
     }
-    let mesh = super::resolve_topology(&topology)?;
+    let mut mesh = super::resolve_topology(&topology)?;
+    let dir = MeshDir::new(workdir, &mesh.mesh_id);
+    super::follow_recorded_release(
+        &mut mesh,
+        &crate::state::StateStore::load(&dir.state())?.snapshot(),
+    );
     let names: Vec<&str> = mesh.clusters.iter().map(|c| c.context.as_str()).collect();
     if !args.yes {
         confirm(&names)?;
     }
-    let dir = MeshDir::new(workdir, &mesh.mesh_id);
     let clients = crate::kube::Clients::new(kubeconfig);
     let connected = futures::future::join_all(mesh.clusters.iter().map(|c| clients.get(&c.context))).await;
     let mut reachable = Vec::new();
@@ -73,7 +77,8 @@ async fn uninstall(
         .into_iter()
         .map(|(cluster, client)| crate::uninstall::Target { cluster, client })
         .collect();
-    // The release the mesh was installed with removes it (istio.version of its meshctl.yaml).
+    // The release the mesh runs removes it (istio.version of its meshctl.yaml, or the one
+    // `meshctl upgrade` moved it to).
     let tools = super::istioctl_runner(
         None,
         mesh.istio_version.as_deref(),

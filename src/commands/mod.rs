@@ -188,6 +188,15 @@ fn default_workdir() -> PathBuf {
     }
 }
 
+/// The release `meshctl upgrade` moved the mesh to (recorded in its state), on `mesh`: every
+/// command then plans, probes and removes what the clusters run, not the release before.
+fn follow_recorded_release(mesh: &mut Mesh, state: &crate::state::MeshState) {
+    if let Some(recorded) = &state.istio {
+        mesh.istio_version = Some(recorded.version.clone());
+        mesh.istio_revision = recorded.revision.clone();
+    }
+}
+
 /// The topology the flags describe: `--config`, `--contexts` or `--clusters` (default 2 kind clusters).
 fn resolve_topology(args: &TopologyArgs) -> Result<Mesh> {
     let mesh_id = args.mesh_id.as_deref();

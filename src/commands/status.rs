@@ -133,8 +133,9 @@ fn check_of(cluster: &str, phase: Phase, findings: Vec<Finding>, hint: String) -
 }
 
 pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> Result<Exit> {
-    let mesh = super::resolve_topology(&args.topology)?;
+    let mut mesh = super::resolve_topology(&args.topology)?;
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
+    super::follow_recorded_release(&mut mesh, &StateStore::load(&dir.state())?.snapshot());
     // `--wait`: look again until the mesh is ready or the time is up, as `cilium status --wait`.
     let deadline = args.wait.map(|w| std::time::Instant::now() + w);
     let mut pause = Duration::from_secs(1);

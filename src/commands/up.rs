@@ -288,8 +288,7 @@ fn follow_upgrade(mesh: &mut Mesh, args: &UpArgs, state: &MeshState, reporter: &
             ),
         );
     }
-    mesh.istio_version = Some(recorded.version.clone());
-    mesh.istio_revision = recorded.revision.clone();
+    super::follow_recorded_release(mesh, state);
     Ok(())
 }
 

@@ -71,6 +71,11 @@ impl Lab {
         self.loopbacks[index] = None;
     }
 
+    /// The work dir the mesh's folder is in (`--workdir`).
+    pub fn workdir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn server(&self, context: &str) -> &MemoryApiServer {
         &self.servers.iter().find(|(c, _)| c == context).unwrap().1
     }
