@@ -13,8 +13,9 @@
 //!   calling it on the remote's `injectionPath`, no istiod. An
 //!   east-west gateway (`gateways/istio-ingress`): Deployment `istio-eastwestgateway` labelled with
 //!   the revision that injects it, and its LoadBalancer Service with an address (MetalLB's part).
-//!   Then the default tag, as `operator/pkg/webhook/webhook.go` `WebhooksToDeploy` decides: made
-//!   (pointing at this revision) when no `default` tag exists yet or the install is unrevisioned.
+//!   Then, after every install (a gateway's too), the default tag, as `operator/pkg/webhook/
+//!   webhook.go` `WebhooksToDeploy` decides: made (pointing at this revision) when no `default`
+//!   tag exists yet or the install is unrevisioned, silently skipped when it cannot be made.
 //! - `tag set <tag> --revision <rev>` (`istioctl/pkg/tag/generate.go` `Generate`): refused
 //!   without exactly one injector of the revision ("cannot modify tag: cannot find
 //!   MutatingWebhookConfiguration or Service with revision"), and without `--overwrite` when the
@@ -222,6 +223,7 @@ fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<
     let revision = spec["revision"].as_str().unwrap_or_default();
     if let Some(gateway) = spec["components"]["ingressGateways"].get(0) {
         install_gateway(server, owner, revision, &gateway["k8s"]["service"]);
+        deploy_default_tag(server, revision);
         return Ok(());
     }
     let remote = spec["profile"] == "remote";
@@ -263,16 +265,24 @@ fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<
         "webhooks": [{"name": "rev.namespace.sidecar-injector.istio.io", "admissionReviewVersions": ["v1"],
                       "sideEffects": "None", "clientConfig": client_config}]}),
     );
-    // WebhooksToDeploy: a default tag when none exists yet, or for an unrevisioned install.
+    deploy_default_tag(server, revision);
+    Ok(())
+}
+
+/// What every `istioctl install` does after applying its manifests, a gateway's included
+/// (`operator/pkg/install/install.go` calls `webhook.WebhooksToDeploy` unconditionally): the
+/// `default` tag (re)made, pointing at this install's revision, when no tag exists yet or the
+/// install is unrevisioned; when the tag cannot be made (no injector of that revision), nothing,
+/// silently ("could be remote cluster install, don't fail out").
+fn deploy_default_tag(server: &MemoryApiServer, revision: &str) {
     let tag_exists = webhooks(server).iter().any(|w| {
         w["metadata"]["labels"]["istio.io/tag"] == "default"
             && w["metadata"]["labels"]["app"] == "sidecar-injector"
     });
     if !tag_exists || revision.is_empty() {
         let rev = if revision.is_empty() { "default" } else { revision };
-        set_tag(server, "default", rev, true)?;
+        let _ = set_tag(server, "default", rev, true);
     }
-    Ok(())
 }
 
 /// The istiod of `revision` as its install left it when it never got ready, and what istioctl
