@@ -761,3 +761,55 @@ async fn status_after_an_upgrade_probes_the_new_revision() {
         );
     }
 }
+
+/// A finish cut short removed the old revision from one cluster: `--rollback` is refused (there
+/// is nothing to go back to there) and changes nothing; `--finish` completes it.
+#[tokio::test]
+async fn a_rollback_after_a_finish_began_is_refused_and_the_finish_completes() {
+    let lab = lab(TWO_PRIMARIES);
+    lab.build(OLD).await;
+    let clients = Clients::new(Some(&lab.kubeconfig));
+    let to = new_release();
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(lab.istioctl(NEW), &clients, reporter);
+    let from = upgrader.from_release(&to).await.unwrap();
+    upgrader.upgrade(&from, &to).await.unwrap();
+    // The finish, killed after cluster1.
+    let hanging = Arc::new(
+        PlayedIstioctl::new(NEW, &lab.pairs())
+            .hanging_on("uninstall --revision default -y --context cluster2"),
+    );
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let finisher = lab.upgrader(hanging.clone(), &clients, reporter);
+    tokio::select! {
+        ended = finisher.finish() => panic!("the hanging command ended: {ended:?}"),
+        () = hanging.reached.notified() => {}
+    }
+    assert!(deployment(lab.server("cluster1"), "istiod").is_none());
+
+    let tools = lab.istioctl(NEW);
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let err = lab
+        .upgrader(tools.clone(), &clients, reporter)
+        .rollback()
+        .await
+        .unwrap_err();
+    assert!(err.is::<meshctl::upgrade::Refusal>(), "{err:#}");
+    assert!(
+        err.to_string()
+            .contains("cluster `cluster1` no longer has revision default"),
+        "{err:#}"
+    );
+    assert!(changes(&tools).is_empty(), "{:?}", tools.calls());
+
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    assert_eq!(
+        lab.upgrader(tools.clone(), &clients, reporter)
+            .finish()
+            .await
+            .unwrap(),
+        Outcome::Done
+    );
+    assert_eq!(changes(&tools), ["cluster2 uninstall"]);
+    assert!(lab.state().upgrade.is_none());
+}

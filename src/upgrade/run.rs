@@ -273,6 +273,16 @@ impl Upgrader<'_> {
         let isolated = self.isolated()?;
         let mut clusters = procedure::order(self.mesh, &isolated);
         clusters.reverse();
+        // A finish that began removed the old revision somewhere: there is nothing to go back to
+        // there, so nothing is changed anywhere.
+        for cluster in &clusters {
+            if !self.held(cluster).await?.has(&under_way.from.revision) {
+                bail!(super::Refusal(format!(
+                    "cluster `{}` no longer has revision {} (a `--finish` began): there is nothing to roll back to; run `meshctl upgrade --finish` to complete it",
+                    cluster.name, under_way.from.revision
+                )));
+            }
+        }
         match self.roll_back(&clusters, &under_way.from, &under_way.to).await {
             Err(e) if e.is::<Interrupted>() => Ok(Outcome::Interrupted),
             other => other.map(|()| Outcome::Done),
