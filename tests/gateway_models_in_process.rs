@@ -8,8 +8,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use serde_json::Value;
 use support::istio_lab::lab;
 
@@ -99,24 +97,7 @@ async fn a_nodeport_and_a_declared_gateway_are_built_recorded_converge_and_are_r
 
     // `down --uninstall`: each cluster's IstioOperators uninstalled, the gateway with its own.
     let tools = lab.istioctl("1.31.1");
-    let targets: Vec<meshctl::uninstall::Target> = lab
-        .mesh
-        .clusters
-        .iter()
-        .map(|c| meshctl::uninstall::Target {
-            cluster: c,
-            client: lab.server(&c.context).client(),
-        })
-        .collect();
-    let removed = meshctl::uninstall::uninstall(
-        &targets,
-        &lab.dir.plan(),
-        Some(&lab.kubeconfig),
-        Duration::from_secs(5),
-        tools.as_ref(),
-    )
-    .await
-    .unwrap();
+    let removed = lab.uninstall(tools.as_ref()).await;
     for (cluster, what) in &removed {
         assert!(
             what.iter().any(|w| w.contains("eastwest-gateway.yaml")),

@@ -228,24 +228,7 @@ async fn three_primaries_move_one_at_a_time_show_in_status_resume_to_nothing_and
 
     // `down --uninstall` finds meshctl's install record on istiod-1-31-1 and removes the control
     // plane installed under the IstioOperator's name, whatever its revision.
-    let targets: Vec<meshctl::uninstall::Target> = lab
-        .mesh
-        .clusters
-        .iter()
-        .map(|c| meshctl::uninstall::Target {
-            cluster: c,
-            client: lab.server(&c.context).client(),
-        })
-        .collect();
-    let removed = meshctl::uninstall::uninstall(
-        &targets,
-        &lab.dir.plan(),
-        Some(&lab.kubeconfig),
-        Duration::from_secs(5),
-        lab.istioctl(NEW).as_ref(),
-    )
-    .await
-    .unwrap();
+    let removed = lab.uninstall(lab.istioctl(NEW).as_ref()).await;
     for (cluster, what) in &removed {
         assert!(
             what.iter().any(|w| w.contains("istiod-1-31-1")),

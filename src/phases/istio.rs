@@ -327,24 +327,8 @@ async fn install(
 /// install record: `down` removes what the last `up` or `upgrade` installed, whatever its revision.
 async fn recorded_control_plane(cx: &RemoveContext<'_>) -> Result<Option<RecordOn>> {
     let names = match cx.cluster.role {
-        Role::Primary => Api::<Deployment>::namespaced(cx.client.clone(), NAMESPACE)
-            .list(&Default::default())
-            .await
-            .map(|l| {
-                l.items
-                    .into_iter()
-                    .filter_map(|d| d.metadata.name)
-                    .collect::<Vec<_>>()
-            }),
-        Role::Remote => Api::<Service>::namespaced(cx.client.clone(), NAMESPACE)
-            .list(&Default::default())
-            .await
-            .map(|l| {
-                l.items
-                    .into_iter()
-                    .filter_map(|s| s.metadata.name)
-                    .collect::<Vec<_>>()
-            }),
+        Role::Primary => names_in_namespace::<Deployment>(&cx.client).await,
+        Role::Remote => names_in_namespace::<Service>(&cx.client).await,
     }
     .with_context(|| format!("cannot list istiod in {NAMESPACE}"))?;
     for name in names
@@ -360,6 +344,24 @@ async fn recorded_control_plane(cx: &RemoveContext<'_>) -> Result<Option<RecordO
         }
     }
     Ok(None)
+}
+
+/// The names of every `K` in istio-system.
+async fn names_in_namespace<K>(client: &kube::Client) -> kube::Result<Vec<String>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let listed = Api::<K>::namespaced(client.clone(), NAMESPACE)
+        .list(&Default::default())
+        .await?;
+    Ok(listed
+        .items
+        .into_iter()
+        .filter_map(|o| o.meta().name.clone())
+        .collect())
 }
 
 /// Whether `record_on` (in istio-system) carries meshctl's install record: meshctl installed it.

@@ -150,6 +150,28 @@ impl Lab {
         (end, tools, said.lines())
     }
 
+    /// `down --uninstall` of every cluster with `tools`: what went, per cluster.
+    pub async fn uninstall(&self, tools: &PlayedIstioctl) -> Vec<(String, Vec<String>)> {
+        let targets: Vec<meshctl::uninstall::Target> = self
+            .mesh
+            .clusters
+            .iter()
+            .map(|c| meshctl::uninstall::Target {
+                cluster: c,
+                client: self.server(&c.context).client(),
+            })
+            .collect();
+        meshctl::uninstall::uninstall(
+            &targets,
+            &self.dir.plan(),
+            Some(&self.kubeconfig),
+            Duration::from_secs(5),
+            tools,
+        )
+        .await
+        .unwrap()
+    }
+
     pub fn upgrader<'a>(
         &'a self,
         tools: Arc<PlayedIstioctl>,
