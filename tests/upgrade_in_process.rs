@@ -424,7 +424,6 @@ async fn a_primary_and_its_remote_move_together_with_istiod_exposed_as_the_new_r
             .object("v1", "services", "istio-system", "istiod-1-31-1")
             .is_some()
     );
-    let _ = &lab.istiods;
 }
 
 #[tokio::test]
