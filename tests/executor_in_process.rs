@@ -254,15 +254,7 @@ async fn up_istio_reported(
         isolated: Default::default(),
         only_cluster: None,
     };
-    let plan = meshctl::planner::build(&input).unwrap();
-    let mut prepared = Prepared {
-        input,
-        plan,
-        verify: Vec::new(),
-        provisional: false,
-        out: f.settings.plan_dir.clone(),
-    };
-    prepared.rebuild().unwrap();
+    let mut prepared = Prepared::written(input, f.settings.plan_dir.clone()).unwrap();
     let executor = Executor::with_tools(
         f.settings.clone(),
         StateStore::load(&f.state_path).unwrap(),

@@ -183,15 +183,7 @@ async fn converge_remote_secrets(
         isolated: snapshot.isolated.keys().cloned().collect(),
         only_cluster: None,
     };
-    let plan = crate::planner::build(&input)?;
-    let mut prepared = Prepared {
-        input,
-        plan,
-        verify: Vec::new(),
-        provisional: false,
-        out: dir.plan(),
-    };
-    prepared.rebuild()?;
+    let mut prepared = Prepared::written(input, dir.plan())?;
     Executor::new(settings, state, reporter, mesh.clone())
         .run(&mut prepared)
         .await

@@ -69,10 +69,28 @@ pub struct Prepared<'m> {
     pub out: PathBuf,
 }
 
-impl Prepared<'_> {
+impl<'m> Prepared<'m> {
+    /// The plan of `input` (with no `verify` workloads), built once and written to `out`.
+    pub fn written(input: PlanInput<'m>, out: PathBuf) -> Result<Prepared<'m>> {
+        let plan = planner::build(&input)?;
+        let prepared = Prepared {
+            input,
+            plan,
+            verify: Vec::new(),
+            provisional: false,
+            out,
+        };
+        prepared.write()?;
+        Ok(prepared)
+    }
+
     /// Builds the plan from its input again and rewrites it on disk.
     pub fn rebuild(&mut self) -> Result<()> {
         self.plan = planner::build(&self.input)?;
+        self.write()
+    }
+
+    fn write(&self) -> Result<()> {
         crate::dry_run::write(&self.out, &self.plan, &self.verify)
             .with_context(|| format!("cannot write the plan to `{}`", self.out.display()))
     }

@@ -352,15 +352,7 @@ impl Upgrader<'_> {
         let mut settings = self.settings.clone();
         settings.plan_dir = out.clone();
         let input = cluster_input(&mesh, &cluster.name, phases, &snapshot, &settings);
-        let plan = crate::planner::build(&input)?;
-        let mut prepared = Prepared {
-            input,
-            plan,
-            verify: Vec::new(),
-            provisional: false,
-            out,
-        };
-        prepared.rebuild()?;
+        let mut prepared = Prepared::written(input, out)?;
         let executor = Executor::with_tools(
             settings,
             state,

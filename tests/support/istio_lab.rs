@@ -128,15 +128,7 @@ impl Lab {
             isolated: Default::default(),
             only_cluster: None,
         };
-        let plan = meshctl::planner::build(&input).unwrap();
-        let mut prepared = Prepared {
-            input,
-            plan,
-            verify: Vec::new(),
-            provisional: false,
-            out: self.dir.plan(),
-        };
-        prepared.rebuild().unwrap();
+        let mut prepared = Prepared::written(input, self.dir.plan()).unwrap();
         let (reporter, said) = Reporter::capturing(Format::Text);
         let tools = self.istioctl(version);
         let executor = Executor::with_tools(
