@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
@@ -30,6 +30,66 @@ pub const READER_SERVICE_ACCOUNT: &str = "istio-reader-service-account";
 pub const READER_CLUSTER_ROLE: &str = "istio-reader-clusterrole-istio-system";
 /// The token Secret istioctl creates when none exists.
 pub const TOKEN_SECRET: &str = "istio-reader-service-account-istio-remote-secret-token";
+
+/// The account in the source cluster whose token a secret carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub namespace: String,
+    pub service_account: String,
+    /// The read-only cluster role created with the account when either is missing; `None` when
+    /// the account must exist already (the config cluster's `istiod`, which Istio's chart makes
+    /// with its own roles: istioctl's `--create-service-account=false`).
+    pub reader_role: Option<String>,
+}
+
+impl Account {
+    /// The reader account remote istiods use, in `namespace` (Istio's namespace in that cluster);
+    /// its cluster role named as Istio's chart names it (`istio-reader-clusterrole-<namespace>`).
+    pub fn reader(namespace: &str) -> Account {
+        Account {
+            namespace: namespace.into(),
+            service_account: READER_SERVICE_ACCOUNT.into(),
+            reader_role: Some(format!("istio-reader-clusterrole-{namespace}")),
+        }
+    }
+
+    /// The config cluster's `istiod` account an external istiod runs as (istioctl's default
+    /// service account for `--type=config`).
+    pub fn config_istiod(namespace: &str) -> Account {
+        Account {
+            namespace: namespace.into(),
+            service_account: "istiod".into(),
+            reader_role: None,
+        }
+    }
+
+    /// The long-lived token Secret made for it when none exists (istioctl's `tokenSecretName`).
+    pub fn token_secret(&self) -> String {
+        format!("{}-istio-remote-secret-token", self.service_account)
+    }
+}
+
+/// Where a secret goes and what it is, as istioctl's `--type` and `--namespace` choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement<'a> {
+    /// The namespace of the istiod that reads it.
+    pub namespace: &'a str,
+    /// A remote cluster's secret, or the config cluster's kubeconfig of an external istiod.
+    pub config: bool,
+}
+
+impl Default for Placement<'_> {
+    fn default() -> Self {
+        Placement {
+            namespace: NAMESPACE,
+            config: false,
+        }
+    }
+}
+
+/// The Secret an external istiod mounts as its kubeconfig of the config cluster (Istio's
+/// istio-discovery chart mounts it, optional, at `/var/run/secrets/remote`).
+pub const CONFIG_SECRET: &str = "istio-kubeconfig";
 
 /// Why a remote secret could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -52,9 +112,19 @@ pub enum RemoteSecretError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The account the secret must carry a token of does not exist.
+    #[error(
+        "cluster `{cluster}`: no service account {namespace}/{service_account} to take a token of (Istio's install of this cluster makes it: run `meshctl up` so its istio phase completes first)"
+    )]
+    NoAccount {
+        cluster: String,
+        namespace: String,
+        service_account: String,
+    },
     /// The token Secret holds no usable token.
-    #[error("cluster `{cluster}`: secret {NAMESPACE}/{secret}: {reason}")]
+    #[error("cluster `{cluster}`: secret {namespace}/{secret}: {reason}")]
     BadToken {
+        namespace: String,
         cluster: String,
         secret: String,
         reason: String,
@@ -115,9 +185,13 @@ struct ReaderRbac<'a> {
 #[derive(Serialize)]
 pub struct SecretContext<'a> {
     name: &'a str,
+    namespace: &'a str,
+    /// The config cluster's kubeconfig (`istio-kubeconfig`, key `config`) instead of a remote
+    /// secret.
+    config: bool,
     server: &'a str,
     ca_data: &'a str,
-    token: &'a str,
+    token: String,
     /// Placeholders stand for what only a run can read; the rendering says so on its first line.
     preview: bool,
 }
@@ -128,24 +202,56 @@ pub const TEMPLATE: &str = "remote-secrets/remote-secret.yaml.j2";
 /// The remote secret of `name` as a plan shows it: the token and the CA are read from the cluster
 /// when the phase runs (the token is a credential and never belongs in a plan on disk).
 pub fn preview<'a>(name: &'a str, server: &'a str) -> SecretContext<'a> {
+    preview_in(Placement::default(), name, server, &Account::reader(NAMESPACE))
+}
+
+/// [`preview`] of a secret placed as `placement` says, carrying a token of `account`.
+pub fn preview_in<'a>(
+    placement: Placement<'a>,
+    name: &'a str,
+    server: &'a str,
+    account: &Account,
+) -> SecretContext<'a> {
     SecretContext {
         name,
+        namespace: placement.namespace,
+        config: placement.config,
         server,
         ca_data: "<read at run time: the cluster's CA, base64>",
-        token: "<read at run time: the long-lived token of istio-system/istio-reader-service-account>",
+        token: format!(
+            "<read at run time: the long-lived token of {}/{}>",
+            account.namespace, account.service_account
+        ),
         preview: true,
     }
 }
 
 /// Renders the Secret exactly as `istioctl create-remote-secret` prints it.
 pub fn render_secret(name: &str, server: &str, creds: &ReaderCredentials) -> Result<String, RenderError> {
+    render_secret_in(Placement::default(), name, server, creds)
+}
+
+/// [`render_secret`] placed as `placement` says. The config cluster's kubeconfig carries no
+/// `istio/multiCluster` label, unlike istioctl's `--type=config` output: an external istiod
+/// watching its own namespace for remote secrets (`LOCAL_CLUSTER_SECRET_WATCHER`) would take the
+/// labelled Secret for one more remote cluster, named `config` after its key, and read the config
+/// cluster twice (Istio `pkg/kube/multicluster/secretcontroller.go`, `addRemoteConfig`). Istio's
+/// own test framework writes it unlabelled for the same model.
+pub fn render_secret_in(
+    placement: Placement<'_>,
+    name: &str,
+    server: &str,
+    creds: &ReaderCredentials,
+) -> Result<String, RenderError> {
     render::render(
         TEMPLATE,
         &SecretContext {
             name,
+            namespace: placement.namespace,
+            config: placement.config,
             server,
             ca_data: &creds.ca_data,
-            token: &creds.token,
+            token: creds.token.clone(),
             preview: false,
         },
     )
@@ -158,29 +264,61 @@ pub async fn reader_credentials(
     cluster: &str,
     timeout: Duration,
 ) -> Result<ReaderCredentials, RemoteSecretError> {
+    credentials_of(client, cluster, &Account::reader(NAMESPACE), timeout).await
+}
+
+/// [`reader_credentials`] of any account: its RBAC made where missing (when it has a reader
+/// role), else the account required to exist; then its long-lived token.
+pub async fn credentials_of(
+    client: &Client,
+    cluster: &str,
+    account: &Account,
+    timeout: Duration,
+) -> Result<ReaderCredentials, RemoteSecretError> {
     let kube_err = |source| RemoteSecretError::Kube {
         cluster: cluster.into(),
         source,
     };
-    let rbac = render::render(
-        "remote-secrets/reader-rbac.yaml.j2",
-        &ReaderRbac {
-            service_account: READER_SERVICE_ACCOUNT,
-            namespace: NAMESPACE,
-            cluster_role: READER_CLUSTER_ROLE,
-        },
-    )?;
-    Applier::new(client.clone())
-        .create_missing(&rbac, "reader RBAC")
-        .await
-        .map_err(kube_err)?;
+    let namespace = account.namespace.as_str();
+    match &account.reader_role {
+        Some(role) => {
+            let rbac = render::render(
+                "remote-secrets/reader-rbac.yaml.j2",
+                &ReaderRbac {
+                    service_account: &account.service_account,
+                    namespace,
+                    cluster_role: role,
+                },
+            )?;
+            Applier::new(client.clone())
+                .create_missing(&rbac, "reader RBAC")
+                .await
+                .map_err(kube_err)?;
+        }
+        None => {
+            let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+            let found = retry("read service account", RetryPolicy::default(), || {
+                accounts.get_opt(&account.service_account)
+            })
+            .await
+            .map_err(kube_err)?;
+            if found.is_none() {
+                return Err(RemoteSecretError::NoAccount {
+                    cluster: cluster.into(),
+                    namespace: namespace.into(),
+                    service_account: account.service_account.clone(),
+                });
+            }
+        }
+    }
 
-    let name = token_secret(client).await.map_err(kube_err)?;
-    let filled = wait::token_filled(client, NAMESPACE, &name, timeout)
+    let name = token_secret(client, account).await.map_err(kube_err)?;
+    let filled = wait::token_filled(client, namespace, &name, timeout)
         .await
         .map_err(|e| kube_err(e.into()))?;
     let data = filled.data.unwrap_or_default();
     let bad = |reason: &str| RemoteSecretError::BadToken {
+        namespace: namespace.into(),
         cluster: cluster.into(),
         secret: name.clone(),
         reason: reason.into(),
@@ -197,31 +335,36 @@ pub async fn reader_credentials(
     })
 }
 
-/// The name of the reader's long-lived token Secret: the one the cluster holds (istioctl's, or
+/// The name of the account's long-lived token Secret: the one the cluster holds (istioctl's, or
 /// an earlier run's), else one created now.
-async fn token_secret(client: &Client) -> Result<String, crate::kube::KubeError> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+async fn token_secret(client: &Client, account: &Account) -> Result<String, crate::kube::KubeError> {
+    let namespace = account.namespace.as_str();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let policy = RetryPolicy::default();
     let all = ListParams::default();
-    let existing = retry("list secrets in istio-system", policy, || secrets.list(&all)).await?;
-    let is_reader_token = |s: &Secret| {
+    let existing = retry(&format!("list secrets in {namespace}"), policy, || {
+        secrets.list(&all)
+    })
+    .await?;
+    let is_token_of_account = |s: &Secret| {
         s.type_.as_deref() == Some("kubernetes.io/service-account-token")
             && s.annotations()
                 .get("kubernetes.io/service-account.name")
                 .map(String::as_str)
-                == Some(READER_SERVICE_ACCOUNT)
+                == Some(account.service_account.as_str())
     };
-    let name = match existing.items.iter().find(|s| is_reader_token(s)) {
+    let token_secret = account.token_secret();
+    let name = match existing.items.iter().find(|s| is_token_of_account(s)) {
         Some(found) => found.name_any(),
         None => {
             let secret: Secret = serde_json::from_value(serde_json::json!({
                 "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-                "metadata": {"name": TOKEN_SECRET, "namespace": NAMESPACE,
-                    "annotations": {"kubernetes.io/service-account.name": READER_SERVICE_ACCOUNT},
+                "metadata": {"name": token_secret, "namespace": namespace,
+                    "annotations": {"kubernetes.io/service-account.name": account.service_account},
                     "labels": {"app.kubernetes.io/managed-by": "meshctl"}}}))
             .expect("static secret is valid");
             let created = retry(
-                &format!("create secret {NAMESPACE}/{TOKEN_SECRET}"),
+                &format!("create secret {namespace}/{token_secret}"),
                 policy,
                 || async {
                     match secrets.create(&PostParams::default(), &secret).await {
@@ -233,7 +376,7 @@ async fn token_secret(client: &Client) -> Result<String, crate::kube::KubeError>
             )
             .await;
             created?;
-            TOKEN_SECRET.to_string()
+            token_secret
         }
     };
     Ok(name)

@@ -196,7 +196,7 @@ async fn collect_logs(client: &Client, name: &str, bundle: &mut Bundle) {
 async fn collect_istio(client: &Client, name: &str, bundle: &mut Bundle) {
     let at = |file: &str| format!("{name}/{file}");
     let err = |e: kube::Error| format!("# not collected: {}\n", crate::kube::human_reason(&e));
-    match crate::istiod::clusters(client).await {
+    match crate::istiod::clusters(client, crate::topology::ISTIO_NAMESPACE).await {
         Ok(seen) => bundle.add(
             at("istiod-clusterz.json"),
             serde_json::to_vec_pretty(&serde_json::json!({"pod": seen.pod, "clusters": seen.value}))

@@ -16,7 +16,6 @@ use kube::api::{Api, ListParams};
 use crate::kube::port_forward;
 use crate::kube::wait::WaitError;
 use crate::revision::Revision;
-use crate::topology::ISTIO_NAMESPACE;
 
 /// istiod's monitoring port, where its debug endpoints are, unless the pod's `prometheus.io/port`
 /// annotation names another (Istio `pkg/kube/client.go`, `FindIstiodMonitoringPort`).
@@ -58,29 +57,31 @@ pub struct ProxySync {
 /// An answer, with the istiod pod that gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answered<T> {
-    /// `istio-system/<pod>`.
+    /// `<namespace>/<pod>`.
     pub pod: String,
     pub value: T,
 }
 
-/// istiod's view of the clusters it watches (any revision's istiod).
-pub async fn clusters(client: &Client) -> Result<Answered<Vec<ClusterSync>>, String> {
-    debug(client, None, "clusterz").await
+/// istiod's view of the clusters it watches (any revision's istiod in `namespace`: the mesh's
+/// Istio namespace of the cluster, `Mesh::istio_namespace`).
+pub async fn clusters(client: &Client, namespace: &str) -> Result<Answered<Vec<ClusterSync>>, String> {
+    debug(client, namespace, None, "clusterz").await
 }
 
-/// The proxies istiod configures, from every cluster it serves.
-pub async fn proxies(client: &Client) -> Result<Answered<Vec<ProxySync>>, String> {
-    debug(client, None, "syncz").await
+/// The proxies istiod (in `namespace`) configures, from every cluster it serves.
+pub async fn proxies(client: &Client, namespace: &str) -> Result<Answered<Vec<ProxySync>>, String> {
+    debug(client, namespace, None, "syncz").await
 }
 
-/// A JSON debug endpoint of istiod (of `revision`, when given: its pods carry the revision's
-/// `istio.io/rev` label), from the first running istiod pod that answers it.
+/// A JSON debug endpoint of istiod in `namespace` (of `revision`, when given: its pods carry the
+/// revision's `istio.io/rev` label), from the first running istiod pod that answers it.
 async fn debug<T: serde::de::DeserializeOwned>(
     client: &Client,
+    namespace: &str,
     revision: Option<&Revision>,
     name: &str,
 ) -> Result<Answered<T>, String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let selector = match revision {
         None => "app=istiod".to_string(),
         Some(r) => format!("app=istiod,{}={}", crate::revision::LABEL, r.label()),
@@ -95,7 +96,7 @@ async fn debug<T: serde::de::DeserializeOwned>(
         .items;
     if istiods.is_empty() {
         return Err(format!(
-            "no running istiod pod in {ISTIO_NAMESPACE} (labels {selector})"
+            "no running istiod pod in {namespace} (labels {selector})"
         ));
     }
     let mut refusals = Vec::new();
@@ -104,7 +105,7 @@ async fn debug<T: serde::de::DeserializeOwned>(
         let path = format!("/debug/{name}");
         let answer = port_forward::http_get(
             client,
-            ISTIO_NAMESPACE,
+            namespace,
             &pod_name,
             monitoring_port(pod),
             &path,
@@ -116,7 +117,7 @@ async fn debug<T: serde::de::DeserializeOwned>(
                 let value = serde_json::from_slice(&a.body)
                     .map_err(|e| format!("istiod's /debug/{name} is not the expected JSON: {e}"))?;
                 return Ok(Answered {
-                    pod: format!("{ISTIO_NAMESPACE}/{pod_name}"),
+                    pod: format!("{namespace}/{pod_name}"),
                     value,
                 });
             }
@@ -158,6 +159,7 @@ pub const NOT_ASKED: &str = "unknown";
 /// when istiod could not be asked).
 pub async fn remote_clusters_synced(
     client: &Client,
+    namespace: &str,
     revision: Option<&Revision>,
     expected: &[String],
     timeout: Duration,
@@ -167,27 +169,28 @@ pub async fn remote_clusters_synced(
     let started = std::time::Instant::now();
     let mut pause = Duration::from_millis(250);
     loop {
-        let (last_seen, missing) = match debug::<Vec<ClusterSync>>(client, revision, "clusterz").await {
-            Ok(answer) => {
-                let missing = unsynced(expected, &answer.value);
-                if missing.is_empty() {
-                    return Ok(answer.pod);
+        let (last_seen, missing) =
+            match debug::<Vec<ClusterSync>>(client, namespace, revision, "clusterz").await {
+                Ok(answer) => {
+                    let missing = unsynced(expected, &answer.value);
+                    if missing.is_empty() {
+                        return Ok(answer.pod);
+                    }
+                    let text = missing
+                        .iter()
+                        .map(|(id, status)| format!("{id} {status}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    (format!("{text} (asked {})", answer.pod), missing)
                 }
-                let text = missing
-                    .iter()
-                    .map(|(id, status)| format!("{id} {status}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                (format!("{text} (asked {})", answer.pod), missing)
-            }
-            Err(e) => (
-                format!("istiod's /debug/clusterz could not be read: {e}"),
-                expected
-                    .iter()
-                    .map(|id| (id.clone(), NOT_ASKED.to_string()))
-                    .collect(),
-            ),
-        };
+                Err(e) => (
+                    format!("istiod's /debug/clusterz could not be read: {e}"),
+                    expected
+                        .iter()
+                        .map(|id| (id.clone(), NOT_ASKED.to_string()))
+                        .collect(),
+                ),
+            };
         if started.elapsed() + pause > timeout {
             return Err((
                 WaitError::Timeout {

@@ -114,10 +114,16 @@ pub async fn gather(
 ) -> MeshHealth {
     let primaries: Vec<&(String, kube::Client)> = reachable
         .iter()
-        .filter(|(name, _)| mesh.cluster(name).is_some_and(|c| c.role == Role::Primary))
+        .filter(|(name, _)| mesh.cluster(name).is_some_and(|c| c.role != Role::Remote))
         .collect();
     let asked = primaries.iter().map(|(name, client)| async move {
-        let (clusters, proxies) = tokio::join!(istiod::clusters(client), istiod::proxies(client));
+        let namespace = mesh
+            .cluster(name)
+            .map_or(ISTIO_NAMESPACE, |c| mesh.istio_namespace(c));
+        let (clusters, proxies) = tokio::join!(
+            istiod::clusters(client, namespace),
+            istiod::proxies(client, namespace)
+        );
         let seen = match clusters {
             Ok(answer) => IstiodSeen {
                 cluster: name.clone(),
@@ -135,13 +141,13 @@ pub async fn gather(
             },
         };
         let seen = IstiodSeen {
-            control_planes: control_planes(client).await,
+            control_planes: control_planes(client, namespace).await,
             ..seen
         };
         (
             seen,
             proxies.map(|p| p.value).unwrap_or_default(),
-            intermediate_expiry(client, name).await,
+            intermediate_expiry(client, name, namespace).await,
         )
     });
     let answers = futures::future::join_all(asked).await;
@@ -200,10 +206,10 @@ async fn revisions(reachable: &[(String, kube::Client)]) -> BTreeMap<String, Hel
         .collect()
 }
 
-/// The istiod Deployments of a cluster (label `app=istiod`, as Istio's chart sets it), one per
-/// revision.
-pub async fn control_planes(client: &kube::Client) -> Vec<ControlPlane> {
-    let deployments = Api::<Deployment>::namespaced(client.clone(), ISTIO_NAMESPACE);
+/// The istiod Deployments of a cluster in `namespace` (label `app=istiod`, as Istio's chart sets
+/// it), one per revision.
+pub async fn control_planes(client: &kube::Client, namespace: &str) -> Vec<ControlPlane> {
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
     let Ok(list) = deployments
         .list(&ListParams::default().labels("app=istiod"))
         .await
@@ -235,8 +241,8 @@ pub async fn control_planes(client: &kube::Client) -> Vec<ControlPlane> {
     planes
 }
 
-async fn intermediate_expiry(client: &kube::Client, cluster: &str) -> Option<CaExpiry> {
-    let secret = Api::<Secret>::namespaced(client.clone(), ISTIO_NAMESPACE)
+async fn intermediate_expiry(client: &kube::Client, cluster: &str, namespace: &str) -> Option<CaExpiry> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt("cacerts")
         .await
         .ok()??;

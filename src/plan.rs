@@ -36,11 +36,14 @@ pub enum Phase {
     Expose,
     /// Every cluster's remote secret in every other cluster.
     RemoteSecrets,
+    /// The istiod of an external control plane (it runs before `remote-secrets`, once the config
+    /// cluster's Istio is installed; listed last so the other phases keep their folders).
+    ExternalIstiod,
 }
 
 impl Phase {
     /// All phases in order.
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 9] = [
         Phase::Clusters,
         Phase::Metallb,
         Phase::Routes,
@@ -49,6 +52,7 @@ impl Phase {
         Phase::Eastwest,
         Phase::Expose,
         Phase::RemoteSecrets,
+        Phase::ExternalIstiod,
     ];
 
     /// The name used on the command line and in output.
@@ -62,6 +66,7 @@ impl Phase {
             Phase::Eastwest => "eastwest",
             Phase::Expose => "expose",
             Phase::RemoteSecrets => "remote-secrets",
+            Phase::ExternalIstiod => "external-istiod",
         }
     }
 
@@ -171,8 +176,10 @@ pub enum Step {
         context: String,
         /// Artifact path of the IstioOperator.
         file: String,
-        /// The object in `istio-system` the install creates and the record is kept on.
+        /// The object the install creates and the record is kept on.
         record_on: RecordOn,
+        /// Its namespace (istio-system, or `external-istiod` for an external control plane).
+        namespace: String,
         /// `--readiness-timeout`, in seconds.
         timeout_secs: u64,
     },
@@ -232,6 +239,13 @@ pub enum Step {
     PruneRemoteSecrets {
         /// The clusters of the mesh: their secrets stay.
         keep: Vec<String>,
+    },
+    /// Read the config cluster `source`'s `istiod` token and apply the external istiod's
+    /// kubeconfig of it (`istio-kubeconfig`) in this cluster.
+    ConfigKubeconfig {
+        source: String,
+        /// The Secret's shape, with the token and CA as placeholders. Never applied.
+        preview: String,
     },
     /// Read `source`'s reader token and apply its remote secret in this cluster.
     RemoteSecret {

@@ -54,6 +54,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/expose/expose-istiod.yaml.j2"),
     ),
     (
+        "external-istiod/external-istiod.yaml.j2",
+        include_str!("../templates/external-istiod/external-istiod.yaml.j2"),
+    ),
+    (
         "remote-secrets/remote-secret.yaml.j2",
         include_str!("../templates/remote-secrets/remote-secret.yaml.j2"),
     ),

@@ -27,6 +27,8 @@ use crate::topology::Cluster;
 /// Where the objects `up` installed are removed from.
 pub struct Target<'a> {
     pub cluster: &'a Cluster,
+    /// The namespace of its Istio control-plane objects (`Mesh::istio_namespace`).
+    pub istio_namespace: &'static str,
     pub client: kube::Client,
 }
 
@@ -48,6 +50,7 @@ pub async fn uninstall(
         let runs = targets.iter().map(|t| async move {
             let cx = RemoveContext {
                 cluster: t.cluster,
+                istio_namespace: t.istio_namespace,
                 client: t.client.clone(),
                 plan_dir,
                 kubeconfig,

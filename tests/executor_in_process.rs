@@ -274,6 +274,7 @@ async fn uninstall(
 ) -> Vec<(String, Vec<String>)> {
     let targets = [meshctl::uninstall::Target {
         cluster: &f.mesh.clusters[0],
+        istio_namespace: f.mesh.istio_namespace(&f.mesh.clusters[0]),
         client: server.client(),
     }];
     meshctl::uninstall::uninstall(

@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use meshctl::istiod;
+use meshctl::topology::ISTIO_NAMESPACE;
 use serde_json::json;
 use support::memory_apiserver::MemoryApiServer;
 use support::played_istiod::PlayedIstiod;
@@ -39,7 +40,7 @@ fn primary(
 async fn istiod_is_asked_through_a_port_forward_to_its_running_pod() {
     let played = PlayedIstiod::new();
     let server = primary(&played, "Running", json!({}));
-    let answer = istiod::clusters(&server.client())
+    let answer = istiod::clusters(&server.client(), ISTIO_NAMESPACE)
         .await
         .expect("istiod answers its own loopback");
     assert_eq!(answer.pod, "istio-system/istiod-5d8f7c9b4-x2x7q");
@@ -93,16 +94,27 @@ async fn the_sync_wait_names_the_pod_it_asked_and_what_it_reported() {
     let played = PlayedIstiod::new();
     let server = primary(&played, "Running", json!({}));
     let client = server.client();
-    let pod = istiod::remote_clusters_synced(&client, None, &["cluster2".into()], Duration::from_secs(2))
-        .await
-        .expect("cluster2 is synced");
+    let pod = istiod::remote_clusters_synced(
+        &client,
+        ISTIO_NAMESPACE,
+        None,
+        &["cluster2".into()],
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("cluster2 is synced");
     assert_eq!(pod, "istio-system/istiod-5d8f7c9b4-x2x7q");
 
     played.set_remote_cluster_status("cluster2", "timeout");
-    let (err, missing) =
-        istiod::remote_clusters_synced(&client, None, &["cluster2".into()], Duration::from_millis(600))
-            .await
-            .expect_err("cluster2 timed out");
+    let (err, missing) = istiod::remote_clusters_synced(
+        &client,
+        ISTIO_NAMESPACE,
+        None,
+        &["cluster2".into()],
+        Duration::from_millis(600),
+    )
+    .await
+    .expect_err("cluster2 timed out");
     assert_eq!(missing, [("cluster2".to_string(), "timeout".to_string())]);
     assert!(
         err.to_string()
@@ -116,12 +128,19 @@ async fn without_a_running_istiod_pod_it_says_so_and_asks_nothing() {
     let played = PlayedIstiod::new();
     let server = primary(&played, "Pending", json!({}));
     let client = server.client();
-    let err = istiod::clusters(&client).await.expect_err("no pod runs");
+    let err = istiod::clusters(&client, ISTIO_NAMESPACE)
+        .await
+        .expect_err("no pod runs");
     assert_eq!(err, "no running istiod pod in istio-system (labels app=istiod)");
-    let (_, missing) =
-        istiod::remote_clusters_synced(&client, None, &["cluster2".into()], Duration::from_millis(300))
-            .await
-            .expect_err("istiod could not be asked");
+    let (_, missing) = istiod::remote_clusters_synced(
+        &client,
+        ISTIO_NAMESPACE,
+        None,
+        &["cluster2".into()],
+        Duration::from_millis(300),
+    )
+    .await
+    .expect_err("istiod could not be asked");
     assert_eq!(missing, [("cluster2".to_string(), istiod::NOT_ASKED.to_string())]);
     assert!(!server.requests().iter().any(|r| r.contains("portforward")));
 }
@@ -132,7 +151,7 @@ async fn a_port_where_nothing_listens_is_named_with_the_kubelets_refusal() {
     // 15099 in this pod.
     let played = PlayedIstiod::new();
     let server = primary(&played, "Running", json!({"prometheus.io/port": "15099"}));
-    let err = istiod::proxies(&server.client())
+    let err = istiod::proxies(&server.client(), ISTIO_NAMESPACE)
         .await
         .expect_err("nothing listens");
     // The kubelet writes its refusal on the error channel and closes at once (kubernetes

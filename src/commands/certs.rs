@@ -13,7 +13,6 @@ use crate::cli::{CertsGenArgs, CertsRotateArgs, CertsStatusArgs, DocumentFormat,
 use crate::kube::apply::{self, Applier};
 use crate::kube::{Clients, wait};
 use crate::mesh_dir::MeshDir;
-use crate::phases::istio::NAMESPACE;
 use crate::pki::layout::{self, CertsRequest, Disposition};
 use crate::pki::{CertFacts, IntermediateCa, Validity, normalize_pem};
 use crate::report::Reporter;
@@ -94,14 +93,14 @@ fn certs_dir_of(flag: Option<&Path>, workdir: &Path, mesh: &Mesh) -> Result<Path
 }
 
 /// The `cacerts` of `cluster` as the cluster holds it; `None` when there is no such Secret.
-async fn cacerts_of(clients: &Clients, cluster: &Cluster) -> Result<Option<IntermediateCa>> {
+async fn cacerts_of(clients: &Clients, cluster: &Cluster, namespace: &str) -> Result<Option<IntermediateCa>> {
     let client = clients.get(&cluster.context).await?;
-    let secret = Api::<Secret>::namespaced(client, NAMESPACE)
+    let secret = Api::<Secret>::namespaced(client, namespace)
         .get_opt("cacerts")
         .await
         .with_context(|| {
             format!(
-                "cluster `{}`: cannot read secret {NAMESPACE}/cacerts",
+                "cluster `{}`: cannot read secret {namespace}/cacerts",
                 cluster.name
             )
         })?;
@@ -142,6 +141,7 @@ struct CaStatus {
 async fn ca_status(
     clients: &Clients,
     cluster: &Cluster,
+    namespace: &str,
     mesh_root: Option<&str>,
     warn_days: u32,
 ) -> (CaStatus, Option<String>) {
@@ -158,11 +158,11 @@ async fn ca_status(
         status.certificates_from = cluster.primary.clone();
         return (status, None);
     }
-    let ca = match cacerts_of(clients, cluster).await {
+    let ca = match cacerts_of(clients, cluster, namespace).await {
         Ok(Some(ca)) => ca,
         Ok(None) => {
             status.problems.push(format!(
-                "no secret {NAMESPACE}/cacerts: istiod signs with a self-made root"
+                "no secret {namespace}/cacerts: istiod signs with a self-made root"
             ));
             return (status, None);
         }
@@ -230,11 +230,15 @@ pub(super) async fn status(args: CertsStatusArgs, workdir: &Path, kubeconfig: Op
         .with_context(|| format!("cannot read the root CA in `{}`", dir.display()))?
         .map(|r| r.cert_pem);
     let clients = Clients::new(kubeconfig);
-    let results = futures::future::join_all(
-        mesh.clusters
-            .iter()
-            .map(|c| ca_status(&clients, c, mesh_root.as_deref(), args.warn_days)),
-    )
+    let results = futures::future::join_all(mesh.clusters.iter().map(|c| {
+        ca_status(
+            &clients,
+            c,
+            mesh.istio_namespace(c),
+            mesh_root.as_deref(),
+            args.warn_days,
+        )
+    }))
     .await;
     let roots: std::collections::BTreeSet<&String> = results.iter().filter_map(|(_, r)| r.as_ref()).collect();
     let shared = roots.len() <= 1;
@@ -408,11 +412,12 @@ async fn rollout(
         async move {
             let cluster = mesh.cluster(&ca.cluster).expect("chosen from the topology");
             let client = clients.get(&cluster.context).await?;
-            let text = crate::phases::certs::render_cacerts(ca)?;
+            let namespace = mesh.istio_namespace(cluster);
+            let text = crate::phases::certs::render_cacerts(ca, namespace)?;
             Applier::new(client.clone()).apply_yaml(&text, "cacerts").await?;
             // istiod reads cacerts at start: restart it, and wait until the new pods serve.
-            apply::rollout_restart(&client, NAMESPACE, "istiod").await?;
-            wait::rollout_complete(&client, NAMESPACE, "istiod", timeout).await?;
+            apply::rollout_restart(&client, namespace, "istiod").await?;
+            wait::rollout_complete(&client, namespace, "istiod", timeout).await?;
             let facts = crate::pki::cert_facts(&ca.ca_cert_pem, "ca-cert.pem")?;
             Ok::<_, anyhow::Error>(facts)
         }

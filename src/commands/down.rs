@@ -75,7 +75,11 @@ async fn uninstall(
     }
     let targets: Vec<crate::uninstall::Target<'_>> = reachable
         .into_iter()
-        .map(|(cluster, client)| crate::uninstall::Target { cluster, client })
+        .map(|(cluster, client)| crate::uninstall::Target {
+            cluster,
+            istio_namespace: mesh.istio_namespace(cluster),
+            client,
+        })
         .collect();
     // The release the mesh runs removes it (istio.version of its meshctl.yaml, or the one
     // `meshctl upgrade` moved it to).

@@ -197,6 +197,19 @@ fn follow_recorded_release(mesh: &mut Mesh, state: &crate::state::MeshState) {
     }
 }
 
+/// `command` is not built for a mesh with an external control plane yet: refused before anything
+/// is read from or changed in a cluster, naming that cluster.
+fn refuse_external_control_plane(mesh: &Mesh, command: &str) -> Result<()> {
+    match mesh.external_control_plane() {
+        Some(external) => Err(UsageError(format!(
+            "{command}: mesh `{}` has an external control plane (cluster `{}`, `role: external`); meshctl does not {command} such a mesh yet",
+            mesh.mesh_id, external.name
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// The topology the flags describe: `--config`, `--contexts` or `--clusters` (default 2 kind clusters).
 fn resolve_topology(args: &TopologyArgs) -> Result<Mesh> {
     let mesh_id = args.mesh_id.as_deref();

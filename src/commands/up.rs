@@ -304,13 +304,13 @@ async fn refuse_another_running_release(
     for c in mesh
         .clusters
         .iter()
-        .filter(|c| c.role == crate::topology::Role::Primary)
+        .filter(|c| c.role != crate::topology::Role::Remote)
     {
         let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(10), clients.get(&c.context)).await
         else {
             continue;
         };
-        let running: Vec<String> = crate::mesh_health::control_planes(&client)
+        let running: Vec<String> = crate::mesh_health::control_planes(&client, mesh.istio_namespace(c))
             .await
             .into_iter()
             .map(|p| p.version)

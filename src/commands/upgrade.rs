@@ -19,6 +19,7 @@ use crate::upgrade::{Outcome, Refusal, Upgrader};
 
 pub(super) async fn run(args: UpgradeArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
+    super::refuse_external_control_plane(&mesh, "upgrade")?;
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
     let state = StateStore::load(&dir.state())?.snapshot();
     let to = target(&args, &state)?;

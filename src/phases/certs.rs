@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde::Serialize;
 
-use super::istio::NAMESPACE;
 use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult};
 use crate::kube::apply::{Change, summary};
 use crate::kube::{delete_owned, wait};
@@ -63,8 +62,9 @@ impl PhaseLogic for Certs {
 
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
-            let secrets: Api<Secret> = Api::namespaced(cx.client.clone(), NAMESPACE);
-            let what = format!("Secret {NAMESPACE}/{CACERTS}");
+            let namespace = cx.istio_namespace;
+            let secrets: Api<Secret> = Api::namespaced(cx.client.clone(), namespace);
+            let what = format!("Secret {namespace}/{CACERTS}");
             Ok(delete_owned(&secrets, CACERTS, &what)
                 .await?
                 .into_iter()
@@ -79,14 +79,17 @@ pub const CACERTS: &str = "cacerts";
 /// Context of `templates/certs/istio-system.yaml.j2`.
 #[derive(Serialize)]
 struct IstioSystem<'a> {
+    namespace: &'a str,
     network: &'a str,
-    /// A remote's primary: annotation `topology.istio.io/controlPlaneClusters`.
+    /// The cluster ID of the istiod that manages a remote: annotation
+    /// `topology.istio.io/controlPlaneClusters`.
     control_plane: Option<&'a str>,
 }
 
-/// The `cacerts` Secret of `ca`'s cluster, as `up` applies it (and `certs rotate`).
-pub fn render_cacerts(ca: &IntermediateCa) -> Result<String, crate::render::RenderError> {
-    crate::render::render(CACERTS_TEMPLATE, &CaCerts::of(ca))
+/// The `cacerts` Secret of `ca`'s cluster in `namespace` (istiod's), as `up` applies it (and
+/// `certs rotate`).
+pub fn render_cacerts(ca: &IntermediateCa, namespace: &str) -> Result<String, crate::render::RenderError> {
+    crate::render::render(CACERTS_TEMPLATE, &CaCerts::of(ca, namespace))
 }
 
 const CACERTS_TEMPLATE: &str = "certs/cacerts.yaml.j2";
@@ -95,6 +98,7 @@ const CACERTS_TEMPLATE: &str = "certs/cacerts.yaml.j2";
 #[derive(Serialize)]
 struct CaCerts<'a> {
     cluster: &'a str,
+    namespace: &'a str,
     ca_cert: &'a str,
     ca_key: &'a str,
     root_cert: &'a str,
@@ -102,9 +106,10 @@ struct CaCerts<'a> {
 }
 
 impl<'a> CaCerts<'a> {
-    fn of(ca: &'a IntermediateCa) -> CaCerts<'a> {
+    fn of(ca: &'a IntermediateCa, namespace: &'a str) -> CaCerts<'a> {
         CaCerts {
             cluster: &ca.cluster,
+            namespace,
             ca_cert: &ca.ca_cert_pem,
             ca_key: &ca.ca_key_pem,
             root_cert: &ca.root_cert_pem,
@@ -120,12 +125,23 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         .cas
         .get(b.index)
         .ok_or_else(|| b.missing("an intermediate CA"))?;
+    let mesh = b.input.mesh;
+    let istio_namespace = mesh.istio_namespace(cluster);
+    // A remote of an external control plane is managed by the istiod whose cluster ID is the
+    // config cluster's (the external istiod runs as it).
+    let control_plane = match mesh.external_control_plane() {
+        Some(external) if cluster.role == Role::Remote => {
+            mesh.config_cluster_of(external).map(|c| c.name.as_str())
+        }
+        _ => cluster.primary.as_deref(),
+    };
     let namespace = b.render(
         "istio-system.yaml",
         "certs/istio-system.yaml.j2",
         &IstioSystem {
+            namespace: istio_namespace,
             network: &cluster.network,
-            control_plane: cluster.primary.as_deref(),
+            control_plane,
         },
         false,
     )?;
@@ -143,8 +159,10 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     // A remote runs no istiod (the remote profile renders no Deployment: Istio's
     // `istio-discovery/templates/deployment.yaml` is skipped there): its proxies get their
     // certificates from the primary's istiod, so nothing would read a CA key put there.
-    if cluster.role == Role::Primary {
-        let cacerts = b.render("cacerts.yaml", CACERTS_TEMPLATE, &CaCerts::of(ca), true)?;
+    // An external control plane's CA is its external istiod's, in `external-istiod`.
+    if cluster.role != Role::Remote {
+        let context = CaCerts::of(ca, istio_namespace);
+        let cacerts = b.render("cacerts.yaml", CACERTS_TEMPLATE, &context, true)?;
         b.step(Step::ApplyPluggedCa { file: cacerts });
     }
     Ok(())
@@ -219,7 +237,8 @@ async fn apply_plugged_ca(cx: StepContext<'_>, file: &str) -> Result<Option<Stri
         return Ok(summary(&applied));
     }
     // Every revision's istiod (two run during an upgrade), by the label Istio's chart gives them.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let namespace = cx.istio_namespace();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let istiods: Vec<String> = deployments
         .list(&ListParams::default().labels("app=istiod"))
         .await?
@@ -231,10 +250,10 @@ async fn apply_plugged_ca(cx: StepContext<'_>, file: &str) -> Result<Option<Stri
         return Ok(summary(&applied));
     }
     for istiod in &istiods {
-        crate::kube::apply::rollout_restart(&client, NAMESPACE, istiod).await?;
+        crate::kube::apply::rollout_restart(&client, namespace, istiod).await?;
     }
     for istiod in &istiods {
-        wait::rollout_complete(&client, NAMESPACE, istiod, cx.settings().timeout).await?;
+        wait::rollout_complete(&client, namespace, istiod, cx.settings().timeout).await?;
     }
     Ok(Some(format!(
         "cacerts replaced; {} restarted to sign with it",

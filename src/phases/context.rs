@@ -143,6 +143,12 @@ impl StepContext<'_> {
         &self.run.settings
     }
 
+    /// The namespace of this cluster's Istio control-plane objects (istio-system, or
+    /// `external-istiod` in the clusters of an external control plane).
+    pub fn istio_namespace(&self) -> &'static str {
+        self.run.mesh.istio_namespace(self.cluster)
+    }
+
     /// A rendered file of the plan, as written in the plan directory.
     pub fn artifact_text(&self, file: &str) -> Result<String> {
         std::fs::read_to_string(self.run.settings.plan_dir.join(file))
@@ -185,6 +191,8 @@ impl StepContext<'_> {
 /// What removing a phase from one cluster may use (`down --uninstall`).
 pub struct RemoveContext<'a> {
     pub cluster: &'a Cluster,
+    /// The namespace of the cluster's Istio control-plane objects.
+    pub istio_namespace: &'static str,
     pub client: kube::Client,
     /// The plan directory `up` ran in: the files it installed from.
     pub plan_dir: &'a Path,

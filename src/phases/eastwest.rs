@@ -38,7 +38,7 @@ impl PhaseLogic for Eastwest {
     fn stage(&self, cluster: &Cluster) -> usize {
         match cluster.role {
             Role::Remote => Phase::RemoteSecrets.ordinal() * 10 + 5,
-            Role::Primary => Phase::Eastwest.ordinal() * 10,
+            Role::Primary | Role::External => Phase::Eastwest.ordinal() * 10,
         }
     }
 
@@ -69,7 +69,9 @@ impl PhaseLogic for Eastwest {
 
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         let record_on = RecordOn::Deployment(GATEWAY_NAME.into());
-        Box::pin(async move { uninstall_operator(cx, Phase::Eastwest, GATEWAY_FILE, record_on).await })
+        Box::pin(
+            async move { uninstall_operator(cx, Phase::Eastwest, GATEWAY_FILE, record_on, NAMESPACE).await },
+        )
     }
 }
 
@@ -147,7 +149,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         GATEWAY_FILE,
         "eastwest/eastwest-gateway.yaml.j2",
         &context,
-        GATEWAY_NAME,
+        (NAMESPACE, GATEWAY_NAME),
     )?;
     match eastwest.declared() {
         // The address is the topology's, in every istiod's meshNetworks already: recorded (a

@@ -55,6 +55,9 @@ struct ExposeIstiod {
     vs_name: &'static str,
     /// istiod's Service of the mesh's revision.
     istiod: String,
+    /// Where that istiod runs: `external-istiod` for an external control plane, whose gateway
+    /// its own istio-system istiod configures.
+    istiod_namespace: &'static str,
 }
 
 fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
@@ -78,6 +81,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
                 name: ISTIOD_GATEWAY_NAME,
                 vs_name: ISTIOD_VIRTUAL_SERVICE,
                 istiod: mesh.istio_revision.istiod(),
+                istiod_namespace: mesh.istio_namespace(b.cluster),
             },
             false,
         )?;

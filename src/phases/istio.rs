@@ -65,7 +65,7 @@ impl PhaseLogic for Istio {
     fn stage(&self, cluster: &Cluster) -> usize {
         match cluster.role {
             Role::Remote => Phase::Expose.ordinal() * 10 + 5,
-            Role::Primary => Phase::Istio.ordinal() * 10,
+            Role::Primary | Role::External => Phase::Istio.ordinal() * 10,
         }
     }
 
@@ -87,10 +87,10 @@ impl PhaseLogic for Istio {
 
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
-            let Some(record_on) = recorded_control_plane(cx).await? else {
+            let Some((record_on, namespace)) = recorded_control_plane(cx).await? else {
                 return Ok(Vec::new());
             };
-            uninstall_operator(cx, Phase::Istio, CONTROL_PLANE_FILE, record_on).await
+            uninstall_operator(cx, Phase::Istio, CONTROL_PLANE_FILE, record_on, namespace).await
         })
     }
 }
@@ -121,6 +121,12 @@ struct ControlPlane<'a> {
 struct Remote<'a> {
     name: &'a str,
     revision: &'a str,
+    /// `values.global.istioNamespace`: `external-istiod` for the remotes of an external control
+    /// plane, else empty (istio-system).
+    istio_namespace: &'a str,
+    /// The config cluster of an external control plane: `configCluster`, and the `istio`
+    /// ConfigMap the external istiod reads its mesh config from.
+    config_cluster: bool,
     istio_version: &'a str,
     cluster_name: &'a str,
     network: &'a str,
@@ -129,24 +135,25 @@ struct Remote<'a> {
 }
 
 /// Renders an IstioOperator into `file`, installs it with istioctl, and waits until `deployment`
-/// (in istio-system) is available: the shape shared by the control plane and the east-west gateway.
-pub(super) fn install_operator<C: Serialize>(
+/// (in `namespace`) is available: the shape shared by the control planes and the east-west gateway.
+pub(crate) fn install_operator<C: Serialize>(
     b: &mut PhaseBuilder<'_>,
     file: &str,
     template: &'static str,
     context: &C,
-    deployment: &str,
+    (namespace, deployment): (&str, &str),
 ) -> Result<(), PlanError> {
     let path = b.render(file, template, context, false)?;
     b.step(Step::IstioctlInstall {
         context: b.cluster.context.clone(),
         file: path,
         record_on: RecordOn::Deployment(deployment.into()),
+        namespace: namespace.into(),
         timeout_secs: b.input.timeout_secs,
     });
     b.step(Step::Wait {
         until: Condition::DeploymentAvailable {
-            namespace: NAMESPACE.into(),
+            namespace: namespace.into(),
             name: deployment.into(),
         },
     });
@@ -158,25 +165,34 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         return plan_remote(b);
     }
     let cluster = b.cluster;
-    let revision = &b.input.mesh.istio_revision;
+    let mesh = b.input.mesh;
+    let revision = &mesh.istio_revision;
+    // An external control plane's own istiod only configures the gateway in front of the
+    // external istiod (Istio's docs install it from the default profile with that gateway): the
+    // mesh's options and its remotes belong to the external istiod (phase `external-istiod`).
+    let primary = cluster.role == Role::Primary;
     let control_plane = ControlPlane {
         revision: revision.operator_value(),
-        external_istiod: b.input.mesh.controls_remotes(cluster),
-        mesh_networks: b.input.mesh.declared_networks(),
+        external_istiod: primary && mesh.controls_remotes(cluster),
+        mesh_networks: if primary {
+            mesh.declared_networks()
+        } else {
+            Vec::new()
+        },
         name: OPERATOR_NAME,
         istio_version: versions::ISTIO_VERSION,
-        mesh_id: &b.input.mesh.mesh_id,
+        mesh_id: &mesh.mesh_id,
         cluster_name: &cluster.name,
         network: &cluster.network,
-        mesh_config: (!b.input.mesh.mesh_config.is_empty())
-            .then(|| serde_json::to_string(&b.input.mesh.mesh_config).expect("plain data serializes")),
+        mesh_config: (primary && !mesh.mesh_config.is_empty())
+            .then(|| serde_json::to_string(&mesh.mesh_config).expect("plain data serializes")),
     };
     install_operator(
         b,
         CONTROL_PLANE_FILE,
         "istio/control-plane.yaml.j2",
         &control_plane,
-        &revision.istiod(),
+        (NAMESPACE, &revision.istiod()),
     )?;
     // The east-west gateway's `image: auto` is filled in by this webhook: a gateway
     // created before it serves keeps the literal image `auto` and never starts.
@@ -201,9 +217,12 @@ fn plan_remote(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         .get(&primary.name)
         .map_or(DISCOVERY_ADDRESS_UNKNOWN, String::as_str);
     let revision = &mesh.istio_revision;
+    let namespace = mesh.istio_namespace(b.cluster);
     let remote = Remote {
         name: OPERATOR_NAME,
         revision: revision.operator_value(),
+        istio_namespace: if namespace == NAMESPACE { "" } else { namespace },
+        config_cluster: mesh.is_config_cluster(b.cluster),
         istio_version: versions::ISTIO_VERSION,
         cluster_name: &b.cluster.name,
         network: &b.cluster.network,
@@ -215,6 +234,7 @@ fn plan_remote(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         context: b.cluster.context.clone(),
         file: path,
         record_on: RecordOn::Service(revision.istiod()),
+        namespace: namespace.into(),
         timeout_secs: b.input.timeout_secs,
     });
     Ok(())
@@ -225,12 +245,18 @@ fn plan_remote(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
 pub(super) async fn installed(p: &Probe<'_>, client: &kube::Client) -> Vec<Finding> {
     let mut out = Vec::new();
     for step in p.steps {
-        if let Step::IstioctlInstall { file, record_on, .. } = step {
+        if let Step::IstioctlInstall {
+            file,
+            record_on,
+            namespace,
+            ..
+        } = step
+        {
             let digest = p.artifact(file).map(|a| a.digest()).unwrap_or_default();
             let installed = Some((INSTALLED_DIGEST, digest.as_str()));
             out.push(match record_on {
-                RecordOn::Service(name) => probe::service(client, NAMESPACE, name, installed).await,
-                RecordOn::Deployment(name) => probe::deployment(client, NAMESPACE, name, installed).await,
+                RecordOn::Service(name) => probe::service(client, namespace, name, installed).await,
+                RecordOn::Deployment(name) => probe::deployment(client, namespace, name, installed).await,
             });
         }
     }
@@ -253,8 +279,15 @@ pub(super) fn run_install<'a>(step: &'a Step, cx: StepContext<'a>) -> Option<Ste
             context,
             file,
             record_on,
+            namespace,
             timeout_secs,
-        } => Some(Box::pin(install(cx, context, file, record_on, *timeout_secs))),
+        } => Some(Box::pin(install(
+            cx,
+            context,
+            file,
+            (namespace, record_on),
+            *timeout_secs,
+        ))),
         _ => None,
     }
 }
@@ -266,9 +299,10 @@ pub(super) fn describe_install(step: &Step) -> Option<String> {
             context,
             file,
             record_on,
+            namespace,
             timeout_secs,
         } => Some(format!(
-            "run: istioctl {}   (then records the file's digest on {record_on})",
+            "run: istioctl {}   (then records the file's digest on {record_on} in {namespace})",
             istioctl::install_args(context, file, *timeout_secs).join(" ")
         )),
         _ => None,
@@ -281,12 +315,12 @@ async fn install(
     cx: StepContext<'_>,
     context: &str,
     file: &str,
-    record_on: &RecordOn,
+    (namespace, record_on): (&str, &RecordOn),
     timeout_secs: u64,
 ) -> Result<Option<String>> {
     let rendered = cx.artifact_text(file)?;
     if rendered.contains(DISCOVERY_ADDRESS_UNKNOWN) {
-        let primary = cx.cluster.primary.as_deref().unwrap_or("its primary");
+        let primary = &cx.run.mesh.control_plane_of(cx.cluster).name;
         return Err(anyhow!(
             "{file}: the east-west gateway of `{primary}` has no IP recorded yet, and this remote's istiod address is that IP; run `meshctl up` so `{primary}`'s eastwest phase completes first"
         ));
@@ -310,51 +344,56 @@ async fn install(
         ..Default::default()
     };
     let patched = match record_on {
-        RecordOn::Deployment(name) => Api::<Deployment>::namespaced(client, NAMESPACE)
+        RecordOn::Deployment(name) => Api::<Deployment>::namespaced(client, namespace)
             .patch(name, &params, &Patch::Merge(&patch))
             .await
             .map(|_| ()),
-        RecordOn::Service(name) => Api::<Service>::namespaced(client, NAMESPACE)
+        RecordOn::Service(name) => Api::<Service>::namespaced(client, namespace)
             .patch(name, &params, &Patch::Merge(&patch))
             .await
             .map(|_| ()),
     };
-    patched.with_context(|| format!("cannot record the installed digest on {record_on} in {NAMESPACE}"))?;
+    patched.with_context(|| format!("cannot record the installed digest on {record_on} in {namespace}"))?;
     Ok(None)
 }
 
-/// The istiod Deployment (primary) or Service (remote) of any revision that carries meshctl's
-/// install record: `down` removes what the last `up` or `upgrade` installed, whatever its revision.
-async fn recorded_control_plane(cx: &RemoveContext<'_>) -> Result<Option<RecordOn>> {
-    let names = match cx.cluster.role {
-        Role::Primary => names_in_namespace::<Deployment>(&cx.client).await,
-        Role::Remote => names_in_namespace::<Service>(&cx.client).await,
+/// The istiod Deployment (primary, external control plane's own) or Service (remote) of any
+/// revision that carries meshctl's install record, with its namespace: `down` removes what the
+/// last `up` or `upgrade` installed, whatever its revision.
+async fn recorded_control_plane(cx: &RemoveContext<'_>) -> Result<Option<(RecordOn, &'static str)>> {
+    let remote = cx.cluster.role == Role::Remote;
+    let namespace = if remote { cx.istio_namespace } else { NAMESPACE };
+    let names = if remote {
+        names_in_namespace::<Service>(&cx.client, namespace).await
+    } else {
+        names_in_namespace::<Deployment>(&cx.client, namespace).await
     }
-    .with_context(|| format!("cannot list istiod in {NAMESPACE}"))?;
+    .with_context(|| format!("cannot list istiod in {namespace}"))?;
     for name in names
         .into_iter()
         .filter(|n| n == "istiod" || n.starts_with("istiod-"))
     {
-        let record_on = match cx.cluster.role {
-            Role::Primary => RecordOn::Deployment(name),
-            Role::Remote => RecordOn::Service(name),
+        let record_on = if remote {
+            RecordOn::Service(name)
+        } else {
+            RecordOn::Deployment(name)
         };
-        if recorded(&cx.client, &record_on).await? {
-            return Ok(Some(record_on));
+        if recorded(&cx.client, &record_on, namespace).await? {
+            return Ok(Some((record_on, namespace)));
         }
     }
     Ok(None)
 }
 
-/// The names of every `K` in istio-system.
-async fn names_in_namespace<K>(client: &kube::Client) -> kube::Result<Vec<String>>
+/// The names of every `K` in `namespace`.
+async fn names_in_namespace<K>(client: &kube::Client, namespace: &str) -> kube::Result<Vec<String>>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    let listed = Api::<K>::namespaced(client.clone(), NAMESPACE)
+    let listed = Api::<K>::namespaced(client.clone(), namespace)
         .list(&Default::default())
         .await?;
     Ok(listed
@@ -364,36 +403,37 @@ where
         .collect())
 }
 
-/// Whether `record_on` (in istio-system) carries meshctl's install record: meshctl installed it.
-async fn recorded(client: &kube::Client, record_on: &RecordOn) -> Result<bool> {
+/// Whether `record_on` (in `namespace`) carries meshctl's install record: meshctl installed it.
+async fn recorded(client: &kube::Client, record_on: &RecordOn, namespace: &str) -> Result<bool> {
     let has_record = |meta: &kube::api::ObjectMeta| {
         meta.annotations
             .as_ref()
             .is_some_and(|a| a.contains_key(INSTALLED_DIGEST))
     };
     let found = match record_on {
-        RecordOn::Service(name) => Api::<Service>::namespaced(client.clone(), NAMESPACE)
+        RecordOn::Service(name) => Api::<Service>::namespaced(client.clone(), namespace)
             .get_opt(name)
             .await
             .map(|o| o.is_some_and(|s| has_record(&s.metadata))),
-        RecordOn::Deployment(name) => Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
+        RecordOn::Deployment(name) => Api::<Deployment>::namespaced(client.clone(), namespace)
             .get_opt(name)
             .await
             .map(|o| o.is_some_and(|d| has_record(&d.metadata))),
     };
-    found.with_context(|| format!("cannot read {record_on} in {NAMESPACE}"))
+    found.with_context(|| format!("cannot read {record_on} in {namespace}"))
 }
 
 /// `istioctl uninstall -f` of the IstioOperator `phase` installed from `file`, when `record_on`
 /// carries meshctl's install record (it installed it) and the file is still in the plan folder.
-pub(super) async fn uninstall_operator(
+pub(crate) async fn uninstall_operator(
     cx: &RemoveContext<'_>,
     phase: Phase,
     file: &str,
     record_on: RecordOn,
+    namespace: &str,
 ) -> Result<Vec<String>> {
     let path = format!("{}/{}/{file}", cx.cluster.name, phase.folder());
-    if !recorded(&cx.client, &record_on).await? || !cx.plan_dir.join(&path).exists() {
+    if !recorded(&cx.client, &record_on, namespace).await? || !cx.plan_dir.join(&path).exists() {
         return Ok(Vec::new());
     }
     let args: Vec<String> = ["uninstall", "-y", "--context", &cx.cluster.context, "-f", &path]

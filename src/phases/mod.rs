@@ -12,6 +12,7 @@ pub mod certs;
 pub mod clusters;
 pub mod eastwest;
 pub mod expose;
+pub mod external_istiod;
 pub mod istio;
 pub mod metallb;
 pub mod remote_secrets;
@@ -139,6 +140,7 @@ pub fn logic(phase: Phase) -> &'static dyn PhaseLogic {
         Phase::Eastwest => &eastwest::Eastwest,
         Phase::Expose => &expose::Expose,
         Phase::RemoteSecrets => &remote_secrets::RemoteSecrets,
+        Phase::ExternalIstiod => &external_istiod::ExternalIstiod,
     }
 }
 

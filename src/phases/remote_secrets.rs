@@ -13,9 +13,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ListParams};
 
 use super::{PhaseLogic, Preflight, RemoveContext, StepContext, StepResult, SummaryColumn};
-use crate::create_remote_secret::{
-    self, NAMESPACE, READER_CLUSTER_ROLE, READER_SERVICE_ACCOUNT, TOKEN_SECRET,
-};
+use crate::create_remote_secret::{self, Account, Placement};
 use crate::kube::apply::summary;
 use crate::kube::{delete_owned, wait};
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
@@ -50,10 +48,15 @@ impl PhaseLogic for RemoteSecrets {
 
     /// Only istiods read remote secrets: a primary holds one per other cluster.
     fn summary(&self, mesh: &Mesh, cluster: &Cluster) -> Option<SummaryColumn> {
-        let peers = mesh.clusters.len() - 1;
-        let value = match cluster.primary {
-            None => format!("{peers}/{peers}"),
-            Some(_) => "-".into(),
+        let peers = match cluster.role {
+            Role::Primary => mesh.clusters.len() - 1,
+            // Every remote but the config cluster, read through istiod's own kubeconfig.
+            Role::External => mesh.remotes_of(cluster).count().saturating_sub(1),
+            Role::Remote => 0,
+        };
+        let value = match cluster.role {
+            Role::Remote => "-".into(),
+            _ => format!("{peers}/{peers}"),
         };
         Some(SummaryColumn {
             header: "REMOTE SECRETS",
@@ -103,8 +106,8 @@ impl PhaseLogic for RemoteSecrets {
     /// carried a token of.
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
-            let mut removed = remove_remote_secrets(&cx.client).await?;
-            removed.extend(remove_reader(&cx.client).await?);
+            let mut removed = remove_remote_secrets(&cx.client, cx.istio_namespace).await?;
+            removed.extend(remove_reader(&cx.client, &Account::reader(cx.istio_namespace)).await?);
             Ok(removed)
         })
     }
@@ -145,13 +148,19 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     if b.cluster.role == Role::Remote {
         return Ok(());
     }
+    let mesh = b.input.mesh;
+    // An external istiod reads its config cluster through its own kubeconfig (phase
+    // `external-istiod`), and every other remote through a secret here.
+    let config_cluster = mesh.config_cluster_of(b.cluster).map(|c| c.name.clone());
+    let placement = Placement {
+        namespace: mesh.istio_namespace(b.cluster),
+        config: false,
+    };
     // An isolated cluster's secret goes like a departed cluster's: `up` keeps it isolated.
     let members = || {
-        b.input
-            .mesh
-            .clusters
+        mesh.clusters
             .iter()
-            .filter(|c| !b.input.isolated.contains(&c.name))
+            .filter(|c| !b.input.isolated.contains(&c.name) && Some(&c.name) != config_cluster.as_ref())
     };
     b.step(Step::PruneRemoteSecrets {
         keep: members().map(|c| c.name.clone()).collect(),
@@ -172,7 +181,12 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
             let preview = b.render(
                 &format!("{}.preview.yaml", secret_name(&source.name)),
                 create_remote_secret::TEMPLATE,
-                &create_remote_secret::preview(&source.name, &server),
+                &create_remote_secret::preview_in(
+                    placement,
+                    &source.name,
+                    &server,
+                    &Account::reader(mesh.istio_namespace(source)),
+                ),
                 false,
             )?;
             b.step(Step::RemoteSecret {
@@ -183,7 +197,9 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         }
     }
     // A secret that exists can still point at an address istiod cannot reach (a loopback server, an old node address): the
-    // phase is done when istiod says every peer is synced.
+    // phase is done when istiod says every peer is synced. An external istiod lists its config
+    // cluster too (Istio `pkg/kube/multicluster/secretcontroller.go`, `ListRemoteClusters`).
+    peers.splice(0..0, config_cluster);
     if !peers.is_empty() {
         b.step(Step::Wait {
             until: Condition::RemoteClustersSynced { clusters: peers },
@@ -224,7 +240,7 @@ pub fn api_address(
 }
 
 /// The server and CA inside a remote secret's kubeconfig.
-fn secret_target(secret: &Secret, source: &str) -> Option<(String, String)> {
+pub(super) fn secret_target(secret: &Secret, source: &str) -> Option<(String, String)> {
     let text = secret.data.as_ref()?.get(source)?;
     let docs = crate::render::parse_documents(&String::from_utf8_lossy(&text.0)).ok()?;
     let cluster = &docs.first()?["clusters"][0]["cluster"];
@@ -242,7 +258,7 @@ fn secret_target(secret: &Secret, source: &str) -> Option<(String, String)> {
 async fn published_ca(p: &Probe<'_>, source: &str) -> Option<String> {
     let cluster = p.mesh.cluster(source)?;
     let client = p.clients.get(&cluster.context).await.ok()?;
-    let map = Api::<ConfigMap>::namespaced(client, NAMESPACE)
+    let map = Api::<ConfigMap>::namespaced(client, p.mesh.istio_namespace(cluster))
         .get_opt("kube-root-ca.crt")
         .await
         .ok()??;
@@ -257,7 +273,7 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
         Ok(c) => c,
         Err(f) => return vec![f],
     };
-    let secrets: Api<Secret> = Api::namespaced(client, NAMESPACE);
+    let secrets: Api<Secret> = Api::namespaced(client, p.mesh.istio_namespace(p.cluster));
     let mut out = Vec::new();
     match secrets.list(&remote_secrets_selector()).await {
         Ok(list) => {
@@ -297,7 +313,8 @@ async fn probe_secret(p: &Probe<'_>, secrets: &Api<Secret>, source: &str) -> Fin
     let secret = match secrets.get_opt(&secret_name(source)).await {
         Ok(Some(s)) => s,
         Ok(None) => {
-            return Finding::missing(object, format!("no {NAMESPACE}/{}", secret_name(source)));
+            let namespace = p.mesh.istio_namespace(p.cluster);
+            return Finding::missing(object, format!("no {namespace}/{}", secret_name(source)));
         }
         Err(e) => return Finding::unreachable(object, crate::kube::human_reason(&e)),
     };
@@ -331,7 +348,8 @@ async fn probe_secret(p: &Probe<'_>, secrets: &Api<Secret>, source: &str) -> Fin
 /// Deletes the remote secrets meshctl applied here for clusters no longer in the mesh (a user's
 /// own remote secrets are never touched).
 async fn prune(cx: StepContext<'_>, keep: &[String]) -> Result<Option<String>> {
-    let secrets: Api<Secret> = Api::namespaced(cx.client().await?, NAMESPACE);
+    let namespace = cx.istio_namespace();
+    let secrets: Api<Secret> = Api::namespaced(cx.client().await?, namespace);
     let list = secrets
         .list(&remote_secrets_selector())
         .await
@@ -345,7 +363,7 @@ async fn prune(cx: StepContext<'_>, keep: &[String]) -> Result<Option<String>> {
         secrets
             .delete(&name, &Default::default())
             .await
-            .with_context(|| format!("cannot delete secret {NAMESPACE}/{name}"))?;
+            .with_context(|| format!("cannot delete secret {namespace}/{name}"))?;
         pruned.push(source);
     }
     Ok((!pruned.is_empty()).then(|| format!("pruned the remote secrets of {}", pruned.join(", "))))
@@ -355,13 +373,14 @@ async fn prune(cx: StepContext<'_>, keep: &[String]) -> Result<Option<String>> {
 /// remote secret of that name is someone else's (`--adopt` takes it over).
 async fn apply_remote_secret(cx: StepContext<'_>, source: &str) -> Result<Option<String>> {
     let name = secret_name(source);
+    let namespace = cx.istio_namespace();
     if !cx.settings().adopt {
-        let secrets: Api<Secret> = Api::namespaced(cx.client().await?, NAMESPACE);
+        let secrets: Api<Secret> = Api::namespaced(cx.client().await?, namespace);
         if let Some(s) = secrets.get_opt(&name).await?
             && meshctl_secret_for(&s).is_none()
         {
             return Err(crate::kube::KubeError::Foreign {
-                object: format!("Secret {NAMESPACE}/{name}"),
+                object: format!("Secret {namespace}/{name}"),
             }
             .into());
         }
@@ -389,10 +408,17 @@ async fn remote_secret_of(cx: StepContext<'_>, source: &str) -> Result<String> {
             .get(&cluster.context)
             .await
             .map_err(|e| e.to_string())?;
-        let creds = create_remote_secret::reader_credentials(&client, source, run.settings.timeout)
+        // The reader account lives in Istio's namespace of the source; the secret goes to the
+        // namespace of the istiod reading it (every istiod of one mesh shares it).
+        let account = Account::reader(run.mesh.istio_namespace(cluster));
+        let creds = create_remote_secret::credentials_of(&client, source, &account, run.settings.timeout)
             .await
             .map_err(|e| format!("{e:#}"))?;
-        create_remote_secret::render_secret(source, &server, &creds).map_err(|e| e.to_string())
+        let placement = Placement {
+            namespace: run.mesh.istio_namespace(cx.cluster),
+            config: false,
+        };
+        create_remote_secret::render_secret_in(placement, source, &server, &creds).map_err(|e| e.to_string())
     };
     run.memo
         .get_or_compute(&memo_key(source), build)
@@ -403,7 +429,15 @@ async fn remote_secret_of(cx: StepContext<'_>, source: &str) -> Result<String> {
 /// Waits until istiod here reports every peer synced; if not, says why for each pair.
 async fn await_synced(cx: StepContext<'_>, clusters: &[String]) -> Result<Option<String>> {
     let client = cx.client().await?;
-    match crate::istiod::remote_clusters_synced(&client, None, clusters, cx.settings().timeout).await {
+    match crate::istiod::remote_clusters_synced(
+        &client,
+        cx.istio_namespace(),
+        None,
+        clusters,
+        cx.settings().timeout,
+    )
+    .await
+    {
         Ok(pod) => Ok(Some(format!(
             "istiod reports {} synced ({pod})",
             clusters.join(", ")
@@ -422,8 +456,10 @@ fn unsynced_error(cx: StepContext<'_>, err: wait::WaitError, missing: &[(String,
     {
         // istiod could not be asked at all: the peers' addresses are not the question.
         return anyhow::Error::new(err).context(format!(
-            "istiod in `{}` could not be asked which clusters it has synced\nhint: meshctl reads istiod's /debug/clusterz through a port-forward to a running istiod pod, as `istioctl remote-clusters` does; `kubectl --context {} -n istio-system get pods -l app=istiod` shows whether one runs",
-            cluster.name, cluster.context
+            "istiod in `{}` could not be asked which clusters it has synced\nhint: meshctl reads istiod's /debug/clusterz through a port-forward to a running istiod pod, as `istioctl remote-clusters` does; `kubectl --context {} -n {} get pods -l app=istiod` shows whether one runs",
+            cluster.name,
+            cluster.context,
+            cx.istio_namespace()
         ));
     }
     let state = cx.run.state.snapshot();
@@ -452,8 +488,8 @@ fn unsynced_error(cx: StepContext<'_>, err: wait::WaitError, missing: &[(String,
 }
 
 /// The remote secrets meshctl applied in this cluster, deleted; their names.
-async fn remove_remote_secrets(client: &kube::Client) -> Result<Vec<String>> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+async fn remove_remote_secrets(client: &kube::Client, namespace: &str) -> Result<Vec<String>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let list = api
         .list(&remote_secrets_selector())
         .await
@@ -463,43 +499,26 @@ async fn remove_remote_secrets(client: &kube::Client) -> Result<Vec<String>> {
         let name = secret.metadata.name.clone().unwrap_or_default();
         api.delete(&name, &DeleteParams::default())
             .await
-            .with_context(|| format!("cannot delete secret {NAMESPACE}/{name}"))?;
-        removed.push(format!("Secret {NAMESPACE}/{name}"));
+            .with_context(|| format!("cannot delete secret {namespace}/{name}"))?;
+        removed.push(format!("Secret {namespace}/{name}"));
     }
     Ok(removed)
 }
 
 /// The reader account meshctl created for other clusters' istiods, with its token and RBAC.
-async fn remove_reader(client: &kube::Client) -> Result<Vec<String>> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+async fn remove_reader(client: &kube::Client, account: &Account) -> Result<Vec<String>> {
+    let namespace = account.namespace.as_str();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let roles: Api<ClusterRole> = Api::all(client.clone());
     let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let (token, name) = (account.token_secret(), &account.service_account);
+    let role = account.reader_role.clone().unwrap_or_default();
     let removed = [
-        delete_owned(
-            &secrets,
-            TOKEN_SECRET,
-            &format!("Secret {NAMESPACE}/{TOKEN_SECRET}"),
-        )
-        .await?,
-        delete_owned(
-            &accounts,
-            READER_SERVICE_ACCOUNT,
-            &format!("ServiceAccount {NAMESPACE}/{READER_SERVICE_ACCOUNT}"),
-        )
-        .await?,
-        delete_owned(
-            &bindings,
-            READER_CLUSTER_ROLE,
-            &format!("ClusterRoleBinding {READER_CLUSTER_ROLE}"),
-        )
-        .await?,
-        delete_owned(
-            &roles,
-            READER_CLUSTER_ROLE,
-            &format!("ClusterRole {READER_CLUSTER_ROLE}"),
-        )
-        .await?,
+        delete_owned(&secrets, &token, &format!("Secret {namespace}/{token}")).await?,
+        delete_owned(&accounts, name, &format!("ServiceAccount {namespace}/{name}")).await?,
+        delete_owned(&bindings, &role, &format!("ClusterRoleBinding {role}")).await?,
+        delete_owned(&roles, &role, &format!("ClusterRole {role}")).await?,
     ];
     Ok(removed.into_iter().flatten().collect())
 }

@@ -32,6 +32,13 @@ pub const DEFAULT_MESH_ID: &str = "mesh1";
 /// secrets live there. Declared once; everything that names it reads it from here.
 pub const ISTIO_NAMESPACE: &str = "istio-system";
 
+/// Istio's namespace in the clusters of an external control plane: the external istiod runs there
+/// (its cluster's own istiod, which only configures the gateway in front of it, keeps
+/// istio-system), and so does each remote's Istio, since the external istiod reads its own
+/// namespace's objects (mesh config, webhooks) in the config cluster (Istio's docs, "Install Istio
+/// with an External Control Plane").
+pub const EXTERNAL_ISTIOD_NAMESPACE: &str = "external-istiod";
+
 /// Where the clusters come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,6 +59,11 @@ pub enum Role {
     /// Runs no istiod: its proxies are configured by its primary's istiod, reached through the
     /// primary's east-west gateway (`profile: remote`, `remotePilotAddress`).
     Remote,
+    /// Runs istiod for its remotes and no workloads of its own (Istio's external control plane,
+    /// the model managed offerings use): the istiod in `external-istiod`, reached through this
+    /// cluster's gateway; the first remote naming it is the config cluster, whose API server holds
+    /// the mesh's configuration.
+    External,
 }
 
 /// One Istio mesh spanning several clusters: multi-primary or primary-remote, on one network or
@@ -83,9 +95,11 @@ pub struct Mesh {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Cluster {
-    /// Primary (runs istiod) or remote (configured by its primary's istiod).
+    /// Primary (runs istiod), remote (configured by its primary's istiod) or external (runs
+    /// istiod for remotes only).
     pub role: Role,
-    /// For a remote: the primary whose istiod configures it. `None` for a primary.
+    /// For a remote: the primary (or external control plane) whose istiod configures it. `None`
+    /// otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub primary: Option<String>,
     /// Istio cluster ID (`values.global.multiCluster.clusterName`), kind cluster name and remote
@@ -267,19 +281,21 @@ impl Mesh {
         check_count(file.clusters.len())?;
         let mut problems = Vec::new();
         let mut clusters = Vec::with_capacity(file.clusters.len());
+        let networks_given: Vec<bool> = file.clusters.iter().map(|c| c.network.is_some()).collect();
         for (i, c) in file.clusters.into_iter().enumerate() {
             clusters.push(cluster_from_file(i, c, provider, &mut problems));
         }
-        // A remote without `primary` is configured by the first primary.
+        // A remote without `primary` is configured by the first cluster that runs istiod.
         let first_primary = clusters
             .iter()
-            .find(|c| c.role == Role::Primary)
+            .find(|c| c.role != Role::Remote)
             .map(|c| c.name.clone());
         for c in clusters.iter_mut().filter(|c| c.role == Role::Remote) {
             if c.primary.is_none() {
                 c.primary = first_primary.clone();
             }
         }
+        one_network_for_an_external_control_plane(&mut clusters, &networks_given);
         let mesh_id = mesh_id_override
             .map(str::to_string)
             .or(file.mesh_id)
@@ -323,7 +339,50 @@ impl Mesh {
         c.primary.as_deref().and_then(|p| self.cluster(p)).unwrap_or(c)
     }
 
-    /// The remotes whose proxies `c`'s istiod configures (none unless `c` is a primary).
+    /// The mesh without its external control plane: the clusters that run workloads.
+    pub fn data_plane(&self) -> Mesh {
+        let mut mesh = self.clone();
+        mesh.clusters.retain(|c| c.role != Role::External);
+        mesh
+    }
+
+    /// The external control plane, when the mesh has one (then it has no primary).
+    pub fn external_control_plane(&self) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.role == Role::External)
+    }
+
+    /// The config cluster of an external control plane `c`: its first remote, whose API server
+    /// holds the mesh's configuration and whose name is the external istiod's cluster ID.
+    pub fn config_cluster_of<'m>(&'m self, c: &'m Cluster) -> Option<&'m Cluster> {
+        (c.role == Role::External)
+            .then(|| self.remotes_of(c).next())
+            .flatten()
+    }
+
+    /// Whether `c` is the config cluster of the mesh's external control plane.
+    pub fn is_config_cluster(&self, c: &Cluster) -> bool {
+        self.external_control_plane()
+            .and_then(|e| self.config_cluster_of(e))
+            .is_some_and(|config| config.name == c.name)
+    }
+
+    /// The namespace Istio's control-plane objects of `c` live in: `external-istiod` in the
+    /// clusters of an external control plane, istio-system everywhere else.
+    pub fn istio_namespace(&self, c: &Cluster) -> &'static str {
+        let external = c.role == Role::External
+            || c.primary
+                .as_deref()
+                .and_then(|p| self.cluster(p))
+                .is_some_and(|p| p.role == Role::External);
+        if external {
+            EXTERNAL_ISTIOD_NAMESPACE
+        } else {
+            ISTIO_NAMESPACE
+        }
+    }
+
+    /// The remotes whose proxies `c`'s istiod configures (none unless `c` is a primary or an
+    /// external control plane).
     pub fn remotes_of<'m>(&'m self, c: &'m Cluster) -> impl Iterator<Item = &'m Cluster> + 'm {
         self.clusters
             .iter()
@@ -430,8 +489,8 @@ impl Mesh {
 
     /// At least one istiod, and every remote names a primary of this mesh.
     fn role_problems(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        if !self.clusters.is_empty() && !self.clusters.iter().any(|c| c.role == Role::Primary) {
+        let mut problems = self.external_problems();
+        if !self.clusters.is_empty() && self.clusters.iter().all(|c| c.role == Role::Remote) {
             push(
                 &mut problems,
                 "clusters[*].role".into(),
@@ -441,19 +500,88 @@ impl Mesh {
         }
         for (i, c) in self.clusters.iter().enumerate() {
             match (c.role, &c.primary) {
-                (Role::Primary, Some(p)) => push(
+                (Role::Primary | Role::External, Some(p)) => push(
                     &mut problems,
                     format!("clusters[{i}].primary"),
                     p,
-                    "is only for `role: remote` (a primary runs its own istiod)",
+                    "is only for `role: remote` (a primary or external cluster runs its own istiod)",
                 ),
-                (Role::Remote, Some(p)) if self.cluster(p).is_none_or(|t| t.role != Role::Primary) => push(
+                (Role::Remote, Some(p)) if self.cluster(p).is_none_or(|t| t.role == Role::Remote) => push(
                     &mut problems,
                     format!("clusters[{i}].primary"),
                     p,
-                    "does not name a cluster of this mesh with `role: primary`",
+                    "does not name a cluster of this mesh with `role: primary` or `role: external`",
                 ),
                 _ => {}
+            }
+        }
+        problems
+    }
+
+    /// What meshctl builds of the external control plane model: one external cluster with its
+    /// remotes, on one network, and no primary beside it.
+    fn external_problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let externals: Vec<(usize, &Cluster)> = self
+            .clusters
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.role == Role::External)
+            .collect();
+        let Some(&(first, external)) = externals.first() else {
+            return problems;
+        };
+        for (i, c) in &externals[1..] {
+            push(
+                &mut problems,
+                format!("clusters[{i}].role"),
+                &c.name,
+                &format!(
+                    "is a second external control plane: meshctl builds one (`{}`)",
+                    external.name
+                ),
+            );
+        }
+        if let Some((i, c)) = self
+            .clusters
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.role == Role::Primary)
+        {
+            push(
+                &mut problems,
+                format!("clusters[{i}].role"),
+                &c.name,
+                &format!(
+                    "is a primary beside the external control plane `{}`: make it `role: remote` of it (meshctl does not build both models in one mesh)",
+                    external.name
+                ),
+            );
+        }
+        let remotes: Vec<&Cluster> = self.remotes_of(external).collect();
+        match remotes.first() {
+            None => push(
+                &mut problems,
+                format!("clusters[{first}].role"),
+                "external",
+                "runs istiod for remote clusters only: add a `role: remote` cluster (the first is the config cluster)",
+            ),
+            Some(config) => {
+                let elsewhere = self.clusters.iter().enumerate().find(|(_, c)| {
+                    c.primary.as_deref() == Some(external.name.as_str()) && c.network != config.network
+                });
+                if let Some((i, other)) = elsewhere {
+                    let reason = format!(
+                        "differs from the config cluster's `{}`: the remotes of an external control plane share one network (east-west gateways in them are not built yet)",
+                        config.network
+                    );
+                    push(
+                        &mut problems,
+                        format!("clusters[{i}].network"),
+                        &other.network,
+                        &reason,
+                    );
+                }
             }
         }
         problems
@@ -507,6 +635,32 @@ fn push(problems: &mut Vec<Problem>, field: String, value: &str, reason: &str) {
         value: value.to_string(),
         reason: reason.to_string(),
     })
+}
+
+/// The clusters of an external control plane are one network unless the file says otherwise:
+/// the external cluster runs no workloads, and its remotes reach each other's pods directly. Each
+/// cluster whose `network` was not given takes the config cluster's.
+fn one_network_for_an_external_control_plane(clusters: &mut [Cluster], networks_given: &[bool]) {
+    let Some(external) = clusters
+        .iter()
+        .find(|c| c.role == Role::External)
+        .map(|c| c.name.clone())
+    else {
+        return;
+    };
+    let Some(network) = clusters
+        .iter()
+        .find(|c| c.role == Role::Remote && c.primary.as_deref() == Some(external.as_str()))
+        .map(|c| c.network.clone())
+    else {
+        return;
+    };
+    for (c, given) in clusters.iter_mut().zip(networks_given) {
+        let of_external = c.name == external || c.primary.as_deref() == Some(external.as_str());
+        if of_external && !given {
+            c.network = network.clone();
+        }
+    }
 }
 
 /// One cluster of the topology file over its defaults; what is wrong with it goes to `problems`.
@@ -861,5 +1015,77 @@ mod tests {
         );
         let err = Mesh::from_yaml("clusters:\n  - {role: secondary}\n", None).unwrap_err();
         assert!(err.to_string().contains("secondary"), "{err}");
+    }
+
+    /// An external control plane: its remotes take it as their primary, the first is the config
+    /// cluster, unset networks become the config cluster's, and Istio's objects move to
+    /// `external-istiod` in every cluster of the model.
+    #[test]
+    fn an_external_control_plane_configures_its_remotes_from_external_istiod() {
+        let mesh = Mesh::from_yaml(
+            "clusters:
+  - {role: external}
+  - {role: remote}
+  - {role: remote}
+",
+            None,
+        )
+        .unwrap();
+        let [external, config, other] = [0, 1, 2].map(|i| &mesh.clusters[i]);
+        assert_eq!(mesh.external_control_plane(), Some(external));
+        assert_eq!(mesh.config_cluster_of(external), Some(config));
+        assert!(mesh.is_config_cluster(config) && !mesh.is_config_cluster(other));
+        assert_eq!(other.primary.as_deref(), Some("cluster1"));
+        for c in &mesh.clusters {
+            assert_eq!(c.network, "network2", "{}", c.name);
+            assert_eq!(mesh.istio_namespace(c), EXTERNAL_ISTIOD_NAMESPACE);
+        }
+        assert!(!mesh.multi_network());
+        assert!(mesh.needs_eastwest(external) && !mesh.needs_eastwest(config));
+        assert!(!mesh.exposes_services(external));
+        let names: Vec<_> = mesh.data_plane().clusters.into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["cluster2", "cluster3"]);
+        let primary = Mesh::for_kind(2, "m").unwrap();
+        assert_eq!(primary.istio_namespace(&primary.clusters[0]), ISTIO_NAMESPACE);
+    }
+
+    /// What meshctl does not build of the model is refused, each naming the field.
+    #[test]
+    fn external_control_planes_meshctl_does_not_build_are_refused() {
+        let fields = |yaml: &str| -> Vec<(String, String)> {
+            problems_of(Mesh::from_yaml(yaml, None))
+                .into_iter()
+                .map(|p| (p.field, p.value))
+                .collect()
+        };
+        let lone = fields("clusters:\n  - {role: external}\n");
+        assert!(
+            lone.contains(&("clusters[0].role".into(), "external".into())),
+            "{lone:?}"
+        );
+        let mixed = fields("clusters:\n  - {role: external}\n  - {role: remote}\n  - {}\n");
+        assert!(
+            mixed.contains(&("clusters[2].role".into(), "cluster3".into())),
+            "{mixed:?}"
+        );
+        let two = fields(
+            "clusters:\n  - {role: external}\n  - {role: external}\n  - {role: remote, primary: cluster1}\n  - {role: remote, primary: cluster2}\n",
+        );
+        assert!(
+            two.contains(&("clusters[1].role".into(), "cluster2".into())),
+            "{two:?}"
+        );
+        let networks = fields(
+            "clusters:\n  - {role: external}\n  - {role: remote}\n  - {role: remote, network: west}\n",
+        );
+        assert!(
+            networks.contains(&("clusters[2].network".into(), "west".into())),
+            "{networks:?}"
+        );
+        let named = fields("clusters:\n  - {role: external, primary: cluster2}\n  - {role: remote}\n");
+        assert!(
+            named.contains(&("clusters[0].primary".into(), "cluster2".into())),
+            "{named:?}"
+        );
     }
 }

@@ -512,9 +512,15 @@ impl Upgrader<'_> {
                 .map(|c| c.name.clone())
                 .collect();
             if !peers.is_empty() {
-                crate::istiod::remote_clusters_synced(&client, Some(revision), &peers, self.settings.timeout)
-                    .await
-                    .map_err(|(e, _)| anyhow!("gate: {e}"))?;
+                crate::istiod::remote_clusters_synced(
+                    &client,
+                    self.mesh.istio_namespace(cluster),
+                    Some(revision),
+                    &peers,
+                    self.settings.timeout,
+                )
+                .await
+                .map_err(|(e, _)| anyhow!("gate: {e}"))?;
             }
         }
         if self.verify {

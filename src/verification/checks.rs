@@ -28,22 +28,31 @@ pub struct ControlPlaneCheck {
 pub(super) async fn control_planes(
     mesh: &Mesh,
     clients: &[kube::Client],
-    pods: &[(String, String)],
+    pods: &std::collections::BTreeMap<String, (String, String)>,
     timeout: Duration,
 ) -> Vec<ControlPlaneCheck> {
     let mut checks = Vec::new();
-    for (r, remote) in mesh.clusters.iter().enumerate() {
+    for remote in &mesh.clusters {
         let Some(primary) = remote.primary.as_deref() else {
             continue;
         };
         let Some(p) = mesh.clusters.iter().position(|c| c.name == primary) else {
             continue;
         };
-        let expected = [&pods[r].0, &pods[r].1].map(|pod| format!("{pod}.{NAMESPACE}"));
+        let Some((hello, curl)) = pods.get(&remote.name) else {
+            continue;
+        };
+        let expected = [hello, curl].map(|pod| format!("{pod}.{NAMESPACE}"));
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(500);
         let check = loop {
-            let (passed, detail) = proxies_on_primary(&clients[p], &remote.name, primary, &expected).await;
+            let (passed, detail) = proxies_on_primary(
+                (&clients[p], mesh.istio_namespace(&mesh.clusters[p])),
+                &remote.name,
+                primary,
+                &expected,
+            )
+            .await;
             if passed || started.elapsed() + pause >= timeout {
                 break ControlPlaneCheck {
                     remote: remote.name.clone(),
@@ -63,12 +72,12 @@ pub(super) async fn control_planes(
 /// Whether the primary's istiod lists the remote's sample proxies (`expected`, as
 /// `<pod>.<namespace>`) as connected from the remote's cluster, and what it said.
 async fn proxies_on_primary(
-    primary_client: &kube::Client,
+    (primary_client, istiod_namespace): (&kube::Client, &str),
     remote: &str,
     primary: &str,
     expected: &[String],
 ) -> (bool, String) {
-    match crate::istiod::proxies(primary_client).await {
+    match crate::istiod::proxies(primary_client, istiod_namespace).await {
         Ok(crate::istiod::Answered {
             pod: istiod,
             value: proxies,

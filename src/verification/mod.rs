@@ -175,11 +175,28 @@ pub async fn run(
     options: &Options,
     reporter: &Reporter,
 ) -> Result<Report> {
-    let clients = connect_all(mesh, kubeconfig).await?;
+    let every_client = connect_all(mesh, kubeconfig).await?;
+    // Workloads run where proxies do: an external control plane runs none, but its istiod is
+    // asked which remote proxies it configures.
+    let whole_mesh = mesh;
+    let mesh = &whole_mesh.data_plane();
+    let clients: Vec<kube::Client> = whole_mesh
+        .clusters
+        .iter()
+        .zip(&every_client)
+        .filter(|(c, _)| mesh.cluster(&c.name).is_some())
+        .map(|(_, client)| client.clone())
+        .collect();
     let artifacts = workloads::artifacts(mesh)?;
     deploy_workloads(mesh, &clients, &artifacts, options, reporter).await?;
     let pods = ready_pods(mesh, &clients, options.timeout).await?;
-    let control_planes = control_planes(mesh, &clients, &pods, options.timeout).await;
+    let pods_by_cluster = mesh
+        .clusters
+        .iter()
+        .map(|c| c.name.clone())
+        .zip(pods.iter().cloned())
+        .collect();
+    let control_planes = control_planes(whole_mesh, &every_client, &pods_by_cluster, options.timeout).await;
     let (hello_pods, curl_pods): (Vec<String>, Vec<String>) = pods.into_iter().unzip();
     reporter.ok(
         "verify",

@@ -150,6 +150,7 @@ impl Lab {
             .iter()
             .map(|c| meshctl::uninstall::Target {
                 cluster: c,
+                istio_namespace: self.mesh.istio_namespace(c),
                 client: self.server(&c.context).client(),
             })
             .collect();
