@@ -850,6 +850,111 @@ fn every_example_topology_in_the_docs_loads_and_plans() {
     assert_eq!(seen["primary-remote.yaml"], (1, true));
     assert_eq!(seen["primary-remote-one-network.yaml"], (1, false));
     assert_eq!(seen["multi-primary-one-network.yaml"], (0, false));
+    assert_eq!(seen["external-control-plane.yaml"], (2, false));
+}
+
+/// Istio docs, "Install Istio with an External Control Plane", without a DNS name: the external
+/// cluster installs its own control plane and a gateway exposing 15012/15017 (passed through to
+/// `istiod.external-istiod`); the config cluster gets the remote profile in `external-istiod`
+/// with `configCluster` and the `istio` ConfigMap, pointed at that gateway; then the external
+/// cluster gets the config cluster's kubeconfig and the external istiod (`profile: empty`,
+/// `CLUSTER_ID` the config cluster, webhooks left to the config cluster), and the other remote's
+/// secret; `cacerts` goes beside the external istiod.
+#[test]
+fn an_external_control_plane_follows_istios_install_docs() {
+    let mesh = model("clusters:\n  - {role: external}\n  - {role: remote}\n  - {role: remote}\n");
+    let plan = plan_with_gateways(&mesh, &[("cluster1", "172.18.255.200")]);
+    let order: Vec<(Phase, Vec<&str>)> = plan
+        .phases
+        .iter()
+        .filter(|p| p.phase >= Phase::Istio)
+        .map(|p| (p.phase, p.clusters.iter().map(|c| c.cluster.as_str()).collect()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (Phase::Istio, vec!["cluster1"]),
+            (Phase::Eastwest, vec!["cluster1"]),
+            (Phase::Expose, vec!["cluster1"]),
+            (Phase::Istio, vec!["cluster2", "cluster3"]),
+            (Phase::ExternalIstiod, vec!["cluster1"]),
+            (Phase::RemoteSecrets, vec!["cluster1"]),
+        ]
+    );
+    let own = one_doc(&plan, "cluster1/05-istio/control-plane.yaml");
+    assert!(own["spec"]["values"]["global"]["externalIstiod"].is_null());
+    let expose = parse_documents(
+        &plan
+            .artifacts
+            .iter()
+            .find(|a| a.path == "cluster1/07-expose/expose-istiod.yaml")
+            .unwrap()
+            .content,
+    )
+    .unwrap();
+    assert_eq!(
+        expose[1]["spec"]["tls"][0]["route"][0]["destination"]["host"],
+        "istiod.external-istiod.svc.cluster.local"
+    );
+    let config = one_doc(&plan, "cluster2/05-istio/control-plane.yaml");
+    let global = &config["spec"]["values"]["global"];
+    assert_eq!(config["metadata"]["namespace"], "external-istiod");
+    assert_eq!(global["istioNamespace"], "external-istiod");
+    assert_eq!(global["configCluster"], true);
+    assert_eq!(global["remotePilotAddress"], "172.18.255.200");
+    assert_eq!(config["spec"]["values"]["pilot"]["configMap"], true);
+    let other = one_doc(&plan, "cluster3/05-istio/control-plane.yaml");
+    assert!(other["spec"]["values"]["global"]["configCluster"].is_null());
+    assert_eq!(
+        other["spec"]["values"]["istiodRemote"]["injectionPath"],
+        "/inject/cluster/cluster3/net/network2"
+    );
+    let external = one_doc(&plan, "cluster1/09-external-istiod/external-istiod.yaml");
+    let env: BTreeMap<String, String> = external["spec"]["components"]["pilot"]["k8s"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().into(),
+                e["value"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(env["CLUSTER_ID"], "cluster2");
+    assert_eq!(env["EXTERNAL_ISTIOD"], "true");
+    assert_eq!(
+        env["INJECTION_WEBHOOK_CONFIG_NAME"],
+        "istio-sidecar-injector-external-istiod"
+    );
+    assert_eq!(external["metadata"]["name"], "external-istiod");
+    assert_eq!(
+        external["spec"]["meshConfig"]["defaultConfig"]["discoveryAddress"],
+        "172.18.255.200:15012"
+    );
+    assert_eq!(
+        external["spec"]["values"]["global"]["operatorManageWebhooks"],
+        true
+    );
+    let kubeconfig = steps_of(&plan, Phase::ExternalIstiod, "cluster1");
+    assert!(matches!(kubeconfig[0], Step::ConfigKubeconfig { source, .. } if source == "cluster2"));
+    assert_eq!(secret_sources(&plan, "cluster1"), ["cluster3"]);
+    let cacerts = one_doc(&plan, "cluster1/04-certs/cacerts.yaml");
+    assert_eq!(cacerts["metadata"]["namespace"], "external-istiod");
+    assert!(
+        plan.artifacts
+            .iter()
+            .all(|a| !a.path.starts_with("cluster2/04-certs/cacerts"))
+    );
+    // Planned before the gateway has an address: the docs' variable, refused at install time.
+    let early = plan_with_gateways(&mesh, &[]);
+    let text = &early
+        .artifacts
+        .iter()
+        .find(|a| a.path == "cluster1/09-external-istiod/external-istiod.yaml")
+        .unwrap()
+        .content;
+    assert!(text.contains("${DISCOVERY_ADDRESS}:15012"), "{text}");
 }
 
 /// A mixed mesh: primary cluster1 with remote cluster2 on network1, primary cluster3 on network2.

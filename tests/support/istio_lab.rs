@@ -42,7 +42,10 @@ pub fn lab(topology: &str) -> Lab {
         .map(|(c, i)| {
             (
                 c.context.clone(),
-                MemoryApiServer::new().with_istiod(i.clone()).with_rollouts(),
+                MemoryApiServer::new()
+                    .with_istiod(i.clone())
+                    .with_rollouts()
+                    .with_token_controller(),
             )
         })
         .collect();
@@ -115,13 +118,28 @@ impl Lab {
 
     /// The same phases once more: how it ended, the istioctl it ran, what it said.
     pub async fn up(&self, version: &str) -> (RunEnd, Arc<PlayedIstioctl>, Vec<String>) {
+        self.run(
+            version,
+            &[Phase::Istio, Phase::Eastwest, Phase::Expose],
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// `up --only <phases>` with istioctl `version` and `cas` as the CA folder's intermediates.
+    pub async fn run(
+        &self,
+        version: &str,
+        phases: &[Phase],
+        cas: Vec<meshctl::pki::IntermediateCa>,
+    ) -> (RunEnd, Arc<PlayedIstioctl>, Vec<String>) {
         let mesh = &self.mesh;
         let state = StateStore::load(&self.dir.state()).unwrap();
         let input = PlanInput {
             mesh,
-            phases: vec![Phase::Istio, Phase::Eastwest, Phase::Expose],
+            phases: phases.to_vec(),
             pools: Vec::new(),
-            cas: Vec::new(),
+            cas,
             timeout_secs: 5,
             docker_network: "kind".into(),
             gateway_ips: state.snapshot().gateway_ips(),

@@ -16,7 +16,16 @@
 //!   (`customresource_handler.go`, `ServeHTTP`);
 //! - get, list (field selector `metadata.name=`), watch (events after the list's resourceVersion,
 //!   then live), server-side apply (create, or merge into the live object; a patch that changes
-//!   nothing keeps the resourceVersion, as `fieldmanager` does for a no-op apply) and delete.
+//!   nothing keeps the resourceVersion, as `fieldmanager` does for a no-op apply), create (409
+//!   `AlreadyExists` when the name is taken: `apiserver/pkg/registry/generic/registry/store.go`,
+//!   `Create`) and delete. Each write records its field manager and operation in
+//!   `metadata.managedFields` (`apiserver/pkg/endpoints/handlers/fieldmanager`; the field sets
+//!   themselves are not kept). A Secret's `stringData` is merged into `data` on write and never
+//!   stored (`pkg/apis/core/v1/conversion.go`, `Convert_v1_Secret_To_core_Secret`);
+//! - with [`MemoryApiServer::with_token_controller`], kube-controller-manager's token controller:
+//!   a `kubernetes.io/service-account-token` Secret gets its token, `ca.crt` and namespace once
+//!   its service account exists, and is deleted when that account does not
+//!   (`pkg/controller/serviceaccount/tokens_controller.go`, `syncSecret`).
 //!
 //! What it leaves out it refuses with 405, so a test that strays past it fails loudly.
 
@@ -141,6 +150,7 @@ pub struct MemoryApiServer {
     discovery_lag: u32,
     istiod: Option<Arc<PlayedIstiod>>,
     rollouts: bool,
+    tokens: bool,
 }
 
 impl Default for MemoryApiServer {
@@ -158,6 +168,7 @@ impl MemoryApiServer {
             discovery_lag: 0,
             istiod: None,
             rollouts: false,
+            tokens: false,
         }
     }
 
@@ -175,7 +186,15 @@ impl MemoryApiServer {
         self
     }
 
-    /// With `istiod` listening in every running pod labelled `app=istiod` of istio-system.
+    /// With service-account token Secrets filled, when served on loopback (see
+    /// [`MemoryApiServer::fill_tokens`]).
+    pub fn with_token_controller(mut self) -> MemoryApiServer {
+        self.tokens = true;
+        self
+    }
+
+    /// With `istiod` listening in every running pod labelled `app=istiod`, each answering with the
+    /// view of its namespace and revision.
     pub fn with_istiod(mut self, istiod: Arc<PlayedIstiod>) -> MemoryApiServer {
         self.istiod = Some(istiod);
         self
@@ -260,6 +279,9 @@ impl MemoryApiServer {
                 if server.rollouts {
                     server.complete_rollouts();
                 }
+                if server.tokens {
+                    server.fill_tokens();
+                }
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let accept = async {
                     loop {
@@ -324,6 +346,69 @@ impl MemoryApiServer {
                 notified.await;
             }
         });
+    }
+
+    /// Plays the token controller: a service-account token Secret whose account exists gets its
+    /// token, the cluster's CA and its namespace; one whose account does not exist is deleted.
+    /// Runs until the runtime ends.
+    pub fn fill_tokens(&self) {
+        let server = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let notified = server.changed.notified();
+                let unfilled: Vec<Value> = server
+                    .objects_of("v1", "secrets")
+                    .into_iter()
+                    .filter(|s| {
+                        s["type"] == "kubernetes.io/service-account-token" && s["data"]["token"].is_null()
+                    })
+                    .collect();
+                for mut secret in unfilled {
+                    let namespace = secret["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    let name = secret["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    let account = secret["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    match server.object("v1", "serviceaccounts", &namespace, &account) {
+                        None => server.remove("v1", "secrets", &namespace, &name),
+                        Some(sa) => {
+                            use base64::Engine as _;
+                            let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+                            if let Some(uid) = sa["metadata"]["uid"].as_str() {
+                                secret["metadata"]["annotations"]["kubernetes.io/service-account.uid"] =
+                                    json!(uid);
+                            }
+                            secret["data"] = json!({
+                                "token": b64(&format!("played-token-of-{namespace}-{account}")),
+                                "ca.crt": b64(PLAYED_CLUSTER_CA),
+                                "namespace": b64(&namespace),
+                            });
+                            server.put(secret);
+                        }
+                    }
+                }
+                notified.await;
+            }
+        });
+    }
+
+    /// Every stored object of `plural` in `group_version`, in every namespace.
+    pub fn objects_of(&self, group_version: &str, plural: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .iter()
+            .filter(|((gv, p, _, _), _)| gv == group_version && p == plural)
+            .map(|(_, o)| o.clone())
+            .collect()
     }
 
     /// Every request so far, as `METHOD path?query`.
@@ -458,6 +543,29 @@ impl MemoryApiServer {
                 self.patch(&kind, key(name), &body, &query, &content_type)
             }
             (Method::DELETE, Some(name)) => self.delete(key(name)),
+            (Method::POST, None) => {
+                let name = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|o| o["metadata"]["name"].as_str().map(String::from))
+                    .unwrap_or_default();
+                if self.state.lock().unwrap().objects.contains_key(&key(&name)) {
+                    return status(
+                        409,
+                        "AlreadyExists",
+                        &format!("{plural} \"{name}\" already exists"),
+                    );
+                }
+                let Ok(object) = serde_json::from_slice::<Value>(&body) else {
+                    return status(400, "BadRequest", "the body is not a JSON object");
+                };
+                let write = Write {
+                    manager: query.get("fieldManager").cloned().unwrap_or_default(),
+                    operation: "Update",
+                    creates: true,
+                    dry_run: query.contains_key("dryRun"),
+                };
+                self.write(&kind, key(&name), &object, &write)
+            }
             (method, _) => status(
                 405,
                 "MethodNotAllowed",
@@ -501,7 +609,7 @@ impl MemoryApiServer {
         let listening = (pod["metadata"]["labels"]["app"] == "istiod" && pod["status"]["phase"] == "Running")
             .then(|| self.istiod.clone())
             .flatten();
-        let (cluster, name) = (self.client(), name.to_string());
+        let (cluster, name, namespace) = (self.client(), name.to_string(), namespace.to_string());
         // Each revision's istiod answers with its own view.
         let revision = pod["metadata"]["labels"]["istio.io/rev"]
             .as_str()
@@ -509,7 +617,13 @@ impl MemoryApiServer {
             .to_string();
         let ports: PodPorts = Arc::new(move |port| {
             let answer = match &listening {
-                Some(istiod) if port == 15014 => Ok(istiod.listen_as(cluster.clone(), revision.clone())),
+                Some(istiod) if port == 15014 => Ok(istiod.listen_as(
+                    cluster.clone(),
+                    super::played_istiod::Pod {
+                        namespace: namespace.clone(),
+                        revision: revision.clone(),
+                    },
+                )),
                 _ => Err(format!(
                     "error forwarding port {port} to pod {name}, uid : failed to connect to localhost:{port} inside namespace: dial tcp 127.0.0.1:{port}: connect: connection refused"
                 )),
@@ -769,16 +883,58 @@ impl MemoryApiServer {
         if is_apply && query.get("fieldManager").is_none_or(|m| m.is_empty()) {
             return status(422, "Invalid", "fieldManager is required for apply patch");
         }
-        let dry_run = query.contains_key("dryRun");
+        let write = Write {
+            manager: query.get("fieldManager").cloned().unwrap_or_default(),
+            operation: if is_apply { "Apply" } else { "Update" },
+            creates: is_apply,
+            dry_run: query.contains_key("dryRun"),
+        };
+        self.write(kind, key, &applied, &write)
+    }
+
+    /// Stores `applied` merged over the object under `key` (created when missing and the write
+    /// may create), recording its manager's operation in `managedFields`.
+    fn write(
+        &self,
+        kind: &Kind,
+        key: Key,
+        applied: &Value,
+        write: &Write,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let (manager, operation, dry_run) = (write.manager.as_str(), write.operation, write.dry_run);
         let mut state = self.state.lock().unwrap();
         let before = state.objects.get(&key).cloned();
-        if before.is_none() && !is_apply {
+        if before.is_none() && !write.creates {
             return not_found(&key.1, &key.3);
         }
         let mut object = before.clone().unwrap_or_else(|| json!({}));
-        merge(&mut object, &applied);
+        merge(&mut object, applied);
         object["apiVersion"] = json!(kind.group_version());
         object["kind"] = json!(kind.kind);
+        if kind.kind == "Secret"
+            && let Some(strings) = object.as_object_mut().and_then(|o| o.remove("stringData"))
+        {
+            use base64::Engine as _;
+            for (k, v) in strings.as_object().cloned().unwrap_or_default() {
+                let text = v.as_str().unwrap_or_default();
+                object["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+            }
+        }
+        if !manager.is_empty() {
+            let entries = object["metadata"]["managedFields"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !entries
+                .iter()
+                .any(|e| e["manager"] == manager && e["operation"] == operation)
+            {
+                let mut entries = entries;
+                entries.push(json!({"manager": manager, "operation": operation,
+                    "apiVersion": kind.group_version(), "fieldsType": "FieldsV1"}));
+                object["metadata"]["managedFields"] = json!(entries);
+            }
+        }
         if kind.kind == "CustomResourceDefinition" {
             let names = object["spec"]["names"].clone();
             object["status"] = json!({
@@ -1037,3 +1193,17 @@ impl Loopback {
         )
     }
 }
+
+/// One write's manager and kind: server-side apply, or a create.
+struct Write {
+    manager: String,
+    /// `Apply` or `Update`, as `managedFields` records it.
+    operation: &'static str,
+    /// Whether a missing object is created (apply and create) or answered 404 (merge patch).
+    creates: bool,
+    dry_run: bool,
+}
+
+/// The CA the played token controller hands out as `ca.crt`: a cluster's CA as a pod reads it.
+pub const PLAYED_CLUSTER_CA: &str =
+    "-----BEGIN CERTIFICATE-----\nplayed cluster CA\n-----END CERTIFICATE-----\n";

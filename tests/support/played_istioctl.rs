@@ -1,6 +1,6 @@
 //! istioctl of one Istio release, as a [`ToolRunner`] over in-process API servers, for the
-//! revision-based canary upgrade: what `install`, `tag set` and `uninstall --revision` do to a
-//! cluster at Istio 1.31, refusals included. Each piece names the upstream file it copies
+//! revision-based canary upgrade and the external control plane: what `install`, `tag set` and
+//! `uninstall` do to a cluster at Istio 1.31, refusals included. Each piece names the upstream file it copies
 //! (istio/istio at 1.31):
 //!
 //! - `install -f <IstioOperator>`: the objects of the charts meshctl reads, labelled as the charts
@@ -31,10 +31,25 @@
 //!   `istio.io/rev=<rev>` whose `operator.istio.io/component` is Pilot or a gateway, and nothing
 //!   else (the Deployment's pods go with it, as the garbage collector takes them).
 //!
+//! - Namespaces and the external control plane model: Pilot's objects go to
+//!   `values.global.istioNamespace`; outside istio-system the injector (and a tag's webhook) is
+//!   named with the namespace as a suffix (`mutatingwebhook.yaml`, `revision-tags-mwc.yaml`); a
+//!   remote with `configCluster` also gets Service account `istiod` (`serviceaccount.yaml`), and
+//!   `pilot.configMap` the `istio` ConfigMap (`configmap.yaml`); `profile: empty` with Pilot
+//!   enabled installs istiod alone, its `CLUSTER_ID` taken from the IstioOperator's `k8s.env`
+//!   when set; `operatorManageWebhooks` renders no injector and makes no default tag
+//!   (`webhook.go` `detectIfTagWebhookIsNeeded`); the tag goes to the IstioOperator's
+//!   `metadata.namespace` (istio-system when unset).
+//! - After every install, `install.go` `prune`: the objects labelled with this IstioOperator's
+//!   name, namespace and revision that this install did not write are deleted (another
+//!   IstioOperator's objects stay).
+//!
 //! Not played: `install`'s webhook overlap analysis (`webhook.go` `CheckWebhooks`; the installs
 //! meshctl makes never overlap: a revision's injector selects its own label), and `uninstall`'s
 //! confirmation about proxies still on the revision (`preCheckWarnings`; meshctl passes `-y` and
-//! refuses by itself while pods run on it).
+//! refuses by itself while pods run on it), the reader account and role the remote profile makes
+//! (meshctl makes its own where they are missing), and the API server refusing objects in a
+//! namespace that does not exist (the in-process server does not check it).
 
 use std::sync::Mutex;
 
@@ -209,69 +224,213 @@ fn suffixed(name: &str, revision: &str) -> String {
 }
 
 /// What istioctl labels every object of an install with (`operator/pkg/install/install.go`,
-/// `getOwnerLabels`): the IstioOperator's name, the revision, the component.
-fn labels(owner: &str, revision: &str, component: &str, extra: Value) -> Value {
+/// `getOwnerLabels`): the IstioOperator's name (and namespace, when it has one), the revision,
+/// the component.
+fn labels(owner: &Owner, component: &str, extra: Value) -> Value {
     let mut labels = json!({
-        "istio.io/rev": if revision.is_empty() { "default" } else { revision },
+        "istio.io/rev": owner.rev(),
         "operator.istio.io/component": component,
-        "install.operator.istio.io/owning-resource": owner,
+        "install.operator.istio.io/owning-resource": owner.name,
     });
+    if !owner.namespace.is_empty() {
+        labels["install.operator.istio.io/owning-resource-namespace"] = json!(owner.namespace);
+    }
     for (k, v) in extra.as_object().cloned().unwrap_or_default() {
         labels[k] = v;
     }
     labels
 }
 
+/// The IstioOperator an install comes from, as its objects are labelled with it.
+struct Owner {
+    name: String,
+    /// `metadata.namespace`, empty when not set.
+    namespace: String,
+    /// `spec.revision`, empty for the default revision.
+    revision: String,
+}
+
+impl Owner {
+    fn of(operator: &Value) -> Owner {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        Owner {
+            name: operator["metadata"]["name"].as_str().unwrap_or("unknown").into(),
+            namespace: text(&operator["metadata"]["namespace"]),
+            revision: text(&operator["spec"]["revision"]),
+        }
+    }
+
+    fn rev(&self) -> &str {
+        if self.revision.is_empty() {
+            "default"
+        } else {
+            &self.revision
+        }
+    }
+}
+
+/// The objects one install wrote, by kind, namespace and name: what its prune keeps.
+struct Writes<'a> {
+    server: &'a MemoryApiServer,
+    keys: Vec<(String, String, String)>,
+}
+
+impl Writes<'_> {
+    fn put(&mut self, object: Value) {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        self.keys.push((
+            text(&object["kind"]),
+            text(&object["metadata"]["namespace"]),
+            text(&object["metadata"]["name"]),
+        ));
+        self.server.put(object);
+    }
+
+    fn wrote(&self, object: &Value) -> bool {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        self.keys.contains(&(
+            text(&object["kind"]),
+            text(&object["metadata"]["namespace"]),
+            text(&object["metadata"]["name"]),
+        ))
+    }
+}
+
+/// A name the chart suffixes with its namespace outside istio-system (`mutatingwebhook.yaml`,
+/// `revision-tags-mwc.yaml`).
+fn in_namespace(name: String, namespace: &str) -> String {
+    if namespace == "istio-system" {
+        name
+    } else {
+        format!("{name}-{namespace}")
+    }
+}
+
 fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<(), String> {
     let spec = &operator["spec"];
-    let owner = operator["metadata"]["name"].as_str().unwrap_or("unknown");
-    let revision = spec["revision"].as_str().unwrap_or_default();
+    let owner = Owner::of(operator);
+    let mut writes = Writes {
+        server,
+        keys: Vec::new(),
+    };
     if let Some(gateway) = spec["components"]["ingressGateways"].get(0) {
-        install_gateway(server, owner, revision, &gateway["k8s"]["service"]);
-        deploy_default_tag(server, revision);
-        return Ok(());
+        install_gateway(&mut writes, &owner, &gateway["k8s"]["service"]);
+    } else {
+        install_control_plane(&mut writes, &owner, spec, version)?;
     }
+    // `install.go` `prune`: what this IstioOperator (name, namespace, revision) installed before
+    // and did not install now goes; another IstioOperator's objects stay.
+    let carries =
+        |o: &Value, key: &str, want: &str| o["metadata"]["labels"][key].as_str().unwrap_or_default() == want;
+    prune(server, |o| {
+        carries(o, "install.operator.istio.io/owning-resource", &owner.name)
+            && carries(
+                o,
+                "install.operator.istio.io/owning-resource-namespace",
+                &owner.namespace,
+            )
+            && carries(o, "istio.io/rev", owner.rev())
+            && !writes.wrote(o)
+    });
+    // `webhook.go` `detectIfTagWebhookIsNeeded`: never when the operator manages webhooks.
+    if spec["values"]["global"]["operatorManageWebhooks"] != true {
+        let tag_namespace = if owner.namespace.is_empty() {
+            "istio-system"
+        } else {
+            &owner.namespace
+        };
+        deploy_default_tag(server, &owner.revision, tag_namespace);
+    }
+    Ok(())
+}
+
+/// Pilot's objects of the `istio-discovery` chart, in `values.global.istioNamespace`.
+fn install_control_plane(
+    writes: &mut Writes<'_>,
+    owner: &Owner,
+    spec: &Value,
+    version: &str,
+) -> Result<(), String> {
+    let values = &spec["values"];
+    let ns = values["global"]["istioNamespace"]
+        .as_str()
+        .unwrap_or("istio-system");
     let remote = spec["profile"] == "remote";
-    let istiod = suffixed("istiod", revision);
-    server.put(json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": istiod, "namespace": "istio-system",
-                     "labels": labels(owner, revision, "Pilot", json!({"app": "istiod", "app.kubernetes.io/name": "istiod"}))},
-        "spec": {"ports": [{"name": "https-dns", "port": 15012}, {"name": "https-webhook", "port": 443}]}}));
+    let config_cluster = values["global"]["configCluster"] == true;
+    let istiod = suffixed("istiod", &owner.revision);
+    let pilot = |extra: Value| labels(owner, "Pilot", extra);
+    // `service.yaml` where istiod runs; `remote-istiod-service.yaml` on a remote with a
+    // `remotePilotAddress`.
+    if !remote || values["global"]["remotePilotAddress"].is_string() {
+        writes.put(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": istiod, "namespace": ns,
+                         "labels": pilot(json!({"app": "istiod", "app.kubernetes.io/name": "istiod"}))},
+            "spec": {"ports": [{"name": "https-dns", "port": 15012}, {"name": "https-webhook", "port": 443}]}}));
+    }
+    // `serviceaccount.yaml`: where istiod runs, and in a config cluster (the account an external
+    // istiod runs as there).
+    if !remote || config_cluster {
+        writes.put(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": istiod, "namespace": ns, "labels": pilot(json!({"app": "istiod"}))}}));
+    }
+    // `configmap.yaml`, when `pilot.configMap` (the remote profile turns it off).
+    if values["pilot"]["configMap"].as_bool().unwrap_or(!remote) {
+        writes.put(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": suffixed("istio", &owner.revision), "namespace": ns,
+                         "labels": pilot(json!({"app": "istiod"}))},
+            "data": {"mesh": serde_json::to_string(&spec["meshConfig"]).unwrap_or_default()}}));
+    }
     if !remote {
-        install_crds(server)?;
-        let cluster_id = spec["values"]["global"]["multiCluster"]["clusterName"]
-            .as_str()
-            .unwrap_or("Kubernetes");
-        let pod_labels = json!({"app": "istiod", "istio": "pilot", "istio.io/rev": if revision.is_empty() { "default" } else { revision }});
-        server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": istiod, "namespace": "istio-system",
-                         "labels": labels(owner, revision, "Pilot", json!({"app": "istiod", "istio": "pilot"}))},
-            "spec": {"selector": {"matchLabels": pod_labels}, "template": {"metadata": {"labels": pod_labels},
-                     "spec": {"containers": [{"name": "discovery", "image": format!("docker.io/istio/pilot:{version}"),
-                                              "env": [{"name": "CLUSTER_ID", "value": cluster_id}]}]}}},
-            "status": {"replicas": 1, "availableReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}}));
-        server.put(json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("{istiod}-6f9c7b8d4-x2x7q"), "namespace": "istio-system", "labels": pod_labels},
-            "spec": {"nodeName": format!("{cluster_id}-control-plane"),
-                     "containers": [{"name": "discovery", "image": format!("docker.io/istio/pilot:{version}")}]},
-            "status": {"phase": "Running"}}));
+        install_crds(writes.server)?;
+        install_istiod(writes, owner, spec, ns, version);
     }
     // The injector calls the revision's istiod Service: on a remote, the one backed by the
     // primary's gateway, on the path naming the remote's cluster and network
-    // (`istiodRemote.injectionPath`; `mutatingwebhook.yaml` "core").
-    let path = spec["values"]["istiodRemote"]["injectionPath"]
-        .as_str()
-        .unwrap_or("/inject");
-    let client_config = json!({"service": {"name": istiod, "namespace": "istio-system", "path": path, "port": 443}, "caBundle": "Y2E="});
-    server.put(
-        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": suffixed("istio-sidecar-injector", revision),
-                     "labels": labels(owner, revision, "Pilot", json!({"app": "sidecar-injector"}))},
-        "webhooks": [{"name": "rev.namespace.sidecar-injector.istio.io", "admissionReviewVersions": ["v1"],
-                      "sideEffects": "None", "clientConfig": client_config}]}),
-    );
-    deploy_default_tag(server, revision);
+    // (`istiodRemote.injectionPath`; `mutatingwebhook.yaml` "core"). None when the operator
+    // manages webhooks (an external istiod: they live in its config cluster).
+    if values["global"]["operatorManageWebhooks"] != true {
+        let path = values["istiodRemote"]["injectionPath"]
+            .as_str()
+            .unwrap_or("/inject");
+        let client_config = json!({"service": {"name": istiod, "namespace": ns, "path": path, "port": 443}, "caBundle": "Y2E="});
+        writes.put(
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": in_namespace(suffixed("istio-sidecar-injector", &owner.revision), ns),
+                         "labels": pilot(json!({"app": "sidecar-injector"}))},
+            "webhooks": [{"name": "rev.namespace.sidecar-injector.istio.io", "admissionReviewVersions": ["v1"],
+                          "sideEffects": "None", "clientConfig": client_config}]}),
+        );
+    }
     Ok(())
+}
+
+/// istiod's Deployment (`deployment.yaml`) and one running pod of it. Its `CLUSTER_ID` is the
+/// chart's (`multiCluster.clusterName`) unless the IstioOperator's `k8s.env` sets it, as an
+/// external istiod's does (the env list is merged by name).
+fn install_istiod(writes: &mut Writes<'_>, owner: &Owner, spec: &Value, ns: &str, version: &str) {
+    let istiod = suffixed("istiod", &owner.revision);
+    let env_override = spec["components"]["pilot"]["k8s"]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "CLUSTER_ID")
+        .and_then(|e| e["value"].as_str());
+    let cluster_id = env_override
+        .or(spec["values"]["global"]["multiCluster"]["clusterName"].as_str())
+        .unwrap_or("Kubernetes");
+    let pod_labels = json!({"app": "istiod", "istio": "pilot", "istio.io/rev": owner.rev()});
+    writes.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": istiod, "namespace": ns,
+                     "labels": labels(owner, "Pilot", json!({"app": "istiod", "istio": "pilot"}))},
+        "spec": {"selector": {"matchLabels": pod_labels}, "template": {"metadata": {"labels": pod_labels},
+                 "spec": {"containers": [{"name": "discovery", "image": format!("docker.io/istio/pilot:{version}"),
+                                          "env": [{"name": "CLUSTER_ID", "value": cluster_id}]}]}}},
+        "status": {"replicas": 1, "availableReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}}));
+    writes.server.put(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{istiod}-6f9c7b8d4-x2x7q"), "namespace": ns, "labels": pod_labels},
+        "spec": {"nodeName": format!("{cluster_id}-control-plane"),
+                 "containers": [{"name": "discovery", "image": format!("docker.io/istio/pilot:{version}")}]},
+        "status": {"phase": "Running"}}));
 }
 
 /// What every `istioctl install` does after applying its manifests, a gateway's included
@@ -279,14 +438,14 @@ fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<
 /// `default` tag (re)made, pointing at this install's revision, when no tag exists yet or the
 /// install is unrevisioned; when the tag cannot be made (no injector of that revision), nothing,
 /// silently ("could be remote cluster install, don't fail out").
-fn deploy_default_tag(server: &MemoryApiServer, revision: &str) {
+fn deploy_default_tag(server: &MemoryApiServer, revision: &str, namespace: &str) {
     let tag_exists = webhooks(server).iter().any(|w| {
         w["metadata"]["labels"]["istio.io/tag"] == "default"
             && w["metadata"]["labels"]["app"] == "sidecar-injector"
     });
     if !tag_exists || revision.is_empty() {
         let rev = if revision.is_empty() { "default" } else { revision };
-        let _ = set_tag(server, "default", rev, true);
+        let _ = set_tag_in(server, ("default", namespace), rev, true);
     }
 }
 
@@ -309,11 +468,12 @@ fn never_ready(server: &MemoryApiServer, revision: &str) -> String {
     )
 }
 
-fn install_gateway(server: &MemoryApiServer, owner: &str, revision: &str, service: &Value) {
+fn install_gateway(writes: &mut Writes<'_>, owner: &Owner, service: &Value) {
+    let server = writes.server;
     let selector = json!({"app": "istio-eastwestgateway", "istio": "eastwestgateway"});
-    server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+    writes.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "istio-eastwestgateway", "namespace": "istio-system",
-                     "labels": labels(owner, revision, "IngressGateways", selector.clone())},
+                     "labels": labels(owner, "IngressGateways", selector.clone())},
         "spec": {"selector": {"matchLabels": selector}, "template": {"metadata": {"labels": selector},
                  "spec": {"containers": [{"name": "istio-proxy", "image": "auto"}]}}},
         "status": {"replicas": 1, "availableReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}}));
@@ -338,9 +498,9 @@ fn install_gateway(server: &MemoryApiServer, owner: &str, revision: &str, servic
     } else {
         json!({"loadBalancer": {}})
     };
-    server.put(json!({"apiVersion": "v1", "kind": "Service",
+    writes.put(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "istio-eastwestgateway", "namespace": "istio-system",
-                     "labels": labels(owner, revision, "IngressGateways", json!({"istio": "eastwestgateway"}))},
+                     "labels": labels(owner, "IngressGateways", json!({"istio": "eastwestgateway"}))},
         "spec": {"type": service_type, "ports": service["ports"].clone()},
         "status": status}));
 }
@@ -378,6 +538,17 @@ fn webhooks(server: &MemoryApiServer) -> Vec<Value> {
 }
 
 fn set_tag(server: &MemoryApiServer, tag: &str, revision: &str, overwrite: bool) -> Result<String, String> {
+    set_tag_in(server, (tag, "istio-system"), revision, overwrite)
+}
+
+/// `tag set` in the Istio namespace `namespace` (`--istioNamespace`; the tag's webhook name is
+/// suffixed with it outside istio-system, its Service lives there).
+fn set_tag_in(
+    server: &MemoryApiServer,
+    (tag, namespace): (&str, &str),
+    revision: &str,
+    overwrite: bool,
+) -> Result<String, String> {
     let all = webhooks(server);
     let label = |w: &Value, key: &str| w["metadata"]["labels"][key].as_str().map(String::from);
     let canonical: Vec<&Value> = all
@@ -412,7 +583,7 @@ fn set_tag(server: &MemoryApiServer, tag: &str, revision: &str, overwrite: bool)
     let tag_labels = json!({"istio.io/tag": tag, "istio.io/rev": revision, "app": "sidecar-injector",
                             "operator.istio.io/component": "Pilot"});
     server.put(json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": format!("istio-revision-tag-{tag}"), "labels": tag_labels},
+        "metadata": {"name": in_namespace(format!("istio-revision-tag-{tag}"), namespace), "labels": tag_labels},
         "webhooks": [{"name": "rev.namespace.sidecar-injector.istio.io", "admissionReviewVersions": ["v1"],
                       "sideEffects": "None", "clientConfig": client_config,
                       "namespaceSelector": {"matchExpressions": [{"key": "istio.io/rev", "operator": "In", "values": [tag]}]}},
@@ -420,7 +591,7 @@ fn set_tag(server: &MemoryApiServer, tag: &str, revision: &str, overwrite: bool)
                       "sideEffects": "None", "clientConfig": canonical[0]["webhooks"][0]["clientConfig"].clone(),
                       "namespaceSelector": {"matchExpressions": [{"key": "istio-injection", "operator": "In", "values": ["enabled"]}]}}]}));
     server.put(json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": format!("istiod-revision-tag-{tag}"), "namespace": "istio-system",
+        "metadata": {"name": format!("istiod-revision-tag-{tag}"), "namespace": namespace,
                      "labels": {"istio.io/tag": tag, "istio.io/rev": revision, "app": "istiod",
                                 "operator.istio.io/component": "Pilot"}},
         "spec": {"ports": [{"name": "https-dns", "port": 15012}]}}));
@@ -443,18 +614,14 @@ fn set_tag(server: &MemoryApiServer, tag: &str, revision: &str, overwrite: bool)
 
 fn uninstall_revision(server: &MemoryApiServer, revision: &str) -> Result<String, String> {
     let kinds = [
-        ("apps/v1", "deployments", "istio-system"),
-        ("v1", "services", "istio-system"),
-        (
-            "admissionregistration.k8s.io/v1",
-            "mutatingwebhookconfigurations",
-            "",
-        ),
+        ("apps/v1", "deployments"),
+        ("v1", "services"),
+        ("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations"),
     ];
     let carries = |o: &Value| o["metadata"]["labels"]["istio.io/rev"] == revision;
     if !kinds
         .iter()
-        .any(|(gv, plural, ns)| server.objects(gv, plural, ns).iter().any(carries))
+        .any(|(gv, plural)| server.objects_of(gv, plural).iter().any(carries))
     {
         return Err("could not find target revision".into());
     }
@@ -463,43 +630,36 @@ fn uninstall_revision(server: &MemoryApiServer, revision: &str) -> Result<String
 }
 
 /// Deletes what `selects` and whose component `istioctl uninstall` prunes (prune.go,
-/// `GetPrunedResources`: Pilot and the gateways, never the base component).
+/// `GetPrunedResources`: Pilot and the gateways, never the base component), in any namespace.
 fn prune(server: &MemoryApiServer, selects: impl Fn(&Value) -> bool) {
     let kinds = [
-        ("apps/v1", "deployments", "istio-system"),
-        ("v1", "services", "istio-system"),
-        (
-            "admissionregistration.k8s.io/v1",
-            "mutatingwebhookconfigurations",
-            "",
-        ),
+        ("apps/v1", "deployments"),
+        ("v1", "services"),
+        ("v1", "serviceaccounts"),
+        ("v1", "configmaps"),
+        ("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations"),
     ];
-    for (gv, plural, ns) in kinds {
-        for object in server.objects(gv, plural, ns) {
+    for (gv, plural) in kinds {
+        for object in server.objects_of(gv, plural) {
             let component = object["metadata"]["labels"]["operator.istio.io/component"]
                 .as_str()
                 .unwrap_or_default();
-            if selects(&object) && PRUNED_COMPONENTS.contains(&component) {
-                let name = object["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                server.remove(gv, plural, ns, &name);
-                if plural == "deployments" {
-                    // Its pods (those its selector matches) go with it.
-                    let selector = object["spec"]["selector"]["matchLabels"]
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default();
-                    for pod in server.objects("v1", "pods", ns) {
-                        if selector.iter().all(|(k, v)| pod["metadata"]["labels"][k] == *v) {
-                            server.remove(
-                                "v1",
-                                "pods",
-                                ns,
-                                pod["metadata"]["name"].as_str().unwrap_or_default(),
-                            );
-                        }
+            if !selects(&object) || !PRUNED_COMPONENTS.contains(&component) {
+                continue;
+            }
+            let ns = object["metadata"]["namespace"].as_str().unwrap_or_default();
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            server.remove(gv, plural, ns, name);
+            if plural == "deployments" {
+                // Its pods (those its selector matches) go with it.
+                let selector = object["spec"]["selector"]["matchLabels"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                for pod in server.objects("v1", "pods", ns) {
+                    if selector.iter().all(|(k, v)| pod["metadata"]["labels"][k] == *v) {
+                        let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
+                        server.remove("v1", "pods", ns, pod_name);
                     }
                 }
             }

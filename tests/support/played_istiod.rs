@@ -11,9 +11,13 @@
 //! pod's own loopback: served. (istiod's authenticators are not played: no caller here can present
 //! credentials to istiod.)
 //!
-//! What it says: `/debug/clusterz` as `pkg/cluster/debug.go` `DebugInfo` lists it: istiod's own
-//! cluster (`CLUSTER_ID` of its Deployment, `istiod` or `istiod-<revision>`) first, then one entry per cluster ID in the
-//! `istio/multiCluster=true` Secrets of istio-system, `synced` unless the test says otherwise;
+//! What it says: `/debug/clusterz` as `pkg/kube/multicluster/secretcontroller.go`
+//! `ListRemoteClusters` lists it: istiod's config cluster (`CLUSTER_ID` of its Deployment,
+//! `istiod` or `istiod-<revision>` in the pod's namespace) first, then one entry per cluster ID
+//! in the `istio/multiCluster=true` Secrets of that namespace, `synced` unless the test says
+//! otherwise; a key naming the config cluster, or a cluster another Secret registered already, is
+//! skipped (`addRemoteConfig`). The Secrets are read from istiod's own cluster: a primary's, and an
+//! external istiod's with `LOCAL_CLUSTER_SECRET_WATCHER`, as meshctl installs it;
 //! `/debug/syncz` is what the test's [`SynczHandler`] lists (the data plane knows which proxies
 //! run where); any other path is 404, as Go's `ServeMux` answers.
 
@@ -39,6 +43,13 @@ pub enum Caller {
     Loopback,
     /// The API server's service proxy: another address, no credentials for istiod.
     ServiceProxy,
+}
+
+/// Which istiod pod answers: its namespace, and its revision (`istio.io/rev`).
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub namespace: String,
+    pub revision: String,
 }
 
 /// The played istiod of one cluster.
@@ -81,14 +92,18 @@ impl PlayedIstiod {
     /// istiod's answer to `GET path` on its monitoring port from `caller`, reading what it reports
     /// from `cluster` (its own cluster's API): status and body.
     pub async fn answer(&self, cluster: &kube::Client, path: &str, caller: Caller) -> (u16, String) {
-        self.answer_as(cluster, "default", path, caller).await
+        let istiod = Pod {
+            namespace: "istio-system".into(),
+            revision: "default".into(),
+        };
+        self.answer_as(cluster, &istiod, path, caller).await
     }
 
-    /// The answer of the istiod of `revision`.
+    /// The answer of the istiod running in pod `istiod`.
     pub async fn answer_as(
         &self,
         cluster: &kube::Client,
-        revision: &str,
+        istiod: &Pod,
         path: &str,
         caller: Caller,
     ) -> (u16, String) {
@@ -96,7 +111,7 @@ impl PlayedIstiod {
             return (401, String::new());
         }
         match path {
-            "/debug/clusterz" => (200, self.clusterz(cluster, revision).await.to_string()),
+            "/debug/clusterz" => (200, self.clusterz(cluster, istiod).await.to_string()),
             "/debug/syncz" => {
                 let handler = self.syncz.lock().unwrap().clone();
                 let list = match handler {
@@ -109,11 +124,12 @@ impl PlayedIstiod {
         }
     }
 
-    async fn clusterz(&self, cluster: &kube::Client, revision: &str) -> serde_json::Value {
+    async fn clusterz(&self, cluster: &kube::Client, pod: &Pod) -> serde_json::Value {
         use k8s_openapi::api::apps::v1::Deployment;
         use k8s_openapi::api::core::v1::Secret;
+        let (namespace, revision) = (pod.namespace.as_str(), pod.revision.as_str());
         // Every revision's istiod runs with its cluster's ID (`CLUSTER_ID`); the first found.
-        let istiod = kube::Api::<Deployment>::namespaced(cluster.clone(), "istio-system")
+        let istiod = kube::Api::<Deployment>::namespaced(cluster.clone(), namespace)
             .list(&kube::api::ListParams::default())
             .await
             .ok()
@@ -138,18 +154,22 @@ impl PlayedIstiod {
             }
         }
         let mut clusters = vec![json!({"id": own, "secretName": "", "syncStatus": "synced"})];
-        let secrets = kube::Api::<Secret>::namespaced(cluster.clone(), "istio-system")
+        let secrets = kube::Api::<Secret>::namespaced(cluster.clone(), namespace)
             .list(&kube::api::ListParams::default().labels("istio/multiCluster=true"))
             .await
             .map(|l| l.items)
             .unwrap_or_default();
+        let mut registered = vec![own.clone()];
         for secret in secrets {
             let name = secret.metadata.name.clone().unwrap_or_default();
             for id in secret.data.unwrap_or_default().into_keys() {
+                if registered.contains(&id) {
+                    continue;
+                }
+                registered.push(id.clone());
                 let sync = overrides.get(&id).cloned().unwrap_or_else(|| "synced".into());
-                clusters.push(
-                    json!({"id": id, "secretName": format!("istio-system/{name}"), "syncStatus": sync}),
-                );
+                clusters
+                    .push(json!({"id": id, "secretName": format!("{namespace}/{name}"), "syncStatus": sync}));
             }
         }
         json!(clusters)
@@ -158,18 +178,22 @@ impl PlayedIstiod {
     /// istiod's monitoring port as the kubelet reaches it in the pod: an HTTP/1 server on one end
     /// of a pipe, whose other end is returned; every caller through it is a loopback caller.
     pub fn listen(self: &Arc<Self>, cluster: kube::Client) -> DuplexStream {
-        self.listen_as(cluster, "default".into())
+        let istiod = Pod {
+            namespace: "istio-system".into(),
+            revision: "default".into(),
+        };
+        self.listen_as(cluster, istiod)
     }
 
-    /// The same, in a pod of the istiod of `revision`.
-    pub fn listen_as(self: &Arc<Self>, cluster: kube::Client, revision: String) -> DuplexStream {
+    /// The same, in pod `istiod`.
+    pub fn listen_as(self: &Arc<Self>, cluster: kube::Client, istiod_pod: Pod) -> DuplexStream {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let istiod = self.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let (istiod, cluster, revision) = (istiod.clone(), cluster.clone(), revision.clone());
+            let (istiod, cluster, pod) = (istiod.clone(), cluster.clone(), istiod_pod.clone());
             async move {
                 let (status, body) = istiod
-                    .answer_as(&cluster, &revision, request.uri().path(), Caller::Loopback)
+                    .answer_as(&cluster, &pod, request.uri().path(), Caller::Loopback)
                     .await;
                 Ok::<_, Infallible>(
                     Response::builder()

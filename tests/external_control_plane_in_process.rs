@@ -1,0 +1,261 @@
+//! An external control plane built, converged and removed through the executor's seams:
+//! in-process API servers on loopback for the clusters (with the token controller played), the
+//! played istioctl of tests/support/played_istioctl.rs (the charts' namespaces, webhook names,
+//! config-cluster objects and install-time prune) and the played istiod of
+//! tests/support/played_istiod.rs (its view by the pod's namespace).
+//!
+//! Not covered here: calls from the remotes' pods (`verify`): they need pods that run.
+
+mod support;
+
+use meshctl::executor::RunEnd;
+use meshctl::pki::IntermediateCa;
+use meshctl::plan::Phase;
+use serde_json::Value;
+use support::istio_lab::{Lab, lab};
+
+/// cluster1 runs the external istiod; cluster2 is its config cluster, cluster3 one more remote.
+/// API addresses are declared (never dialled here: the played istiod does not connect).
+const EXTERNAL: &str = "provider: existing
+clusters:
+  - {role: external, apiServer: 'https://10.0.0.1:6443'}
+  - {role: remote, apiServer: 'https://10.0.0.2:6443'}
+  - {role: remote, apiServer: 'https://10.0.0.3:6443'}
+";
+
+const PHASES: [Phase; 6] = [
+    Phase::Certs,
+    Phase::Istio,
+    Phase::Eastwest,
+    Phase::Expose,
+    Phase::ExternalIstiod,
+    Phase::RemoteSecrets,
+];
+
+fn cas(lab: &Lab) -> Vec<IntermediateCa> {
+    lab.mesh
+        .clusters
+        .iter()
+        .map(|c| IntermediateCa {
+            cluster: c.name.clone(),
+            ca_cert_pem: format!("ca-cert of {}\n", c.name),
+            ca_key_pem: format!("ca-key of {}\n", c.name),
+            cert_chain_pem: format!("ca-cert of {}\nroot-cert\n", c.name),
+            root_cert_pem: "root-cert\n".into(),
+        })
+        .collect()
+}
+
+fn names(objects: Vec<Value>) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn decoded(secret: &Value, key: &str) -> String {
+    use base64::Engine as _;
+    let text = secret["data"][key].as_str().unwrap_or_default();
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn an_external_control_plane_is_built_synced_converges_and_is_removed() {
+    let lab = lab(EXTERNAL);
+    let (end, tools, said) = lab.run("1.31.1", &PHASES, cas(&lab)).await;
+    assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    let (external, config, other) = (
+        lab.server("cluster1"),
+        lab.server("cluster2"),
+        lab.server("cluster3"),
+    );
+
+    // The external cluster: its own control plane and gateway in istio-system, the external
+    // istiod in external-istiod with the config cluster's ID, the CA beside it, and no webhook of
+    // the external istiod's (they live in the config cluster).
+    assert_eq!(
+        names(external.objects("apps/v1", "deployments", "istio-system")),
+        ["istio-eastwestgateway", "istiod"]
+    );
+    let istiod = external
+        .object("apps/v1", "deployments", "external-istiod", "istiod")
+        .expect("the external istiod");
+    assert_eq!(
+        istiod["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
+        "cluster2"
+    );
+    assert!(
+        external
+            .object("v1", "secrets", "external-istiod", "cacerts")
+            .is_some()
+    );
+    assert!(
+        external
+            .object("v1", "secrets", "istio-system", "cacerts")
+            .is_none()
+    );
+    let injectors = names(external.objects(
+        "admissionregistration.k8s.io/v1",
+        "mutatingwebhookconfigurations",
+        "",
+    ));
+    assert!(
+        !injectors.iter().any(|n| n.contains("external-istiod")),
+        "{injectors:?}"
+    );
+    // Its gateway passes the remotes through to the external istiod.
+    let vs = external
+        .objects("networking.istio.io/v1", "virtualservices", "istio-system")
+        .pop()
+        .expect("istiod's VirtualService");
+    assert_eq!(
+        vs["spec"]["tls"][0]["route"][0]["destination"]["host"],
+        "istiod.external-istiod.svc.cluster.local"
+    );
+
+    // The external istiod reads the config cluster through its kubeconfig, made of the config
+    // cluster's `istiod` account (the token the played token controller filled), unlabelled so
+    // it is not taken for one more remote; cluster3 through a remote secret beside it.
+    let kubeconfig = external
+        .object("v1", "secrets", "external-istiod", "istio-kubeconfig")
+        .expect("istio-kubeconfig");
+    assert!(kubeconfig["metadata"]["labels"]["istio/multiCluster"].is_null());
+    let config_text = decoded(&kubeconfig, "config");
+    assert!(
+        config_text.contains("server: https://10.0.0.2:6443")
+            && config_text.contains("played-token-of-external-istiod-istiod"),
+        "{config_text}"
+    );
+    let remote_secrets = names(external.objects("v1", "secrets", "external-istiod"));
+    assert!(
+        remote_secrets.contains(&"istio-remote-secret-cluster3".to_string())
+            && !remote_secrets.contains(&"istio-remote-secret-cluster2".to_string()),
+        "{remote_secrets:?}"
+    );
+    let cluster3_secret = external
+        .object("v1", "secrets", "external-istiod", "istio-remote-secret-cluster3")
+        .unwrap();
+    assert!(
+        decoded(&cluster3_secret, "cluster3")
+            .contains("played-token-of-external-istiod-istio-reader-service-account")
+    );
+
+    // The remotes: the remote profile in external-istiod pointed at the external cluster's
+    // gateway, the config cluster with the account and mesh config the external istiod uses.
+    let gateway = external
+        .object("v1", "services", "istio-system", "istio-eastwestgateway")
+        .unwrap()["status"]["loadBalancer"]["ingress"][0]["ip"]
+        .clone();
+    for (remote, name) in [(config, "cluster2"), (other, "cluster3")] {
+        let injector = remote
+            .object(
+                "admissionregistration.k8s.io/v1",
+                "mutatingwebhookconfigurations",
+                "",
+                "istio-sidecar-injector-external-istiod",
+            )
+            .unwrap_or_else(|| panic!("{name}'s injector"));
+        assert_eq!(
+            injector["webhooks"][0]["clientConfig"]["service"]["path"],
+            format!("/inject/cluster/{name}/net/network2")
+        );
+        assert!(
+            remote
+                .object("v1", "services", "external-istiod", "istiod")
+                .is_some()
+        );
+        let namespace = remote.object("v1", "namespaces", "", "external-istiod").unwrap();
+        assert_eq!(
+            namespace["metadata"]["annotations"]["topology.istio.io/controlPlaneClusters"],
+            "cluster2"
+        );
+        assert!(
+            remote
+                .objects("apps/v1", "deployments", "external-istiod")
+                .is_empty()
+        );
+    }
+    let operator: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(lab.dir.plan().join("cluster2/05-istio/control-plane.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        operator["spec"]["values"]["global"]["remotePilotAddress"],
+        gateway
+    );
+    assert!(
+        config
+            .object("v1", "serviceaccounts", "external-istiod", "istiod")
+            .is_some()
+    );
+    assert!(
+        config
+            .object("v1", "configmaps", "external-istiod", "istio")
+            .is_some()
+    );
+    assert!(
+        other
+            .object("v1", "serviceaccounts", "external-istiod", "istiod")
+            .is_none()
+    );
+    // The run ended on the external istiod's word: both remotes synced.
+    assert!(
+        said.iter()
+            .any(|l| l.contains("istiod reports cluster2, cluster3 synced")),
+        "{}",
+        said.join("\n")
+    );
+    assert!(
+        tools
+            .calls()
+            .iter()
+            .any(|c| c.contains("cluster1/09-external-istiod/external-istiod.yaml")),
+        "{:?}",
+        tools.calls()
+    );
+
+    // Again: nothing to change, no istioctl run.
+    let (end, tools, said) = lab.run("1.31.1", &PHASES, cas(&lab)).await;
+    assert_eq!(end, RunEnd::Finished { changed: false }, "{}", said.join("\n"));
+    assert!(
+        !tools.calls().iter().any(|c| c.contains("install")),
+        "{:?}",
+        tools.calls()
+    );
+
+    // Removed: the external istiod and its kubeconfig, the remotes' Istio, and the external
+    // cluster's own control plane, each by what installed it.
+    let removed = lab.uninstall(&tools).await;
+    let of = |cluster: &str| {
+        removed
+            .iter()
+            .find(|(c, _)| c == cluster)
+            .map(|(_, r)| r.join("\n"))
+            .unwrap_or_default()
+    };
+    assert!(
+        of("cluster1").contains("Secret external-istiod/istio-kubeconfig")
+            && of("cluster1").contains("09-external-istiod/external-istiod.yaml"),
+        "{removed:?}"
+    );
+    assert!(
+        external
+            .object("apps/v1", "deployments", "external-istiod", "istiod")
+            .is_none()
+    );
+    assert!(
+        external
+            .objects("apps/v1", "deployments", "istio-system")
+            .is_empty()
+    );
+    assert!(
+        config
+            .object("v1", "services", "external-istiod", "istiod")
+            .is_none()
+    );
+    assert!(
+        other
+            .object("v1", "secrets", "external-istiod", "cacerts")
+            .is_none()
+    );
+}
