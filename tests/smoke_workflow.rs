@@ -47,6 +47,14 @@ fn workflow_is_valid_yaml_that_runs_the_smoke_script_and_uploads_diagnostics_on_
                 meshctl::topology::Provider::Kind,
                 "{file}: smoke runs on kind"
             );
+            // scripts/smoke.sh counts the clusters (for the diagnostics of each) by their
+            // one-line entries.
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(
+                text.lines().filter(|l| l.contains("- {name:")).count(),
+                mesh.clusters.len(),
+                "{file}: one `- {{name: ...}}` line per cluster"
+            );
         }
     }
 }
