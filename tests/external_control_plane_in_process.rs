@@ -214,6 +214,51 @@ async fn an_external_control_plane_is_built_synced_converges_and_is_removed() {
         tools.calls()
     );
 
+    // `status` (the binary) asks the external istiod, in its namespace, what it sees.
+    let report = status(&lab).await;
+    let views = report["mesh"]["istiods"].as_array().expect("istiods");
+    assert_eq!(views.len(), 1, "{report:#}");
+    assert_eq!(views[0]["cluster"], "cluster1");
+    assert!(
+        views[0]["pod"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("external-istiod/"),
+        "{report:#}"
+    );
+    let seen: Vec<(&str, &str)> = views[0]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap(), c["syncStatus"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("cluster2", "synced"), ("cluster3", "synced")],
+        "{report:#}"
+    );
+    assert_eq!(report["mesh"]["problems"], serde_json::json!([]), "{report:#}");
+    let states: Vec<(&str, &str, &str)> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["cluster"].as_str().unwrap_or_default(),
+                c["phase"].as_str().unwrap_or_default(),
+                c["state"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    // (`certs` differs: the lab installed fixed stand-ins, status renders the work dir's CA.)
+    assert!(
+        states.contains(&("cluster1", "external-istiod", "ready"))
+            && states
+                .iter()
+                .all(|(_, phase, state)| *phase == "certs" || *state == "ready"),
+        "{states:?}"
+    );
+
     // Again: nothing to change, no istioctl run.
     let (end, tools, said) = lab.run("1.31.1", &PHASES, cas(&lab)).await;
     assert_eq!(end, RunEnd::Finished { changed: false }, "{}", said.join("\n"));
@@ -258,4 +303,75 @@ async fn an_external_control_plane_is_built_synced_converges_and_is_removed() {
             .object("v1", "secrets", "external-istiod", "cacerts")
             .is_none()
     );
+}
+
+/// `meshctl status --config <the topology> -o json` against the lab's clusters.
+async fn status(lab: &Lab) -> Value {
+    let config = lab.workdir().join("meshctl.yaml");
+    std::fs::write(&config, EXTERNAL).unwrap();
+    let args: Vec<String> = [
+        "--kubeconfig",
+        lab.kubeconfig.to_str().unwrap(),
+        "--workdir",
+        lab.workdir().to_str().unwrap(),
+        "status",
+        "--config",
+        config.to_str().unwrap(),
+        "-o",
+        "json",
+    ]
+    .map(String::from)
+    .to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        support::meshctl(&args)
+    })
+    .await
+    .unwrap();
+    serde_json::from_str(&support::stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", support::stdout(&out), support::stderr(&out)))
+}
+
+/// The config cluster's kubeconfig deleted by hand is put back and reported as a repair; one
+/// someone else applied in its place is left alone, and the run says whose it is and how to take
+/// it over.
+#[tokio::test]
+async fn the_config_kubeconfig_is_repaired_and_never_taken_from_someone_else() {
+    let lab = lab(EXTERNAL);
+    let (end, _, said) = lab.run("1.31.1", &PHASES, cas(&lab)).await;
+    assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    let external = lab.server("cluster1");
+    external.remove("v1", "secrets", "external-istiod", "istio-kubeconfig");
+
+    let (end, _, said) = lab.run("1.31.1", &PHASES, cas(&lab)).await;
+    assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    assert!(
+        said.iter()
+            .any(|l| l.contains("kubeconfig of config cluster cluster2") && l.contains("missing")),
+        "{}",
+        said.join("\n")
+    );
+    assert!(
+        external
+            .object("v1", "secrets", "external-istiod", "istio-kubeconfig")
+            .is_some()
+    );
+
+    // Someone else's Secret of that name (no meshctl field manager on it).
+    external.put(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "istio-kubeconfig", "namespace": "external-istiod",
+                     "annotations": {"networking.istio.io/cluster": "cluster2"}},
+        "data": {"config": "dGhlaXJz"}}));
+    let (end, _, said) = lab.try_run("1.31.1", &PHASES, cas(&lab)).await;
+    let message = format!("{:#}", end.expect_err(&said.join("\n")));
+    assert!(
+        message.contains("cluster `cluster1`, phase external-istiod")
+            && message.contains("Secret external-istiod/istio-kubeconfig")
+            && message.contains("--adopt"),
+        "{message}"
+    );
+    let kept = external
+        .object("v1", "secrets", "external-istiod", "istio-kubeconfig")
+        .unwrap();
+    assert_eq!(kept["data"]["config"], "dGhlaXJz");
 }

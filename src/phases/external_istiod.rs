@@ -217,8 +217,8 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
 }
 
 async fn probe_config_kubeconfig(p: &Probe<'_>, client: &kube::Client, source: &str) -> Finding {
-    let object = format!("kubeconfig of config cluster {source}");
     let namespace = p.mesh.istio_namespace(p.cluster);
+    let object = format!("kubeconfig of config cluster {source} (Secret {namespace}/{CONFIG_SECRET})");
     let want = match api_address(p.mesh, p.state, p.clients.kubeconfig(), source) {
         Ok(w) => w,
         Err(e) => return Finding::unreachable(object, e),

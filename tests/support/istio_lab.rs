@@ -133,6 +133,17 @@ impl Lab {
         phases: &[Phase],
         cas: Vec<meshctl::pki::IntermediateCa>,
     ) -> (RunEnd, Arc<PlayedIstioctl>, Vec<String>) {
+        let (end, tools, said) = self.try_run(version, phases, cas).await;
+        (end.unwrap(), tools, said)
+    }
+
+    /// The same, with the run's error when it stopped.
+    pub async fn try_run(
+        &self,
+        version: &str,
+        phases: &[Phase],
+        cas: Vec<meshctl::pki::IntermediateCa>,
+    ) -> (anyhow::Result<RunEnd>, Arc<PlayedIstioctl>, Vec<String>) {
         let mesh = &self.mesh;
         let state = StateStore::load(&self.dir.state()).unwrap();
         let input = PlanInput {
@@ -156,7 +167,7 @@ impl Lab {
             mesh.clone(),
             tools.clone(),
         );
-        let end = executor.run(&mut prepared).await.unwrap();
+        let end = executor.run(&mut prepared).await;
         (end, tools, said.lines())
     }
 
