@@ -549,6 +549,17 @@ pub enum ManifestFormat {
     Json,
 }
 
+/// What a remote secret is for, as istioctl's `create-remote-secret --type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum SecretType {
+    /// A cluster an istiod reads (`istio-remote-secret-<name>`, the reader account's token).
+    #[default]
+    Remote,
+    /// The config cluster of an external istiod (`istio-kubeconfig`, the `istiod` account's
+    /// token; the account must exist: the config cluster's Istio makes it).
+    Config,
+}
+
 /// `meshctl remote-secret`.
 #[derive(Debug, Args)]
 pub struct RemoteSecretArgs {
@@ -564,6 +575,13 @@ pub struct RemoteSecretArgs {
     /// Apply the secret to these contexts instead of printing it.
     #[arg(long, value_delimiter = ',', value_name = "CTX,..")]
     pub apply_to: Vec<String>,
+    /// What the secret is for.
+    #[arg(long = "type", value_enum, default_value_t)]
+    pub secret_type: SecretType,
+    /// Istio's namespace: where the account is read in the source, and where the secret goes
+    /// (`external-istiod` for an external control plane).
+    #[arg(long, value_name = "NS", default_value = crate::topology::ISTIO_NAMESPACE)]
+    pub namespace: String,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: ManifestFormat,

@@ -375,3 +375,64 @@ async fn the_config_kubeconfig_is_repaired_and_never_taken_from_someone_else() {
         .unwrap();
     assert_eq!(kept["data"]["config"], "dGhlaXJz");
 }
+
+/// `meshctl remote-secret --type config` (istioctl's `create-remote-secret --type=config`): the
+/// config cluster's `istiod` account is required, never created; with it, the printed Secret is
+/// the external istiod's `istio-kubeconfig` in the namespace given.
+#[tokio::test]
+async fn remote_secret_type_config_reads_the_config_clusters_istiod_account() {
+    let lab = lab(EXTERNAL);
+    let run = |lab: &Lab| {
+        let args: Vec<String> = [
+            "--kubeconfig",
+            lab.kubeconfig.to_str().unwrap(),
+            "remote-secret",
+            "--context",
+            "cluster2",
+            "--name",
+            "cluster2",
+            "--server",
+            "https://10.0.0.2:6443",
+            "--type",
+            "config",
+            "--namespace",
+            "external-istiod",
+        ]
+        .map(String::from)
+        .to_vec();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            support::meshctl(&args)
+        })
+    };
+    let config = lab.server("cluster2");
+    let out = run(&lab).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", support::stderr(&out));
+    assert!(
+        support::stderr(&out).contains("no service account external-istiod/istiod"),
+        "{}",
+        support::stderr(&out)
+    );
+    assert!(
+        config
+            .objects("v1", "serviceaccounts", "external-istiod")
+            .is_empty()
+    );
+
+    config.put(serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "istiod", "namespace": "external-istiod", "uid": "sa-uid"}}));
+    let out = run(&lab).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+    let secret = meshctl::render::parse_documents(&support::stdout(&out))
+        .unwrap()
+        .remove(0);
+    assert_eq!(secret["metadata"]["name"], "istio-kubeconfig");
+    assert_eq!(secret["metadata"]["namespace"], "external-istiod");
+    assert!(secret["metadata"]["labels"].is_null(), "{secret:#?}");
+    let kubeconfig = secret["stringData"]["config"].as_str().unwrap();
+    assert!(
+        kubeconfig.contains("token: played-token-of-external-istiod-istiod")
+            && kubeconfig.contains("server: https://10.0.0.2:6443"),
+        "{kubeconfig}"
+    );
+}

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::{Exit, UsageError};
-use crate::cli::{ManifestFormat, RemoteSecretArgs};
-use crate::create_remote_secret::{self, is_loopback};
+use crate::cli::{ManifestFormat, RemoteSecretArgs, SecretType};
+use crate::create_remote_secret::{self, Account, Placement, is_loopback};
 use crate::kube::apply::Applier;
 use crate::report::Reporter;
 use crate::topology::dns1123_label_problem;
@@ -40,8 +40,17 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
             &format!("warning: `{server}` is a loopback address; only this machine can reach it"),
         );
     }
+    if let Some(reason) = dns1123_label_problem(&args.namespace) {
+        return Err(UsageError(format!("--namespace: `{}` {reason}", args.namespace)).into());
+    }
+    let config = args.secret_type == SecretType::Config;
+    let account = if config {
+        Account::config_istiod(&args.namespace)
+    } else {
+        Account::reader(&args.namespace)
+    };
     let client = crate::kube::connect(kubeconfig, &args.context).await?;
-    let creds = create_remote_secret::reader_credentials(&client, &args.name, TOKEN_TIMEOUT)
+    let creds = create_remote_secret::credentials_of(&client, &args.name, &account, TOKEN_TIMEOUT)
         .await
         .with_context(|| {
             format!(
@@ -49,7 +58,16 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
                 args.context
             )
         })?;
-    let text = create_remote_secret::render_secret(&args.name, &server, &creds)?;
+    let placement = Placement {
+        namespace: &args.namespace,
+        config,
+    };
+    let text = create_remote_secret::render_secret_in(placement, &args.name, &server, &creds)?;
+    let secret_name = if config {
+        create_remote_secret::CONFIG_SECRET.to_string()
+    } else {
+        format!("istio-remote-secret-{}", args.name)
+    };
 
     if args.apply_to.is_empty() {
         let mut out = std::io::stdout().lock();
@@ -65,7 +83,7 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
     for target in &args.apply_to {
         let target_client = crate::kube::connect(kubeconfig, target).await?;
         let applied = Applier::new(target_client)
-            .apply_yaml(&text, &format!("istio-remote-secret-{}", args.name))
+            .apply_yaml(&text, &secret_name)
             .await
             .with_context(|| format!("remote-secret: cannot apply the secret to context `{target}`"))?;
         for a in applied {
