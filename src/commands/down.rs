@@ -66,21 +66,16 @@ async fn uninstall(
     }
     let clients = crate::kube::Clients::new(kubeconfig);
     let connected = futures::future::join_all(mesh.clusters.iter().map(|c| clients.get(&c.context))).await;
-    let mut reachable = Vec::new();
-    for (c, result) in mesh.clusters.iter().zip(connected) {
-        reachable.push((
-            c,
-            result.with_context(|| format!("down --uninstall: cluster `{}`", c.name))?,
-        ));
-    }
-    let targets: Vec<crate::uninstall::Target<'_>> = reachable
-        .into_iter()
-        .map(|(cluster, client)| crate::uninstall::Target {
+    let mut targets = Vec::new();
+    for (cluster, result) in mesh.clusters.iter().zip(connected) {
+        let client = result.with_context(|| format!("down --uninstall: cluster `{}`", cluster.name))?;
+        let istio_namespace = mesh.istio_namespace(cluster);
+        targets.push(crate::uninstall::Target {
             cluster,
-            istio_namespace: mesh.istio_namespace(cluster),
+            istio_namespace,
             client,
-        })
-        .collect();
+        });
+    }
     // The release the mesh runs removes it (istio.version of its meshctl.yaml, or the one
     // `meshctl upgrade` moved it to).
     let tools = super::istioctl_runner(
@@ -99,13 +94,14 @@ async fn uninstall(
         tools.as_ref(),
     )
     .await?;
-    for (name, items) in removed {
+    for ((name, items), target) in removed.into_iter().zip(&targets) {
         for item in items {
             reporter.ok(&name, &format!("removed {item}"));
         }
+        let namespace = target.istio_namespace;
         reporter.note(
             &name,
-            "kept: namespace istio-system, Istio's CRDs, node labels (not only meshctl's to remove)",
+            &format!("kept: namespace {namespace}, Istio's CRDs, node labels (not only meshctl's to remove)"),
         );
     }
     Ok(mesh.mesh_id.clone())

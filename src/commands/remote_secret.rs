@@ -22,24 +22,7 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
         return Err(UsageError(format!("--name: `{}` {reason}", args.name)).into());
     }
     let reporter = Reporter::for_stderr();
-    let (server, explicit) = match &args.server {
-        Some(s) => (s.clone(), true),
-        None => (crate::kube::server_of(kubeconfig, &args.context)?, false),
-    };
-    // A `--server` that is not an https URL is a mistake on the command line (exit 2); the same
-    // found in the kubeconfig is the cluster's configuration (exit 1).
-    match create_remote_secret::check_server(&args.name, &server, explicit) {
-        Err(e @ create_remote_secret::RemoteSecretError::BadServer { .. }) if explicit => {
-            return Err(UsageError(format!("--server: {e}")).into());
-        }
-        other => other?,
-    }
-    if explicit && is_loopback(&server) {
-        reporter.note(
-            &args.name,
-            &format!("warning: `{server}` is a loopback address; only this machine can reach it"),
-        );
-    }
+    let server = checked_server(&args, kubeconfig, &reporter)?;
     if let Some(reason) = dns1123_label_problem(&args.namespace) {
         return Err(UsageError(format!("--namespace: `{}` {reason}", args.namespace)).into());
     }
@@ -91,4 +74,28 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
         }
     }
     Ok(Exit::Success)
+}
+
+/// The API server address the secret carries: `--server`, else the kubeconfig's (refused when it
+/// is a loopback address); a loopback `--server` is the user's word, with a warning.
+fn checked_server(args: &RemoteSecretArgs, kubeconfig: Option<&Path>, reporter: &Reporter) -> Result<String> {
+    let (server, explicit) = match &args.server {
+        Some(s) => (s.clone(), true),
+        None => (crate::kube::server_of(kubeconfig, &args.context)?, false),
+    };
+    // A `--server` that is not an https URL is a mistake on the command line (exit 2); the same
+    // found in the kubeconfig is the cluster's configuration (exit 1).
+    match create_remote_secret::check_server(&args.name, &server, explicit) {
+        Err(e @ create_remote_secret::RemoteSecretError::BadServer { .. }) if explicit => {
+            return Err(UsageError(format!("--server: {e}")).into());
+        }
+        other => other?,
+    }
+    if explicit && is_loopback(&server) {
+        reporter.note(
+            &args.name,
+            &format!("warning: `{server}` is a loopback address; only this machine can reach it"),
+        );
+    }
+    Ok(server)
 }

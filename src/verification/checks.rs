@@ -23,12 +23,13 @@ pub struct ControlPlaneCheck {
     pub detail: String,
 }
 
-/// For every remote: its sample proxies (`<pod>.sample`) are listed by its primary's istiod, asked
-/// again with growing pauses until `timeout` (a proxy connects once its pod runs).
+/// For every remote: its sample proxies (`<pod>.sample`, `pods` of the `data_plane` clusters in
+/// order) are listed by its primary's istiod, asked again with growing pauses until `timeout` (a
+/// proxy connects once its pod runs).
 pub(super) async fn control_planes(
     mesh: &Mesh,
     clients: &[kube::Client],
-    pods: &std::collections::BTreeMap<String, (String, String)>,
+    (data_plane, pods): (&Mesh, &[(String, String)]),
     timeout: Duration,
 ) -> Vec<ControlPlaneCheck> {
     let mut checks = Vec::new();
@@ -39,7 +40,13 @@ pub(super) async fn control_planes(
         let Some(p) = mesh.clusters.iter().position(|c| c.name == primary) else {
             continue;
         };
-        let Some((hello, curl)) = pods.get(&remote.name) else {
+        // The remote's pods, by its place among the clusters that run workloads.
+        let Some((hello, curl)) = data_plane
+            .clusters
+            .iter()
+            .position(|c| c.name == remote.name)
+            .map(|i| &pods[i])
+        else {
             continue;
         };
         let expected = [hello, curl].map(|pod| format!("{pod}.{NAMESPACE}"));

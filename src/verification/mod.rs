@@ -179,24 +179,12 @@ pub async fn run(
     // Workloads run where proxies do: an external control plane runs none, but its istiod is
     // asked which remote proxies it configures.
     let whole_mesh = mesh;
-    let mesh = &whole_mesh.data_plane();
-    let clients: Vec<kube::Client> = whole_mesh
-        .clusters
-        .iter()
-        .zip(&every_client)
-        .filter(|(c, _)| mesh.cluster(&c.name).is_some())
-        .map(|(_, client)| client.clone())
-        .collect();
+    let (data_plane, clients) = data_plane(whole_mesh, &every_client);
+    let mesh = &data_plane;
     let artifacts = workloads::artifacts(mesh)?;
     deploy_workloads(mesh, &clients, &artifacts, options, reporter).await?;
     let pods = ready_pods(mesh, &clients, options.timeout).await?;
-    let pods_by_cluster = mesh
-        .clusters
-        .iter()
-        .map(|c| c.name.clone())
-        .zip(pods.iter().cloned())
-        .collect();
-    let control_planes = control_planes(whole_mesh, &every_client, &pods_by_cluster, options.timeout).await;
+    let control_planes = control_planes(whole_mesh, &every_client, (mesh, &pods), options.timeout).await;
     let (hello_pods, curl_pods): (Vec<String>, Vec<String>) = pods.into_iter().unzip();
     reporter.ok(
         "verify",
@@ -246,6 +234,19 @@ pub async fn run(
         distribute,
         control_planes,
     })
+}
+
+/// The clusters that run workloads (all but an external control plane), with their clients.
+fn data_plane(mesh: &Mesh, clients: &[kube::Client]) -> (Mesh, Vec<kube::Client>) {
+    let data_plane = mesh.data_plane();
+    let kept = mesh
+        .clusters
+        .iter()
+        .zip(clients)
+        .filter(|(c, _)| data_plane.cluster(&c.name).is_some())
+        .map(|(_, client)| client.clone())
+        .collect();
+    (data_plane, kept)
 }
 
 /// Per cluster, its helloworld pod and its curl pod, each running with its sidecar.
