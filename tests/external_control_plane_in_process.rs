@@ -436,3 +436,74 @@ async fn remote_secret_type_config_reads_the_config_clusters_istiod_account() {
         "{kubeconfig}"
     );
 }
+
+/// The remotes on networks of their own (the docs' second cluster): each gets an east-west
+/// gateway beside its Istio in `external-istiod`, and the config cluster holds the Gateway that
+/// exposes services on them (the external istiod reads Istio configuration there); the external
+/// cluster exposes istiod only. Converges, and goes with `down --uninstall`.
+#[tokio::test]
+async fn remotes_on_their_own_networks_get_gateways_beside_their_istio() {
+    let lab = lab("provider: existing
+clusters:
+  - {role: external, apiServer: 'https://10.0.0.1:6443'}
+  - {role: remote, apiServer: 'https://10.0.0.2:6443'}
+  - {role: remote, network: network3, apiServer: 'https://10.0.0.3:6443'}
+");
+    let (end, _, said) = lab.run("1.31.1", &PHASES, cas(&lab)).await;
+    assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    let (external, config, other) = (
+        lab.server("cluster1"),
+        lab.server("cluster2"),
+        lab.server("cluster3"),
+    );
+    for (remote, network) in [(config, "network2"), (other, "network3")] {
+        let gateway = remote
+            .object(
+                "apps/v1",
+                "deployments",
+                "external-istiod",
+                "istio-eastwestgateway",
+            )
+            .unwrap_or_else(|| panic!("{network}'s gateway"));
+        assert_eq!(
+            gateway["metadata"]["labels"]["install.operator.istio.io/owning-resource-namespace"],
+            "external-istiod"
+        );
+        assert!(
+            remote
+                .objects("apps/v1", "deployments", "istio-system")
+                .is_empty()
+        );
+    }
+    let gateways = |server: &support::memory_apiserver::MemoryApiServer, ns: &str| {
+        names(server.objects("networking.istio.io/v1", "gateways", ns))
+    };
+    assert_eq!(gateways(config, "external-istiod"), ["cross-network-gateway"]);
+    assert_eq!(gateways(external, "istio-system"), ["istiod-gateway"]);
+    assert!(gateways(other, "external-istiod").is_empty());
+    let recorded = lab.state();
+    for cluster in ["cluster1", "cluster2", "cluster3"] {
+        assert!(
+            recorded.clusters[cluster].eastwest_ip.is_some(),
+            "{cluster}: {recorded:?}"
+        );
+    }
+
+    let (end, tools, said) = lab.run("1.31.1", &PHASES, cas(&lab)).await;
+    assert_eq!(end, RunEnd::Finished { changed: false }, "{}", said.join("\n"));
+    let removed = lab.uninstall(&tools).await;
+    let all: Vec<&String> = removed.iter().flat_map(|(_, r)| r).collect();
+    assert!(
+        all.iter()
+            .any(|r| r.as_str() == "Gateway external-istiod/cross-network-gateway"),
+        "{removed:?}"
+    );
+    for remote in [config, other] {
+        assert!(
+            remote
+                .objects("apps/v1", "deployments", "external-istiod")
+                .is_empty()
+        );
+    }
+    assert!(gateways(config, "external-istiod").is_empty());
+}

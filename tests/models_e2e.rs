@@ -75,7 +75,7 @@ fn istiod_count(lab: &KindLab, i: usize) -> usize {
 }
 
 fn gateway_ip(lab: &KindLab, i: usize) -> Option<String> {
-    block_on(async { meshctl::phases::eastwest::gateway_ip(&client(lab, i).await).await })
+    block_on(async { meshctl::phases::eastwest::gateway_ip(&client(lab, i).await, "istio-system").await })
 }
 
 /// Waits until the `sample` namespace a finished verify deleted is gone everywhere (the namespace

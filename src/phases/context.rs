@@ -204,6 +204,17 @@ pub struct RemoveContext<'a> {
     pub tools: &'a dyn ToolRunner,
 }
 
+impl RemoveContext<'_> {
+    /// Where the cluster's east-west gateway and what configures it live: istio-system for an
+    /// external control plane's own gateway, else beside the cluster's Istio.
+    pub fn gateway_namespace(&self) -> &'static str {
+        match self.cluster.role {
+            crate::topology::Role::External => crate::topology::ISTIO_NAMESPACE,
+            _ => self.istio_namespace,
+        }
+    }
+}
+
 /// What a phase checks before a run changes anything, so `up` does not fail minutes in, after
 /// clusters or Istio were installed.
 pub struct Preflight<'a> {

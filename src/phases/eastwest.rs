@@ -69,8 +69,9 @@ impl PhaseLogic for Eastwest {
 
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         let record_on = RecordOn::Deployment(GATEWAY_NAME.into());
+        let namespace = cx.gateway_namespace();
         Box::pin(
-            async move { uninstall_operator(cx, Phase::Eastwest, GATEWAY_FILE, record_on, NAMESPACE).await },
+            async move { uninstall_operator(cx, Phase::Eastwest, GATEWAY_FILE, record_on, namespace).await },
         )
     }
 }
@@ -114,6 +115,9 @@ async fn record_address(cx: StepContext<'_>, namespace: &str, name: &str) -> Res
 #[derive(Serialize)]
 struct EastWest<'a> {
     istio_version: &'a str,
+    /// `values.global.istioNamespace` (and the IstioOperator's namespace) of a remote of an
+    /// external control plane: its gateway runs beside its Istio. Empty: istio-system.
+    istio_namespace: &'a str,
     /// `spec.revision`: the control plane that injects the gateway (empty: the default one).
     revision: &'a str,
     network: &'a str,
@@ -126,6 +130,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         // One network and no remotes: pods call each other directly (flat multi-primary).
         return Ok(());
     }
+    let mesh = b.input.mesh;
     if b.cluster.role == Role::Remote {
         // The gateway's pods are injected by the primary's istiod, which serves this cluster's
         // injector only once it has taken the cluster over and patched the webhook's CA bundle
@@ -133,12 +138,14 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         b.step(Step::Wait {
             until: Condition::WebhookCaBundle {
                 kind: "MutatingWebhookConfiguration".into(),
-                name: b.input.mesh.istio_revision.injector_webhook(),
+                name: mesh.injector_webhook(b.cluster),
             },
         });
     }
+    let namespace = mesh.gateway_namespace(b.cluster);
     let eastwest = &b.cluster.eastwest;
     let context = EastWest {
+        istio_namespace: if namespace == NAMESPACE { "" } else { namespace },
         istio_version: versions::ISTIO_VERSION,
         revision: b.input.mesh.istio_revision.operator_value(),
         network: &b.cluster.network,
@@ -149,7 +156,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         GATEWAY_FILE,
         "eastwest/eastwest-gateway.yaml.j2",
         &context,
-        (NAMESPACE, GATEWAY_NAME),
+        (namespace, GATEWAY_NAME),
     )?;
     match eastwest.declared() {
         // The address is the topology's, in every istiod's meshNetworks already: recorded (a
@@ -162,7 +169,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         // pod IPs, and on kind the address comes only from MetalLB.
         None => b.step(Step::Wait {
             until: Condition::LoadBalancerIp {
-                namespace: NAMESPACE.into(),
+                namespace: namespace.into(),
                 name: GATEWAY_NAME.into(),
             },
         }),
@@ -170,10 +177,10 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// The east-west gateway's LoadBalancer address (IP, or hostname on clouds that give one), if it
-/// has one.
-pub async fn gateway_ip(client: &kube::Client) -> Option<String> {
-    inspect::service_address(client, NAMESPACE, GATEWAY_NAME).await
+/// The east-west gateway's LoadBalancer address (IP, or hostname on clouds that give one) in
+/// `namespace` (`Mesh::gateway_namespace`), if it has one.
+pub async fn gateway_ip(client: &kube::Client, namespace: &str) -> Option<String> {
+    inspect::service_address(client, namespace, GATEWAY_NAME).await
 }
 
 /// A declared gateway: a Service of the declared type (with the declared node port), and the
@@ -186,7 +193,7 @@ async fn declared_finding(
     port: u16,
 ) -> Finding {
     let services: kube::Api<k8s_openapi::api::core::v1::Service> =
-        kube::Api::namespaced(client.clone(), NAMESPACE);
+        kube::Api::namespaced(client.clone(), p.mesh.gateway_namespace(p.cluster));
     let Ok(Some(service)) = services.get_opt(GATEWAY_NAME).await else {
         return Finding::missing(object, "no Service");
     };
@@ -225,10 +232,11 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
         Err(f) => return vec![f],
     };
     let mut out = installed(p, &client).await;
-    let object = format!("Service {NAMESPACE}/{GATEWAY_NAME}");
+    let namespace = p.mesh.gateway_namespace(p.cluster);
+    let object = format!("Service {namespace}/{GATEWAY_NAME}");
     out.push(match p.cluster.eastwest.declared() {
         Some((address, port)) => declared_finding(p, &client, object, address, port).await,
-        None => match gateway_ip(&client).await {
+        None => match gateway_ip(&client, namespace).await {
             Some(address) => Finding::present(object, crate::kube::wait::describe_address(&address)),
             None => Finding::missing(object, "no LoadBalancer IP or hostname"),
         },

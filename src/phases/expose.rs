@@ -12,6 +12,7 @@ use super::{PhaseLogic, RemoveContext};
 use crate::kube::delete_owned;
 use crate::plan::{Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
+use crate::topology::{Cluster, Role};
 
 /// The Gateway that exposes `*.local` services, as rendered.
 pub const GATEWAY_NAME: &str = "cross-network-gateway";
@@ -40,12 +41,24 @@ impl PhaseLogic for Expose {
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(remove(cx))
     }
+
+    /// The config cluster of an external control plane exposes services once the external
+    /// istiod, which validates and reads its Istio configuration, runs.
+    fn stage(&self, cluster: &Cluster) -> usize {
+        match cluster.role {
+            Role::Remote => Phase::Expose.ordinal() * 10 + 8,
+            Role::Primary | Role::External => Phase::Expose.ordinal() * 10,
+        }
+    }
 }
 
 /// Context of `templates/expose/cross-network-gateway.yaml.j2`.
 #[derive(Serialize)]
 struct CrossNetworkGateway {
     name: &'static str,
+    /// Beside the gateways it configures: istio-system, or `external-istiod` in the config cluster
+    /// of an external control plane.
+    namespace: &'static str,
 }
 
 /// Context of `templates/expose/expose-istiod.yaml.j2`.
@@ -68,7 +81,10 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         let file = b.render(
             "cross-network-gateway.yaml",
             "expose/cross-network-gateway.yaml.j2",
-            &CrossNetworkGateway { name: GATEWAY_NAME },
+            &CrossNetworkGateway {
+                name: GATEWAY_NAME,
+                namespace: mesh.gateway_namespace(b.cluster),
+            },
             false,
         )?;
         b.step(Step::Apply { file });
@@ -99,41 +115,56 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     }
 }
 
-/// Istio Gateways in istio-system, where the expose Gateways live.
-pub fn gateways(client: &kube::Client) -> kube::api::Api<kube::api::DynamicObject> {
-    networking(client, "Gateway", "gateways")
+/// Istio Gateways in `namespace`, where the expose Gateways live.
+pub fn gateways(client: &kube::Client, namespace: &str) -> kube::api::Api<kube::api::DynamicObject> {
+    networking(client, namespace, "Gateway", "gateways")
 }
 
-/// Istio VirtualServices in istio-system, where istiod's lives.
-pub fn virtual_services(client: &kube::Client) -> kube::api::Api<kube::api::DynamicObject> {
-    networking(client, "VirtualService", "virtualservices")
+/// Istio VirtualServices in `namespace`, where istiod's lives.
+pub fn virtual_services(client: &kube::Client, namespace: &str) -> kube::api::Api<kube::api::DynamicObject> {
+    networking(client, namespace, "VirtualService", "virtualservices")
 }
 
-fn networking(client: &kube::Client, kind: &str, plural: &str) -> kube::api::Api<kube::api::DynamicObject> {
+fn networking(
+    client: &kube::Client,
+    namespace: &str,
+    kind: &str,
+    plural: &str,
+) -> kube::api::Api<kube::api::DynamicObject> {
     let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", kind);
     kube::api::Api::namespaced_with(
         client.clone(),
-        super::istio::NAMESPACE,
+        namespace,
         &kube::api::ApiResource::from_gvk_with_plural(&gvk, plural),
     )
 }
 
-/// Whether the Gateway exists (false also when Istio's CRDs do not).
-pub async fn exposed(client: &kube::Client) -> bool {
-    matches!(gateways(client).get_opt(GATEWAY_NAME).await, Ok(Some(_)))
+/// Whether the Gateway exists in `namespace` (false also when Istio's CRDs do not).
+pub async fn exposed(client: &kube::Client, namespace: &str) -> bool {
+    matches!(
+        gateways(client, namespace).get_opt(GATEWAY_NAME).await,
+        Ok(Some(_))
+    )
 }
 
 /// The Gateways and istiod's VirtualService meshctl applied (they route through the east-west
 /// gateway, so they go before it).
 async fn remove(cx: &RemoveContext<'_>) -> Result<Vec<String>> {
-    let namespace = super::istio::NAMESPACE;
+    let namespace = cx.gateway_namespace();
     let mut removed = Vec::new();
-    let gateways = gateways(&cx.client);
+    let gateways = gateways(&cx.client, namespace);
     for name in [GATEWAY_NAME, ISTIOD_GATEWAY_NAME] {
         let what = format!("Gateway {namespace}/{name}");
         removed.extend(delete_owned(&gateways, name, &what).await?);
     }
     let what = format!("VirtualService {namespace}/{ISTIOD_VIRTUAL_SERVICE}");
-    removed.extend(delete_owned(&virtual_services(&cx.client), ISTIOD_VIRTUAL_SERVICE, &what).await?);
+    removed.extend(
+        delete_owned(
+            &virtual_services(&cx.client, namespace),
+            ISTIOD_VIRTUAL_SERVICE,
+            &what,
+        )
+        .await?,
+    );
     Ok(removed)
 }

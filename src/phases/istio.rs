@@ -199,7 +199,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     b.step(Step::Wait {
         until: Condition::WebhookCaBundle {
             kind: "MutatingWebhookConfiguration".into(),
-            name: revision.injector_webhook(),
+            name: b.input.mesh.injector_webhook(cluster),
         },
     });
     Ok(())

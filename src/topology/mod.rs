@@ -381,6 +381,35 @@ impl Mesh {
         }
     }
 
+    /// The cluster holding the Gateway that exposes `c`'s services on `c`'s east-west gateway:
+    /// its control plane's cluster, or an external control plane's config cluster (where the
+    /// external istiod reads Istio configuration).
+    pub fn exposing_cluster_of<'m>(&'m self, c: &'m Cluster) -> &'m Cluster {
+        let control_plane = self.control_plane_of(c);
+        self.config_cluster_of(control_plane).unwrap_or(control_plane)
+    }
+
+    /// Where `c`'s east-west gateway runs: beside its Istio, except an external control plane's,
+    /// which that cluster's own istiod in istio-system configures.
+    pub fn gateway_namespace(&self, c: &Cluster) -> &'static str {
+        match c.role {
+            Role::External => ISTIO_NAMESPACE,
+            _ => self.istio_namespace(c),
+        }
+    }
+
+    /// The injector webhook that injects `c`'s gateways and workloads, as the chart names it: its
+    /// revision's, suffixed with the namespace outside istio-system
+    /// (`istio-sidecar-injector-external-istiod` in a remote of an external control plane; an
+    /// external control plane's own gateway is injected by its own istiod in istio-system).
+    pub fn injector_webhook(&self, c: &Cluster) -> String {
+        let name = self.istio_revision.injector_webhook();
+        match self.gateway_namespace(c) {
+            ISTIO_NAMESPACE => name,
+            namespace => format!("{name}-{namespace}"),
+        }
+    }
+
     /// The remotes whose proxies `c`'s istiod configures (none unless `c` is a primary or an
     /// external control plane).
     pub fn remotes_of<'m>(&'m self, c: &'m Cluster) -> impl Iterator<Item = &'m Cluster> + 'm {
@@ -418,9 +447,10 @@ impl Mesh {
     /// Whether `c` holds the Gateway exposing `*.local` services on the east-west gateways: its
     /// istiod configures gateways that other networks call. A remote never does: the Gateway in its
     /// primary configures the remote's east-west gateway too (docs, "Install Primary-Remote on
-    /// different networks").
+    /// different networks"); an external istiod reads it from its config cluster instead (docs,
+    /// "Install Istio with an External Control Plane": expose-services in the config cluster).
     pub fn exposes_services(&self, c: &Cluster) -> bool {
-        c.role == Role::Primary && self.multi_network()
+        (c.role == Role::Primary || self.is_config_cluster(c)) && self.multi_network()
     }
 
     /// Other clusters on `c`'s network: pods reach each other directly, without a gateway.
@@ -519,7 +549,7 @@ impl Mesh {
     }
 
     /// What meshctl builds of the external control plane model: one external cluster with its
-    /// remotes, on one network, and no primary beside it.
+    /// remotes, and no primary beside it.
     fn external_problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let externals: Vec<(usize, &Cluster)> = self
@@ -558,31 +588,13 @@ impl Mesh {
                 ),
             );
         }
-        let remotes: Vec<&Cluster> = self.remotes_of(external).collect();
-        match remotes.first() {
-            None => push(
+        if self.remotes_of(external).next().is_none() {
+            push(
                 &mut problems,
                 format!("clusters[{first}].role"),
                 "external",
                 "runs istiod for remote clusters only: add a `role: remote` cluster (the first is the config cluster)",
-            ),
-            Some(config) => {
-                let elsewhere = self.clusters.iter().enumerate().find(|(_, c)| {
-                    c.primary.as_deref() == Some(external.name.as_str()) && c.network != config.network
-                });
-                if let Some((i, other)) = elsewhere {
-                    let reason = format!(
-                        "differs from the config cluster's `{}`: the remotes of an external control plane share one network (east-west gateways in them are not built yet)",
-                        config.network
-                    );
-                    push(
-                        &mut problems,
-                        format!("clusters[{i}].network"),
-                        &other.network,
-                        &reason,
-                    );
-                }
-            }
+            );
         }
         problems
     }
@@ -1047,6 +1059,35 @@ mod tests {
         assert_eq!(names, ["cluster2", "cluster3"]);
         let primary = Mesh::for_kind(2, "m").unwrap();
         assert_eq!(primary.istio_namespace(&primary.clusters[0]), ISTIO_NAMESPACE);
+        assert_eq!(
+            primary.injector_webhook(&primary.clusters[0]),
+            "istio-sidecar-injector"
+        );
+        assert_eq!(
+            mesh.injector_webhook(config),
+            "istio-sidecar-injector-external-istiod"
+        );
+        assert_eq!(mesh.gateway_namespace(external), ISTIO_NAMESPACE);
+        assert_eq!(mesh.gateway_namespace(other), EXTERNAL_ISTIOD_NAMESPACE);
+    }
+
+    /// Remotes of an external control plane on networks of their own: each gets an east-west
+    /// gateway beside its Istio, and the config cluster holds the Gateway exposing services (the
+    /// external istiod reads Istio configuration there).
+    #[test]
+    fn an_external_control_planes_remotes_on_several_networks_expose_from_the_config_cluster() {
+        let mesh = Mesh::from_yaml(
+            "clusters:\n  - {role: external}\n  - {role: remote}\n  - {role: remote, network: west}\n",
+            None,
+        )
+        .unwrap();
+        let [external, config, other] = [0, 1, 2].map(|i| &mesh.clusters[i]);
+        assert!(mesh.multi_network());
+        assert!(mesh.needs_eastwest(config) && mesh.needs_eastwest(other));
+        assert!(mesh.exposes_services(config));
+        assert!(!mesh.exposes_services(external) && !mesh.exposes_services(other));
+        assert_eq!(mesh.exposing_cluster_of(other).name, config.name);
+        assert_eq!(external.network, config.network);
     }
 
     /// What meshctl does not build of the model is refused, each naming the field.
@@ -1074,13 +1115,6 @@ mod tests {
         assert!(
             two.contains(&("clusters[1].role".into(), "cluster2".into())),
             "{two:?}"
-        );
-        let networks = fields(
-            "clusters:\n  - {role: external}\n  - {role: remote}\n  - {role: remote, network: west}\n",
-        );
-        assert!(
-            networks.contains(&("clusters[2].network".into(), "west".into())),
-            "{networks:?}"
         );
         let named = fields("clusters:\n  - {role: external, primary: cluster2}\n  - {role: remote}\n");
         assert!(

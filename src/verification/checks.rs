@@ -128,28 +128,31 @@ async fn proxies_on_primary(
 }
 
 /// Whether `client`'s cluster holds the remote secret of cluster `source`.
-pub(super) async fn has_remote_secret(client: &kube::Client, source: &str) -> bool {
+pub(super) async fn has_remote_secret(client: &kube::Client, namespace: &str, source: &str) -> bool {
     let secrets: kube::api::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::api::Api::namespaced(client.clone(), crate::create_remote_secret::NAMESPACE);
+        kube::api::Api::namespaced(client.clone(), namespace);
     let name = crate::phases::remote_secrets::secret_name(source);
     matches!(secrets.get_opt(&name).await, Ok(Some(_)))
 }
 
-/// Why calls from `from` never reached `to`: the first missing precondition of the mesh's model,
-/// else where to look. The caller's proxy is configured by its control plane's istiod (its own,
-/// or its primary's), which sees `to`'s endpoints only through `to`'s remote secret; on one
-/// network pods call each other directly, across networks through `to`'s east-west gateway, whose
-/// services Gateway lives where `to`'s gateway is configured from.
-pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: usize, to: usize) -> String {
-    let (fc, tc) = (&mesh.clusters[from], &mesh.clusters[to]);
+/// Why calls from `from` never reached `to` (clusters of `mesh`, the whole mesh, with `clients`
+/// in its order): the first missing precondition of the mesh's model, else where to look. The
+/// caller's proxy is configured by its control plane's istiod (its own, or its primary's), which
+/// sees `to`'s endpoints only through `to`'s remote secret (an external istiod sees its config
+/// cluster through its own kubeconfig); on one network pods call each other directly, across
+/// networks through `to`'s east-west gateway, whose services Gateway lives where `to`'s gateway is
+/// configured from.
+pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: &str, to: &str) -> String {
+    let index = |name: &str| mesh.clusters.iter().position(|m| m.name == name).unwrap_or(0);
+    let (fc, tc) = (&mesh.clusters[index(from)], &mesh.clusters[index(to)]);
     let (f, t) = (&fc.name, &tc.name);
     if from == to {
         return format!("{f} -> {t}: the local helloworld did not answer (is its pod ready?)");
     }
-    let index =
-        |c: &crate::topology::Cluster| mesh.clusters.iter().position(|m| m.name == c.name).unwrap_or(0);
-    let (cp_from, cp_to) = (mesh.control_plane_of(fc), mesh.control_plane_of(tc));
-    if cp_from.name != *t && !has_remote_secret(&clients[index(cp_from)], t).await {
+    let cp_from = mesh.control_plane_of(fc);
+    let reads_by_secret = cp_from.name != *t && mesh.config_cluster_of(cp_from).is_none_or(|c| c.name != *t);
+    let secrets_in = mesh.istio_namespace(cp_from);
+    if reads_by_secret && !has_remote_secret(&clients[index(&cp_from.name)], secrets_in, t).await {
         let whose = if cp_from.name == *f {
             format!("{f} has no remote secret for {t}, so its istiod")
         } else {
@@ -174,15 +177,22 @@ pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: 
         );
     }
     // A declared gateway is in every istiod's meshNetworks: no LoadBalancer address to look for.
-    if tc.eastwest.declared().is_none() && crate::phases::eastwest::gateway_ip(&clients[to]).await.is_none() {
+    let gateway_namespace = mesh.gateway_namespace(tc);
+    if tc.eastwest.declared().is_none()
+        && crate::phases::eastwest::gateway_ip(&clients[index(t)], gateway_namespace)
+            .await
+            .is_none()
+    {
         return format!(
             "{f} -> {t}: {t}'s east-west gateway has no LoadBalancer IP or hostname, so {f} gets unreachable pod IPs (run `meshctl status`)"
         );
     }
-    if !crate::phases::expose::exposed(&clients[index(cp_to)]).await {
+    let exposing = mesh.exposing_cluster_of(tc);
+    let exposed_in = mesh.gateway_namespace(exposing);
+    if !crate::phases::expose::exposed(&clients[index(&exposing.name)], exposed_in).await {
         return format!(
             "{f} -> {t}: {} does not expose services on the east-west gateways it configures (run `meshctl up --only expose`)",
-            cp_to.name
+            exposing.name
         );
     }
     format!(

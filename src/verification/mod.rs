@@ -199,7 +199,7 @@ pub async fn run(
     } else {
         calling.await?
     };
-    let reasons = reasons(mesh, &clients, &m, options).await;
+    let reasons = reasons(mesh, (whole_mesh, &every_client), &m, options).await;
     let failover = if options.failover && mesh.clusters.len() >= 2 {
         Some(failover(mesh, &clients, &artifacts, &hello_pods, &curl_pods, options).await?)
     } else {
@@ -329,7 +329,9 @@ async fn deploy_workloads(
 
 /// One line per pair that failed: a missing pair that should have answered, or, for a
 /// cluster-local check, an answer that crossed clusters.
-async fn reasons(mesh: &Mesh, clients: &[kube::Client], m: &Matrix, options: &Options) -> Vec<String> {
+/// Why each expected pair did not answer; `mesh` the clusters of the matrix, `whole` the whole
+/// mesh with a client for each of its clusters (where the control planes are looked at).
+async fn reasons(mesh: &Mesh, whole: (&Mesh, &[kube::Client]), m: &Matrix, options: &Options) -> Vec<String> {
     let mut reasons = Vec::new();
     let expected_missing: Vec<(usize, usize)> = if options.local_only() {
         m.missing().into_iter().filter(|(f, t)| f == t).collect()
@@ -337,7 +339,8 @@ async fn reasons(mesh: &Mesh, clients: &[kube::Client], m: &Matrix, options: &Op
         m.missing()
     };
     for (f, t) in expected_missing {
-        reasons.push(why_unanswered(mesh, clients, f, t).await);
+        let (from, to) = (&mesh.clusters[f].name, &mesh.clusters[t].name);
+        reasons.push(why_unanswered(whole.0, whole.1, from, to).await);
     }
     if options.local_only() {
         let why = if options.per_cluster_subsets {

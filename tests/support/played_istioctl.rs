@@ -31,6 +31,8 @@
 //!   `istio.io/rev=<rev>` whose `operator.istio.io/component` is Pilot or a gateway, and nothing
 //!   else (the Deployment's pods go with it, as the garbage collector takes them).
 //!
+//! - The base component's CRDs wherever the profile enables it (default and remote; not
+//!   `empty`, `manifests/profiles/`).
 //! - Namespaces and the external control plane model: Pilot's objects go to
 //!   `values.global.istioNamespace`; outside istio-system the injector (and a tag's webhook) is
 //!   named with the namespace as a suffix (`mutatingwebhook.yaml`, `revision-tags-mwc.yaml`); a
@@ -314,7 +316,10 @@ fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<
         keys: Vec::new(),
     };
     if let Some(gateway) = spec["components"]["ingressGateways"].get(0) {
-        install_gateway(&mut writes, &owner, &gateway["k8s"]["service"]);
+        let ns = spec["values"]["global"]["istioNamespace"]
+            .as_str()
+            .unwrap_or("istio-system");
+        install_gateway(&mut writes, (&owner, ns), &gateway["k8s"]["service"]);
     } else {
         install_control_plane(&mut writes, &owner, spec, version)?;
     }
@@ -380,8 +385,12 @@ fn install_control_plane(
                          "labels": pilot(json!({"app": "istiod"}))},
             "data": {"mesh": serde_json::to_string(&spec["meshConfig"]).unwrap_or_default()}}));
     }
-    if !remote {
+    // The base component (the CRDs): on in the default and remote profiles, off in `empty`
+    // unless the IstioOperator turns it on (`manifests/profiles/*.yaml`).
+    if spec["profile"] != "empty" || spec["components"]["base"]["enabled"] == true {
         install_crds(writes.server)?;
+    }
+    if !remote {
         install_istiod(writes, owner, spec, ns, version);
     }
     // The injector calls the revision's istiod Service: on a remote, the one backed by the
@@ -468,11 +477,13 @@ fn never_ready(server: &MemoryApiServer, revision: &str) -> String {
     )
 }
 
-fn install_gateway(writes: &mut Writes<'_>, owner: &Owner, service: &Value) {
+/// The gateway chart's objects, in `ns` (`values.global.istioNamespace`: istioctl puts a gateway
+/// with no namespace of its own there).
+fn install_gateway(writes: &mut Writes<'_>, (owner, ns): (&Owner, &str), service: &Value) {
     let server = writes.server;
     let selector = json!({"app": "istio-eastwestgateway", "istio": "eastwestgateway"});
     writes.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "istio-eastwestgateway", "namespace": "istio-system",
+        "metadata": {"name": "istio-eastwestgateway", "namespace": ns,
                      "labels": labels(owner, "IngressGateways", selector.clone())},
         "spec": {"selector": {"matchLabels": selector}, "template": {"metadata": {"labels": selector},
                  "spec": {"containers": [{"name": "istio-proxy", "image": "auto"}]}}},
@@ -482,24 +493,19 @@ fn install_gateway(writes: &mut Writes<'_>, owner: &Owner, service: &Value) {
     let service_type = service["type"].as_str().unwrap_or("LoadBalancer");
     let status = if service_type == "LoadBalancer" {
         let address = server
-            .object("v1", "services", "istio-system", "istio-eastwestgateway")
+            .object("v1", "services", ns, "istio-eastwestgateway")
             .and_then(|s| {
                 s["status"]["loadBalancer"]["ingress"][0]["ip"]
                     .as_str()
                     .map(String::from)
             })
-            .unwrap_or_else(|| {
-                format!(
-                    "172.18.255.{}",
-                    200 + server.objects("v1", "services", "istio-system").len()
-                )
-            });
+            .unwrap_or_else(|| format!("172.18.255.{}", 200 + server.objects("v1", "services", ns).len()));
         json!({"loadBalancer": {"ingress": [{"ip": address}]}})
     } else {
         json!({"loadBalancer": {}})
     };
     writes.put(json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "istio-eastwestgateway", "namespace": "istio-system",
+        "metadata": {"name": "istio-eastwestgateway", "namespace": ns,
                      "labels": labels(owner, "IngressGateways", json!({"istio": "eastwestgateway"}))},
         "spec": {"type": service_type, "ports": service["ports"].clone()},
         "status": status}));
