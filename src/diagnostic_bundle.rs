@@ -46,6 +46,14 @@ impl Bundle {
         self.files.push((path.into(), content.into()));
     }
 
+    /// The content of the file at `path`, when the bundle has one.
+    pub fn file(&self, path: &str) -> Option<&[u8]> {
+        self.files
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, c)| c.as_slice())
+    }
+
     pub fn paths(&self) -> Vec<&str> {
         self.files.iter().map(|(p, _)| p.as_str()).collect()
     }
@@ -128,16 +136,18 @@ fn remote_secret_summary(secret: &Secret) -> serde_json::Value {
     })
 }
 
-async fn collect_cluster(client: Client, name: &str, bundle: &mut Bundle) {
-    collect_objects(&client, name, bundle).await;
-    collect_logs(&client, name, bundle).await;
-    collect_istio(&client, name, bundle).await;
+/// Everything of cluster `name` whose Istio lives in `istio_namespace` (istio-system, or
+/// `external-istiod` in an external control plane's clusters).
+async fn collect_cluster(client: Client, (name, istio_namespace): (&str, &str), bundle: &mut Bundle) {
+    collect_objects(&client, (name, istio_namespace), bundle).await;
+    collect_logs(&client, (name, istio_namespace), bundle).await;
+    collect_istio(&client, (name, istio_namespace), bundle).await;
     collect_metallb(&client, name, bundle).await;
 }
 
 /// The API server's version, the nodes, and events, pods, services and deployments of each
 /// namespace meshctl works in.
-async fn collect_objects(client: &Client, name: &str, bundle: &mut Bundle) {
+async fn collect_objects(client: &Client, (name, istio_namespace): (&str, &str), bundle: &mut Bundle) {
     let at = |file: &str| format!("{name}/{file}");
     let err = |e: kube::Error| format!("# not collected: {}\n", crate::kube::human_reason(&e));
     match client.apiserver_version().await {
@@ -152,7 +162,8 @@ async fn collect_objects(client: &Client, name: &str, bundle: &mut Bundle) {
         Ok(l) => bundle.add(at("nodes.yaml"), yaml_of(&l.items)),
         Err(e) => bundle.add(at("nodes.yaml"), err(e)),
     }
-    for ns in NAMESPACES {
+    let extra = (!NAMESPACES.contains(&istio_namespace)).then_some(istio_namespace);
+    for ns in NAMESPACES.into_iter().chain(extra) {
         macro_rules! listed {
             ($ty:ty, $file:literal) => {
                 match Api::<$ty>::namespaced(client.clone(), ns).list(&all).await {
@@ -168,11 +179,20 @@ async fn collect_objects(client: &Client, name: &str, bundle: &mut Bundle) {
     }
 }
 
-/// Logs of istiod and the east-west gateway, by the labels Istio gives their pods.
-async fn collect_logs(client: &Client, name: &str, bundle: &mut Bundle) {
+/// Logs of istiod and the east-west gateway, by the labels Istio gives their pods, in
+/// istio-system and the cluster's Istio namespace.
+async fn collect_logs(client: &Client, (name, istio_namespace): (&str, &str), bundle: &mut Bundle) {
+    let mut namespaces = vec![crate::topology::ISTIO_NAMESPACE];
+    namespaces.extend((istio_namespace != crate::topology::ISTIO_NAMESPACE).then_some(istio_namespace));
+    for namespace in namespaces {
+        collect_logs_in(client, name, namespace, bundle).await;
+    }
+}
+
+async fn collect_logs_in(client: &Client, name: &str, namespace: &str, bundle: &mut Bundle) {
     let at = |file: &str| format!("{name}/{file}");
     let err = |e: kube::Error| format!("# not collected: {}\n", crate::kube::human_reason(&e));
-    let pods = Api::<Pod>::namespaced(client.clone(), crate::topology::ISTIO_NAMESPACE);
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
     for selector in ["app=istiod", "istio=eastwestgateway"] {
         let Ok(list) = pods.list(&ListParams::default().labels(selector)).await else {
             continue;
@@ -193,10 +213,10 @@ async fn collect_logs(client: &Client, name: &str, bundle: &mut Bundle) {
 }
 
 /// What istiod says of its remote clusters, and the remote secrets it reads (names, never data).
-async fn collect_istio(client: &Client, name: &str, bundle: &mut Bundle) {
+async fn collect_istio(client: &Client, (name, istio_namespace): (&str, &str), bundle: &mut Bundle) {
     let at = |file: &str| format!("{name}/{file}");
     let err = |e: kube::Error| format!("# not collected: {}\n", crate::kube::human_reason(&e));
-    match crate::istiod::clusters(client, crate::topology::ISTIO_NAMESPACE).await {
+    match crate::istiod::clusters(client, istio_namespace).await {
         Ok(seen) => bundle.add(
             at("istiod-clusterz.json"),
             serde_json::to_vec_pretty(&serde_json::json!({"pod": seen.pod, "clusters": seen.value}))
@@ -204,7 +224,7 @@ async fn collect_istio(client: &Client, name: &str, bundle: &mut Bundle) {
         ),
         Err(e) => bundle.add(at("istiod-clusterz.json"), format!("# not collected: {e}\n")),
     }
-    let secrets = Api::<Secret>::namespaced(client.clone(), crate::topology::ISTIO_NAMESPACE);
+    let secrets = Api::<Secret>::namespaced(client.clone(), istio_namespace);
     match secrets
         .list(&crate::phases::remote_secrets::remote_secrets_selector())
         .await
@@ -240,7 +260,7 @@ async fn collect_metallb(client: &Client, name: &str, bundle: &mut Bundle) {
 
 /// One cluster, bounded by `timeout`.
 async fn collect_one(
-    cluster: &Cluster,
+    (cluster, istio_namespace): (&Cluster, &str),
     clients: &Clients,
     timeout: Duration,
     on_done: &(dyn Fn(&Collected) + Sync),
@@ -250,7 +270,7 @@ async fn collect_one(
     let outcome = tokio::time::timeout(timeout, async {
         match clients.get(&cluster.context).await {
             Ok(client) => {
-                collect_cluster(client, &cluster.name, &mut bundle).await;
+                collect_cluster(client, (&cluster.name, istio_namespace), &mut bundle).await;
                 Ok(())
             }
             Err(e) => Err(e.to_string()),
@@ -295,7 +315,7 @@ pub async fn collect(
     let results = futures::future::join_all(
         mesh.clusters
             .iter()
-            .map(|c| collect_one(c, clients, timeout, on_done)),
+            .map(|c| collect_one((c, mesh.istio_namespace(c)), clients, timeout, on_done)),
     )
     .await;
     let mut bundle = Bundle::default();
