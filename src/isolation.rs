@@ -25,7 +25,7 @@ use crate::kube::apply::Applier;
 use crate::mesh_dir::MeshDir;
 use crate::phases::remote_secrets::{meshctl_secret_for, secret_name};
 use crate::state::{Isolation, StateStore};
-use crate::topology::{Cluster, ISTIO_NAMESPACE, Mesh, Role};
+use crate::topology::{Cluster, Mesh, Role};
 
 /// What happened at one peer (a primary that read, or reads again, the isolated cluster).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -44,12 +44,30 @@ pub enum PeerOutcome {
 /// Every peer of `target`, with its outcome.
 pub type PeerOutcomes = Vec<(String, PeerOutcome)>;
 
-/// The primaries other than `target`: the istiods that read it.
+/// The clusters running an istiod other than `target` (primaries, an external control plane):
+/// the istiods that read it.
 pub fn peers<'m>(mesh: &'m Mesh, target: &str) -> Vec<&'m Cluster> {
     mesh.clusters
         .iter()
-        .filter(|c| c.role == Role::Primary && c.name != target)
+        .filter(|c| c.role != Role::Remote && c.name != target)
         .collect()
+}
+
+/// Why `target` cannot be isolated, when it cannot: an external control plane is the mesh's only
+/// istiod, and its config cluster holds the mesh's configuration (read through the external
+/// istiod's own kubeconfig, not a remote secret).
+pub fn refusal(mesh: &Mesh, target: &str) -> Option<String> {
+    let cluster = mesh.cluster(target)?;
+    if cluster.role == Role::External {
+        return Some(format!(
+            "cluster `{target}` runs the mesh's external control plane: no other istiod reads it; isolate one of its remotes instead"
+        ));
+    }
+    mesh.is_config_cluster(cluster).then(|| {
+        format!(
+            "cluster `{target}` is the config cluster of the external control plane: the mesh's configuration lives there, so the mesh cannot run without it"
+        )
+    })
 }
 
 /// Takes `target` out of the mesh: records, then removes, its remote secret in every peer that
@@ -68,8 +86,9 @@ pub async fn isolate(
         let folder = folder.clone();
         async move {
             let file = folder.join(format!("{}.yaml", peer.name));
+            let namespace = mesh.istio_namespace(peer);
             let outcome = at_peer(clients, peer, timeout, |client| async move {
-                isolate_at(&client, target, &file, timeout).await
+                isolate_at(&client, (namespace, target), &file, timeout).await
             })
             .await;
             (peer.name.clone(), outcome)
@@ -117,8 +136,9 @@ pub async fn rejoin(
                 let detail = "isolate removed nothing here".to_string();
                 return (peer.name.clone(), PeerOutcome::NothingToDo { detail });
             }
+            let namespace = mesh.istio_namespace(peer);
             let outcome = at_peer(clients, peer, timeout, |client| async move {
-                rejoin_at(&client, target, &file, timeout).await
+                rejoin_at(&client, (namespace, target), &file, timeout).await
             })
             .await;
             (peer.name.clone(), outcome)
@@ -169,20 +189,21 @@ async fn bounded(clients: &Clients, peer: &Cluster, timeout: Duration) -> Result
     }
 }
 
+/// At one peer, whose remote secrets are in `namespace`: `target`'s recorded, then removed.
 async fn isolate_at(
     client: &kube::Client,
-    target: &str,
+    (namespace, target): (&str, &str),
     file: &Path,
     timeout: Duration,
 ) -> Result<PeerOutcome> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let name = secret_name(target);
     let Some(secret) = tokio::time::timeout(timeout, secrets.get_opt(&name))
         .await
         .map_err(|_| anyhow!("no answer within {}s", timeout.as_secs()))??
     else {
         return Ok(PeerOutcome::NothingToDo {
-            detail: format!("no {ISTIO_NAMESPACE}/{name}"),
+            detail: format!("no {namespace}/{name}"),
         });
     };
     if meshctl_secret_for(&secret).as_deref() != Some(target) {
@@ -208,20 +229,21 @@ async fn isolate_at(
     Ok(PeerOutcome::Done)
 }
 
+/// At one peer, whose remote secrets are in `namespace`: `target`'s recorded secret put back.
 async fn rejoin_at(
     client: &kube::Client,
-    target: &str,
+    (namespace, target): (&str, &str),
     file: &Path,
     timeout: Duration,
 ) -> Result<PeerOutcome> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let name = secret_name(target);
     let current = tokio::time::timeout(timeout, secrets.get_opt(&name))
         .await
         .map_err(|_| anyhow!("no answer within {}s", timeout.as_secs()))??;
     if current.is_some() {
         return Ok(PeerOutcome::NothingToDo {
-            detail: format!("{ISTIO_NAMESPACE}/{name} is there already; left as it is"),
+            detail: format!("{namespace}/{name} is there already; left as it is"),
         });
     }
     let text = match std::fs::read_to_string(file) {

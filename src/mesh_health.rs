@@ -266,10 +266,16 @@ pub fn judge(
     for seen in &health.istiods {
         let p = &seen.cluster;
         if let Some(error) = &seen.error {
+            // An external control plane's istiod is its own phase's.
+            let external = mesh.cluster(p).is_some_and(|c| c.role == Role::External);
             problems.push(Problem {
                 cluster: p.clone(),
                 problem: format!("istiod does not answer its debug endpoints: {error}"),
-                fix: Fix::UpOnly(Phase::Istio),
+                fix: Fix::UpOnly(if external {
+                    Phase::ExternalIstiod
+                } else {
+                    Phase::Istio
+                }),
             });
             continue;
         }
@@ -388,8 +394,17 @@ fn peer_problems(
 ) -> Vec<Problem> {
     let p = &seen.cluster;
     let mut problems = Vec::new();
+    // An external istiod reads its config cluster through its own kubeconfig, not a remote secret.
+    let config_cluster = mesh
+        .cluster(p)
+        .and_then(|c| mesh.config_cluster_of(c))
+        .map(|c| c.name.clone());
     for r in mesh.clusters.iter().filter(|c| &c.name != p) {
         let reported = seen.clusters.iter().find(|s| s.id == r.name);
+        if Some(&r.name) == config_cluster.as_ref() {
+            problems.extend(config_cluster_problem(p, r, reported, down));
+            continue;
+        }
         let problem = match (isolated.contains(&r.name), reported) {
             (true, Some(_)) => Some((
                 p.clone(),
@@ -429,6 +444,48 @@ fn peer_problems(
         }
     }
     problems
+}
+
+/// What is wrong with an external istiod's view of its config cluster `r`: unread or unsynced, it
+/// needs its kubeconfig (phase `external-istiod`); down, it cannot be isolated (the mesh's
+/// configuration lives there), only brought back.
+fn config_cluster_problem(
+    p: &str,
+    r: &crate::topology::Cluster,
+    reported: Option<&ClusterSync>,
+    down: &BTreeSet<String>,
+) -> Option<Problem> {
+    let status = reported.map_or("not listed", |s| s.sync_status.as_str());
+    if status == "synced" {
+        return None;
+    }
+    let (cluster, problem, fix) = if down.contains(&r.name) {
+        (
+            r.name.clone(),
+            format!(
+                "{p}'s external istiod reports its config cluster {} {status}: its API server does not answer",
+                r.name
+            ),
+            Fix::ByHand(format!(
+                "bring {}'s API server back: it holds the mesh's configuration, so it cannot be isolated",
+                r.name
+            )),
+        )
+    } else {
+        (
+            p.to_string(),
+            format!(
+                "{p}'s external istiod reports its config cluster {} {status}",
+                r.name
+            ),
+            Fix::UpOnly(Phase::ExternalIstiod),
+        )
+    };
+    Some(Problem {
+        cluster,
+        problem,
+        fix,
+    })
 }
 
 #[cfg(test)]
@@ -619,6 +676,53 @@ mod tests {
         );
         assert!(problems[0].problem.contains("reports cluster2 syncing"));
         assert!(problems[1].problem.contains("does not read cluster3"));
+    }
+
+    /// An external istiod reads its config cluster through its own kubeconfig: unsynced, the fix
+    /// is that phase; down, it cannot be isolated. Its other remotes are judged as any remote.
+    #[test]
+    fn an_external_istiods_config_cluster_is_judged_by_its_kubeconfig_and_never_isolated() {
+        let external = Mesh::from_yaml(
+            "clusters:\n  - {role: external}\n  - {role: remote}\n  - {role: remote}\n",
+            None,
+        )
+        .unwrap();
+        let health = |config: &str, other: &str| MeshHealth {
+            istiods: vec![seen(
+                "cluster1",
+                vec![sync("cluster2", config), sync("cluster3", other)],
+            )],
+            ..MeshHealth::default()
+        };
+        let none = BTreeSet::new();
+        assert_eq!(judge(&external, &health("synced", "synced"), &none, &none), []);
+        let unsynced = judge(&external, &health("timeout", "synced"), &none, &none);
+        assert_eq!(unsynced.len(), 1, "{unsynced:?}");
+        assert_eq!(unsynced[0].fix, Fix::UpOnly(Phase::ExternalIstiod));
+        assert!(unsynced[0].problem.contains("config cluster cluster2 timeout"));
+        let down = BTreeSet::from(["cluster2".to_string(), "cluster3".to_string()]);
+        let fixes: Vec<(String, Fix)> = judge(&external, &health("timeout", "timeout"), &none, &down)
+            .into_iter()
+            .map(|p| (p.cluster, p.fix))
+            .collect();
+        assert!(
+            matches!(&fixes[0], (c, Fix::ByHand(text)) if c == "cluster2" && text.contains("cannot be isolated"))
+        );
+        assert_eq!(
+            fixes[1],
+            ("cluster3".to_string(), Fix::Isolate("cluster3".into()))
+        );
+        let silent = MeshHealth {
+            istiods: vec![IstiodSeen {
+                error: Some("no running istiod pod in external-istiod".into()),
+                ..seen("cluster1", Vec::new())
+            }],
+            ..MeshHealth::default()
+        };
+        assert_eq!(
+            judge(&external, &silent, &none, &none)[0].fix,
+            Fix::UpOnly(Phase::ExternalIstiod)
+        );
     }
 
     #[test]

@@ -543,3 +543,80 @@ async fn diagnose_collects_the_external_istiod_and_its_namespace() {
     assert!(text("cluster1/remote-secrets.yaml").contains("istio-remote-secret-cluster3"));
     assert!(text("cluster2/external-istiod/services.yaml").contains("name: istiod"));
 }
+
+/// `isolate` of a remote takes its secret out of the external istiod's namespace (recorded) and
+/// `up` keeps it out; `rejoin` puts it back as it was. The config cluster and the external
+/// cluster itself are refused: the mesh cannot run without either.
+#[tokio::test]
+async fn a_remote_of_an_external_control_plane_is_isolated_and_rejoined() {
+    use meshctl::isolation::{self, PeerOutcome};
+    let lab = lab(EXTERNAL);
+    let (end, _, said) = lab.run("1.31.1", &PHASES, cas(&lab)).await;
+    assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    let external = lab.server("cluster1");
+    let before = external
+        .object("v1", "secrets", "external-istiod", "istio-remote-secret-cluster3")
+        .unwrap();
+    let clients = meshctl::kube::Clients::new(Some(&lab.kubeconfig));
+    let state = meshctl::state::StateStore::load(&lab.dir.state()).unwrap();
+    let timeout = std::time::Duration::from_secs(5);
+    for refused in ["cluster1", "cluster2"] {
+        assert!(isolation::refusal(&lab.mesh, refused).is_some(), "{refused}");
+    }
+    assert_eq!(isolation::refusal(&lab.mesh, "cluster3"), None);
+    // The command refuses it as a usage error, before asking any cluster.
+    let config = lab.workdir().join("meshctl.yaml");
+    std::fs::write(&config, EXTERNAL).unwrap();
+    let args: Vec<String> = [
+        "--kubeconfig",
+        lab.kubeconfig.to_str().unwrap(),
+        "--workdir",
+        lab.workdir().to_str().unwrap(),
+        "isolate",
+        "cluster2",
+        "--config",
+        config.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        support::meshctl(&args)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", support::stderr(&out));
+    assert!(
+        support::stderr(&out).contains("config cluster"),
+        "{}",
+        support::stderr(&out)
+    );
+
+    let outcomes = isolation::isolate(&lab.mesh, "cluster3", &clients, &lab.dir, &state, timeout)
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [("cluster1".to_string(), PeerOutcome::Done)]);
+    assert!(
+        external
+            .object("v1", "secrets", "external-istiod", "istio-remote-secret-cluster3")
+            .is_none()
+    );
+    // `up` leaves it out: nothing of cluster3 comes back, and the external istiod is not asked
+    // to see it.
+    let (end, _, said) = lab.run("1.31.1", &PHASES, cas(&lab)).await;
+    assert!(matches!(end, RunEnd::Finished { .. }), "{}", said.join("\n"));
+    assert!(
+        external
+            .object("v1", "secrets", "external-istiod", "istio-remote-secret-cluster3")
+            .is_none()
+    );
+
+    let outcomes = isolation::rejoin(&lab.mesh, "cluster3", &clients, &lab.dir, &state, timeout)
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [("cluster1".to_string(), PeerOutcome::Done)]);
+    let after = external
+        .object("v1", "secrets", "external-istiod", "istio-remote-secret-cluster3")
+        .unwrap();
+    assert_eq!(after["data"], before["data"]);
+}

@@ -125,7 +125,6 @@ pub(super) async fn rejoin(args: MembershipArgs, workdir: &Path, kubeconfig: Opt
 /// The mesh, with `args.cluster` in it and another primary to read it.
 fn member_mesh(args: &MembershipArgs) -> Result<Mesh> {
     let mesh = super::resolve_topology(&args.topology)?;
-    super::refuse_external_control_plane(&mesh, "isolate and rejoin")?;
     if mesh.cluster(&args.cluster).is_none() {
         let names: Vec<&str> = mesh.clusters.iter().map(|c| c.name.as_str()).collect();
         return Err(UsageError(format!(
@@ -135,6 +134,9 @@ fn member_mesh(args: &MembershipArgs) -> Result<Mesh> {
             names.join(", ")
         ))
         .into());
+    }
+    if let Some(reason) = isolation::refusal(&mesh, &args.cluster) {
+        return Err(UsageError(reason).into());
     }
     if isolation::peers(&mesh, &args.cluster).is_empty() {
         return Err(UsageError(format!(

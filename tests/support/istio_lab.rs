@@ -154,7 +154,8 @@ impl Lab {
             timeout_secs: 5,
             docker_network: "kind".into(),
             gateway_ips: state.snapshot().gateway_ips(),
-            isolated: Default::default(),
+            // As `up`: the clusters `isolate` took out stay out.
+            isolated: state.snapshot().isolated.keys().cloned().collect(),
             only_cluster: None,
         };
         let mut prepared = Prepared::written(input, self.dir.plan()).unwrap();
