@@ -419,6 +419,8 @@ async fn remote_secret_type_config_reads_the_config_clusters_istiod_account() {
             .is_empty()
     );
 
+    config.put(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "external-istiod"}}));
     config.put(serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": "istiod", "namespace": "external-istiod", "uid": "sa-uid"}}));
     let out = run(&lab).await.unwrap();
@@ -619,4 +621,19 @@ async fn a_remote_of_an_external_control_plane_is_isolated_and_rejoined() {
         .object("v1", "secrets", "external-istiod", "istio-remote-secret-cluster3")
         .unwrap();
     assert_eq!(after["data"], before["data"]);
+}
+
+/// Clusters that bring their own CA (`up --skip certs`): nothing made `external-istiod` in the
+/// external cluster before the config cluster's kubeconfig goes there; the phase makes it.
+#[tokio::test]
+async fn without_the_certs_phase_the_external_istiods_namespace_is_made_first() {
+    let lab = lab(EXTERNAL);
+    let phases: Vec<Phase> = PHASES.into_iter().filter(|p| *p != Phase::Certs).collect();
+    let (end, _, said) = lab.run("1.31.1", &phases, Vec::new()).await;
+    assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    assert!(
+        lab.server("cluster1")
+            .object("v1", "secrets", "external-istiod", "istio-kubeconfig")
+            .is_some()
+    );
 }

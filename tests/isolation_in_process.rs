@@ -76,6 +76,8 @@ fn lab_with(istiods: Vec<Option<std::sync::Arc<PlayedIstiod>>>) -> Lab {
         })
         .collect();
     for (i, server) in servers.iter().enumerate() {
+        // Istio's namespace, as its install leaves it.
+        server.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}));
         for (j, source) in names.iter().enumerate() {
             if i != j {
                 server.put(remote_secret(source, "meshctl"));

@@ -281,6 +281,12 @@ async fn apply_config_kubeconfig(cx: StepContext<'_>, source: &str) -> Result<Op
         config: true,
     };
     let text = create_remote_secret::render_secret_in(placement, source, &server, &creds)?;
+    // The namespace the external istiod's install makes, unless the certs phase (skipped where
+    // the clusters bring their own CA) made it already: made here when missing, never claimed.
+    let namespace_doc = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n");
+    crate::kube::apply::Applier::new(cx.client().await?)
+        .create_missing(&namespace_doc, namespace)
+        .await?;
     Ok(summary(&cx.apply(&text, CONFIG_SECRET).await?))
 }
 

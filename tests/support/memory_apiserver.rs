@@ -907,6 +907,17 @@ impl MemoryApiServer {
         if before.is_none() && !write.creates {
             return not_found(&key.1, &key.3);
         }
+        // The NamespaceLifecycle admission plugin: nothing is created in a namespace that does
+        // not exist (`apiserver/pkg/admission/plugin/namespace/lifecycle`, `Admit`).
+        let namespace_key = (
+            "v1".to_string(),
+            "namespaces".to_string(),
+            String::new(),
+            key.2.clone(),
+        );
+        if before.is_none() && kind.namespaced && !state.objects.contains_key(&namespace_key) {
+            return status(404, "NotFound", &format!("namespaces \"{}\" not found", key.2));
+        }
         let mut object = before.clone().unwrap_or_else(|| json!({}));
         merge(&mut object, applied);
         object["apiVersion"] = json!(kind.group_version());

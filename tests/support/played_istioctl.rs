@@ -42,6 +42,8 @@
 //!   when set; `operatorManageWebhooks` renders no injector and makes no default tag
 //!   (`webhook.go` `detectIfTagWebhookIsNeeded`); the tag goes to the IstioOperator's
 //!   `metadata.namespace` (istio-system when unset).
+//! - Before every install, `install.go` `installSystemNamespace`: the IstioOperator's
+//!   `metadata.namespace` (istio-system when unset) made when missing.
 //! - After every install, `install.go` `prune`: the objects labelled with this IstioOperator's
 //!   name, namespace and revision that this install did not write are deleted (another
 //!   IstioOperator's objects stay).
@@ -315,6 +317,20 @@ fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<
         server,
         keys: Vec::new(),
     };
+    // `install.go` `installSystemNamespace`: the IstioOperator's namespace (istio-system when it
+    // names none) first, when it is missing, labelled with the network.
+    let system = owner.namespace.as_str();
+    let system = if system.is_empty() { "istio-system" } else { system };
+    if server.object("v1", "namespaces", "", system).is_none() {
+        let network = spec["values"]["global"]["network"].as_str();
+        let labels = network.map_or(json!({}), |n| json!({"topology.istio.io/network": n}));
+        server.put(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": system, "labels": labels}}),
+        );
+    }
+    let ns = spec["values"]["global"]["istioNamespace"]
+        .as_str()
+        .unwrap_or("istio-system");
     if let Some(gateway) = spec["components"]["ingressGateways"].get(0) {
         let ns = spec["values"]["global"]["istioNamespace"]
             .as_str()
