@@ -332,9 +332,6 @@ fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<
         .as_str()
         .unwrap_or("istio-system");
     if let Some(gateway) = spec["components"]["ingressGateways"].get(0) {
-        let ns = spec["values"]["global"]["istioNamespace"]
-            .as_str()
-            .unwrap_or("istio-system");
         install_gateway(&mut writes, (&owner, ns), &gateway["k8s"]["service"]);
     } else {
         install_control_plane(&mut writes, &owner, spec, version)?;
