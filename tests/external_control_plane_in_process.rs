@@ -309,7 +309,7 @@ async fn an_external_control_plane_is_built_synced_converges_and_is_removed() {
 async fn status(lab: &Lab) -> Value {
     let config = lab.workdir().join("meshctl.yaml");
     std::fs::write(&config, EXTERNAL).unwrap();
-    let args: Vec<String> = [
+    let out = support::meshctl_off_runtime(&[
         "--kubeconfig",
         lab.kubeconfig.to_str().unwrap(),
         "--workdir",
@@ -319,15 +319,8 @@ async fn status(lab: &Lab) -> Value {
         config.to_str().unwrap(),
         "-o",
         "json",
-    ]
-    .map(String::from)
-    .to_vec();
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        support::meshctl(&args)
-    })
-    .await
-    .unwrap();
+    ])
+    .await;
     serde_json::from_str(&support::stdout(&out))
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", support::stdout(&out), support::stderr(&out)))
 }
@@ -383,7 +376,7 @@ async fn the_config_kubeconfig_is_repaired_and_never_taken_from_someone_else() {
 async fn remote_secret_type_config_reads_the_config_clusters_istiod_account() {
     let lab = lab(EXTERNAL);
     let run = |lab: &Lab| {
-        let args: Vec<String> = [
+        support::meshctl_off_runtime(&[
             "--kubeconfig",
             lab.kubeconfig.to_str().unwrap(),
             "remote-secret",
@@ -397,16 +390,10 @@ async fn remote_secret_type_config_reads_the_config_clusters_istiod_account() {
             "config",
             "--namespace",
             "external-istiod",
-        ]
-        .map(String::from)
-        .to_vec();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            support::meshctl(&args)
-        })
+        ])
     };
     let config = lab.server("cluster2");
-    let out = run(&lab).await.unwrap();
+    let out = run(&lab).await;
     assert_eq!(out.status.code(), Some(1), "{}", support::stderr(&out));
     assert!(
         support::stderr(&out).contains("no service account external-istiod/istiod"),
@@ -423,7 +410,7 @@ async fn remote_secret_type_config_reads_the_config_clusters_istiod_account() {
         "metadata": {"name": "external-istiod"}}));
     config.put(serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": "istiod", "namespace": "external-istiod", "uid": "sa-uid"}}));
-    let out = run(&lab).await.unwrap();
+    let out = run(&lab).await;
     assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
     let secret = meshctl::render::parse_documents(&support::stdout(&out))
         .unwrap()
@@ -569,7 +556,7 @@ async fn a_remote_of_an_external_control_plane_is_isolated_and_rejoined() {
     // The command refuses it as a usage error, before asking any cluster.
     let config = lab.workdir().join("meshctl.yaml");
     std::fs::write(&config, EXTERNAL).unwrap();
-    let args: Vec<String> = [
+    let out = support::meshctl_off_runtime(&[
         "--kubeconfig",
         lab.kubeconfig.to_str().unwrap(),
         "--workdir",
@@ -578,15 +565,8 @@ async fn a_remote_of_an_external_control_plane_is_isolated_and_rejoined() {
         "cluster2",
         "--config",
         config.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        support::meshctl(&args)
-    })
-    .await
-    .unwrap();
+    ])
+    .await;
     assert_eq!(out.status.code(), Some(2), "{}", support::stderr(&out));
     assert!(
         support::stderr(&out).contains("config cluster"),

@@ -705,7 +705,7 @@ async fn status_after_an_upgrade_probes_the_new_revision() {
     upgrader.finish().await.unwrap();
     let config = lab.workdir().join("meshctl.yaml");
     std::fs::write(&config, TWO_PRIMARIES).unwrap();
-    let args: Vec<String> = [
+    let out = support::meshctl_off_runtime(&[
         "--kubeconfig",
         lab.kubeconfig.to_str().unwrap(),
         "--workdir",
@@ -715,15 +715,8 @@ async fn status_after_an_upgrade_probes_the_new_revision() {
         config.to_str().unwrap(),
         "-o",
         "json",
-    ]
-    .map(String::from)
-    .to_vec();
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        support::meshctl(&args)
-    })
-    .await
-    .unwrap();
+    ])
+    .await;
     let report: Value = serde_json::from_str(&support::stdout(&out))
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", support::stdout(&out), support::stderr(&out)));
     let istio: Vec<&Value> = report["checks"]

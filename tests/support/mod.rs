@@ -9,6 +9,20 @@ pub fn meshctl(args: &[&str]) -> Output {
     meshctl_in(Path::new("."), args, &[])
 }
 
+/// [`meshctl`] from an async test whose runtime serves the clusters the binary talks to: run on a
+/// blocking thread, so the runtime keeps answering.
+pub fn meshctl_off_runtime(args: &[&str]) -> impl std::future::Future<Output = Output> + use<> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            meshctl(&args)
+        })
+        .await
+        .unwrap()
+    }
+}
+
 /// Runs `meshctl` in `cwd` with extra environment variables.
 pub fn meshctl_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     // Never the developer's own state folder: a test that does not name a work dir gets one of its
