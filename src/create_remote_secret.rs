@@ -26,10 +26,6 @@ use crate::render::{self, RenderError};
 pub const NAMESPACE: &str = crate::topology::ISTIO_NAMESPACE;
 /// The service account remote istiods authenticate as.
 pub const READER_SERVICE_ACCOUNT: &str = "istio-reader-service-account";
-/// Its cluster role (and binding), as Istio names them.
-pub const READER_CLUSTER_ROLE: &str = "istio-reader-clusterrole-istio-system";
-/// The token Secret istioctl creates when none exists.
-pub const TOKEN_SECRET: &str = "istio-reader-service-account-istio-remote-secret-token";
 
 /// The account in the source cluster whose token a secret carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -421,6 +417,27 @@ mod tests {
             "explicit --server is the user's word"
         );
         assert!(check_server("c", "http://10.0.0.1", true).is_err());
+    }
+
+    /// The names istioctl gives the reader's role and token Secret in istio-system, and the
+    /// config cluster's account it reads for `--type=config`.
+    #[test]
+    fn accounts_are_named_as_istio_names_them() {
+        let reader = Account::reader(NAMESPACE);
+        assert_eq!(
+            reader.reader_role.as_deref(),
+            Some("istio-reader-clusterrole-istio-system")
+        );
+        assert_eq!(
+            reader.token_secret(),
+            "istio-reader-service-account-istio-remote-secret-token"
+        );
+        let config = Account::config_istiod("external-istiod");
+        assert_eq!(
+            (config.service_account.as_str(), config.reader_role.as_deref()),
+            ("istiod", None)
+        );
+        assert_eq!(config.token_secret(), "istiod-istio-remote-secret-token");
     }
 
     #[test]
