@@ -136,7 +136,7 @@ struct Remote<'a> {
 
 /// Renders an IstioOperator into `file`, installs it with istioctl, and waits until `deployment`
 /// (in `namespace`) is available: the shape shared by the control planes and the east-west gateway.
-pub(crate) fn install_operator<C: Serialize>(
+pub(super) fn install_operator<C: Serialize>(
     b: &mut PhaseBuilder<'_>,
     file: &str,
     template: &'static str,
@@ -425,7 +425,7 @@ async fn recorded(client: &kube::Client, record_on: &RecordOn, namespace: &str) 
 
 /// `istioctl uninstall -f` of the IstioOperator `phase` installed from `file`, when `record_on`
 /// carries meshctl's install record (it installed it) and the file is still in the plan folder.
-pub(crate) async fn uninstall_operator(
+pub(super) async fn uninstall_operator(
     cx: &RemoveContext<'_>,
     phase: Phase,
     file: &str,
