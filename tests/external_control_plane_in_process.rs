@@ -617,3 +617,40 @@ async fn without_the_certs_phase_the_external_istiods_namespace_is_made_first() 
             .is_some()
     );
 }
+
+/// The config cluster created again (a new CA published in its namespaces, new tokens): the
+/// kubeconfig the external istiod holds carries a token of the old one, and `up` makes it anew.
+#[tokio::test]
+async fn a_config_cluster_created_again_gets_a_new_kubeconfig() {
+    let lab = lab(EXTERNAL);
+    let (end, _, said) = lab.run("1.31.1", &PHASES, cas(&lab)).await;
+    assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    let config = lab.server("cluster2");
+    config.remove(
+        "v1",
+        "secrets",
+        "external-istiod",
+        "istiod-istio-remote-secret-token",
+    );
+    config.put(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "kube-root-ca.crt", "namespace": "external-istiod"},
+        "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nanother cluster CA\n-----END CERTIFICATE-----\n"}}));
+    let (end, _, said) = lab.run("1.31.1", &PHASES, cas(&lab)).await;
+    assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    assert!(
+        said.iter()
+            .any(|l| l.contains("kubeconfig of config cluster cluster2") && l.contains("CA changed")),
+        "{}",
+        said.join("\n")
+    );
+    let kubeconfig = lab
+        .server("cluster1")
+        .object("v1", "secrets", "external-istiod", "istio-kubeconfig")
+        .unwrap();
+    assert!(
+        decoded(&kubeconfig, "config")
+            .contains("certificate-authority-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCmFub3RoZXI")
+    );
+    let (end, _, said) = lab.run("1.31.1", &PHASES, cas(&lab)).await;
+    assert_eq!(end, RunEnd::Finished { changed: false }, "{}", said.join("\n"));
+}

@@ -255,7 +255,7 @@ pub(super) fn secret_target(secret: &Secret, source: &str) -> Option<(String, St
 
 /// The CA `source`'s API server presents, as its controller-manager publishes it to every
 /// namespace (ConfigMap `kube-root-ca.crt`), base64 as a kubeconfig carries it.
-async fn published_ca(p: &Probe<'_>, source: &str) -> Option<String> {
+pub(super) async fn published_ca(p: &Probe<'_>, source: &str) -> Option<String> {
     let cluster = p.mesh.cluster(source)?;
     let client = p.clients.get(&cluster.context).await.ok()?;
     let map = Api::<ConfigMap>::namespaced(client, p.mesh.istio_namespace(cluster))

@@ -385,9 +385,15 @@ impl MemoryApiServer {
                                 secret["metadata"]["annotations"]["kubernetes.io/service-account.uid"] =
                                     json!(uid);
                             }
+                            // The cluster's CA, as the root-CA publisher puts it in every
+                            // namespace (both come from the controller manager's root CA file).
+                            let published = server
+                                .object("v1", "configmaps", &namespace, "kube-root-ca.crt")
+                                .and_then(|m| m["data"]["ca.crt"].as_str().map(String::from));
+                            let ca = published.unwrap_or_else(|| PLAYED_CLUSTER_CA.to_string());
                             secret["data"] = json!({
                                 "token": b64(&format!("played-token-of-{namespace}-{account}")),
-                                "ca.crt": b64(PLAYED_CLUSTER_CA),
+                                "ca.crt": b64(&ca),
                                 "namespace": b64(&namespace),
                             });
                             server.put(secret);
