@@ -21,7 +21,10 @@
 //!   `Create`) and delete. Each write records its field manager and operation in
 //!   `metadata.managedFields` (`apiserver/pkg/endpoints/handlers/fieldmanager`; the field sets
 //!   themselves are not kept). A Secret's `stringData` is merged into `data` on write and never
-//!   stored (`pkg/apis/core/v1/conversion.go`, `Convert_v1_Secret_To_core_Secret`);
+//!   stored (`pkg/apis/core/v1/conversion.go`, `Convert_v1_Secret_To_core_Secret`). Nothing is
+//!   created in a namespace that does not exist: 404 `namespaces "x" not found`
+//!   (`apiserver/pkg/admission/plugin/namespace/lifecycle`, `Admit`); [`MemoryApiServer::put`],
+//!   a controller's or kubelet's write, is not admitted;
 //! - with [`MemoryApiServer::with_token_controller`], kube-controller-manager's token controller:
 //!   a `kubernetes.io/service-account-token` Secret gets its token, `ca.crt` and namespace once
 //!   its service account exists, and is deleted when that account does not
