@@ -50,12 +50,13 @@ pub(super) async fn control_planes(
             continue;
         };
         let expected = [hello, curl].map(|pod| format!("{pod}.{NAMESPACE}"));
+        let reads = how_read(mesh, remote, primary);
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(500);
         let check = loop {
             let (passed, detail) = proxies_on_primary(
                 (&clients[p], mesh.istio_namespace(&mesh.clusters[p])),
-                &remote.name,
+                (&remote.name, &reads),
                 primary,
                 &expected,
             )
@@ -76,11 +77,21 @@ pub(super) async fn control_planes(
     checks
 }
 
+/// How `remote`'s control plane (`primary`) reads it, as a hint names it: a remote secret there,
+/// or an external istiod's own kubeconfig of its config cluster.
+fn how_read(mesh: &Mesh, remote: &crate::topology::Cluster, primary: &str) -> String {
+    if mesh.is_config_cluster(remote) {
+        format!("{primary}'s kubeconfig of it (`meshctl up --only external-istiod`)")
+    } else {
+        format!("{}'s secret in {primary}", remote.name)
+    }
+}
+
 /// Whether the primary's istiod lists the remote's sample proxies (`expected`, as
 /// `<pod>.<namespace>`) as connected from the remote's cluster, and what it said.
 async fn proxies_on_primary(
     (primary_client, istiod_namespace): (&kube::Client, &str),
-    remote: &str,
+    (remote, reads): (&str, &str),
     primary: &str,
     expected: &[String],
 ) -> (bool, String) {
@@ -110,10 +121,9 @@ async fn proxies_on_primary(
                 (
                     false,
                     format!(
-                        "{primary}'s istiod lists {} of {} sample proxies of {} (/debug/syncz): is {}'s istiod Service pointed at {primary}'s east-west gateway, istiod exposed there (`meshctl up --only expose`), and {}'s secret in {primary}?",
+                        "{primary}'s istiod lists {} of {} sample proxies of {} (/debug/syncz): is {}'s istiod Service pointed at {primary}'s east-west gateway, istiod exposed there (`meshctl up --only expose`), and {reads}?",
                         listed.len(),
                         expected.len(),
-                        remote,
                         remote,
                         remote
                     ),
@@ -242,4 +252,34 @@ pub(super) async fn call_matrix(
         counts,
         failed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A remote is read through its secret in its primary; an external istiod's config cluster
+    /// through the external istiod's own kubeconfig, which its own phase makes.
+    #[test]
+    fn the_hint_names_how_each_remote_is_read() {
+        let external = Mesh::from_yaml(
+            "clusters:\n  - {role: external}\n  - {role: remote}\n  - {role: remote}\n",
+            None,
+        )
+        .unwrap();
+        let [config, other] = [1, 2].map(|i| &external.clusters[i]);
+        assert_eq!(
+            how_read(&external, config, "cluster1"),
+            "cluster1's kubeconfig of it (`meshctl up --only external-istiod`)"
+        );
+        assert_eq!(
+            how_read(&external, other, "cluster1"),
+            "cluster3's secret in cluster1"
+        );
+        let primary_remote = Mesh::from_yaml("clusters:\n  - {}\n  - {role: remote}\n", None).unwrap();
+        assert_eq!(
+            how_read(&primary_remote, &primary_remote.clusters[1], "cluster1"),
+            "cluster2's secret in cluster1"
+        );
+    }
 }
