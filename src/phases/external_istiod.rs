@@ -14,7 +14,7 @@ use kube::api::Api;
 use serde::Serialize;
 
 use super::istio::{DISCOVERY_ADDRESS_UNKNOWN, describe_install, install_operator, installed, run_install};
-use super::remote_secrets::{api_address, meshctl_secret_for, published_ca, secret_target};
+use super::remote_secrets::{api_address, kubeconfig_finding, meshctl_secret_for};
 use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult};
 use crate::create_remote_secret::{self, Account, CONFIG_SECRET, Placement};
 use crate::kube::apply::summary;
@@ -237,20 +237,7 @@ async fn probe_config_kubeconfig(p: &Probe<'_>, client: &kube::Client, source: &
             format!("{namespace}/{CONFIG_SECRET} was applied by someone else"),
         );
     }
-    match secret_target(&secret, "config") {
-        None => Finding::different(object, "holds no kubeconfig under `config`"),
-        Some((server, _)) if server != want => Finding::different(
-            object,
-            format!("points at {server}, but {source}'s API server is at {want}"),
-        ),
-        Some((_, ca)) => match published_ca(p, source).await {
-            Some(now) if now != ca => Finding::different(
-                object,
-                format!("was issued by an earlier {source} (its CA changed: the cluster was created again)"),
-            ),
-            _ => Finding::present(object, format!("points at {want}")),
-        },
-    }
+    kubeconfig_finding(p, object, &secret, (source, "config"), &want).await
 }
 
 /// Reads the config cluster's `istiod` token and applies the external istiod's kubeconfig here,

@@ -240,7 +240,7 @@ pub fn api_address(
 }
 
 /// The server and CA inside a remote secret's kubeconfig.
-pub(super) fn secret_target(secret: &Secret, source: &str) -> Option<(String, String)> {
+fn secret_target(secret: &Secret, source: &str) -> Option<(String, String)> {
     let text = secret.data.as_ref()?.get(source)?;
     let docs = crate::render::parse_documents(&String::from_utf8_lossy(&text.0)).ok()?;
     let cluster = &docs.first()?["clusters"][0]["cluster"];
@@ -255,7 +255,7 @@ pub(super) fn secret_target(secret: &Secret, source: &str) -> Option<(String, St
 
 /// The CA `source`'s API server presents, as its controller-manager publishes it to every
 /// namespace (ConfigMap `kube-root-ca.crt`), base64 as a kubeconfig carries it.
-pub(super) async fn published_ca(p: &Probe<'_>, source: &str) -> Option<String> {
+async fn published_ca(p: &Probe<'_>, source: &str) -> Option<String> {
     let cluster = p.mesh.cluster(source)?;
     let client = p.clients.get(&cluster.context).await.ok()?;
     let map = Api::<ConfigMap>::namespaced(client, p.mesh.istio_namespace(cluster))
@@ -319,8 +319,32 @@ async fn probe_secret(p: &Probe<'_>, secrets: &Api<Secret>, source: &str) -> Fin
         Err(e) => return Finding::unreachable(object, crate::kube::human_reason(&e)),
     };
     let theirs = meshctl_secret_for(&secret).is_none();
-    let finding = match secret_target(&secret, source) {
-        None => Finding::different(object, "holds no kubeconfig for the cluster"),
+    let finding = kubeconfig_finding(p, object, &secret, (source, source), &want).await;
+    // A remote secret someone else applied (`istioctl create-remote-secret | kubectl apply`)
+    // that already does the job is left as it is; one that would need changing is theirs to
+    // change: meshctl does not take it over.
+    match finding {
+        f if theirs && f.found != crate::probe::Found::Present => Finding::foreign(
+            f.object,
+            format!("applied by someone else, not by meshctl, and {}", f.detail),
+        ),
+        f => f,
+    }
+}
+
+/// What a Secret holding a kubeconfig of cluster `source` under data key `key` (a remote secret,
+/// or an external istiod's kubeconfig of its config cluster) says against what it should: pointing
+/// at `source`'s API server now (`want`), issued by the cluster as it is now (its CA changes when
+/// it is created again, and the old token is worthless).
+pub(super) async fn kubeconfig_finding(
+    p: &Probe<'_>,
+    object: String,
+    secret: &Secret,
+    (source, key): (&str, &str),
+    want: &str,
+) -> Finding {
+    match secret_target(secret, key) {
+        None => Finding::different(object, format!("holds no kubeconfig under `{key}`")),
         Some((server, _)) if server != want => Finding::different(
             object,
             format!("points at {server}, but {source}'s API server is at {want}"),
@@ -332,16 +356,6 @@ async fn probe_secret(p: &Probe<'_>, secrets: &Api<Secret>, source: &str) -> Fin
             ),
             _ => Finding::present(object, format!("points at {want}")),
         },
-    };
-    // A remote secret someone else applied (`istioctl create-remote-secret | kubectl apply`)
-    // that already does the job is left as it is; one that would need changing is theirs to
-    // change: meshctl does not take it over.
-    match finding {
-        f if theirs && f.found != crate::probe::Found::Present => Finding::foreign(
-            f.object,
-            format!("applied by someone else, not by meshctl, and {}", f.detail),
-        ),
-        f => f,
     }
 }
 
