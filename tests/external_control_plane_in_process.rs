@@ -33,17 +33,7 @@ const PHASES: [Phase; 6] = [
 ];
 
 fn cas(lab: &Lab) -> Vec<IntermediateCa> {
-    lab.mesh
-        .clusters
-        .iter()
-        .map(|c| IntermediateCa {
-            cluster: c.name.clone(),
-            ca_cert_pem: format!("ca-cert of {}\n", c.name),
-            ca_key_pem: format!("ca-key of {}\n", c.name),
-            cert_chain_pem: format!("ca-cert of {}\nroot-cert\n", c.name),
-            root_cert_pem: "root-cert\n".into(),
-        })
-        .collect()
+    support::fixed_cas(&lab.mesh)
 }
 
 fn names(objects: Vec<Value>) -> Vec<String> {
@@ -215,7 +205,7 @@ async fn an_external_control_plane_is_built_synced_converges_and_is_removed() {
     );
 
     // `status` (the binary) asks the external istiod, in its namespace, what it sees.
-    let report = status(&lab).await;
+    let report = lab.status().await;
     let views = report["mesh"]["istiods"].as_array().expect("istiods");
     assert_eq!(views.len(), 1, "{report:#}");
     assert_eq!(views[0]["cluster"], "cluster1");
@@ -303,26 +293,6 @@ async fn an_external_control_plane_is_built_synced_converges_and_is_removed() {
             .object("v1", "secrets", "external-istiod", "cacerts")
             .is_none()
     );
-}
-
-/// `meshctl status --config <the topology> -o json` against the lab's clusters.
-async fn status(lab: &Lab) -> Value {
-    let config = lab.workdir().join("meshctl.yaml");
-    std::fs::write(&config, EXTERNAL).unwrap();
-    let out = support::meshctl_off_runtime(&[
-        "--kubeconfig",
-        lab.kubeconfig.to_str().unwrap(),
-        "--workdir",
-        lab.workdir().to_str().unwrap(),
-        "status",
-        "--config",
-        config.to_str().unwrap(),
-        "-o",
-        "json",
-    ])
-    .await;
-    serde_json::from_str(&support::stdout(&out))
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", support::stdout(&out), support::stderr(&out)))
 }
 
 /// The config cluster's kubeconfig deleted by hand is put back and reported as a repair; one
@@ -554,8 +524,7 @@ async fn a_remote_of_an_external_control_plane_is_isolated_and_rejoined() {
     }
     assert_eq!(isolation::refusal(&lab.mesh, "cluster3"), None);
     // The command refuses it as a usage error, before asking any cluster.
-    let config = lab.workdir().join("meshctl.yaml");
-    std::fs::write(&config, EXTERNAL).unwrap();
+    let config = lab.config_file();
     let out = support::meshctl_off_runtime(&[
         "--kubeconfig",
         lab.kubeconfig.to_str().unwrap(),

@@ -7,26 +7,11 @@ mod support;
 use std::collections::{BTreeMap, HashSet};
 
 use meshctl::ipam;
-use meshctl::pki::IntermediateCa;
 use meshctl::plan::Phase;
 use meshctl::plan::{self, Artifact, Plan, PlanInput, Step};
 use meshctl::render::parse_documents;
 use meshctl::topology::Mesh;
 use serde_json::Value;
-
-/// Fixed, readable stand-ins for the CA files, so snapshots are deterministic.
-fn fixed_cas(mesh: &Mesh) -> Vec<IntermediateCa> {
-    mesh.clusters
-        .iter()
-        .map(|c| IntermediateCa {
-            cluster: c.name.clone(),
-            ca_cert_pem: format!("ca-cert of {}\n", c.name),
-            ca_key_pem: format!("ca-key of {}\n", c.name),
-            cert_chain_pem: format!("ca-cert of {}\nroot-cert\n", c.name),
-            root_cert_pem: "root-cert\n".into(),
-        })
-        .collect()
-}
 
 fn plan_for(mesh: &Mesh) -> Plan {
     plan_with_gateways(mesh, &[])
@@ -40,7 +25,7 @@ fn plan_with_gateways(mesh: &Mesh, ips: &[(&str, &str)]) -> Plan {
         mesh,
         phases,
         pools,
-        cas: fixed_cas(mesh),
+        cas: support::fixed_cas(mesh),
         timeout_secs: 300,
         docker_network: "kind".into(),
         gateway_ips: ips
@@ -555,7 +540,7 @@ fn existing_clusters_plan_starts_at_certs_and_labels_nodes_only_where_missing() 
         mesh: &mesh,
         phases,
         pools: vec![],
-        cas: fixed_cas(&mesh),
+        cas: support::fixed_cas(&mesh),
         timeout_secs: 60,
         docker_network: "kind".into(),
         gateway_ips: Default::default(),

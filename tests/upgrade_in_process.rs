@@ -703,22 +703,7 @@ async fn status_after_an_upgrade_probes_the_new_revision() {
     let from = upgrader.from_release(&to).await.unwrap();
     upgrader.upgrade(&from, &to).await.unwrap();
     upgrader.finish().await.unwrap();
-    let config = lab.workdir().join("meshctl.yaml");
-    std::fs::write(&config, TWO_PRIMARIES).unwrap();
-    let out = support::meshctl_off_runtime(&[
-        "--kubeconfig",
-        lab.kubeconfig.to_str().unwrap(),
-        "--workdir",
-        lab.workdir().to_str().unwrap(),
-        "status",
-        "--config",
-        config.to_str().unwrap(),
-        "-o",
-        "json",
-    ])
-    .await;
-    let report: Value = serde_json::from_str(&support::stdout(&out))
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", support::stdout(&out), support::stderr(&out)));
+    let report = lab.status().await;
     let istio: Vec<&Value> = report["checks"]
         .as_array()
         .unwrap()

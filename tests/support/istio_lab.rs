@@ -28,6 +28,8 @@ pub struct Lab {
     pub dir: MeshDir,
     pub kubeconfig: PathBuf,
     pub mesh: Mesh,
+    /// The meshctl.yaml the mesh was read from.
+    topology: String,
 }
 
 /// Existing clusters `cluster1..` as `topology` describes them (`provider: existing`), each an
@@ -63,6 +65,7 @@ pub fn lab(topology: &str) -> Lab {
         dir,
         kubeconfig,
         mesh,
+        topology: topology.to_string(),
     }
 }
 
@@ -212,6 +215,32 @@ impl Lab {
             verify: false,
             force: false,
         }
+    }
+
+    /// The lab's meshctl.yaml, written in its work dir (for the binary's `--config`).
+    pub fn config_file(&self) -> PathBuf {
+        let path = self.workdir().join("meshctl.yaml");
+        std::fs::write(&path, &self.topology).unwrap();
+        path
+    }
+
+    /// `meshctl status --config <the lab's topology> -o json` (the binary) against its clusters.
+    pub async fn status(&self) -> serde_json::Value {
+        let config = self.config_file();
+        let out = super::meshctl_off_runtime(&[
+            "--kubeconfig",
+            self.kubeconfig.to_str().unwrap(),
+            "--workdir",
+            self.workdir().to_str().unwrap(),
+            "status",
+            "--config",
+            config.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .await;
+        serde_json::from_str(&super::stdout(&out))
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", super::stdout(&out), super::stderr(&out)))
     }
 
     pub fn state(&self) -> meshctl::state::MeshState {

@@ -131,3 +131,18 @@ pub async fn eventually(condition: impl Fn() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// Fixed, readable stand-ins for each cluster's CA files (snapshots stay deterministic; nothing
+/// here parses them).
+pub fn fixed_cas(mesh: &meshctl::topology::Mesh) -> Vec<meshctl::pki::IntermediateCa> {
+    mesh.clusters
+        .iter()
+        .map(|c| meshctl::pki::IntermediateCa {
+            cluster: c.name.clone(),
+            ca_cert_pem: format!("ca-cert of {}\n", c.name),
+            ca_key_pem: format!("ca-key of {}\n", c.name),
+            cert_chain_pem: format!("ca-cert of {}\nroot-cert\n", c.name),
+            root_cert_pem: "root-cert\n".into(),
+        })
+        .collect()
+}
