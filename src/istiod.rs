@@ -1,8 +1,8 @@
 //! What istiod itself says about the mesh: the remote clusters it watches (`/debug/clusterz`) and
 //! the proxies it configures (`/debug/syncz`), asked the way istioctl asks (Istio
-//! `pkg/kube/client.go`, `AllDiscoveryDo`): a port-forward to each running istiod pod (label
+//! `pkg/kube/client.go`, `AllDiscoveryDo`): a port-forward to every running istiod pod (label
 //! `app=istiod`, phase Running) on its monitoring port, where istiod answers its own loopback
-//! callers. Through the API server's service proxy istiod answers 401 instead: its debug handlers
+//! callers, and every pod's answer counted (each knows only its own connections). Through the API server's service proxy istiod answers 401 instead: its debug handlers
 //! serve only localhost or a caller with a token istiod authenticates (`pilot/pkg/xds/debug.go`,
 //! `allowAuthenticatedOrLocalhost`), and the API server connects from its own address and does not
 //! pass the caller's credentials on.
@@ -62,25 +62,102 @@ pub struct Answered<T> {
     pub value: T,
 }
 
-/// istiod's view of the clusters it watches (any revision's istiod in `namespace`: the mesh's
-/// Istio namespace of the cluster, `Mesh::istio_namespace`).
+/// istiod's view of the clusters it watches (every running istiod pod in `namespace`, any
+/// revision: the mesh's Istio namespace of the cluster, `Mesh::istio_namespace`), merged
+/// ([`merge_views`]).
 pub async fn clusters(client: &Client, namespace: &str) -> Result<Answered<Vec<ClusterSync>>, String> {
-    debug(client, namespace, None, "clusterz").await
+    clusters_of(client, namespace, None).await
 }
 
-/// The proxies istiod (in `namespace`) configures, from every cluster it serves.
+async fn clusters_of(
+    client: &Client,
+    namespace: &str,
+    revision: Option<&Revision>,
+) -> Result<Answered<Vec<ClusterSync>>, String> {
+    let answers = debug_all::<Vec<ClusterSync>>(client, namespace, revision, "clusterz").await?;
+    let pods = answers
+        .iter()
+        .map(|a| a.pod.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(Answered {
+        pod: pods,
+        value: merge_views(&answers),
+    })
+}
+
+/// The proxies istiod (in `namespace`) configures, from every cluster it serves: each istiod pod
+/// lists only the proxies connected to it (Istio `pilot/pkg/xds/debug.go`, `SyncStatus` ranges
+/// over the server's own connections), so every pod's list is joined.
 pub async fn proxies(client: &Client, namespace: &str) -> Result<Answered<Vec<ProxySync>>, String> {
-    debug(client, namespace, None, "syncz").await
+    let answers = debug_all::<Vec<ProxySync>>(client, namespace, None, "syncz").await?;
+    Ok(Answered {
+        pod: answers
+            .iter()
+            .map(|a| a.pod.clone())
+            .collect::<Vec<_>>()
+            .join(", "),
+        value: answers.into_iter().flat_map(|a| a.value).collect(),
+    })
+}
+
+/// One view of the remote clusters out of every istiod pod's: each pod runs its own secret
+/// controller, so a cluster counts as synced only where every pod reports it synced; otherwise
+/// the least synced status is kept, naming the pod (`timeout (istio-system/istiod-…)`), and a
+/// cluster some pod does not list is `not listed by <pod>`.
+pub fn merge_views(answers: &[Answered<Vec<ClusterSync>>]) -> Vec<ClusterSync> {
+    let rank = |status: &str| match status {
+        "synced" => 0,
+        "syncing" => 1,
+        "timeout" => 2,
+        "closed" => 3,
+        _ => 4,
+    };
+    let mut merged: Vec<ClusterSync> = Vec::new();
+    let mut worst: Vec<(usize, String)> = Vec::new();
+    for answer in answers {
+        for c in &answer.value {
+            let at = match merged.iter().position(|m| m.id == c.id) {
+                Some(at) => at,
+                None => {
+                    merged.push(ClusterSync {
+                        sync_status: "synced".into(),
+                        ..c.clone()
+                    });
+                    worst.push((0, String::new()));
+                    merged.len() - 1
+                }
+            };
+            let r = rank(&c.sync_status);
+            if r > worst[at].0 {
+                worst[at] = (r, answer.pod.clone());
+                merged[at].sync_status = c.sync_status.clone();
+            }
+        }
+    }
+    for (at, cluster) in merged.iter_mut().enumerate() {
+        let missing = answers
+            .iter()
+            .find(|a| !a.value.iter().any(|c| c.id == cluster.id));
+        if let Some(a) = missing {
+            cluster.sync_status = format!("not listed by {}", a.pod);
+        } else if worst[at].0 > 0 && answers.len() > 1 {
+            cluster.sync_status = format!("{} ({})", cluster.sync_status, worst[at].1);
+        }
+    }
+    merged
 }
 
 /// A JSON debug endpoint of istiod in `namespace` (of `revision`, when given: its pods carry the
-/// revision's `istio.io/rev` label), from the first running istiod pod that answers it.
-async fn debug<T: serde::de::DeserializeOwned>(
+/// revision's `istio.io/rev` label), from every running istiod pod, asked at once, as istioctl
+/// asks them (Istio `pkg/kube/client.go`, `AllDiscoveryDo`: a pod that cannot be asked fails the
+/// whole, since its share of the mesh would be missing).
+async fn debug_all<T: serde::de::DeserializeOwned>(
     client: &Client,
     namespace: &str,
     revision: Option<&Revision>,
     name: &str,
-) -> Result<Answered<T>, String> {
+) -> Result<Vec<Answered<T>>, String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let selector = match revision {
         None => "app=istiod".to_string(),
@@ -99,33 +176,44 @@ async fn debug<T: serde::de::DeserializeOwned>(
             "no running istiod pod in {namespace} (labels {selector})"
         ));
     }
-    let mut refusals = Vec::new();
-    for pod in &istiods {
-        let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        let path = format!("/debug/{name}");
-        let answer = port_forward::http_get(
-            client,
-            namespace,
-            &pod_name,
-            monitoring_port(pod),
-            &path,
-            ASK_BOUND,
-        )
-        .await;
-        match answer {
-            Ok(a) if a.status == 200 => {
-                let value = serde_json::from_slice(&a.body)
-                    .map_err(|e| format!("istiod's /debug/{name} is not the expected JSON: {e}"))?;
-                return Ok(Answered {
-                    pod: format!("{namespace}/{pod_name}"),
-                    value,
-                });
+    let path = format!("/debug/{name}");
+    let asked = istiods.iter().map(|pod| {
+        let path = &path;
+        async move {
+            let pod_name = pod.metadata.name.clone().unwrap_or_default();
+            let answer = port_forward::http_get(
+                client,
+                namespace,
+                &pod_name,
+                monitoring_port(pod),
+                path,
+                ASK_BOUND,
+            )
+            .await;
+            match answer {
+                Ok(a) if a.status == 200 => serde_json::from_slice(&a.body)
+                    .map(|value| Answered {
+                        pod: format!("{namespace}/{pod_name}"),
+                        value,
+                    })
+                    .map_err(|e| format!("pod {pod_name}: its {path} is not the expected JSON: {e}")),
+                Ok(a) => Err(format!("pod {pod_name} answered {} to {path}", a.status)),
+                Err(e) => Err(format!("pod {pod_name}: {e}")),
             }
-            Ok(a) => refusals.push(format!("pod {pod_name} answered {} to /debug/{name}", a.status)),
-            Err(e) => refusals.push(format!("pod {pod_name}: {e}")),
         }
+    });
+    let (answers, refusals): (Vec<_>, Vec<_>) = futures::future::join_all(asked)
+        .await
+        .into_iter()
+        .partition(Result::is_ok);
+    if !refusals.is_empty() {
+        return Err(refusals
+            .into_iter()
+            .filter_map(Result::err)
+            .collect::<Vec<_>>()
+            .join("; "));
     }
-    Err(refusals.join("; "))
+    Ok(answers.into_iter().filter_map(Result::ok).collect())
 }
 
 fn monitoring_port(pod: &Pod) -> u16 {
@@ -169,28 +257,27 @@ pub async fn remote_clusters_synced(
     let started = std::time::Instant::now();
     let mut pause = Duration::from_millis(250);
     loop {
-        let (last_seen, missing) =
-            match debug::<Vec<ClusterSync>>(client, namespace, revision, "clusterz").await {
-                Ok(answer) => {
-                    let missing = unsynced(expected, &answer.value);
-                    if missing.is_empty() {
-                        return Ok(answer.pod);
-                    }
-                    let text = missing
-                        .iter()
-                        .map(|(id, status)| format!("{id} {status}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    (format!("{text} (asked {})", answer.pod), missing)
+        let (last_seen, missing) = match clusters_of(client, namespace, revision).await {
+            Ok(answer) => {
+                let missing = unsynced(expected, &answer.value);
+                if missing.is_empty() {
+                    return Ok(answer.pod);
                 }
-                Err(e) => (
-                    format!("istiod's /debug/clusterz could not be read: {e}"),
-                    expected
-                        .iter()
-                        .map(|id| (id.clone(), NOT_ASKED.to_string()))
-                        .collect(),
-                ),
-            };
+                let text = missing
+                    .iter()
+                    .map(|(id, status)| format!("{id} {status}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (format!("{text} (asked {})", answer.pod), missing)
+            }
+            Err(e) => (
+                format!("istiod's /debug/clusterz could not be read: {e}"),
+                expected
+                    .iter()
+                    .map(|id| (id.clone(), NOT_ASKED.to_string()))
+                    .collect(),
+            ),
+        };
         if started.elapsed() + pause > timeout {
             return Err((
                 WaitError::Timeout {
@@ -228,6 +315,38 @@ mod tests {
                 ("cluster4".to_string(), "not listed".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn a_cluster_is_synced_only_where_every_istiod_pod_says_so() {
+        let view = |pod: &str, json: &str| Answered {
+            pod: pod.to_string(),
+            value: serde_json::from_str::<Vec<ClusterSync>>(json).unwrap(),
+        };
+        let a = view(
+            "istio-system/istiod-a",
+            r#"[{"id":"cluster1","syncStatus":"synced"},{"id":"cluster2","secretName":"istio-system/istio-remote-secret-cluster2","syncStatus":"synced"},{"id":"cluster3","syncStatus":"synced"}]"#,
+        );
+        let b = view(
+            "istio-system/istiod-b",
+            r#"[{"id":"cluster1","syncStatus":"synced"},{"id":"cluster2","secretName":"istio-system/istio-remote-secret-cluster2","syncStatus":"timeout"}]"#,
+        );
+        let merged = merge_views(&[a.clone(), b]);
+        let seen: Vec<(&str, &str)> = merged
+            .iter()
+            .map(|c| (c.id.as_str(), c.sync_status.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("cluster1", "synced"),
+                ("cluster2", "timeout (istio-system/istiod-b)"),
+                ("cluster3", "not listed by istio-system/istiod-b")
+            ]
+        );
+        assert_eq!(merged[1].secret_name, "istio-system/istio-remote-secret-cluster2");
+        // One pod: its view as it is.
+        assert_eq!(merge_views(std::slice::from_ref(&a)), a.value);
     }
 
     #[test]

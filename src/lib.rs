@@ -44,6 +44,7 @@ pub mod phases;
 pub mod pki;
 pub mod plan;
 pub mod planner;
+pub mod plugged_ca;
 pub mod probe;
 pub mod render;
 pub mod report;

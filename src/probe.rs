@@ -32,6 +32,9 @@ pub enum Found {
     Unreachable,
     /// There, but meshctl did not create it: it will not take it over (`up --adopt` does).
     Foreign,
+    /// meshctl's, but replacing it would break what runs (a `cacerts` under another root): `up`
+    /// refuses, `--adopt` or not.
+    Conflict,
 }
 
 impl Found {
@@ -43,6 +46,7 @@ impl Found {
             Found::Different => "different",
             Found::Unreachable => "unreachable",
             Found::Foreign => "not meshctl's",
+            Found::Conflict => "in conflict",
         }
     }
 }
@@ -86,6 +90,11 @@ impl Finding {
     /// Someone else's object where meshctl would create its own.
     pub fn foreign(object: impl Into<String>, detail: impl Into<String>) -> Finding {
         Finding::new(object, Found::Foreign, detail)
+    }
+
+    /// meshctl's object that must not be replaced by the plan's.
+    pub fn conflict(object: impl Into<String>, detail: impl Into<String>) -> Finding {
+        Finding::new(object, Found::Conflict, detail)
     }
 
     /// `Secret istio-system/cacerts was missing (not found)`: what `up` says it repaired.

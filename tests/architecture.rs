@@ -348,6 +348,7 @@ const LAYERS: [&[&str]; 6] = [
     &[
         "plan",
         "probe",
+        "plugged_ca",
         "create_remote_secret",
         "istiod",
         "istio_revisions",

@@ -929,3 +929,70 @@ fn unusable_keys_and_certificates_are_named_for_what_they_are() {
         stderr(&out)
     );
 }
+
+/// The root pair appears whole or not at all: a run stopped between writing the root's key and
+/// putting its certificate in place (as Ctrl-C can) left the certificate staged, and the next run
+/// finishes the pair instead of refusing a key without its certificate; a staged certificate
+/// whose key was never written is dropped and the root made anew.
+#[test]
+fn a_root_pair_cut_short_is_finished_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().join("c");
+    let certs_gen = |n: &str| {
+        ok(meshctl(&[
+            "certs",
+            "gen",
+            "--clusters",
+            n,
+            "--out",
+            o.to_str().unwrap(),
+            "--key-type",
+            "ecdsa-p256",
+        ]))
+    };
+    certs_gen("1");
+    let cert = o.join("root-cert.pem");
+    let root = fs::read(&cert).unwrap();
+    let staged = o.join(".meshctl-pending-root-cert.pem");
+    fs::rename(&cert, &staged).unwrap();
+    certs_gen("2");
+    assert_eq!(fs::read(&cert).unwrap(), root, "the same root, finished");
+    assert!(!staged.exists());
+    let chain = o.join("cluster2/cert-chain.pem");
+    let (verified, said) = openssl(&[
+        "verify",
+        "-CAfile",
+        cert.to_str().unwrap(),
+        "-partial_chain",
+        chain.to_str().unwrap(),
+    ]);
+    assert!(verified, "{said}");
+
+    // Stopped before the key was written: only the staged certificate is there.
+    let other = dir.path().join("d");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join(".meshctl-pending-root-cert.pem"), &root).unwrap();
+    ok(meshctl(&[
+        "certs",
+        "gen",
+        "--clusters",
+        "1",
+        "--out",
+        other.to_str().unwrap(),
+        "--key-type",
+        "ecdsa-p256",
+    ]));
+    assert_ne!(fs::read(other.join("root-cert.pem")).unwrap(), root, "a new root");
+    assert!(!other.join(".meshctl-pending-root-cert.pem").exists());
+    let pubkey_of = |args: &[&str]| {
+        let (done, text) = openssl(args);
+        assert!(done, "{text}");
+        text
+    };
+    let (new_cert, new_key) = (other.join("root-cert.pem"), other.join("root-key.pem"));
+    assert_eq!(
+        pubkey_of(&["x509", "-noout", "-pubkey", "-in", new_cert.to_str().unwrap()]),
+        pubkey_of(&["pkey", "-pubout", "-in", new_key.to_str().unwrap()]),
+        "the new key and certificate are one pair"
+    );
+}

@@ -164,3 +164,63 @@ async fn a_port_where_nothing_listens_is_named_with_the_kubelets_refusal() {
         "{err}"
     );
 }
+
+/// istiod with two replicas: each pod knows only the proxies connected to it and keeps its own
+/// view of the remote clusters, so meshctl asks every running pod (as istioctl's
+/// `AllDiscoveryDo`): both pods' proxies are counted, and a remote is synced only when both say so.
+#[tokio::test]
+async fn every_istiod_replica_is_asked_and_their_answers_joined() {
+    let played = PlayedIstiod::new();
+    let server = primary(&played, "Running", json!({}));
+    let second = "istiod-5d8f7c9b4-z9z9z";
+    server.put(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": second, "namespace": "istio-system", "labels": {"app": "istiod", "istio": "pilot"}},
+        "spec": {"nodeName": "cluster1-control-plane", "containers": [{"name": "discovery", "image": "istio/pilot"}]},
+        "status": {"phase": "Running"}}));
+    played.set_syncz_handler(std::sync::Arc::new(|pod: &str| {
+        let proxy = if pod == "istiod-5d8f7c9b4-x2x7q" {
+            "curl-1.sample"
+        } else {
+            "curl-2.sample"
+        };
+        Box::pin(
+            async move { json!([{"cluster_id": "cluster2", "proxy": proxy, "istio_version": "1.31.1"}]) },
+        )
+    }));
+    let client = server.client();
+    let proxies = istiod::proxies(&client, ISTIO_NAMESPACE).await.unwrap();
+    let mut listed: Vec<&str> = proxies.value.iter().map(|p| p.proxy_id.as_str()).collect();
+    listed.sort();
+    assert_eq!(listed, ["curl-1.sample", "curl-2.sample"]);
+
+    // The first replica has synced cluster2, the second has not.
+    played.set_remote_cluster_status_of_pod(second, "cluster2", "syncing");
+    let (err, missing) = istiod::remote_clusters_synced(
+        &client,
+        ISTIO_NAMESPACE,
+        None,
+        &["cluster2".into()],
+        Duration::from_millis(600),
+    )
+    .await
+    .expect_err("one replica still syncs cluster2");
+    assert_eq!(
+        missing,
+        [("cluster2".to_string(), format!("syncing (istio-system/{second})"))]
+    );
+    assert!(err.to_string().contains(second), "{err}");
+    played.set_remote_cluster_status_of_pod(second, "cluster2", "synced");
+    let asked = istiod::remote_clusters_synced(
+        &client,
+        ISTIO_NAMESPACE,
+        None,
+        &["cluster2".into()],
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("both replicas synced");
+    assert_eq!(
+        asked,
+        format!("istio-system/istiod-5d8f7c9b4-x2x7q, istio-system/{second}")
+    );
+}

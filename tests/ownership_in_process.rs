@@ -42,9 +42,14 @@ impl Run {
     }
 
     fn meshctl(&self, args: &[&str]) -> std::process::Output {
+        self.meshctl_from("home", args)
+    }
+
+    /// The same, from another machine: its own `MESHCTL_HOME` (`work/<home>`).
+    fn meshctl_from(&self, home: &str, args: &[&str]) -> std::process::Output {
         let mut all = vec!["--kubeconfig", self.kubeconfig.to_str().unwrap()];
         all.extend_from_slice(args);
-        let home = self.work.path().join("home");
+        let home = self.work.path().join(home);
         meshctl_in(
             self.work.path(),
             &all,
@@ -142,6 +147,87 @@ fn adopting_replaces_the_ca_and_restarts_the_istiod_that_runs_with_it() {
         "{istiod:#}"
     );
     assert!(stderr(&out).contains("istiod restarted"), "{}", stderr(&out));
+}
+
+/// A second machine (a CI runner, another laptop, another `MESHCTL_HOME`) has a root CA of its
+/// own: the mesh's `cacerts` chained to the mesh's root is never "repaired" with it, `--adopt` or
+/// not; it is refused before anything is written, with both roots' fingerprints and the way to
+/// carry the mesh's root over, which then converges without a change.
+#[test]
+fn a_second_machine_never_replaces_the_meshs_root_ca() {
+    let server = MemoryApiServer::new();
+    server.put(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"}}));
+    let run = Run::new(&server);
+    let up = [
+        "up",
+        "--contexts",
+        "east",
+        "--only",
+        "certs",
+        "--key-type",
+        "ecdsa-p256",
+        "--timeout",
+        "10s",
+    ];
+    let first = run.meshctl(&up);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let built = cacerts(&server);
+    let mesh_root = run.work.path().join("home/mesh1/certs/root-cert.pem");
+    let mesh_print = fingerprint(&mesh_root);
+
+    for extra in [&[][..], &["--adopt"][..], &["--force"][..]] {
+        let before = server.requests().len();
+        let second = run.meshctl_from("laptop2", &[&up[..], extra].concat());
+        let err = stderr(&second);
+        assert_eq!(second.status.code(), Some(1), "{extra:?}: {err}");
+        let laptop_print = fingerprint(&run.work.path().join("laptop2/mesh1/certs/root-cert.pem"));
+        assert!(
+            err.contains(
+                "cluster `cluster1`, phase certs: Secret istio-system/cacerts is chained to another root CA"
+            ) && err.contains(&format!("in the cluster: {mesh_print}; here: {laptop_print}"))
+                && err.contains("nothing was changed")
+                && err.contains("--certs-dir"),
+            "{extra:?}: {err}"
+        );
+        let writes: Vec<String> = server.requests()[before..]
+            .iter()
+            .filter(|r| !r.starts_with("GET "))
+            .cloned()
+            .collect();
+        assert!(writes.is_empty(), "{extra:?}: nothing is written: {writes:?}");
+        assert_eq!(cacerts(&server)["data"], built["data"]);
+    }
+
+    // status on that machine says so, with the way out.
+    let status = run.meshctl_from("laptop2", &["status", "--contexts", "east"]);
+    let text = support::stdout(&status);
+    assert_eq!(status.status.code(), Some(3), "{text}{}", stderr(&status));
+    assert!(
+        text.contains("in conflict") && text.contains("--certs-dir"),
+        "{text}"
+    );
+
+    // Carried over, the mesh's root converges: nothing to repair.
+    let certs = run.work.path().join("home/mesh1/certs");
+    let carried = run.meshctl_from(
+        "laptop2",
+        &[&up[..], &["--certs-dir", certs.to_str().unwrap()]].concat(),
+    );
+    assert!(carried.status.success(), "{}", stderr(&carried));
+    assert!(!stderr(&carried).contains("repaired"), "{}", stderr(&carried));
+    assert_eq!(cacerts(&server)["data"], built["data"]);
+}
+
+/// `openssl x509 -fingerprint -sha256` of a certificate file, as `AB:CD:…`.
+fn fingerprint(cert: &std::path::Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert)
+        .output()
+        .expect("openssl is installed (see .ci/run)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.trim().rsplit('=').next().unwrap().to_string()
 }
 
 #[tokio::test]

@@ -156,10 +156,16 @@ async fn three_primaries_move_one_at_a_time_show_in_status_resume_to_nothing_and
     assert_eq!(state.upgrade.as_ref().map(|u| &u.from), Some(&from));
 
     // `status` sees both revisions, where injection points, the proxies by release, the upgrade.
-    lab.istiods[0].set_syncz_handler(Arc::new(|| {
-        Box::pin(async {
-            json!([{"cluster_id": "cluster1", "proxy": "helloworld-v1-1.sample", "istio_version": "1.30.3"},
-                   {"cluster_id": "cluster2", "proxy": "helloworld-v2-1.sample", "istio_version": "1.31.1"}])
+    // Each revision's istiod pod lists only the proxies connected to it: the old one the proxy
+    // still on 1.30.3, the new one the proxy restarted onto 1.31.1.
+    lab.istiods[0].set_syncz_handler(Arc::new(|pod: &str| {
+        let on_new = pod.starts_with("istiod-1-31-1-");
+        Box::pin(async move {
+            if on_new {
+                json!([{"cluster_id": "cluster2", "proxy": "helloworld-v2-1.sample", "istio_version": "1.31.1"}])
+            } else {
+                json!([{"cluster_id": "cluster1", "proxy": "helloworld-v1-1.sample", "istio_version": "1.30.3"}])
+            }
         })
     }));
     let reachable: Vec<(String, kube::Client)> =

@@ -10,11 +10,12 @@ use serde::Serialize;
 
 use super::{Exit, UsageError};
 use crate::cli::{CertsGenArgs, CertsRotateArgs, CertsStatusArgs, DocumentFormat, OutputFormat};
-use crate::kube::apply::{self, Applier};
-use crate::kube::{Clients, wait};
+use crate::kube::Clients;
+use crate::kube::apply::Applier;
 use crate::mesh_dir::MeshDir;
 use crate::pki::layout::{self, CertsRequest, Disposition};
 use crate::pki::{CertFacts, IntermediateCa, Validity, normalize_pem};
+use crate::plugged_ca;
 use crate::report::Reporter;
 use crate::state::StateStore;
 use crate::topology::{Cluster, DEFAULT_MESH_ID, Mesh, Role};
@@ -413,11 +414,18 @@ async fn rollout(
             let cluster = mesh.cluster(&ca.cluster).expect("chosen from the topology");
             let client = clients.get(&cluster.context).await?;
             let namespace = mesh.istio_namespace(cluster);
-            let text = crate::phases::certs::render_cacerts(ca, namespace)?;
+            // Rotation keeps the root (or bundles the next one beside it): a `cacerts` under
+            // another root means this folder is not the mesh's CA.
+            if let Some(why) = plugged_ca::conflict_in_cluster(&client, namespace, &ca.root_cert_pem).await? {
+                anyhow::bail!(
+                    "Secret {namespace}/{} {why}; nothing was changed\nhint: {}",
+                    plugged_ca::CACERTS,
+                    plugged_ca::CARRY_THE_ROOT_OVER
+                );
+            }
+            let text = plugged_ca::render(ca, namespace)?;
             Applier::new(client.clone()).apply_yaml(&text, "cacerts").await?;
-            // istiod reads cacerts at start: restart it, and wait until the new pods serve.
-            apply::rollout_restart(&client, namespace, "istiod").await?;
-            wait::rollout_complete(&client, namespace, "istiod", timeout).await?;
+            plugged_ca::restart_istiods(&client, namespace, timeout).await?;
             let facts = crate::pki::cert_facts(&ca.ca_cert_pem, "ca-cert.pem")?;
             Ok::<_, anyhow::Error>(facts)
         }

@@ -90,6 +90,7 @@ fn plan_for_status(mesh: &Mesh, state: &MeshState, dir: &MeshDir) -> Result<(Pla
 fn check_of(cluster: &str, phase: Phase, findings: Vec<Finding>, hint: String) -> Check {
     let worst = [
         Found::Unreachable,
+        Found::Conflict,
         Found::Foreign,
         Found::Missing,
         Found::Different,
@@ -98,10 +99,11 @@ fn check_of(cluster: &str, phase: Phase, findings: Vec<Finding>, hint: String) -
     .find(|w| findings.iter().any(|f| f.found == *w));
     // Someone else's object stands where meshctl's would: only an explicit adoption takes it over
     // (or the user removes it).
-    let hint = if worst == Some(Found::Foreign) {
-        format!("{hint} --adopt")
-    } else {
-        hint
+    let hint = match worst {
+        Some(Found::Foreign) => format!("{hint} --adopt"),
+        // What the mesh runs on would be replaced: no command of this machine's repairs it.
+        Some(Found::Conflict) => crate::plugged_ca::CARRY_THE_ROOT_OVER.to_string(),
+        _ => hint,
     };
     let (state, detail) = match worst {
         None => (

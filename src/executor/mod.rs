@@ -180,6 +180,7 @@ impl Executor {
             // Every phase probed in every cluster at once: on a finished mesh this is the whole run.
             // Once a phase changed something, later phases are probed again before they run.
             let probed = self.probe_all(&prepared.plan).await;
+            refuse_conflicts(&prepared.plan, &probed)?;
             if !settings.adopt {
                 refuse_foreign(&prepared.plan, &probed)?;
             }
@@ -502,6 +503,30 @@ fn refuse_foreign(plan: &Plan, probed: &[PhaseFindings]) -> Result<()> {
         "meshctl would take over {} object(s) it did not create; nothing was changed:\n  - {}\nhint: remove or rename them, or run `meshctl up --adopt` to let meshctl overwrite them with its own and manage them from now on (`down --uninstall` then removes them)",
         foreign.len(),
         foreign.join("\n  - ")
+    ))
+}
+
+/// Refuses, before anything changes and whatever `--adopt` says, a plan that would replace what
+/// meshctl made with something that breaks the mesh (a `cacerts` under another root).
+fn refuse_conflicts(plan: &Plan, probed: &[PhaseFindings]) -> Result<()> {
+    let mut conflicts = Vec::new();
+    for (phase, clusters) in plan.phases.iter().zip(probed) {
+        for (cs, findings) in phase.clusters.iter().zip(clusters) {
+            for f in findings.iter().filter(|f| f.found == Found::Conflict) {
+                conflicts.push(format!(
+                    "cluster `{}`, phase {}: {} {}",
+                    cs.cluster, phase.phase, f.object, f.detail
+                ));
+            }
+        }
+    }
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    Err(anyhow!(
+        "meshctl will not replace what the mesh runs on; nothing was changed:\n  - {}\nhint: {}",
+        conflicts.join("\n  - "),
+        crate::plugged_ca::CARRY_THE_ROOT_OVER
     ))
 }
 

@@ -5,16 +5,15 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
 use futures::future::BoxFuture;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde::Serialize;
 
 use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult};
 use crate::kube::apply::{Change, summary};
-use crate::kube::{delete_owned, wait};
-use crate::pki::IntermediateCa;
+use crate::kube::delete_owned;
 use crate::plan::{Phase, PhaseBuilder, PlanError, Step};
+use crate::plugged_ca::{self, CACERTS};
 use crate::probe::{self, Finding, Probe};
 use crate::topology::{Provider, Role};
 
@@ -73,9 +72,6 @@ impl PhaseLogic for Certs {
     }
 }
 
-/// The plug-in CA Secret istiod reads at start.
-pub const CACERTS: &str = "cacerts";
-
 /// Context of `templates/certs/istio-system.yaml.j2`.
 #[derive(Serialize)]
 struct IstioSystem<'a> {
@@ -84,38 +80,6 @@ struct IstioSystem<'a> {
     /// The cluster ID of the istiod that manages a remote: annotation
     /// `topology.istio.io/controlPlaneClusters`.
     control_plane: Option<&'a str>,
-}
-
-/// The `cacerts` Secret of `ca`'s cluster in `namespace` (istiod's), as `up` applies it (and
-/// `certs rotate`).
-pub fn render_cacerts(ca: &IntermediateCa, namespace: &str) -> Result<String, crate::render::RenderError> {
-    crate::render::render(CACERTS_TEMPLATE, &CaCerts::of(ca, namespace))
-}
-
-const CACERTS_TEMPLATE: &str = "certs/cacerts.yaml.j2";
-
-/// Context of `templates/certs/cacerts.yaml.j2`.
-#[derive(Serialize)]
-struct CaCerts<'a> {
-    cluster: &'a str,
-    namespace: &'a str,
-    ca_cert: &'a str,
-    ca_key: &'a str,
-    root_cert: &'a str,
-    cert_chain: &'a str,
-}
-
-impl<'a> CaCerts<'a> {
-    fn of(ca: &'a IntermediateCa, namespace: &'a str) -> CaCerts<'a> {
-        CaCerts {
-            cluster: &ca.cluster,
-            namespace,
-            ca_cert: &ca.ca_cert_pem,
-            ca_key: &ca.ca_key_pem,
-            root_cert: &ca.root_cert_pem,
-            cert_chain: &ca.cert_chain_pem,
-        }
-    }
 }
 
 fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
@@ -161,8 +125,8 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     // certificates from the primary's istiod, so nothing would read a CA key put there.
     // An external control plane's CA is its external istiod's, in `external-istiod`.
     if cluster.role != Role::Remote {
-        let context = CaCerts::of(ca, istio_namespace);
-        let cacerts = b.render("cacerts.yaml", CACERTS_TEMPLATE, &context, true)?;
+        let context = plugged_ca::context(ca, istio_namespace);
+        let cacerts = b.render("cacerts.yaml", plugged_ca::TEMPLATE, &context, true)?;
         b.step(Step::ApplyPluggedCa { file: cacerts });
     }
     Ok(())
@@ -178,8 +142,20 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
     for step in p.steps {
         match step {
-            Step::Apply { file } | Step::ApplyPluggedCa { file } => {
-                out.extend(p.applied(&client, file).await)
+            Step::Apply { file } => out.extend(p.applied(&client, file).await),
+            Step::ApplyPluggedCa { file } => {
+                let namespace = p.mesh.istio_namespace(p.cluster);
+                let wanted = p
+                    .artifact(file)
+                    .and_then(|a| plugged_ca::root_of_rendered(&a.content));
+                let conflict = match wanted {
+                    Some(root) => plugged_ca::conflict_finding(&client, namespace, &root).await,
+                    None => None,
+                };
+                match conflict {
+                    Some(refused) => out.push(refused),
+                    None => out.extend(p.applied(&client, file).await),
+                }
             }
             Step::LabelNodes { labels, overwrite } => {
                 out.push(probe::nodes(&client, labels, *overwrite).await)
@@ -226,37 +202,33 @@ async fn label_nodes(
     Ok((changed > 0).then(|| format!("{changed} node(s) labelled")))
 }
 
-/// Applies `cacerts`; when that replaced one istiod already runs with, restarts istiod and waits
-/// for the new pods: istiod takes up a new intermediate by itself but ignores a new root (Istio
-/// `pilot/pkg/bootstrap/istio_ca.go`, `handleEvent`: "Updating new ROOT-CA not supported").
+/// Applies `cacerts`, unless meshctl's own one there trusts another root (a second machine with a
+/// root of its own, another `MESHCTL_HOME`: replacing it is a root rotation, never a repair); when
+/// it replaced the one istiod runs with, restarts every istiod to sign with it.
 async fn apply_plugged_ca(cx: StepContext<'_>, file: &str) -> Result<Option<String>> {
-    let applied = cx.apply(&cx.artifact_text(file)?, file).await?;
-    let replaced = applied.iter().any(|a| a.change == Change::Updated);
+    let text = cx.artifact_text(file)?;
     let client = cx.client().await?;
-    if !replaced {
-        return Ok(summary(&applied));
-    }
-    // Every revision's istiod (two run during an upgrade), by the label Istio's chart gives them.
     let namespace = cx.istio_namespace();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let istiods: Vec<String> = deployments
-        .list(&ListParams::default().labels("app=istiod"))
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|d| d.metadata.name)
-        .collect();
-    if istiods.is_empty() {
+    if let Some(root) = plugged_ca::root_of_rendered(&text)
+        && let Some(why) = plugged_ca::conflict_in_cluster(&client, namespace, &root)
+            .await
+            .with_context(|| format!("cannot read Secret {namespace}/{CACERTS}"))?
+    {
+        anyhow::bail!(
+            "Secret {namespace}/{CACERTS} {why}; nothing was changed\nhint: {}",
+            plugged_ca::CARRY_THE_ROOT_OVER
+        );
+    }
+    let applied = cx.apply(&text, file).await?;
+    if !applied.iter().any(|a| a.change == Change::Updated) {
         return Ok(summary(&applied));
     }
-    for istiod in &istiods {
-        crate::kube::apply::rollout_restart(&client, namespace, istiod).await?;
-    }
-    for istiod in &istiods {
-        wait::rollout_complete(&client, namespace, istiod, cx.settings().timeout).await?;
+    let restarted = plugged_ca::restart_istiods(&client, namespace, cx.settings().timeout).await?;
+    if restarted.is_empty() {
+        return Ok(summary(&applied));
     }
     Ok(Some(format!(
         "cacerts replaced; {} restarted to sign with it",
-        istiods.join(", ")
+        restarted.join(", ")
     )))
 }

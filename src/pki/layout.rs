@@ -287,8 +287,9 @@ pub fn ensure(request: &CertsRequest) -> Result<CertsOutcome, CertsError> {
         )));
     }
     let _locked = lock(dir)?;
-    // What an interrupted earlier run left half-written (keys among it) goes first: under the
-    // lock, nothing staged here belongs to a run still going.
+    // A root pair an interrupted run left half-written is finished first, then what else it left
+    // staged (keys among it) goes: under the lock, nothing staged here belongs to a run still going.
+    finish_interrupted_root(dir)?;
     atomic_file::remove_interrupted_writes(dir).map_err(io_err("clean up interrupted writes in", dir))?;
     let existing_root = if request.replace_root {
         None
@@ -459,17 +460,45 @@ fn trust_bundle(request: &CertsRequest, root: &RootCa) -> Result<Option<String>,
 
 /// Writes the root, key first. A new root (`replace: false`) never overwrites one that appeared
 /// since we looked.
+/// The root certificate while its pair is being written: staged whole before the key goes into
+/// place, renamed to `root-cert.pem` after. Two files cannot be renamed as one, so an interrupted
+/// write can leave the key without its certificate; the certificate is then here, and the next run
+/// finishes the pair ([`finish_interrupted_root`]).
+const PENDING_ROOT_CERT: &str = ".meshctl-pending-root-cert.pem";
+
+/// Writes the root pair so that it appears whole or not at all: the certificate staged, then the
+/// key in place, then the certificate in place.
 fn write_root(dir: &Path, root: &RootCa, replace: bool) -> Result<(), CertsError> {
     let key_path = dir.join(ROOT_KEY);
     let cert_path = dir.join(ROOT_CERT);
-    let write = if replace {
+    let pending = dir.join(PENDING_ROOT_CERT);
+    atomic_file::write(&pending, root.cert_pem.as_bytes(), PUBLIC).map_err(io_err("write", &pending))?;
+    let write_key = if replace {
         atomic_file::write
     } else {
         atomic_file::write_new
     };
-    write(&key_path, root.key_pem.as_bytes(), PRIVATE).map_err(io_err("write", &key_path))?;
-    write(&cert_path, root.cert_pem.as_bytes(), PUBLIC).map_err(io_err("write", &cert_path))?;
+    write_key(&key_path, root.key_pem.as_bytes(), PRIVATE).map_err(io_err("write", &key_path))?;
+    fs::rename(&pending, &cert_path).map_err(io_err("write", &cert_path))?;
     Ok(())
+}
+
+/// Finishes a root pair whose writing was interrupted: a staged certificate that matches the key
+/// in place becomes `root-cert.pem`; one that does not (the key never got written) is dropped.
+/// Says whether it finished one.
+fn finish_interrupted_root(dir: &Path) -> Result<bool, CertsError> {
+    let pending = dir.join(PENDING_ROOT_CERT);
+    let Some(cert) = read_opt(&pending)? else {
+        return Ok(false);
+    };
+    let matches = read_opt(&dir.join(ROOT_KEY))?.is_some_and(|key| RootCa::load(&cert, &key).is_ok());
+    if matches {
+        let cert_path = dir.join(ROOT_CERT);
+        fs::rename(&pending, &cert_path).map_err(io_err("write", &cert_path))?;
+    } else {
+        fs::remove_file(&pending).map_err(io_err("remove", &pending))?;
+    }
+    Ok(matches)
 }
 
 /// Private keys readable by others (copied in with `cp`, unpacked from an archive) are made

@@ -527,6 +527,22 @@ pub fn bundle_contains(bundle: &str, cert: &str) -> bool {
     !wanted.is_empty() && pem_blocks(bundle).contains(&wanted[0])
 }
 
+/// The SHA-256 fingerprint of the first certificate in `pem`, as `openssl x509 -noout
+/// -fingerprint -sha256` prints it (`AB:CD:…`), so a person can compare it with what a cluster or
+/// another machine holds; `None` when `pem` holds no readable certificate.
+pub fn sha256_fingerprint(pem: &str) -> Option<String> {
+    use sha2::Digest as _;
+    let der = parse_pem_cert(pem, "certificate").ok()?;
+    let digest = sha2::Sha256::digest(&der);
+    Some(
+        digest
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
+}
+
 /// LF line endings and exactly one trailing newline, so files compare byte for byte.
 pub fn normalize_pem(pem: &str) -> String {
     let mut text = pem.replace("\r\n", "\n");

@@ -629,6 +629,7 @@ impl MemoryApiServer {
                 Some(istiod) if port == 15014 => Ok(istiod.listen_as(
                     cluster.clone(),
                     super::played_istiod::Pod {
+                        name: name.clone(),
                         namespace: namespace.clone(),
                         revision: revision.clone(),
                     },

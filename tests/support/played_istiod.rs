@@ -18,8 +18,10 @@
 //! otherwise; a key naming the config cluster, or a cluster another Secret registered already, is
 //! skipped (`addRemoteConfig`). The Secrets are read from istiod's own cluster: a primary's, and an
 //! external istiod's with `LOCAL_CLUSTER_SECRET_WATCHER`, as meshctl installs it;
-//! `/debug/syncz` is what the test's [`SynczHandler`] lists (the data plane knows which proxies
-//! run where); any other path is 404, as Go's `ServeMux` answers.
+//! `/debug/syncz` is what the test's [`SynczHandler`] lists for the pod asked: each istiod pod
+//! lists only the proxies connected to it (`pilot/pkg/xds/debug.go`, `SyncStatus` ranges over the
+//! server's own connections), so the handler is told which pod answers; any other path is 404, as
+//! Go's `ServeMux` answers.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -33,8 +35,8 @@ use hyper::{Request, Response};
 use serde_json::json;
 use tokio::io::DuplexStream;
 
-/// Builds istiod's `/debug/syncz` answer (a JSON array of `SyncStatus`).
-pub type SynczHandler = Arc<dyn Fn() -> BoxFuture<'static, serde_json::Value> + Send + Sync>;
+/// Builds the `/debug/syncz` answer (a JSON array of `SyncStatus`) of the istiod pod named.
+pub type SynczHandler = Arc<dyn Fn(&str) -> BoxFuture<'static, serde_json::Value> + Send + Sync>;
 
 /// Where a request to istiod's monitoring port comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +47,23 @@ pub enum Caller {
     ServiceProxy,
 }
 
-/// Which istiod pod answers: its namespace, and its revision (`istio.io/rev`).
+/// Which istiod pod answers: its name, its namespace, and its revision (`istio.io/rev`).
 #[derive(Debug, Clone)]
 pub struct Pod {
+    pub name: String,
     pub namespace: String,
     pub revision: String,
+}
+
+impl Pod {
+    /// The one pod of an unrevisioned istiod in istio-system.
+    fn lone() -> Pod {
+        Pod {
+            name: "istiod".into(),
+            namespace: "istio-system".into(),
+            revision: "default".into(),
+        }
+    }
 }
 
 /// The played istiod of one cluster.
@@ -59,6 +73,9 @@ pub struct PlayedIstiod {
     /// The same, for the istiod of one revision only (`(revision, cluster ID)`): during a canary
     /// upgrade two istiods run, each with its own view.
     revision_status: Mutex<HashMap<(String, String), String>>,
+    /// The same, for one istiod pod only (`(pod, cluster ID)`): each replica runs its own secret
+    /// controller, so one may still be syncing what another has synced.
+    pod_status: Mutex<HashMap<(String, String), String>>,
     syncz: Mutex<Option<SynczHandler>>,
 }
 
@@ -84,6 +101,14 @@ impl PlayedIstiod {
             .insert((revision.to_string(), id.to_string()), status.to_string());
     }
 
+    /// What istiod pod `pod` reports for remote cluster `id`.
+    pub fn set_remote_cluster_status_of_pod(&self, pod: &str, id: &str, status: &str) {
+        self.pod_status
+            .lock()
+            .unwrap()
+            .insert((pod.to_string(), id.to_string()), status.to_string());
+    }
+
     /// Who lists the proxies istiod configures on `/debug/syncz`; without one, istiod lists none.
     pub fn set_syncz_handler(&self, handler: SynczHandler) {
         *self.syncz.lock().unwrap() = Some(handler);
@@ -92,11 +117,7 @@ impl PlayedIstiod {
     /// istiod's answer to `GET path` on its monitoring port from `caller`, reading what it reports
     /// from `cluster` (its own cluster's API): status and body.
     pub async fn answer(&self, cluster: &kube::Client, path: &str, caller: Caller) -> (u16, String) {
-        let istiod = Pod {
-            namespace: "istio-system".into(),
-            revision: "default".into(),
-        };
-        self.answer_as(cluster, &istiod, path, caller).await
+        self.answer_as(cluster, &Pod::lone(), path, caller).await
     }
 
     /// The answer of the istiod running in pod `istiod`.
@@ -115,7 +136,7 @@ impl PlayedIstiod {
             "/debug/syncz" => {
                 let handler = self.syncz.lock().unwrap().clone();
                 let list = match handler {
-                    Some(h) => h().await,
+                    Some(h) => h(&istiod.name).await,
                     None => json!([]),
                 };
                 (200, list.to_string())
@@ -153,6 +174,11 @@ impl PlayedIstiod {
                 overrides.insert(id.clone(), status.clone());
             }
         }
+        for ((name, id), status) in self.pod_status.lock().unwrap().iter() {
+            if *name == pod.name {
+                overrides.insert(id.clone(), status.clone());
+            }
+        }
         let mut clusters = vec![json!({"id": own, "secretName": "", "syncStatus": "synced"})];
         let secrets = kube::Api::<Secret>::namespaced(cluster.clone(), namespace)
             .list(&kube::api::ListParams::default().labels("istio/multiCluster=true"))
@@ -178,11 +204,7 @@ impl PlayedIstiod {
     /// istiod's monitoring port as the kubelet reaches it in the pod: an HTTP/1 server on one end
     /// of a pipe, whose other end is returned; every caller through it is a loopback caller.
     pub fn listen(self: &Arc<Self>, cluster: kube::Client) -> DuplexStream {
-        let istiod = Pod {
-            namespace: "istio-system".into(),
-            revision: "default".into(),
-        };
-        self.listen_as(cluster, istiod)
+        self.listen_as(cluster, Pod::lone())
     }
 
     /// The same, in pod `istiod`.

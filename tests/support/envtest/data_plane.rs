@@ -553,7 +553,7 @@ pub fn install(lab: &KindLab) {
             Box::pin(async move { answer(i, &world, &drained, &counter, req).await })
         }));
         let world = world.clone();
-        proxy.set_syncz_handler(Arc::new(move || {
+        proxy.set_syncz_handler(Arc::new(move |_pod: &str| {
             let world = world.clone();
             Box::pin(async move { world.syncz(i).await })
         }));
