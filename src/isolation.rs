@@ -128,6 +128,7 @@ pub async fn rejoin(
         .cloned()
         .ok_or_else(|| anyhow!("cluster `{target}` is not isolated"))?;
     let folder = dir.isolated(target);
+    refuse_secrets_in_the_way(mesh, target, &isolation.removed_from, clients, timeout).await?;
     let outcomes = futures::future::join_all(peers(mesh, target).into_iter().map(|peer| {
         let file = folder.join(format!("{}.yaml", peer.name));
         let recorded = isolation.removed_from.contains(&peer.name);
@@ -162,6 +163,43 @@ pub async fn rejoin(
         let _ = std::fs::remove_dir_all(&folder);
     }
     Ok(outcomes)
+}
+
+/// Refuses a rejoin, before anything is put back and with the isolation kept as recorded, where a
+/// peer `target` was removed from now holds a remote secret for it that meshctl did not apply:
+/// putting the recorded one back would replace someone else's. Peers that do not answer are
+/// left to the rejoin itself (they stay isolated until it reaches them).
+async fn refuse_secrets_in_the_way(
+    mesh: &Mesh,
+    target: &str,
+    removed_from: &BTreeSet<String>,
+    clients: &Clients,
+    timeout: Duration,
+) -> Result<()> {
+    let recorded = peers(mesh, target)
+        .into_iter()
+        .filter(|p| removed_from.contains(&p.name));
+    let checked = futures::future::join_all(recorded.map(|peer| async move {
+        let client = bounded(clients, peer, timeout).await.ok()?;
+        let namespace = mesh.istio_namespace(peer);
+        let name = secret_name(target);
+        let secrets: Api<Secret> = Api::namespaced(client, namespace);
+        let found = tokio::time::timeout(timeout, secrets.get_opt(&name))
+            .await
+            .ok()?
+            .ok()??;
+        (meshctl_secret_for(&found).as_deref() != Some(target))
+            .then(|| format!("cluster `{}`: Secret {namespace}/{name}", peer.name))
+    }))
+    .await;
+    let foreign: Vec<String> = checked.into_iter().flatten().collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(anyhow!(
+        "rejoin `{target}`: a remote secret meshctl did not apply stands where the recorded one would go back; nothing was changed and `{target}` stays isolated:\n  - {}\nhint: delete it (or rename it) if `{target}` should be read through meshctl's secret, then run `meshctl rejoin {target}` again",
+        foreign.join("\n  - ")
+    ))
 }
 
 /// Runs `op` against `peer` once it answers within `timeout`; a peer that does not answer, or an

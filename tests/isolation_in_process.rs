@@ -316,6 +316,46 @@ async fn a_remote_secret_meshctl_did_not_apply_is_left_where_it_is() {
     assert!(lab.secret(0, "cluster3").is_none());
 }
 
+/// A remote secret meshctl did not apply now stands where the recorded one would go back: the
+/// rejoin is refused before anything is put back anywhere, and the isolation stays recorded, with
+/// its files, so a second `rejoin` (once the secret is gone) finishes the job.
+#[tokio::test]
+async fn a_refused_rejoin_changes_nothing_the_record_included() {
+    let lab = lab();
+    lab.isolate("cluster3").await;
+    let recorded = lab.state().snapshot().isolated["cluster3"].clone();
+    lab.servers[1].put(remote_secret("cluster3", "kubectl-client-side-apply"));
+    let clients = Clients::new(Some(&lab.kubeconfig));
+    let err = isolation::rejoin(
+        &lab.mesh,
+        "cluster3",
+        &clients,
+        &lab.mesh_dir(),
+        &lab.state(),
+        BOUND,
+    )
+    .await
+    .expect_err("someone else's secret is in the way");
+    let said = format!("{err:#}");
+    assert!(
+        said.contains("cluster `cluster2`: Secret istio-system/istio-remote-secret-cluster3")
+            && said.contains("nothing was changed"),
+        "{said}"
+    );
+    assert!(
+        lab.secret(0, "cluster3").is_none(),
+        "nothing put back in cluster1 either"
+    );
+    assert_eq!(lab.state().snapshot().isolated["cluster3"], recorded);
+    assert!(lab.mesh_dir().isolated("cluster3").join("cluster1.yaml").exists());
+
+    // Their secret gone, the rejoin goes through.
+    lab.servers[1].remove("v1", "secrets", "istio-system", "istio-remote-secret-cluster3");
+    let outcomes = lab.rejoin("cluster3").await;
+    assert_eq!(outcome_names(&outcomes)[0], ("cluster1".to_string(), "done"));
+    assert!(lab.state().snapshot().isolated.is_empty());
+}
+
 /// The commands end to end: `isolate` names each peer, `status` shows the cluster as isolated
 /// (one line, never asked) with `rejoin` as the fix, and a cluster not in the mesh is a usage
 /// error that changes nothing.

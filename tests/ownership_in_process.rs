@@ -218,6 +218,69 @@ fn a_second_machine_never_replaces_the_meshs_root_ca() {
     assert_eq!(cacerts(&server)["data"], built["data"]);
 }
 
+/// istiod as Istio's chart names a revisioned install: `istiod-<revision>`, labelled `app: istiod`.
+fn revisioned_istiod(server: &MemoryApiServer, revision: &str) {
+    server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": format!("istiod-{revision}"), "namespace": "istio-system", "generation": 1,
+            "labels": {"app": "istiod", "istio.io/rev": revision, "istio": "pilot"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "istiod", "istio.io/rev": revision}},
+            "template": {"metadata": {"labels": {"app": "istiod", "istio.io/rev": revision}},
+            "spec": {"containers": [{"name": "discovery", "image": "istio/pilot"}]}}},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}}));
+}
+
+/// `certs rotate` restarts every istiod that signs with `cacerts`, found by the label Istio's chart
+/// gives it: after `upgrade --finish` only `istiod-<revision>` runs (no Deployment is named
+/// `istiod`), and in the middle of an upgrade both revisions' istiods must take up a new root.
+#[test]
+fn certs_rotate_restarts_every_revisions_istiod_whatever_its_name() {
+    let server = MemoryApiServer::new().with_rollouts();
+    server.put(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"}}));
+    let run = Run::new(&server);
+    let up = [
+        "up",
+        "--contexts",
+        "east",
+        "--only",
+        "certs",
+        "--key-type",
+        "ecdsa-p256",
+        "--timeout",
+        "10s",
+    ];
+    let built = run.meshctl(&up);
+    assert!(built.status.success(), "{}", stderr(&built));
+    let restarted = |name: &str| {
+        server
+            .object("apps/v1", "deployments", "istio-system", name)
+            .unwrap()["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+            .is_string()
+    };
+    let rotate = [
+        "certs",
+        "rotate",
+        "--contexts",
+        "east",
+        "--key-type",
+        "ecdsa-p256",
+        "--timeout",
+        "10s",
+    ];
+
+    // After `upgrade --finish`: one revisioned istiod.
+    revisioned_istiod(&server, "1-31-1");
+    let out = run.meshctl(&rotate);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(restarted("istiod-1-31-1"));
+
+    // Mid-upgrade, step 1 of a root rotation: both revisions' istiods restart.
+    revisioned_istiod(&server, "1-31-1");
+    revisioned_istiod(&server, "1-30-3");
+    let out = run.meshctl(&[&rotate[..], &["--root"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(restarted("istiod-1-31-1") && restarted("istiod-1-30-3"));
+}
+
 /// `openssl x509 -fingerprint -sha256` of a certificate file, as `AB:CD:…`.
 fn fingerprint(cert: &std::path::Path) -> String {
     let out = std::process::Command::new("openssl")
