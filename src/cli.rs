@@ -155,6 +155,9 @@ fn parse_istio_version(text: &str) -> Result<String, String> {
 
 /// `--timeout`: a duration such as `90s` or `5m`, at least a second and at most a day.
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    if text.starts_with('-') {
+        return Err(format!("`{text}` is negative: give a duration such as 90s or 5m"));
+    }
     let d = humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration such as 90s or 5m ({e})"))?;
     if d < Duration::from_secs(1) {
@@ -236,7 +239,7 @@ pub struct UpArgs {
     pub lb_subnet: ipnet::IpNet,
 
     /// Bound on each wait (e.g. 90s, 5m; from 1s to 24h).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Duration,
 
     /// Accept an istioctl whose minor version differs from the pinned Istio.
@@ -312,7 +315,7 @@ pub struct UpgradeArgs {
     #[arg(long, value_name = "DIR", requires = "dry_run")]
     pub out: Option<PathBuf>,
     /// Bound on each wait.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Duration,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -360,7 +363,7 @@ pub struct StatusArgs {
     pub topology: TopologyArgs,
     /// Look again until the mesh is ready, for at most this long (e.g. 2m), as `cilium status
     /// --wait` does; without it, one look.
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub wait: Option<Duration>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
@@ -376,7 +379,7 @@ pub struct MembershipArgs {
     pub topology: TopologyArgs,
     /// Bound on each wait (rejoin waits until every istiod reports the cluster synced); a cluster
     /// that does not answer within 10 s (or this, if shorter) is named as down.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Duration,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -411,10 +414,10 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub keep: bool,
     /// Calls from each cluster (default: 10 per cluster, at least 20).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000), allow_negative_numbers = true)]
     pub calls: Option<u32>,
     /// Bound on each wait (e.g. 90s, 5m; from 1s to 24h).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Duration,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
@@ -452,7 +455,8 @@ pub struct CertsStatusArgs {
     #[arg(long, value_name = "DIR")]
     pub certs_dir: Option<PathBuf>,
     /// Fail when a certificate expires within this many days.
-    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    #[arg(long, value_name = "DAYS", default_value_t = 30, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..=36500))]
     pub warn_days: u32,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
@@ -480,10 +484,10 @@ pub struct CertsRotateArgs {
     pub key_type: KeyType,
     /// Validity of the new intermediates in days.
     #[arg(long, value_name = "DAYS", default_value_t = crate::pki::DEFAULT_INTERMEDIATE_DAYS,
-          value_parser = clap::value_parser!(u32).range(1..=36500))]
+          value_parser = clap::value_parser!(u32).range(1..=36500), allow_negative_numbers = true)]
     pub intermediate_days: u32,
     /// Bound on istiod's restart in each cluster.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Duration,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
@@ -498,7 +502,9 @@ pub struct CertsGenArgs {
         long,
         value_name = "N",
         conflicts_with = "cluster",
-        required_unless_present = "cluster"
+        required_unless_present = "cluster",
+        allow_negative_numbers = true,
+        value_parser = cluster_count
     )]
     pub clusters: Option<usize>,
 
@@ -516,12 +522,12 @@ pub struct CertsGenArgs {
 
     /// Root CA validity in days.
     #[arg(long, value_name = "DAYS", default_value_t = crate::pki::DEFAULT_ROOT_DAYS,
-          value_parser = clap::value_parser!(u32).range(1..=36500))]
+          value_parser = clap::value_parser!(u32).range(1..=36500), allow_negative_numbers = true)]
     pub root_days: u32,
 
     /// Intermediate CA validity in days.
     #[arg(long, value_name = "DAYS", default_value_t = crate::pki::DEFAULT_INTERMEDIATE_DAYS,
-          value_parser = clap::value_parser!(u32).range(1..=36500))]
+          value_parser = clap::value_parser!(u32).range(1..=36500), allow_negative_numbers = true)]
     pub intermediate_days: u32,
 
     /// Re-issue the named intermediates even when they exist, signed by the existing root (which
@@ -611,7 +617,7 @@ pub struct DiagnoseArgs {
     #[arg(long)]
     pub force: bool,
     /// Bound on collecting each cluster.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Duration,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]

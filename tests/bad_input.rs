@@ -773,3 +773,90 @@ fn uninstall_uses_the_istioctl_of_the_chosen_release() {
         .count();
     assert_eq!(deletes, 0, "{:?}", server.requests());
 }
+
+/// Every numeric and duration flag of every command, found in the command line's own
+/// definition: a negative value reaches its parser and is named as a bad value of that flag (exit
+/// 2), never taken for an unknown flag ("unexpected argument '-1'").
+#[test]
+fn a_negative_value_of_any_numeric_or_duration_flag_is_named_as_a_bad_value() {
+    use clap::CommandFactory as _;
+    let root = meshctl::cli::Cli::command();
+    let mut tried = Vec::new();
+    let mut walk = vec![(vec!["meshctl".to_string()], root.clone())];
+    while let Some((path, cmd)) = walk.pop() {
+        for sub in cmd.get_subcommands() {
+            let mut p = path.clone();
+            p.push(sub.get_name().to_string());
+            walk.push((p, sub.clone()));
+        }
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let names = arg.get_value_names().unwrap_or_default();
+            let negative = match names.first().map(|n| n.as_str()) {
+                Some("DURATION") => "-5s",
+                Some("N") | Some("DAYS") => "-3",
+                _ => continue,
+            };
+            let flag = format!("--{long}");
+            let mut argv = path.clone();
+            argv.extend([flag.clone(), negative.to_string()]);
+            let err = root
+                .clone()
+                .try_get_matches_from(&argv)
+                .expect_err("a negative value is refused");
+            let text = err.to_string();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{argv:?}: {text}"
+            );
+            assert!(
+                text.contains(&format!("'{negative}' for '{flag}")),
+                "{argv:?}: {text}"
+            );
+            tried.push(argv.join(" "));
+        }
+    }
+    // The flags the class is known by: each was found and tried.
+    for known in [
+        "meshctl up --timeout -5s",
+        "meshctl status --wait -1s",
+        "meshctl certs status --warn-days -3",
+        "meshctl certs gen --clusters -3",
+        "meshctl verify --calls -3",
+    ] {
+        let (stem, _) = known.rsplit_once(' ').unwrap();
+        assert!(
+            tried.iter().any(|t| t.starts_with(stem)),
+            "{known} not tried: {tried:#?}"
+        );
+    }
+}
+
+/// A `--config` that is not a small regular file is refused at once, whatever command reads it:
+/// `/dev/zero` never ends, a FIFO blocks until someone writes to it, a huge file is no topology.
+#[test]
+fn a_topology_that_is_no_small_regular_file_is_refused_at_once() {
+    let work = tempfile::tempdir().unwrap();
+    let fifo = work.path().join("meshctl.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let huge = work.path().join("huge.yaml");
+    std::fs::write(&huge, "#".repeat(2 << 20)).unwrap();
+    for (file, said) in [
+        ("/dev/zero", "is not a regular file"),
+        (fifo.to_str().unwrap(), "is not a regular file"),
+        (work.path().to_str().unwrap(), "is a folder"),
+        (huge.to_str().unwrap(), "is larger than 1024 KiB"),
+    ] {
+        for command in [&["up", "--dry-run", "--out", "plan"][..], &["status"][..]] {
+            let out = run(&[command, &["--config", file]].concat(), &[]);
+            assert_eq!(out.status.code(), Some(2), "{file}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains(&format!("`{file}`")) && stderr(&out).contains(said),
+                "{file}: {}",
+                stderr(&out)
+            );
+        }
+    }
+}

@@ -258,9 +258,9 @@ impl Mesh {
 
     /// Reads a `meshctl.yaml` file. `mesh_id_override` (from `--mesh-id`) wins over the file.
     pub fn from_file(path: &Path, mesh_id_override: Option<&str>) -> Result<Mesh, TopologyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TopologyError::File {
+        let text = read_topology_file(path).map_err(|reason| TopologyError::File {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            reason,
         })?;
         Mesh::from_yaml(&text, mesh_id_override).map_err(|e| match e {
             TopologyError::File { reason, .. } => TopologyError::File {
@@ -859,6 +859,38 @@ pub(crate) fn label_value_problem(value: &str) -> Option<String> {
     } else {
         None
     }
+}
+
+/// The most a topology file may hold: a mesh of the largest size meshctl builds fits in a few
+/// KiB, so anything near this is not a topology (and reading it whole would take the memory).
+const MAX_TOPOLOGY_BYTES: u64 = 1 << 20;
+
+/// The text of the topology file at `path`: a regular file (a device such as `/dev/zero` never
+/// ends, and a FIFO blocks until someone writes to it) of at most [`MAX_TOPOLOGY_BYTES`].
+fn read_topology_file(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(if meta.is_dir() {
+            "is a folder, not a meshctl.yaml file".into()
+        } else {
+            "is not a regular file (a device, FIFO or socket): meshctl reads a topology only from a file"
+                .into()
+        });
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(|e| e.to_string())?
+        .take(MAX_TOPOLOGY_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_TOPOLOGY_BYTES {
+        return Err(format!(
+            "is larger than {} KiB: not a meshctl.yaml topology",
+            MAX_TOPOLOGY_BYTES / 1024
+        ));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
