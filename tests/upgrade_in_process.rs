@@ -51,6 +51,17 @@ fn deployment(server: &MemoryApiServer, name: &str) -> Option<Value> {
     server.object("apps/v1", "deployments", "istio-system", name)
 }
 
+/// The gateway Deployments in istio-system (Istio's charts label them with the component
+/// `IngressGateways`).
+fn gateways(server: &MemoryApiServer) -> Vec<String> {
+    server
+        .objects("apps/v1", "deployments", "istio-system")
+        .iter()
+        .filter(|d| d["metadata"]["labels"]["operator.istio.io/component"] == "IngressGateways")
+        .filter_map(|d| d["metadata"]["name"].as_str().map(String::from))
+        .collect()
+}
+
 fn rev_of(object: &Option<Value>) -> String {
     object.as_ref().map_or("absent".into(), |o| {
         o["metadata"]["labels"]["istio.io/rev"]
@@ -251,6 +262,7 @@ async fn three_primaries_move_one_at_a_time_show_in_status_resume_to_nothing_and
 async fn a_control_plane_that_never_gets_ready_stops_the_upgrade_and_every_touched_cluster_goes_back() {
     let lab = lab(TWO_PRIMARIES);
     lab.build(OLD).await;
+    let gateways_before: Vec<Vec<String>> = lab.pairs().iter().map(|(_, s)| gateways(s)).collect();
     let clients = Clients::new(Some(&lab.kubeconfig));
     let to = new_release();
     let new = Arc::new(PlayedIstioctl::new(NEW, &lab.pairs()).failing_install_in("cluster2"));
@@ -295,6 +307,10 @@ async fn a_control_plane_that_never_gets_ready_stops_the_upgrade_and_every_touch
             "{context}"
         );
     }
+    // `uninstall --revision` prunes every gateway labelled with the revision: each gateway the
+    // mesh ran before is there after the rollback, none lost with the revision.
+    let gateways_after: Vec<Vec<String>> = lab.pairs().iter().map(|(_, s)| gateways(s)).collect();
+    assert_eq!(gateways_after, gateways_before);
     let state = lab.state();
     assert!(state.upgrade.is_none() && state.istio.is_none(), "{state:?}");
     let text = said.lines().join("\n");

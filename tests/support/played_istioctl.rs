@@ -143,8 +143,8 @@ impl PlayedIstioctl {
                 let server = self.server_of(args)?;
                 install(server, &operator, &self.version)?;
                 let context = flag("--context").unwrap_or_default();
-                let control_plane = operator["spec"]["components"]["ingressGateways"].is_null()
-                    && operator["spec"]["profile"] != "remote";
+                let control_plane =
+                    components(&operator["spec"]).0 && operator["spec"]["profile"] != "remote";
                 if control_plane && self.failing_install.as_deref() == Some(context.as_str()) {
                     return Err(never_ready(
                         server,
@@ -331,10 +331,12 @@ fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<
     let ns = spec["values"]["global"]["istioNamespace"]
         .as_str()
         .unwrap_or("istio-system");
-    if let Some(gateway) = spec["components"]["ingressGateways"].get(0) {
-        install_gateway(&mut writes, (&owner, ns), &gateway["k8s"]["service"]);
-    } else {
+    let (pilot, gateways) = components(spec);
+    if pilot {
         install_control_plane(&mut writes, &owner, spec, version)?;
+    }
+    for gateway in gateways.iter().filter(|g| g["enabled"] == true) {
+        install_gateway(&mut writes, (&owner, ns), gateway);
     }
     // `install.go` `prune`: what this IstioOperator (name, namespace, revision) installed before
     // and did not install now goes; another IstioOperator's objects stay.
@@ -360,6 +362,29 @@ fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<
         deploy_default_tag(server, &owner.revision, tag_namespace);
     }
     Ok(())
+}
+
+/// Whether Pilot is on, and the ingress gateways, as the profile sets them under what the
+/// IstioOperator says (`operator/pkg/render/manifest.go` `MergeInputs`: the profile, then the
+/// user's file merged key by key with `values.Map.MergeFrom`, which replaces a list whole, so an
+/// `ingressGateways` list of the file drops the profile's). `manifests/profiles/`: `default`
+/// (no profile named) turns on Pilot and `istio-ingressgateway`; `remote` turns on Pilot (the
+/// remote chart) and no gateway; `empty` turns everything off.
+fn components(spec: &Value) -> (bool, Vec<Value>) {
+    let profile = spec["profile"].as_str().unwrap_or("default");
+    let (pilot_on, profile_gateways) = match profile {
+        "empty" => (false, json!([{"name": "istio-ingressgateway", "enabled": false}])),
+        "remote" => (true, json!([{"name": "istio-ingressgateway", "enabled": false}])),
+        _ => (true, json!([{"name": "istio-ingressgateway", "enabled": true}])),
+    };
+    let pilot = spec["components"]["pilot"]["enabled"]
+        .as_bool()
+        .unwrap_or(pilot_on);
+    let gateways = match &spec["components"]["ingressGateways"] {
+        Value::Array(listed) => listed.clone(),
+        _ => profile_gateways.as_array().cloned().unwrap_or_default(),
+    };
+    (pilot, gateways)
 }
 
 /// Pilot's objects of the `istio-discovery` chart, in `values.global.istioNamespace`.
@@ -490,23 +515,38 @@ fn never_ready(server: &MemoryApiServer, revision: &str) -> String {
     )
 }
 
-/// The gateway chart's objects, in `ns` (`values.global.istioNamespace`: istioctl puts a gateway
-/// with no namespace of its own there).
-fn install_gateway(writes: &mut Writes<'_>, (owner, ns): (&Owner, &str), service: &Value) {
+/// The gateway chart's objects of one `ingressGateways` entry, in `ns`
+/// (`values.global.istioNamespace`: istioctl puts a gateway with no namespace of its own there):
+/// its Deployment and Service named as the entry, with its `label` (the chart's own
+/// `app`/`istio` labels for `istio-ingressgateway`, `gateways/istio-ingress/values.yaml`).
+fn install_gateway(writes: &mut Writes<'_>, (owner, ns): (&Owner, &str), gateway: &Value) {
     let server = writes.server;
-    let selector = json!({"app": "istio-eastwestgateway", "istio": "eastwestgateway"});
+    let name = gateway["name"].as_str().unwrap_or("istio-ingressgateway");
+    let selector = match gateway["label"].as_object() {
+        Some(labels) => {
+            let mut picked = serde_json::Map::new();
+            for key in ["app", "istio"] {
+                if let Some(v) = labels.get(key) {
+                    picked.insert(key.into(), v.clone());
+                }
+            }
+            Value::Object(picked)
+        }
+        None => json!({"app": "istio-ingressgateway", "istio": "ingressgateway"}),
+    };
     writes.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "istio-eastwestgateway", "namespace": ns,
+        "metadata": {"name": name, "namespace": ns,
                      "labels": labels(owner, "IngressGateways", selector.clone())},
         "spec": {"selector": {"matchLabels": selector}, "template": {"metadata": {"labels": selector},
                  "spec": {"containers": [{"name": "istio-proxy", "image": "auto"}]}}},
         "status": {"replicas": 1, "availableReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}}));
     // The Service as the IstioOperator's `k8s.service` has it (type, ports and node ports); a
     // LoadBalancer gets an address, as MetalLB gives one.
+    let service = &gateway["k8s"]["service"];
     let service_type = service["type"].as_str().unwrap_or("LoadBalancer");
     let status = if service_type == "LoadBalancer" {
         let address = server
-            .object("v1", "services", ns, "istio-eastwestgateway")
+            .object("v1", "services", ns, name)
             .and_then(|s| {
                 s["status"]["loadBalancer"]["ingress"][0]["ip"]
                     .as_str()
@@ -517,10 +557,15 @@ fn install_gateway(writes: &mut Writes<'_>, (owner, ns): (&Owner, &str), service
     } else {
         json!({"loadBalancer": {}})
     };
+    let ports = if service["ports"].is_array() {
+        service["ports"].clone()
+    } else {
+        json!([{"name": "status-port", "port": 15021}, {"name": "http2", "port": 80}, {"name": "https", "port": 443}])
+    };
     writes.put(json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "istio-eastwestgateway", "namespace": ns,
-                     "labels": labels(owner, "IngressGateways", json!({"istio": "eastwestgateway"}))},
-        "spec": {"type": service_type, "ports": service["ports"].clone()},
+        "metadata": {"name": name, "namespace": ns,
+                     "labels": labels(owner, "IngressGateways", selector.clone())},
+        "spec": {"type": service_type, "ports": ports},
         "status": status}));
 }
 
