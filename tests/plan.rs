@@ -913,10 +913,27 @@ fn an_external_control_plane_follows_istios_install_docs() {
         "istio-sidecar-injector-external-istiod"
     );
     assert_eq!(external["metadata"]["name"], "external-istiod");
-    assert_eq!(
-        external["spec"]["meshConfig"]["defaultConfig"]["discoveryAddress"],
-        "172.18.255.200:15012"
+    // What the proxies of both remotes are injected with toward istiod (`discoveryAddress` of the
+    // mesh config, `CA_ADDR` of the injection template: the IstioOperator's values, else the
+    // chart's `istiod.<istioNamespace>.svc:15012`, which the remote profile's selector-less Service
+    // points at the gateway), each accepted by the external istiod's serving certificate.
+    let namespace = "external-istiod";
+    let default_address = format!("istiod.{namespace}.svc:15012");
+    let discovery = external["spec"]["meshConfig"]["defaultConfig"]["discoveryAddress"]
+        .as_str()
+        .unwrap_or(&default_address);
+    let ca = external["spec"]["values"]["global"]["caAddress"]
+        .as_str()
+        .unwrap_or(&default_address);
+    let names = support::played_istiod::serving_names(
+        namespace,
+        "",
+        env.get("ISTIOD_CUSTOM_HOST").map(String::as_str),
     );
+    for address in [discovery, ca] {
+        support::played_istiod::proxy_accepts(address, None, &names)
+            .unwrap_or_else(|e| panic!("a proxy dialling {address}: {e}"));
+    }
     assert_eq!(
         external["spec"]["values"]["global"]["operatorManageWebhooks"],
         true
@@ -931,15 +948,22 @@ fn an_external_control_plane_follows_istios_install_docs() {
             .iter()
             .all(|a| !a.path.starts_with("cluster2/04-certs/cacerts"))
     );
-    // Planned before the gateway has an address: the docs' variable, refused at install time.
+    // Planned before the gateway has an address: the remotes' `remotePilotAddress` is the docs'
+    // variable, refused at install time; the external istiod needs no address.
     let early = plan_with_gateways(&mesh, &[]);
-    let text = &early
-        .artifacts
-        .iter()
-        .find(|a| a.path == "cluster1/09-external-istiod/external-istiod.yaml")
-        .unwrap()
-        .content;
-    assert!(text.contains("${DISCOVERY_ADDRESS}:15012"), "{text}");
+    let text_of = |path: &str| {
+        early
+            .artifacts
+            .iter()
+            .find(|a| a.path == path)
+            .unwrap()
+            .content
+            .clone()
+    };
+    let config_text = text_of("cluster2/05-istio/control-plane.yaml");
+    assert!(config_text.contains("${DISCOVERY_ADDRESS}"), "{config_text}");
+    let external_text = text_of("cluster1/09-external-istiod/external-istiod.yaml");
+    assert!(!external_text.contains("DISCOVERY_ADDRESS"), "{external_text}");
 }
 
 /// A mixed mesh: primary cluster1 with remote cluster2 on network1, primary cluster3 on network2.

@@ -233,3 +233,69 @@ impl PlayedIstiod {
         theirs
     }
 }
+
+/// The names istiod's serving certificate carries, for xDS and its CA on 15012 and its webhooks
+/// (`pilot/pkg/bootstrap/server.go`, `getDNSNames`): each host of `ISTIOD_CUSTOM_HOST`, then
+/// `istiod`, `istiod-remote` and `istio-pilot` (and `istiod-<revision>` for a revision other than
+/// `default`) as `<name>.<namespace>.svc`. The certificate is made from them joined by commas
+/// (`security/pkg/pki/util/generate_cert.go`, `BuildSubjectAltNameExtension`): an entry that parses
+/// as an IP becomes an IP SAN, every other a DNS SAN. Without `ISTIOD_CUSTOM_HOST` there is no IP.
+pub fn serving_names(namespace: &str, revision: &str, custom_host: Option<&str>) -> Vec<String> {
+    let mut names: Vec<String> = custom_host
+        .into_iter()
+        .flat_map(|h| h.split(','))
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect();
+    let mut known = vec!["istiod".to_string(), "istiod-remote".into(), "istio-pilot".into()];
+    if !revision.is_empty() && revision != "default" {
+        known.push(format!("istiod-{revision}"));
+    }
+    names.extend(known.iter().map(|n| format!("{n}.{namespace}.svc")));
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Whether a proxy's agent that dials istiod at `address` (`host:port`: its `discoveryAddress`,
+/// or `CA_ADDR` for certificates) accepts a certificate carrying `names` ([`serving_names`]), as
+/// `pilot/pkg/grpc/tls.go` `getTLSDialOption` sets the TLS server name (the dialled host;
+/// `istiod.istio-system.svc` for a host naming localhost; `ISTIOD_SAN` over both, where the agent
+/// uses it) and Go's `crypto/x509` `VerifyHostname` then checks it: an IP against the IP SANs
+/// only, a name against the DNS SANs. The refusal is Go's message.
+pub fn proxy_accepts(address: &str, istiod_san: Option<&str>, names: &[String]) -> Result<(), String> {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let server_name = match istiod_san {
+        Some(san) if !san.is_empty() => san.to_string(),
+        _ if host.contains("localhost") => "istiod.istio-system.svc".to_string(),
+        _ => host.to_string(),
+    };
+    if server_name.parse::<std::net::IpAddr>().is_ok() {
+        let ips: Vec<&String> = names
+            .iter()
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect();
+        if ips.is_empty() {
+            return Err(format!(
+                "x509: cannot validate certificate for {server_name} because it doesn't contain any IP SANs"
+            ));
+        }
+        return if ips.iter().any(|ip| **ip == server_name) {
+            Ok(())
+        } else {
+            Err(format!(
+                "x509: certificate is valid for {}, not {server_name}",
+                ips.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        };
+    }
+    if names.iter().any(|n| n.eq_ignore_ascii_case(&server_name)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "x509: certificate is valid for {}, not {server_name}",
+            names.join(", ")
+        ))
+    }
+}
