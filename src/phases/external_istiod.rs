@@ -32,8 +32,6 @@ pub const OPERATOR_NAME: &str = "external-istiod";
 pub const OPERATOR_FILE: &str = "external-istiod.yaml";
 /// The istiod Deployment it installs (the chart's name, without a revision).
 const ISTIOD: &str = "istiod";
-/// The port proxies and the injector's callers reach istiod on, through the gateway.
-
 /// The external control plane's istiod.
 pub struct ExternalIstiod;
 
