@@ -369,9 +369,10 @@ fn an_unreadable_metallb_manifest_is_refused_before_any_cluster_is_created() {
         false,
         &[],
     );
-    assert_eq!(out.status.code(), Some(1));
+    // A mistake in what was typed: exit 2 (docs/exit-codes.md), before any cluster is made.
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("--metallb-manifest") && stderr(&out).contains("cannot be read"),
+        stderr(&out).contains("--metallb-manifest") && stderr(&out).contains("does not exist"),
         "{}",
         stderr(&out)
     );
@@ -442,13 +443,14 @@ fn a_kubeconfig_that_does_not_parse_is_named_as_the_fault_before_any_cluster_is_
     };
     std::fs::write(lab.kubeconfig(), "clusters: [unclosed\n").unwrap();
     let out = lab.run(&["up", "--clusters", "1"]);
-    assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);
+    // A `--kubeconfig` that is not a kubeconfig is a mistake in the command: exit 2.
+    assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
         text.contains(&format!(
-            "the kubeconfig `{}` cannot be used",
+            "--kubeconfig: `{}` is not a usable kubeconfig",
             lab.kubeconfig().display()
-        )) && text.contains("is not a kubeconfig"),
+        )),
         "{text}"
     );
     assert!(lab.tools.calls().is_empty(), "{:?}", lab.tools.calls());

@@ -124,6 +124,9 @@ impl KindLab {
             Some(kind),
         );
         let work = tempfile::tempdir().unwrap();
+        // The lab's `--kubeconfig`, empty until `up` adds its clusters: every command refuses a
+        // `--kubeconfig` that does not exist (only `up` and `down` may make it), as kubectl would.
+        std::fs::write(work.path().join("kubeconfig"), "").unwrap();
         if let Some(dir) = crate::support::schema::upstream_dir() {
             std::fs::copy(
                 dir.join("metallb/v0.16.1/metallb-native.yaml"),
