@@ -93,6 +93,19 @@ pub struct UpgradeRecord {
     pub recorded_before: Option<IstioRelease>,
 }
 
+impl UpgradeRecord {
+    /// The revision running beside `revision` while this upgrade is under way: the other of its
+    /// two (none when `revision` is neither, or both are the same).
+    pub fn beside(&self, revision: &Revision) -> Option<Revision> {
+        let (from, to) = (&self.from.revision, &self.to.revision);
+        match revision {
+            r if r == to && from != to => Some(from.clone()),
+            r if r == from && from != to => Some(to.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// What `meshctl isolate` did to take one cluster out of the mesh.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -448,6 +448,150 @@ async fn a_primary_and_its_remote_move_together_with_istiod_exposed_as_the_new_r
     );
 }
 
+/// Where the primary's east-west gateway passes a TLS connection for `server_name` on `port`: the
+/// routes of its `istiod-gateway` VirtualServices, one filter chain per match (Istio
+/// `pilot/pkg/networking/core/gateway.go`, `buildGatewayNetworkFiltersFromTLSRoutes`; a `*` match
+/// becomes a chain without server names, `listener.go`), chosen as Envoy chooses
+/// (`FilterChainManagerImpl`: the exact server name first, the chain without names last).
+fn passed_through(primary: &MemoryApiServer, port: u16, server_name: &str) -> Option<String> {
+    let mut catch_all = None;
+    for vs in primary.objects("networking.istio.io/v1", "virtualservices", "istio-system") {
+        for route in vs["spec"]["tls"].as_array().into_iter().flatten() {
+            for m in route["match"].as_array().into_iter().flatten() {
+                if m["port"] != port {
+                    continue;
+                }
+                let host = route["route"][0]["destination"]["host"]
+                    .as_str()
+                    .map(String::from);
+                let names: Vec<&str> = m["sniHosts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if names.contains(&server_name) {
+                    return host;
+                }
+                if names.contains(&"*") && catch_all.is_none() {
+                    catch_all = host;
+                }
+            }
+        }
+    }
+    catch_all
+}
+
+/// What a pod created now in `remote` is injected with, followed to where its proxy dials: the
+/// remote's `default` tag webhook calls its Service through the primary's gateway (the API server
+/// dials a webhook Service with the server name `<service>.<namespace>.svc`: kubernetes
+/// `staging/src/k8s.io/apiserver/pkg/util/webhook/serviceresolver.go` and `client.go`), that
+/// istiod injects its own `discoveryAddress` (`istio-discovery/templates/configmap.yaml`:
+/// `istiod[-<rev>].istio-system.svc:15012` where istiod runs), and the proxy dials that Service in
+/// the remote. Err names the first link that is missing.
+fn remote_pod_reaches_its_istiod(
+    primary: &MemoryApiServer,
+    remote: &MemoryApiServer,
+) -> Result<String, String> {
+    let tag = webhook(remote, "istio-revision-tag-default").ok_or("no default tag in the remote")?;
+    let service = tag["webhooks"][0]["clientConfig"]["service"]["name"]
+        .as_str()
+        .ok_or("the tag calls no Service")?
+        .to_string();
+    if remote
+        .object("v1", "services", "istio-system", &service)
+        .is_none()
+    {
+        return Err(format!("the injector's Service {service} is not in the remote"));
+    }
+    let injector = passed_through(primary, 15017, &format!("{service}.istio-system.svc"))
+        .ok_or(format!("the gateway passes {service} nowhere"))?;
+    let istiod = injector.split('.').next().unwrap_or_default().to_string();
+    if primary
+        .object("apps/v1", "deployments", "istio-system", &istiod)
+        .is_none()
+    {
+        return Err(format!(
+            "the gateway passes {service} to {istiod}, which does not run"
+        ));
+    }
+    // The proxy dials `<istiod>.istio-system.svc:15012` in the remote, then the gateway again.
+    if remote.object("v1", "services", "istio-system", &istiod).is_none() {
+        return Err(format!(
+            "injected by {istiod} (webhook Service {service}), the proxy dials {istiod}.istio-system.svc, which the remote does not have"
+        ));
+    }
+    let xds = passed_through(primary, 15012, &format!("{istiod}.istio-system.svc"))
+        .ok_or(format!("the gateway passes {istiod} nowhere on 15012"))?;
+    if !xds.starts_with(&format!("{istiod}.")) {
+        return Err(format!("the proxy of {istiod} is configured by {xds}"));
+    }
+    Ok(istiod)
+}
+
+/// While a primary and its remote move between revisions, one at a time, a pod created in the
+/// remote at any moment is injected by an istiod that runs, and its proxy reaches that istiod:
+/// forward, after the primary moved and before the remote's new revision is installed; back,
+/// after the remote went back and before the primary does.
+#[tokio::test]
+async fn a_remotes_new_pods_reach_their_istiod_at_every_step_of_an_upgrade_and_its_rollback() {
+    let lab = lab(PRIMARY_REMOTE);
+    lab.build(OLD).await;
+    let clients = Clients::new(Some(&lab.kubeconfig));
+    let to = new_release();
+    let (primary, remote) = (lab.server("cluster1"), lab.server("cluster2"));
+    assert_eq!(
+        remote_pod_reaches_its_istiod(primary, remote),
+        Ok("istiod".into())
+    );
+
+    // Forward: stopped at the remote's install, the primary on the new revision.
+    let hanging =
+        Arc::new(PlayedIstioctl::new(NEW, &lab.pairs()).hanging_on("install -y --context cluster2 -f"));
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(hanging.clone(), &clients, reporter);
+    let from = upgrader.from_release(&to).await.unwrap();
+    tokio::select! {
+        ended = upgrader.upgrade(&from, &to) => panic!("the hanging command ended: {ended:?}"),
+        () = hanging.reached.notified() => {}
+    }
+    assert_eq!(rev_of(&webhook(primary, "istio-revision-tag-default")), "1-31-1");
+    assert_eq!(
+        remote_pod_reaches_its_istiod(primary, remote),
+        Ok("istiod".into())
+    );
+
+    // The rest of the upgrade: the remote on the new revision too.
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(lab.istioctl(NEW), &clients, reporter);
+    assert_eq!(upgrader.upgrade(&from, &to).await.unwrap(), Outcome::Done);
+    assert_eq!(
+        remote_pod_reaches_its_istiod(primary, remote),
+        Ok("istiod-1-31-1".into())
+    );
+
+    // Back: stopped as the primary starts going back, the remote already on the old revision.
+    let hanging = Arc::new(
+        PlayedIstioctl::new(NEW, &lab.pairs())
+            .hanging_on("tag set default --revision default --overwrite -y --context cluster1"),
+    );
+    let (reporter, _) = Reporter::capturing(Format::Text);
+    let upgrader = lab.upgrader(hanging.clone(), &clients, reporter);
+    tokio::select! {
+        ended = upgrader.rollback() => panic!("the hanging command ended: {ended:?}"),
+        () = hanging.reached.notified() => {}
+    }
+    assert!(
+        remote
+            .object("v1", "services", "istio-system", "istiod-1-31-1")
+            .is_none()
+    );
+    assert_eq!(
+        remote_pod_reaches_its_istiod(primary, remote),
+        Ok("istiod".into())
+    );
+}
+
 #[tokio::test]
 async fn finishing_is_refused_while_pods_run_proxies_of_the_old_revision_and_rollback_needs_an_upgrade() {
     let lab = lab(TWO_PRIMARIES);

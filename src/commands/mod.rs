@@ -195,6 +195,10 @@ fn follow_recorded_release(mesh: &mut Mesh, state: &crate::state::MeshState) {
         mesh.istio_version = Some(recorded.version.clone());
         mesh.istio_revision = recorded.revision.clone();
     }
+    mesh.istio_revision_beside = state
+        .upgrade
+        .as_ref()
+        .and_then(|u| u.beside(&mesh.istio_revision));
 }
 
 /// `command` is not built for a mesh with an external control plane yet: refused before anything

@@ -66,8 +66,14 @@ struct CrossNetworkGateway {
 struct ExposeIstiod {
     name: &'static str,
     vs_name: &'static str,
-    /// istiod's Service of the mesh's revision.
+    /// istiod's Service of the mesh's revision: what any other name reaches.
     istiod: String,
+    /// While an upgrade is under way, each running revision's istiod Service, reached by its own
+    /// name (the TLS server name its proxies and the remotes' API servers send), as Istio's
+    /// `expose-istiod-rev.yaml.tmpl` routes a revision: a remote's pods injected by either
+    /// revision must reach the istiod that injected them, and a remote's injector the istiod of
+    /// its own revision.
+    by_name: Vec<String>,
     /// Where that istiod runs: `external-istiod` for an external control plane, whose gateway
     /// its own istio-system istiod configures.
     istiod_namespace: &'static str,
@@ -97,6 +103,12 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
                 name: ISTIOD_GATEWAY_NAME,
                 vs_name: ISTIOD_VIRTUAL_SERVICE,
                 istiod: mesh.istio_revision.istiod(),
+                // Outside an upgrade one istiod runs, and every name reaches it (Istio's
+                // `expose-istiod.yaml`).
+                by_name: match &mesh.istio_revision_beside {
+                    Some(beside) => vec![mesh.istio_revision.istiod(), beside.istiod()],
+                    None => Vec::new(),
+                },
                 istiod_namespace: mesh.istio_namespace(b.cluster),
             },
             false,

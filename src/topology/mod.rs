@@ -89,6 +89,11 @@ pub struct Mesh {
     /// in meshctl.yaml).
     #[serde(skip_serializing_if = "Revision::is_default")]
     pub istio_revision: Revision,
+    /// The other revision whose istiod runs beside `istio_revision` while `meshctl upgrade` is
+    /// under way (the one it comes from, or during a rollback the one it goes back from): proxies
+    /// and injectors of both must still reach their own istiod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub istio_revision_beside: Option<Revision>,
 }
 
 /// One cluster of the mesh.
@@ -319,6 +324,7 @@ impl Mesh {
             mesh_config: file.mesh_config,
             istio_version,
             istio_revision: Revision::default(),
+            istio_revision_beside: None,
         };
         problems.extend(mesh.problems());
         problems.extend(mesh_options::problems(&mesh.mesh_config, &mesh));
@@ -468,6 +474,7 @@ impl Mesh {
             mesh_config: MeshOptions::default(),
             istio_version: None,
             istio_revision: Revision::default(),
+            istio_revision_beside: None,
         };
         let problems = mesh.problems();
         if problems.is_empty() {

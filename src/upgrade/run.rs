@@ -337,6 +337,10 @@ impl Upgrader<'_> {
                 .ok(&cluster.name, &format!("only revision {} left", to.revision));
         }
         self.state()?.update(|s| s.upgrade = None)?;
+        // The old revision's istiod is gone: its route through each exposed istiod goes too.
+        for cluster in clusters.iter().filter(|c| self.mesh.controls_remotes(c)) {
+            self.converge(cluster, &to.revision, vec![Phase::Expose]).await?;
+        }
         Ok(Outcome::Done)
     }
 
@@ -348,6 +352,9 @@ impl Upgrader<'_> {
         mesh.istio_revision = revision.clone();
         let state = self.state()?;
         let snapshot = state.snapshot();
+        // Both revisions run until `--finish` (or the rollback's uninstall): each stays reachable
+        // by its own name through the exposed istiod.
+        mesh.istio_revision_beside = snapshot.upgrade.as_ref().and_then(|u| u.beside(revision));
         let out = self.dir.upgrade_plan(revision.label());
         let mut settings = self.settings.clone();
         settings.plan_dir = out.clone();

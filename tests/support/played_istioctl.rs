@@ -102,7 +102,7 @@ impl PlayedIstioctl {
         self
     }
 
-    /// `istioctl <command>` never returns.
+    /// `istioctl <command>` (any command whose arguments contain it) never returns.
     pub fn hanging_on(mut self, command: &str) -> PlayedIstioctl {
         self.hanging_on = Some(command.into());
         self
@@ -194,7 +194,11 @@ impl ToolRunner for PlayedIstioctl {
         Box::pin(async move {
             let line = format!("{program} {}", args.join(" "));
             self.calls.lock().unwrap().push(line.clone());
-            if self.hanging_on.as_deref() == Some(args.join(" ").as_str()) {
+            if self
+                .hanging_on
+                .as_deref()
+                .is_some_and(|h| args.join(" ").contains(h))
+            {
                 self.reached.notify_one();
                 std::future::pending::<()>().await;
             }
