@@ -410,10 +410,18 @@ async fn a_primary_and_its_remote_move_together_with_istiod_exposed_as_the_new_r
             "istiod-vs",
         )
         .expect("istiod exposed");
-    for route in vs["spec"]["tls"].as_array().unwrap() {
+    // Any name but the old istiod's own reaches the new revision; the old one keeps its name
+    // until `--finish`.
+    for (port, name, to) in [
+        (15012, "anything.example", "istiod-1-31-1"),
+        (15012, "istiod-1-31-1.istio-system.svc", "istiod-1-31-1"),
+        (15012, "istiod.istio-system.svc", "istiod"),
+        (15017, "istiod-1-31-1.istio-system.svc", "istiod-1-31-1"),
+    ] {
         assert_eq!(
-            route["route"][0]["destination"]["host"],
-            "istiod-1-31-1.istio-system.svc.cluster.local"
+            passed_through(primary, port, name),
+            Some(format!("{to}.istio-system.svc.cluster.local")),
+            "{port} {name}: {vs:#}"
         );
     }
     let remote = lab.server("cluster2");
@@ -445,6 +453,11 @@ async fn a_primary_and_its_remote_move_together_with_istiod_exposed_as_the_new_r
         remote
             .object("v1", "services", "istio-system", "istiod-1-31-1")
             .is_some()
+    );
+    // And the old istiod's route: every name reaches the new one.
+    assert_eq!(
+        passed_through(primary, 15012, "istiod.istio-system.svc"),
+        Some("istiod-1-31-1.istio-system.svc.cluster.local".into())
     );
 }
 
