@@ -38,6 +38,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/istio/control-plane.yaml.j2"),
     ),
     (
+        "istio/mesh-networks.yaml.j2",
+        include_str!("../templates/istio/mesh-networks.yaml.j2"),
+    ),
+    (
         "istio/remote.yaml.j2",
         include_str!("../templates/istio/remote.yaml.j2"),
     ),

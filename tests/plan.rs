@@ -913,10 +913,14 @@ fn an_external_control_plane_follows_istios_install_docs() {
         "istio-sidecar-injector-external-istiod"
     );
     assert_eq!(external["metadata"]["name"], "external-istiod");
+    assert_eq!(
+        external["spec"]["meshConfig"]["defaultConfig"]["discoveryAddress"],
+        "172.18.255.200:15012"
+    );
     // What the proxies of both remotes are injected with toward istiod (`discoveryAddress` of the
     // mesh config, `CA_ADDR` of the injection template: the IstioOperator's values, else the
-    // chart's `istiod.<istioNamespace>.svc:15012`, which the remote profile's selector-less Service
-    // points at the gateway), each accepted by the external istiod's serving certificate.
+    // chart's `istiod.<istioNamespace>.svc:15012`), each accepted by the certificate the external
+    // istiod serves with.
     let namespace = "external-istiod";
     let default_address = format!("istiod.{namespace}.svc:15012");
     let discovery = external["spec"]["meshConfig"]["defaultConfig"]["discoveryAddress"]
@@ -926,6 +930,7 @@ fn an_external_control_plane_follows_istios_install_docs() {
         .as_str()
         .unwrap_or(&default_address);
     let names = support::played_istiod::serving_names(
+        discovery,
         namespace,
         "",
         env.get("ISTIOD_CUSTOM_HOST").map(String::as_str),
@@ -948,22 +953,15 @@ fn an_external_control_plane_follows_istios_install_docs() {
             .iter()
             .all(|a| !a.path.starts_with("cluster2/04-certs/cacerts"))
     );
-    // Planned before the gateway has an address: the remotes' `remotePilotAddress` is the docs'
-    // variable, refused at install time; the external istiod needs no address.
+    // Planned before the gateway has an address: the docs' variable, refused at install time.
     let early = plan_with_gateways(&mesh, &[]);
-    let text_of = |path: &str| {
-        early
-            .artifacts
-            .iter()
-            .find(|a| a.path == path)
-            .unwrap()
-            .content
-            .clone()
-    };
-    let config_text = text_of("cluster2/05-istio/control-plane.yaml");
-    assert!(config_text.contains("${DISCOVERY_ADDRESS}"), "{config_text}");
-    let external_text = text_of("cluster1/09-external-istiod/external-istiod.yaml");
-    assert!(!external_text.contains("DISCOVERY_ADDRESS"), "{external_text}");
+    let text = &early
+        .artifacts
+        .iter()
+        .find(|a| a.path == "cluster1/09-external-istiod/external-istiod.yaml")
+        .unwrap()
+        .content;
+    assert!(text.contains("${DISCOVERY_ADDRESS}:15012"), "{text}");
 }
 
 /// A mixed mesh: primary cluster1 with remote cluster2 on network1, primary cluster3 on network2.
@@ -1191,5 +1189,31 @@ fn a_revisioned_mesh_installs_names_and_exposes_the_revision() {
     assert_eq!(
         one_doc(&plain, "cluster1/06-eastwest/eastwest-gateway.yaml")["spec"]["revision"],
         ""
+    );
+}
+
+/// An external control plane whose second remote is on a network of its own behind a NodePort
+/// gateway: istiod learns a NodePort gateway's address only from `meshNetworks` (a NodePort Service
+/// gets one only through `traffic.istio.io/nodeSelector`: Istio
+/// `pilot/pkg/serviceregistry/kube/conversion.go`), and the istiod that configures every proxy of
+/// this mesh is the external one: its IstioOperator declares that network, as a primary's does.
+#[test]
+fn an_external_istiod_knows_the_declared_gateways_of_its_remotes_networks() {
+    let mesh = model(
+        "provider: existing
+clusters:
+  - {role: external, apiServer: 'https://10.0.0.1:6443'}
+  - {role: remote, apiServer: 'https://10.0.0.2:6443'}
+  - {role: remote, network: network3, apiServer: 'https://10.0.0.3:6443', eastwest: {service: NodePort, address: 10.0.0.3, nodePort: 31443}}
+",
+    );
+    let plan = plan_with_gateways(&mesh, &[("cluster1", "172.18.255.200")]);
+    let external = one_doc(&plan, "cluster1/09-external-istiod/external-istiod.yaml");
+    let networks = &external["spec"]["values"]["global"]["meshNetworks"];
+    assert_eq!(
+        networks["network3"],
+        serde_json::json!({"endpoints": [{"fromRegistry": "cluster3"}],
+                           "gateways": [{"address": "10.0.0.3", "port": 31443}]}),
+        "{external:#}"
     );
 }

@@ -1,8 +1,7 @@
 //! Phase `external-istiod`: the istiod of an external control plane, in its cluster's
 //! `external-istiod` namespace, configuring the remotes and none of its own cluster's workloads
 //! (Istio's docs, "Install Istio with an External Control Plane", the variant without a DNS name:
-//! the gateway passes TLS through to istiod; proxies dial `istiod.external-istiod.svc`, which each
-//! remote's selector-less `istiod` Service sends to the gateway's address).
+//! the gateway passes TLS through to istiod, and proxies dial the gateway's address).
 //!
 //! It runs once the config cluster's Istio is installed: the external istiod runs as that
 //! cluster's `istiod` service account (its kubeconfig of the config cluster, Secret
@@ -14,7 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde::Serialize;
 
-use super::istio::{describe_install, install_operator, installed, run_install};
+use super::istio::{DISCOVERY_ADDRESS_UNKNOWN, describe_install, install_operator, installed, run_install};
 use super::remote_secrets::{api_address, kubeconfig_finding, meshctl_secret_for};
 use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult};
 use crate::create_remote_secret::{self, Account, CONFIG_SECRET, Placement};
@@ -32,6 +31,9 @@ pub const OPERATOR_NAME: &str = "external-istiod";
 pub const OPERATOR_FILE: &str = "external-istiod.yaml";
 /// The istiod Deployment it installs (the chart's name, without a revision).
 const ISTIOD: &str = "istiod";
+/// The port proxies and the injector's callers reach istiod on, through the gateway.
+const XDS_PORT: u16 = 15012;
+
 /// The external control plane's istiod.
 pub struct ExternalIstiod;
 
@@ -115,8 +117,15 @@ struct ExternalIstiodOperator<'a> {
     mesh_id: &'a str,
     /// The external istiod's cluster ID: the config cluster's name.
     config_cluster: &'a str,
+    /// `<gateway address>:15012`: where proxies reach istiod and its CA.
+    discovery_address: String,
     /// `meshConfig`, as JSON: the mesh's options plus what this model sets.
     mesh_config: String,
+    /// `values.global.meshNetworks`: the remotes' networks whose gateways are declared (a node
+    /// port, or an address in front): this istiod configures their proxies, so it must know how
+    /// other networks reach them (istiod gives a NodePort Service an address only through
+    /// `traffic.istio.io/nodeSelector`: Istio `pilot/pkg/serviceregistry/kube/conversion.go`).
+    mesh_networks: Vec<crate::topology::DeclaredNetwork>,
 }
 
 fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
@@ -128,6 +137,12 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         return Err(b.missing("a config cluster (a `role: remote` cluster naming it)"));
     };
     let namespace = mesh.istio_namespace(b.cluster);
+    let address = b
+        .input
+        .gateway_ips
+        .get(&b.cluster.name)
+        .map_or(DISCOVERY_ADDRESS_UNKNOWN, String::as_str);
+    let discovery_address = format!("{address}:{XDS_PORT}");
     // The kubeconfig first: without it the external istiod would start against its own
     // cluster's API server and take it for the config cluster.
     let preview = b.render(
@@ -154,7 +169,9 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         istio_version: versions::ISTIO_VERSION,
         mesh_id: &mesh.mesh_id,
         config_cluster: &config.name,
-        mesh_config: mesh_config(mesh, namespace),
+        mesh_config: mesh_config(mesh, namespace, &discovery_address),
+        discovery_address,
+        mesh_networks: mesh.declared_networks(),
     };
     install_operator(
         b,
@@ -165,20 +182,15 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     )
 }
 
-/// The mesh's `meshConfig` with what the external istiod needs on top: its namespace as the root
-/// namespace. No `discoveryAddress` (nor `caAddress`): a proxy checks istiod's certificate against
-/// the host it dials (Istio `pilot/pkg/grpc/tls.go`, `getTLSDialOption`), and istiod's serving
-/// certificate names only `istiod.<namespace>.svc` and its kin (`pilot/pkg/bootstrap/server.go`,
-/// `getDNSNames`), never the gateway's IP. So proxies keep the chart's
-/// `istiod.external-istiod.svc:15012`, which in every remote resolves to the remote profile's
-/// selector-less `istiod` Service, whose endpoints are the gateway (`remotePilotAddress`), as
-/// Istio's own integration tests run this model.
-fn mesh_config(mesh: &Mesh, namespace: &str) -> String {
+/// The mesh's `meshConfig` with what the external istiod needs on top: its namespace as the
+/// root namespace, and the gateway as every proxy's discovery address (the docs' values).
+fn mesh_config(mesh: &Mesh, namespace: &str, discovery_address: &str) -> String {
     let mut config = serde_json::to_value(&mesh.mesh_config).expect("plain data serializes");
     if !config.is_object() {
         config = serde_json::json!({});
     }
     config["rootNamespace"] = namespace.into();
+    config["defaultConfig"]["discoveryAddress"] = discovery_address.into();
     config.to_string()
 }
 
@@ -283,14 +295,13 @@ mod tests {
 
     /// The mesh's options stay, and the model's are added beside them.
     #[test]
-    fn mesh_config_keeps_the_meshs_options_and_names_no_istiod_address() {
+    fn mesh_config_keeps_the_meshs_options_and_adds_the_discovery_address() {
         let yaml = "clusters:\n  - {role: external}\n  - {role: remote}\nmeshConfig:\n  defaultServiceExportTo: [\".\"]\n";
         let mesh = Mesh::from_yaml(yaml, None).unwrap();
-        let config: serde_json::Value = serde_json::from_str(&mesh_config(&mesh, "external-istiod")).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&mesh_config(&mesh, "external-istiod", "172.18.255.1:15012")).unwrap();
         assert_eq!(config["defaultServiceExportTo"], serde_json::json!(["."]));
         assert_eq!(config["rootNamespace"], "external-istiod");
-        // A proxy dialling an address checks istiod's certificate against it: the chart's
-        // `istiod.<namespace>.svc` stays.
-        assert!(config["defaultConfig"]["discoveryAddress"].is_null());
+        assert_eq!(config["defaultConfig"]["discoveryAddress"], "172.18.255.1:15012");
     }
 }

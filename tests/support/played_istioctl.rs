@@ -45,8 +45,9 @@
 //! - Before every install, `install.go` `installSystemNamespace`: the IstioOperator's
 //!   `metadata.namespace` (istio-system when unset) made when missing.
 //! - After every install, `install.go` `prune`: the objects labelled with this IstioOperator's
-//!   name, namespace and revision that this install did not write are deleted (another
-//!   IstioOperator's objects stay).
+//!   name, namespace and revision and this istioctl's release (`getOwnerLabels`:
+//!   `operator.istio.io/version`) that this install did not write are deleted (another
+//!   IstioOperator's objects stay, and so do those an istioctl of another release installed).
 //!
 //! Not played: `install`'s webhook overlap analysis (`webhook.go` `CheckWebhooks`; the installs
 //! meshctl makes never overlap: a revision's injector selects its own label), and `uninstall`'s
@@ -239,6 +240,7 @@ fn labels(owner: &Owner, component: &str, extra: Value) -> Value {
         "istio.io/rev": owner.rev(),
         "operator.istio.io/component": component,
         "install.operator.istio.io/owning-resource": owner.name,
+        "operator.istio.io/version": owner.version,
     });
     if !owner.namespace.is_empty() {
         labels["install.operator.istio.io/owning-resource-namespace"] = json!(owner.namespace);
@@ -256,6 +258,8 @@ struct Owner {
     namespace: String,
     /// `spec.revision`, empty for the default revision.
     revision: String,
+    /// The istioctl release that installs (`operator.istio.io/version`).
+    version: String,
 }
 
 impl Owner {
@@ -265,6 +269,7 @@ impl Owner {
             name: operator["metadata"]["name"].as_str().unwrap_or("unknown").into(),
             namespace: text(&operator["metadata"]["namespace"]),
             revision: text(&operator["spec"]["revision"]),
+            version: String::new(),
         }
     }
 
@@ -316,7 +321,10 @@ fn in_namespace(name: String, namespace: &str) -> String {
 
 fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<(), String> {
     let spec = &operator["spec"];
-    let owner = Owner::of(operator);
+    let owner = Owner {
+        version: version.to_string(),
+        ..Owner::of(operator)
+    };
     let mut writes = Writes {
         server,
         keys: Vec::new(),
@@ -342,8 +350,8 @@ fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<
     for gateway in gateways.iter().filter(|g| g["enabled"] == true) {
         install_gateway(&mut writes, (&owner, ns), gateway);
     }
-    // `install.go` `prune`: what this IstioOperator (name, namespace, revision) installed before
-    // and did not install now goes; another IstioOperator's objects stay.
+    // `install.go` `prune`: what this IstioOperator (name, namespace, revision) installed before with
+    // this istioctl release and did not install now goes; another IstioOperator's objects stay.
     let carries =
         |o: &Value, key: &str, want: &str| o["metadata"]["labels"][key].as_str().unwrap_or_default() == want;
     prune(server, |o| {
@@ -354,6 +362,7 @@ fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<
                 &owner.namespace,
             )
             && carries(o, "istio.io/rev", owner.rev())
+            && carries(o, "operator.istio.io/version", &owner.version)
             && !writes.wrote(o)
     });
     // `webhook.go` `detectIfTagWebhookIsNeeded`: never when the operator manages webhooks.

@@ -235,18 +235,29 @@ impl PlayedIstiod {
 }
 
 /// The names istiod's serving certificate carries, for xDS and its CA on 15012 and its webhooks
-/// (`pilot/pkg/bootstrap/server.go`, `getDNSNames`): each host of `ISTIOD_CUSTOM_HOST`, then
-/// `istiod`, `istiod-remote` and `istio-pilot` (and `istiod-<revision>` for a revision other than
-/// `default`) as `<name>.<namespace>.svc`. The certificate is made from them joined by commas
-/// (`security/pkg/pki/util/generate_cert.go`, `BuildSubjectAltNameExtension`): an entry that parses
-/// as an IP becomes an IP SAN, every other a DNS SAN. Without `ISTIOD_CUSTOM_HOST` there is no IP.
-pub fn serving_names(namespace: &str, revision: &str, custom_host: Option<&str>) -> Vec<String> {
+/// (`pilot/pkg/bootstrap/server.go`, `getDNSNames`, called by `initIstiodCerts` with the host of
+/// the mesh config's `defaultConfig.discoveryAddress`, `model/context.go`
+/// `GetDiscoveryAddress`): each host of `ISTIOD_CUSTOM_HOST`, that host, then `istiod`,
+/// `istiod-remote` and `istio-pilot` (and `istiod-<revision>` for a revision other than `default`)
+/// as `<name>.<namespace>.svc`. The certificate is made from them joined by commas
+/// (`security/pkg/pki/util/san.go`, `BuildSubjectAltNameExtension`): an entry that parses as an IP
+/// becomes an IP SAN, every other a DNS SAN. The names are fixed when istiod starts.
+pub fn serving_names(
+    discovery_address: &str,
+    namespace: &str,
+    revision: &str,
+    custom_host: Option<&str>,
+) -> Vec<String> {
     let mut names: Vec<String> = custom_host
         .into_iter()
         .flat_map(|h| h.split(','))
         .filter(|h| !h.is_empty())
         .map(String::from)
         .collect();
+    let host = discovery_address
+        .rsplit_once(':')
+        .map_or(discovery_address, |(h, _)| h);
+    names.push(host.trim_start_matches('[').trim_end_matches(']').to_string());
     let mut known = vec!["istiod".to_string(), "istiod-remote".into(), "istio-pilot".into()];
     if !revision.is_empty() && revision != "default" {
         known.push(format!("istiod-{revision}"));
