@@ -245,6 +245,24 @@ impl Upgrader<'_> {
             }
             self.restart_workloads(cluster).await?;
             if held.has(&to.revision) {
+                // As `--finish` does for the old revision, and as `istioctl uninstall` warns
+                // (`operator/cmd/mesh/uninstall.go`, `preCheckWarnings`): pods the new revision
+                // injected would lose their control plane with it. The rollback stops here and
+                // resumes once they are restarted.
+                let stranded = self.pods_on(cluster, &to.revision).await?;
+                if !stranded.is_empty() && !self.force {
+                    let shown: Vec<&str> = stranded.iter().take(5).map(String::as_str).collect();
+                    bail!(
+                        "cluster `{}`: {} pod(s) run proxies of revision {} ({}{}), and would lose their control plane if it were removed; revision {} stays installed there, injection already points back at {}\nhint: restart them (`--restart-namespaces NS,..`, or your own rollout), then run `meshctl upgrade --rollback` again, or pass --force",
+                        cluster.name,
+                        stranded.len(),
+                        to.revision,
+                        shown.join(", "),
+                        if stranded.len() > shown.len() { ", …" } else { "" },
+                        to.revision,
+                        from.revision
+                    );
+                }
                 self.reporter
                     .note(&cluster.name, &format!("remove revision {}", to.revision));
                 self.uninstall_revision(cluster, &to.revision).await?;
