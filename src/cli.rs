@@ -381,6 +381,10 @@ pub struct MembershipArgs {
     /// that does not answer within 10 s (or this, if shorter) is named as down.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Duration,
+    /// `isolate` of a remote without asking: its control plane can then no longer authenticate
+    /// the remote's proxies (new pods never become ready; certificates lapse within a day).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
 }

@@ -70,6 +70,19 @@ pub fn refusal(mesh: &Mesh, target: &str) -> Option<String> {
     })
 }
 
+/// What isolating `target` costs the cluster itself, when it is a remote: its control plane reads
+/// it through the very remote secret isolation removes, and authenticates the remote's proxies
+/// through it (Istio `security/pkg/server/ca/authenticate/kubeauth/kube_jwt.go`: a proxy's token is
+/// checked against the API server of the cluster it claims to be in, and a cluster istiod has no
+/// client for is refused). `None` for a primary, whose own istiod keeps serving its proxies.
+pub fn remote_cost(mesh: &Mesh, target: &str) -> Option<String> {
+    let cluster = mesh.cluster(target).filter(|c| c.role == Role::Remote)?;
+    let control = &mesh.control_plane_of(cluster).name;
+    Some(format!(
+        "cluster `{target}` is a remote: its proxies get their configuration and certificates from `{control}`'s istiod, which authenticates them through the remote secret isolation removes; isolated, `{target}`'s new pods never become ready and its proxies' certificates lapse within 24 h, until `meshctl rejoin {target}`"
+    ))
+}
+
 /// Takes `target` out of the mesh: records, then removes, its remote secret in every peer that
 /// answers within `timeout`, and records the isolation (also when some peer did not answer: `up`
 /// removes the rest once it does).

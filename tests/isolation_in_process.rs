@@ -601,3 +601,63 @@ fn status_wait_looks_again_until_the_time_is_up() {
         support::stdout(&out)
     );
 }
+
+/// Isolating a remote cuts it off from its own control plane as well (its istiod authenticates the
+/// remote's proxies through the secret isolation removes): said first, and done only when asked
+/// (`--yes` without a terminal); `status` then says what the isolated remote lacks.
+#[test]
+fn isolating_a_remote_says_what_it_costs_and_needs_yes() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = runtime.block_on(async { lab() });
+    let kubeconfig = lab.kubeconfig.to_str().unwrap().to_string();
+    let workdir = lab.dir.path().to_str().unwrap().to_string();
+    let config = lab.dir.path().join("meshctl.yaml");
+    std::fs::write(
+        &config,
+        "provider: existing\nclusters:\n  - {context: cluster1}\n  - {context: cluster2}\n  - {context: cluster3, role: remote, primary: cluster1}\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--kubeconfig", &kubeconfig, "--workdir", &workdir];
+        all.extend_from_slice(args);
+        all.extend(["--config", config.to_str().unwrap()]);
+        support::meshctl(&all)
+    };
+
+    let out = run(&["isolate", "cluster3"]);
+    let said = support::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("cluster `cluster3` is a remote")
+            && said.contains("`cluster1`'s istiod")
+            && said.contains("new pods never become ready")
+            && said.contains("--yes"),
+        "{said}"
+    );
+    assert!(lab.secret(0, "cluster3").is_some(), "nothing changed");
+    assert!(lab.state().snapshot().isolated.is_empty());
+
+    let out = run(&["isolate", "cluster3", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+    assert!(lab.secret(0, "cluster3").is_none());
+    let out = run(&["status", "-o", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&support::stdout(&out)).unwrap();
+    let row = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cluster"] == "cluster3" && c["state"] == "isolated")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("certificates lapse within 24 h"),
+        "{doc:#}"
+    );
+
+    // A primary is isolated without asking: its own istiod keeps serving its proxies.
+    let out = run(&["isolate", "cluster2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+}

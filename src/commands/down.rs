@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use std::io::IsTerminal;
-
 use super::{Exit, UsageError};
 use crate::cli::DownArgs;
 use crate::mesh_dir::MeshDir;
@@ -18,27 +16,6 @@ use crate::tools::kind::Kind;
 
 /// `--uninstall`: the mesh's clusters, after a confirmation, lose what meshctl put there: remote
 /// secrets first in every cluster, then the rest in each.
-/// Asks on the terminal before clusters are changed; never waits for an answer that cannot come.
-fn confirm(names: &[&str]) -> Result<()> {
-    if !std::io::stdin().is_terminal() {
-        return Err(UsageError(format!(
-            "--uninstall changes clusters {}: pass --yes to confirm when not on a terminal",
-            names.join(", ")
-        ))
-        .into());
-    }
-    eprint!(
-        "Remove what meshctl installed in {} (remote secrets, reader account, Gateway, east-west gateway, Istio, cacerts)? [y/N] ",
-        names.join(", ")
-    );
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    if !matches!(answer.trim(), "y" | "Y" | "yes") {
-        return Err(UsageError("not confirmed; nothing was changed".into()).into());
-    }
-    Ok(())
-}
-
 async fn uninstall(
     args: &DownArgs,
     workdir: &Path,
@@ -62,7 +39,13 @@ async fn uninstall(
     );
     let names: Vec<&str> = mesh.clusters.iter().map(|c| c.context.as_str()).collect();
     if !args.yes {
-        confirm(&names)?;
+        super::confirm(
+            &format!("--uninstall changes clusters {}", names.join(", ")),
+            &format!(
+                "Remove what meshctl installed in {} (remote secrets, reader account, Gateway, east-west gateway, Istio, cacerts)?",
+                names.join(", ")
+            ),
+        )?;
     }
     let clients = crate::kube::Clients::new(kubeconfig);
     let connected = futures::future::join_all(mesh.clusters.iter().map(|c| clients.get(&c.context))).await;

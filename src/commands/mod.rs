@@ -190,6 +190,23 @@ fn default_workdir() -> PathBuf {
 
 /// The release `meshctl upgrade` moved the mesh to (recorded in its state), on `mesh`: every
 /// command then plans, probes and removes what the clusters run, not the release before.
+/// Asks on the terminal before a change that cannot simply be undone; `what` says what changes and
+/// `question` is the prompt. Never waits for an answer that cannot come: without a terminal the
+/// command is refused (exit 2), naming `--yes`.
+fn confirm(what: &str, question: &str) -> Result<()> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError(format!("{what}: pass --yes to confirm when not on a terminal")).into());
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        return Err(UsageError("not confirmed; nothing was changed".into()).into());
+    }
+    Ok(())
+}
+
 fn follow_recorded_release(mesh: &mut Mesh, state: &crate::state::MeshState) {
     if let Some(recorded) = &state.istio {
         mesh.istio_version = Some(recorded.version.clone());

@@ -324,7 +324,11 @@ async fn collect(mesh: &Mesh, dir: &MeshDir, flags: &Flags<'_>, args: &StatusArg
     let clients = Clients::new(flags.kubeconfig);
     let (mut checks, mut down) = unreachable_clusters(mesh, &plan, &state, &clients, flags, args).await;
     for (cluster, isolation) in &state.isolated {
-        checks.push(isolated_check(cluster, isolation, flags, args));
+        let mut check = isolated_check(cluster, isolation, flags, args);
+        if let Some(cost) = crate::isolation::remote_cost(mesh, cluster) {
+            check.detail = format!("{}; {cost}", check.detail);
+        }
+        checks.push(check);
         down.push(cluster.clone());
     }
     // The phases left out of the plan for want of CAs, shown where `up` runs them.
