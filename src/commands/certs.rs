@@ -334,8 +334,9 @@ pub(super) async fn rotate(args: CertsRotateArgs, workdir: &Path, kubeconfig: Op
     rollout(&args, &mesh, kubeconfig, &dir, &cas, step, &reporter).await
 }
 
-/// The clusters a rotation changes: the primaries named by `--cluster` (every primary when none
-/// is named). A remote runs no istiod and holds no CA: its proxies get their certificates from its
+/// The clusters a rotation changes: those running an istiod that signs with the mesh's CA
+/// (primaries, an external control plane, whose `cacerts` is in `external-istiod`) named by
+/// `--cluster` (every one when none is named). A remote runs no istiod and holds no CA: its proxies get their certificates from its
 /// primary's istiod, so naming a remote is refused with its primary named instead.
 pub fn rotation_targets<'m>(mesh: &'m Mesh, named: &[String]) -> Result<Vec<&'m Cluster>, UsageError> {
     for name in named {
@@ -353,7 +354,7 @@ pub fn rotation_targets<'m>(mesh: &'m Mesh, named: &[String]) -> Result<Vec<&'m 
     Ok(mesh
         .clusters
         .iter()
-        .filter(|c| c.role == Role::Primary && (named.is_empty() || named.contains(&c.name)))
+        .filter(|c| c.role != Role::Remote && (named.is_empty() || named.contains(&c.name)))
         .collect())
 }
 
@@ -480,7 +481,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rotation_changes_primaries_only() {
+    fn a_rotation_changes_no_remote() {
         let mesh = primary_remote();
         let names = |named: &[&str]| -> Vec<String> {
             let named: Vec<String> = named.iter().map(|s| s.to_string()).collect();
@@ -492,6 +493,28 @@ mod tests {
         };
         assert_eq!(names(&[]), ["cluster1", "cluster3"]);
         assert_eq!(names(&["cluster3"]), ["cluster3"]);
+    }
+
+    /// An external control plane's istiod signs with the mesh's CA (in `external-istiod`): a
+    /// rotation reaches it, named or not.
+    #[test]
+    fn a_rotation_reaches_an_external_control_plane() {
+        let mesh = Mesh::from_yaml(
+            "clusters:
+  - {name: cluster1, role: external}
+  - {name: cluster2, role: remote}
+",
+            None,
+        )
+        .unwrap();
+        for named in [vec![], vec!["cluster1".to_string()]] {
+            let chosen = rotation_targets(&mesh, &named).unwrap();
+            assert_eq!(
+                chosen.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+                ["cluster1"]
+            );
+            assert_eq!(mesh.istio_namespace(chosen[0]), "external-istiod");
+        }
     }
 
     #[test]

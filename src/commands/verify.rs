@@ -74,9 +74,10 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
 /// What no call could pass under this topology, said before touching a cluster.
 fn refuse_what_cannot_pass(args: &VerifyArgs, mesh: &crate::topology::Mesh) -> Result<()> {
     if args.cluster_local
-        && !mesh
-            .mesh_config
-            .is_cluster_local(crate::verification::workloads::HELLOWORLD_HOST)
+        && !mesh.mesh_config.is_cluster_local_beside(
+            crate::verification::workloads::HELLOWORLD_HOST,
+            &mesh.istio_revision.istiod(),
+        )
     {
         return Err(super::UsageError(format!(
             "--cluster-local: the topology does not make {} cluster-local; add it (or a wildcard such as *.sample.svc.cluster.local) to meshConfig.serviceSettings with clusterLocal: true, and run `meshctl up` with that topology first",

@@ -77,19 +77,26 @@ impl MeshOptions {
         *self == MeshOptions::default()
     }
 
+    /// [`MeshOptions::is_cluster_local_beside`] for the unrevisioned istiod (`istiod`).
+    pub fn is_cluster_local(&self, host: &str) -> bool {
+        self.is_cluster_local_beside(host, "istiod")
+    }
+
     /// Whether calls to `host` stay in the caller's cluster, as istiod decides it (Istio
     /// `pilot/pkg/model/cluster_local.go`, `onMeshUpdated` and `IsClusterLocal`): every
     /// `serviceSettings` host is recorded with its `clusterLocal` value (a later entry for the same
     /// host wins); Istio's own cluster-local hosts (`*.kube-system.svc.cluster.local`,
-    /// `kubernetes.default.svc.cluster.local`, istiod's `istiod.istio-system.svc.cluster.local`)
-    /// are added unless an entry with `clusterLocal: false` names or narrows them; then the exact
-    /// host decides, else the most specific wildcard that covers it (`pkg/config/host`,
-    /// `MostSpecificHostMatch`), else it is not cluster-local.
-    pub fn is_cluster_local(&self, host: &str) -> bool {
+    /// `kubernetes.default.svc.cluster.local`, and istiod's discovery host, the `istiod` Service
+    /// named `istiod_service` of its revision in istio-system) are added unless an entry with
+    /// `clusterLocal: false` names or narrows them; then the exact host decides, else the most
+    /// specific wildcard that covers it (`pkg/config/host`, `MostSpecificHostMatch`), else it is
+    /// not cluster-local.
+    pub fn is_cluster_local_beside(&self, host: &str, istiod_service: &str) -> bool {
+        let discovery = format!("{istiod_service}.istio-system.svc.cluster.local");
         let mut defaults: Vec<&str> = vec![
             "*.kube-system.svc.cluster.local",
             "kubernetes.default.svc.cluster.local",
-            "istiod.istio-system.svc.cluster.local",
+            &discovery,
         ];
         let mut hosts: BTreeMap<&str, bool> = BTreeMap::new();
         for entry in &self.service_settings {
@@ -294,7 +301,8 @@ fn export_to_problems(options: &MeshOptions, mesh: &Mesh, out: &mut Vec<Problem>
         }
     }
     // Across networks a call enters the target network through its east-west gateway, which runs
-    // in istio-system and routes (SNI-DNAT clusters) only to services exported to istio-system:
+    // in istio-system (`external-istiod` beside an external control plane's remotes) and routes
+    // (SNI-DNAT clusters) only to services exported to its namespace:
     // a gateway's sidecar scope holds the services exported to its own namespace (Istio
     // `pilot/pkg/model/sidecar.go`, `DefaultSidecarScopeForGateway` →
     // `servicesExportedToNamespace`). A default that leaves istio-system out breaks every
@@ -302,15 +310,33 @@ fn export_to_problems(options: &MeshOptions, mesh: &Mesh, out: &mut Vec<Problem>
     let networks: std::collections::BTreeSet<&str> =
         mesh.clusters.iter().map(|c| c.network.as_str()).collect();
     let export = &options.default_service_export_to;
-    if networks.len() > 1
-        && !export.is_empty()
-        && !export.iter().any(|v| v == "*" || v == super::ISTIO_NAMESPACE)
-    {
+    // The namespaces the gateways run in: istio-system, and `external-istiod` for the remotes of
+    // an external control plane (their gateways sit beside their Istio).
+    let gateway_namespaces: std::collections::BTreeSet<&str> = mesh
+        .clusters
+        .iter()
+        .filter(|c| mesh.needs_eastwest(c))
+        .map(|c| mesh.gateway_namespace(c))
+        .collect();
+    let left_out: Vec<&str> = gateway_namespaces
+        .iter()
+        .copied()
+        .filter(|ns| !export.iter().any(|v| v == "*" || v == ns))
+        .collect();
+    if networks.len() > 1 && !export.is_empty() && !left_out.is_empty() {
         push(
- out,
+            out,
             "meshConfig.defaultServiceExportTo".into(),
             &export.join(","),
-            "leaves out istio-system, where each network's east-west gateway runs: on this multi-network mesh the gateways would not route to any service that keeps the default, and no call could cross networks; add `istio-system` to the list (or use `*`)".into(),
+            format!(
+                "leaves out {}, where the east-west gateways run: on this multi-network mesh the gateways would not route to any service that keeps the default, and no call could cross networks; add {} to the list (or use `*`)",
+                left_out.join(", "),
+                left_out
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
         );
     }
 }
@@ -437,6 +463,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("add `istio-system`"), "{err}");
+        // An external control plane's remotes on networks of their own: their gateways run in
+        // `external-istiod` (the external cluster's in istio-system), so both must be listed.
+        let external = |export: &str| {
+            format!(
+                "clusters:\n  - {{role: external}}\n  - {{role: remote, network: n2}}\n  - {{role: remote, network: n3}}\nmeshConfig:\n  defaultServiceExportTo: {export}\n"
+            )
+        };
+        let err = parse(&external("['.', 'istio-system']")).unwrap_err().to_string();
+        assert!(err.contains("leaves out external-istiod"), "{err}");
+        assert!(parse(&external("['.', 'istio-system', 'external-istiod']")).is_ok());
+    }
+
+    /// istiod makes its own discovery host cluster-local: after an upgrade to a revision that is
+    /// `istiod-<revision>`'s, not the unrevisioned `istiod`'s.
+    #[test]
+    fn istiods_own_host_is_cluster_local_by_its_revision() {
+        let none = MeshOptions::default();
+        let revisioned = "istiod-1-31-1.istio-system.svc.cluster.local";
+        assert!(none.is_cluster_local_beside(revisioned, "istiod-1-31-1"));
+        assert!(!none.is_cluster_local_beside("istiod.istio-system.svc.cluster.local", "istiod-1-31-1"));
+        assert!(!none.is_cluster_local(revisioned));
     }
 
     #[test]
