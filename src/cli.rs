@@ -191,11 +191,43 @@ fn parse_subnet(text: &str) -> Result<ipnet::IpNet, String> {
                 format!("2^{} addresses", 32 - net.prefix_len())
             }
         )),
+        // Blocks no docker network can be (RFC 6890's special-purpose ones): MetalLB would hand
+        // out addresses nothing routes to the kind nodes.
+        Ok(ipnet::IpNet::V4(net)) if special_purpose(net.network()).is_some() => Err(format!(
+            "`{text}` is {}, not a network docker can create: name the docker network's subnet, such as 172.18.0.0/16",
+            special_purpose(net.network()).unwrap_or_default()
+        )),
         Ok(net @ ipnet::IpNet::V4(_)) => Ok(net),
         Ok(_) => Err(format!(
             "`{text}` is IPv6; MetalLB pools are planned in an IPv4 subnet"
         )),
         Err(_) => Err(format!("`{text}` is not an IPv4 CIDR such as 172.18.0.0/16")),
+    }
+}
+
+/// What an IPv4 block starting at `network` is reserved for, when it cannot be a docker network.
+fn special_purpose(network: std::net::Ipv4Addr) -> Option<&'static str> {
+    let first = network.octets()[0];
+    if first == 0 {
+        Some("\"this network\" (0.0.0.0/8)")
+    } else if network.is_loopback() {
+        Some("loopback (127.0.0.0/8)")
+    } else if network.is_link_local() {
+        Some("link-local (169.254.0.0/16)")
+    } else if network.is_multicast() {
+        Some("multicast (224.0.0.0/4)")
+    } else if first >= 240 {
+        Some("reserved (240.0.0.0/4)")
+    } else {
+        None
+    }
+}
+
+/// `--restart-namespaces`: namespace names, as Kubernetes requires them (DNS-1123 labels).
+fn parse_namespace(text: &str) -> Result<String, String> {
+    match crate::topology::dns1123_label_problem(text) {
+        None => Ok(text.to_string()),
+        Some(reason) => Err(format!("namespace `{text}` {reason}")),
     }
 }
 
@@ -296,7 +328,7 @@ pub struct UpgradeArgs {
     pub rollback: bool,
     /// Restart the Deployments of these namespaces in each cluster once its injection moved, so
     /// they run the new proxies (workloads are otherwise left to you).
-    #[arg(long, value_name = "NS,..", value_delimiter = ',')]
+    #[arg(long, value_name = "NS,..", value_delimiter = ',', value_parser = parse_namespace)]
     pub restart_namespaces: Vec<String>,
     /// Do not call across every pair of clusters after each cluster (the other gates still hold).
     #[arg(long)]

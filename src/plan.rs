@@ -450,7 +450,12 @@ impl<'a> PhaseBuilder<'a> {
         context: &C,
         secret: bool,
     ) -> Result<String, PlanError> {
-        let content = render::render(template, context).map_err(|source| PlanError::Render {
+        // Every template may name the mesh its objects belong to (`meshctl.io/mesh`).
+        let context = minijinja::context! {
+            mesh_id => &self.input.mesh.mesh_id,
+            ..minijinja::Value::from(minijinja::value::Serde(context))
+        };
+        let content = render::render(template, &context).map_err(|source| PlanError::Render {
             phase: self.phase,
             cluster: self.cluster.name.clone(),
             source,

@@ -12,7 +12,7 @@ use kube::api::{Api, ListParams};
 use serde::Serialize;
 
 use crate::kube::apply::rollout_restart;
-use crate::kube::{managed_by_meshctl, wait};
+use crate::kube::{owned_by_mesh, wait};
 use crate::pki::{self, IntermediateCa};
 use crate::probe::Finding;
 
@@ -28,6 +28,7 @@ pub const TEMPLATE: &str = "certs/cacerts.yaml.j2";
 /// Context of `templates/certs/cacerts.yaml.j2`.
 #[derive(Serialize)]
 struct CaCerts<'a> {
+    mesh_id: &'a str,
     cluster: &'a str,
     namespace: &'a str,
     ca_cert: &'a str,
@@ -36,9 +37,10 @@ struct CaCerts<'a> {
     cert_chain: &'a str,
 }
 
-/// What [`TEMPLATE`] renders for `ca`'s cluster, in `namespace` (istiod's).
-pub fn context<'a>(ca: &'a IntermediateCa, namespace: &'a str) -> impl Serialize + 'a {
+/// What [`TEMPLATE`] renders for `ca`'s cluster of mesh `mesh_id`, in `namespace` (istiod's).
+pub fn context<'a>(ca: &'a IntermediateCa, (mesh_id, namespace): (&'a str, &'a str)) -> impl Serialize + 'a {
     CaCerts {
+        mesh_id,
         cluster: &ca.cluster,
         namespace,
         ca_cert: &ca.ca_cert_pem,
@@ -48,9 +50,12 @@ pub fn context<'a>(ca: &'a IntermediateCa, namespace: &'a str) -> impl Serialize
     }
 }
 
-/// The `cacerts` Secret of `ca`'s cluster in `namespace`.
-pub fn render(ca: &IntermediateCa, namespace: &str) -> Result<String, crate::render::RenderError> {
-    crate::render::render(TEMPLATE, &context(ca, namespace))
+/// The `cacerts` Secret of `ca`'s cluster of mesh `mesh_id`, in `namespace`.
+pub fn render(
+    ca: &IntermediateCa,
+    (mesh_id, namespace): (&str, &str),
+) -> Result<String, crate::render::RenderError> {
+    crate::render::render(TEMPLATE, &context(ca, (mesh_id, namespace)))
 }
 
 /// The root bundle a rendered `cacerts` carries.
@@ -88,27 +93,31 @@ pub fn root_conflict(live_root: &str, wanted_root: &str) -> Option<String> {
     ))
 }
 
-/// Why the `cacerts` meshctl made in `namespace` must not be replaced by one chained to
-/// `wanted_root` ([`root_conflict`]); `None` when there is none, or it is not meshctl's (ownership
-/// is judged apart from this).
+/// Why the `cacerts` meshctl made for mesh `mesh_id` in `namespace` must not be replaced by one
+/// chained to `wanted_root` ([`root_conflict`]); `None` when there is none, or it is not this
+/// mesh's (ownership is judged apart from this).
 pub async fn conflict_in_cluster(
     client: &Client,
-    namespace: &str,
+    (mesh_id, namespace): (&str, &str),
     wanted_root: &str,
 ) -> Result<Option<String>, kube::Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     Ok(secrets
         .get_opt(CACERTS)
         .await?
-        .filter(|s| managed_by_meshctl(&s.metadata))
+        .filter(|s| owned_by_mesh(&s.metadata, mesh_id))
         .and_then(|s| root_of(&s))
         .and_then(|live| root_conflict(&live, wanted_root)))
 }
 
-/// The probe's finding for a `cacerts` under another root, if there is one.
-pub async fn conflict_finding(client: &Client, namespace: &str, wanted_root: &str) -> Option<Finding> {
+/// The probe's finding for a `cacerts` of this mesh under another root, if there is one.
+pub async fn conflict_finding(
+    client: &Client,
+    (mesh_id, namespace): (&str, &str),
+    wanted_root: &str,
+) -> Option<Finding> {
     let object = format!("Secret {namespace}/{CACERTS}");
-    match conflict_in_cluster(client, namespace, wanted_root).await {
+    match conflict_in_cluster(client, (mesh_id, namespace), wanted_root).await {
         Ok(conflict) => conflict.map(|why| Finding::conflict(object, why)),
         Err(e) => Some(Finding::unreachable(object, crate::kube::human_reason(&e))),
     }
@@ -184,7 +193,7 @@ mod tests {
             cert_chain_pem: "cc".into(),
             root_cert_pem: mesh.clone(),
         };
-        let yaml = render(&ca, "istio-system").unwrap();
+        let yaml = render(&ca, ("mesh1", "istio-system")).unwrap();
         assert_eq!(root_of_rendered(&yaml).as_deref(), Some(mesh.as_str()));
     }
 }

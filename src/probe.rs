@@ -162,7 +162,7 @@ impl Probe<'_> {
                     Comparison::Same => Finding::present(c.object, "as rendered"),
                     Comparison::Foreign => Finding::foreign(
                         c.object,
-                        "exists without the label app.kubernetes.io/managed-by=meshctl: someone else created it",
+                        "exists without the label app.kubernetes.io/managed-by=meshctl (someone else created it), or meshctl.io/mesh names another mesh",
                     ),
                     Comparison::Missing(why) => Finding::missing(c.object, why),
                     Comparison::Differs(path) => {

@@ -36,6 +36,7 @@ pub struct Target<'a> {
 /// the order it went.
 pub async fn uninstall(
     targets: &[Target<'_>],
+    mesh_id: &str,
     plan_dir: &Path,
     kubeconfig: Option<&Path>,
     timeout: Duration,
@@ -50,6 +51,7 @@ pub async fn uninstall(
         let runs = targets.iter().map(|t| async move {
             let cx = RemoveContext {
                 cluster: t.cluster,
+                mesh_id,
                 istio_namespace: t.istio_namespace,
                 client: t.client.clone(),
                 plan_dir,

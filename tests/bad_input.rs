@@ -741,6 +741,10 @@ fn uninstall_uses_the_istioctl_of_the_chosen_release() {
         "provider: existing\nistio: {version: 1.31.1}\nclusters:\n  - {context: east}\n",
     )
     .unwrap();
+    // The mesh as `up` recorded it (down --uninstall removes only a recorded mesh).
+    let workdir = dir.path().join("state");
+    std::fs::create_dir_all(workdir.join("mesh1")).unwrap();
+    std::fs::write(workdir.join("mesh1/state.json"), "{\"meshID\": \"mesh1\"}").unwrap();
     // Nothing listens on the discard port of loopback: the download fails at once.
     let releases = "http://127.0.0.1:9";
     let cache = dir.path().join("cache");
@@ -748,6 +752,8 @@ fn uninstall_uses_the_istioctl_of_the_chosen_release() {
         &[
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
+            "--workdir",
+            workdir.to_str().unwrap(),
             "down",
             "--uninstall",
             "--config",
@@ -858,5 +864,57 @@ fn a_topology_that_is_no_small_regular_file_is_refused_at_once() {
                 stderr(&out)
             );
         }
+    }
+}
+
+/// Values that name nothing that could work are refused by name (exit 2) before anything runs: a
+/// load-balancer subnet in a block no docker network can be, a namespace Kubernetes would refuse.
+#[test]
+fn values_no_cluster_could_use_are_refused_by_name() {
+    for (subnet, said) in [
+        ("0.0.0.0/8", "\"this network\""),
+        ("127.0.0.0/16", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("224.0.0.0/8", "multicast"),
+        ("240.0.0.0/8", "reserved"),
+    ] {
+        let out = run(
+            &[
+                "up",
+                "--clusters",
+                "2",
+                "--lb-subnet",
+                subnet,
+                "--dry-run",
+                "--out",
+                "plan",
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{subnet}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("`{subnet}` is {said}")),
+            "{subnet}: {}",
+            stderr(&out)
+        );
+    }
+    for bad in ["Bad NS", "../x", ""] {
+        let out = run(
+            &[
+                "upgrade",
+                "--to",
+                "1.31.1",
+                "--restart-namespaces",
+                bad,
+                "--dry-run",
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("namespace `{bad}`")),
+            "{bad:?}: {}",
+            stderr(&out)
+        );
     }
 }

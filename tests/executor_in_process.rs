@@ -279,6 +279,7 @@ async fn uninstall(
     }];
     meshctl::uninstall::uninstall(
         &targets,
+        &f.mesh.mesh_id,
         &f.settings.plan_dir,
         f.settings.kubeconfig_flag.as_deref(),
         Duration::from_secs(5),

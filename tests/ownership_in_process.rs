@@ -218,6 +218,75 @@ fn a_second_machine_never_replaces_the_meshs_root_ca() {
     assert_eq!(cacerts(&server)["data"], built["data"]);
 }
 
+/// What meshctl makes records the mesh it made it for (`meshctl.io/mesh`): another mesh's meshctl
+/// on the same cluster neither takes it over nor removes it, and `down --uninstall` of a mesh
+/// never recorded here is refused before any cluster is asked.
+#[test]
+fn ownership_is_per_mesh_and_an_unknown_mesh_is_never_uninstalled() {
+    let server = MemoryApiServer::new();
+    server.put(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"}}));
+    let run = Run::new(&server);
+    let up = |mesh: &str| {
+        run.meshctl(&[
+            "up",
+            "--contexts",
+            "east",
+            "--mesh-id",
+            mesh,
+            "--only",
+            "certs",
+            "--key-type",
+            "ecdsa-p256",
+            "--timeout",
+            "10s",
+        ])
+    };
+    let built = up("alpha");
+    assert!(built.status.success(), "{}", stderr(&built));
+    let ca = cacerts(&server);
+    assert_eq!(ca["metadata"]["labels"]["meshctl.io/mesh"], "alpha");
+
+    // Mesh `beta` on the same cluster: alpha's CA is not beta's to repair.
+    let before = server.requests().len();
+    let other = up("beta");
+    let err = stderr(&other);
+    assert_eq!(other.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "Secret istio-system/cacerts already exists and meshctl did not create it for mesh `beta`"
+        ) && err.contains("meshctl.io/mesh names another mesh"),
+        "{err}"
+    );
+    let writes: Vec<String> = server.requests()[before..]
+        .iter()
+        .filter(|r| !r.starts_with("GET "))
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(cacerts(&server), ca);
+
+    // Removing mesh `beta` (recorded by its refused run, or not) leaves alpha's CA alone; a mesh
+    // never recorded is refused before anything is asked.
+    let before = server.requests().len();
+    let unknown = run.meshctl(&[
+        "down",
+        "--uninstall",
+        "--yes",
+        "--contexts",
+        "east",
+        "--mesh-id",
+        "gamma",
+    ]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("no mesh `gamma` recorded") && stderr(&unknown).contains("`alpha`"),
+        "{}",
+        stderr(&unknown)
+    );
+    assert_eq!(server.requests().len(), before, "no cluster was asked");
+    assert_eq!(cacerts(&server), ca);
+}
+
 /// istiod as Istio's chart names a revisioned install: `istiod-<revision>`, labelled `app: istiod`.
 fn revisioned_istiod(server: &MemoryApiServer, revision: &str) {
     server.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",

@@ -33,6 +33,25 @@ async fn uninstall(
     }
     let mut mesh = super::resolve_topology(&topology)?;
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
+    // What meshctl removes is what this mesh made: a mesh never recorded here (a typo in
+    // `--mesh-id`, another machine's mesh) is refused before any cluster is asked.
+    if !dir.state().is_file() {
+        let others = recorded_meshes(workdir);
+        return Err(UsageError(format!(
+            "--uninstall: no mesh `{}` recorded in `{}`{}; nothing was asked of any cluster\nhint: name the mesh `up` built (`--mesh-id`, or `--config` with its file), and run where it was built (its `MESHCTL_HOME` or `--workdir`)",
+            mesh.mesh_id,
+            workdir.display(),
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (recorded here: {})",
+                    others.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+                )
+            }
+        ))
+        .into());
+    }
     super::follow_recorded_release(
         &mut mesh,
         &crate::state::StateStore::load(&dir.state())?.snapshot(),
@@ -71,6 +90,7 @@ async fn uninstall(
     .context("down --uninstall")?;
     let removed = crate::uninstall::uninstall(
         &targets,
+        &mesh.mesh_id,
         &dir.plan(),
         kubeconfig,
         Duration::from_secs(600),

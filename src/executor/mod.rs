@@ -182,7 +182,7 @@ impl Executor {
             let probed = self.probe_all(&prepared.plan).await;
             refuse_conflicts(&prepared.plan, &probed)?;
             if !settings.adopt {
-                refuse_foreign(&prepared.plan, &probed)?;
+                refuse_foreign(&prepared.plan, &probed, &self.run.mesh.mesh_id)?;
             }
             let mut known = (!settings.force).then_some(probed);
             self.check_istioctl_if_needed(&prepared.plan, known.as_deref())
@@ -484,14 +484,14 @@ impl Executor {
 
 /// Refuses, before anything changes, a plan that would take over objects meshctl did not create:
 /// each is named with its cluster and phase, and the ways out.
-fn refuse_foreign(plan: &Plan, probed: &[PhaseFindings]) -> Result<()> {
+fn refuse_foreign(plan: &Plan, probed: &[PhaseFindings], mesh_id: &str) -> Result<()> {
     let mut foreign = Vec::new();
     for (phase, clusters) in plan.phases.iter().zip(probed) {
         for (cs, findings) in phase.clusters.iter().zip(clusters) {
             for f in findings.iter().filter(|f| f.found == Found::Foreign) {
                 foreign.push(format!(
-                    "cluster `{}`, phase {}: {} already exists and meshctl did not create it",
-                    cs.cluster, phase.phase, f.object
+                    "cluster `{}`, phase {}: {} already exists and meshctl did not create it for mesh `{mesh_id}` ({})",
+                    cs.cluster, phase.phase, f.object, f.detail
                 ));
             }
         }

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
@@ -65,6 +65,17 @@ pub struct Applier {
 /// meshctl's to create, repair and delete, and must not take the place of someone else's object.
 fn claims_ownership(obj: &DynamicObject) -> bool {
     super::managed_by_meshctl(&obj.metadata)
+}
+
+/// Whether `live` is someone else's where the document `obj` claims meshctl's ownership: not
+/// meshctl's at all, or made by meshctl for another mesh than the one the document names
+/// ([`super::MESH_LABEL`]).
+fn taken_by_another(obj: &DynamicObject, live: &ObjectMeta) -> bool {
+    claims_ownership(obj)
+        && match super::made_for_mesh(&obj.metadata) {
+            Some(mesh) => !super::owned_by_mesh(live, mesh),
+            None => !super::managed_by_meshctl(live),
+        }
 }
 
 impl Applier {
@@ -316,9 +327,7 @@ impl Applier {
             let name = obj.name_any();
             let comparison = match retry(&what, self.policy, || api.get_opt(&name)).await? {
                 None => Comparison::Missing("not found".into()),
-                Some(live) if claims_ownership(&obj) && !super::managed_by_meshctl(&live.metadata) => {
-                    Comparison::Foreign
-                }
+                Some(live) if taken_by_another(&obj, &live.metadata) => Comparison::Foreign,
                 Some(live) => {
                     let live = serde_json::to_value(&live).unwrap_or_default();
                     match first_difference(&doc, &live, "") {
@@ -416,8 +425,7 @@ impl Applier {
         let what = format!("apply {label} (from {source})");
         let before = retry(&what, self.policy, || api.get_opt(&name)).await?;
         if let Some(live) = &before
-            && claims_ownership(obj)
-            && !super::managed_by_meshctl(&live.metadata)
+            && taken_by_another(obj, &live.metadata)
             && !self.adopt
         {
             return Err(KubeError::Foreign { object: label });

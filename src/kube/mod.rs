@@ -30,9 +30,29 @@ pub fn managed_by_meshctl(meta: &kube::api::ObjectMeta) -> bool {
         .is_some_and(|v| v == MANAGED_BY.1)
 }
 
-/// Deletes `name` through `api` when it exists and carries [`MANAGED_BY`]; says what it deleted.
-/// Anyone else's object of that name stays.
-pub async fn delete_owned<K>(api: &kube::Api<K>, name: &str, what: &str) -> anyhow::Result<Option<String>>
+/// The label naming the mesh (its mesh ID) that made an object of the mesh's own (its CA, address
+/// pools, Gateways): one cluster may hold objects of several meshes' meshctl, and each touches
+/// only its own.
+pub const MESH_LABEL: &str = "meshctl.io/mesh";
+
+/// The mesh `meta` says made it ([`MESH_LABEL`]); none on an object of a meshctl that did not
+/// record it yet, which counts as the mesh's that finds it.
+pub fn made_for_mesh(meta: &kube::api::ObjectMeta) -> Option<&str> {
+    meta.labels.as_ref()?.get(MESH_LABEL).map(String::as_str)
+}
+
+/// Whether `meta` is meshctl's and, when it names a mesh, `mesh_id`'s.
+pub fn owned_by_mesh(meta: &kube::api::ObjectMeta, mesh_id: &str) -> bool {
+    managed_by_meshctl(meta) && made_for_mesh(meta).is_none_or(|m| m == mesh_id)
+}
+
+/// Deletes `name` through `api` when it exists and is mesh `mesh_id`'s ([`owned_by_mesh`]); says
+/// what it deleted. Anyone else's object of that name, another mesh's included, stays.
+pub async fn delete_owned<K>(
+    api: &kube::Api<K>,
+    (name, mesh_id): (&str, &str),
+    what: &str,
+) -> anyhow::Result<Option<String>>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -42,7 +62,7 @@ where
         .await
         .with_context(|| format!("cannot read {what}"))?
     {
-        Some(obj) if managed_by_meshctl(obj.meta()) => {
+        Some(obj) if owned_by_mesh(obj.meta(), mesh_id) => {
             api.delete(name, &Default::default())
                 .await
                 .with_context(|| format!("cannot delete {what}"))?;
@@ -80,7 +100,7 @@ pub enum KubeError {
     Invalid { what: String, reason: String },
     /// The object exists and meshctl did not create it: applying would take it over.
     #[error(
-        "{object} already exists and meshctl did not create it (it lacks the label app.kubernetes.io/managed-by=meshctl): meshctl does not take over or overwrite what it did not create"
+        "{object} already exists and meshctl did not create it for this mesh (it lacks the label app.kubernetes.io/managed-by=meshctl, or its meshctl.io/mesh names another mesh): meshctl does not take over or overwrite what it did not create"
     )]
     Foreign {
         /// `Kind namespace/name`.

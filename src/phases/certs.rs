@@ -64,7 +64,7 @@ impl PhaseLogic for Certs {
             let namespace = cx.istio_namespace;
             let secrets: Api<Secret> = Api::namespaced(cx.client.clone(), namespace);
             let what = format!("Secret {namespace}/{CACERTS}");
-            Ok(delete_owned(&secrets, CACERTS, &what)
+            Ok(delete_owned(&secrets, (CACERTS, cx.mesh_id), &what)
                 .await?
                 .into_iter()
                 .collect())
@@ -125,7 +125,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     // certificates from the primary's istiod, so nothing would read a CA key put there.
     // An external control plane's CA is its external istiod's, in `external-istiod`.
     if cluster.role != Role::Remote {
-        let context = plugged_ca::context(ca, istio_namespace);
+        let context = plugged_ca::context(ca, (&mesh.mesh_id, istio_namespace));
         let cacerts = b.render("cacerts.yaml", plugged_ca::TEMPLATE, &context, true)?;
         b.step(Step::ApplyPluggedCa { file: cacerts });
     }
@@ -149,7 +149,9 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
                     .artifact(file)
                     .and_then(|a| plugged_ca::root_of_rendered(&a.content));
                 let conflict = match wanted {
-                    Some(root) => plugged_ca::conflict_finding(&client, namespace, &root).await,
+                    Some(root) => {
+                        plugged_ca::conflict_finding(&client, (&p.mesh.mesh_id, namespace), &root).await
+                    }
                     None => None,
                 };
                 match conflict {
@@ -210,7 +212,7 @@ async fn apply_plugged_ca(cx: StepContext<'_>, file: &str) -> Result<Option<Stri
     let client = cx.client().await?;
     let namespace = cx.istio_namespace();
     if let Some(root) = plugged_ca::root_of_rendered(&text)
-        && let Some(why) = plugged_ca::conflict_in_cluster(&client, namespace, &root)
+        && let Some(why) = plugged_ca::conflict_in_cluster(&client, (&cx.run.mesh.mesh_id, namespace), &root)
             .await
             .with_context(|| format!("cannot read Secret {namespace}/{CACERTS}"))?
     {

@@ -191,6 +191,8 @@ impl StepContext<'_> {
 /// What removing a phase from one cluster may use (`down --uninstall`).
 pub struct RemoveContext<'a> {
     pub cluster: &'a Cluster,
+    /// The mesh being removed: another mesh's objects in the cluster stay.
+    pub mesh_id: &'a str,
     /// The namespace of the cluster's Istio control-plane objects.
     pub istio_namespace: &'static str,
     pub client: kube::Client,

@@ -167,13 +167,13 @@ async fn remove(cx: &RemoveContext<'_>) -> Result<Vec<String>> {
     let gateways = gateways(&cx.client, namespace);
     for name in [GATEWAY_NAME, ISTIOD_GATEWAY_NAME] {
         let what = format!("Gateway {namespace}/{name}");
-        removed.extend(delete_owned(&gateways, name, &what).await?);
+        removed.extend(delete_owned(&gateways, (name, cx.mesh_id), &what).await?);
     }
     let what = format!("VirtualService {namespace}/{ISTIOD_VIRTUAL_SERVICE}");
     removed.extend(
         delete_owned(
             &virtual_services(&cx.client, namespace),
-            ISTIOD_VIRTUAL_SERVICE,
+            (ISTIOD_VIRTUAL_SERVICE, cx.mesh_id),
             &what,
         )
         .await?,

@@ -107,7 +107,8 @@ impl PhaseLogic for RemoteSecrets {
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
             let mut removed = remove_remote_secrets(&cx.client, cx.istio_namespace).await?;
-            removed.extend(remove_reader(&cx.client, &Account::reader(cx.istio_namespace)).await?);
+            removed
+                .extend(remove_reader(&cx.client, &Account::reader(cx.istio_namespace), cx.mesh_id).await?);
             Ok(removed)
         })
     }
@@ -520,7 +521,7 @@ async fn remove_remote_secrets(client: &kube::Client, namespace: &str) -> Result
 }
 
 /// The reader account meshctl created for other clusters' istiods, with its token and RBAC.
-async fn remove_reader(client: &kube::Client, account: &Account) -> Result<Vec<String>> {
+async fn remove_reader(client: &kube::Client, account: &Account, mesh_id: &str) -> Result<Vec<String>> {
     let namespace = account.namespace.as_str();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
@@ -529,10 +530,20 @@ async fn remove_reader(client: &kube::Client, account: &Account) -> Result<Vec<S
     let (token, name) = (account.token_secret(), &account.service_account);
     let role = account.reader_role.clone().unwrap_or_default();
     let removed = [
-        delete_owned(&secrets, &token, &format!("Secret {namespace}/{token}")).await?,
-        delete_owned(&accounts, name, &format!("ServiceAccount {namespace}/{name}")).await?,
-        delete_owned(&bindings, &role, &format!("ClusterRoleBinding {role}")).await?,
-        delete_owned(&roles, &role, &format!("ClusterRole {role}")).await?,
+        delete_owned(
+            &secrets,
+            (&token, mesh_id),
+            &format!("Secret {namespace}/{token}"),
+        )
+        .await?,
+        delete_owned(
+            &accounts,
+            (name, mesh_id),
+            &format!("ServiceAccount {namespace}/{name}"),
+        )
+        .await?,
+        delete_owned(&bindings, (&role, mesh_id), &format!("ClusterRoleBinding {role}")).await?,
+        delete_owned(&roles, (&role, mesh_id), &format!("ClusterRole {role}")).await?,
     ];
     Ok(removed.into_iter().flatten().collect())
 }

@@ -108,6 +108,13 @@ pub(super) fn from_file(i: usize, file: Option<EastwestFile>, problems: &mut Vec
             value: address.clone(),
             reason: "is not an IP address or a DNS name (no scheme, no port: the port is 15443, or nodePort)".into(),
         }),
+        Some(address) if address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) => {
+            problems.push(Problem {
+                field: field("address"),
+                value: address.clone(),
+                reason: "names no machine: give the address the other networks dial (a node's, or what fronts the gateway)".into(),
+            })
+        }
         _ => {}
     }
     eastwest
@@ -191,6 +198,21 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(super::super::TopologyError::Invalid(p)) => p.iter().map(ToString::to_string).collect(),
             Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn an_address_that_names_no_machine_is_refused() {
+        for address in ["0.0.0.0", "'::'"] {
+            let problems = problems_of(&format!(
+                "clusters:\n  - eastwest: {{address: {address}}}\n  - {{}}\n"
+            ));
+            assert!(
+                problems.len() == 1
+                    && problems[0].contains("clusters[0].eastwest.address")
+                    && problems[0].contains("names no machine"),
+                "{problems:?}"
+            );
         }
     }
 

@@ -189,6 +189,7 @@ impl Lab {
             .collect();
         meshctl::uninstall::uninstall(
             &targets,
+            &self.mesh.mesh_id,
             &self.dir.plan(),
             Some(&self.kubeconfig),
             Duration::from_secs(5),
