@@ -918,3 +918,62 @@ fn values_no_cluster_could_use_are_refused_by_name() {
         );
     }
 }
+
+/// The state folder holds the CA's private keys: without `HOME` (or `MESHCTL_HOME`, `--workdir`)
+/// there is none, and a command that needs it says so (exit 2) instead of writing keys into the
+/// current folder; a relative `XDG_STATE_HOME` is ignored, as the XDG specification says. The
+/// commands that keep no state still run.
+#[test]
+fn no_state_folder_is_ever_guessed_to_be_the_current_folder() {
+    let work = tempfile::tempdir().unwrap();
+    let meshctl = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"));
+        cmd.args(args)
+            .current_dir(work.path())
+            .env("NO_COLOR", "1")
+            .env_remove("HOME")
+            .env_remove("MESHCTL_HOME")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("KUBECONFIG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = meshctl(&["up", "--clusters", "1", "--dry-run", "--out", "plan"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("HOME is not set") && stderr(&out).contains("MESHCTL_HOME"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        std::fs::read_dir(work.path()).unwrap().next().is_none(),
+        "nothing written here"
+    );
+    assert!(meshctl(&["version"], &[]).status.success());
+
+    let home = work.path().join("home");
+    let out = meshctl(
+        &[
+            "up",
+            "--clusters",
+            "1",
+            "--dry-run",
+            "--out",
+            "plan",
+            "--key-type",
+            "ecdsa-p256",
+        ],
+        &[
+            ("HOME", home.to_str().unwrap()),
+            ("XDG_STATE_HOME", "relative/state"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!work.path().join("relative").exists());
+    assert!(
+        home.join(".local/state/meshctl/mesh1/certs/root-key.pem")
+            .is_file()
+    );
+}

@@ -26,7 +26,20 @@ pub use crate::exit::{Exit, UsageError};
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
-    let workdir = workdir(cli.workdir.as_deref())?;
+    // The commands that keep no state (`certs gen` writes where it is told) run without one.
+    let stateless = matches!(
+        cli.command,
+        Command::Certs(crate::cli::CertsCommand::Gen(_))
+            | Command::Version(_)
+            | Command::Completions(_)
+            | Command::RemoteSecret(_)
+            | Command::Doctor(_)
+    );
+    let workdir = match workdir(cli.workdir.as_deref()) {
+        Ok(dir) => dir,
+        Err(_) if stateless => PathBuf::new(),
+        Err(e) => return Err(e.into()),
+    };
     // A `--kubeconfig` that cannot be used is a mistake on the command line (exit 2), said once,
     // before any cluster is asked: not a cluster that is "not ready".
     // `up` and `down` may be the ones that create it (kind contexts are written there).
@@ -161,7 +174,7 @@ fn workdir(flag: Option<&std::path::Path>) -> Result<PathBuf, UsageError> {
     let (dir, from) = match (flag, std::env::var_os("MESHCTL_HOME").filter(|v| !v.is_empty())) {
         (Some(dir), _) => (dir.to_path_buf(), "--workdir"),
         (None, Some(home)) => (PathBuf::from(home), "MESHCTL_HOME"),
-        (None, None) => (default_workdir(), "the default state folder"),
+        (None, None) => (default_workdir()?, "the default state folder"),
     };
     if dir.exists() && !dir.is_dir() {
         return Err(UsageError(format!(
@@ -177,19 +190,26 @@ fn workdir(flag: Option<&std::path::Path>) -> Result<PathBuf, UsageError> {
     Ok(dir)
 }
 
-/// `$XDG_STATE_HOME/meshctl`, else `~/.local/state/meshctl`, else `./.meshctl`.
-fn default_workdir() -> PathBuf {
-    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(state).join("meshctl");
+/// `$XDG_STATE_HOME/meshctl`, else `~/.local/state/meshctl`. A relative `XDG_STATE_HOME` is
+/// ignored, as the XDG Base Directory specification says it must be (it would put the CA keys
+/// wherever the command happens to run); without `HOME` there is no default at all: the state
+/// folder holds private keys, so it is never guessed to be the current folder.
+fn default_workdir() -> Result<PathBuf, UsageError> {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
+        return Ok(state.join("meshctl"));
     }
     match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".local/state/meshctl"),
-        None => PathBuf::from(".meshctl"),
+        Some(home) => Ok(PathBuf::from(home).join(".local/state/meshctl")),
+        None => Err(UsageError(
+            "HOME is not set, so meshctl has no state folder for the mesh's certificates and progress\nhint: set MESHCTL_HOME (or pass --workdir) to the folder meshctl keeps them in".into(),
+        )),
     }
 }
 
-/// The release `meshctl upgrade` moved the mesh to (recorded in its state), on `mesh`: every
-/// command then plans, probes and removes what the clusters run, not the release before.
 /// Asks on the terminal before a change that cannot simply be undone; `what` says what changes and
 /// `question` is the prompt. Never waits for an answer that cannot come: without a terminal the
 /// command is refused (exit 2), naming `--yes`.
@@ -207,6 +227,8 @@ fn confirm(what: &str, question: &str) -> Result<()> {
     Ok(())
 }
 
+/// The release `meshctl upgrade` moved the mesh to (recorded in its state), on `mesh`: every
+/// command then plans, probes and removes what the clusters run, not the release before.
 fn follow_recorded_release(mesh: &mut Mesh, state: &crate::state::MeshState) {
     if let Some(recorded) = &state.istio {
         mesh.istio_version = Some(recorded.version.clone());
