@@ -89,6 +89,41 @@ pub fn remove_interrupted_writes(dir: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
+/// Why a file cannot be written at `path` (checked before any work, so a long run does not end
+/// on it): `-` (meshctl writes files, not to stdout, there), a folder, a link to nothing, a
+/// folder that does not exist, or one this process cannot create a file in. The reason names
+/// `path` as given; `None` when it can be written.
+pub fn unwritable(path: &Path) -> Option<String> {
+    let shown = path.display();
+    if path.as_os_str() == "-" {
+        return Some("`-` names a file here, not stdout: name the file to write".into());
+    }
+    if path.is_dir() {
+        return Some(format!("`{shown}` is a folder: name the file to write"));
+    }
+    if path.symlink_metadata().is_ok() && !path.exists() {
+        return Some(format!("`{shown}` is a link to nothing"));
+    }
+    let parent = parent_of(path);
+    if !parent.is_dir() {
+        return Some(format!(
+            "`{shown}`: the folder `{}` does not exist",
+            parent.display()
+        ));
+    }
+    // Whether a file can be made there, as the atomic write will make one; it goes at once.
+    match tempfile::Builder::new()
+        .prefix(STAGING_PREFIX)
+        .tempfile_in(parent)
+    {
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "`{shown}` cannot be written: the folder `{}`: {e}",
+            parent.display()
+        )),
+    }
+}
+
 /// The directory `path` lives in (`.` for a bare file name).
 pub fn parent_of(path: &Path) -> &Path {
     match path.parent() {
@@ -122,6 +157,28 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&path).unwrap(), b"original");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_output_path_that_cannot_be_written_is_named_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        for (path, said) in [
+            (Path::new("-").to_path_buf(), "not stdout"),
+            (dir.path().to_path_buf(), "is a folder"),
+            (dangling, "a link to nothing"),
+            (dir.path().join("missing/out.tar.gz"), "does not exist"),
+        ] {
+            let why = unwritable(&path).unwrap_or_default();
+            assert!(why.contains(said), "{}: {why}", path.display());
+        }
+        assert_eq!(unwritable(&dir.path().join("out.tar.gz")), None);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "the probe file is gone"
+        );
     }
 
     #[test]

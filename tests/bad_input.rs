@@ -977,3 +977,64 @@ fn no_state_folder_is_ever_guessed_to_be_the_current_folder() {
             .is_file()
     );
 }
+
+/// Where a command writes a file is checked before any cluster is asked, and a refusal names the
+/// user's path: `diagnose --out` and `verify --junit` onto `-`, a folder, a link to nothing, a
+/// folder that does not exist (exit 2).
+#[test]
+fn output_paths_are_checked_before_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let dangling = dir.path().join("dangling.tar.gz");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    let missing = dir.path().join("missing/report.xml");
+    for (flag, command) in [("--out", "diagnose"), ("--junit", "verify")] {
+        for (path, said) in [
+            ("-".to_string(), "not stdout".to_string()),
+            (dangling.display().to_string(), "is a link to nothing".to_string()),
+            (
+                missing.display().to_string(),
+                format!(
+                    "the folder `{}` does not exist",
+                    dir.path().join("missing").display()
+                ),
+            ),
+        ] {
+            let out = run(&[command, "--clusters", "1", flag, &path], &[]);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{command} {flag} {path}: {}",
+                stderr(&out)
+            );
+            assert!(
+                stderr(&out).contains(&format!("{flag} `{path}`"))
+                    || stderr(&out).contains(&format!("{flag} `-`")),
+                "{command} {flag} {path}: {}",
+                stderr(&out)
+            );
+            assert!(
+                stderr(&out).contains(&said),
+                "{command} {flag} {path}: {}",
+                stderr(&out)
+            );
+        }
+    }
+}
+
+/// A CA folder named on the command line that is not there is a mistake in what was typed (exit
+/// 2), not a mesh without a CA (which `certs status` reports with exit 0 or 3).
+#[test]
+fn a_certs_dir_that_is_not_there_is_named() {
+    for command in [&["certs", "status"][..], &["certs", "rotate"][..]] {
+        let out = run(
+            &[command, &["--clusters", "1", "--certs-dir", "/nonexistent/ca"]].concat(),
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--certs-dir `/nonexistent/ca` does not exist"),
+            "{command:?}: {}",
+            stderr(&out)
+        );
+    }
+}

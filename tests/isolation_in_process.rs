@@ -86,6 +86,9 @@ fn lab_with(istiods: Vec<Option<std::sync::Arc<PlayedIstiod>>>) -> Lab {
     }
     let loopbacks: Vec<Option<Loopback>> = servers.iter().map(|s| Some(s.serve_on_loopback())).collect();
     let dir = tempfile::tempdir().unwrap();
+    // The mesh as `up` recorded it: isolation acts on a mesh built here.
+    std::fs::create_dir_all(dir.path().join("mesh1")).unwrap();
+    std::fs::write(dir.path().join("mesh1/state.json"), r#"{"meshID": "mesh1"}"#).unwrap();
     let (mut clusters, mut contexts, mut users) = (String::new(), String::new(), String::new());
     for (name, loopback) in names.iter().zip(&loopbacks) {
         let addr = loopback.as_ref().unwrap().addr;
@@ -376,6 +379,16 @@ fn isolate_status_and_rejoin_from_the_command_line() {
     let out = run(&[&["isolate", "cluster9"][..], &contexts].concat());
     assert_eq!(out.status.code(), Some(2), "{}", support::stderr(&out));
     assert!(support::stderr(&out).contains("cluster `cluster9` is not in mesh `mesh1`"));
+    // A mesh never built here (a typo in --mesh-id): refused, nothing recorded, nothing removed.
+    let out = run(&[&["isolate", "cluster3", "--mesh-id", "mesh2"][..], &contexts].concat());
+    let said = support::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("no mesh `mesh2` recorded") && said.contains("`mesh1`"),
+        "{said}"
+    );
+    assert!(!lab.dir.path().join("mesh2").exists());
+    assert!(lab.secret(0, "cluster3").is_some());
 
     let out = run(&[&["isolate", "cluster3"][..], &contexts].concat());
     let said = support::stderr(&out);

@@ -14,6 +14,17 @@ fn run(home: &Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn nothing_to_finish_or_roll_back_and_releases_outside_the_window_are_usage_errors() {
     let home = tempfile::tempdir().unwrap();
+    // A mesh never built here: refused before istioctl is fetched or a cluster asked.
+    let out = run(home.path(), &["upgrade", "--clusters", "2", "--to", "1.31.1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("upgrade: no mesh `mesh1` recorded"),
+        "{}",
+        stderr(&out)
+    );
+    // Built (recorded by `up`), without an upgrade under way.
+    std::fs::create_dir_all(home.path().join("mesh1")).unwrap();
+    std::fs::write(home.path().join("mesh1/state.json"), r#"{"meshID": "mesh1"}"#).unwrap();
     let out = run(home.path(), &["upgrade", "--clusters", "2", "--finish"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(

@@ -86,6 +86,20 @@ pub(super) fn generate(args: CertsGenArgs) -> Result<Exit> {
 /// The CA directory of the mesh: `--certs-dir`, else the one `up` recorded, else the mesh folder's.
 fn certs_dir_of(flag: Option<&Path>, workdir: &Path, mesh: &Mesh) -> Result<PathBuf> {
     if let Some(dir) = flag {
+        // A folder named on the command line that is not there is a mistake in what was typed,
+        // not a mesh without a CA.
+        if !dir.is_dir() {
+            return Err(UsageError(format!(
+                "--certs-dir `{}` {}: name the folder holding the mesh's root-cert.pem and root-key.pem",
+                dir.display(),
+                if dir.exists() {
+                    "is not a folder"
+                } else {
+                    "does not exist"
+                }
+            ))
+            .into());
+        }
         return Ok(dir.to_path_buf());
     }
     let dir = MeshDir::new(workdir, &mesh.mesh_id);

@@ -89,19 +89,15 @@ fn archive_path(args: &DiagnoseArgs, top: &str) -> Result<PathBuf> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{top}.tar.gz")));
-    if out.is_dir() {
-        return Err(super::UsageError(format!(
-            "--out `{}` is a directory: name the archive file to write",
-            out.display()
-        ))
-        .into());
-    }
-    if out.exists() && !args.force {
+    if out.exists() && !args.force && !out.is_dir() {
         return Err(super::UsageError(format!(
             "--out `{}` already exists: pass --force to replace it, or name another file",
             out.display()
         ))
         .into());
+    }
+    if let Some(why) = crate::atomic_file::unwritable(&out) {
+        return Err(super::UsageError(format!("--out {why}")).into());
     }
     Ok(out)
 }

@@ -32,26 +32,8 @@ async fn uninstall(
         return Err(UsageError("--uninstall needs the clusters: --contexts or --config".into()).into());
     }
     let mut mesh = super::resolve_topology(&topology)?;
-    let dir = MeshDir::new(workdir, &mesh.mesh_id);
-    // What meshctl removes is what this mesh made: a mesh never recorded here (a typo in
-    // `--mesh-id`, another machine's mesh) is refused before any cluster is asked.
-    if !dir.state().is_file() {
-        let others = recorded_meshes(workdir);
-        return Err(UsageError(format!(
-            "--uninstall: no mesh `{}` recorded in `{}`{}; nothing was asked of any cluster\nhint: name the mesh `up` built (`--mesh-id`, or `--config` with its file), and run where it was built (its `MESHCTL_HOME` or `--workdir`)",
-            mesh.mesh_id,
-            workdir.display(),
-            if others.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " (recorded here: {})",
-                    others.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
-                )
-            }
-        ))
-        .into());
-    }
+    // What meshctl removes is what this mesh made: only a mesh recorded here.
+    let dir = super::recorded_mesh(workdir, &mesh.mesh_id, "--uninstall")?;
     super::follow_recorded_release(
         &mut mesh,
         &crate::state::StateStore::load(&dir.state())?.snapshot(),
@@ -132,7 +114,7 @@ pub(super) async fn run(args: DownArgs, workdir: &Path, kubeconfig: Option<&Path
         // Another mesh is recorded here: the user most likely meant it (`up --config lab.yaml`
         // made mesh `lab`, and a plain `down` asks for `mesh1`). Say which, instead of a success
         // that leaves its clusters running.
-        let others = recorded_meshes(workdir);
+        let others = super::recorded_meshes(workdir);
         if !others.is_empty() && !args.uninstall {
             return Err(super::UsageError(format!(
                 "no mesh `{mesh_id}` recorded in `{}`; recorded here: {}\nhint: `meshctl down --mesh-id {}` (or `--config` with the file `up` used)",
@@ -277,19 +259,4 @@ fn purge(mesh_dir: &MeshDir, reporter: &Reporter, mesh_id: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The meshes whose state is recorded in `workdir` (folders holding a state file), by name.
-fn recorded_meshes(workdir: &Path) -> Vec<String> {
-    let mut found: Vec<String> = std::fs::read_dir(workdir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| MeshDir::new(workdir, name).state().is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found
 }

@@ -23,6 +23,8 @@ const ANSWER_BOUND: Duration = Duration::from_secs(10);
 
 pub(super) async fn isolate(args: MembershipArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = member_mesh(&args)?;
+    // Isolation is recorded in the mesh's state: a mesh never built here has nothing to isolate.
+    let dir = super::recorded_mesh(workdir, &mesh.mesh_id, "isolate")?;
     // A remote is cut off from its own control plane too: said first, and done only when asked.
     if let Some(cost) = isolation::remote_cost(&mesh, &args.cluster)
         && !args.yes
@@ -33,7 +35,6 @@ pub(super) async fn isolate(args: MembershipArgs, workdir: &Path, kubeconfig: Op
             &format!("Isolate remote `{}`?", args.cluster),
         )?;
     }
-    let dir = MeshDir::new(workdir, &mesh.mesh_id);
     let state = StateStore::load(&dir.state())?;
     let reporter = Reporter::new(super::report_format(args.output));
     let clients = Clients::new(kubeconfig);

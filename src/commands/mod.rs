@@ -19,6 +19,7 @@ use anyhow::{Context as _, Result};
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, OutputFormat, TopologyArgs};
+use crate::mesh_dir::MeshDir;
 use crate::topology::{DEFAULT_MESH_ID, Mesh};
 use crate::versions;
 
@@ -208,6 +209,48 @@ fn default_workdir() -> Result<PathBuf, UsageError> {
             "HOME is not set, so meshctl has no state folder for the mesh's certificates and progress\nhint: set MESHCTL_HOME (or pass --workdir) to the folder meshctl keeps them in".into(),
         )),
     }
+}
+
+/// The folder of a mesh `up` recorded in `workdir`, for a command that acts on a built mesh
+/// (`down --uninstall`, `upgrade`, `isolate`): a mesh never recorded here (a typo in `--mesh-id`,
+/// a mesh built on another machine) is refused before any cluster is asked or anything fetched.
+fn recorded_mesh(workdir: &std::path::Path, mesh_id: &str, command: &str) -> Result<MeshDir, UsageError> {
+    let dir = MeshDir::new(workdir, mesh_id);
+    if dir.state().is_file() {
+        return Ok(dir);
+    }
+    let others = recorded_meshes(workdir);
+    Err(UsageError(format!(
+        "{command}: no mesh `{mesh_id}` recorded in `{}`{}; nothing was asked of any cluster\nhint: name the mesh `up` built (`--mesh-id`, or `--config` with its file), and run where it was built (its `MESHCTL_HOME` or `--workdir`)",
+        workdir.display(),
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (recorded here: {})",
+                others
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    )))
+}
+
+/// The meshes whose state is recorded in `workdir` (folders holding a state file), by name.
+fn recorded_meshes(workdir: &std::path::Path) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(workdir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| MeshDir::new(workdir, name).state().is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
 }
 
 /// Asks on the terminal before a change that cannot simply be undone; `what` says what changes and

@@ -20,7 +20,13 @@ use crate::upgrade::{Outcome, Refusal, Upgrader};
 pub(super) async fn run(args: UpgradeArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
     super::refuse_external_control_plane(&mesh, "upgrade")?;
-    let dir = MeshDir::new(workdir, &mesh.mesh_id);
+    // A dry run previews the upgrade of the topology as given; a real one moves a mesh `up` built
+    // (checked before istioctl is fetched).
+    let dir = if args.dry_run {
+        MeshDir::new(workdir, &mesh.mesh_id)
+    } else {
+        super::recorded_mesh(workdir, &mesh.mesh_id, "upgrade")?
+    };
     let state = StateStore::load(&dir.state())?.snapshot();
     let to = target(&args, &state)?;
     let mut settings = Settings::for_mesh(&dir, kubeconfig, args.timeout);

@@ -25,6 +25,9 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
         per_cluster_subsets: args.per_cluster_subsets,
         keep: args.keep,
     };
+    if let Some(why) = args.junit.as_deref().and_then(atomic_file::unwritable) {
+        return Err(super::UsageError(format!("--junit {why}")).into());
+    }
     let reporter = Reporter::new(super::report_format(args.output));
     let diagnose = || {
         reporter.note(

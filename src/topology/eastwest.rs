@@ -171,9 +171,11 @@ impl Mesh {
     }
 
     /// A remote reaches its primary's istiod through the primary's gateway on 15012 and 15017,
-    /// which a NodePort gateway does not publish on fixed ports.
+    /// which a NodePort gateway does not publish on fixed ports. And an `eastwest:` where no
+    /// gateway is made (one network, no remotes served) would be dropped without a word.
     pub(super) fn eastwest_problems(&self) -> Vec<Problem> {
-        self.clusters
+        let mut problems: Vec<Problem> = self
+            .clusters
             .iter()
             .enumerate()
             .filter(|(_, c)| c.eastwest.service == GatewayService::NodePort && self.controls_remotes(c))
@@ -185,7 +187,22 @@ impl Mesh {
                     c.name
                 ),
             })
-            .collect()
+            .collect();
+        problems.extend(
+            self.clusters
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.eastwest != Eastwest::default() && !self.needs_eastwest(c))
+                .map(|(i, c)| Problem {
+                    field: format!("clusters[{i}].eastwest"),
+                    value: String::new(),
+                    reason: format!(
+                        "is set, but `{}` gets no east-west gateway: every cluster is on network `{}` and it configures no remote; remove it, or put clusters on networks of their own",
+                        c.name, c.network
+                    ),
+                }),
+        );
+        problems
     }
 }
 
@@ -199,6 +216,21 @@ mod tests {
             Err(super::super::TopologyError::Invalid(p)) => p.iter().map(ToString::to_string).collect(),
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn an_eastwest_gateway_where_none_is_made_is_refused() {
+        let problems = problems_of(
+            "clusters:\n  - {network: n1, eastwest: {address: gw.example.com}}\n  - {network: n1}\n",
+        );
+        assert!(
+            problems.len() == 1
+                && problems[0].contains("clusters[0].eastwest")
+                && problems[0].contains("no east-west gateway"),
+            "{problems:?}"
+        );
+        // A primary serving a remote on its network has a gateway (for istiod): accepted.
+        assert!(problems_of("clusters:\n  - {network: n1, eastwest: {address: gw.example.com}}\n  - {network: n1, role: remote}\n").is_empty());
     }
 
     #[test]
