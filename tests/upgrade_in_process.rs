@@ -268,6 +268,9 @@ async fn a_control_plane_that_never_gets_ready_stops_the_upgrade_and_every_touch
     let new = Arc::new(PlayedIstioctl::new(NEW, &lab.pairs()).failing_install_in("cluster2"));
     let (reporter, said) = Reporter::capturing(Format::Text);
     let upgrader = lab.upgrader(new.clone(), &clients, reporter);
+    // The old release's istioctl, as the command fetches it once it knows where the mesh comes from.
+    let old = lab.istioctl(OLD);
+    let _ = upgrader.tools_back.set(old.clone());
     let from = upgrader.from_release(&to).await.unwrap();
     let outcome = upgrader.upgrade(&from, &to).await.unwrap();
     let Outcome::RolledBack { cluster, reason } = outcome else {
@@ -285,10 +288,12 @@ async fn a_control_plane_that_never_gets_ready_stops_the_upgrade_and_every_touch
             "cluster2 control-plane",
             "cluster2 uninstall",
             "cluster1 tag",
-            "cluster1 gateway",
             "cluster1 uninstall"
         ]
     );
+    // The gateway goes back to the old revision with the old release's istioctl (Istio's canary
+    // upgrade: a revision's gateways are installed with that revision's istioctl).
+    assert_eq!(changes(&old), ["cluster1 gateway"]);
     for (context, server) in lab.pairs() {
         assert!(deployment(server, "istiod-1-31-1").is_none(), "{context}");
         assert!(

@@ -61,6 +61,7 @@ pub(super) async fn run(args: UpgradeArgs, workdir: &Path, kubeconfig: Option<&P
         restart_namespaces: args.restart_namespaces.clone(),
         verify: !args.no_verify,
         force: args.force,
+        tools_back: Default::default(),
     };
     // Ctrl-C anywhere (the executor listens only while it runs a phase): what was done stays in
     // the clusters, and the same command resumes from there.
@@ -106,10 +107,14 @@ async fn steps(
     reporter: &Reporter,
 ) -> Result<Outcome> {
     if args.rollback {
+        if let Some(under_way) = StateStore::load(&upgrader.dir.state())?.snapshot().upgrade {
+            keep_tools_back(upgrader, &under_way.from, reporter).await;
+        }
         return upgrader.rollback().await;
     }
     if args.to.is_some() {
         let from = upgrader.from_release(to).await?;
+        keep_tools_back(upgrader, &from, reporter).await;
         reporter.note(
             "upgrade",
             &format!(
@@ -123,6 +128,24 @@ async fn steps(
         }
     }
     upgrader.finish().await
+}
+
+/// The istioctl of `from`, for a rollback to put the gateways back with (fetched and checked as
+/// `up` fetches one; usually cached since `up` used it). Not to be had, the rollback uses the
+/// target's, and says so now.
+async fn keep_tools_back(upgrader: &Upgrader<'_>, from: &IstioRelease, reporter: &Reporter) {
+    match super::istioctl_runner(None, Some(&from.version), &upgrader.settings.cache_dir, reporter).await {
+        Ok(tools) => {
+            let _ = upgrader.tools_back.set(tools);
+        }
+        Err(e) => reporter.warn(
+            "upgrade",
+            &format!(
+                "istioctl {} cannot be had ({e:#}); a rollback would put the gateways back with istioctl of the target release",
+                from.version
+            ),
+        ),
+    }
 }
 
 fn conclude(args: &UpgradeArgs, outcome: &Outcome, to: &IstioRelease, reporter: &Reporter) -> Exit {

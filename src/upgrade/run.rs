@@ -42,6 +42,10 @@ pub struct Upgrader<'a> {
     pub verify: bool,
     /// `--finish` even while pods still run proxies of the old revision.
     pub force: bool,
+    /// The istioctl of the release the upgrade comes from, once known: a rollback puts the
+    /// gateways back on the old revision with it, as Istio's canary upgrade reinstalls a
+    /// revision's gateways with that revision's own istioctl. Unset: the target's.
+    pub tools_back: std::sync::OnceLock<Arc<dyn ToolRunner>>,
 }
 
 /// How an upgrade command ended.
@@ -376,16 +380,23 @@ impl Upgrader<'_> {
         let out = self.dir.upgrade_plan(revision.label());
         let mut settings = self.settings.clone();
         settings.plan_dir = out.clone();
+        // Going back to the revision the upgrade came from: with that release's istioctl.
+        let back = snapshot
+            .upgrade
+            .as_ref()
+            .filter(|u| u.from.revision == *revision && u.to.revision != *revision)
+            .zip(self.tools_back.get());
+        let tools = match back {
+            Some((under_way, old)) => {
+                settings.istio_version = Some(under_way.from.version.clone());
+                old.clone()
+            }
+            None => self.tools.clone(),
+        };
         let input = cluster_input(&mesh, &cluster.name, phases, &snapshot, &settings);
         let mut prepared = Prepared::written(input, out)?;
-        let executor = Executor::with_tools(
-            settings,
-            state,
-            self.reporter.clone(),
-            mesh.clone(),
-            self.tools.clone(),
-        )
-        .carrying_out_a_change();
+        let executor = Executor::with_tools(settings, state, self.reporter.clone(), mesh.clone(), tools)
+            .carrying_out_a_change();
         match executor.run(&mut prepared).await? {
             RunEnd::Interrupted => Err(Interrupted.into()),
             RunEnd::Finished { .. } => Ok(()),

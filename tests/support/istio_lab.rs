@@ -215,6 +215,7 @@ impl Lab {
             restart_namespaces: Vec::new(),
             verify: false,
             force: false,
+            tools_back: Default::default(),
         }
     }
 
