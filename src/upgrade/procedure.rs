@@ -53,9 +53,10 @@ pub fn order<'m>(mesh: &'m Mesh, isolated: &BTreeSet<String>) -> Vec<&'m Cluster
     ordered
 }
 
-/// Istio supports a canary upgrade across one minor release at most, and its proxies one minor
-/// behind their control plane: a larger jump, or none, is refused with the reason. Going back is
-/// `--rollback` (during an upgrade), not an upgrade.
+/// Istio's revision-based (canary) upgrade may jump two minor releases (1.29 → 1.31), unlike an
+/// in-place one (istio.io, *Canary Upgrades*: "jumping across two minor versions is supported"):
+/// a larger jump, or none, is refused with the reason. Going back is `--rollback` (during an
+/// upgrade), not an upgrade.
 pub fn check_move(from: &IstioVersion, to: &IstioVersion) -> Result<(), String> {
     if to == from {
         return Err(format!("the mesh already runs Istio {to}"));
@@ -65,11 +66,11 @@ pub fn check_move(from: &IstioVersion, to: &IstioVersion) -> Result<(), String> 
             "Istio {to} is older than the {from} the mesh runs; an upgrade only goes forward (`meshctl upgrade --rollback` undoes one under way)"
         ));
     }
-    if to.major != from.major || to.minor > from.minor + 1 {
+    if to.major != from.major || to.minor > from.minor + 2 {
         return Err(format!(
-            "Istio {from} → {to} skips a minor release: Istio upgrades one minor release at a time (control planes and proxies at most one minor apart); upgrade to {}.{}.x first",
+            "Istio {from} → {to} jumps more than two minor releases: a canary upgrade moves two minor releases at most; upgrade to {}.{}.x first",
             from.major,
-            from.minor + 1
+            from.minor + 2
         ));
     }
     Ok(())
@@ -151,12 +152,13 @@ mod tests {
     }
 
     #[test]
-    fn one_minor_forward_is_allowed_and_anything_else_is_refused_with_why() {
+    fn up_to_two_minors_forward_are_allowed_and_anything_else_is_refused_with_why() {
         assert!(check_move(&v("1.30.3"), &v("1.31.1")).is_ok());
         assert!(check_move(&v("1.31.0"), &v("1.31.1")).is_ok());
-        let skip = check_move(&v("1.29.2"), &v("1.31.1")).unwrap_err();
+        assert!(check_move(&v("1.29.2"), &v("1.31.1")).is_ok());
+        let skip = check_move(&v("1.28.2"), &v("1.31.1")).unwrap_err();
         assert!(
-            skip.contains("one minor release at a time") && skip.contains("1.30.x"),
+            skip.contains("two minor releases at most") && skip.contains("1.30.x"),
             "{skip}"
         );
         assert!(
