@@ -1217,3 +1217,51 @@ clusters:
         "{external:#}"
     );
 }
+
+/// Which addresses istiod gives a network's gateways, as `pilot/pkg/xds/endpoints/ep_filters.go`
+/// `selectNetworkGateways` chooses them: the gateways found from a Service labelled
+/// `topology.istio.io/network` (`controller/network.go`, `getGatewayDetails`), with the address
+/// its LoadBalancer has, are tagged with their cluster and preferred; only without one, the
+/// network's `meshNetworks` gateways.
+fn istiods_gateway_addresses(
+    network: &str,
+    gateway_labels: &serde_json::Value,
+    load_balancer_address: &str,
+    mesh_networks: &serde_json::Value,
+) -> Vec<String> {
+    if gateway_labels["topology.istio.io/network"] == network {
+        return vec![load_balancer_address.to_string()];
+    }
+    mesh_networks[network]["gateways"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["address"].as_str().map(String::from))
+        .collect()
+}
+
+/// A LoadBalancer gateway fronted by an address the other networks dial (`eastwest.address`):
+/// istiod must hand out the declared address, not the LoadBalancer's own.
+#[test]
+fn a_declared_address_in_front_of_a_load_balancer_is_the_one_istiod_hands_out() {
+    let mesh = model("clusters:\n  - {eastwest: {address: gw1.example.com}}\n  - {}\n");
+    let plan = plan_with_gateways(
+        &mesh,
+        &[("cluster1", "172.18.255.200"), ("cluster2", "172.18.255.201")],
+    );
+    let gateway = one_doc(&plan, "cluster1/06-eastwest/eastwest-gateway.yaml");
+    let labels = &gateway["spec"]["components"]["ingressGateways"][0]["label"];
+    let other = one_doc(&plan, "cluster2/05-istio/control-plane.yaml");
+    let networks = &other["spec"]["values"]["global"]["meshNetworks"];
+    assert_eq!(
+        istiods_gateway_addresses("network1", labels, "172.18.255.200", networks),
+        ["gw1.example.com"]
+    );
+    // Without a declared address, the LoadBalancer's own, found by the label.
+    let plain = one_doc(&plan, "cluster2/06-eastwest/eastwest-gateway.yaml");
+    let labels = &plain["spec"]["components"]["ingressGateways"][0]["label"];
+    assert_eq!(
+        istiods_gateway_addresses("network2", labels, "172.18.255.201", networks),
+        ["172.18.255.201"]
+    );
+}
