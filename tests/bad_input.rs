@@ -1038,3 +1038,57 @@ fn a_certs_dir_that_is_not_there_is_named() {
         );
     }
 }
+
+/// `status --wait` says on each look what is still missing, waits out its whole bound (never
+/// stopping early because the next pause would pass it), and ends at it; a context the
+/// kubeconfig does not have is a mistake in the command (exit 2), said at once, not a cluster
+/// that does not answer for the whole wait.
+#[test]
+fn status_wait_keeps_its_bound_and_says_what_it_waits_for() {
+    let started = std::time::Instant::now();
+    let out = run(&["status", "--clusters", "1", "--wait", "4s"], &[]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("status: not ready after 0s (cluster1 clusters")
+            && stderr(&out).contains("looking again"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        took >= std::time::Duration::from_secs(4),
+        "stopped early: {took:?}"
+    );
+    assert!(took < std::time::Duration::from_secs(12), "overran: {took:?}");
+
+    let work = tempfile::tempdir().unwrap();
+    let kubeconfig = work.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: east\n  cluster: {server: 'https://127.0.0.1:9'}\ncontexts:\n- name: east\n  context: {cluster: east, user: east}\nusers:\n- name: east\n  user: {}\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = run(
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "status",
+            "--contexts",
+            "east,wset",
+            "--wait",
+            "30s",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cluster `cluster2`") && stderr(&out).contains("`wset`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "said at once"
+    );
+}

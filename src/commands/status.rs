@@ -138,25 +138,68 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
     let mut mesh = super::resolve_topology(&args.topology)?;
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
     super::follow_recorded_release(&mut mesh, &StateStore::load(&dir.state())?.snapshot());
-    // `--wait`: look again until the mesh is ready or the time is up, as `cilium status --wait`.
-    let deadline = args.wait.map(|w| std::time::Instant::now() + w);
+    refuse_unknown_contexts(&mesh, flags.kubeconfig)?;
+    // `--wait`: look again until the mesh is ready or the time is up, as `cilium status --wait`:
+    // each look says what is still missing, the pauses grow but never pass the deadline, one last
+    // look is taken at it, and a look still running then is not waited for.
+    let started = std::time::Instant::now();
+    let deadline = args.wait.map(|w| started + w);
     let mut pause = Duration::from_secs(1);
-    let report = loop {
-        let report = collect(&mesh, &dir, &flags, &args).await?;
-        match deadline {
-            Some(d) if !report.ready && std::time::Instant::now() + pause < d => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(10));
-            }
-            _ => break report,
+    let mut report = collect(&mesh, &dir, &flags, &args).await?;
+    while let Some(d) = deadline.filter(|_| !report.ready) {
+        let now = std::time::Instant::now();
+        if now >= d {
+            break;
         }
-    };
+        let left = d - now;
+        let missing: Vec<String> = report
+            .checks
+            .iter()
+            .filter(|c| !c.hint.is_empty())
+            .map(|c| format!("{} {}", c.cluster, c.phase))
+            .chain(report.health.problems.iter().map(|p| p.cluster.clone()))
+            .collect();
+        eprintln!(
+            "status: not ready after {}s ({}); looking again, {}s left",
+            started.elapsed().as_secs(),
+            if missing.is_empty() {
+                "see below".to_string()
+            } else {
+                missing.join(", ")
+            },
+            left.as_secs()
+        );
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(Duration::from_secs(10));
+        let left = d
+            .saturating_duration_since(std::time::Instant::now())
+            .max(Duration::from_secs(1));
+        match tokio::time::timeout(left, collect(&mesh, &dir, &flags, &args)).await {
+            Ok(next) => report = next?,
+            Err(_) => break,
+        }
+    }
     print(&mesh, &report, &flags, &args)?;
     Ok(if report.ready {
         Exit::Success
     } else {
         Exit::NotReady
     })
+}
+
+/// A context of an existing cluster that the kubeconfig does not have is a mistake in the
+/// command (exit 2), said once and before any look: not a cluster that does not answer, for the
+/// whole `--wait`. (A kind mesh's contexts appear only when `up` creates its clusters.)
+fn refuse_unknown_contexts(mesh: &Mesh, kubeconfig: Option<&Path>) -> Result<()> {
+    if mesh.provider != crate::topology::Provider::Existing {
+        return Ok(());
+    }
+    for c in &mesh.clusters {
+        if let Err(e) = crate::kube::server_of(kubeconfig, &c.context) {
+            return Err(super::UsageError(format!("cluster `{}`: {e}", c.name)).into());
+        }
+    }
+    Ok(())
 }
 
 /// What one look found.
