@@ -1092,3 +1092,32 @@ fn status_wait_keeps_its_bound_and_says_what_it_waits_for() {
         "said at once"
     );
 }
+
+/// A `docker` that answers with something other than a daemon version is no daemon: `doctor`
+/// says what it printed, never "✓ docker".
+#[test]
+fn doctor_does_not_take_any_output_for_a_docker_daemon() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = tempfile::tempdir().unwrap();
+    let docker = bin.path().join("docker");
+    std::fs::write(
+        &docker,
+        "#!/bin/sh\necho 'Segmentation fault (core dumped) lol'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run(&["doctor"], &[("PATH", &path)]);
+    let text = support::stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("✗ docker")
+            && text.contains("printed no daemon version")
+            && text.contains("Segmentation fault"),
+        "{text}"
+    );
+}

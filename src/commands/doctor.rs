@@ -133,7 +133,7 @@ async fn tools(runner: &ProcessRunner) -> Vec<Finding> {
         )),
     }
     if runner
-        .run("curl", &["--version".to_string()], &Default::default())
+        .run("curl", &["--version".to_string()], &crate::tools::query())
         .await
         .is_err()
     {

@@ -333,10 +333,8 @@ pub fn server_of(kubeconfig: Option<&Path>, context: &str) -> Result<String, Kub
         context: context.to_string(),
         reason,
     };
-    let config = match kubeconfig {
-        Some(path) => Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?,
-        None => Kubeconfig::read().map_err(|e| err(e.to_string()))?,
-    };
+    // Read as every other command reads it: a file KUBECONFIG lists that is missing is skipped.
+    let config = read_kubeconfig(kubeconfig).map_err(err)?;
     let ctx = config
         .contexts
         .iter()

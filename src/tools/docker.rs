@@ -66,13 +66,24 @@ impl<'a> Docker<'a> {
     /// The daemon's version (fails when no daemon answers).
     pub async fn server_version(&self) -> Result<String, ToolError> {
         let args = ["info", "--format", "{{.ServerVersion}}"].map(String::from);
-        Ok(self
-            .runner
-            .run("docker", &args, &RunOptions::default())
-            .await?
-            .stdout
-            .trim()
-            .to_string())
+        let printed = self.runner.run("docker", &args, &super::query()).await?.stdout;
+        let version = printed.trim();
+        // A daemon answers with its version (`28.2.2`); anything else is not a daemon meshctl
+        // can use, whatever the exit code said.
+        let looks_like_version = version
+            .split(['.', '-', '+'])
+            .next()
+            .is_some_and(|major| !major.is_empty() && major.chars().all(|c| c.is_ascii_digit()));
+        if !looks_like_version {
+            return Err(ToolError::Other {
+                command: "docker info --format {{.ServerVersion}}".into(),
+                reason: format!(
+                    "printed no daemon version: {:?}",
+                    version.chars().take(80).collect::<String>()
+                ),
+            });
+        }
+        Ok(version.to_string())
     }
 
     /// `docker network inspect <name>`.

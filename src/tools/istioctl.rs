@@ -1,6 +1,6 @@
 //! `istioctl`: version check and the planned `install` invocations.
 
-use super::{RunOptions, ToolError, ToolRunner};
+use super::{ToolError, ToolRunner};
 use crate::versions;
 
 pub struct Istioctl<'a> {
@@ -63,7 +63,7 @@ impl<'a> Istioctl<'a> {
     /// The client version, e.g. `1.31.1`.
     pub async fn version(&self) -> Result<String, ToolError> {
         let args = ["version", "--remote=false"].map(String::from);
-        let out = self.runner.run("istioctl", &args, &RunOptions::default()).await?;
+        let out = self.runner.run("istioctl", &args, &super::query()).await?;
         parse_version(&out.stdout).ok_or_else(|| ToolError::Other {
             command: "istioctl version --remote=false".into(),
             reason: format!("no version in its output: {}", out.stdout.trim()),

@@ -37,7 +37,7 @@ impl<'a> Kind<'a> {
     pub async fn version(&self) -> Result<String, ToolError> {
         Ok(self
             .runner
-            .run("kind", &args(&["version"]), &RunOptions::default())
+            .run("kind", &args(&["version"]), &super::query())
             .await?
             .stdout
             .trim()

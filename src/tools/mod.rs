@@ -61,6 +61,18 @@ pub struct RunOptions {
     pub env: Vec<(String, String)>,
 }
 
+/// How long a question to a tool (its version, a listing) may take: a hung daemon or binary must
+/// not hold a command that only asks.
+pub const QUERY_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// [`RunOptions`] of such a question.
+pub fn query() -> RunOptions {
+    RunOptions {
+        timeout: Some(QUERY_BOUND),
+        ..RunOptions::default()
+    }
+}
+
 /// What a program printed.
 #[derive(Debug, Clone, Default)]
 pub struct Output {
