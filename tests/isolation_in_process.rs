@@ -427,6 +427,40 @@ fn isolate_status_and_rejoin_from_the_command_line() {
 
     let out = run(&[&["rejoin", "cluster3"][..], &contexts].concat());
     assert_eq!(out.status.code(), Some(2), "not isolated any more");
+
+    // Isolated, then taken out of the topology: status no longer counts it, and the next `up`
+    // forgets the isolation and the secrets kept for its rejoin.
+    let out = run(&[&["isolate", "cluster3"][..], &contexts].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+    let two = ["--contexts", "cluster1,cluster2"];
+    let out = run(&[&["status", "-o", "json"][..], &two].concat());
+    let doc: serde_json::Value = serde_json::from_str(&support::stdout(&out)).unwrap();
+    assert!(
+        !doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["state"] == "isolated"),
+        "{doc:#}"
+    );
+    let up = [
+        "up",
+        "--only",
+        "certs",
+        "--key-type",
+        "ecdsa-p256",
+        "--timeout",
+        "10s",
+    ];
+    let out = run(&[&up[..], &two].concat());
+    let said = support::stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("no longer in the mesh: its isolation is forgotten"),
+        "{said}"
+    );
+    assert!(lab.state().snapshot().isolated.is_empty());
+    assert!(!lab.mesh_dir().isolated("cluster3").exists());
 }
 
 /// `down --purge` removes the secrets `isolate` kept (they carry tokens), and only those.

@@ -366,7 +366,8 @@ async fn collect(mesh: &Mesh, dir: &MeshDir, flags: &Flags<'_>, args: &StatusArg
     let (plan, have_cas) = plan_for_status(mesh, &state, dir)?;
     let clients = Clients::new(flags.kubeconfig);
     let (mut checks, mut down) = unreachable_clusters(mesh, &plan, &state, &clients, flags, args).await;
-    for (cluster, isolation) in &state.isolated {
+    // An isolation of a cluster no longer in the topology holds nothing back (`up` forgets it).
+    for (cluster, isolation) in state.isolated.iter().filter(|(c, _)| mesh.cluster(c).is_some()) {
         let mut check = isolated_check(cluster, isolation, flags, args);
         if let Some(cost) = crate::isolation::remote_cost(mesh, cluster) {
             check.detail = format!("{}; {cost}", check.detail);

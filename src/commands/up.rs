@@ -237,10 +237,27 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     )
     .await?;
 
+    // A cluster taken out of the topology is no longer isolated from anything: its record (and the
+    // secrets kept for its rejoin, which carry tokens) go, said once.
+    let gone: Vec<String> = state
+        .snapshot()
+        .isolated
+        .keys()
+        .filter(|c| mesh.cluster(c).is_none())
+        .cloned()
+        .collect();
     state.update(|s| {
         s.mesh_id = mesh.mesh_id.clone();
         s.certs_dir = Some(resolved.certs_dir.clone());
+        s.isolated.retain(|c, _| !gone.contains(c));
     })?;
+    for cluster in &gone {
+        let _ = std::fs::remove_dir_all(dir.isolated(cluster));
+        reporter.note(
+            cluster,
+            "no longer in the mesh: its isolation is forgotten (and the secrets kept for its rejoin removed)",
+        );
+    }
     let mut settings = settings(&args, &dir, &resolved, kubeconfig_flag, target);
     settings.istio_version = args.istio_version.clone().or_else(|| mesh.istio_version.clone());
     let upgrading_from = state.snapshot().upgrade.map(|u| u.from.version);
