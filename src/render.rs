@@ -205,6 +205,24 @@ pub fn yaml_error(message: &str, source: &str) -> String {
         "multiple YAML documents detected; use from_str_multiple or from_str_multiple_with_options",
         "more than one YAML document (a `---` line between them): this file holds one",
     );
+    // The YAML parser's own words for a wrong shape or number, in the user's terms.
+    let message = if message.contains("budget breached") {
+        format!(
+            "is too large or too deeply nested to be read ({})",
+            message.trim()
+        )
+    } else {
+        message
+            .replace("expected mapping start", "expected `key: value` entries here")
+            .replace(
+                "expected sequence start",
+                "expected a list here (`- item` lines, or `[a, b]`)",
+            )
+            .replace("invalid u16", "not a whole number from 0 to 65535")
+            .replace("invalid u32", "not a whole number from 0 to 4294967295")
+            .replace("invalid u64", "not a whole number of 0 or more")
+            .replace("invalid i64", "not a whole number")
+    };
     message.replace("<input>", source)
 }
 
@@ -231,6 +249,25 @@ mod tests {
             "{told}"
         );
         assert!(!told.starts_with("error:") && !told.contains("<input>"), "{told}");
+        // A wrong shape or a number out of range, in the user's words.
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Shape {
+            list: Vec<String>,
+            port: u16,
+        }
+        for (text, said, internal) in [
+            ("list: 5\nport: 1\n", "expected a list here", "sequence start"),
+            (
+                "list: []\nport: 70000\n",
+                "not a whole number from 0 to 65535",
+                "invalid u16",
+            ),
+        ] {
+            let e = serde_saphyr::from_str::<Shape>(text).unwrap_err().to_string();
+            let told = yaml_error(&e, "meshctl.yaml");
+            assert!(told.contains(said) && !told.contains(internal), "{told}");
+        }
     }
 
     #[test]

@@ -151,7 +151,17 @@ impl StateStore {
     pub fn load(path: &Path) -> io::Result<StateStore> {
         let state = match std::fs::read_to_string(path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
-                io::Error::other(format!("`{}` is not a meshctl state file: {e}", path.display()))
+                io::Error::other(format!(
+                    "`{}` is not a meshctl state file (not the JSON meshctl writes: {} at line {}, column {}); restore it, or move it aside and run `meshctl up` again with the same topology (and `--certs-dir` if the mesh used one)",
+                    path.display(),
+                    match e.classify() {
+                        serde_json::error::Category::Eof => "it ends too early",
+                        serde_json::error::Category::Syntax => "the text is not JSON",
+                        _ => "the data is not a mesh's state",
+                    },
+                    e.line(),
+                    e.column()
+                ))
             })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => MeshState::default(),
             Err(e) => return Err(e),
