@@ -1208,14 +1208,22 @@ clusters:
 ",
     );
     let plan = plan_with_gateways(&mesh, &[("cluster1", "172.18.255.200")]);
+    // The external istiod takes its networks from the first of its mesh-config sources, the
+    // config cluster's `istio` ConfigMap (`SHARED_MESH_CONFIG`; Istio `pkg/config/mesh/meshwatcher`
+    // `NewNetworksCollection`), which the config cluster's remote install renders.
+    let config = one_doc(&plan, "cluster2/05-istio/control-plane.yaml");
     let external = one_doc(&plan, "cluster1/09-external-istiod/external-istiod.yaml");
-    let networks = &external["spec"]["values"]["global"]["meshNetworks"];
-    assert_eq!(
-        networks["network3"],
-        serde_json::json!({"endpoints": [{"fromRegistry": "cluster3"}],
-                           "gateways": [{"address": "10.0.0.3", "port": 31443}]}),
-        "{external:#}"
-    );
+    for (what, doc) in [("config cluster", &config), ("external istiod", &external)] {
+        assert_eq!(
+            doc["spec"]["values"]["global"]["meshNetworks"]["network3"],
+            serde_json::json!({"endpoints": [{"fromRegistry": "cluster3"}],
+                               "gateways": [{"address": "10.0.0.3", "port": 31443}]}),
+            "{what}: {doc:#}"
+        );
+    }
+    // The other remote's install renders no mesh config.
+    let other = one_doc(&plan, "cluster3/05-istio/control-plane.yaml");
+    assert!(other["spec"]["values"]["global"]["meshNetworks"].is_null());
 }
 
 /// Which addresses istiod gives a network's gateways, as `pilot/pkg/xds/endpoints/ep_filters.go`
@@ -1240,28 +1248,26 @@ fn istiods_gateway_addresses(
         .collect()
 }
 
-/// A LoadBalancer gateway fronted by an address the other networks dial (`eastwest.address`):
-/// istiod must hand out the declared address, not the LoadBalancer's own.
+/// A LoadBalancer gateway with `eastwest.address` in front of it: the declared address is what the
+/// remotes dial for istiod (`remotePilotAddress`) and what `up` records, but istiod hands other
+/// networks the LoadBalancer's own address, as upstream prefers a gateway it finds from its Service
+/// over a `meshNetworks` one. meshctl keeps the gateway's network label (its Deployment selector
+/// holds it, and a selector cannot change on a re-install), so that is what a real mesh does, and
+/// docs/configuration.md says so.
 #[test]
-fn a_declared_address_in_front_of_a_load_balancer_is_the_one_istiod_hands_out() {
+fn istiod_hands_out_a_load_balancers_own_address_before_a_declared_one() {
     let mesh = model("clusters:\n  - {eastwest: {address: gw1.example.com}}\n  - {}\n");
     let plan = plan_with_gateways(
         &mesh,
-        &[("cluster1", "172.18.255.200"), ("cluster2", "172.18.255.201")],
+        &[("cluster1", "gw1.example.com"), ("cluster2", "172.18.255.201")],
     );
     let gateway = one_doc(&plan, "cluster1/06-eastwest/eastwest-gateway.yaml");
     let labels = &gateway["spec"]["components"]["ingressGateways"][0]["label"];
     let other = one_doc(&plan, "cluster2/05-istio/control-plane.yaml");
     let networks = &other["spec"]["values"]["global"]["meshNetworks"];
+    assert_eq!(networks["network1"]["gateways"][0]["address"], "gw1.example.com");
     assert_eq!(
         istiods_gateway_addresses("network1", labels, "172.18.255.200", networks),
-        ["gw1.example.com"]
-    );
-    // Without a declared address, the LoadBalancer's own, found by the label.
-    let plain = one_doc(&plan, "cluster2/06-eastwest/eastwest-gateway.yaml");
-    let labels = &plain["spec"]["components"]["ingressGateways"][0]["label"];
-    assert_eq!(
-        istiods_gateway_addresses("network2", labels, "172.18.255.201", networks),
-        ["172.18.255.201"]
+        ["172.18.255.200"]
     );
 }

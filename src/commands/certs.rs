@@ -38,6 +38,18 @@ pub(super) fn generate(args: CertsGenArgs) -> Result<Exit> {
         force: args.force,
         replace_root: args.replace_root,
     };
+    // RSA-4096 keys take about a second each (on every core at once): said before the wait, so
+    // a large mesh does not look hung. Keys already in the folder are kept and cost nothing.
+    let new_keys = 1 + request.clusters.len();
+    if request.key_type == crate::pki::KeyType::Rsa4096
+        && new_keys > 2
+        && !args.out.join("root-key.pem").exists()
+    {
+        eprintln!(
+            "certs: generating {new_keys} RSA-4096 keys (about a second each, {} at a time)…",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+    }
     let outcome = layout::ensure(&request).with_context(|| {
         format!(
             "certs: cannot generate the certificate authorities in `{}`",

@@ -123,14 +123,6 @@ struct EastWest<'a> {
     network: &'a str,
     /// The node port of 15443 when the Service is a NodePort.
     node_port: Option<u16>,
-    /// Whether istiod finds this gateway by its Service's `topology.istio.io/network` label (a
-    /// LoadBalancer whose own address other networks dial). Not when an address is declared: a
-    /// gateway istiod finds from its Service is tagged with its cluster and preferred over a
-    /// `meshNetworks` one (Istio `pilot/pkg/xds/endpoints/ep_filters.go`,
-    /// `selectNetworkGateways`), so the Service's LoadBalancer address would win over the declared
-    /// one; without the label (`controller/network.go`, `getGatewayDetails`) only the declared
-    /// one is known.
-    found_by_label: bool,
 }
 
 fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
@@ -158,7 +150,6 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         revision: b.input.mesh.istio_revision.operator_value(),
         network: &b.cluster.network,
         node_port: (eastwest.service == GatewayService::NodePort).then_some(eastwest.node_port),
-        found_by_label: eastwest.declared().is_none(),
     };
     install_operator(
         b,

@@ -124,7 +124,10 @@ struct ExternalIstiodOperator<'a> {
     /// `values.global.meshNetworks`: the remotes' networks whose gateways are declared (a node
     /// port, or an address in front): this istiod configures their proxies, so it must know how
     /// other networks reach them (istiod gives a NodePort Service an address only through
-    /// `traffic.istio.io/nodeSelector`: Istio `pilot/pkg/serviceregistry/kube/conversion.go`).
+    /// `traffic.istio.io/nodeSelector`: Istio `pilot/pkg/serviceregistry/kube/conversion.go`). It
+    /// reads them from the config cluster's `istio` ConfigMap, which comes first among its sources
+    /// (phase `istio` renders them there); its own ConfigMap carries the same, for when it reads
+    /// its own.
     mesh_networks: Vec<crate::topology::DeclaredNetwork>,
 }
 

@@ -132,6 +132,10 @@ struct Remote<'a> {
     network: &'a str,
     primary: &'a str,
     remote_pilot_address: &'a str,
+    /// In the config cluster: `values.global.meshNetworks` of its `istio` ConfigMap, the one the
+    /// external istiod takes its networks from (Istio `pkg/config/mesh/meshwatcher`,
+    /// `NewNetworksCollection`: the first source there is, and `SHARED_MESH_CONFIG`'s comes first).
+    mesh_networks: Vec<crate::topology::DeclaredNetwork>,
 }
 
 /// Renders an IstioOperator into `file`, installs it with istioctl, and waits until `deployment`
@@ -228,6 +232,11 @@ fn plan_remote(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         network: &b.cluster.network,
         primary: &primary.name,
         remote_pilot_address: address,
+        mesh_networks: if mesh.is_config_cluster(b.cluster) {
+            mesh.declared_networks()
+        } else {
+            Vec::new()
+        },
     };
     let path = b.render(CONTROL_PLANE_FILE, "istio/remote.yaml.j2", &remote, false)?;
     b.step(Step::IstioctlInstall {
