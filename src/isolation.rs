@@ -79,7 +79,7 @@ pub fn remote_cost(mesh: &Mesh, target: &str) -> Option<String> {
     let cluster = mesh.cluster(target).filter(|c| c.role == Role::Remote)?;
     let control = &mesh.control_plane_of(cluster).name;
     Some(format!(
-        "cluster `{target}` is a remote: its proxies get their configuration and certificates from `{control}`'s istiod, which authenticates them through the remote secret isolation removes; isolated, `{target}`'s new pods never become ready and its proxies' certificates lapse within 24 h, until `meshctl rejoin {target}`"
+        "cluster `{target}` is a remote: its proxies get their configuration and certificates from `{control}`'s istiod, which authenticates them through the remote secret isolation removes; isolated, `{target}`'s new pods never become ready, its running proxies lose their configuration at their next reconnect (within 30 min) and their certificates lapse within 24 h, until `meshctl rejoin {target}`"
     ))
 }
 
