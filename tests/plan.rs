@@ -1248,26 +1248,57 @@ fn istiods_gateway_addresses(
         .collect()
 }
 
-/// A LoadBalancer gateway with `eastwest.address` in front of it: the declared address is what the
-/// remotes dial for istiod (`remotePilotAddress`) and what `up` records, but istiod hands other
-/// networks the LoadBalancer's own address, as upstream prefers a gateway it finds from its Service
-/// over a `meshNetworks` one. meshctl keeps the gateway's network label (its Deployment selector
-/// holds it, and a selector cannot change on a re-install), so that is what a real mesh does, and
-/// docs/configuration.md says so.
+/// The labels of the gateway's Service as istioctl renders them: the gateway's `label`, less what
+/// a `k8s.overlays` patch without a value on the Service removes (`operator/pkg/render/
+/// postprocess.go` `applyPatches`: `tpath.WritePathContext` with no value deletes the path; a
+/// `\.` in a path is a dot within a key, `operator/pkg/util/path.go` `PathFromString`).
+fn service_labels(gateway: &Value) -> Value {
+    let entry = &gateway["spec"]["components"]["ingressGateways"][0];
+    let mut labels = entry["label"].clone();
+    for overlay in entry["k8s"]["overlays"].as_array().into_iter().flatten() {
+        if overlay["kind"] != "Service" {
+            continue;
+        }
+        for patch in overlay["patches"].as_array().into_iter().flatten() {
+            let path = patch["path"].as_str().unwrap_or_default().replace("\\.", "\u{0}");
+            let parts: Vec<String> = path.split('.').map(|p| p.replace('\u{0}', ".")).collect();
+            if patch.get("value").is_none()
+                && parts.len() == 3
+                && parts[0] == "metadata"
+                && parts[1] == "labels"
+            {
+                labels.as_object_mut().map(|m| m.remove(&parts[2]));
+            }
+        }
+    }
+    labels
+}
+
+/// A LoadBalancer gateway with `eastwest.address` in front of it (a NAT or DNS name other networks
+/// dial): istiod must hand out the declared address, not the LoadBalancer's own. The Service loses
+/// the network label istiod finds gateways by; the Deployment keeps it (its selector holds it).
 #[test]
-fn istiod_hands_out_a_load_balancers_own_address_before_a_declared_one() {
+fn a_declared_address_in_front_of_a_load_balancer_is_the_one_istiod_hands_out() {
     let mesh = model("clusters:\n  - {eastwest: {address: gw1.example.com}}\n  - {}\n");
     let plan = plan_with_gateways(
         &mesh,
         &[("cluster1", "gw1.example.com"), ("cluster2", "172.18.255.201")],
     );
     let gateway = one_doc(&plan, "cluster1/06-eastwest/eastwest-gateway.yaml");
-    let labels = &gateway["spec"]["components"]["ingressGateways"][0]["label"];
+    assert_eq!(
+        gateway["spec"]["components"]["ingressGateways"][0]["label"]["topology.istio.io/network"], "network1",
+        "the Deployment's selector keeps it"
+    );
     let other = one_doc(&plan, "cluster2/05-istio/control-plane.yaml");
     let networks = &other["spec"]["values"]["global"]["meshNetworks"];
-    assert_eq!(networks["network1"]["gateways"][0]["address"], "gw1.example.com");
     assert_eq!(
-        istiods_gateway_addresses("network1", labels, "172.18.255.200", networks),
-        ["172.18.255.200"]
+        istiods_gateway_addresses("network1", &service_labels(&gateway), "172.18.255.200", networks),
+        ["gw1.example.com"]
+    );
+    // Without a declared address, the LoadBalancer's own, found by the label.
+    let plain = one_doc(&plan, "cluster2/06-eastwest/eastwest-gateway.yaml");
+    assert_eq!(
+        istiods_gateway_addresses("network2", &service_labels(&plain), "172.18.255.201", networks),
+        ["172.18.255.201"]
     );
 }

@@ -174,3 +174,66 @@ fn up_after_an_upgrade_installs_the_recorded_revision_and_refuses_to_go_back() {
         stderr(&out)
     );
 }
+
+/// `upgrade --dry-run --out` writes again over its own earlier preview, and refuses any other
+/// folder that is not empty without pointing at a flag `upgrade` does not have; an `--istioctl`
+/// path that is not there is a mistake in what was typed.
+#[test]
+fn a_preview_replaces_its_own_earlier_one_and_nothing_else() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("meshctl.yaml");
+    std::fs::write(&config, "istio: {version: 1.30.3}\nclusters:\n  - {}\n  - {}\n").unwrap();
+    let plan = home.path().join("plan");
+    let preview = |out: &Path| {
+        run(
+            home.path(),
+            &[
+                "upgrade",
+                "--config",
+                config.to_str().unwrap(),
+                "--to",
+                "1.31.1",
+                "--dry-run",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+    };
+    for _ in 0..2 {
+        let out = preview(&plan);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert!(plan.join("steps.txt").is_file() && plan.join("1-cluster1/plan.json").is_file());
+    let theirs = home.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::write(theirs.join("notes.txt"), "mine").unwrap();
+    let out = preview(&theirs);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`notes.txt`") && !stderr(&out).contains("--overwrite"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(theirs.join("notes.txt")).unwrap(), "mine");
+
+    std::fs::create_dir_all(home.path().join("mesh1")).unwrap();
+    std::fs::write(home.path().join("mesh1/state.json"), r#"{"meshID": "mesh1"}"#).unwrap();
+    let out = run(
+        home.path(),
+        &[
+            "upgrade",
+            "--clusters",
+            "2",
+            "--to",
+            "1.31.1",
+            "--istioctl",
+            "/nonexistent/istioctl",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--istioctl `/nonexistent/istioctl` does not exist"),
+        "{}",
+        stderr(&out)
+    );
+}

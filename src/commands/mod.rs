@@ -320,6 +320,20 @@ async fn istioctl_runner(
 ) -> Result<std::sync::Arc<dyn crate::tools::ToolRunner>> {
     use crate::tools::ProcessRunner;
     let path = match (explicit, chosen) {
+        // A program named by its path that is not there is a mistake in what was typed (exit 2),
+        // not a program missing from PATH.
+        (Some(path), _) if path.components().count() > 1 && !path.is_file() => {
+            return Err(UsageError(format!(
+                "--istioctl `{}` {}: name the istioctl binary of the chosen release",
+                path.display(),
+                if path.exists() {
+                    "is not a file"
+                } else {
+                    "does not exist"
+                }
+            ))
+            .into());
+        }
         (Some(path), _) => path.to_path_buf(),
         (None, Some(version)) => {
             let version: crate::istio_version::IstioVersion = version.parse().map_err(UsageError)?;

@@ -214,7 +214,7 @@ fn dry_run(
     settings: &Settings,
 ) -> Result<Exit> {
     let out = args.out.as_deref().expect("--dry-run requires --out");
-    crate::dry_run::prepare_out(out, false).map_err(UsageError::from_display)?;
+    crate::upgrade::preview::prepare_out(out).map_err(UsageError)?;
     // Nothing is asked of the clusters: the release the mesh was last recorded on, else the
     // unrevisioned install of the pinned release, stands for where it comes from.
     let from = state

@@ -123,6 +123,13 @@ struct EastWest<'a> {
     network: &'a str,
     /// The node port of 15443 when the Service is a NodePort.
     node_port: Option<u16>,
+    /// A LoadBalancer with a declared address in front: its Service loses the network label
+    /// istiod would find it by. A gateway found from its Service is tagged with its cluster and
+    /// preferred over a `meshNetworks` one (Istio `pilot/pkg/xds/endpoints/ep_filters.go`,
+    /// `selectNetworkGateways`; `controller/network.go` `getGatewayDetails`), so the
+    /// LoadBalancer's own address would win over the declared one. (A NodePort Service gives istiod
+    /// no address of its own to prefer.)
+    address_in_front: bool,
 }
 
 fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
@@ -150,6 +157,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         revision: b.input.mesh.istio_revision.operator_value(),
         network: &b.cluster.network,
         node_port: (eastwest.service == GatewayService::NodePort).then_some(eastwest.node_port),
+        address_in_front: eastwest.service == GatewayService::LoadBalancer && eastwest.declared().is_some(),
     };
     install_operator(
         b,

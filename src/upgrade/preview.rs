@@ -17,6 +17,40 @@ pub const STEPS_FILE: &str = "steps.txt";
 
 /// Writes the upgrade from `from` to `to` into `out`; returns the listing (also in
 /// [`STEPS_FILE`]) and the number of files written.
+/// Makes `out` ready for a preview: new, empty, or an earlier preview (its `steps.txt` and one
+/// plan folder per cluster, removed as `up --dry-run` removes an earlier plan, and nothing else);
+/// any other folder is refused, naming what it holds.
+pub fn prepare_out(out: &Path) -> Result<(), String> {
+    let entries: Vec<String> = match std::fs::read_dir(out) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("--out `{}`: {e}", out.display())),
+    };
+    let earlier = out.join(STEPS_FILE).is_file()
+        && entries
+            .iter()
+            .all(|e| e == STEPS_FILE || out.join(e).join("plan.json").is_file());
+    if !entries.is_empty() && !earlier {
+        let mut shown: Vec<String> = entries.iter().take(4).map(|e| format!("`{e}`")).collect();
+        shown.sort();
+        return Err(format!(
+            "--out `{}` holds {} and is not an earlier upgrade preview: name a new or empty folder",
+            out.display(),
+            shown.join(", ")
+        ));
+    }
+    for entry in entries.iter().filter(|e| *e != STEPS_FILE) {
+        let folder = out.join(entry);
+        crate::dry_run::remove_plan(&folder).map_err(|e| format!("`{}`: {e}", folder.display()))?;
+        let _ = std::fs::remove_dir(&folder);
+    }
+    let _ = std::fs::remove_file(out.join(STEPS_FILE));
+    Ok(())
+}
+
 pub fn write(
     mesh: &Mesh,
     state: &MeshState,
