@@ -482,20 +482,40 @@ impl Executor {
     }
 }
 
-/// Refuses, before anything changes, a plan that would take over objects meshctl did not create:
-/// each is named with its cluster and phase, and the ways out.
-fn refuse_foreign(plan: &Plan, probed: &[PhaseFindings], mesh_id: &str) -> Result<()> {
-    let mut foreign = Vec::new();
+/// Every probed finding of kind `found`, as `cluster `c`, phase p: object …` with `say`'s words
+/// after the object.
+fn findings_of(
+    plan: &Plan,
+    probed: &[PhaseFindings],
+    found: Found,
+    say: impl Fn(&Finding) -> String,
+) -> Vec<String> {
+    let mut out = Vec::new();
     for (phase, clusters) in plan.phases.iter().zip(probed) {
         for (cs, findings) in phase.clusters.iter().zip(clusters) {
-            for f in findings.iter().filter(|f| f.found == Found::Foreign) {
-                foreign.push(format!(
-                    "cluster `{}`, phase {}: {} already exists and meshctl did not create it for mesh `{mesh_id}` ({})",
-                    cs.cluster, phase.phase, f.object, f.detail
+            for f in findings.iter().filter(|f| f.found == found) {
+                out.push(format!(
+                    "cluster `{}`, phase {}: {} {}",
+                    cs.cluster,
+                    phase.phase,
+                    f.object,
+                    say(f)
                 ));
             }
         }
     }
+    out
+}
+
+/// Refuses, before anything changes, a plan that would take over objects meshctl did not create:
+/// each is named with its cluster and phase, and the ways out.
+fn refuse_foreign(plan: &Plan, probed: &[PhaseFindings], mesh_id: &str) -> Result<()> {
+    let foreign = findings_of(plan, probed, Found::Foreign, |f| {
+        format!(
+            "already exists and meshctl did not create it for mesh `{mesh_id}` ({})",
+            f.detail
+        )
+    });
     if foreign.is_empty() {
         return Ok(());
     }
@@ -509,17 +529,7 @@ fn refuse_foreign(plan: &Plan, probed: &[PhaseFindings], mesh_id: &str) -> Resul
 /// Refuses, before anything changes and whatever `--adopt` says, a plan that would replace what
 /// meshctl made with something that breaks the mesh (a `cacerts` under another root).
 fn refuse_conflicts(plan: &Plan, probed: &[PhaseFindings]) -> Result<()> {
-    let mut conflicts = Vec::new();
-    for (phase, clusters) in plan.phases.iter().zip(probed) {
-        for (cs, findings) in phase.clusters.iter().zip(clusters) {
-            for f in findings.iter().filter(|f| f.found == Found::Conflict) {
-                conflicts.push(format!(
-                    "cluster `{}`, phase {}: {} {}",
-                    cs.cluster, phase.phase, f.object, f.detail
-                ));
-            }
-        }
-    }
+    let conflicts = findings_of(plan, probed, Found::Conflict, |f| f.detail.clone());
     if conflicts.is_empty() {
         return Ok(());
     }

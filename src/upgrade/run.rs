@@ -255,14 +255,12 @@ impl Upgrader<'_> {
                 // resumes once they are restarted.
                 let stranded = self.pods_on(cluster, &to.revision).await?;
                 if !stranded.is_empty() && !self.force {
-                    let shown: Vec<&str> = stranded.iter().take(5).map(String::as_str).collect();
                     bail!(
-                        "cluster `{}`: {} pod(s) run proxies of revision {} ({}{}), and would lose their control plane if it were removed; revision {} stays installed there, injection already points back at {}\nhint: restart them (`--restart-namespaces NS,..`, or your own rollout), then run `meshctl upgrade --rollback` again, or pass --force",
+                        "cluster `{}`: {} pod(s) run proxies of revision {} ({}), and would lose their control plane if it were removed; revision {} stays installed there, injection already points back at {}\nhint: restart them (`--restart-namespaces NS,..`, or your own rollout), then run `meshctl upgrade --rollback` again, or pass --force",
                         cluster.name,
                         stranded.len(),
                         to.revision,
-                        shown.join(", "),
-                        if stranded.len() > shown.len() { ", …" } else { "" },
+                        some_of(&stranded),
                         to.revision,
                         from.revision
                     );
@@ -336,14 +334,12 @@ impl Upgrader<'_> {
             self.restart_workloads(cluster).await?;
             let old = self.pods_on(cluster, &from.revision).await?;
             if !old.is_empty() && !self.force {
-                let shown: Vec<&str> = old.iter().take(5).map(String::as_str).collect();
                 bail!(
-                    "cluster `{}`: {} pod(s) still run proxies of revision {} ({}{}), and would lose their control plane\nhint: restart them (`--restart-namespaces NS,..`, or your own rollout), or pass --force",
+                    "cluster `{}`: {} pod(s) still run proxies of revision {} ({}), and would lose their control plane\nhint: restart them (`--restart-namespaces NS,..`, or your own rollout), or pass --force",
                     cluster.name,
                     old.len(),
                     from.revision,
-                    shown.join(", "),
-                    if old.len() > shown.len() { ", …" } else { "" }
+                    some_of(&old)
                 );
             }
             helds.push(held);
@@ -617,6 +613,16 @@ pub fn cluster_input<'m>(
         isolated: state.isolated.keys().cloned().collect(),
         only_cluster: Some(cluster.to_string()),
     }
+}
+
+/// The first pods of `pods` by name, with `…` when there are more: enough to find them.
+fn some_of(pods: &[String]) -> String {
+    let shown: Vec<&str> = pods.iter().take(5).map(String::as_str).collect();
+    format!(
+        "{}{}",
+        shown.join(", "),
+        if pods.len() > shown.len() { ", …" } else { "" }
+    )
 }
 
 fn now() -> String {
