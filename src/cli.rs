@@ -349,6 +349,7 @@ pub struct UpgradeArgs {
     /// Bound on each wait.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Duration,
+    /// Output format: `text` lines, or `json`, one event object per line.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
 }
@@ -417,6 +418,7 @@ pub struct MembershipArgs {
     /// the remote's proxies (new pods never become ready; certificates lapse within a day).
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// Output format: `text` lines, or `json`, one event object per line.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
 }

@@ -66,8 +66,9 @@ pub(super) async fn run(args: UpgradeArgs, workdir: &Path, kubeconfig: Option<&P
     // Ctrl-C anywhere (the executor listens only while it runs a phase): what was done stays in
     // the clusters, and the same command resumes from there.
     let ran = tokio::select! {
-        ran = steps(&args, &upgrader, &to, &reporter) => ran,
+        biased;
         _ = tokio::signal::ctrl_c() => Ok(Outcome::Interrupted),
+        ran = steps(&args, &upgrader, &to, &reporter) => ran,
     };
     let outcome = match ran {
         Err(e) => {

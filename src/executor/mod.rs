@@ -203,10 +203,13 @@ impl Executor {
             }
             Ok::<bool, anyhow::Error>(changed)
         };
+        // Ctrl-C reaches the tool a step runs too, which then fails: when both are ready at
+        // once, the interruption is what happened (exit 130), not the step's failure.
         tokio::select! {
-            result = work => Ok(RunEnd::Finished { changed: result? }),
+            biased;
             _ = tokio::signal::ctrl_c() => Ok(RunEnd::Interrupted),
             _ = self.interrupt.notified() => Ok(RunEnd::Interrupted),
+            result = work => Ok(RunEnd::Finished { changed: result? }),
         }
     }
 
