@@ -123,6 +123,13 @@ pub(super) async fn rejoin(args: MembershipArgs, workdir: &Path, kubeconfig: Opt
     // It answers: the remote-secrets phase makes what drifted while it was out new (a token or CA
     // of a cluster created again, a moved API server) and waits until every istiod synced it.
     let settings = Settings::for_mesh(&dir, kubeconfig, args.timeout);
+    reporter.note(
+        target,
+        &format!(
+            "answers: refreshing its remote secrets, then waiting (at most {}) until every istiod reports it synced",
+            humantime::format_duration(args.timeout)
+        ),
+    );
     match converge_remote_secrets(&mesh, &dir, state, settings, reporter.clone()).await? {
         RunEnd::Interrupted => Ok(Exit::Interrupted),
         RunEnd::Finished { .. } => {
