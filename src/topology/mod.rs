@@ -695,6 +695,13 @@ fn cluster_from_file(i: usize, c: ClusterFile, provider: Provider, problems: &mu
             reason: "only apply to `provider: kind`; existing clusters keep their own".into(),
         });
     }
+    if provider == Provider::Kind && c.api_server.is_some() {
+        problems.push(Problem {
+            field: field("apiServer"),
+            value: c.api_server.clone().unwrap_or_default(),
+            reason: "is for `provider: existing`: a kind cluster's API server is the address kind gives it on the docker network, which meshctl records when it creates the cluster".into(),
+        });
+    }
     if let Some(server) = c.api_server {
         if let Some(reason) = api_server::server_problem(&server) {
             problems.push(Problem {
@@ -909,6 +916,27 @@ mod tests {
             Err(TopologyError::Invalid(p)) => p,
             other => panic!("expected invalid topology, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_api_server_is_declared_for_existing_clusters_only() {
+        let kind = problems_of(Mesh::from_yaml(
+            "clusters:\n  - {apiServer: 'https://10.0.0.1:6443'}\n",
+            None,
+        ));
+        assert!(
+            kind.len() == 1
+                && kind[0].field == "clusters[0].apiServer"
+                && kind[0].reason.contains("provider: existing"),
+            "{kind:?}"
+        );
+        assert!(
+            Mesh::from_yaml(
+                "provider: existing\nclusters:\n  - {context: east, apiServer: 'https://10.0.0.1:6443'}\n",
+                None
+            )
+            .is_ok()
+        );
     }
 
     #[test]
