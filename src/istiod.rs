@@ -75,13 +75,8 @@ async fn clusters_of(
     revision: Option<&Revision>,
 ) -> Result<Answered<Vec<ClusterSync>>, String> {
     let answers = debug_all::<Vec<ClusterSync>>(client, namespace, revision, "clusterz").await?;
-    let pods = answers
-        .iter()
-        .map(|a| a.pod.clone())
-        .collect::<Vec<_>>()
-        .join(", ");
     Ok(Answered {
-        pod: pods,
+        pod: pods_of(&answers),
         value: merge_views(&answers),
     })
 }
@@ -92,13 +87,18 @@ async fn clusters_of(
 pub async fn proxies(client: &Client, namespace: &str) -> Result<Answered<Vec<ProxySync>>, String> {
     let answers = debug_all::<Vec<ProxySync>>(client, namespace, None, "syncz").await?;
     Ok(Answered {
-        pod: answers
-            .iter()
-            .map(|a| a.pod.clone())
-            .collect::<Vec<_>>()
-            .join(", "),
+        pod: pods_of(&answers),
         value: answers.into_iter().flat_map(|a| a.value).collect(),
     })
+}
+
+/// The pods that answered, `ns/a, ns/b`.
+fn pods_of<T>(answers: &[Answered<T>]) -> String {
+    answers
+        .iter()
+        .map(|a| a.pod.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One view of the remote clusters out of every istiod pod's: each pod runs its own secret

@@ -110,6 +110,26 @@ pub async fn conflict_in_cluster(
         .and_then(|live| root_conflict(&live, wanted_root)))
 }
 
+/// Refuses to put a `cacerts` chained to `wanted_root` where this mesh's own one trusts another
+/// root ([`conflict_in_cluster`]), with the way to carry the mesh's root over: checked again right
+/// before every write of it (`up`'s step, `certs rotate`), whatever the probe found earlier.
+pub async fn refuse_other_root(
+    client: &Client,
+    (mesh_id, namespace): (&str, &str),
+    wanted_root: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let conflict = conflict_in_cluster(client, (mesh_id, namespace), wanted_root)
+        .await
+        .with_context(|| format!("cannot read Secret {namespace}/{CACERTS}"))?;
+    match conflict {
+        Some(why) => anyhow::bail!(
+            "Secret {namespace}/{CACERTS} {why}; nothing was changed\nhint: {CARRY_THE_ROOT_OVER}"
+        ),
+        None => Ok(()),
+    }
+}
+
 /// The probe's finding for a `cacerts` of this mesh under another root, if there is one.
 pub async fn conflict_finding(
     client: &Client,

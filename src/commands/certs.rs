@@ -443,16 +443,7 @@ async fn rollout(
             let namespace = mesh.istio_namespace(cluster);
             // Rotation keeps the root (or bundles the next one beside it): a `cacerts` under
             // another root means this folder is not the mesh's CA.
-            if let Some(why) =
-                plugged_ca::conflict_in_cluster(&client, (&mesh.mesh_id, namespace), &ca.root_cert_pem)
-                    .await?
-            {
-                anyhow::bail!(
-                    "Secret {namespace}/{} {why}; nothing was changed\nhint: {}",
-                    plugged_ca::CACERTS,
-                    plugged_ca::CARRY_THE_ROOT_OVER
-                );
-            }
+            plugged_ca::refuse_other_root(&client, (&mesh.mesh_id, namespace), &ca.root_cert_pem).await?;
             let text = plugged_ca::render(ca, (&mesh.mesh_id, namespace))?;
             Applier::new(client.clone()).apply_yaml(&text, "cacerts").await?;
             plugged_ca::restart_istiods(&client, namespace, timeout).await?;

@@ -211,15 +211,8 @@ async fn apply_plugged_ca(cx: StepContext<'_>, file: &str) -> Result<Option<Stri
     let text = cx.artifact_text(file)?;
     let client = cx.client().await?;
     let namespace = cx.istio_namespace();
-    if let Some(root) = plugged_ca::root_of_rendered(&text)
-        && let Some(why) = plugged_ca::conflict_in_cluster(&client, (&cx.run.mesh.mesh_id, namespace), &root)
-            .await
-            .with_context(|| format!("cannot read Secret {namespace}/{CACERTS}"))?
-    {
-        anyhow::bail!(
-            "Secret {namespace}/{CACERTS} {why}; nothing was changed\nhint: {}",
-            plugged_ca::CARRY_THE_ROOT_OVER
-        );
+    if let Some(root) = plugged_ca::root_of_rendered(&text) {
+        plugged_ca::refuse_other_root(&client, (&cx.run.mesh.mesh_id, namespace), &root).await?;
     }
     let applied = cx.apply(&text, file).await?;
     if !applied.iter().any(|a| a.change == Change::Updated) {
