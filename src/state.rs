@@ -20,6 +20,10 @@ use crate::revision::Revision;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterState {
+    /// The kubeconfig context `up` reached the cluster by, so a second mesh recorded in the same
+    /// work dir is refused the same clusters (absent in state written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
     /// API server address on the shared network (for remote secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_endpoint: Option<String>,
@@ -120,6 +124,17 @@ pub struct Isolation {
 }
 
 impl MeshState {
+    /// The contexts of the clusters this mesh was built on: those recorded, and (for state written
+    /// before contexts were) the kind clusters it created, whose contexts meshctl imports under
+    /// the cluster's name.
+    pub fn contexts(&self) -> BTreeSet<String> {
+        self.clusters
+            .values()
+            .filter_map(|c| c.context.clone())
+            .chain(self.created_kind_clusters.iter().cloned())
+            .collect()
+    }
+
     /// East-west gateway IPs recorded so far, by cluster.
     pub fn gateway_ips(&self) -> BTreeMap<String, String> {
         self.clusters

@@ -452,6 +452,47 @@ fn down_names_the_mesh_that_is_there_when_asked_for_another() {
     );
 }
 
+/// A mistyped `--mesh-id` on clusters another recorded mesh was built on is refused before
+/// anything is recorded or asked: by the contexts recorded, and (state older than that) by the
+/// kind clusters the mesh created. The recorded mesh itself is not refused.
+#[test]
+fn a_new_mesh_id_on_clusters_of_a_recorded_mesh_is_refused_as_a_likely_typo() {
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    let kubeconfig = work.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, "").unwrap();
+    let env = [
+        ("MESHCTL_HOME", home.to_str().unwrap()),
+        ("PATH", "/nonexistent"),
+    ];
+    for recorded in [
+        r#"{"meshID": "mesh1", "clusters": {"cluster1": {"context": "cluster1"}}}"#,
+        r#"{"meshID": "mesh1", "createdKindClusters": ["cluster2"]}"#,
+    ] {
+        std::fs::create_dir_all(home.join("mesh1")).unwrap();
+        std::fs::write(home.join("mesh1/state.json"), recorded).unwrap();
+        let out = meshctl_in(
+            work.path(),
+            &["--kubeconfig", kubeconfig.to_str().unwrap(), "up", "--clusters", "2", "--mesh-id", "mesh-1"],
+            &env,
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let said = stderr(&out);
+        assert!(
+            said.contains("mesh `mesh-1` is not recorded") && said.contains("is in `mesh1`") && said.contains("--mesh-id mesh1"),
+            "{said}"
+        );
+        assert!(!home.join("mesh-1").exists(), "nothing recorded for the typo: {said}");
+    }
+    // The recorded mesh goes on to its own work (here: no docker on PATH), not to this refusal.
+    let out = meshctl_in(
+        work.path(),
+        &["--kubeconfig", kubeconfig.to_str().unwrap(), "up", "--clusters", "2", "--mesh-id", "mesh1"],
+        &env,
+    );
+    assert!(!stderr(&out).contains("belong to another mesh"), "{}", stderr(&out));
+}
+
 /// A kubeconfig context whose server answers, but wrongly, is named by what was wrong, not called
 /// unreachable: plain HTTP behind an https:// address, a web page instead of the API, a CA
 /// certificate presented as the server's own.
@@ -718,6 +759,50 @@ fn a_chosen_release_that_differs_from_the_running_istiod_is_refused_before_any_c
     assert!(
         stderr(&out).contains("cluster `cluster1` runs Istio 1.30.5")
             && stderr(&out).contains("chosen release is 1.31.1"),
+        "{}",
+        stderr(&out)
+    );
+    let writes = server.requests().iter().filter(|r| !r.starts_with("GET")).count();
+    assert_eq!(writes, before, "nothing changed: {:?}", server.requests());
+}
+
+/// `--istioctl` of one patch and `--istio-version` of another are refused as typed, even on a
+/// finished mesh where no istioctl would run: the two cannot both be what the mesh runs.
+#[test]
+fn an_istioctl_of_another_release_than_the_chosen_one_is_refused_on_a_finished_mesh() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = MemoryApiServer::new();
+    server.put(serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "istiod", "namespace": "istio-system", "labels": {"app": "istiod"}},
+        "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": {"app": "istiod"}},
+            "spec": {"containers": [{"name": "discovery", "image": "docker.io/istio/pilot:1.31.2"}]}}}}));
+    let loopback = server.serve_on_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    std::fs::write(&kubeconfig, loopback.kubeconfig("east")).unwrap();
+    let istioctl = dir.path().join("istioctl");
+    std::fs::write(&istioctl, "#!/bin/sh\necho 'client version: 1.31.1'\n").unwrap();
+    std::fs::set_permissions(&istioctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = server.requests().iter().filter(|r| !r.starts_with("GET")).count();
+    let out = run(
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "up",
+            "--contexts",
+            "east",
+            "--only",
+            "istio",
+            "--istio-version",
+            "1.31.2",
+            "--istioctl",
+            istioctl.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is istioctl 1.31.1, not the chosen Istio 1.31.2"),
         "{}",
         stderr(&out)
     );
@@ -1119,5 +1204,58 @@ fn doctor_does_not_take_any_output_for_a_docker_daemon() {
             && text.contains("printed no daemon version")
             && text.contains("Segmentation fault"),
         "{text}"
+    );
+}
+
+/// SIGINT sent to meshctl alone (not to its process group, as a supervisor or `kill -INT` sends
+/// it) stops the tool it is running too: exit 130, and the tool is not left running on its own.
+#[test]
+fn an_interrupt_sent_to_meshctl_alone_stops_the_tool_it_runs() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = tempfile::tempdir().unwrap();
+    let started = bin.path().join("docker.pid");
+    let docker = bin.path().join("docker");
+    std::fs::write(
+        &docker,
+        format!("#!/bin/sh\necho $$ > {}.tmp\nmv {0}.tmp {0}\nexec sleep 60\n", started.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let home = tempfile::tempdir().unwrap();
+    let mut meshctl = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .arg("doctor")
+        .env("MESHCTL_HOME", home.path())
+        .env("PATH", &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The tool has started once it wrote its pid (bounded: doctor starts it at once).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let tool: u32 = loop {
+        if let Ok(text) = std::fs::read_to_string(&started) {
+            break text.trim().parse().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "doctor never ran docker");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &meshctl.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = meshctl.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    // Gone, or a zombie waiting for whoever inherited it: either way no longer running.
+    let state = std::fs::read_to_string(format!("/proc/{tool}/status")).unwrap_or_default();
+    assert!(
+        state.is_empty() || state.lines().any(|l| l.starts_with("State:") && l.contains('Z')),
+        "the tool {tool} is still running after meshctl stopped: {state}"
     );
 }

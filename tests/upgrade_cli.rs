@@ -96,6 +96,13 @@ fn dry_run_writes_each_clusters_revisioned_operators_and_every_command_in_order(
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let steps = std::fs::read_to_string(plan.join("steps.txt")).unwrap();
     assert_eq!(steps, stdout(&out).split("\nupgrade written to").next().unwrap());
+    // Nothing was recorded here, so the release it comes from is the one `up` would install, and
+    // the preview says so rather than presenting it as the mesh's.
+    assert!(
+        stderr(&out).contains("from Istio 1.30.3 (no mesh recorded here: istio.version"),
+        "{}",
+        stderr(&out)
+    );
     // The primary first, then its remote, each: install, tag, gateway; then the finish.
     let order: Vec<usize> = [
         "1. cluster1 (primary)",

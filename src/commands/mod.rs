@@ -50,36 +50,53 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     {
         crate::kube::read_kubeconfig(Some(path)).map_err(|e| UsageError(format!("--kubeconfig: {e}")))?;
     }
-    match cli.command {
-        Command::Certs(crate::cli::CertsCommand::Gen(args)) => certs::generate(args),
-        Command::Certs(crate::cli::CertsCommand::Status(args)) => {
-            certs::status(args, &workdir, cli.kubeconfig.as_deref()).await
+    // `up` and `upgrade` stop at a safe point on Ctrl-C and say how to resume; every other
+    // command is dropped where it stands, which stops the tool it runs (its child is killed with
+    // it) rather than leaving it to go on alone when the signal reached meshctl only.
+    let stops_itself = matches!(cli.command, Command::Up(_) | Command::Upgrade(_));
+    let work = async move {
+        match cli.command {
+            Command::Certs(crate::cli::CertsCommand::Gen(args)) => certs::generate(args),
+            Command::Certs(crate::cli::CertsCommand::Status(args)) => {
+                certs::status(args, &workdir, cli.kubeconfig.as_deref()).await
+            }
+            Command::Certs(crate::cli::CertsCommand::Rotate(args)) => {
+                certs::rotate(args, &workdir, cli.kubeconfig.as_deref()).await
+            }
+            Command::Up(args) => up::run(args, &workdir, cli.kubeconfig.as_deref()).await,
+            Command::Version(args) => version(args.output),
+            Command::Completions(args) => {
+                let mut cmd = Cli::command();
+                clap_complete::generate(args.shell, &mut cmd, "meshctl", &mut std::io::stdout());
+                Ok(Exit::Success)
+            }
+            Command::Down(args) => down::run(args, &workdir, cli.kubeconfig.as_deref()).await,
+            Command::Status(args) => {
+                let flags = status::Flags {
+                    kubeconfig: cli.kubeconfig.as_deref(),
+                    workdir: cli.workdir.as_deref(),
+                };
+                status::run(args, &workdir, flags).await
+            }
+            Command::Verify(args) => verify::run(args, &workdir, cli.kubeconfig.as_deref()).await,
+            Command::RemoteSecret(args) => remote_secret::run(args, cli.kubeconfig.as_deref()).await,
+            Command::Doctor(args) => doctor::run(args).await,
+            Command::Isolate(args) => membership::isolate(args, &workdir, cli.kubeconfig.as_deref()).await,
+            Command::Rejoin(args) => membership::rejoin(args, &workdir, cli.kubeconfig.as_deref()).await,
+            Command::Upgrade(args) => upgrade::run(args, &workdir, cli.kubeconfig.as_deref()).await,
+            Command::Diagnose(args) => diagnose::run(args, &workdir, cli.kubeconfig.as_deref()).await,
         }
-        Command::Certs(crate::cli::CertsCommand::Rotate(args)) => {
-            certs::rotate(args, &workdir, cli.kubeconfig.as_deref()).await
+    };
+    if stops_itself {
+        return work.await;
+    }
+    tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: stopped, with the tool it was running; nothing more was changed");
+            Ok(Exit::Interrupted)
         }
-        Command::Up(args) => up::run(args, &workdir, cli.kubeconfig.as_deref()).await,
-        Command::Version(args) => version(args.output),
-        Command::Completions(args) => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(args.shell, &mut cmd, "meshctl", &mut std::io::stdout());
-            Ok(Exit::Success)
-        }
-        Command::Down(args) => down::run(args, &workdir, cli.kubeconfig.as_deref()).await,
-        Command::Status(args) => {
-            let flags = status::Flags {
-                kubeconfig: cli.kubeconfig.as_deref(),
-                workdir: cli.workdir.as_deref(),
-            };
-            status::run(args, &workdir, flags).await
-        }
-        Command::Verify(args) => verify::run(args, &workdir, cli.kubeconfig.as_deref()).await,
-        Command::RemoteSecret(args) => remote_secret::run(args, cli.kubeconfig.as_deref()).await,
-        Command::Doctor(args) => doctor::run(args).await,
-        Command::Isolate(args) => membership::isolate(args, &workdir, cli.kubeconfig.as_deref()).await,
-        Command::Rejoin(args) => membership::rejoin(args, &workdir, cli.kubeconfig.as_deref()).await,
-        Command::Upgrade(args) => upgrade::run(args, &workdir, cli.kubeconfig.as_deref()).await,
-        Command::Diagnose(args) => diagnose::run(args, &workdir, cli.kubeconfig.as_deref()).await,
+        result = work => result,
     }
 }
 
@@ -238,6 +255,41 @@ fn recorded_mesh(workdir: &std::path::Path, mesh_id: &str, command: &str) -> Res
     )))
 }
 
+/// Refuses to start a mesh not yet recorded in `workdir` on clusters another recorded mesh was
+/// built on: a mistyped `--mesh-id` would otherwise record a second mesh over the first one's
+/// clusters. A mesh already recorded is never refused here (it converges on its own clusters).
+fn refuse_clusters_of_other_meshes(workdir: &std::path::Path, mesh: &Mesh, command: &str) -> Result<(), UsageError> {
+    if MeshDir::new(workdir, &mesh.mesh_id).state().is_file() {
+        return Ok(());
+    }
+    let mut taken = Vec::new();
+    for other in recorded_meshes(workdir).into_iter().filter(|m| *m != mesh.mesh_id) {
+        let Ok(store) = crate::state::StateStore::load(&MeshDir::new(workdir, &other).state()) else {
+            continue;
+        };
+        let contexts = store.snapshot().contexts();
+        taken.extend(
+            mesh.clusters
+                .iter()
+                .filter(|c| contexts.contains(&c.context))
+                .map(|c| (other.clone(), c.name.clone(), c.context.clone())),
+        );
+    }
+    let Some((first_mesh, _, _)) = taken.first().cloned() else {
+        return Ok(());
+    };
+    Err(UsageError(format!(
+        "{command}: mesh `{}` is not recorded in `{}`, and its clusters belong to another mesh: {}; a cluster is in one mesh, so nothing was changed\nhint: `--mesh-id {first_mesh}` to converge the mesh these clusters are in; to build another mesh, name other clusters (or `meshctl down --mesh-id {first_mesh}` first)",
+        mesh.mesh_id,
+        workdir.display(),
+        taken
+            .iter()
+            .map(|(m, c, ctx)| format!("{c} (context `{ctx}`) is in `{m}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
 /// The meshes whose state is recorded in `workdir` (folders holding a state file), by name.
 fn recorded_meshes(workdir: &std::path::Path) -> Vec<String> {
     let mut found: Vec<String> = std::fs::read_dir(workdir)
@@ -346,9 +398,23 @@ async fn istioctl_runner(
         }
         (None, None) => return Ok(std::sync::Arc::new(ProcessRunner)),
     };
-    Ok(std::sync::Arc::new(crate::tools::WithProgram {
+    let runner: std::sync::Arc<dyn crate::tools::ToolRunner> = std::sync::Arc::new(crate::tools::WithProgram {
         inner: std::sync::Arc::new(ProcessRunner),
         program: "istioctl",
         path: path.display().to_string(),
-    }))
+    });
+    // Both named by the user and disagreeing is a mistake in what was typed, said even when the
+    // mesh is finished and the program would not run (a program that does not answer is left to
+    // the check before it is needed, which names what it needs it for).
+    if let (Some(given), Some(chosen)) = (explicit, chosen)
+        && let Ok(version) = crate::tools::istioctl::Istioctl::new(runner.as_ref()).version().await
+        && version != chosen
+    {
+        return Err(UsageError(format!(
+            "--istioctl `{}` is istioctl {version}, not the chosen Istio {chosen}; nothing was changed\nhint: name the istioctl of Istio {chosen}, or leave `--istioctl` out to use that release's own",
+            given.display()
+        ))
+        .into());
+    }
+    Ok(runner)
 }

@@ -218,6 +218,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     }
     let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
     follow_upgrade(&mut mesh, &args, &state.snapshot(), &reporter)?;
+    super::refuse_clusters_of_other_meshes(workdir, &mesh, "up")?;
     let target = kubeconfig::target_path(kubeconfig_flag);
     preflight(&mesh, &phases, &args, &state, &target, kubeconfig_flag)?;
     note_isolated(&state, &reporter);
@@ -250,6 +251,9 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         s.mesh_id = mesh.mesh_id.clone();
         s.certs_dir = Some(resolved.certs_dir.clone());
         s.isolated.retain(|c, _| !gone.contains(c));
+        for cluster in &mesh.clusters {
+            s.clusters.entry(cluster.name.clone()).or_default().context = Some(cluster.context.clone());
+        }
     })?;
     for cluster in &gone {
         let _ = std::fs::remove_dir_all(dir.isolated(cluster));

@@ -42,14 +42,9 @@ pub(super) async fn run(args: UpgradeArgs, workdir: &Path, kubeconfig: Option<&P
         &reporter,
     )
     .await?;
-    let found = Istioctl::new(tools.as_ref()).version().await?;
-    if found != to.version {
-        return Err(UsageError(format!(
-            "--istioctl is istioctl {found}; the upgrade to {} installs with istioctl {}",
-            to.version, to.version
-        ))
-        .into());
-    }
+    // The program must answer before anything moves (its release was checked against `--to`
+    // where the user named it; a fetched one is that release's).
+    Istioctl::new(tools.as_ref()).version().await?;
     let clients = Clients::new(kubeconfig);
     let upgrader = Upgrader {
         mesh: &mesh,
@@ -218,12 +213,14 @@ fn dry_run(
     crate::upgrade::preview::prepare_out(out).map_err(UsageError)?;
     // Nothing is asked of the clusters: the release the mesh was last recorded on, else the
     // unrevisioned install of the pinned release, stands for where it comes from.
-    let from = state
-        .upgrade
-        .as_ref()
-        .map(|u| u.from.clone())
-        .or_else(|| state.istio.clone())
-        .unwrap_or_else(|| IstioRelease {
+    let recorded = state.upgrade.as_ref().map(|u| u.from.clone()).or_else(|| state.istio.clone());
+    let basis = match (&recorded, state.mesh_id.is_empty(), &mesh.istio_version) {
+        (Some(_), _, _) => "as recorded for this mesh",
+        (None, true, Some(_)) => "no mesh recorded here: istio.version, as `up` would install it",
+        (None, true, None) => "no mesh recorded here: the pinned release, as `up` would install it",
+        (None, false, _) => "the release `up` installed, unrevisioned",
+    };
+    let from = recorded.unwrap_or_else(|| IstioRelease {
             version: mesh
                 .istio_version
                 .clone()
@@ -241,9 +238,10 @@ fn dry_run(
     match args.output {
         OutputFormat::Json => println!(
             "{}",
-            serde_json::json!({"from": from, "to": to, "out": out, "files": files})
+            serde_json::json!({"from": from, "fromBasis": basis, "to": to, "out": out, "files": files})
         ),
         OutputFormat::Text => {
+            eprintln!("from Istio {} ({basis}; --dry-run asks no cluster)", from.version);
             print!("{text}");
             println!(
                 "\nupgrade written to `{}` ({files} files); no cluster was touched",
