@@ -461,10 +461,7 @@ fn a_new_mesh_id_on_clusters_of_a_recorded_mesh_is_refused_as_a_likely_typo() {
     let home = work.path().join("home");
     let kubeconfig = work.path().join("kubeconfig");
     std::fs::write(&kubeconfig, "").unwrap();
-    let env = [
-        ("MESHCTL_HOME", home.to_str().unwrap()),
-        ("PATH", "/nonexistent"),
-    ];
+    let env = [("MESHCTL_HOME", home.to_str().unwrap()), ("PATH", "/nonexistent")];
     for recorded in [
         r#"{"meshID": "mesh1", "clusters": {"cluster1": {"context": "cluster1"}}}"#,
         r#"{"meshID": "mesh1", "createdKindClusters": ["cluster2"]}"#,
@@ -473,24 +470,49 @@ fn a_new_mesh_id_on_clusters_of_a_recorded_mesh_is_refused_as_a_likely_typo() {
         std::fs::write(home.join("mesh1/state.json"), recorded).unwrap();
         let out = meshctl_in(
             work.path(),
-            &["--kubeconfig", kubeconfig.to_str().unwrap(), "up", "--clusters", "2", "--mesh-id", "mesh-1"],
+            &[
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "up",
+                "--clusters",
+                "2",
+                "--mesh-id",
+                "mesh-1",
+            ],
             &env,
         );
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         let said = stderr(&out);
         assert!(
-            said.contains("mesh `mesh-1` is not recorded") && said.contains("is in `mesh1`") && said.contains("--mesh-id mesh1"),
+            said.contains("mesh `mesh-1` is not recorded")
+                && said.contains("is in `mesh1`")
+                && said.contains("--mesh-id mesh1"),
             "{said}"
         );
-        assert!(!home.join("mesh-1").exists(), "nothing recorded for the typo: {said}");
+        assert!(
+            !home.join("mesh-1").exists(),
+            "nothing recorded for the typo: {said}"
+        );
     }
     // The recorded mesh goes on to its own work (here: no docker on PATH), not to this refusal.
     let out = meshctl_in(
         work.path(),
-        &["--kubeconfig", kubeconfig.to_str().unwrap(), "up", "--clusters", "2", "--mesh-id", "mesh1"],
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "up",
+            "--clusters",
+            "2",
+            "--mesh-id",
+            "mesh1",
+        ],
         &env,
     );
-    assert!(!stderr(&out).contains("belong to another mesh"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("belong to another mesh"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A kubeconfig context whose server answers, but wrongly, is named by what was wrong, not called
@@ -1217,7 +1239,10 @@ fn an_interrupt_sent_to_meshctl_alone_stops_the_tool_it_runs() {
     let docker = bin.path().join("docker");
     std::fs::write(
         &docker,
-        format!("#!/bin/sh\necho $$ > {}.tmp\nmv {0}.tmp {0}\nexec sleep 60\n", started.display()),
+        format!(
+            "#!/bin/sh\necho $$ > {}.tmp\nmv {0}.tmp {0}\nexec sleep 60\n",
+            started.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -258,12 +258,19 @@ fn recorded_mesh(workdir: &std::path::Path, mesh_id: &str, command: &str) -> Res
 /// Refuses to start a mesh not yet recorded in `workdir` on clusters another recorded mesh was
 /// built on: a mistyped `--mesh-id` would otherwise record a second mesh over the first one's
 /// clusters. A mesh already recorded is never refused here (it converges on its own clusters).
-fn refuse_clusters_of_other_meshes(workdir: &std::path::Path, mesh: &Mesh, command: &str) -> Result<(), UsageError> {
+fn refuse_clusters_of_other_meshes(
+    workdir: &std::path::Path,
+    mesh: &Mesh,
+    command: &str,
+) -> Result<(), UsageError> {
     if MeshDir::new(workdir, &mesh.mesh_id).state().is_file() {
         return Ok(());
     }
     let mut taken = Vec::new();
-    for other in recorded_meshes(workdir).into_iter().filter(|m| *m != mesh.mesh_id) {
+    for other in recorded_meshes(workdir)
+        .into_iter()
+        .filter(|m| *m != mesh.mesh_id)
+    {
         let Ok(store) = crate::state::StateStore::load(&MeshDir::new(workdir, &other).state()) else {
             continue;
         };
@@ -398,16 +405,19 @@ async fn istioctl_runner(
         }
         (None, None) => return Ok(std::sync::Arc::new(ProcessRunner)),
     };
-    let runner: std::sync::Arc<dyn crate::tools::ToolRunner> = std::sync::Arc::new(crate::tools::WithProgram {
-        inner: std::sync::Arc::new(ProcessRunner),
-        program: "istioctl",
-        path: path.display().to_string(),
-    });
+    let runner: std::sync::Arc<dyn crate::tools::ToolRunner> =
+        std::sync::Arc::new(crate::tools::WithProgram {
+            inner: std::sync::Arc::new(ProcessRunner),
+            program: "istioctl",
+            path: path.display().to_string(),
+        });
     // Both named by the user and disagreeing is a mistake in what was typed, said even when the
     // mesh is finished and the program would not run (a program that does not answer is left to
     // the check before it is needed, which names what it needs it for).
     if let (Some(given), Some(chosen)) = (explicit, chosen)
-        && let Ok(version) = crate::tools::istioctl::Istioctl::new(runner.as_ref()).version().await
+        && let Ok(version) = crate::tools::istioctl::Istioctl::new(runner.as_ref())
+            .version()
+            .await
         && version != chosen
     {
         return Err(UsageError(format!(

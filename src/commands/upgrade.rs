@@ -213,7 +213,11 @@ fn dry_run(
     crate::upgrade::preview::prepare_out(out).map_err(UsageError)?;
     // Nothing is asked of the clusters: the release the mesh was last recorded on, else the
     // unrevisioned install of the pinned release, stands for where it comes from.
-    let recorded = state.upgrade.as_ref().map(|u| u.from.clone()).or_else(|| state.istio.clone());
+    let recorded = state
+        .upgrade
+        .as_ref()
+        .map(|u| u.from.clone())
+        .or_else(|| state.istio.clone());
     let basis = match (&recorded, state.mesh_id.is_empty(), &mesh.istio_version) {
         (Some(_), _, _) => "as recorded for this mesh",
         (None, true, Some(_)) => "no mesh recorded here: istio.version, as `up` would install it",
@@ -221,12 +225,12 @@ fn dry_run(
         (None, false, _) => "the release `up` installed, unrevisioned",
     };
     let from = recorded.unwrap_or_else(|| IstioRelease {
-            version: mesh
-                .istio_version
-                .clone()
-                .unwrap_or_else(|| crate::versions::ISTIO_VERSION.to_string()),
-            revision: Revision::default_revision(),
-        });
+        version: mesh
+            .istio_version
+            .clone()
+            .unwrap_or_else(|| crate::versions::ISTIO_VERSION.to_string()),
+        revision: Revision::default_revision(),
+    });
     let from_version: IstioVersion = from.version.parse().map_err(UsageError)?;
     let to_version: IstioVersion = to.version.parse().map_err(UsageError)?;
     crate::upgrade::procedure::check_move(&from_version, &to_version).map_err(|e| {

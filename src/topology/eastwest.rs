@@ -202,6 +202,30 @@ impl Mesh {
                     ),
                 }),
         );
+        // One address and port reaches one gateway, in one network: istiod would send the second
+        // network's traffic to the first one's gateway.
+        let declared: Vec<(usize, &super::Cluster, (&str, u16))> = self
+            .clusters
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| self.needs_eastwest(c))
+            .filter_map(|(i, c)| Some((i, c, c.eastwest.declared()?)))
+            .collect();
+        for (n, (i, c, at)) in declared.iter().enumerate() {
+            if let Some((_, first, _)) = declared[..n]
+                .iter()
+                .find(|(_, o, other_at)| other_at == at && o.network != c.network)
+            {
+                problems.push(Problem {
+                    field: format!("clusters[{i}].eastwest"),
+                    value: format!("{}:{}", at.0, at.1),
+                    reason: format!(
+                        "is also the gateway of `{}` on network `{}`: one address and port reach one network's gateway, so `{}` on `{}` needs its own",
+                        first.name, first.network, c.name, c.network
+                    ),
+                });
+            }
+        }
         problems
     }
 }
@@ -231,6 +255,25 @@ mod tests {
         );
         // A primary serving a remote on its network has a gateway (for istiod): accepted.
         assert!(problems_of("clusters:\n  - {network: n1, eastwest: {address: gw.example.com}}\n  - {network: n1, role: remote}\n").is_empty());
+    }
+
+    #[test]
+    fn two_networks_cannot_share_one_gateway_address_and_port() {
+        let problems = problems_of(
+            "clusters:\n  - {network: n1, eastwest: {service: NodePort, address: 10.0.0.5, nodePort: 31000}}\n  - {network: n2, eastwest: {service: NodePort, address: 10.0.0.5, nodePort: 31000}}\n",
+        );
+        assert!(
+            problems.len() == 1
+                && problems[0].contains("clusters[1].eastwest")
+                && problems[0].contains("10.0.0.5:31000")
+                && problems[0].contains("also the gateway of `cluster1` on network `n1`"),
+            "{problems:?}"
+        );
+        // Another port of the same machine is another gateway.
+        assert!(problems_of(
+            "clusters:\n  - {network: n1, eastwest: {service: NodePort, address: 10.0.0.5, nodePort: 31000}}\n  - {network: n2, eastwest: {service: NodePort, address: 10.0.0.5, nodePort: 31001}}\n",
+        )
+        .is_empty());
     }
 
     #[test]
