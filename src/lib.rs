@@ -49,6 +49,7 @@ pub mod probe;
 pub mod render;
 pub mod report;
 pub mod revision;
+pub mod schedule;
 pub mod state;
 pub mod tools;
 pub mod topology;

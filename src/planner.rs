@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::phases::{self, OnExistingClusters};
+use crate::schedule;
 use crate::plan::{ClusterSteps, ClusterSummary, Phase, PhaseBuilder, PhasePlan, Plan, PlanError, PlanInput};
 use crate::topology::Provider;
 
@@ -36,9 +37,9 @@ pub fn select_phases(provider: Provider, only: &[Phase], skip: &[Phase]) -> Resu
     Ok(phases)
 }
 
-/// Builds the plan for `input`: one entry per phase and stage, holding the clusters with work in
-/// it (all clusters in one entry per phase, unless the mesh has remotes: a remote's control plane
-/// follows its primary's, as Istio's primary-remote install does it, and each phase says when).
+/// Builds the plan for `input`: one entry per stage of [`schedule::SCHEDULE`] that has work,
+/// holding the clusters with work in it (a phase is one entry unless the mesh has remotes, whose
+/// stages follow their primary's).
 pub fn build(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let mesh = input.mesh;
     let mut artifacts = Vec::new();
@@ -62,7 +63,7 @@ pub fn build(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
                 continue;
             }
             staged
-                .entry(phases::logic(phase).stage(cluster))
+                .entry(schedule::position(phase, cluster.role))
                 .or_insert_with(|| PhasePlan {
                     phase,
                     clusters: Vec::new(),

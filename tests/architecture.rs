@@ -347,6 +347,7 @@ const LAYERS: [&[&str]; 6] = [
     // The vocabulary phases plan and probe with, and the Istio facts they read.
     &[
         "plan",
+        "schedule",
         "probe",
         "plugged_ca",
         "create_remote_secret",

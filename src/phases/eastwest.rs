@@ -12,7 +12,7 @@ use super::{PhaseLogic, RemoveContext, StepContext, StepResult};
 use crate::kube::{inspect, wait};
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, RecordOn, Step};
 use crate::probe::{Finding, Probe};
-use crate::topology::{Cluster, GatewayService, Role};
+use crate::topology::{GatewayService, Role};
 use crate::versions;
 
 pub use crate::topology::GATEWAY_NAME;
@@ -31,15 +31,6 @@ impl PhaseLogic for Eastwest {
 
     fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
         Box::pin(probe(p))
-    }
-
-    /// A remote's gateway follows `remote-secrets`: its pods are injected by the primary's istiod,
-    /// which serves the remote only once it holds the remote's secret.
-    fn stage(&self, cluster: &Cluster) -> usize {
-        match cluster.role {
-            Role::Remote => Phase::RemoteSecrets.ordinal() * 10 + 5,
-            Role::Primary | Role::External => Phase::Eastwest.ordinal() * 10,
-        }
     }
 
     fn runs_istioctl(&self) -> bool {

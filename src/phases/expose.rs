@@ -12,7 +12,6 @@ use super::{PhaseLogic, RemoveContext};
 use crate::kube::delete_owned;
 use crate::plan::{Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
-use crate::topology::{Cluster, Role};
 
 /// The Gateway that exposes `*.local` services, as rendered.
 pub const GATEWAY_NAME: &str = "cross-network-gateway";
@@ -40,15 +39,6 @@ impl PhaseLogic for Expose {
 
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(remove(cx))
-    }
-
-    /// The config cluster of an external control plane exposes services once the external
-    /// istiod, which validates and reads its Istio configuration, runs.
-    fn stage(&self, cluster: &Cluster) -> usize {
-        match cluster.role {
-            Role::Remote => Phase::Expose.ordinal() * 10 + 8,
-            Role::Primary | Role::External => Phase::Expose.ordinal() * 10,
-        }
     }
 }
 

@@ -50,12 +50,6 @@ impl PhaseLogic for ExternalIstiod {
         Box::pin(probe(p))
     }
 
-    /// After the config cluster's `istio` (which makes the account the external istiod runs as),
-    /// before the remote secrets (which the external istiod reads).
-    fn stage(&self, _cluster: &Cluster) -> usize {
-        Phase::Expose.ordinal() * 10 + 7
-    }
-
     fn needs(&self) -> &'static [Fact] {
         &[Fact::GatewayAddresses]
     }

@@ -60,15 +60,6 @@ impl PhaseLogic for Istio {
         Box::pin(probe(p))
     }
 
-    /// A remote installs after its primary's `expose`: its IstioOperator carries the primary's
-    /// east-west gateway address, and istiod must be exposed through it.
-    fn stage(&self, cluster: &Cluster) -> usize {
-        match cluster.role {
-            Role::Remote => Phase::Expose.ordinal() * 10 + 5,
-            Role::Primary | Role::External => Phase::Istio.ordinal() * 10,
-        }
-    }
-
     fn needs(&self) -> &'static [Fact] {
         &[Fact::GatewayAddresses]
     }

@@ -63,12 +63,6 @@ pub trait PhaseLogic: Sync {
     /// What the cluster holds of the phase now (read-only).
     fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>>;
 
-    /// When the phase runs in `cluster`, as a sort key (by default its position): a remote's
-    /// control plane follows its primary's.
-    fn stage(&self, _cluster: &Cluster) -> usize {
-        self.phase().ordinal() * 10
-    }
-
     /// Whether the phase runs on clusters meshctl did not create.
     fn on_existing_clusters(&self) -> OnExistingClusters {
         OnExistingClusters::Runs
