@@ -225,10 +225,7 @@ async fn collect_istio(client: &Client, (name, istio_namespace): (&str, &str), b
         Err(e) => bundle.add(at("istiod-clusterz.json"), format!("# not collected: {e}\n")),
     }
     let secrets = Api::<Secret>::namespaced(client.clone(), istio_namespace);
-    match secrets
-        .list(&crate::phases::remote_secrets::remote_secrets_selector())
-        .await
-    {
+    match secrets.list(&crate::remote_secret::selector()).await {
         Ok(l) => {
             let summaries: Vec<serde_json::Value> = l.items.iter().map(remote_secret_summary).collect();
             bundle.add(at("remote-secrets.yaml"), yaml_of(&summaries));

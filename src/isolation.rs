@@ -23,7 +23,7 @@ use crate::atomic_file::{self, PRIVATE};
 use crate::kube::Clients;
 use crate::kube::apply::Applier;
 use crate::mesh_dir::MeshDir;
-use crate::phases::remote_secrets::{meshctl_secret_for, secret_name};
+use crate::remote_secret::{meshctl_secret_for, secret_name};
 use crate::state::{Isolation, StateStore};
 use crate::topology::{Cluster, Mesh, Role};
 

@@ -115,12 +115,21 @@ pub async fn gather(client: &kube::Client) -> Result<Held, kube::Error> {
     })
 }
 
-/// `docker.io/istio/pilot:1.31.1@sha256:…` → `1.31.1`; `unknown` without a tag.
+/// Image variants Istio's charts append to the release tag (`values.global.variant`, "Currently
+/// supported are: [debug, distroless]"): the same release, another base image.
+const IMAGE_VARIANTS: [&str; 2] = ["distroless", "debug"];
+
+/// `docker.io/istio/pilot:1.31.1@sha256:…` → `1.31.1`, `…:1.31.1-distroless` → `1.31.1`;
+/// `unknown` without a tag.
 pub fn image_tag(image: &str) -> String {
     let without_digest = image.split('@').next().unwrap_or(image);
     let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
     match last.split_once(':') {
-        Some((_, tag)) if !tag.is_empty() => tag.to_string(),
+        Some((_, tag)) if !tag.is_empty() => IMAGE_VARIANTS
+            .iter()
+            .find_map(|v| tag.strip_suffix(&format!("-{v}")))
+            .unwrap_or(tag)
+            .to_string(),
         _ => "unknown".into(),
     }
 }
@@ -132,6 +141,9 @@ mod tests {
     #[test]
     fn an_istiod_image_tag_is_its_release() {
         assert_eq!(image_tag("docker.io/istio/pilot:1.31.1"), "1.31.1");
+        assert_eq!(image_tag("docker.io/istio/pilot:1.31.1-distroless"), "1.31.1");
+        assert_eq!(image_tag("docker.io/istio/pilot:1.31.1-debug"), "1.31.1");
+        assert_eq!(image_tag("docker.io/istio/pilot:1.31.0-beta.0"), "1.31.0-beta.0");
         assert_eq!(
             image_tag("registry.istio.io/release/pilot:1.32.0@sha256:abc"),
             "1.32.0"

@@ -25,7 +25,6 @@
 pub mod atomic_file;
 pub mod cli;
 pub mod commands;
-pub mod create_remote_secret;
 pub mod diagnostic_bundle;
 pub mod dry_run;
 pub mod executor;
@@ -46,6 +45,7 @@ pub mod plan;
 pub mod planner;
 pub mod plugged_ca;
 pub mod probe;
+pub mod remote_secret;
 pub mod render;
 pub mod report;
 pub mod revision;

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::phases::{self, OnExistingClusters};
-use crate::schedule;
 use crate::plan::{ClusterSteps, ClusterSummary, Phase, PhaseBuilder, PhasePlan, Plan, PlanError, PlanInput};
+use crate::schedule;
 use crate::topology::Provider;
 
 /// The phases `up` runs for `provider`, after `--only` and `--skip`.

@@ -24,6 +24,10 @@ pub struct ClusterState {
     /// work dir is refused the same clusters (absent in state written before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// The server that context named then: with it, a context of the same name in another
+    /// kubeconfig (or a cluster made anew elsewhere) is not taken for this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// API server address on the shared network (for remote secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_endpoint: Option<String>,
@@ -124,15 +128,21 @@ pub struct Isolation {
 }
 
 impl MeshState {
-    /// The contexts of the clusters this mesh was built on: those recorded, and (for state written
-    /// before contexts were) the kind clusters it created, whose contexts meshctl imports under
-    /// the cluster's name.
-    pub fn contexts(&self) -> BTreeSet<String> {
-        self.clusters
-            .values()
-            .filter_map(|c| c.context.clone())
-            .chain(self.created_kind_clusters.iter().cloned())
-            .collect()
+    /// The contexts of the clusters this mesh was built on, each with the server it named when
+    /// recorded (`None` where none was): those recorded, and (for state written before contexts
+    /// were) the kind clusters it created, whose contexts meshctl imports under the cluster's name.
+    pub fn contexts(&self) -> BTreeMap<String, Option<String>> {
+        let mut out: BTreeMap<String, Option<String>> = self
+            .created_kind_clusters
+            .iter()
+            .map(|n| (n.clone(), None))
+            .collect();
+        out.extend(
+            self.clusters
+                .values()
+                .filter_map(|c| Some((c.context.clone()?, c.server.clone()))),
+        );
+        out
     }
 
     /// East-west gateway IPs recorded so far, by cluster.

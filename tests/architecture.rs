@@ -350,7 +350,7 @@ const LAYERS: [&[&str]; 6] = [
         "schedule",
         "probe",
         "plugged_ca",
-        "create_remote_secret",
+        "remote_secret",
         "istiod",
         "istio_revisions",
         "mesh_health",

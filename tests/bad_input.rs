@@ -494,6 +494,36 @@ fn a_new_mesh_id_on_clusters_of_a_recorded_mesh_is_refused_as_a_likely_typo() {
             "nothing recorded for the typo: {said}"
         );
     }
+    // A context of that name naming another server than the one recorded is another cluster.
+    std::fs::write(
+        home.join("mesh1/state.json"),
+        r#"{"meshID": "mesh1", "clusters": {"cluster1": {"context": "cluster1", "server": "https://10.9.9.9:6443"}}}"#,
+    )
+    .unwrap();
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::write(
+        &elsewhere,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://10.0.0.1:6443'}}]\nusers: [{name: u, user: {}}]\ncontexts: [{name: cluster1, context: {cluster: c, user: u}}]\n",
+    )
+    .unwrap();
+    let out = meshctl_in(
+        work.path(),
+        &[
+            "--kubeconfig",
+            elsewhere.to_str().unwrap(),
+            "up",
+            "--clusters",
+            "2",
+            "--mesh-id",
+            "mesh-1",
+        ],
+        &env,
+    );
+    assert!(
+        !stderr(&out).contains("belong to another mesh"),
+        "{}",
+        stderr(&out)
+    );
     // The recorded mesh goes on to its own work (here: no docker on PATH), not to this refusal.
     let out = meshctl_in(
         work.path(),
@@ -1276,11 +1306,93 @@ fn an_interrupt_sent_to_meshctl_alone_stops_the_tool_it_runs() {
     assert!(sent.success());
     let out = meshctl.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted: stopped"), "{}", stderr(&out));
     // Gone, or a zombie waiting for whoever inherited it: either way no longer running.
     let state = std::fs::read_to_string(format!("/proc/{tool}/status")).unwrap_or_default();
     assert!(
         state.is_empty() || state.lines().any(|l| l.starts_with("State:") && l.contains('Z')),
         "the tool {tool} is still running after meshctl stopped: {state}"
     );
+}
+
+/// `down` interrupted while `kind delete` runs lets it finish (a delete killed half-way can leave
+/// kind's kubeconfig lock behind) and says so; the cluster is deleted and forgotten as usual.
+#[test]
+fn an_interrupted_down_lets_the_deletion_under_way_finish() {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let work = tempfile::tempdir().unwrap();
+    let (started, go, done) = (
+        work.path().join("started"),
+        work.path().join("go"),
+        work.path().join("done"),
+    );
+    let kind = work.path().join("kind");
+    std::fs::write(
+        &kind,
+        format!(
+            "#!/bin/sh\ncase \"$1 $2\" in\n  'get clusters') echo c1 ;;\n  'delete cluster')\n    touch {}\n    n=0; while [ ! -f {} ] && [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done\n    echo \"$KUBECONFIG\" > {} ;;\nesac\n",
+            started.display(),
+            go.display(),
+            done.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&kind, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = work.path().join("home");
+    std::fs::create_dir_all(home.join("mesh1")).unwrap();
+    std::fs::write(
+        home.join("mesh1/state.json"),
+        r#"{"meshID": "mesh1", "createdKindClusters": ["c1"]}"#,
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        work.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut meshctl = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .arg("down")
+        .env("MESHCTL_HOME", &home)
+        .env("PATH", &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "down never ran kind delete");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &meshctl.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The deletion is let go on only once meshctl said it will wait for it.
+    let mut said = String::new();
+    let mut lines = std::io::BufReader::new(meshctl.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("letting it finish") {
+            break;
+        }
+    }
+    assert!(said.contains("letting it finish"), "{said}");
+    std::fs::write(&go, "").unwrap();
+    said.extend(lines.map(|l| l.unwrap() + "\n"));
+    let status = meshctl.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{said}");
+    // kind deleted it with the kubeconfig it was created with, not the user's.
+    assert_eq!(
+        std::fs::read_to_string(&done).unwrap().trim(),
+        home.join("mesh1/kind-kubeconfig").to_str().unwrap(),
+        "{said}"
+    );
+    let state = std::fs::read_to_string(home.join("mesh1/state.json")).unwrap();
+    assert!(!state.contains("c1"), "{state}");
 }

@@ -389,7 +389,7 @@ fn an_existing_token_secret_and_istio_rbac_are_reused_as_they_are() {
             .metadata
             .resource_version;
         let creds =
-            meshctl::create_remote_secret::reader_credentials(&client, &src.name, Duration::from_secs(30))
+            meshctl::remote_secret::create::reader_credentials(&client, &src.name, Duration::from_secs(30))
                 .await
                 .unwrap();
         let istio_token = Api::<Secret>::namespaced(client.clone(), "istio-system")
@@ -539,7 +539,7 @@ fn a_token_that_never_comes_fails_with_the_secret_named() {
     let plane = ControlPlane::start_without(&assets, "src", ip, &range, &["serviceaccount-token-controller"]);
     let err = block_on(async {
         let client = plane.client().await;
-        meshctl::create_remote_secret::reader_credentials(&client, "src", Duration::from_secs(3))
+        meshctl::remote_secret::create::reader_credentials(&client, "src", Duration::from_secs(3))
             .await
             .unwrap_err()
             .to_string()

@@ -138,7 +138,7 @@ pub(super) async fn run(args: DownArgs, workdir: &Path, kubeconfig: Option<&Path
         return Ok(Exit::Success);
     }
     let state = StateStore::load(&state_path)?;
-    delete_created_kind_clusters(&state, &reporter).await?;
+    delete_created_kind_clusters(&state, &mesh_dir.kind_kubeconfig(), &reporter).await?;
     if args.purge {
         purge(&mesh_dir, &reporter, &mesh_id)?;
     } else {
@@ -157,7 +157,11 @@ pub(super) async fn run(args: DownArgs, workdir: &Path, kubeconfig: Option<&Path
 
 /// Deletes the kind clusters meshctl created (those still there), each with the kubeconfig entry
 /// meshctl wrote for it; the first failure is returned after every deletion was tried.
-async fn delete_created_kind_clusters(state: &StateStore, reporter: &Reporter) -> Result<()> {
+async fn delete_created_kind_clusters(
+    state: &StateStore,
+    kind_kubeconfig: &Path,
+    reporter: &Reporter,
+) -> Result<()> {
     let snapshot = state.snapshot();
     let runner = ProcessRunner;
     let kind = Kind::new(&runner);
@@ -170,7 +174,7 @@ async fn delete_created_kind_clusters(state: &StateStore, reporter: &Reporter) -
         let (kind, existing) = (&kind, &existing);
         async move {
             if existing.contains(name) {
-                kind.delete(name, Duration::from_secs(300))
+                kind.delete(name, Duration::from_secs(300), kind_kubeconfig)
                     .await
                     .with_context(|| format!("cannot delete kind cluster `{name}`"))?;
             }

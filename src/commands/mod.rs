@@ -50,10 +50,19 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     {
         crate::kube::read_kubeconfig(Some(path)).map_err(|e| UsageError(format!("--kubeconfig: {e}")))?;
     }
-    // `up` and `upgrade` stop at a safe point on Ctrl-C and say how to resume; every other
-    // command is dropped where it stands, which stops the tool it runs (its child is killed with
-    // it) rather than leaving it to go on alone when the signal reached meshctl only.
+    // `up` and `upgrade` stop at a safe point on Ctrl-C and say how to resume. The other commands
+    // that change clusters finish what is under way (a `kind delete` or `istioctl uninstall`
+    // killed half-way leaves what no later run finds to finish), unless interrupted twice. The
+    // rest only read, and are dropped where they stand, which stops the tool they run with them
+    // rather than leaving it to go on alone when the signal reached meshctl only.
     let stops_itself = matches!(cli.command, Command::Up(_) | Command::Upgrade(_));
+    let finishes_first = matches!(
+        cli.command,
+        Command::Down(_)
+            | Command::Isolate(_)
+            | Command::Rejoin(_)
+            | Command::Certs(crate::cli::CertsCommand::Rotate(_))
+    );
     let work = async move {
         match cli.command {
             Command::Certs(crate::cli::CertsCommand::Gen(args)) => certs::generate(args),
@@ -90,13 +99,24 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     if stops_itself {
         return work.await;
     }
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => {}
+        result = &mut work => return result,
+    }
+    if !finishes_first {
+        eprintln!("interrupted: stopped, and the tool it was running with it");
+        return Ok(Exit::Interrupted);
+    }
+    eprintln!("interrupted: letting it finish what it changes (Ctrl-C again stops at once, maybe half-way)");
     tokio::select! {
         biased;
         _ = tokio::signal::ctrl_c() => {
-            eprintln!("interrupted: stopped, with the tool it was running; nothing more was changed");
+            eprintln!("interrupted again: stopped at once; what was under way may be half done: run the same command again");
             Ok(Exit::Interrupted)
         }
-        result = work => result,
+        result = &mut work => result,
     }
 }
 
@@ -261,11 +281,22 @@ fn recorded_mesh(workdir: &std::path::Path, mesh_id: &str, command: &str) -> Res
 fn refuse_clusters_of_other_meshes(
     workdir: &std::path::Path,
     mesh: &Mesh,
+    kubeconfig: Option<&std::path::Path>,
     command: &str,
 ) -> Result<(), UsageError> {
     if MeshDir::new(workdir, &mesh.mesh_id).state().is_file() {
         return Ok(());
     }
+    // A context is the same cluster when it names the server recorded with it (a context of the
+    // same name in another kubeconfig is another cluster); where no server was recorded, or the
+    // context is not in this kubeconfig yet, its name alone says it.
+    let same = |context: &str, recorded: &Option<String>| match (
+        recorded,
+        crate::kube::server_of(kubeconfig, context),
+    ) {
+        (Some(then), Ok(now)) => *then == now,
+        _ => true,
+    };
     let mut taken = Vec::new();
     for other in recorded_meshes(workdir)
         .into_iter()
@@ -278,7 +309,11 @@ fn refuse_clusters_of_other_meshes(
         taken.extend(
             mesh.clusters
                 .iter()
-                .filter(|c| contexts.contains(&c.context))
+                .filter(|c| {
+                    contexts
+                        .get(&c.context)
+                        .is_some_and(|server| same(&c.context, server))
+                })
                 .map(|c| (other.clone(), c.name.clone(), c.context.clone())),
         );
     }

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 
 use super::{Exit, UsageError};
 use crate::cli::{ManifestFormat, RemoteSecretArgs, SecretType};
-use crate::create_remote_secret::{self, Account, Placement, is_loopback};
 use crate::kube::apply::Applier;
+use crate::remote_secret::create::{self, Account, Placement, is_loopback};
 use crate::report::Reporter;
 use crate::topology::dns1123_label_problem;
 
@@ -33,7 +33,7 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
         Account::reader(&args.namespace)
     };
     let client = crate::kube::connect(kubeconfig, &args.context).await?;
-    let creds = create_remote_secret::credentials_of(&client, &args.name, &account, TOKEN_TIMEOUT)
+    let creds = create::credentials_of(&client, &args.name, &account, TOKEN_TIMEOUT)
         .await
         .with_context(|| {
             format!(
@@ -45,9 +45,9 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
         namespace: &args.namespace,
         config,
     };
-    let text = create_remote_secret::render_secret_in(placement, &args.name, &server, &creds)?;
+    let text = create::render_secret_in(placement, &args.name, &server, &creds)?;
     let secret_name = if config {
-        create_remote_secret::CONFIG_SECRET.to_string()
+        create::CONFIG_SECRET.to_string()
     } else {
         format!("istio-remote-secret-{}", args.name)
     };
@@ -85,8 +85,8 @@ fn checked_server(args: &RemoteSecretArgs, kubeconfig: Option<&Path>, reporter: 
     };
     // A `--server` that is not an https URL is a mistake on the command line (exit 2); the same
     // found in the kubeconfig is the cluster's configuration (exit 1).
-    match create_remote_secret::check_server(&args.name, &server, explicit) {
-        Err(e @ create_remote_secret::RemoteSecretError::BadServer { .. }) if explicit => {
+    match create::check_server(&args.name, &server, explicit) {
+        Err(e @ create::RemoteSecretError::BadServer { .. }) if explicit => {
             return Err(UsageError(format!("--server: {e}")).into());
         }
         other => other?,

@@ -218,7 +218,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     }
     let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
     follow_upgrade(&mut mesh, &args, &state.snapshot(), &reporter)?;
-    super::refuse_clusters_of_other_meshes(workdir, &mesh, "up")?;
+    super::refuse_clusters_of_other_meshes(workdir, &mesh, kubeconfig_flag, "up")?;
     let target = kubeconfig::target_path(kubeconfig_flag);
     preflight(&mesh, &phases, &args, &state, &target, kubeconfig_flag)?;
     note_isolated(&state, &reporter);
@@ -252,7 +252,10 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         s.certs_dir = Some(resolved.certs_dir.clone());
         s.isolated.retain(|c, _| !gone.contains(c));
         for cluster in &mesh.clusters {
-            s.clusters.entry(cluster.name.clone()).or_default().context = Some(cluster.context.clone());
+            let recorded = s.clusters.entry(cluster.name.clone()).or_default();
+            recorded.context = Some(cluster.context.clone());
+            // kind contexts exist once the clusters phase made them: recorded by the next run.
+            recorded.server = crate::kube::server_of(kubeconfig_flag, &cluster.context).ok();
         }
     })?;
     for cluster in &gone {

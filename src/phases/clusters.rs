@@ -175,7 +175,7 @@ async fn record_api_endpoint(cx: StepContext<'_>, container: &str, network: &str
     // A remote secret of this cluster built earlier in the run carries the old address.
     cx.run
         .memo
-        .forget(&super::remote_secrets::memo_key(&cx.cluster.name));
+        .forget(&crate::remote_secret::cache_key(&cx.cluster.name));
     Ok(Some(format!("API server {endpoint}")))
 }
 

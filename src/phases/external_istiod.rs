@@ -14,12 +14,12 @@ use kube::api::Api;
 use serde::Serialize;
 
 use super::istio::{DISCOVERY_ADDRESS_UNKNOWN, describe_install, install_operator, installed, run_install};
-use super::remote_secrets::{api_address, kubeconfig_finding, meshctl_secret_for};
 use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult};
-use crate::create_remote_secret::{self, Account, CONFIG_SECRET, Placement};
 use crate::kube::apply::summary;
 use crate::plan::{Phase, PhaseBuilder, PlanError, RecordOn, Step};
 use crate::probe::{Finding, Probe};
+use crate::remote_secret::create::{self, Account, CONFIG_SECRET, Placement};
+use crate::remote_secret::{api_address, kubeconfig_finding, meshctl_secret_for};
 use crate::topology::{Cluster, Mesh, Provider, Role};
 use crate::versions;
 
@@ -144,8 +144,8 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     // cluster's API server and take it for the config cluster.
     let preview = b.render(
         &format!("{CONFIG_SECRET}.preview.yaml"),
-        create_remote_secret::TEMPLATE,
-        &create_remote_secret::preview_in(
+        create::TEMPLATE,
+        &create::preview_in(
             Placement {
                 namespace,
                 config: true,
@@ -271,12 +271,12 @@ async fn apply_config_kubeconfig(cx: StepContext<'_>, source: &str) -> Result<Op
     .map_err(|e| anyhow!(e))?;
     let client = run.clients.get(&config.context).await?;
     let account = Account::config_istiod(run.mesh.istio_namespace(config));
-    let creds = create_remote_secret::credentials_of(&client, source, &account, run.settings.timeout).await?;
+    let creds = create::credentials_of(&client, source, &account, run.settings.timeout).await?;
     let placement = Placement {
         namespace,
         config: true,
     };
-    let text = create_remote_secret::render_secret_in(placement, source, &server, &creds)?;
+    let text = create::render_secret_in(placement, source, &server, &creds)?;
     // The namespace the external istiod's install makes, unless the certs phase (skipped where
     // the clusters bring their own CA) made it already: made here when missing, never claimed.
     let namespace_doc = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n");

@@ -6,19 +6,18 @@
 //! lists the pairs; the secrets themselves are built by `remote_secret` when the phase runs.
 
 use anyhow::{Context as _, Result, anyhow};
-use base64::Engine as _;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams};
 
 use super::{PhaseLogic, Preflight, RemoveContext, StepContext, StepResult, SummaryColumn};
-use crate::create_remote_secret::{self, Account, Placement};
 use crate::kube::apply::summary;
 use crate::kube::{delete_owned, wait};
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
-use crate::state::MeshState;
+use crate::remote_secret::create::{self, Account, Placement};
+use crate::remote_secret::{self, api_address, kubeconfig_finding, meshctl_secret_for, secret_name};
 use crate::topology::{Cluster, Mesh, Provider, Role};
 
 /// Every istiod reads every other cluster's API server through a remote secret.
@@ -40,7 +39,7 @@ impl PhaseLogic for RemoteSecrets {
                 Some(s) => s.clone(),
                 None => crate::kube::server_of(cx.kubeconfig_flag, &c.context)?,
             };
-            create_remote_secret::check_server(&c.name, &server, c.api_server.is_some())
+            create::check_server(&c.name, &server, c.api_server.is_some())
                 .map_err(|e| anyhow!("preflight: {e}"))?;
         }
         Ok(())
@@ -114,35 +113,6 @@ impl PhaseLogic for RemoteSecrets {
     }
 }
 
-/// The key of `source`'s remote secret among the values a run computes once.
-pub fn memo_key(source: &str) -> String {
-    format!("remote-secret/{source}")
-}
-
-/// Label istiod selects remote secrets by.
-pub const MULTICLUSTER_LABEL: &str = "istio/multiCluster";
-/// Annotation naming the cluster a remote secret is for.
-pub const CLUSTER_ANNOTATION: &str = "networking.istio.io/cluster";
-
-/// What istiod selects remote secrets by (`istio/multiCluster=true`), for listing them.
-pub fn remote_secrets_selector() -> ListParams {
-    ListParams::default().labels(&format!("{MULTICLUSTER_LABEL}=true"))
-}
-
-/// The cluster a remote secret in this cluster is for, when meshctl applied it (its field manager
-/// owns fields of it); `None` for anyone else's.
-pub fn meshctl_secret_for(secret: &Secret) -> Option<String> {
-    let ours = secret
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .any(|m| m.manager.as_deref() == Some(crate::kube::FIELD_MANAGER));
-    let annotations = secret.metadata.annotations.as_ref()?;
-    ours.then(|| annotations.get(CLUSTER_ANNOTATION).cloned())
-        .flatten()
-}
-
 fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     // Only an istiod reads remote secrets; a remote's secret goes to the primaries (which is how
     // its primary takes it over: "Attach cluster2 as a remote cluster of cluster1").
@@ -181,8 +151,8 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
                 });
             let preview = b.render(
                 &format!("{}.preview.yaml", secret_name(&source.name)),
-                create_remote_secret::TEMPLATE,
-                &create_remote_secret::preview_in(
+                create::TEMPLATE,
+                &create::preview_in(
                     placement,
                     &source.name,
                     &server,
@@ -209,64 +179,6 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// Name of the remote secret of cluster `source`, as istioctl names it.
-pub fn secret_name(source: &str) -> String {
-    format!("istio-remote-secret-{source}")
-}
-
-/// The API server address the remote secret of `source` must carry: `apiServer` from the
-/// topology, else (kind) the address recorded on the docker network, else (existing clusters) the
-/// server of its kubeconfig context, refused when it is a loopback address.
-pub fn api_address(
-    mesh: &Mesh,
-    state: &MeshState,
-    kubeconfig: Option<&std::path::Path>,
-    source: &str,
-) -> Result<String, String> {
-    let cluster = mesh
-        .cluster(source)
-        .ok_or_else(|| format!("cluster `{source}` is not in the topology"))?;
-    let recorded = state.clusters.get(source).and_then(|c| c.api_endpoint.clone());
-    match (mesh.provider, cluster.api_server.clone().or(recorded)) {
-        (_, Some(server)) => Ok(server),
-        (Provider::Kind, None) => Err(format!(
-            "cluster `{source}`: no API server address recorded on the docker network; run `meshctl up --only clusters` first"
-        )),
-        (Provider::Existing, None) => {
-            let server = crate::kube::server_of(kubeconfig, &cluster.context).map_err(|e| e.to_string())?;
-            crate::create_remote_secret::check_server(source, &server, false).map_err(|e| e.to_string())?;
-            Ok(server)
-        }
-    }
-}
-
-/// The server and CA inside a remote secret's kubeconfig.
-fn secret_target(secret: &Secret, source: &str) -> Option<(String, String)> {
-    let text = secret.data.as_ref()?.get(source)?;
-    let docs = crate::render::parse_documents(&String::from_utf8_lossy(&text.0)).ok()?;
-    let cluster = &docs.first()?["clusters"][0]["cluster"];
-    Some((
-        cluster["server"].as_str()?.to_string(),
-        cluster["certificate-authority-data"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    ))
-}
-
-/// The CA `source`'s API server presents, as its controller-manager publishes it to every
-/// namespace (ConfigMap `kube-root-ca.crt`), base64 as a kubeconfig carries it.
-async fn published_ca(p: &Probe<'_>, source: &str) -> Option<String> {
-    let cluster = p.mesh.cluster(source)?;
-    let client = p.clients.get(&cluster.context).await.ok()?;
-    let map = Api::<ConfigMap>::namespaced(client, p.mesh.istio_namespace(cluster))
-        .get_opt("kube-root-ca.crt")
-        .await
-        .ok()??;
-    let pem = map.data?.get("ca.crt")?.clone();
-    Some(base64::engine::general_purpose::STANDARD.encode(pem))
-}
-
 /// One secret per peer, pointing at the peer's current API address and signed by its current CA
 /// (a cluster created again has a new one, and the old token is worthless).
 async fn probe(p: &Probe<'_>) -> Vec<Finding> {
@@ -276,7 +188,7 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     };
     let secrets: Api<Secret> = Api::namespaced(client, p.mesh.istio_namespace(p.cluster));
     let mut out = Vec::new();
-    match secrets.list(&remote_secrets_selector()).await {
+    match secrets.list(&remote_secret::selector()).await {
         Ok(list) => {
             for gone in list
                 .items
@@ -333,40 +245,13 @@ async fn probe_secret(p: &Probe<'_>, secrets: &Api<Secret>, source: &str) -> Fin
     }
 }
 
-/// What a Secret holding a kubeconfig of cluster `source` under data key `key` (a remote secret,
-/// or an external istiod's kubeconfig of its config cluster) says against what it should: pointing
-/// at `source`'s API server now (`want`), issued by the cluster as it is now (its CA changes when
-/// it is created again, and the old token is worthless).
-pub(super) async fn kubeconfig_finding(
-    p: &Probe<'_>,
-    object: String,
-    secret: &Secret,
-    (source, key): (&str, &str),
-    want: &str,
-) -> Finding {
-    match secret_target(secret, key) {
-        None => Finding::different(object, format!("holds no kubeconfig under `{key}`")),
-        Some((server, _)) if server != want => Finding::different(
-            object,
-            format!("points at {server}, but {source}'s API server is at {want}"),
-        ),
-        Some((_, ca)) => match published_ca(p, source).await {
-            Some(now) if now != ca => Finding::different(
-                object,
-                format!("was issued by an earlier {source} (its CA changed: the cluster was created again)"),
-            ),
-            _ => Finding::present(object, format!("points at {want}")),
-        },
-    }
-}
-
 /// Deletes the remote secrets meshctl applied here for clusters no longer in the mesh (a user's
 /// own remote secrets are never touched).
 async fn prune(cx: StepContext<'_>, keep: &[String]) -> Result<Option<String>> {
     let namespace = cx.istio_namespace();
     let secrets: Api<Secret> = Api::namespaced(cx.client().await?, namespace);
     let list = secrets
-        .list(&remote_secrets_selector())
+        .list(&remote_secret::selector())
         .await
         .context("cannot list remote secrets")?;
     let mut pruned = Vec::new();
@@ -426,17 +311,17 @@ async fn remote_secret_of(cx: StepContext<'_>, source: &str) -> Result<String> {
         // The reader account lives in Istio's namespace of the source; the secret goes to the
         // namespace of the istiod reading it (every istiod of one mesh shares it).
         let account = Account::reader(run.mesh.istio_namespace(cluster));
-        let creds = create_remote_secret::credentials_of(&client, source, &account, run.settings.timeout)
+        let creds = create::credentials_of(&client, source, &account, run.settings.timeout)
             .await
             .map_err(|e| format!("{e:#}"))?;
         let placement = Placement {
             namespace: run.mesh.istio_namespace(cx.cluster),
             config: false,
         };
-        create_remote_secret::render_secret_in(placement, source, &server, &creds).map_err(|e| e.to_string())
+        create::render_secret_in(placement, source, &server, &creds).map_err(|e| e.to_string())
     };
     run.memo
-        .get_or_compute(&memo_key(source), build)
+        .get_or_compute(&remote_secret::cache_key(source), build)
         .await
         .map_err(|e| anyhow!(e))
 }
@@ -506,7 +391,7 @@ fn unsynced_error(cx: StepContext<'_>, err: wait::WaitError, missing: &[(String,
 async fn remove_remote_secrets(client: &kube::Client, namespace: &str) -> Result<Vec<String>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let list = api
-        .list(&remote_secrets_selector())
+        .list(&remote_secret::selector())
         .await
         .context("cannot list remote secrets")?;
     let mut removed = Vec::new();

@@ -73,9 +73,20 @@ impl<'a> Kind<'a> {
     }
 
     /// `kind delete cluster --name <name>`.
-    pub async fn delete(&self, name: &str, timeout: Duration) -> Result<(), ToolError> {
+    /// Deletes cluster `name`, with kind keeping its kubeconfig entries in `kubeconfig`: the file
+    /// it was created with, so kind neither locks nor edits any other.
+    pub async fn delete(
+        &self,
+        name: &str,
+        timeout: Duration,
+        kubeconfig: &std::path::Path,
+    ) -> Result<(), ToolError> {
         let options = RunOptions {
             timeout: Some(timeout),
+            env: vec![(
+                "KUBECONFIG".to_string(),
+                kubeconfig.to_string_lossy().into_owned(),
+            )],
             ..Default::default()
         };
         self.runner

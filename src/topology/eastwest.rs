@@ -202,8 +202,9 @@ impl Mesh {
                     ),
                 }),
         );
-        // One address and port reaches one gateway, in one network: istiod would send the second
-        // network's traffic to the first one's gateway.
+        // One address and port reaches one gateway, in one network. istiod keeps both entries
+        // and sends each network's endpoints to that address, so both networks' traffic lands on
+        // whichever gateway owns it, which forwards only into its own network.
         let declared: Vec<(usize, &super::Cluster, (&str, u16))> = self
             .clusters
             .iter()
@@ -220,7 +221,7 @@ impl Mesh {
                     field: format!("clusters[{i}].eastwest"),
                     value: format!("{}:{}", at.0, at.1),
                     reason: format!(
-                        "is also the gateway of `{}` on network `{}`: one address and port reach one network's gateway, so `{}` on `{}` needs its own",
+                        "is also the gateway of `{}` on network `{}`: one address and port reach one gateway, which forwards only into its own network, so `{}` on `{}` needs its own",
                         first.name, first.network, c.name, c.network
                     ),
                 });

@@ -141,7 +141,7 @@ async fn proxies_on_primary(
 pub(super) async fn has_remote_secret(client: &kube::Client, namespace: &str, source: &str) -> bool {
     let secrets: kube::api::Api<k8s_openapi::api::core::v1::Secret> =
         kube::api::Api::namespaced(client.clone(), namespace);
-    let name = crate::phases::remote_secrets::secret_name(source);
+    let name = crate::remote_secret::secret_name(source);
     matches!(secrets.get_opt(&name).await, Ok(Some(_)))
 }
 

@@ -181,6 +181,8 @@ struct ReaderRbac<'a> {
 #[derive(Serialize)]
 pub struct SecretContext<'a> {
     name: &'a str,
+    /// The Secret's own name: [`super::secret_name`], or the config cluster's kubeconfig's.
+    secret_name: String,
     namespace: &'a str,
     /// The config cluster's kubeconfig (`istio-kubeconfig`, key `config`) instead of a remote
     /// secret.
@@ -190,6 +192,14 @@ pub struct SecretContext<'a> {
     token: String,
     /// Placeholders stand for what only a run can read; the rendering says so on its first line.
     preview: bool,
+}
+
+fn secret_name_of(placement: Placement<'_>, name: &str) -> String {
+    if placement.config {
+        CONFIG_SECRET.to_string()
+    } else {
+        super::secret_name(name)
+    }
 }
 
 /// The template of the remote secret.
@@ -210,6 +220,7 @@ pub fn preview_in<'a>(
 ) -> SecretContext<'a> {
     SecretContext {
         name,
+        secret_name: secret_name_of(placement, name),
         namespace: placement.namespace,
         config: placement.config,
         server,
@@ -243,6 +254,7 @@ pub fn render_secret_in(
         TEMPLATE,
         &SecretContext {
             name,
+            secret_name: secret_name_of(placement, name),
             namespace: placement.namespace,
             config: placement.config,
             server,
