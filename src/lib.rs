@@ -31,6 +31,7 @@ pub mod executor;
 pub mod exit;
 pub mod ipam;
 pub mod isolation;
+pub mod istio_config;
 pub mod istio_release;
 pub mod istio_revisions;
 pub mod istio_version;

@@ -275,7 +275,7 @@ fn the_import_graph_reads_use_trees_and_inline_paths() {
     assert!(!code_only(text).contains("executor"));
     let g = graph();
     assert!(
-        g["phases::eastwest"].contains("phases::istio"),
+        g["phases::eastwest"].contains("phases::istioctl_install"),
         "{:?}",
         g["phases::eastwest"]
     );
@@ -350,6 +350,7 @@ const LAYERS: [&[&str]; 6] = [
         "schedule",
         "probe",
         "plugged_ca",
+        "istio_config",
         "remote_secret",
         "istiod",
         "istio_revisions",
@@ -400,5 +401,40 @@ fn modules_import_only_their_layer_or_lower() {
         upward.is_empty(),
         "imports running back up:\n  - {}",
         upward.join("\n  - ")
+    );
+}
+
+/// The phase files: those that implement a phase (`impl PhaseLogic for`).
+fn phase_modules() -> BTreeSet<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src.join("phases"), &mut files);
+    files
+        .iter()
+        .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("impl PhaseLogic for")))
+        .map(|f| module_of(&src, f))
+        .collect()
+}
+
+/// A phase file is used only through the phase interface (`phases::logic`): what two phases, or
+/// a phase and a command, both need lives in a module of its own below them. Only the registry
+/// (`phases`) names the phase files.
+#[test]
+fn no_module_imports_a_phase_file() {
+    let phases = phase_modules();
+    assert!(phases.len() >= 9, "{phases:?}");
+    let mut found = Vec::new();
+    for (module, imports) in graph() {
+        if module == "phases" {
+            continue;
+        }
+        for import in imports.intersection(&phases) {
+            found.push(format!("{module} imports the phase file {import}"));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "phase files used as libraries:\n  - {}",
+        found.join("\n  - ")
     );
 }

@@ -214,9 +214,13 @@ fn existing_clusters_get_the_whole_mesh_and_a_second_up_writes_nothing() {
                 "region label added where missing"
             );
             assert_eq!(
-                meshctl::phases::eastwest::gateway_ip(&client, "istio-system")
-                    .await
-                    .as_deref(),
+                meshctl::kube::inspect::service_address(
+                    &client,
+                    "istio-system",
+                    meshctl::topology::GATEWAY_NAME
+                )
+                .await
+                .as_deref(),
                 Some(format!("10.99.{i}.10").as_str()),
                 "the cluster's own load balancer, no MetalLB"
             );

@@ -36,9 +36,13 @@ async fn a_load_balancer_that_gives_only_a_hostname_is_an_address() {
         "LoadBalancer hostname a1b2c3-123456.elb.eu-west-1.amazonaws.com"
     );
     assert_eq!(
-        meshctl::phases::eastwest::gateway_ip(&server.client(), "istio-system")
-            .await
-            .as_deref(),
+        meshctl::kube::inspect::service_address(
+            &server.client(),
+            "istio-system",
+            meshctl::topology::GATEWAY_NAME
+        )
+        .await
+        .as_deref(),
         Some("a1b2c3-123456.elb.eu-west-1.amazonaws.com")
     );
 }

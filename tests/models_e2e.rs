@@ -75,7 +75,14 @@ fn istiod_count(lab: &KindLab, i: usize) -> usize {
 }
 
 fn gateway_ip(lab: &KindLab, i: usize) -> Option<String> {
-    block_on(async { meshctl::phases::eastwest::gateway_ip(&client(lab, i).await, "istio-system").await })
+    block_on(async {
+        meshctl::kube::inspect::service_address(
+            &client(lab, i).await,
+            "istio-system",
+            meshctl::topology::GATEWAY_NAME,
+        )
+        .await
+    })
 }
 
 /// Waits until the `sample` namespace a finished verify deleted is gone everywhere (the namespace

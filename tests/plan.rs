@@ -748,7 +748,7 @@ fn a_remote_planned_before_its_primary_has_a_gateway_ip_shows_the_docs_variable(
     let remote = one_doc(&plan, "cluster2/05-istio/control-plane.yaml");
     assert_eq!(
         remote["spec"]["values"]["global"]["remotePilotAddress"],
-        meshctl::phases::istio::DISCOVERY_ADDRESS_UNKNOWN
+        "${DISCOVERY_ADDRESS}"
     );
 }
 

@@ -66,9 +66,13 @@ fn assert_mesh(lab: &KindLab) {
             );
             // eastwest: an address from this cluster's pool, given by MetalLB's allocator.
             assert_eq!(
-                meshctl::phases::eastwest::gateway_ip(&client, "istio-system")
-                    .await
-                    .as_deref(),
+                meshctl::kube::inspect::service_address(
+                    &client,
+                    "istio-system",
+                    meshctl::topology::GATEWAY_NAME
+                )
+                .await
+                .as_deref(),
                 Some(format!("172.18.{}.1", 255 - i).as_str())
             );
             // remote secrets: one per other cluster, carrying its docker-network address.

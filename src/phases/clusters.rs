@@ -15,7 +15,7 @@ use crate::kubeconfig;
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
 use crate::tools::docker::Docker;
-use crate::tools::kind::{self, Kind};
+use crate::tools::kind::{self, Kind, api_endpoint, control_plane_container};
 use crate::versions;
 
 /// Creates the kind clusters and learns how other clusters reach their API servers.
@@ -189,18 +189,6 @@ struct KindConfig<'a> {
     service_subnet: String,
     region: &'a str,
     zone: &'a str,
-}
-
-/// The address other clusters reach a kind cluster's API server at: its control-plane node's
-/// address on the docker network (kind gives the kubelet `--node-ip` and kubeadm's advertise
-/// address that address), port 6443.
-pub fn api_endpoint(ip: &str) -> String {
-    format!("https://{ip}:6443")
-}
-
-/// Name of a kind cluster's control-plane node container (and of its Node).
-pub fn control_plane_container(cluster: &str) -> String {
-    format!("{cluster}-control-plane")
 }
 
 fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {

@@ -5,13 +5,14 @@ use anyhow::Result;
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-use super::istio::{
-    NAMESPACE, describe_install, install_operator, installed, run_install, uninstall_operator,
+use super::istioctl_install::{
+    describe_install, install_operator, installed, run_install, uninstall_operator,
 };
 use super::{PhaseLogic, RemoveContext, StepContext, StepResult};
 use crate::kube::{inspect, wait};
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, RecordOn, Step};
 use crate::probe::{Finding, Probe};
+use crate::topology::ISTIO_NAMESPACE as NAMESPACE;
 use crate::topology::{GatewayService, Role};
 use crate::versions;
 
@@ -178,7 +179,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
 
 /// The east-west gateway's LoadBalancer address (IP, or hostname on clouds that give one) in
 /// `namespace` (`Mesh::gateway_namespace`), if it has one.
-pub async fn gateway_ip(client: &kube::Client, namespace: &str) -> Option<String> {
+async fn gateway_ip(client: &kube::Client, namespace: &str) -> Option<String> {
     inspect::service_address(client, namespace, GATEWAY_NAME).await
 }
 

@@ -9,17 +9,12 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::{PhaseLogic, RemoveContext};
+use crate::istio_config::{
+    GATEWAY_NAME, ISTIOD_GATEWAY_NAME, ISTIOD_VIRTUAL_SERVICE, gateways, virtual_services,
+};
 use crate::kube::delete_owned;
 use crate::plan::{Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
-
-/// The Gateway that exposes `*.local` services, as rendered.
-pub const GATEWAY_NAME: &str = "cross-network-gateway";
-
-/// The Gateway that exposes istiod, as rendered.
-pub const ISTIOD_GATEWAY_NAME: &str = "istiod-gateway";
-/// The VirtualService routing it to istiod, as rendered.
-pub const ISTIOD_VIRTUAL_SERVICE: &str = "istiod-vs";
 
 /// Exposes services (and istiod, for remotes) through the east-west gateway.
 pub struct Expose;
@@ -115,38 +110,6 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
         Ok(client) => p.all_applied(&client).await,
         Err(f) => vec![f],
     }
-}
-
-/// Istio Gateways in `namespace`, where the expose Gateways live.
-pub fn gateways(client: &kube::Client, namespace: &str) -> kube::api::Api<kube::api::DynamicObject> {
-    networking(client, namespace, "Gateway", "gateways")
-}
-
-/// Istio VirtualServices in `namespace`, where istiod's lives.
-pub fn virtual_services(client: &kube::Client, namespace: &str) -> kube::api::Api<kube::api::DynamicObject> {
-    networking(client, namespace, "VirtualService", "virtualservices")
-}
-
-fn networking(
-    client: &kube::Client,
-    namespace: &str,
-    kind: &str,
-    plural: &str,
-) -> kube::api::Api<kube::api::DynamicObject> {
-    let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", kind);
-    kube::api::Api::namespaced_with(
-        client.clone(),
-        namespace,
-        &kube::api::ApiResource::from_gvk_with_plural(&gvk, plural),
-    )
-}
-
-/// Whether the Gateway exists in `namespace` (false also when Istio's CRDs do not).
-pub async fn exposed(client: &kube::Client, namespace: &str) -> bool {
-    matches!(
-        gateways(client, namespace).get_opt(GATEWAY_NAME).await,
-        Ok(Some(_))
-    )
 }
 
 /// The Gateways and istiod's VirtualService meshctl applied (they route through the east-west

@@ -13,7 +13,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde::Serialize;
 
-use super::istio::{DISCOVERY_ADDRESS_UNKNOWN, describe_install, install_operator, installed, run_install};
+use super::istioctl_install::{
+    DISCOVERY_ADDRESS_UNKNOWN, describe_install, install_operator, installed, run_install, uninstall_operator,
+};
 use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult};
 use crate::kube::apply::summary;
 use crate::plan::{Phase, PhaseBuilder, PlanError, RecordOn, Step};
@@ -82,14 +84,8 @@ impl PhaseLogic for ExternalIstiod {
             }
             let namespace = cx.istio_namespace;
             let record_on = RecordOn::Deployment(ISTIOD.into());
-            let mut removed = super::istio::uninstall_operator(
-                cx,
-                Phase::ExternalIstiod,
-                OPERATOR_FILE,
-                record_on,
-                namespace,
-            )
-            .await?;
+            let mut removed =
+                uninstall_operator(cx, Phase::ExternalIstiod, OPERATOR_FILE, record_on, namespace).await?;
             let secrets: Api<Secret> = Api::namespaced(cx.client.clone(), namespace);
             if let Some(secret) = secrets.get_opt(CONFIG_SECRET).await?
                 && meshctl_secret_for(&secret).is_some()

@@ -2,18 +2,20 @@
 //! remote gets Istio's `remote` profile, pointed at its primary's istiod through the primary's
 //! east-west gateway (Istio docs, "Install Primary-Remote" and "… on different networks").
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result};
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde::Serialize;
 
+use super::istioctl_install::{
+    DISCOVERY_ADDRESS_UNKNOWN, describe_install, install_operator, installed, recorded, run_install,
+    uninstall_operator,
+};
 use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult, SummaryColumn};
-use crate::kube::FIELD_MANAGER;
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, RecordOn, Step};
-use crate::probe::{self, Finding, Probe};
-use crate::tools::{RunOptions, istioctl};
+use crate::probe::{Finding, Probe};
 use crate::topology::{Cluster, Mesh, Role};
 use crate::versions;
 
@@ -22,16 +24,6 @@ use crate::versions;
 /// render, the gateway included).
 pub const OPERATOR_NAME: &str = "control-plane";
 pub const NAMESPACE: &str = crate::topology::ISTIO_NAMESPACE;
-/// Annotation on an installed Deployment (istiod, the east-west gateway) holding the digest of the
-/// IstioOperator it was installed from: kept in the cluster, so any run, from any machine, can
-/// tell whether the cluster runs what the plan renders.
-pub const INSTALLED_DIGEST: &str = "meshctl.io/installed-operator-digest";
-
-/// What a remote's IstioOperator carries until its primary's east-west gateway has an address:
-/// the variable Istio's docs use. `up` fills it in before it installs; a plan written by
-/// `--dry-run` may show it.
-pub const DISCOVERY_ADDRESS_UNKNOWN: &str = "${DISCOVERY_ADDRESS}";
-
 /// Each cluster's control plane: istiod on a primary, the remote profile on a remote.
 pub struct Istio;
 
@@ -129,32 +121,6 @@ struct Remote<'a> {
     mesh_networks: Vec<crate::topology::DeclaredNetwork>,
 }
 
-/// Renders an IstioOperator into `file`, installs it with istioctl, and waits until `deployment`
-/// (in `namespace`) is available: the shape shared by the control planes and the east-west gateway.
-pub(super) fn install_operator<C: Serialize>(
-    b: &mut PhaseBuilder<'_>,
-    file: &str,
-    template: &'static str,
-    context: &C,
-    (namespace, deployment): (&str, &str),
-) -> Result<(), PlanError> {
-    let path = b.render(file, template, context, false)?;
-    b.step(Step::IstioctlInstall {
-        context: b.cluster.context.clone(),
-        file: path,
-        record_on: RecordOn::Deployment(deployment.into()),
-        namespace: namespace.into(),
-        timeout_secs: b.input.timeout_secs,
-    });
-    b.step(Step::Wait {
-        until: Condition::DeploymentAvailable {
-            namespace: namespace.into(),
-            name: deployment.into(),
-        },
-    });
-    Ok(())
-}
-
 fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     if b.cluster.role == Role::Remote {
         return plan_remote(b);
@@ -240,121 +206,12 @@ fn plan_remote(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// What each `istioctl install` of the phase installed: its Deployment available and recorded as
-/// installed from this very rendering.
-pub(super) async fn installed(p: &Probe<'_>, client: &kube::Client) -> Vec<Finding> {
-    let mut out = Vec::new();
-    for step in p.steps {
-        if let Step::IstioctlInstall {
-            file,
-            record_on,
-            namespace,
-            ..
-        } = step
-        {
-            let digest = p.artifact(file).map(|a| a.digest()).unwrap_or_default();
-            let installed = Some((INSTALLED_DIGEST, digest.as_str()));
-            out.push(match record_on {
-                RecordOn::Service(name) => probe::service(client, namespace, name, installed).await,
-                RecordOn::Deployment(name) => probe::deployment(client, namespace, name, installed).await,
-            });
-        }
-    }
-    out
-}
-
 /// istiod installed from this cluster's rendered IstioOperator, and available.
 async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     match p.client().await {
         Ok(client) => installed(p, &client).await,
         Err(f) => vec![f],
     }
-}
-
-/// Runs an `IstioctlInstall` step (the one step of its own the control plane and the east-west
-/// gateway share).
-pub(super) fn run_install<'a>(step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
-    match step {
-        Step::IstioctlInstall {
-            context,
-            file,
-            record_on,
-            namespace,
-            timeout_secs,
-        } => Some(Box::pin(install(
-            cx,
-            context,
-            file,
-            (namespace, record_on),
-            *timeout_secs,
-        ))),
-        _ => None,
-    }
-}
-
-/// How an `IstioctlInstall` step reads in `--dry-run`.
-pub(super) fn describe_install(step: &Step) -> Option<String> {
-    match step {
-        Step::IstioctlInstall {
-            context,
-            file,
-            record_on,
-            namespace,
-            timeout_secs,
-        } => Some(format!(
-            "run: istioctl {}   (then records the file's digest on {record_on} in {namespace})",
-            istioctl::install_args(context, file, *timeout_secs).join(" ")
-        )),
-        _ => None,
-    }
-}
-
-/// `istioctl install`, then the digest of the file it installed, recorded on `record_on` as an
-/// annotation (meshctl's own field manager, so istioctl's next apply leaves it alone).
-async fn install(
-    cx: StepContext<'_>,
-    context: &str,
-    file: &str,
-    (namespace, record_on): (&str, &RecordOn),
-    timeout_secs: u64,
-) -> Result<Option<String>> {
-    let rendered = cx.artifact_text(file)?;
-    if rendered.contains(DISCOVERY_ADDRESS_UNKNOWN) {
-        let primary = &cx.run.mesh.control_plane_of(cx.cluster).name;
-        return Err(anyhow!(
-            "{file}: the east-west gateway of `{primary}` has no IP recorded yet, and this remote's istiod address is that IP; run `meshctl up` so `{primary}`'s eastwest phase completes first"
-        ));
-    }
-    // Its version was checked before anything changed. istioctl reads KUBECONFIG: point it at
-    // the file meshctl was given.
-    let options = cx.tool_options(cx.settings().kubeconfig_flag.as_deref());
-    cx.run
-        .tools
-        .run(
-            "istioctl",
-            &istioctl::install_args(context, file, timeout_secs),
-            &options,
-        )
-        .await?;
-    let digest = crate::plan::digest(&cx.artifact_text(file)?);
-    let client = cx.client().await?;
-    let patch = serde_json::json!({"metadata": {"annotations": {INSTALLED_DIGEST: digest}}});
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    let patched = match record_on {
-        RecordOn::Deployment(name) => Api::<Deployment>::namespaced(client, namespace)
-            .patch(name, &params, &Patch::Merge(&patch))
-            .await
-            .map(|_| ()),
-        RecordOn::Service(name) => Api::<Service>::namespaced(client, namespace)
-            .patch(name, &params, &Patch::Merge(&patch))
-            .await
-            .map(|_| ()),
-    };
-    patched.with_context(|| format!("cannot record the installed digest on {record_on} in {namespace}"))?;
-    Ok(None)
 }
 
 /// The istiod Deployment (primary, external control plane's own) or Service (remote) of any
@@ -401,54 +258,4 @@ where
         .into_iter()
         .filter_map(|o| o.meta().name.clone())
         .collect())
-}
-
-/// Whether `record_on` (in `namespace`) carries meshctl's install record: meshctl installed it.
-async fn recorded(client: &kube::Client, record_on: &RecordOn, namespace: &str) -> Result<bool> {
-    let has_record = |meta: &kube::api::ObjectMeta| {
-        meta.annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(INSTALLED_DIGEST))
-    };
-    let found = match record_on {
-        RecordOn::Service(name) => Api::<Service>::namespaced(client.clone(), namespace)
-            .get_opt(name)
-            .await
-            .map(|o| o.is_some_and(|s| has_record(&s.metadata))),
-        RecordOn::Deployment(name) => Api::<Deployment>::namespaced(client.clone(), namespace)
-            .get_opt(name)
-            .await
-            .map(|o| o.is_some_and(|d| has_record(&d.metadata))),
-    };
-    found.with_context(|| format!("cannot read {record_on} in {namespace}"))
-}
-
-/// `istioctl uninstall -f` of the IstioOperator `phase` installed from `file`, when `record_on`
-/// carries meshctl's install record (it installed it) and the file is still in the plan folder.
-pub(super) async fn uninstall_operator(
-    cx: &RemoveContext<'_>,
-    phase: Phase,
-    file: &str,
-    record_on: RecordOn,
-    namespace: &str,
-) -> Result<Vec<String>> {
-    let path = format!("{}/{}/{file}", cx.cluster.name, phase.folder());
-    if !recorded(&cx.client, &record_on, namespace).await? || !cx.plan_dir.join(&path).exists() {
-        return Ok(Vec::new());
-    }
-    let args: Vec<String> = ["uninstall", "-y", "--context", &cx.cluster.context, "-f", &path]
-        .map(String::from)
-        .to_vec();
-    let options = RunOptions {
-        cwd: Some(cx.plan_dir.to_path_buf()),
-        timeout: Some(cx.timeout),
-        env: cx
-            .kubeconfig
-            .map(|p| ("KUBECONFIG".to_string(), p.display().to_string()))
-            .into_iter()
-            .collect(),
-        ..Default::default()
-    };
-    cx.tools.run("istioctl", &args, &options).await?;
-    Ok(vec![format!("{record_on} (istioctl uninstall -f {path})")])
 }

@@ -8,15 +8,16 @@
 
 pub mod context;
 
-pub mod certs;
-pub mod clusters;
-pub mod eastwest;
-pub mod expose;
-pub mod external_istiod;
-pub mod istio;
-pub mod metallb;
-pub mod remote_secrets;
-pub mod routes;
+mod certs;
+mod clusters;
+mod eastwest;
+mod expose;
+mod external_istiod;
+mod istio;
+mod istioctl_install;
+mod metallb;
+mod remote_secrets;
+mod routes;
 
 use anyhow::Result;
 use futures::future::BoxFuture;

@@ -11,10 +11,10 @@ use anyhow::Result;
 use futures::future::BoxFuture;
 
 use super::{PhaseLogic, StepContext, StepResult};
-use crate::phases::clusters::control_plane_container;
 use crate::plan::{PeerRoutes, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
 use crate::tools::docker::Docker;
+use crate::tools::kind::control_plane_container;
 
 /// Routes between the pod and service CIDRs of kind clusters on one Istio network.
 pub struct Routes;

@@ -95,3 +95,15 @@ impl<'a> Kind<'a> {
             .map(|_| ())
     }
 }
+
+/// The address other clusters reach a kind cluster's API server at: its control-plane node's
+/// address on the docker network (kind gives the kubelet `--node-ip` and kubeadm's advertise
+/// address that address), port 6443.
+pub fn api_endpoint(ip: &str) -> String {
+    format!("https://{ip}:6443")
+}
+
+/// Name of a kind cluster's control-plane node container (and of its Node).
+pub fn control_plane_container(cluster: &str) -> String {
+    format!("{cluster}-control-plane")
+}

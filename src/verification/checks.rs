@@ -189,9 +189,13 @@ pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: 
     // A declared gateway is in every istiod's meshNetworks: no LoadBalancer address to look for.
     let gateway_namespace = mesh.gateway_namespace(tc);
     if tc.eastwest.declared().is_none()
-        && crate::phases::eastwest::gateway_ip(&clients[index(t)], gateway_namespace)
-            .await
-            .is_none()
+        && crate::kube::inspect::service_address(
+            &clients[index(t)],
+            gateway_namespace,
+            crate::topology::GATEWAY_NAME,
+        )
+        .await
+        .is_none()
     {
         return format!(
             "{f} -> {t}: {t}'s east-west gateway has no LoadBalancer IP or hostname, so {f} gets unreachable pod IPs (run `meshctl status`)"
@@ -199,7 +203,7 @@ pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: 
     }
     let exposing = mesh.exposing_cluster_of(tc);
     let exposed_in = mesh.gateway_namespace(exposing);
-    if !crate::phases::expose::exposed(&clients[index(&exposing.name)], exposed_in).await {
+    if !crate::istio_config::exposed(&clients[index(&exposing.name)], exposed_in).await {
         return format!(
             "{f} -> {t}: {} does not expose services on the east-west gateways it configures (run `meshctl up --only expose`)",
             exposing.name
