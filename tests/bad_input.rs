@@ -462,12 +462,11 @@ fn a_new_mesh_id_on_clusters_of_a_recorded_mesh_is_refused_as_a_likely_typo() {
     let kubeconfig = work.path().join("kubeconfig");
     std::fs::write(&kubeconfig, "").unwrap();
     let env = [("MESHCTL_HOME", home.to_str().unwrap()), ("PATH", "/nonexistent")];
-    for recorded in [
-        r#"{"meshID": "mesh1", "clusters": {"cluster1": {"context": "cluster1"}}}"#,
-        r#"{"meshID": "mesh1", "createdKindClusters": ["cluster2"]}"#,
-    ] {
+    let record = |state: &str| {
         std::fs::create_dir_all(home.join("mesh1")).unwrap();
-        std::fs::write(home.join("mesh1/state.json"), recorded).unwrap();
+        std::fs::write(home.join("mesh1/state.json"), state).unwrap();
+    };
+    let up = |kubeconfig: &std::path::Path, mesh_id: &str| {
         let out = meshctl_in(
             work.path(),
             &[
@@ -477,12 +476,19 @@ fn a_new_mesh_id_on_clusters_of_a_recorded_mesh_is_refused_as_a_likely_typo() {
                 "--clusters",
                 "2",
                 "--mesh-id",
-                "mesh-1",
+                mesh_id,
             ],
             &env,
         );
-        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-        let said = stderr(&out);
+        (out.status.code(), stderr(&out))
+    };
+    for recorded in [
+        r#"{"meshID": "mesh1", "clusters": {"cluster1": {"context": "cluster1"}}}"#,
+        r#"{"meshID": "mesh1", "createdKindClusters": ["cluster2"]}"#,
+    ] {
+        record(recorded);
+        let (code, said) = up(&kubeconfig, "mesh-1");
+        assert_eq!(code, Some(2), "{said}");
         assert!(
             said.contains("mesh `mesh-1` is not recorded")
                 && said.contains("is in `mesh1`")
@@ -495,54 +501,20 @@ fn a_new_mesh_id_on_clusters_of_a_recorded_mesh_is_refused_as_a_likely_typo() {
         );
     }
     // A context of that name naming another server than the one recorded is another cluster.
-    std::fs::write(
-        home.join("mesh1/state.json"),
+    record(
         r#"{"meshID": "mesh1", "clusters": {"cluster1": {"context": "cluster1", "server": "https://10.9.9.9:6443"}}}"#,
-    )
-    .unwrap();
+    );
     let elsewhere = work.path().join("elsewhere");
     std::fs::write(
         &elsewhere,
         "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://10.0.0.1:6443'}}]\nusers: [{name: u, user: {}}]\ncontexts: [{name: cluster1, context: {cluster: c, user: u}}]\n",
     )
     .unwrap();
-    let out = meshctl_in(
-        work.path(),
-        &[
-            "--kubeconfig",
-            elsewhere.to_str().unwrap(),
-            "up",
-            "--clusters",
-            "2",
-            "--mesh-id",
-            "mesh-1",
-        ],
-        &env,
-    );
-    assert!(
-        !stderr(&out).contains("belong to another mesh"),
-        "{}",
-        stderr(&out)
-    );
+    let (_, said) = up(&elsewhere, "mesh-1");
+    assert!(!said.contains("belong to another mesh"), "{said}");
     // The recorded mesh goes on to its own work (here: no docker on PATH), not to this refusal.
-    let out = meshctl_in(
-        work.path(),
-        &[
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "up",
-            "--clusters",
-            "2",
-            "--mesh-id",
-            "mesh1",
-        ],
-        &env,
-    );
-    assert!(
-        !stderr(&out).contains("belong to another mesh"),
-        "{}",
-        stderr(&out)
-    );
+    let (_, said) = up(&kubeconfig, "mesh1");
+    assert!(!said.contains("belong to another mesh"), "{said}");
 }
 
 /// A kubeconfig context whose server answers, but wrongly, is named by what was wrong, not called
@@ -1282,7 +1254,7 @@ fn an_interrupt_sent_to_meshctl_alone_stops_the_tool_it_runs() {
         std::env::var("PATH").unwrap_or_default()
     );
     let home = tempfile::tempdir().unwrap();
-    let mut meshctl = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
+    let meshctl = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
         .arg("doctor")
         .env("MESHCTL_HOME", home.path())
         .env("PATH", &path)

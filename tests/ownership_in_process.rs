@@ -226,29 +226,43 @@ fn ownership_is_per_mesh_and_an_unknown_mesh_is_never_uninstalled() {
     let server = MemoryApiServer::new();
     server.put(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"}}));
     let run = Run::new(&server);
-    let up = |mesh: &str| {
-        run.meshctl(&[
-            "up",
-            "--contexts",
-            "east",
-            "--mesh-id",
-            mesh,
-            "--only",
-            "certs",
-            "--key-type",
-            "ecdsa-p256",
-            "--timeout",
-            "10s",
-        ])
+    let up = |workdir: &[&str], mesh: &str| {
+        let args: Vec<&str> = workdir
+            .iter()
+            .copied()
+            .chain([
+                "up",
+                "--contexts",
+                "east",
+                "--mesh-id",
+                mesh,
+                "--only",
+                "certs",
+                "--key-type",
+                "ecdsa-p256",
+                "--timeout",
+                "10s",
+            ])
+            .collect();
+        run.meshctl(&args)
     };
-    let built = up("alpha");
+    let built = up(&[], "alpha");
     assert!(built.status.success(), "{}", stderr(&built));
     let ca = cacerts(&server);
     assert_eq!(ca["metadata"]["labels"]["meshctl.io/mesh"], "alpha");
 
-    // Mesh `beta` on the same cluster: alpha's CA is not beta's to repair.
+    // Mesh `beta` on the same cluster, from the same work dir: refused before any cluster is
+    // asked, as the likely typo it is (the clusters are recorded as alpha's).
     let before = server.requests().len();
-    let other = up("beta");
+    let typo = up(&[], "beta");
+    assert_eq!(typo.status.code(), Some(2), "{}", stderr(&typo));
+    assert!(stderr(&typo).contains("is in `alpha`"), "{}", stderr(&typo));
+    assert_eq!(server.requests().len(), before, "no cluster was asked");
+
+    // From another work dir nothing local says so: alpha's CA in the cluster is not beta's to
+    // repair.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = up(&["--workdir", elsewhere.path().to_str().unwrap()], "beta");
     let err = stderr(&other);
     assert_eq!(other.status.code(), Some(1), "{err}");
     assert!(
