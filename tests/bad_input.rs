@@ -1242,7 +1242,7 @@ fn an_interrupt_sent_to_meshctl_alone_stops_the_tool_it_runs() {
     std::fs::write(
         &docker,
         format!(
-            "#!/bin/sh\necho $$ > {}.tmp\nmv {0}.tmp {0}\nexec sleep 60\n",
+            "#!/bin/sh\nsleep 60 &\necho $$ $! > {}.tmp\nmv {0}.tmp {0}\nexec sleep 60\n",
             started.display()
         ),
     )
@@ -1264,9 +1264,10 @@ fn an_interrupt_sent_to_meshctl_alone_stops_the_tool_it_runs() {
         .unwrap();
     // The tool has started once it wrote its pid (bounded: doctor starts it at once).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let tool: u32 = loop {
+    let (tool, its_child): (u32, u32) = loop {
         if let Ok(text) = std::fs::read_to_string(&started) {
-            break text.trim().parse().unwrap();
+            let mut pids = text.split_whitespace().map(|p| p.parse().unwrap());
+            break (pids.next().unwrap(), pids.next().unwrap());
         }
         assert!(std::time::Instant::now() < deadline, "doctor never ran docker");
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -1279,16 +1280,21 @@ fn an_interrupt_sent_to_meshctl_alone_stops_the_tool_it_runs() {
     let out = meshctl.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted: stopped"), "{}", stderr(&out));
-    // Gone, or a zombie waiting for whoever inherited it: either way no longer running.
-    let state = std::fs::read_to_string(format!("/proc/{tool}/status")).unwrap_or_default();
-    assert!(
-        state.is_empty() || state.lines().any(|l| l.starts_with("State:") && l.contains('Z')),
-        "the tool {tool} is still running after meshctl stopped: {state}"
-    );
+    // Gone, or a zombie waiting for whoever inherited it: either way no longer running; and what
+    // the tool started itself went with it.
+    for pid in [tool, its_child] {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        assert!(
+            state.is_empty() || state.lines().any(|l| l.starts_with("State:") && l.contains('Z')),
+            "process {pid} is still running after meshctl stopped: {state}"
+        );
+    }
 }
 
-/// `down` interrupted while `kind delete` runs lets it finish (a delete killed half-way can leave
-/// kind's kubeconfig lock behind) and says so; the cluster is deleted and forgotten as usual.
+/// `down` interrupted at the terminal while `kind delete` runs lets it finish (a delete killed
+/// half-way can leave kind's kubeconfig lock behind) and says so: the tool runs in a process group
+/// of its own, so the terminal's signal does not kill it behind meshctl's back. The cluster is
+/// deleted and forgotten as usual.
 #[test]
 fn an_interrupted_down_lets_the_deletion_under_way_finish() {
     use std::io::BufRead as _;
@@ -1323,7 +1329,11 @@ fn an_interrupted_down_lets_the_deletion_under_way_finish() {
         work.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    use std::os::unix::process::CommandExt as _;
+    // In a group of its own, so the signal below reaches meshctl and everything it started, as a
+    // Ctrl-C at a terminal reaches the whole foreground group.
     let mut meshctl = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .process_group(0)
         .arg("down")
         .env("MESHCTL_HOME", &home)
         .env("PATH", &path)
@@ -1338,7 +1348,7 @@ fn an_interrupted_down_lets_the_deletion_under_way_finish() {
     }
     assert!(
         std::process::Command::new("kill")
-            .args(["-INT", &meshctl.id().to_string()])
+            .args(["-INT", "--", &format!("-{}", meshctl.id())])
             .status()
             .unwrap()
             .success()

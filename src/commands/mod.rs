@@ -225,7 +225,9 @@ fn workdir(flag: Option<&std::path::Path>) -> Result<PathBuf, UsageError> {
             }
         )));
     }
-    Ok(dir)
+    // Tools run from the plan folder (kind writes the kubeconfig it is given there): a relative
+    // work dir would name another file for them than for meshctl.
+    std::path::absolute(&dir).map_err(|e| UsageError(format!("{from} `{}`: {e}", dir.display())))
 }
 
 /// `$XDG_STATE_HOME/meshctl`, else `~/.local/state/meshctl`. A relative `XDG_STATE_HOME` is

@@ -255,7 +255,9 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
             let recorded = s.clusters.entry(cluster.name.clone()).or_default();
             recorded.context = Some(cluster.context.clone());
             // kind contexts exist once the clusters phase made them: recorded by the next run.
-            recorded.server = crate::kube::server_of(kubeconfig_flag, &cluster.context).ok();
+            if let Ok(server) = crate::kube::server_of(kubeconfig_flag, &cluster.context) {
+                recorded.server = Some(server);
+            }
         }
     })?;
     for cluster in &gone {

@@ -182,7 +182,11 @@ impl ProcessRunner {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Its own process group: a Ctrl-C at the terminal reaches meshctl alone, which
+            // decides whether the tool finishes (a `kind delete` half done) or is stopped with it
+            // (dropped, and killed on drop), rather than every tool dying at once.
+            .process_group(0);
         if let Some(cwd) = &options.cwd {
             cmd.current_dir(cwd);
         }
@@ -197,6 +201,7 @@ impl ProcessRunner {
                 reason: e.to_string(),
             },
         })?;
+        let mut group = ProcessGroup(child.id());
         if let (Some(input), Some(mut stdin)) = (&options.stdin, child.stdin.take()) {
             stdin.write_all(input).await.map_err(|e| ToolError::Other {
                 command: command.clone(),
@@ -217,6 +222,8 @@ impl ProcessRunner {
             command: command.clone(),
             reason: e.to_string(),
         })?;
+        // It ended by itself: whatever it left in its group is its own business.
+        group.0 = None;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         if !output.status.success() {
@@ -227,6 +234,22 @@ impl ProcessRunner {
             });
         }
         Ok(Output { stdout, stderr })
+    }
+}
+
+/// The process group a tool runs in (its own: see [`ProcessRunner::run`]). Dropped while the tool
+/// still runs (meshctl stopped it: a timeout, Ctrl-C), the whole group is killed, not only the
+/// tool: what it started (kind's `docker` calls) must not go on alone.
+struct ProcessGroup(Option<u32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: killpg only sends a signal; the group is the one the tool leads.
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
+            }
+        }
     }
 }
 
