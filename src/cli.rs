@@ -267,7 +267,7 @@ pub struct UpArgs {
     pub key_type: KeyType,
 
     /// Subnet standing in for the docker `kind` network when planning without docker.
-    #[arg(long, value_name = "CIDR", default_value = "172.18.0.0/16", value_parser = parse_subnet)]
+    #[arg(long, value_name = "CIDR", default_value = crate::ipam::KIND_SUBNET, value_parser = parse_subnet)]
     pub lb_subnet: ipnet::IpNet,
 
     /// Bound on each wait (e.g. 90s, 5m; from 1s to 24h).

@@ -21,6 +21,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
 
+/// The subnet docker gives kind's network on a machine with no other networks: what
+/// `--lb-subnet` stands in with until the network exists.
+pub const KIND_SUBNET: &str = "172.18.0.0/16";
+
 /// One cluster's MetalLB range, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Pool {

@@ -392,6 +392,39 @@ pub struct PlanInput<'a> {
     pub only_cluster: Option<String>,
 }
 
+impl<'a> PlanInput<'a> {
+    /// What every plan of `phases` in `mesh` starts from: the gateway addresses and isolations
+    /// `state` records, bounded by `timeout`. Pools and CAs are gathered only where a phase needs
+    /// them (`executor::facts`), and set on it then.
+    pub fn recorded(
+        mesh: &'a Mesh,
+        phases: Vec<Phase>,
+        state: &crate::state::MeshState,
+        timeout: std::time::Duration,
+        docker_network: &str,
+    ) -> PlanInput<'a> {
+        PlanInput {
+            mesh,
+            phases,
+            pools: Vec::new(),
+            cas: Vec::new(),
+            timeout_secs: timeout.as_secs(),
+            docker_network: docker_network.to_string(),
+            gateway_ips: state.gateway_ips(),
+            isolated: state.isolated.keys().cloned().collect(),
+            only_cluster: None,
+        }
+    }
+
+    /// The same input, planning `cluster` alone.
+    pub fn only(self, cluster: &str) -> PlanInput<'a> {
+        PlanInput {
+            only_cluster: Some(cluster.to_string()),
+            ..self
+        }
+    }
+}
+
 /// Why a plan could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {

@@ -193,17 +193,13 @@ async fn converge_remote_secrets(
     reporter: Arc<Reporter>,
 ) -> Result<RunEnd> {
     let snapshot = state.snapshot();
-    let input = PlanInput {
+    let input = PlanInput::recorded(
         mesh,
-        phases: vec![Phase::RemoteSecrets],
-        pools: Vec::new(),
-        cas: Vec::new(),
-        timeout_secs: settings.timeout.as_secs(),
-        docker_network: settings.docker_network.clone(),
-        gateway_ips: snapshot.gateway_ips(),
-        isolated: snapshot.isolated.keys().cloned().collect(),
-        only_cluster: None,
-    };
+        vec![Phase::RemoteSecrets],
+        &snapshot,
+        settings.timeout,
+        &settings.docker_network,
+    );
     let mut prepared = Prepared::written(input, dir.plan())?;
     Executor::new(settings, state, reporter, mesh.clone())
         .run(&mut prepared)

@@ -5,16 +5,17 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::{Exit, UsageError};
 use crate::cli::{DocumentFormat, StatusArgs};
+use crate::executor::facts;
 use crate::kube::Clients;
 use crate::mesh_dir::MeshDir;
 use crate::mesh_health::{self, Fix, MeshHealth};
-use crate::phases::{self, Fact};
-use crate::pki::layout;
+use crate::phases::context::DEFAULT_TIMEOUT;
+use crate::phases::{self, Fact, Settings};
 use crate::plan::{Phase, PhasePlan, Plan, PlanInput};
 use crate::planner;
 use crate::probe::{Finding, Found, Probe};
@@ -55,35 +56,28 @@ fn up_command(flags: &Flags<'_>, args: &StatusArgs, only: Option<Phase>) -> Stri
 /// The plan `up` would run now, built from what is on disk without writing anything: pools from
 /// the recorded docker subnet (else the default `--lb-subnet`), the CAs `up` used. `None` for the
 /// CAs when there are none yet (then `cacerts` cannot be compared).
-fn plan_for_status(mesh: &Mesh, state: &MeshState, dir: &MeshDir) -> Result<(Plan, bool)> {
+async fn plan_for_status(mesh: &Mesh, store: &StateStore, dir: &MeshDir) -> Result<(Plan, bool)> {
+    let state = store.snapshot();
     let mut phases = planner::select_phases(mesh.provider, &[], &[]).map_err(UsageError::from_display)?;
-    let certs_dir = dir.certs_in_use(state);
-    let names: Vec<String> = mesh.clusters.iter().map(|c| c.name.clone()).collect();
-    let cas = layout::load_existing(&certs_dir, &names).with_context(|| {
-        format!(
-            "cannot read the certificate authorities in `{}`",
-            certs_dir.display()
-        )
-    })?;
+    let cas = facts::existing_cas(mesh, &dir.certs_in_use(&state))?;
     let have_cas = cas.is_some();
     if !have_cas {
         phases.retain(|p| !phases::logic(*p).needs().contains(&Fact::Cas));
     }
-    let subnet = state
-        .docker_subnet
-        .unwrap_or_else(|| "172.18.0.0/16".parse().expect("a valid default"));
-    let pools = crate::ipam::plan_pools(subnet, mesh.clusters.len(), &[])?;
-    let input = PlanInput {
+    // Read-only: the settings `up` runs with by default; the pools from the recorded subnet, no
+    // docker asked.
+    let settings = Settings::for_mesh(dir, None, DEFAULT_TIMEOUT);
+    let mut input = PlanInput::recorded(mesh, phases, &state, settings.timeout, &settings.docker_network);
+    input.pools = facts::pools(
+        None,
+        Some(store),
         mesh,
-        phases,
-        pools,
-        cas: cas.unwrap_or_default(),
-        timeout_secs: 300,
-        docker_network: crate::tools::docker::kind_network(),
-        gateway_ips: state.gateway_ips(),
-        isolated: state.isolated.keys().cloned().collect(),
-        only_cluster: None,
-    };
+        settings.lb_subnet,
+        &settings.docker_network,
+    )
+    .await?
+    .0;
+    input.cas = cas.unwrap_or_default();
     Ok((planner::build(&input)?, have_cas))
 }
 
@@ -362,8 +356,9 @@ fn fix_command(fix: &Fix, flags: &Flags<'_>, args: &StatusArgs) -> String {
 
 /// One look at every cluster: the per-phase checks, and the mesh across clusters.
 async fn collect(mesh: &Mesh, dir: &MeshDir, flags: &Flags<'_>, args: &StatusArgs) -> Result<Report> {
-    let state = StateStore::load(&dir.state())?.snapshot();
-    let (plan, have_cas) = plan_for_status(mesh, &state, dir)?;
+    let store = StateStore::load(&dir.state())?;
+    let state = store.snapshot();
+    let (plan, have_cas) = plan_for_status(mesh, &store, dir).await?;
     let clients = Clients::new(flags.kubeconfig);
     let (mut checks, mut down) = unreachable_clusters(mesh, &plan, &state, &clients, flags, args).await;
     // An isolation of a cluster no longer in the topology holds nothing back (`up` forgets it).

@@ -5,15 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use super::{Exit, UsageError};
 use crate::cli::{OutputFormat, UpArgs};
-use crate::executor::{self, Executor, Prepared, RunEnd, Settings};
+use crate::executor::{Executor, Prepared, RunEnd, Settings, facts};
 use crate::mesh_dir::MeshDir;
 use crate::phases::{self, Fact};
-use crate::pki::Validity;
-use crate::pki::layout::{self, CertsRequest};
 use crate::plan::Phase;
 use crate::plan::{Plan, PlanInput};
 use crate::planner;
@@ -22,32 +20,6 @@ use crate::state::{MeshState, StateStore};
 use crate::tools::{ProcessRunner, ToolRunner};
 use crate::topology::Mesh;
 use crate::{dry_run, kubeconfig};
-
-fn ensure_cas(
-    mesh: &Mesh,
-    dir: &Path,
-    args: &UpArgs,
-    reporter: &Reporter,
-) -> Result<Vec<crate::pki::IntermediateCa>> {
-    let request = CertsRequest {
-        dir: dir.to_path_buf(),
-        clusters: mesh.clusters.iter().map(|c| c.name.clone()).collect(),
-        key_type: args.key_type,
-        validity: Validity::default(),
-        force: false,
-        replace_root: false,
-    };
-    let outcome = layout::ensure(&request).with_context(|| {
-        format!(
-            "phase certs: cannot prepare the certificate authorities in `{}`",
-            dir.display()
-        )
-    })?;
-    for warning in &outcome.warnings {
-        reporter.warn("certs", warning);
-    }
-    Ok(outcome.clusters.into_iter().map(|(ca, _)| ca).collect())
-}
 
 /// What every way of running `up` resolves once: the docker network and the certificate directory
 /// (the same for `--dry-run` and the real run, so the plan shows the certificates `up` will use).
@@ -75,32 +47,21 @@ async fn prepare<'m>(
     out: &Path,
     reporter: &Reporter,
 ) -> Result<Prepared<'m>> {
-    let state = recorded.as_ref().map(|r| r.state);
+    let snapshot = recorded.as_ref().map(|r| r.state.snapshot()).unwrap_or_default();
+    let mut input = PlanInput::recorded(mesh, phases, &snapshot, args.timeout, &resolved.network);
     // Pools are read from the docker network only where it is asked for.
-    let facts = recorded.and_then(|r| Some((r.docker?, r.state)));
-    let (pools, provisional) = if phases::any_needs(&phases, Fact::Pools) {
-        plan_pools(mesh, args, resolved, facts).await?
+    let provisional = if phases::any_needs(&input.phases, Fact::Pools) {
+        let (docker, state) = recorded.map_or((None, None), |r| (r.docker, Some(r.state)));
+        let (pools, provisional) =
+            facts::pools(docker, state, mesh, args.lb_subnet, &resolved.network).await?;
+        input.pools = pools;
+        provisional
     } else {
-        (Vec::new(), false)
+        false
     };
-    let cas = if phases::any_needs(&phases, Fact::Cas) {
-        ensure_cas(mesh, &resolved.certs_dir, args, reporter)?
-    } else {
-        Vec::new()
-    };
-    let input = PlanInput {
-        mesh,
-        phases,
-        pools,
-        cas,
-        timeout_secs: args.timeout.as_secs(),
-        docker_network: resolved.network.clone(),
-        gateway_ips: facts.map(|(_, s)| s.snapshot().gateway_ips()).unwrap_or_default(),
-        isolated: state
-            .map(|s| s.snapshot().isolated.into_keys().collect())
-            .unwrap_or_default(),
-        only_cluster: None,
-    };
+    if phases::any_needs(&input.phases, Fact::Cas) {
+        input.cas = facts::cas(mesh, &resolved.certs_dir, args.key_type, reporter)?;
+    }
     let verify = crate::verification::workloads::artifacts(mesh)?;
     let built = planner::build(&input)?;
     // A phase asked for by name that has nothing to do in this mesh (`--only routes` where no
@@ -133,35 +94,6 @@ async fn prepare<'m>(
     };
     prepared.rebuild()?;
     Ok(prepared)
-}
-
-/// The MetalLB pools (and whether they are provisional: planned in `--lb-subnet` until the docker
-/// network exists), refused when the network's subnet clashes with the clusters' own.
-async fn plan_pools(
-    mesh: &Mesh,
-    args: &UpArgs,
-    resolved: &Resolved,
-    facts: Option<(&dyn ToolRunner, &StateStore)>,
-) -> Result<(Vec<crate::ipam::Pool>, bool)> {
-    let planned = executor::pools(
-        facts.map(|(r, _)| r),
-        facts.map(|(_, s)| s),
-        mesh,
-        args.lb_subnet,
-        &resolved.network,
-    )
-    .await?;
-    // The subnet the pools were planned in: the docker network's, or --lb-subnet standing in.
-    let subnet = facts
-        .and_then(|(_, s)| s.snapshot().docker_subnet)
-        .or_else(|| crate::ipam::ipv4_subnet(&[args.lb_subnet]).ok());
-    if let Some(subnet) = subnet {
-        let problems = mesh.docker_network_problems(subnet);
-        if !problems.is_empty() {
-            return Err(UsageError::from_display(crate::topology::TopologyError::Invalid(problems)).into());
-        }
-    }
-    Ok(planned)
 }
 
 /// `--dry-run --out DIR`: the plan written and listed (stdout: the plan, as text or JSON;

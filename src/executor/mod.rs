@@ -8,7 +8,7 @@
 //! and runs everything. A cluster that fails does not stop the others of its phase; the phase then
 //! fails as a whole and names every cluster that failed.
 
-mod pools;
+pub mod facts;
 mod steps;
 
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow};
 
 pub use crate::phases::Settings;
-pub use pools::pools;
+use facts::pools;
 
 use crate::dry_run::describe;
 use crate::kube::Clients;

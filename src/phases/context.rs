@@ -17,6 +17,9 @@ use crate::state::{MeshState, StateStore};
 use crate::tools::{RunOptions, ToolRunner};
 use crate::topology::{Cluster, Mesh};
 
+/// What `--timeout` is when not given, for the commands that plan without one (`status`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Everything a run needs to know, resolved once by the command layer.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -72,7 +75,7 @@ impl Settings {
             allow_version_skew: false,
             istio_version: None,
             adopt: false,
-            lb_subnet: "172.18.0.0/16".parse().expect("a valid subnet"),
+            lb_subnet: crate::ipam::KIND_SUBNET.parse().expect("a valid subnet"),
             docker_network: crate::tools::docker::kind_network(),
         }
     }

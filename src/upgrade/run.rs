@@ -602,17 +602,7 @@ pub fn cluster_input<'m>(
     state: &MeshState,
     settings: &Settings,
 ) -> PlanInput<'m> {
-    PlanInput {
-        mesh,
-        phases,
-        pools: Vec::new(),
-        cas: Vec::new(),
-        timeout_secs: settings.timeout.as_secs(),
-        docker_network: settings.docker_network.clone(),
-        gateway_ips: state.gateway_ips(),
-        isolated: state.isolated.keys().cloned().collect(),
-        only_cluster: Some(cluster.to_string()),
-    }
+    PlanInput::recorded(mesh, phases, state, settings.timeout, &settings.docker_network).only(cluster)
 }
 
 /// The first pods of `pods` by name, with `…` when there are more: enough to find them.

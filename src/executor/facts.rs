@@ -1,0 +1,109 @@
+//! What a plan needs that only the machine knows, gathered in one place for every command that
+//! plans: the MetalLB pools (from the docker network the kind nodes are on) and the certificate
+//! authorities (from the certificate folder). `up` gathers them before it plans, the executor
+//! again when a run makes them stale, `status` from what is recorded.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::exit::UsageError;
+use crate::ipam::{self, Pool};
+use crate::pki::IntermediateCa;
+use crate::pki::layout::{self, CertsRequest};
+use crate::report::Reporter;
+use crate::state::StateStore;
+use crate::tools::ToolRunner;
+use crate::tools::docker::Docker;
+use crate::topology::Mesh;
+
+/// One pool per cluster, and whether they are provisional (from `--lb-subnet` because the docker
+/// network does not exist yet; planned again once it does).
+///
+/// In order: the subnet recorded in the state (no docker run: a finished mesh runs no tool); with
+/// `docker`, the network's real subnet, avoiding the addresses its containers hold, then recorded;
+/// else `lb_subnet`. Pools depend on the subnet and the cluster's position only, so a cluster
+/// added later never moves the others' pools.
+pub async fn pools(
+    docker: Option<&dyn ToolRunner>,
+    state: Option<&StateStore>,
+    mesh: &Mesh,
+    lb_subnet: ipnet::IpNet,
+    network: &str,
+) -> Result<(Vec<Pool>, bool)> {
+    let plan = |subnet, occupied: &[std::net::IpAddr]| {
+        ipam::plan_pools(subnet, mesh.clusters.len(), occupied)
+            .context("phase metallb: cannot plan the address pools")
+    };
+    // The clusters' own pod and service ranges must not overlap the network their nodes are on
+    // (or `--lb-subnet` standing in for it): refused as a mistake in the topology.
+    let clash_free = |subnet| {
+        let problems = mesh.docker_network_problems(subnet);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(UsageError::from_display(crate::topology::TopologyError::Invalid(
+                problems,
+            )))
+        }
+    };
+    if let Some(subnet) = state.and_then(|s| s.snapshot().docker_subnet) {
+        clash_free(subnet)?;
+        return Ok((plan(subnet, &[])?, false));
+    }
+    if let Some(runner) = docker
+        && let Ok(net) = Docker::new(runner).network(network).await
+    {
+        let subnet = ipam::ipv4_subnet(&net.subnets)?;
+        clash_free(subnet)?;
+        let occupied: Vec<_> = net.containers.iter().map(|(_, ip)| *ip).collect();
+        let pools = plan(subnet, &occupied)?;
+        if let Some(state) = state {
+            state.update(|s| s.docker_subnet = Some(subnet))?;
+        }
+        return Ok((pools, false));
+    }
+    // From `--lb-subnet` alone: a subnet that cannot hold the pools is a mistake on the command
+    // line (exit 2), not a failed phase.
+    let subnet =
+        ipam::ipv4_subnet(&[lb_subnet]).map_err(|e| UsageError(format!("--lb-subnet {lb_subnet}: {e}")))?;
+    clash_free(subnet)?;
+    let pools = ipam::plan_pools(subnet, mesh.clusters.len(), &[])
+        .map_err(|e| UsageError(format!("--lb-subnet {lb_subnet}: {e}")))?;
+    Ok((pools, docker.is_some()))
+}
+
+/// Each cluster's intermediate CA under the mesh's root in `dir`, made where missing (with keys
+/// of `key_type`); what the folder holds that is worth a word (a CA near its end) is said.
+pub fn cas(
+    mesh: &Mesh,
+    dir: &Path,
+    key_type: crate::pki::KeyType,
+    reporter: &Reporter,
+) -> Result<Vec<IntermediateCa>> {
+    let request = CertsRequest {
+        dir: dir.to_path_buf(),
+        clusters: mesh.clusters.iter().map(|c| c.name.clone()).collect(),
+        key_type,
+        validity: crate::pki::Validity::default(),
+        force: false,
+        replace_root: false,
+    };
+    let outcome = layout::ensure(&request).with_context(|| {
+        format!(
+            "phase certs: cannot prepare the certificate authorities in `{}`",
+            dir.display()
+        )
+    })?;
+    for warning in &outcome.warnings {
+        reporter.warn("certs", warning);
+    }
+    Ok(outcome.clusters.into_iter().map(|(ca, _)| ca).collect())
+}
+
+/// The CAs already in `dir` for every cluster (none made): `None` where any is missing.
+pub fn existing_cas(mesh: &Mesh, dir: &Path) -> Result<Option<Vec<IntermediateCa>>> {
+    let names: Vec<String> = mesh.clusters.iter().map(|c| c.name.clone()).collect();
+    layout::load_existing(dir, &names)
+        .with_context(|| format!("cannot read the certificate authorities in `{}`", dir.display()))
+}
