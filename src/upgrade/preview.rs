@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
-use super::procedure::{self, UpgradeStep};
+use super::procedure::{self, Action, UpgradeStep};
 use crate::executor::Settings;
 use crate::plan::{Phase, Plan};
 use crate::state::{IstioRelease, MeshState};
@@ -68,7 +68,7 @@ pub fn write(
     );
     let mut files = 1;
     for (n, cluster) in procedure::order(mesh, &isolated).into_iter().enumerate() {
-        let phases = vec![Phase::Istio, Phase::Eastwest, Phase::Expose];
+        let phases = UpgradeStep::phases();
         let input = super::run::cluster_input(&revisioned, &cluster.name, phases, state, settings);
         let plan = crate::planner::build(&input)?;
         let folder = out.join(format!("{}-{}", n + 1, cluster.name));
@@ -100,18 +100,13 @@ pub fn write(
 fn cluster_steps(cluster: &Cluster, plan: &Plan, to: &IstioRelease) -> String {
     let mut text = String::new();
     let lines = |phases: &[Phase]| steps_of(plan, phases);
-    for step in [
-        UpgradeStep::InstallControlPlane,
-        UpgradeStep::MoveInjection,
-        UpgradeStep::UpgradeGateway,
-    ] {
-        let commands = match step {
-            UpgradeStep::InstallControlPlane => lines(&[Phase::Istio]),
-            UpgradeStep::MoveInjection => vec![format!(
+    for step in UpgradeStep::ALL {
+        let commands = match step.action() {
+            Action::Converge(phases) => lines(phases),
+            Action::MoveInjection => vec![format!(
                 "run: istioctl {}",
                 super::tag_set_args(&cluster.context, &to.revision).join(" ")
             )],
-            UpgradeStep::UpgradeGateway => lines(&[Phase::Eastwest, Phase::Expose]),
         };
         if commands.is_empty() {
             continue;

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::istio_revisions::Held;
 use crate::istio_version::IstioVersion;
+use crate::plan::Phase;
 use crate::revision::Revision;
 use crate::topology::{Cluster, Mesh, Role};
 
@@ -26,7 +27,54 @@ pub enum UpgradeStep {
     UpgradeGateway,
 }
 
+/// How a step is carried out: the phases `up` runs, on the new revision, in the cluster; or
+/// the move of the revision tag (istioctl's `tag set`, and namespaces pinned by name relabelled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Converge(&'static [Phase]),
+    MoveInjection,
+}
+
 impl UpgradeStep {
+    /// Every step, in the order a cluster takes them.
+    pub const ALL: [UpgradeStep; 3] = [
+        UpgradeStep::InstallControlPlane,
+        UpgradeStep::MoveInjection,
+        UpgradeStep::UpgradeGateway,
+    ];
+
+    pub fn action(self) -> Action {
+        match self {
+            UpgradeStep::InstallControlPlane => Action::Converge(&[Phase::Istio]),
+            UpgradeStep::MoveInjection => Action::MoveInjection,
+            UpgradeStep::UpgradeGateway => Action::Converge(&[Phase::Eastwest, Phase::Expose]),
+        }
+    }
+
+    /// Whether `cluster`, holding `held`, holds the step's result for revision `to`.
+    pub fn done(self, cluster: &Cluster, held: &Held, to: &Revision, mesh: &Mesh) -> bool {
+        match self {
+            UpgradeStep::InstallControlPlane => held.revisions.iter().any(|r| &r.revision == to),
+            UpgradeStep::MoveInjection => held.injection() == *to && held.pinned_elsewhere(to).is_empty(),
+            UpgradeStep::UpgradeGateway => match &held.gateway {
+                Some(gateway) => gateway == to,
+                None => !mesh.needs_eastwest(cluster),
+            },
+        }
+    }
+
+    /// Every phase some step runs, in step order: what a preview plans.
+    pub fn phases() -> Vec<Phase> {
+        UpgradeStep::ALL
+            .iter()
+            .filter_map(|s| match s.action() {
+                Action::Converge(phases) => Some(phases.iter().copied()),
+                Action::MoveInjection => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     pub fn describe(self, to: &Revision) -> String {
         match self {
             UpgradeStep::InstallControlPlane => format!("install control plane {to} beside the running one"),
@@ -79,18 +127,10 @@ pub fn check_move(from: &IstioVersion, to: &IstioVersion) -> Result<(), String> 
 /// What is left of `cluster`'s upgrade to `to`, given what it holds: a step is done when the
 /// cluster holds its result, so an interrupted upgrade resumes where it stopped.
 pub fn pending(cluster: &Cluster, held: &Held, to: &Revision, mesh: &Mesh) -> Vec<UpgradeStep> {
-    let mut steps = Vec::new();
-    if !held.revisions.iter().any(|r| &r.revision == to) {
-        steps.push(UpgradeStep::InstallControlPlane);
-    }
-    if held.injection() != *to || !held.pinned_elsewhere(to).is_empty() {
-        steps.push(UpgradeStep::MoveInjection);
-    }
-    let gateway_behind = held.gateway.as_ref().is_some_and(|g| g != to);
-    if gateway_behind || (held.gateway.is_none() && mesh.needs_eastwest(cluster)) {
-        steps.push(UpgradeStep::UpgradeGateway);
-    }
-    steps
+    UpgradeStep::ALL
+        .into_iter()
+        .filter(|step| !step.done(cluster, held, to, mesh))
+        .collect()
 }
 
 /// The release the mesh runs, as its primaries hold it: the revision injection points at, and

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
-use super::procedure::{self, UpgradeStep};
+use super::procedure::{self, Action};
 use crate::executor::{Executor, Prepared, RunEnd, Settings};
 use crate::istio_revisions::{self as held, Held};
 use crate::kube::Clients;
@@ -214,15 +214,9 @@ impl Upgrader<'_> {
         }
         for step in steps {
             self.reporter.note(&cluster.name, &step.describe(&to.revision));
-            match step {
-                UpgradeStep::InstallControlPlane => {
-                    self.converge(cluster, &to.revision, vec![Phase::Istio]).await?
-                }
-                UpgradeStep::MoveInjection => self.move_injection(cluster, &held, &to.revision).await?,
-                UpgradeStep::UpgradeGateway => {
-                    self.converge(cluster, &to.revision, vec![Phase::Eastwest, Phase::Expose])
-                        .await?
-                }
+            match step.action() {
+                Action::Converge(phases) => self.converge(cluster, &to.revision, phases.to_vec()).await?,
+                Action::MoveInjection => self.move_injection(cluster, &held, &to.revision).await?,
             }
         }
         self.restart_workloads(cluster).await?;
