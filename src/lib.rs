@@ -38,6 +38,7 @@ pub mod istio_version;
 pub mod istiod;
 pub mod kube;
 pub mod kubeconfig;
+pub mod mesh_ca;
 pub mod mesh_dir;
 pub mod mesh_health;
 pub mod phases;

@@ -369,6 +369,7 @@ const LAYERS: [&[&str]; 6] = [
         "upgrade",
         "verification",
         "diagnostic_bundle",
+        "mesh_ca",
     ],
     // The command line.
     &["cli", "commands"],

@@ -89,16 +89,16 @@ pub fn cas(
         force: false,
         replace_root: false,
     };
-    let outcome = layout::ensure(&request).with_context(|| {
-        format!(
-            "phase certs: cannot prepare the certificate authorities in `{}`",
-            dir.display()
-        )
-    })?;
-    for warning in &outcome.warnings {
-        reporter.warn("certs", warning);
-    }
-    Ok(outcome.clusters.into_iter().map(|(ca, _)| ca).collect())
+    let (cas, warnings) = layout::ensure(&request)
+        .with_context(|| {
+            format!(
+                "phase certs: cannot prepare the certificate authorities in `{}`",
+                dir.display()
+            )
+        })?
+        .into_cas();
+    warnings.iter().for_each(|w| reporter.warn("certs", w));
+    Ok(cas)
 }
 
 /// The CAs already in `dir` for every cluster (none made): `None` where any is missing.

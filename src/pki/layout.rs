@@ -73,6 +73,16 @@ pub struct CertsOutcome {
     pub warnings: Vec<String>,
 }
 
+impl CertsOutcome {
+    /// The intermediates in request order, and what is worth a word about them.
+    pub fn into_cas(self) -> (Vec<IntermediateCa>, Vec<String>) {
+        (
+            self.clusters.into_iter().map(|(ca, _)| ca).collect(),
+            self.warnings,
+        )
+    }
+}
+
 /// Why the directory could not be brought to the wanted state. Nothing was written.
 #[derive(Debug, thiserror::Error)]
 pub enum CertsError {
