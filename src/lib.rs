@@ -41,6 +41,7 @@ pub mod kubeconfig;
 pub mod mesh_ca;
 pub mod mesh_dir;
 pub mod mesh_health;
+pub mod mesh_status;
 pub mod phases;
 pub mod pki;
 pub mod plan;

@@ -67,12 +67,81 @@ pub struct CaExpiry {
 pub enum Fix {
     /// `meshctl up --only PHASE`.
     UpOnly(Phase),
+    /// `meshctl up`, of one phase or (none) every one.
+    Up(Option<Phase>),
+    /// `meshctl up --adopt`: someone else's object stands where meshctl's goes.
+    Adopt(Option<Phase>),
+    /// `meshctl rejoin CLUSTER`.
+    Rejoin(String),
     /// `meshctl isolate CLUSTER`: it does not answer, and the others wait on it.
     Isolate(String),
     /// `meshctl certs rotate --cluster CLUSTER`.
     RotateCa(String),
     /// No meshctl command: what to do, in words.
     ByHand(String),
+}
+
+impl MeshHealth {
+    /// The proxies istiod configures, by cluster and by release, as `status` shows them.
+    pub fn proxy_lines(&self) -> Vec<String> {
+        let counts = |map: &BTreeMap<String, usize>| {
+            map.iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let by_cluster = counts(&self.proxies);
+        let mut lines = vec![format!(
+            "  proxies connected: {}",
+            if by_cluster.is_empty() {
+                "none"
+            } else {
+                &by_cluster
+            }
+        )];
+        if !self.proxy_versions.is_empty() {
+            lines.push(format!("  proxies by release: {}", counts(&self.proxy_versions)));
+        }
+        lines
+    }
+
+    /// Each cluster's control-plane revisions (the one injection points at marked), its
+    /// gateway's, and the upgrade under way, as `status` shows them.
+    pub fn revision_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (cluster, held) in self.revisions.iter().filter(|(_, h)| !h.revisions.is_empty()) {
+            let injection = held.injection();
+            let revisions: Vec<String> = held
+                .revisions
+                .iter()
+                .map(|r| {
+                    let version = r.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default();
+                    let mark = if r.revision == injection {
+                        " (injecting)"
+                    } else {
+                        ""
+                    };
+                    format!("{}{version}{mark}", r.revision)
+                })
+                .collect();
+            let gateway = held
+                .gateway
+                .as_ref()
+                .map(|g| format!("; gateway on {g}"))
+                .unwrap_or_default();
+            lines.push(format!(
+                "  revisions of {cluster:<10} {}{gateway}",
+                revisions.join(", ")
+            ));
+        }
+        if let Some(u) = &self.upgrade {
+            lines.push(format!(
+                "  upgrade under way since {}: Istio {} ({}) → {} ({}); `meshctl upgrade --to {}` resumes it, `--finish` ends it, `--rollback` undoes it",
+                u.started, u.from.version, u.from.revision, u.to.version, u.to.revision, u.to.version
+            ));
+        }
+        lines
+    }
 }
 
 /// One problem, in the cluster it lies in.

@@ -370,6 +370,7 @@ const LAYERS: [&[&str]; 6] = [
         "verification",
         "diagnostic_bundle",
         "mesh_ca",
+        "mesh_status",
     ],
     // The command line.
     &["cli", "commands"],
