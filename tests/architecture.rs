@@ -351,6 +351,8 @@ const LAYERS: [&[&str]; 6] = [
         "probe",
         "plugged_ca",
         "istio_config",
+        "istioctl_choice",
+        "work_dir",
         "remote_secret",
         "istiod",
         "istio_revisions",

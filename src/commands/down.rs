@@ -33,7 +33,7 @@ async fn uninstall(
     }
     let mut mesh = super::resolve_topology(&topology)?;
     // What meshctl removes is what this mesh made: only a mesh recorded here.
-    let dir = super::recorded_mesh(workdir, &mesh.mesh_id, "--uninstall")?;
+    let dir = crate::work_dir::recorded_mesh(workdir, &mesh.mesh_id, "--uninstall")?;
     super::follow_recorded_release(
         &mut mesh,
         &crate::state::StateStore::load(&dir.state())?.snapshot(),
@@ -62,7 +62,7 @@ async fn uninstall(
     }
     // The release the mesh runs removes it (istio.version of its meshctl.yaml, or the one
     // `meshctl upgrade` moved it to).
-    let tools = super::istioctl_runner(
+    let tools = crate::istioctl_choice::istioctl_runner(
         None,
         mesh.istio_version.as_deref(),
         &crate::upstream::cache_dir(),
@@ -114,7 +114,7 @@ pub(super) async fn run(args: DownArgs, workdir: &Path, kubeconfig: Option<&Path
         // Another mesh is recorded here: the user most likely meant it (`up --config lab.yaml`
         // made mesh `lab`, and a plain `down` asks for `mesh1`). Say which, instead of a success
         // that leaves its clusters running.
-        let others = super::recorded_meshes(workdir);
+        let others = crate::work_dir::recorded_meshes(workdir);
         if !others.is_empty() && !args.uninstall {
             return Err(super::UsageError(format!(
                 "no mesh `{mesh_id}` recorded in `{}`; recorded here: {}\nhint: `meshctl down --mesh-id {}` (or `--config` with the file `up` used)",

@@ -24,7 +24,7 @@ const ANSWER_BOUND: Duration = Duration::from_secs(10);
 pub(super) async fn isolate(args: MembershipArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = member_mesh(&args)?;
     // Isolation is recorded in the mesh's state: a mesh never built here has nothing to isolate.
-    let dir = super::recorded_mesh(workdir, &mesh.mesh_id, "isolate")?;
+    let dir = crate::work_dir::recorded_mesh(workdir, &mesh.mesh_id, "isolate")?;
     // A remote is cut off from its own control plane too: said first, and done only when asked.
     if let Some(cost) = isolation::remote_cost(&mesh, &args.cluster)
         && !args.yes

@@ -11,17 +11,16 @@ mod status;
 mod up;
 mod upgrade;
 mod verify;
+mod version;
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, OutputFormat, TopologyArgs};
-use crate::mesh_dir::MeshDir;
 use crate::topology::{DEFAULT_MESH_ID, Mesh};
-use crate::versions;
 
 pub use crate::exit::{Exit, UsageError};
 
@@ -36,7 +35,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             | Command::RemoteSecret(_)
             | Command::Doctor(_)
     );
-    let workdir = match workdir(cli.workdir.as_deref()) {
+    let workdir = match crate::work_dir::resolve(cli.workdir.as_deref()) {
         Ok(dir) => dir,
         Err(_) if stateless => PathBuf::new(),
         Err(e) => return Err(e.into()),
@@ -73,7 +72,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
                 certs::rotate(args, &workdir, cli.kubeconfig.as_deref()).await
             }
             Command::Up(args) => up::run(args, &workdir, cli.kubeconfig.as_deref()).await,
-            Command::Version(args) => version(args.output),
+            Command::Version(args) => version::run(args.output),
             Command::Completions(args) => {
                 let mut cmd = Cli::command();
                 clap_complete::generate(args.shell, &mut cmd, "meshctl", &mut std::io::stdout());
@@ -130,41 +129,6 @@ fn print_document(format: crate::cli::DocumentFormat, doc: &serde_json::Value) -
     Ok(())
 }
 
-fn version(output: crate::cli::DocumentFormat) -> Result<Exit> {
-    let summary = versions::summary();
-    match output {
-        crate::cli::DocumentFormat::Json | crate::cli::DocumentFormat::Yaml => {
-            let map: serde_json::Map<_, _> = summary
-                .into_iter()
-                .map(|(k, v)| (camel_case(k), serde_json::Value::String(v)))
-                .collect();
-            print_document(output, &serde_json::Value::Object(map))?;
-        }
-        crate::cli::DocumentFormat::Text => {
-            let mut out = std::io::stdout().lock();
-            for (name, value) in summary {
-                writeln!(out, "{name:<16} {value}")?;
-            }
-        }
-    }
-    Ok(Exit::Success)
-}
-
-/// `kind node image` → `kindNodeImage`: JSON keys in one style everywhere, Kubernetes' own.
-fn camel_case(words: &str) -> String {
-    let mut out = String::new();
-    for (i, word) in words.split([' ', '_', '-']).filter(|w| !w.is_empty()).enumerate() {
-        let mut chars = word.chars();
-        if i == 0 {
-            out.push_str(word);
-        } else if let Some(first) = chars.next() {
-            out.extend(first.to_uppercase());
-            out.push_str(chars.as_str());
-        }
-    }
-    out
-}
-
 /// How a reporting command reports for `-o`.
 fn report_format(output: OutputFormat) -> crate::report::Format {
     match output {
@@ -203,150 +167,6 @@ fn diagnose_command(
     topology: &TopologyArgs,
 ) -> String {
     command_line(kubeconfig, Some(workdir), "diagnose", topology, &[])
-}
-
-/// The state folder: `--workdir`, else `MESHCTL_HOME` (set and not empty: an empty variable is
-/// unset, as for `KUBECONFIG`), else the default. One that exists as something other than a
-/// folder is refused, naming where it came from.
-fn workdir(flag: Option<&std::path::Path>) -> Result<PathBuf, UsageError> {
-    let (dir, from) = match (flag, std::env::var_os("MESHCTL_HOME").filter(|v| !v.is_empty())) {
-        (Some(dir), _) => (dir.to_path_buf(), "--workdir"),
-        (None, Some(home)) => (PathBuf::from(home), "MESHCTL_HOME"),
-        (None, None) => (default_workdir()?, "the default state folder"),
-    };
-    if dir.exists() && !dir.is_dir() {
-        return Err(UsageError(format!(
-            "{from} `{}` is not a folder: meshctl keeps its state (certificates, progress, kubeconfigs) in a folder{}",
-            dir.display(),
-            if from == "MESHCTL_HOME" {
-                "; name a folder, or unset MESHCTL_HOME"
-            } else {
-                "; name a folder"
-            }
-        )));
-    }
-    // Tools run from the plan folder (kind writes the kubeconfig it is given there): a relative
-    // work dir would name another file for them than for meshctl.
-    std::path::absolute(&dir).map_err(|e| UsageError(format!("{from} `{}`: {e}", dir.display())))
-}
-
-/// `$XDG_STATE_HOME/meshctl`, else `~/.local/state/meshctl`. A relative `XDG_STATE_HOME` is
-/// ignored, as the XDG Base Directory specification says it must be (it would put the CA keys
-/// wherever the command happens to run); without `HOME` there is no default at all: the state
-/// folder holds private keys, so it is never guessed to be the current folder.
-fn default_workdir() -> Result<PathBuf, UsageError> {
-    if let Some(state) = std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-    {
-        return Ok(state.join("meshctl"));
-    }
-    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".local/state/meshctl")),
-        None => Err(UsageError(
-            "HOME is not set, so meshctl has no state folder for the mesh's certificates and progress\nhint: set MESHCTL_HOME (or pass --workdir) to the folder meshctl keeps them in".into(),
-        )),
-    }
-}
-
-/// The folder of a mesh `up` recorded in `workdir`, for a command that acts on a built mesh
-/// (`down --uninstall`, `upgrade`, `isolate`): a mesh never recorded here (a typo in `--mesh-id`,
-/// a mesh built on another machine) is refused before any cluster is asked or anything fetched.
-fn recorded_mesh(workdir: &std::path::Path, mesh_id: &str, command: &str) -> Result<MeshDir, UsageError> {
-    let dir = MeshDir::new(workdir, mesh_id);
-    if dir.state().is_file() {
-        return Ok(dir);
-    }
-    let others = recorded_meshes(workdir);
-    Err(UsageError(format!(
-        "{command}: no mesh `{mesh_id}` recorded in `{}`{}; nothing was asked of any cluster\nhint: name the mesh `up` built (`--mesh-id`, or `--config` with its file), and run where it was built (its `MESHCTL_HOME` or `--workdir`)",
-        workdir.display(),
-        if others.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (recorded here: {})",
-                others
-                    .iter()
-                    .map(|m| format!("`{m}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
-    )))
-}
-
-/// Refuses to start a mesh not yet recorded in `workdir` on clusters another recorded mesh was
-/// built on: a mistyped `--mesh-id` would otherwise record a second mesh over the first one's
-/// clusters. A mesh already recorded is never refused here (it converges on its own clusters).
-fn refuse_clusters_of_other_meshes(
-    workdir: &std::path::Path,
-    mesh: &Mesh,
-    kubeconfig: Option<&std::path::Path>,
-    command: &str,
-) -> Result<(), UsageError> {
-    if MeshDir::new(workdir, &mesh.mesh_id).state().is_file() {
-        return Ok(());
-    }
-    // A context is the same cluster when it names the server recorded with it (a context of the
-    // same name in another kubeconfig is another cluster); where no server was recorded, or the
-    // context is not in this kubeconfig yet, its name alone says it.
-    let same = |context: &str, recorded: &Option<String>| match (
-        recorded,
-        crate::kube::server_of(kubeconfig, context),
-    ) {
-        (Some(then), Ok(now)) => *then == now,
-        _ => true,
-    };
-    let mut taken = Vec::new();
-    for other in recorded_meshes(workdir)
-        .into_iter()
-        .filter(|m| *m != mesh.mesh_id)
-    {
-        let Ok(store) = crate::state::StateStore::load(&MeshDir::new(workdir, &other).state()) else {
-            continue;
-        };
-        let contexts = store.snapshot().contexts();
-        taken.extend(
-            mesh.clusters
-                .iter()
-                .filter(|c| {
-                    contexts
-                        .get(&c.context)
-                        .is_some_and(|server| same(&c.context, server))
-                })
-                .map(|c| (other.clone(), c.name.clone(), c.context.clone())),
-        );
-    }
-    let Some((first_mesh, _, _)) = taken.first().cloned() else {
-        return Ok(());
-    };
-    Err(UsageError(format!(
-        "{command}: mesh `{}` is not recorded in `{}`, and its clusters belong to another mesh: {}; a cluster is in one mesh, so nothing was changed\nhint: `--mesh-id {first_mesh}` to converge the mesh these clusters are in; to build another mesh, name other clusters (or `meshctl down --mesh-id {first_mesh}` first)",
-        mesh.mesh_id,
-        workdir.display(),
-        taken
-            .iter()
-            .map(|(m, c, ctx)| format!("{c} (context `{ctx}`) is in `{m}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )))
-}
-
-/// The meshes whose state is recorded in `workdir` (folders holding a state file), by name.
-fn recorded_meshes(workdir: &std::path::Path) -> Vec<String> {
-    let mut found: Vec<String> = std::fs::read_dir(workdir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| MeshDir::new(workdir, name).state().is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found
 }
 
 /// Asks on the terminal before a change that cannot simply be undone; `what` says what changes and
@@ -403,65 +223,4 @@ fn resolve_topology(args: &TopologyArgs) -> Result<Mesh> {
         Mesh::for_kind(args.clusters.unwrap_or(2), mesh_id.unwrap_or(DEFAULT_MESH_ID))
     };
     Ok(mesh.map_err(UsageError::from_display)?)
-}
-
-/// The programs of a command that runs istioctl: the file `explicit` names (`--istioctl`), else
-/// the `chosen` release's istioctl (downloaded once, checked against its published sha256, cached
-/// by version), else the one on PATH. Every other program runs from PATH.
-async fn istioctl_runner(
-    explicit: Option<&std::path::Path>,
-    chosen: Option<&str>,
-    cache: &std::path::Path,
-    reporter: &crate::report::Reporter,
-) -> Result<std::sync::Arc<dyn crate::tools::ToolRunner>> {
-    use crate::tools::ProcessRunner;
-    let path = match (explicit, chosen) {
-        // A program named by its path that is not there is a mistake in what was typed (exit 2),
-        // not a program missing from PATH.
-        (Some(path), _) if path.components().count() > 1 && !path.is_file() => {
-            return Err(UsageError(format!(
-                "--istioctl `{}` {}: name the istioctl binary of the chosen release",
-                path.display(),
-                if path.exists() {
-                    "is not a file"
-                } else {
-                    "does not exist"
-                }
-            ))
-            .into());
-        }
-        (Some(path), _) => path.to_path_buf(),
-        (None, Some(version)) => {
-            let version: crate::istio_version::IstioVersion = version.parse().map_err(UsageError)?;
-            let base = crate::istio_release::releases_url();
-            let path = crate::istio_release::istioctl(&ProcessRunner, &version, &base, cache)
-                .await
-                .with_context(|| format!("istioctl {version}"))?;
-            reporter.note("istio", &format!("istioctl {version}: `{}`", path.display()));
-            path
-        }
-        (None, None) => return Ok(std::sync::Arc::new(ProcessRunner)),
-    };
-    let runner: std::sync::Arc<dyn crate::tools::ToolRunner> =
-        std::sync::Arc::new(crate::tools::WithProgram {
-            inner: std::sync::Arc::new(ProcessRunner),
-            program: "istioctl",
-            path: path.display().to_string(),
-        });
-    // Both named by the user and disagreeing is a mistake in what was typed, said even when the
-    // mesh is finished and the program would not run (a program that does not answer is left to
-    // the check before it is needed, which names what it needs it for).
-    if let (Some(given), Some(chosen)) = (explicit, chosen)
-        && let Ok(version) = crate::tools::istioctl::Istioctl::new(runner.as_ref())
-            .version()
-            .await
-        && version != chosen
-    {
-        return Err(UsageError(format!(
-            "--istioctl `{}` is istioctl {version}, not the chosen Istio {chosen}; nothing was changed\nhint: name the istioctl of Istio {chosen}, or leave `--istioctl` out to use that release's own",
-            given.display()
-        ))
-        .into());
-    }
-    Ok(runner)
 }

@@ -150,7 +150,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     }
     let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
     follow_upgrade(&mut mesh, &args, &state.snapshot(), &reporter)?;
-    super::refuse_clusters_of_other_meshes(workdir, &mesh, kubeconfig_flag, "up")?;
+    crate::work_dir::refuse_clusters_of_other_meshes(workdir, &mesh, kubeconfig_flag, "up")?;
     let target = kubeconfig::target_path(kubeconfig_flag);
     preflight(&mesh, &phases, &args, &state, &target, kubeconfig_flag)?;
     note_isolated(&state, &reporter);
@@ -330,7 +330,8 @@ async fn tools_for(
         let clients = crate::kube::Clients::new(settings.kubeconfig_flag.as_deref());
         refuse_another_running_release(mesh, &clients, chosen, upgrading_from).await?;
     }
-    super::istioctl_runner(args.istioctl.as_deref(), chosen, &settings.cache_dir, reporter).await
+    crate::istioctl_choice::istioctl_runner(args.istioctl.as_deref(), chosen, &settings.cache_dir, reporter)
+        .await
 }
 
 /// The run's settings, from the arguments, once.

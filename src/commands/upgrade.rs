@@ -25,7 +25,7 @@ pub(super) async fn run(args: UpgradeArgs, workdir: &Path, kubeconfig: Option<&P
     let dir = if args.dry_run {
         MeshDir::new(workdir, &mesh.mesh_id)
     } else {
-        super::recorded_mesh(workdir, &mesh.mesh_id, "upgrade")?
+        crate::work_dir::recorded_mesh(workdir, &mesh.mesh_id, "upgrade")?
     };
     let state = StateStore::load(&dir.state())?.snapshot();
     let to = target(&args, &state)?;
@@ -35,7 +35,7 @@ pub(super) async fn run(args: UpgradeArgs, workdir: &Path, kubeconfig: Option<&P
         return dry_run(&args, &mesh, &state, &to, &settings);
     }
     let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
-    let tools = super::istioctl_runner(
+    let tools = crate::istioctl_choice::istioctl_runner(
         args.istioctl.as_deref(),
         Some(&to.version),
         &settings.cache_dir,
@@ -130,7 +130,7 @@ async fn steps(
 /// `up` fetches one; usually cached since `up` used it). Not to be had, the rollback uses the
 /// target's, and says so now.
 async fn keep_tools_back(upgrader: &Upgrader<'_>, from: &IstioRelease, reporter: &Reporter) {
-    match super::istioctl_runner(None, Some(&from.version), &upgrader.settings.cache_dir, reporter).await {
+    match crate::istioctl_choice::istioctl_runner(None, Some(&from.version), &upgrader.settings.cache_dir, reporter).await {
         Ok(tools) => {
             let _ = upgrader.tools_back.set(tools);
         }
