@@ -55,6 +55,7 @@ pub mod report;
 pub mod revision;
 pub mod schedule;
 pub mod state;
+pub mod teardown;
 pub mod tools;
 pub mod topology;
 pub mod uninstall;

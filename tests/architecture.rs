@@ -373,6 +373,7 @@ const LAYERS: [&[&str]; 6] = [
         "diagnostic_bundle",
         "mesh_ca",
         "mesh_status",
+        "teardown",
     ],
     // The command line.
     &["cli", "commands"],

@@ -104,13 +104,13 @@ async fn steps(
 ) -> Result<Outcome> {
     if args.rollback {
         if let Some(under_way) = StateStore::load(&upgrader.dir.state())?.snapshot().upgrade {
-            keep_tools_back(upgrader, &under_way.from, reporter).await;
+            upgrader.keep_tools_back(&under_way.from).await;
         }
         return upgrader.rollback().await;
     }
     if args.to.is_some() {
         let from = upgrader.from_release(to).await?;
-        keep_tools_back(upgrader, &from, reporter).await;
+        upgrader.keep_tools_back(&from).await;
         reporter.note(
             "upgrade",
             &format!(
@@ -124,24 +124,6 @@ async fn steps(
         }
     }
     upgrader.finish().await
-}
-
-/// The istioctl of `from`, for a rollback to put the gateways back with (fetched and checked as
-/// `up` fetches one; usually cached since `up` used it). Not to be had, the rollback uses the
-/// target's, and says so now.
-async fn keep_tools_back(upgrader: &Upgrader<'_>, from: &IstioRelease, reporter: &Reporter) {
-    match crate::istioctl_choice::istioctl_runner(None, Some(&from.version), &upgrader.settings.cache_dir, reporter).await {
-        Ok(tools) => {
-            let _ = upgrader.tools_back.set(tools);
-        }
-        Err(e) => reporter.warn(
-            "upgrade",
-            &format!(
-                "istioctl {} cannot be had ({e:#}); a rollback would put the gateways back with istioctl of the target release",
-                from.version
-            ),
-        ),
-    }
 }
 
 fn conclude(args: &UpgradeArgs, outcome: &Outcome, to: &IstioRelease, reporter: &Reporter) -> Exit {
@@ -211,33 +193,7 @@ fn dry_run(
 ) -> Result<Exit> {
     let out = args.out.as_deref().expect("--dry-run requires --out");
     crate::upgrade::preview::prepare_out(out).map_err(UsageError)?;
-    // Nothing is asked of the clusters: the release the mesh was last recorded on, else the
-    // unrevisioned install of the pinned release, stands for where it comes from.
-    let recorded = state
-        .upgrade
-        .as_ref()
-        .map(|u| u.from.clone())
-        .or_else(|| state.istio.clone());
-    let basis = match (&recorded, state.mesh_id.is_empty(), &mesh.istio_version) {
-        (Some(_), _, _) => "as recorded for this mesh",
-        (None, true, Some(_)) => "no mesh recorded here: istio.version, as `up` would install it",
-        (None, true, None) => "no mesh recorded here: the pinned release, as `up` would install it",
-        (None, false, _) => "the release `up` installed, unrevisioned",
-    };
-    let from = recorded.unwrap_or_else(|| IstioRelease {
-        version: mesh
-            .istio_version
-            .clone()
-            .unwrap_or_else(|| crate::versions::ISTIO_VERSION.to_string()),
-        revision: Revision::default_revision(),
-    });
-    let from_version: IstioVersion = from.version.parse().map_err(UsageError)?;
-    let to_version: IstioVersion = to.version.parse().map_err(UsageError)?;
-    crate::upgrade::procedure::check_move(&from_version, &to_version).map_err(|e| {
-        UsageError(format!(
-            "{e} (as recorded for this mesh, or its istio.version, or the pinned release: --dry-run asks no cluster)"
-        ))
-    })?;
+    let (from, basis) = crate::upgrade::preview::assumed_from(mesh, state, to).map_err(UsageError)?;
     let (text, files) = crate::upgrade::preview::write(mesh, state, &from, to, out, settings)?;
     match args.output {
         OutputFormat::Json => println!(

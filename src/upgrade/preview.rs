@@ -96,6 +96,40 @@ pub fn write(
     Ok((text, files))
 }
 
+/// Where a preview says the mesh comes from, asking no cluster: the release last recorded for it,
+/// else the unrevisioned install `up` makes (its `istio.version`, or the pinned release), with
+/// which of these it is; refused when the move to `to` is not an upgrade Istio supports.
+pub fn assumed_from(
+    mesh: &Mesh,
+    state: &MeshState,
+    to: &IstioRelease,
+) -> Result<(IstioRelease, &'static str), String> {
+    let recorded = state
+        .upgrade
+        .as_ref()
+        .map(|u| u.from.clone())
+        .or_else(|| state.istio.clone());
+    let basis = match (&recorded, state.mesh_id.is_empty(), &mesh.istio_version) {
+        (Some(_), _, _) => "as recorded for this mesh",
+        (None, true, Some(_)) => "no mesh recorded here: istio.version, as `up` would install it",
+        (None, true, None) => "no mesh recorded here: the pinned release, as `up` would install it",
+        (None, false, _) => "the release `up` installed, unrevisioned",
+    };
+    let from = recorded.unwrap_or_else(|| IstioRelease {
+        version: mesh
+            .istio_version
+            .clone()
+            .unwrap_or_else(|| crate::versions::ISTIO_VERSION.to_string()),
+        revision: crate::revision::Revision::default_revision(),
+    });
+    let from_version: crate::istio_version::IstioVersion = from.version.parse()?;
+    let to_version: crate::istio_version::IstioVersion = to.version.parse()?;
+    procedure::check_move(&from_version, &to_version).map_err(|e| {
+        format!("{e} (as recorded for this mesh, or its istio.version, or the pinned release: --dry-run asks no cluster)")
+    })?;
+    Ok((from, basis))
+}
+
 /// One cluster's steps, in order, with the commands each runs, and its gate.
 fn cluster_steps(cluster: &Cluster, plan: &Plan, to: &IstioRelease) -> String {
     let mut text = String::new();

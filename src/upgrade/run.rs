@@ -66,6 +66,26 @@ pub enum Outcome {
 struct Interrupted;
 
 impl Upgrader<'_> {
+    /// Keeps the istioctl of `from`, for a rollback to put the gateways back with (fetched and
+    /// checked as `up` fetches one; usually cached since `up` used it). Not to be had, a rollback
+    /// uses the target's, and says so now.
+    pub async fn keep_tools_back(&self, from: &IstioRelease) {
+        match crate::istioctl_choice::istioctl_runner(None, Some(&from.version), &self.settings.cache_dir, &self.reporter)
+            .await
+        {
+            Ok(tools) => {
+                let _ = self.tools_back.set(tools);
+            }
+            Err(e) => self.reporter.warn(
+                "upgrade",
+                &format!(
+                    "istioctl {} cannot be had ({e:#}); a rollback would put the gateways back with istioctl of the target release",
+                    from.version
+                ),
+            ),
+        }
+    }
+
     fn state(&self) -> Result<StateStore> {
         Ok(StateStore::load(&self.dir.state())?)
     }
