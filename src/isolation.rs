@@ -336,6 +336,44 @@ fn portable(secret: &Secret) -> Secret {
     }
 }
 
+/// Each cluster `meshctl isolate` took out, said before the run leaves it alone.
+pub fn note_isolated(state: &crate::state::MeshState, reporter: &crate::report::Reporter) {
+    for (cluster, isolation) in &state.isolated {
+        reporter.note(
+            cluster,
+            &format!(
+                "isolated since {}: left as it is and read by no other istiod (`meshctl rejoin {cluster}` brings it back)",
+                isolation.since
+            ),
+        );
+    }
+}
+
+/// A cluster taken out of the topology is no longer isolated from anything: its record, and the
+/// secrets kept for its rejoin (they carry tokens), go, said once.
+pub fn forget_departed(
+    state: &crate::state::StateStore,
+    mesh: &crate::topology::Mesh,
+    dir: &crate::mesh_dir::MeshDir,
+    reporter: &crate::report::Reporter,
+) -> std::io::Result<()> {
+    let gone: Vec<String> = state
+        .snapshot()
+        .isolated
+        .into_keys()
+        .filter(|c| mesh.cluster(c).is_none())
+        .collect();
+    state.update(|s| s.isolated.retain(|c, _| !gone.contains(c)))?;
+    for cluster in &gone {
+        let _ = std::fs::remove_dir_all(dir.isolated(cluster));
+        reporter.note(
+            cluster,
+            "no longer in the mesh: its isolation is forgotten (and the secrets kept for its rejoin removed)",
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

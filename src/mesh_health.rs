@@ -557,6 +557,42 @@ fn config_cluster_problem(
     })
 }
 
+/// A chosen release is for installing: a primary whose istiod already runs another release is not
+/// moved by `up` (re-installing in place would skip the canary steps an upgrade needs), and says so
+/// before anything changes. Clusters that do not answer or have no istiod yet are not in the way.
+pub async fn refuse_another_running_release(
+    mesh: &crate::topology::Mesh,
+    clients: &crate::kube::Clients,
+    chosen: &str,
+    upgrading_from: Option<&str>,
+) -> anyhow::Result<()> {
+    for c in mesh
+        .clusters
+        .iter()
+        .filter(|c| c.role != crate::topology::Role::Remote)
+    {
+        let Ok(Ok(client)) =
+            tokio::time::timeout(std::time::Duration::from_secs(10), clients.get(&c.context)).await
+        else {
+            continue;
+        };
+        let running: Vec<String> = control_planes(&client, mesh.istio_namespace(c))
+            .await
+            .into_iter()
+            .map(|p| p.version)
+            // Mid-upgrade the release being replaced runs beside the chosen one.
+            .filter(|v| v != chosen && v != "unknown" && Some(v.as_str()) != upgrading_from)
+            .collect();
+        if let Some(version) = running.first() {
+            anyhow::bail!(
+                "preflight: cluster `{}` runs Istio {version} (its istiod's image), and the chosen release is {chosen}; `up` installs a release but does not move a running mesh to another one\nhint: keep istio.version at {version} (or drop --istio-version) for this mesh; `meshctl upgrade --to {chosen}` moves it",
+                c.name
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

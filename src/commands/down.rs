@@ -32,7 +32,7 @@ async fn uninstall(
     let mut mesh = super::resolve_topology(&topology)?;
     // What meshctl removes is what this mesh made: only a mesh recorded here.
     let dir = crate::work_dir::recorded_mesh(workdir, &mesh.mesh_id, "--uninstall")?;
-    super::follow_recorded_release(
+    crate::upgrade::follow_recorded_release(
         &mut mesh,
         &crate::state::StateStore::load(&dir.state())?.snapshot(),
     );

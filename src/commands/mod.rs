@@ -186,19 +186,6 @@ fn confirm(what: &str, question: &str) -> Result<()> {
     Ok(())
 }
 
-/// The release `meshctl upgrade` moved the mesh to (recorded in its state), on `mesh`: every
-/// command then plans, probes and removes what the clusters run, not the release before.
-fn follow_recorded_release(mesh: &mut Mesh, state: &crate::state::MeshState) {
-    if let Some(recorded) = &state.istio {
-        mesh.istio_version = Some(recorded.version.clone());
-        mesh.istio_revision = recorded.revision.clone();
-    }
-    mesh.istio_revision_beside = state
-        .upgrade
-        .as_ref()
-        .and_then(|u| u.beside(&mesh.istio_revision));
-}
-
 /// `command` is not built for a mesh with an external control plane yet: refused before anything
 /// is read from or changed in a cluster, naming that cluster.
 fn refuse_external_control_plane(mesh: &Mesh, command: &str) -> Result<()> {

@@ -38,7 +38,7 @@ fn up_command(flags: &Flags<'_>, args: &StatusArgs, only: Option<Phase>, adopt: 
 pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> Result<Exit> {
     let mut mesh = super::resolve_topology(&args.topology)?;
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
-    super::follow_recorded_release(&mut mesh, &StateStore::load(&dir.state())?.snapshot());
+    crate::upgrade::follow_recorded_release(&mut mesh, &StateStore::load(&dir.state())?.snapshot());
     refuse_unknown_contexts(&mesh, flags.kubeconfig)?;
     // `--wait`: look again until the mesh is ready or the time is up, as `cilium status --wait`:
     // each look says what is still missing, the pauses grow but never pass the deadline, one last

@@ -7,10 +7,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::Prepared;
 use crate::exit::UsageError;
 use crate::ipam::{self, Pool};
+use crate::phases::{self, Fact};
 use crate::pki::IntermediateCa;
 use crate::pki::layout::{self, CertsRequest};
+use crate::plan::{Phase, PlanInput};
+use crate::planner;
 use crate::report::Reporter;
 use crate::state::StateStore;
 use crate::tools::ToolRunner;
@@ -106,4 +110,86 @@ pub fn existing_cas(mesh: &Mesh, dir: &Path) -> Result<Option<Vec<IntermediateCa
     let names: Vec<String> = mesh.clusters.iter().map(|c| c.name.clone()).collect();
     layout::load_existing(dir, &names)
         .with_context(|| format!("cannot read the certificate authorities in `{}`", dir.display()))
+}
+
+/// What a real run knows before it plans: the state file, and the docker network when the pools
+/// need it.
+pub struct Recorded<'a> {
+    pub state: &'a StateStore,
+    pub docker: Option<&'a dyn ToolRunner>,
+}
+
+/// What `up` plans with, from its flags: the bound on each wait, the subnet standing in for the
+/// docker network until it exists, the network's name, the CA folder and the key type of new CAs.
+pub struct Request<'a> {
+    pub timeout: std::time::Duration,
+    pub lb_subnet: ipnet::IpNet,
+    pub network: &'a str,
+    pub certs_dir: &'a Path,
+    pub key_type: crate::pki::KeyType,
+    /// The phases asked for by name (`--only`): each must have something to do.
+    pub only: &'a [Phase],
+}
+
+/// Gathers what planning needs (pools first: they are checked without writing anything; then the
+/// CAs), builds the plan and writes it to `out`. `docker`: read the pools' subnet from the docker
+/// network through this runner when it exists.
+pub async fn prepare<'m>(
+    mesh: &'m Mesh,
+    phases: Vec<Phase>,
+    request: &Request<'_>,
+    recorded: Option<Recorded<'_>>,
+    out: &Path,
+    reporter: &Reporter,
+) -> Result<Prepared<'m>> {
+    let snapshot = recorded.as_ref().map(|r| r.state.snapshot()).unwrap_or_default();
+    let mut input = PlanInput::recorded(mesh, phases, &snapshot, request.timeout, request.network);
+    // Pools are read from the docker network only where it is asked for.
+    let provisional = if phases::any_needs(&input.phases, Fact::Pools) {
+        let (docker, state) = recorded.map_or((None, None), |r| (r.docker, Some(r.state)));
+        let (pools, provisional) = pools(docker, state, mesh, request.lb_subnet, request.network).await?;
+        input.pools = pools;
+        provisional
+    } else {
+        false
+    };
+    if phases::any_needs(&input.phases, Fact::Cas) {
+        input.cas = cas(mesh, request.certs_dir, request.key_type, reporter)?;
+    }
+    let verify = crate::verification::workloads::artifacts(mesh)?;
+    let built = planner::build(&input)?;
+    refuse_idle_phases(request.only, mesh, &built)?;
+    let mut prepared = Prepared {
+        plan: built,
+        input,
+        verify,
+        provisional,
+        out: out.to_path_buf(),
+    };
+    prepared.rebuild()?;
+    Ok(prepared)
+}
+
+/// A phase asked for by name that has nothing to do in this mesh (`--only routes` where no two
+/// clusters share a network) is said, not planned as an empty plan.
+fn refuse_idle_phases(only: &[Phase], mesh: &Mesh, built: &crate::plan::Plan) -> Result<()> {
+    let idle: Vec<String> = only
+        .iter()
+        .filter(|p| {
+            !built
+                .phases
+                .iter()
+                .any(|pp| pp.phase == **p && pp.clusters.iter().any(|c| !c.steps.is_empty()))
+        })
+        .map(|p| p.name().to_string())
+        .collect();
+    if !idle.is_empty() {
+        return Err(UsageError(format!(
+            "--only {}: nothing to do in mesh `{}` for this model (e.g. `routes` serves only clusters that share a network; `expose` only where another network or a remote needs it)",
+            idle.join(","),
+            mesh.mesh_id
+        ))
+        .into());
+    }
+    Ok(())
 }

@@ -550,3 +550,45 @@ fn describe_findings(findings: &[Finding]) -> String {
         n => format!("{n} objects"),
     }
 }
+
+/// The closing table: each cluster's network and east-west address, then one column per phase
+/// that has one to show ("-" where the phase was not planned).
+pub fn summary(reporter: &Reporter, mesh: &Mesh, snapshot: &crate::state::MeshState, plan: &Plan) {
+    let planned = |phase: Phase| plan.phases.iter().any(|p| p.phase == phase);
+    let mut headers = vec!["CLUSTER", "NETWORK", "EAST-WEST IP"];
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    for (i, c) in mesh.clusters.iter().enumerate() {
+        let cs = snapshot.clusters.get(&c.name).cloned().unwrap_or_default();
+        let ip = cs.eastwest_ip.clone().unwrap_or_else(|| "-".into());
+        let mut json = serde_json::json!({"cluster": c.name, "network": c.network,
+            "eastwestIP": cs.eastwest_ip, "apiEndpoint": cs.api_endpoint});
+        let mut row = vec![c.name.clone(), c.network.clone(), ip];
+        for phase in Phase::ALL {
+            let Some(mut column) = phases::logic(phase).summary(mesh, c) else {
+                continue;
+            };
+            if !planned(phase) {
+                column.value = "-".into();
+            }
+            if i == 0 {
+                headers.push(column.header);
+            }
+            json[column.key] = serde_json::Value::from(column.value.clone());
+            row.push(column.value);
+        }
+        json_rows.push(json);
+        rows.push(row);
+    }
+    reporter.table(&headers, &rows);
+    let phases: Vec<&str> = plan.phases.iter().map(|p| p.phase.name()).collect();
+    reporter.event(
+        "summary",
+        serde_json::json!({"meshID": mesh.mesh_id, "phases": phases, "clusters": json_rows}),
+    );
+    for p in &plan.phases {
+        if let Some(next) = phases::logic(p.phase).next_step() {
+            reporter.note("next", next);
+        }
+    }
+}

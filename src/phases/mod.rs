@@ -154,6 +154,14 @@ pub fn any_needs(phases: &[Phase], fact: Fact) -> bool {
     phases.iter().any(|p| logic(*p).needs().contains(&fact))
 }
 
+/// Everything `up` can check before it changes anything, asked of every phase of `phases`.
+pub fn preflight(phases: &[Phase], cx: &Preflight<'_>) -> anyhow::Result<()> {
+    for phase in phases {
+        logic(*phase).preflight(cx)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,3 +75,46 @@ pub fn injected_by(pod: &Pod) -> Option<Revision> {
     let status: serde_json::Value = serde_json::from_str(status).ok()?;
     Some(Revision::from_label(status.get("revision")?.as_str()?))
 }
+
+/// The release `meshctl upgrade` moved the mesh to (recorded in its state), on `mesh`: every
+/// command then plans, probes and removes what the clusters run, not the release before.
+pub fn follow_recorded_release(mesh: &mut crate::topology::Mesh, state: &crate::state::MeshState) {
+    if let Some(recorded) = &state.istio {
+        mesh.istio_version = Some(recorded.version.clone());
+        mesh.istio_revision = recorded.revision.clone();
+    }
+    mesh.istio_revision_beside = state
+        .upgrade
+        .as_ref()
+        .and_then(|u| u.beside(&mesh.istio_revision));
+}
+
+/// The release `meshctl upgrade` moved the mesh to: `up` installs it (and its revision), never the
+/// one before, whatever meshctl.yaml still says; a flag asking for another is refused.
+pub fn follow_for_up(
+    mesh: &mut crate::topology::Mesh,
+    asked: Option<&str>,
+    state: &crate::state::MeshState,
+    reporter: &crate::report::Reporter,
+) -> Result<(), crate::exit::UsageError> {
+    let Some(recorded) = &state.istio else {
+        return Ok(());
+    };
+    if let Some(flag) = asked.filter(|f| *f != recorded.version) {
+        return Err(crate::exit::UsageError(format!(
+            "--istio-version {flag}: mesh `{}` runs Istio {} (revision {}) since `meshctl upgrade`; `meshctl upgrade --to {flag}` moves it to another release",
+            mesh.mesh_id, recorded.version, recorded.revision
+        )));
+    }
+    if let Some(file) = mesh.istio_version.as_ref().filter(|f| **f != recorded.version) {
+        reporter.warn(
+            "mesh",
+            &format!(
+                "meshctl.yaml says istio.version {file}, but `meshctl upgrade` moved the mesh to {}: installing {} (set istio.version to {} to match)",
+                recorded.version, recorded.version, recorded.version
+            ),
+        );
+    }
+    follow_recorded_release(mesh, state);
+    Ok(())
+}
