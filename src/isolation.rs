@@ -94,31 +94,32 @@ pub async fn isolate(
     state: &StateStore,
     timeout: Duration,
 ) -> Result<PeerOutcomes> {
-    let folder = dir.isolated(target);
-    let outcomes = futures::future::join_all(peers(mesh, target).into_iter().map(|peer| {
-        let folder = folder.clone();
-        async move {
-            let file = folder.join(format!("{}.yaml", peer.name));
-            let namespace = mesh.istio_namespace(peer);
-            let outcome = at_peer(clients, peer, timeout, |client| async move {
-                isolate_at(&client, (namespace, target), &file, timeout).await
-            })
-            .await;
-            (peer.name.clone(), outcome)
-        }
-    }))
+    // Each peer's removal is recorded as it happens: an isolation stopped half-way (a second
+    // Ctrl-C, a crash) still names every peer whose secret is gone, for `rejoin` to put back.
+    let record = |peer: &str| {
+        state.update(|s| {
+            isolation_of(s, target).removed_from.insert(peer.to_string());
+        })
+    };
+    let outcomes = at_every_peer(
+        mesh,
+        target,
+        clients,
+        dir,
+        timeout,
+        |_| None,
+        |client, at, file| async move {
+            let outcome = isolate_at(&client, (at.0, at.1), &file, timeout).await?;
+            if outcome == PeerOutcome::Done {
+                record(at.2)?;
+            }
+            Ok(outcome)
+        },
+    )
     .await;
-    let removed: BTreeSet<String> = outcomes
-        .iter()
-        .filter(|(_, o)| *o == PeerOutcome::Done)
-        .map(|(p, _)| p.clone())
-        .collect();
+    // Isolated also where no peer answered: `up` removes the rest once they do.
     state.update(|s| {
-        let isolation = s.isolated.entry(target.to_string()).or_insert_with(|| Isolation {
-            since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            ..Isolation::default()
-        });
-        isolation.removed_from.extend(removed);
+        isolation_of(s, target);
     })?;
     Ok(outcomes)
 }
@@ -140,24 +141,21 @@ pub async fn rejoin(
         .get(target)
         .cloned()
         .ok_or_else(|| anyhow!("cluster `{target}` is not isolated"))?;
-    let folder = dir.isolated(target);
     refuse_secrets_in_the_way(mesh, target, &isolation.removed_from, clients, timeout).await?;
-    let outcomes = futures::future::join_all(peers(mesh, target).into_iter().map(|peer| {
-        let file = folder.join(format!("{}.yaml", peer.name));
-        let recorded = isolation.removed_from.contains(&peer.name);
-        async move {
-            if !recorded {
-                let detail = "isolate removed nothing here".to_string();
-                return (peer.name.clone(), PeerOutcome::NothingToDo { detail });
-            }
-            let namespace = mesh.istio_namespace(peer);
-            let outcome = at_peer(clients, peer, timeout, |client| async move {
-                rejoin_at(&client, (namespace, target), &file, timeout).await
-            })
-            .await;
-            (peer.name.clone(), outcome)
-        }
-    }))
+    let not_removed = |peer: &Cluster| {
+        (!isolation.removed_from.contains(&peer.name)).then(|| PeerOutcome::NothingToDo {
+            detail: "isolate removed nothing here".to_string(),
+        })
+    };
+    let outcomes = at_every_peer(
+        mesh,
+        target,
+        clients,
+        dir,
+        timeout,
+        not_removed,
+        |client, at, file| async move { rejoin_at(&client, (at.0, at.1), &file, timeout).await },
+    )
     .await;
     let pending: BTreeSet<String> = outcomes
         .iter()
@@ -173,7 +171,7 @@ pub async fn rejoin(
     })?;
     if pending.is_empty() {
         // Best effort: the folder held only what was put back.
-        let _ = std::fs::remove_dir_all(&folder);
+        let _ = std::fs::remove_dir_all(dir.isolated(target));
     }
     Ok(outcomes)
 }
@@ -213,6 +211,52 @@ async fn refuse_secrets_in_the_way(
         "rejoin `{target}`: a remote secret meshctl did not apply stands where the recorded one would go back; nothing was changed and `{target}` stays isolated:\n  - {}\nhint: delete it (or rename it) if `{target}` should be read through meshctl's secret, then run `meshctl rejoin {target}` again",
         foreign.join("\n  - ")
     ))
+}
+
+/// The isolation of `target` in `state`, begun now if there is none.
+fn isolation_of<'s>(state: &'s mut crate::state::MeshState, target: &str) -> &'s mut Isolation {
+    state
+        .isolated
+        .entry(target.to_string())
+        .or_insert_with(|| Isolation {
+            since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            ..Isolation::default()
+        })
+}
+
+/// `op` at every peer of `target` at once, each given its client, `(its Istio namespace, target,
+/// the peer's name)` and the file of `target`'s secret kept for it; a peer `skip` answers for is
+/// not asked, and one that does not answer within `timeout` is reported so.
+async fn at_every_peer<'a, F, Fut>(
+    mesh: &'a Mesh,
+    target: &'a str,
+    clients: &Clients,
+    dir: &MeshDir,
+    timeout: Duration,
+    skip: impl Fn(&Cluster) -> Option<PeerOutcome>,
+    op: F,
+) -> PeerOutcomes
+where
+    F: Fn(kube::Client, (&'a str, &'a str, &'a str), std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<PeerOutcome>>,
+{
+    let folder = dir.isolated(target);
+    let asked = peers(mesh, target).into_iter().map(|peer| {
+        let file = folder.join(format!("{}.yaml", peer.name));
+        let skipped = skip(peer);
+        let op = &op;
+        async move {
+            let outcome = match skipped {
+                Some(outcome) => outcome,
+                None => {
+                    let at = (mesh.istio_namespace(peer), target, peer.name.as_str());
+                    at_peer(clients, peer, timeout, |client| op(client, at, file)).await
+                }
+            };
+            (peer.name.clone(), outcome)
+        }
+    });
+    futures::future::join_all(asked).await
 }
 
 /// Runs `op` against `peer` once it answers within `timeout`; a peer that does not answer, or an

@@ -457,5 +457,9 @@ fn command_files_stay_thin() {
         .filter(|(_, lines)| *lines >= 250)
         .map(|(f, lines)| format!("{} ({lines} lines)", f.display()))
         .collect();
-    assert!(long.is_empty(), "command files of 250 lines or more:\n  - {}", long.join("\n  - "));
+    assert!(
+        long.is_empty(),
+        "command files of 250 lines or more:\n  - {}",
+        long.join("\n  - ")
+    );
 }
