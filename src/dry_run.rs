@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::atomic_file::{self, PRIVATE, PUBLIC};
 use crate::phases;
-use crate::plan::{Artifact, Phase, Plan, Step};
+use crate::plan::{Artifact, Plan, Step};
 
 /// What `plan.json` holds: the plan and the verification manifests.
 #[derive(Serialize)]
@@ -206,11 +206,7 @@ pub fn listing(plan: &Plan) -> String {
         text.push_str(&format!("\n{}{again}\n", phase.phase.folder()));
         for cluster in &phase.clusters {
             for step in &cluster.steps {
-                text.push_str(&format!(
-                    "  {:<10} {}\n",
-                    cluster.cluster,
-                    describe(phase.phase, step)
-                ));
+                text.push_str(&format!("  {:<10} {}\n", cluster.cluster, describe(step)));
             }
         }
     }
@@ -219,17 +215,6 @@ pub fn listing(plan: &Plan) -> String {
 
 /// One line for a step of `phase`: the phase says how its own steps read; the shared ones read
 /// the same in every phase.
-pub fn describe(phase: Phase, step: &Step) -> String {
-    if let Some(line) = phases::logic(phase).describe(step) {
-        return line;
-    }
-    match step {
-        Step::Apply { file } => format!("apply: {file}"),
-        Step::AwaitAdmission { file } => {
-            format!("wait: admission webhooks accept {file} (server-side dry run)")
-        }
-        Step::ApplyUpstream { name, url, .. } => format!("apply: {name} from {url} (sha256-checked)"),
-        Step::Wait { until } => format!("wait: {until}"),
-        other => format!("{other:?}"),
-    }
+pub fn describe(step: &Step) -> String {
+    phases::describe(step)
 }

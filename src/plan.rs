@@ -156,40 +156,15 @@ impl std::fmt::Display for Condition {
     }
 }
 
-/// One thing to do in one cluster.
+/// One thing to do in one cluster: a step every phase may use (run by the executor), or a step
+/// that belongs to one phase (its type says which, and only that phase's file runs it, so a step
+/// planned without a runner does not compile). The plan on disk reads the same either way: one
+/// object per step, its kind under `do`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "do", rename_all = "kebab-case", rename_all_fields = "camelCase")]
 pub enum Step {
-    /// `kind create cluster` from a rendered config; a kind cluster of that name that already
-    /// exists is reused (and never deleted by `down`: meshctl did not create it).
-    CreateKindCluster {
-        name: String,
-        /// Artifact path of the kind config.
-        config: String,
-        /// `--wait`, in seconds.
-        wait_secs: u64,
-    },
-    /// `istioctl install` of a rendered IstioOperator, then a record of what was installed (a
-    /// digest of the file) as an annotation on `record_on`, so the next run can tell whether the
-    /// cluster runs this rendering.
-    IstioctlInstall {
-        context: String,
-        /// Artifact path of the IstioOperator.
-        file: String,
-        /// The object the install creates and the record is kept on.
-        record_on: RecordOn,
-        /// Its namespace (istio-system, or `external-istiod` for an external control plane).
-        namespace: String,
-        /// `--readiness-timeout`, in seconds.
-        timeout_secs: u64,
-    },
     /// Server-side apply every document of an artifact.
     Apply { file: String },
-    /// Server-side apply the plug-in CA (`cacerts`); when that replaced a CA an istiod already
-    /// runs with, restart istiod and wait for its rollout: istiod takes up a new intermediate by
-    /// itself, but ignores a new root (Istio `pilot/pkg/bootstrap/istio_ca.go`, `handleEvent`:
-    /// "Updating new ROOT-CA not supported").
-    ApplyPluggedCa { file: String },
     /// Wait until admission (webhooks included) accepts every document of an artifact, proven by
     /// a server-side dry run, before it is applied.
     AwaitAdmission { file: String },
@@ -203,6 +178,35 @@ pub enum Step {
     },
     /// Wait for a condition.
     Wait { until: Condition },
+    #[serde(untagged)]
+    Clusters(ClustersStep),
+    #[serde(untagged)]
+    Routes(RoutesStep),
+    #[serde(untagged)]
+    Certs(CertsStep),
+    #[serde(untagged)]
+    Install(InstallStep),
+    #[serde(untagged)]
+    Eastwest(EastwestStep),
+    #[serde(untagged)]
+    RemoteSecrets(RemoteSecretsStep),
+    #[serde(untagged)]
+    ExternalIstiod(ExternalIstiodStep),
+}
+
+/// Phase `clusters`' own steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "do", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+pub enum ClustersStep {
+    /// `kind create cluster` from a rendered config; a kind cluster of that name that already
+    /// exists is reused (and never deleted by `down`: meshctl did not create it).
+    CreateKindCluster {
+        name: String,
+        /// Artifact path of the kind config.
+        config: String,
+        /// `--wait`, in seconds.
+        wait_secs: u64,
+    },
     /// Merge the kind cluster's kubeconfig into meshctl's, with the context renamed.
     ImportKubeconfig {
         kind_cluster: String,
@@ -216,6 +220,12 @@ pub enum Step {
         /// The docker network it is on.
         network: String,
     },
+}
+
+/// Phase `routes`' own step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "do", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+pub enum RoutesStep {
     /// On a kind node, route other clusters' pod and service CIDRs to their nodes (clusters on one
     /// Istio network: pods call each other directly).
     RoutePeers {
@@ -225,6 +235,12 @@ pub enum Step {
         /// One entry per peer cluster.
         peers: Vec<PeerRoutes>,
     },
+}
+
+/// Phase `certs`' own steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "do", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+pub enum CertsStep {
     /// Set labels on every node.
     LabelNodes {
         labels: BTreeMap<String, String>,
@@ -232,20 +248,54 @@ pub enum Step {
         /// cloud provider's own topology labels are never overwritten.
         overwrite: bool,
     },
+    /// Server-side apply the plug-in CA (`cacerts`); when that replaced a CA an istiod already
+    /// runs with, restart istiod and wait for its rollout: istiod takes up a new intermediate by
+    /// itself, but ignores a new root (Istio `pilot/pkg/bootstrap/istio_ca.go`, `handleEvent`:
+    /// "Updating new ROOT-CA not supported").
+    ApplyPluggedCa { file: String },
+}
+
+/// The step the phases that install with istioctl share (`istio`, `eastwest`, `external-istiod`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "do", rename_all = "kebab-case")]
+pub enum InstallStep {
+    IstioctlInstall(IstioctlInstall),
+}
+
+/// `istioctl install` of a rendered IstioOperator, then a record of what was installed (a digest
+/// of the file) as an annotation on `record_on`, so the next run can tell whether the cluster runs
+/// this rendering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioctlInstall {
+    pub context: String,
+    /// Artifact path of the IstioOperator.
+    pub file: String,
+    /// The object the install creates and the record is kept on.
+    pub record_on: RecordOn,
+    /// Its namespace (istio-system, or `external-istiod` for an external control plane).
+    pub namespace: String,
+    /// `--readiness-timeout`, in seconds.
+    pub timeout_secs: u64,
+}
+
+/// Phase `eastwest`'s own steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "do", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+pub enum EastwestStep {
     /// Record the east-west gateway address the topology declares, after checking that it answers.
     RecordGatewayAddress { address: String, port: u16 },
+}
+
+/// Phase `remote-secrets`' own steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "do", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+pub enum RemoteSecretsStep {
     /// Delete the remote secrets meshctl applied here for clusters that are no longer in the mesh
     /// (a user's own remote secrets are never touched).
     PruneRemoteSecrets {
         /// The clusters of the mesh: their secrets stay.
         keep: Vec<String>,
-    },
-    /// Read the config cluster `source`'s `istiod` token and apply the external istiod's
-    /// kubeconfig of it (`istio-kubeconfig`) in this cluster.
-    ConfigKubeconfig {
-        source: String,
-        /// The Secret's shape, with the token and CA as placeholders. Never applied.
-        preview: String,
     },
     /// Read `source`'s reader token and apply its remote secret in this cluster.
     RemoteSecret {
@@ -257,12 +307,25 @@ pub enum Step {
     },
 }
 
+/// Phase `external-istiod`'s own step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "do", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+pub enum ExternalIstiodStep {
+    /// Read the config cluster `source`'s `istiod` token and apply the external istiod's
+    /// kubeconfig of it (`istio-kubeconfig`) in this cluster.
+    ConfigKubeconfig {
+        source: String,
+        /// The Secret's shape, with the token and CA as placeholders. Never applied.
+        preview: String,
+    },
+}
+
 impl Step {
     /// Whether the step runs an external program, whose own error already shows its command line.
     pub fn runs_program(&self) -> bool {
         matches!(
             self,
-            Step::CreateKindCluster { .. } | Step::IstioctlInstall { .. }
+            Step::Clusters(ClustersStep::CreateKindCluster { .. }) | Step::Install(_)
         )
     }
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::kube::apply::{Applier, Comparison};
 use crate::kube::{Clients, wait};
+use crate::plan::CertsStep;
 use crate::plan::{Artifact, Plan, Step};
 use crate::state::MeshState;
 use crate::tools::ToolRunner;
@@ -141,7 +142,7 @@ impl Probe<'_> {
         self.steps
             .iter()
             .filter_map(|s| match s {
-                Step::Apply { file } | Step::ApplyPluggedCa { file } => Some(file.as_str()),
+                Step::Apply { file } | Step::Certs(CertsStep::ApplyPluggedCa { file }) => Some(file.as_str()),
                 _ => None,
             })
             .collect()

@@ -9,6 +9,7 @@ use std::time::Duration;
 use meshctl::isolation::{self, PeerOutcome};
 use meshctl::kube::Clients;
 use meshctl::mesh_dir::MeshDir;
+use meshctl::plan::RemoteSecretsStep;
 use meshctl::plan::{Phase, PlanInput, Step};
 use meshctl::state::StateStore;
 use meshctl::topology::Mesh;
@@ -241,8 +242,12 @@ async fn a_stopped_cluster_is_isolated_and_rejoined_with_nothing_lost() {
     for cs in &plan.phases[0].clusters {
         for step in &cs.steps {
             match step {
-                Step::PruneRemoteSecrets { keep } => assert!(!keep.contains(&"cluster3".to_string())),
-                Step::RemoteSecret { source, .. } => assert_ne!(source, "cluster3"),
+                Step::RemoteSecrets(RemoteSecretsStep::PruneRemoteSecrets { keep }) => {
+                    assert!(!keep.contains(&"cluster3".to_string()))
+                }
+                Step::RemoteSecrets(RemoteSecretsStep::RemoteSecret { source, .. }) => {
+                    assert_ne!(source, "cluster3")
+                }
                 _ => {}
             }
         }

@@ -9,6 +9,9 @@ use std::collections::{BTreeMap, HashSet};
 use meshctl::ipam;
 use meshctl::plan::Phase;
 use meshctl::plan::{self, Artifact, Plan, PlanInput, Step};
+use meshctl::plan::{
+    CertsStep, EastwestStep, ExternalIstiodStep, InstallStep, IstioctlInstall, RemoteSecretsStep, RoutesStep,
+};
 use meshctl::render::parse_documents;
 use meshctl::topology::Mesh;
 use serde_json::Value;
@@ -449,7 +452,7 @@ fn full_mesh_of_remote_secrets_and_non_interactive_istioctl() {
         for cs in &phase.clusters {
             for step in &cs.steps {
                 match step {
-                    Step::RemoteSecret { source, preview } => {
+                    Step::RemoteSecrets(RemoteSecretsStep::RemoteSecret { source, preview }) => {
                         assert_ne!(source, &cs.cluster);
                         assert!(pairs.insert((source.clone(), cs.cluster.clone())));
                         // The plan shows the Secret's shape; the credential is never on disk.
@@ -474,7 +477,9 @@ fn full_mesh_of_remote_secrets_and_non_interactive_istioctl() {
                             artifact.content
                         );
                     }
-                    Step::IstioctlInstall { context, file, .. } => {
+                    Step::Install(InstallStep::IstioctlInstall(IstioctlInstall {
+                        context, file, ..
+                    })) => {
                         let args = meshctl::tools::istioctl::install_args(context, file, 300);
                         assert!(
                             args.contains(&"-y".to_string()),
@@ -557,11 +562,16 @@ fn existing_clusters_plan_starts_at_certs_and_labels_nodes_only_where_missing() 
     let label = p.phases[0].clusters[0]
         .steps
         .iter()
-        .find(|s| matches!(s, Step::LabelNodes { .. }))
+        .find(|s| matches!(s, Step::Certs(CertsStep::LabelNodes { .. })))
         .unwrap();
-    assert!(matches!(label, Step::LabelNodes { overwrite: false, .. }));
+    assert!(matches!(
+        label,
+        Step::Certs(CertsStep::LabelNodes { overwrite: false, .. })
+    ));
     let install = &p.phases[1].clusters[1].steps[0];
-    assert!(matches!(install, Step::IstioctlInstall { context, .. } if context == "ctx-b"));
+    assert!(
+        matches!(install, Step::Install(InstallStep::IstioctlInstall(IstioctlInstall { context, .. })) if context == "ctx-b")
+    );
 }
 
 #[test]
@@ -608,7 +618,7 @@ fn secret_sources(plan: &Plan, cluster: &str) -> Vec<String> {
     steps_of(plan, Phase::RemoteSecrets, cluster)
         .into_iter()
         .filter_map(|s| match s {
-            Step::RemoteSecret { source, .. } => Some(source.clone()),
+            Step::RemoteSecrets(RemoteSecretsStep::RemoteSecret { source, .. }) => Some(source.clone()),
             _ => None,
         })
         .collect()
@@ -737,7 +747,7 @@ fn primary_remote_on_two_networks_follows_istios_install_docs() {
     ));
     assert!(matches!(
         steps_of(&plan, Phase::Istio, "cluster2")[0],
-        Step::IstioctlInstall { record_on: plan::RecordOn::Service(name), .. } if name == "istiod"
+        Step::Install(InstallStep::IstioctlInstall(IstioctlInstall { record_on: plan::RecordOn::Service(name), .. })) if name == "istiod"
     ));
 }
 
@@ -796,7 +806,7 @@ fn multi_primary_on_one_network_routes_pods_and_needs_no_gateway() {
         ("cluster2", "cluster1", ["10.10.0.0/16", "10.255.10.0/24"]),
     ] {
         let steps = steps_of(&plan, Phase::Routes, me);
-        let [Step::RoutePeers { node, peers, .. }] = steps.as_slice() else {
+        let [Step::Routes(RoutesStep::RoutePeers { node, peers, .. })] = steps.as_slice() else {
             panic!("{me}: {steps:?}");
         };
         assert_eq!(node, &format!("{me}-control-plane"));
@@ -944,7 +954,9 @@ fn an_external_control_plane_follows_istios_install_docs() {
         true
     );
     let kubeconfig = steps_of(&plan, Phase::ExternalIstiod, "cluster1");
-    assert!(matches!(kubeconfig[0], Step::ConfigKubeconfig { source, .. } if source == "cluster2"));
+    assert!(
+        matches!(kubeconfig[0], Step::ExternalIstiod(ExternalIstiodStep::ConfigKubeconfig { source, .. }) if source == "cluster2")
+    );
     assert_eq!(secret_sources(&plan, "cluster1"), ["cluster3"]);
     let cacerts = one_doc(&plan, "cluster1/04-certs/cacerts.yaml");
     assert_eq!(cacerts["metadata"]["namespace"], "external-istiod");
@@ -1094,7 +1106,9 @@ fn declared_gateways_reach_every_istiods_mesh_networks_and_a_node_port_service_i
         steps_of(&plan, Phase::Eastwest, cluster)
             .into_iter()
             .filter_map(|s| match s {
-                Step::RecordGatewayAddress { address, port } => Some(format!("{address}:{port}")),
+                Step::Eastwest(EastwestStep::RecordGatewayAddress { address, port }) => {
+                    Some(format!("{address}:{port}"))
+                }
                 Step::Wait {
                     until: meshctl::plan::Condition::LoadBalancerIp { .. },
                 } => Some("load balancer".into()),
@@ -1141,7 +1155,9 @@ fn a_revisioned_mesh_installs_names_and_exposes_the_revision() {
         .flat_map(|p| &p.clusters)
         .flat_map(|c| &c.steps)
         .filter_map(|s| match s {
-            Step::IstioctlInstall { record_on, .. } => Some(record_on.to_string()),
+            Step::Install(InstallStep::IstioctlInstall(IstioctlInstall { record_on, .. })) => {
+                Some(record_on.to_string())
+            }
             _ => None,
         })
         .collect();

@@ -421,10 +421,9 @@ impl Executor {
             run: &self.run,
             cluster,
         };
-        let logic = phases::logic(phase);
         let mut details = Vec::new();
         for step in &cs.steps {
-            let line = describe(phase, step);
+            let line = describe(step);
             self.reporter.step(phase.name(), &cs.cluster, &line);
             // A failed program already shows its command line; other steps are described here.
             let context = if step.runs_program() {
@@ -432,7 +431,7 @@ impl Executor {
             } else {
                 format!("phase {phase}: {line}")
             };
-            let ran = match logic.run(step, cx) {
+            let ran = match phases::run_own(step, cx) {
                 Some(own) => own.await,
                 None => steps::run(step, cx).await,
             };

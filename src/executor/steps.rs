@@ -1,6 +1,6 @@
 //! The steps every phase shares: apply a rendered file, wait until admission accepts it, apply a
 //! pinned upstream manifest, wait for a condition. A phase's own steps run in its file
-//! ([`crate::phases::PhaseLogic::run`]); these run here when the phase leaves them.
+//! ([`crate::phases::run_own`]); these run here.
 
 use anyhow::{Result, anyhow};
 
@@ -23,8 +23,8 @@ pub(super) async fn run(step: &Step, cx: StepContext<'_>) -> Result<Option<Strin
         }
         Step::ApplyUpstream { name, url, sha256 } => apply_upstream(cx, name, url, sha256).await,
         Step::Wait { until } => wait_for(cx, until).await,
-        other => Err(anyhow!(
-            "no phase runs this step here: {other:?} (a phase planned a step it does not run)"
+        own => Err(anyhow!(
+            "{own:?} is a phase's own step: `phases::run_own` runs it"
         )),
     }
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult};
 use crate::kube::apply::{Change, summary};
 use crate::kube::delete_owned;
+use crate::plan::CertsStep;
 use crate::plan::{Phase, PhaseBuilder, PlanError, Step};
 use crate::plugged_ca::{self, CACERTS};
 use crate::probe::{self, Finding, Probe};
@@ -37,28 +38,6 @@ impl PhaseLogic for Certs {
         &[Fact::Cas]
     }
 
-    fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
-        Some(match step {
-            Step::LabelNodes { labels, overwrite } => Box::pin(label_nodes(cx, labels, *overwrite)),
-            Step::ApplyPluggedCa { file } => Box::pin(apply_plugged_ca(cx, file)),
-            _ => return None,
-        })
-    }
-
-    fn describe(&self, step: &Step) -> Option<String> {
-        Some(match step {
-            Step::LabelNodes { labels, overwrite } => {
-                let l: Vec<_> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let only = if *overwrite { "" } else { " (only where missing)" };
-                format!("label nodes: {}{only}", l.join(" "))
-            }
-            Step::ApplyPluggedCa { file } => {
-                format!("apply: {file}   (then restarts istiod if it replaced the CA istiod runs with)")
-            }
-            _ => return None,
-        })
-    }
-
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
             let namespace = cx.istio_namespace;
@@ -69,6 +48,28 @@ impl PhaseLogic for Certs {
                 .into_iter()
                 .collect())
         })
+    }
+}
+
+/// Runs one of the phase's own steps.
+pub(super) fn run<'a>(step: &'a CertsStep, cx: StepContext<'a>) -> StepResult<'a> {
+    match step {
+        CertsStep::LabelNodes { labels, overwrite } => Box::pin(label_nodes(cx, labels, *overwrite)),
+        CertsStep::ApplyPluggedCa { file } => Box::pin(apply_plugged_ca(cx, file)),
+    }
+}
+
+/// How one of the phase's own steps reads.
+pub(super) fn describe(step: &CertsStep) -> String {
+    match step {
+        CertsStep::LabelNodes { labels, overwrite } => {
+            let l: Vec<_> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let only = if *overwrite { "" } else { " (only where missing)" };
+            format!("label nodes: {}{only}", l.join(" "))
+        }
+        CertsStep::ApplyPluggedCa { file } => {
+            format!("apply: {file}   (then restarts istiod if it replaced the CA istiod runs with)")
+        }
     }
 }
 
@@ -110,7 +111,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         false,
     )?;
     b.step(Step::Apply { file: namespace });
-    b.step(Step::LabelNodes {
+    b.step(Step::Certs(CertsStep::LabelNodes {
         labels: BTreeMap::from([
             (
                 "topology.kubernetes.io/region".to_string(),
@@ -119,7 +120,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
             ("topology.kubernetes.io/zone".to_string(), cluster.zone.clone()),
         ]),
         overwrite: b.input.mesh.provider == Provider::Kind,
-    });
+    }));
     // A remote runs no istiod (the remote profile renders no Deployment: Istio's
     // `istio-discovery/templates/deployment.yaml` is skipped there): its proxies get their
     // certificates from the primary's istiod, so nothing would read a CA key put there.
@@ -127,7 +128,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     if cluster.role != Role::Remote {
         let context = plugged_ca::context(ca, (&mesh.mesh_id, istio_namespace));
         let cacerts = b.render("cacerts.yaml", plugged_ca::TEMPLATE, &context, true)?;
-        b.step(Step::ApplyPluggedCa { file: cacerts });
+        b.step(Step::Certs(CertsStep::ApplyPluggedCa { file: cacerts }));
     }
     Ok(())
 }
@@ -143,7 +144,7 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     for step in p.steps {
         match step {
             Step::Apply { file } => out.extend(p.applied(&client, file).await),
-            Step::ApplyPluggedCa { file } => {
+            Step::Certs(CertsStep::ApplyPluggedCa { file }) => {
                 let namespace = p.mesh.istio_namespace(p.cluster);
                 let wanted = p
                     .artifact(file)
@@ -159,7 +160,7 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
                     None => out.extend(p.applied(&client, file).await),
                 }
             }
-            Step::LabelNodes { labels, overwrite } => {
+            Step::Certs(CertsStep::LabelNodes { labels, overwrite }) => {
                 out.push(probe::nodes(&client, labels, *overwrite).await)
             }
             _ => {}

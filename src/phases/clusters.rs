@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use super::{Fact, PhaseLogic, Preflight, StepContext, StepResult};
 use crate::kube::wait;
 use crate::kubeconfig;
-use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
+use crate::plan::{ClustersStep, Condition, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
 use crate::tools::docker::Docker;
 use crate::tools::kind::{self, Kind, api_endpoint, control_plane_container};
@@ -85,46 +85,46 @@ impl PhaseLogic for Clusters {
     fn invalidates(&self) -> &'static [Fact] {
         &[Fact::Pools]
     }
+}
 
-    fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
-        Some(match step {
-            Step::CreateKindCluster {
-                name,
-                config,
-                wait_secs,
-            } => Box::pin(create_kind_cluster(cx, name, config, *wait_secs)),
-            Step::ImportKubeconfig {
-                kind_cluster,
-                context,
-            } => Box::pin(import_kubeconfig(cx, kind_cluster, context)),
-            Step::RecordApiEndpoint { container, network } => {
-                Box::pin(record_api_endpoint(cx, container, network))
-            }
-            _ => return None,
-        })
+/// Runs one of the phase's own steps.
+pub(super) fn run<'a>(step: &'a ClustersStep, cx: StepContext<'a>) -> StepResult<'a> {
+    match step {
+        ClustersStep::CreateKindCluster {
+            name,
+            config,
+            wait_secs,
+        } => Box::pin(create_kind_cluster(cx, name, config, *wait_secs)),
+        ClustersStep::ImportKubeconfig {
+            kind_cluster,
+            context,
+        } => Box::pin(import_kubeconfig(cx, kind_cluster, context)),
+        ClustersStep::RecordApiEndpoint { container, network } => {
+            Box::pin(record_api_endpoint(cx, container, network))
+        }
     }
+}
 
-    fn describe(&self, step: &Step) -> Option<String> {
-        Some(match step {
-            Step::CreateKindCluster {
-                name,
-                config,
-                wait_secs,
-            } => format!(
-                "run: kind {}   (skipped if `kind get clusters` lists `{name}`)",
-                kind::create_args(name, config, *wait_secs).join(" ")
-            ),
-            Step::ImportKubeconfig {
-                kind_cluster,
-                context,
-            } => format!(
-                "kubeconfig: `kind get kubeconfig --name {kind_cluster}`, context renamed to `{context}`"
-            ),
-            Step::RecordApiEndpoint { container, network } => format!(
-                "record: API server of `{container}` on docker network `{network}` (https://<ip>:6443)"
-            ),
-            _ => return None,
-        })
+/// How one of the phase's own steps reads.
+pub(super) fn describe(step: &ClustersStep) -> String {
+    match step {
+        ClustersStep::CreateKindCluster {
+            name,
+            config,
+            wait_secs,
+        } => format!(
+            "run: kind {}   (skipped if `kind get clusters` lists `{name}`)",
+            kind::create_args(name, config, *wait_secs).join(" ")
+        ),
+        ClustersStep::ImportKubeconfig {
+            kind_cluster,
+            context,
+        } => {
+            format!("kubeconfig: `kind get kubeconfig --name {kind_cluster}`, context renamed to `{context}`")
+        }
+        ClustersStep::RecordApiEndpoint { container, network } => {
+            format!("record: API server of `{container}` on docker network `{network}` (https://<ip>:6443)")
+        }
     }
 }
 
@@ -211,21 +211,21 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         },
         false,
     )?;
-    b.step(Step::CreateKindCluster {
+    b.step(Step::Clusters(ClustersStep::CreateKindCluster {
         name: cluster.name.clone(),
         config,
         wait_secs: b.input.timeout_secs,
-    });
-    b.step(Step::ImportKubeconfig {
+    }));
+    b.step(Step::Clusters(ClustersStep::ImportKubeconfig {
         kind_cluster: cluster.name.clone(),
         context: cluster.context.clone(),
-    });
+    }));
     // istiod in other clusters must reach this API server on the docker network, never 127.0.0.1
     // (a remote secret pointing at 127.0.0.1 makes istiod dial itself).
-    b.step(Step::RecordApiEndpoint {
+    b.step(Step::Clusters(ClustersStep::RecordApiEndpoint {
         container: control_plane_container(&cluster.name),
         network: b.input.docker_network.clone(),
-    });
+    }));
     b.step(Step::Wait {
         until: Condition::NodesReady,
     });

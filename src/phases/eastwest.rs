@@ -5,11 +5,10 @@ use anyhow::Result;
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-use super::istioctl_install::{
-    describe_install, install_operator, installed, run_install, uninstall_operator,
-};
+use super::istioctl_install::{install_operator, installed, uninstall_operator};
 use super::{PhaseLogic, RemoveContext, StepContext, StepResult};
 use crate::kube::{inspect, wait};
+use crate::plan::EastwestStep;
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, RecordOn, Step};
 use crate::probe::{Finding, Probe};
 use crate::topology::ISTIO_NAMESPACE as NAMESPACE;
@@ -38,27 +37,6 @@ impl PhaseLogic for Eastwest {
         true
     }
 
-    fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
-        match step {
-            Step::Wait {
-                until: Condition::LoadBalancerIp { namespace, name },
-            } if name == GATEWAY_NAME => Some(Box::pin(record_address(cx, namespace, name))),
-            Step::RecordGatewayAddress { address, port } => {
-                Some(Box::pin(record_declared(cx, address, *port)))
-            }
-            _ => run_install(step, cx),
-        }
-    }
-
-    fn describe(&self, step: &Step) -> Option<String> {
-        match step {
-            Step::RecordGatewayAddress { address, port } => Some(format!(
-                "record: other networks reach this gateway at {address}:{port} (declared; in every istiod's meshNetworks)"
-            )),
-            _ => describe_install(step),
-        }
-    }
-
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         let record_on = RecordOn::Deployment(GATEWAY_NAME.into());
         let namespace = cx.gateway_namespace();
@@ -66,6 +44,20 @@ impl PhaseLogic for Eastwest {
             async move { uninstall_operator(cx, Phase::Eastwest, GATEWAY_FILE, record_on, namespace).await },
         )
     }
+}
+
+/// Runs the phase's own step.
+pub(super) fn run<'a>(step: &'a EastwestStep, cx: StepContext<'a>) -> StepResult<'a> {
+    let EastwestStep::RecordGatewayAddress { address, port } = step;
+    Box::pin(record_declared(cx, address, *port))
+}
+
+/// How the phase's own step reads.
+pub(super) fn describe(step: &EastwestStep) -> String {
+    let EastwestStep::RecordGatewayAddress { address, port } = step;
+    format!(
+        "record: other networks reach this gateway at {address}:{port} (declared; in every istiod's meshNetworks)"
+    )
 }
 
 /// How long a declared address has to accept a connection from here before it is reported as not
@@ -96,7 +88,11 @@ pub const GATEWAY_FILE: &str = "eastwest-gateway.yaml";
 
 /// Waits until the gateway has an address and records it: a remote's IstioOperator carries its
 /// primary's (`remotePilotAddress`).
-async fn record_address(cx: StepContext<'_>, namespace: &str, name: &str) -> Result<Option<String>> {
+pub(super) fn record_address<'a>(cx: StepContext<'a>, namespace: &'a str, name: &'a str) -> StepResult<'a> {
+    Box::pin(record_gateway_address(cx, namespace, name))
+}
+
+async fn record_gateway_address(cx: StepContext<'_>, namespace: &str, name: &str) -> Result<Option<String>> {
     let client = cx.client().await?;
     let address = wait::load_balancer_address(&client, namespace, name, cx.settings().timeout).await?;
     cx.record(|c| c.eastwest_ip = Some(address.clone()))?;
@@ -161,10 +157,10 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     match eastwest.declared() {
         // The address is the topology's, in every istiod's meshNetworks already: recorded (a
         // remote's IstioOperator carries its primary's), and checked for an answer.
-        Some((address, port)) => b.step(Step::RecordGatewayAddress {
+        Some((address, port)) => b.step(Step::Eastwest(EastwestStep::RecordGatewayAddress {
             address: address.to_string(),
             port,
-        }),
+        })),
         // istioctl does not wait for this; without an IP, remote endpoints degrade to unreachable
         // pod IPs, and on kind the address comes only from MetalLB.
         None => b.step(Step::Wait {

@@ -13,11 +13,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde::Serialize;
 
-use super::istioctl_install::{
-    DISCOVERY_ADDRESS_UNKNOWN, describe_install, install_operator, installed, run_install, uninstall_operator,
-};
+use super::istioctl_install::{DISCOVERY_ADDRESS_UNKNOWN, install_operator, installed, uninstall_operator};
 use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult};
 use crate::kube::apply::summary;
+use crate::plan::ExternalIstiodStep;
 use crate::plan::{Phase, PhaseBuilder, PlanError, RecordOn, Step};
 use crate::probe::{Finding, Probe};
 use crate::remote_secret::create::{self, Account, CONFIG_SECRET, Placement};
@@ -60,22 +59,6 @@ impl PhaseLogic for ExternalIstiod {
         true
     }
 
-    fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
-        match step {
-            Step::ConfigKubeconfig { source, .. } => Some(Box::pin(apply_config_kubeconfig(cx, source))),
-            _ => run_install(step, cx),
-        }
-    }
-
-    fn describe(&self, step: &Step) -> Option<String> {
-        match step {
-            Step::ConfigKubeconfig { source, preview } => Some(format!(
-                "config cluster: read `{source}`'s istiod token, apply {CONFIG_SECRET} here (shape: {preview})"
-            )),
-            _ => describe_install(step),
-        }
-    }
-
     /// istiod (through istioctl, from the file it was installed from), then its kubeconfig.
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
@@ -96,6 +79,18 @@ impl PhaseLogic for ExternalIstiod {
             Ok(removed)
         })
     }
+}
+
+/// Runs the phase's own step.
+pub(super) fn run<'a>(step: &'a ExternalIstiodStep, cx: StepContext<'a>) -> StepResult<'a> {
+    let ExternalIstiodStep::ConfigKubeconfig { source, .. } = step;
+    Box::pin(apply_config_kubeconfig(cx, source))
+}
+
+/// How the phase's own step reads.
+pub(super) fn describe(step: &ExternalIstiodStep) -> String {
+    let ExternalIstiodStep::ConfigKubeconfig { source, preview } = step;
+    format!("config cluster: read `{source}`'s istiod token, apply {CONFIG_SECRET} here (shape: {preview})")
 }
 
 /// Context of `templates/external-istiod/external-istiod.yaml.j2`.
@@ -152,10 +147,10 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         ),
         false,
     )?;
-    b.step(Step::ConfigKubeconfig {
+    b.step(Step::ExternalIstiod(ExternalIstiodStep::ConfigKubeconfig {
         source: config.name.clone(),
         preview,
-    });
+    }));
     let operator = ExternalIstiodOperator {
         name: OPERATOR_NAME,
         namespace,
@@ -207,7 +202,7 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     };
     let mut out = Vec::new();
     for step in p.steps {
-        if let Step::ConfigKubeconfig { source, .. } = step {
+        if let Step::ExternalIstiod(ExternalIstiodStep::ConfigKubeconfig { source, .. }) = step {
             out.push(probe_config_kubeconfig(p, &client, source).await);
         }
     }

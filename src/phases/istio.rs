@@ -10,11 +10,11 @@ use kube::api::Api;
 use serde::Serialize;
 
 use super::istioctl_install::{
-    DISCOVERY_ADDRESS_UNKNOWN, describe_install, install_operator, installed, recorded, run_install,
-    uninstall_operator,
+    DISCOVERY_ADDRESS_UNKNOWN, install_operator, installed, recorded, uninstall_operator,
 };
-use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult, SummaryColumn};
+use super::{Fact, PhaseLogic, RemoveContext, SummaryColumn};
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, RecordOn, Step};
+use crate::plan::{InstallStep, IstioctlInstall};
 use crate::probe::{Finding, Probe};
 use crate::topology::{Cluster, Mesh, Role};
 use crate::versions;
@@ -58,14 +58,6 @@ impl PhaseLogic for Istio {
 
     fn runs_istioctl(&self) -> bool {
         true
-    }
-
-    fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
-        run_install(step, cx)
-    }
-
-    fn describe(&self, step: &Step) -> Option<String> {
-        describe_install(step)
     }
 
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
@@ -196,13 +188,13 @@ fn plan_remote(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         },
     };
     let path = b.render(CONTROL_PLANE_FILE, "istio/remote.yaml.j2", &remote, false)?;
-    b.step(Step::IstioctlInstall {
+    b.step(Step::Install(InstallStep::IstioctlInstall(IstioctlInstall {
         context: b.cluster.context.clone(),
         file: path,
         record_on: RecordOn::Service(revision.istiod()),
         namespace: namespace.into(),
         timeout_secs: b.input.timeout_secs,
-    });
+    })));
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::{RemoveContext, StepContext, StepResult};
 use crate::kube::FIELD_MANAGER;
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, RecordOn, Step};
+use crate::plan::{InstallStep, IstioctlInstall};
 use crate::probe::{self, Finding, Probe};
 use crate::tools::{RunOptions, istioctl};
 
@@ -35,13 +36,13 @@ pub fn install_operator<C: Serialize>(
     (namespace, deployment): (&str, &str),
 ) -> Result<(), PlanError> {
     let path = b.render(file, template, context, false)?;
-    b.step(Step::IstioctlInstall {
+    b.step(Step::Install(InstallStep::IstioctlInstall(IstioctlInstall {
         context: b.cluster.context.clone(),
         file: path,
         record_on: RecordOn::Deployment(deployment.into()),
         namespace: namespace.into(),
         timeout_secs: b.input.timeout_secs,
-    });
+    })));
     b.step(Step::Wait {
         until: Condition::DeploymentAvailable {
             namespace: namespace.into(),
@@ -56,12 +57,12 @@ pub fn install_operator<C: Serialize>(
 pub async fn installed(p: &Probe<'_>, client: &kube::Client) -> Vec<Finding> {
     let mut out = Vec::new();
     for step in p.steps {
-        if let Step::IstioctlInstall {
+        if let Step::Install(InstallStep::IstioctlInstall(IstioctlInstall {
             file,
             record_on,
             namespace,
             ..
-        } = step
+        })) = step
         {
             let digest = p.artifact(file).map(|a| a.digest()).unwrap_or_default();
             let installed = Some((INSTALLED_DIGEST, digest.as_str()));
@@ -74,53 +75,38 @@ pub async fn installed(p: &Probe<'_>, client: &kube::Client) -> Vec<Finding> {
     out
 }
 
-/// Runs an `IstioctlInstall` step (the one step of its own the control plane and the east-west
-/// gateway share).
-pub fn run_install<'a>(step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
-    match step {
-        Step::IstioctlInstall {
-            context,
-            file,
-            record_on,
-            namespace,
-            timeout_secs,
-        } => Some(Box::pin(install(
-            cx,
-            context,
-            file,
-            (namespace, record_on),
-            *timeout_secs,
-        ))),
-        _ => None,
-    }
+/// Runs the step the installing phases share.
+pub fn run<'a>(step: &'a InstallStep, cx: StepContext<'a>) -> StepResult<'a> {
+    let InstallStep::IstioctlInstall(install_step) = step;
+    Box::pin(install(cx, install_step))
 }
 
-/// How an `IstioctlInstall` step reads in `--dry-run`.
-pub fn describe_install(step: &Step) -> Option<String> {
-    match step {
-        Step::IstioctlInstall {
-            context,
-            file,
-            record_on,
-            namespace,
-            timeout_secs,
-        } => Some(format!(
-            "run: istioctl {}   (then records the file's digest on {record_on} in {namespace})",
-            istioctl::install_args(context, file, *timeout_secs).join(" ")
-        )),
-        _ => None,
-    }
+/// How it reads in `--dry-run`.
+pub fn describe(step: &InstallStep) -> String {
+    let InstallStep::IstioctlInstall(IstioctlInstall {
+        context,
+        file,
+        record_on,
+        namespace,
+        timeout_secs,
+    }) = step;
+    format!(
+        "run: istioctl {}   (then records the file's digest on {record_on} in {namespace})",
+        istioctl::install_args(context, file, *timeout_secs).join(" ")
+    )
 }
 
 /// `istioctl install`, then the digest of the file it installed, recorded on `record_on` as an
 /// annotation (meshctl's own field manager, so istioctl's next apply leaves it alone).
-async fn install(
-    cx: StepContext<'_>,
-    context: &str,
-    file: &str,
-    (namespace, record_on): (&str, &RecordOn),
-    timeout_secs: u64,
-) -> Result<Option<String>> {
+async fn install(cx: StepContext<'_>, step: &IstioctlInstall) -> Result<Option<String>> {
+    let IstioctlInstall {
+        context,
+        file,
+        record_on,
+        namespace,
+        timeout_secs,
+    } = step;
+    let timeout_secs = *timeout_secs;
     let rendered = cx.artifact_text(file)?;
     if rendered.contains(DISCOVERY_ADDRESS_UNKNOWN) {
         let primary = &cx.run.mesh.control_plane_of(cx.cluster).name;

@@ -22,7 +22,7 @@ mod routes;
 use anyhow::Result;
 use futures::future::BoxFuture;
 
-use crate::plan::{Phase, PhaseBuilder, PlanError, Step};
+use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
 use crate::topology::{Cluster, Mesh};
 
@@ -90,17 +90,6 @@ pub trait PhaseLogic: Sync {
         false
     }
 
-    /// Runs `step` when it is one of this phase's own; `None` leaves it to the executor (the steps
-    /// every phase shares).
-    fn run<'a>(&'a self, _step: &'a Step, _cx: StepContext<'a>) -> Option<StepResult<'a>> {
-        None
-    }
-
-    /// How one of this phase's own steps reads in `--dry-run`; `None` for the shared ones.
-    fn describe(&self, _step: &Step) -> Option<String> {
-        None
-    }
-
     /// Checks what can be checked before anything changes (files named on the command line, the
     /// kubeconfig meshctl writes to, addresses other clusters will use).
     fn preflight(&self, _cx: &Preflight<'_>) -> Result<()> {
@@ -160,6 +149,50 @@ pub fn preflight(phases: &[Phase], cx: &Preflight<'_>) -> anyhow::Result<()> {
         logic(*phase).preflight(cx)?;
     }
     Ok(())
+}
+
+/// Runs a phase's own step in one cluster, in the file of the phase its type names; `None` for
+/// the steps every phase shares, which the executor runs. Two shared waits are a phase's to
+/// complete: the east-west gateway's address (recorded once it has one) and istiod's view of its
+/// peers (asked of every istiod pod).
+pub fn run_own<'a>(step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
+    Some(match step {
+        Step::Clusters(own) => clusters::run(own, cx),
+        Step::Routes(own) => routes::run(own, cx),
+        Step::Certs(own) => certs::run(own, cx),
+        Step::Install(own) => istioctl_install::run(own, cx),
+        Step::Eastwest(own) => eastwest::run(own, cx),
+        Step::RemoteSecrets(own) => remote_secrets::run(own, cx),
+        Step::ExternalIstiod(own) => external_istiod::run(own, cx),
+        Step::Wait {
+            until: Condition::LoadBalancerIp { namespace, name },
+        } => eastwest::record_address(cx, namespace, name),
+        Step::Wait {
+            until: Condition::RemoteClustersSynced { clusters },
+        } => remote_secrets::await_synced(cx, clusters),
+        Step::Apply { .. } | Step::AwaitAdmission { .. } | Step::ApplyUpstream { .. } | Step::Wait { .. } => {
+            return None;
+        }
+    })
+}
+
+/// How a step reads in `--dry-run` and in progress lines.
+pub fn describe(step: &Step) -> String {
+    match step {
+        Step::Apply { file } => format!("apply: {file}"),
+        Step::AwaitAdmission { file } => {
+            format!("wait: admission webhooks accept {file} (server-side dry run)")
+        }
+        Step::ApplyUpstream { name, url, .. } => format!("apply: {name} from {url} (sha256-checked)"),
+        Step::Wait { until } => format!("wait: {until}"),
+        Step::Clusters(own) => clusters::describe(own),
+        Step::Routes(own) => routes::describe(own),
+        Step::Certs(own) => certs::describe(own),
+        Step::Install(own) => istioctl_install::describe(own),
+        Step::Eastwest(own) => eastwest::describe(own),
+        Step::RemoteSecrets(own) => remote_secrets::describe(own),
+        Step::ExternalIstiod(own) => external_istiod::describe(own),
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use kube::api::{Api, DeleteParams};
 use super::{PhaseLogic, Preflight, RemoveContext, StepContext, StepResult, SummaryColumn};
 use crate::kube::apply::summary;
 use crate::kube::{delete_owned, wait};
+use crate::plan::RemoteSecretsStep;
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
 use crate::remote_secret::create::{self, Account, Placement};
@@ -76,31 +77,6 @@ impl PhaseLogic for RemoteSecrets {
         Box::pin(probe(p))
     }
 
-    fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
-        Some(match step {
-            Step::PruneRemoteSecrets { keep } => Box::pin(prune(cx, keep)),
-            Step::RemoteSecret { source, .. } => Box::pin(apply_remote_secret(cx, source)),
-            Step::Wait {
-                until: Condition::RemoteClustersSynced { clusters },
-            } => Box::pin(await_synced(cx, clusters)),
-            _ => return None,
-        })
-    }
-
-    fn describe(&self, step: &Step) -> Option<String> {
-        Some(match step {
-            Step::PruneRemoteSecrets { keep } => format!(
-                "prune: remote secrets meshctl applied for clusters no longer in the mesh (keeps {})",
-                keep.join(", ")
-            ),
-            Step::RemoteSecret { source, preview } => format!(
-                "remote secret: read `{source}`'s reader token, apply {} here (shape: {preview})",
-                secret_name(source)
-            ),
-            _ => return None,
-        })
-    }
-
     /// The remote secrets meshctl applied here, then the reader account other clusters' secrets
     /// carried a token of.
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
@@ -110,6 +86,28 @@ impl PhaseLogic for RemoteSecrets {
                 .extend(remove_reader(&cx.client, &Account::reader(cx.istio_namespace), cx.mesh_id).await?);
             Ok(removed)
         })
+    }
+}
+
+/// Runs one of the phase's own steps.
+pub(super) fn run<'a>(step: &'a RemoteSecretsStep, cx: StepContext<'a>) -> StepResult<'a> {
+    match step {
+        RemoteSecretsStep::PruneRemoteSecrets { keep } => Box::pin(prune(cx, keep)),
+        RemoteSecretsStep::RemoteSecret { source, .. } => Box::pin(apply_remote_secret(cx, source)),
+    }
+}
+
+/// How one of the phase's own steps reads.
+pub(super) fn describe(step: &RemoteSecretsStep) -> String {
+    match step {
+        RemoteSecretsStep::PruneRemoteSecrets { keep } => format!(
+            "prune: remote secrets meshctl applied for clusters no longer in the mesh (keeps {})",
+            keep.join(", ")
+        ),
+        RemoteSecretsStep::RemoteSecret { source, preview } => format!(
+            "remote secret: read `{source}`'s reader token, apply {} here (shape: {preview})",
+            secret_name(source)
+        ),
     }
 }
 
@@ -133,9 +131,9 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
             .iter()
             .filter(|c| !b.input.isolated.contains(&c.name) && Some(&c.name) != config_cluster.as_ref())
     };
-    b.step(Step::PruneRemoteSecrets {
+    b.step(Step::RemoteSecrets(RemoteSecretsStep::PruneRemoteSecrets {
         keep: members().map(|c| c.name.clone()).collect(),
-    });
+    }));
     let mut peers = Vec::new();
     for source in members() {
         if source.name != b.cluster.name {
@@ -160,10 +158,10 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
                 ),
                 false,
             )?;
-            b.step(Step::RemoteSecret {
+            b.step(Step::RemoteSecrets(RemoteSecretsStep::RemoteSecret {
                 source: source.name.clone(),
                 preview,
-            });
+            }));
             peers.push(source.name.clone());
         }
     }
@@ -208,7 +206,7 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
         )),
     }
     for step in p.steps {
-        if let Step::RemoteSecret { source, .. } = step {
+        if let Step::RemoteSecrets(RemoteSecretsStep::RemoteSecret { source, .. }) = step {
             out.push(probe_secret(p, &secrets, source).await);
         }
     }
@@ -327,7 +325,11 @@ async fn remote_secret_of(cx: StepContext<'_>, source: &str) -> Result<String> {
 }
 
 /// Waits until istiod here reports every peer synced; if not, says why for each pair.
-async fn await_synced(cx: StepContext<'_>, clusters: &[String]) -> Result<Option<String>> {
+pub(super) fn await_synced<'a>(cx: StepContext<'a>, clusters: &'a [String]) -> StepResult<'a> {
+    Box::pin(await_peers_synced(cx, clusters))
+}
+
+async fn await_peers_synced(cx: StepContext<'_>, clusters: &[String]) -> Result<Option<String>> {
     let client = cx.client().await?;
     match crate::istiod::remote_clusters_synced(
         &client,

@@ -11,6 +11,7 @@ use anyhow::Result;
 use futures::future::BoxFuture;
 
 use super::{PhaseLogic, StepContext, StepResult};
+use crate::plan::RoutesStep;
 use crate::plan::{PeerRoutes, Phase, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
 use crate::tools::docker::Docker;
@@ -35,33 +36,29 @@ impl PhaseLogic for Routes {
     fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
         Box::pin(probe(p))
     }
+}
 
-    fn run<'a>(&'a self, step: &'a Step, cx: StepContext<'a>) -> Option<StepResult<'a>> {
-        match step {
-            Step::RoutePeers { node, network, peers } => {
-                Some(Box::pin(route_peers(cx, node, network, peers)))
-            }
-            _ => None,
-        }
-    }
+/// Runs the phase's own step.
+pub(super) fn run<'a>(step: &'a RoutesStep, cx: StepContext<'a>) -> StepResult<'a> {
+    let RoutesStep::RoutePeers { node, network, peers } = step;
+    Box::pin(route_peers(cx, node, network, peers))
+}
 
-    fn describe(&self, step: &Step) -> Option<String> {
-        let Step::RoutePeers { node, peers, .. } = step else {
-            return None;
-        };
-        let routes: Vec<_> = peers
-            .iter()
-            .flat_map(|p| {
-                p.cidrs
-                    .iter()
-                    .map(move |c| format!("{c} via <{} address>", p.node))
-            })
-            .collect();
-        Some(format!(
-            "run: docker exec {node} ip route replace … for {}",
-            routes.join(", ")
-        ))
-    }
+/// How the phase's own step reads.
+pub(super) fn describe(step: &RoutesStep) -> String {
+    let RoutesStep::RoutePeers { node, peers, .. } = step;
+    let routes: Vec<_> = peers
+        .iter()
+        .flat_map(|p| {
+            p.cidrs
+                .iter()
+                .map(move |c| format!("{c} via <{} address>", p.node))
+        })
+        .collect();
+    format!(
+        "run: docker exec {node} ip route replace … for {}",
+        routes.join(", ")
+    )
 }
 
 /// On `node`, each peer's CIDRs routed via the peer's node address, read from docker now.
@@ -100,11 +97,11 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         })
         .collect();
     if !peers.is_empty() {
-        b.step(Step::RoutePeers {
+        b.step(Step::Routes(RoutesStep::RoutePeers {
             node: control_plane_container(&b.cluster.name),
             network: b.input.docker_network.clone(),
             peers,
-        });
+        }));
     }
     Ok(())
 }
@@ -114,7 +111,7 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     let docker = Docker::new(p.tools);
     let mut out = Vec::new();
     for step in p.steps {
-        let Step::RoutePeers { node, network, peers } = step else {
+        let Step::Routes(RoutesStep::RoutePeers { node, network, peers }) = step else {
             continue;
         };
         for peer in peers {
