@@ -39,6 +39,7 @@ pub mod istioctl_choice;
 pub mod istiod;
 pub mod kube;
 pub mod kubeconfig;
+pub mod memo;
 pub mod mesh_ca;
 pub mod mesh_dir;
 pub mod mesh_health;

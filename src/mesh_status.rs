@@ -49,6 +49,8 @@ pub async fn look(mesh: &Mesh, dir: &MeshDir, kubeconfig: Option<&Path>) -> Resu
     let state = store.snapshot();
     let (plan, have_cas) = plan_for_status(mesh, &store, dir).await?;
     let clients = Clients::new(kubeconfig);
+    // The probes of one look share what they read of one cluster for another.
+    let memo = crate::memo::Memo::default();
     let (mut checks, mut down) = unreachable_clusters(mesh, &plan, &state, &clients).await;
     // An isolation of a cluster no longer in the topology holds nothing back (`up` forgets it).
     for (cluster, isolation) in state.isolated.iter().filter(|(c, _)| mesh.cluster(c).is_some()) {
@@ -82,6 +84,7 @@ pub async fn look(mesh: &Mesh, dir: &MeshDir, kubeconfig: Option<&Path>) -> Resu
             }
         }
         let probed = Probed {
+            memo: &memo,
             mesh,
             plan: &plan,
             state: &state,
@@ -256,6 +259,7 @@ fn isolated_check(cluster: &str, isolation: &Isolation) -> Check {
 
 /// What the probes read from.
 struct Probed<'a> {
+    memo: &'a crate::memo::Memo,
     mesh: &'a Mesh,
     plan: &'a Plan,
     state: &'a MeshState,
@@ -283,6 +287,7 @@ impl Probed<'_> {
                 state: self.state,
                 clients: self.clients,
                 tools: &ProcessRunner,
+                memo: self.memo,
             };
             crate::phases::probe(phase_plan.phase, &probe).await
         });

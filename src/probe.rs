@@ -122,6 +122,9 @@ pub struct Probe<'a> {
     pub clients: &'a Clients,
     /// How external programs run (the `routes` probe reads a kind node's routing table).
     pub tools: &'a dyn ToolRunner,
+    /// What the probes of one look share: a fact of one cluster read once, however many other
+    /// clusters' probes compare with it (each peer's published CA).
+    pub memo: &'a crate::memo::Memo,
 }
 
 impl Probe<'_> {

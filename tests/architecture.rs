@@ -341,6 +341,7 @@ const LAYERS: [&[&str]; 6] = [
         "state",
         "mesh_dir",
         "kubeconfig",
+        "memo",
     ],
     // I/O with no knowledge of meshes: Kubernetes clients and waits, external programs.
     &["kube", "tools", "upstream", "istio_release"],

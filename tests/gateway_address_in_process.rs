@@ -121,6 +121,7 @@ async fn a_declared_node_port_gateway_is_probed_for_its_service_and_record() {
                 state: &state,
                 clients,
                 tools: &meshctl::tools::ProcessRunner,
+                memo: &meshctl::memo::Memo::default(),
             };
             meshctl::phases::probe(meshctl::plan::Phase::Eastwest, &probe)
                 .await

@@ -313,6 +313,7 @@ impl Executor {
             state: &state,
             clients: &run.clients,
             tools: run.tools.as_ref(),
+            memo: &run.memo,
         };
         phases::probe(plan.phases[index].phase, &probe).await
     }

@@ -176,6 +176,9 @@ async fn record_api_endpoint(cx: StepContext<'_>, container: &str, network: &str
     cx.run
         .memo
         .forget(&crate::remote_secret::cache_key(&cx.cluster.name));
+    cx.run
+        .memo
+        .forget(&crate::remote_secret::published_ca_key(&cx.cluster.name));
     Ok(Some(format!("API server {endpoint}")))
 }
 

@@ -186,7 +186,9 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     };
     let secrets: Api<Secret> = Api::namespaced(client, p.mesh.istio_namespace(p.cluster));
     let mut out = Vec::new();
-    match secrets.list(&remote_secret::selector()).await {
+    // One list answers for every peer's secret (istiod reads only those with its label); a peer
+    // whose secret is not listed is asked by name, to tell a missing one from an unlabelled one.
+    let listed = match secrets.list(&remote_secret::selector()).await {
         Ok(list) => {
             for gone in list
                 .items
@@ -199,29 +201,43 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
                     format!("left over: `{gone}` is no longer in the mesh"),
                 ));
             }
+            list.items
         }
-        Err(e) => out.push(Finding::unreachable(
-            "remote secrets",
-            crate::kube::human_reason(&e),
-        )),
-    }
-    for step in p.steps {
-        if let Step::RemoteSecrets(RemoteSecretsStep::RemoteSecret { source, .. }) = step {
-            out.push(probe_secret(p, &secrets, source).await);
+        Err(e) => {
+            out.push(Finding::unreachable(
+                "remote secrets",
+                crate::kube::human_reason(&e),
+            ));
+            Vec::new()
         }
-    }
+    };
+    let peers = p.steps.iter().filter_map(|step| match step {
+        Step::RemoteSecrets(RemoteSecretsStep::RemoteSecret { source, .. }) => {
+            Some(probe_secret(p, &secrets, &listed, source))
+        }
+        _ => None,
+    });
+    out.extend(futures::future::join_all(peers).await);
     out
 }
 
 /// The remote secret of `source` here: there, pointing at `source`'s API server now, issued by
 /// the cluster as it is now, and meshctl's to change.
-async fn probe_secret(p: &Probe<'_>, secrets: &Api<Secret>, source: &str) -> Finding {
+async fn probe_secret(p: &Probe<'_>, secrets: &Api<Secret>, listed: &[Secret], source: &str) -> Finding {
     let object = format!("remote secret for {source}");
     let want = match api_address(p.mesh, p.state, p.clients.kubeconfig(), source) {
         Ok(w) => w,
         Err(e) => return Finding::unreachable(object, e),
     };
-    let secret = match secrets.get_opt(&secret_name(source)).await {
+    let name = secret_name(source);
+    let found = match listed
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+    {
+        Some(secret) => Ok(Some(secret.clone())),
+        None => secrets.get_opt(&name).await,
+    };
+    let secret = match found {
         Ok(Some(s)) => s,
         Ok(None) => {
             let namespace = p.mesh.istio_namespace(p.cluster);

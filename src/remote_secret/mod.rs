@@ -87,17 +87,35 @@ fn secret_target(secret: &Secret, source: &str) -> Option<(String, String)> {
     ))
 }
 
+/// The key of the CA `source`'s API server presents among the values one look shares.
+pub fn published_ca_key(source: &str) -> String {
+    format!("published-ca/{source}")
+}
+
 /// The CA `source`'s API server presents, as its controller-manager publishes it to every
-/// namespace (ConfigMap `kube-root-ca.crt`), base64 as a kubeconfig carries it.
+/// namespace (ConfigMap `kube-root-ca.crt`), base64 as a kubeconfig carries it; read once per look
+/// however many clusters' secrets are compared with it.
 async fn published_ca(p: &Probe<'_>, source: &str) -> Option<String> {
-    let cluster = p.mesh.cluster(source)?;
-    let client = p.clients.get(&cluster.context).await.ok()?;
-    let map = Api::<ConfigMap>::namespaced(client, p.mesh.istio_namespace(cluster))
-        .get_opt("kube-root-ca.crt")
+    let read = async {
+        let cluster = p.mesh.cluster(source).ok_or("not in the topology")?;
+        let client = p.clients.get(&cluster.context).await.map_err(|e| e.to_string())?;
+        let map = Api::<ConfigMap>::namespaced(client, p.mesh.istio_namespace(cluster))
+            .get_opt("kube-root-ca.crt")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no kube-root-ca.crt")?;
+        let pem = map
+            .data
+            .and_then(|d| d.get("ca.crt").cloned())
+            .ok_or("no ca.crt")?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(pem))
+    };
+    p.memo
+        .get_or_compute(&published_ca_key(source), async {
+            read.await.map_err(|e: String| e)
+        })
         .await
-        .ok()??;
-    let pem = map.data?.get("ca.crt")?.clone();
-    Some(base64::engine::general_purpose::STANDARD.encode(pem))
+        .ok()
 }
 
 /// What a Secret holding a kubeconfig of cluster `source` under data key `key` (a remote secret,
