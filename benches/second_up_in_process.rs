@@ -12,7 +12,7 @@
 //! Run: `cargo bench --bench second_up_in_process`.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 mod support;
 
 use std::collections::BTreeMap;

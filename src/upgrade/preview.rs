@@ -170,7 +170,7 @@ fn steps_of(plan: &Plan, phases: &[Phase]) -> Vec<String> {
         .flat_map(|p| {
             p.clusters
                 .iter()
-                .flat_map(move |c| c.steps.iter().map(move |s| crate::dry_run::describe(s)))
+                .flat_map(move |c| c.steps.iter().map(crate::dry_run::describe))
         })
         .collect()
 }
