@@ -110,17 +110,21 @@ pub async fn isolate(
         |_| None,
         |client, at, file| async move {
             let outcome = isolate_at(&client, (at.0, at.1), &file, timeout).await?;
+            // Best effort here: the whole record is written (and its failure said) below.
             if outcome == PeerOutcome::Done {
-                record(at.2)?;
+                let _ = record(at.2);
             }
             Ok(outcome)
         },
     )
     .await;
     // Isolated also where no peer answered: `up` removes the rest once they do.
-    state.update(|s| {
-        isolation_of(s, target);
-    })?;
+    let removed: BTreeSet<String> = outcomes
+        .iter()
+        .filter(|(_, o)| *o == PeerOutcome::Done)
+        .map(|(p, _)| p.clone())
+        .collect();
+    state.update(|s| isolation_of(s, target).removed_from.extend(removed))?;
     Ok(outcomes)
 }
 

@@ -126,18 +126,10 @@ async fn plan_for_status(mesh: &Mesh, store: &StateStore, dir: &MeshDir) -> Resu
         phases.retain(|p| !phases::logic(*p).needs().contains(&Fact::Cas));
     }
     // Read-only: the settings `up` runs with by default; the pools from the recorded subnet, no
-    // docker asked.
+    // docker asked, and a topology `up` accepted is reported on, not judged again.
     let settings = Settings::for_mesh(dir, None, DEFAULT_TIMEOUT);
     let mut input = PlanInput::recorded(mesh, phases, &state, settings.timeout, &settings.docker_network);
-    input.pools = facts::pools(
-        None,
-        Some(store),
-        mesh,
-        settings.lb_subnet,
-        &settings.docker_network,
-    )
-    .await?
-    .0;
+    input.pools = facts::recorded_pools(mesh, &state)?;
     input.cas = cas.unwrap_or_default();
     Ok((planner::build(&input)?, have_cas))
 }

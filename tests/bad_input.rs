@@ -1386,3 +1386,36 @@ fn an_interrupted_down_lets_the_deletion_under_way_finish() {
     let state = std::fs::read_to_string(home.join("mesh1/state.json")).unwrap();
     assert!(!state.contains("c1"), "{state}");
 }
+
+/// `status` reports on a topology `up` accepted (here: pod ranges inside the network kind's nodes
+/// would be on, which `up --skip metallb` builds), rather than judging it again as a mistake.
+#[test]
+fn status_reports_on_a_topology_it_does_not_judge_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mesh.yaml");
+    std::fs::write(&config, "clusters:\n  - {podSubnet: 172.16.0.0/12}\n  - {}\n").unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, "").unwrap();
+    let out = run(
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "status",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        support::stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        support::stdout(&out).contains("cluster1"),
+        "{}",
+        support::stdout(&out)
+    );
+}

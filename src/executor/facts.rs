@@ -77,6 +77,15 @@ pub async fn pools(
     Ok((pools, docker.is_some()))
 }
 
+/// The pools as `up` planned them from the subnet it recorded (else kind's usual one), for a
+/// command that only reads.
+pub fn recorded_pools(mesh: &Mesh, state: &crate::state::MeshState) -> Result<Vec<Pool>> {
+    let subnet = state
+        .docker_subnet
+        .unwrap_or_else(|| ipam::KIND_SUBNET.parse().expect("a valid subnet"));
+    Ok(ipam::plan_pools(subnet, mesh.clusters.len(), &[])?)
+}
+
 /// Each cluster's intermediate CA under the mesh's root in `dir`, made where missing (with keys
 /// of `key_type`); what the folder holds that is worth a word (a CA near its end) is said.
 pub fn cas(

@@ -110,12 +110,16 @@ async fn published_ca(p: &Probe<'_>, source: &str) -> Option<String> {
             .ok_or("no ca.crt")?;
         Ok(base64::engine::general_purpose::STANDARD.encode(pem))
     };
-    p.memo
-        .get_or_compute(&published_ca_key(source), async {
-            read.await.map_err(|e: String| e)
-        })
-        .await
-        .ok()
+    let key = published_ca_key(source);
+    let read = p
+        .memo
+        .get_or_compute(&key, async { read.await.map_err(|e: String| e) })
+        .await;
+    // A cluster that did not answer yet is asked again by the next probe that needs it.
+    if read.is_err() {
+        p.memo.forget(&key);
+    }
+    read.ok()
 }
 
 /// What a Secret holding a kubeconfig of cluster `source` under data key `key` (a remote secret,
