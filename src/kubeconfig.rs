@@ -23,6 +23,26 @@ pub fn target_path(flag: Option<&Path>) -> PathBuf {
     home.join(".kube/config")
 }
 
+/// `KUBECONFIG` for a program meshctl runs (istioctl, from the plan folder): the files meshctl
+/// itself reads, every one made absolute, since the program runs elsewhere than meshctl was
+/// started (`--kubeconfig ./kc` would otherwise name another file for it). `None`: the program
+/// finds `~/.kube/config` as meshctl does.
+pub fn for_tools(flag: Option<&Path>) -> Option<(String, String)> {
+    let files: Vec<PathBuf> = match (flag, std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty())) {
+        (Some(file), _) => vec![file.to_path_buf()],
+        (None, Some(list)) => std::env::split_paths(&list)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect(),
+        (None, None) => return None,
+    };
+    let absolute: Vec<PathBuf> = files
+        .iter()
+        .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
+        .collect();
+    let joined = std::env::join_paths(&absolute).ok()?;
+    Some(("KUBECONFIG".to_string(), joined.to_string_lossy().into_owned()))
+}
+
 fn load(path: &Path) -> io::Result<Value> {
     match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => serde_saphyr::from_str::<Value>(&text)
@@ -150,6 +170,16 @@ pub fn remove_context(target: &Path, name: &str) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_program_run_elsewhere_gets_the_kubeconfig_meshctl_reads() {
+        let (name, value) = for_tools(Some(Path::new("kc/config"))).unwrap();
+        assert_eq!(name, "KUBECONFIG");
+        let path = PathBuf::from(&value);
+        assert!(path.is_absolute(), "{value}");
+        assert_eq!(path, std::env::current_dir().unwrap().join("kc/config"));
+    }
+
     #[test]
     fn a_kubeconfig_that_does_not_parse_is_named() {
         let dir = tempfile::tempdir().unwrap();

@@ -130,10 +130,7 @@ impl StepContext<'_> {
         RunOptions {
             cwd: Some(self.run.settings.plan_dir.clone()),
             timeout: Some(self.run.settings.tool_timeout),
-            env: kubeconfig
-                .map(|p| ("KUBECONFIG".to_string(), p.to_string_lossy().into_owned()))
-                .into_iter()
-                .collect(),
+            env: crate::kubeconfig::for_tools(kubeconfig).into_iter().collect(),
             ..Default::default()
         }
     }

@@ -185,11 +185,7 @@ pub async fn uninstall_operator(
     let options = RunOptions {
         cwd: Some(cx.plan_dir.to_path_buf()),
         timeout: Some(cx.timeout),
-        env: cx
-            .kubeconfig
-            .map(|p| ("KUBECONFIG".to_string(), p.display().to_string()))
-            .into_iter()
-            .collect(),
+        env: crate::kubeconfig::for_tools(cx.kubeconfig).into_iter().collect(),
         ..Default::default()
     };
     cx.tools.run("istioctl", &args, &options).await?;

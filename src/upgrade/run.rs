@@ -416,11 +416,7 @@ impl Upgrader<'_> {
     fn istioctl_options(&self) -> RunOptions {
         RunOptions {
             timeout: Some(self.settings.tool_timeout),
-            env: self
-                .settings
-                .kubeconfig_flag
-                .as_ref()
-                .map(|p| ("KUBECONFIG".to_string(), p.display().to_string()))
+            env: crate::kubeconfig::for_tools(self.settings.kubeconfig_flag.as_deref())
                 .into_iter()
                 .collect(),
             ..Default::default()
