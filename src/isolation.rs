@@ -288,6 +288,29 @@ async fn bounded(clients: &Clients, peer: &Cluster, timeout: Duration) -> Result
     }
 }
 
+/// `target`'s remote secret at a peer whose remote secrets are in `namespace`, asked within
+/// `timeout`: its client and name, and the Secret if there is one.
+async fn target_secret(
+    client: &kube::Client,
+    (namespace, target): (&str, &str),
+    timeout: Duration,
+) -> Result<(Api<Secret>, String, Option<Secret>)> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let name = secret_name(target);
+    let found = within(timeout, secrets.get_opt(&name)).await?;
+    Ok((secrets, name, found))
+}
+
+/// `call`, given up on after `timeout` (a frozen API server holds a connection open for ever).
+async fn within<T, E>(timeout: Duration, call: impl std::future::Future<Output = Result<T, E>>) -> Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    Ok(tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| anyhow!("no answer within {}s", timeout.as_secs()))??)
+}
+
 /// At one peer, whose remote secrets are in `namespace`: `target`'s recorded, then removed.
 async fn isolate_at(
     client: &kube::Client,
@@ -295,12 +318,8 @@ async fn isolate_at(
     file: &Path,
     timeout: Duration,
 ) -> Result<PeerOutcome> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let name = secret_name(target);
-    let Some(secret) = tokio::time::timeout(timeout, secrets.get_opt(&name))
-        .await
-        .map_err(|_| anyhow!("no answer within {}s", timeout.as_secs()))??
-    else {
+    let (secrets, name, found) = target_secret(client, (namespace, target), timeout).await?;
+    let Some(secret) = found else {
         return Ok(PeerOutcome::NothingToDo {
             detail: format!("no {namespace}/{name}"),
         });
@@ -322,9 +341,7 @@ async fn isolate_at(
         }),
         ..DeleteParams::default()
     };
-    tokio::time::timeout(timeout, secrets.delete(&name, &params))
-        .await
-        .map_err(|_| anyhow!("no answer within {}s", timeout.as_secs()))??;
+    within(timeout, secrets.delete(&name, &params)).await?;
     Ok(PeerOutcome::Done)
 }
 
@@ -335,11 +352,7 @@ async fn rejoin_at(
     file: &Path,
     timeout: Duration,
 ) -> Result<PeerOutcome> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let name = secret_name(target);
-    let current = tokio::time::timeout(timeout, secrets.get_opt(&name))
-        .await
-        .map_err(|_| anyhow!("no answer within {}s", timeout.as_secs()))??;
+    let (_, name, current) = target_secret(client, (namespace, target), timeout).await?;
     if current.is_some() {
         return Ok(PeerOutcome::NothingToDo {
             detail: format!("{namespace}/{name} is there already; left as it is"),
@@ -356,12 +369,10 @@ async fn rejoin_at(
             });
         }
     };
-    tokio::time::timeout(
-        timeout,
-        Applier::new(client.clone()).apply_yaml(&text, &file.display().to_string()),
-    )
-    .await
-    .map_err(|_| anyhow!("no answer within {}s", timeout.as_secs()))??;
+    let applying = Applier::new(client.clone());
+    tokio::time::timeout(timeout, applying.apply_yaml(&text, &file.display().to_string()))
+        .await
+        .map_err(|_| anyhow!("no answer within {}s", timeout.as_secs()))??;
     Ok(PeerOutcome::Done)
 }
 
