@@ -96,30 +96,29 @@ pub fn published_ca_key(source: &str) -> String {
 /// namespace (ConfigMap `kube-root-ca.crt`), base64 as a kubeconfig carries it; read once per look
 /// however many clusters' secrets are compared with it.
 async fn published_ca(p: &Probe<'_>, source: &str) -> Option<String> {
+    // The answer is kept, a CA or none published (an empty value); a cluster that did not answer
+    // is asked again by the next probe that needs it.
     let read = async {
         let cluster = p.mesh.cluster(source).ok_or("not in the topology")?;
         let client = p.clients.get(&cluster.context).await.map_err(|e| e.to_string())?;
         let map = Api::<ConfigMap>::namespaced(client, p.mesh.istio_namespace(cluster))
             .get_opt("kube-root-ca.crt")
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or("no kube-root-ca.crt")?;
-        let pem = map
-            .data
-            .and_then(|d| d.get("ca.crt").cloned())
-            .ok_or("no ca.crt")?;
-        Ok(base64::engine::general_purpose::STANDARD.encode(pem))
+            .map_err(|e| e.to_string())?;
+        let pem = map.and_then(|m| m.data).and_then(|d| d.get("ca.crt").cloned());
+        Ok(pem
+            .map(|pem| base64::engine::general_purpose::STANDARD.encode(pem))
+            .unwrap_or_default())
     };
     let key = published_ca_key(source);
     let read = p
         .memo
         .get_or_compute(&key, async { read.await.map_err(|e: String| e) })
         .await;
-    // A cluster that did not answer yet is asked again by the next probe that needs it.
     if read.is_err() {
         p.memo.forget(&key);
     }
-    read.ok()
+    read.ok().filter(|ca| !ca.is_empty())
 }
 
 /// What a Secret holding a kubeconfig of cluster `source` under data key `key` (a remote secret,
