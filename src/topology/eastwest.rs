@@ -115,9 +115,24 @@ pub(super) fn from_file(i: usize, file: Option<EastwestFile>, problems: &mut Vec
                 reason: "names no machine: give the address the other networks dial (a node's, or what fronts the gateway)".into(),
             })
         }
+        // Dialled from another cluster's pods, a loopback address is that pod itself.
+        Some(address) if loopback(address) => problems.push(Problem {
+            field: field("address"),
+            value: address.clone(),
+            reason: "is loopback: the other clusters' proxies would dial themselves; give the address they reach this gateway at (a node's, or what fronts the gateway)".into(),
+        }),
         _ => {}
     }
     eastwest
+}
+
+fn loopback(address: &str) -> bool {
+    let name = address.trim_end_matches('.').to_ascii_lowercase();
+    address
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+        || name == "localhost"
+        || name.ends_with(".localhost")
 }
 
 fn address_problem(address: &str) -> bool {
@@ -275,6 +290,21 @@ mod tests {
             "clusters:\n  - {network: n1, eastwest: {service: NodePort, address: 10.0.0.5, nodePort: 31000}}\n  - {network: n2, eastwest: {service: NodePort, address: 10.0.0.5, nodePort: 31001}}\n",
         )
         .is_empty());
+    }
+
+    #[test]
+    fn a_loopback_address_is_refused() {
+        for address in ["127.0.0.1", "127.1.2.3", "'::1'", "localhost", "gw.localhost"] {
+            let problems = problems_of(&format!(
+                "clusters:\n  - eastwest: {{service: NodePort, address: {address}}}\n  - {{}}\n"
+            ));
+            assert!(
+                problems.len() == 1
+                    && problems[0].contains("clusters[0].eastwest.address")
+                    && problems[0].contains("is loopback"),
+                "{address}: {problems:?}"
+            );
+        }
     }
 
     #[test]
