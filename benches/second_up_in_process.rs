@@ -21,13 +21,7 @@ use std::time::Instant;
 use meshctl::executor::RunEnd;
 use meshctl::plan::Phase;
 
-const PHASES: [Phase; 5] = [
-    Phase::Certs,
-    Phase::Istio,
-    Phase::Eastwest,
-    Phase::Expose,
-    Phase::RemoteSecrets,
-];
+const PHASES: [Phase; 5] = support::istio_lab::MULTI_PRIMARY_PHASES;
 const RUNS: usize = 5;
 
 /// Existing clusters, each on a network of its own, each reachable at an address of its own.

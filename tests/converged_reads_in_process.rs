@@ -16,13 +16,7 @@ clusters:
   - {network: network4, apiServer: 'https://10.0.0.4:6443'}
 ";
 
-const PHASES: [Phase; 5] = [
-    Phase::Certs,
-    Phase::Istio,
-    Phase::Eastwest,
-    Phase::Expose,
-    Phase::RemoteSecrets,
-];
+const PHASES: [Phase; 5] = support::istio_lab::MULTI_PRIMARY_PHASES;
 
 #[tokio::test]
 async fn a_converged_up_reads_each_clusters_facts_once() {

@@ -20,6 +20,15 @@ use super::memory_apiserver::{Loopback, MemoryApiServer, kubeconfig_for};
 use super::played_istioctl::PlayedIstioctl;
 use super::played_istiod::PlayedIstiod;
 
+/// Every phase `up` runs on existing clusters of a multi-primary mesh, in order.
+pub const MULTI_PRIMARY_PHASES: [Phase; 5] = [
+    Phase::Certs,
+    Phase::Istio,
+    Phase::Eastwest,
+    Phase::Expose,
+    Phase::RemoteSecrets,
+];
+
 pub struct Lab {
     pub servers: Vec<(String, MemoryApiServer)>,
     pub istiods: Vec<Arc<PlayedIstiod>>,
