@@ -171,7 +171,8 @@ pub async fn restart_istiods(
         rollout_restart(client, namespace, istiod).await?;
     }
     for istiod in &istiods {
-        wait::rollout_complete(client, namespace, istiod, timeout).await?;
+        let deployments = kube::Api::namespaced(client.clone(), namespace);
+        wait::until(&deployments, wait::rolled_out(namespace, istiod), timeout).await?;
     }
     Ok(istiods)
 }

@@ -143,10 +143,9 @@ fn lab() -> Option<Lab> {
                 .unwrap();
             let api = Api::<Deployment>::namespaced(plane.client().await, "istio-system");
             api.create(&PostParams::default(), &istiod).await.unwrap();
-            meshctl::kube::wait::rollout_complete(
-                &plane.client().await,
-                "istio-system",
-                "istiod",
+            meshctl::kube::wait::until(
+                &api,
+                meshctl::kube::wait::rolled_out("istio-system", "istiod"),
                 std::time::Duration::from_secs(30),
             )
             .await

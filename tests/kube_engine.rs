@@ -258,9 +258,13 @@ async fn waits_succeed_when_the_real_controllers_or_a_status_write_deliver() {
         "template": {"metadata": {"labels": {"app": "istiod"}}, "spec": {"containers": [{"name": "discovery", "image": "istio/pilot:1.31.1"}]}}}}))
     .unwrap();
     deployments.create(&PostParams::default(), &deploy).await.unwrap();
-    wait::deployment_ready(&client, ns, "istiod", Duration::from_secs(30))
-        .await
-        .unwrap();
+    wait::until(
+        &deployments,
+        wait::available(ns, "istiod"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
 
     // MetalLB's part: the ingress IP written through the status subresource.
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
@@ -298,9 +302,14 @@ async fn waits_succeed_when_the_real_controllers_or_a_status_write_deliver() {
         )
         .await;
     token.unwrap();
-    let filled = wait::token_filled(&client, ns, "reader-token", Duration::from_secs(30))
-        .await
-        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let filled = wait::until_object(
+        &secrets,
+        wait::token_filled(ns, "reader-token"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     assert!(filled.data.unwrap().contains_key("namespace"));
 }
 
@@ -310,7 +319,10 @@ async fn nodes_ready_waits_for_every_registered_node() {
     // The third control plane: the only test that registers nodes there.
     let client = envtest.planes[2].client().await;
     support::envtest::kubelet::register_node(&client, "ke-node-1", &BTreeMap::new()).await;
-    wait::nodes_ready(&client, Duration::from_secs(10)).await.unwrap();
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+    wait::until(&nodes, wait::nodes_ready(), Duration::from_secs(10))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -333,10 +345,15 @@ async fn a_wait_that_times_out_names_the_object_and_what_it_last_saw() {
         "{err}"
     );
 
-    let err = wait::deployment_ready(&client, ns, "istiod", Duration::from_millis(500))
-        .await
-        .unwrap_err()
-        .to_string();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let err = wait::until(
+        &deployments,
+        wait::available(ns, "istiod"),
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains(&format!("{ns}/istiod")) && err.contains("does not exist"),
         "{err}"
@@ -350,10 +367,11 @@ async fn a_wait_that_times_out_names_the_object_and_what_it_last_saw() {
         )
         .await
         .unwrap();
-    let err = wait::webhook_has_ca_bundle(
+    let err = wait::webhook_service(
         &client,
         "ValidatingWebhookConfiguration",
         "ke-timeout-webhook",
+        "ke-timeout-webhook has its CA bundle",
         Duration::from_millis(500),
     )
     .await
@@ -389,6 +407,7 @@ async fn webhook_endpoint_wait_follows_the_service_named_in_the_configuration() 
         &client,
         "ValidatingWebhookConfiguration",
         "ke-endpoint-webhook",
+        "the service behind ke-endpoint-webhook has a ready endpoint",
         Duration::from_secs(10),
     )
     .await
@@ -453,11 +472,8 @@ async fn verify_clears_what_an_earlier_run_left_and_waits_until_the_namespace_is
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "sample");
     wait::until(
         &accounts,
-        "default",
-        "sa default",
+        wait::Condition::exists("default", "sa default"),
         Duration::from_secs(20),
-        |_| true,
-        |_| String::new(),
     )
     .await
     .unwrap();

@@ -74,12 +74,10 @@ async fn reset(plane: &ControlPlane) {
     let namespaces: Api<Namespace> = Api::all(client);
     if namespaces.get_opt("istio-system").await.unwrap().is_some() {
         let _ = namespaces.delete("istio-system", &DeleteParams::default()).await;
-        meshctl::kube::wait::gone(
+        meshctl::kube::wait::until(
             &namespaces,
-            "istio-system",
-            "istio-system deleted",
+            meshctl::kube::wait::Condition::absent("istio-system", "istio-system deleted", |_| String::new()),
             Duration::from_secs(60),
-            |_| String::new(),
         )
         .await
         .unwrap();

@@ -4,6 +4,8 @@
 
 use anyhow::{Result, anyhow};
 
+use kube::Api;
+
 use crate::kube::apply::{Applier, summary};
 use crate::kube::wait;
 use crate::phases::StepContext;
@@ -55,19 +57,26 @@ async fn apply_upstream(cx: StepContext<'_>, name: &str, url: &str, sha256: &str
 async fn wait_for(cx: StepContext<'_>, until: &Condition) -> Result<Option<String>> {
     let client = cx.client().await?;
     let timeout = cx.settings().timeout;
+    // The wait says what it waits for as the plan says it.
+    let what = until.to_string();
+    let c = client.clone();
     match until {
-        Condition::NodesReady => wait::nodes_ready(&client, timeout).await?,
+        Condition::NodesReady => {
+            wait::until(&Api::all(c), wait::nodes_ready().described_as(what), timeout).await?;
+        }
         Condition::DeploymentAvailable { namespace, name } => {
-            wait::deployment_ready(&client, namespace, name, timeout).await?
+            let ready = wait::available(namespace, name).described_as(what);
+            wait::until(&Api::namespaced(c, namespace), ready, timeout).await?;
         }
         Condition::DaemonSetReady { namespace, name } => {
-            wait::daemonset_ready_on_every_node(&client, namespace, name, timeout).await?
+            let ready = wait::on_every_node(namespace, name).described_as(what);
+            wait::until(&Api::namespaced(c, namespace), ready, timeout).await?;
         }
         Condition::WebhookCaBundle { kind, name } => {
-            wait::webhook_has_ca_bundle(&client, kind, name, timeout).await?
+            wait::webhook_service(&client, kind, name, &what, timeout).await?;
         }
         Condition::WebhookEndpointReady { kind, name } => {
-            wait::webhook_endpoint_ready(&client, kind, name, timeout).await?
+            wait::webhook_endpoint_ready(&client, kind, name, &what, timeout).await?
         }
         Condition::LoadBalancerIp { namespace, name } => {
             let address = wait::load_balancer_address(&client, namespace, name, timeout).await?;

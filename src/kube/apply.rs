@@ -202,7 +202,7 @@ impl Applier {
         self.cache.lock().expect("cache lock").clear();
         for crd in crds {
             let name = crd.name_any();
-            wait::crd_established(&api, &name, self.crd_timeout).await?;
+            wait::until(&api, wait::established(&name), self.crd_timeout).await?;
             for gvk in served_kinds(crd) {
                 let found = wait::discovery_serves(&self.client, &gvk, self.crd_timeout).await?;
                 let key = (gvk.api_version(), gvk.kind.clone());
@@ -373,13 +373,13 @@ impl Applier {
                 Err(KubeError::Rejected { code: 404, .. }) => continue,
                 Err(e) => return Err(e),
             }
-            wait::gone(&api, &name, &format!("{label} gone"), timeout, |o| {
+            let gone = wait::Condition::absent(&name, format!("{label} gone"), |o: &DynamicObject| {
                 match o.metadata.deletion_timestamp {
                     Some(_) => "being deleted (finalizers pending)".to_string(),
                     None => "still there".to_string(),
                 }
-            })
-            .await?;
+            });
+            wait::until(&api, gone, timeout).await?;
             deleted.push(label);
         }
         Ok(deleted)

@@ -1,5 +1,10 @@
 //! Waiting for conditions, driven by watches (never fixed sleeps), each bounded by a timeout whose
 //! error says what was last seen. kube adds no timeout of its own, so every wait here has one.
+//!
+//! One vocabulary, as kube-runtime's `await_condition` takes any condition: a [`Condition`] is a
+//! value (which objects, when they are ready, how a not-ready set reads, what it waits for) built
+//! by a constructor below, and [`until`] is the one loop that waits for any of them. Discovery
+//! ([`discovery_serves`]) is the one wait without a watch.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -10,7 +15,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::watcher::{self, watcher};
@@ -34,101 +39,129 @@ pub enum WaitError {
     Failed { what: String, reason: String },
 }
 
-/// Watches the object `name` until `ready` holds; `describe` says what a not-ready object looks like.
+/// The watched objects, by name.
+pub type Objects<K> = BTreeMap<String, K>;
+
+type SetTest<K> = Box<dyn Fn(&Objects<K>) -> bool + Send + Sync>;
+type SetWords<K> = Box<dyn Fn(&Objects<K>) -> String + Send + Sync>;
+
+/// Which objects a condition watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Select {
+    /// The one object of this name.
+    Named(String),
+    /// Every object with these labels (`""`: every object).
+    Labelled(String),
+}
+
+/// What a wait waits for: which objects, the predicate over them, how a set that is not ready yet
+/// reads (the timeout error carries the last one), and what it waits for, in words.
+pub struct Condition<K> {
+    what: String,
+    select: Select,
+    ready: SetTest<K>,
+    describe: SetWords<K>,
+}
+
+impl<K: 'static> Condition<K> {
+    /// The object `name` exists and `ready` holds for it.
+    pub fn object(
+        name: &str,
+        what: impl Into<String>,
+        ready: impl Fn(&K) -> bool + Send + Sync + 'static,
+        describe: impl Fn(&K) -> String + Send + Sync + 'static,
+    ) -> Condition<K> {
+        let (key, shown) = (name.to_string(), name.to_string());
+        Condition {
+            what: what.into(),
+            select: Select::Named(name.to_string()),
+            ready: Box::new(move |set| set.get(&key).is_some_and(&ready)),
+            describe: Box::new(move |set| {
+                set.get(&shown)
+                    .map(&describe)
+                    .unwrap_or_else(|| "nothing yet: the object does not exist".into())
+            }),
+        }
+    }
+
+    /// The object `name` exists, in any state.
+    pub fn exists(name: &str, what: impl Into<String>) -> Condition<K> {
+        Condition::object(name, what, |_| true, |_| String::new())
+    }
+
+    /// The object `name` no longer exists (finalizers done, e.g. a namespace emptied by the
+    /// namespace controller); `describe` says what it still looks like.
+    pub fn absent(
+        name: &str,
+        what: impl Into<String>,
+        describe: impl Fn(&K) -> String + Send + Sync + 'static,
+    ) -> Condition<K> {
+        let (key, shown) = (name.to_string(), name.to_string());
+        Condition {
+            what: what.into(),
+            select: Select::Named(name.to_string()),
+            ready: Box::new(move |set| !set.contains_key(&key)),
+            describe: Box::new(move |set| set.get(&shown).map(&describe).unwrap_or_default()),
+        }
+    }
+
+    /// `ready` holds for the set of objects labelled `selector` (`""`: every object of the kind).
+    pub fn labelled(
+        selector: &str,
+        what: impl Into<String>,
+        ready: impl Fn(&Objects<K>) -> bool + Send + Sync + 'static,
+        describe: impl Fn(&Objects<K>) -> String + Send + Sync + 'static,
+    ) -> Condition<K> {
+        Condition {
+            what: what.into(),
+            select: Select::Labelled(selector.to_string()),
+            ready: Box::new(ready),
+            describe: Box::new(describe),
+        }
+    }
+
+    /// The same condition, said in other words (a planned wait says it as the plan does).
+    pub fn described_as(mut self, what: impl Into<String>) -> Condition<K> {
+        self.what = what.into();
+        self
+    }
+
+    /// What it waits for, in words.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// Whether it holds for these objects (each under its name), as the wait would judge them.
+    pub fn holds_for(&self, objects: Objects<K>) -> bool {
+        (self.ready)(&objects)
+    }
+
+    fn watch_config(&self) -> watcher::Config {
+        match &self.select {
+            Select::Named(name) => watcher::Config::default().fields(&format!("metadata.name={name}")),
+            Select::Labelled(selector) => watcher::Config::default().labels(selector),
+        }
+    }
+}
+
+/// Waits until `condition` holds, or `timeout` passes; returns the objects it held for (the
+/// named object, or the labelled set; none for [`Condition::absent`]). The error of a timeout
+/// carries the description of the last set seen, or the watch error.
 pub async fn until<K>(
     api: &Api<K>,
-    name: &str,
-    what: &str,
+    condition: Condition<K>,
     timeout: Duration,
-    ready: impl Fn(&K) -> bool,
-    describe: impl Fn(&K) -> String,
-) -> Result<K, WaitError>
+) -> Result<Objects<K>, WaitError>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut set = watch_until(
-        api,
-        config,
-        what,
-        timeout,
-        |set| set.get(name).is_some_and(&ready),
-        |set| {
-            set.get(name)
-                .map(&describe)
-                .unwrap_or_else(|| "nothing yet: the object does not exist".into())
-        },
-    )
-    .await?;
-    Ok(set.remove(name).expect("ready means the object is there"))
-}
-
-/// Watches the object `name` until it no longer exists (finalizers done, e.g. a namespace emptied
-/// by the namespace controller); `describe` says what the object still looks like.
-pub async fn gone<K>(
-    api: &Api<K>,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    describe: impl Fn(&K) -> String,
-) -> Result<(), WaitError>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-{
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    watch_until(
-        api,
-        config,
-        what,
-        timeout,
-        |set| !set.contains_key(name),
-        |set| set.get(name).map(&describe).unwrap_or_default(),
-    )
-    .await
-    .map(|_| ())
-}
-
-/// Watches every object `selector` matches until `ready` holds for the current set.
-async fn until_set<K>(
-    api: &Api<K>,
-    selector: &str,
-    what: &str,
-    timeout: Duration,
-    ready: impl Fn(&BTreeMap<String, K>) -> bool,
-    describe: impl Fn(&BTreeMap<String, K>) -> String,
-) -> Result<BTreeMap<String, K>, WaitError>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-{
-    watch_until(
-        api,
-        watcher::Config::default().labels(selector),
-        what,
-        timeout,
-        ready,
-        describe,
-    )
-    .await
-}
-
-/// The one wait loop: keeps the set of watched objects current until `ready` holds for it, or
-/// `timeout` passes; the error then carries `describe` of the last set seen (or the watch error).
-async fn watch_until<K>(
-    api: &Api<K>,
-    config: watcher::Config,
-    what: &str,
-    timeout: Duration,
-    ready: impl Fn(&BTreeMap<String, K>) -> bool,
-    describe: impl Fn(&BTreeMap<String, K>) -> String,
-) -> Result<BTreeMap<String, K>, WaitError>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-{
-    let mut stream = watcher(api.clone(), config).default_backoff().boxed();
-    let mut seen: BTreeMap<String, K> = BTreeMap::new();
-    let mut last_seen = describe(&seen);
+    let mut stream = watcher(api.clone(), condition.watch_config())
+        .default_backoff()
+        .boxed();
+    let mut seen: Objects<K> = BTreeMap::new();
+    let mut last_seen = (condition.describe)(&seen);
     // The set is judged only once a (re-)list is complete: in the middle of one it is partial, and
-    // a predicate such as "gone" would hold on the empty set right after `Init`.
+    // a predicate such as "absent" would hold on the empty set right after `Init`.
     let mut listing = false;
     let outcome = tokio::time::timeout(timeout, async {
         while let Some(item) = stream.next().await {
@@ -152,10 +185,10 @@ where
             if listing {
                 continue;
             }
-            if ready(&seen) {
+            if (condition.ready)(&seen) {
                 return Some(seen.clone());
             }
-            last_seen = describe(&seen);
+            last_seen = (condition.describe)(&seen);
         }
         None
     })
@@ -163,22 +196,44 @@ where
     match outcome {
         Ok(Some(set)) => Ok(set),
         Ok(None) => Err(WaitError::Failed {
-            what: what.to_string(),
+            what: condition.what,
             reason: "the watch ended".into(),
         }),
         Err(_) => Err(WaitError::Timeout {
-            what: what.to_string(),
+            what: condition.what,
             after: timeout,
             last_seen,
         }),
     }
 }
 
+/// Waits until `condition` holds and returns its object: the named one, or the first of a
+/// labelled set.
+pub async fn until_object<K>(api: &Api<K>, condition: Condition<K>, timeout: Duration) -> Result<K, WaitError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let named = match &condition.select {
+        Select::Named(name) => Some(name.clone()),
+        Select::Labelled(_) => None,
+    };
+    let what = condition.what.clone();
+    let mut set = until(api, condition, timeout).await?;
+    match named {
+        Some(name) => set.remove(&name),
+        None => set.into_values().next(),
+    }
+    .ok_or(WaitError::Failed {
+        what,
+        reason: "it held with no object to return".into(),
+    })
+}
+
 fn condition_true<'a>(conditions: impl IntoIterator<Item = (&'a str, &'a str)>, wanted: &str) -> bool {
     conditions.into_iter().any(|(t, s)| t == wanted && s == "True")
 }
 
-/// Whether a Deployment reports the Available condition (what `DeploymentAvailable` waits for).
+/// Whether a Deployment reports the Available condition.
 pub fn deployment_available(d: &Deployment) -> bool {
     let conditions = d.status.as_ref().and_then(|s| s.conditions.as_ref());
     condition_true(
@@ -190,41 +245,97 @@ pub fn deployment_available(d: &Deployment) -> bool {
     )
 }
 
-/// A CRD reports Established.
-pub async fn crd_established(
-    api: &Api<CustomResourceDefinition>,
-    name: &str,
-    timeout: Duration,
-) -> Result<(), WaitError> {
-    let conds = |c: &CustomResourceDefinition| {
-        c.status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default()
-    };
-    until(
-        api,
+/// Whether a Deployment finished rolling out its current template, as `kubectl rollout status`
+/// decides it: the controller saw the latest generation, every replica is updated, no old replica
+/// is left, and the updated ones are available.
+pub fn deployment_rolled_out(d: &Deployment) -> bool {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let s = d.status.clone().unwrap_or_default();
+    d.metadata.generation.unwrap_or(0) <= s.observed_generation.unwrap_or(0)
+        && s.updated_replicas.unwrap_or(0) >= want
+        && s.replicas.unwrap_or(0) <= s.updated_replicas.unwrap_or(0)
+        && s.available_replicas.unwrap_or(0) >= s.updated_replicas.unwrap_or(0)
+}
+
+fn replica_counts(d: &Deployment) -> String {
+    let s = d.status.clone().unwrap_or_default();
+    format!(
+        "{} updated, {} available of {}",
+        s.updated_replicas.unwrap_or(0),
+        s.available_replicas.unwrap_or(0),
+        s.replicas.unwrap_or(0)
+    )
+}
+
+/// Deployment `namespace/name` reports Available.
+pub fn available(namespace: &str, name: &str) -> Condition<Deployment> {
+    Condition::object(
         name,
-        &format!("CRD {name} Established"),
-        timeout,
+        format!("deployment {namespace}/{name} Available"),
+        deployment_available,
+        replica_counts,
+    )
+}
+
+/// Deployment `namespace/name` rolled out its current template (after a restart, for example).
+pub fn rolled_out(namespace: &str, name: &str) -> Condition<Deployment> {
+    Condition::object(
+        name,
+        format!("deployment {namespace}/{name} rolled out"),
+        deployment_rolled_out,
+        replica_counts,
+    )
+}
+
+/// Whether a DaemonSet has a ready pod on every node it schedules to.
+pub fn daemonset_ready(d: &DaemonSet) -> bool {
+    d.status
+        .as_ref()
+        .is_some_and(|s| s.desired_number_scheduled > 0 && s.number_ready == s.desired_number_scheduled)
+}
+
+/// DaemonSet `namespace/name` has a ready pod on every node it schedules to.
+pub fn on_every_node(namespace: &str, name: &str) -> Condition<DaemonSet> {
+    Condition::object(
+        name,
+        format!("daemonset {namespace}/{name} ready on every node"),
+        daemonset_ready,
+        |d| {
+            let s = d.status.clone().unwrap_or_default();
+            format!("{}/{} pods ready", s.number_ready, s.desired_number_scheduled)
+        },
+    )
+}
+
+fn crd_conditions(c: &CustomResourceDefinition) -> Vec<(String, String)> {
+    c.status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|x| (x.type_, x.status))
+        .collect()
+}
+
+/// CRD `name` reports Established.
+pub fn established(name: &str) -> Condition<CustomResourceDefinition> {
+    Condition::object(
+        name,
+        format!("CRD {name} Established"),
         |c| {
             condition_true(
-                conds(c).iter().map(|x| (x.type_.as_str(), x.status.as_str())),
+                crd_conditions(c).iter().map(|(t, s)| (t.as_str(), s.as_str())),
                 "Established",
             )
         },
         |c| {
-            format!(
-                "conditions {:?}",
-                conds(c)
-                    .iter()
-                    .map(|x| format!("{}={}", x.type_, x.status))
-                    .collect::<Vec<_>>()
-            )
+            let seen: Vec<String> = crd_conditions(c)
+                .iter()
+                .map(|(t, s)| format!("{t}={s}"))
+                .collect();
+            format!("conditions {seen:?}")
         },
     )
-    .await
-    .map(|_| ())
 }
 
 /// Asks discovery for `gvk` until it is served, with growing pauses up to `timeout`. Discovery has
@@ -297,7 +408,17 @@ pub fn describe_address(address: &str) -> String {
     }
 }
 
-/// The address of a LoadBalancer Service (see [`ingress_address`]), once it has one.
+/// Service `namespace/name` has a LoadBalancer address (see [`ingress_address`]).
+pub fn load_balanced(namespace: &str, name: &str) -> Condition<Service> {
+    Condition::object(
+        name,
+        format!("service {namespace}/{name}: LoadBalancer IP or hostname"),
+        |s| ingress_address(s).is_some(),
+        |_| "<pending>".to_string(),
+    )
+}
+
+/// The address of LoadBalancer Service `namespace/name`, once it has one.
 pub async fn load_balancer_address(
     client: &Client,
     namespace: &str,
@@ -305,47 +426,28 @@ pub async fn load_balancer_address(
     timeout: Duration,
 ) -> Result<String, WaitError> {
     let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let svc = until(
-        &api,
-        name,
-        &format!("service {namespace}/{name}: LoadBalancer IP or hostname"),
-        timeout,
-        |s| ingress_address(s).is_some(),
-        |_| "<pending>".to_string(),
-    )
-    .await?;
+    let svc = until_object(&api, load_balanced(namespace, name), timeout).await?;
     Ok(ingress_address(&svc).expect("ready means an address is set"))
 }
 
-/// A service-account token Secret filled in by the token controller.
-pub async fn token_filled(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    timeout: Duration,
-) -> Result<Secret, WaitError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let has = |s: &Secret, key: &str| {
-        s.data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .is_some_and(|v| !v.0.is_empty())
-    };
-    until(
-        &api,
+fn has_data(s: &Secret, key: &str) -> bool {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .is_some_and(|v| !v.0.is_empty())
+}
+
+/// Service-account token Secret `namespace/name` filled in by the token controller.
+pub fn token_filled(namespace: &str, name: &str) -> Condition<Secret> {
+    Condition::object(
         name,
-        &format!("secret {namespace}/{name}: token and ca.crt"),
-        timeout,
-        |s| has(s, "token") && has(s, "ca.crt"),
+        format!("secret {namespace}/{name}: token and ca.crt"),
+        |s| has_data(s, "token") && has_data(s, "ca.crt"),
         |s| {
-            format!(
-                "token {}, ca.crt {}",
-                if has(s, "token") { "set" } else { "empty" },
-                if has(s, "ca.crt") { "set" } else { "empty" }
-            )
+            let word = |key| if has_data(s, key) { "set" } else { "empty" };
+            format!("token {}, ca.crt {}", word("token"), word("ca.crt"))
         },
     )
-    .await
 }
 
 /// Whether a Node reports the Ready condition.
@@ -362,205 +464,123 @@ pub fn node_ready(n: &Node) -> bool {
 }
 
 /// Every node reports Ready (and there is at least one).
-pub async fn nodes_ready(client: &Client, timeout: Duration) -> Result<(), WaitError> {
-    let api: Api<Node> = Api::all(client.clone());
-    let ready = node_ready;
-    until_set(
-        &api,
+pub fn nodes_ready() -> Condition<Node> {
+    Condition::labelled(
         "",
         "every node Ready",
-        timeout,
-        |set| !set.is_empty() && set.values().all(ready),
+        |set| !set.is_empty() && set.values().all(node_ready),
         |set| {
             let waiting: Vec<_> = set
                 .iter()
-                .filter(|(_, n)| !ready(n))
+                .filter(|(_, n)| !node_ready(n))
                 .map(|(k, _)| k.as_str())
                 .collect();
             format!("{} node(s), not Ready: {}", set.len(), waiting.join(", "))
         },
     )
-    .await
-    .map(|_| ())
 }
 
-/// Deployment `namespace/name` reports Available.
-pub async fn deployment_ready(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    timeout: Duration,
-) -> Result<(), WaitError> {
-    until_deployment(
-        client,
-        namespace,
-        name,
-        "Available",
-        timeout,
-        deployment_available,
-    )
-    .await
-}
-
-/// Watches Deployment `namespace/name` until `ready`; the timeout names `state` and the replica
-/// counts last seen.
-async fn until_deployment(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    state: &str,
-    timeout: Duration,
-    ready: fn(&Deployment) -> bool,
-) -> Result<(), WaitError> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let what = format!("deployment {namespace}/{name} {state}");
-    until(&api, name, &what, timeout, ready, |d| {
-        let s = d.status.clone().unwrap_or_default();
-        format!(
-            "{} updated, {} available of {}",
-            s.updated_replicas.unwrap_or(0),
-            s.available_replicas.unwrap_or(0),
-            s.replicas.unwrap_or(0)
+/// Whether a pod is Running with its Ready condition True.
+pub fn pod_is_ready(p: &Pod) -> bool {
+    let status = p.status.clone().unwrap_or_default();
+    status.phase.as_deref() == Some("Running")
+        && condition_true(
+            status
+                .conditions
+                .iter()
+                .flatten()
+                .map(|c| (c.type_.as_str(), c.status.as_str())),
+            "Ready",
         )
-    })
-    .await
-    .map(|_| ())
 }
 
-/// Whether a Deployment finished rolling out its current template, as `kubectl rollout status`
-/// decides it: the controller saw the latest generation, every replica is updated, no old replica
-/// is left, and the updated ones are available.
-pub fn deployment_rolled_out(d: &Deployment) -> bool {
-    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let s = d.status.clone().unwrap_or_default();
-    d.metadata.generation.unwrap_or(0) <= s.observed_generation.unwrap_or(0)
-        && s.updated_replicas.unwrap_or(0) >= want
-        && s.replicas.unwrap_or(0) <= s.updated_replicas.unwrap_or(0)
-        && s.available_replicas.unwrap_or(0) >= s.updated_replicas.unwrap_or(0)
-}
-
-/// Deployment `namespace/name` rolled out its current template (after a restart, for example).
-pub async fn rollout_complete(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    timeout: Duration,
-) -> Result<(), WaitError> {
-    until_deployment(
-        client,
-        namespace,
-        name,
-        "rolled out",
-        timeout,
-        deployment_rolled_out,
-    )
-    .await
-}
-
-/// Whether a DaemonSet has a ready pod on every node it schedules to.
-pub fn daemonset_ready(d: &DaemonSet) -> bool {
-    d.status
-        .as_ref()
-        .is_some_and(|s| s.desired_number_scheduled > 0 && s.number_ready == s.desired_number_scheduled)
-}
-
-/// DaemonSet `namespace/name` has a ready pod on every node it schedules to.
-pub async fn daemonset_ready_on_every_node(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    timeout: Duration,
-) -> Result<(), WaitError> {
-    let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
-    let what = format!("daemonset {namespace}/{name} ready on every node");
-    until(&api, name, &what, timeout, daemonset_ready, |d| {
-        let s = d.status.clone().unwrap_or_default();
-        format!("{}/{} pods ready", s.number_ready, s.desired_number_scheduled)
-    })
-    .await
-    .map(|_| ())
-}
-
-/// Every webhook of `kind` `name` has its CA bundle injected.
-pub async fn webhook_has_ca_bundle(
-    client: &Client,
-    kind: &str,
-    name: &str,
-    timeout: Duration,
-) -> Result<(), WaitError> {
-    let what = format!("{kind} {name} has its CA bundle");
-    webhook_ca_bundle(client, kind, name, &what, timeout)
-        .await
-        .map(|_| ())
-}
-
-/// The Service behind webhook configuration `kind` `name` has a ready endpoint.
-pub async fn webhook_endpoint_ready(
-    client: &Client,
-    kind: &str,
-    name: &str,
-    timeout: Duration,
-) -> Result<(), WaitError> {
-    let what = format!("the service behind {kind} {name} has a ready endpoint");
-    let (namespace, service) = webhook_ca_bundle(client, kind, name, &what, timeout).await?;
-    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
-    let ready = |s: &EndpointSlice| {
-        s.endpoints
-            .iter()
-            .flatten()
-            .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
-    };
-    let selector = format!("kubernetes.io/service-name={service}");
-    until_set(
-        &api,
-        &selector,
-        &what,
-        timeout,
-        |set| set.values().any(ready),
+/// Some pod labelled `selector` in `namespace` is Running and Ready.
+pub fn some_pod_ready(namespace: &str, selector: &str) -> Condition<Pod> {
+    Condition::labelled(
+        selector,
+        format!("a ready pod `{selector}` in namespace {namespace}"),
+        |set| set.values().any(pod_is_ready),
         |set| {
-            format!(
-                "{} endpoint slice(s) for service {namespace}/{service}, none ready",
-                set.len()
-            )
+            let phases: Vec<String> = set
+                .iter()
+                .map(|(n, p)| {
+                    let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+                    format!("{n}: {}", phase.unwrap_or_default())
+                })
+                .collect();
+            if phases.is_empty() {
+                "no pod yet".into()
+            } else {
+                phases.join(", ")
+            }
         },
     )
-    .await
-    .map(|_| ())
 }
 
-/// Waits until every webhook of the configuration has a CA bundle; returns the namespace and name
-/// of the Service behind its first webhook (names differ between MetalLB versions, so they are read
-/// from the configuration rather than assumed).
-async fn webhook_ca_bundle(
+/// A Running, Ready pod labelled `selector` in `namespace`, once there is one.
+pub async fn pod_ready(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    timeout: Duration,
+) -> Result<Pod, WaitError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let set = until(&api, some_pod_ready(namespace, selector), timeout).await?;
+    Ok(set
+        .into_values()
+        .find(pod_is_ready)
+        .expect("ready means one pod is ready"))
+}
+
+/// Every webhook of webhook configuration `name` has a CA bundle; `configs` reads its webhooks'
+/// client configurations (mutating and validating alike).
+fn bundled<K: 'static>(name: &str, what: &str, configs: fn(&K) -> Vec<WebhookClientConfig>) -> Condition<K> {
+    let has_bundle = |c: &WebhookClientConfig| c.ca_bundle.as_ref().is_some_and(|b| !b.0.is_empty());
+    Condition::object(
+        name,
+        what,
+        move |k| {
+            let all = configs(k);
+            !all.is_empty() && all.iter().all(has_bundle)
+        },
+        move |k| {
+            let all = configs(k);
+            let done = all.iter().filter(|c| has_bundle(c)).count();
+            format!("{done} of {} webhook(s) have a CA bundle", all.len())
+        },
+    )
+}
+
+/// Waits until every webhook of `kind` `name` has a CA bundle (`what` names the wait); returns
+/// the namespace and name of the Service behind its first webhook (names differ between MetalLB
+/// versions, so they are read from the configuration rather than assumed).
+pub async fn webhook_service(
     client: &Client,
     kind: &str,
     name: &str,
     what: &str,
     timeout: Duration,
 ) -> Result<(String, String), WaitError> {
-    let configs = match kind {
-        "MutatingWebhookConfiguration" => {
-            let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-            let configs = |c: &MutatingWebhookConfiguration| {
-                c.webhooks
-                    .iter()
-                    .flatten()
-                    .map(|w| w.client_config.clone())
-                    .collect()
-            };
-            until_bundled(&api, name, what, timeout, configs).await?
-        }
-        _ => {
-            let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-            let configs = |c: &ValidatingWebhookConfiguration| {
-                c.webhooks
-                    .iter()
-                    .flatten()
-                    .map(|w| w.client_config.clone())
-                    .collect()
-            };
-            until_bundled(&api, name, what, timeout, configs).await?
-        }
+    let configs = if kind == "MutatingWebhookConfiguration" {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let of = |c: &MutatingWebhookConfiguration| {
+            c.webhooks
+                .iter()
+                .flatten()
+                .map(|w| w.client_config.clone())
+                .collect()
+        };
+        of(&until_object(&api, bundled(name, what, of), timeout).await?)
+    } else {
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        let of = |c: &ValidatingWebhookConfiguration| {
+            c.webhooks
+                .iter()
+                .flatten()
+                .map(|w| w.client_config.clone())
+                .collect()
+        };
+        of(&until_object(&api, bundled(name, what, of), timeout).await?)
     };
     let service = configs
         .into_iter()
@@ -573,92 +593,108 @@ async fn webhook_ca_bundle(
     Ok((service.namespace, service.name))
 }
 
-/// The webhook client configurations of `name` (mutating or validating alike), once every one of
-/// them has a CA bundle.
-async fn until_bundled<K>(
-    api: &Api<K>,
+/// Some endpoint of Service `namespace/service` is ready (`what` names the wait).
+pub fn endpoint_ready(namespace: &str, service: &str, what: &str) -> Condition<EndpointSlice> {
+    let ready = |s: &EndpointSlice| {
+        s.endpoints
+            .iter()
+            .flatten()
+            .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+    };
+    let shown = format!("service {namespace}/{service}");
+    Condition::labelled(
+        &format!("kubernetes.io/service-name={service}"),
+        what,
+        move |set| set.values().any(ready),
+        move |set| format!("{} endpoint slice(s) for {shown}, none ready", set.len()),
+    )
+}
+
+/// The Service behind webhook configuration `kind` `name` has a ready endpoint (`what` names
+/// the wait): first every webhook has its CA bundle, then the Service they call has a ready
+/// endpoint.
+pub async fn webhook_endpoint_ready(
+    client: &Client,
+    kind: &str,
     name: &str,
     what: &str,
     timeout: Duration,
-    configs: impl Fn(&K) -> Vec<WebhookClientConfig>,
-) -> Result<Vec<WebhookClientConfig>, WaitError>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-{
-    let bundled = |c: &WebhookClientConfig| c.ca_bundle.as_ref().is_some_and(|b| !b.0.is_empty());
-    let found = until(
-        api,
-        name,
-        what,
-        timeout,
-        |k| {
-            let all = configs(k);
-            !all.is_empty() && all.iter().all(bundled)
-        },
-        |k| {
-            let all = configs(k);
-            format!(
-                "{} of {} webhook(s) have a CA bundle",
-                all.iter().filter(|c| bundled(c)).count(),
-                all.len()
-            )
-        },
-    )
-    .await?;
-    Ok(configs(&found))
+) -> Result<(), WaitError> {
+    let (namespace, service) = webhook_service(client, kind, name, what, timeout).await?;
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
+    until(&api, endpoint_ready(&namespace, &service, what), timeout)
+        .await
+        .map(drop)
 }
 
-/// A Running pod matching `selector` whose Ready condition is True.
-pub async fn pod_ready(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
-    timeout: Duration,
-) -> Result<k8s_openapi::api::core::v1::Pod, WaitError> {
-    use k8s_openapi::api::core::v1::Pod;
-    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let ready = |p: &Pod| {
-        let status = p.status.clone().unwrap_or_default();
-        status.phase.as_deref() == Some("Running")
-            && condition_true(
-                status
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .map(|c| (c.type_.as_str(), c.status.as_str())),
-                "Ready",
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objects<K>(named: Vec<(&str, K)>) -> Objects<K> {
+        named.into_iter().map(|(n, k)| (n.to_string(), k)).collect()
+    }
+
+    fn deployment(value: serde_json::Value) -> Deployment {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_named_condition_judges_only_its_object() {
+        let ready = deployment(
+            serde_json::json!({"status": {"conditions": [{"type": "Available", "status": "True"}]}}),
+        );
+        let wait = available("istio-system", "istiod");
+        assert_eq!(wait.what(), "deployment istio-system/istiod Available");
+        assert!(wait.holds_for(objects(vec![("istiod", ready.clone())])));
+        assert!(!available("istio-system", "istiod").holds_for(objects(vec![("istiod-1-31", ready)])));
+        assert!(!available("istio-system", "istiod").holds_for(Objects::new()));
+    }
+
+    #[test]
+    fn rolled_out_waits_for_the_new_generation_and_no_old_replica() {
+        let seen = |generation: i64, observed: i64, replicas: i32, updated: i32| {
+            deployment(
+                serde_json::json!({"metadata": {"generation": generation}, "spec": {"replicas": 1},
+                "status": {"observedGeneration": observed, "replicas": replicas, "updatedReplicas": updated, "availableReplicas": updated}}),
             )
-    };
-    let what = format!("a ready pod `{selector}` in namespace {namespace}");
-    let set = until_set(
-        &api,
-        selector,
-        &what,
-        timeout,
-        |set| set.values().any(ready),
-        |set| {
-            let phases: Vec<String> = set
-                .iter()
-                .map(|(n, p)| {
-                    format!(
-                        "{n}: {}",
-                        p.status
-                            .as_ref()
-                            .and_then(|s| s.phase.clone())
-                            .unwrap_or_default()
-                    )
-                })
-                .collect();
-            if phases.is_empty() {
-                "no pod yet".into()
-            } else {
-                phases.join(", ")
-            }
-        },
-    )
-    .await?;
-    Ok(set
-        .into_values()
-        .find(ready)
-        .expect("ready means one pod is ready"))
+        };
+        let holds = |d| rolled_out("istio-system", "istiod").holds_for(objects(vec![("istiod", d)]));
+        assert!(holds(seen(2, 2, 1, 1)));
+        assert!(
+            !holds(seen(2, 1, 1, 1)),
+            "the controller has not seen the restart yet"
+        );
+        assert!(!holds(seen(2, 2, 2, 1)), "an old replica is still there");
+    }
+
+    #[test]
+    fn absent_holds_once_the_object_is_gone() {
+        let wait = Condition::<Secret>::absent("cacerts", "cacerts gone", |_| "still there".into());
+        assert!(wait.holds_for(Objects::new()));
+        assert!(!wait.holds_for(objects(vec![("cacerts", Secret::default())])));
+    }
+
+    #[test]
+    fn nodes_ready_needs_at_least_one_node() {
+        let ready: Node = serde_json::from_value(
+            serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        )
+        .unwrap();
+        assert!(!nodes_ready().holds_for(Objects::new()));
+        assert!(nodes_ready().holds_for(objects(vec![("a", ready.clone())])));
+        assert!(!nodes_ready().holds_for(objects(vec![("a", ready), ("b", Node::default())])));
+    }
+
+    #[test]
+    fn a_token_is_filled_when_token_and_ca_are_both_set() {
+        let secret = |keys: &[&str]| {
+            let data: serde_json::Map<String, serde_json::Value> =
+                keys.iter().map(|k| (k.to_string(), "eA==".into())).collect();
+            serde_json::from_value::<Secret>(serde_json::json!({"data": data})).unwrap()
+        };
+        let holds = |s| token_filled("istio-system", "t").holds_for(objects(vec![("t", s)]));
+        assert!(holds(secret(&["token", "ca.crt"])));
+        assert!(!holds(secret(&["token"])));
+    }
 }

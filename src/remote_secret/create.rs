@@ -321,7 +321,8 @@ pub async fn credentials_of(
     }
 
     let name = token_secret(client, account).await.map_err(kube_err)?;
-    let filled = wait::token_filled(client, namespace, &name, timeout)
+    let secrets = kube::Api::namespaced(client.clone(), namespace);
+    let filled = wait::until_object(&secrets, wait::token_filled(namespace, &name), timeout)
         .await
         .map_err(|e| kube_err(e.into()))?;
     let data = filled.data.unwrap_or_default();

@@ -500,7 +500,9 @@ impl Upgrader<'_> {
             crate::kube::apply::rollout_restart(&client, namespace, name).await?;
         }
         for name in &names {
-            crate::kube::wait::rollout_complete(&client, namespace, name, self.settings.timeout).await?;
+            let deployments = kube::Api::namespaced(client.clone(), namespace);
+            let done = crate::kube::wait::rolled_out(namespace, name);
+            crate::kube::wait::until(&deployments, done, self.settings.timeout).await?;
         }
         if !names.is_empty() {
             self.reporter.note(

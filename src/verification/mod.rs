@@ -128,12 +128,10 @@ pub async fn clear_previous(client: &kube::Client, timeout: Duration) -> Result<
             Err(e) => return Err(e).with_context(|| format!("cannot delete namespace {NAMESPACE}")),
         }
     }
-    wait::gone(
-        &namespaces,
+    let deleted = wait::Condition::absent(
         NAMESPACE,
-        &format!("namespace {NAMESPACE} left by an earlier verify: deleted"),
-        timeout,
-        |n| {
+        format!("namespace {NAMESPACE} left by an earlier verify: deleted"),
+        |n: &Namespace| {
             let phase = n
                 .status
                 .as_ref()
@@ -150,8 +148,8 @@ pub async fn clear_previous(client: &kube::Client, timeout: Duration) -> Result<
                 .collect();
             format!("{phase} {}", conditions.join("; ")).trim().to_string()
         },
-    )
-    .await?;
+    );
+    wait::until(&namespaces, deleted, timeout).await?;
     Ok(true)
 }
 

@@ -9,6 +9,7 @@
 //!   without a pool it stays `<pending>`, as on kind without MetalLB. Pools and Services are both
 //!   watched, so a Service created before its pool gets an address once the pool appears.
 
+use meshctl::kube::wait::Condition;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -35,15 +36,8 @@ pub fn run(client: kube::Client) -> Vec<tokio::task::JoinHandle<()>> {
 
 async fn certificate_rotator(client: kube::Client) {
     let hooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let _ = meshctl::kube::wait::until(
-        &hooks,
-        "metallb-webhook-configuration",
-        "metallb webhook configuration",
-        Duration::from_secs(3600),
-        |_| true,
-        |_| String::new(),
-    )
-    .await;
+    let exists = Condition::exists("metallb-webhook-configuration", "metallb webhook configuration");
+    let _ = meshctl::kube::wait::until(&hooks, exists, Duration::from_secs(3600)).await;
     let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
     let Ok(svc) = services.get("metallb-webhook-service").await else {
         return;

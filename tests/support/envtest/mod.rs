@@ -314,16 +314,8 @@ impl ControlPlane {
             let client = client_from(&kubeconfig, &name).await;
             let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
                 kube::Api::namespaced(client, "default");
-            meshctl::kube::wait::until(
-                &accounts,
-                "default",
-                "default ServiceAccount",
-                bound,
-                |_| true,
-                |_| String::new(),
-            )
-            .await
-            .is_ok()
+            let exists = meshctl::kube::wait::Condition::exists("default", "default ServiceAccount");
+            meshctl::kube::wait::until(&accounts, exists, bound).await.is_ok()
         });
         assert!(
             seen,
