@@ -11,13 +11,12 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
-};
+use k8s_openapi::api::admissionregistration::v1::WebhookClientConfig;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{WatchStreamExt, watcher::Event};
 use kube::{Api, Client, Resource};
@@ -532,27 +531,38 @@ pub async fn pod_ready(
         .expect("ready means one pod is ready"))
 }
 
-/// Every webhook of webhook configuration `name` has a CA bundle; `configs` reads its webhooks'
-/// client configurations (mutating and validating alike).
-fn bundled<K: 'static>(name: &str, what: &str, configs: fn(&K) -> Vec<WebhookClientConfig>) -> Condition<K> {
+/// The client configurations of a webhook configuration's webhooks (mutating and validating
+/// alike: both list them under `webhooks[].clientConfig`).
+fn client_configs(config: &DynamicObject) -> Vec<WebhookClientConfig> {
+    config.data["webhooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| serde_json::from_value(w["clientConfig"].clone()).ok())
+        .collect()
+}
+
+/// Every webhook of webhook configuration `name` has a CA bundle.
+fn bundled(name: &str, what: &str) -> Condition<DynamicObject> {
     let has_bundle = |c: &WebhookClientConfig| c.ca_bundle.as_ref().is_some_and(|b| !b.0.is_empty());
     Condition::object(
         name,
         what,
         move |k| {
-            let all = configs(k);
+            let all = client_configs(k);
             !all.is_empty() && all.iter().all(has_bundle)
         },
         move |k| {
-            let all = configs(k);
+            let all = client_configs(k);
             let done = all.iter().filter(|c| has_bundle(c)).count();
             format!("{done} of {} webhook(s) have a CA bundle", all.len())
         },
     )
 }
 
-/// Waits until every webhook of `kind` `name` has a CA bundle (`what` names the wait); returns
-/// the namespace and name of the Service behind its first webhook (names differ between MetalLB
+/// Waits until every webhook of `kind` (`MutatingWebhookConfiguration` or
+/// `ValidatingWebhookConfiguration`) `name` has a CA bundle (`what` names the wait); returns the
+/// namespace and name of the Service behind its first webhook (names differ between MetalLB
 /// versions, so they are read from the configuration rather than assumed).
 pub async fn webhook_service(
     client: &Client,
@@ -561,27 +571,9 @@ pub async fn webhook_service(
     what: &str,
     timeout: Duration,
 ) -> Result<(String, String), WaitError> {
-    let configs = if kind == "MutatingWebhookConfiguration" {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        let of = |c: &MutatingWebhookConfiguration| {
-            c.webhooks
-                .iter()
-                .flatten()
-                .map(|w| w.client_config.clone())
-                .collect()
-        };
-        of(&until_object(&api, bundled(name, what, of), timeout).await?)
-    } else {
-        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        let of = |c: &ValidatingWebhookConfiguration| {
-            c.webhooks
-                .iter()
-                .flatten()
-                .map(|w| w.client_config.clone())
-                .collect()
-        };
-        of(&until_object(&api, bundled(name, what, of), timeout).await?)
-    };
+    let gvk = kube::api::GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
+    let configs = client_configs(&until_object(&api, bundled(name, what), timeout).await?);
     let service = configs
         .into_iter()
         .next()
