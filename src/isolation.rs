@@ -83,101 +83,146 @@ pub fn remote_cost(mesh: &Mesh, target: &str) -> Option<String> {
     ))
 }
 
-/// Takes `target` out of the mesh: records, then removes, its remote secret in every peer that
-/// answers within `timeout`, and records the isolation (also when some peer did not answer: `up`
-/// removes the rest once it does).
-pub async fn isolate(
-    mesh: &Mesh,
-    target: &str,
-    clients: &Clients,
-    dir: &MeshDir,
-    state: &StateStore,
+/// What taking a cluster out of the mesh and bringing it back work with: the mesh, the work dir
+/// that keeps each removed secret, the state that records the isolation, a client per cluster,
+/// and how long a peer may take to answer.
+pub struct Membership<'a> {
+    mesh: &'a Mesh,
+    dir: &'a MeshDir,
+    pub state: StateStore,
+    pub clients: Clients,
     timeout: Duration,
-) -> Result<PeerOutcomes> {
-    // Each peer's removal is recorded as it happens: an isolation stopped half-way (a second
-    // Ctrl-C, a crash) still names every peer whose secret is gone, for `rejoin` to put back.
-    let record = |peer: &str| {
-        state.update(|s| {
-            isolation_of(s, target).removed_from.insert(peer.to_string());
-        })
-    };
-    let outcomes = at_every_peer(
-        mesh,
-        target,
-        clients,
-        dir,
-        timeout,
-        |_| None,
-        |client, at, file| async move {
-            let outcome = isolate_at(&client, (at.0, at.1), &file, timeout).await?;
-            // Best effort here: the whole record is written (and its failure said) below.
-            if outcome == PeerOutcome::Done {
-                let _ = record(at.2);
-            }
-            Ok(outcome)
-        },
-    )
-    .await;
-    // Isolated also where no peer answered: `up` removes the rest once they do.
-    let removed: BTreeSet<String> = outcomes
-        .iter()
-        .filter(|(_, o)| *o == PeerOutcome::Done)
-        .map(|(p, _)| p.clone())
-        .collect();
-    state.update(|s| isolation_of(s, target).removed_from.extend(removed))?;
-    Ok(outcomes)
 }
 
-/// Brings `target` back: in every peer it was removed from, puts the recorded secret back unless
-/// something has taken its place, then clears the isolation. Peers that do not answer keep the
-/// isolation recorded for them (and their file), so a second `rejoin` finishes the job.
-pub async fn rejoin(
-    mesh: &Mesh,
-    target: &str,
-    clients: &Clients,
-    dir: &MeshDir,
-    state: &StateStore,
-    timeout: Duration,
-) -> Result<PeerOutcomes> {
-    let isolation = state
-        .snapshot()
-        .isolated
-        .get(target)
-        .cloned()
-        .ok_or_else(|| anyhow!("cluster `{target}` is not isolated"))?;
-    refuse_secrets_in_the_way(mesh, target, &isolation.removed_from, clients, timeout).await?;
-    let not_removed = |peer: &Cluster| {
-        (!isolation.removed_from.contains(&peer.name)).then(|| PeerOutcome::NothingToDo {
-            detail: "isolate removed nothing here".to_string(),
+impl<'a> Membership<'a> {
+    /// The mesh's membership as `dir` records it, its clusters reached through `kubeconfig`, each
+    /// peer given `timeout` to answer.
+    pub fn open(
+        mesh: &'a Mesh,
+        dir: &'a MeshDir,
+        kubeconfig: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Membership<'a>> {
+        Ok(Membership {
+            mesh,
+            dir,
+            state: StateStore::load(&dir.state())?,
+            clients: Clients::new(kubeconfig),
+            timeout,
         })
-    };
-    let outcomes = at_every_peer(
-        mesh,
-        target,
-        clients,
-        dir,
-        timeout,
-        not_removed,
-        |client, at, file| async move { rejoin_at(&client, (at.0, at.1), &file, timeout).await },
-    )
-    .await;
-    let pending: BTreeSet<String> = outcomes
-        .iter()
-        .filter(|(p, o)| isolation.removed_from.contains(p) && matches!(o, PeerOutcome::Unreachable { .. }))
-        .map(|(p, _)| p.clone())
-        .collect();
-    state.update(|s| {
-        if pending.is_empty() {
-            s.isolated.remove(target);
-        } else if let Some(i) = s.isolated.get_mut(target) {
-            i.removed_from = pending.clone();
-        }
-    })?;
-    if pending.is_empty() {
-        // Best effort: the folder held only what was put back.
-        let _ = std::fs::remove_dir_all(dir.isolated(target));
     }
-    Ok(outcomes)
+
+    /// Takes `target` out of the mesh: records, then removes, its remote secret in every peer that
+    /// answers within `timeout`, and records the isolation (also when some peer did not answer: `up`
+    /// removes the rest once it does).
+    pub async fn isolate(&self, target: &str) -> Result<PeerOutcomes> {
+        let (state, timeout) = (&self.state, self.timeout);
+        // Each peer's removal is recorded as it happens: an isolation stopped half-way (a second
+        // Ctrl-C, a crash) still names every peer whose secret is gone, for `rejoin` to put back.
+        let record = |peer: &str| {
+            state.update(|s| {
+                isolation_of(s, target).removed_from.insert(peer.to_string());
+            })
+        };
+        let outcomes = self
+            .at_every_peer(
+                target,
+                |_| None,
+                |client, at, file| async move {
+                    let outcome = isolate_at(&client, (at.0, at.1), &file, timeout).await?;
+                    // Best effort here: the whole record is written (and its failure said) below.
+                    if outcome == PeerOutcome::Done {
+                        let _ = record(at.2);
+                    }
+                    Ok(outcome)
+                },
+            )
+            .await;
+        // Isolated also where no peer answered: `up` removes the rest once they do.
+        let removed: BTreeSet<String> = outcomes
+            .iter()
+            .filter(|(_, o)| *o == PeerOutcome::Done)
+            .map(|(p, _)| p.clone())
+            .collect();
+        state.update(|s| isolation_of(s, target).removed_from.extend(removed))?;
+        Ok(outcomes)
+    }
+
+    /// Brings `target` back: in every peer it was removed from, puts the recorded secret back unless
+    /// something has taken its place, then clears the isolation. Peers that do not answer keep the
+    /// isolation recorded for them (and their file), so a second `rejoin` finishes the job.
+    pub async fn rejoin(&self, target: &str) -> Result<PeerOutcomes> {
+        let (mesh, clients, state, timeout) = (self.mesh, &self.clients, &self.state, self.timeout);
+        let isolation = state
+            .snapshot()
+            .isolated
+            .get(target)
+            .cloned()
+            .ok_or_else(|| anyhow!("cluster `{target}` is not isolated"))?;
+        refuse_secrets_in_the_way(mesh, target, &isolation.removed_from, clients, timeout).await?;
+        let not_removed = |peer: &Cluster| {
+            (!isolation.removed_from.contains(&peer.name)).then(|| PeerOutcome::NothingToDo {
+                detail: "isolate removed nothing here".to_string(),
+            })
+        };
+        let outcomes = self
+            .at_every_peer(target, not_removed, |client, at, file| async move {
+                rejoin_at(&client, (at.0, at.1), &file, timeout).await
+            })
+            .await;
+        let pending: BTreeSet<String> = outcomes
+            .iter()
+            .filter(|(p, o)| {
+                isolation.removed_from.contains(p) && matches!(o, PeerOutcome::Unreachable { .. })
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        state.update(|s| {
+            if pending.is_empty() {
+                s.isolated.remove(target);
+            } else if let Some(i) = s.isolated.get_mut(target) {
+                i.removed_from = pending.clone();
+            }
+        })?;
+        if pending.is_empty() {
+            // Best effort: the folder held only what was put back.
+            let _ = std::fs::remove_dir_all(self.dir.isolated(target));
+        }
+        Ok(outcomes)
+    }
+
+    /// `op` at every peer of `target` at once, each given its client, `(its Istio namespace, target,
+    /// the peer's name)` and the file of `target`'s secret kept for it; a peer `skip` answers for is
+    /// not asked, and one that does not answer within the timeout is reported so.
+    async fn at_every_peer<'t, F, Fut>(
+        &'t self,
+        target: &'t str,
+        skip: impl Fn(&Cluster) -> Option<PeerOutcome>,
+        op: F,
+    ) -> PeerOutcomes
+    where
+        F: Fn(kube::Client, (&'t str, &'t str, &'t str), std::path::PathBuf) -> Fut,
+        Fut: std::future::Future<Output = Result<PeerOutcome>>,
+    {
+        let (mesh, clients, timeout) = (self.mesh, &self.clients, self.timeout);
+        let folder = self.dir.isolated(target);
+        let asked = peers(mesh, target).into_iter().map(|peer| {
+            let file = folder.join(format!("{}.yaml", peer.name));
+            let skipped = skip(peer);
+            let op = &op;
+            async move {
+                let outcome = match skipped {
+                    Some(outcome) => outcome,
+                    None => {
+                        let at = (mesh.istio_namespace(peer), target, peer.name.as_str());
+                        at_peer(clients, peer, timeout, |client| op(client, at, file)).await
+                    }
+                };
+                (peer.name.clone(), outcome)
+            }
+        });
+        futures::future::join_all(asked).await
+    }
 }
 
 /// Refuses a rejoin, before anything is put back and with the isolation kept as recorded, where a
@@ -226,41 +271,6 @@ fn isolation_of<'s>(state: &'s mut crate::state::MeshState, target: &str) -> &'s
             since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             ..Isolation::default()
         })
-}
-
-/// `op` at every peer of `target` at once, each given its client, `(its Istio namespace, target,
-/// the peer's name)` and the file of `target`'s secret kept for it; a peer `skip` answers for is
-/// not asked, and one that does not answer within `timeout` is reported so.
-async fn at_every_peer<'a, F, Fut>(
-    mesh: &'a Mesh,
-    target: &'a str,
-    clients: &Clients,
-    dir: &MeshDir,
-    timeout: Duration,
-    skip: impl Fn(&Cluster) -> Option<PeerOutcome>,
-    op: F,
-) -> PeerOutcomes
-where
-    F: Fn(kube::Client, (&'a str, &'a str, &'a str), std::path::PathBuf) -> Fut,
-    Fut: std::future::Future<Output = Result<PeerOutcome>>,
-{
-    let folder = dir.isolated(target);
-    let asked = peers(mesh, target).into_iter().map(|peer| {
-        let file = folder.join(format!("{}.yaml", peer.name));
-        let skipped = skip(peer);
-        let op = &op;
-        async move {
-            let outcome = match skipped {
-                Some(outcome) => outcome,
-                None => {
-                    let at = (mesh.istio_namespace(peer), target, peer.name.as_str());
-                    at_peer(clients, peer, timeout, |client| op(client, at, file)).await
-                }
-            };
-            (peer.name.clone(), outcome)
-        }
-    });
-    futures::future::join_all(asked).await
 }
 
 /// Runs `op` against `peer` once it answers within `timeout`; a peer that does not answer, or an

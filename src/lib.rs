@@ -23,6 +23,7 @@
 //! * [`report`]: what the user sees.
 
 pub mod atomic_file;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod diagnostic_bundle;

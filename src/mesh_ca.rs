@@ -11,11 +11,13 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde::Serialize;
 
+use crate::check::{Check, Fix, State};
 use crate::exit::UsageError;
 use crate::kube::Clients;
 use crate::kube::apply::Applier;
 use crate::pki::layout::{self, CertsRequest};
 use crate::pki::{CertFacts, IntermediateCa, KeyType, Validity, normalize_pem};
+use crate::plan::Phase;
 use crate::plugged_ca;
 use crate::report::Reporter;
 use crate::topology::{Cluster, Mesh, Role};
@@ -63,7 +65,8 @@ pub struct CaStatus {
     /// For a remote: the primary whose istiod issues its proxies' certificates (it holds no CA).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificates_from: Option<String>,
-    pub problems: Vec<String>,
+    /// What is wrong with it, each with what fixes it.
+    pub problems: Vec<Check>,
 }
 
 async fn ca_status(
@@ -89,13 +92,17 @@ async fn ca_status(
     let ca = match cacerts_of(clients, cluster, namespace).await {
         Ok(Some(ca)) => ca,
         Ok(None) => {
-            status.problems.push(format!(
-                "no secret {namespace}/cacerts: istiod signs with a self-made root"
-            ));
+            let detail = format!("no secret {namespace}/cacerts: istiod signs with a self-made root");
+            status.problems.push(
+                problem(&cluster.name, "cacerts", State::Missing, detail).fixed_by(Fix::UpOnly(Phase::Certs)),
+            );
             return (status, None);
         }
         Err(e) => {
-            status.problems.push(format!("{e:#}"));
+            let detail = format!("{e:#}");
+            status
+                .problems
+                .push(problem(&cluster.name, "cacerts", State::Fail, detail));
             return (status, None);
         }
     };
@@ -110,19 +117,28 @@ impl CaStatus {
         match crate::pki::cert_facts(&ca.ca_cert_pem, "ca-cert.pem") {
             Ok(facts) => {
                 if facts.days_left < i64::from(warn_days) {
-                    self.problems.push(format!(
-                        "the intermediate expires on {} ({} days from now, within --warn-days {warn_days}): `meshctl certs rotate --cluster {}`",
-                        facts.not_after, facts.days_left, cluster
-                    ));
+                    let detail = format!(
+                        "the intermediate expires on {} ({} days from now, within --warn-days {warn_days})",
+                        facts.not_after, facts.days_left
+                    );
+                    self.problems.push(
+                        problem(cluster, "intermediate CA", State::Fail, detail)
+                            .fixed_by(Fix::RotateCa(cluster.to_string())),
+                    );
                 }
                 self.intermediate = Some(facts);
             }
-            Err(e) => self.problems.push(e.to_string()),
+            Err(e) => self
+                .problems
+                .push(problem(cluster, "intermediate CA", State::Fail, e.to_string())),
         }
         self.chain = match ca.check_against(&ca.root_cert_pem) {
             Ok(()) => "ok".into(),
             Err(e) => {
-                self.problems.push(e.to_string());
+                self.problems.push(
+                    problem(cluster, "chain", State::Fail, e.to_string())
+                        .fixed_by(Fix::RotateCa(cluster.to_string())),
+                );
                 "broken".into()
             }
         };
@@ -135,17 +151,22 @@ impl CaStatus {
                 };
             } else {
                 self.root = "another root";
+                let detail = "its root-cert.pem is not the mesh's root: workloads here do not trust the other clusters' certificates";
                 self.problems.push(
-                    "its root-cert.pem is not the mesh's root: workloads here do not trust the other clusters' certificates".into(),
+                    problem(cluster, "root", State::Different, detail)
+                        .fixed_by(Fix::RotateCa(cluster.to_string())),
                 );
             }
         }
         if let Ok(root) = crate::pki::cert_facts(&ca.root_cert_pem, "root-cert.pem")
             && root.days_left < i64::from(warn_days)
         {
-            self.problems.push(format!(
-                "the root CA expires on {} ({} days from now): plan a root rotation (docs/certificates.md)",
+            let detail = format!(
+                "the root CA expires on {} ({} days from now)",
                 root.not_after, root.days_left
+            );
+            self.problems.push(problem(cluster, "root CA", State::Fail, detail).hinted(
+                "plan a root rotation: `meshctl certs rotate --root`, then every intermediate (docs/certificates.md)",
             ));
         }
     }
@@ -163,6 +184,29 @@ impl CaReport {
     pub fn shared_root(&self) -> bool {
         self.roots <= 1
     }
+
+    /// Every problem found: each cluster's, and roots the clusters do not share.
+    pub fn problems(&self) -> Vec<Check> {
+        let mut all: Vec<Check> = self.statuses.iter().flat_map(|s| s.problems.clone()).collect();
+        if !self.shared_root() {
+            let detail = format!(
+                "the clusters hold {} different roots: mTLS between them fails",
+                self.roots
+            );
+            all.push(
+                Check::new("shared root", State::Fail, detail)
+                    .hinted("issue every intermediate from one root (`meshctl certs rotate`)"),
+            );
+        }
+        all
+    }
+}
+
+/// A problem of cluster `cluster`'s CA.
+fn problem(cluster: &str, check: &str, state: State, detail: impl Into<String>) -> Check {
+    Check::new(check, state, detail)
+        .in_cluster(cluster)
+        .of_phase(Phase::Certs)
 }
 
 /// Reads every cluster's `cacerts` (concurrently) and judges it against `mesh_root` (the root in

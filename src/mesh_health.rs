@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
+use crate::check::{Check, Fix, State};
 use crate::istio_revisions::{self, Held};
 use crate::istio_version::IstioVersion;
 use crate::istiod::{self, ClusterSync, ProxySync};
@@ -59,26 +60,6 @@ pub struct CaExpiry {
     pub cluster: String,
     pub not_after: String,
     pub days_left: i64,
-}
-
-/// What fixes a problem; the command layer spells it as a command line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "command", content = "argument")]
-pub enum Fix {
-    /// `meshctl up --only PHASE`.
-    UpOnly(Phase),
-    /// `meshctl up`, of one phase or (none) every one.
-    Up(Option<Phase>),
-    /// `meshctl up --adopt`: someone else's object stands where meshctl's goes.
-    Adopt(Option<Phase>),
-    /// `meshctl rejoin CLUSTER`.
-    Rejoin(String),
-    /// `meshctl isolate CLUSTER`: it does not answer, and the others wait on it.
-    Isolate(String),
-    /// `meshctl certs rotate --cluster CLUSTER`.
-    RotateCa(String),
-    /// No meshctl command: what to do, in words.
-    ByHand(String),
 }
 
 impl MeshHealth {
@@ -144,14 +125,6 @@ impl MeshHealth {
     }
 }
 
-/// One problem, in the cluster it lies in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub cluster: String,
-    pub problem: String,
-    pub fix: Fix,
-}
-
 /// The mesh across clusters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -169,7 +142,8 @@ pub struct MeshHealth {
     /// East-west gateway addresses, by network: `cluster address` each.
     pub gateways: BTreeMap<String, Vec<String>>,
     pub cas: Vec<CaExpiry>,
-    pub problems: Vec<Problem>,
+    /// What is wrong across clusters, each in the cluster it lies in.
+    pub problems: Vec<Check>,
 }
 
 /// Asks every primary in `reachable` (cluster name and its client) what its istiod sees, and reads
@@ -324,28 +298,35 @@ async fn intermediate_expiry(client: &kube::Client, cluster: &str, namespace: &s
     })
 }
 
+/// A problem in cluster `cluster`: the mesh is not ready while it lasts.
+fn problem(check: &str, cluster: &str, detail: String) -> Check {
+    Check::new(check, State::Fail, detail).in_cluster(cluster)
+}
+
 /// Every problem in what was gathered. `down`: clusters whose API server did not answer.
 pub fn judge(
     mesh: &Mesh,
     health: &MeshHealth,
     isolated: &BTreeSet<String>,
     down: &BTreeSet<String>,
-) -> Vec<Problem> {
+) -> Vec<Check> {
     let mut problems = Vec::new();
     for seen in &health.istiods {
         let p = &seen.cluster;
         if let Some(error) = &seen.error {
             // An external control plane's istiod is its own phase's.
             let external = mesh.cluster(p).is_some_and(|c| c.role == Role::External);
-            problems.push(Problem {
-                cluster: p.clone(),
-                problem: format!("istiod does not answer its debug endpoints: {error}"),
-                fix: Fix::UpOnly(if external {
-                    Phase::ExternalIstiod
-                } else {
-                    Phase::Istio
-                }),
-            });
+            let phase = if external {
+                Phase::ExternalIstiod
+            } else {
+                Phase::Istio
+            };
+            let detail = format!("istiod does not answer its debug endpoints: {error}");
+            problems.push(
+                problem("istiod", p, detail)
+                    .of_phase(phase)
+                    .fixed_by(Fix::UpOnly(phase)),
+            );
             continue;
         }
         problems.extend(peer_problems(mesh, seen, isolated, down));
@@ -354,14 +335,20 @@ pub fn judge(
     problems.extend(injection_problems(mesh, health));
     for ca in &health.cas {
         if ca.days_left < CA_WARN_DAYS {
-            problems.push(Problem {
-                cluster: ca.cluster.clone(),
-                problem: format!(
-                    "its intermediate CA expires on {} ({} days from now)",
-                    ca.not_after, ca.days_left
-                ),
-                fix: Fix::RotateCa(ca.cluster.clone()),
-            });
+            let detail = format!(
+                "its intermediate CA expires on {} ({} days from now)",
+                ca.not_after, ca.days_left
+            );
+            problems.push(
+                problem("intermediate CA", &ca.cluster, detail)
+                    .of_phase(Phase::Certs)
+                    .on(format!(
+                        "Secret {}/cacerts",
+                        mesh.cluster(&ca.cluster)
+                            .map_or(ISTIO_NAMESPACE, |c| mesh.istio_namespace(c))
+                    ))
+                    .fixed_by(Fix::RotateCa(ca.cluster.clone())),
+            );
         }
     }
     problems
@@ -370,7 +357,7 @@ pub fn judge(
 /// Control planes more than one minor release apart: the mesh runs on skew Istio does not support
 /// between its control planes (an upgrade moves one minor at a time). Each cluster on the oldest
 /// line is named.
-fn skew_problems(health: &MeshHealth) -> Vec<Problem> {
+fn skew_problems(health: &MeshHealth) -> Vec<Check> {
     let running: Vec<(&str, IstioVersion)> = health
         .istiods
         .iter()
@@ -398,17 +385,16 @@ fn skew_problems(health: &MeshHealth) -> Vec<Problem> {
     behind.dedup();
     behind
         .into_iter()
-        .map(|cluster| Problem {
-            cluster: cluster.to_string(),
-            problem: format!(
+        .map(|cluster| {
+            let detail = format!(
                 "its control plane runs Istio {}, more than one minor behind {newest} elsewhere in the mesh",
                 oldest.minor_line()
-            ),
-            fix: Fix::ByHand(format!(
+            );
+            problem("skew", cluster, detail).fixed_by(Fix::ByHand(format!(
                 "upgrade it one minor at a time (to {}.{}, then on) before the rest of the mesh moves further",
                 oldest.major,
                 oldest.minor + 1
-            )),
+            )))
         })
         .collect()
 }
@@ -416,7 +402,7 @@ fn skew_problems(health: &MeshHealth) -> Vec<Problem> {
 /// Clusters whose injection points at another revision than the rest of the mesh's, with no
 /// upgrade under way to explain it (one mid-upgrade is expected, and shown as such): their new
 /// pods get another release's proxies.
-fn injection_problems(mesh: &Mesh, health: &MeshHealth) -> Vec<Problem> {
+fn injection_problems(mesh: &Mesh, health: &MeshHealth) -> Vec<Check> {
     if health.upgrade.is_some() {
         return Vec::new();
     }
@@ -439,16 +425,13 @@ fn injection_problems(mesh: &Mesh, health: &MeshHealth) -> Vec<Problem> {
         .filter(|(_, revision)| revision != common)
         .map(|(cluster, revision)| {
             let context = mesh.cluster(cluster).map_or(*cluster, |c| c.context.as_str());
-            Problem {
-                cluster: cluster.to_string(),
-                problem: format!(
-                    "injects with revision {revision} while the rest of the mesh injects with {common}, and no upgrade is under way"
-                ),
-                fix: Fix::ByHand(format!(
-                    "point it back: istioctl tag set default --revision {} --overwrite --context {context} (or move the whole mesh with `meshctl upgrade`)",
-                    common.label()
-                )),
-            }
+            let detail = format!(
+                "injects with revision {revision} while the rest of the mesh injects with {common}, and no upgrade is under way"
+            );
+            problem("injection", cluster, detail).fixed_by(Fix::ByHand(format!(
+                "point it back: istioctl tag set default --revision {} --overwrite --context {context} (or move the whole mesh with `meshctl upgrade`)",
+                common.label()
+            )))
         })
         .collect()
 }
@@ -460,7 +443,7 @@ fn peer_problems(
     seen: &IstiodSeen,
     isolated: &BTreeSet<String>,
     down: &BTreeSet<String>,
-) -> Vec<Problem> {
+) -> Vec<Check> {
     let p = &seen.cluster;
     let mut problems = Vec::new();
     // An external istiod reads its config cluster through its own kubeconfig, not a remote secret.
@@ -504,12 +487,13 @@ fn peer_problems(
                 Fix::UpOnly(Phase::RemoteSecrets),
             )),
         };
-        if let Some((cluster, problem, fix)) = problem {
-            problems.push(Problem {
-                cluster,
-                problem,
-                fix,
-            });
+        if let Some((cluster, detail, fix)) = problem {
+            problems.push(
+                self::problem("peers", &cluster, detail)
+                    .of_phase(Phase::RemoteSecrets)
+                    .on(format!("remote secret for {}", r.name))
+                    .fixed_by(fix),
+            );
         }
     }
     problems
@@ -523,12 +507,12 @@ fn config_cluster_problem(
     r: &crate::topology::Cluster,
     reported: Option<&ClusterSync>,
     down: &BTreeSet<String>,
-) -> Option<Problem> {
+) -> Option<Check> {
     let status = reported.map_or("not listed", |s| s.sync_status.as_str());
     if status == "synced" {
         return None;
     }
-    let (cluster, problem, fix) = if down.contains(&r.name) {
+    let (cluster, detail, fix) = if down.contains(&r.name) {
         (
             r.name.clone(),
             format!(
@@ -550,11 +534,12 @@ fn config_cluster_problem(
             Fix::UpOnly(Phase::ExternalIstiod),
         )
     };
-    Some(Problem {
-        cluster,
-        problem,
-        fix,
-    })
+    Some(
+        problem("config cluster", &cluster, detail)
+            .of_phase(Phase::ExternalIstiod)
+            .on(format!("kubeconfig of config cluster {}", r.name))
+            .fixed_by(fix),
+    )
 }
 
 /// A chosen release is for installing: a primary whose istiod already runs another release is not
@@ -655,13 +640,13 @@ mod tests {
         ]);
         let problems = judge(&mesh(), &skewed, &none, &none);
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].cluster, "cluster2");
+        assert_eq!(problems[0].cluster.as_deref(), Some("cluster2"));
         assert!(
             problems[0]
-                .problem
+                .detail
                 .contains("Istio 1.29, more than one minor behind 1.31.1")
         );
-        assert!(matches!(&problems[0].fix, Fix::ByHand(w) if w.contains("to 1.30")));
+        assert!(matches!(&problems[0].fix, Some(Fix::ByHand(w)) if w.contains("to 1.30")));
     }
 
     #[test]
@@ -681,14 +666,14 @@ mod tests {
         health.revisions.insert("cluster3".into(), held("default"));
         let problems = injection_problems(&mesh, &health);
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].cluster, "cluster3");
+        assert_eq!(problems[0].cluster.as_deref(), Some("cluster3"));
         assert!(
             problems[0]
-                .problem
+                .detail
                 .contains("injects with revision default while the rest of the mesh injects with 1-31-1")
         );
         assert!(
-            matches!(&problems[0].fix, Fix::ByHand(w) if w.contains("tag set default --revision 1-31-1 --overwrite --context cluster3"))
+            matches!(&problems[0].fix, Some(Fix::ByHand(w)) if w.contains("tag set default --revision 1-31-1 --overwrite --context cluster3"))
         );
         health.upgrade = Some(crate::state::UpgradeRecord {
             from: crate::state::IstioRelease {
@@ -735,12 +720,12 @@ mod tests {
         let problems = judge(&mesh(), &health, &BTreeSet::new(), &down);
         assert_eq!(problems.len(), 2, "{problems:?}");
         for p in &problems {
-            assert_eq!(p.cluster, "cluster3");
-            assert_eq!(p.fix, Fix::Isolate("cluster3".into()));
+            assert_eq!(p.cluster.as_deref(), Some("cluster3"));
+            assert_eq!(p.fix, Some(Fix::Isolate("cluster3".into())));
         }
         assert!(
             problems[0]
-                .problem
+                .detail
                 .contains("cluster1's istiod reports cluster3 timeout")
         );
         // Once it is isolated and its secrets are gone, nothing is wrong.
@@ -771,16 +756,17 @@ mod tests {
             ..MeshHealth::default()
         };
         let problems = judge(&mesh(), &health, &BTreeSet::new(), &BTreeSet::new());
-        let found: Vec<(&str, &Fix)> = problems.iter().map(|p| (p.cluster.as_str(), &p.fix)).collect();
+        let found: Vec<(Option<&str>, Option<&Fix>)> = problems
+            .iter()
+            .map(|p| (p.cluster.as_deref(), p.fix.as_ref()))
+            .collect();
+        let fix = Fix::UpOnly(Phase::RemoteSecrets);
         assert_eq!(
             found,
-            [
-                ("cluster1", &Fix::UpOnly(Phase::RemoteSecrets)),
-                ("cluster1", &Fix::UpOnly(Phase::RemoteSecrets))
-            ]
+            [(Some("cluster1"), Some(&fix)), (Some("cluster1"), Some(&fix))]
         );
-        assert!(problems[0].problem.contains("reports cluster2 syncing"));
-        assert!(problems[1].problem.contains("does not read cluster3"));
+        assert!(problems[0].detail.contains("reports cluster2 syncing"));
+        assert!(problems[1].detail.contains("does not read cluster3"));
     }
 
     /// An external istiod reads its config cluster through its own kubeconfig: unsynced, the fix
@@ -803,19 +789,23 @@ mod tests {
         assert_eq!(judge(&external, &health("synced", "synced"), &none, &none), []);
         let unsynced = judge(&external, &health("timeout", "synced"), &none, &none);
         assert_eq!(unsynced.len(), 1, "{unsynced:?}");
-        assert_eq!(unsynced[0].fix, Fix::UpOnly(Phase::ExternalIstiod));
-        assert!(unsynced[0].problem.contains("config cluster cluster2 timeout"));
+        assert_eq!(unsynced[0].fix, Some(Fix::UpOnly(Phase::ExternalIstiod)));
+        assert!(unsynced[0].detail.contains("config cluster cluster2 timeout"));
         let down = BTreeSet::from(["cluster2".to_string(), "cluster3".to_string()]);
-        let fixes: Vec<(String, Fix)> = judge(&external, &health("timeout", "timeout"), &none, &down)
-            .into_iter()
-            .map(|p| (p.cluster, p.fix))
-            .collect();
+        let fixes: Vec<(Option<String>, Option<Fix>)> =
+            judge(&external, &health("timeout", "timeout"), &none, &down)
+                .into_iter()
+                .map(|p| (p.cluster, p.fix))
+                .collect();
         assert!(
-            matches!(&fixes[0], (c, Fix::ByHand(text)) if c == "cluster2" && text.contains("cannot be isolated"))
+            matches!(&fixes[0], (Some(c), Some(Fix::ByHand(text))) if c == "cluster2" && text.contains("cannot be isolated"))
         );
         assert_eq!(
             fixes[1],
-            ("cluster3".to_string(), Fix::Isolate("cluster3".into()))
+            (
+                Some("cluster3".to_string()),
+                Some(Fix::Isolate("cluster3".into()))
+            )
         );
         let silent = MeshHealth {
             istiods: vec![IstiodSeen {
@@ -826,7 +816,7 @@ mod tests {
         };
         assert_eq!(
             judge(&external, &silent, &none, &none)[0].fix,
-            Fix::UpOnly(Phase::ExternalIstiod)
+            Some(Fix::UpOnly(Phase::ExternalIstiod))
         );
     }
 
@@ -857,12 +847,12 @@ mod tests {
         let problems = judge(&mesh(), &health, &BTreeSet::new(), &BTreeSet::new());
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(
-            (problems[0].cluster.as_str(), &problems[0].fix),
-            ("cluster2", &Fix::UpOnly(Phase::Istio))
+            (problems[0].cluster.as_deref(), &problems[0].fix),
+            (Some("cluster2"), &Some(Fix::UpOnly(Phase::Istio)))
         );
         assert_eq!(
-            (problems[1].cluster.as_str(), &problems[1].fix),
-            ("cluster1", &Fix::RotateCa("cluster1".into()))
+            (problems[1].cluster.as_deref(), &problems[1].fix),
+            (Some("cluster1"), &Some(Fix::RotateCa("cluster1".into())))
         );
     }
 }

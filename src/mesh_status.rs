@@ -6,13 +6,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::Result;
-use serde::Serialize;
 
+use crate::check::{self, Check, Fix, State};
 use crate::executor::facts;
 use crate::exit::UsageError;
 use crate::kube::Clients;
 use crate::mesh_dir::MeshDir;
-use crate::mesh_health::{self, Fix, MeshHealth};
+use crate::mesh_health::{self, MeshHealth};
 use crate::phases::context::DEFAULT_TIMEOUT;
 use crate::phases::{self, Fact, Settings};
 use crate::plan::{Phase, PhasePlan, Plan, PlanInput};
@@ -21,20 +21,6 @@ use crate::probe::{Finding, Found, Probe};
 use crate::state::{Isolation, MeshState, StateStore};
 use crate::tools::ProcessRunner;
 use crate::topology::{Mesh, Provider};
-
-/// One line of the status: a phase in a cluster.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub cluster: String,
-    pub phase: &'static str,
-    /// `ready`, or the worst finding: `missing`, `different`, `unreachable`, or `isolated`.
-    pub state: &'static str,
-    pub detail: String,
-    /// What fixes it, where anything does; the command layer spells it as a command line.
-    #[serde(skip)]
-    pub fix: Option<Fix>,
-    pub findings: Vec<Finding>,
-}
 
 /// What one look found.
 pub struct Report {
@@ -98,7 +84,11 @@ pub async fn look(mesh: &Mesh, dir: &MeshDir, kubeconfig: Option<&Path>) -> Resu
             checks.push(check_of(&cluster, phase, findings, Some(fix)));
         }
     }
-    checks.sort_by_key(|c| mesh.clusters.iter().position(|m| m.name == c.cluster));
+    checks.sort_by_key(|c| {
+        mesh.clusters
+            .iter()
+            .position(|m| Some(&m.name) == c.cluster.as_ref())
+    });
     let down: BTreeSet<String> = down.into_iter().collect();
     let mut reachable = Vec::new();
     for c in mesh.clusters.iter().filter(|c| !down.contains(&c.name)) {
@@ -107,7 +97,7 @@ pub async fn look(mesh: &Mesh, dir: &MeshDir, kubeconfig: Option<&Path>) -> Resu
         }
     }
     let health = mesh_health::gather(mesh, &reachable, &state, &down).await;
-    let ready = checks.iter().all(|c| c.state == "ready") && health.problems.is_empty();
+    let ready = check::all_passed(&checks) && check::all_passed(&health.problems);
     Ok(Report {
         checks,
         health,
@@ -154,7 +144,7 @@ fn check_of(cluster: &str, phase: Phase, findings: Vec<Finding>, fix: Option<Fix
     };
     let (state, detail) = match worst {
         None => (
-            "ready",
+            State::Ok,
             findings
                 .iter()
                 .map(|f| f.detail.clone())
@@ -162,7 +152,13 @@ fn check_of(cluster: &str, phase: Phase, findings: Vec<Finding>, fix: Option<Fix
                 .join("; "),
         ),
         Some(w) => (
-            w.as_str(),
+            match w {
+                Found::Unreachable => State::Unreachable,
+                Found::Conflict => State::Conflict,
+                Found::Foreign => State::Foreign,
+                Found::Missing => State::Missing,
+                _ => State::Different,
+            },
             findings
                 .iter()
                 .filter(|f| f.found != Found::Present)
@@ -171,14 +167,12 @@ fn check_of(cluster: &str, phase: Phase, findings: Vec<Finding>, fix: Option<Fix
                 .join("; "),
         ),
     };
-    Check {
-        cluster: cluster.to_string(),
-        phase: phase.name(),
-        state,
-        detail,
-        fix: worst.and(fix),
-        findings,
-    }
+    let mut check = Check::new(phase.name(), state, detail)
+        .in_cluster(cluster)
+        .of_phase(phase);
+    check.fix = worst.and(fix);
+    check.findings = findings;
+    check
 }
 
 /// One check per cluster that does not answer (one line, not one per phase), and their names.
@@ -239,14 +233,9 @@ fn isolated_check(cluster: &str, isolation: &Isolation) -> Check {
         }
     );
 
-    Check {
-        cluster: cluster.to_string(),
-        phase: "mesh",
-        state: "isolated",
-        detail,
-        fix: Some(Fix::Rejoin(cluster.to_string())),
-        findings: Vec::new(),
-    }
+    Check::new("mesh", State::Isolated, detail)
+        .in_cluster(cluster)
+        .fixed_by(Fix::Rejoin(cluster.to_string()))
 }
 
 /// What the probes read from.

@@ -350,6 +350,7 @@ const LAYERS: [&[&str]; 6] = [
         "plan",
         "schedule",
         "probe",
+        "check",
         "plugged_ca",
         "istio_config",
         "istioctl_choice",

@@ -242,10 +242,10 @@ async fn an_external_control_plane_is_built_synced_converges_and_is_removed() {
         .collect();
     // (`certs` differs: the lab installed fixed stand-ins, status renders the work dir's CA.)
     assert!(
-        states.contains(&("cluster1", "external-istiod", "ready"))
+        states.contains(&("cluster1", "external-istiod", "ok"))
             && states
                 .iter()
-                .all(|(_, phase, state)| *phase == "certs" || *state == "ready"),
+                .all(|(_, phase, state)| *phase == "certs" || *state == "ok"),
         "{states:?}"
     );
 
@@ -516,8 +516,6 @@ async fn a_remote_of_an_external_control_plane_is_isolated_and_rejoined() {
     let before = external
         .object("v1", "secrets", "external-istiod", "istio-remote-secret-cluster3")
         .unwrap();
-    let clients = meshctl::kube::Clients::new(Some(&lab.kubeconfig));
-    let state = meshctl::state::StateStore::load(&lab.dir.state()).unwrap();
     let timeout = std::time::Duration::from_secs(5);
     for refused in ["cluster1", "cluster2"] {
         assert!(isolation::refusal(&lab.mesh, refused).is_some(), "{refused}");
@@ -543,9 +541,9 @@ async fn a_remote_of_an_external_control_plane_is_isolated_and_rejoined() {
         support::stderr(&out)
     );
 
-    let outcomes = isolation::isolate(&lab.mesh, "cluster3", &clients, &lab.dir, &state, timeout)
-        .await
-        .unwrap();
+    let membership =
+        isolation::Membership::open(&lab.mesh, &lab.dir, Some(&lab.kubeconfig), timeout).unwrap();
+    let outcomes = membership.isolate("cluster3").await.unwrap();
     assert_eq!(outcomes, [("cluster1".to_string(), PeerOutcome::Done)]);
     assert!(
         external
@@ -562,9 +560,7 @@ async fn a_remote_of_an_external_control_plane_is_isolated_and_rejoined() {
             .is_none()
     );
 
-    let outcomes = isolation::rejoin(&lab.mesh, "cluster3", &clients, &lab.dir, &state, timeout)
-        .await
-        .unwrap();
+    let outcomes = membership.rejoin("cluster3").await.unwrap();
     assert_eq!(outcomes, [("cluster1".to_string(), PeerOutcome::Done)]);
     let after = external
         .object("v1", "secrets", "external-istiod", "istio-remote-secret-cluster3")

@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use meshctl::isolation::{self, PeerOutcome};
-use meshctl::kube::Clients;
 use meshctl::mesh_dir::MeshDir;
 use meshctl::plan::RemoteSecretsStep;
 use meshctl::plan::{Phase, PlanInput, Step};
@@ -136,31 +135,21 @@ impl Lab {
     }
 
     async fn isolate(&self, cluster: &str) -> Vec<(String, PeerOutcome)> {
-        let clients = Clients::new(Some(&self.kubeconfig));
-        isolation::isolate(
-            &self.mesh,
-            cluster,
-            &clients,
-            &self.mesh_dir(),
-            &self.state(),
-            BOUND,
-        )
-        .await
-        .unwrap()
+        let dir = self.mesh_dir();
+        isolation::Membership::open(&self.mesh, &dir, Some(&self.kubeconfig), BOUND)
+            .unwrap()
+            .isolate(cluster)
+            .await
+            .unwrap()
     }
 
     async fn rejoin(&self, cluster: &str) -> Vec<(String, PeerOutcome)> {
-        let clients = Clients::new(Some(&self.kubeconfig));
-        isolation::rejoin(
-            &self.mesh,
-            cluster,
-            &clients,
-            &self.mesh_dir(),
-            &self.state(),
-            BOUND,
-        )
-        .await
-        .unwrap()
+        let dir = self.mesh_dir();
+        isolation::Membership::open(&self.mesh, &dir, Some(&self.kubeconfig), BOUND)
+            .unwrap()
+            .rejoin(cluster)
+            .await
+            .unwrap()
     }
 }
 
@@ -333,17 +322,12 @@ async fn a_refused_rejoin_changes_nothing_the_record_included() {
     lab.isolate("cluster3").await;
     let recorded = lab.state().snapshot().isolated["cluster3"].clone();
     lab.servers[1].put(remote_secret("cluster3", "kubectl-client-side-apply"));
-    let clients = Clients::new(Some(&lab.kubeconfig));
-    let err = isolation::rejoin(
-        &lab.mesh,
-        "cluster3",
-        &clients,
-        &lab.mesh_dir(),
-        &lab.state(),
-        BOUND,
-    )
-    .await
-    .expect_err("someone else's secret is in the way");
+    let dir = lab.mesh_dir();
+    let err = isolation::Membership::open(&lab.mesh, &dir, Some(&lab.kubeconfig), BOUND)
+        .unwrap()
+        .rejoin("cluster3")
+        .await
+        .expect_err("someone else's secret is in the way");
     let said = format!("{err:#}");
     assert!(
         said.contains("cluster `cluster2`: Secret istio-system/istio-remote-secret-cluster3")
@@ -414,11 +398,8 @@ fn isolate_status_and_rejoin_from_the_command_line() {
         .collect();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["state"], "isolated");
-    assert!(rows[0]["hint"].as_str().unwrap().contains(" rejoin "), "{rows:?}");
-    assert!(
-        rows[0]["hint"].as_str().unwrap().ends_with("cluster3"),
-        "{rows:?}"
-    );
+    assert!(rows[0]["fix"].as_str().unwrap().contains(" rejoin "), "{rows:?}");
+    assert!(rows[0]["fix"].as_str().unwrap().ends_with("cluster3"), "{rows:?}");
 
     // Its server still stopped: the secrets come back, and rejoin says the cluster does not answer.
     let out = run(&[&["rejoin", "cluster3", "--timeout", "3s"][..], &contexts].concat());
@@ -520,7 +501,7 @@ fn status_names_a_stopped_cluster_once_and_offers_to_isolate_it() {
     let down: Vec<&serde_json::Value> = checks.iter().filter(|c| c["cluster"] == "cluster2").collect();
     assert_eq!(down.len(), 1, "{down:?}");
     assert_eq!(down[0]["state"], "unreachable");
-    let hint = down[0]["hint"].as_str().unwrap();
+    let hint = down[0]["fix"].as_str().unwrap();
     assert!(hint.contains(" isolate ") && hint.ends_with("cluster2"), "{hint}");
     assert!(
         checks.iter().filter(|c| c["cluster"] == "cluster1").count() > 1,
@@ -585,10 +566,7 @@ fn status_shows_what_each_istiod_sees_and_isolating_the_stopped_cluster_clears_i
     assert_eq!(about_3.len(), 2, "one per istiod that waits on it: {problems:?}");
     for p in &about_3 {
         assert!(
-            p["problem"]
-                .as_str()
-                .unwrap()
-                .contains("reports cluster3 timeout"),
+            p["detail"].as_str().unwrap().contains("reports cluster3 timeout"),
             "{p}"
         );
         assert!(

@@ -485,7 +485,7 @@ async fn verify_clears_what_an_earlier_run_left_and_waits_until_the_namespace_is
         .await
         .unwrap();
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "sample");
-    wait::pod_ready(&client, "sample", "", Duration::from_secs(20))
+    wait::until(&pods, wait::some_pod_ready("sample", ""), Duration::from_secs(20))
         .await
         .unwrap();
 

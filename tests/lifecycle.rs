@@ -40,7 +40,7 @@ fn status_says_what_is_missing_before_up_and_ready_after() {
     let doc: serde_json::Value = serde_json::from_str(&stdout(&after)).unwrap();
     let checks = doc["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 2 * 7);
-    assert!(checks.iter().all(|c| c["state"] == "ready"), "{checks:?}");
+    assert!(checks.iter().all(|c| c["state"] == "ok"), "{checks:?}");
     assert!(
         checks.iter().any(|c| c["detail"]
             .as_str()

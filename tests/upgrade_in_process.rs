@@ -926,7 +926,7 @@ async fn status_after_an_upgrade_probes_the_new_revision() {
         .collect();
     assert_eq!(istio.len(), 2, "{report:#}");
     for check in istio {
-        assert_eq!(check["state"], "ready", "{check:#}");
+        assert_eq!(check["state"], "ok", "{check:#}");
     }
     for cluster in ["cluster1", "cluster2"] {
         assert_eq!(

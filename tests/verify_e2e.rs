@@ -106,11 +106,11 @@ fn a_missing_remote_secret_fails_verify_and_names_the_pair_and_the_fix() {
         doc["report"]["matrix"]["counts"][1][0].as_u64().unwrap() > 0,
         "the other direction still works"
     );
-    let reason = doc["report"]["reasons"][0].as_str().unwrap();
+    let reason = &doc["report"]["reasons"][0];
     assert!(
-        reason.starts_with("cluster1 -> cluster2:")
-            && reason.contains("no remote secret")
-            && reason.contains("--only remote-secrets"),
+        reason["object"] == "cluster1 -> cluster2"
+            && reason["detail"].as_str().unwrap().contains("no remote secret")
+            && reason["fix"].as_str().unwrap().ends_with("--only remote-secrets"),
         "{reason}"
     );
     let xml = std::fs::read_to_string(&junit).unwrap();
@@ -128,7 +128,8 @@ fn a_gateway_without_an_ip_is_the_reason_given() {
     assert_eq!(out.status.code(), Some(3));
     let text = stdout(&out);
     assert!(
-        text.contains("✗ cluster1 -> cluster2: cluster2's east-west gateway has no LoadBalancer IP")
+        text.lines().any(|l| l.starts_with("✗ cluster1")
+            && l.contains("cluster1 -> cluster2: cluster2's east-west gateway has no LoadBalancer IP"))
             && text.contains("FAIL: 1 of 4"),
         "{text}"
     );

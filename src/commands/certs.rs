@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::{Exit, UsageError};
+use crate::check::{self, Fix};
 use crate::cli::{CertsGenArgs, CertsRotateArgs, CertsStatusArgs, DocumentFormat, OutputFormat};
 use crate::kube::Clients;
 use crate::mesh_ca;
@@ -115,7 +116,7 @@ fn certs_dir_of(flag: Option<&Path>, workdir: &Path, mesh: &Mesh) -> Result<Path
     Ok(dir.certs_in_use(&state))
 }
 
-pub(super) async fn status(args: CertsStatusArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
+pub(super) async fn status(args: CertsStatusArgs, workdir: &Path, flags: super::Flags<'_>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
     let dir = certs_dir_of(args.certs_dir.as_deref(), workdir, &mesh)?;
     let mesh_root = layout::load_root(&dir)
@@ -123,14 +124,16 @@ pub(super) async fn status(args: CertsStatusArgs, workdir: &Path, kubeconfig: Op
         .map(|r| r.cert_pem);
     let report = mesh_ca::status(
         &mesh,
-        &Clients::new(kubeconfig),
+        &Clients::new(flags.kubeconfig),
         mesh_root.as_deref(),
         args.warn_days,
     )
     .await;
     let (statuses, shared, healthy) = (&report.statuses, report.shared_root(), report.healthy);
+    let spell = |fix: &Fix| super::spell_fix(fix, &flags, &args.topology);
+    let problems = report.problems();
     let doc = serde_json::json!({"meshID": mesh.mesh_id, "certsDir": dir, "sharedRoot": shared,
-        "healthy": healthy, "clusters": statuses});
+        "healthy": healthy, "clusters": statuses, "problems": check::document(&problems, &spell)});
     match args.output {
         DocumentFormat::Json | DocumentFormat::Yaml => super::print_document(args.output, &doc)?,
         DocumentFormat::Text => {
@@ -161,17 +164,7 @@ pub(super) async fn status(args: CertsStatusArgs, workdir: &Path, kubeconfig: Op
                     s.cluster, subject, serial, not_after, days, s.chain, s.root
                 );
             }
-            for s in statuses {
-                for p in &s.problems {
-                    println!("problem: cluster `{}`: {p}", s.cluster);
-                }
-            }
-            if !shared {
-                println!(
-                    "problem: the clusters hold {} different roots: mTLS between them fails; issue every intermediate from one root (`meshctl certs rotate`)",
-                    report.roots
-                );
-            }
+            check::print(&problems, &spell);
         }
     }
     Ok(if healthy { Exit::Success } else { Exit::NotReady })

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use serde::Serialize;
 
 use super::Exit;
+use crate::check::{self, Check, Fix, State};
 use crate::cli::{DoctorArgs, DocumentFormat};
 use crate::tools::ProcessRunner;
 use crate::tools::docker::Docker;
@@ -19,22 +19,8 @@ const MIN_INSTANCES: u64 = 512;
 /// Memory one kind cluster with Istio, MetalLB and the samples needs, roughly.
 const BYTES_PER_CLUSTER: u64 = 3 << 30;
 
-#[derive(Debug, Serialize)]
-struct Finding {
-    check: String,
-    state: &'static str,
-    detail: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    hint: String,
-}
-
-fn finding(check: &str, state: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Finding {
-    Finding {
-        check: check.into(),
-        state,
-        detail: detail.into(),
-        hint: hint.into(),
-    }
+fn finding(check: &str, state: State, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+    Check::new(check, state, detail).hinted(hint)
 }
 
 /// Where `/proc` is; tests point `MESHCTL_PROC_ROOT` at a prepared folder.
@@ -65,69 +51,62 @@ pub(super) async fn run(args: DoctorArgs) -> Result<Exit> {
     let mut findings = tools(&runner).await;
     findings.extend(host_limits(mesh.clusters.len()));
     findings.extend(subnet_clash(&runner, &mesh).await);
-    let failed = findings.iter().any(|f| f.state == "fail");
+    // Warnings pass: the host may still do, only not as meshctl is tested with.
+    let failed = !check::all_passed(&findings);
+    let spell = |fix: &Fix| match fix {
+        Fix::ByHand(words) => words.clone(),
+        other => format!("{other:?}"),
+    };
     match args.output {
         DocumentFormat::Json | DocumentFormat::Yaml => super::print_document(
             args.output,
-            &serde_json::json!({"ok": !failed, "checks": findings}),
+            &serde_json::json!({"ok": !failed, "checks": check::document(&findings, &spell)}),
         )?,
-        DocumentFormat::Text => {
-            for f in &findings {
-                let mark = match f.state {
-                    "ok" => "✓",
-                    "warn" => "!",
-                    _ => "✗",
-                };
-                println!("{mark} {:<28} {}", f.check, f.detail);
-                if !f.hint.is_empty() {
-                    println!("  {:<28} hint: {}", "", f.hint);
-                }
-            }
-        }
+        DocumentFormat::Text => check::print(&findings, &spell),
     }
     Ok(if failed { Exit::Failure } else { Exit::Success })
 }
 
 /// docker, kind, istioctl and curl: present, and at versions meshctl works with.
-async fn tools(runner: &ProcessRunner) -> Vec<Finding> {
+async fn tools(runner: &ProcessRunner) -> Vec<Check> {
     let mut findings = Vec::new();
     match Docker::new(runner).server_version().await {
-        Ok(v) => findings.push(finding("docker", "ok", format!("daemon {v} reachable"), "")),
+        Ok(v) => findings.push(finding("docker", State::Ok, format!("daemon {v} reachable"), "")),
         Err(e) => findings.push(finding(
             "docker",
-            "fail",
+            State::Fail,
             e.without_hint(),
             crate::tools::install_hint("docker"),
         )),
     }
     match Kind::new(runner).version().await {
-        Ok(v) if v.contains(versions::KIND_VERSION) => findings.push(finding("kind", "ok", v, "")),
+        Ok(v) if v.contains(versions::KIND_VERSION) => findings.push(finding("kind", State::Ok, v, "")),
         Ok(v) => findings.push(finding(
             "kind",
-            "warn",
+            State::Warn,
             format!("{v} (meshctl is tested with {})", versions::KIND_VERSION),
             crate::tools::install_hint("kind"),
         )),
         Err(e) => findings.push(finding(
             "kind",
-            "fail",
+            State::Fail,
             e.without_hint(),
             crate::tools::install_hint("kind"),
         )),
     }
     match Istioctl::new(runner).version().await {
         Ok(v) => match istioctl::check_skew(&v, false) {
-            Ok(()) => findings.push(finding("istioctl", "ok", format!("istioctl {v}"), "")),
+            Ok(()) => findings.push(finding("istioctl", State::Ok, format!("istioctl {v}"), "")),
             Err(e) => findings.push(finding(
                 "istioctl",
-                "fail",
+                State::Fail,
                 e,
                 crate::tools::install_hint("istioctl"),
             )),
         },
         Err(e) => findings.push(finding(
             "istioctl",
-            "fail",
+            State::Fail,
             e.without_hint(),
             crate::tools::install_hint("istioctl"),
         )),
@@ -139,7 +118,7 @@ async fn tools(runner: &ProcessRunner) -> Vec<Finding> {
     {
         findings.push(finding(
             "curl",
-            "warn",
+            State::Warn,
             "curl not found: the MetalLB manifest cannot be downloaded",
             "install curl, or pass --metallb-manifest FILE",
         ));
@@ -148,7 +127,7 @@ async fn tools(runner: &ProcessRunner) -> Vec<Finding> {
 }
 
 /// inotify limits and memory for `count` kind clusters.
-fn host_limits(count: usize) -> Vec<Finding> {
+fn host_limits(count: usize) -> Vec<Check> {
     let mut findings = Vec::new();
     let sysctl_hint = format!(
         "sudo sysctl fs.inotify.max_user_watches={MIN_WATCHES} fs.inotify.max_user_instances={MIN_INSTANCES}"
@@ -159,27 +138,27 @@ fn host_limits(count: usize) -> Vec<Finding> {
     ] {
         let check = format!("inotify {name}");
         match read_number(&format!("sys/fs/inotify/{name}")) {
-            Some(v) if v >= min => findings.push(finding(&check, "ok", v.to_string(), "")),
+            Some(v) if v >= min => findings.push(finding(&check, State::Ok, v.to_string(), "")),
             Some(v) => findings.push(finding(
                 &check,
-                "warn",
+                State::Warn,
                 format!("{v} < {min}: pods may fail with \"too many open files\""),
                 sysctl_hint.clone(),
             )),
-            None => findings.push(finding(&check, "warn", "cannot read it", "")),
+            None => findings.push(finding(&check, State::Warn, "cannot read it", "")),
         }
     }
     let need = BYTES_PER_CLUSTER * count as u64;
     match available_memory() {
         Some(have) if have >= need => findings.push(finding(
             "memory",
-            "ok",
+            State::Ok,
             format!("{} GiB available", have >> 30),
             "",
         )),
         Some(have) => findings.push(finding(
             "memory",
-            "warn",
+            State::Warn,
             format!(
                 "{} GiB available, about {} GiB wanted for {count} clusters",
                 have >> 30,
@@ -187,13 +166,13 @@ fn host_limits(count: usize) -> Vec<Finding> {
             ),
             "use fewer clusters or free memory",
         )),
-        None => findings.push(finding("memory", "warn", "cannot read /proc/meminfo", "")),
+        None => findings.push(finding("memory", State::Warn, "cannot read /proc/meminfo", "")),
     }
     findings
 }
 
 /// The docker network's subnet against the clusters' pod and service subnets.
-async fn subnet_clash(runner: &ProcessRunner, mesh: &crate::topology::Mesh) -> Vec<Finding> {
+async fn subnet_clash(runner: &ProcessRunner, mesh: &crate::topology::Mesh) -> Vec<Check> {
     let mut findings = Vec::new();
     let network = crate::tools::docker::kind_network();
     if let Ok(net) = Docker::new(runner).network(&network).await
@@ -208,13 +187,13 @@ async fn subnet_clash(runner: &ProcessRunner, mesh: &crate::topology::Mesh) -> V
         match clash {
             Some(n) => findings.push(finding(
                 "subnets",
-                "fail",
+                State::Fail,
                 format!("docker network `{network}` ({subnet}) overlaps cluster subnet {n}"),
                 "set podSubnet/serviceSubnet in meshctl.yaml",
             )),
             None => findings.push(finding(
                 "subnets",
-                "ok",
+                State::Ok,
                 format!("docker network `{network}` is {subnet}; no clash with pod or service subnets"),
                 "",
             )),

@@ -9,8 +9,7 @@ use anyhow::Result;
 use super::{Exit, UsageError};
 use crate::cli::MembershipArgs;
 use crate::executor::{Executor, Prepared, RunEnd, Settings};
-use crate::isolation::{self, PeerOutcome, PeerOutcomes};
-use crate::kube::Clients;
+use crate::isolation::{self, Membership, PeerOutcome, PeerOutcomes};
 use crate::mesh_dir::MeshDir;
 use crate::plan::{Phase, PlanInput};
 use crate::report::Reporter;
@@ -35,11 +34,9 @@ pub(super) async fn isolate(args: MembershipArgs, workdir: &Path, kubeconfig: Op
             &format!("Isolate remote `{}`?", args.cluster),
         )?;
     }
-    let state = StateStore::load(&dir.state())?;
     let reporter = Reporter::new(super::report_format(args.output));
-    let clients = Clients::new(kubeconfig);
-    let bound = args.timeout.min(ANSWER_BOUND);
-    let outcomes = isolation::isolate(&mesh, &args.cluster, &clients, &dir, &state, bound).await?;
+    let membership = Membership::open(&mesh, &dir, kubeconfig, args.timeout.min(ANSWER_BOUND))?;
+    let outcomes = membership.isolate(&args.cluster).await?;
     let target = &args.cluster;
     for (peer, outcome) in &outcomes {
         match outcome {
@@ -77,9 +74,10 @@ pub(super) async fn isolate(args: MembershipArgs, workdir: &Path, kubeconfig: Op
 pub(super) async fn rejoin(args: MembershipArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = member_mesh(&args)?;
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
-    let state = StateStore::load(&dir.state())?;
+    let bound = args.timeout.min(ANSWER_BOUND);
+    let membership = Membership::open(&mesh, &dir, kubeconfig, bound)?;
     let target = &args.cluster;
-    if !state.snapshot().isolated.contains_key(target) {
+    if !membership.state.snapshot().isolated.contains_key(target) {
         return Err(UsageError(format!(
             "cluster `{target}` is not isolated in mesh `{}`; nothing to rejoin",
             mesh.mesh_id
@@ -87,9 +85,7 @@ pub(super) async fn rejoin(args: MembershipArgs, workdir: &Path, kubeconfig: Opt
         .into());
     }
     let reporter = Arc::new(Reporter::new(super::report_format(args.output)));
-    let clients = Clients::new(kubeconfig);
-    let bound = args.timeout.min(ANSWER_BOUND);
-    let outcomes = isolation::rejoin(&mesh, target, &clients, &dir, &state, bound).await?;
+    let outcomes = membership.rejoin(target).await?;
     for (peer, outcome) in &outcomes {
         match outcome {
             PeerOutcome::Done => reporter.ok(peer, &format!("reads `{target}` again: its recorded remote secret is back")),
@@ -110,7 +106,7 @@ pub(super) async fn rejoin(args: MembershipArgs, workdir: &Path, kubeconfig: Opt
     }
     let cluster = mesh.cluster(target).expect("checked by member_mesh");
     let answers = matches!(
-        tokio::time::timeout(bound, clients.get(&cluster.context)).await,
+        tokio::time::timeout(bound, membership.clients.get(&cluster.context)).await,
         Ok(Ok(_))
     );
     if !answers {
@@ -130,7 +126,7 @@ pub(super) async fn rejoin(args: MembershipArgs, workdir: &Path, kubeconfig: Opt
             humantime::format_duration(args.timeout)
         ),
     );
-    match converge_remote_secrets(&mesh, &dir, state, settings, reporter.clone()).await? {
+    match converge_remote_secrets(&mesh, &dir, membership.state, settings, reporter.clone()).await? {
         RunEnd::Interrupted => Ok(Exit::Interrupted),
         RunEnd::Finished { .. } => {
             reporter.ok(target, "rejoined: every istiod reads it and reports it synced");

@@ -63,10 +63,15 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             | Command::Certs(crate::cli::CertsCommand::Rotate(_))
     );
     let work = async move {
+        // What a printed command repeats of this one.
+        let flags = Flags {
+            kubeconfig: cli.kubeconfig.as_deref(),
+            workdir: cli.workdir.as_deref(),
+        };
         match cli.command {
             Command::Certs(crate::cli::CertsCommand::Gen(args)) => certs::generate(args),
             Command::Certs(crate::cli::CertsCommand::Status(args)) => {
-                certs::status(args, &workdir, cli.kubeconfig.as_deref()).await
+                certs::status(args, &workdir, flags).await
             }
             Command::Certs(crate::cli::CertsCommand::Rotate(args)) => {
                 certs::rotate(args, &workdir, cli.kubeconfig.as_deref()).await
@@ -79,14 +84,8 @@ pub async fn run(cli: Cli) -> Result<Exit> {
                 Ok(Exit::Success)
             }
             Command::Down(args) => down::run(args, &workdir, cli.kubeconfig.as_deref()).await,
-            Command::Status(args) => {
-                let flags = status::Flags {
-                    kubeconfig: cli.kubeconfig.as_deref(),
-                    workdir: cli.workdir.as_deref(),
-                };
-                status::run(args, &workdir, flags).await
-            }
-            Command::Verify(args) => verify::run(args, &workdir, cli.kubeconfig.as_deref()).await,
+            Command::Status(args) => status::run(args, &workdir, flags).await,
+            Command::Verify(args) => verify::run(args, &workdir, flags).await,
             Command::RemoteSecret(args) => remote_secret::run(args, cli.kubeconfig.as_deref()).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Isolate(args) => membership::isolate(args, &workdir, cli.kubeconfig.as_deref()).await,
@@ -157,6 +156,42 @@ fn command_line(
     words.extend(topology.to_args());
     words.extend(extra.iter().map(|s| s.to_string()));
     words.join(" ")
+}
+
+/// The global flags to repeat in a command printed for the user.
+#[derive(Clone, Copy)]
+struct Flags<'a> {
+    /// `--kubeconfig`.
+    kubeconfig: Option<&'a std::path::Path>,
+    /// `--workdir`.
+    workdir: Option<&'a std::path::Path>,
+}
+
+/// A fix spelt as the command line that runs it, with the global flags and the topology given;
+/// a fix by hand is its words.
+fn spell_fix(fix: &crate::check::Fix, flags: &Flags<'_>, topology: &TopologyArgs) -> String {
+    use crate::check::Fix;
+    let line =
+        |sub: &str, extra: &[&str]| command_line(flags.kubeconfig, flags.workdir, sub, topology, extra);
+    let up = |only: &Option<crate::plan::Phase>, adopt: bool| {
+        let mut extra: Vec<&str> = match only {
+            Some(phase) => vec!["--only", phase.name()],
+            None => Vec::new(),
+        };
+        if adopt {
+            extra.push("--adopt");
+        }
+        line("up", &extra)
+    };
+    match fix {
+        Fix::UpOnly(phase) => up(&Some(*phase), false),
+        Fix::Up(only) => up(only, false),
+        Fix::Adopt(only) => up(only, true),
+        Fix::Isolate(cluster) => line("isolate", &[cluster]),
+        Fix::Rejoin(cluster) => line("rejoin", &[cluster]),
+        Fix::RotateCa(cluster) => line("certs rotate", &["--cluster", cluster]),
+        Fix::ByHand(what) => what.clone(),
+    }
 }
 
 /// The `meshctl diagnose` command line that collects what `topology`'s clusters hold, printed when

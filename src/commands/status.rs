@@ -7,33 +7,14 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::Exit;
+use super::Flags;
+use crate::check::{self, Fix};
 use crate::cli::{DocumentFormat, StatusArgs};
 use crate::mesh_dir::MeshDir;
-use crate::mesh_health::{Fix, MeshHealth};
+use crate::mesh_health::MeshHealth;
 use crate::mesh_status::{self, Report};
-use crate::plan::Phase;
 use crate::state::StateStore;
 use crate::topology::Mesh;
-
-/// Global flags to repeat in a suggested command.
-pub(super) struct Flags<'a> {
-    /// `--kubeconfig`.
-    pub kubeconfig: Option<&'a Path>,
-    /// `--workdir`.
-    pub workdir: Option<&'a Path>,
-}
-
-/// `meshctl [--kubeconfig K] [--workdir W] up <topology> [--only phase] [--adopt]`.
-fn up_command(flags: &Flags<'_>, args: &StatusArgs, only: Option<Phase>, adopt: bool) -> String {
-    let mut extra: Vec<&str> = match &only {
-        Some(phase) => vec!["--only", phase.name()],
-        None => Vec::new(),
-    };
-    if adopt {
-        extra.push("--adopt");
-    }
-    super::command_line(flags.kubeconfig, flags.workdir, "up", &args.topology, &extra)
-}
 
 pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> Result<Exit> {
     let mut mesh = super::resolve_topology(&args.topology)?;
@@ -56,9 +37,9 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
         let missing: Vec<String> = report
             .checks
             .iter()
-            .filter(|c| c.fix.is_some())
-            .map(|c| format!("{} {}", c.cluster, c.phase))
-            .chain(report.health.problems.iter().map(|p| p.cluster.clone()))
+            .filter(|c| !c.state.passed())
+            .chain(&report.health.problems)
+            .map(|c| format!("{} {}", c.cluster.as_deref().unwrap_or("mesh"), c.check))
             .collect();
         eprintln!(
             "status: not ready after {}s ({}); looking again, {}s left",
@@ -104,48 +85,25 @@ fn refuse_unknown_contexts(mesh: &Mesh, kubeconfig: Option<&Path>) -> Result<()>
 }
 
 fn print(mesh: &Mesh, report: &Report, flags: &Flags<'_>, args: &StatusArgs) -> Result<()> {
-    let problems: Vec<serde_json::Value> = report
-        .health
-        .problems
-        .iter()
-        .map(|p| serde_json::json!({"cluster": p.cluster, "problem": p.problem, "fix": fix_command(&p.fix, flags, args)}))
-        .collect();
+    let spell = |fix: &Fix| super::spell_fix(fix, flags, &args.topology);
     match args.output {
-        DocumentFormat::Json | DocumentFormat::Yaml => {
-            // Each check with the command that fixes it, spelt for this command line.
-            let checks: Vec<serde_json::Value> = report
-                .checks
-                .iter()
-                .map(|c| {
-                    let mut value = serde_json::to_value(c).expect("plain data serializes");
-                    if let Some(fix) = &c.fix {
-                        value["hint"] = fix_command(fix, flags, args).into();
-                    }
-                    value
-                })
-                .collect();
-            super::print_document(
-                args.output,
-                &serde_json::json!({"meshID": mesh.mesh_id, "ready": report.ready, "checks": checks,
-                    "mesh": report.health, "problems": problems}),
-            )?
-        }
+        DocumentFormat::Json | DocumentFormat::Yaml => super::print_document(
+            args.output,
+            &serde_json::json!({"meshID": mesh.mesh_id, "ready": report.ready,
+                "checks": check::document(&report.checks, &spell),
+                "mesh": report.health, "problems": check::document(&report.health.problems, &spell)}),
+        )?,
         DocumentFormat::Text => {
-            println!("{:<10} {:<15} {:<11} DETAIL", "CLUSTER", "PHASE", "STATE");
-            for c in &report.checks {
-                println!("{:<10} {:<15} {:<11} {}", c.cluster, c.phase, c.state, c.detail);
-                if let Some(fix) = &c.fix {
-                    println!("{:<38}fix: {}", "", fix_command(fix, flags, args));
-                }
-            }
-            print_mesh(&report.health, flags, args);
+            check::print(&report.checks, &spell);
+            print_mesh(&report.health);
+            check::print(&report.health.problems, &spell);
         }
     }
     Ok(())
 }
 
 /// The mesh across clusters, for people.
-fn print_mesh(health: &MeshHealth, flags: &Flags<'_>, args: &StatusArgs) {
+fn print_mesh(health: &MeshHealth) {
     println!("\nMESH");
     for seen in &health.istiods {
         let what = match &seen.error {
@@ -186,30 +144,5 @@ fn print_mesh(health: &MeshHealth, flags: &Flags<'_>, args: &StatusArgs) {
             "  intermediate CA of {:<10} valid until {} ({} days)",
             ca.cluster, ca.not_after, ca.days_left
         );
-    }
-    for p in &health.problems {
-        println!("✗ {:<10} {}", p.cluster, p.problem);
-        // `fix:` lines are commands to run as printed; anything else says what to do.
-        let label = if matches!(p.fix, Fix::ByHand(_)) {
-            "by hand"
-        } else {
-            "fix"
-        };
-        println!("{:<13}{label}: {}", "", fix_command(&p.fix, flags, args));
-    }
-}
-
-fn fix_command(fix: &Fix, flags: &Flags<'_>, args: &StatusArgs) -> String {
-    let line = |sub: &str, extra: &[&str]| {
-        super::command_line(flags.kubeconfig, flags.workdir, sub, &args.topology, extra)
-    };
-    match fix {
-        Fix::UpOnly(phase) => up_command(flags, args, Some(*phase), false),
-        Fix::Up(only) => up_command(flags, args, *only, false),
-        Fix::Adopt(only) => up_command(flags, args, *only, true),
-        Fix::Isolate(cluster) => line("isolate", &[cluster]),
-        Fix::Rejoin(cluster) => line("rejoin", &[cluster]),
-        Fix::RotateCa(cluster) => line("certs rotate", &["--cluster", cluster]),
-        Fix::ByHand(what) => what.clone(),
     }
 }

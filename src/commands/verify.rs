@@ -6,11 +6,13 @@ use anyhow::{Context, Result};
 
 use super::Exit;
 use crate::atomic_file::{self, PUBLIC};
+use crate::check::{self, Fix};
 use crate::cli::{OutputFormat, VerifyArgs};
 use crate::report::Reporter;
 use crate::verification::{self, Options};
 
-pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
+pub(super) async fn run(args: VerifyArgs, workdir: &Path, flags: super::Flags<'_>) -> Result<Exit> {
+    let kubeconfig = flags.kubeconfig;
     let mesh = super::resolve_topology(&args.topology)?;
     refuse_what_cannot_pass(&args, &mesh)?;
     let options = Options {
@@ -57,14 +59,16 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, kubeconfig: Option<&Pa
         atomic_file::write(path, verification::junit(&report).as_bytes(), PUBLIC)
             .with_context(|| format!("cannot write the JUnit report `{}`", path.display()))?;
     }
+    let spell = |fix: &Fix| super::spell_fix(fix, &flags, &args.topology);
     match args.output {
         OutputFormat::Json => {
             // The last event of the stream, one line like the others.
-            let doc = serde_json::json!({"event": "verify-result", "passed": report.passed(), "totals": verification::totals(&report.matrix), "report": report});
+            let mut doc = serde_json::json!({"event": "verify-result", "passed": report.passed(), "totals": verification::totals(&report.matrix), "report": report});
+            doc["report"]["reasons"] = check::document(&report.reasons, &spell);
             println!("{doc}");
         }
         OutputFormat::Text => {
-            print_text(&report);
+            print_text(&report, &spell);
         }
     }
     Ok(if report.passed() {
@@ -111,11 +115,9 @@ fn refuse_what_cannot_pass(args: &VerifyArgs, mesh: &crate::topology::Mesh) -> R
     Ok(())
 }
 
-fn print_text(report: &verification::Report) {
+fn print_text(report: &verification::Report, spell: check::Spell<'_>) {
     print!("{}", verification::table(&report.matrix));
-    for reason in &report.reasons {
-        println!("✗ {reason}");
-    }
+    check::print(&report.reasons, spell);
     if let Some(d) = &report.distribute {
         let mark = if d.passed { "✓" } else { "✗" };
         println!("{mark} locality distribute from {}: {}", d.client, d.detail);

@@ -70,17 +70,16 @@ impl<K: 'static> Condition<K> {
         ready: impl Fn(&K) -> bool + Send + Sync + 'static,
         describe: impl Fn(&K) -> String + Send + Sync + 'static,
     ) -> Condition<K> {
-        let (key, shown) = (name.to_string(), name.to_string());
-        Condition {
-            what: what.into(),
-            select: Select::Named(name.to_string()),
-            ready: Box::new(move |set| set.get(&key).is_some_and(&ready)),
-            describe: Box::new(move |set| {
-                set.get(&shown)
+        Condition::named(
+            name,
+            what.into(),
+            move |found| found.is_some_and(&ready),
+            move |found| {
+                found
                     .map(&describe)
                     .unwrap_or_else(|| "nothing yet: the object does not exist".into())
-            }),
-        }
+            },
+        )
     }
 
     /// The object `name` exists, in any state.
@@ -95,12 +94,27 @@ impl<K: 'static> Condition<K> {
         what: impl Into<String>,
         describe: impl Fn(&K) -> String + Send + Sync + 'static,
     ) -> Condition<K> {
+        Condition::named(
+            name,
+            what.into(),
+            |found| found.is_none(),
+            move |found| found.map(&describe).unwrap_or_default(),
+        )
+    }
+
+    /// A condition on the one object named `name`, judged on it (or on its absence).
+    fn named(
+        name: &str,
+        what: String,
+        ready: impl Fn(Option<&K>) -> bool + Send + Sync + 'static,
+        describe: impl Fn(Option<&K>) -> String + Send + Sync + 'static,
+    ) -> Condition<K> {
         let (key, shown) = (name.to_string(), name.to_string());
         Condition {
-            what: what.into(),
+            what,
             select: Select::Named(name.to_string()),
-            ready: Box::new(move |set| !set.contains_key(&key)),
-            describe: Box::new(move |set| set.get(&shown).map(&describe).unwrap_or_default()),
+            ready: Box::new(move |set| ready(set.get(&key))),
+            describe: Box::new(move |set| describe(set.get(&shown))),
         }
     }
 
@@ -514,21 +528,6 @@ pub fn some_pod_ready(namespace: &str, selector: &str) -> Condition<Pod> {
             }
         },
     )
-}
-
-/// A Running, Ready pod labelled `selector` in `namespace`, once there is one.
-pub async fn pod_ready(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
-    timeout: Duration,
-) -> Result<Pod, WaitError> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let set = until(&api, some_pod_ready(namespace, selector), timeout).await?;
-    Ok(set
-        .into_values()
-        .find(pod_is_ready)
-        .expect("ready means one pod is ready"))
 }
 
 /// The client configurations of a webhook configuration's webhooks (mutating and validating

@@ -69,37 +69,45 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     // The executor retries these applies until Istio's validation webhook serves: applied before it, the
     // API server refuses them (`failed calling webhook "validation.istio.io"`).
     if mesh.exposes_services(b.cluster) {
-        let file = b.render(
-            "cross-network-gateway.yaml",
-            "expose/cross-network-gateway.yaml.j2",
-            &CrossNetworkGateway {
-                name: GATEWAY_NAME,
-                namespace: mesh.gateway_namespace(b.cluster),
-            },
-            false,
+        let gateway = CrossNetworkGateway {
+            name: GATEWAY_NAME,
+            namespace: mesh.gateway_namespace(b.cluster),
+        };
+        apply(
+            b,
+            (
+                "cross-network-gateway.yaml",
+                "expose/cross-network-gateway.yaml.j2",
+            ),
+            &gateway,
         )?;
-        b.step(Step::Apply { file });
     }
     if mesh.controls_remotes(b.cluster) {
-        let file = b.render(
-            "expose-istiod.yaml",
-            "expose/expose-istiod.yaml.j2",
-            &ExposeIstiod {
-                name: ISTIOD_GATEWAY_NAME,
-                vs_name: ISTIOD_VIRTUAL_SERVICE,
-                istiod: mesh.istio_revision.istiod(),
-                // Outside an upgrade one istiod runs, and every name reaches it (Istio's
-                // `expose-istiod.yaml`).
-                by_name: match &mesh.istio_revision_beside {
-                    Some(beside) => vec![mesh.istio_revision.istiod(), beside.istiod()],
-                    None => Vec::new(),
-                },
-                istiod_namespace: mesh.istio_namespace(b.cluster),
+        let istiod = ExposeIstiod {
+            name: ISTIOD_GATEWAY_NAME,
+            vs_name: ISTIOD_VIRTUAL_SERVICE,
+            istiod: mesh.istio_revision.istiod(),
+            // Outside an upgrade one istiod runs, and every name reaches it (Istio's
+            // `expose-istiod.yaml`).
+            by_name: match &mesh.istio_revision_beside {
+                Some(beside) => vec![mesh.istio_revision.istiod(), beside.istiod()],
+                None => Vec::new(),
             },
-            false,
-        )?;
-        b.step(Step::Apply { file });
+            istiod_namespace: mesh.istio_namespace(b.cluster),
+        };
+        apply(b, ("expose-istiod.yaml", "expose/expose-istiod.yaml.j2"), &istiod)?;
     }
+    Ok(())
+}
+
+/// Renders `file` from `template` and applies it.
+fn apply<C: Serialize>(
+    b: &mut PhaseBuilder<'_>,
+    (file, template): (&str, &'static str),
+    context: &C,
+) -> Result<(), PlanError> {
+    let file = b.render(file, template, context, false)?;
+    b.step(Step::Apply { file });
     Ok(())
 }
 

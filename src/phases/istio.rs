@@ -10,11 +10,10 @@ use kube::api::Api;
 use serde::Serialize;
 
 use super::istioctl_install::{
-    DISCOVERY_ADDRESS_UNKNOWN, install_operator, installed, recorded, uninstall_operator,
+    DISCOVERY_ADDRESS_UNKNOWN, install_operator, installed, plan_install, recorded, uninstall_operator,
 };
 use super::{Fact, PhaseLogic, RemoveContext, SummaryColumn};
 use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, RecordOn, Step};
-use crate::plan::{InstallStep, IstioctlInstall};
 use crate::probe::{Finding, Probe};
 use crate::topology::{Cluster, Mesh, Role};
 use crate::versions;
@@ -188,13 +187,9 @@ fn plan_remote(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         },
     };
     let path = b.render(CONTROL_PLANE_FILE, "istio/remote.yaml.j2", &remote, false)?;
-    b.step(Step::Install(InstallStep::IstioctlInstall(IstioctlInstall {
-        context: b.cluster.context.clone(),
-        file: path,
-        record_on: RecordOn::Service(revision.istiod()),
-        namespace: namespace.into(),
-        timeout_secs: b.input.timeout_secs,
-    })));
+    // A remote runs no istiod: its install is recorded on the istiod Service that points at its
+    // primary's.
+    plan_install(b, path, RecordOn::Service(revision.istiod()), namespace);
     Ok(())
 }
 

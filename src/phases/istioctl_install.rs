@@ -36,13 +36,7 @@ pub fn install_operator<C: Serialize>(
     (namespace, deployment): (&str, &str),
 ) -> Result<(), PlanError> {
     let path = b.render(file, template, context, false)?;
-    b.step(Step::Install(InstallStep::IstioctlInstall(IstioctlInstall {
-        context: b.cluster.context.clone(),
-        file: path,
-        record_on: RecordOn::Deployment(deployment.into()),
-        namespace: namespace.into(),
-        timeout_secs: b.input.timeout_secs,
-    })));
+    plan_install(b, path, RecordOn::Deployment(deployment.into()), namespace);
     b.step(Step::Wait {
         until: Condition::DeploymentAvailable {
             namespace: namespace.into(),
@@ -50,6 +44,18 @@ pub fn install_operator<C: Serialize>(
         },
     });
     Ok(())
+}
+
+/// Installs the rendered IstioOperator `file` with istioctl into `namespace`, recording the
+/// install on `record_on`.
+pub fn plan_install(b: &mut PhaseBuilder<'_>, file: String, record_on: RecordOn, namespace: &str) {
+    b.step(Step::Install(InstallStep::IstioctlInstall(IstioctlInstall {
+        context: b.cluster.context.clone(),
+        file,
+        record_on,
+        namespace: namespace.into(),
+        timeout_secs: b.input.timeout_secs,
+    })));
 }
 
 /// What each `istioctl install` of the phase installed: its Deployment available and recorded as

@@ -80,17 +80,15 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// What running a program comes to: its output, or why it did not do its job.
+pub type Ran<'a> = BoxFuture<'a, Result<Output, ToolError>>;
+
 /// What runs external programs: the one seam between meshctl and kind, docker, istioctl and curl
 /// (kind's `exec.Cmder`). [`ProcessRunner`] runs real processes; a test can stand in for a
 /// program by answering here, without a script on PATH.
 pub trait ToolRunner: Send + Sync {
     /// Runs `program args...`; a non-zero exit is an error.
-    fn run<'a>(
-        &'a self,
-        program: &'a str,
-        args: &'a [String],
-        options: &'a RunOptions,
-    ) -> BoxFuture<'a, Result<Output, ToolError>>;
+    fn run<'a>(&'a self, program: &'a str, args: &'a [String], options: &'a RunOptions) -> Ran<'a>;
 }
 
 /// Runs one program from a chosen file (an istioctl of the chosen release) and every other
@@ -102,12 +100,7 @@ pub struct WithProgram {
 }
 
 impl ToolRunner for WithProgram {
-    fn run<'a>(
-        &'a self,
-        program: &'a str,
-        args: &'a [String],
-        options: &'a RunOptions,
-    ) -> BoxFuture<'a, Result<Output, ToolError>> {
+    fn run<'a>(&'a self, program: &'a str, args: &'a [String], options: &'a RunOptions) -> Ran<'a> {
         let program = if program == self.program {
             self.path.as_str()
         } else {
@@ -122,12 +115,7 @@ impl ToolRunner for WithProgram {
 pub struct ProcessRunner;
 
 impl ToolRunner for ProcessRunner {
-    fn run<'a>(
-        &'a self,
-        program: &'a str,
-        args: &'a [String],
-        options: &'a RunOptions,
-    ) -> BoxFuture<'a, Result<Output, ToolError>> {
+    fn run<'a>(&'a self, program: &'a str, args: &'a [String], options: &'a RunOptions) -> Ran<'a> {
         Box::pin(ProcessRunner::run(self, program, args, options))
     }
 }

@@ -598,7 +598,12 @@ impl Upgrader<'_> {
         if !report.passed() {
             bail!(
                 "gate: not every pair of clusters calls each other: {}",
-                report.reasons.join("; ")
+                report
+                    .reasons
+                    .iter()
+                    .map(|r| r.detail.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
         }
         Ok(())

@@ -9,6 +9,8 @@ use serde::Serialize;
 use super::exec::exec;
 use super::matrix::{Matrix, call_script, tally};
 use super::workloads::NAMESPACE;
+use crate::check::{Check, Fix, State};
+use crate::plan::Phase;
 use crate::topology::Mesh;
 
 /// A remote cluster's proxies, as its primary's istiod lists them (`/debug/syncz`): proof that the
@@ -152,12 +154,15 @@ pub(super) async fn has_remote_secret(client: &kube::Client, namespace: &str, so
 /// cluster through its own kubeconfig); on one network pods call each other directly, across
 /// networks through `to`'s east-west gateway, whose services Gateway lives where `to`'s gateway is
 /// configured from.
-pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: &str, to: &str) -> String {
+pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: &str, to: &str) -> Check {
     let index = |name: &str| mesh.clusters.iter().position(|m| m.name == name).unwrap_or(0);
     let (fc, tc) = (&mesh.clusters[index(from)], &mesh.clusters[index(to)]);
     let (f, t) = (&fc.name, &tc.name);
     if from == to {
-        return format!("{f} -> {t}: the local helloworld did not answer (is its pod ready?)");
+        return unanswered(f, t, "the local helloworld did not answer").hinted(format!(
+            "is its pod ready? (`kubectl get pods -n {NAMESPACE} --context {}`)",
+            fc.context
+        ));
     }
     let cp_from = mesh.control_plane_of(fc);
     let reads_by_secret = cp_from.name != *t && mesh.config_cluster_of(cp_from).is_none_or(|c| c.name != *t);
@@ -171,9 +176,9 @@ pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: 
                 cp_from.name
             )
         };
-        return format!(
-            "{f} -> {t}: {whose} does not see {t}'s endpoints (run `meshctl up --only remote-secrets`)"
-        );
+        return unanswered(f, t, format!("{whose} does not see {t}'s endpoints"))
+            .of_phase(Phase::RemoteSecrets)
+            .fixed_by(Fix::UpOnly(Phase::RemoteSecrets));
     }
     if fc.network == tc.network {
         let hint = if tc.kind.is_some() {
@@ -181,10 +186,11 @@ pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: 
         } else {
             "do pods of one cluster reach the other's pod IPs? (one network means a flat pod network)"
         };
-        return format!(
-            "{f} -> {t}: both are on network {}: pods call each other directly; {hint}",
+        let detail = format!(
+            "both are on network {}: pods call each other directly",
             fc.network
         );
+        return unanswered(f, t, detail).hinted(hint);
     }
     // A declared gateway is in every istiod's meshNetworks: no LoadBalancer address to look for.
     let gateway_namespace = mesh.gateway_namespace(tc);
@@ -197,22 +203,35 @@ pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: 
         .await
         .is_none()
     {
-        return format!(
-            "{f} -> {t}: {t}'s east-west gateway has no LoadBalancer IP or hostname, so {f} gets unreachable pod IPs (run `meshctl status`)"
+        let detail = format!(
+            "{t}'s east-west gateway has no LoadBalancer IP or hostname, so {f} gets unreachable pod IPs"
         );
+        return unanswered(f, t, detail)
+            .of_phase(Phase::Eastwest)
+            .hinted("see what holds it back: `meshctl status`");
     }
     let exposing = mesh.exposing_cluster_of(tc);
     let exposed_in = mesh.gateway_namespace(exposing);
     if !crate::istio_config::exposed(&clients[index(&exposing.name)], exposed_in).await {
-        return format!(
-            "{f} -> {t}: {} does not expose services on the east-west gateways it configures (run `meshctl up --only expose`)",
+        let detail = format!(
+            "{} does not expose services on the east-west gateways it configures",
             exposing.name
         );
+        return unanswered(f, t, detail)
+            .of_phase(Phase::Expose)
+            .fixed_by(Fix::UpOnly(Phase::Expose));
     }
-    format!(
-        "{f} -> {t}: no answer although the mesh is wired; run `istioctl proxy-config endpoint <curl-pod>.{NAMESPACE} --context {}`: {t}'s endpoints must be its east-west gateway IP on port 15443, not pod IPs",
+    unanswered(f, t, "no answer although the mesh is wired").hinted(format!(
+        "run `istioctl proxy-config endpoint <curl-pod>.{NAMESPACE} --context {}`: {t}'s endpoints must be its east-west gateway IP on port 15443, not pod IPs",
         fc.context
-    )
+    ))
+}
+
+/// Calls from `from` that `to` did not answer, and why.
+pub(super) fn unanswered(from: &str, to: &str, why: impl std::fmt::Display) -> Check {
+    Check::new("calls", State::Fail, format!("{from} -> {to}: {why}"))
+        .in_cluster(from)
+        .on(format!("{from} -> {to}"))
 }
 
 /// Runs the calls from every client at once.

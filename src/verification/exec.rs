@@ -83,6 +83,20 @@ pub fn has_sidecar(pod: &Pod) -> bool {
     })
 }
 
+/// A Running, Ready pod of the verification namespace labelled `selector`, once there is one.
+pub(super) async fn ready_pod(
+    client: &kube::Client,
+    selector: &str,
+    timeout: Duration,
+) -> Result<Pod, wait::WaitError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let set = wait::until(&pods, wait::some_pod_ready(NAMESPACE, selector), timeout).await?;
+    Ok(set
+        .into_values()
+        .find(wait::pod_is_ready)
+        .expect("ready means one pod is ready"))
+}
+
 /// Waits for a running, ready pod matching `selector` and checks it has its sidecar.
 pub(super) async fn sidecar_pod(
     client: &kube::Client,
@@ -90,7 +104,7 @@ pub(super) async fn sidecar_pod(
     selector: &str,
     timeout: Duration,
 ) -> Result<String> {
-    let pod = wait::pod_ready(client, NAMESPACE, selector, timeout)
+    let pod = ready_pod(client, selector, timeout)
         .await
         .with_context(|| format!("cluster `{cluster}`"))?;
     let name = pod.metadata.name.clone().unwrap_or_default();

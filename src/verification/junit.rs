@@ -63,11 +63,12 @@ fn pair_cases(report: &Report) -> Vec<Case> {
                 );
                 Some((message, String::new()))
             } else if m.counts[f][t] == 0 && !(report.cluster_local && f != t) {
+                let pair = format!("{from} -> {to}");
                 let reason = report
                     .reasons
                     .iter()
-                    .find(|r| r.starts_with(&format!("{from} -> {to}:")))
-                    .cloned()
+                    .find(|r| r.object.as_deref() == Some(pair.as_str()))
+                    .map(|r| r.detail.clone())
                     .unwrap_or_default();
                 let calls = m.counts[f].iter().sum::<usize>() + m.failed[f];
                 Some((format!("no answer from {to} in {calls} calls"), reason))

@@ -13,7 +13,6 @@ use kube::api::{Api, DeleteParams};
 use serde::Serialize;
 
 use super::workloads::{self, NAMESPACE};
-use crate::kube::wait;
 use crate::topology::Mesh;
 
 #[derive(Debug, Clone, Serialize)]
@@ -239,13 +238,8 @@ pub(super) async fn failover_calls(
     pods.delete(hello_pod, &DeleteParams::default())
         .await
         .context("restore the drained helloworld pod")?;
-    wait::pod_ready(
-        client,
-        NAMESPACE,
-        &format!("app=helloworld,version={}", workloads::version_of(0)),
-        options.timeout,
-    )
-    .await?;
+    let helloworld = format!("app=helloworld,version={}", workloads::version_of(0));
+    super::exec::ready_pod(client, &helloworld, options.timeout).await?;
     Ok((before, after, failed, passed))
 }
 

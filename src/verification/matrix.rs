@@ -283,7 +283,10 @@ mod tests {
         let report = Report {
             mesh_id: "m".into(),
             matrix: m,
-            reasons: vec!["b -> a: no secret".into()],
+            reasons: vec![
+                crate::check::Check::new("calls", crate::check::State::Fail, "b -> a: no secret")
+                    .on("b -> a"),
+            ],
             failover: None,
             cluster_local: false,
             distribute: None,

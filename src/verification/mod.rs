@@ -30,6 +30,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams};
 use serde::Serialize;
 
+use crate::check::Check;
 use crate::kube::apply::Applier;
 use crate::kube::wait;
 use crate::plan::Artifact;
@@ -71,8 +72,8 @@ pub struct Report {
     #[serde(rename = "meshID")]
     pub mesh_id: String,
     pub matrix: Matrix,
-    /// Why a pair had no answer, one line each.
-    pub reasons: Vec<String>,
+    /// Why a pair had no answer, one check each, with what fixes it.
+    pub reasons: Vec<Check>,
     /// The failover check, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover: Option<Failover>,
@@ -329,7 +330,7 @@ async fn deploy_workloads(
 /// cluster-local check, an answer that crossed clusters.
 /// Why each expected pair did not answer; `mesh` the clusters of the matrix, `whole` the whole
 /// mesh with a client for each of its clusters (where the control planes are looked at).
-async fn reasons(mesh: &Mesh, whole: (&Mesh, &[kube::Client]), m: &Matrix, options: &Options) -> Vec<String> {
+async fn reasons(mesh: &Mesh, whole: (&Mesh, &[kube::Client]), m: &Matrix, options: &Options) -> Vec<Check> {
     let mut reasons = Vec::new();
     let expected_missing: Vec<(usize, usize)> = if options.local_only() {
         m.missing().into_iter().filter(|(f, t)| f == t).collect()
@@ -341,16 +342,27 @@ async fn reasons(mesh: &Mesh, whole: (&Mesh, &[kube::Client]), m: &Matrix, optio
         reasons.push(why_unanswered(whole.0, whole.1, from, to).await);
     }
     if options.local_only() {
-        let why = if options.per_cluster_subsets {
-            "although the per-cluster VirtualService routes each cluster's callers to its own subset; is it applied in the caller's cluster?"
+        let (why, hint) = if options.per_cluster_subsets {
+            (
+                "although the per-cluster VirtualService routes each cluster's callers to its own subset",
+                "is the VirtualService applied in the caller's cluster?",
+            )
         } else {
-            "although it is cluster-local; is the IstioOperator with this meshConfig installed? (`meshctl status`, phase istio)"
+            (
+                "although it is cluster-local",
+                "is the IstioOperator with this meshConfig installed? (`meshctl status`, phase istio)",
+            )
         };
         for (f, t) in m.crossed() {
-            reasons.push(format!(
-                "{} -> {}: {HELLOWORLD_HOST} answered across clusters {why}",
-                mesh.clusters[f].name, mesh.clusters[t].name
-            ));
+            let (from, to) = (&mesh.clusters[f].name, &mesh.clusters[t].name);
+            reasons.push(
+                checks::unanswered(
+                    from,
+                    to,
+                    format!("{HELLOWORLD_HOST} answered across clusters {why}"),
+                )
+                .hinted(hint),
+            );
         }
     }
     reasons

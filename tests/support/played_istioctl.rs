@@ -58,8 +58,7 @@
 
 use std::sync::Mutex;
 
-use futures::future::BoxFuture;
-use meshctl::tools::{Output, RunOptions, ToolError, ToolRunner};
+use meshctl::tools::{Output, Ran, RunOptions, ToolError, ToolRunner};
 use serde_json::{Value, json};
 
 use super::memory_apiserver::MemoryApiServer;
@@ -186,12 +185,7 @@ impl PlayedIstioctl {
 }
 
 impl ToolRunner for PlayedIstioctl {
-    fn run<'a>(
-        &'a self,
-        program: &'a str,
-        args: &'a [String],
-        options: &'a RunOptions,
-    ) -> BoxFuture<'a, Result<Output, ToolError>> {
+    fn run<'a>(&'a self, program: &'a str, args: &'a [String], options: &'a RunOptions) -> Ran<'a> {
         Box::pin(async move {
             let line = format!("{program} {}", args.join(" "));
             self.calls.lock().unwrap().push(line.clone());
