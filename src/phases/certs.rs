@@ -13,7 +13,7 @@ use super::{Fact, PhaseLogic, RemoveContext, StepContext, StepResult};
 use crate::kube::apply::{Change, summary};
 use crate::kube::delete_owned;
 use crate::plan::CertsStep;
-use crate::plan::{Phase, PhaseBuilder, PlanError, Step};
+use crate::plan::{PhaseBuilder, PlanError, Step};
 use crate::plugged_ca::{self, CACERTS};
 use crate::probe::{self, Finding, Probe};
 use crate::topology::{Provider, Role};
@@ -22,10 +22,6 @@ use crate::topology::{Provider, Role};
 pub struct Certs;
 
 impl PhaseLogic for Certs {
-    fn phase(&self) -> Phase {
-        Phase::Certs
-    }
-
     fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         plan(b)
     }

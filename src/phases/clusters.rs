@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use super::{Fact, PhaseLogic, Preflight, StepContext, StepResult};
 use crate::kube::wait;
 use crate::kubeconfig;
-use crate::plan::{ClustersStep, Condition, Phase, PhaseBuilder, PlanError, Step};
+use crate::plan::{ClustersStep, Condition, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
 use crate::tools::docker::Docker;
 use crate::tools::kind::{self, Kind, api_endpoint, control_plane_container};
@@ -22,10 +22,6 @@ use crate::versions;
 pub struct Clusters;
 
 impl PhaseLogic for Clusters {
-    fn phase(&self) -> Phase {
-        Phase::Clusters
-    }
-
     fn on_existing_clusters(&self) -> super::OnExistingClusters {
         super::OnExistingClusters::Never
     }

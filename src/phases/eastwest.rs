@@ -21,10 +21,6 @@ pub use crate::topology::GATEWAY_NAME;
 pub struct Eastwest;
 
 impl PhaseLogic for Eastwest {
-    fn phase(&self) -> Phase {
-        Phase::Eastwest
-    }
-
     fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         plan(b)
     }

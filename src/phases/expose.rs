@@ -13,17 +13,13 @@ use crate::istio_config::{
     GATEWAY_NAME, ISTIOD_GATEWAY_NAME, ISTIOD_VIRTUAL_SERVICE, gateways, virtual_services,
 };
 use crate::kube::delete_owned;
-use crate::plan::{Phase, PhaseBuilder, PlanError, Step};
+use crate::plan::{PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
 
 /// Exposes services (and istiod, for remotes) through the east-west gateway.
 pub struct Expose;
 
 impl PhaseLogic for Expose {
-    fn phase(&self) -> Phase {
-        Phase::Expose
-    }
-
     fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         plan(b)
     }

@@ -39,10 +39,6 @@ const XDS_PORT: u16 = 15012;
 pub struct ExternalIstiod;
 
 impl PhaseLogic for ExternalIstiod {
-    fn phase(&self) -> Phase {
-        Phase::ExternalIstiod
-    }
-
     fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         plan(b)
     }

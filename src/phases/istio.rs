@@ -27,10 +27,6 @@ pub const NAMESPACE: &str = crate::topology::ISTIO_NAMESPACE;
 pub struct Istio;
 
 impl PhaseLogic for Istio {
-    fn phase(&self) -> Phase {
-        Phase::Istio
-    }
-
     fn summary(&self, _mesh: &Mesh, cluster: &Cluster) -> Option<SummaryColumn> {
         let value = match &cluster.primary {
             None => "ready".to_string(),

@@ -4,7 +4,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::{Fact, PhaseLogic, Preflight};
-use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
+use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
 use crate::probe::{self, Finding, Probe};
 use crate::versions;
 
@@ -23,10 +23,6 @@ pub const ADVERTISEMENT_NAME: &str = "meshctl-l2";
 pub struct Metallb;
 
 impl PhaseLogic for Metallb {
-    fn phase(&self) -> Phase {
-        Phase::Metallb
-    }
-
     fn on_existing_clusters(&self) -> super::OnExistingClusters {
         super::OnExistingClusters::WhenAsked
     }

@@ -55,9 +55,6 @@ pub type StepResult<'a> = BoxFuture<'a, Result<Option<String>>>;
 
 /// Everything meshctl knows of one phase.
 pub trait PhaseLogic: Sync {
-    /// Which phase this is.
-    fn phase(&self) -> Phase;
-
     /// The phase's steps and files in one cluster (pure).
     fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError>;
 
@@ -198,13 +195,6 @@ pub fn describe(step: &Step) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_phase_has_its_type() {
-        for phase in Phase::ALL {
-            assert_eq!(logic(phase).phase(), phase);
-        }
-    }
 
     /// `up`'s closing table: a remote's istiod column names its primary, and only primaries hold
     /// remote secrets (one per other cluster).

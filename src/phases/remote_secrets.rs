@@ -15,7 +15,7 @@ use super::{PhaseLogic, Preflight, RemoveContext, StepContext, StepResult, Summa
 use crate::kube::apply::summary;
 use crate::kube::{delete_owned, wait};
 use crate::plan::RemoteSecretsStep;
-use crate::plan::{Condition, Phase, PhaseBuilder, PlanError, Step};
+use crate::plan::{Condition, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
 use crate::remote_secret::create::{self, Account, Placement};
 use crate::remote_secret::{self, api_address, kubeconfig_finding, meshctl_secret_for, secret_name};
@@ -25,10 +25,6 @@ use crate::topology::{Cluster, Mesh, Provider, Role};
 pub struct RemoteSecrets;
 
 impl PhaseLogic for RemoteSecrets {
-    fn phase(&self) -> Phase {
-        Phase::RemoteSecrets
-    }
-
     /// Existing clusters have API addresses the other clusters can use (never a loopback address
     /// unless the user gave it explicitly).
     fn preflight(&self, cx: &Preflight<'_>) -> Result<()> {

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 
 use super::{PhaseLogic, StepContext, StepResult};
 use crate::plan::RoutesStep;
-use crate::plan::{PeerRoutes, Phase, PhaseBuilder, PlanError, Step};
+use crate::plan::{PeerRoutes, PhaseBuilder, PlanError, Step};
 use crate::probe::{Finding, Probe};
 use crate::tools::docker::Docker;
 use crate::tools::kind::control_plane_container;
@@ -21,10 +21,6 @@ use crate::tools::kind::control_plane_container;
 pub struct Routes;
 
 impl PhaseLogic for Routes {
-    fn phase(&self) -> Phase {
-        Phase::Routes
-    }
-
     fn on_existing_clusters(&self) -> super::OnExistingClusters {
         super::OnExistingClusters::Never
     }
