@@ -26,6 +26,12 @@ if [ -n "${TOPOLOGY:-}" ]; then
 else
   topology=(--clusters "$clusters")
 fi
+# What verify proves besides every pair: locality failover and weighted distribution, which an
+# ambient mesh routes only through waypoints (meshctl installs none, and refuses the checks there).
+checks=(--failover --locality distribute)
+if [ -n "${TOPOLOGY:-}" ] && grep -q '^dataplane: ambient' "$TOPOLOGY"; then
+  checks=()
+fi
 # The release the mesh is built on: the pinned one, or UPGRADE_FROM (then upgraded).
 from=()
 if [ -n "${UPGRADE_FROM:-}" ]; then
@@ -110,8 +116,8 @@ log "meshctl up ${topology[*]} ${from[*]}"
 log "meshctl up again: must change nothing"
 "$meshctl" up "${topology[@]}" "${from[@]}" 2>&1 | tee "$artifacts/second-up.txt"
 grep -q "nothing to change" "$artifacts/second-up.txt"
-log "meshctl verify --failover --locality distribute"
-"$meshctl" verify "${topology[@]}" --failover --locality distribute --junit "$artifacts/verify.xml"
+log "meshctl verify ${checks[*]}"
+"$meshctl" verify "${topology[@]}" "${checks[@]}" --junit "$artifacts/verify.xml"
 if [ -n "${UPGRADE_FROM:-}" ]; then
   log "meshctl upgrade --to $istio_version (canary, cluster by cluster, each gated by verify)"
   "$meshctl" upgrade "${topology[@]}" --to "$istio_version" 2>&1 | tee "$artifacts/upgrade.txt"

@@ -85,6 +85,11 @@ pub struct TopologyArgs {
     /// Mesh ID shared by every cluster.
     #[arg(long, value_name = "ID")]
     pub mesh_id: Option<String>,
+
+    /// The data plane: `sidecar` (the default) or `ambient` (ztunnel, no sidecars; multi-primary
+    /// with a network per cluster only). Wins over `dataplane:` in meshctl.yaml.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub dataplane: Option<crate::topology::Dataplane>,
 }
 
 impl TopologyArgs {
@@ -102,6 +107,9 @@ impl TopologyArgs {
         }
         if let Some(id) = &self.mesh_id {
             out.extend(["--mesh-id".to_string(), id.clone()]);
+        }
+        if let Some(dataplane) = self.dataplane {
+            out.extend(["--dataplane".to_string(), dataplane.name().to_string()]);
         }
         out
     }
@@ -302,6 +310,11 @@ pub struct UpArgs {
     /// Use this MetalLB manifest instead of downloading the pinned one.
     #[arg(long, value_name = "FILE")]
     pub metallb_manifest: Option<PathBuf>,
+
+    /// Use this Gateway API CRD manifest (the standard channel's `standard-install.yaml`)
+    /// instead of downloading the pinned one (`--dataplane ambient`, in clusters without them).
+    #[arg(long, value_name = "FILE")]
+    pub gateway_api_crds: Option<PathBuf>,
 
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]

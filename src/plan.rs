@@ -127,6 +127,9 @@ pub enum Condition {
     },
     /// A LoadBalancer Service has an ingress IP.
     LoadBalancerIp { namespace: String, name: String },
+    /// A Gateway API `Gateway` reports `Programmed=True` (its address assigned and its
+    /// Deployment ready, as istiod's gateway controller reports it).
+    GatewayProgrammed { namespace: String, name: String },
     /// istiod reports every one of these remote clusters as `synced` (`/debug/clusterz`, what
     /// `istioctl remote-clusters` shows): its remote secrets work, not merely exist.
     RemoteClustersSynced { clusters: Vec<String> },
@@ -148,6 +151,9 @@ impl std::fmt::Display for Condition {
             }
             Condition::LoadBalancerIp { namespace, name } => {
                 write!(f, "service {namespace}/{name} has a LoadBalancer IP or hostname")
+            }
+            Condition::GatewayProgrammed { namespace, name } => {
+                write!(f, "Gateway {namespace}/{name} Programmed")
             }
             Condition::RemoteClustersSynced { clusters } => {
                 write!(f, "istiod reports {} synced", clusters.join(", "))
@@ -175,6 +181,10 @@ pub enum Step {
         url: String,
         /// Its sha256.
         sha256: String,
+        /// Applied only where this CRD is missing: the cluster's own copy (another release, or
+        /// its provider's) is left as it is.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unless_crd: Option<String>,
     },
     /// Wait for a condition.
     Wait { until: Condition },

@@ -46,8 +46,16 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/istio/remote.yaml.j2"),
     ),
     (
+        "istio/ambient.yaml.j2",
+        include_str!("../templates/istio/ambient.yaml.j2"),
+    ),
+    (
         "eastwest/eastwest-gateway.yaml.j2",
         include_str!("../templates/eastwest/eastwest-gateway.yaml.j2"),
+    ),
+    (
+        "eastwest/ambient-gateway.yaml.j2",
+        include_str!("../templates/eastwest/ambient-gateway.yaml.j2"),
     ),
     (
         "expose/cross-network-gateway.yaml.j2",

@@ -79,6 +79,10 @@ pub struct MeshState {
     /// An upgrade begun and neither finished nor rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeRecord>,
+    /// The data plane `up` built the mesh with: every later command works on it, and `up` does
+    /// not move a mesh to the other one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<crate::topology::Dataplane>,
 }
 
 /// One Istio release as a mesh runs it.

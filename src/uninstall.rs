@@ -12,7 +12,11 @@
 //!   the same IstioOperator file.
 //!
 //! Kept, and said so: the `istio-system` namespace, Istio's CRDs (other installs may use them),
-//! node labels (meshctl only added missing ones, which cannot be told apart from the provider's).
+//! node labels (meshctl only added missing ones, which cannot be told apart from the provider's);
+//! in an ambient mesh also the Gateway API CRDs with their admission policy (other software may
+//! use them) and the GatewayClasses istiod makes for itself (no owner reference, no label of
+//! meshctl's). The ambient east-west Gateway is meshctl's (its label) and goes; istiod's Deployment
+//! and Service for it go with it, by owner reference.
 
 use std::path::Path;
 use std::time::Duration;

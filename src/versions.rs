@@ -35,6 +35,25 @@ pub const METALLB_MANIFEST_URL: &str =
 /// sha256 of the manifest at [`METALLB_MANIFEST_URL`]; a download that differs is refused.
 pub const METALLB_MANIFEST_SHA256: &str = "bf25feebb7582ca7df845efd52ffbc2960d6cbf4cfc972f47fded9f788b67f0b";
 
+/// Gateway API release Istio 1.31 is built against (its go.mod: `sigs.k8s.io/gateway-api`). An
+/// ambient mesh's east-west gateway is a Gateway API `Gateway`; its CRDs are not Istio's.
+pub const GATEWAY_API_VERSION: &str = "v1.6.0";
+
+/// The standard-channel install of [`GATEWAY_API_VERSION`]: the CRDs (and the admission policy
+/// that keeps older bundles from replacing them).
+pub const GATEWAY_API_CRDS_URL: &str =
+    "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.6.0/standard-install.yaml";
+
+/// sha256 of the manifest at [`GATEWAY_API_CRDS_URL`]; a download that differs is refused. Upstream
+/// publishes no checksum: this is the file built from the v1.6.0 tag by its own
+/// `hack/build-install-yaml.sh`, which its release workflow checks the published asset against.
+pub const GATEWAY_API_CRDS_SHA256: &str = "a557172e8348f758479e9ee4000bbbb4b4aa48302a6b73461823ea5349bad56d";
+
+/// The CRD whose presence says a cluster has Gateway API: meshctl installs the pinned CRDs only
+/// where it is missing, as Istio's guides do (`kubectl get crd gateways.gateway.networking.k8s.io
+/// || kubectl apply ...`), and never replaces a cluster's own.
+pub const GATEWAY_API_PROBE_CRD: &str = "gateways.gateway.networking.k8s.io";
+
 /// helloworld sample images. Only two versions exist upstream; cluster N runs the
 /// `(N-1) % 2`-th image under its own deployment name, so answers are told apart by instance.
 pub const HELLOWORLD_IMAGES: [&str; 2] = [

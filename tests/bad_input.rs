@@ -1419,3 +1419,95 @@ fn status_reports_on_a_topology_it_does_not_judge_again() {
         support::stdout(&out)
     );
 }
+
+/// What Istio 1.31's ambient multicluster does not support is refused before anything is touched,
+/// with exit 2 and the reason: a remote, a verify check that needs waypoints, an upgrade.
+#[test]
+fn what_ambient_multicluster_does_not_support_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote.yaml");
+    std::fs::write(
+        &remote,
+        "dataplane: ambient\nclusters:\n  - {}\n  - {role: remote}\n",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "up",
+            "--config",
+            remote.to_str().unwrap(),
+            "--dry-run",
+            "--out",
+            "plan",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("clusters[1].role: `remote` is not supported with `dataplane: ambient`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(
+        &[
+            "verify",
+            "--clusters",
+            "2",
+            "--dataplane",
+            "ambient",
+            "--failover",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--failover is not checked in an ambient mesh")
+            && stderr(&out).contains("waypoint"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(
+        &[
+            "upgrade",
+            "--clusters",
+            "2",
+            "--dataplane",
+            "ambient",
+            "--to",
+            "1.31.2",
+            "--dry-run",
+            "--out",
+            "up",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("runs the ambient data plane") && stderr(&out).contains("ztunnel"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The plan of an ambient mesh is written as any other.
+    let out = run(
+        &[
+            "up",
+            "--clusters",
+            "2",
+            "--dataplane",
+            "ambient",
+            "--dry-run",
+            "--out",
+            "plan",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("gateway-api standard-install v1.6.0"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -209,6 +209,7 @@ fn fixture_for(servers: &[(&str, &MemoryApiServer)]) -> Fixture {
         timeout: Duration::from_secs(5),
         tool_timeout: Duration::from_secs(5),
         metallb_manifest: None,
+        gateway_api_crds: None,
         cache_dir: dir.path().join("cache"),
         force: false,
         allow_version_skew: false,

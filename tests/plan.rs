@@ -1318,3 +1318,107 @@ fn a_declared_address_in_front_of_a_load_balancer_is_the_one_istiod_hands_out() 
         ["172.18.255.201"]
     );
 }
+
+/// Two primaries on their own networks, ambient: Istio's "Install ambient multi-primary on
+/// different networks".
+const AMBIENT_MULTI_NETWORK: &str = "dataplane: ambient\nclusters:\n  - {}\n  - {}\n";
+
+#[test]
+fn rendered_plan_snapshot_of_an_ambient_mesh() {
+    let mesh = model(AMBIENT_MULTI_NETWORK);
+    let plan = plan_for(&mesh);
+    insta::assert_snapshot!("model_ambient_multi_network", snapshot_text(&mesh, &plan));
+}
+
+/// Every value the ambient plan sets that differs from a sidecar mesh's is upstream's, and the file
+/// says where it comes from: the guide's IstioOperator (`profile: ambient`, the multi-network flag
+/// on Pilot, meshID, clusterName and network under `values.global`), the Gateway
+/// `gen-eastwest-gateway.sh --ambient` prints, the Gateway API CRDs pinned where the cluster has
+/// none, and nothing of the sidecar mesh's east-west or expose objects.
+#[test]
+fn the_ambient_plan_is_upstreams_and_names_its_sources() {
+    let mesh = model(AMBIENT_MULTI_NETWORK);
+    let plan = plan_for(&mesh);
+    let all = all_artifacts(&mesh, &plan);
+    let text_of = |suffix: &str| {
+        all.iter()
+            .find(|a| a.path.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no {suffix}"))
+            .content
+            .clone()
+    };
+    let (_, operator) = docs_of(&all, "cluster2/05-istio/control-plane.yaml").remove(0);
+    assert_eq!(operator["spec"]["profile"], "ambient");
+    assert_eq!(
+        operator["spec"]["components"]["pilot"]["k8s"]["env"],
+        serde_json::json!([{"name": "AMBIENT_ENABLE_MULTI_NETWORK", "value": "true"}])
+    );
+    assert_eq!(
+        operator["spec"]["values"]["global"],
+        serde_json::json!({"meshID": "mesh1", "multiCluster": {"clusterName": "cluster2"}, "network": "network2"})
+    );
+    let control_plane = text_of("cluster2/05-istio/control-plane.yaml");
+    for source in [
+        "multi-primary on different networks",
+        "manifests/profiles/ambient.yaml",
+        "manifests/helm-profiles/ambient.yaml",
+        "pilot/pkg/features/ambient.go",
+        "gatewaycommon/classinfo.go",
+        "operator/pkg/component/component.go",
+    ] {
+        assert!(
+            control_plane.contains(source),
+            "control plane does not name {source}"
+        );
+    }
+    let (_, gateway) = docs_of(&all, "cluster2/06-eastwest/eastwest-gateway.yaml").remove(0);
+    assert_eq!(gateway["apiVersion"], "gateway.networking.k8s.io/v1");
+    assert_eq!(gateway["metadata"]["name"], "istio-eastwestgateway");
+    assert_eq!(gateway["metadata"]["namespace"], "istio-system");
+    assert_eq!(
+        gateway["metadata"]["labels"]["topology.istio.io/network"],
+        "network2"
+    );
+    assert_eq!(gateway["spec"]["gatewayClassName"], "istio-east-west");
+    assert_eq!(
+        gateway["spec"]["listeners"],
+        serde_json::json!([{"name": "mesh", "port": 15008, "protocol": "HBONE",
+            "tls": {"mode": "Terminate", "options": {"gateway.istio.io/tls-terminate-mode": "ISTIO_MUTUAL"}}}])
+    );
+    let gateway_text = text_of("cluster2/06-eastwest/eastwest-gateway.yaml");
+    for source in [
+        "gen-eastwest-gateway.sh --ambient",
+        "gatewaycommon/classinfo.go",
+        "ambient/networks.go",
+        "unexpectedEastWestWaypointListener",
+        "extractInfrastructureMetadata",
+    ] {
+        assert!(gateway_text.contains(source), "gateway does not name {source}");
+    }
+    let steps: Vec<&Step> = plan
+        .phases
+        .iter()
+        .filter(|p| p.phase == Phase::Istio)
+        .flat_map(|p| p.clusters.iter().flat_map(|c| c.steps.iter()))
+        .collect();
+    assert!(steps.iter().any(
+        |s| matches!(s, Step::ApplyUpstream { url, unless_crd: Some(crd), .. }
+        if url.contains("gateway-api/releases/download/v1.6.0/standard-install.yaml")
+            && crd == "gateways.gateway.networking.k8s.io")
+    ));
+    // No sidecar-mesh gateway objects: no IstioOperator for the gateway, no expose-services Gateway.
+    assert!(
+        !all.iter().any(|a| a.path.contains("07-expose")),
+        "{:?}",
+        all.iter().map(|a| &a.path).collect::<Vec<_>>()
+    );
+    assert!(
+        !plan
+            .phases
+            .iter()
+            .any(|p| p.clusters.iter().any(|c| c
+                .steps
+                .iter()
+                .any(|s| matches!(s, Step::Install(_)) && p.phase == Phase::Eastwest)))
+    );
+}

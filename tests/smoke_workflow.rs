@@ -36,6 +36,14 @@ fn workflow_is_valid_yaml_that_runs_the_smoke_script_and_uploads_diagnostics_on_
         include.iter().any(|m| m["topology"] == ""),
         "the default mesh is smoked"
     );
+    // The ambient mesh has a job of its own, built from a topology that says so.
+    let ambient = include
+        .iter()
+        .find(|m| m["model"] == "ambient")
+        .expect("an ambient job");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(ambient["topology"].as_str().unwrap());
+    let mesh = meshctl::topology::Mesh::from_file(&file, None).unwrap();
+    assert_eq!(mesh.dataplane, meshctl::topology::Dataplane::Ambient);
     for m in include {
         let file = m["topology"].as_str().unwrap();
         if !file.is_empty() {
@@ -80,7 +88,8 @@ fn smoke_script_parses_and_its_meshctl_command_lines_are_accepted() {
         // The default topology of the script; TOPOLOGY puts `--config FILE` there instead.
         let command = command
             .replace("\"${topology[@]}\"", "--clusters \"$clusters\"")
-            .replace("\"${from[@]}\"", "--istio-version 1.30.3");
+            .replace("\"${from[@]}\"", "--istio-version 1.30.3")
+            .replace("\"${checks[@]}\"", "--failover --locality distribute");
         let args: Vec<String> = command
             .split_whitespace()
             .skip(1)

@@ -25,6 +25,8 @@ async fn uninstall(
         config: args.config.clone(),
         contexts: args.contexts.clone(),
         mesh_id: args.mesh_id.clone(),
+        // The data plane is the one the mesh's state recorded.
+        dataplane: None,
     };
     if args.config.is_none() && args.contexts.is_empty() {
         return Err(UsageError("--uninstall needs the clusters: --contexts or --config".into()).into());
@@ -82,9 +84,16 @@ async fn uninstall(
             reporter.ok(&name, &format!("removed {item}"));
         }
         let namespace = target.istio_namespace;
+        // An ambient mesh also leaves the Gateway API CRDs (and their admission policy) and the
+        // GatewayClasses istiod made for itself, which carry no owner meshctl could go by.
+        let ambient = if mesh.dataplane.is_sidecar() {
+            ""
+        } else {
+            ", the Gateway API CRDs and the GatewayClasses istiod made"
+        };
         reporter.note(
             &name,
-            &format!("kept: namespace {namespace}, Istio's CRDs, node labels (not only meshctl's to remove)"),
+            &format!("kept: namespace {namespace}, Istio's CRDs{ambient}, node labels (not only meshctl's to remove)"),
         );
     }
     Ok(mesh.mesh_id.clone())

@@ -2,6 +2,7 @@
 //! Nothing below this module sees a clap type.
 
 mod certs;
+mod command_line;
 mod diagnose;
 mod doctor;
 mod down;
@@ -21,6 +22,7 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, OutputFormat, TopologyArgs};
 use crate::topology::{DEFAULT_MESH_ID, Mesh};
+use command_line::{Flags, diagnose_command, spell_fix};
 
 pub use crate::exit::{Exit, UsageError};
 
@@ -136,74 +138,6 @@ fn report_format(output: OutputFormat) -> crate::report::Format {
     }
 }
 
-/// A meshctl command line printed for the user to run: the global flags that were given, the
-/// subcommand, the same topology flags, then `extra`.
-fn command_line(
-    kubeconfig: Option<&std::path::Path>,
-    workdir: Option<&std::path::Path>,
-    subcommand: &str,
-    topology: &TopologyArgs,
-    extra: &[&str],
-) -> String {
-    let mut words = vec!["meshctl".to_string()];
-    if let Some(k) = kubeconfig {
-        words.extend(["--kubeconfig".into(), k.display().to_string()]);
-    }
-    if let Some(w) = workdir {
-        words.extend(["--workdir".into(), w.display().to_string()]);
-    }
-    words.push(subcommand.into());
-    words.extend(topology.to_args());
-    words.extend(extra.iter().map(|s| s.to_string()));
-    words.join(" ")
-}
-
-/// The global flags to repeat in a command printed for the user.
-#[derive(Clone, Copy)]
-struct Flags<'a> {
-    /// `--kubeconfig`.
-    kubeconfig: Option<&'a std::path::Path>,
-    /// `--workdir`.
-    workdir: Option<&'a std::path::Path>,
-}
-
-/// A fix spelt as the command line that runs it, with the global flags and the topology given;
-/// a fix by hand is its words.
-fn spell_fix(fix: &crate::check::Fix, flags: &Flags<'_>, topology: &TopologyArgs) -> String {
-    use crate::check::Fix;
-    let line =
-        |sub: &str, extra: &[&str]| command_line(flags.kubeconfig, flags.workdir, sub, topology, extra);
-    let up = |only: &Option<crate::plan::Phase>, adopt: bool| {
-        let mut extra: Vec<&str> = match only {
-            Some(phase) => vec!["--only", phase.name()],
-            None => Vec::new(),
-        };
-        if adopt {
-            extra.push("--adopt");
-        }
-        line("up", &extra)
-    };
-    match fix {
-        Fix::UpOnly(phase) => up(&Some(*phase), false),
-        Fix::Up(only) => up(only, false),
-        Fix::Adopt(only) => up(only, true),
-        Fix::Isolate(cluster) => line("isolate", &[cluster]),
-        Fix::Rejoin(cluster) => line("rejoin", &[cluster]),
-        Fix::RotateCa(cluster) => line("certs rotate", &["--cluster", cluster]),
-        Fix::ByHand(what) => what.clone(),
-    }
-}
-
-/// The `meshctl diagnose` command line that collects what `topology`'s clusters hold, printed when
-/// `up` or `verify` fails.
-fn diagnose_command(
-    kubeconfig: Option<&std::path::Path>,
-    workdir: &std::path::Path,
-    topology: &TopologyArgs,
-) -> String {
-    command_line(kubeconfig, Some(workdir), "diagnose", topology, &[])
-}
-
 /// Asks on the terminal before a change that cannot simply be undone; `what` says what changes and
 /// `question` is the prompt. Never waits for an answer that cannot come: without a terminal the
 /// command is refused (exit 2), naming `--yes`.
@@ -243,6 +177,10 @@ fn resolve_topology(args: &TopologyArgs) -> Result<Mesh> {
         Mesh::for_contexts(&args.contexts, mesh_id.unwrap_or(DEFAULT_MESH_ID))
     } else {
         Mesh::for_kind(args.clusters.unwrap_or(2), mesh_id.unwrap_or(DEFAULT_MESH_ID))
+    };
+    let mesh = match args.dataplane {
+        Some(dataplane) => mesh.and_then(|m| m.with_dataplane(dataplane)),
+        None => mesh,
     };
     Ok(mesh.map_err(UsageError::from_display)?)
 }

@@ -89,18 +89,26 @@ fn print(mesh: &Mesh, report: &Report, flags: &Flags<'_>, args: &StatusArgs) -> 
     match args.output {
         DocumentFormat::Json | DocumentFormat::Yaml => super::print_document(
             args.output,
-            &serde_json::json!({"meshID": mesh.mesh_id, "ready": report.ready,
+            &serde_json::json!({"meshID": mesh.mesh_id, "dataplane": mesh.dataplane, "ready": report.ready,
                 "checks": check::document(&report.checks, &spell),
                 "mesh": report.health, "problems": check::document(&report.health.problems, &spell)}),
         )?,
         DocumentFormat::Text => {
             check::print(&report.checks, &spell);
             print_mesh(&report.health);
+            if !mesh.dataplane.is_sidecar() {
+                println!("  {AMBIENT_SCOPE}");
+            }
             check::print(&report.health.problems, &spell);
         }
     }
     Ok(())
 }
+
+/// How a user's service becomes reachable from the other clusters of an ambient mesh: the
+/// ambient profile's meshConfig.serviceScopeConfigs makes a Service labelled so global, and the
+/// other clusters' istiods drop any that is not (pilot/pkg/serviceregistry/ambient/services.go).
+const AMBIENT_SCOPE: &str = "ambient: another cluster calls a service only when it is global: `kubectl label service NAME -n NAMESPACE istio.io/global=true`, in every cluster that runs it";
 
 /// The mesh across clusters, for people.
 fn print_mesh(health: &MeshHealth) {

@@ -80,7 +80,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     let mut mesh = super::resolve_topology(&args.topology)?;
     let phases =
         planner::select_phases(mesh.provider, &args.only, &args.skip).map_err(UsageError::from_display)?;
-    check_metallb_manifest(&args)?;
+    check_manifest_files(&args)?;
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
     let resolved = Resolved {
         network: crate::tools::docker::kind_network(),
@@ -116,6 +116,10 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
         },
     )?;
     crate::isolation::note_isolated(&state.snapshot(), &reporter);
+    // The data plane is the mesh's from its first `up` on (see `follow_for_up`).
+    state.update(|s| {
+        s.dataplane.get_or_insert(mesh.dataplane);
+    })?;
     let uses_docker = phases::any_needs(&phases, Fact::Pools);
     let runner = ProcessRunner;
     let mut prepared = facts::prepare(
@@ -169,21 +173,32 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     Ok(Exit::Success)
 }
 
-/// `--metallb-manifest` names a file (clap cannot tell): a usage error, before anything else.
-fn check_metallb_manifest(args: &UpArgs) -> Result<()> {
-    match &args.metallb_manifest {
-        Some(path) if !path.is_file() => Err(UsageError(format!(
-            "--metallb-manifest `{}` {}: name the MetalLB manifest file (metallb-native.yaml)",
-            path.display(),
-            if path.is_dir() {
+/// `--metallb-manifest` and `--gateway-api-crds` name files (clap cannot tell): a usage error,
+/// before anything else.
+fn check_manifest_files(args: &UpArgs) -> Result<()> {
+    let given = [
+        (
+            "--metallb-manifest",
+            &args.metallb_manifest,
+            "the MetalLB manifest file (metallb-native.yaml)",
+        ),
+        (
+            "--gateway-api-crds",
+            &args.gateway_api_crds,
+            "the Gateway API CRD file (standard-install.yaml)",
+        ),
+    ];
+    for (flag, path, what) in given {
+        if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+            let why = if path.is_dir() {
                 "is a directory"
             } else {
                 "does not exist"
-            }
-        ))
-        .into()),
-        _ => Ok(()),
+            };
+            return Err(UsageError(format!("{flag} `{}` {why}: name {what}", path.display())).into());
+        }
     }
+    Ok(())
 }
 
 /// The programs a run uses: istioctl from `--istioctl`, else the chosen release's (downloaded
@@ -216,6 +231,7 @@ fn settings(
     Settings {
         kubeconfig_target: target,
         metallb_manifest: args.metallb_manifest.clone(),
+        gateway_api_crds: args.gateway_api_crds.clone(),
         force: args.force,
         allow_version_skew: args.allow_version_skew,
         adopt: args.adopt,

@@ -17,6 +17,22 @@ use crate::state::{IstioRelease, MeshState, StateStore};
 use crate::tools::istioctl::Istioctl;
 use crate::upgrade::{Outcome, Refusal, Upgrader};
 
+/// An ambient mesh (as asked, or as its state recorded it) is not upgraded: its canary steps move
+/// istiod and the gateways, but ztunnel and istio-cni are node agents that every ambient pod's
+/// traffic runs through, upgraded in place node by node (Istio's ambient upgrade guide), which
+/// this procedure does not do.
+fn refuse_ambient(mesh: &crate::topology::Mesh, state: &crate::state::MeshState) -> Result<()> {
+    let dataplane = state.dataplane.unwrap_or(mesh.dataplane);
+    if dataplane.is_sidecar() {
+        return Ok(());
+    }
+    Err(super::UsageError(format!(
+        "upgrade: mesh `{}` runs the ambient data plane, and `meshctl upgrade` upgrades sidecar meshes only: ztunnel and istio-cni run on every node and every ambient pod's traffic goes through them, so their upgrade is a node-by-node procedure of its own (Istio's ambient upgrade guide) that meshctl does not do yet",
+        mesh.mesh_id
+    ))
+    .into())
+}
+
 pub(super) async fn run(args: UpgradeArgs, workdir: &Path, kubeconfig: Option<&Path>) -> Result<Exit> {
     let mesh = super::resolve_topology(&args.topology)?;
     super::refuse_external_control_plane(&mesh, "upgrade")?;
@@ -28,6 +44,7 @@ pub(super) async fn run(args: UpgradeArgs, workdir: &Path, kubeconfig: Option<&P
         crate::work_dir::recorded_mesh(workdir, &mesh.mesh_id, "upgrade")?
     };
     let state = StateStore::load(&dir.state())?.snapshot();
+    refuse_ambient(&mesh, &state)?;
     let to = target(&args, &state)?;
     let mut settings = Settings::for_mesh(&dir, kubeconfig, args.timeout);
     settings.istio_version = Some(to.version.clone());

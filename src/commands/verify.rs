@@ -13,7 +13,11 @@ use crate::verification::{self, Options};
 
 pub(super) async fn run(args: VerifyArgs, workdir: &Path, flags: super::Flags<'_>) -> Result<Exit> {
     let kubeconfig = flags.kubeconfig;
-    let mesh = super::resolve_topology(&args.topology)?;
+    let mut mesh = super::resolve_topology(&args.topology)?;
+    // The mesh as built: its data plane and release, as its state recorded them.
+    let dir = crate::mesh_dir::MeshDir::new(workdir, &mesh.mesh_id);
+    let state = crate::state::StateStore::load(&dir.state())?.snapshot();
+    crate::upgrade::follow_recorded_release(&mut mesh, &state);
     refuse_what_cannot_pass(&args, &mesh)?;
     let options = Options {
         calls_per_client: args
@@ -78,8 +82,32 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, flags: super::Flags<'_
     })
 }
 
+/// The checks an ambient mesh cannot pass without waypoints: ztunnel applies no DestinationRule or
+/// VirtualService, so locality failover, weighted distribution and per-cluster subsets need a
+/// waypoint in every cluster (Istio's ambient multicluster failover guide), which meshctl does not
+/// install; a cluster-local host is a mesh-config rule of sidecar meshes (an ambient service is
+/// local unless it is global).
+fn ambient_refusal(args: &VerifyArgs, mesh: &crate::topology::Mesh) -> Option<String> {
+    if mesh.dataplane.is_sidecar() {
+        return None;
+    }
+    let asked = [
+        (args.failover, "--failover"),
+        (!args.locality.is_empty(), "--locality"),
+        (args.per_cluster_subsets, "--per-cluster-subsets"),
+        (args.cluster_local, "--cluster-local"),
+    ];
+    let (_, flag) = asked.into_iter().find(|(on, _)| *on)?;
+    Some(format!(
+        "{flag} is not checked in an ambient mesh: ztunnel applies no DestinationRule or VirtualService, so locality and subset routing across clusters need a waypoint per cluster (Istio's ambient multicluster failover guide), which meshctl does not install; a service is cluster-local in ambient unless labelled istio.io/global=true. `meshctl verify` without it proves every pair through ztunnel"
+    ))
+}
+
 /// What no call could pass under this topology, said before touching a cluster.
 fn refuse_what_cannot_pass(args: &VerifyArgs, mesh: &crate::topology::Mesh) -> Result<()> {
+    if let Some(why) = ambient_refusal(args, mesh) {
+        return Err(super::UsageError(why).into());
+    }
     if args.cluster_local
         && !mesh.mesh_config.is_cluster_local_beside(
             crate::verification::workloads::HELLOWORLD_HOST,
@@ -94,7 +122,7 @@ fn refuse_what_cannot_pass(args: &VerifyArgs, mesh: &crate::topology::Mesh) -> R
     }
     // Under a mesh config that hides the sample workloads from istiod no call could pass: say why
     // before touching a cluster.
-    if crate::verification::workloads::discovery_labels(&mesh.mesh_config).is_none() {
+    if crate::verification::workloads::discovery_labels(mesh).is_none() {
         return Err(super::UsageError(format!(
             "meshConfig.discoverySelectors select no namespace `{}` could join by its labels, so istiod would ignore the verification workloads; add a selector such as `matchLabels: {{istio-discovery: enabled}}`",
             crate::verification::workloads::NAMESPACE

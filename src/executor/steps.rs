@@ -2,15 +2,17 @@
 //! pinned upstream manifest, wait for a condition. A phase's own steps run in its file
 //! ([`crate::phases::run_own`]); these run here.
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
+use kube::api::DynamicObject;
 
 use crate::kube::apply::{Applier, summary};
 use crate::kube::wait;
 use crate::phases::StepContext;
 use crate::plan::{Condition, Step};
-use crate::upstream;
+use crate::{upstream, versions};
 
 /// Runs a shared step in one cluster; returns a short detail for the phase's line.
 pub(super) async fn run(step: &Step, cx: StepContext<'_>) -> Result<Option<String>> {
@@ -23,7 +25,19 @@ pub(super) async fn run(step: &Step, cx: StepContext<'_>) -> Result<Option<Strin
                 .await?;
             Ok((tries > 1).then(|| format!("webhook answered after {tries} tries")))
         }
-        Step::ApplyUpstream { name, url, sha256 } => apply_upstream(cx, name, url, sha256).await,
+        Step::ApplyUpstream {
+            name,
+            url,
+            sha256,
+            unless_crd,
+        } => {
+            if let Some(crd) = unless_crd
+                && present_crd(&cx, crd).await?
+            {
+                return Ok(Some(format!("{name}: CRD {crd} is there already; left as it is")));
+            }
+            apply_upstream(cx, name, url, sha256).await
+        }
         Step::Wait { until } => wait_for(cx, until).await,
         own => Err(anyhow!(
             "{own:?} is a phase's own step: `phases::run_own` runs it"
@@ -31,16 +45,26 @@ pub(super) async fn run(step: &Step, cx: StepContext<'_>) -> Result<Option<Strin
     }
 }
 
-/// Downloads (once per run, sha256-checked, cached on disk) and applies an upstream manifest.
+/// Whether the cluster has CRD `name` (whoever installed it).
+async fn present_crd(cx: &StepContext<'_>, name: &str) -> Result<bool> {
+    let crds: Api<CustomResourceDefinition> = Api::all(cx.client().await?);
+    Ok(crds
+        .get_opt(name)
+        .await
+        .with_context(|| format!("cannot read CRD {name}"))?
+        .is_some())
+}
+
+/// Downloads (once per run, sha256-checked, cached on disk) and applies an upstream manifest, or
+/// the file the user named in its place (`--metallb-manifest`, `--gateway-api-crds`).
 async fn apply_upstream(cx: StepContext<'_>, name: &str, url: &str, sha256: &str) -> Result<Option<String>> {
     let settings = cx.settings();
-    let download = upstream::fetch(
-        cx.run.tools.as_ref(),
-        url,
-        sha256,
-        settings.metallb_manifest.as_deref(),
-        &settings.cache_dir,
-    );
+    let given = match url {
+        versions::METALLB_MANIFEST_URL => settings.metallb_manifest.as_deref(),
+        versions::GATEWAY_API_CRDS_URL => settings.gateway_api_crds.as_deref(),
+        _ => None,
+    };
+    let download = upstream::fetch(cx.run.tools.as_ref(), url, sha256, given, &settings.cache_dir);
     let text = cx
         .run
         .memo
@@ -81,6 +105,11 @@ async fn wait_for(cx: StepContext<'_>, until: &Condition) -> Result<Option<Strin
         Condition::LoadBalancerIp { namespace, name } => {
             let address = wait::load_balancer_address(&client, namespace, name, timeout).await?;
             return Ok(Some(format!("{name} at {address}")));
+        }
+        Condition::GatewayProgrammed { namespace, name } => {
+            let (resource, programmed) = wait::programmed(namespace, name);
+            let gateways: Api<DynamicObject> = Api::namespaced_with(c, namespace, &resource);
+            wait::until(&gateways, programmed.described_as(what), timeout).await?;
         }
         Condition::RemoteClustersSynced { .. } => {
             return Err(anyhow!(

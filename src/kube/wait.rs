@@ -450,6 +450,42 @@ fn has_data(s: &Secret, key: &str) -> bool {
         .is_some_and(|v| !v.0.is_empty())
 }
 
+/// Gateway API `Gateway` `namespace/name` reports `Programmed=True`, as istiod's gateway
+/// controller reports it once the gateway's Service has its address and its pods are ready
+/// (`pilot/pkg/config/kube/gateway/conversion.go`, `reportGatewayStatus`); Istio's own tests wait
+/// for it before using an ambient east-west gateway. Returns the Gateway's API resource with it.
+pub fn programmed(namespace: &str, name: &str) -> (ApiResource, Condition<DynamicObject>) {
+    let gvk = kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway");
+    let conditions = |g: &DynamicObject| -> Vec<(String, String, String)> {
+        g.data["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let field = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                (field("type"), field("status"), field("reason"))
+            })
+            .collect()
+    };
+    let condition = Condition::object(
+        name,
+        format!("Gateway {namespace}/{name} Programmed"),
+        move |g| {
+            conditions(g)
+                .iter()
+                .any(|(t, s, _)| t == "Programmed" && s == "True")
+        },
+        move |g| {
+            let seen: Vec<String> = conditions(g)
+                .iter()
+                .map(|(t, s, r)| format!("{t}={s} ({r})"))
+                .collect();
+            format!("conditions {seen:?}")
+        },
+    );
+    (ApiResource::from_gvk(&gvk), condition)
+}
+
 /// Service-account token Secret `namespace/name` filled in by the token controller.
 pub fn token_filled(namespace: &str, name: &str) -> Condition<Secret> {
     Condition::object(

@@ -35,6 +35,8 @@ pub struct Settings {
     pub tool_timeout: Duration,
     /// `--metallb-manifest`.
     pub metallb_manifest: Option<PathBuf>,
+    /// `--gateway-api-crds`.
+    pub gateway_api_crds: Option<PathBuf>,
     pub cache_dir: PathBuf,
     /// `--force`: run every step whatever the probes find.
     pub force: bool,
@@ -68,6 +70,7 @@ impl Settings {
             timeout,
             tool_timeout: timeout * 2 + Duration::from_secs(60),
             metallb_manifest: None,
+            gateway_api_crds: None,
             cache_dir: crate::upstream::cache_dir(),
             force: false,
             allow_version_skew: false,

@@ -33,12 +33,17 @@ impl PhaseLogic for Eastwest {
         true
     }
 
+    /// An ambient mesh's Gateway (istiod's Deployment and Service for it go with it, theirs by
+    /// owner reference), else the sidecar gateway istioctl installed from its recorded file.
     fn remove<'a>(&'a self, cx: &'a RemoveContext<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         let record_on = RecordOn::Deployment(GATEWAY_NAME.into());
         let namespace = cx.gateway_namespace();
-        Box::pin(
-            async move { uninstall_operator(cx, Phase::Eastwest, GATEWAY_FILE, record_on, namespace).await },
-        )
+        Box::pin(async move {
+            let mut removed: Vec<String> = super::ambient::remove_gateway(cx).await?.into_iter().collect();
+            removed
+                .extend(uninstall_operator(cx, Phase::Eastwest, GATEWAY_FILE, record_on, namespace).await?);
+            Ok(removed)
+        })
     }
 }
 
@@ -122,6 +127,9 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         return Ok(());
     }
     let mesh = b.input.mesh;
+    if !mesh.dataplane.is_sidecar() {
+        return super::ambient::plan_gateway(b);
+    }
     if b.cluster.role == Role::Remote {
         // The gateway's pods are injected by the primary's istiod, which serves this cluster's
         // injector only once it has taken the cluster over and patched the webhook's CA bundle
@@ -223,6 +231,9 @@ async fn probe(p: &Probe<'_>) -> Vec<Finding> {
         Ok(c) => c,
         Err(f) => return vec![f],
     };
+    if !p.mesh.dataplane.is_sidecar() {
+        return super::ambient::probe_gateway(p, &client).await;
+    }
     let mut out = installed(p, &client).await;
     let namespace = p.mesh.gateway_namespace(p.cluster);
     let object = format!("Service {namespace}/{GATEWAY_NAME}");

@@ -112,6 +112,9 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
     if b.cluster.role == Role::Remote {
         return plan_remote(b);
     }
+    if !b.input.mesh.dataplane.is_sidecar() {
+        return super::ambient::plan_control_plane(b, (OPERATOR_NAME, CONTROL_PLANE_FILE));
+    }
     let cluster = b.cluster;
     let mesh = b.input.mesh;
     let revision = &mesh.istio_revision;
@@ -192,6 +195,7 @@ fn plan_remote(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
 /// istiod installed from this cluster's rendered IstioOperator, and available.
 async fn probe(p: &Probe<'_>) -> Vec<Finding> {
     match p.client().await {
+        Ok(client) if !p.mesh.dataplane.is_sidecar() => super::ambient::probe_control_plane(p, &client).await,
         Ok(client) => installed(p, &client).await,
         Err(f) => vec![f],
     }

@@ -71,6 +71,7 @@ fn plan(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
         name: format!("metallb-native {}", versions::METALLB_VERSION),
         url: versions::METALLB_MANIFEST_URL.to_string(),
         sha256: versions::METALLB_MANIFEST_SHA256.to_string(),
+        unless_crd: None,
     });
     let in_ns = |name: &str| (NAMESPACE.to_string(), name.to_string());
     let (namespace, name) = in_ns("controller");

@@ -8,6 +8,7 @@
 
 pub mod context;
 
+mod ambient;
 mod certs;
 mod clusters;
 mod eastwest;
@@ -180,7 +181,18 @@ pub fn describe(step: &Step) -> String {
         Step::AwaitAdmission { file } => {
             format!("wait: admission webhooks accept {file} (server-side dry run)")
         }
-        Step::ApplyUpstream { name, url, .. } => format!("apply: {name} from {url} (sha256-checked)"),
+        Step::ApplyUpstream {
+            name,
+            url,
+            unless_crd: None,
+            ..
+        } => format!("apply: {name} from {url} (sha256-checked)"),
+        Step::ApplyUpstream {
+            name,
+            url,
+            unless_crd: Some(crd),
+            ..
+        } => format!("apply: {name} from {url} (sha256-checked), unless CRD {crd} is there already"),
         Step::Wait { until } => format!("wait: {until}"),
         Step::Clusters(own) => clusters::describe(own),
         Step::Routes(own) => routes::describe(own),

@@ -15,8 +15,10 @@ use crate::revision::Revision;
 use crate::versions;
 
 pub mod api_server;
+mod dataplane;
 mod eastwest;
 mod mesh_options;
+pub use dataplane::Dataplane;
 pub use eastwest::{DeclaredGateway, DeclaredNetwork, Eastwest, GATEWAY_NAME, GatewayService};
 pub use mesh_options::{LabelSelector, MeshOptions, Requirement, ServiceSetting, ServiceSettingFlags};
 
@@ -94,6 +96,12 @@ pub struct Mesh {
     /// and injectors of both must still reach their own istiod.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub istio_revision_beside: Option<Revision>,
+    /// `dataplane`: sidecars, or Istio's ambient mode.
+    #[serde(skip_serializing_if = "Dataplane::is_sidecar")]
+    pub dataplane: Dataplane,
+    /// Whether the data plane was asked for (`--dataplane`, `dataplane:`), not taken by default.
+    #[serde(skip)]
+    pub dataplane_asked: bool,
 }
 
 /// One cluster of the mesh.
@@ -203,6 +211,7 @@ struct MeshFile {
     #[serde(default)]
     mesh_config: MeshOptions,
     istio: Option<IstioFile>,
+    dataplane: Option<Dataplane>,
 }
 
 /// `istio:` of meshctl.yaml.
@@ -325,6 +334,8 @@ impl Mesh {
             istio_version,
             istio_revision: Revision::default(),
             istio_revision_beside: None,
+            dataplane: file.dataplane.unwrap_or_default(),
+            dataplane_asked: file.dataplane.is_some(),
         };
         problems.extend(mesh.problems());
         problems.extend(mesh_options::problems(&mesh.mesh_config, &mesh));
@@ -456,7 +467,11 @@ impl Mesh {
     /// different networks"); an external istiod reads it from its config cluster instead (docs,
     /// "Install Istio with an External Control Plane": expose-services in the config cluster).
     pub fn exposes_services(&self, c: &Cluster) -> bool {
-        (c.role == Role::Primary || self.is_config_cluster(c)) && self.multi_network()
+        // An ambient gateway serves the global services without one (its istiod programs it
+        // from the services' scope: pilot/pkg/serviceregistry/ambient, `AllLocalNetworkGlobalServices`).
+        self.dataplane.is_sidecar()
+            && (c.role == Role::Primary || self.is_config_cluster(c))
+            && self.multi_network()
     }
 
     /// Other clusters on `c`'s network: pods reach each other directly, without a gateway.
@@ -475,6 +490,8 @@ impl Mesh {
             istio_version: None,
             istio_revision: Revision::default(),
             istio_revision_beside: None,
+            dataplane: Dataplane::default(),
+            dataplane_asked: false,
         };
         let problems = mesh.problems();
         if problems.is_empty() {
@@ -521,7 +538,20 @@ impl Mesh {
         problems.extend(self.role_problems());
         problems.extend(self.eastwest_problems());
         problems.extend(self.subnet_problems());
+        problems.extend(dataplane::problems(self));
         problems
+    }
+
+    /// The same mesh on `dataplane` (`--dataplane`, which wins over meshctl.yaml), checked again.
+    pub fn with_dataplane(mut self, dataplane: Dataplane) -> Result<Mesh, TopologyError> {
+        self.dataplane = dataplane;
+        self.dataplane_asked = true;
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(TopologyError::Invalid(problems))
+        }
     }
 
     /// At least one istiod, and every remote names a primary of this mesh.

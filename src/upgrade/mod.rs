@@ -79,6 +79,9 @@ pub fn injected_by(pod: &Pod) -> Option<Revision> {
 /// The release `meshctl upgrade` moved the mesh to (recorded in its state), on `mesh`: every
 /// command then plans, probes and removes what the clusters run, not the release before.
 pub fn follow_recorded_release(mesh: &mut crate::topology::Mesh, state: &crate::state::MeshState) {
+    if let Some(recorded) = state.dataplane {
+        mesh.dataplane = recorded;
+    }
     if let Some(recorded) = &state.istio {
         mesh.istio_version = Some(recorded.version.clone());
         mesh.istio_revision = recorded.revision.clone();
@@ -89,6 +92,34 @@ pub fn follow_recorded_release(mesh: &mut crate::topology::Mesh, state: &crate::
         .and_then(|u| u.beside(&mesh.istio_revision));
 }
 
+/// The data plane the mesh was built with: `up` keeps it. A mesh built with sidecars that the
+/// topology now says is ambient (which is never a default) is refused: moving workloads between
+/// data planes is a migration of its own (Istio's "migrating to ambient" guide), not a re-install.
+/// A mesh built ambient is followed when the topology does not say otherwise (`--clusters N`
+/// alone), and refused when `--dataplane sidecar` says so.
+fn follow_dataplane_for_up(
+    mesh: &mut crate::topology::Mesh,
+    state: &crate::state::MeshState,
+) -> Result<(), crate::exit::UsageError> {
+    let Some(recorded) = state.dataplane.filter(|r| *r != mesh.dataplane) else {
+        return Ok(());
+    };
+    if mesh.dataplane != crate::topology::Dataplane::default() || mesh.dataplane_asked {
+        return Err(crate::exit::UsageError(format!(
+            "mesh `{}` was built with the {} data plane, and this topology asks for {}: `up` does not move a mesh between data planes (its workloads would have to move too); build another mesh (`--mesh-id`), or `meshctl down` this one first",
+            mesh.mesh_id,
+            recorded.name(),
+            mesh.dataplane.name()
+        )));
+    }
+    let followed = mesh
+        .clone()
+        .with_dataplane(recorded)
+        .map_err(crate::exit::UsageError::from_display)?;
+    *mesh = followed;
+    Ok(())
+}
+
 /// The release `meshctl upgrade` moved the mesh to: `up` installs it (and its revision), never the
 /// one before, whatever meshctl.yaml still says; a flag asking for another is refused.
 pub fn follow_for_up(
@@ -97,6 +128,7 @@ pub fn follow_for_up(
     state: &crate::state::MeshState,
     reporter: &crate::report::Reporter,
 ) -> Result<(), crate::exit::UsageError> {
+    follow_dataplane_for_up(mesh, state)?;
     let Some(recorded) = &state.istio else {
         return Ok(());
     };
@@ -117,4 +149,52 @@ pub fn follow_for_up(
     }
     follow_recorded_release(mesh, state);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{Dataplane, Mesh};
+
+    fn built(dataplane: Dataplane) -> crate::state::MeshState {
+        crate::state::MeshState {
+            dataplane: Some(dataplane),
+            ..Default::default()
+        }
+    }
+
+    /// `up` keeps the data plane a mesh was built with: followed when the topology does not say,
+    /// refused when it asks for the other one.
+    #[test]
+    fn up_keeps_the_data_plane_the_mesh_was_built_with() {
+        let reporter = crate::report::Reporter::for_stderr();
+        let mut plain = Mesh::for_kind(2, "mesh1").unwrap();
+        follow_for_up(&mut plain, None, &built(Dataplane::Ambient), &reporter).unwrap();
+        assert_eq!(plain.dataplane, Dataplane::Ambient);
+        let mut asked = Mesh::for_kind(2, "mesh1")
+            .unwrap()
+            .with_dataplane(Dataplane::Sidecar)
+            .unwrap();
+        let err = follow_for_up(&mut asked, None, &built(Dataplane::Ambient), &reporter).unwrap_err();
+        assert!(
+            err.0.contains("built with the ambient data plane") && err.0.contains("asks for sidecar"),
+            "{}",
+            err.0
+        );
+        let mut ambient = Mesh::for_kind(2, "mesh1")
+            .unwrap()
+            .with_dataplane(Dataplane::Ambient)
+            .unwrap();
+        assert!(follow_for_up(&mut ambient, None, &built(Dataplane::Sidecar), &reporter).is_err());
+        // Never built: whatever the topology says.
+        let mut fresh = Mesh::for_kind(2, "mesh1")
+            .unwrap()
+            .with_dataplane(Dataplane::Ambient)
+            .unwrap();
+        follow_for_up(&mut fresh, None, &crate::state::MeshState::default(), &reporter).unwrap();
+        assert_eq!(fresh.dataplane, Dataplane::Ambient);
+        // An ambient mesh recorded, a topology that cannot be ambient: refused, naming why.
+        let mut remote = Mesh::from_yaml("clusters:\n  - {}\n  - {role: remote}\n", None).unwrap();
+        assert!(follow_for_up(&mut remote, None, &built(Dataplane::Ambient), &reporter).is_err());
+    }
 }

@@ -192,6 +192,9 @@ pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: 
         );
         return unanswered(f, t, detail).hinted(hint);
     }
+    if !mesh.dataplane.is_sidecar() {
+        return why_unanswered_in_ambient(clients, (fc, index(f)), (tc, index(t))).await;
+    }
     // A declared gateway is in every istiod's meshNetworks: no LoadBalancer address to look for.
     let gateway_namespace = mesh.gateway_namespace(tc);
     if tc.eastwest.declared().is_none()
@@ -225,6 +228,69 @@ pub(super) async fn why_unanswered(mesh: &Mesh, clients: &[kube::Client], from: 
         "run `istioctl proxy-config endpoint <curl-pod>.{NAMESPACE} --context {}`: {t}'s endpoints must be its east-west gateway IP on port 15443, not pod IPs",
         fc.context
     ))
+}
+
+/// Why calls through ztunnel from `fc` never reached `tc` (each with its index in `clients`): `tc`'s
+/// east-west Gateway has no address in its status (the other istiods dial what it says:
+/// pilot/pkg/serviceregistry/ambient/networks.go), or helloworld is not global in one of the two
+/// clusters (a local copy that is not global takes no remote endpoints, and a remote one that is
+/// not global is dropped: ambient/services.go, multicluster.go); else where to look.
+async fn why_unanswered_in_ambient(
+    clients: &[kube::Client],
+    (fc, from): (&crate::topology::Cluster, usize),
+    (tc, to): (&crate::topology::Cluster, usize),
+) -> Check {
+    let (f, t) = (&fc.name, &tc.name);
+    if gateway_addresses(&clients[to]).await.is_empty() {
+        let detail = format!(
+            "{t}'s east-west Gateway has no address in its status, so {f}'s istiod has no way into {t}'s network"
+        );
+        return unanswered(f, t, detail)
+            .of_phase(Phase::Eastwest)
+            .fixed_by(Fix::UpOnly(Phase::Eastwest));
+    }
+    for (cluster, index) in [(fc, from), (tc, to)] {
+        if !helloworld_is_global(&clients[index]).await {
+            let detail = format!(
+                "helloworld in {} is not labelled istio.io/global=true, so the other cluster's endpoints are not merged into it",
+                cluster.name
+            );
+            return unanswered(f, t, detail).hinted(format!(
+                "kubectl label service helloworld -n {NAMESPACE} istio.io/global=true --context {}",
+                cluster.context
+            ));
+        }
+    }
+    unanswered(f, t, "no answer although the mesh is wired").hinted(format!(
+        "run `istioctl ztunnel-config service --context {}`: helloworld.{NAMESPACE} must list {t}'s endpoints through its east-west gateway (network {})",
+        fc.context, tc.network
+    ))
+}
+
+/// The addresses in the status of the cluster's ambient east-west Gateway (none when it or
+/// Gateway API is missing).
+async fn gateway_addresses(client: &kube::Client) -> Vec<String> {
+    let gvk = kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway");
+    let resource = kube::api::ApiResource::from_gvk(&gvk);
+    let gateways: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(client.clone(), crate::topology::ISTIO_NAMESPACE, &resource);
+    let Ok(Some(gateway)) = gateways.get_opt(crate::topology::GATEWAY_NAME).await else {
+        return Vec::new();
+    };
+    gateway.data["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["value"].as_str().map(String::from))
+        .collect()
+}
+
+/// Whether the cluster's helloworld Service carries `istio.io/global=true`.
+async fn helloworld_is_global(client: &kube::Client) -> bool {
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client.clone(), NAMESPACE);
+    matches!(services.get_opt("helloworld").await, Ok(Some(s))
+        if s.metadata.labels.as_ref().and_then(|l| l.get("istio.io/global")).is_some_and(|v| v == "true"))
 }
 
 /// Calls from `from` that `to` did not answer, and why.

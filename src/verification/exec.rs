@@ -8,6 +8,7 @@ use kube::api::{Api, AttachParams};
 
 use super::workloads::NAMESPACE;
 use crate::kube::wait;
+use crate::topology::Dataplane;
 
 /// Runs `command` in a container of pod `pod` in the verify namespace, bounded by `timeout`, and
 /// returns what it printed on stdout.
@@ -97,10 +98,21 @@ pub(super) async fn ready_pod(
         .expect("ready means one pod is ready"))
 }
 
-/// Waits for a running, ready pod matching `selector` and checks it has its sidecar.
-pub(super) async fn sidecar_pod(
+/// Whether istio-cni redirected an ambient pod's traffic to ztunnel: the annotation the node agent
+/// sets once it has (cni/pkg/util/podutil.go, `PodRedirectionEnabled`).
+pub fn redirected_to_ztunnel(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("ambient.istio.io/redirection"))
+        .is_some_and(|v| v == "enabled")
+}
+
+/// Waits for a running, ready pod matching `selector` and checks it is in the mesh: its sidecar,
+/// or in an ambient mesh its traffic redirected to ztunnel.
+pub(super) async fn meshed_pod(
     client: &kube::Client,
-    cluster: &str,
+    (cluster, dataplane): (&str, Dataplane),
     selector: &str,
     timeout: Duration,
 ) -> Result<String> {
@@ -108,6 +120,14 @@ pub(super) async fn sidecar_pod(
         .await
         .with_context(|| format!("cluster `{cluster}`"))?;
     let name = pod.metadata.name.clone().unwrap_or_default();
+    if dataplane == Dataplane::Ambient {
+        if !redirected_to_ztunnel(&pod) {
+            bail!(
+                "cluster `{cluster}`: pod {NAMESPACE}/{name} is not in the ambient mesh (no annotation ambient.istio.io/redirection=enabled from istio-cni), so ztunnel does not carry its calls\nhint: are istio-cni and ztunnel ready on its node (`meshctl status`, phase istio), and is namespace `{NAMESPACE}` labelled istio.io/dataplane-mode=ambient?"
+            );
+        }
+        return Ok(name);
+    }
     if !has_sidecar(&pod) {
         bail!(
             "cluster `{cluster}`: pod {NAMESPACE}/{name} has no istio-proxy sidecar, so it cannot cross networks\nhint: is istiod's injector running (`meshctl status`), and is namespace `{NAMESPACE}` labelled istio-injection=enabled?"

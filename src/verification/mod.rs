@@ -37,7 +37,7 @@ use crate::plan::Artifact;
 use crate::report::Reporter;
 use crate::topology::Mesh;
 use checks::{call_matrix, control_planes, why_unanswered};
-use exec::sidecar_pod;
+use exec::meshed_pod;
 use locality::{distribute, failover};
 use workloads::{HELLOWORLD_HOST, NAMESPACE};
 
@@ -248,7 +248,7 @@ fn data_plane(mesh: &Mesh, clients: &[kube::Client]) -> (Mesh, Vec<kube::Client>
     (data_plane, kept)
 }
 
-/// Per cluster, its helloworld pod and its curl pod, each running with its sidecar.
+/// Per cluster, its helloworld pod and its curl pod, each running in the mesh.
 async fn ready_pods(
     mesh: &Mesh,
     clients: &[kube::Client],
@@ -256,14 +256,14 @@ async fn ready_pods(
 ) -> Result<Vec<(String, String)>> {
     futures::future::try_join_all(mesh.clusters.iter().zip(clients).enumerate().map(
         |(i, (c, client))| async move {
-            let hello = sidecar_pod(
+            let hello = meshed_pod(
                 client,
-                &c.name,
+                (&c.name, mesh.dataplane),
                 &format!("app=helloworld,version={}", workloads::version_of(i)),
                 timeout,
             )
             .await?;
-            let curl = sidecar_pod(client, &c.name, "app=curl", timeout).await?;
+            let curl = meshed_pod(client, (&c.name, mesh.dataplane), "app=curl", timeout).await?;
             Ok::<_, anyhow::Error>((hello, curl))
         },
     ))

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::plan::Artifact;
 use crate::render::{self, RenderError};
-use crate::topology::{Mesh, MeshOptions};
+use crate::topology::{Dataplane, Mesh, MeshOptions};
 use crate::versions;
 
 /// Namespace of the verification workloads.
@@ -25,13 +25,25 @@ struct Namespace<'a> {
     namespace: &'a str,
     /// Labels that make istiod discover the namespace under the topology's discoverySelectors.
     discovery_labels: BTreeMap<String, String>,
+    /// Its pods join the mesh through ztunnel, not a sidecar.
+    ambient: bool,
+}
+
+/// How a namespace's pods join the mesh: sidecar injection, or ambient enrollment (the label
+/// istio-cni and ztunnel act on: `istio.io/dataplane-mode=ambient`, istio/api `label.IoIstioDataplaneMode`).
+fn enrollment_label(dataplane: Dataplane) -> (&'static str, &'static str) {
+    match dataplane {
+        Dataplane::Sidecar => ("istio-injection", "enabled"),
+        Dataplane::Ambient => ("istio.io/dataplane-mode", "ambient"),
+    }
 }
 
 /// Labels the verification namespace always has (Kubernetes adds `kubernetes.io/metadata.name`).
-fn namespace_labels() -> BTreeMap<String, String> {
+fn namespace_labels(dataplane: Dataplane) -> BTreeMap<String, String> {
+    let (key, value) = enrollment_label(dataplane);
     BTreeMap::from([
         ("kubernetes.io/metadata.name".to_string(), NAMESPACE.to_string()),
-        ("istio-injection".to_string(), "enabled".to_string()),
+        (key.to_string(), value.to_string()),
         ("app.kubernetes.io/managed-by".to_string(), "meshctl".to_string()),
     ])
 }
@@ -41,9 +53,9 @@ fn namespace_labels() -> BTreeMap<String, String> {
 /// without selectors or when one selects it already (by name, say); else the `matchLabels` of the
 /// first selector they then satisfy. `None`: no selector can select it by adding labels (only
 /// expressions that exclude it), so verify cannot run under this mesh config.
-pub fn discovery_labels(options: &MeshOptions) -> Option<BTreeMap<String, String>> {
-    let base = namespace_labels();
-    let selectors = &options.discovery_selectors;
+pub fn discovery_labels(mesh: &Mesh) -> Option<BTreeMap<String, String>> {
+    let base = namespace_labels(mesh.dataplane);
+    let selectors = &mesh.mesh_config.discovery_selectors;
     if selectors.is_empty() || selectors.iter().any(|s| s.matches(&base)) {
         return Some(BTreeMap::new());
     }
@@ -101,6 +113,9 @@ struct Helloworld<'a> {
     cluster: &'a str,
     version: String,
     image: &'a str,
+    /// Labelled `istio.io/global=true`: in an ambient mesh the other clusters see a service only
+    /// when its scope is global.
+    global: bool,
 }
 
 #[derive(Serialize)]
@@ -175,7 +190,13 @@ fn failover_rules(mesh: &Mesh) -> Vec<FailoverRule> {
 
 /// Every verification manifest, under `<cluster>/verify/`.
 pub fn artifacts(mesh: &Mesh) -> Result<Vec<Artifact>, RenderError> {
-    let rules = rule_files(mesh)?;
+    // An ambient mesh routes by ztunnel, which applies no DestinationRule or VirtualService
+    // without a waypoint: verify's rules are for sidecars only (`verify` refuses their checks).
+    let rules = if mesh.dataplane.is_sidecar() {
+        rule_files(mesh)?
+    } else {
+        Vec::new()
+    };
     let mut out = Vec::new();
     for (i, cluster) in mesh.clusters.iter().enumerate() {
         let files = workload_files(mesh, i)?.into_iter().chain(rules.iter().cloned());
@@ -202,15 +223,18 @@ fn rendered<C: Serialize>(
 
 /// The namespace and the two workloads of the cluster at `i`.
 fn workload_files(mesh: &Mesh, i: usize) -> Result<Vec<WorkloadFile>, RenderError> {
+    let ambient = !mesh.dataplane.is_sidecar();
     let namespace = Namespace {
         namespace: NAMESPACE,
-        discovery_labels: discovery_labels(&mesh.mesh_config).unwrap_or_default(),
+        discovery_labels: discovery_labels(mesh).unwrap_or_default(),
+        ambient,
     };
     let helloworld = Helloworld {
         namespace: NAMESPACE,
         cluster: &mesh.clusters[i].name,
         version: version_of(i),
         image: versions::HELLOWORLD_IMAGES[i % versions::HELLOWORLD_IMAGES.len()],
+        global: ambient,
     };
     let curl = Curl {
         namespace: NAMESPACE,
@@ -274,26 +298,35 @@ mod tests {
         serde_saphyr::from_str(yaml).unwrap()
     }
 
+    fn with(options: MeshOptions) -> Mesh {
+        let mut mesh = Mesh::for_kind(1, "mesh1").unwrap();
+        mesh.mesh_config = options;
+        mesh
+    }
+
     #[test]
     fn the_namespace_joins_the_first_selector_it_can_satisfy_by_labels() {
-        assert_eq!(discovery_labels(&MeshOptions::default()), Some(BTreeMap::new()));
+        assert_eq!(
+            discovery_labels(&with(MeshOptions::default())),
+            Some(BTreeMap::new())
+        );
         // Selected by name already: nothing to add.
         let by_name = options(
             "discoverySelectors: [{matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [istio-system, sample]}]}]",
         );
-        assert_eq!(discovery_labels(&by_name), Some(BTreeMap::new()));
+        assert_eq!(discovery_labels(&with(by_name)), Some(BTreeMap::new()));
         let by_label = options(
             "discoverySelectors: [{matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [istio-system]}]}, {matchLabels: {istio-discovery: enabled}}]",
         );
         assert_eq!(
-            discovery_labels(&by_label),
+            discovery_labels(&with(by_label)),
             Some(BTreeMap::from([("istio-discovery".into(), "enabled".into())]))
         );
         // Only a selector that excludes it by name: no labels can help.
         let never = options(
             "discoverySelectors: [{matchLabels: {team: a}, matchExpressions: [{key: kubernetes.io/metadata.name, operator: NotIn, values: [sample]}]}]",
         );
-        assert_eq!(discovery_labels(&never), None);
+        assert_eq!(discovery_labels(&with(never)), None);
     }
 
     #[test]
@@ -308,6 +341,32 @@ mod tests {
         let doc = render::parse_documents(&ns.content).unwrap().remove(0);
         assert_eq!(doc["metadata"]["labels"]["istio-discovery"], "enabled");
         assert_eq!(doc["metadata"]["labels"]["istio-injection"], "enabled");
+    }
+
+    /// An ambient mesh's workloads join by the namespace label ztunnel acts on, and helloworld is
+    /// a global service (without it the other clusters' istiods drop it:
+    /// pilot/pkg/serviceregistry/ambient/services.go, `matchServiceScope`); no traffic rules.
+    #[test]
+    fn an_ambient_mesh_enrolls_the_namespace_and_makes_helloworld_global() {
+        let mesh = Mesh::for_kind(2, "mesh1")
+            .unwrap()
+            .with_dataplane(Dataplane::Ambient)
+            .unwrap();
+        let all = artifacts(&mesh).unwrap();
+        let doc = |suffix: &str| {
+            let a = all.iter().find(|a| a.path.ends_with(suffix)).unwrap();
+            render::parse_documents(&a.content).unwrap().remove(0)
+        };
+        let ns = doc("cluster1/verify/namespace.yaml");
+        assert_eq!(ns["metadata"]["labels"]["istio.io/dataplane-mode"], "ambient");
+        assert!(ns["metadata"]["labels"].get("istio-injection").is_none(), "{ns}");
+        let service = doc("cluster2/verify/helloworld.yaml");
+        assert_eq!(service["kind"], "Service");
+        assert_eq!(service["metadata"]["labels"]["istio.io/global"], "true");
+        assert!(
+            !all.iter()
+                .any(|a| a.path.ends_with(FAILOVER_FILE) || a.path.ends_with(SUBSETS_FILE))
+        );
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub const MULTI_PRIMARY_PHASES: [Phase; 5] = [
     Phase::RemoteSecrets,
 ];
 
+/// The stand-in Gateway API CRD file in the lab's folder (`--gateway-api-crds`).
+const GATEWAY_API_CRDS_FILE: &str = "gateway-api-crds.yaml";
+
 pub struct Lab {
     pub servers: Vec<(String, MemoryApiServer)>,
     pub istiods: Vec<Arc<PlayedIstiod>>,
@@ -65,6 +68,18 @@ pub fn lab(topology: &str) -> Lab {
     let tmp = tempfile::tempdir().unwrap();
     let kubeconfig = tmp.path().join("kubeconfig");
     std::fs::write(&kubeconfig, kubeconfig_for(&named)).unwrap();
+    // An ambient mesh: the Gateway API CRDs from a stand-in file (tests download nothing), and
+    // istiod's controller of the east-west class beside each server.
+    std::fs::write(
+        tmp.path().join(GATEWAY_API_CRDS_FILE),
+        super::played_eastwest::GATEWAY_API_CRDS,
+    )
+    .unwrap();
+    if !mesh.dataplane.is_sidecar() {
+        for (_, server) in &servers {
+            super::played_eastwest::run(server.clone());
+        }
+    }
     let dir = MeshDir::new(tmp.path(), &mesh.mesh_id);
     Lab {
         servers,
@@ -106,6 +121,7 @@ impl Lab {
     pub fn settings(&self, version: &str) -> Settings {
         let mut settings = Settings::for_mesh(&self.dir, Some(&self.kubeconfig), Duration::from_secs(5));
         settings.istio_version = Some(version.into());
+        settings.gateway_api_crds = Some(self._dir.path().join(GATEWAY_API_CRDS_FILE));
         settings.docker_network = "kind".into();
         settings
     }

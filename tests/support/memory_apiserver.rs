@@ -85,6 +85,7 @@ fn built_in() -> Vec<Kind> {
         k("", "v1", "Service", "services", true),
         k("", "v1", "ServiceAccount", "serviceaccounts", true),
         k("apps", "v1", "Deployment", "deployments", true),
+        k("apps", "v1", "DaemonSet", "daemonsets", true),
         k("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true),
         k(
             "rbac.authorization.k8s.io",
@@ -201,6 +202,11 @@ impl MemoryApiServer {
     pub fn with_istiod(mut self, istiod: Arc<PlayedIstiod>) -> MemoryApiServer {
         self.istiod = Some(istiod);
         self
+    }
+
+    /// Resolves at the next change after it was made (for controllers played beside the server).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// Stores `object` as it is (status included), as a controller or kubelet would write it.

@@ -83,8 +83,10 @@ pub mod istio_lab;
 pub mod kubelet_port_forward;
 pub mod memory_apiserver;
 pub mod played_destination_rules;
+pub mod played_eastwest;
 pub mod played_istioctl;
 pub mod played_istiod;
+pub mod played_service_scope;
 pub mod schema;
 
 /// The decoded values of `key` in a URL query, in order.

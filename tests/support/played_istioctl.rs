@@ -344,6 +344,9 @@ fn install(server: &MemoryApiServer, operator: &Value, version: &str) -> Result<
     for gateway in gateways.iter().filter(|g| g["enabled"] == true) {
         install_gateway(&mut writes, (&owner, ns), gateway);
     }
+    for (component, daemonset) in node_agents(spec) {
+        install_node_agent(&mut writes, (&owner, ns), component, daemonset);
+    }
     // `install.go` `prune`: what this IstioOperator (name, namespace, revision) installed before with
     // this istioctl release and did not install now goes; another IstioOperator's objects stay.
     let carries =
@@ -381,7 +384,9 @@ fn components(spec: &Value) -> (bool, Vec<Value>) {
     let profile = spec["profile"].as_str().unwrap_or("default");
     let (pilot_on, profile_gateways) = match profile {
         "empty" => (false, json!([{"name": "istio-ingressgateway", "enabled": false}])),
-        "remote" => (true, json!([{"name": "istio-ingressgateway", "enabled": false}])),
+        // `ambient.yaml`: the default profile with the ingress gateway off, and cni and ztunnel on
+        // (see [`node_agents`]).
+        "remote" | "ambient" => (true, json!([{"name": "istio-ingressgateway", "enabled": false}])),
         _ => (true, json!([{"name": "istio-ingressgateway", "enabled": true}])),
     };
     let pilot = spec["components"]["pilot"]["enabled"]
@@ -392,6 +397,38 @@ fn components(spec: &Value) -> (bool, Vec<Value>) {
         _ => profile_gateways.as_array().cloned().unwrap_or_default(),
     };
     (pilot, gateways)
+}
+
+/// The node agents the profile turns on, as `(component, DaemonSet)`: `manifests/profiles/
+/// ambient.yaml` enables `cni` (chart `istio-cni`, DaemonSet `istio-cni-node`) and `ztunnel`
+/// (DaemonSet named by `ztunnel.resourceName`, `ztunnel` in `profiles/default.yaml`); an
+/// IstioOperator may turn either on or off itself.
+fn node_agents(spec: &Value) -> Vec<(&'static str, &'static str)> {
+    let ambient = spec["profile"] == "ambient";
+    let on = |component: &str| {
+        spec["components"][component]["enabled"]
+            .as_bool()
+            .unwrap_or(ambient)
+    };
+    [
+        ("Cni", "cni", "istio-cni-node"),
+        ("Ztunnel", "ztunnel", "ztunnel"),
+    ]
+    .into_iter()
+    .filter(|(_, key, _)| on(key))
+    .map(|(component, _, daemonset)| (component, daemonset))
+    .collect()
+}
+
+/// A node agent's DaemonSet, a ready pod on each of the cluster's nodes (the stand-in runs one).
+fn install_node_agent(writes: &mut Writes<'_>, (owner, ns): (&Owner, &str), component: &str, name: &str) {
+    let selector = json!({"k8s-app": name});
+    writes.put(json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": ns, "labels": labels(owner, component, selector.clone())},
+        "spec": {"selector": {"matchLabels": selector}, "template": {"metadata": {"labels": selector},
+                 "spec": {"containers": [{"name": name, "image": format!("docker.io/istio/{name}:{}", owner.version)}]}}},
+        "status": {"desiredNumberScheduled": 1, "currentNumberScheduled": 1, "numberReady": 1,
+                   "numberAvailable": 1, "numberMisscheduled": 0, "updatedNumberScheduled": 1}}));
 }
 
 /// Pilot's objects of the `istio-discovery` chart, in `values.global.istioNamespace`.
@@ -473,12 +510,30 @@ fn install_istiod(writes: &mut Writes<'_>, owner: &Owner, spec: &Value, ns: &str
         .or(spec["values"]["global"]["multiCluster"]["clusterName"].as_str())
         .unwrap_or("Kubernetes");
     let pod_labels = json!({"app": "istiod", "istio": "pilot", "istio.io/rev": owner.rev()});
+    // `deployment.yaml` renders `pilot.env` (the ambient profile's `PILOT_ENABLE_AMBIENT`:
+    // `manifests/helm-profiles/ambient.yaml`) and then the IstioOperator's `k8s.env`, merged by name.
+    let mut env = vec![json!({"name": "CLUSTER_ID", "value": cluster_id})];
+    if spec["profile"] == "ambient" {
+        env.push(json!({"name": "PILOT_ENABLE_AMBIENT", "value": "true"}));
+    }
+    // A strategic merge on the list's key `name`: an entry of the same name is replaced where it
+    // stands, a new one appended.
+    for e in spec["components"]["pilot"]["k8s"]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        match env.iter_mut().find(|have| have["name"] == e["name"]) {
+            Some(have) => *have = e.clone(),
+            None => env.push(e.clone()),
+        }
+    }
     writes.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": istiod, "namespace": ns,
                      "labels": labels(owner, "Pilot", json!({"app": "istiod", "istio": "pilot"}))},
         "spec": {"selector": {"matchLabels": pod_labels}, "template": {"metadata": {"labels": pod_labels},
                  "spec": {"containers": [{"name": "discovery", "image": format!("docker.io/istio/pilot:{version}"),
-                                          "env": [{"name": "CLUSTER_ID", "value": cluster_id}]}]}}},
+                                          "env": env}]}}},
         "status": {"replicas": 1, "availableReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}}));
     writes.server.put(json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": format!("{istiod}-6f9c7b8d4-x2x7q"), "namespace": ns, "labels": pod_labels},
@@ -686,6 +741,7 @@ fn set_tag_in(
 fn uninstall_revision(server: &MemoryApiServer, revision: &str) -> Result<String, String> {
     let kinds = [
         ("apps/v1", "deployments"),
+        ("apps/v1", "daemonsets"),
         ("v1", "services"),
         ("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations"),
     ];
@@ -705,6 +761,7 @@ fn uninstall_revision(server: &MemoryApiServer, revision: &str) -> Result<String
 fn prune(server: &MemoryApiServer, selects: impl Fn(&Value) -> bool) {
     let kinds = [
         ("apps/v1", "deployments"),
+        ("apps/v1", "daemonsets"),
         ("v1", "services"),
         ("v1", "serviceaccounts"),
         ("v1", "configmaps"),

@@ -137,7 +137,7 @@ async fn mesh_config(client: &kube::Client) -> Value {
 /// Whether one Kubernetes label selector (JSON, as in MeshConfig `discoverySelectors`) selects a
 /// namespace with `labels`: every `matchLabels` pair, and every `matchExpressions` requirement
 /// (`In`, `NotIn`, `Exists`, `DoesNotExist`, as apimachinery's `labels.Selector`).
-fn selects(selector: &Value, labels: &std::collections::BTreeMap<String, String>) -> bool {
+pub fn selects(selector: &Value, labels: &std::collections::BTreeMap<String, String>) -> bool {
     let pairs = selector["matchLabels"].as_object().into_iter().flatten();
     let exprs = selector["matchExpressions"].as_array().into_iter().flatten();
     pairs

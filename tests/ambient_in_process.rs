@@ -1,0 +1,225 @@
+//! An ambient mesh (`dataplane: ambient`) on existing clusters, built in process: the played
+//! istioctl installs `profile: ambient` (istiod with the flags, istio-cni and ztunnel), istiod's
+//! played controller makes the east-west gateway of the `istio-east-west` class, and a second
+//! `up` finds everything in place and writes nothing.
+
+mod support;
+
+use meshctl::executor::RunEnd;
+use meshctl::plan::Phase;
+use support::istio_lab::lab;
+
+const MESH: &str = "provider: existing
+dataplane: ambient
+clusters:
+  - {network: network1, apiServer: 'https://10.0.0.1:6443'}
+  - {network: network2, apiServer: 'https://10.0.0.2:6443'}
+";
+
+/// What `up` runs on existing clusters of an ambient mesh: no expose (it plans nothing there).
+const PHASES: [Phase; 5] = support::istio_lab::MULTI_PRIMARY_PHASES;
+
+#[tokio::test]
+async fn an_ambient_mesh_converges_and_a_second_up_writes_nothing() {
+    let lab = lab(MESH);
+    let cas = support::fixed_cas(&lab.mesh);
+    let (end, _, said) = lab.run("1.31.1", &PHASES, cas.clone()).await;
+    assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    for (context, server) in &lab.servers {
+        // The control plane of the ambient profile, with the flag the east-west class needs.
+        let istiod = server
+            .object("apps/v1", "deployments", "istio-system", "istiod")
+            .unwrap();
+        let env = istiod["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+        assert!(env.contains("AMBIENT_ENABLE_MULTI_NETWORK"), "{context}: {env}");
+        for daemonset in ["ztunnel", "istio-cni-node"] {
+            assert!(
+                server
+                    .object("apps/v1", "daemonsets", "istio-system", daemonset)
+                    .is_some(),
+                "{context}: no {daemonset}"
+            );
+        }
+        // The east-west gateway istiod made from meshctl's Gateway, programmed, and no
+        // IstioOperator gateway or expose-services Gateway beside it.
+        let gateway = server
+            .object(
+                "gateway.networking.k8s.io/v1",
+                "gateways",
+                "istio-system",
+                "istio-eastwestgateway",
+            )
+            .unwrap();
+        assert_eq!(gateway["spec"]["gatewayClassName"], "istio-east-west");
+        let programmed = gateway["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Programmed" && c["status"] == "True");
+        assert!(programmed, "{context}: {gateway:#}");
+        let service = server
+            .object("v1", "services", "istio-system", "istio-eastwestgateway")
+            .unwrap();
+        assert_eq!(
+            service["metadata"]["labels"]["gateway.networking.k8s.io/gateway-name"],
+            "istio-eastwestgateway"
+        );
+        assert!(
+            service["metadata"]["labels"]
+                .get("app.kubernetes.io/managed-by")
+                .is_none(),
+            "istiod's Service carries the infrastructure labels only: {service:#}"
+        );
+        assert!(
+            server
+                .objects("networking.istio.io/v1", "gateways", "istio-system")
+                .is_empty(),
+            "{context}: an ambient mesh exposes no services through an Istio Gateway"
+        );
+    }
+    let recorded = lab.state();
+    assert!(
+        recorded.clusters.values().all(|c| c.eastwest_ip.is_some()),
+        "each gateway's address is recorded: {recorded:?}"
+    );
+
+    let before: Vec<usize> = lab.servers.iter().map(|(_, s)| s.requests().len()).collect();
+    let (end, tools, said) = lab.run("1.31.1", &PHASES, cas).await;
+    assert_eq!(end, RunEnd::Finished { changed: false }, "{}", said.join("\n"));
+    assert!(
+        tools.calls().iter().all(|c| !c.contains("install")),
+        "{:?}",
+        tools.calls()
+    );
+    for ((context, server), from) in lab.servers.iter().zip(before) {
+        let writes: Vec<String> = server
+            .requests()
+            .into_iter()
+            .skip(from)
+            .filter(|r| !r.starts_with("GET "))
+            .collect();
+        assert!(writes.is_empty(), "{context}: {writes:?}");
+    }
+}
+
+/// Without the multi-network flag istiod registers no `istio-east-west` class: its Gateway is
+/// never programmed, and `up` stops at that wait, naming it (a topology that drops the flag
+/// would never get a gateway).
+#[tokio::test]
+async fn a_gateway_of_the_east_west_class_is_not_programmed_without_the_multi_network_flag() {
+    let lab = lab(MESH);
+    let cas = support::fixed_cas(&lab.mesh);
+    let (end, _, said) = lab
+        .run("1.31.1", &[Phase::Certs, Phase::Istio], cas.clone())
+        .await;
+    assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    // Take the flag out of istiod, as an install without it would leave it.
+    for (_, server) in &lab.servers {
+        let mut istiod = server
+            .object("apps/v1", "deployments", "istio-system", "istiod")
+            .unwrap();
+        let env = &mut istiod["spec"]["template"]["spec"]["containers"][0]["env"];
+        let kept: Vec<serde_json::Value> = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] != "AMBIENT_ENABLE_MULTI_NETWORK")
+            .cloned()
+            .collect();
+        *env = serde_json::Value::Array(kept);
+        server.put(istiod);
+    }
+    let (end, _, said) = lab.try_run("1.31.1", &[Phase::Eastwest], cas).await;
+    let err = format!("{:#}", end.unwrap_err());
+    assert!(
+        err.contains("istio-eastwestgateway") && err.contains("not ready after"),
+        "{err}\n{}",
+        said.join("\n")
+    );
+}
+
+/// The sample helloworld Service meshctl renders for an ambient mesh is global under the ambient
+/// profile's scope rule, so the other cluster's istiod keeps it; without its label it would be
+/// dropped there and no call would cross clusters.
+#[test]
+fn verifys_service_is_global_and_a_service_that_is_not_stays_in_its_cluster() {
+    use support::played_service_scope::{ambient_profile_scopes, seen_from_another_cluster};
+    let mesh = meshctl::topology::Mesh::from_yaml(MESH, None).unwrap();
+    let all = meshctl::verification::workloads::artifacts(&mesh).unwrap();
+    let doc = |suffix: &str| {
+        let a = all.iter().find(|a| a.path.ends_with(suffix)).unwrap();
+        meshctl::render::parse_documents(&a.content).unwrap()
+    };
+    let namespace = doc("cluster2/verify/namespace.yaml").remove(0);
+    let service = doc("cluster2/verify/helloworld.yaml")
+        .into_iter()
+        .find(|d| d["kind"] == "Service")
+        .unwrap();
+    let scopes = ambient_profile_scopes();
+    assert!(
+        seen_from_another_cluster(&scopes, Some(&namespace), &service),
+        "{service:#}"
+    );
+    let mut local = service.clone();
+    local["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("istio.io/global");
+    assert!(!seen_from_another_cluster(&scopes, Some(&namespace), &local));
+    // A namespace istiod does not know: the rule is skipped, the service stays local.
+    assert!(!seen_from_another_cluster(&scopes, None, &service));
+}
+
+/// `down --uninstall` of an ambient mesh: the Gateway meshctl applied goes (istiod's Deployment and
+/// Service for it are garbage collected by owner reference, which the in-process server does not
+/// play), then `istioctl uninstall -f` takes istiod, istio-cni and ztunnel; the Gateway API CRDs stay.
+#[tokio::test]
+async fn down_removes_the_gateway_and_the_ambient_control_plane_and_keeps_gateway_api() {
+    let lab = lab(MESH);
+    let cas = support::fixed_cas(&lab.mesh);
+    let (end, tools, said) = lab.run("1.31.1", &PHASES, cas).await;
+    assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    let removed = lab.uninstall(&tools).await;
+    for ((context, server), (_, items)) in lab.servers.iter().zip(&removed) {
+        assert!(
+            items
+                .iter()
+                .any(|i| i == "Gateway istio-system/istio-eastwestgateway"),
+            "{context}: {items:?}"
+        );
+        assert!(
+            server
+                .object(
+                    "gateway.networking.k8s.io/v1",
+                    "gateways",
+                    "istio-system",
+                    "istio-eastwestgateway"
+                )
+                .is_none()
+        );
+        for daemonset in ["ztunnel", "istio-cni-node"] {
+            assert!(
+                server
+                    .object("apps/v1", "daemonsets", "istio-system", daemonset)
+                    .is_none(),
+                "{context}: {daemonset} is left; removed {items:?}"
+            );
+        }
+        assert!(
+            server
+                .object("apps/v1", "deployments", "istio-system", "istiod")
+                .is_none()
+        );
+        assert!(
+            server
+                .object(
+                    "apiextensions.k8s.io/v1",
+                    "customresourcedefinitions",
+                    "",
+                    "gateways.gateway.networking.k8s.io"
+                )
+                .is_some(),
+            "{context}: the Gateway API CRDs are kept"
+        );
+    }
+}
