@@ -2,7 +2,6 @@
 //! context `kind-<name>` and points at 127.0.0.1, which only the host can use.
 
 use anyhow::{Context as _, Result};
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
@@ -65,13 +64,7 @@ impl PhaseLogic for Clusters {
         Ok(())
     }
 
-    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
-        plan(b)
-    }
-
-    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
-        Box::pin(probe(p))
-    }
+    plan_and_probe_are_the_modules!();
 
     fn repair_makes_the_cluster_anew(&self) -> bool {
         true

@@ -21,13 +21,7 @@ pub use crate::topology::GATEWAY_NAME;
 pub struct Eastwest;
 
 impl PhaseLogic for Eastwest {
-    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
-        plan(b)
-    }
-
-    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
-        Box::pin(probe(p))
-    }
+    plan_and_probe_are_the_modules!();
 
     fn runs_istioctl(&self) -> bool {
         true

@@ -39,13 +39,7 @@ impl PhaseLogic for Istio {
         })
     }
 
-    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
-        plan(b)
-    }
-
-    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
-        Box::pin(probe(p))
-    }
+    plan_and_probe_are_the_modules!();
 
     fn needs(&self) -> &'static [Fact] {
         &[Fact::GatewayAddresses]

@@ -1,6 +1,5 @@
 //! Phase `metallb`: LoadBalancer addresses for the gateways. L2 mode, one pool per cluster.
 
-use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::{Fact, PhaseLogic, Preflight};
@@ -39,13 +38,7 @@ impl PhaseLogic for Metallb {
         Ok(())
     }
 
-    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
-        plan(b)
-    }
-
-    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
-        Box::pin(probe(p))
-    }
+    plan_and_probe_are_the_modules!();
 
     fn needs(&self) -> &'static [Fact] {
         &[Fact::Pools]

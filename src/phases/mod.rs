@@ -6,6 +6,25 @@
 //! manifest) are run by the executor, which loops over phases through [`PhaseLogic`] and knows
 //! none by name.
 
+/// A phase's `plan` and `probe`, in its [`PhaseLogic`] impl, are the functions of those names in
+/// its module: `fn plan(&mut PhaseBuilder) -> Result<(), PlanError>` and `async fn probe(&Probe)
+/// -> Vec<Finding>`. (Every phase writes them as module functions, so the impl reads as what is
+/// particular to the phase.)
+macro_rules! plan_and_probe_are_the_modules {
+    () => {
+        fn plan(&self, b: &mut crate::plan::PhaseBuilder<'_>) -> Result<(), crate::plan::PlanError> {
+            plan(b)
+        }
+
+        fn probe<'a>(
+            &'a self,
+            p: &'a crate::probe::Probe<'a>,
+        ) -> futures::future::BoxFuture<'a, Vec<crate::probe::Finding>> {
+            Box::pin(probe(p))
+        }
+    };
+}
+
 pub mod context;
 
 mod ambient;

@@ -65,13 +65,7 @@ impl PhaseLogic for RemoteSecrets {
         Some("meshctl verify   (calls across every pair of clusters)")
     }
 
-    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
-        plan(b)
-    }
-
-    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
-        Box::pin(probe(p))
-    }
+    plan_and_probe_are_the_modules!();
 
     /// The remote secrets meshctl applied here, then the reader account other clusters' secrets
     /// carried a token of.

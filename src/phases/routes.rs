@@ -8,7 +8,6 @@
 //! network: nothing is planned for them.
 
 use anyhow::Result;
-use futures::future::BoxFuture;
 
 use super::{PhaseLogic, StepContext, StepResult};
 use crate::plan::RoutesStep;
@@ -25,13 +24,7 @@ impl PhaseLogic for Routes {
         super::OnExistingClusters::Never
     }
 
-    fn plan(&self, b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
-        plan(b)
-    }
-
-    fn probe<'a>(&'a self, p: &'a Probe<'a>) -> BoxFuture<'a, Vec<Finding>> {
-        Box::pin(probe(p))
-    }
+    plan_and_probe_are_the_modules!();
 }
 
 /// Runs the phase's own step.
