@@ -66,3 +66,4 @@ pub mod upstream;
 pub mod verification;
 pub mod versions;
 pub mod work_dir;
+pub mod ztunnel;

@@ -223,3 +223,68 @@ async fn down_removes_the_gateway_and_the_ambient_control_plane_and_keeps_gatewa
         );
     }
 }
+
+/// After `up`, verify's workloads in both clusters: each cluster's ztunnel (asked as `istioctl
+/// ztunnel-config` asks it, through a port-forward to its admin port) sends helloworld's calls
+/// to both networks, the other through its east-west gateway. With the label taken off one
+/// cluster's Service, neither cluster's ztunnel sends to the other network, and meshctl's check
+/// says which network each lacks.
+#[tokio::test]
+async fn each_ztunnel_sends_helloworld_to_every_network_only_while_it_is_global() {
+    let lab = lab(MESH);
+    let cas = support::fixed_cas(&lab.mesh);
+    let (end, _, said) = lab.run("1.31.1", &PHASES, cas).await;
+    assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    let artifacts = meshctl::verification::workloads::artifacts(&lab.mesh).unwrap();
+    for (i, ((_, server), cluster)) in lab.servers.iter().zip(&lab.mesh.clusters).enumerate() {
+        let applier = meshctl::kube::apply::Applier::new(server.client());
+        for a in artifacts
+            .iter()
+            .filter(|a| a.path.starts_with(&format!("{}/verify/", cluster.name)))
+        {
+            if a.path.ends_with("namespace.yaml") || a.path.ends_with("helloworld.yaml") {
+                applier.apply_yaml(&a.content, &a.path).await.unwrap();
+            }
+        }
+        let version = meshctl::verification::workloads::version_of(i);
+        server.put(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("helloworld-{version}-abc"), "namespace": "sample",
+                         "labels": {"app": "helloworld", "version": version}},
+            "spec": {"nodeName": "control-plane", "containers": [{"name": "helloworld", "image": "helloworld"}]},
+            "status": {"phase": "Running"}}));
+    }
+    let host = meshctl::verification::workloads::HELLOWORLD_HOST;
+    let networks = |server: &support::memory_apiserver::MemoryApiServer| {
+        let client = server.client();
+        async move {
+            let views = meshctl::ztunnel::views_of(&client, "istio-system", host)
+                .await
+                .unwrap();
+            assert_eq!(views.len(), 1, "{views:?}");
+            views[0].networks.iter().cloned().collect::<Vec<String>>()
+        }
+    };
+    for (context, server) in &lab.servers {
+        assert_eq!(networks(server).await, ["network1", "network2"], "{context}");
+    }
+    // cluster2's helloworld no longer global: cluster1's ztunnel keeps only its own network.
+    let other = &lab.servers[1].1;
+    let mut service = other.object("v1", "services", "sample", "helloworld").unwrap();
+    service["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("istio.io/global");
+    other.put(service);
+    assert_eq!(networks(&lab.servers[0].1).await, ["network1"]);
+    let clients: Vec<kube::Client> = lab.servers.iter().map(|(_, s)| s.client()).collect();
+    let checks = meshctl::verification::ztunnel_views(&lab.mesh, &clients).await;
+    assert!(
+        !checks[0].passed && checks[0].detail.contains("lacks network2"),
+        "{checks:?}"
+    );
+    // And cluster2's own copy, not global, takes no endpoints of cluster1's either.
+    assert!(
+        !checks[1].passed && checks[1].detail.contains("lacks network1"),
+        "{checks:?}"
+    );
+}

@@ -357,6 +357,7 @@ const LAYERS: [&[&str]; 6] = [
         "work_dir",
         "remote_secret",
         "istiod",
+        "ztunnel",
         "istio_revisions",
         "mesh_health",
         "report",

@@ -150,6 +150,16 @@ fn print_text(report: &verification::Report, spell: check::Spell<'_>) {
         let mark = if d.passed { "✓" } else { "✗" };
         println!("{mark} locality distribute from {}: {}", d.client, d.detail);
     }
+    for z in &report.ztunnels {
+        let verdict = if z.passed { "PASS" } else { "FAIL" };
+        println!(
+            "{verdict}: {}'s ztunnels send {} to networks {} ({})",
+            z.cluster,
+            crate::verification::workloads::HELLOWORLD_HOST,
+            z.networks.join(", "),
+            z.detail
+        );
+    }
     for cp in &report.control_planes {
         let verdict = if cp.passed { "PASS" } else { "FAIL" };
         println!(

@@ -25,6 +25,57 @@ pub struct ControlPlaneCheck {
     pub detail: String,
 }
 
+/// One cluster's ztunnels, in an ambient mesh: each knows helloworld's workloads in every network
+/// of the mesh (its own pods, and for each other network the workload istiod makes of that
+/// network's east-west gateway), so a call from there can reach every cluster through ztunnel.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZtunnelCheck {
+    pub cluster: String,
+    /// The networks the cluster's ztunnels all send helloworld's calls to.
+    pub networks: Vec<String>,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// Asks every ztunnel of every cluster (its `/config_dump`) which networks it sends helloworld's
+/// calls to, after the calls (by then istiod has pushed what it will push).
+pub async fn ztunnel_views(mesh: &Mesh, clients: &[kube::Client]) -> Vec<ZtunnelCheck> {
+    let every: std::collections::BTreeSet<String> = mesh.clusters.iter().map(|c| c.network.clone()).collect();
+    let asked = mesh.clusters.iter().zip(clients).map(|(c, client)| {
+        let every = &every;
+        async move {
+            let namespace = mesh.istio_namespace(c);
+            match crate::ztunnel::views_of(client, namespace, super::workloads::HELLOWORLD_HOST).await {
+                Err(e) => ZtunnelCheck {
+                    cluster: c.name.clone(),
+                    networks: Vec::new(),
+                    passed: false,
+                    detail: e,
+                },
+                Ok(views) => {
+                    let missing: Vec<String> = views
+                        .iter()
+                        .flat_map(|v| every.difference(&v.networks).map(move |n| format!("{} lacks {n}", v.pod)))
+                        .collect();
+                    let seen: std::collections::BTreeSet<String> =
+                        views.iter().flat_map(|v| v.networks.iter().cloned()).collect();
+                    ZtunnelCheck {
+                        cluster: c.name.clone(),
+                        networks: seen.into_iter().collect(),
+                        passed: missing.is_empty(),
+                        detail: if missing.is_empty() {
+                            format!("{} ztunnel pod(s) asked", views.len())
+                        } else {
+                            format!("{} (is helloworld global in every cluster, and each east-west Gateway programmed?)", missing.join("; "))
+                        },
+                    }
+                }
+            }
+        }
+    });
+    futures::future::join_all(asked).await
+}
+
 /// For every remote: its sample proxies (`<pod>.sample`, `pods` of the `data_plane` clusters in
 /// order) are listed by its primary's istiod, asked again with growing pauses until `timeout` (a
 /// proxy connects once its pod runs).

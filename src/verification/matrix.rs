@@ -260,6 +260,7 @@ mod tests {
             cluster_local: true,
             distribute: None,
             control_planes: vec![],
+            ztunnels: vec![],
         };
         assert!(report(local).passed());
         let xml = junit(&report(leaked.clone()));
@@ -291,6 +292,7 @@ mod tests {
             cluster_local: false,
             distribute: None,
             control_planes: vec![],
+            ztunnels: vec![],
         };
         let xml = junit(&report);
         assert!(

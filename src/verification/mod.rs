@@ -16,7 +16,7 @@ mod locality;
 mod matrix;
 pub mod workloads;
 
-pub use checks::ControlPlaneCheck;
+pub use checks::{ControlPlaneCheck, ZtunnelCheck, ztunnel_views};
 pub use exec::{exec, has_sidecar};
 pub use junit::{junit, junit_not_run};
 pub use locality::{DISTRIBUTE_MIN_CALLS, DISTRIBUTE_TOLERANCE_POINTS, Distribute, Failover, judge_split};
@@ -86,6 +86,9 @@ pub struct Report {
     /// One per remote cluster: configured by its primary's istiod.
     #[serde(rename = "controlPlanes", skip_serializing_if = "Vec::is_empty")]
     pub control_planes: Vec<ControlPlaneCheck>,
+    /// In an ambient mesh, one per cluster: its ztunnels send helloworld's calls to every network.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ztunnels: Vec<ZtunnelCheck>,
 }
 
 impl Report {
@@ -101,6 +104,7 @@ impl Report {
             && self.failover.as_ref().is_none_or(|f| f.passed)
             && self.distribute.as_ref().is_none_or(|d| d.passed)
             && self.control_planes.iter().all(|c| c.passed)
+            && self.ztunnels.iter().all(|z| z.passed)
     }
 }
 
@@ -185,10 +189,12 @@ pub async fn run(
     let pods = ready_pods(mesh, &clients, options.timeout).await?;
     let control_planes = control_planes(whole_mesh, &every_client, (mesh, &pods), options.timeout).await;
     let (hello_pods, curl_pods): (Vec<String>, Vec<String>) = pods.into_iter().unzip();
-    reporter.ok(
-        "verify",
-        "pods ready with their sidecars; calling across clusters",
-    );
+    let joined = if mesh.dataplane.is_sidecar() {
+        "pods ready with their sidecars; calling across clusters"
+    } else {
+        "pods ready and redirected to ztunnel; calling across clusters"
+    };
+    reporter.ok("verify", joined);
 
     let calling = call_until_settled(mesh, &clients, &curl_pods, options, reporter);
     let m = if options.per_cluster_subsets {
@@ -199,6 +205,11 @@ pub async fn run(
         calling.await?
     };
     let reasons = reasons(mesh, (whole_mesh, &every_client), &m, options).await;
+    let ztunnels = if mesh.dataplane.is_sidecar() {
+        Vec::new()
+    } else {
+        checks::ztunnel_views(mesh, &clients).await
+    };
     let failover = if options.failover && mesh.clusters.len() >= 2 {
         Some(failover(mesh, &clients, &artifacts, &hello_pods, &curl_pods, options).await?)
     } else {
@@ -232,6 +243,7 @@ pub async fn run(
         cluster_local: options.local_only(),
         distribute,
         control_planes,
+        ztunnels,
     })
 }
 
@@ -504,6 +516,7 @@ mod tests {
             cluster_local: false,
             distribute: None,
             control_planes: vec![cp(passed)],
+            ztunnels: vec![],
         };
         assert!(report(true).passed());
         assert!(

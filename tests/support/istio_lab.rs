@@ -19,6 +19,7 @@ use serde_json::json;
 use super::memory_apiserver::{Loopback, MemoryApiServer, kubeconfig_for};
 use super::played_istioctl::PlayedIstioctl;
 use super::played_istiod::PlayedIstiod;
+use super::played_ztunnel::PlayedZtunnel;
 
 /// Every phase `up` runs on existing clusters of a multi-primary mesh, in order.
 pub const MULTI_PRIMARY_PHASES: [Phase; 5] = [
@@ -49,20 +50,40 @@ pub struct Lab {
 pub fn lab(topology: &str) -> Lab {
     let mesh = Mesh::from_yaml(topology, None).unwrap();
     let istiods: Vec<Arc<PlayedIstiod>> = mesh.clusters.iter().map(|_| PlayedIstiod::new()).collect();
+    let ztunnels: Vec<Arc<PlayedZtunnel>> = mesh
+        .clusters
+        .iter()
+        .map(|c| PlayedZtunnel::new(&c.name))
+        .collect();
     let servers: Vec<(String, MemoryApiServer)> = mesh
         .clusters
         .iter()
-        .zip(&istiods)
-        .map(|(c, i)| {
-            (
-                c.context.clone(),
-                MemoryApiServer::new()
-                    .with_istiod(i.clone())
-                    .with_rollouts()
-                    .with_token_controller(),
-            )
+        .zip(istiods.iter().zip(&ztunnels))
+        .map(|(c, (i, z))| {
+            let server = MemoryApiServer::new()
+                .with_istiod(i.clone())
+                .with_rollouts()
+                .with_token_controller();
+            // An ambient mesh's ztunnels answer their config dump on their admin port.
+            let server = if mesh.dataplane.is_sidecar() {
+                server
+            } else {
+                server.with_ztunnel(z.clone())
+            };
+            (c.context.clone(), server)
         })
         .collect();
+    for (i, ztunnel) in ztunnels.iter().enumerate() {
+        let peers = mesh
+            .clusters
+            .iter()
+            .zip(&servers)
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, (c, (_, server)))| (c.name.clone(), server.clone()))
+            .collect();
+        ztunnel.knows(peers);
+    }
     let loopbacks: Vec<Loopback> = servers.iter().map(|(_, s)| s.serve_on_loopback()).collect();
     let named: Vec<(&str, &Loopback)> = servers.iter().map(|(c, _)| c.as_str()).zip(&loopbacks).collect();
     let tmp = tempfile::tempdir().unwrap();

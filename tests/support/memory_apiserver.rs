@@ -153,6 +153,7 @@ pub struct MemoryApiServer {
     changed: Arc<tokio::sync::Notify>,
     discovery_lag: u32,
     istiod: Option<Arc<PlayedIstiod>>,
+    ztunnel: Option<Arc<super::played_ztunnel::PlayedZtunnel>>,
     rollouts: bool,
     tokens: bool,
 }
@@ -171,6 +172,7 @@ impl MemoryApiServer {
             changed: Arc::default(),
             discovery_lag: 0,
             istiod: None,
+            ztunnel: None,
             rollouts: false,
             tokens: false,
         }
@@ -201,6 +203,12 @@ impl MemoryApiServer {
     /// view of its namespace and revision.
     pub fn with_istiod(mut self, istiod: Arc<PlayedIstiod>) -> MemoryApiServer {
         self.istiod = Some(istiod);
+        self
+    }
+
+    /// With `ztunnel` answering on the admin port of every running pod labelled `app=ztunnel`.
+    pub fn with_ztunnel(mut self, ztunnel: Arc<super::played_ztunnel::PlayedZtunnel>) -> MemoryApiServer {
+        self.ztunnel = Some(ztunnel);
         self
     }
 
@@ -604,7 +612,8 @@ impl MemoryApiServer {
     /// `pods/<name>/portforward`: the API server finds the pod (404 when it is not there, 400 when
     /// it has no node: `pkg/registry/core/pod/strategy.go`, `PortForwardLocation`), then the kubelet
     /// dials the port in the pod. Only a running istiod pod listens (on 15014, when this server
-    /// plays an istiod); any other port refuses the connection.
+    /// plays an istiod), and a running ztunnel pod on its admin port 15000 (when this server plays
+    /// ztunnel); any other port refuses the connection.
     fn port_forward(
         &self,
         namespace: &str,
@@ -630,7 +639,15 @@ impl MemoryApiServer {
             .as_str()
             .unwrap_or("default")
             .to_string();
+        let ztunnel = (pod["metadata"]["labels"]["app"] == "ztunnel" && pod["status"]["phase"] == "Running")
+            .then(|| self.ztunnel.clone())
+            .flatten();
+        let own = self.clone();
         let ports: PodPorts = Arc::new(move |port| {
+            if let (Some(ztunnel), 15000) = (&ztunnel, port) {
+                let answer = Ok(ztunnel.listen(own.clone()));
+                return Box::pin(async move { answer });
+            }
             let answer = match &listening {
                 Some(istiod) if port == 15014 => Ok(istiod.listen_as(
                     cluster.clone(),

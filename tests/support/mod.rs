@@ -87,6 +87,7 @@ pub mod played_eastwest;
 pub mod played_istioctl;
 pub mod played_istiod;
 pub mod played_service_scope;
+pub mod played_ztunnel;
 pub mod schema;
 
 /// The decoded values of `key` in a URL query, in order.

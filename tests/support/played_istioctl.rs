@@ -420,9 +420,19 @@ fn node_agents(spec: &Value) -> Vec<(&'static str, &'static str)> {
     .collect()
 }
 
-/// A node agent's DaemonSet, a ready pod on each of the cluster's nodes (the stand-in runs one).
+/// A node agent's DaemonSet, a ready pod on each of the cluster's nodes (the stand-in runs one
+/// node): pods labelled as the charts select them (`ztunnel/templates/daemonset.yaml`: `app:
+/// ztunnel`; `istio-cni/templates/daemonset.yaml`: `k8s-app: istio-cni-node`).
 fn install_node_agent(writes: &mut Writes<'_>, (owner, ns): (&Owner, &str), component: &str, name: &str) {
-    let selector = json!({"k8s-app": name});
+    let selector = if name == "ztunnel" {
+        json!({"app": "ztunnel"})
+    } else {
+        json!({"k8s-app": name})
+    };
+    writes.server.put(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{name}-7xk2p"), "namespace": ns, "labels": selector.clone()},
+        "spec": {"nodeName": "control-plane", "containers": [{"name": name, "image": format!("docker.io/istio/{name}:{}", owner.version)}]},
+        "status": {"phase": "Running"}}));
     writes.put(json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
         "metadata": {"name": name, "namespace": ns, "labels": labels(owner, component, selector.clone())},
         "spec": {"selector": {"matchLabels": selector}, "template": {"metadata": {"labels": selector},
