@@ -161,11 +161,22 @@ pub fn any_needs(phases: &[Phase], fact: Fact) -> bool {
 }
 
 /// Everything `up` can check before it changes anything, asked of every phase of `phases`.
-pub fn preflight(phases: &[Phase], cx: &Preflight<'_>) -> anyhow::Result<()> {
-    for phase in phases {
-        logic(*phase).preflight(cx)?;
-    }
-    Ok(())
+/// Every refusal is a check, so all of them are said at once, each with its phase and its hint.
+pub fn preflight(phases: &[Phase], cx: &Preflight<'_>) -> Vec<crate::check::Check> {
+    phases
+        .iter()
+        .filter_map(|phase| {
+            let refused = logic(*phase).preflight(cx).err()?;
+            let text = format!("{refused:#}");
+            let text = text.strip_prefix("preflight: ").unwrap_or(&text);
+            let (detail, hint) = text.split_once("\nhint: ").unwrap_or((text, ""));
+            Some(
+                crate::check::Check::new(phase.name(), crate::check::State::Fail, detail)
+                    .of_phase(*phase)
+                    .hinted(hint),
+            )
+        })
+        .collect()
 }
 
 /// Runs a phase's own step in one cluster, in the file of the phase its type names; `None` for
@@ -280,5 +291,43 @@ mod tests {
         let reachable = Mesh::for_contexts(&["b".into()], "m").unwrap();
         check(&reachable).unwrap();
         check(&Mesh::for_kind(2, "m").unwrap()).unwrap();
+    }
+
+    /// Every phase that refuses is said at once, as a check of its phase with its hint apart.
+    #[test]
+    fn every_refusal_before_anything_changes_is_a_check_of_its_phase() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kc.yaml");
+        std::fs::write(
+            &kubeconfig,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: cluster1\n  cluster: {server: 'https://10.1.2.3:6443'}\ncontexts:\n- name: cluster1\n  context: {cluster: cluster1, user: u}\nusers:\n- name: u\n  user: {token: t}\n",
+        )
+        .unwrap();
+        let state = crate::state::MeshState::default();
+        let missing = dir.path().join("no-such-manifest.yaml");
+        let mesh = Mesh::for_kind(2, "m").unwrap();
+        let refused = preflight(
+            &[Phase::Clusters, Phase::Metallb, Phase::Certs],
+            &Preflight {
+                mesh: &mesh,
+                state: &state,
+                kubeconfig_target: &kubeconfig,
+                kubeconfig_flag: Some(&kubeconfig),
+                metallb_manifest: Some(&missing),
+            },
+        );
+        let phases: Vec<Option<&str>> = refused.iter().map(|c| c.phase).collect();
+        assert_eq!(phases, [Some("clusters"), Some("metallb")], "{refused:?}");
+        assert!(
+            refused[0]
+                .detail
+                .contains("already has a context named `cluster1`"),
+            "{refused:?}"
+        );
+        assert!(
+            matches!(&refused[0].fix, Some(crate::check::Fix::ByHand(hint)) if hint.contains("--kubeconfig FILE")),
+            "{refused:?}"
+        );
+        assert!(refused[1].detail.starts_with("--metallb-manifest"), "{refused:?}");
     }
 }
