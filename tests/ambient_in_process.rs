@@ -251,7 +251,8 @@ async fn each_ztunnel_sends_helloworld_to_every_network_only_while_it_is_global(
             "metadata": {"name": format!("helloworld-{version}-abc"), "namespace": "sample",
                          "labels": {"app": "helloworld", "version": version}},
             "spec": {"nodeName": "control-plane", "containers": [{"name": "helloworld", "image": "helloworld"}]},
-            "status": {"phase": "Running"}}));
+            "status": {"phase": "Running", "podIP": format!("10.{}.0.5", 10 * (i + 1)),
+                       "conditions": [{"type": "Ready", "status": "True"}]}}));
     }
     let host = meshctl::verification::workloads::HELLOWORLD_HOST;
     let networks = |server: &support::memory_apiserver::MemoryApiServer| {
