@@ -160,9 +160,26 @@ pub fn any_needs(phases: &[Phase], fact: Fact) -> bool {
     phases.iter().any(|p| logic(*p).needs().contains(&fact))
 }
 
-/// Everything `up` can check before it changes anything, asked of every phase of `phases`.
-/// Every refusal is a check, so all of them are said at once, each with its phase and its hint.
-pub fn preflight(phases: &[Phase], cx: &Preflight<'_>) -> Vec<crate::check::Check> {
+/// Everything `up` can check before it changes anything, asked of every phase of `phases`: one
+/// error that says every refusal at once, each as a check of its phase with its hint.
+pub fn preflight(phases: &[Phase], cx: &Preflight<'_>) -> anyhow::Result<()> {
+    let refused = refusals(phases, cx);
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let words = |fix: &crate::check::Fix| match fix {
+        crate::check::Fix::ByHand(words) => words.clone(),
+        other => format!("{other:?}"),
+    };
+    let lines = crate::check::lines(&refused, &words).join("\n");
+    anyhow::bail!(
+        "preflight: {} phase(s) refused, before anything changed:\n{lines}",
+        refused.len()
+    )
+}
+
+/// Every phase's refusal, as a check of that phase.
+pub fn refusals(phases: &[Phase], cx: &Preflight<'_>) -> Vec<crate::check::Check> {
     phases
         .iter()
         .filter_map(|phase| {
@@ -306,7 +323,7 @@ mod tests {
         let state = crate::state::MeshState::default();
         let missing = dir.path().join("no-such-manifest.yaml");
         let mesh = Mesh::for_kind(2, "m").unwrap();
-        let refused = preflight(
+        let refused = refusals(
             &[Phase::Clusters, Phase::Metallb, Phase::Certs],
             &Preflight {
                 mesh: &mesh,
