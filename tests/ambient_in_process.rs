@@ -83,6 +83,30 @@ async fn an_ambient_mesh_converges_and_a_second_up_writes_nothing() {
         "each gateway's address is recorded: {recorded:?}"
     );
 
+    // status: ambient, and ztunnel and istio-cni named per cluster under phase istio, in place.
+    let report = lab.status().await;
+    assert_eq!(report["dataplane"], "ambient", "{report:#}");
+    for cluster in ["cluster1", "cluster2"] {
+        let istio = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["cluster"] == cluster && c["phase"] == "istio")
+            .unwrap();
+        assert_eq!(istio["state"], "ok", "{istio:#}");
+        let objects: Vec<&str> = istio["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["object"].as_str())
+            .collect();
+        assert!(
+            objects.contains(&"DaemonSet istio-system/ztunnel")
+                && objects.contains(&"DaemonSet istio-system/istio-cni-node"),
+            "{cluster}: {objects:?}"
+        );
+    }
+
     let before: Vec<usize> = lab.servers.iter().map(|(_, s)| s.requests().len()).collect();
     let (end, tools, said) = lab.run("1.31.1", &PHASES, cas).await;
     assert_eq!(end, RunEnd::Finished { changed: false }, "{}", said.join("\n"));
