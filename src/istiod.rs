@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use kube::api::{Api, ListParams};
 
 use crate::kube::port_forward;
 use crate::kube::wait::WaitError;
@@ -158,62 +157,23 @@ async fn debug_all<T: serde::de::DeserializeOwned>(
     revision: Option<&Revision>,
     name: &str,
 ) -> Result<Vec<Answered<T>>, String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let selector = match revision {
         None => "app=istiod".to_string(),
         Some(r) => format!("app=istiod,{}={}", crate::revision::LABEL, r.label()),
     };
-    let running = ListParams::default()
-        .labels(&selector)
-        .fields("status.phase=Running");
-    let istiods = pods
-        .list(&running)
-        .await
-        .map_err(|e| format!("cannot list istiod's pods: {}", crate::kube::human_reason(&e)))?
-        .items;
-    if istiods.is_empty() {
-        return Err(format!(
-            "no running istiod pod in {namespace} (labels {selector})"
-        ));
-    }
     let path = format!("/debug/{name}");
-    let asked = istiods.iter().map(|pod| {
-        let path = &path;
-        async move {
-            let pod_name = pod.metadata.name.clone().unwrap_or_default();
-            let answer = port_forward::http_get(
-                client,
-                namespace,
-                &pod_name,
-                monitoring_port(pod),
-                path,
-                ASK_BOUND,
-            )
-            .await;
-            match answer {
-                Ok(a) if a.status == 200 => serde_json::from_slice(&a.body)
-                    .map(|value| Answered {
-                        pod: format!("{namespace}/{pod_name}"),
-                        value,
-                    })
-                    .map_err(|e| format!("pod {pod_name}: its {path} is not the expected JSON: {e}")),
-                Ok(a) => Err(format!("pod {pod_name} answered {} to {path}", a.status)),
-                Err(e) => Err(format!("pod {pod_name}: {e}")),
-            }
-        }
-    });
-    let (answers, refusals): (Vec<_>, Vec<_>) = futures::future::join_all(asked)
-        .await
+    let answers = port_forward::json_of_every_pod(
+        client,
+        (namespace, "istiod", &selector),
+        monitoring_port,
+        &path,
+        ASK_BOUND,
+    )
+    .await?;
+    Ok(answers
         .into_iter()
-        .partition(Result::is_ok);
-    if !refusals.is_empty() {
-        return Err(refusals
-            .into_iter()
-            .filter_map(Result::err)
-            .collect::<Vec<_>>()
-            .join("; "));
-    }
-    Ok(answers.into_iter().filter_map(Result::ok).collect())
+        .map(|(pod, value)| Answered { pod, value })
+        .collect())
 }
 
 fn monitoring_port(pod: &Pod) -> u16 {

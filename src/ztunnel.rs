@@ -8,9 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use kube::api::{Api, ListParams};
 use serde::Deserialize;
 
 use crate::kube::port_forward;
@@ -82,39 +80,21 @@ pub struct HostView {
 /// What every running ztunnel pod in `namespace` (label `app=ztunnel`) knows of `hostname`; each
 /// node has its own ztunnel, and each is asked.
 pub async fn views_of(client: &Client, namespace: &str, hostname: &str) -> Result<Vec<HostView>, String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let running = ListParams::default()
-        .labels("app=ztunnel")
-        .fields("status.phase=Running");
-    let ztunnels = pods
-        .list(&running)
-        .await
-        .map_err(|e| format!("cannot list ztunnel's pods: {}", crate::kube::human_reason(&e)))?
-        .items;
-    if ztunnels.is_empty() {
-        return Err(format!(
-            "no running ztunnel pod in {namespace} (labels app=ztunnel)"
-        ));
-    }
-    let asked = ztunnels.iter().map(|pod| async move {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let answer = port_forward::http_get(client, namespace, &name, ADMIN_PORT, "/config_dump", ASK_BOUND)
-            .await
-            .map_err(|e| format!("ztunnel pod {name}: {e}"))?;
-        if answer.status != 200 {
-            return Err(format!(
-                "ztunnel pod {name} answered {} to /config_dump",
-                answer.status
-            ));
-        }
-        let dump: ConfigDump = serde_json::from_slice(&answer.body)
-            .map_err(|e| format!("ztunnel pod {name}: its /config_dump is not the expected JSON: {e}"))?;
-        Ok(HostView {
-            pod: format!("{namespace}/{name}"),
+    let dumps: Vec<(String, ConfigDump)> = port_forward::json_of_every_pod(
+        client,
+        (namespace, "ztunnel", "app=ztunnel"),
+        |_| ADMIN_PORT,
+        "/config_dump",
+        ASK_BOUND,
+    )
+    .await?;
+    Ok(dumps
+        .into_iter()
+        .map(|(pod, dump)| HostView {
             networks: dump.networks_of(hostname),
+            pod,
         })
-    });
-    futures::future::join_all(asked).await.into_iter().collect()
+        .collect())
 }
 
 #[cfg(test)]

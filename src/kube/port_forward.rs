@@ -32,6 +32,57 @@ pub async fn http_get(
         .map_err(|_| format!("no answer within {}s", bound.as_secs()))?
 }
 
+/// The JSON answer to `GET path` of every running pod of `app` (`selector` names its labels:
+/// `app=<app>` and any more) in `namespace`, asked at once, each on the port `port_of` says, as
+/// istioctl asks istiod's pods (Istio `pkg/kube/client.go`, `AllDiscoveryDo`) and ztunnel's: a pod
+/// that cannot be asked fails the whole, since its share would be missing. Each answer comes with
+/// its pod, `<namespace>/<name>`.
+pub async fn json_of_every_pod<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    (namespace, app, selector): (&str, &str, &str),
+    port_of: impl Fn(&Pod) -> u16,
+    path: &str,
+    bound: Duration,
+) -> Result<Vec<(String, T)>, String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let running = kube::api::ListParams::default()
+        .labels(selector)
+        .fields("status.phase=Running");
+    let listed = pods
+        .list(&running)
+        .await
+        .map_err(|e| format!("cannot list {app}'s pods: {}", super::human_reason(&e)))?
+        .items;
+    if listed.is_empty() {
+        return Err(format!("no running {app} pod in {namespace} (labels {selector})"));
+    }
+    let asked = listed.iter().map(|pod| {
+        let port = port_of(pod);
+        async move {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            match http_get(client, namespace, &name, port, path, bound).await {
+                Ok(a) if a.status == 200 => serde_json::from_slice(&a.body)
+                    .map(|value| (format!("{namespace}/{name}"), value))
+                    .map_err(|e| format!("pod {name}: its {path} is not the expected JSON: {e}")),
+                Ok(a) => Err(format!("pod {name} answered {} to {path}", a.status)),
+                Err(e) => Err(format!("pod {name}: {e}")),
+            }
+        }
+    });
+    let (answers, refusals): (Vec<_>, Vec<_>) = futures::future::join_all(asked)
+        .await
+        .into_iter()
+        .partition(Result::is_ok);
+    if !refusals.is_empty() {
+        return Err(refusals
+            .into_iter()
+            .filter_map(Result::err)
+            .collect::<Vec<_>>()
+            .join("; "));
+    }
+    Ok(answers.into_iter().filter_map(Result::ok).collect())
+}
+
 async fn get(
     client: &Client,
     namespace: &str,
