@@ -6,7 +6,6 @@ use anyhow::{Context, Result, anyhow};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::DynamicObject;
 
 use crate::kube::apply::{Applier, summary};
 use crate::kube::wait;
@@ -107,9 +106,8 @@ async fn wait_for(cx: StepContext<'_>, until: &Condition) -> Result<Option<Strin
             return Ok(Some(format!("{name} at {address}")));
         }
         Condition::GatewayProgrammed { namespace, name } => {
-            let (resource, programmed) = wait::programmed(namespace, name);
-            let gateways: Api<DynamicObject> = Api::namespaced_with(c, namespace, &resource);
-            wait::until(&gateways, programmed.described_as(what), timeout).await?;
+            let programmed = wait::programmed(namespace, name).described_as(what);
+            wait::until(&crate::kube::gateways(&c, namespace), programmed, timeout).await?;
         }
         Condition::RemoteClustersSynced { .. } => {
             return Err(anyhow!(

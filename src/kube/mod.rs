@@ -48,6 +48,13 @@ pub fn owned_by_mesh(meta: &kube::api::ObjectMeta, mesh_id: &str) -> bool {
 
 /// Deletes `name` through `api` when it exists and is mesh `mesh_id`'s ([`owned_by_mesh`]); says
 /// what it deleted. Anyone else's object of that name, another mesh's included, stays.
+/// The Gateway API `Gateway`s (`gateway.networking.k8s.io/v1`) of `namespace`, untyped: Gateway
+/// API's types are not Kubernetes' own, and a cluster may not serve them.
+pub fn gateways(client: &Client, namespace: &str) -> kube::Api<kube::api::DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway");
+    kube::Api::namespaced_with(client.clone(), namespace, &kube::api::ApiResource::from_gvk(&gvk))
+}
+
 pub async fn delete_owned<K>(
     api: &kube::Api<K>,
     (name, mesh_id): (&str, &str),

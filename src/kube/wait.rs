@@ -453,9 +453,8 @@ fn has_data(s: &Secret, key: &str) -> bool {
 /// Gateway API `Gateway` `namespace/name` reports `Programmed=True`, as istiod's gateway
 /// controller reports it once the gateway's Service has its address and its pods are ready
 /// (`pilot/pkg/config/kube/gateway/conversion.go`, `reportGatewayStatus`); Istio's own tests wait
-/// for it before using an ambient east-west gateway. Returns the Gateway's API resource with it.
-pub fn programmed(namespace: &str, name: &str) -> (ApiResource, Condition<DynamicObject>) {
-    let gvk = kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway");
+/// for it before using an ambient east-west gateway (watch it through [`super::gateways`]).
+pub fn programmed(namespace: &str, name: &str) -> Condition<DynamicObject> {
     let conditions = |g: &DynamicObject| -> Vec<(String, String, String)> {
         g.data["status"]["conditions"]
             .as_array()
@@ -467,7 +466,7 @@ pub fn programmed(namespace: &str, name: &str) -> (ApiResource, Condition<Dynami
             })
             .collect()
     };
-    let condition = Condition::object(
+    Condition::object(
         name,
         format!("Gateway {namespace}/{name} Programmed"),
         move |g| {
@@ -482,8 +481,7 @@ pub fn programmed(namespace: &str, name: &str) -> (ApiResource, Condition<Dynami
                 .collect();
             format!("conditions {seen:?}")
         },
-    );
-    (ApiResource::from_gvk(&gvk), condition)
+    )
 }
 
 /// Service-account token Secret `namespace/name` filled in by the token controller.

@@ -147,10 +147,7 @@ pub async fn probe_gateway(p: &Probe<'_>, client: &kube::Client) -> Vec<Finding>
 /// Deletes the east-west Gateway where this mesh's meshctl applied it; nothing where Gateway API is
 /// not installed or the Gateway is someone else's.
 pub async fn remove_gateway(cx: &super::RemoveContext<'_>) -> anyhow::Result<Option<String>> {
-    let gvk = kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway");
-    let resource = kube::api::ApiResource::from_gvk(&gvk);
-    let gateways: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(cx.client.clone(), NAMESPACE, &resource);
+    let gateways = crate::kube::gateways(&cx.client, NAMESPACE);
     let what = format!("Gateway {NAMESPACE}/{GATEWAY_NAME}");
     crate::kube::delete_owned(&gateways, (GATEWAY_NAME, cx.mesh_id), &what).await
 }

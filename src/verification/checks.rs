@@ -321,10 +321,7 @@ async fn why_unanswered_in_ambient(
 /// The addresses in the status of the cluster's ambient east-west Gateway (none when it or
 /// Gateway API is missing).
 async fn gateway_addresses(client: &kube::Client) -> Vec<String> {
-    let gvk = kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway");
-    let resource = kube::api::ApiResource::from_gvk(&gvk);
-    let gateways: kube::Api<kube::api::DynamicObject> =
-        kube::Api::namespaced_with(client.clone(), crate::topology::ISTIO_NAMESPACE, &resource);
+    let gateways = crate::kube::gateways(client, crate::topology::ISTIO_NAMESPACE);
     let Ok(Some(gateway)) = gateways.get_opt(crate::topology::GATEWAY_NAME).await else {
         return Vec::new();
     };
