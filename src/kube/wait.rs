@@ -300,11 +300,19 @@ pub fn rolled_out(namespace: &str, name: &str) -> Condition<Deployment> {
     )
 }
 
-/// Whether a DaemonSet has a ready pod on every node it schedules to.
+/// Whether a DaemonSet has rolled out its current template to every node it schedules to, as
+/// `kubectl rollout status` judges one: the controller has seen this generation, every scheduled pod
+/// is of the current template and every one is available. Counts alone would pass a DaemonSet whose
+/// spec just changed (an upgrade of ztunnel, say) while its old pods are still the ready ones.
+/// Unlike kubectl, no node at all is not done: a node agent that runs nowhere serves nothing.
 pub fn daemonset_ready(d: &DaemonSet) -> bool {
-    d.status
-        .as_ref()
-        .is_some_and(|s| s.desired_number_scheduled > 0 && s.number_ready == s.desired_number_scheduled)
+    let Some(s) = d.status.as_ref() else {
+        return false;
+    };
+    d.metadata.generation.unwrap_or(0) <= s.observed_generation.unwrap_or(0)
+        && s.desired_number_scheduled > 0
+        && s.updated_number_scheduled.unwrap_or(0) >= s.desired_number_scheduled
+        && s.number_available.unwrap_or(0) >= s.desired_number_scheduled
 }
 
 /// DaemonSet `namespace/name` has a ready pod on every node it schedules to.
@@ -315,7 +323,18 @@ pub fn on_every_node(namespace: &str, name: &str) -> Condition<DaemonSet> {
         daemonset_ready,
         |d| {
             let s = d.status.clone().unwrap_or_default();
-            format!("{}/{} pods ready", s.number_ready, s.desired_number_scheduled)
+            let seen = d.metadata.generation.unwrap_or(0) <= s.observed_generation.unwrap_or(0);
+            format!(
+                "{} updated, {} available of {}{}",
+                s.updated_number_scheduled.unwrap_or(0),
+                s.number_available.unwrap_or(0),
+                s.desired_number_scheduled,
+                if seen {
+                    ""
+                } else {
+                    " (spec change not yet seen by the controller)"
+                }
+            )
         },
     )
 }
@@ -691,6 +710,36 @@ mod tests {
             "the controller has not seen the restart yet"
         );
         assert!(!holds(seen(2, 2, 2, 1)), "an old replica is still there");
+    }
+
+    #[test]
+    fn a_daemonset_is_ready_once_its_new_template_is_available_on_every_node() {
+        let daemonset = |generation: i64, observed: i64, desired: i32, updated: i32, available: i32| {
+            serde_json::from_value::<DaemonSet>(serde_json::json!({
+                "metadata": {"generation": generation},
+                "status": {"observedGeneration": observed, "desiredNumberScheduled": desired,
+                           "currentNumberScheduled": desired, "numberMisscheduled": 0, "numberReady": available,
+                           "updatedNumberScheduled": updated, "numberAvailable": available}}))
+            .unwrap()
+        };
+        let holds = |d| on_every_node("istio-system", "ztunnel").holds_for(objects(vec![("ztunnel", d)]));
+        assert!(holds(daemonset(2, 2, 3, 3, 3)));
+        assert!(
+            !holds(daemonset(2, 1, 3, 3, 3)),
+            "the controller has not seen the new template yet: its counts are the old one's"
+        );
+        assert!(
+            !holds(daemonset(2, 2, 3, 2, 3)),
+            "one node still runs the old template"
+        );
+        assert!(
+            !holds(daemonset(2, 2, 3, 3, 2)),
+            "one new pod is not available yet"
+        );
+        assert!(
+            !holds(daemonset(1, 1, 0, 0, 0)),
+            "a node agent on no node serves nothing"
+        );
     }
 
     #[test]
