@@ -16,12 +16,27 @@ use crate::atomic_file::{self, PRIVATE, PUBLIC};
 use crate::phases;
 use crate::plan::{Artifact, Plan, Step};
 
-/// What `plan.json` holds: the plan and the verification manifests.
+/// What `plan.json` holds: who wrote it, the plan and the verification manifests.
 #[derive(Serialize)]
 struct PlanFile<'a> {
+    /// [`GENERATOR`]: how a later run knows the folder is an earlier plan of its own, whose listed
+    /// files it may remove, and not somebody else's `plan.json` (Terraform writes one too).
+    generator: &'static str,
     #[serde(flatten)]
     plan: &'a Plan,
     verify: Vec<&'a str>,
+}
+
+/// The `generator` of every `plan.json` meshctl writes.
+pub const GENERATOR: &str = "meshctl";
+
+/// Whether `dir/plan.json` is a plan meshctl wrote (a file that does not parse, or parses as
+/// anything else, is not).
+pub fn holds_meshctl_plan(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("plan.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|doc| doc["generator"] == GENERATOR)
 }
 
 /// Writes the plan and every artifact under `out`. Existing files are replaced atomically.
@@ -35,6 +50,7 @@ pub fn write(out: &Path, plan: &Plan, verify: &[Artifact]) -> io::Result<()> {
         atomic_file::write(&path, artifact.content.as_bytes(), mode)?;
     }
     let file = PlanFile {
+        generator: GENERATOR,
         plan,
         verify: verify.iter().map(|a| a.path.as_str()).collect(),
     };
@@ -90,7 +106,8 @@ pub enum OutError {
 
 /// Readies `out` for a plan: a missing or empty folder is fine; a previous meshctl plan is removed
 /// (only the files its `plan.json` lists, so no stale cluster folders survive a smaller re-plan);
-/// any other non-empty folder is refused unless `overwrite`.
+/// any other non-empty folder, one with somebody else's `plan.json` included, is refused unless
+/// `overwrite`, and then only written into.
 pub fn prepare_out(out: &Path, overwrite: bool) -> Result<(), OutError> {
     let io_err = |source| OutError::Io {
         dir: out.to_path_buf(),
@@ -107,7 +124,7 @@ pub fn prepare_out(out: &Path, overwrite: bool) -> Result<(), OutError> {
     if entries.is_empty() {
         return Ok(());
     }
-    if out.join("plan.json").is_file() {
+    if holds_meshctl_plan(out) {
         return remove_plan(out).map_err(io_err);
     }
     if overwrite {
@@ -122,7 +139,8 @@ pub fn prepare_out(out: &Path, overwrite: bool) -> Result<(), OutError> {
 }
 
 /// Removes a plan written by [`write`]: the files its `plan.json` lists, `plan.json` and
-/// `plan.yaml`, then the folders that became empty. Nothing else is touched.
+/// `plan.yaml`, then the folders that became empty. Nothing else is touched, and a `plan.json`
+/// meshctl did not write is refused.
 pub fn remove_plan(out: &Path) -> io::Result<()> {
     let text = match std::fs::read_to_string(out.join("plan.json")) {
         Ok(t) => t,
@@ -131,6 +149,11 @@ pub fn remove_plan(out: &Path) -> io::Result<()> {
     };
     let doc: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| io::Error::other(format!("plan.json is not a meshctl plan: {e}")))?;
+    if doc["generator"] != GENERATOR {
+        return Err(io::Error::other(format!(
+            "plan.json is not a meshctl plan (its `generator` is not `{GENERATOR}`): nothing was removed"
+        )));
+    }
     let listed = doc["artifacts"]
         .as_array()
         .into_iter()

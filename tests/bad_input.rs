@@ -1130,6 +1130,29 @@ fn output_paths_are_checked_before_the_work() {
     }
 }
 
+/// `verify --junit` replaces only a report it wrote before (CI runs it again with the same path):
+/// any other file there is the user's, refused before any cluster is asked and left as it was.
+#[test]
+fn a_junit_path_holding_another_file_is_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = dir.path().join("results.xml");
+    std::fs::write(&theirs, "<testsuite name=\"unit\"/>\n").unwrap();
+    let path = theirs.display().to_string();
+    let out = run(&["verify", "--clusters", "1", "--junit", &path], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "--junit `{path}` exists and is not a report meshctl wrote"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&theirs).unwrap(),
+        "<testsuite name=\"unit\"/>\n"
+    );
+}
+
 /// A CA folder named on the command line that is not there is a mistake in what was typed (exit
 /// 2), not a mesh without a CA (which `certs status` reports with exit 0 or 3).
 #[test]

@@ -157,6 +157,21 @@ fn a_folder_that_is_not_a_plan_is_never_written_into_unless_asked() {
     ok(meshctl(&forced));
     assert!(out.join("plan.json").is_file());
     assert_eq!(fs::read_to_string(out.join("main.tf")).unwrap(), "terraform");
+
+    // Somebody else's plan.json (Terraform's `show -json` writes one) is not an earlier plan of
+    // meshctl's: what it lists is never removed, nor is it replaced without --overwrite.
+    let other = dir.path().join("terraform");
+    fs::create_dir_all(&other).unwrap();
+    let theirs = r#"{"format_version": "1.2", "artifacts": [{"path": "main.tf"}]}"#;
+    fs::write(other.join("plan.json"), theirs).unwrap();
+    fs::write(other.join("main.tf"), "terraform").unwrap();
+    let mut into_other = args.to_vec();
+    into_other[5] = other.to_str().unwrap();
+    let r = meshctl(&into_other);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    assert!(stderr(&r).contains("holds no meshctl plan"), "{}", stderr(&r));
+    assert_eq!(fs::read_to_string(other.join("plan.json")).unwrap(), theirs);
+    assert_eq!(fs::read_to_string(other.join("main.tf")).unwrap(), "terraform");
 }
 
 #[test]

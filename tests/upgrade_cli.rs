@@ -222,6 +222,15 @@ fn a_preview_replaces_its_own_earlier_one_and_nothing_else() {
         stderr(&out)
     );
     assert_eq!(std::fs::read_to_string(theirs.join("notes.txt")).unwrap(), "mine");
+    // A `steps.txt` of the user's own is no earlier preview either.
+    std::fs::remove_file(theirs.join("notes.txt")).unwrap();
+    std::fs::write(theirs.join("steps.txt"), "1. back up\n").unwrap();
+    let out = preview(&theirs);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(theirs.join("steps.txt")).unwrap(),
+        "1. back up\n"
+    );
 
     std::fs::create_dir_all(home.path().join("mesh1")).unwrap();
     std::fs::write(home.path().join("mesh1/state.json"), r#"{"meshID": "mesh1"}"#).unwrap();

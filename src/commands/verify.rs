@@ -31,7 +31,10 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, flags: super::Flags<'_
         per_cluster_subsets: args.per_cluster_subsets,
         keep: args.keep,
     };
-    if let Some(why) = args.junit.as_deref().and_then(atomic_file::unwritable) {
+    let junit = args.junit.as_deref();
+    if let Some(why) =
+        junit.and_then(|p| atomic_file::unwritable(p).or_else(|| verification::refuse_foreign_report(p)))
+    {
         return Err(super::UsageError(format!("--junit {why}")).into());
     }
     let reporter = Reporter::new(super::report_format(args.output));

@@ -15,6 +15,18 @@ use crate::topology::{Cluster, Mesh, Role};
 /// The file listing the whole procedure, beside one folder per cluster.
 pub const STEPS_FILE: &str = "steps.txt";
 
+/// How [`STEPS_FILE`] starts: a later preview knows its own by it.
+const STEPS_OPENING: &str = "upgrade of mesh `";
+
+/// Whether `out` holds a preview [`write`] made: its steps file, and beside it only meshctl plans.
+fn holds_earlier_preview(out: &Path, entries: &[String]) -> bool {
+    let steps = std::fs::read_to_string(out.join(STEPS_FILE)).unwrap_or_default();
+    steps.starts_with(STEPS_OPENING)
+        && entries
+            .iter()
+            .all(|e| e == STEPS_FILE || crate::dry_run::holds_meshctl_plan(&out.join(e)))
+}
+
 /// Writes the upgrade from `from` to `to` into `out`; returns the listing (also in
 /// [`STEPS_FILE`]) and the number of files written.
 /// Makes `out` ready for a preview: new, empty, or an earlier preview (its `steps.txt` and one
@@ -29,11 +41,7 @@ pub fn prepare_out(out: &Path) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(format!("--out `{}`: {e}", out.display())),
     };
-    let earlier = out.join(STEPS_FILE).is_file()
-        && entries
-            .iter()
-            .all(|e| e == STEPS_FILE || out.join(e).join("plan.json").is_file());
-    if !entries.is_empty() && !earlier {
+    if !entries.is_empty() && !holds_earlier_preview(out, &entries) {
         let mut shown: Vec<String> = entries.iter().take(4).map(|e| format!("`{e}`")).collect();
         shown.sort();
         return Err(format!(
@@ -63,7 +71,7 @@ pub fn write(
     revisioned.istio_revision = to.revision.clone();
     let isolated = state.isolated.keys().cloned().collect();
     let mut text = format!(
-        "upgrade of mesh `{}` from Istio {} (revision {}) to {} (revision {}), one cluster at a time\n",
+        "{STEPS_OPENING}{}` from Istio {} (revision {}) to {} (revision {}), one cluster at a time\n",
         mesh.mesh_id, from.version, from.revision, to.version, to.revision
     );
     let mut files = 1;

@@ -10,6 +10,22 @@ pub(super) fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// How every report meshctl writes opens its test suite.
+const SUITE_OPENING: &str = "<testsuite name=\"meshctl verify (";
+
+/// Why the file at `path` must not be replaced by a report, if it must not: it holds something
+/// other than an earlier report of meshctl's (CI runs `verify` again with the same `--junit`).
+pub fn refuse_foreign_report(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    let ours = String::from_utf8_lossy(&text).contains(SUITE_OPENING);
+    (!ours).then(|| {
+        format!(
+            "`{}` exists and is not a report meshctl wrote: nothing was written; remove it or name another file",
+            path.display()
+        )
+    })
+}
+
 /// The report as JUnit XML: one test case per pair of clusters, plus failover.
 pub fn junit(report: &Report) -> String {
     let cases: Vec<Case> = pair_cases(report)
@@ -35,7 +51,7 @@ pub fn junit(report: &Report) -> String {
         text.push_str("</testcase>\n");
     }
     format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"meshctl verify ({})\" tests=\"{}\" failures=\"{failures}\">\n{text}</testsuite>\n",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{SUITE_OPENING}{})\" tests=\"{}\" failures=\"{failures}\">\n{text}</testsuite>\n",
         xml_escape(&report.mesh_id),
         cases.len()
     )
@@ -129,8 +145,29 @@ fn check_cases(report: &Report) -> Vec<Case> {
 /// finds one, and it says what happened.
 pub fn junit_not_run(mesh_id: &str, why: &str) -> String {
     format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"meshctl verify ({})\" tests=\"1\" failures=\"1\">\n  <testcase classname=\"meshctl.verify\" name=\"verify\"><failure message=\"verify could not run\">{}</failure></testcase>\n</testsuite>\n",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{SUITE_OPENING}{})\" tests=\"1\" failures=\"1\">\n  <testcase classname=\"meshctl.verify\" name=\"verify\"><failure message=\"verify could not run\">{}</failure></testcase>\n</testsuite>\n",
         xml_escape(mesh_id),
         xml_escape(why)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_report_meshctl_wrote_may_be_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("ours.xml");
+        std::fs::write(&ours, junit_not_run("mesh1", "no cluster answered")).unwrap();
+        assert_eq!(refuse_foreign_report(&ours), None);
+        assert_eq!(
+            refuse_foreign_report(&dir.path().join("new.xml")),
+            None,
+            "a new file"
+        );
+        let theirs = dir.path().join("theirs.xml");
+        std::fs::write(&theirs, "<testsuites/>").unwrap();
+        assert!(refuse_foreign_report(&theirs).is_some_and(|why| why.contains("not a report meshctl wrote")));
+    }
 }

@@ -18,7 +18,7 @@ pub mod workloads;
 
 pub use checks::{ControlPlaneCheck, ZtunnelCheck, ztunnel_views};
 pub use exec::{exec, has_sidecar};
-pub use junit::{junit, junit_not_run};
+pub use junit::{junit, junit_not_run, refuse_foreign_report};
 pub use locality::{DISTRIBUTE_MIN_CALLS, DISTRIBUTE_TOLERANCE_POINTS, Distribute, Failover, judge_split};
 pub use matrix::{Matrix, STATUS_MARK, call_script, responder, table, tally, totals};
 
