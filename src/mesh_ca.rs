@@ -259,6 +259,9 @@ pub async fn rotate(
             dir.display()
         );
     }
+    // Every cluster must answer before anything is minted: new intermediates on disk that no
+    // cluster holds would leave the folder and the mesh telling two stories.
+    reach_every_cluster(mesh, chosen, clients).await?;
     let (cas, step) = if options.root {
         let (next, cas) = layout::start_root_transition(dir, options.key_type, Validity::default())
             .with_context(|| format!("certs rotate --root: cannot start in `{}`", dir.display()))?;
@@ -287,6 +290,41 @@ pub async fn rotate(
         )
     };
     rollout(options, mesh, clients, dir, &cas, step, reporter).await
+}
+
+/// Reads `cacerts` in every cluster of `chosen` (what the rotation will replace), at once; fails
+/// naming every cluster that did not answer, before anything is changed.
+async fn reach_every_cluster(mesh: &Mesh, chosen: &[&Cluster], clients: &Clients) -> Result<()> {
+    let reads = chosen.iter().map(|cluster| async move {
+        let namespace = mesh.istio_namespace(cluster);
+        let client = clients.get(&cluster.context).await?;
+        let secrets: Api<Secret> = Api::namespaced(client, namespace);
+        secrets.get_opt(plugged_ca::CACERTS).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read Secret {namespace}/{}: {}",
+                plugged_ca::CACERTS,
+                crate::kube::human_reason(&e)
+            )
+        })?;
+        Ok::<_, anyhow::Error>(())
+    });
+    let unreached: Vec<String> = chosen
+        .iter()
+        .zip(futures::future::join_all(reads).await)
+        .filter_map(|(cluster, read)| {
+            read.err()
+                .map(|e| format!("cluster {} (context `{}`): {e:#}", cluster.name, cluster.context))
+        })
+        .collect();
+    if unreached.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "certs rotate: {} of {} cluster(s) did not answer; nothing was changed (no new key was made)\n  {}",
+        unreached.len(),
+        chosen.len(),
+        unreached.join("\n  ")
+    )
 }
 
 /// The clusters a rotation changes: those running an istiod that signs with the mesh's CA
@@ -397,6 +435,7 @@ async fn rollout(
         }
     }
     match step {
+        _ if failed == cas.len() => {}
         RotateStep::Intermediates => reporter.note(
             "workloads",
             "sidecars and gateways get certificates from the new intermediate as they renew them (within 24 h by default); old and new chain to the same root, so traffic keeps flowing. To switch at once: kubectl rollout restart deployment -n <namespace>",

@@ -346,6 +346,67 @@ fn values_that_cannot_work_are_refused_by_name() {
     }
 }
 
+/// `certs rotate` asks every cluster before it mints anything: when none answers, the CA folder
+/// is as it was (no new intermediate that no cluster holds), each cluster is named, and nothing
+/// says workloads are moving to a new intermediate.
+#[test]
+fn a_rotation_whose_clusters_do_not_answer_changes_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    // Ports 1 and 2 on loopback: nothing listens.
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- {name: a, cluster: {server: 'http://127.0.0.1:1'}}\n- {name: b, cluster: {server: 'http://127.0.0.1:2'}}\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\n- {name: b, context: {cluster: b, user: u}}\nusers:\n- {name: u, user: {}}\n",
+    )
+    .unwrap();
+    let certs = dir.path().join("ca");
+    let gen_out = run(
+        &[
+            "certs",
+            "gen",
+            "--out",
+            certs.to_str().unwrap(),
+            "--cluster",
+            "cluster1",
+            "--cluster",
+            "cluster2",
+        ],
+        &[],
+    );
+    assert!(gen_out.status.success(), "{}", stderr(&gen_out));
+    let intermediate = certs.join("cluster1/ca-cert.pem");
+    let before = std::fs::read(&intermediate).unwrap();
+    let out = run(
+        &[
+            "certs",
+            "rotate",
+            "--contexts",
+            "a,b",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--certs-dir",
+            certs.to_str().unwrap(),
+            "--timeout",
+            "5s",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        said.contains("2 of 2 cluster(s) did not answer; nothing was changed")
+            && said.contains("cluster cluster1 (context `a`)")
+            && said.contains("cluster cluster2 (context `b`)"),
+        "{said}"
+    );
+    assert!(!said.contains("new intermediate"), "{said}");
+    assert_eq!(
+        std::fs::read(&intermediate).unwrap(),
+        before,
+        "the intermediate on disk is kept"
+    );
+}
+
 /// `verify --junit FILE` with a cluster that does not answer still writes the file CI asked for,
 /// with one failed test case saying why.
 #[test]
