@@ -6,6 +6,23 @@ use anyhow::Context as _;
 
 use crate::exit::UsageError;
 
+/// A program named by its path that is not there is a mistake in what was typed (exit 2), not a
+/// program missing from PATH.
+pub fn refuse_missing_program(path: &std::path::Path) -> Result<(), UsageError> {
+    if path.components().count() < 2 || path.is_file() {
+        return Ok(());
+    }
+    let why = if path.exists() {
+        "is not a file"
+    } else {
+        "does not exist"
+    };
+    Err(UsageError(format!(
+        "--istioctl `{}` {why}: name the istioctl binary of the chosen release",
+        path.display()
+    )))
+}
+
 /// The programs of a command that runs istioctl: the file `explicit` names (`--istioctl`), else
 /// the `chosen` release's istioctl (downloaded once, checked against its published sha256, cached
 /// by version), else the one on PATH. Every other program runs from PATH.
@@ -19,19 +36,10 @@ pub async fn istioctl_runner(
     let path = match (explicit, chosen) {
         // A program named by its path that is not there is a mistake in what was typed (exit 2),
         // not a program missing from PATH.
-        (Some(path), _) if path.components().count() > 1 && !path.is_file() => {
-            return Err(UsageError(format!(
-                "--istioctl `{}` {}: name the istioctl binary of the chosen release",
-                path.display(),
-                if path.exists() {
-                    "is not a file"
-                } else {
-                    "does not exist"
-                }
-            ))
-            .into());
+        (Some(path), _) => {
+            refuse_missing_program(path)?;
+            path.to_path_buf()
         }
-        (Some(path), _) => path.to_path_buf(),
         (None, Some(version)) => {
             let version: crate::istio_version::IstioVersion = version.parse().map_err(UsageError)?;
             let base = crate::istio_release::releases_url();

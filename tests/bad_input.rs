@@ -1214,11 +1214,42 @@ fn a_junit_path_holding_another_file_is_refused_and_kept() {
     );
 }
 
+/// The files `up` is told to use are checked for `--dry-run` as for the real run: a plan made
+/// with an istioctl path that is not there would not be the run it shows.
+#[test]
+fn a_dry_run_checks_the_istioctl_it_is_told_to_use() {
+    let out = run(
+        &[
+            "up",
+            "--clusters",
+            "1",
+            "--dry-run",
+            "--out",
+            "plan",
+            "--istioctl",
+            "/nonexistent/istioctl",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--istioctl `/nonexistent/istioctl` does not exist"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// A CA folder named on the command line that is not there is a mistake in what was typed (exit
 /// 2), not a mesh without a CA (which `certs status` reports with exit 0 or 3).
 #[test]
 fn a_certs_dir_that_is_not_there_is_named() {
-    for command in [&["certs", "status"][..], &["certs", "rotate"][..]] {
+    let up = ["up", "--dry-run", "--out", "plan"];
+    for command in [
+        &["certs", "status"][..],
+        &["certs", "rotate"][..],
+        &up[..1],
+        &up[..],
+    ] {
         let out = run(
             &[command, &["--clusters", "1", "--certs-dir", "/nonexistent/ca"]].concat(),
             &[],

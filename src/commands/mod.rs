@@ -7,6 +7,7 @@ mod diagnose;
 mod doctor;
 mod down;
 mod membership;
+mod named_files;
 mod remote_secret;
 mod status;
 mod up;
@@ -21,7 +22,7 @@ use anyhow::Result;
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, OutputFormat, TopologyArgs};
-use crate::topology::{DEFAULT_MESH_ID, Mesh};
+use crate::topology::{DEFAULT_MESH_ID, Mesh, Provider};
 use command_line::{Flags, diagnose_command, spell_fix};
 
 pub use crate::exit::{Exit, UsageError};
@@ -44,8 +45,14 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     };
     // A `--kubeconfig` that cannot be used is a mistake on the command line (exit 2), said once,
     // before any cluster is asked: not a cluster that is "not ready".
-    // `up` and `down` may be the ones that create it (kind contexts are written there).
-    let may_create = matches!(cli.command, Command::Up(_) | Command::Down(_));
+    // Only kind's `up` and `down` may find it missing: `up` writes the kind contexts there, and
+    // `down` of kind clusters has nothing to remove from a file that is not there. Existing
+    // clusters are reached through it, so a missing one is a typo there too.
+    let may_create = match &cli.command {
+        Command::Up(args) => resolve_topology(&args.topology).is_ok_and(|m| m.provider == Provider::Kind),
+        Command::Down(args) => !args.uninstall,
+        _ => false,
+    };
     if let Some(path) = cli.kubeconfig.as_deref()
         && (path.exists() || !may_create)
     {

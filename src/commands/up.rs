@@ -80,7 +80,7 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     let mut mesh = super::resolve_topology(&args.topology)?;
     let phases =
         planner::select_phases(mesh.provider, &args.only, &args.skip).map_err(UsageError::from_display)?;
-    check_manifest_files(&args)?;
+    super::named_files::check(&args)?;
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
     let resolved = Resolved {
         network: crate::tools::docker::kind_network(),
@@ -171,34 +171,6 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     }
     crate::executor::summary(&reporter, &mesh, &executor.state().snapshot(), &prepared.plan);
     Ok(Exit::Success)
-}
-
-/// `--metallb-manifest` and `--gateway-api-crds` name files (clap cannot tell): a usage error,
-/// before anything else.
-fn check_manifest_files(args: &UpArgs) -> Result<()> {
-    let given = [
-        (
-            "--metallb-manifest",
-            &args.metallb_manifest,
-            "the MetalLB manifest file (metallb-native.yaml)",
-        ),
-        (
-            "--gateway-api-crds",
-            &args.gateway_api_crds,
-            "the Gateway API CRD file (standard-install.yaml)",
-        ),
-    ];
-    for (flag, path, what) in given {
-        if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
-            let why = if path.is_dir() {
-                "is a directory"
-            } else {
-                "does not exist"
-            };
-            return Err(UsageError(format!("{flag} `{}` {why}: name {what}", path.display())).into());
-        }
-    }
-    Ok(())
 }
 
 /// The programs a run uses: istioctl from `--istioctl`, else the chosen release's (downloaded
