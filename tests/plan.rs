@@ -1364,7 +1364,8 @@ fn the_ambient_plan_is_upstreams_and_names_its_sources() {
         "manifests/helm-profiles/ambient.yaml",
         "pilot/pkg/features/ambient.go",
         "gatewaycommon/classinfo.go",
-        "operator/pkg/component/component.go",
+        "operator/pkg/render/manifest.go",
+        "manifests/charts/ztunnel/templates/zzz_profile.yaml",
     ] {
         assert!(
             control_plane.contains(source),

@@ -125,12 +125,23 @@ pub fn plan_gateway(b: &mut PhaseBuilder<'_>) -> Result<(), PlanError> {
             name: GATEWAY_NAME.into(),
         },
     });
+    // Programmed says only that the Service has an address, not that a gateway pod serves it
+    // (pilot/pkg/config/kube/gatewaycommon/conversion.go, `SetProgrammedCondition`): the
+    // Deployment istiod made, named after the Gateway, is awaited too.
+    b.step(Step::Wait {
+        until: Condition::DeploymentAvailable {
+            namespace: NAMESPACE.into(),
+            name: GATEWAY_NAME.into(),
+        },
+    });
     Ok(())
 }
 
-/// The Gateway as rendered, and the address of the Service istiod made for it.
+/// The Gateway as rendered, the Deployment istiod made for it available, and the address of the
+/// Service istiod made for it.
 pub async fn probe_gateway(p: &Probe<'_>, client: &kube::Client) -> Vec<Finding> {
     let mut out = p.all_applied(client).await;
+    out.push(probe::deployment(client, NAMESPACE, GATEWAY_NAME, None).await);
     let object = format!("Service {NAMESPACE}/{GATEWAY_NAME}");
     out.push(
         match crate::kube::inspect::service_address(client, NAMESPACE, GATEWAY_NAME).await {

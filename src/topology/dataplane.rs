@@ -58,7 +58,8 @@ pub(super) fn problems(mesh: &Mesh) -> Vec<Problem> {
     }
     // One network per cluster: ambient reaches another cluster's workloads only through the
     // east-west gateway of that cluster's network, and istiod keeps only the first gateway of a
-    // network it finds (pilot/pkg/serviceregistry/ambient/networks.go).
+    // network it finds (pilot/pkg/serviceregistry/ambient/multicluster.go: "Multiple gateways
+    // found for network …, using the first one").
     for (i, c) in mesh.clusters.iter().enumerate() {
         if let Some(first) = mesh.clusters[..i].iter().find(|o| o.network == c.network) {
             let reason = format!(

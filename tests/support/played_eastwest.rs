@@ -20,10 +20,11 @@
 //!   istio.io-eastwest-controller` (`files/waypoint.yaml`). The Service is a LoadBalancer (`DefaultServiceType`) with
 //!   `status-port` 15021 and one port per listener (`extractServicePorts`); the address is
 //!   MetalLB's part, played here.
-//! - Status: the Service's address in `status.addresses` and `Programmed=True` once it has one
-//!   and its pods are ready, which the stand-in's are at once (`conversion.go`
-//!   `reportGatewayStatus`, `gatewaycommon/context.go` `ResolveGatewayInstances`,
-//!   `SetProgrammedCondition`).
+//! - Status: the Service's address in `status.addresses` and `Programmed=True` once it has one,
+//!   whether or not a gateway pod is ready (`conversion.go` `reportGatewayStatus`,
+//!   `gatewaycommon/context.go` `ResolveGatewayInstances`, `gatewaycommon/conversion.go`
+//!   `SetProgrammedCondition` looks at the Service alone). The stand-in's Deployment is Available
+//!   at once, as its pods would be on a kubelet that starts them.
 //!
 //! Not played: the pods and the ServiceAccount (nothing meshctl reads), the HPA/PDB overlays, the
 //! ClusterIP fallback before a LoadBalancer address exists (a wait for `Programmed` never sees it).
