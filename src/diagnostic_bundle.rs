@@ -7,8 +7,9 @@
 //! summary.txt                       per cluster: collected, unreachable, or cut off at the bound
 //! meshctl/state.json, plan.json     what meshctl recorded and planned (no rendered file: cacerts has a key)
 //! <cluster>/version.json, nodes.yaml, istiod-clusterz.json, remote-secrets.yaml, metallb.yaml
-//! <cluster>/<namespace>/{events,pods,services,deployments}.yaml   istio-system, metallb-system, sample
-//! <cluster>/logs/<pod>.log          istiod and the east-west gateway (last 2000 lines)
+//! <cluster>/<namespace>/{events,pods,services,deployments,daemonsets}.yaml   istio-system, metallb-system, sample
+//! <cluster>/istio-system/gateways.yaml   Gateway API Gateways with their status (ambient's east-west gateway)
+//! <cluster>/logs/<pod>.log          istiod, the east-west gateway, ztunnel, istio-cni (last 2000 lines)
 //! ```
 //! Every cluster is collected at the same time, each bounded by a timeout; a cluster that does not
 //! answer is named in the summary and the others are collected anyway.
@@ -16,7 +17,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Event, Node, Pod, Secret, Service};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, LogParams};
@@ -176,11 +177,35 @@ async fn collect_objects(client: &Client, (name, istio_namespace): (&str, &str),
         listed!(Pod, "pods.yaml");
         listed!(Service, "services.yaml");
         listed!(Deployment, "deployments.yaml");
+        listed!(DaemonSet, "daemonsets.yaml");
+    }
+    // An ambient mesh's east-west gateway is a Gateway API Gateway whose status says whether istiod
+    // took it; a cluster without Gateway API has none to show.
+    let ns = crate::topology::ISTIO_NAMESPACE;
+    match crate::kube::gateways(client, ns).list(&all).await {
+        Ok(l) => bundle.add(at(&format!("{ns}/gateways.yaml")), yaml_of(&l.items)),
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(e) => bundle.add(at(&format!("{ns}/gateways.yaml")), err(e)),
     }
 }
 
-/// Logs of istiod and the east-west gateway, by the labels Istio gives their pods, in
-/// istio-system and the cluster's Istio namespace.
+/// The pods whose logs are collected, by the labels their makers give them: istiod and the
+/// sidecar mesh's east-west gateway (Istio's charts), the ambient east-west gateway (istiod's
+/// gateway deployment controller labels it with its Gateway's name), ztunnel and the istio-cni
+/// node agent (their charts).
+fn logged() -> [String; 5] {
+    [
+        "app=istiod".into(),
+        "istio=eastwestgateway".into(),
+        format!(
+            "gateway.networking.k8s.io/gateway-name={}",
+            crate::topology::GATEWAY_NAME
+        ),
+        "app=ztunnel".into(),
+        "k8s-app=istio-cni-node".into(),
+    ]
+}
+/// Logs of the pods of [`logged`], in istio-system and the cluster's Istio namespace.
 async fn collect_logs(client: &Client, (name, istio_namespace): (&str, &str), bundle: &mut Bundle) {
     let mut namespaces = vec![crate::topology::ISTIO_NAMESPACE];
     namespaces.extend((istio_namespace != crate::topology::ISTIO_NAMESPACE).then_some(istio_namespace));
@@ -193,8 +218,8 @@ async fn collect_logs_in(client: &Client, name: &str, namespace: &str, bundle: &
     let at = |file: &str| format!("{name}/{file}");
     let err = |e: kube::Error| format!("# not collected: {}\n", crate::kube::human_reason(&e));
     let pods = Api::<Pod>::namespaced(client.clone(), namespace);
-    for selector in ["app=istiod", "istio=eastwestgateway"] {
-        let Ok(list) = pods.list(&ListParams::default().labels(selector)).await else {
+    for selector in logged() {
+        let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await else {
             continue;
         };
         for pod in list.items {

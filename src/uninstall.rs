@@ -74,3 +74,66 @@ pub async fn uninstall(
     }
     Ok(removed)
 }
+
+/// The label that enrolls a namespace's pods in ambient mode (istio/api
+/// `label.IoIstioDataplaneMode`): istio-cni redirects their traffic to the node's ztunnel.
+const AMBIENT_ENROLLED: &str = "istio.io/dataplane-mode=ambient";
+
+/// Refuses to take ztunnel and istio-cni away from pods still enrolled in ambient mode in a
+/// namespace meshctl did not make: istio-cni removes only its node rules when it stops, not the
+/// redirection inside each pod (cni/pkg/nodeagent/net_linux.go, `Stop`), so their traffic would go
+/// to a ztunnel that is gone until they restart. Istio's ambient uninstall takes the label off
+/// first, and so must the namespace's owner: meshctl changes no namespace of theirs.
+pub async fn refuse_enrolled_workloads(targets: &[Target<'_>]) -> Result<()> {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use kube::api::{Api, ListParams};
+    let per_cluster = targets.iter().map(|t| async move {
+        let enrolled = Api::<Namespace>::all(t.client.clone())
+            .list(&ListParams::default().labels(AMBIENT_ENROLLED))
+            .await
+            .with_context(|| {
+                format!(
+                    "down --uninstall: cluster `{}`: cannot list namespaces",
+                    t.cluster.name
+                )
+            })?;
+        let mut busy = Vec::new();
+        for ns in enrolled.items {
+            let labels = ns.metadata.labels.unwrap_or_default();
+            let name = ns.metadata.name.unwrap_or_default();
+            if labels.get("app.kubernetes.io/managed-by").map(String::as_str) == Some("meshctl") {
+                continue;
+            }
+            let pods = Api::<Pod>::namespaced(t.client.clone(), &name)
+                .list(&ListParams::default().limit(1))
+                .await
+                .with_context(|| {
+                    format!(
+                        "down --uninstall: cluster `{}`: cannot list pods in `{name}`",
+                        t.cluster.name
+                    )
+                })?;
+            if !pods.items.is_empty() {
+                busy.push(name);
+            }
+        }
+        Ok::<_, anyhow::Error>((t, busy))
+    });
+    let mut refusals = Vec::new();
+    for result in futures::future::join_all(per_cluster).await {
+        let (t, busy) = result?;
+        refusals.extend(busy.into_iter().map(|ns| {
+            format!(
+                "cluster `{}`: namespace `{ns}` (kubectl --context {} label namespace {ns} istio.io/dataplane-mode-)",
+                t.cluster.name, t.cluster.context
+            )
+        }));
+    }
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "down --uninstall: pods of namespaces enrolled in the ambient mesh would lose their traffic when ztunnel and istio-cni go; nothing was changed\n  {}\nhint: take each out of the mesh first, as Istio's ambient uninstall does (the command beside it), then run `down --uninstall` again",
+        refusals.join("\n  ")
+    )
+}

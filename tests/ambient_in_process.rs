@@ -203,6 +203,39 @@ async fn down_removes_the_gateway_and_the_ambient_control_plane_and_keeps_gatewa
     let cas = support::fixed_cas(&lab.mesh);
     let (end, tools, said) = lab.run("1.31.1", &PHASES, cas).await;
     assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    // A namespace of the user's still enrolled, with a pod, stops it before anything goes: that
+    // pod's traffic is redirected to the ztunnel the uninstall would remove. meshctl's own
+    // verification namespace does not count.
+    let (_, cluster2) = &lab.servers[1];
+    for (namespace, labels) in [
+        (
+            "sample",
+            serde_json::json!({"istio.io/dataplane-mode": "ambient", "app.kubernetes.io/managed-by": "meshctl"}),
+        ),
+        ("shop", serde_json::json!({"istio.io/dataplane-mode": "ambient"})),
+    ] {
+        cluster2.put(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": labels}}));
+        cluster2.put(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "app-0", "namespace": namespace}, "spec": {"containers": [{"name": "app", "image": "app"}]}}));
+    }
+    let refused = meshctl::uninstall::refuse_enrolled_workloads(&lab.targets())
+        .await
+        .unwrap_err();
+    let why = format!("{refused:#}");
+    assert!(
+        why.contains("cluster `cluster2`: namespace `shop`")
+            && why.contains("label namespace shop istio.io/dataplane-mode-")
+            && !why.contains("`sample`"),
+        "{why}"
+    );
+    // Taken out of the mesh by its owner, as Istio's ambient uninstall does first.
+    let mut shop = cluster2.object("v1", "namespaces", "", "shop").unwrap();
+    shop["metadata"]["labels"] = serde_json::json!({});
+    cluster2.put(shop);
+    meshctl::uninstall::refuse_enrolled_workloads(&lab.targets())
+        .await
+        .unwrap();
     let removed = lab.uninstall(&tools).await;
     for ((context, server), (_, items)) in lab.servers.iter().zip(&removed) {
         assert!(
@@ -312,4 +345,53 @@ async fn each_ztunnel_sends_helloworld_to_every_network_only_while_it_is_global(
         !checks[1].passed && checks[1].detail.contains("lacks network1"),
         "{checks:?}"
     );
+}
+
+/// `meshctl diagnose` of an ambient mesh collects its data plane: the ztunnel and istio-cni
+/// DaemonSets, the east-west Gateway with the status istiod gave it, and the logs of the node
+/// agents' pods (found by their charts' labels; the sidecar mesh's `istio=eastwestgateway` finds
+/// none of them).
+#[tokio::test]
+async fn diagnose_collects_the_ambient_data_plane() {
+    let lab = lab(MESH);
+    let cas = support::fixed_cas(&lab.mesh);
+    let (end, _, said) = lab.run("1.31.1", &PHASES, cas).await;
+    assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
+    let clients = meshctl::kube::Clients::new(Some(&lab.kubeconfig));
+    let (bundle, _) = meshctl::diagnostic_bundle::collect(
+        &lab.mesh,
+        &clients,
+        &lab.dir,
+        std::time::Duration::from_secs(10),
+        &|_| {},
+    )
+    .await;
+    let text = |path: &str| {
+        String::from_utf8_lossy(
+            bundle
+                .file(path)
+                .unwrap_or_else(|| panic!("{path}: {:?}", bundle.paths())),
+        )
+        .into_owned()
+    };
+    for cluster in ["cluster1", "cluster2"] {
+        let daemonsets = text(&format!("{cluster}/istio-system/daemonsets.yaml"));
+        assert!(
+            daemonsets.contains("name: ztunnel") && daemonsets.contains("name: istio-cni-node"),
+            "{daemonsets}"
+        );
+        let gateways = text(&format!("{cluster}/istio-system/gateways.yaml"));
+        assert!(
+            gateways.contains("istio-east-west") && gateways.contains("Programmed"),
+            "{gateways}"
+        );
+        let logs: Vec<&str> = bundle
+            .paths()
+            .into_iter()
+            .filter(|p| p.starts_with(&format!("{cluster}/logs/")))
+            .collect();
+        for agent in ["ztunnel-", "istio-cni-node-"] {
+            assert!(logs.iter().any(|p| p.contains(agent)), "{cluster}: {logs:?}");
+        }
+    }
 }

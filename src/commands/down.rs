@@ -60,6 +60,9 @@ async fn uninstall(
             client,
         });
     }
+    if !mesh.dataplane.is_sidecar() {
+        crate::uninstall::refuse_enrolled_workloads(&targets).await?;
+    }
     // The release the mesh runs removes it (istio.version of its meshctl.yaml, or the one
     // `meshctl upgrade` moved it to).
     let tools = crate::istioctl_choice::istioctl_runner(

@@ -221,10 +221,9 @@ impl Lab {
         (end, tools, said.lines())
     }
 
-    /// `down --uninstall` of every cluster with `tools`: what went, per cluster.
-    pub async fn uninstall(&self, tools: &PlayedIstioctl) -> Vec<(String, Vec<String>)> {
-        let targets: Vec<meshctl::uninstall::Target> = self
-            .mesh
+    /// Every cluster, as `down --uninstall` reaches it.
+    pub fn targets(&self) -> Vec<meshctl::uninstall::Target<'_>> {
+        self.mesh
             .clusters
             .iter()
             .map(|c| meshctl::uninstall::Target {
@@ -232,9 +231,13 @@ impl Lab {
                 istio_namespace: self.mesh.istio_namespace(c),
                 client: self.server(&c.context).client(),
             })
-            .collect();
+            .collect()
+    }
+
+    /// `down --uninstall` of every cluster with `tools`: what went, per cluster.
+    pub async fn uninstall(&self, tools: &PlayedIstioctl) -> Vec<(String, Vec<String>)> {
         meshctl::uninstall::uninstall(
-            &targets,
+            &self.targets(),
             &self.mesh.mesh_id,
             &self.dir.plan(),
             Some(&self.kubeconfig),
