@@ -395,3 +395,47 @@ async fn diagnose_collects_the_ambient_data_plane() {
         }
     }
 }
+
+/// A verification pod counts as in the ambient mesh only once istio-cni says its traffic goes to
+/// ztunnel (`ambient.istio.io/redirection: enabled`); `pending` (no ztunnel on its node has taken
+/// it yet: cni/pkg/util/podutil.go, `AnnotatePartiallyEnrolledPod`) is waited out, and a pod
+/// left there is named with what its annotation says.
+#[tokio::test]
+async fn a_pod_pending_redirection_is_waited_for_until_istio_cni_enables_it() {
+    use meshctl::topology::Dataplane;
+    let server = support::memory_apiserver::MemoryApiServer::new();
+    let pod = |redirection: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "helloworld-0", "namespace": "sample", "labels": {"app": "helloworld"},
+                         "annotations": {"ambient.istio.io/redirection": redirection}},
+            "spec": {"containers": [{"name": "helloworld", "image": "helloworld"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
+    };
+    server.put(pod("pending"));
+    let client = server.client();
+    let short = std::time::Duration::from_millis(300);
+    let left = meshctl::verification::meshed_pod(&client, ("cluster1", Dataplane::Ambient), "app=helloworld", short)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{left:#}").contains("annotation ambient.istio.io/redirection is `pending`"),
+        "{left:#}"
+    );
+    let enabling = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            server.put(pod("enabled"));
+        })
+    };
+    let name = meshctl::verification::meshed_pod(
+        &client,
+        ("cluster1", Dataplane::Ambient),
+        "app=helloworld",
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(name, "helloworld-0");
+    enabling.await.unwrap();
+}

@@ -108,9 +108,22 @@ pub fn redirected_to_ztunnel(pod: &Pod) -> bool {
         .is_some_and(|v| v == "enabled")
 }
 
+/// What the pod's `ambient.istio.io/redirection` annotation says, for a person.
+fn redirection_of(pod: &Pod) -> String {
+    match pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("ambient.istio.io/redirection"))
+    {
+        Some(value) => format!("`{value}`"),
+        None => "not set".into(),
+    }
+}
+
 /// Waits for a running, ready pod matching `selector` and checks it is in the mesh: its sidecar,
 /// or in an ambient mesh its traffic redirected to ztunnel.
-pub(super) async fn meshed_pod(
+pub async fn meshed_pod(
     client: &kube::Client,
     (cluster, dataplane): (&str, Dataplane),
     selector: &str,
@@ -121,12 +134,33 @@ pub(super) async fn meshed_pod(
         .with_context(|| format!("cluster `{cluster}`"))?;
     let name = pod.metadata.name.clone().unwrap_or_default();
     if dataplane == Dataplane::Ambient {
-        if !redirected_to_ztunnel(&pod) {
-            bail!(
-                "cluster `{cluster}`: pod {NAMESPACE}/{name} is not in the ambient mesh (no annotation ambient.istio.io/redirection=enabled from istio-cni), so ztunnel does not carry its calls\nhint: are istio-cni and ztunnel ready on its node (`meshctl status`, phase istio), and is namespace `{NAMESPACE}` labelled istio.io/dataplane-mode=ambient?"
-            );
+        if redirected_to_ztunnel(&pod) {
+            return Ok(name);
         }
-        return Ok(name);
+        // istio-cni marks a pod `pending` while no ztunnel on its node has taken it yet, and
+        // `enabled` once one has (cni/pkg/util/podutil.go, `AnnotatePartiallyEnrolledPod`,
+        // `AnnotateEnrolledPod`): a ready pod may be moments ahead of its redirection.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+        let redirected = wait::Condition::labelled(
+            selector,
+            format!("a ready pod `{selector}` redirected to ztunnel"),
+            |set| set.values().any(|p| wait::pod_is_ready(p) && redirected_to_ztunnel(p)),
+            |set| {
+                let seen: Vec<String> = set.iter().map(|(n, p)| format!("{n}: {}", redirection_of(p))).collect();
+                seen.join(", ")
+            },
+        );
+        return match wait::until(&pods, redirected, timeout).await {
+            Ok(set) => Ok(set
+                .into_iter()
+                .find(|(_, p)| wait::pod_is_ready(p) && redirected_to_ztunnel(p))
+                .map(|(n, _)| n)
+                .unwrap_or(name)),
+            Err(_) => bail!(
+                "cluster `{cluster}`: pod {NAMESPACE}/{name} is not in the ambient mesh (annotation ambient.istio.io/redirection is {}, not `enabled`: istio-cni has not handed it to ztunnel), so ztunnel does not carry its calls\nhint: are istio-cni and ztunnel ready on its node (`meshctl status`, phase istio), and is namespace `{NAMESPACE}` labelled istio.io/dataplane-mode=ambient?",
+                redirection_of(&pod)
+            ),
+        };
     }
     if !has_sidecar(&pod) {
         bail!(

@@ -17,7 +17,7 @@ mod matrix;
 pub mod workloads;
 
 pub use checks::{ControlPlaneCheck, ZtunnelCheck, ztunnel_views};
-pub use exec::{exec, has_sidecar};
+pub use exec::{exec, has_sidecar, meshed_pod};
 pub use junit::{junit, junit_not_run, refuse_foreign_report};
 pub use locality::{DISTRIBUTE_MIN_CALLS, DISTRIBUTE_TOLERANCE_POINTS, Distribute, Failover, judge_split};
 pub use matrix::{Matrix, STATUS_MARK, call_script, responder, table, tally, totals};
@@ -37,7 +37,6 @@ use crate::plan::Artifact;
 use crate::report::Reporter;
 use crate::topology::Mesh;
 use checks::{call_matrix, control_planes, why_unanswered};
-use exec::meshed_pod;
 use locality::{distribute, failover};
 use workloads::{HELLOWORLD_HOST, NAMESPACE};
 
