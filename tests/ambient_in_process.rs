@@ -414,9 +414,10 @@ async fn a_pod_pending_redirection_is_waited_for_until_istio_cni_enables_it() {
     server.put(pod("pending"));
     let client = server.client();
     let short = std::time::Duration::from_millis(300);
-    let left = meshctl::verification::meshed_pod(&client, ("cluster1", Dataplane::Ambient), "app=helloworld", short)
-        .await
-        .unwrap_err();
+    let left =
+        meshctl::verification::meshed_pod(&client, ("cluster1", Dataplane::Ambient), "app=helloworld", short)
+            .await
+            .unwrap_err();
     assert!(
         format!("{left:#}").contains("annotation ambient.istio.io/redirection is `pending`"),
         "{left:#}"

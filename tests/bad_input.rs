@@ -407,6 +407,83 @@ fn a_rotation_whose_clusters_do_not_answer_changes_no_file() {
     );
 }
 
+/// `remote-secret --apply-to` is checked before the source cluster is asked (it makes the reader
+/// account and token there): a target that is the source itself, a target named twice, and a
+/// context the kubeconfig does not have are mistakes in what was typed (exit 2), each named.
+/// The kubeconfig's servers are closed loopback ports: a check that asked a cluster would say so.
+#[test]
+fn remote_secret_targets_are_checked_before_any_cluster_is_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- {name: a, cluster: {server: 'https://127.0.0.1:1'}}\n- {name: b, cluster: {server: 'https://127.0.0.1:2'}}\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\n- {name: b, context: {cluster: b, user: u}}\nusers:\n- {name: u, user: {}}\n",
+    )
+    .unwrap();
+    for (targets, said) in [
+        ("a", "--apply-to `a` is the cluster the secret gives access to"),
+        ("b,b", "--apply-to names `b` twice"),
+        (
+            "b,nope",
+            "--apply-to: context `nope`: no such context in the kubeconfig (known: a, b)",
+        ),
+    ] {
+        let out = run(
+            &[
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "remote-secret",
+                "--context",
+                "a",
+                "--name",
+                "cluster1",
+                "--server",
+                "https://172.18.0.3:6443",
+                "--apply-to",
+                targets,
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{targets}: {}", stderr(&out));
+        assert!(stderr(&out).contains(said), "{targets}: {}", stderr(&out));
+    }
+}
+
+/// A context of existing clusters that the kubeconfig does not have is the same mistake for every
+/// command that asks the clusters: exit 2, the cluster and the contexts there are named, before
+/// any cluster is asked (the one context there is a closed loopback port).
+#[test]
+fn an_unknown_context_is_a_usage_error_for_every_command_that_asks_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- {name: a, cluster: {server: 'https://127.0.0.1:1'}}\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\nusers:\n- {name: u, user: {}}\n",
+    )
+    .unwrap();
+    let kc = kubeconfig.to_str().unwrap();
+    for command in [
+        &["up"][..],
+        &["status"][..],
+        &["verify"][..],
+        &["certs", "status"][..],
+        &["certs", "rotate"][..],
+        &["upgrade", "--to", "1.31.1"][..],
+    ] {
+        let out = run(
+            &[&["--kubeconfig", kc][..], command, &["--contexts", "a,nope"]].concat(),
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out)
+                .contains("cluster `cluster2`: context `nope`: no such context in the kubeconfig (known: a)"),
+            "{command:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
 /// `verify --junit FILE` with a cluster that does not answer still writes the file CI asked for,
 /// with one failed test case saying why.
 #[test]

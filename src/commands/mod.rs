@@ -58,6 +58,22 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     {
         crate::kube::read_kubeconfig(Some(path)).map_err(|e| UsageError(format!("--kubeconfig: {e}")))?;
     }
+    // A context of existing clusters that the kubeconfig does not have is a mistake in the command
+    // (exit 2), said once before any cluster is asked, by every command that asks them: not a
+    // cluster that does not answer. `diagnose` collects what it can, and a dry run asks nothing.
+    let asks_clusters = match &cli.command {
+        Command::Up(args) if !args.dry_run => Some(&args.topology),
+        Command::Upgrade(args) if !args.dry_run => Some(&args.topology),
+        Command::Status(args) => Some(&args.topology),
+        Command::Verify(args) => Some(&args.topology),
+        Command::Certs(crate::cli::CertsCommand::Status(args)) => Some(&args.topology),
+        Command::Certs(crate::cli::CertsCommand::Rotate(args)) => Some(&args.topology),
+        Command::Isolate(args) | Command::Rejoin(args) => Some(&args.topology),
+        _ => None,
+    };
+    if let Some(mesh) = asks_clusters.and_then(|t| resolve_topology(t).ok()) {
+        refuse_unknown_contexts(&mesh, cli.kubeconfig.as_deref())?;
+    }
     // `up` and `upgrade` stop at a safe point on Ctrl-C and say how to resume. The other commands
     // that change clusters finish what is under way (a `kind delete` or `istioctl uninstall`
     // killed half-way leaves what no later run finds to finish), unless interrupted twice. The
@@ -190,4 +206,18 @@ fn resolve_topology(args: &TopologyArgs) -> Result<Mesh> {
         None => mesh,
     };
     Ok(mesh.map_err(UsageError::from_display)?)
+}
+
+/// Every context of an existing mesh's clusters is in the kubeconfig (a kind mesh's contexts
+/// appear only when `up` creates its clusters); the first that is not is named with its cluster.
+fn refuse_unknown_contexts(mesh: &Mesh, kubeconfig: Option<&std::path::Path>) -> Result<(), UsageError> {
+    if mesh.provider != Provider::Existing {
+        return Ok(());
+    }
+    for c in &mesh.clusters {
+        if let Err(e) = crate::kube::server_of(kubeconfig, &c.context) {
+            return Err(UsageError(format!("cluster `{}`: {e}", c.name)));
+        }
+    }
+    Ok(())
 }

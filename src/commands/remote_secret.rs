@@ -21,6 +21,7 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
         // The name is the Istio cluster ID and the secret's key; istioctl requires a DNS-1123 label.
         return Err(UsageError(format!("--name: `{}` {reason}", args.name)).into());
     }
+    refuse_bad_targets(&args, kubeconfig)?;
     let reporter = Reporter::for_stderr();
     let server = checked_server(&args, kubeconfig, &reporter)?;
     if let Some(reason) = dns1123_label_problem(&args.namespace) {
@@ -32,6 +33,11 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
     } else {
         Account::reader(&args.namespace)
     };
+    // Every cluster it will be applied to answers before the source cluster is changed (the
+    // reader account and its token are made there).
+    let targets =
+        futures::future::join_all(args.apply_to.iter().map(|t| crate::kube::connect(kubeconfig, t))).await;
+    let targets: Vec<kube::Client> = targets.into_iter().collect::<Result<_, _>>()?;
     let client = crate::kube::connect(kubeconfig, &args.context).await?;
     let creds = create::credentials_of(&client, &args.name, &account, TOKEN_TIMEOUT)
         .await
@@ -63,8 +69,7 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
         }
         return Ok(Exit::Success);
     }
-    for target in &args.apply_to {
-        let target_client = crate::kube::connect(kubeconfig, target).await?;
+    for (target, target_client) in args.apply_to.iter().zip(targets) {
         let applied = Applier::new(target_client)
             .apply_yaml(&text, &secret_name)
             .await
@@ -74,6 +79,28 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
         }
     }
     Ok(Exit::Success)
+}
+
+/// The contexts named are in the kubeconfig, each `--apply-to` once, and none is the cluster the
+/// secret gives access to (its own istiod would be told to watch itself as a remote): mistakes in
+/// what was typed (exit 2), found before any cluster is asked.
+fn refuse_bad_targets(args: &RemoteSecretArgs, kubeconfig: Option<&Path>) -> Result<(), UsageError> {
+    for (i, target) in args.apply_to.iter().enumerate() {
+        if *target == args.context {
+            return Err(UsageError(format!(
+                "--apply-to `{target}` is the cluster the secret gives access to (--context): apply it to the other clusters' istiods"
+            )));
+        }
+        if args.apply_to[..i].contains(target) {
+            return Err(UsageError(format!("--apply-to names `{target}` twice")));
+        }
+    }
+    for (flag, context) in
+        std::iter::once(("--context", &args.context)).chain(args.apply_to.iter().map(|t| ("--apply-to", t)))
+    {
+        crate::kube::server_of(kubeconfig, context).map_err(|e| UsageError(format!("{flag}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// The API server address the secret carries: `--server`, else the kubeconfig's (refused when it

@@ -20,7 +20,6 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
     let mut mesh = super::resolve_topology(&args.topology)?;
     let dir = MeshDir::new(workdir, &mesh.mesh_id);
     crate::upgrade::follow_recorded_release(&mut mesh, &StateStore::load(&dir.state())?.snapshot());
-    refuse_unknown_contexts(&mesh, flags.kubeconfig)?;
     // `--wait`: look again until the mesh is ready or the time is up, as `cilium status --wait`:
     // each look says what is still missing, the pauses grow but never pass the deadline, one last
     // look is taken at it, and a look still running then is not waited for.
@@ -67,21 +66,6 @@ pub(super) async fn run(args: StatusArgs, workdir: &Path, flags: Flags<'_>) -> R
     } else {
         Exit::NotReady
     })
-}
-
-/// A context of an existing cluster that the kubeconfig does not have is a mistake in the
-/// command (exit 2), said once and before any look: not a cluster that does not answer, for the
-/// whole `--wait`. (A kind mesh's contexts appear only when `up` creates its clusters.)
-fn refuse_unknown_contexts(mesh: &Mesh, kubeconfig: Option<&Path>) -> Result<()> {
-    if mesh.provider != crate::topology::Provider::Existing {
-        return Ok(());
-    }
-    for c in &mesh.clusters {
-        if let Err(e) = crate::kube::server_of(kubeconfig, &c.context) {
-            return Err(super::UsageError(format!("cluster `{}`: {e}", c.name)).into());
-        }
-    }
-    Ok(())
 }
 
 fn print(mesh: &Mesh, report: &Report, flags: &Flags<'_>, args: &StatusArgs) -> Result<()> {

@@ -347,7 +347,13 @@ pub fn server_of(kubeconfig: Option<&Path>, context: &str) -> Result<String, Kub
         .iter()
         .find(|c| c.name == context)
         .and_then(|c| c.context.as_ref())
-        .ok_or_else(|| err("no such context in the kubeconfig".into()))?;
+        .ok_or_else(|| {
+            let known: Vec<_> = config.contexts.iter().map(|c| c.name.as_str()).collect();
+            err(format!(
+                "no such context in the kubeconfig (known: {})",
+                known.join(", ")
+            ))
+        })?;
     config
         .clusters
         .iter()

@@ -144,9 +144,15 @@ pub async fn meshed_pod(
         let redirected = wait::Condition::labelled(
             selector,
             format!("a ready pod `{selector}` redirected to ztunnel"),
-            |set| set.values().any(|p| wait::pod_is_ready(p) && redirected_to_ztunnel(p)),
             |set| {
-                let seen: Vec<String> = set.iter().map(|(n, p)| format!("{n}: {}", redirection_of(p))).collect();
+                set.values()
+                    .any(|p| wait::pod_is_ready(p) && redirected_to_ztunnel(p))
+            },
+            |set| {
+                let seen: Vec<String> = set
+                    .iter()
+                    .map(|(n, p)| format!("{n}: {}", redirection_of(p)))
+                    .collect();
                 seen.join(", ")
             },
         );
