@@ -189,6 +189,10 @@ async fn unreachable_clusters(
         .filter(|c| !state.isolated.contains_key(&c.name))
         .collect();
     let connected = futures::future::join_all(members.iter().map(|c| clients.get(&c.context))).await;
+    // `isolate` works on a mesh this machine recorded, and keeps the clusters that answer: with
+    // none recorded, or none answering, it is no way out.
+    let answering = connected.iter().filter(|r| r.is_ok()).count();
+    let isolation_helps = !state.mesh_id.is_empty() && answering > 0;
     let mut checks = Vec::new();
     let mut down = Vec::new();
     for (c, result) in members.into_iter().zip(connected) {
@@ -210,7 +214,8 @@ async fn unreachable_clusters(
             Provider::Existing => (
                 plan.phases[0].phase,
                 Finding::unreachable(format!("API server of `{}`", c.name), e.to_string()),
-                (!crate::isolation::peers(mesh, &c.name).is_empty()).then(|| Fix::Isolate(c.name.clone())),
+                (isolation_helps && !crate::isolation::peers(mesh, &c.name).is_empty())
+                    .then(|| Fix::Isolate(c.name.clone())),
             ),
         };
         checks.push(check_of(&c.name, phase, vec![found], hint));

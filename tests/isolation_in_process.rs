@@ -507,6 +507,32 @@ fn status_names_a_stopped_cluster_once_and_offers_to_isolate_it() {
         checks.iter().filter(|c| c["cluster"] == "cluster1").count() > 1,
         "the clusters that answer are checked phase by phase"
     );
+
+    // From a work dir that recorded no mesh, `isolate` would refuse: it is not offered.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = support::meshctl(&[
+        "--kubeconfig",
+        lab.kubeconfig.to_str().unwrap(),
+        "--workdir",
+        elsewhere.path().to_str().unwrap(),
+        "status",
+        "-o",
+        "json",
+        "--contexts",
+        "cluster1,cluster2,cluster3",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&support::stdout(&out)).unwrap();
+    let down = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cluster"] == "cluster2" && c["state"] == "unreachable")
+        .cloned()
+        .unwrap_or_else(|| panic!("{doc:#}"));
+    assert!(
+        !down["fix"].as_str().unwrap_or_default().contains(" isolate "),
+        "{down:#}"
+    );
 }
 
 /// The mesh across clusters in `status`: each istiod's view of the others (`/debug/clusterz`
