@@ -29,6 +29,7 @@ pub fn refuse_missing_program(path: &std::path::Path) -> Result<(), UsageError> 
 pub async fn istioctl_runner(
     explicit: Option<&std::path::Path>,
     chosen: Option<&str>,
+    allow_skew: bool,
     cache: &std::path::Path,
     reporter: &crate::report::Reporter,
 ) -> anyhow::Result<std::sync::Arc<dyn crate::tools::ToolRunner>> {
@@ -57,6 +58,20 @@ pub async fn istioctl_runner(
             program: "istioctl",
             path: path.display().to_string(),
         });
+    // An istioctl the user named, of another minor than the pinned release (none chosen), is a
+    // mistake in what was typed too, unless the skew is asked for.
+    if let (Some(given), None, false) = (explicit, chosen, allow_skew)
+        && let Ok(version) = crate::tools::istioctl::Istioctl::new(runner.as_ref())
+            .version()
+            .await
+        && let Err(why) = crate::tools::istioctl::check_skew(&version, false)
+    {
+        return Err(UsageError(format!(
+            "--istioctl `{}`: {why}; nothing was changed",
+            given.display()
+        ))
+        .into());
+    }
     // Both named by the user and disagreeing is a mistake in what was typed, said even when the
     // mesh is finished and the program would not run (a program that does not answer is left to
     // the check before it is needed, which names what it needs it for).

@@ -970,6 +970,32 @@ fn an_istioctl_of_another_release_than_the_chosen_one_is_refused_on_a_finished_m
     );
     let writes = server.requests().iter().filter(|r| !r.starts_with("GET")).count();
     assert_eq!(writes, before, "nothing changed: {:?}", server.requests());
+
+    // No release chosen: the istioctl named must be of the pinned minor, the same mistake (exit
+    // 2), said before any phase, so no diagnose is offered for clusters nothing was done to.
+    std::fs::write(&istioctl, "#!/bin/sh\necho 'client version: 1.30.2'\n").unwrap();
+    let out = run(
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "up",
+            "--contexts",
+            "east",
+            "--only",
+            "istio",
+            "--istioctl",
+            istioctl.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        said.contains("istioctl 1.30.2 does not match the pinned Istio") && !said.contains("diagnose"),
+        "{said}"
+    );
+    let writes = server.requests().iter().filter(|r| !r.starts_with("GET")).count();
+    assert_eq!(writes, before, "nothing changed: {:?}", server.requests());
 }
 
 /// `down --uninstall` removes a mesh with the release it was installed with (istio.version): its

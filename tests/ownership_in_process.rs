@@ -189,6 +189,8 @@ fn a_second_machine_never_replaces_the_meshs_root_ca() {
                 && err.contains("--certs-dir"),
             "{extra:?}: {err}"
         );
+        // Refused before any phase: there is nothing new in the clusters for a bug report.
+        assert!(!err.contains(" diagnose"), "{extra:?}: {err}");
         let writes: Vec<String> = server.requests()[before..]
             .iter()
             .filter(|r| !r.starts_with("GET "))

@@ -68,5 +68,9 @@ pub(super) fn diagnose_command(
     workdir: &std::path::Path,
     topology: &TopologyArgs,
 ) -> String {
-    command_line(kubeconfig, Some(workdir), "diagnose", topology, &[])
+    // The work dir the user did not name (the default one) is left out, as they typed it.
+    let named = crate::work_dir::resolve(None)
+        .ok()
+        .is_none_or(|default| default != workdir);
+    command_line(kubeconfig, named.then_some(workdir), "diagnose", topology, &[])
 }

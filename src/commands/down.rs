@@ -68,6 +68,7 @@ async fn uninstall(
     let tools = crate::istioctl_choice::istioctl_runner(
         None,
         mesh.istio_version.as_deref(),
+        false,
         &crate::upstream::cache_dir(),
         reporter,
     )

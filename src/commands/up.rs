@@ -154,6 +154,9 @@ pub(super) async fn run(args: UpArgs, workdir: &Path, kubeconfig_flag: Option<&P
     let tools = tools_for(&args, &mesh, &settings, upgrading_from.as_deref(), &reporter).await?;
     let executor = Executor::with_tools(settings, state, reporter.clone(), mesh.clone(), tools);
     let end = executor.run(&mut prepared).await.inspect_err(|_| {
+        if !executor.began_phases() {
+            return;
+        }
         let diagnose = super::diagnose_command(kubeconfig_flag, workdir, &args.topology);
         let hint = format!("to collect what the clusters hold (for you or a bug report): {diagnose}");
         reporter.note("diagnose", &hint);
@@ -188,8 +191,14 @@ async fn tools_for(
         let clients = crate::kube::Clients::new(settings.kubeconfig_flag.as_deref());
         crate::mesh_health::refuse_another_running_release(mesh, &clients, chosen, upgrading_from).await?;
     }
-    crate::istioctl_choice::istioctl_runner(args.istioctl.as_deref(), chosen, &settings.cache_dir, reporter)
-        .await
+    crate::istioctl_choice::istioctl_runner(
+        args.istioctl.as_deref(),
+        chosen,
+        args.allow_version_skew,
+        &settings.cache_dir,
+        reporter,
+    )
+    .await
 }
 
 /// The run's settings, from the arguments, once.

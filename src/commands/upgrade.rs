@@ -55,6 +55,7 @@ pub(super) async fn run(args: UpgradeArgs, workdir: &Path, kubeconfig: Option<&P
     let tools = crate::istioctl_choice::istioctl_runner(
         args.istioctl.as_deref(),
         Some(&to.version),
+        false,
         &settings.cache_dir,
         &reporter,
     )

@@ -119,6 +119,8 @@ pub struct Executor {
     interrupt: Arc<tokio::sync::Notify>,
     /// See [`Executor::carrying_out_a_change`].
     requested_change: bool,
+    /// Whether the run got past its refusals (conflicts, foreign objects, istioctl) to its phases.
+    began: std::sync::atomic::AtomicBool,
 }
 
 impl Executor {
@@ -148,6 +150,7 @@ impl Executor {
             },
             reporter,
             interrupt: Arc::default(),
+            began: Default::default(),
             requested_change: false,
         }
     }
@@ -166,6 +169,12 @@ impl Executor {
     pub fn carrying_out_a_change(mut self) -> Executor {
         self.requested_change = true;
         self
+    }
+
+    /// Whether the last run got past the refusals made before anything changes to its phases:
+    /// after a refusal, there is nothing in the clusters to collect for a bug report.
+    pub fn began_phases(&self) -> bool {
+        self.began.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Recorded facts and ownership.
@@ -187,6 +196,7 @@ impl Executor {
             let mut known = (!settings.force).then_some(probed);
             self.check_istioctl_if_needed(&prepared.plan, known.as_deref())
                 .await?;
+            self.began.store(true, std::sync::atomic::Ordering::Relaxed);
             let mut changed = false;
             for index in 0..prepared.plan.phases.len() {
                 let logic = phases::logic(prepared.plan.phases[index].phase);

@@ -70,7 +70,7 @@ impl Upgrader<'_> {
     /// checked as `up` fetches one; usually cached since `up` used it). Not to be had, a rollback
     /// uses the target's, and says so now.
     pub async fn keep_tools_back(&self, from: &IstioRelease) {
-        match crate::istioctl_choice::istioctl_runner(None, Some(&from.version), &self.settings.cache_dir, &self.reporter)
+        match crate::istioctl_choice::istioctl_runner(None, Some(&from.version), false, &self.settings.cache_dir, &self.reporter)
             .await
         {
             Ok(tools) => {
