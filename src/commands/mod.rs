@@ -209,15 +209,22 @@ fn resolve_topology(args: &TopologyArgs) -> Result<Mesh> {
 }
 
 /// Every context of an existing mesh's clusters is in the kubeconfig (a kind mesh's contexts
-/// appear only when `up` creates its clusters); the first that is not is named with its cluster.
+/// appear only when `up` creates its clusters); every one that is not is named with its cluster.
 fn refuse_unknown_contexts(mesh: &Mesh, kubeconfig: Option<&std::path::Path>) -> Result<(), UsageError> {
     if mesh.provider != Provider::Existing {
         return Ok(());
     }
-    for c in &mesh.clusters {
-        if let Err(e) = crate::kube::server_of(kubeconfig, &c.context) {
-            return Err(UsageError(format!("cluster `{}`: {e}", c.name)));
-        }
+    let unknown: Vec<String> = mesh
+        .clusters
+        .iter()
+        .filter_map(|c| {
+            crate::kube::server_of(kubeconfig, &c.context)
+                .err()
+                .map(|e| format!("cluster `{}`: {e}", c.name))
+        })
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    Err(UsageError(unknown.join("\n")))
 }
