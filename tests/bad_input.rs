@@ -482,6 +482,18 @@ fn an_unknown_context_is_a_usage_error_for_every_command_that_asks_clusters() {
             stderr(&out)
         );
     }
+    // Every such cluster at once, not the first alone.
+    let out = run(
+        &["--kubeconfig", kc, "status", "--contexts", "nope1,a,nope2"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cluster `cluster1`: context `nope1`")
+            && stderr(&out).contains("cluster `cluster3`: context `nope2`"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// `verify --junit FILE` with a cluster that does not answer still writes the file CI asked for,
