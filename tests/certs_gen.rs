@@ -313,7 +313,7 @@ fn rerun_keeps_the_root_byte_for_byte_and_signs_new_clusters_with_it() {
         "ecdsa-p256",
         "--replace-root",
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a command that cannot fit the folder");
     assert!(
         stderr(&out).contains("`cluster2`, `cluster3`") && stderr(&out).contains("certs rotate"),
         "{}",
@@ -357,7 +357,7 @@ fn a_half_present_root_is_an_error_and_is_left_alone() {
         "--key-type",
         "ecdsa-p256",
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a folder that holds half a CA");
     let text = stderr(&out);
     assert!(
         text.contains("root-cert.pem missing") && text.contains("--force"),
@@ -368,6 +368,27 @@ fn a_half_present_root_is_an_error_and_is_left_alone() {
         "precious"
     );
     assert!(!dir.path().join("cluster1").exists());
+
+    // `up --certs-dir` with the same folder: refused before anything, dry run or not.
+    let work = tempfile::tempdir().unwrap();
+    let plan = work.path().join("plan");
+    let out = meshctl(&[
+        "up",
+        "--clusters",
+        "1",
+        "--dry-run",
+        "--out",
+        plan.to_str().unwrap(),
+        "--certs-dir",
+        o,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--certs-dir: ") && stderr(&out).contains("root-cert.pem missing"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!plan.exists(), "nothing written");
 }
 
 #[test]

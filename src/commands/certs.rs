@@ -47,12 +47,21 @@ pub(super) fn generate(args: CertsGenArgs) -> Result<Exit> {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         );
     }
-    let outcome = layout::ensure(&request).with_context(|| {
+    let failed = || {
         format!(
             "certs: cannot generate the certificate authorities in `{}`",
             args.out.display()
         )
-    })?;
+    };
+    let outcome = match layout::ensure(&request) {
+        Ok(outcome) => outcome,
+        // What the folder holds and what was asked do not fit together: a mistake in the command
+        // or the folder named (exit 2), with nothing written.
+        Err(e @ (layout::CertsError::WouldOrphan { .. } | layout::CertsError::Partial { .. })) => {
+            return Err(UsageError(format!("{}: {e}", failed())).into());
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(failed())),
+    };
 
     let verb = |d: Disposition| match d {
         Disposition::Created => "created",

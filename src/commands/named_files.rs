@@ -47,5 +47,11 @@ pub(super) fn check(args: &UpArgs) -> Result<()> {
         ))
         .into());
     }
+    // Half a root (a certificate without its key, or the other way round) is no CA to reuse.
+    if let Some(dir) = &args.certs_dir
+        && let Err(e @ crate::pki::layout::CertsError::Partial { .. }) = crate::pki::layout::load_root(dir)
+    {
+        return Err(UsageError(format!("--certs-dir: {e}")).into());
+    }
     Ok(())
 }
