@@ -1741,3 +1741,70 @@ fn what_ambient_multicluster_does_not_support_is_refused_with_the_reason() {
         stdout(&out)
     );
 }
+
+/// A topology's mistakes are said once each, with the value that was given: no empty backticks,
+/// no value named twice, the field that was set (not the cluster's name), and the rule that was
+/// broken where the fix the rule suggests is already there.
+#[test]
+fn topology_mistakes_name_the_value_given_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("meshctl.yaml");
+    for (yaml, said, unsaid) in [
+        ("{}\n", "clusters is required: one entry per cluster", "`0`"),
+        (
+            "istio: {version: banana}\nclusters:\n  - {}\n",
+            "istio.version: `banana` is not an Istio release",
+            "`banana` `banana`",
+        ),
+        (
+            "istio: {version: 1.99.0}\nclusters:\n  - {}\n",
+            "istio.version: `1.99.0` is not supported: meshctl knows",
+            "Istio 1.99.0:",
+        ),
+        (
+            "provider: existing\nclusters:\n  - {name: a, podSubnet: 10.9.0.0/16}\n",
+            "clusters[0].podSubnet: `10.9.0.0/16` applies to `provider: kind` only",
+            "`a` only",
+        ),
+        (
+            "clusters:\n  - {name: ''}\n",
+            "clusters[0].name: (empty) is not a DNS-1123 label",
+            "``",
+        ),
+        (
+            "clusters:\n  - {}\n  - {role: remote}\n  - {role: external}\n",
+            "no `role: remote` cluster has it as its `primary`",
+            "add a `role: remote` cluster",
+        ),
+    ] {
+        std::fs::write(&config, yaml).unwrap();
+        let out = run(
+            &[
+                "up",
+                "--config",
+                config.to_str().unwrap(),
+                "--dry-run",
+                "--out",
+                "plan",
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(said) && !stderr(&out).contains(unsaid),
+            "{yaml}: {}",
+            stderr(&out)
+        );
+    }
+    let out = run(
+        &["certs", "gen", "--cluster", "a", "--cluster", "a", "--out", "ca"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("clusters[1].name: `a` is used by another cluster")
+            && !stderr(&out).contains("context"),
+        "certs gen has no contexts: {}",
+        stderr(&out)
+    );
+}

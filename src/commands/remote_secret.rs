@@ -21,9 +21,9 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
         // The name is the Istio cluster ID and the secret's key; istioctl requires a DNS-1123 label.
         return Err(UsageError(format!("--name: `{}` {reason}", args.name)).into());
     }
-    refuse_bad_targets(&args, kubeconfig)?;
     let reporter = Reporter::for_stderr();
     let server = checked_server(&args, kubeconfig, &reporter)?;
+    refuse_bad_targets(&args, kubeconfig)?;
     if let Some(reason) = dns1123_label_problem(&args.namespace) {
         return Err(UsageError(format!("--namespace: `{}` {reason}", args.namespace)).into());
     }
@@ -108,7 +108,11 @@ fn refuse_bad_targets(args: &RemoteSecretArgs, kubeconfig: Option<&Path>) -> Res
 fn checked_server(args: &RemoteSecretArgs, kubeconfig: Option<&Path>, reporter: &Reporter) -> Result<String> {
     let (server, explicit) = match &args.server {
         Some(s) => (s.clone(), true),
-        None => (crate::kube::server_of(kubeconfig, &args.context)?, false),
+        None => (
+            crate::kube::server_of(kubeconfig, &args.context)
+                .map_err(|e| UsageError(format!("--context: {e}")))?,
+            false,
+        ),
     };
     // A `--server` that is not an https URL is a mistake on the command line (exit 2); the same
     // found in the kubeconfig is the cluster's configuration (exit 1).

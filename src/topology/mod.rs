@@ -169,7 +169,13 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: `{}` {}", self.field, self.value, self.reason)
+        if self.value.is_empty() && self.reason.starts_with("is required") {
+            write!(f, "{} {}", self.field, self.reason)
+        } else if self.value.is_empty() {
+            write!(f, "{}: (empty) {}", self.field, self.reason)
+        } else {
+            write!(f, "{}: `{}` {}", self.field, self.value, self.reason)
+        }
     }
 }
 
@@ -292,6 +298,15 @@ impl Mesh {
             reason: crate::render::yaml_error(&e.to_string(), "the topology"),
         })?;
         let provider = file.provider.unwrap_or(Provider::Kind);
+        if file.clusters.is_empty() {
+            return Err(TopologyError::one(
+                "clusters",
+                "",
+                &format!(
+                    "is required: one entry per cluster (1 to {MAX_CLUSTERS}; `- {{}}` takes every default)"
+                ),
+            ));
+        }
         check_count(file.clusters.len())?;
         let mut problems = Vec::new();
         let mut clusters = Vec::with_capacity(file.clusters.len());
@@ -320,6 +335,15 @@ impl Mesh {
                 .parse::<crate::istio_version::IstioVersion>()
                 .and_then(|parsed| crate::istio_version::check_supported(&parsed, versions::KUBERNETES_MINOR))
         {
+            // The version's own words name it already; said once, after the field.
+            let reason = match (
+                reason.strip_prefix(&format!("`{v}` ")),
+                reason.strip_prefix(&format!("Istio {v}: ")),
+            ) {
+                (Some(rest), _) => rest.to_string(),
+                (None, Some(rest)) => format!("is not supported: {rest}"),
+                (None, None) => reason,
+            };
             problems.push(Problem {
                 field: "istio.version".into(),
                 value: v.clone(),
@@ -517,7 +541,7 @@ impl Mesh {
                     &mut problems,
                     format!("clusters[{i}].context"),
                     &c.context,
-                    "must not be empty",
+                    "is required: the kubeconfig context of the cluster",
                 );
             }
             for (field, value) in [("network", &c.network), ("region", &c.region), ("zone", &c.zone)] {
@@ -525,11 +549,15 @@ impl Mesh {
                     push(&mut problems, format!("clusters[{i}].{field}"), value, &reason);
                 }
             }
+            let mut name_taken = false;
             for (slot, (field, value)) in [("name", &c.name), ("context", &c.context)]
                 .into_iter()
                 .enumerate()
             {
-                if !seen[slot].insert(value.clone()) {
+                // A context that is the name (its default) is the same mistake, said once.
+                let same_as_name = slot == 1 && name_taken && c.context == c.name;
+                if !seen[slot].insert(value.clone()) && !same_as_name {
+                    name_taken = slot == 0;
                     let reason = format!("is used by another cluster; every cluster needs its own {field}");
                     push(&mut problems, format!("clusters[{i}].{field}"), value, &reason);
                 }
@@ -630,7 +658,11 @@ impl Mesh {
                 &mut problems,
                 format!("clusters[{first}].role"),
                 "external",
-                "runs istiod for remote clusters only: add a `role: remote` cluster (the first is the config cluster)",
+                if self.clusters.iter().any(|c| c.role == Role::Remote) {
+                    "runs istiod for remote clusters only, and no `role: remote` cluster has it as its `primary` (a remote's `primary` is the first primary unless it names one)"
+                } else {
+                    "runs istiod for remote clusters only: add a `role: remote` cluster (the first is the config cluster)"
+                },
             );
         }
         problems
@@ -716,14 +748,21 @@ fn one_network_for_an_external_control_plane(clusters: &mut [Cluster], networks_
 fn cluster_from_file(i: usize, c: ClusterFile, provider: Provider, problems: &mut Vec<Problem>) -> Cluster {
     let mut cluster = default_cluster(i + 1, c.name, c.context, provider);
     let field = |f: &str| format!("clusters[{i}].{f}");
-    if provider == Provider::Existing
-        && (c.node_image.is_some() || c.pod_subnet.is_some() || c.service_subnet.is_some())
-    {
-        problems.push(Problem {
-            field: field("nodeImage/podSubnet/serviceSubnet"),
-            value: cluster.name.clone(),
-            reason: "only apply to `provider: kind`; existing clusters keep their own".into(),
-        });
+    if provider == Provider::Existing {
+        let kind_only = [
+            ("nodeImage", &c.node_image),
+            ("podSubnet", &c.pod_subnet),
+            ("serviceSubnet", &c.service_subnet),
+        ];
+        for (name, value) in kind_only {
+            if let Some(value) = value {
+                problems.push(Problem {
+                    field: field(name),
+                    value: value.clone(),
+                    reason: "applies to `provider: kind` only; existing clusters keep their own".into(),
+                });
+            }
+        }
     }
     if provider == Provider::Kind && c.api_server.is_some() {
         problems.push(Problem {
