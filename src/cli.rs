@@ -326,7 +326,7 @@ pub struct UpArgs {
 pub struct UpgradeArgs {
     #[command(flatten)]
     pub topology: TopologyArgs,
-    /// The Istio release to move the mesh to (at most one minor release above the one it runs);
+    /// The Istio release to move the mesh to (at most two minor releases above the one it runs);
     /// with an upgrade under way, the same release resumes it.
     #[arg(long, value_name = "VERSION", value_parser = parse_istio_version,
           required_unless_present_any = ["finish", "rollback"])]
@@ -427,8 +427,9 @@ pub struct MembershipArgs {
     /// that does not answer within 10 s (or this, if shorter) is named as down.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Duration,
-    /// `isolate` of a remote without asking: its control plane can then no longer authenticate
-    /// the remote's proxies (new pods never become ready; certificates lapse within a day).
+    /// Do not ask before `isolate` of a remote (its control plane can then no longer authenticate
+    /// the remote's proxies: new pods never become ready; certificates lapse within a day).
+    /// `rejoin` asks nothing.
     #[arg(short = 'y', long)]
     pub yes: bool,
     /// Output format: `text` lines, or `json`, one event object per line.
