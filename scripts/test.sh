@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-# Each skipped test writes one line here (tests/support/envtest/mod.rs, assets_or_skip).
+# Each skipped test writes one line here (tests/support/mod.rs, record_skip).
 export MESHCTL_SKIP_LOG="$work/skipped"
 : > "$MESHCTL_SKIP_LOG"
 
@@ -22,10 +22,13 @@ read -r passed failed ignored < <(
     awk '{p += $1; f += $2; i += $3} END {print p + 0, f + 0, i + 0}'
 )
 skipped="$(sort -u "$MESHCTL_SKIP_LOG" | wc -l)"
-if [ "$skipped" -gt 0 ]; then
-  reason="$(sed -E 's/^[^:]*: //' "$MESHCTL_SKIP_LOG" | sort -u | head -n 1)"
-  echo "test: $skipped real-API-server tests skipped ($reason); they run where KUBEBUILDER_ASSETS names etcd, kube-apiserver and kube-controller-manager 1.36 (README, Development)"
-fi
+# One line per reason, with how many tests it skipped (real API servers missing, ../shared missing).
+sort -u "$MESHCTL_SKIP_LOG" | sed -E 's/^[^:]*: //' | sort | uniq -c | while read -r count reason; do
+  case "$reason" in
+    *shared/upstream*) echo "test: $count tests skipped ($reason): they read Istio's and MetalLB's files in ../shared/upstream" ;;
+    *) echo "test: $count real-API-server tests skipped ($reason); they run where KUBEBUILDER_ASSETS names etcd, kube-apiserver and kube-controller-manager 1.36 (README, Development)" ;;
+  esac
+done
 [ "$ignored" -eq 0 ] || echo "test: $ignored ignored by #[ignore]"
 # A skipped test returns early, so libtest counted it as passed: the line below does not.
 echo "tests: $((passed - skipped)) passed, $failed failed, $skipped skipped"

@@ -135,8 +135,7 @@ async fn apply_orders_namespaces_first_and_a_second_apply_changes_nothing() {
 #[tokio::test]
 async fn custom_resources_apply_in_the_same_batch_as_their_crd() {
     let Some(e) = env() else { return };
-    let Some(upstream) = support::schema::upstream_dir() else {
-        eprintln!("skipped: ../shared/upstream is not there");
+    let Some(upstream) = support::schema::upstream_or_skip() else {
         return;
     };
     let crd =
@@ -448,8 +447,7 @@ async fn exec_returns_stdout_while_the_command_floods_stderr() {
 #[tokio::test]
 async fn verify_clears_what_an_earlier_run_left_and_waits_until_the_namespace_is_gone() {
     let Some(envtest) = Envtest::shared() else { return };
-    let Some(upstream) = support::schema::upstream_dir() else {
-        eprintln!("skipped: ../shared/upstream is not there");
+    let Some(upstream) = support::schema::upstream_or_skip() else {
         return;
     };
     // The second control plane: the only test that uses namespace `sample` there.
@@ -517,8 +515,7 @@ async fn verify_clears_what_an_earlier_run_left_and_waits_until_the_namespace_is
 async fn pools_wait_until_metallbs_webhook_really_answers() {
     use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
     let Some(envtest) = Envtest::shared() else { return };
-    let Some(upstream) = support::schema::upstream_dir() else {
-        eprintln!("skipped: ../shared/upstream is not there");
+    let Some(upstream) = support::schema::upstream_or_skip() else {
         return;
     };
     // The third control plane: the only test that installs MetalLB there.

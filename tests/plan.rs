@@ -122,8 +122,7 @@ fn every_document_validates_against_its_schema() {
         let plan = plan_with_gateways(&mesh, &[("cluster1", "172.18.255.200")]);
         artifacts.extend(all_artifacts(&mesh, &plan));
     }
-    let Some(upstream) = support::schema::upstream_dir() else {
-        eprintln!("skipping CRD schema checks: ../shared/upstream is not beside the project");
+    let Some(upstream) = support::schema::upstream_or_skip() else {
         return;
     };
     let mut crds = support::schema::load_crds(&upstream.join("istio/release-1.31/crds/crd-all.gen.yaml"));
@@ -576,8 +575,7 @@ fn existing_clusters_plan_starts_at_certs_and_labels_nodes_only_where_missing() 
 
 #[test]
 fn schema_checks_reject_what_the_api_server_would() {
-    let Some(upstream) = support::schema::upstream_dir() else {
-        eprintln!("skipping CRD schema checks: ../shared/upstream is not beside the project");
+    let Some(upstream) = support::schema::upstream_or_skip() else {
         return;
     };
     let crds = support::schema::load_crds(&upstream.join("istio/release-1.31/crds/crd-all.gen.yaml"));

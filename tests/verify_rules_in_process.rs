@@ -20,7 +20,7 @@ const HOST: &str = "helloworld.sample.svc.cluster.local";
 /// Two clusters in two regions, each an in-process API server that serves Istio's
 /// DestinationRule and holds namespace `sample`.
 async fn mesh_and_servers() -> Option<(Mesh, Vec<MemoryApiServer>, Vec<kube::Client>)> {
-    let upstream = support::schema::upstream_dir()?;
+    let upstream = support::schema::upstream_or_skip()?;
     let crd = std::fs::read_to_string(
         upstream.join("istio/release-1.31/crds/destinationrules.networking.istio.io.yaml"),
     )
@@ -66,7 +66,6 @@ fn policy(server: &MemoryApiServer) -> &'static str {
 #[tokio::test]
 async fn each_check_runs_under_its_own_rule_and_leaves_none_behind() {
     let Some((mesh, servers, clients)) = mesh_and_servers().await else {
-        eprintln!("skipped: ../shared/upstream is not there");
         return;
     };
     let artifacts = workloads::artifacts(&mesh).unwrap();
@@ -110,7 +109,6 @@ async fn a_rule_left_behind_would_decide_the_next_check_which_is_why_none_is() {
     // What `verify --failover --locality distribute` did before: the failover rule stayed while
     // distribute added its own; istiod keeps the older rule's traffic policy.
     let Some((mesh, servers, clients)) = mesh_and_servers().await else {
-        eprintln!("skipped: ../shared/upstream is not there");
         return;
     };
     let artifacts = workloads::artifacts(&mesh).unwrap();
@@ -138,7 +136,6 @@ async fn a_rule_left_behind_would_decide_the_next_check_which_is_why_none_is() {
 #[tokio::test]
 async fn the_rules_are_removed_when_the_check_fails_and_its_error_is_kept() {
     let Some((mesh, servers, clients)) = mesh_and_servers().await else {
-        eprintln!("skipped: ../shared/upstream is not there");
         return;
     };
     let artifacts = workloads::artifacts(&mesh).unwrap();

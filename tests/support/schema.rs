@@ -14,6 +14,18 @@ pub fn upstream_dir() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
+/// `../shared/upstream`, or `None` after saying once why the test that needs it skips, and
+/// recording the skip ([`crate::support::record_skip`]).
+pub fn upstream_or_skip() -> Option<PathBuf> {
+    let dir = upstream_dir();
+    if dir.is_none() {
+        static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        ONCE.get_or_init(|| eprintln!("skipping tests that read Istio's and MetalLB's files: ../shared/upstream is not beside the project"));
+        crate::support::record_skip("../shared/upstream is not beside the project");
+    }
+    dir
+}
+
 /// Loads every CRD of a (multi-document) YAML file.
 pub fn load_crds(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));

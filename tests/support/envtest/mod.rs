@@ -100,8 +100,7 @@ fn setup_envtest_store() -> Option<PathBuf> {
 }
 
 /// The assets, or `None` after one line (once per test binary) saying why and how to get them.
-/// Each skip is also written to the file `MESHCTL_SKIP_LOG` names, if any, one test a line, so
-/// `scripts/test.sh` can count the skipped tests across every test binary.
+/// Each skip is recorded for `scripts/test.sh` ([`crate::support::record_skip`]).
 pub fn assets_or_skip() -> Option<PathBuf> {
     let why = match assets() {
         Ok(dir) => return Some(dir),
@@ -115,19 +114,7 @@ pub fn assets_or_skip() -> Option<PathBuf> {
             "skipping real-API-server tests: {why}; {HOW_TO_GET}"
         );
     });
-    if let Some(log) = std::env::var_os("MESHCTL_SKIP_LOG").filter(|v| !v.is_empty()) {
-        let binary = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-            .map(|stem| {
-                stem.rsplit_once('-')
-                    .map_or(stem.clone(), |(name, _hash)| name.to_string())
-            })
-            .unwrap_or_default();
-        // libtest runs each test on a thread named after it.
-        let test = std::thread::current().name().unwrap_or("unnamed").to_string();
-        append(Path::new(&log), &format!("{binary} {test}: {why}"));
-    }
+    crate::support::record_skip(&why);
     None
 }
 
