@@ -42,7 +42,7 @@ pub(super) fn check(args: &UpArgs) -> Result<()> {
             "does not exist"
         };
         return Err(UsageError(format!(
-            "--certs-dir `{}` {why}: name the mesh's CA folder (its root-cert.pem and root-key.pem)\nhint: for a new CA there, make it first (`meshctl certs gen --out {0}`), or leave --certs-dir out to keep the CA in meshctl's work dir",
+            "--certs-dir `{}` {why}: name the mesh's CA folder (its root-cert.pem and root-key.pem)\nhint: for a new CA there, make it first (`meshctl certs gen --clusters N --out {0}`), or leave --certs-dir out to keep the CA in meshctl's work dir",
             dir.display()
         ))
         .into());
