@@ -95,11 +95,45 @@ pub async fn probe_control_plane(p: &Probe<'_>, client: &kube::Client) -> Vec<Fi
     let object = format!("CRD {}", versions::GATEWAY_API_PROBE_CRD);
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     out.push(match crds.get_opt(versions::GATEWAY_API_PROBE_CRD).await {
-        Ok(Some(_)) => Finding::present(object, "Gateway API is installed"),
+        Ok(Some(crd)) => Finding::present(object, gateway_api_installed(&crd)),
         Ok(None) => Finding::missing(object, "Gateway API is not installed"),
         Err(e) => Finding::unreachable(object, e.to_string()),
     });
     out
+}
+
+/// The first Gateway API release whose standard `Gateway` has `spec.infrastructure`, which
+/// meshctl's east-west Gateway sets (checked in the CRDs of the v1.0.0 to v1.6.0 tags).
+const GATEWAY_INFRASTRUCTURE_SINCE: (u32, u32) = (1, 2);
+
+/// What the cluster's Gateway API is, by its bundle's own annotation. An older bundle than the
+/// one with `spec.infrastructure` drops that field, so every `up` finds meshctl's Gateway
+/// different and applies it again (istiod still labels its Deployment with the network, from the
+/// Gateway's own labels): said here, since the CRDs are not meshctl's to replace.
+fn gateway_api_installed(crd: &CustomResourceDefinition) -> String {
+    let version = crd
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("gateway.networking.k8s.io/bundle-version"))
+        .cloned();
+    let minor_of = |v: &str| -> Option<(u32, u32)> {
+        let mut parts = v
+            .trim_start_matches('v')
+            .split('.')
+            .map(|p| p.parse::<u32>().ok());
+        Some((parts.next()??, parts.next()??))
+    };
+    match version {
+        Some(v) if minor_of(&v).is_some_and(|m| m < GATEWAY_INFRASTRUCTURE_SINCE) => format!(
+            "Gateway API {v} is installed; it is older than v{}.{}, whose Gateway has spec.infrastructure, so the east-west Gateway is applied again on every run (upgrade the cluster's Gateway API to {} to stop it)",
+            GATEWAY_INFRASTRUCTURE_SINCE.0,
+            GATEWAY_INFRASTRUCTURE_SINCE.1,
+            versions::GATEWAY_API_VERSION
+        ),
+        Some(v) => format!("Gateway API {v} is installed"),
+        None => "Gateway API is installed".into(),
+    }
 }
 
 /// The east-west Gateway, its address recorded once its Service has one, and Programmed: the
@@ -161,4 +195,36 @@ pub async fn remove_gateway(cx: &super::RemoveContext<'_>) -> anyhow::Result<Opt
     let gateways = crate::kube::gateways(&cx.client, NAMESPACE);
     let what = format!("Gateway {NAMESPACE}/{GATEWAY_NAME}");
     crate::kube::delete_owned(&gateways, (GATEWAY_NAME, cx.mesh_id), &what).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd(version: Option<&str>) -> CustomResourceDefinition {
+        let mut crd = CustomResourceDefinition::default();
+        crd.metadata.annotations = version.map(|v| {
+            [(
+                "gateway.networking.k8s.io/bundle-version".to_string(),
+                v.to_string(),
+            )]
+            .into()
+        });
+        crd
+    }
+
+    #[test]
+    fn a_gateway_api_without_spec_infrastructure_is_said_to_make_the_gateway_drift() {
+        assert!(gateway_api_installed(&crd(Some("v1.1.0"))).contains("applied again on every run"));
+        assert!(gateway_api_installed(&crd(Some("v1.0.0"))).contains("older than v1.2"));
+        assert_eq!(
+            gateway_api_installed(&crd(Some("v1.2.1"))),
+            "Gateway API v1.2.1 is installed"
+        );
+        assert_eq!(
+            gateway_api_installed(&crd(Some("v1.6.0"))),
+            "Gateway API v1.6.0 is installed"
+        );
+        assert_eq!(gateway_api_installed(&crd(None)), "Gateway API is installed");
+    }
 }
