@@ -265,13 +265,7 @@ pub async fn daemonset(client: &Client, namespace: &str, name: &str) -> Finding 
     let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
     match api.get_opt(name).await {
         Ok(Some(d)) if wait::daemonset_ready(&d) => Finding::present(object, "ready on every node"),
-        Ok(Some(d)) => {
-            let s = d.status.unwrap_or_default();
-            Finding::different(
-                object,
-                format!("{}/{} pods ready", s.number_ready, s.desired_number_scheduled),
-            )
-        }
+        Ok(Some(d)) => Finding::different(object, format!("not rolled out: {}", wait::daemonset_counts(&d))),
         Ok(None) => Finding::missing(object, "not found"),
         Err(e) => Finding::unreachable(object, crate::kube::human_reason(&e)),
     }

@@ -75,65 +75,81 @@ pub async fn uninstall(
     Ok(removed)
 }
 
-/// The label that enrolls a namespace's pods in ambient mode (istio/api
-/// `label.IoIstioDataplaneMode`): istio-cni redirects their traffic to the node's ztunnel.
-const AMBIENT_ENROLLED: &str = "istio.io/dataplane-mode=ambient";
+/// What istio-cni writes on a pod whose traffic it redirects to ztunnel: `enabled`, or `pending`
+/// while no ztunnel has taken it yet (cni/pkg/util/podutil.go; istio-cni itself undoes a pod by
+/// these, `PodFullyEnrolled` and `PodPartiallyEnrolled`).
+const REDIRECTION: &str = "ambient.istio.io/redirection";
 
-/// Refuses to take ztunnel and istio-cni away from pods still enrolled in ambient mode in a
-/// namespace meshctl did not make: istio-cni removes only its node rules when it stops, not the
-/// redirection inside each pod (cni/pkg/nodeagent/net_linux.go, `Stop`), so their traffic would go
-/// to a ztunnel that is gone until they restart. Istio's ambient uninstall takes the label off
-/// first, and so must the namespace's owner: meshctl changes no namespace of theirs.
+/// The label that enrolls a pod, or the pods of a namespace, in ambient mode (istio/api
+/// `label.IoIstioDataplaneMode`; istio-cni's default enablement selectors).
+const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
+
+/// Refuses to take ztunnel and istio-cni away from pods whose traffic istio-cni still redirects,
+/// outside the namespaces meshctl made: istio-cni removes only its node rules when it stops, not
+/// the redirection inside each pod (cni/pkg/nodeagent/net_linux.go and meshdataplane_linux.go,
+/// `Stop`), so their traffic would go to a ztunnel that is gone until they restart. Pods are judged
+/// by what istio-cni recorded on them, however they were enrolled (their namespace's label or
+/// their own). Taking the label off is their owner's to do, as Istio's ambient uninstall does
+/// first; istio-cni then undoes each pod and its annotation goes, and a later run goes ahead.
 pub async fn refuse_enrolled_workloads(targets: &[Target<'_>]) -> Result<()> {
     use k8s_openapi::api::core::v1::{Namespace, Pod};
     use kube::api::{Api, ListParams};
     let per_cluster = targets.iter().map(|t| async move {
-        let enrolled = Api::<Namespace>::all(t.client.clone())
-            .list(&ListParams::default().labels(AMBIENT_ENROLLED))
+        let failed = |what: &str| format!("down --uninstall: cluster `{}`: cannot list {what}", t.cluster.name);
+        let namespaces = Api::<Namespace>::all(t.client.clone())
+            .list(&ListParams::default())
             .await
-            .with_context(|| {
-                format!(
-                    "down --uninstall: cluster `{}`: cannot list namespaces",
-                    t.cluster.name
-                )
-            })?;
-        let mut busy = Vec::new();
-        for ns in enrolled.items {
-            let labels = ns.metadata.labels.unwrap_or_default();
-            let name = ns.metadata.name.unwrap_or_default();
-            if labels.get("app.kubernetes.io/managed-by").map(String::as_str) == Some("meshctl") {
+            .with_context(|| failed("namespaces"))?;
+        let ours: std::collections::BTreeSet<String> = namespaces
+            .items
+            .iter()
+            .filter(|n| {
+                let (key, value) = crate::kube::MANAGED_BY;
+                n.metadata.labels.as_ref().and_then(|l| l.get(key)).is_some_and(|v| v == value)
+            })
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        let pods = Api::<Pod>::all(t.client.clone())
+            .list(&ListParams::default())
+            .await
+            .with_context(|| failed("pods"))?;
+        let mut found = std::collections::BTreeSet::new();
+        for pod in pods.items {
+            let meta = pod.metadata;
+            let namespace = meta.namespace.clone().unwrap_or_default();
+            let redirected = meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(REDIRECTION))
+                .is_some_and(|v| v == "enabled" || v == "pending");
+            if !redirected || ours.contains(&namespace) {
                 continue;
             }
-            let pods = Api::<Pod>::namespaced(t.client.clone(), &name)
-                .list(&ListParams::default().limit(1))
-                .await
-                .with_context(|| {
-                    format!(
-                        "down --uninstall: cluster `{}`: cannot list pods in `{name}`",
-                        t.cluster.name
-                    )
-                })?;
-            if !pods.items.is_empty() {
-                busy.push(name);
-            }
+            let name = meta.name.unwrap_or_default();
+            let own_label = meta.labels.as_ref().and_then(|l| l.get(DATAPLANE_MODE)).is_some();
+            found.insert(if own_label {
+                format!(
+                    "cluster `{}`: pod {namespace}/{name} (its own label {DATAPLANE_MODE}: take it off its workload's pod template)",
+                    t.cluster.name
+                )
+            } else {
+                format!(
+                    "cluster `{}`: namespace `{namespace}` (kubectl --context {} label namespace {namespace} {DATAPLANE_MODE}-)",
+                    t.cluster.name, t.cluster.context
+                )
+            });
         }
-        Ok::<_, anyhow::Error>((t, busy))
+        Ok::<_, anyhow::Error>(found)
     });
     let mut refusals = Vec::new();
     for result in futures::future::join_all(per_cluster).await {
-        let (t, busy) = result?;
-        refusals.extend(busy.into_iter().map(|ns| {
-            format!(
-                "cluster `{}`: namespace `{ns}` (kubectl --context {} label namespace {ns} istio.io/dataplane-mode-)",
-                t.cluster.name, t.cluster.context
-            )
-        }));
+        refusals.extend(result?);
     }
     if refusals.is_empty() {
         return Ok(());
     }
     anyhow::bail!(
-        "down --uninstall: pods of namespaces enrolled in the ambient mesh would lose their traffic when ztunnel and istio-cni go; nothing was changed\n  {}\nhint: take each out of the mesh first, as Istio's ambient uninstall does (the command beside it), then run `down --uninstall` again",
+        "down --uninstall: istio-cni still redirects these pods' traffic to ztunnel, which the uninstall removes (they would lose their traffic until restarted); nothing was changed\n  {}\nhint: take each out of the mesh first, as Istio's ambient uninstall does (the way is beside it); once istio-cni has let them go, run `down --uninstall` again",
         refusals.join("\n  ")
     )
 }

@@ -203,36 +203,65 @@ async fn down_removes_the_gateway_and_the_ambient_control_plane_and_keeps_gatewa
     let cas = support::fixed_cas(&lab.mesh);
     let (end, tools, said) = lab.run("1.31.1", &PHASES, cas).await;
     assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
-    // A namespace of the user's still enrolled, with a pod, stops it before anything goes: that
-    // pod's traffic is redirected to the ztunnel the uninstall would remove. meshctl's own
-    // verification namespace does not count.
+    // Pods istio-cni still redirects stop it before anything goes (their traffic would go to the
+    // ztunnel the uninstall removes), however they were enrolled: by their namespace's label or
+    // their own. meshctl's verification namespace and pods istio-cni does not redirect (opted out
+    // with `none`) do not count.
     let (_, cluster2) = &lab.servers[1];
-    for (namespace, labels) in [
-        (
-            "sample",
-            serde_json::json!({"istio.io/dataplane-mode": "ambient", "app.kubernetes.io/managed-by": "meshctl"}),
-        ),
-        ("shop", serde_json::json!({"istio.io/dataplane-mode": "ambient"})),
-    ] {
-        cluster2.put(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": namespace, "labels": labels}}));
-        cluster2.put(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "app-0", "namespace": namespace}, "spec": {"containers": [{"name": "app", "image": "app"}]}}));
-    }
+    let namespace = |name: &str, labels: serde_json::Value| serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}});
+    let pod = |ns: &str, name: &str, labels: serde_json::Value, redirection: Option<&str>| {
+        let annotations = redirection.map_or(
+            serde_json::json!({}),
+            |r| serde_json::json!({"ambient.istio.io/redirection": r}),
+        );
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations},
+            "spec": {"containers": [{"name": "app", "image": "app"}]}})
+    };
+    cluster2.put(namespace(
+        "sample",
+        serde_json::json!({"istio.io/dataplane-mode": "ambient", "app.kubernetes.io/managed-by": "meshctl"}),
+    ));
+    cluster2.put(pod(
+        "sample",
+        "helloworld-0",
+        serde_json::json!({}),
+        Some("enabled"),
+    ));
+    cluster2.put(namespace(
+        "shop",
+        serde_json::json!({"istio.io/dataplane-mode": "ambient"}),
+    ));
+    cluster2.put(pod("shop", "cart-0", serde_json::json!({}), Some("enabled")));
+    cluster2.put(pod(
+        "shop",
+        "batch-0",
+        serde_json::json!({"istio.io/dataplane-mode": "none"}),
+        None,
+    ));
+    cluster2.put(namespace("billing", serde_json::json!({})));
+    cluster2.put(pod(
+        "billing",
+        "invoice-0",
+        serde_json::json!({"istio.io/dataplane-mode": "ambient"}),
+        Some("pending"),
+    ));
     let refused = meshctl::uninstall::refuse_enrolled_workloads(&lab.targets())
         .await
         .unwrap_err();
     let why = format!("{refused:#}");
     assert!(
-        why.contains("cluster `cluster2`: namespace `shop`")
-            && why.contains("label namespace shop istio.io/dataplane-mode-")
-            && !why.contains("`sample`"),
+        why.contains("cluster `cluster2`: namespace `shop` (kubectl --context cluster2 label namespace shop istio.io/dataplane-mode-)")
+            && why.contains("cluster `cluster2`: pod billing/invoice-0 (its own label istio.io/dataplane-mode")
+            && !why.contains("sample")
+            && !why.contains("batch-0")
+            && why.matches("namespace `shop`").count() == 1,
         "{why}"
     );
-    // Taken out of the mesh by its owner, as Istio's ambient uninstall does first.
-    let mut shop = cluster2.object("v1", "namespaces", "", "shop").unwrap();
-    shop["metadata"]["labels"] = serde_json::json!({});
-    cluster2.put(shop);
+    // Taken out of the mesh by their owners, as Istio's ambient uninstall does first; istio-cni
+    // then undoes each pod and its annotation goes.
+    cluster2.put(pod("shop", "cart-0", serde_json::json!({}), None));
+    cluster2.put(pod("billing", "invoice-0", serde_json::json!({}), None));
     meshctl::uninstall::refuse_enrolled_workloads(&lab.targets())
         .await
         .unwrap();
@@ -419,7 +448,8 @@ async fn a_pod_pending_redirection_is_waited_for_until_istio_cni_enables_it() {
             .await
             .unwrap_err();
     assert!(
-        format!("{left:#}").contains("annotation ambient.istio.io/redirection is `pending`"),
+        format!("{left:#}")
+            .contains("annotation ambient.istio.io/redirection, last seen: helloworld-0: `pending`"),
         "{left:#}"
     );
     let enabling = {

@@ -417,15 +417,22 @@ fn remote_secret_targets_are_checked_before_any_cluster_is_asked() {
     let kubeconfig = dir.path().join("kc.yaml");
     std::fs::write(
         &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters:\n- {name: a, cluster: {server: 'https://127.0.0.1:1'}}\n- {name: b, cluster: {server: 'https://127.0.0.1:2'}}\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\n- {name: b, context: {cluster: b, user: u}}\nusers:\n- {name: u, user: {}}\n",
+        "apiVersion: v1\nkind: Config\nclusters:\n- {name: a, cluster: {server: 'https://127.0.0.1:1'}}\n- {name: b, cluster: {server: 'https://127.0.0.1:2'}}\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\n- {name: same-as-a, context: {cluster: a, user: u}}\n- {name: b, context: {cluster: b, user: u}}\nusers:\n- {name: u, user: {}}\n",
     )
     .unwrap();
     for (targets, said) in [
-        ("a", "--apply-to `a` is the cluster the secret gives access to"),
+        (
+            "a",
+            "--apply-to `a` reaches the cluster the secret gives access to (--context `a`",
+        ),
+        (
+            "b,same-as-a",
+            "--apply-to `same-as-a` reaches the cluster the secret gives access to",
+        ),
         ("b,b", "--apply-to names `b` twice"),
         (
             "b,nope",
-            "--apply-to: context `nope`: no such context in the kubeconfig (known: a, b)",
+            "--apply-to: context `nope`: no such context in the kubeconfig (known: a, same-as-a, b)",
         ),
     ] {
         let out = run(

@@ -81,24 +81,26 @@ pub(super) async fn run(args: RemoteSecretArgs, kubeconfig: Option<&Path>) -> Re
     Ok(Exit::Success)
 }
 
-/// The contexts named are in the kubeconfig, each `--apply-to` once, and none is the cluster the
-/// secret gives access to (its own istiod would be told to watch itself as a remote): mistakes in
-/// what was typed (exit 2), found before any cluster is asked.
+/// The contexts named are in the kubeconfig, each `--apply-to` once, and none reaches the cluster
+/// the secret gives access to (by its API server, whatever the context is called): there its own
+/// istiod ignores a secret of its own cluster ID (pkg/kube/multicluster/secretcontroller.go,
+/// `addRemoteConfig`), so applying it there is a mistake in what was typed (exit 2), found before
+/// any cluster is asked.
 fn refuse_bad_targets(args: &RemoteSecretArgs, kubeconfig: Option<&Path>) -> Result<(), UsageError> {
+    let server_of = |flag: &str, context: &str| {
+        crate::kube::server_of(kubeconfig, context).map_err(|e| UsageError(format!("{flag}: {e}")))
+    };
+    let source = server_of("--context", &args.context)?;
     for (i, target) in args.apply_to.iter().enumerate() {
-        if *target == args.context {
-            return Err(UsageError(format!(
-                "--apply-to `{target}` is the cluster the secret gives access to (--context): apply it to the other clusters' istiods"
-            )));
-        }
         if args.apply_to[..i].contains(target) {
             return Err(UsageError(format!("--apply-to names `{target}` twice")));
         }
-    }
-    for (flag, context) in
-        std::iter::once(("--context", &args.context)).chain(args.apply_to.iter().map(|t| ("--apply-to", t)))
-    {
-        crate::kube::server_of(kubeconfig, context).map_err(|e| UsageError(format!("{flag}: {e}")))?;
+        if server_of("--apply-to", target)? == source {
+            return Err(UsageError(format!(
+                "--apply-to `{target}` reaches the cluster the secret gives access to (--context `{}`, {source}): its istiod ignores a remote secret of its own cluster; apply it to the other clusters' istiods",
+                args.context
+            )));
+        }
     }
     Ok(())
 }

@@ -315,27 +315,30 @@ pub fn daemonset_ready(d: &DaemonSet) -> bool {
         && s.number_available.unwrap_or(0) >= s.desired_number_scheduled
 }
 
+/// Where a DaemonSet's rollout stands, in the terms [`daemonset_ready`] judges it by.
+pub fn daemonset_counts(d: &DaemonSet) -> String {
+    let s = d.status.clone().unwrap_or_default();
+    let seen = d.metadata.generation.unwrap_or(0) <= s.observed_generation.unwrap_or(0);
+    let unseen = if seen {
+        ""
+    } else {
+        " (spec change not yet seen by the controller)"
+    };
+    format!(
+        "{} updated, {} available of {}{unseen}",
+        s.updated_number_scheduled.unwrap_or(0),
+        s.number_available.unwrap_or(0),
+        s.desired_number_scheduled,
+    )
+}
+
 /// DaemonSet `namespace/name` has a ready pod on every node it schedules to.
 pub fn on_every_node(namespace: &str, name: &str) -> Condition<DaemonSet> {
     Condition::object(
         name,
         format!("daemonset {namespace}/{name} ready on every node"),
         daemonset_ready,
-        |d| {
-            let s = d.status.clone().unwrap_or_default();
-            let seen = d.metadata.generation.unwrap_or(0) <= s.observed_generation.unwrap_or(0);
-            format!(
-                "{} updated, {} available of {}{}",
-                s.updated_number_scheduled.unwrap_or(0),
-                s.number_available.unwrap_or(0),
-                s.desired_number_scheduled,
-                if seen {
-                    ""
-                } else {
-                    " (spec change not yet seen by the controller)"
-                }
-            )
-        },
+        daemonset_counts,
     )
 }
 

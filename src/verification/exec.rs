@@ -162,10 +162,10 @@ pub async fn meshed_pod(
                 .find(|(_, p)| wait::pod_is_ready(p) && redirected_to_ztunnel(p))
                 .map(|(n, _)| n)
                 .unwrap_or(name)),
-            Err(_) => bail!(
-                "cluster `{cluster}`: pod {NAMESPACE}/{name} is not in the ambient mesh (annotation ambient.istio.io/redirection is {}, not `enabled`: istio-cni has not handed it to ztunnel), so ztunnel does not carry its calls\nhint: are istio-cni and ztunnel ready on its node (`meshctl status`, phase istio), and is namespace `{NAMESPACE}` labelled istio.io/dataplane-mode=ambient?",
-                redirection_of(&pod)
+            Err(wait::WaitError::Timeout { last_seen, .. }) => bail!(
+                "cluster `{cluster}`: pod {NAMESPACE}/{name} is not in the ambient mesh (annotation ambient.istio.io/redirection, last seen: {last_seen}; istio-cni has not handed it to ztunnel), so ztunnel does not carry its calls\nhint: are istio-cni and ztunnel ready on its node (`meshctl status`, phase istio), and is namespace `{NAMESPACE}` labelled istio.io/dataplane-mode=ambient?"
             ),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cluster `{cluster}`"))),
         };
     }
     if !has_sidecar(&pod) {
