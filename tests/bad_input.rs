@@ -964,57 +964,43 @@ fn an_istioctl_of_another_release_than_the_chosen_one_is_refused_on_a_finished_m
     let istioctl = dir.path().join("istioctl");
     std::fs::write(&istioctl, "#!/bin/sh\necho 'client version: 1.31.1'\n").unwrap();
     std::fs::set_permissions(&istioctl, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let before = server.requests().iter().filter(|r| !r.starts_with("GET")).count();
-    let out = run(
-        &[
+    let writes = || server.requests().iter().filter(|r| !r.starts_with("GET")).count();
+    let before = writes();
+    let up = |extra: &[&str]| {
+        let (kc, program) = (kubeconfig.to_str().unwrap(), istioctl.to_str().unwrap());
+        let args = [
             "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
+            kc,
             "up",
             "--contexts",
             "east",
             "--only",
             "istio",
-            "--istio-version",
-            "1.31.2",
             "--istioctl",
-            istioctl.to_str().unwrap(),
-        ],
-        &[],
-    );
+            program,
+        ];
+        run(&[&args[..], extra].concat(), &[])
+    };
+    let out = up(&["--istio-version", "1.31.2"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("is istioctl 1.31.1, not the chosen Istio 1.31.2"),
         "{}",
         stderr(&out)
     );
-    let writes = server.requests().iter().filter(|r| !r.starts_with("GET")).count();
-    assert_eq!(writes, before, "nothing changed: {:?}", server.requests());
+    assert_eq!(writes(), before, "nothing changed: {:?}", server.requests());
 
     // No release chosen: the istioctl named must be of the pinned minor, the same mistake (exit
     // 2), said before any phase, so no diagnose is offered for clusters nothing was done to.
     std::fs::write(&istioctl, "#!/bin/sh\necho 'client version: 1.30.2'\n").unwrap();
-    let out = run(
-        &[
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "up",
-            "--contexts",
-            "east",
-            "--only",
-            "istio",
-            "--istioctl",
-            istioctl.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = up(&[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let said = format!("{}{}", stdout(&out), stderr(&out));
     assert!(
         said.contains("istioctl 1.30.2 does not match the pinned Istio") && !said.contains("diagnose"),
         "{said}"
     );
-    let writes = server.requests().iter().filter(|r| !r.starts_with("GET")).count();
-    assert_eq!(writes, before, "nothing changed: {:?}", server.requests());
+    assert_eq!(writes(), before, "nothing changed: {:?}", server.requests());
 }
 
 /// `down --uninstall` removes a mesh with the release it was installed with (istio.version): its
