@@ -26,11 +26,13 @@ if [ -n "${TOPOLOGY:-}" ]; then
 else
   topology=(--clusters "$clusters")
 fi
-# What verify proves besides every pair: locality failover and weighted distribution, which an
-# ambient mesh routes only through waypoints (meshctl installs none, and refuses the checks there).
+# What verify proves besides every pair: locality failover and weighted distribution. An ambient
+# mesh fails over by the Service's trafficDistribution, which ztunnel applies; weighted
+# distribution is a DestinationRule, which only a waypoint applies there (meshctl installs none,
+# and refuses that check).
 checks=(--failover --locality distribute)
 if [ -n "${TOPOLOGY:-}" ] && grep -q '^dataplane: ambient' "$TOPOLOGY"; then
-  checks=()
+  checks=(--failover)
 fi
 # The release the mesh is built on: the pinned one, or UPGRADE_FROM (then upgraded).
 from=()

@@ -470,3 +470,43 @@ async fn a_pod_pending_redirection_is_waited_for_until_istio_cni_enables_it() {
     assert_eq!(name, "helloworld-0");
     enabling.await.unwrap();
 }
+
+/// `verify --failover` in an ambient mesh sets ambient's own failover on every cluster's
+/// helloworld Service (`spec.trafficDistribution: PreferClose`, which istiod turns into ztunnel's
+/// network, region, zone preference) and takes it away afterwards, leaving the rest of the Service
+/// as verify applied it.
+#[tokio::test]
+async fn ambient_failover_sets_prefer_close_and_takes_it_back() {
+    let servers = [
+        support::memory_apiserver::MemoryApiServer::new(),
+        support::memory_apiserver::MemoryApiServer::new(),
+    ];
+    for server in &servers {
+        server.put(serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "helloworld", "namespace": "sample", "labels": {"istio.io/global": "true"}},
+            "spec": {"ports": [{"name": "http", "port": 5000}], "selector": {"app": "helloworld"}}}));
+    }
+    let clients: Vec<kube::Client> = servers.iter().map(|s| s.client()).collect();
+    let distribution = |server: &support::memory_apiserver::MemoryApiServer| {
+        server.object("v1", "services", "sample", "helloworld").unwrap()["spec"]["trafficDistribution"]
+            .clone()
+    };
+    meshctl::verification::ambient_failover::prefer_close(&clients, Some("PreferClose"))
+        .await
+        .unwrap();
+    for server in &servers {
+        assert_eq!(distribution(server), "PreferClose");
+    }
+    meshctl::verification::ambient_failover::prefer_close(&clients, None)
+        .await
+        .unwrap();
+    for server in &servers {
+        assert!(distribution(server).is_null(), "{}", distribution(server));
+        let service = server.object("v1", "services", "sample", "helloworld").unwrap();
+        assert_eq!(
+            service["metadata"]["labels"]["istio.io/global"], "true",
+            "{service:#}"
+        );
+        assert_eq!(service["spec"]["ports"][0]["port"], 5000);
+    }
+}

@@ -1679,13 +1679,14 @@ fn what_ambient_multicluster_does_not_support_is_refused_with_the_reason() {
             "2",
             "--dataplane",
             "ambient",
-            "--failover",
+            "--locality",
+            "distribute",
         ],
         &[],
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("--failover is not checked in an ambient mesh")
+        stderr(&out).contains("--locality distribute is not checked in an ambient mesh")
             && stderr(&out).contains("waypoint"),
         "{}",
         stderr(&out)

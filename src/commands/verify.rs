@@ -85,26 +85,26 @@ pub(super) async fn run(args: VerifyArgs, workdir: &Path, flags: super::Flags<'_
     })
 }
 
-/// The checks verify does not make in an ambient mesh: its failover and distribution checks apply
-/// DestinationRules, which ztunnel does not read (subsets and weighted distribution across clusters
-/// would need a waypoint per cluster, which meshctl does not install). Ambient's own locality
-/// failover is the Service's `trafficDistribution` (pilot/pkg/serviceregistry/ambient/services.go:
-/// PreferClose becomes ztunnel's network, region, zone preference), which verify does not prove
-/// yet. A cluster-local host is a mesh-config rule of sidecar meshes (an ambient service is local
-/// unless it is global).
+/// The checks verify does not make in an ambient mesh: weighted distribution and per-cluster
+/// subsets are DestinationRules, which ztunnel does not read (across clusters they would need a
+/// waypoint per cluster, which meshctl does not install), and a cluster-local host is a
+/// mesh-config rule of sidecar meshes (an ambient service is local unless it is global).
+/// Failover is checked, the ambient way (`verification::ambient_failover`).
 fn ambient_refusal(args: &VerifyArgs, mesh: &crate::topology::Mesh) -> Option<String> {
     if mesh.dataplane.is_sidecar() {
         return None;
     }
     let asked = [
-        (args.failover, "--failover"),
-        (!args.locality.is_empty(), "--locality"),
+        (
+            args.locality.contains(&crate::cli::LocalityCheck::Distribute),
+            "--locality distribute",
+        ),
         (args.per_cluster_subsets, "--per-cluster-subsets"),
         (args.cluster_local, "--cluster-local"),
     ];
     let (_, flag) = asked.into_iter().find(|(on, _)| *on)?;
     Some(format!(
-        "{flag} is not checked in an ambient mesh: its checks apply DestinationRules, which ztunnel does not read (subsets and weighted distribution across clusters need a waypoint per cluster, which meshctl does not install); ambient's locality failover is a Service's own `trafficDistribution: PreferClose`, applied by ztunnel, which verify does not prove yet; a service is cluster-local in ambient unless labelled istio.io/global=true. `meshctl verify` without it proves every pair through ztunnel"
+        "{flag} is not checked in an ambient mesh: its check applies DestinationRules, which ztunnel does not read (weighted distribution and subsets across clusters need a waypoint per cluster, which meshctl does not install); a service is cluster-local in ambient unless labelled istio.io/global=true. `meshctl verify` without it proves every pair through ztunnel, and `--failover` proves ambient's own failover (the Service's trafficDistribution: PreferClose)"
     ))
 }
 

@@ -6,9 +6,11 @@
 //! every cluster's client through the exec API and count which cluster answered. The mesh passes when
 //! every client reached every cluster. With `--failover`, apply the locality DestinationRule, drain
 //! the first cluster's helloworld and check that its traffic moves to the failover region
-//! (Istio's "Locality failover" task). Parsing, the matrix and the JUnit report are pure; the rest talks to the
+//! (Istio's "Locality failover" task); in an ambient mesh, ambient's own failover instead
+//! ([`ambient_failover`]). Parsing, the matrix and the JUnit report are pure; the rest talks to the
 //! clusters.
 
+pub mod ambient_failover;
 mod checks;
 mod exec;
 mod junit;
@@ -210,7 +212,11 @@ pub async fn run(
         checks::ztunnel_views(mesh, &clients).await
     };
     let failover = if options.failover && mesh.clusters.len() >= 2 {
-        Some(failover(mesh, &clients, &artifacts, &hello_pods, &curl_pods, options).await?)
+        Some(if mesh.dataplane.is_sidecar() {
+            failover(mesh, &clients, &artifacts, &hello_pods, &curl_pods, options).await?
+        } else {
+            ambient_failover::failover(mesh, &clients, &curl_pods, options).await?
+        })
     } else {
         if options.failover {
             reporter.note(
