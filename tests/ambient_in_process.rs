@@ -472,9 +472,9 @@ async fn a_pod_pending_redirection_is_waited_for_until_istio_cni_enables_it() {
 }
 
 /// `verify --failover` in an ambient mesh sets ambient's own failover on every cluster's
-/// helloworld Service (`spec.trafficDistribution: PreferClose`, which istiod turns into ztunnel's
-/// network, region, zone preference) and takes it away afterwards, leaving the rest of the Service
-/// as verify applied it.
+/// helloworld Service (Istio's annotation `networking.istio.io/traffic-distribution: PreferClose`,
+/// which istiod turns into ztunnel's network, region, zone preference) and takes it away
+/// afterwards, leaving the rest of the Service as verify applied it.
 #[tokio::test]
 async fn ambient_failover_sets_prefer_close_and_takes_it_back() {
     let servers = [
@@ -488,7 +488,8 @@ async fn ambient_failover_sets_prefer_close_and_takes_it_back() {
     }
     let clients: Vec<kube::Client> = servers.iter().map(|s| s.client()).collect();
     let distribution = |server: &support::memory_apiserver::MemoryApiServer| {
-        server.object("v1", "services", "sample", "helloworld").unwrap()["spec"]["trafficDistribution"]
+        server.object("v1", "services", "sample", "helloworld").unwrap()["metadata"]["annotations"]
+            [meshctl::verification::ambient_failover::ANNOTATION]
             .clone()
     };
     meshctl::verification::ambient_failover::prefer_close(&clients, Some("PreferClose"))

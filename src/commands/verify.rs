@@ -104,7 +104,7 @@ fn ambient_refusal(args: &VerifyArgs, mesh: &crate::topology::Mesh) -> Option<St
     ];
     let (_, flag) = asked.into_iter().find(|(on, _)| *on)?;
     Some(format!(
-        "{flag} is not checked in an ambient mesh: its check applies DestinationRules, which ztunnel does not read (weighted distribution and subsets across clusters need a waypoint per cluster, which meshctl does not install); a service is cluster-local in ambient unless labelled istio.io/global=true. `meshctl verify` without it proves every pair through ztunnel, and `--failover` proves ambient's own failover (the Service's trafficDistribution: PreferClose)"
+        "{flag} is not checked in an ambient mesh: its check applies DestinationRules, which ztunnel does not read (weighted distribution and subsets across clusters need a waypoint per cluster, which meshctl does not install); a service is cluster-local in ambient unless labelled istio.io/global=true. `meshctl verify` without it proves every pair through ztunnel, and `--failover` proves ambient's own failover (a Service's traffic distribution PreferClose, applied by ztunnel)"
     ))
 }
 

@@ -1,11 +1,13 @@
 //! `verify --failover` in an ambient mesh, as ztunnel does failover: no DestinationRule (ztunnel
-//! reads none), but the Service's own `spec.trafficDistribution: PreferClose`, which istiod turns
-//! into ztunnel's failover over network, region and zone
-//! (pilot/pkg/serviceregistry/ambient/services.go, `preferSameZoneLoadBalancer`; the client
-//! cluster's Service decides, multicluster.go `mergeServiceInfosWithCluster`). ztunnel then sends
-//! every call to the endpoints that match the most of those, in order (ztunnel src/state.rs,
-//! `load_balance`): the client's own network while it has a helloworld there, every other
-//! network's once it has none.
+//! reads none), but the Service's traffic distribution, set by Istio's annotation
+//! `networking.istio.io/traffic-distribution: PreferClose` (read after `spec.trafficDistribution`,
+//! pilot/pkg/model/service.go `GetTrafficDistribution`; the annotation works on every Kubernetes
+//! release Istio supports, and Istio's own waypoint template sets it so). istiod turns it into
+//! ztunnel's failover over network, region and zone (pilot/pkg/serviceregistry/ambient/services.go,
+//! `preferSameZoneLoadBalancer`; the client cluster's Service decides, multicluster.go
+//! `mergeServiceInfosWithCluster`). ztunnel then sends every call to the endpoints that match the
+//! most of those, network first (ztunnel src/state.rs, `load_balance`): the client's own network
+//! while it has a helloworld there, every other network's once it has none.
 //!
 //! The check: with the preference set on every cluster's helloworld Service, the first cluster's
 //! client is answered by its own cluster only; with that cluster's helloworld scaled to nothing,
@@ -29,20 +31,35 @@ use crate::topology::{Dataplane, Mesh};
 /// the Service's other fields stay meshctl's verify's.
 const MANAGER: &str = "meshctl-verify-failover";
 
-/// Whether the calls before and after the local helloworld went away show failover: all local
-/// before (the preference is in force), none local after and some answered elsewhere.
-pub fn judge(before: &[usize], after: &[usize]) -> bool {
-    let elsewhere = |answers: &[usize]| answers.iter().skip(1).sum::<usize>();
-    before.first().is_some_and(|local| *local > 0)
-        && elsewhere(before) == 0
-        && after.first() == Some(&0)
-        && elsewhere(after) > 0
+/// Istio's annotation for a Service's traffic distribution (istio/api
+/// `annotation.NetworkingTrafficDistribution`).
+pub const ANNOTATION: &str = "networking.istio.io/traffic-distribution";
+
+/// Fewest calls in a batch the check judges: a preference not in force sends each call to the
+/// local cluster by chance about once in as many clusters, so twenty calls all local by luck are
+/// less likely than one in a million with two clusters.
+const MIN_CALLS: usize = 20;
+
+/// All answers from the first cluster, none elsewhere, none failed.
+fn all_local(answers: &[usize], failed: usize) -> bool {
+    failed == 0 && answers.first().is_some_and(|local| *local > 0) && answers[1..].iter().all(|c| *c == 0)
 }
 
-/// `spec.trafficDistribution` of every cluster's helloworld Service set to `value`, or taken
-/// away (`None`), by a merge patch.
+/// None from the first cluster, some elsewhere, none failed.
+fn all_elsewhere(answers: &[usize], failed: usize) -> bool {
+    failed == 0 && answers.first() == Some(&0) && answers[1..].iter().sum::<usize>() > 0
+}
+
+/// Whether the batches judged before and after the local helloworld went away show failover: all
+/// local before (the preference is in force), all elsewhere after, no call failed in either.
+pub fn judge((before, failed_before): (&[usize], usize), (after, failed_after): (&[usize], usize)) -> bool {
+    all_local(before, failed_before) && all_elsewhere(after, failed_after)
+}
+
+/// Istio's traffic-distribution annotation on every cluster's helloworld Service set to `value`,
+/// or taken away (`None`), by a merge patch.
 pub async fn prefer_close(clients: &[kube::Client], value: Option<&str>) -> Result<()> {
-    let patch = serde_json::json!({"spec": {"trafficDistribution": value}});
+    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION: value}}});
     let params = PatchParams::apply(MANAGER);
     futures::future::try_join_all(clients.iter().map(|client| {
         let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
@@ -52,7 +69,7 @@ pub async fn prefer_close(clients: &[kube::Client], value: Option<&str>) -> Resu
             services
                 .patch("helloworld", &params, &Patch::Merge(&patch))
                 .await
-                .context("set spec.trafficDistribution of Service sample/helloworld")
+                .with_context(|| format!("set annotation {ANNOTATION} of Service {NAMESPACE}/helloworld"))
         }
     }))
     .await?;
@@ -73,28 +90,23 @@ async fn scale(client: &kube::Client, replicas: i32) -> Result<()> {
 
 /// Batches of calls from the first cluster's client until `settled` holds for one (ztunnel takes
 /// a change from istiod a moment after the API server has it), at most for `options.timeout`;
-/// the last batch and the calls that failed.
-async fn calls_until(
+/// then one more batch, the one judged, so a batch that settled by chance is not the verdict.
+async fn settled_batch(
     client: &kube::Client,
     curl_pod: &str,
     clusters: usize,
     options: &Options,
-    settled: impl Fn(&[usize]) -> bool,
+    settled: fn(&[usize], usize) -> bool,
 ) -> Result<(Vec<usize>, usize)> {
+    let calls = options.calls_per_client.max(MIN_CALLS);
     let deadline = Instant::now() + options.timeout;
     loop {
-        let (answers, failed) = calls_from(
-            client,
-            curl_pod,
-            options.calls_per_client,
-            clusters,
-            options.timeout,
-        )
-        .await?;
-        if settled(&answers) || Instant::now() >= deadline {
-            return Ok((answers, failed));
+        let (answers, failed) = calls_from(client, curl_pod, calls, clusters, options.timeout).await?;
+        if settled(&answers, failed) || Instant::now() >= deadline {
+            break;
         }
     }
+    calls_from(client, curl_pod, calls, clusters, options.timeout).await
 }
 
 pub(super) async fn failover(
@@ -105,10 +117,9 @@ pub(super) async fn failover(
 ) -> Result<Failover> {
     let n = mesh.clusters.len();
     let (client, curl) = (&clients[0], &curl_pods[0]);
-    prefer_close(clients, Some("PreferClose")).await?;
     let checked = async {
-        let all_local = |a: &[usize]| a[0] > 0 && a[1..].iter().all(|c| *c == 0);
-        let (before, _) = calls_until(client, curl, n, options, all_local).await?;
+        prefer_close(clients, Some("PreferClose")).await?;
+        let before = settled_batch(client, curl, n, options, all_local).await?;
         scale(client, 0).await?;
         let selector = format!("app=helloworld,version={}", workloads::version_of(0));
         let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
@@ -119,15 +130,14 @@ pub(super) async fn failover(
             |set| format!("{} still there", set.len()),
         );
         wait::until(&pods, gone, options.timeout).await?;
-        let moved = |a: &[usize]| a[0] == 0 && a[1..].iter().sum::<usize>() > 0;
-        let (after, failed) = calls_until(client, curl, n, options, moved).await?;
-        Ok::<_, anyhow::Error>((before, after, failed))
+        let after = settled_batch(client, curl, n, options, all_elsewhere).await?;
+        Ok::<_, anyhow::Error>((before, after))
     };
     let outcome = checked.await;
     // Put back what the check changed, whatever it found.
     let scaled_back = scale(client, 1).await;
     let unset = prefer_close(clients, None).await;
-    let (before, after, failed) = outcome?;
+    let ((before, failed_before), (after, failed_after)) = outcome?;
     scaled_back?;
     unset?;
     let hello = format!("app=helloworld,version={}", workloads::version_of(0));
@@ -140,10 +150,10 @@ pub(super) async fn failover(
     .await?;
     let others: Vec<&str> = mesh.clusters[1..].iter().map(|c| c.name.as_str()).collect();
     let expected = others.join(" or ");
-    let passed = judge(&before, &after);
+    let passed = judge((&before, failed_before), (&after, failed_after));
+    let local = &mesh.clusters[0].name;
     let detail = format!(
-        "with trafficDistribution PreferClose: {before:?} answers per cluster; with {}'s helloworld scaled to 0: {after:?} ({failed} failed calls); expected {} only, then {expected}",
-        mesh.clusters[0].name, mesh.clusters[0].name
+        "with traffic distribution PreferClose: {before:?} answers per cluster ({failed_before} failed calls); with {local}'s helloworld scaled to 0: {after:?} ({failed_after} failed calls); expected {local} only, then {expected} only, no call failing"
     );
     Ok(Failover {
         client: mesh.clusters[0].name.clone(),
@@ -161,16 +171,27 @@ mod tests {
 
     #[test]
     fn failover_is_all_local_first_then_elsewhere_only() {
-        assert!(judge(&[20, 0, 0], &[0, 12, 8]));
+        assert!(judge((&[20, 0, 0], 0), (&[0, 12, 8], 0)));
         assert!(
-            !judge(&[12, 8, 0], &[0, 20, 0]),
+            !judge((&[12, 8, 0], 0), (&[0, 20, 0], 0)),
             "the preference was not in force"
         );
         assert!(
-            !judge(&[20, 0, 0], &[3, 17, 0]),
+            !judge((&[20, 0, 0], 0), (&[3, 17, 0], 0)),
             "the local cluster still answered"
         );
-        assert!(!judge(&[20, 0, 0], &[0, 0, 0]), "nothing answered after");
-        assert!(!judge(&[0, 0, 0], &[0, 20, 0]), "nothing answered before");
+        assert!(
+            !judge((&[20, 0, 0], 0), (&[0, 0, 0], 0)),
+            "nothing answered after"
+        );
+        assert!(
+            !judge((&[0, 0, 0], 0), (&[0, 20, 0], 0)),
+            "nothing answered before"
+        );
+        assert!(
+            !judge((&[20, 0, 0], 0), (&[0, 14, 0], 6)),
+            "a network that does not answer"
+        );
+        assert!(!judge((&[18, 0, 0], 2), (&[0, 20, 0], 0)), "calls failed before");
     }
 }
