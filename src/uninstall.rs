@@ -9,7 +9,8 @@
 //!   `app.kubernetes.io/managed-by: meshctl` (set only on objects meshctl created);
 //! - istiod (a remote's istiod Service) and the east-west gateway: the installed-digest annotation
 //!   meshctl records after its `istioctl install`; they are removed with `istioctl uninstall` of
-//!   the same IstioOperator file.
+//!   the same IstioOperator file;
+//! - verify's namespace `sample` (kept by `verify --keep`): the label; it goes first.
 //!
 //! Kept, and said so: the `istio-system` namespace, Istio's CRDs (other installs may use them),
 //! node labels (meshctl only added missing ones, which cannot be told apart from the provider's);
@@ -50,6 +51,19 @@ pub async fn uninstall(
         .iter()
         .map(|t| (t.cluster.name.clone(), Vec::new()))
         .collect();
+    // verify's workloads (kept by `verify --keep`, or left by one interrupted) are the last thing
+    // meshctl put there: the first to go, before the control plane their proxies depend on.
+    let verification = targets.iter().map(|t| async move {
+        remove_verification_namespace(&t.client)
+            .await
+            .with_context(|| format!("down --uninstall: cluster `{}`", t.cluster.name))
+    });
+    for ((_, list), result) in removed
+        .iter_mut()
+        .zip(futures::future::join_all(verification).await)
+    {
+        list.extend(result?);
+    }
     for phase in Phase::ALL.into_iter().rev() {
         let logic = phases::logic(phase);
         let runs = targets.iter().map(|t| async move {
@@ -73,6 +87,36 @@ pub async fn uninstall(
         }
     }
     Ok(removed)
+}
+
+/// Deletes verify's namespace where meshctl made it (its label); someone else's of the same name
+/// stays.
+async fn remove_verification_namespace(client: &kube::Client) -> Result<Option<String>> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let namespace = crate::verification::workloads::NAMESPACE;
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let (key, value) = crate::kube::MANAGED_BY;
+    match namespaces
+        .get_opt(namespace)
+        .await
+        .with_context(|| format!("cannot read Namespace {namespace}"))?
+    {
+        Some(ns)
+            if ns
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(key))
+                .is_some_and(|v| v == value) =>
+        {
+            namespaces
+                .delete(namespace, &Default::default())
+                .await
+                .with_context(|| format!("cannot delete Namespace {namespace}"))?;
+            Ok(Some(format!("Namespace {namespace} (verify's workloads)")))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// What istio-cni writes on a pod whose traffic it redirects to ztunnel: `enabled`, or `pending`

@@ -266,6 +266,13 @@ async fn down_removes_the_gateway_and_the_ambient_control_plane_and_keeps_gatewa
         .await
         .unwrap();
     let removed = lab.uninstall(&tools).await;
+    // verify's namespace, kept as `verify --keep` keeps it, goes first: its pods would lose their
+    // traffic with ztunnel.
+    assert_eq!(
+        removed[1].1.first().map(String::as_str),
+        Some("Namespace sample (verify's workloads)")
+    );
+    assert!(cluster2.object("v1", "namespaces", "", "sample").is_none());
     for ((context, server), (_, items)) in lab.servers.iter().zip(&removed) {
         assert!(
             items

@@ -384,6 +384,8 @@ async fn uninstall_removes_phase_by_phase_only_what_meshctl_installed() {
     // Someone else's reader account: same name, no label. It stays.
     server.put(json!({"apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": "istio-reader-service-account", "namespace": "istio-system"}}));
+    // A namespace named as verify's that meshctl did not make stays too.
+    server.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sample"}}));
 
     let removal = PlayedIstioctl::new(&server);
     let removed = uninstall(&f, &server, &removal).await;
@@ -419,6 +421,10 @@ async fn uninstall_removes_phase_by_phase_only_what_meshctl_installed() {
             )
             .is_some(),
         "someone else's reader account stays"
+    );
+    assert!(
+        server.object("v1", "namespaces", "", "sample").is_some(),
+        "someone else's sample stays"
     );
 
     // Nothing of meshctl's is left: a second removal runs no tool and removes nothing.

@@ -43,7 +43,7 @@ async fn uninstall(
         super::confirm(
             &format!("--uninstall changes clusters {}", names.join(", ")),
             &format!(
-                "Remove what meshctl installed in {} (remote secrets, reader account, Gateway, east-west gateway, Istio, cacerts)?",
+                "Remove what meshctl installed in {} (verify's sample namespace, remote secrets, reader account, Gateway, east-west gateway, Istio, cacerts)?",
                 names.join(", ")
             ),
         )?;
