@@ -393,23 +393,7 @@ async fn diagnose_collects_the_ambient_data_plane() {
     let cas = support::fixed_cas(&lab.mesh);
     let (end, _, said) = lab.run("1.31.1", &PHASES, cas).await;
     assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
-    let clients = meshctl::kube::Clients::new(Some(&lab.kubeconfig));
-    let (bundle, _) = meshctl::diagnostic_bundle::collect(
-        &lab.mesh,
-        &clients,
-        &lab.dir,
-        std::time::Duration::from_secs(10),
-        &|_| {},
-    )
-    .await;
-    let text = |path: &str| {
-        String::from_utf8_lossy(
-            bundle
-                .file(path)
-                .unwrap_or_else(|| panic!("{path}: {:?}", bundle.paths())),
-        )
-        .into_owned()
-    };
+    let (text, _, paths) = lab.diagnose().await;
     for cluster in ["cluster1", "cluster2"] {
         let daemonsets = text(&format!("{cluster}/istio-system/daemonsets.yaml"));
         assert!(
@@ -421,9 +405,8 @@ async fn diagnose_collects_the_ambient_data_plane() {
             gateways.contains("istio-east-west") && gateways.contains("Programmed"),
             "{gateways}"
         );
-        let logs: Vec<&str> = bundle
-            .paths()
-            .into_iter()
+        let logs: Vec<&String> = paths
+            .iter()
             .filter(|p| p.starts_with(&format!("{cluster}/logs/")))
             .collect();
         for agent in ["ztunnel-", "istio-cni-node-"] {

@@ -474,24 +474,8 @@ async fn diagnose_collects_the_external_istiod_and_its_namespace() {
     let lab = lab(EXTERNAL);
     let (end, _, said) = lab.run("1.31.1", &PHASES, cas(&lab)).await;
     assert_eq!(end, RunEnd::Finished { changed: true }, "{}", said.join("\n"));
-    let clients = meshctl::kube::Clients::new(Some(&lab.kubeconfig));
-    let (bundle, collected) = meshctl::diagnostic_bundle::collect(
-        &lab.mesh,
-        &clients,
-        &lab.dir,
-        std::time::Duration::from_secs(10),
-        &|_| {},
-    )
-    .await;
+    let (text, collected, _) = lab.diagnose().await;
     assert_eq!(collected.len(), 3);
-    let text = |path: &str| {
-        String::from_utf8_lossy(
-            bundle
-                .file(path)
-                .unwrap_or_else(|| panic!("{path}: {:?}", bundle.paths())),
-        )
-        .into_owned()
-    };
     assert!(text("cluster1/external-istiod/deployments.yaml").contains("name: istiod"));
     assert!(text("cluster1/istio-system/deployments.yaml").contains("istio-eastwestgateway"));
     let clusterz = text("cluster1/istiod-clusterz.json");

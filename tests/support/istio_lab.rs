@@ -221,6 +221,37 @@ impl Lab {
         (end, tools, said.lines())
     }
 
+    /// What `meshctl diagnose` collects of every cluster (each bounded by 10 s): the bundle, a way
+    /// to read one of its files as text (a missing one fails, naming what is there), and how each
+    /// cluster's collection ended.
+    pub async fn diagnose(
+        &self,
+    ) -> (
+        impl Fn(&str) -> String,
+        Vec<meshctl::diagnostic_bundle::Collected>,
+        Vec<String>,
+    ) {
+        let clients = meshctl::kube::Clients::new(Some(&self.kubeconfig));
+        let (bundle, collected) = meshctl::diagnostic_bundle::collect(
+            &self.mesh,
+            &clients,
+            &self.dir,
+            Duration::from_secs(10),
+            &|_| {},
+        )
+        .await;
+        let paths: Vec<String> = bundle.paths().into_iter().map(String::from).collect();
+        let text = move |path: &str| {
+            String::from_utf8_lossy(
+                bundle
+                    .file(path)
+                    .unwrap_or_else(|| panic!("{path}: {:?}", bundle.paths())),
+            )
+            .into_owned()
+        };
+        (text, collected, paths)
+    }
+
     /// Every cluster, as `down --uninstall` reaches it.
     pub fn targets(&self) -> Vec<meshctl::uninstall::Target<'_>> {
         self.mesh
