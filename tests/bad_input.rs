@@ -16,6 +16,25 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     out
 }
 
+/// `dir/kc.yaml`: one context, cluster and anonymous user per `(context, server)`, in order.
+/// The servers the tests name are loopback ports nothing listens on: a check that asked a cluster
+/// would say so.
+fn kubeconfig_of(dir: &std::path::Path, contexts: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut text = String::from("apiVersion: v1\nkind: Config\nusers:\n- {name: u, user: {}}\nclusters:\n");
+    for (name, server) in contexts {
+        text.push_str(&format!("- {{name: {name}, cluster: {{server: '{server}'}}}}\n"));
+    }
+    text.push_str("contexts:\n");
+    for (name, _) in contexts {
+        text.push_str(&format!(
+            "- {{name: {name}, context: {{cluster: {name}, user: u}}}}\n"
+        ));
+    }
+    let path = dir.join("kc.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 #[test]
 fn an_empty_meshctl_home_is_unset_and_a_file_there_is_named() {
     let empty = run(
@@ -352,13 +371,10 @@ fn values_that_cannot_work_are_refused_by_name() {
 #[test]
 fn a_rotation_whose_clusters_do_not_answer_changes_no_file() {
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kc.yaml");
-    // Ports 1 and 2 on loopback: nothing listens.
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters:\n- {name: a, cluster: {server: 'http://127.0.0.1:1'}}\n- {name: b, cluster: {server: 'http://127.0.0.1:2'}}\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\n- {name: b, context: {cluster: b, user: u}}\nusers:\n- {name: u, user: {}}\n",
-    )
-    .unwrap();
+    let kubeconfig = kubeconfig_of(
+        dir.path(),
+        &[("a", "http://127.0.0.1:1"), ("b", "http://127.0.0.1:2")],
+    );
     let certs = dir.path().join("ca");
     let gen_out = run(
         &[
@@ -414,12 +430,14 @@ fn a_rotation_whose_clusters_do_not_answer_changes_no_file() {
 #[test]
 fn remote_secret_targets_are_checked_before_any_cluster_is_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kc.yaml");
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters:\n- {name: a, cluster: {server: 'https://127.0.0.1:1'}}\n- {name: b, cluster: {server: 'https://127.0.0.1:2'}}\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\n- {name: same-as-a, context: {cluster: a, user: u}}\n- {name: b, context: {cluster: b, user: u}}\nusers:\n- {name: u, user: {}}\n",
-    )
-    .unwrap();
+    let kubeconfig = kubeconfig_of(
+        dir.path(),
+        &[
+            ("a", "https://127.0.0.1:1"),
+            ("same-as-a", "https://127.0.0.1:1"),
+            ("b", "https://127.0.0.1:2"),
+        ],
+    );
     for (targets, said) in [
         (
             "a",
@@ -462,12 +480,7 @@ fn remote_secret_targets_are_checked_before_any_cluster_is_asked() {
 #[test]
 fn an_unknown_context_is_a_usage_error_for_every_command_that_asks_clusters() {
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kc.yaml");
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters:\n- {name: a, cluster: {server: 'https://127.0.0.1:1'}}\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\nusers:\n- {name: u, user: {}}\n",
-    )
-    .unwrap();
+    let kubeconfig = kubeconfig_of(dir.path(), &[("a", "https://127.0.0.1:1")]);
     let kc = kubeconfig.to_str().unwrap();
     for command in [
         &["up"][..],
@@ -508,13 +521,7 @@ fn an_unknown_context_is_a_usage_error_for_every_command_that_asks_clusters() {
 #[test]
 fn verify_writes_its_junit_file_even_when_a_cluster_is_unreachable() {
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kc.yaml");
-    // Port 1 on loopback: nothing listens.
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster: {server: 'http://127.0.0.1:1'}\ncontexts:\n- name: gone\n  context: {cluster: gone, user: gone}\nusers:\n- name: gone\n  user: {}\n",
-    )
-    .unwrap();
+    let kubeconfig = kubeconfig_of(dir.path(), &[("gone", "http://127.0.0.1:1")]);
     let junit = dir.path().join("verify.xml");
     let out = run(
         &[
@@ -1394,12 +1401,7 @@ fn status_wait_keeps_its_bound_and_says_what_it_waits_for() {
     assert!(took < std::time::Duration::from_secs(12), "overran: {took:?}");
 
     let work = tempfile::tempdir().unwrap();
-    let kubeconfig = work.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: east\n  cluster: {server: 'https://127.0.0.1:9'}\ncontexts:\n- name: east\n  context: {cluster: east, user: east}\nusers:\n- name: east\n  user: {}\n",
-    )
-    .unwrap();
+    let kubeconfig = kubeconfig_of(work.path(), &[("east", "https://127.0.0.1:9")]);
     let started = std::time::Instant::now();
     let out = run(
         &[
